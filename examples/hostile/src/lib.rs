@@ -1,0 +1,102 @@
+//! `hostile`: misbehaves on purpose so tests can check that the host contains it.
+//! The input selects the behaviour: `loop` (spin forever), `memory` (allocate and
+//! touch 1 MiB chunks forever), `trap` (execute `unreachable`), `panic`,
+//! `spawn-bomb` (spawn itself until refused, up to 1000 times), `big-output`
+//! (return 64 MiB), `stdout-flood` (write 100 MiB to stdout), `read-file`
+//! (read /etc/passwd), `read-env` (count env vars and args), `socket:<host:port>`
+//! (open a TCP connection) and `ok` (return "fine"). The probing behaviours
+//! report what happened as their `Ok` output; unknown inputs fail the run.
+
+use std::hint::black_box;
+use std::io::Write;
+
+use agentflow_sdk::prelude::*;
+
+fn run(input: String) -> Result<String, String> {
+    match input.as_str() {
+        "loop" => spin(),
+        "memory" => hog_memory(),
+        "trap" => trap(),
+        "panic" => panic!("boom"),
+        "spawn-bomb" => Ok(spawn_bomb()),
+        "big-output" => Ok("x".repeat(64 << 20)),
+        "stdout-flood" => Ok(stdout_flood()),
+        "read-file" => Ok(match std::fs::read_to_string("/etc/passwd") {
+            Ok(s) => format!("read {} bytes", s.len()),
+            Err(e) => format!("error: {e}"),
+        }),
+        "read-env" => Ok(format!(
+            "env: {} vars, args: {}",
+            std::env::vars().count(),
+            std::env::args().count()
+        )),
+        "ok" => Ok("fine".to_string()),
+        other => match other.strip_prefix("socket:") {
+            Some(addr) => Ok(match std::net::TcpStream::connect(addr) {
+                Ok(_) => "connected".to_string(),
+                Err(e) => format!("error: {e}"),
+            }),
+            None => Err(format!("unknown behaviour: {other:?}")),
+        },
+    }
+}
+
+fn spin() -> ! {
+    let mut n: u64 = 0;
+    loop {
+        n = black_box(n.wrapping_add(1));
+    }
+}
+
+fn hog_memory() -> ! {
+    let mut kept: Vec<Vec<u8>> = Vec::new();
+    loop {
+        let mut chunk = vec![0u8; 1 << 20];
+        // Touch every page so the memory is really used.
+        for i in (0..chunk.len()).step_by(4096) {
+            chunk[i] = (kept.len() as u8).wrapping_add(1);
+        }
+        kept.push(black_box(chunk));
+    }
+}
+
+fn trap() -> ! {
+    #[cfg(target_arch = "wasm32")]
+    core::arch::wasm32::unreachable();
+    #[cfg(not(target_arch = "wasm32"))]
+    std::process::abort();
+}
+
+fn spawn_bomb() -> String {
+    let mut ids = Vec::new();
+    let mut first_error = None;
+    for _ in 0..1000 {
+        match Spawn::new("spawn-bomb", "spawn-bomb").spawn() {
+            Ok(id) => ids.push(id),
+            Err(e) => {
+                first_error = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    tasks::wait_all(&ids);
+    format!(
+        "spawned {}; first error: {}",
+        ids.len(),
+        first_error.as_deref().unwrap_or("none")
+    )
+}
+
+fn stdout_flood() -> String {
+    // 100 MiB in 1 KiB lines. Write errors (a closed or capped stdout) are ignored
+    // rather than panicking as `println!` would, so the run still returns.
+    let line = "y".repeat(1023);
+    let mut out = std::io::stdout().lock();
+    for _ in 0..100 * 1024 {
+        let _ = writeln!(out, "{line}");
+    }
+    let _ = out.flush();
+    "done".to_string()
+}
+
+export_agent!(run);

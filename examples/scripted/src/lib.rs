@@ -1,0 +1,186 @@
+//! `scripted`: a generic test driver. Its input is a JSON array of operations
+//! (externally tagged, e.g. `[{"llm": {"prompt": "hi"}}, {"tools_list": null}]`),
+//! executed in order; its output is a JSON array with one result per operation.
+//! Each operation exercises one host import (or WASI clocks/randomness), and host
+//! errors are reported as `{"err": "<Debug of the error>"}` results instead of
+//! failing the run; only `{"fail": "msg"}` fails it. An input that is not a JSON
+//! array (e.g. the `""` a test gives a child) is echoed back as `child:<input>`.
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use agentflow_sdk::prelude::*;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+enum Op {
+    Llm(LlmOp),
+    ToolsList,
+    Tool {
+        name: String,
+        #[serde(default)]
+        args: Value,
+    },
+    Step(StepOp),
+    Log(String),
+    Save {
+        state: Value,
+        #[serde(default)]
+        note: String,
+    },
+    Load,
+    Spawn(SpawnOp),
+    Wait(TaskId),
+    SpawnWait(SpawnOp),
+    Cancel(TaskId),
+    Fail(String),
+    Clock,
+    Random,
+}
+
+#[derive(Deserialize)]
+struct LlmOp {
+    prompt: String,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    max_tokens: Option<u32>,
+    #[serde(default)]
+    task_type: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct StepOp {
+    thought: String,
+    action: String,
+    observation: String,
+    confidence: f32,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct SpawnOp {
+    description: String,
+    input: String,
+    dedup_key: Option<String>,
+    budget_usd: Option<f64>,
+    agent: Option<String>,
+}
+
+impl SpawnOp {
+    fn spawn(&self) -> Result<TaskId, Error> {
+        let mut s = Spawn::new(self.description.as_str(), self.input.as_str());
+        if let Some(k) = &self.dedup_key {
+            s = s.dedup_key(k.as_str());
+        }
+        if let Some(b) = self.budget_usd {
+            s = s.budget_usd(b);
+        }
+        if let Some(a) = &self.agent {
+            s = s.agent(a.as_str());
+        }
+        s.spawn()
+    }
+}
+
+fn err(e: Error) -> Value {
+    json!({ "err": format!("{e:?}") })
+}
+
+fn outcome(o: Outcome) -> Value {
+    match o {
+        Outcome::Completed(s) => json!({ "completed": s }),
+        Outcome::Failed(s) => json!({ "failed": s }),
+        Outcome::Cancelled => json!("cancelled"),
+        Outcome::UnknownTask => json!("unknown"),
+    }
+}
+
+fn run(input: String) -> Result<String, String> {
+    let Ok(Value::Array(raw_ops)) = serde_json::from_str::<Value>(&input) else {
+        return Ok(format!("child:{input}"));
+    };
+    let mut results = Vec::with_capacity(raw_ops.len());
+    for (i, raw) in raw_ops.into_iter().enumerate() {
+        let op: Op = serde_json::from_value(raw).map_err(|e| format!("bad op #{i}: {e}"))?;
+        results.push(execute(op)?);
+    }
+    Ok(Value::Array(results).to_string())
+}
+
+fn execute(op: Op) -> Result<Value, String> {
+    Ok(match op {
+        Op::Llm(o) => {
+            let mut req = Request::new().user(o.prompt);
+            if let Some(m) = o.model {
+                req = req.model(m);
+            }
+            if let Some(n) = o.max_tokens {
+                req = req.max_tokens(n);
+            }
+            if let Some(t) = o.task_type {
+                req = req.task_type(t);
+            }
+            match req.send() {
+                Ok(r) => json!({ "ok": {
+                    "text": r.text,
+                    "model": r.model,
+                    "input_tokens": r.input_tokens,
+                    "output_tokens": r.output_tokens,
+                    "cost_usd": r.cost_usd,
+                }}),
+                Err(e) => err(e),
+            }
+        }
+        Op::ToolsList => json!(
+            tools::list()
+                .into_iter()
+                .map(|t| t.name)
+                .collect::<Vec<_>>()
+        ),
+        Op::Tool { name, args } => match tools::call(&name, &args) {
+            Ok(s) => json!({ "ok": s }),
+            Err(e) => err(e),
+        },
+        Op::Step(s) => {
+            trace::step(s.thought, s.action, s.observation, s.confidence);
+            Value::Null
+        }
+        Op::Log(msg) => {
+            trace::info(msg);
+            Value::Null
+        }
+        Op::Save { state, note } => match checkpoint::save(&state, note) {
+            Ok(n) => json!({ "ok": n }),
+            Err(e) => err(e),
+        },
+        Op::Load => checkpoint::load::<Value>()
+            .map(|s| s.state)
+            .unwrap_or(Value::Null),
+        Op::Spawn(s) => match s.spawn() {
+            Ok(id) => json!({ "ok": id }),
+            Err(e) => err(e),
+        },
+        Op::Wait(id) => outcome(tasks::wait(id)),
+        Op::SpawnWait(s) => match s.spawn() {
+            Ok(id) => outcome(tasks::wait(id)),
+            Err(e) => err(e),
+        },
+        Op::Cancel(id) => json!(tasks::cancel(id)),
+        Op::Fail(msg) => return Err(msg),
+        Op::Clock => {
+            let ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
+            json!(ms)
+        }
+        Op::Random => json!(RandomState::new().hash_one(0x5eed_u64)),
+    })
+}
+
+export_agent!(run);

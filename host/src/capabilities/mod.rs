@@ -1,0 +1,184 @@
+//! The host side of each WIT interface, one module per interface, plus WASI's clocks
+//! and random made recordable.
+//!
+//! Every guest call enters through exactly one of these modules. Each host function
+//! does the same three things: count the call against the agent's limit
+//! ([`TaskCtx::admit`]), perform it (asking the supervisor or a provider), then append
+//! it to the ledger ([`TaskCtx::record`]) — and only then answer the guest. Grants are
+//! checked on the first line of the functions that need them.
+
+pub mod checkpoint;
+pub mod llm;
+pub mod tasks;
+pub mod tools;
+pub mod trace;
+pub mod wasi;
+
+use crate::ledger::{EventRecord, now_ms};
+use crate::runtime::LoadedAgent;
+use crate::runtime::state::{AgentState, Kill};
+use crate::supervisor::RunContext;
+use serde_json::Value;
+use std::sync::Arc;
+use wasmtime::component::{HasData, Linker};
+
+/// Capability state of one running agent (one task).
+pub struct TaskCtx {
+    pub(crate) run: Arc<RunContext>,
+    pub(crate) task_id: u64,
+    pub(crate) depth: u32,
+    /// The component this task runs (children spawned with `agent-ref::same` reuse it).
+    pub(crate) agent: Arc<LoadedAgent>,
+    /// Clock and random reads not yet written to the ledger.
+    pub(crate) nondet: wasi::NondetLog,
+    pub(crate) host_calls: u64,
+    pub(crate) steps: u32,
+    pub(crate) checkpoints: u32,
+    pub(crate) last_checkpoint: Option<crate::bindings::checkpoint::Checkpoint>,
+    /// Set when the host stops the agent for breaking a limit.
+    pub(crate) kill: Option<Kill>,
+}
+
+/// One host call as the capabilities describe it to [`TaskCtx::record`].
+pub(crate) struct Call {
+    pub kind: &'static str,
+    pub ok: bool,
+    pub request: Value,
+    pub response: Value,
+    pub model: Option<String>,
+    pub tokens_in: u32,
+    pub tokens_out: u32,
+    pub cost_usd: f64,
+    pub started_at: i64,
+}
+
+impl Call {
+    /// A call without model usage.
+    pub fn plain(kind: &'static str, ok: bool, request: Value, response: Value, started_at: i64) -> Call {
+        Call {
+            kind,
+            ok,
+            request,
+            response,
+            model: None,
+            tokens_in: 0,
+            tokens_out: 0,
+            cost_usd: 0.0,
+            started_at,
+        }
+    }
+}
+
+impl TaskCtx {
+    pub(crate) fn new(run: Arc<RunContext>, task_id: u64, depth: u32, agent: Arc<LoadedAgent>) -> TaskCtx {
+        TaskCtx {
+            run,
+            task_id,
+            depth,
+            agent,
+            nondet: wasi::NondetLog::default(),
+            host_calls: 0,
+            steps: 0,
+            checkpoints: 0,
+            last_checkpoint: None,
+            kill: None,
+        }
+    }
+
+    /// Count one host call; past `limits.max_host_calls` the agent is stopped (trap).
+    /// Returns the call's start time.
+    pub(crate) fn admit(&mut self) -> wasmtime::Result<i64> {
+        self.host_calls += 1;
+        let limit = self.run.limits.max_host_calls;
+        if self.host_calls > limit {
+            let kill = Kill::HostCalls { limit };
+            let msg = kill.to_string();
+            self.kill = Some(kill);
+            return Err(wasmtime::format_err!("{msg}"));
+        }
+        Ok(now_ms())
+    }
+
+    fn event(&self, call: Call) -> EventRecord {
+        EventRecord {
+            run_id: self.run.run_id.clone(),
+            task_id: self.task_id,
+            kind: call.kind.to_string(),
+            ok: call.ok,
+            request: call.request,
+            response: call.response,
+            model: call.model,
+            tokens_in: call.tokens_in,
+            tokens_out: call.tokens_out,
+            cost_usd: call.cost_usd,
+            started_at: call.started_at,
+            finished_at: now_ms(),
+        }
+    }
+
+    /// Append a finished host call to the ledger — preceded, in the same transaction,
+    /// by the clock and random reads the guest made since the last call — and return
+    /// its sequence number once committed. A ledger failure stops the agent: the host
+    /// never hands a guest a result it has not recorded.
+    pub(crate) async fn record(&mut self, call: Call) -> wasmtime::Result<u64> {
+        self.record_with(call, |_, _| Ok(())).await
+    }
+
+    /// Like [`TaskCtx::record`], running `extra` in the same transaction with the
+    /// event's sequence number (e.g. to index a checkpoint).
+    pub(crate) async fn record_with<F>(&mut self, call: Call, extra: F) -> wasmtime::Result<u64>
+    where
+        F: FnOnce(&mut crate::ledger::Writer, u64) -> rusqlite::Result<()> + Send + 'static,
+    {
+        let nondet = self.nondet_event();
+        let event = self.event(call);
+        self.run
+            .ledger
+            .write(move |w| {
+                if let Some(n) = nondet {
+                    w.append_event(n)?;
+                }
+                let seq = w.append_event(event)?;
+                extra(w, seq)?;
+                Ok(seq)
+            })
+            .await
+            .map_err(|e| wasmtime::format_err!("ledger write failed, stopping the agent: {e}"))
+    }
+
+    /// The pending clock/random reads as one `wasi.nondet` event, if there are any.
+    pub(crate) fn nondet_event(&self) -> Option<EventRecord> {
+        let reads = self.nondet.take();
+        if reads.is_empty() {
+            return None;
+        }
+        let now = now_ms();
+        Some(EventRecord {
+            run_id: self.run.run_id.clone(),
+            task_id: self.task_id,
+            kind: "wasi.nondet".into(),
+            ok: true,
+            request: Value::Null,
+            response: Value::Array(reads),
+            model: None,
+            tokens_in: 0,
+            tokens_out: 0,
+            cost_usd: 0.0,
+            started_at: now,
+            finished_at: now,
+        })
+    }
+}
+
+/// Projects a store's data onto the capability state.
+pub struct HasTask;
+
+impl HasData for HasTask {
+    type Data<'a> = &'a mut TaskCtx;
+}
+
+/// Add the agentflow capabilities to a linker.
+pub fn add_to_linker(linker: &mut Linker<AgentState>) -> anyhow::Result<()> {
+    crate::bindings::Agent::add_to_linker::<AgentState, HasTask>(linker, |s: &mut AgentState| &mut s.task)
+        .map_err(|e| anyhow::anyhow!("linking agentflow capabilities: {e}"))
+}

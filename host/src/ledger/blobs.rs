@@ -1,0 +1,79 @@
+//! Content-addressed storage of large strings.
+//!
+//! Before a JSON payload is written to `events`, every string longer than
+//! [`INLINE_LIMIT`] bytes is moved to the `blobs` table (keyed by its SHA-256) and
+//! replaced by `{"$blob": "<hex>"}`. A conversation that grows by one message per
+//! call therefore stores each earlier message once, however many calls repeat it.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// Strings up to this many bytes stay inline in the event row.
+pub const INLINE_LIMIT: usize = 256;
+
+/// The hex SHA-256 of some bytes.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Store bytes (once) and return their hash.
+pub fn put(conn: &Connection, bytes: &[u8]) -> rusqlite::Result<String> {
+    let hash = sha256_hex(bytes);
+    conn.prepare_cached("INSERT OR IGNORE INTO blobs (hash, size, data) VALUES (?1, ?2, ?3)")?
+        .execute(params![hash, bytes.len() as i64, bytes])?;
+    Ok(hash)
+}
+
+/// Fetch a blob by hash.
+pub fn get(conn: &Connection, hash: &str) -> rusqlite::Result<Option<Vec<u8>>> {
+    conn.prepare_cached("SELECT data FROM blobs WHERE hash = ?1")?
+        .query_row([hash], |row| row.get(0))
+        .optional()
+}
+
+/// Move large strings of `value` into `blobs`, in place.
+pub fn externalize(conn: &Connection, value: &mut Value) -> rusqlite::Result<()> {
+    match value {
+        Value::String(s) if s.len() > INLINE_LIMIT => {
+            let hash = put(conn, s.as_bytes())?;
+            *value = serde_json::json!({ "$blob": hash });
+        }
+        Value::Array(items) => {
+            for item in items {
+                externalize(conn, item)?;
+            }
+        }
+        Value::Object(map) => {
+            for item in map.values_mut() {
+                externalize(conn, item)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Resolve `{"$blob": ..}` references of `value`, in place (the inverse of [`externalize`]).
+pub fn internalize(conn: &Connection, value: &mut Value) -> rusqlite::Result<()> {
+    match value {
+        Value::Object(map) if map.len() == 1 && map.contains_key("$blob") => {
+            if let Some(hash) = map.get("$blob").and_then(Value::as_str) {
+                let bytes = get(conn, hash)?.unwrap_or_default();
+                *value = Value::String(String::from_utf8_lossy(&bytes).into_owned());
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                internalize(conn, item)?;
+            }
+        }
+        Value::Object(map) => {
+            for item in map.values_mut() {
+                internalize(conn, item)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}

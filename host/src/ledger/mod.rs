@@ -1,0 +1,439 @@
+//! The write-ahead ledger: every run, task and host call, in SQLite.
+//!
+//! One writer thread owns the only write connection. Callers send it closures and
+//! wait for the reply, which is sent only after the transaction holding their write
+//! has committed (`synchronous=FULL`), so a result is durable before the guest sees
+//! it. Appends that arrive together share one transaction (group commit), which keeps
+//! the fsync count low when many agents run at once. Sequence numbers are assigned by
+//! the writer from committed state, never from a caller-side buffer.
+//!
+//! Reading (`agentflow runs`, `inspect`) uses separate read-only connections; see
+//! [`query`]. This module is not for deciding *what* to record: that is the
+//! capabilities' job.
+
+pub mod blobs;
+pub mod query;
+pub mod schema;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Errors from the ledger.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("ledger database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("ledger commit failed: {0}")]
+    Commit(String),
+    #[error("ledger writer has stopped")]
+    WriterGone,
+    #[error("cannot open ledger at {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("ledger at {path} has schema version {found}, this host understands {expected}")]
+    SchemaVersion {
+        path: PathBuf,
+        found: i64,
+        expected: i64,
+    },
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Final or current state of a run or task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Pending,
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl Status {
+    /// The value stored in the `status` columns.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Running => "running",
+            Status::Completed => "completed",
+            Status::Failed => "failed",
+            Status::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// A new run.
+#[derive(Clone, Debug)]
+pub struct NewRun {
+    pub run_id: String,
+    pub agent: String,
+    pub component_hash: String,
+    pub input: String,
+    pub config_json: String,
+    pub budget_usd: Option<f64>,
+}
+
+/// A new task of a run.
+#[derive(Clone, Debug)]
+pub struct NewTask {
+    pub run_id: String,
+    pub task_id: u64,
+    pub parent_id: Option<u64>,
+    pub depth: u32,
+    pub agent: String,
+    pub component_hash: String,
+    pub description: String,
+    pub input: String,
+}
+
+/// One host call, as appended to `events`.
+#[derive(Clone, Debug)]
+pub struct EventRecord {
+    pub run_id: String,
+    pub task_id: u64,
+    /// `interface.function`, e.g. `llm.complete`, `tools.call`, `wasi.nondet`.
+    pub kind: String,
+    pub ok: bool,
+    pub request: serde_json::Value,
+    pub response: serde_json::Value,
+    pub model: Option<String>,
+    pub tokens_in: u32,
+    pub tokens_out: u32,
+    pub cost_usd: f64,
+    pub started_at: i64,
+    pub finished_at: i64,
+}
+
+type Job = Box<dyn FnOnce(&mut Writer) + Send>;
+
+/// State owned by the writer thread.
+pub struct Writer {
+    conn: Connection,
+    next_seq: HashMap<(String, u64), u64>,
+    /// Replies of the current group, sent once it has committed.
+    pending_replies: Vec<Reply>,
+}
+
+/// Handle to the ledger; cheap to clone.
+#[derive(Clone)]
+pub struct Ledger {
+    jobs: mpsc::Sender<Job>,
+    path: PathBuf,
+}
+
+/// Most jobs committed in one transaction.
+const MAX_GROUP: usize = 512;
+
+fn open_connection(path: &Path) -> Result<Connection, LedgerError> {
+    let conn = Connection::open(path).map_err(|source| LedgerError::Open {
+        path: path.to_owned(),
+        source,
+    })?;
+    conn.execute_batch(schema::PRAGMAS)?;
+    Ok(conn)
+}
+
+impl Ledger {
+    /// Open (or create) the ledger at `path` and start its writer thread.
+    pub fn open(path: impl AsRef<Path>) -> Result<Ledger, LedgerError> {
+        let path = path.as_ref().to_owned();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let conn = open_connection(&path)?;
+        conn.execute_batch(schema::SCHEMA)?;
+        let found: Option<String> = conn
+            .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
+            .optional()?;
+        match found.and_then(|v| v.parse::<i64>().ok()) {
+            None => {
+                conn.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?1)",
+                    [schema::SCHEMA_VERSION.to_string()],
+                )?;
+            }
+            Some(v) if v != schema::SCHEMA_VERSION => {
+                return Err(LedgerError::SchemaVersion {
+                    path,
+                    found: v,
+                    expected: schema::SCHEMA_VERSION,
+                });
+            }
+            Some(_) => {}
+        }
+        let (jobs, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("agentflow-ledger".into())
+            .spawn(move || writer_loop(conn, rx))
+            .expect("spawn ledger writer thread");
+        Ok(Ledger { jobs, path })
+    }
+
+    /// Path of the database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A new read-only connection for queries.
+    pub fn reader(&self) -> Result<Connection, LedgerError> {
+        query::open_reader(&self.path)
+    }
+
+    /// Run `f` on the writer thread inside the current group transaction and return
+    /// its result once that transaction has committed.
+    pub async fn write<R, F>(&self, f: F) -> Result<R, LedgerError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Writer) -> rusqlite::Result<R> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.submit(f, tx)?;
+        rx.await.map_err(|_| LedgerError::WriterGone)?
+    }
+
+    /// Blocking variant of [`Ledger::write`], for code outside the async runtime.
+    pub fn write_blocking<R, F>(&self, f: F) -> Result<R, LedgerError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Writer) -> rusqlite::Result<R> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.submit(f, tx)?;
+        rx.blocking_recv().map_err(|_| LedgerError::WriterGone)?
+    }
+
+    fn submit<R, F>(
+        &self,
+        f: F,
+        reply: tokio::sync::oneshot::Sender<Result<R, LedgerError>>,
+    ) -> Result<(), LedgerError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Writer) -> rusqlite::Result<R> + Send + 'static,
+    {
+        let job: Job = Box::new(move |w: &mut Writer| {
+            // Each job runs in its own savepoint so one failing job does not undo the
+            // others of its group. The reply is held until the group commits.
+            let result = w.savepoint(f);
+            w.pending_replies.push(Box::new(move |commit: &Result<(), String>| {
+                let out = match (commit, result) {
+                    (Ok(()), r) => r.map_err(LedgerError::from),
+                    (Err(e), _) => Err(LedgerError::Commit(e.clone())),
+                };
+                let _ = reply.send(out);
+            }));
+        });
+        self.jobs.send(job).map_err(|_| LedgerError::WriterGone)
+    }
+
+    /// Record a new run.
+    pub async fn create_run(&self, run: NewRun) -> Result<(), LedgerError> {
+        self.write(move |w| {
+            w.conn.execute(
+                "INSERT INTO runs (run_id, agent, component_hash, input, status, config_json, budget_usd, started_at)
+                 VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6, ?7)",
+                params![run.run_id, run.agent, run.component_hash, run.input, run.config_json, run.budget_usd, now_ms()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Record the end of a run with its totals (summed over its tasks).
+    pub async fn finish_run(
+        &self,
+        run_id: String,
+        status: Status,
+        output: Option<String>,
+        error: Option<String>,
+    ) -> Result<(), LedgerError> {
+        self.write(move |w| {
+            w.conn.execute(
+                "UPDATE runs SET status = ?2, output = ?3, error = ?4, finished_at = ?5,
+                    tokens_in = (SELECT COALESCE(SUM(tokens_in), 0) FROM tasks WHERE run_id = ?1),
+                    tokens_out = (SELECT COALESCE(SUM(tokens_out), 0) FROM tasks WHERE run_id = ?1),
+                    cost_usd = (SELECT COALESCE(SUM(cost_usd), 0) FROM tasks WHERE run_id = ?1)
+                 WHERE run_id = ?1",
+                params![run_id, status.as_str(), output, error, now_ms()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Record a new task (status `pending`); its input goes to `blobs`.
+    pub async fn create_task(&self, task: NewTask) -> Result<(), LedgerError> {
+        self.write(move |w| {
+            let input_hash = blobs::put(&w.conn, task.input.as_bytes())?;
+            w.conn.execute(
+                "INSERT INTO tasks (run_id, task_id, parent_id, depth, agent, component_hash, description, status, input_hash, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9)",
+                params![task.run_id, task.task_id as i64, task.parent_id.map(|p| p as i64), task.depth, task.agent,
+                        task.component_hash, task.description, input_hash, now_ms()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Mark a task as running.
+    pub async fn start_task(&self, run_id: String, task_id: u64) -> Result<(), LedgerError> {
+        self.write(move |w| {
+            w.conn.execute(
+                "UPDATE tasks SET status = 'running', started_at = ?3 WHERE run_id = ?1 AND task_id = ?2",
+                params![run_id, task_id as i64, now_ms()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Record how a task ended. Its totals are summed from its events, so they are
+    /// right even for a task that was cancelled mid-call.
+    pub async fn finish_task(
+        &self,
+        run_id: String,
+        task_id: u64,
+        status: Status,
+        output: Option<String>,
+        error: Option<String>,
+    ) -> Result<(), LedgerError> {
+        self.write(move |w| {
+            w.conn.execute(
+                "UPDATE tasks SET status = ?3, output = ?4, error = ?5, finished_at = ?6,
+                    tokens_in = (SELECT COALESCE(SUM(tokens_in), 0) FROM events e WHERE e.run_id = ?1 AND e.task_id = ?2),
+                    tokens_out = (SELECT COALESCE(SUM(tokens_out), 0) FROM events e WHERE e.run_id = ?1 AND e.task_id = ?2),
+                    cost_usd = (SELECT COALESCE(SUM(cost_usd), 0) FROM events e WHERE e.run_id = ?1 AND e.task_id = ?2),
+                    host_calls = (SELECT COUNT(*) FROM events e WHERE e.run_id = ?1 AND e.task_id = ?2
+                                  AND e.kind NOT IN ('wasi.nondet', 'task.stdio'))
+                 WHERE run_id = ?1 AND task_id = ?2",
+                params![run_id, task_id as i64, status.as_str(), output, error, now_ms()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Append one host call; returns its sequence number within the task. Returns
+    /// only once the event is committed.
+    pub async fn append(&self, event: EventRecord) -> Result<u64, LedgerError> {
+        self.write(move |w| w.append_event(event)).await
+    }
+}
+
+type Reply = Box<dyn FnOnce(&Result<(), String>) + Send>;
+
+impl Writer {
+    /// The write connection (inside the current group transaction).
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    fn savepoint<R>(&mut self, f: impl FnOnce(&mut Writer) -> rusqlite::Result<R>) -> rusqlite::Result<R> {
+        self.conn.execute_batch("SAVEPOINT job")?;
+        let seq_backup = self.next_seq.clone();
+        match f(self) {
+            Ok(r) => {
+                self.conn.execute_batch("RELEASE job")?;
+                Ok(r)
+            }
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK TO job; RELEASE job");
+                self.next_seq = seq_backup;
+                Err(e)
+            }
+        }
+    }
+
+    /// Append an event inside the current transaction, assigning the next sequence
+    /// number of its task.
+    pub fn append_event(&mut self, mut event: EventRecord) -> rusqlite::Result<u64> {
+        let key = (event.run_id.clone(), event.task_id);
+        let seq = match self.next_seq.get(&key) {
+            Some(s) => *s,
+            None => {
+                let max: i64 = self.conn.query_row(
+                    "SELECT COALESCE(MAX(seq), 0) FROM events WHERE run_id = ?1 AND task_id = ?2",
+                    params![event.run_id, event.task_id as i64],
+                    |r| r.get(0),
+                )?;
+                max as u64 + 1
+            }
+        };
+        let request_hash = blobs::sha256_hex(event.request.to_string().as_bytes());
+        blobs::externalize(&self.conn, &mut event.request)?;
+        blobs::externalize(&self.conn, &mut event.response)?;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO events (run_id, task_id, seq, kind, status, request, response, request_hash, model,
+                                     tokens_in, tokens_out, cost_usd, started_at, finished_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+            )?
+            .execute(params![
+                event.run_id,
+                event.task_id as i64,
+                seq as i64,
+                event.kind,
+                if event.ok { "ok" } else { "error" },
+                event.request.to_string(),
+                event.response.to_string(),
+                request_hash,
+                event.model,
+                event.tokens_in,
+                event.tokens_out,
+                event.cost_usd,
+                event.started_at,
+                event.finished_at,
+            ])?;
+        self.next_seq.insert(key, seq + 1);
+        Ok(seq)
+    }
+}
+
+fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
+    let mut writer = Writer {
+        conn,
+        next_seq: HashMap::new(),
+        pending_replies: Vec::new(),
+    };
+    while let Ok(first) = rx.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        let begin = writer.conn.execute_batch("BEGIN IMMEDIATE");
+        let seq_backup = writer.next_seq.clone();
+        for job in group {
+            job(&mut writer);
+        }
+        let commit = begin
+            .and_then(|_| writer.conn.execute_batch("COMMIT"))
+            .map_err(|e| e.to_string());
+        if commit.is_err() {
+            let _ = writer.conn.execute_batch("ROLLBACK");
+            writer.next_seq = seq_backup;
+            tracing::error!(error = ?commit, "ledger commit failed");
+        }
+        let replies = std::mem::take(&mut writer.pending_replies);
+        for reply in replies {
+            reply(&commit);
+        }
+    }
+}

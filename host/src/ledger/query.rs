@@ -1,0 +1,199 @@
+//! Read-side of the ledger: runs, tasks and events for the CLI and tests.
+//!
+//! Opens its own read-only connections (WAL lets them read while the writer
+//! writes). Nothing here writes.
+
+use super::{LedgerError, blobs};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use serde::Serialize;
+use std::path::Path;
+
+/// Open a read-only connection to the ledger at `path`.
+pub fn open_reader(path: &Path) -> Result<Connection, LedgerError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|source| LedgerError::Open {
+        path: path.to_owned(),
+        source,
+    })?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(conn)
+}
+
+/// One row of `runs`.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunRow {
+    pub run_id: String,
+    pub agent: String,
+    pub component_hash: String,
+    pub input: String,
+    pub status: String,
+    pub output: Option<String>,
+    pub error: Option<String>,
+    pub budget_usd: Option<f64>,
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+    pub cost_usd: f64,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+/// One row of `tasks`, plus the model it used most.
+#[derive(Clone, Debug, Serialize)]
+pub struct TaskRow {
+    pub task_id: u64,
+    pub parent_id: Option<u64>,
+    pub depth: u32,
+    pub agent: String,
+    pub description: String,
+    pub status: String,
+    pub output: Option<String>,
+    pub error: Option<String>,
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+    pub cost_usd: f64,
+    pub host_calls: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub model: Option<String>,
+}
+
+/// One row of `events`, with blob references resolved.
+#[derive(Clone, Debug, Serialize)]
+pub struct EventRow {
+    pub task_id: u64,
+    pub seq: u64,
+    pub kind: String,
+    pub ok: bool,
+    pub request: serde_json::Value,
+    pub response: serde_json::Value,
+    pub model: Option<String>,
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+    pub cost_usd: f64,
+    pub started_at: i64,
+    pub finished_at: i64,
+}
+
+const RUN_COLUMNS: &str = "run_id, agent, component_hash, input, status, output, error, budget_usd,
+    tokens_in, tokens_out, cost_usd, started_at, finished_at";
+
+fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
+    Ok(RunRow {
+        run_id: r.get(0)?,
+        agent: r.get(1)?,
+        component_hash: r.get(2)?,
+        input: r.get(3)?,
+        status: r.get(4)?,
+        output: r.get(5)?,
+        error: r.get(6)?,
+        budget_usd: r.get(7)?,
+        tokens_in: r.get(8)?,
+        tokens_out: r.get(9)?,
+        cost_usd: r.get(10)?,
+        started_at: r.get(11)?,
+        finished_at: r.get(12)?,
+    })
+}
+
+/// All runs, newest first.
+pub fn runs(conn: &Connection, limit: usize) -> Result<Vec<RunRow>, LedgerError> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {RUN_COLUMNS} FROM runs ORDER BY started_at DESC, rowid DESC LIMIT ?1"
+    ))?;
+    let rows = stmt.query_map([limit as i64], run_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// One run by id, or by a unique prefix of its id.
+pub fn run(conn: &Connection, id_or_prefix: &str) -> Result<Option<RunRow>, LedgerError> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?1 OR run_id LIKE ?2 || '%' LIMIT 2"
+    ))?;
+    let rows: Vec<RunRow> = stmt
+        .query_map(params![id_or_prefix, id_or_prefix], run_row)?
+        .collect::<Result<_, _>>()?;
+    Ok(if rows.len() == 1 { rows.into_iter().next() } else { rows.into_iter().find(|r| r.run_id == id_or_prefix) })
+}
+
+/// The tasks of a run, by id.
+pub fn tasks(conn: &Connection, run_id: &str) -> Result<Vec<TaskRow>, LedgerError> {
+    let mut stmt = conn.prepare(
+        "SELECT t.task_id, t.parent_id, t.depth, t.agent, t.description, t.status, t.output, t.error,
+                t.tokens_in, t.tokens_out, t.cost_usd, t.host_calls, t.started_at, t.finished_at,
+                (SELECT model FROM events e WHERE e.run_id = t.run_id AND e.task_id = t.task_id
+                   AND e.model IS NOT NULL GROUP BY model ORDER BY COUNT(*) DESC LIMIT 1)
+         FROM tasks t WHERE t.run_id = ?1 ORDER BY t.task_id",
+    )?;
+    let rows = stmt.query_map([run_id], |r| {
+        Ok(TaskRow {
+            task_id: r.get::<_, i64>(0)? as u64,
+            parent_id: r.get::<_, Option<i64>>(1)?.map(|p| p as u64),
+            depth: r.get(2)?,
+            agent: r.get(3)?,
+            description: r.get(4)?,
+            status: r.get(5)?,
+            output: r.get(6)?,
+            error: r.get(7)?,
+            tokens_in: r.get(8)?,
+            tokens_out: r.get(9)?,
+            cost_usd: r.get(10)?,
+            host_calls: r.get(11)?,
+            started_at: r.get(12)?,
+            finished_at: r.get(13)?,
+            model: r.get(14)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The events of a run (or of one task), in task then sequence order, with large
+/// strings resolved from `blobs`.
+pub fn events(
+    conn: &Connection,
+    run_id: &str,
+    task_id: Option<u64>,
+) -> Result<Vec<EventRow>, LedgerError> {
+    let mut stmt = conn.prepare(
+        "SELECT task_id, seq, kind, status, request, response, model, tokens_in, tokens_out, cost_usd,
+                started_at, finished_at
+         FROM events WHERE run_id = ?1 AND (?2 IS NULL OR task_id = ?2) ORDER BY task_id, seq",
+    )?;
+    let rows = stmt.query_map(params![run_id, task_id.map(|t| t as i64)], |r| {
+        let request: String = r.get(4)?;
+        let response: String = r.get(5)?;
+        Ok(EventRow {
+            task_id: r.get::<_, i64>(0)? as u64,
+            seq: r.get::<_, i64>(1)? as u64,
+            kind: r.get(2)?,
+            ok: r.get::<_, String>(3)? == "ok",
+            request: serde_json::from_str(&request).unwrap_or(serde_json::Value::Null),
+            response: serde_json::from_str(&response).unwrap_or(serde_json::Value::Null),
+            model: r.get(6)?,
+            tokens_in: r.get(7)?,
+            tokens_out: r.get(8)?,
+            cost_usd: r.get(9)?,
+            started_at: r.get(10)?,
+            finished_at: r.get(11)?,
+        })
+    })?;
+    let mut out: Vec<EventRow> = rows.collect::<Result<_, _>>()?;
+    for e in &mut out {
+        blobs::internalize(conn, &mut e.request)?;
+        blobs::internalize(conn, &mut e.response)?;
+    }
+    Ok(out)
+}
+
+/// A value of the run's key-value store.
+pub fn kv_get(conn: &Connection, run_id: &str, key: &str) -> Result<Option<String>, LedgerError> {
+    Ok(conn
+        .query_row(
+            "SELECT value FROM kv WHERE run_id = ?1 AND key = ?2",
+            params![run_id, key],
+            |r| r.get(0),
+        )
+        .optional()?)
+}

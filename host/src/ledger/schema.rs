@@ -1,0 +1,115 @@
+//! The ledger's SQLite schema, created (idempotently) when a ledger is opened.
+//!
+//! The README documents these tables for operators who query the ledger with
+//! `sqlite3`; keep the two in step. Timestamps are milliseconds since the Unix epoch.
+
+/// Bumped on every incompatible schema change.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Connection settings: WAL so readers never block the writer, `synchronous=FULL` so a
+/// committed append survives power loss, foreign keys on.
+pub const PRAGMAS: &str = "
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = FULL;
+PRAGMA foreign_keys = ON;
+PRAGMA busy_timeout = 5000;
+";
+
+/// Tables and indexes.
+pub const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS runs (
+    run_id         TEXT PRIMARY KEY,
+    agent          TEXT NOT NULL,
+    component_hash TEXT NOT NULL,
+    input          TEXT NOT NULL,
+    status         TEXT NOT NULL CHECK (status IN ('running','completed','failed','cancelled')),
+    output         TEXT,
+    error          TEXT,
+    config_json    TEXT NOT NULL,
+    budget_usd     REAL,
+    tokens_in      INTEGER NOT NULL DEFAULT 0,
+    tokens_out     INTEGER NOT NULL DEFAULT 0,
+    cost_usd       REAL    NOT NULL DEFAULT 0,
+    started_at     INTEGER NOT NULL,
+    finished_at    INTEGER
+);
+
+CREATE TABLE IF NOT EXISTS tasks (
+    run_id         TEXT    NOT NULL REFERENCES runs(run_id),
+    task_id        INTEGER NOT NULL,
+    parent_id      INTEGER,
+    depth          INTEGER NOT NULL,
+    agent          TEXT    NOT NULL,
+    component_hash TEXT    NOT NULL,
+    description    TEXT    NOT NULL,
+    status         TEXT    NOT NULL CHECK (status IN ('pending','running','completed','failed','cancelled')),
+    input_hash     TEXT    NOT NULL REFERENCES blobs(hash),
+    output         TEXT,
+    error          TEXT,
+    tokens_in      INTEGER NOT NULL DEFAULT 0,
+    tokens_out     INTEGER NOT NULL DEFAULT 0,
+    cost_usd       REAL    NOT NULL DEFAULT 0,
+    host_calls     INTEGER NOT NULL DEFAULT 0,
+    created_at     INTEGER NOT NULL,
+    started_at     INTEGER,
+    finished_at    INTEGER,
+    PRIMARY KEY (run_id, task_id)
+);
+
+CREATE TABLE IF NOT EXISTS events (
+    run_id       TEXT    NOT NULL,
+    task_id      INTEGER NOT NULL,
+    seq          INTEGER NOT NULL,
+    kind         TEXT    NOT NULL,
+    status       TEXT    NOT NULL CHECK (status IN ('ok','error')),
+    request      TEXT    NOT NULL,
+    response     TEXT    NOT NULL,
+    request_hash TEXT    NOT NULL,
+    model        TEXT,
+    tokens_in    INTEGER NOT NULL DEFAULT 0,
+    tokens_out   INTEGER NOT NULL DEFAULT 0,
+    cost_usd     REAL    NOT NULL DEFAULT 0,
+    started_at   INTEGER NOT NULL,
+    finished_at  INTEGER NOT NULL,
+    PRIMARY KEY (run_id, task_id, seq),
+    FOREIGN KEY (run_id, task_id) REFERENCES tasks(run_id, task_id)
+);
+CREATE INDEX IF NOT EXISTS events_by_kind ON events(run_id, kind);
+
+CREATE TABLE IF NOT EXISTS blobs (
+    hash TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    data BLOB NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS kv (
+    run_id     TEXT NOT NULL,
+    key        TEXT NOT NULL,
+    value      TEXT NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (run_id, key)
+);
+
+CREATE TABLE IF NOT EXISTS checkpoints (
+    run_id     TEXT    NOT NULL,
+    task_id    INTEGER NOT NULL,
+    number     INTEGER NOT NULL,
+    event_seq  INTEGER NOT NULL,
+    note       TEXT    NOT NULL,
+    state_hash TEXT    NOT NULL REFERENCES blobs(hash),
+    step       INTEGER NOT NULL,
+    saved_at   INTEGER NOT NULL,
+    PRIMARY KEY (run_id, task_id, number)
+);
+
+-- Events with their large strings resolved is what most queries want; see README.
+CREATE VIEW IF NOT EXISTS event_summary AS
+    SELECT run_id, task_id, seq, kind, status, model, tokens_in, tokens_out, cost_usd,
+           finished_at - started_at AS duration_ms, substr(request, 1, 120) AS request_head
+    FROM events;
+";

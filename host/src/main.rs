@@ -1,0 +1,232 @@
+//! The `agentflow` command line: parse, call the library, print. No logic lives here.
+
+use agentflow::ledger::{Ledger, query};
+use agentflow::observe::inspect;
+use agentflow::{Host, HostConfig, RunOptions, Status};
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Run AI agents compiled to WebAssembly components: sandboxed, budgeted, recorded.
+#[derive(Parser)]
+#[command(name = "agentflow", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run an agent (a .wasm component, or a Rust agent crate directory to build first).
+    Run {
+        /// Path to a component (.wasm) or to an agent crate directory.
+        agent: PathBuf,
+        /// The agent's input.
+        #[arg(long, conflicts_with = "input_file")]
+        input: Option<String>,
+        /// Read the agent's input from a file.
+        #[arg(long)]
+        input_file: Option<PathBuf>,
+        /// Ledger database.
+        #[arg(long, default_value = "agentflow.db")]
+        db: PathBuf,
+        /// Host configuration (TOML).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Grant a tool to the run (kv, workspace, http_fetch); repeatable.
+        #[arg(long = "grant", value_name = "TOOL")]
+        grants: Vec<String>,
+        /// Directory the workspace tool may use.
+        #[arg(long)]
+        workspace: Option<PathBuf>,
+        /// Deepest allowed sub-agent (root = 0).
+        #[arg(long)]
+        max_depth: Option<u32>,
+        /// Total USD the run may spend on LLM calls.
+        #[arg(long)]
+        budget_usd: Option<f64>,
+        /// Print one JSON object on stdout instead of the output and a summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List runs, newest first.
+    Runs {
+        #[arg(long, default_value = "agentflow.db")]
+        db: PathBuf,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a run's task tree: model, cost, tokens, duration and reasoning steps.
+    Inspect {
+        /// Run id (or a unique prefix).
+        run: String,
+        #[arg(long, default_value = "agentflow.db")]
+        db: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("AGENTFLOW_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match real_main() {
+        Ok(code) => code,
+        Err(e) => {
+            let msg = format!("{e:#}").replace('\n', " ");
+            eprintln!("agentflow: error: {msg}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn real_main() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run {
+            agent,
+            input,
+            input_file,
+            db,
+            config,
+            grants,
+            workspace,
+            max_depth,
+            budget_usd,
+            json,
+        } => {
+            let config = match &config {
+                Some(path) => HostConfig::from_file(path)?,
+                None => HostConfig::default(),
+            };
+            let input = match (input, input_file) {
+                (Some(text), _) => text,
+                (None, Some(path)) => std::fs::read_to_string(&path)
+                    .with_context(|| format!("cannot read input file {}", path.display()))?,
+                (None, None) => String::new(),
+            };
+            let wasm = if agent.is_dir() { build_agent_crate(&agent)? } else { agent };
+            let runtime = tokio::runtime::Runtime::new()?;
+            let report = runtime.block_on(async {
+                let host = Host::new(config, &db)?;
+                host.run_file(
+                    &wasm,
+                    &input,
+                    RunOptions {
+                        grants,
+                        workspace,
+                        max_depth,
+                        budget_usd,
+                    },
+                )
+                .await
+            })?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                if let Some(out) = &report.output {
+                    println!("{out}");
+                }
+                eprintln!(
+                    "run {}  {}  tasks {}  tokens {}  cost ${:.4}  {:.2}s",
+                    report.run_id,
+                    match report.status {
+                        Status::Completed => "ok",
+                        Status::Failed => "failed",
+                        Status::Cancelled => "cancelled",
+                        _ => "?",
+                    },
+                    report.tasks,
+                    inspect::group_digits(report.tokens as i64),
+                    report.cost_usd,
+                    report.duration_ms as f64 / 1000.0
+                );
+                if let Some(e) = &report.error {
+                    eprintln!("agentflow: agent failed: {}", e.replace('\n', " "));
+                }
+            }
+            Ok(if report.status == Status::Completed { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        Command::Runs { db, limit, json } => {
+            let conn = open_existing(&db)?;
+            let runs = query::runs(&conn, limit)?;
+            if json {
+                println!("{}", serde_json::to_string(&runs)?);
+            } else {
+                print!("{}", inspect::render_runs(&runs));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Inspect { run, db, json } => {
+            let conn = open_existing(&db)?;
+            let view = inspect::load(&conn, &run)?
+                .ok_or_else(|| anyhow::anyhow!("no run `{run}` in {} (see `agentflow runs`)", db.display()))?;
+            if json {
+                println!("{}", serde_json::to_string(&view)?);
+            } else {
+                print!("{}", inspect::render(&view));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn open_existing(db: &Path) -> anyhow::Result<rusqlite::Connection> {
+    if !db.exists() {
+        bail!("no ledger at {} (run an agent first, or pass --db)", db.display());
+    }
+    // Opening through `Ledger` creates or checks the schema.
+    let ledger = Ledger::open(db)?;
+    Ok(ledger.reader()?)
+}
+
+/// Build an agent crate for wasm32-wasip2 and return the component's path.
+fn build_agent_crate(dir: &Path) -> anyhow::Result<PathBuf> {
+    let manifest = dir.join("Cargo.toml");
+    if !manifest.exists() {
+        bail!("{} is a directory without Cargo.toml: pass a .wasm file or an agent crate", dir.display());
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!("agentflow: building {} for wasm32-wasip2 …", dir.display());
+    let output = std::process::Command::new(cargo)
+        .args(["build", "--release", "--target", "wasm32-wasip2", "--message-format=json-render-diagnostics", "--manifest-path"])
+        .arg(&manifest)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("cannot run cargo")?;
+    if !output.status.success() {
+        bail!(
+            "building {} failed (is the target installed? run `rustup target add wasm32-wasip2`)",
+            dir.display()
+        );
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let mut found = None;
+    for line in stdout.lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        if msg["reason"] != "compiler-artifact" {
+            continue;
+        }
+        let is_local = msg["manifest_path"]
+            .as_str()
+            .map(|m| Path::new(m).canonicalize().ok() == manifest.canonicalize().ok())
+            .unwrap_or(false);
+        if !is_local {
+            continue;
+        }
+        for f in msg["filenames"].as_array().into_iter().flatten() {
+            if let Some(f) = f.as_str().filter(|f| f.ends_with(".wasm")) {
+                found = Some(PathBuf::from(f));
+            }
+        }
+    }
+    found.ok_or_else(|| anyhow::anyhow!("cargo built {} but produced no .wasm (is it a cdylib?)", dir.display()))
+}

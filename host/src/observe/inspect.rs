@@ -1,0 +1,187 @@
+//! `agentflow inspect` and `agentflow runs`: render the ledger for people and for
+//! `--json` consumers.
+
+use crate::ledger::query::{self, EventRow, RunRow, TaskRow};
+use crate::ledger::LedgerError;
+use rusqlite::Connection;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+/// A run with its tasks and each task's steps and calls.
+#[derive(Debug, Serialize)]
+pub struct RunView {
+    pub run: RunRow,
+    pub tasks: Vec<TaskView>,
+}
+
+/// A task with its reasoning steps and a count of its calls by kind.
+#[derive(Debug, Serialize)]
+pub struct TaskView {
+    #[serde(flatten)]
+    pub task: TaskRow,
+    pub steps: Vec<serde_json::Value>,
+    pub calls: BTreeMap<String, u64>,
+    pub refused: Vec<String>,
+}
+
+/// Load everything `inspect` shows for a run (id or unique prefix).
+pub fn load(conn: &Connection, run: &str) -> Result<Option<RunView>, LedgerError> {
+    let Some(run) = query::run(conn, run)? else { return Ok(None) };
+    let tasks = query::tasks(conn, &run.run_id)?;
+    let events = query::events(conn, &run.run_id, None)?;
+    let mut by_task: BTreeMap<u64, Vec<EventRow>> = BTreeMap::new();
+    for e in events {
+        by_task.entry(e.task_id).or_default().push(e);
+    }
+    let tasks = tasks
+        .into_iter()
+        .map(|task| {
+            let evs = by_task.remove(&task.task_id).unwrap_or_default();
+            let mut calls = BTreeMap::new();
+            let mut steps = Vec::new();
+            let mut refused = Vec::new();
+            for e in &evs {
+                *calls.entry(e.kind.clone()).or_insert(0) += 1;
+                if e.kind == "trace.step" {
+                    steps.push(e.request.clone());
+                }
+                if !e.ok && (e.kind == "tasks.spawn" || e.kind == "llm.complete" || e.kind == "tools.call") {
+                    refused.push(format!(
+                        "{} refused: {}",
+                        e.kind,
+                        e.response.get("error").and_then(|v| v.as_str()).unwrap_or("?")
+                    ));
+                }
+            }
+            TaskView { task, steps, calls, refused }
+        })
+        .collect();
+    Ok(Some(RunView { run, tasks }))
+}
+
+fn clip(s: &str, max: usize) -> String {
+    let one_line: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one_line.chars().count() > max {
+        format!("{}…", one_line.chars().take(max).collect::<String>())
+    } else {
+        one_line
+    }
+}
+
+/// Thousands separators: 4210 → "4,210".
+pub fn group_digits(n: i64) -> String {
+    let s = n.abs().to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 { format!("-{out}") } else { out }
+}
+
+fn duration(start: Option<i64>, end: Option<i64>) -> String {
+    match (start, end) {
+        (Some(s), Some(e)) => format!("{:.1}s", (e - s) as f64 / 1000.0),
+        _ => "…".into(),
+    }
+}
+
+fn status_word(s: &str) -> &str {
+    match s {
+        "completed" => "ok",
+        other => other,
+    }
+}
+
+/// The tree as text, e.g. `run 7f3a… researcher "Why?"  $0.0123  4,210 tok  0.8s  ok`.
+pub fn render(view: &RunView) -> String {
+    let mut out = String::new();
+    let r = &view.run;
+    let _ = writeln!(
+        out,
+        "run {} {} \"{}\"  ${:.4}  {} tok  {}  {}",
+        &r.run_id[..r.run_id.len().min(8)],
+        r.agent,
+        clip(&r.input, 60),
+        r.cost_usd,
+        group_digits(r.tokens_in + r.tokens_out),
+        duration(Some(r.started_at), r.finished_at),
+        status_word(&r.status)
+    );
+    if let Some(e) = &r.error {
+        let _ = writeln!(out, "  error: {}", clip(e, 200));
+    }
+    let mut children: BTreeMap<Option<u64>, Vec<&TaskView>> = BTreeMap::new();
+    for t in &view.tasks {
+        children.entry(t.task.parent_id).or_default().push(t);
+    }
+    fn walk(
+        out: &mut String,
+        children: &BTreeMap<Option<u64>, Vec<&TaskView>>,
+        parent: Option<u64>,
+        prefix: &str,
+    ) {
+        let Some(kids) = children.get(&parent) else { return };
+        for (i, t) in kids.iter().enumerate() {
+            let last = i + 1 == kids.len();
+            let (branch, cont) = if last { ("└─ ", "    ") } else { ("├─ ", "│   ") };
+            let tk = &t.task;
+            let _ = writeln!(
+                out,
+                "{prefix}{branch}task {} \"{}\"  {}  ${:.4}  {} tok  {}  {}",
+                tk.task_id,
+                clip(&tk.description, 50),
+                tk.model.as_deref().unwrap_or("-"),
+                tk.cost_usd,
+                group_digits(tk.tokens_in + tk.tokens_out),
+                duration(tk.started_at, tk.finished_at),
+                status_word(&tk.status)
+            );
+            let inner = format!("{prefix}{cont}");
+            if let Some(e) = &tk.error {
+                let _ = writeln!(out, "{inner}   error: {}", clip(e, 160));
+            }
+            for r in &t.refused {
+                let _ = writeln!(out, "{inner}   ✗ {}", clip(r, 160));
+            }
+            for s in &t.steps {
+                let get = |k: &str| s.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
+                let _ = writeln!(
+                    out,
+                    "{inner}   step {} thought \"{}\" → action {} → \"{}\" ({:.2})",
+                    s.get("step").and_then(|v| v.as_u64()).unwrap_or(0),
+                    clip(&get("thought"), 60),
+                    clip(&get("action"), 30),
+                    clip(&get("observation"), 60),
+                    s.get("confidence").and_then(|v| v.as_f64()).unwrap_or(0.0)
+                );
+            }
+            walk(out, children, Some(tk.task_id), &inner);
+        }
+    }
+    walk(&mut out, &children, None, "");
+    out
+}
+
+/// The run list as a table.
+pub fn render_runs(runs: &[RunRow]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{:<34} {:<14} {:<10} {:>10} {:>9} {:>8}  input", "run", "agent", "status", "cost", "tokens", "time");
+    for r in runs {
+        let _ = writeln!(
+            out,
+            "{:<34} {:<14} {:<10} {:>10} {:>9} {:>8}  {}",
+            r.run_id,
+            clip(&r.agent, 14),
+            r.status,
+            format!("${:.4}", r.cost_usd),
+            group_digits(r.tokens_in + r.tokens_out),
+            duration(Some(r.started_at), r.finished_at),
+            clip(&r.input, 40)
+        );
+    }
+    out
+}

@@ -1,0 +1,158 @@
+//! LLM providers behind one trait: `mock` (deterministic, offline, the default),
+//! `openai` (any OpenAI-compatible chat-completions endpoint) and `anthropic`
+//! (Messages API).
+//!
+//! This module knows nothing about wasmtime, the ledger or budgets: it turns a
+//! [`ChatRequest`] into a [`ChatResponse`] or a typed [`ProviderError`], with bounded
+//! retries for 429 (honouring `retry-after`), 5xx and timeouts. Choosing the model,
+//! reserving budget and recording the call is the `llm` capability's job.
+
+pub mod anthropic;
+pub mod mock;
+pub mod openai;
+mod retry;
+
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+pub use retry::RetryPolicy;
+
+/// Who wrote a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+    Tool,
+}
+
+/// One message of a conversation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    pub role: Role,
+    pub content: String,
+    /// For [`Role::Tool`] messages: the id of the tool call this message answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+}
+
+/// A function the model may ask to call.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ToolDef {
+    pub name: String,
+    pub description: String,
+    /// JSON schema of the arguments, as text.
+    pub parameters_schema: String,
+}
+
+/// A request as sent to one provider: the model is already chosen.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChatRequest {
+    pub model: String,
+    pub messages: Vec<ChatMessage>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output_tokens: Option<u32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<ToolDef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_type: Option<String>,
+}
+
+/// A tool call the model asked for.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    /// JSON-encoded arguments.
+    pub arguments: String,
+}
+
+/// Why the model stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    Stop,
+    Length,
+    ToolCalls,
+    ContentFilter,
+    Other,
+}
+
+/// A provider's answer. Cost is computed by the caller from the price table.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChatResponse {
+    pub text: String,
+    pub tool_calls: Vec<ToolCall>,
+    /// The model that answered, as the provider reports it.
+    pub model: String,
+    pub input_tokens: u32,
+    pub output_tokens: u32,
+    pub finish_reason: FinishReason,
+}
+
+/// Typed provider failures, after the provider's own bounded retries.
+#[derive(Clone, Debug, PartialEq, thiserror::Error, Serialize, Deserialize)]
+pub enum ProviderError {
+    /// Still 429 after the retries; how long the provider last asked to wait.
+    #[error("rate limited by the provider (retry after {retry_after_ms} ms)")]
+    RateLimited { retry_after_ms: u64 },
+    /// 5xx or a connection failure after the retries.
+    #[error("provider unavailable: {0}")]
+    Unavailable(String),
+    /// No answer within the timeout, after the retries.
+    #[error("provider timed out")]
+    Timeout,
+    /// 4xx other than 429 (bad request, unknown model, ...).
+    #[error("provider rejected the request: {0}")]
+    InvalidRequest(String),
+    /// 401/403: missing or wrong API key. The key itself is never included.
+    #[error("provider authentication failed: {0}")]
+    Auth(String),
+    /// A 2xx answer whose body could not be understood.
+    #[error("malformed provider response: {0}")]
+    Malformed(String),
+}
+
+/// One LLM backend.
+#[async_trait::async_trait]
+pub trait LlmProvider: Send + Sync {
+    /// Short name used in config and in the ledger (`mock`, `openai`, `anthropic`).
+    fn name(&self) -> &str;
+    /// Send one request, retrying transient failures within the provider's policy.
+    async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError>;
+}
+
+/// Provider selection and settings, as found under `[llm]` in the host config.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProvidersConfig {
+    /// `mock` (default), `openai` or `anthropic`.
+    #[serde(default)]
+    pub provider: Option<String>,
+    #[serde(default)]
+    pub mock: mock::MockConfig,
+    #[serde(default)]
+    pub openai: openai::OpenAiConfig,
+    #[serde(default)]
+    pub anthropic: anthropic::AnthropicConfig,
+}
+
+/// Build the configured provider. Errors name the config key to fix.
+pub fn build_provider(config: &ProvidersConfig) -> anyhow::Result<Arc<dyn LlmProvider>> {
+    match config.provider.as_deref().unwrap_or("mock") {
+        "mock" => Ok(Arc::new(mock::MockProvider::new(config.mock.clone())?)),
+        "openai" => Ok(Arc::new(openai::OpenAiProvider::new(config.openai.clone())?)),
+        "anthropic" => Ok(Arc::new(anthropic::AnthropicProvider::new(config.anthropic.clone())?)),
+        other => anyhow::bail!(
+            "unknown provider `{other}` in [llm] provider: expected mock, openai or anthropic"
+        ),
+    }
+}
+
+/// Rough token estimate used for budgeting before a call (about four bytes a token).
+pub fn estimate_tokens(text: &str) -> u32 {
+    (text.len() as u32).div_ceil(4).max(1)
+}

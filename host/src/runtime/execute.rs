@@ -1,0 +1,162 @@
+//! Run one task: a fresh store, the agent instantiated from its `InstancePre`, `run`
+//! called with the task's input, under the run's limits.
+//!
+//! Limits enforced here: memory (the store's `ResourceLimiter`), CPU (epoch ticks:
+//! the guest yields to other agents every tick and is stopped when its CPU budget is
+//! spent), wall-clock time (a timeout around the whole call), output size, and the
+//! stdout/stderr bounds. Whatever happens — trap, limit, bad output — becomes a
+//! [`TaskOutcome`] with a clear message; the host itself never goes down with a guest.
+
+use super::LoadedAgent;
+use super::state::{AgentState, Kill};
+use super::stdio::BoundedCapture;
+use crate::capabilities::{TaskCtx, wasi};
+use crate::ledger::{EventRecord, now_ms};
+use crate::supervisor::{RunContext, TaskOutcome};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+use wasmtime::component::ResourceTable;
+use wasmtime::{Store, UpdateDeadline};
+
+/// Longest error message kept from a trap.
+const MAX_ERROR_CHARS: usize = 2000;
+
+fn shorten(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push('…');
+    }
+    s
+}
+
+/// Execute task `task_id` of `run` and return how it ended. Does not record the end
+/// itself (the caller does, through `RunContext::finish`).
+pub async fn execute_task(
+    run: Arc<RunContext>,
+    task_id: u64,
+    depth: u32,
+    agent: Arc<LoadedAgent>,
+    input: String,
+) -> TaskOutcome {
+    if let Err(e) = run.ledger.start_task(run.run_id.clone(), task_id).await {
+        return TaskOutcome::Failed(format!("cannot record task start: {e}"));
+    }
+    let limits = run.limits.clone();
+    let task = TaskCtx::new(run.clone(), task_id, depth, agent.clone());
+    let stdout = BoundedCapture::new(limits.max_stdio_bytes);
+    let stderr = BoundedCapture::new(limits.max_stdio_bytes);
+    let state = AgentState {
+        wasi: wasi::build_ctx(&task.nondet, stdout.clone(), stderr.clone()),
+        table: ResourceTable::new(),
+        task,
+        memory_limit: limits.memory_bytes(),
+        cpu_ticks_left: limits.cpu_ms.div_ceil(super::EPOCH_TICK.as_millis() as u64),
+    };
+    let mut store = Store::new(run.runtime.engine(), state);
+    store.limiter(|s| s);
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(|mut ctx| {
+        let s = ctx.data_mut();
+        if s.cpu_ticks_left == 0 {
+            let kill = Kill::Cpu {
+                limit_ms: s.task.run.limits.cpu_ms,
+            };
+            let msg = kill.to_string();
+            s.task.kill = Some(kill);
+            return Err(wasmtime::format_err!("{msg}"));
+        }
+        s.cpu_ticks_left -= 1;
+        Ok(UpdateDeadline::Yield(1))
+    });
+
+    let call = async {
+        let instance = agent.pre.instantiate_async(&mut store).await?;
+        instance.call_run(&mut store, &input).await
+    };
+    let result = tokio::time::timeout(Duration::from_millis(limits.wall_ms), call).await;
+
+    let (stderr_text, _) = stderr.contents();
+    let outcome = match result {
+        Err(_) => TaskOutcome::Failed(format!(
+            "wall-clock time limit exceeded ({} ms, limits.wall_ms)",
+            limits.wall_ms
+        )),
+        Ok(Ok(Ok(output))) => {
+            if output.len() > limits.max_output_bytes {
+                TaskOutcome::Failed(format!(
+                    "output too large: {} bytes (limits.max_output_bytes = {})",
+                    output.len(),
+                    limits.max_output_bytes
+                ))
+            } else {
+                TaskOutcome::Completed(output)
+            }
+        }
+        Ok(Ok(Err(message))) => TaskOutcome::Failed(shorten(message, limits.max_output_bytes)),
+        Ok(Err(err)) => {
+            let mut msg = match store.data().kill() {
+                Some(kill) => format!("stopped by the host: {kill}"),
+                None => match err.downcast_ref::<wasmtime::Trap>() {
+                    Some(trap) => format!("agent trapped: {trap}"),
+                    None => format!("agent failed: {err:#}"),
+                },
+            };
+            let tail = stderr_text.trim();
+            if !tail.is_empty() && store.data().kill().is_none() {
+                let start = tail.len().saturating_sub(500);
+                let start = (start..tail.len()).find(|i| tail.is_char_boundary(*i)).unwrap_or(0);
+                msg.push_str(&format!(" (stderr: {})", &tail[start..]));
+            }
+            TaskOutcome::Failed(shorten(msg, MAX_ERROR_CHARS))
+        }
+    };
+
+    // Flush the last clock/random reads and keep what the guest printed.
+    let mut tail_events: Vec<EventRecord> = Vec::new();
+    if let Some(e) = store.data().task.nondet_event() {
+        tail_events.push(e);
+    }
+    let (out_text, out_dropped) = stdout.contents();
+    if !out_text.is_empty() || !stderr_text.is_empty() {
+        let (_, err_dropped) = stderr.contents();
+        let now = now_ms();
+        tail_events.push(EventRecord {
+            run_id: run.run_id.clone(),
+            task_id,
+            kind: "task.stdio".into(),
+            ok: true,
+            request: serde_json::Value::Null,
+            response: json!({
+                "stdout": out_text, "stdout_dropped_bytes": out_dropped,
+                "stderr": stderr_text, "stderr_dropped_bytes": err_dropped,
+            }),
+            model: None,
+            tokens_in: 0,
+            tokens_out: 0,
+            cost_usd: 0.0,
+            started_at: now,
+            finished_at: now,
+        });
+    }
+    drop(store);
+    if !tail_events.is_empty() {
+        let result = run
+            .ledger
+            .write(move |w| {
+                for e in tail_events {
+                    w.append_event(e)?;
+                }
+                Ok(())
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::error!(run = %run.run_id, task = task_id, error = %e, "cannot record task stdio");
+        }
+    }
+    outcome
+}

@@ -1,0 +1,158 @@
+//! The wasmtime side of the host: one engine, one linker, compiled components cached
+//! on disk and kept as `InstancePre`s, a pooling allocator, and an epoch ticker.
+//!
+//! Starting an agent is a fresh `Store` plus `instantiate_async` on a pre-linked
+//! component, which costs microseconds. What an agent may do is decided by the
+//! capabilities (`crate::capabilities`); this module only runs it, within its limits
+//! (see [`execute`]).
+
+pub mod cache;
+pub mod execute;
+pub mod limits;
+pub mod state;
+pub mod stdio;
+
+use crate::bindings::AgentPre;
+use anyhow::Context as _;
+use state::AgentState;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// Length of one epoch tick; CPU limits are counted in these.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Agent instances that may be alive at once in one host (pool slots).
+pub const DEFAULT_POOL_SLOTS: u32 = 1000;
+
+/// A compiled, pre-linked agent component.
+pub struct LoadedAgent {
+    /// Display name (file stem or registered name).
+    pub name: String,
+    /// SHA-256 of the component bytes.
+    pub hash: String,
+    /// Whether the compiled code came from the on-disk cache.
+    pub from_cache: bool,
+    pub(crate) pre: AgentPre<AgentState>,
+}
+
+/// Engine, linker and the loaded components.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<AgentState>,
+    cache: cache::ComponentCache,
+    loaded: Mutex<HashMap<String, Arc<LoadedAgent>>>,
+}
+
+impl Runtime {
+    /// Build the engine (pooling allocator, epoch interruption) and the linker (WASI
+    /// p2 with nothing granted, plus the agentflow capabilities).
+    pub fn new(cache_dir: Option<PathBuf>) -> anyhow::Result<Arc<Runtime>> {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(DEFAULT_POOL_SLOTS)
+            .total_core_instances(DEFAULT_POOL_SLOTS * 4)
+            .total_memories(DEFAULT_POOL_SLOTS * 2)
+            .total_tables(DEFAULT_POOL_SLOTS * 4)
+            .total_stacks(DEFAULT_POOL_SLOTS)
+            .max_memory_size((limits::MAX_MEMORY_MB as usize) << 20)
+            .max_unused_warm_slots(64);
+        let mut config = Config::new();
+        config
+            .epoch_interruption(true)
+            .wasm_component_model(true)
+            .memory_reservation(8 << 30)
+            .memory_guard_size(64 << 10)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("wasmtime engine: {e}"))?;
+        let mut linker = Linker::<AgentState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| anyhow::anyhow!("linking WASI: {e}"))?;
+        crate::capabilities::add_to_linker(&mut linker)?;
+        let cache = cache::ComponentCache::new(&engine, cache_dir);
+        let runtime = Arc::new(Runtime {
+            engine,
+            linker,
+            cache,
+            loaded: Mutex::new(HashMap::new()),
+        });
+        start_epoch_ticker(Arc::downgrade(&runtime));
+        Ok(runtime)
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Load an agent component from a file.
+    pub fn load_file(&self, path: &Path) -> anyhow::Result<Arc<LoadedAgent>> {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read agent {}", path.display()))?;
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "agent".into());
+        self.load_bytes(&name, &bytes)
+            .with_context(|| format!("cannot load agent {}", path.display()))
+    }
+
+    /// Load an agent component from bytes; identical bytes are compiled once.
+    pub fn load_bytes(&self, name: &str, bytes: &[u8]) -> anyhow::Result<Arc<LoadedAgent>> {
+        let hash = crate::ledger::blobs::sha256_hex(bytes);
+        if let Some(agent) = self.loaded.lock().unwrap().get(&hash) {
+            return Ok(agent.clone());
+        }
+        if bytes.len() < 8 || &bytes[0..4] != b"\0asm" {
+            anyhow::bail!("not a WebAssembly file (bad magic number)");
+        }
+        if bytes[4..8] != [0x0d, 0x00, 0x01, 0x00] {
+            anyhow::bail!(
+                "this is a core WebAssembly module, not a component: build the agent for the \
+                 wasm32-wasip2 target (cargo build --target wasm32-wasip2)"
+            );
+        }
+        let (component, from_cache) = self
+            .cache
+            .load(&self.engine, &hash, bytes)
+            .map_err(|e| anyhow::anyhow!("invalid component: {e:#}"))?;
+        let pre = self.pre_link(&component)?;
+        let agent = Arc::new(LoadedAgent {
+            name: name.to_string(),
+            hash: hash.clone(),
+            from_cache,
+            pre,
+        });
+        self.loaded.lock().unwrap().insert(hash, agent.clone());
+        Ok(agent)
+    }
+
+    fn pre_link(&self, component: &Component) -> anyhow::Result<AgentPre<AgentState>> {
+        let instance_pre = self.linker.instantiate_pre(component).map_err(|e| {
+            anyhow::anyhow!(
+                "the component does not fit the agentflow:agent/agent world: {e}\n\
+                 (agents may import only wasi:* p2 interfaces and agentflow:agent/*, and must export `run`)"
+            )
+        })?;
+        AgentPre::new(instance_pre).map_err(|e| {
+            anyhow::anyhow!("the component does not export `run: func(input: string) -> result<string, string>`: {e}")
+        })
+    }
+}
+
+/// Advance the engine's epoch every [`EPOCH_TICK`] while the runtime is alive.
+fn start_epoch_ticker(runtime: Weak<Runtime>) {
+    std::thread::Builder::new()
+        .name("agentflow-epoch".into())
+        .spawn(move || {
+            while let Some(rt) = runtime.upgrade() {
+                let engine = rt.engine.clone();
+                drop(rt);
+                engine.increment_epoch();
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .expect("spawn epoch ticker");
+}

@@ -1,0 +1,420 @@
+//! The supervisor of a run: its task tree, its budget and the spawn rules.
+//!
+//! Every `tasks.spawn` passes here. The checks run under one lock, in a fixed order —
+//! depth, dedup key, task count, budget share, agent, dependencies — so concurrent
+//! spawns cannot race past a limit. A child is recorded in the ledger before it
+//! starts, runs in its own store on its own tokio task, and reports its outcome
+//! through a watch channel that `tasks.wait` listens on. Cancelling a task cancels its
+//! descendants. Richer constraints (concurrency, cycles, approvals, hierarchical
+//! budgets) belong to later layers.
+
+pub mod budget;
+
+use crate::ledger::{Ledger, NewTask, Status};
+use crate::providers::LlmProvider;
+use crate::runtime::limits::Limits;
+use crate::runtime::{LoadedAgent, Runtime};
+use crate::tools::ToolSet;
+use budget::Budget;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+
+/// How a task ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TaskOutcome {
+    Completed(String),
+    Failed(String),
+    Cancelled,
+}
+
+/// LLM settings of a run.
+#[derive(Clone, Debug)]
+pub struct LlmSettings {
+    pub default_model: String,
+    pub quality_model: String,
+    pub prices: BTreeMap<String, crate::config::Price>,
+    pub default_max_output_tokens: u32,
+}
+
+/// Which component a child runs.
+#[derive(Clone, Debug)]
+pub enum AgentChoice {
+    Same,
+    Named(String),
+}
+
+/// A dependency of a child on another task of the run.
+#[derive(Clone, Copy, Debug)]
+pub enum Dependency {
+    After(u64),
+    DataFrom(u64),
+}
+
+/// A spawn request, as the supervisor sees it.
+#[derive(Clone, Debug)]
+pub struct SpawnRequest {
+    pub description: String,
+    pub agent: AgentChoice,
+    pub input: String,
+    pub dedup_key: Option<String>,
+    pub budget_usd: Option<f64>,
+    pub depends_on: Vec<Dependency>,
+}
+
+/// Why a spawn was refused.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum SpawnRefusal {
+    #[error("max depth {0} exceeded")]
+    MaxDepthExceeded(u32),
+    #[error("run already has its maximum of {0} tasks")]
+    TooManyTasks(u32),
+    #[error("budget exceeded: {0}")]
+    BudgetExceeded(String),
+    #[error("duplicate of task {0}")]
+    DuplicateTask(u64),
+    #[error("unknown agent: {0}")]
+    UnknownAgent(String),
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+}
+
+struct TaskNode {
+    parent: Option<u64>,
+    children: Vec<u64>,
+    outcome: watch::Sender<Option<TaskOutcome>>,
+    abort: Option<tokio::task::AbortHandle>,
+}
+
+#[derive(Default)]
+struct TaskTree {
+    next_id: u64,
+    nodes: HashMap<u64, TaskNode>,
+    dedup: HashMap<String, u64>,
+}
+
+/// Everything the tasks of one run share.
+pub struct RunContext {
+    pub run_id: String,
+    pub ledger: Ledger,
+    pub runtime: Arc<Runtime>,
+    pub provider: Arc<dyn LlmProvider>,
+    pub llm: LlmSettings,
+    pub tools: ToolSet,
+    pub limits: Limits,
+    pub budget: Budget,
+    /// Agents spawnable by name (`[agents]`).
+    pub agents: BTreeMap<String, PathBuf>,
+    tree: Mutex<TaskTree>,
+}
+
+impl RunContext {
+    /// A run with an empty task tree.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        run_id: String,
+        ledger: Ledger,
+        runtime: Arc<Runtime>,
+        provider: Arc<dyn LlmProvider>,
+        llm: LlmSettings,
+        tools: ToolSet,
+        limits: Limits,
+        budget_usd: f64,
+        agents: BTreeMap<String, PathBuf>,
+    ) -> Arc<RunContext> {
+        Arc::new(RunContext {
+            run_id,
+            ledger,
+            runtime,
+            provider,
+            llm,
+            tools,
+            limits,
+            budget: Budget::new(budget_usd),
+            agents,
+            tree: Mutex::new(TaskTree {
+                next_id: 1,
+                ..Default::default()
+            }),
+        })
+    }
+
+    /// Register the root task (id 1) and record it; returns its id.
+    pub async fn create_root(&self, agent: &LoadedAgent, input: &str) -> anyhow::Result<u64> {
+        let id = {
+            let mut tree = self.tree.lock().unwrap();
+            let id = tree.next_id;
+            tree.next_id += 1;
+            tree.nodes.insert(
+                id,
+                TaskNode {
+                    parent: None,
+                    children: Vec::new(),
+                    outcome: watch::channel(None).0,
+                    abort: None,
+                },
+            );
+            id
+        };
+        self.ledger
+            .create_task(NewTask {
+                run_id: self.run_id.clone(),
+                task_id: id,
+                parent_id: None,
+                depth: 0,
+                agent: agent.name.clone(),
+                component_hash: agent.hash.clone(),
+                description: "root".into(),
+                input: input.to_string(),
+            })
+            .await?;
+        Ok(id)
+    }
+
+    /// Number of tasks created so far.
+    pub fn task_count(&self) -> u64 {
+        self.tree.lock().unwrap().nodes.len() as u64
+    }
+
+    fn is_ancestor_or_self(tree: &TaskTree, candidate: u64, of: u64) -> bool {
+        let mut cur = Some(of);
+        while let Some(id) = cur {
+            if id == candidate {
+                return true;
+            }
+            cur = tree.nodes.get(&id).and_then(|n| n.parent);
+        }
+        false
+    }
+
+    /// Check and start a child of `parent`. On success the child is recorded and running
+    /// (or waiting for its dependencies).
+    pub async fn spawn(
+        self: &Arc<Self>,
+        parent: u64,
+        parent_depth: u32,
+        parent_agent: &Arc<LoadedAgent>,
+        req: SpawnRequest,
+    ) -> Result<u64, SpawnRefusal> {
+        // The agent is resolved (and maybe compiled) before taking the lock.
+        let agent = match &req.agent {
+            AgentChoice::Same => parent_agent.clone(),
+            AgentChoice::Named(name) => {
+                let path = self.agents.get(name).ok_or_else(|| {
+                    SpawnRefusal::UnknownAgent(format!(
+                        "`{name}` is not registered (add it under [agents]; known: {})",
+                        self.agents.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ))
+                })?;
+                self.runtime
+                    .load_file(path)
+                    .map_err(|e| SpawnRefusal::UnknownAgent(format!("`{name}`: {e:#}")))?
+            }
+        };
+        let depth = parent_depth + 1;
+        let (id, rx_deps) = {
+            let mut tree = self.tree.lock().unwrap();
+            if depth > self.limits.max_depth {
+                return Err(SpawnRefusal::MaxDepthExceeded(self.limits.max_depth));
+            }
+            if let Some(key) = &req.dedup_key {
+                if let Some(existing) = tree.dedup.get(key) {
+                    return Err(SpawnRefusal::DuplicateTask(*existing));
+                }
+            }
+            if tree.nodes.len() as u64 >= self.limits.max_tasks as u64 {
+                return Err(SpawnRefusal::TooManyTasks(self.limits.max_tasks));
+            }
+            if let Some(share) = req.budget_usd {
+                if !(share.is_finite() && share >= 0.0) {
+                    return Err(SpawnRefusal::InvalidRequest("budget-usd must be a non-negative number".into()));
+                }
+                let remaining = self.budget.remaining();
+                if share > remaining {
+                    return Err(SpawnRefusal::BudgetExceeded(format!(
+                        "requested share ${share:.4} but the run has ${remaining:.4} left"
+                    )));
+                }
+            }
+            let mut deps = Vec::new();
+            for d in &req.depends_on {
+                let (dep_id, data) = match d {
+                    Dependency::After(i) => (*i, false),
+                    Dependency::DataFrom(i) => (*i, true),
+                };
+                let node = tree.nodes.get(&dep_id).ok_or_else(|| {
+                    SpawnRefusal::InvalidRequest(format!("dependency on unknown task {dep_id}"))
+                })?;
+                if Self::is_ancestor_or_self(&tree, dep_id, parent) {
+                    return Err(SpawnRefusal::InvalidRequest(format!(
+                        "task {dep_id} is an ancestor of the spawner: depending on it would deadlock"
+                    )));
+                }
+                deps.push((dep_id, data, node.outcome.subscribe()));
+            }
+            let id = tree.next_id;
+            tree.next_id += 1;
+            tree.nodes.insert(
+                id,
+                TaskNode {
+                    parent: Some(parent),
+                    children: Vec::new(),
+                    outcome: watch::channel(None).0,
+                    abort: None,
+                },
+            );
+            if let Some(p) = tree.nodes.get_mut(&parent) {
+                p.children.push(id);
+            }
+            if let Some(key) = &req.dedup_key {
+                tree.dedup.insert(key.clone(), id);
+            }
+            (id, deps)
+        };
+        if let Err(e) = self
+            .ledger
+            .create_task(NewTask {
+                run_id: self.run_id.clone(),
+                task_id: id,
+                parent_id: Some(parent),
+                depth,
+                agent: agent.name.clone(),
+                component_hash: agent.hash.clone(),
+                description: req.description.clone(),
+                input: req.input.clone(),
+            })
+            .await
+        {
+            self.tree.lock().unwrap().nodes.remove(&id);
+            return Err(SpawnRefusal::InvalidRequest(format!("ledger: {e}")));
+        }
+
+        let run = self.clone();
+        let handle = tokio::spawn(async move {
+            let mut input = req.input;
+            for (dep_id, data, mut rx) in rx_deps {
+                let outcome = rx.wait_for(|o| o.is_some()).await.ok().and_then(|o| o.clone());
+                match outcome {
+                    Some(TaskOutcome::Completed(out)) => {
+                        if data {
+                            input.push_str("\n\n");
+                            input.push_str(&out);
+                        }
+                    }
+                    other => {
+                        let why = format!("dependency task {dep_id} did not complete: {other:?}");
+                        run.finish(id, TaskOutcome::Failed(why)).await;
+                        return;
+                    }
+                }
+            }
+            let outcome = crate::runtime::execute::execute_task(run.clone(), id, depth, agent, input).await;
+            run.finish(id, outcome).await;
+        });
+        if let Some(node) = self.tree.lock().unwrap().nodes.get_mut(&id) {
+            node.abort = Some(handle.abort_handle());
+        }
+        Ok(id)
+    }
+
+    /// Record a task's end and wake whoever waits for it. The first outcome wins (a
+    /// cancelled task stays cancelled).
+    pub async fn finish(&self, id: u64, outcome: TaskOutcome) {
+        let first = {
+            let tree = self.tree.lock().unwrap();
+            match tree.nodes.get(&id) {
+                Some(node) if node.outcome.borrow().is_none() => {
+                    node.outcome.send_replace(Some(outcome.clone()));
+                    true
+                }
+                _ => false,
+            }
+        };
+        if !first {
+            return;
+        }
+        let (status, output, error) = match outcome {
+            TaskOutcome::Completed(out) => (Status::Completed, Some(out), None),
+            TaskOutcome::Failed(e) => (Status::Failed, None, Some(e)),
+            TaskOutcome::Cancelled => (Status::Cancelled, None, None),
+        };
+        if let Err(e) = self
+            .ledger
+            .finish_task(self.run_id.clone(), id, status, output, error)
+            .await
+        {
+            tracing::error!(run = %self.run_id, task = id, error = %e, "cannot record task end");
+        }
+    }
+
+    /// Wait for task `id`; `None` if the caller may not wait for it (unknown, itself
+    /// or one of its ancestors, which would deadlock).
+    pub async fn wait(&self, caller: u64, id: u64) -> Option<TaskOutcome> {
+        let mut rx = {
+            let tree = self.tree.lock().unwrap();
+            if !tree.nodes.contains_key(&id) || Self::is_ancestor_or_self(&tree, id, caller) {
+                return None;
+            }
+            tree.nodes[&id].outcome.subscribe()
+        };
+        rx.wait_for(|o| o.is_some()).await.ok().and_then(|o| o.clone())
+    }
+
+    /// Cancel task `id` and all its descendants; false if it had already finished or
+    /// may not be cancelled by `caller` (itself or an ancestor).
+    pub async fn cancel(&self, caller: Option<u64>, id: u64) -> bool {
+        let targets: Vec<u64> = {
+            let tree = self.tree.lock().unwrap();
+            let Some(node) = tree.nodes.get(&id) else { return false };
+            if let Some(c) = caller {
+                if Self::is_ancestor_or_self(&tree, id, c) {
+                    return false;
+                }
+            }
+            if node.outcome.borrow().is_some() {
+                return false;
+            }
+            let mut order = Vec::new();
+            let mut stack = vec![id];
+            while let Some(t) = stack.pop() {
+                order.push(t);
+                if let Some(n) = tree.nodes.get(&t) {
+                    stack.extend(n.children.iter().copied());
+                }
+            }
+            for t in &order {
+                if let Some(abort) = tree.nodes.get(t).and_then(|n| n.abort.as_ref()) {
+                    abort.abort();
+                }
+            }
+            order
+        };
+        for t in targets.into_iter().rev() {
+            self.finish(t, TaskOutcome::Cancelled).await;
+        }
+        true
+    }
+
+    /// Cancel every task that has not finished (used when the root returns).
+    pub async fn cancel_unfinished(&self) -> usize {
+        let open: Vec<u64> = {
+            let tree = self.tree.lock().unwrap();
+            let mut ids: Vec<u64> = tree
+                .nodes
+                .iter()
+                .filter(|(_, n)| n.outcome.borrow().is_none() && n.parent.is_some())
+                .map(|(id, _)| *id)
+                .collect();
+            ids.sort_unstable();
+            ids
+        };
+        let mut n = 0;
+        for id in open {
+            if self.cancel(None, id).await {
+                n += 1;
+            }
+        }
+        n
+    }
+}

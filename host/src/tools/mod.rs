@@ -1,0 +1,141 @@
+//! Tools a run can be granted: the built-in `kv`, `workspace` and `http_fetch`, plus
+//! any tool a platform team registers through [`crate::Host::register_tool`].
+//!
+//! Deny by default: a run sees only the tools it was granted (`--grant NAME` or
+//! `[tools] grant`); the others are invisible to `tools.list` and refused by
+//! `tools.call` with an error naming the grant to add. Each tool checks its own scope
+//! (workspace paths, allowed hosts) on every call.
+
+pub mod http_fetch;
+pub mod kv;
+pub mod workspace;
+
+use crate::config::ToolsConfig;
+use crate::ledger::Ledger;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Names of the built-in tools.
+pub const BUILTIN_TOOLS: &[&str] = &["kv", "workspace", "http_fetch"];
+
+/// What calling a tool does to the world.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SideEffect {
+    None,
+    Idempotent,
+    Compensable,
+    Irreversible,
+}
+
+/// A tool's description, as `tools.list` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ToolInfo {
+    pub name: String,
+    pub description: String,
+    pub args_schema: serde_json::Value,
+    pub side_effect: SideEffect,
+}
+
+/// Why a tool call failed.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum ToolError {
+    #[error("tool not granted: {0}")]
+    NotGranted(String),
+    #[error("no such tool: {0}")]
+    NotFound(String),
+    #[error("invalid arguments: {0}")]
+    InvalidArgs(String),
+    #[error("denied: {0}")]
+    Denied(String),
+    #[error("tool failed: {0}")]
+    Failed(String),
+}
+
+/// What a tool knows about the call it serves.
+pub struct ToolCallCtx {
+    pub run_id: String,
+    pub task_id: u64,
+    pub ledger: Ledger,
+    /// Stable per (run, task, call sequence): tools with side effects pass it on.
+    pub idempotency_key: String,
+}
+
+/// A tool.
+#[async_trait::async_trait]
+pub trait Tool: Send + Sync {
+    /// Name, description, argument schema, side-effect class.
+    fn info(&self) -> ToolInfo;
+    /// Perform one call with parsed JSON arguments.
+    async fn call(&self, ctx: &ToolCallCtx, args: serde_json::Value) -> Result<String, ToolError>;
+}
+
+/// The tools one run was granted.
+#[derive(Clone, Default)]
+pub struct ToolSet {
+    granted: BTreeMap<String, Arc<dyn Tool>>,
+    known: Vec<String>,
+}
+
+impl ToolSet {
+    /// Build the run's tool set from config and the registered tools. Errors name
+    /// the grant that cannot be honoured.
+    pub fn build(config: &ToolsConfig, registered: &[Arc<dyn Tool>]) -> anyhow::Result<ToolSet> {
+        let mut available: BTreeMap<String, Arc<dyn Tool>> = BTreeMap::new();
+        for tool in registered {
+            available.insert(tool.info().name, tool.clone());
+        }
+        let mut known: Vec<String> = BUILTIN_TOOLS.iter().map(|s| s.to_string()).collect();
+        known.extend(available.keys().cloned());
+        let mut granted = BTreeMap::new();
+        for name in &config.grant {
+            let tool: Arc<dyn Tool> = match name.as_str() {
+                "kv" => Arc::new(kv::KvTool),
+                "workspace" => {
+                    let dir = config.workspace.as_ref().ok_or_else(|| {
+                        anyhow::anyhow!("the workspace tool needs a directory: pass --workspace DIR or set [tools] workspace")
+                    })?;
+                    Arc::new(workspace::WorkspaceTool::new(dir)?)
+                }
+                "http_fetch" => Arc::new(http_fetch::HttpFetchTool::new(config)?),
+                other => available.get(other).cloned().ok_or_else(|| {
+                    anyhow::anyhow!("cannot grant unknown tool `{other}` (available: {})", known.join(", "))
+                })?,
+            };
+            granted.insert(name.clone(), tool);
+        }
+        Ok(ToolSet { granted, known })
+    }
+
+    /// Descriptions of the granted tools.
+    pub fn list(&self) -> Vec<ToolInfo> {
+        self.granted.values().map(|t| t.info()).collect()
+    }
+
+    /// The granted tool `name`, or the error to give the guest.
+    pub fn get(&self, name: &str) -> Result<Arc<dyn Tool>, ToolError> {
+        if let Some(tool) = self.granted.get(name) {
+            return Ok(tool.clone());
+        }
+        if self.known.iter().any(|k| k == name) {
+            Err(ToolError::NotGranted(format!(
+                "`{name}` is not granted to this run (grant it with --grant {name} or [tools] grant)"
+            )))
+        } else {
+            Err(ToolError::NotFound(name.to_string()))
+        }
+    }
+
+    /// Names of the granted tools.
+    pub fn granted_names(&self) -> Vec<String> {
+        self.granted.keys().cloned().collect()
+    }
+}
+
+/// Read a required string argument.
+pub(crate) fn str_arg<'a>(args: &'a serde_json::Value, key: &str) -> Result<&'a str, ToolError> {
+    args.get(key)
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| ToolError::InvalidArgs(format!("missing string field `{key}`")))
+}

@@ -1,0 +1,136 @@
+//! `workspace`: read, write, append and list files under the one directory the
+//! operator granted (`--workspace DIR`).
+//!
+//! Paths are relative to that directory. Absolute paths, `..` components and
+//! symlinks that lead outside it are refused, so a guest can touch nothing else.
+
+use super::{SideEffect, Tool, ToolCallCtx, ToolError, ToolInfo, str_arg};
+use serde_json::json;
+use std::path::{Component, Path, PathBuf};
+
+/// Largest file `read` returns, in bytes.
+pub const MAX_READ_BYTES: u64 = 4 << 20;
+
+/// The built-in `workspace` tool, rooted at one directory.
+pub struct WorkspaceTool {
+    root: PathBuf,
+}
+
+impl WorkspaceTool {
+    /// A workspace rooted at `dir` (created if missing).
+    pub fn new(dir: &Path) -> anyhow::Result<WorkspaceTool> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| anyhow::anyhow!("cannot create workspace {}: {e}", dir.display()))?;
+        let root = dir
+            .canonicalize()
+            .map_err(|e| anyhow::anyhow!("bad workspace {}: {e}", dir.display()))?;
+        Ok(WorkspaceTool { root })
+    }
+
+    /// Resolve a guest path inside the root, or refuse it.
+    fn resolve(&self, rel: &str) -> Result<PathBuf, ToolError> {
+        let rel_path = Path::new(rel);
+        let mut clean = PathBuf::new();
+        for c in rel_path.components() {
+            match c {
+                Component::Normal(part) => clean.push(part),
+                Component::CurDir => {}
+                _ => {
+                    return Err(ToolError::Denied(format!(
+                        "path `{rel}` leaves the workspace (absolute paths and `..` are not allowed)"
+                    )));
+                }
+            }
+        }
+        let full = self.root.join(&clean);
+        // Follow symlinks on the longest existing prefix and check it stays inside.
+        let mut existing = full.clone();
+        while !existing.exists() {
+            if !existing.pop() {
+                break;
+            }
+        }
+        let real = existing
+            .canonicalize()
+            .map_err(|e| ToolError::Failed(format!("cannot resolve `{rel}`: {e}")))?;
+        if !real.starts_with(&self.root) {
+            return Err(ToolError::Denied(format!("path `{rel}` resolves outside the workspace")));
+        }
+        Ok(full)
+    }
+}
+
+fn io_err(e: std::io::Error) -> ToolError {
+    ToolError::Failed(e.to_string())
+}
+
+#[async_trait::async_trait]
+impl Tool for WorkspaceTool {
+    fn info(&self) -> ToolInfo {
+        ToolInfo {
+            name: "workspace".into(),
+            description: "Read, write, append and list files in the run's workspace directory.".into(),
+            args_schema: json!({
+                "type": "object",
+                "properties": {
+                    "op": { "enum": ["read", "write", "append", "list"] },
+                    "path": { "type": "string", "description": "relative to the workspace" },
+                    "content": { "type": "string" }
+                },
+                "required": ["op"]
+            }),
+            side_effect: SideEffect::Irreversible,
+        }
+    }
+
+    async fn call(&self, _ctx: &ToolCallCtx, args: serde_json::Value) -> Result<String, ToolError> {
+        let op = str_arg(&args, "op")?;
+        let path_arg = args.get("path").and_then(|v| v.as_str()).unwrap_or(".");
+        let path = self.resolve(path_arg)?;
+        match op {
+            "read" => {
+                let meta = tokio::fs::metadata(&path).await.map_err(io_err)?;
+                if meta.len() > MAX_READ_BYTES {
+                    return Err(ToolError::Failed(format!("file larger than {MAX_READ_BYTES} bytes")));
+                }
+                tokio::fs::read_to_string(&path).await.map_err(io_err)
+            }
+            "write" | "append" => {
+                let content = str_arg(&args, "content")?;
+                if let Some(parent) = path.parent() {
+                    tokio::fs::create_dir_all(parent).await.map_err(io_err)?;
+                }
+                if op == "write" {
+                    tokio::fs::write(&path, content).await.map_err(io_err)?;
+                } else {
+                    use tokio::io::AsyncWriteExt;
+                    let mut f = tokio::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&path)
+                        .await
+                        .map_err(io_err)?;
+                    f.write_all(content.as_bytes()).await.map_err(io_err)?;
+                    f.sync_data().await.map_err(io_err)?;
+                }
+                Ok(json!({ "written": content.len() }).to_string())
+            }
+            "list" => {
+                let mut entries = tokio::fs::read_dir(&path).await.map_err(io_err)?;
+                let mut names = Vec::new();
+                while let Some(e) = entries.next_entry().await.map_err(io_err)? {
+                    let mut name = e.file_name().to_string_lossy().into_owned();
+                    if e.file_type().await.map(|t| t.is_dir()).unwrap_or(false) {
+                        name.push('/');
+                    }
+                    names.push(name);
+                }
+                names.sort();
+                Ok(serde_json::to_string(&names).unwrap_or_default())
+            }
+            other => Err(ToolError::InvalidArgs(format!(
+                "unknown op `{other}` (read, write, append or list)"
+            ))),
+        }
+    }
+}
