@@ -15,10 +15,17 @@ struct ChildInput {
     question: String,
 }
 
+/// The checkpointed state: the question and each sub-question's answer.
 #[derive(Serialize)]
 struct Answers<'a> {
     question: &'a str,
-    answers: Vec<(String, String)>,
+    answers: Vec<Answer<'a>>,
+}
+
+#[derive(Serialize)]
+struct Answer<'a> {
+    question: &'a str,
+    answer: &'a str,
 }
 
 fn run(input: String) -> Result<String, Error> {
@@ -90,7 +97,13 @@ fn research(question: &str) -> Result<String, Error> {
     checkpoint::save(
         &Answers {
             question,
-            answers: answers.clone(),
+            answers: answers
+                .iter()
+                .map(|(q, a)| Answer {
+                    question: q,
+                    answer: a,
+                })
+                .collect(),
         },
         format!("collected {} answers; summarizing next", answers.len()),
     )?;

@@ -2,3 +2,90 @@
 //! themselves, and nothing here is specific to one test module.
 
 pub mod fake_http;
+
+use agentflow::ledger::query::{self, EventRow};
+use agentflow::{Host, HostConfig, RunOptions, RunReport};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A scratch directory under cargo's test tmpdir, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(label: &str) -> TempDir {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+            "{label}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn join(&self, p: &str) -> PathBuf {
+        self.0.join(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Compiled components are cached here across tests (and test runs).
+pub fn cache_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("component-cache")
+}
+
+/// Path of a compiled example agent.
+pub fn example(name: &str) -> PathBuf {
+    agentflow_tests::example(name)
+}
+
+/// A host on a fresh ledger in `dir`, configured by `toml`.
+pub fn host(dir: &TempDir, toml: &str) -> Host {
+    let mut config = HostConfig::from_toml(toml).expect("test config");
+    config.cache_dir = Some(cache_dir());
+    Host::new(config, dir.join("ledger.db")).expect("host")
+}
+
+/// Run the `scripted` agent with these operations; returns the report and the parsed
+/// per-operation results (empty when the run failed).
+pub async fn run_scripted(
+    host: &Host,
+    ops: serde_json::Value,
+    opts: RunOptions,
+) -> (RunReport, Vec<serde_json::Value>) {
+    let report = host
+        .run_file(&example("scripted"), &ops.to_string(), opts)
+        .await
+        .expect("run");
+    let results = report
+        .output
+        .as_deref()
+        .map(|o| serde_json::from_str(o).expect("scripted output is JSON"))
+        .unwrap_or_default();
+    (report, results)
+}
+
+/// All events of a run.
+pub fn events(host: &Host, run_id: &str) -> Vec<EventRow> {
+    let conn = host.ledger().reader().unwrap();
+    query::events(&conn, run_id, None).unwrap()
+}
+
+/// The kinds of a task's events, without clock/random flushes.
+pub fn kinds(events: &[EventRow], task: u64) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e.task_id == task && e.kind != "wasi.nondet")
+        .map(|e| e.kind.clone())
+        .collect()
+}

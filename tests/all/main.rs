@@ -1,0 +1,12 @@
+//! The end-to-end test binary: one binary so the suite links once. Each module is a
+//! topic; the guests are the real example agents built by the build script.
+
+mod support;
+
+mod cli;
+mod guests;
+mod hostile;
+mod ledger;
+mod limits;
+mod providers;
+mod tools;

@@ -1,0 +1,46 @@
+//! Builds every example agent (`examples/`, its own cargo workspace) for
+//! wasm32-wasip2 and tells the tests where the components are. Tests therefore
+//! always run the current sources, never checked-in binaries.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn main() {
+    let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
+    let root = manifest_dir.parent().unwrap().to_path_buf();
+    let examples = root.join("examples");
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|d| if d.is_absolute() { d } else { root.join(d) })
+        .unwrap_or_else(|| root.join("target"))
+        .join("wasm-examples");
+    for dir in ["examples", "guest-sdk/src", "guest-sdk/Cargo.toml", "wit"] {
+        println!("cargo:rerun-if-changed={}", root.join(dir).display());
+    }
+    for entry in std::fs::read_dir(&examples).unwrap().flatten() {
+        if entry.path().is_dir() {
+            println!("cargo:rerun-if-changed={}", entry.path().join("src").display());
+            println!("cargo:rerun-if-changed={}", entry.path().join("Cargo.toml").display());
+        }
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
+        .arg(examples.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .current_dir(&root);
+    // Settings meant for the host build must not leak into the guest build.
+    for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_TARGET", "CARGO_TARGET_DIR", "RUSTC_WORKSPACE_WRAPPER"] {
+        cmd.env_remove(var);
+    }
+    let status = cmd.status().expect("cannot run cargo to build the example agents");
+    if !status.success() {
+        panic!(
+            "building the example agents for wasm32-wasip2 failed. If the target is missing, run:\n    \
+             rustup target add wasm32-wasip2"
+        );
+    }
+    let out = target_dir.join("wasm32-wasip2").join("release");
+    println!("cargo:rustc-env=AGENTFLOW_EXAMPLES_WASM_DIR={}", out.display());
+}
