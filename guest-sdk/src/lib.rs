@@ -45,10 +45,8 @@ extern crate self as agentflow_sdk;
 #[allow(missing_docs, clippy::all)]
 pub mod wit {
     wit_bindgen::generate!({
-        // `wit/` here is `../wit` with one fix: `list` is a WIT keyword, so the
-        // function is spelled `%list` (its name in the component is still `list`).
-        // The test `wit_copy_matches_root` keeps the two in sync.
-        path: "wit",
+        // The one WIT package of the project, shared with the host.
+        path: "../wit",
         world: "agent",
         pub_export_macro: true,
         export_macro_name: "export",
@@ -118,29 +116,4 @@ macro_rules! export_agent {
             $crate::wit::export!(__AgentflowAgent);
         };
     };
-}
-
-#[cfg(test)]
-mod tests {
-    /// `guest-sdk/wit` must stay `../wit` except for the `%list` escape.
-    #[test]
-    fn wit_copy_matches_root() {
-        let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-        for entry in std::fs::read_dir(here.join("../wit")).unwrap() {
-            let path = entry.unwrap().path();
-            let name = path.file_name().unwrap();
-            let root = std::fs::read_to_string(&path)
-                .unwrap()
-                .replace("%list:", "list:");
-            let copy = std::fs::read_to_string(here.join("wit").join(name))
-                .unwrap()
-                .replace("%list:", "list:");
-            assert_eq!(
-                root,
-                copy,
-                "guest-sdk/wit/{} differs from wit/",
-                name.to_string_lossy()
-            );
-        }
-    }
 }

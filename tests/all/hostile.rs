@@ -82,7 +82,8 @@ async fn spawn_bomb_is_capped_by_max_tasks_and_depth() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_output_is_refused() {
     let dir = TempDir::new("hostile-output");
-    let host = host(&dir, LIMITS);
+    // Enough memory to build the 64 MiB string, so the output limit is what stops it.
+    let host = host(&dir, "[limits]\nmemory_mb = 512\n");
     failed_with(&hostile(&host, "big-output").await, "output too large");
 }
 
