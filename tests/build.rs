@@ -19,22 +19,42 @@ fn main() {
     }
     for entry in std::fs::read_dir(&examples).unwrap().flatten() {
         if entry.path().is_dir() {
-            println!("cargo:rerun-if-changed={}", entry.path().join("src").display());
-            println!("cargo:rerun-if-changed={}", entry.path().join("Cargo.toml").display());
+            println!(
+                "cargo:rerun-if-changed={}",
+                entry.path().join("src").display()
+            );
+            println!(
+                "cargo:rerun-if-changed={}",
+                entry.path().join("Cargo.toml").display()
+            );
         }
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
-        .arg(examples.join("Cargo.toml"))
-        .arg("--target-dir")
-        .arg(&target_dir)
-        .current_dir(&root);
+    cmd.args([
+        "build",
+        "--release",
+        "--target",
+        "wasm32-wasip2",
+        "--manifest-path",
+    ])
+    .arg(examples.join("Cargo.toml"))
+    .arg("--target-dir")
+    .arg(&target_dir)
+    .current_dir(&root);
     // Settings meant for the host build must not leak into the guest build.
-    for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_TARGET", "CARGO_TARGET_DIR", "RUSTC_WORKSPACE_WRAPPER"] {
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+        "CARGO_TARGET_DIR",
+        "RUSTC_WORKSPACE_WRAPPER",
+    ] {
         cmd.env_remove(var);
     }
-    let status = cmd.status().expect("cannot run cargo to build the example agents");
+    let status = cmd
+        .status()
+        .expect("cannot run cargo to build the example agents");
     if !status.success() {
         panic!(
             "building the example agents for wasm32-wasip2 failed. If the target is missing, run:\n    \
@@ -42,5 +62,8 @@ fn main() {
         );
     }
     let out = target_dir.join("wasm32-wasip2").join("release");
-    println!("cargo:rustc-env=AGENTFLOW_EXAMPLES_WASM_DIR={}", out.display());
+    println!(
+        "cargo:rustc-env=AGENTFLOW_EXAMPLES_WASM_DIR={}",
+        out.display()
+    );
 }

@@ -79,8 +79,20 @@ impl Price {
 /// Built-in prices of the mock models, so budgets work offline.
 pub fn builtin_prices() -> BTreeMap<String, Price> {
     let mut m = BTreeMap::new();
-    m.insert("mock-small".into(), Price { input_per_mtok: 0.5, output_per_mtok: 1.5 });
-    m.insert("mock-large".into(), Price { input_per_mtok: 5.0, output_per_mtok: 15.0 });
+    m.insert(
+        "mock-small".into(),
+        Price {
+            input_per_mtok: 0.5,
+            output_per_mtok: 1.5,
+        },
+    );
+    m.insert(
+        "mock-large".into(),
+        Price {
+            input_per_mtok: 5.0,
+            output_per_mtok: 15.0,
+        },
+    );
     m
 }
 
@@ -120,7 +132,9 @@ fn default_budget() -> f64 {
 
 impl Default for BudgetConfig {
     fn default() -> Self {
-        BudgetConfig { usd: default_budget() }
+        BudgetConfig {
+            usd: default_budget(),
+        }
     }
 }
 
@@ -129,7 +143,8 @@ impl HostConfig {
     pub fn from_file(path: &Path) -> anyhow::Result<HostConfig> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
-        Self::from_toml(&text).map_err(|e| anyhow::anyhow!("invalid config {}: {e}", path.display()))
+        Self::from_toml(&text)
+            .map_err(|e| anyhow::anyhow!("invalid config {}: {e}", path.display()))
     }
 
     /// Parse a config from TOML text.

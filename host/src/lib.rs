@@ -121,14 +121,24 @@ impl Host {
     }
 
     /// Load a component file and run it.
-    pub async fn run_file(&self, path: &Path, input: &str, opts: RunOptions) -> anyhow::Result<RunReport> {
+    pub async fn run_file(
+        &self,
+        path: &Path,
+        input: &str,
+        opts: RunOptions,
+    ) -> anyhow::Result<RunReport> {
         let agent = self.runtime.load_file(path)?;
         self.run(agent, input, opts).await
     }
 
     /// Run a loaded agent to completion: record the run, execute the root task (which
     /// may spawn children), cancel children left running, record the end.
-    pub async fn run(&self, agent: Arc<LoadedAgent>, input: &str, opts: RunOptions) -> anyhow::Result<RunReport> {
+    pub async fn run(
+        &self,
+        agent: Arc<LoadedAgent>,
+        input: &str,
+        opts: RunOptions,
+    ) -> anyhow::Result<RunReport> {
         let started = Instant::now();
         let mut limits = self.config.limits.clone();
         if let Some(d) = opts.max_depth {
@@ -182,7 +192,8 @@ impl Host {
             self.config.agents.clone(),
         );
         let root = run.create_root(&agent, input).await?;
-        let outcome = runtime::execute::execute_task(run.clone(), root, 0, agent, input.to_string()).await;
+        let outcome =
+            runtime::execute::execute_task(run.clone(), root, 0, agent, input.to_string()).await;
         run.finish(root, outcome.clone()).await;
         let orphans = run.cancel_unfinished().await;
         if orphans > 0 {
@@ -216,14 +227,20 @@ impl Host {
     fn llm_settings(&self) -> LlmSettings {
         let llm = &self.config.llm;
         let is_mock = self.provider.name() == "mock";
-        let default_model = llm
-            .default_model
-            .clone()
-            .unwrap_or_else(|| if is_mock { "mock-small".into() } else { "default".into() });
-        let quality_model = llm
-            .quality_model
-            .clone()
-            .unwrap_or_else(|| if is_mock { "mock-large".into() } else { default_model.clone() });
+        let default_model = llm.default_model.clone().unwrap_or_else(|| {
+            if is_mock {
+                "mock-small".into()
+            } else {
+                "default".into()
+            }
+        });
+        let quality_model = llm.quality_model.clone().unwrap_or_else(|| {
+            if is_mock {
+                "mock-large".into()
+            } else {
+                default_model.clone()
+            }
+        });
         LlmSettings {
             default_model,
             quality_model,

@@ -113,7 +113,11 @@ fn real_main() -> anyhow::Result<ExitCode> {
                     .with_context(|| format!("cannot read input file {}", path.display()))?,
                 (None, None) => String::new(),
             };
-            let wasm = if agent.is_dir() { build_agent_crate(&agent)? } else { agent };
+            let wasm = if agent.is_dir() {
+                build_agent_crate(&agent)?
+            } else {
+                agent
+            };
             let runtime = tokio::runtime::Runtime::new()?;
             let report = runtime.block_on(async {
                 let host = Host::new(config, &db)?;
@@ -153,7 +157,11 @@ fn real_main() -> anyhow::Result<ExitCode> {
                     eprintln!("agentflow: agent failed: {}", e.replace('\n', " "));
                 }
             }
-            Ok(if report.status == Status::Completed { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if report.status == Status::Completed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Command::Runs { db, limit, json } => {
             let conn = open_existing(&db)?;
@@ -167,8 +175,9 @@ fn real_main() -> anyhow::Result<ExitCode> {
         }
         Command::Inspect { run, db, json } => {
             let conn = open_existing(&db)?;
-            let view = inspect::load(&conn, &run)?
-                .ok_or_else(|| anyhow::anyhow!("no run `{run}` in {} (see `agentflow runs`)", db.display()))?;
+            let view = inspect::load(&conn, &run)?.ok_or_else(|| {
+                anyhow::anyhow!("no run `{run}` in {} (see `agentflow runs`)", db.display())
+            })?;
             if json {
                 println!("{}", serde_json::to_string(&view)?);
             } else {
@@ -181,7 +190,10 @@ fn real_main() -> anyhow::Result<ExitCode> {
 
 fn open_existing(db: &Path) -> anyhow::Result<rusqlite::Connection> {
     if !db.exists() {
-        bail!("no ledger at {} (run an agent first, or pass --db)", db.display());
+        bail!(
+            "no ledger at {} (run an agent first, or pass --db)",
+            db.display()
+        );
     }
     // Opening through `Ledger` creates or checks the schema.
     let ledger = Ledger::open(db)?;
@@ -192,12 +204,22 @@ fn open_existing(db: &Path) -> anyhow::Result<rusqlite::Connection> {
 fn build_agent_crate(dir: &Path) -> anyhow::Result<PathBuf> {
     let manifest = dir.join("Cargo.toml");
     if !manifest.exists() {
-        bail!("{} is a directory without Cargo.toml: pass a .wasm file or an agent crate", dir.display());
+        bail!(
+            "{} is a directory without Cargo.toml: pass a .wasm file or an agent crate",
+            dir.display()
+        );
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     eprintln!("agentflow: building {} for wasm32-wasip2 …", dir.display());
     let output = std::process::Command::new(cargo)
-        .args(["build", "--release", "--target", "wasm32-wasip2", "--message-format=json-render-diagnostics", "--manifest-path"])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--message-format=json-render-diagnostics",
+            "--manifest-path",
+        ])
         .arg(&manifest)
         .stderr(std::process::Stdio::inherit())
         .output()
@@ -211,7 +233,9 @@ fn build_agent_crate(dir: &Path) -> anyhow::Result<PathBuf> {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let mut found = None;
     for line in stdout.lines() {
-        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
         if msg["reason"] != "compiler-artifact" {
             continue;
         }
@@ -228,5 +252,10 @@ fn build_agent_crate(dir: &Path) -> anyhow::Result<PathBuf> {
             }
         }
     }
-    found.ok_or_else(|| anyhow::anyhow!("cargo built {} but produced no .wasm (is it a cdylib?)", dir.display()))
+    found.ok_or_else(|| {
+        anyhow::anyhow!(
+            "cargo built {} but produced no .wasm (is it a cdylib?)",
+            dir.display()
+        )
+    })
 }

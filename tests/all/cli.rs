@@ -44,30 +44,66 @@ fn run_json_runs_and_inspect() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    let report: serde_json::Value = serde_json::from_str(stdout(&out).trim()).expect("one JSON object");
-    for key in ["run_id", "status", "output", "tasks", "tokens", "cost_usd", "duration_ms"] {
+    let report: serde_json::Value =
+        serde_json::from_str(stdout(&out).trim()).expect("one JSON object");
+    for key in [
+        "run_id",
+        "status",
+        "output",
+        "tasks",
+        "tokens",
+        "cost_usd",
+        "duration_ms",
+    ] {
         assert!(report.get(key).is_some(), "missing {key}: {report}");
     }
     assert_eq!(report["status"], "completed");
     assert_eq!(report["tasks"], 4);
     let run_id = report["run_id"].as_str().unwrap();
 
-    let plain = agentflow().arg("run").arg(example("hello")).args(["--input", "there", "--db"]).arg(&db).output().unwrap();
+    let plain = agentflow()
+        .arg("run")
+        .arg(example("hello"))
+        .args(["--input", "there", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
     assert!(plain.status.success());
     assert!(stdout(&plain).contains("there"));
-    assert!(stderr(&plain).contains("tasks 1"), "summary on stderr: {}", stderr(&plain));
+    assert!(
+        stderr(&plain).contains("tasks 1"),
+        "summary on stderr: {}",
+        stderr(&plain)
+    );
 
-    let runs = agentflow().args(["runs", "--json", "--db"]).arg(&db).output().unwrap();
+    let runs = agentflow()
+        .args(["runs", "--json", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
     let runs: serde_json::Value = serde_json::from_str(&stdout(&runs)).unwrap();
     assert_eq!(runs.as_array().unwrap().len(), 2);
 
-    let inspect = agentflow().args(["inspect", &run_id[..8], "--db"]).arg(&db).output().unwrap();
+    let inspect = agentflow()
+        .args(["inspect", &run_id[..8], "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
     assert!(inspect.status.success(), "{}", stderr(&inspect));
     let text = stdout(&inspect);
     assert!(text.starts_with(&format!("run {}", &run_id[..8])), "{text}");
-    assert!(text.contains("├─ task 2") && text.contains("mock-small") && text.contains("step 1 thought"), "{text}");
+    assert!(
+        text.contains("├─ task 2")
+            && text.contains("mock-small")
+            && text.contains("step 1 thought"),
+        "{text}"
+    );
 
-    let json = agentflow().args(["inspect", run_id, "--json", "--db"]).arg(&db).output().unwrap();
+    let json = agentflow()
+        .args(["inspect", run_id, "--json", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
     let view: serde_json::Value = serde_json::from_str(&stdout(&json)).unwrap();
     assert_eq!(view["tasks"].as_array().unwrap().len(), 4);
 }
@@ -78,7 +114,13 @@ fn errors_are_one_line_with_nonzero_exit() {
     let db = dir.join("e.db");
     let junk = dir.join("junk.wasm");
     std::fs::write(&junk, b"not wasm at all").unwrap();
-    let out = agentflow().arg("run").arg(&junk).arg("--db").arg(&db).output().unwrap();
+    let out = agentflow()
+        .arg("run")
+        .arg(&junk)
+        .arg("--db")
+        .arg(&db)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
@@ -86,7 +128,13 @@ fn errors_are_one_line_with_nonzero_exit() {
 
     let bad_config = dir.join("bad.toml");
     std::fs::write(&bad_config, "[limits]\nmemroy_mb = 3\n").unwrap();
-    let out = agentflow().arg("run").arg(example("hello")).arg("--config").arg(&bad_config).output().unwrap();
+    let out = agentflow()
+        .arg("run")
+        .arg(example("hello"))
+        .arg("--config")
+        .arg(&bad_config)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("memroy_mb"), "{}", stderr(&out));
 
@@ -101,7 +149,11 @@ fn errors_are_one_line_with_nonzero_exit() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("agent trapped"));
 
-    let out = agentflow().args(["inspect", "nope", "--db"]).arg(&db).output().unwrap();
+    let out = agentflow()
+        .args(["inspect", "nope", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("no run `nope`"));
 }
@@ -142,14 +194,23 @@ fn run_against_an_openai_compatible_server() {
     assert_eq!(report["output"], "Hello from the server");
     assert_eq!(report["tokens"], 1500);
     let cost = report["cost_usd"].as_f64().unwrap();
-    assert!((cost - (1000.0 * 2.0 + 500.0 * 8.0) / 1e6).abs() < 1e-9, "{cost}");
+    assert!(
+        (cost - (1000.0 * 2.0 + 500.0 * 8.0) / 1e6).abs() < 1e-9,
+        "{cost}"
+    );
     let reqs = server.requests();
     assert_eq!(reqs.len(), 2, "429 then retried");
     assert_eq!(reqs[1].path, "/v1/chat/completions");
-    assert_eq!(reqs[1].header("authorization"), Some("Bearer sk-secret-123"));
+    assert_eq!(
+        reqs[1].header("authorization"),
+        Some("Bearer sk-secret-123")
+    );
     // The key never lands in the ledger.
     let bytes = std::fs::read(&db).unwrap();
     let wal = std::fs::read(dir.join("o.db-wal")).unwrap_or_default();
     let needle = b"sk-secret-123";
-    assert!(!bytes.windows(needle.len()).any(|w| w == needle) && !wal.windows(needle.len()).any(|w| w == needle));
+    assert!(
+        !bytes.windows(needle.len()).any(|w| w == needle)
+            && !wal.windows(needle.len()).any(|w| w == needle)
+    );
 }

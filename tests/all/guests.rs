@@ -7,10 +7,16 @@ use agentflow::{RunOptions, Status};
 async fn hello_makes_one_llm_call_and_returns_its_reply() {
     let dir = TempDir::new("hello");
     let host = host(&dir, "");
-    let report = host.run_file(&example("hello"), "world", RunOptions::default()).await.unwrap();
+    let report = host
+        .run_file(&example("hello"), "world", RunOptions::default())
+        .await
+        .unwrap();
     assert_eq!(report.status, Status::Completed, "{report:?}");
     let out = report.output.unwrap();
-    assert!(out.contains("world"), "reply should mention the input: {out}");
+    assert!(
+        out.contains("world"),
+        "reply should mention the input: {out}"
+    );
     assert_eq!(report.tasks, 1);
     assert!(report.tokens > 0 && report.cost_usd > 0.0);
     let events = events(&host, &report.run_id);
@@ -25,7 +31,11 @@ async fn researcher_spawns_one_child_per_sub_question_and_summarises() {
     let dir = TempDir::new("researcher");
     let host = host(&dir, "");
     let report = host
-        .run_file(&example("researcher"), "Why sandbox agents?", RunOptions::default())
+        .run_file(
+            &example("researcher"),
+            "Why sandbox agents?",
+            RunOptions::default(),
+        )
         .await
         .unwrap();
     assert_eq!(report.status, Status::Completed, "{report:?}");
@@ -43,10 +53,20 @@ async fn researcher_spawns_one_child_per_sub_question_and_summarises() {
     let events = events(&host, &report.run_id);
     let root = kinds(&events, 1);
     let first_wait = root.iter().position(|k| k == "tasks.wait").unwrap();
-    assert_eq!(root[..first_wait].iter().filter(|k| *k == "tasks.spawn").count(), 3);
+    assert_eq!(
+        root[..first_wait]
+            .iter()
+            .filter(|k| *k == "tasks.spawn")
+            .count(),
+        3
+    );
     assert!(root.iter().filter(|k| *k == "trace.step").count() >= 3);
     let checkpoints: i64 = conn
-        .query_row("SELECT COUNT(*) FROM checkpoints WHERE run_id = ?1", [&report.run_id], |r| r.get(0))
+        .query_row(
+            "SELECT COUNT(*) FROM checkpoints WHERE run_id = ?1",
+            [&report.run_id],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(checkpoints, 1);
     // The run totals are the sum of the task totals.
@@ -58,16 +78,26 @@ async fn researcher_spawns_one_child_per_sub_question_and_summarises() {
 async fn fanout_builds_a_tree_and_uses_kv() {
     let dir = TempDir::new("fanout");
     let host = host(&dir, "");
-    let opts = RunOptions { grants: vec!["kv".into()], ..Default::default() };
+    let opts = RunOptions {
+        grants: vec!["kv".into()],
+        ..Default::default()
+    };
     let input = r#"{"depth": 2, "fanout": 3, "steps": 2}"#;
-    let report = host.run_file(&example("fanout"), input, opts).await.unwrap();
+    let report = host
+        .run_file(&example("fanout"), input, opts)
+        .await
+        .unwrap();
     assert_eq!(report.status, Status::Completed, "{report:?}");
     assert_eq!(report.tasks, 1 + 3 + 9);
     let out: serde_json::Value = serde_json::from_str(report.output.as_deref().unwrap()).unwrap();
     assert_eq!(out["tasks"], 13);
     let conn = host.ledger().reader().unwrap();
     let keys: i64 = conn
-        .query_row("SELECT COUNT(*) FROM kv WHERE run_id = ?1", [&report.run_id], |r| r.get(0))
+        .query_row(
+            "SELECT COUNT(*) FROM kv WHERE run_id = ?1",
+            [&report.run_id],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(keys, 13 * 2, "one kv put per step per task");
 }

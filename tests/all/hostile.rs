@@ -16,14 +16,22 @@ max_stdio_bytes = 4096
 "#;
 
 async fn hostile(host: &Host, mode: &str) -> RunReport {
-    host.run_file(&example("hostile"), mode, RunOptions::default()).await.unwrap()
+    host.run_file(&example("hostile"), mode, RunOptions::default())
+        .await
+        .unwrap()
 }
 
 fn failed_with(report: &RunReport, needle: &str) {
     assert_eq!(report.status, Status::Failed, "{report:?}");
     let err = report.error.as_deref().unwrap();
-    assert!(err.contains(needle), "error `{err}` should contain `{needle}`");
-    assert!(!err.contains('\n') || err.len() < 2100, "error is short: {err}");
+    assert!(
+        err.contains(needle),
+        "error `{err}` should contain `{needle}`"
+    );
+    assert!(
+        !err.contains('\n') || err.len() < 2100,
+        "error is short: {err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -33,14 +41,23 @@ async fn infinite_loop_is_stopped_while_another_agent_runs() {
     let started = Instant::now();
     let looping = hostile(&host, "loop");
     let normal = async {
-        let r = host.run_file(&example("hello"), "neighbour", RunOptions::default()).await.unwrap();
+        let r = host
+            .run_file(&example("hello"), "neighbour", RunOptions::default())
+            .await
+            .unwrap();
         (r, started.elapsed())
     };
     let (looped, (ok, ok_after)) = tokio::join!(looping, normal);
     failed_with(&looped, "CPU time limit exceeded");
     assert_eq!(ok.status, Status::Completed, "{ok:?}");
-    assert!(ok_after < Duration::from_millis(450), "the neighbour finished while the loop ran ({ok_after:?})");
-    assert!(started.elapsed() < Duration::from_secs(10), "the loop was stopped promptly");
+    assert!(
+        ok_after < Duration::from_millis(450),
+        "the neighbour finished while the loop ran ({ok_after:?})"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the loop was stopped promptly"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -76,7 +93,10 @@ async fn spawn_bomb_is_capped_by_max_tasks_and_depth() {
         .into_iter()
         .filter(|e| e.kind == "tasks.spawn" && !e.ok)
         .count();
-    assert!(refused > 0, "spawns past the limits were refused with typed errors");
+    assert!(
+        refused > 0,
+        "spawns past the limits were refused with typed errors"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -93,7 +113,10 @@ async fn stdout_flood_is_bounded() {
     let host = host(&dir, "[limits]\nmax_stdio_bytes = 4096\ncpu_ms = 60000\n");
     let report = hostile(&host, "stdout-flood").await;
     assert_eq!(report.status, Status::Completed, "{report:?}");
-    let stdio = events(&host, &report.run_id).into_iter().find(|e| e.kind == "task.stdio").unwrap();
+    let stdio = events(&host, &report.run_id)
+        .into_iter()
+        .find(|e| e.kind == "task.stdio")
+        .unwrap();
     assert_eq!(stdio.response["stdout"].as_str().unwrap().len(), 4096);
     assert!(stdio.response["stdout_dropped_bytes"].as_u64().unwrap() > 1_000_000);
 }
@@ -103,14 +126,20 @@ async fn no_files_no_env_no_sockets() {
     let dir = TempDir::new("hostile-sandbox");
     let host = host(&dir, LIMITS);
     let file = hostile(&host, "read-file").await;
-    assert!(file.output.as_deref().unwrap().starts_with("error:"), "{file:?}");
+    assert!(
+        file.output.as_deref().unwrap().starts_with("error:"),
+        "{file:?}"
+    );
     let env = hostile(&host, "read-env").await;
     assert_eq!(env.output.as_deref(), Some("env: 0 vars, args: 0"));
     // A real listener on loopback: the guest still cannot reach it.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let socket = hostile(&host, &format!("socket:{addr}")).await;
-    assert!(socket.output.as_deref().unwrap().starts_with("error:"), "{socket:?}");
+    assert!(
+        socket.output.as_deref().unwrap().starts_with("error:"),
+        "{socket:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -118,16 +147,32 @@ async fn malformed_components_are_refused_clearly() {
     let dir = TempDir::new("hostile-malformed");
     let host = host(&dir, "");
     let rt = host.runtime();
-    let err = rt.load_bytes("junk", b"definitely not wasm").err().unwrap().to_string();
+    let err = rt
+        .load_bytes("junk", b"definitely not wasm")
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("not a WebAssembly file"), "{err}");
     // A core module (empty) is not a component.
-    let err = rt.load_bytes("core", b"\0asm\x01\0\0\0").err().unwrap().to_string();
+    let err = rt
+        .load_bytes("core", b"\0asm\x01\0\0\0")
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("not a component"), "{err}");
     // An empty component does not export `run`.
-    let err = format!("{:#}", rt.load_bytes("empty", b"\0asm\x0d\0\x01\0").err().unwrap());
+    let err = format!(
+        "{:#}",
+        rt.load_bytes("empty", b"\0asm\x0d\0\x01\0").err().unwrap()
+    );
     assert!(err.contains("run"), "{err}");
     // A truncated real component.
     let bytes = std::fs::read(example("hello")).unwrap();
-    let err = format!("{:#}", rt.load_bytes("cut", &bytes[..bytes.len() / 2]).err().unwrap());
+    let err = format!(
+        "{:#}",
+        rt.load_bytes("cut", &bytes[..bytes.len() / 2])
+            .err()
+            .unwrap()
+    );
     assert!(err.contains("invalid component"), "{err}");
 }

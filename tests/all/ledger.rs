@@ -51,7 +51,10 @@ async fn every_result_is_committed_before_the_guest_sees_it_and_in_order() {
         {"tools_list": null},
         {"tool": {"name": "probe", "args": {}}},
     ]);
-    let opts = RunOptions { grants: vec!["probe".into()], ..Default::default() };
+    let opts = RunOptions {
+        grants: vec!["probe".into()],
+        ..Default::default()
+    };
     let (report, results) = run_scripted(&host, ops, opts).await;
     assert_eq!(report.status, Status::Completed, "{report:?}");
     // The guest saw each probe's answer only after everything before it was on disk.
@@ -62,19 +65,48 @@ async fn every_result_is_committed_before_the_guest_sees_it_and_in_order() {
     assert_eq!(seen(4), vec!["llm.complete", "tools.call", "trace.step"]);
     assert_eq!(
         seen(8),
-        vec!["llm.complete", "tools.call", "trace.step", "tools.call", "checkpoint.save", "checkpoint.load", "tools.list"]
+        vec![
+            "llm.complete",
+            "tools.call",
+            "trace.step",
+            "tools.call",
+            "checkpoint.save",
+            "checkpoint.load",
+            "tools.list"
+        ]
     );
     // The final ledger has every call in the guest's order, with dense sequence numbers.
     let events = events(&host, &report.run_id);
     assert_eq!(
         kinds(&events, 1),
-        vec!["llm.complete", "tools.call", "trace.step", "tools.call", "checkpoint.save", "checkpoint.load", "tools.list", "tools.call"]
+        vec![
+            "llm.complete",
+            "tools.call",
+            "trace.step",
+            "tools.call",
+            "checkpoint.save",
+            "checkpoint.load",
+            "tools.list",
+            "tools.call"
+        ]
     );
-    let seqs: Vec<u64> = events.iter().filter(|e| e.task_id == 1).map(|e| e.seq).collect();
+    let seqs: Vec<u64> = events
+        .iter()
+        .filter(|e| e.task_id == 1)
+        .map(|e| e.seq)
+        .collect();
     assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
     // The clock read was recorded (as a nondeterministic input) before the next call.
-    let clock_pos = events.iter().position(|e| e.kind == "wasi.nondet" && e.response.to_string().contains("wall_ns"));
-    let second_probe = events.iter().enumerate().filter(|(_, e)| e.kind == "tools.call").nth(1).unwrap().0;
+    let clock_pos = events
+        .iter()
+        .position(|e| e.kind == "wasi.nondet" && e.response.to_string().contains("wall_ns"));
+    let second_probe = events
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.kind == "tools.call")
+        .nth(1)
+        .unwrap()
+        .0;
     assert!(clock_pos.unwrap() < second_probe);
     // The checkpoint loaded is the one saved.
     assert_eq!(results[6], json!({"n": 1}));
@@ -95,28 +127,49 @@ async fn repeated_large_context_is_stored_once() {
     let conn = host.ledger().reader().unwrap();
     let hash = agentflow::ledger::blobs::sha256_hex(long.as_bytes());
     let (count, size): (i64, i64) = conn
-        .query_row("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM blobs WHERE hash = ?1", [&hash], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
+        .query_row(
+            "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM blobs WHERE hash = ?1",
+            [&hash],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .unwrap();
     assert_eq!((count, size), (1, long.len() as i64));
     // Every event row refers to it instead of repeating it, and reads resolve it.
     let inline: i64 = conn
-        .query_row("SELECT COUNT(*) FROM events WHERE request LIKE '%context context context%'", [], |r| r.get(0))
+        .query_row(
+            "SELECT COUNT(*) FROM events WHERE request LIKE '%context context context%'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(inline, 0);
     let events = events(&host, &report.run_id);
     let llm: Vec<_> = events.iter().filter(|e| e.kind == "llm.complete").collect();
     assert_eq!(llm.len(), 3);
-    assert_eq!(llm[0].request["chat"]["messages"][0]["content"].as_str().unwrap(), long);
+    assert_eq!(
+        llm[0].request["chat"]["messages"][0]["content"]
+            .as_str()
+            .unwrap(),
+        long
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_and_tasks_record_status_and_totals() {
     let dir = TempDir::new("ledger-runs");
     let host = host(&dir, "");
-    let (ok, _) = run_scripted(&host, json!([{"llm": {"prompt": "x"}}]), RunOptions::default()).await;
-    let (failed, _) = run_scripted(&host, json!([{"fail": "on purpose"}]), RunOptions::default()).await;
+    let (ok, _) = run_scripted(
+        &host,
+        json!([{"llm": {"prompt": "x"}}]),
+        RunOptions::default(),
+    )
+    .await;
+    let (failed, _) = run_scripted(
+        &host,
+        json!([{"fail": "on purpose"}]),
+        RunOptions::default(),
+    )
+    .await;
     assert_eq!(failed.status, Status::Failed);
     assert_eq!(failed.error.as_deref(), Some("on purpose"));
     let conn = host.ledger().reader().unwrap();

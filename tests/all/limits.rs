@@ -10,11 +10,20 @@ async fn llm_calls_past_the_budget_are_refused_before_they_are_sent() {
     let dir = TempDir::new("limits-budget");
     let host = host(&dir, "");
     let ops = json!([{"llm": {"prompt": "cheap", "max_tokens": 10}}, {"llm": {"prompt": "too much", "max_tokens": 100000}}]);
-    let opts = RunOptions { budget_usd: Some(0.01), ..Default::default() };
+    let opts = RunOptions {
+        budget_usd: Some(0.01),
+        ..Default::default()
+    };
     let (report, results) = run_scripted(&host, ops, opts).await;
     assert_eq!(report.status, Status::Completed);
     assert!(results[0]["ok"].is_object(), "{results:?}");
-    assert!(results[1]["err"].as_str().unwrap().contains("BudgetExceeded"), "{results:?}");
+    assert!(
+        results[1]["err"]
+            .as_str()
+            .unwrap()
+            .contains("BudgetExceeded"),
+        "{results:?}"
+    );
     assert!(report.cost_usd <= 0.01);
 }
 
@@ -23,15 +32,33 @@ async fn depth_and_task_limits_are_typed_spawn_errors() {
     let dir = TempDir::new("limits-depth");
     let host = host(&dir, "[limits]\nmax_tasks = 3\n");
     let child = |n: u32| json!({"spawn": {"description": format!("child {n}"), "input": ""}});
-    let (report, results) =
-        run_scripted(&host, json!([child(1), child(2), child(3)]), RunOptions { max_depth: Some(1), ..Default::default() }).await;
+    let (report, results) = run_scripted(
+        &host,
+        json!([child(1), child(2), child(3)]),
+        RunOptions {
+            max_depth: Some(1),
+            ..Default::default()
+        },
+    )
+    .await;
     assert_eq!(report.status, Status::Completed, "{report:?}");
     assert!(results[0]["ok"].is_u64());
     assert!(results[1]["ok"].is_u64());
-    assert!(results[2]["err"].as_str().unwrap().contains("TooManyTasks"), "{results:?}");
+    assert!(
+        results[2]["err"].as_str().unwrap().contains("TooManyTasks"),
+        "{results:?}"
+    );
 
     let nested = json!([{"spawn_wait": {"description": "grandchild", "input": "[{\"spawn\": {\"description\": \"too deep\", \"input\": \"\"}}]"}}]);
-    let (_, results) = run_scripted(&host, nested, RunOptions { max_depth: Some(1), ..Default::default() }).await;
+    let (_, results) = run_scripted(
+        &host,
+        nested,
+        RunOptions {
+            max_depth: Some(1),
+            ..Default::default()
+        },
+    )
+    .await;
     let inner = results[0]["completed"].as_str().expect("child completed");
     assert!(inner.contains("MaxDepthExceeded"), "{inner}");
 }
@@ -43,17 +70,30 @@ async fn dedup_key_returns_the_existing_task() {
     let spawn = json!({"spawn": {"description": "same work", "input": "", "dedup_key": "k"}});
     let (_, results) = run_scripted(&host, json!([spawn, spawn]), RunOptions::default()).await;
     let first = results[0]["ok"].as_u64().unwrap();
-    assert!(results[1]["err"].as_str().unwrap().contains(&format!("DuplicateTask({first})")), "{results:?}");
+    assert!(
+        results[1]["err"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("DuplicateTask({first})")),
+        "{results:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_call_limit_stops_the_agent() {
     let dir = TempDir::new("limits-calls");
     let host = host(&dir, "[limits]\nmax_host_calls = 5\n");
-    let ops: Vec<_> = (0..10).map(|i| json!({"log": format!("line {i}")})).collect();
+    let ops: Vec<_> = (0..10)
+        .map(|i| json!({"log": format!("line {i}")}))
+        .collect();
     let (report, _) = run_scripted(&host, json!(ops), RunOptions::default()).await;
     assert_eq!(report.status, Status::Failed);
-    assert!(report.error.unwrap().contains("host call limit exceeded (5 calls"));
+    assert!(
+        report
+            .error
+            .unwrap()
+            .contains("host call limit exceeded (5 calls")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,10 @@ use agentflow::{RunOptions, Status};
 use serde_json::json;
 
 fn grant(tools: &[&str]) -> RunOptions {
-    RunOptions { grants: tools.iter().map(|s| s.to_string()).collect(), ..Default::default() }
+    RunOptions {
+        grants: tools.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -22,7 +25,10 @@ async fn ungranted_tools_are_invisible_and_refused() {
     assert_eq!(report.status, Status::Completed);
     assert_eq!(results[0], json!([]));
     let refused = results[1]["err"].as_str().unwrap();
-    assert!(refused.contains("NotGranted") && refused.contains("--grant kv"), "{refused}");
+    assert!(
+        refused.contains("NotGranted") && refused.contains("--grant kv"),
+        "{refused}"
+    );
     assert!(results[2]["err"].as_str().unwrap().contains("NotFound"));
 }
 
@@ -44,7 +50,12 @@ async fn kv_puts_and_gets_within_the_run() {
     assert_eq!(results[3]["ok"], "\"green\"");
     assert!(results[4]["err"].as_str().unwrap().contains("InvalidArgs"));
     // Another run does not see this run's store.
-    let (_, other) = run_scripted(&host, json!([{"tool": {"name": "kv", "args": {"op": "get", "key": "colour"}}}]), grant(&["kv"])).await;
+    let (_, other) = run_scripted(
+        &host,
+        json!([{"tool": {"name": "kv", "args": {"op": "get", "key": "colour"}}}]),
+        grant(&["kv"]),
+    )
+    .await;
     assert_eq!(other[0]["ok"], "null");
 }
 
@@ -67,15 +78,26 @@ async fn workspace_stays_inside_its_directory() {
         w(json!({"op": "read", "path": "escape/secret.txt"})),
         w(json!({"op": "write", "path": "escape/planted.txt", "content": "x"})),
     ]);
-    let opts = RunOptions { workspace: Some(ws.clone()), ..grant(&["workspace"]) };
+    let opts = RunOptions {
+        workspace: Some(ws.clone()),
+        ..grant(&["workspace"])
+    };
     let (report, results) = run_scripted(&host, ops, opts).await;
     assert_eq!(report.status, Status::Completed, "{report:?}");
     assert_eq!(results[2]["ok"], "one\ntwo\n");
     assert_eq!(results[3]["ok"], "[\"a.txt\"]");
+    #[allow(clippy::needless_range_loop)]
     for i in 4..8 {
-        assert!(results[i]["err"].as_str().unwrap().contains("Denied"), "op {i}: {:?}", results[i]);
+        assert!(
+            results[i]["err"].as_str().unwrap().contains("Denied"),
+            "op {i}: {:?}",
+            results[i]
+        );
     }
-    assert_eq!(std::fs::read_to_string(ws.join("notes/a.txt")).unwrap(), "one\ntwo\n");
+    assert_eq!(
+        std::fs::read_to_string(ws.join("notes/a.txt")).unwrap(),
+        "one\ntwo\n"
+    );
     assert!(!dir.join("planted.txt").exists());
 }
 
@@ -84,7 +106,11 @@ async fn http_fetch_allows_only_listed_public_hosts() {
     let server = FakeServer::start(vec![FakeResponse::text(200, "hello from the fake")]).await;
     let url = format!("{}/page", server.url());
     let fetch = |u: &str| json!({"tool": {"name": "http_fetch", "args": {"url": u}}});
-    let ops = json!([fetch(&url), fetch("http://example.invalid/"), fetch("file:///etc/passwd")]);
+    let ops = json!([
+        fetch(&url),
+        fetch("http://example.invalid/"),
+        fetch("file:///etc/passwd")
+    ]);
 
     // Listed, but loopback: refused unless private addresses are allowed.
     let dir = TempDir::new("tools-http");
@@ -92,12 +118,20 @@ async fn http_fetch_allows_only_listed_public_hosts() {
     let (_, results) = run_scripted(&strict, ops.clone(), grant(&["http_fetch"])).await;
     let err = results[0]["err"].as_str().unwrap();
     assert!(err.contains("Denied") && err.contains("private"), "{err}");
-    assert!(results[1]["err"].as_str().unwrap().contains("not on the allowlist"));
+    assert!(
+        results[1]["err"]
+            .as_str()
+            .unwrap()
+            .contains("not on the allowlist")
+    );
     assert!(results[2]["err"].as_str().unwrap().contains("Denied"));
     assert_eq!(server.requests().len(), 0, "nothing reached the server");
 
     let dir2 = TempDir::new("tools-http-open");
-    let open = host(&dir2, "[tools]\nhttp_allow_hosts = [\"127.0.0.1\"]\nhttp_allow_private = true\n");
+    let open = host(
+        &dir2,
+        "[tools]\nhttp_allow_hosts = [\"127.0.0.1\"]\nhttp_allow_private = true\n",
+    );
     let (_, results) = run_scripted(&open, ops, grant(&["http_fetch"])).await;
     let body: serde_json::Value = serde_json::from_str(results[0]["ok"].as_str().unwrap()).unwrap();
     assert_eq!(body["status"], 200);
@@ -109,8 +143,16 @@ async fn http_fetch_allows_only_listed_public_hosts() {
 async fn granting_an_unknown_tool_or_workspace_without_dir_is_a_clear_error() {
     let dir = TempDir::new("tools-bad-grant");
     let host = host(&dir, "");
-    let err = host.run_file(&example("hello"), "x", grant(&["rm_rf"])).await.err().unwrap();
+    let err = host
+        .run_file(&example("hello"), "x", grant(&["rm_rf"]))
+        .await
+        .err()
+        .unwrap();
     assert!(err.to_string().contains("unknown tool `rm_rf`"), "{err}");
-    let err = host.run_file(&example("hello"), "x", grant(&["workspace"])).await.err().unwrap();
+    let err = host
+        .run_file(&example("hello"), "x", grant(&["workspace"]))
+        .await
+        .err()
+        .unwrap();
     assert!(err.to_string().contains("--workspace"), "{err}");
 }

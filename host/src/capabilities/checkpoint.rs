@@ -11,7 +11,11 @@ use rusqlite::params;
 use serde_json::json;
 
 impl Host for TaskCtx {
-    async fn save(&mut self, state: Vec<u8>, note: String) -> wasmtime::Result<Result<u32, String>> {
+    async fn save(
+        &mut self,
+        state: Vec<u8>,
+        note: String,
+    ) -> wasmtime::Result<Result<u32, String>> {
         let started_at = self.admit()?;
         let limit = self.run.limits.max_checkpoint_bytes;
         if state.len() > limit {
@@ -20,15 +24,22 @@ impl Host for TaskCtx {
                 state.len()
             );
             let request = json!({ "note": note, "size": state.len() });
-            self.record(Call::plain("checkpoint.save", false, request, json!({ "error": msg }), started_at))
-                .await?;
+            self.record(Call::plain(
+                "checkpoint.save",
+                false,
+                request,
+                json!({ "error": msg }),
+                started_at,
+            ))
+            .await?;
             return Ok(Err(msg));
         }
         let number = self.checkpoints + 1;
         let step = self.steps;
         let saved_at = now_ms();
         let hash = blobs::sha256_hex(&state);
-        let request = json!({ "note": note, "size": state.len(), "state_hash": hash, "step": step });
+        let request =
+            json!({ "note": note, "size": state.len(), "state_hash": hash, "step": step });
         let (run_id, task_id) = (self.run.run_id.clone(), self.task_id);
         let (bytes, note_row) = (state.clone(), note.clone());
         self.record_with(
@@ -62,8 +73,14 @@ impl Host for TaskCtx {
                                "state_hash": blobs::sha256_hex(&c.state) }),
             None => serde_json::Value::Null,
         };
-        self.record(Call::plain("checkpoint.load", true, serde_json::Value::Null, response, started_at))
-            .await?;
+        self.record(Call::plain(
+            "checkpoint.load",
+            true,
+            serde_json::Value::Null,
+            response,
+            started_at,
+        ))
+        .await?;
         Ok(found)
     }
 }

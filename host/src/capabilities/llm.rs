@@ -47,7 +47,9 @@ fn provider_error(e: &ProviderError) -> LlmError {
             LlmError::RateLimited((*retry_after_ms).min(u32::MAX as u64) as u32)
         }
         ProviderError::Unavailable(m) => LlmError::ProviderUnavailable(m.clone()),
-        ProviderError::Auth(m) => LlmError::ProviderUnavailable(format!("authentication failed: {m}")),
+        ProviderError::Auth(m) => {
+            LlmError::ProviderUnavailable(format!("authentication failed: {m}"))
+        }
         ProviderError::Timeout => LlmError::Timeout,
         ProviderError::InvalidRequest(m) => LlmError::InvalidRequest(m.clone()),
         ProviderError::Malformed(m) => LlmError::MalformedResponse(m.clone()),
@@ -116,8 +118,14 @@ impl Host for TaskCtx {
             Ok(m) => m,
             Err(e) => {
                 request_json["chat"] = serde_json::to_value(to_chat(&req, String::new()))?;
-                self.record(Call::plain("llm.complete", false, request_json, error_json(&e), started_at))
-                    .await?;
+                self.record(Call::plain(
+                    "llm.complete",
+                    false,
+                    request_json,
+                    error_json(&e),
+                    started_at,
+                ))
+                .await?;
                 return Ok(Err(e));
             }
         };
@@ -139,7 +147,13 @@ impl Host for TaskCtx {
             Ok(r) => r,
             Err(msg) => {
                 let e = LlmError::BudgetExceeded(msg);
-                let mut call = Call::plain("llm.complete", false, request_json, error_json(&e), started_at);
+                let mut call = Call::plain(
+                    "llm.complete",
+                    false,
+                    request_json,
+                    error_json(&e),
+                    started_at,
+                );
                 call.model = Some(model);
                 self.record(call).await?;
                 return Ok(Err(e));
@@ -188,7 +202,13 @@ impl Host for TaskCtx {
             Err(err) => {
                 self.run.budget.settle(reservation, 0.0);
                 let e = provider_error(&err);
-                let mut call = Call::plain("llm.complete", false, request_json, error_json(&e), started_at);
+                let mut call = Call::plain(
+                    "llm.complete",
+                    false,
+                    request_json,
+                    error_json(&e),
+                    started_at,
+                );
                 call.model = Some(model);
                 (Err(e), call)
             }

@@ -54,7 +54,13 @@ pub(crate) struct Call {
 
 impl Call {
     /// A call without model usage.
-    pub fn plain(kind: &'static str, ok: bool, request: Value, response: Value, started_at: i64) -> Call {
+    pub fn plain(
+        kind: &'static str,
+        ok: bool,
+        request: Value,
+        response: Value,
+        started_at: i64,
+    ) -> Call {
         Call {
             kind,
             ok,
@@ -70,7 +76,12 @@ impl Call {
 }
 
 impl TaskCtx {
-    pub(crate) fn new(run: Arc<RunContext>, task_id: u64, depth: u32, agent: Arc<LoadedAgent>) -> TaskCtx {
+    pub(crate) fn new(
+        run: Arc<RunContext>,
+        task_id: u64,
+        depth: u32,
+        agent: Arc<LoadedAgent>,
+    ) -> TaskCtx {
         TaskCtx {
             run,
             task_id,
@@ -179,6 +190,8 @@ impl HasData for HasTask {
 
 /// Add the agentflow capabilities to a linker.
 pub fn add_to_linker(linker: &mut Linker<AgentState>) -> anyhow::Result<()> {
-    crate::bindings::Agent::add_to_linker::<AgentState, HasTask>(linker, |s: &mut AgentState| &mut s.task)
-        .map_err(|e| anyhow::anyhow!("linking agentflow capabilities: {e}"))
+    crate::bindings::Agent::add_to_linker::<AgentState, HasTask>(linker, |s: &mut AgentState| {
+        &mut s.task
+    })
+    .map_err(|e| anyhow::anyhow!("linking agentflow capabilities: {e}"))
 }

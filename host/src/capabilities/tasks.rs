@@ -4,7 +4,9 @@
 //! between WIT types and the supervisor's, and records each call.
 
 use super::{Call, TaskCtx};
-use crate::bindings::tasks::{AgentRef, Dependency, Host, Outcome, SpawnError, SpawnRequest, TaskId};
+use crate::bindings::tasks::{
+    AgentRef, Dependency, Host, Outcome, SpawnError, SpawnRequest, TaskId,
+};
 use crate::supervisor::{self, SpawnRefusal, TaskOutcome};
 use serde_json::json;
 
@@ -61,13 +63,21 @@ impl Host for TaskCtx {
                 .collect(),
         };
         let run = self.run.clone();
-        let result = run.spawn(self.task_id, self.depth, &self.agent, spawn).await;
+        let result = run
+            .spawn(self.task_id, self.depth, &self.agent, spawn)
+            .await;
         let response = match &result {
             Ok(id) => json!({ "task_id": id }),
             Err(e) => json!({ "error": format!("{e:?}") }),
         };
-        self.record(Call::plain("tasks.spawn", result.is_ok(), request, response, started_at))
-            .await?;
+        self.record(Call::plain(
+            "tasks.spawn",
+            result.is_ok(),
+            request,
+            response,
+            started_at,
+        ))
+        .await?;
         Ok(result.map_err(refusal))
     }
 
@@ -76,8 +86,14 @@ impl Host for TaskCtx {
         let run = self.run.clone();
         let outcome = run.wait(self.task_id, id).await;
         let ok = matches!(outcome, Some(TaskOutcome::Completed(_)));
-        self.record(Call::plain("tasks.wait", ok, json!({ "task_id": id }), outcome_json(&outcome), started_at))
-            .await?;
+        self.record(Call::plain(
+            "tasks.wait",
+            ok,
+            json!({ "task_id": id }),
+            outcome_json(&outcome),
+            started_at,
+        ))
+        .await?;
         Ok(match outcome {
             Some(TaskOutcome::Completed(s)) => Outcome::Completed(s),
             Some(TaskOutcome::Failed(s)) => Outcome::Failed(s),

@@ -33,8 +33,14 @@ impl Host for TaskCtx {
         let started_at = self.admit()?;
         let infos = self.run.tools.list();
         let names: Vec<&str> = infos.iter().map(|i| i.name.as_str()).collect();
-        self.record(Call::plain("tools.list", true, serde_json::Value::Null, json!(names), started_at))
-            .await?;
+        self.record(Call::plain(
+            "tools.list",
+            true,
+            serde_json::Value::Null,
+            json!(names),
+            started_at,
+        ))
+        .await?;
         Ok(infos
             .into_iter()
             .map(|i| ToolInfo {
@@ -46,19 +52,28 @@ impl Host for TaskCtx {
             .collect())
     }
 
-    async fn call(&mut self, name: String, args_json: String) -> wasmtime::Result<Result<String, ToolError>> {
+    async fn call(
+        &mut self,
+        name: String,
+        args_json: String,
+    ) -> wasmtime::Result<Result<String, ToolError>> {
         let started_at = self.admit()?;
         let request = json!({ "name": name, "args": args_json });
         let result = match self.run.tools.get(&name) {
             Err(e) => Err(e),
             Ok(tool) => match serde_json::from_str::<serde_json::Value>(&args_json) {
-                Err(e) => Err(tool_impl::ToolError::InvalidArgs(format!("arguments are not JSON: {e}"))),
+                Err(e) => Err(tool_impl::ToolError::InvalidArgs(format!(
+                    "arguments are not JSON: {e}"
+                ))),
                 Ok(args) => {
                     let ctx = ToolCallCtx {
                         run_id: self.run.run_id.clone(),
                         task_id: self.task_id,
                         ledger: self.run.ledger.clone(),
-                        idempotency_key: format!("{}/{}/{}", self.run.run_id, self.task_id, self.host_calls),
+                        idempotency_key: format!(
+                            "{}/{}/{}",
+                            self.run.run_id, self.task_id, self.host_calls
+                        ),
                     };
                     tool.call(&ctx, args).await
                 }
@@ -68,8 +83,14 @@ impl Host for TaskCtx {
             Ok(out) => json!({ "ok": out }),
             Err(e) => json!({ "error": format!("{e:?}") }),
         };
-        self.record(Call::plain("tools.call", result.is_ok(), request, response, started_at))
-            .await?;
+        self.record(Call::plain(
+            "tools.call",
+            result.is_ok(),
+            request,
+            response,
+            started_at,
+        ))
+        .await?;
         Ok(result.map_err(tool_error))
     }
 }

@@ -17,7 +17,11 @@ impl Host for TaskCtx {
     ) -> wasmtime::Result<()> {
         let started_at = self.admit()?;
         self.steps += 1;
-        let confidence = if confidence.is_finite() { confidence.clamp(0.0, 1.0) } else { 0.0 };
+        let confidence = if confidence.is_finite() {
+            confidence.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
         let request = json!({
             "step": self.steps,
             "thought": thought,
@@ -25,8 +29,14 @@ impl Host for TaskCtx {
             "observation": observation,
             "confidence": confidence,
         });
-        self.record(Call::plain("trace.step", true, request, serde_json::Value::Null, started_at))
-            .await?;
+        self.record(Call::plain(
+            "trace.step",
+            true,
+            request,
+            serde_json::Value::Null,
+            started_at,
+        ))
+        .await?;
         Ok(())
     }
 
@@ -52,8 +62,14 @@ impl Host for TaskCtx {
             }
         };
         let request = json!({ "level": level_name, "message": message });
-        self.record(Call::plain("trace.log", true, request, serde_json::Value::Null, started_at))
-            .await?;
+        self.record(Call::plain(
+            "trace.log",
+            true,
+            request,
+            serde_json::Value::Null,
+            started_at,
+        ))
+        .await?;
         Ok(())
     }
 }

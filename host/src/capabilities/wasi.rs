@@ -42,7 +42,9 @@ impl HostWallClock for RecordingWallClock {
     }
 
     fn now(&self) -> Duration {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
         self.0.push(json!({ "wall_ns": now.as_nanos() as u64 }));
         now
     }

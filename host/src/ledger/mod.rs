@@ -157,7 +157,11 @@ impl Ledger {
         let conn = open_connection(&path)?;
         conn.execute_batch(schema::SCHEMA)?;
         let found: Option<String> = conn
-            .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
             .optional()?;
         match found.and_then(|v| v.parse::<i64>().ok()) {
             None => {
@@ -229,13 +233,14 @@ impl Ledger {
             // Each job runs in its own savepoint so one failing job does not undo the
             // others of its group. The reply is held until the group commits.
             let result = w.savepoint(f);
-            w.pending_replies.push(Box::new(move |commit: &Result<(), String>| {
-                let out = match (commit, result) {
-                    (Ok(()), r) => r.map_err(LedgerError::from),
-                    (Err(e), _) => Err(LedgerError::Commit(e.clone())),
-                };
-                let _ = reply.send(out);
-            }));
+            w.pending_replies
+                .push(Box::new(move |commit: &Result<(), String>| {
+                    let out = match (commit, result) {
+                        (Ok(()), r) => r.map_err(LedgerError::from),
+                        (Err(e), _) => Err(LedgerError::Commit(e.clone())),
+                    };
+                    let _ = reply.send(out);
+                }));
         });
         self.jobs.send(job).map_err(|_| LedgerError::WriterGone)
     }
@@ -343,7 +348,10 @@ impl Writer {
         &self.conn
     }
 
-    fn savepoint<R>(&mut self, f: impl FnOnce(&mut Writer) -> rusqlite::Result<R>) -> rusqlite::Result<R> {
+    fn savepoint<R>(
+        &mut self,
+        f: impl FnOnce(&mut Writer) -> rusqlite::Result<R>,
+    ) -> rusqlite::Result<R> {
         self.conn.execute_batch("SAVEPOINT job")?;
         let seq_backup = self.next_seq.clone();
         match f(self) {

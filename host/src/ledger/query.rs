@@ -115,7 +115,11 @@ pub fn run(conn: &Connection, id_or_prefix: &str) -> Result<Option<RunRow>, Ledg
     let rows: Vec<RunRow> = stmt
         .query_map(params![id_or_prefix, id_or_prefix], run_row)?
         .collect::<Result<_, _>>()?;
-    Ok(if rows.len() == 1 { rows.into_iter().next() } else { rows.into_iter().find(|r| r.run_id == id_or_prefix) })
+    Ok(if rows.len() == 1 {
+        rows.into_iter().next()
+    } else {
+        rows.into_iter().find(|r| r.run_id == id_or_prefix)
+    })
 }
 
 /// The tasks of a run, by id.

@@ -1,8 +1,8 @@
 //! `agentflow inspect` and `agentflow runs`: render the ledger for people and for
 //! `--json` consumers.
 
-use crate::ledger::query::{self, EventRow, RunRow, TaskRow};
 use crate::ledger::LedgerError;
+use crate::ledger::query::{self, EventRow, RunRow, TaskRow};
 use rusqlite::Connection;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -27,7 +27,9 @@ pub struct TaskView {
 
 /// Load everything `inspect` shows for a run (id or unique prefix).
 pub fn load(conn: &Connection, run: &str) -> Result<Option<RunView>, LedgerError> {
-    let Some(run) = query::run(conn, run)? else { return Ok(None) };
+    let Some(run) = query::run(conn, run)? else {
+        return Ok(None);
+    };
     let tasks = query::tasks(conn, &run.run_id)?;
     let events = query::events(conn, &run.run_id, None)?;
     let mut by_task: BTreeMap<u64, Vec<EventRow>> = BTreeMap::new();
@@ -46,15 +48,27 @@ pub fn load(conn: &Connection, run: &str) -> Result<Option<RunView>, LedgerError
                 if e.kind == "trace.step" {
                     steps.push(e.request.clone());
                 }
-                if !e.ok && (e.kind == "tasks.spawn" || e.kind == "llm.complete" || e.kind == "tools.call") {
+                if !e.ok
+                    && (e.kind == "tasks.spawn"
+                        || e.kind == "llm.complete"
+                        || e.kind == "tools.call")
+                {
                     refused.push(format!(
                         "{} refused: {}",
                         e.kind,
-                        e.response.get("error").and_then(|v| v.as_str()).unwrap_or("?")
+                        e.response
+                            .get("error")
+                            .and_then(|v| v.as_str())
+                            .unwrap_or("?")
                     ));
                 }
             }
-            TaskView { task, steps, calls, refused }
+            TaskView {
+                task,
+                steps,
+                calls,
+                refused,
+            }
         })
         .collect();
     Ok(Some(RunView { run, tasks }))
@@ -74,7 +88,7 @@ pub fn group_digits(n: i64) -> String {
     let s = n.abs().to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -124,10 +138,16 @@ pub fn render(view: &RunView) -> String {
         parent: Option<u64>,
         prefix: &str,
     ) {
-        let Some(kids) = children.get(&parent) else { return };
+        let Some(kids) = children.get(&parent) else {
+            return;
+        };
         for (i, t) in kids.iter().enumerate() {
             let last = i + 1 == kids.len();
-            let (branch, cont) = if last { ("└─ ", "    ") } else { ("├─ ", "│   ") };
+            let (branch, cont) = if last {
+                ("└─ ", "    ")
+            } else {
+                ("├─ ", "│   ")
+            };
             let tk = &t.task;
             let _ = writeln!(
                 out,
@@ -169,7 +189,11 @@ pub fn render(view: &RunView) -> String {
 /// The run list as a table.
 pub fn render_runs(runs: &[RunRow]) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "{:<34} {:<14} {:<10} {:>10} {:>9} {:>8}  input", "run", "agent", "status", "cost", "tokens", "time");
+    let _ = writeln!(
+        out,
+        "{:<34} {:<14} {:<10} {:>10} {:>9} {:>8}  input",
+        "run", "agent", "status", "cost", "tokens", "time"
+    );
     for r in runs {
         let _ = writeln!(
             out,

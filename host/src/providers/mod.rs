@@ -144,8 +144,12 @@ pub struct ProvidersConfig {
 pub fn build_provider(config: &ProvidersConfig) -> anyhow::Result<Arc<dyn LlmProvider>> {
     match config.provider.as_deref().unwrap_or("mock") {
         "mock" => Ok(Arc::new(mock::MockProvider::new(config.mock.clone())?)),
-        "openai" => Ok(Arc::new(openai::OpenAiProvider::new(config.openai.clone())?)),
-        "anthropic" => Ok(Arc::new(anthropic::AnthropicProvider::new(config.anthropic.clone())?)),
+        "openai" => Ok(Arc::new(openai::OpenAiProvider::new(
+            config.openai.clone(),
+        )?)),
+        "anthropic" => Ok(Arc::new(anthropic::AnthropicProvider::new(
+            config.anthropic.clone(),
+        )?)),
         other => anyhow::bail!(
             "unknown provider `{other}` in [llm] provider: expected mock, openai or anthropic"
         ),

@@ -50,26 +50,26 @@ impl ComponentCache {
         hash: &str,
         bytes: &[u8],
     ) -> wasmtime::Result<(Component, bool)> {
-        if let Some(path) = self.entry(hash) {
-            if path.exists() {
-                // SAFETY: `deserialize_file` trusts the file to be a component serialized
-                // by a compatible wasmtime. The cache directory is written only by this
-                // host (`store` below), the file name carries the engine compatibility
-                // hash, and wasmtime itself checks the header's version and settings.
-                match unsafe { Component::deserialize_file(engine, &path) } {
-                    Ok(c) => return Ok((c, true)),
-                    Err(e) => {
-                        tracing::warn!(path = %path.display(), error = %e, "dropping bad cache entry");
-                        let _ = std::fs::remove_file(&path);
-                    }
+        if let Some(path) = self.entry(hash)
+            && path.exists()
+        {
+            // SAFETY: `deserialize_file` trusts the file to be a component serialized
+            // by a compatible wasmtime. The cache directory is written only by this
+            // host (`store` below), the file name carries the engine compatibility
+            // hash, and wasmtime itself checks the header's version and settings.
+            match unsafe { Component::deserialize_file(engine, &path) } {
+                Ok(c) => return Ok((c, true)),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "dropping bad cache entry");
+                    let _ = std::fs::remove_file(&path);
                 }
             }
         }
         let component = Component::new(engine, bytes)?;
-        if let Some(path) = self.entry(hash) {
-            if let Err(e) = store(&component, &path) {
-                tracing::warn!(path = %path.display(), error = %e, "could not write component cache");
-            }
+        if let Some(path) = self.entry(hash)
+            && let Err(e) = store(&component, &path)
+        {
+            tracing::warn!(path = %path.display(), error = %e, "could not write component cache");
         }
         Ok((component, false))
     }

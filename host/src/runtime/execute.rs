@@ -109,7 +109,9 @@ pub async fn execute_task(
             let tail = stderr_text.trim();
             if !tail.is_empty() && store.data().kill().is_none() {
                 let start = tail.len().saturating_sub(500);
-                let start = (start..tail.len()).find(|i| tail.is_char_boundary(*i)).unwrap_or(0);
+                let start = (start..tail.len())
+                    .find(|i| tail.is_char_boundary(*i))
+                    .unwrap_or(0);
                 msg.push_str(&format!(" (stderr: {})", &tail[start..]));
             }
             TaskOutcome::Failed(shorten(msg, MAX_ERROR_CHARS))

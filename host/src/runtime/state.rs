@@ -19,14 +19,22 @@ pub enum Kill {
 impl std::fmt::Display for Kill {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Kill::Cpu { limit_ms } => write!(f, "CPU time limit exceeded ({limit_ms} ms, limits.cpu_ms)"),
-            Kill::Memory { limit_mb, wanted_bytes } => write!(
+            Kill::Cpu { limit_ms } => {
+                write!(f, "CPU time limit exceeded ({limit_ms} ms, limits.cpu_ms)")
+            }
+            Kill::Memory {
+                limit_mb,
+                wanted_bytes,
+            } => write!(
                 f,
                 "memory limit exceeded (tried to grow to {} MiB, limit {limit_mb} MiB, limits.memory_mb)",
                 wanted_bytes >> 20
             ),
             Kill::HostCalls { limit } => {
-                write!(f, "host call limit exceeded ({limit} calls, limits.max_host_calls)")
+                write!(
+                    f,
+                    "host call limit exceeded ({limit} calls, limits.max_host_calls)"
+                )
             }
         }
     }

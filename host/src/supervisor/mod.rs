@@ -218,17 +218,19 @@ impl RunContext {
             if depth > self.limits.max_depth {
                 return Err(SpawnRefusal::MaxDepthExceeded(self.limits.max_depth));
             }
-            if let Some(key) = &req.dedup_key {
-                if let Some(existing) = tree.dedup.get(key) {
-                    return Err(SpawnRefusal::DuplicateTask(*existing));
-                }
+            if let Some(key) = &req.dedup_key
+                && let Some(existing) = tree.dedup.get(key)
+            {
+                return Err(SpawnRefusal::DuplicateTask(*existing));
             }
             if tree.nodes.len() as u64 >= self.limits.max_tasks as u64 {
                 return Err(SpawnRefusal::TooManyTasks(self.limits.max_tasks));
             }
             if let Some(share) = req.budget_usd {
                 if !(share.is_finite() && share >= 0.0) {
-                    return Err(SpawnRefusal::InvalidRequest("budget-usd must be a non-negative number".into()));
+                    return Err(SpawnRefusal::InvalidRequest(
+                        "budget-usd must be a non-negative number".into(),
+                    ));
                 }
                 let remaining = self.budget.remaining();
                 if share > remaining {
@@ -294,7 +296,11 @@ impl RunContext {
         let handle = tokio::spawn(async move {
             let mut input = req.input;
             for (dep_id, data, mut rx) in rx_deps {
-                let outcome = rx.wait_for(|o| o.is_some()).await.ok().and_then(|o| o.clone());
+                let outcome = rx
+                    .wait_for(|o| o.is_some())
+                    .await
+                    .ok()
+                    .and_then(|o| o.clone());
                 match outcome {
                     Some(TaskOutcome::Completed(out)) => {
                         if data {
@@ -309,7 +315,8 @@ impl RunContext {
                     }
                 }
             }
-            let outcome = crate::runtime::execute::execute_task(run.clone(), id, depth, agent, input).await;
+            let outcome =
+                crate::runtime::execute::execute_task(run.clone(), id, depth, agent, input).await;
             run.finish(id, outcome).await;
         });
         if let Some(node) = self.tree.lock().unwrap().nodes.get_mut(&id) {
@@ -358,7 +365,10 @@ impl RunContext {
             }
             tree.nodes[&id].outcome.subscribe()
         };
-        rx.wait_for(|o| o.is_some()).await.ok().and_then(|o| o.clone())
+        rx.wait_for(|o| o.is_some())
+            .await
+            .ok()
+            .and_then(|o| o.clone())
     }
 
     /// Cancel task `id` and all its descendants; false if it had already finished or
@@ -366,11 +376,13 @@ impl RunContext {
     pub async fn cancel(&self, caller: Option<u64>, id: u64) -> bool {
         let targets: Vec<u64> = {
             let tree = self.tree.lock().unwrap();
-            let Some(node) = tree.nodes.get(&id) else { return false };
-            if let Some(c) = caller {
-                if Self::is_ancestor_or_self(&tree, id, c) {
-                    return false;
-                }
+            let Some(node) = tree.nodes.get(&id) else {
+                return false;
+            };
+            if let Some(c) = caller
+                && Self::is_ancestor_or_self(&tree, id, c)
+            {
+                return false;
             }
             if node.outcome.borrow().is_some() {
                 return false;

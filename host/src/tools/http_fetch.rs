@@ -23,7 +23,11 @@ impl HttpFetchTool {
     /// The tool as configured by `[tools]`.
     pub fn new(config: &ToolsConfig) -> anyhow::Result<HttpFetchTool> {
         Ok(HttpFetchTool {
-            allow_hosts: config.http_allow_hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            allow_hosts: config
+                .http_allow_hosts
+                .iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
             allow_private: config.http_allow_private,
             max_bytes: config.http_max_bytes.unwrap_or(1 << 20),
         })
@@ -31,10 +35,12 @@ impl HttpFetchTool {
 
     fn host_allowed(&self, host: &str) -> bool {
         let host = host.to_ascii_lowercase();
-        self.allow_hosts.iter().any(|pattern| match pattern.strip_prefix("*.") {
-            Some(suffix) => host.ends_with(&format!(".{suffix}")),
-            None => *pattern == host,
-        })
+        self.allow_hosts
+            .iter()
+            .any(|pattern| match pattern.strip_prefix("*.") {
+                Some(suffix) => host.ends_with(&format!(".{suffix}")),
+                None => *pattern == host,
+            })
     }
 }
 
@@ -81,9 +87,13 @@ impl Tool for HttpFetchTool {
 
     async fn call(&self, _ctx: &ToolCallCtx, args: serde_json::Value) -> Result<String, ToolError> {
         let raw = str_arg(&args, "url")?;
-        let url = reqwest::Url::parse(raw).map_err(|e| ToolError::InvalidArgs(format!("bad url: {e}")))?;
+        let url = reqwest::Url::parse(raw)
+            .map_err(|e| ToolError::InvalidArgs(format!("bad url: {e}")))?;
         if url.scheme() != "http" && url.scheme() != "https" {
-            return Err(ToolError::Denied(format!("scheme `{}` not allowed (http or https)", url.scheme())));
+            return Err(ToolError::Denied(format!(
+                "scheme `{}` not allowed (http or https)",
+                url.scheme()
+            )));
         }
         let host = url
             .host_str()
@@ -104,13 +114,13 @@ impl Tool for HttpFetchTool {
         let addr = *addrs
             .first()
             .ok_or_else(|| ToolError::Failed(format!("`{host}` has no address")))?;
-        if !self.allow_private {
-            if let Some(bad) = addrs.iter().find(|a| is_private(a.ip())) {
-                return Err(ToolError::Denied(format!(
-                    "`{host}` resolves to {} (private, loopback or link-local); set [tools] http_allow_private to allow",
-                    bad.ip()
-                )));
-            }
+        if !self.allow_private
+            && let Some(bad) = addrs.iter().find(|a| is_private(a.ip()))
+        {
+            return Err(ToolError::Denied(format!(
+                "`{host}` resolves to {} (private, loopback or link-local); set [tools] http_allow_private to allow",
+                bad.ip()
+            )));
         }
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())

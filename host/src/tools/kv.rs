@@ -40,7 +40,9 @@ impl Tool for KvTool {
         let op = str_arg(&args, "op")?;
         let key = str_arg(&args, "key")?.to_string();
         if key.len() > MAX_KEY_BYTES {
-            return Err(ToolError::InvalidArgs(format!("key longer than {MAX_KEY_BYTES} bytes")));
+            return Err(ToolError::InvalidArgs(format!(
+                "key longer than {MAX_KEY_BYTES} bytes"
+            )));
         }
         let run_id = ctx.run_id.clone();
         match op {
@@ -67,7 +69,9 @@ impl Tool for KvTool {
                     None => return Err(ToolError::InvalidArgs("missing field `value`".into())),
                 };
                 if value.len() > MAX_VALUE_BYTES {
-                    return Err(ToolError::InvalidArgs(format!("value longer than {MAX_VALUE_BYTES} bytes")));
+                    return Err(ToolError::InvalidArgs(format!(
+                        "value longer than {MAX_VALUE_BYTES} bytes"
+                    )));
                 }
                 ctx.ledger
                     .write(move |w| {
@@ -82,7 +86,9 @@ impl Tool for KvTool {
                     .map_err(|e| ToolError::Failed(e.to_string()))?;
                 Ok("\"ok\"".into())
             }
-            other => Err(ToolError::InvalidArgs(format!("unknown op `{other}` (get or put)"))),
+            other => Err(ToolError::InvalidArgs(format!(
+                "unknown op `{other}` (get or put)"
+            ))),
         }
     }
 }

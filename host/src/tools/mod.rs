@@ -100,7 +100,10 @@ impl ToolSet {
                 }
                 "http_fetch" => Arc::new(http_fetch::HttpFetchTool::new(config)?),
                 other => available.get(other).cloned().ok_or_else(|| {
-                    anyhow::anyhow!("cannot grant unknown tool `{other}` (available: {})", known.join(", "))
+                    anyhow::anyhow!(
+                        "cannot grant unknown tool `{other}` (available: {})",
+                        known.join(", ")
+                    )
                 })?,
             };
             granted.insert(name.clone(), tool);

@@ -54,7 +54,9 @@ impl WorkspaceTool {
             .canonicalize()
             .map_err(|e| ToolError::Failed(format!("cannot resolve `{rel}`: {e}")))?;
         if !real.starts_with(&self.root) {
-            return Err(ToolError::Denied(format!("path `{rel}` resolves outside the workspace")));
+            return Err(ToolError::Denied(format!(
+                "path `{rel}` resolves outside the workspace"
+            )));
         }
         Ok(full)
     }
@@ -69,7 +71,8 @@ impl Tool for WorkspaceTool {
     fn info(&self) -> ToolInfo {
         ToolInfo {
             name: "workspace".into(),
-            description: "Read, write, append and list files in the run's workspace directory.".into(),
+            description: "Read, write, append and list files in the run's workspace directory."
+                .into(),
             args_schema: json!({
                 "type": "object",
                 "properties": {
@@ -91,7 +94,9 @@ impl Tool for WorkspaceTool {
             "read" => {
                 let meta = tokio::fs::metadata(&path).await.map_err(io_err)?;
                 if meta.len() > MAX_READ_BYTES {
-                    return Err(ToolError::Failed(format!("file larger than {MAX_READ_BYTES} bytes")));
+                    return Err(ToolError::Failed(format!(
+                        "file larger than {MAX_READ_BYTES} bytes"
+                    )));
                 }
                 tokio::fs::read_to_string(&path).await.map_err(io_err)
             }

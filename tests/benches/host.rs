@@ -1,0 +1,219 @@
+//! `cargo bench -p agentflow-tests`: the host's figures, printed in one run.
+//!
+//! 1. Agent start (instantiate + a trivial `run`): raw wasmtime (`InstancePre` + pooling,
+//!    same component, WASI only) vs the host (`Host::run`: run and task rows in the
+//!    durable ledger, limits, recording WASI).
+//! 2. Host-call round trip with the durable ledger on (`trace.log`, and a mock
+//!    `llm.complete`), from the per-call slope of runs with 0 and N calls.
+//! 3. A tree of 111 agents (root → 10 → 10 each), each doing 5 steps of one mock LLM
+//!    call + one `kv` tool call, durable ledger on: wall time and per-step cost.
+
+use agentflow::{Host, HostConfig, RunOptions, Status};
+use agentflow_tests::example;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+struct RawState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+impl WasiView for RawState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+fn fmt(d: Duration) -> String {
+    if d < Duration::from_millis(1) {
+        format!("{:.1} µs", d.as_secs_f64() * 1e6)
+    } else {
+        format!("{:.2} ms", d.as_secs_f64() * 1e3)
+    }
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("bench-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn raw_start(iterations: u32) -> Duration {
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(100)
+        .total_memories(100)
+        .total_tables(400)
+        .total_core_instances(400);
+    let mut config = Config::new();
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    let engine = Engine::new(&config).unwrap();
+    let component = Component::from_file(&engine, example("hostile")).unwrap();
+    let mut linker = Linker::<RawState>::new(&engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).unwrap();
+    linker.define_unknown_imports_as_traps(&component).unwrap();
+    let pre = linker.instantiate_pre(&component).unwrap();
+    let once = async || {
+        let mut store = Store::new(
+            &engine,
+            RawState {
+                wasi: WasiCtx::builder().build(),
+                table: ResourceTable::new(),
+            },
+        );
+        let instance = pre.instantiate_async(&mut store).await.unwrap();
+        let run = instance
+            .get_typed_func::<(String,), (Result<String, String>,)>(&mut store, "run")
+            .unwrap();
+        let (out,) = run
+            .call_async(&mut store, ("ok".to_string(),))
+            .await
+            .unwrap();
+        assert_eq!(out.unwrap(), "fine");
+    };
+    for _ in 0..20 {
+        once().await;
+    }
+    let start = Instant::now();
+    for _ in 0..iterations {
+        once().await;
+    }
+    start.elapsed() / iterations
+}
+
+fn host(dir: &std::path::Path, toml: &str) -> Host {
+    let mut config = HostConfig::from_toml(toml).unwrap();
+    config.cache_dir = Some(dir.join("cache"));
+    Host::new(config, dir.join("bench.db")).unwrap()
+}
+
+async fn host_start(iterations: u32) -> Duration {
+    let dir = scratch("start");
+    let host = host(&dir, "");
+    let agent = host.runtime().load_file(&example("hostile")).unwrap();
+    for _ in 0..10 {
+        host.run(agent.clone(), "ok", RunOptions::default())
+            .await
+            .unwrap();
+    }
+    let start = Instant::now();
+    for _ in 0..iterations {
+        let r = host
+            .run(agent.clone(), "ok", RunOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(r.status, Status::Completed);
+    }
+    start.elapsed() / iterations
+}
+
+async fn call_round_trip(op: serde_json::Value, n: usize) -> Duration {
+    let dir = scratch("calls");
+    let host = host(
+        &dir,
+        "[limits]\nmax_host_calls = 100000\ncpu_ms = 600000\n[budget]\nusd = 100.0\n",
+    );
+    let agent = host.runtime().load_file(&example("scripted")).unwrap();
+    let ops = |k: usize| serde_json::Value::Array(vec![op.clone(); k]).to_string();
+    host.run(agent.clone(), &ops(10), RunOptions::default())
+        .await
+        .unwrap();
+    let t0 = Instant::now();
+    host.run(agent.clone(), &ops(0), RunOptions::default())
+        .await
+        .unwrap();
+    let base = t0.elapsed();
+    let t1 = Instant::now();
+    let r = host
+        .run(agent.clone(), &ops(n), RunOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(r.status, Status::Completed, "{r:?}");
+    (t1.elapsed().saturating_sub(base)) / n as u32
+}
+
+async fn tree() -> (Duration, u64, i64) {
+    let dir = scratch("tree");
+    let host = host(&dir, "[limits]\nmax_tasks = 200\n[budget]\nusd = 100.0\n");
+    let agent = host.runtime().load_file(&example("fanout")).unwrap();
+    let opts = RunOptions {
+        grants: vec!["kv".into()],
+        ..Default::default()
+    };
+    let start = Instant::now();
+    let r = host
+        .run(agent, r#"{"depth": 2, "fanout": 10, "steps": 5}"#, opts)
+        .await
+        .unwrap();
+    let wall = start.elapsed();
+    assert_eq!(r.status, Status::Completed, "{r:?}");
+    let conn = host.ledger().reader().unwrap();
+    let events: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM events WHERE run_id = ?1",
+            [&r.run_id],
+            |row| row.get(0),
+        )
+        .unwrap();
+    (wall, r.tasks, events)
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        println!(
+            "agentflow host benchmark ({} cores)",
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        );
+        let raw = raw_start(2000).await;
+        let full = host_start(300).await;
+        println!("1. agent start (instantiate + trivial run)");
+        println!(
+            "   raw wasmtime InstancePre + pooling       {:>12}",
+            fmt(raw)
+        );
+        println!(
+            "   host: Host::run (run+task rows, durable) {:>12}",
+            fmt(full)
+        );
+        let log = call_round_trip(serde_json::json!({"log": "x"}), 2000).await;
+        let llm = call_round_trip(
+            serde_json::json!({"llm": {"prompt": "hi", "max_tokens": 16}}),
+            1000,
+        )
+        .await;
+        println!("2. host-call round trip, durable ledger on (fsync per commit)");
+        println!(
+            "   trace.log                                {:>12}",
+            fmt(log)
+        );
+        println!(
+            "   llm.complete (mock provider)             {:>12}",
+            fmt(llm)
+        );
+        let (wall, tasks, events) = tree().await;
+        let steps = tasks * 5;
+        println!("3. tree of {tasks} agents × 5 steps (mock LLM + kv tool), durable ledger on");
+        println!(
+            "   total wall time                          {:>12}",
+            fmt(wall)
+        );
+        println!(
+            "   per step (1 LLM + 1 tool call)           {:>12}",
+            fmt(wall / steps as u32)
+        );
+        println!("   ledger events written                    {:>12}", events);
+    });
+}
