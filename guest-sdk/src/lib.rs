@@ -1,4 +1,4 @@
-//! Write [AgentFlow](https://github.com/) agents in Rust.
+//! Write AgentFlow agents in Rust.
 //!
 //! An agent is a WebAssembly component (target `wasm32-wasip2`) that exports one
 //! function, `run(input) -> result<output, error>`, and reaches the world only

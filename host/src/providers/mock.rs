@@ -162,11 +162,29 @@ fn decompose(message: &str) -> String {
     } else {
         topic
     };
-    let subs = [
-        format!("What is {topic}?"),
-        format!("Why does {topic} matter?"),
-        format!("How is {topic} done in practice?"),
+    const INTERROGATIVES: &[&str] = &[
+        "why", "what", "how", "when", "where", "who", "which", "is", "are", "does", "do", "can",
+        "should", "will", "would",
     ];
+    let first_word = topic
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let subs = if INTERROGATIVES.contains(&first_word.as_str()) {
+        // Already a question: ask about its background, evidence and practice instead.
+        [
+            format!("What background is needed to answer \"{topic}?\""),
+            format!("What evidence bears on \"{topic}?\""),
+            format!("What do practitioners conclude about \"{topic}?\""),
+        ]
+    } else {
+        [
+            format!("What is {topic}?"),
+            format!("Why does {topic} matter?"),
+            format!("How is {topic} done in practice?"),
+        ]
+    };
     serde_json::to_string(&subs).expect("an array of strings always serialises")
 }
 
@@ -301,7 +319,10 @@ mod tests {
     fn decompose_uses_last_question_marker() {
         let out = decompose("Split into sub-questions.\nQuestion: Why is the sky blue?");
         let subs: Vec<String> = serde_json::from_str(&out).unwrap();
-        assert_eq!(subs[0], "What is Why is the sky blue?");
+        assert_eq!(
+            subs[0],
+            "What background is needed to answer \"Why is the sky blue?\""
+        );
         assert_eq!(subs.len(), 3);
     }
 
