@@ -12,4 +12,4 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use agentflow::agent::{checkpoint, llm, tasks, tools, trace};
+pub use self::agentflow::agent::{checkpoint, llm, tasks, tools, trace};
