@@ -62,6 +62,8 @@ impl std::error::Error for Error {}
 fn llm_error_text(e: &LlmError) -> String {
     match e {
         LlmError::NoViableModel(m) => format!("no viable model: {m}"),
+        LlmError::ModelUnavailable(m) => format!("model unavailable: {m}"),
+        LlmError::QuotaExhausted(m) => format!("quota exhausted: {m}"),
         LlmError::BudgetExceeded(m) => format!("budget exceeded: {m}"),
         LlmError::RateLimited(ms) => format!("rate limited (retry after {ms} ms)"),
         LlmError::ProviderUnavailable(m) => format!("provider unavailable: {m}"),

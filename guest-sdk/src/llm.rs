@@ -51,6 +51,10 @@ pub struct Request {
     min_context: Option<u32>,
     task_type: Option<String>,
     tools: Vec<(String, String, String)>,
+    allow_fallback: bool,
+    max_cost_usd: Option<f64>,
+    max_latency_ms: Option<u32>,
+    max_wait_ms: Option<u32>,
 }
 
 impl Default for Request {
@@ -72,6 +76,10 @@ impl Request {
             min_context: None,
             task_type: None,
             tools: Vec::new(),
+            allow_fallback: false,
+            max_cost_usd: None,
+            max_latency_ms: None,
+            max_wait_ms: None,
         }
     }
 
@@ -140,7 +148,32 @@ impl Request {
         self
     }
 
-    /// Requires a context window of at least `tokens`.
+    /// With a pinned [`model`](Self::model): let the host fall back to another model
+    /// when the pinned one is unavailable or fails.
+    pub fn allow_fallback(mut self, allow: bool) -> Self {
+        self.allow_fallback = allow;
+        self
+    }
+
+    /// Refuse models whose worst-case cost for this call exceeds `usd`.
+    pub fn max_cost(mut self, usd: f64) -> Self {
+        self.max_cost_usd = Some(usd);
+        self
+    }
+
+    /// Refuse models whose p95 latency exceeds `ms`.
+    pub fn max_latency_ms(mut self, ms: u32) -> Self {
+        self.max_latency_ms = Some(ms);
+        self
+    }
+
+    /// When every suitable model is out of quota, wait up to `ms` instead of failing.
+    pub fn max_wait_ms(mut self, ms: u32) -> Self {
+        self.max_wait_ms = Some(ms);
+        self
+    }
+
+    /// Minimum context window the chosen model must have, in tokens.
     pub fn min_context(mut self, tokens: u32) -> Self {
         self.min_context = Some(tokens);
         self
@@ -188,6 +221,10 @@ impl Request {
             priority: self.priority,
             capabilities: self.capabilities.clone(),
             min_context_window: self.min_context,
+            allow_fallback: self.allow_fallback,
+            max_cost_usd: self.max_cost_usd,
+            max_latency_ms: self.max_latency_ms,
+            max_wait_ms: self.max_wait_ms,
             task_type: self.task_type.clone(),
             tools: self
                 .tools

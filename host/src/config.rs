@@ -35,23 +35,32 @@ pub struct HostConfig {
     pub cache_dir: Option<PathBuf>,
 }
 
-/// `[llm]`: the provider, its settings, the default model and the price table.
+/// `[llm]`: providers, the model catalog, quotas and the scheduler's settings.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LlmConfig {
+    /// `provider`, `[llm.mock]`, `[llm.openai]`, `[llm.anthropic]`.
     #[serde(flatten)]
     pub providers: ProvidersConfig,
-    /// Model used when the guest does not pin one. Default: `mock-small` for the mock
-    /// provider (`mock-large` for priority = quality); required for real providers.
+    /// Further provider endpoints by name, e.g. `[llm.endpoints.local.openai]` with
+    /// `base_url = ...`; catalog models name them in `provider`.
     #[serde(default)]
-    pub default_model: Option<String>,
-    /// Model used for `priority = quality` when the guest does not pin one.
+    pub endpoints: BTreeMap<String, crate::providers::EndpointConfig>,
+    /// The model catalog (`[[llm.models]]`); built in for the mock provider.
     #[serde(default)]
-    pub quality_model: Option<String>,
-    /// Prices in USD per million tokens, by model name (`[llm.prices.NAME]`).
+    pub models: Vec<crate::scheduler::catalog::ModelSpec>,
+    /// Prices in USD per million tokens, by model name (`[llm.prices.NAME]`), for a
+    /// config without `[[llm.models]]`: each priced model joins the catalog on `provider`.
     #[serde(default)]
     pub prices: BTreeMap<String, Price>,
-    /// Output tokens assumed when a request gives no `max-output-tokens`, for budgeting.
+    /// Quotas per provider name (`[llm.quotas.NAME] tpm = .., rpm = ..`).
+    #[serde(default)]
+    pub quotas: BTreeMap<String, crate::scheduler::QuotaConfig>,
+    /// Scoring weights, breaker, quota window (`[llm.scheduler]`).
+    #[serde(default)]
+    pub scheduler: crate::scheduler::SchedulerConfig,
+    /// Output tokens assumed when a request gives no `max-output-tokens`, for budgets
+    /// and quotas (default 1024).
     #[serde(default = "default_max_output")]
     pub default_max_output_tokens: u32,
 }
@@ -74,26 +83,6 @@ impl Price {
         (input_tokens as f64 * self.input_per_mtok + output_tokens as f64 * self.output_per_mtok)
             / 1_000_000.0
     }
-}
-
-/// Built-in prices of the mock models, so budgets work offline.
-pub fn builtin_prices() -> BTreeMap<String, Price> {
-    let mut m = BTreeMap::new();
-    m.insert(
-        "mock-small".into(),
-        Price {
-            input_per_mtok: 0.5,
-            output_per_mtok: 1.5,
-        },
-    );
-    m.insert(
-        "mock-large".into(),
-        Price {
-            input_per_mtok: 5.0,
-            output_per_mtok: 15.0,
-        },
-    );
-    m
 }
 
 /// `[tools]`: which built-in tools a run is granted, and their scopes.
@@ -161,13 +150,6 @@ impl HostConfig {
             anyhow::bail!("[budget] usd must be a non-negative number");
         }
         Ok(())
-    }
-
-    /// The price table: built-in mock prices overridden by `[llm.prices]`.
-    pub fn prices(&self) -> BTreeMap<String, Price> {
-        let mut prices = builtin_prices();
-        prices.extend(self.llm.prices.clone());
-        prices
     }
 
     /// Directory of the compiled-component cache.

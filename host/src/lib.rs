@@ -24,6 +24,7 @@ pub mod ledger;
 pub mod observe;
 pub mod providers;
 pub mod runtime;
+pub mod scheduler;
 pub mod supervisor;
 pub mod tools;
 
@@ -31,13 +32,13 @@ pub use config::HostConfig;
 pub use ledger::Status;
 
 use ledger::{Ledger, NewRun};
-use providers::LlmProvider;
+use scheduler::Scheduler;
 use runtime::{LoadedAgent, Runtime};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
-use supervisor::{LlmSettings, RunContext, TaskOutcome};
+use supervisor::{RunContext, TaskOutcome};
 use tools::{Tool, ToolSet};
 
 /// Per-run choices on top of the host config (CLI flags).
@@ -74,7 +75,7 @@ pub struct Host {
     config: HostConfig,
     runtime: Arc<Runtime>,
     ledger: Ledger,
-    provider: Arc<dyn LlmProvider>,
+    scheduler: Arc<Scheduler>,
     registered_tools: Vec<Arc<dyn Tool>>,
 }
 
@@ -82,22 +83,21 @@ impl Host {
     /// A host with the given config and ledger file.
     pub fn new(config: HostConfig, db: impl AsRef<Path>) -> anyhow::Result<Host> {
         config.validate()?;
-        let provider = providers::build_provider(&config.llm.providers)?;
         let runtime = Runtime::new(Some(config.cache_dir()))?;
-        let ledger = Ledger::open(db)?;
+        let ledger = Ledger::open(db.as_ref())?;
+        let scheduler = Arc::new(build_scheduler(&config, db.as_ref())?);
         Ok(Host {
             config,
             runtime,
             ledger,
-            provider,
+            scheduler,
             registered_tools: Vec::new(),
         })
     }
 
-    /// Replace the LLM provider (e.g. with a custom one).
-    pub fn with_provider(mut self, provider: Arc<dyn LlmProvider>) -> Host {
-        self.provider = provider;
-        self
+    /// The model scheduler (catalog, health, quotas, performance DB).
+    pub fn scheduler(&self) -> &Arc<Scheduler> {
+        &self.scheduler
     }
 
     /// Install a tool; runs still have to be granted it by name.
@@ -159,15 +159,13 @@ impl Host {
             tools_config.workspace = opts.workspace.clone();
         }
         let tools = ToolSet::build(&tools_config, &self.registered_tools)?;
-        let llm = self.llm_settings();
         let run_id = uuid::Uuid::new_v4().simple().to_string();
         let config_json = serde_json::json!({
             "limits": limits,
             "budget_usd": budget_usd,
             "grants": tools.granted_names(),
             "workspace": tools_config.workspace,
-            "provider": self.provider.name(),
-            "default_model": llm.default_model,
+            "models": self.scheduler.models().iter().map(|m| &m.name).collect::<Vec<_>>(),
         })
         .to_string();
         self.ledger
@@ -184,8 +182,8 @@ impl Host {
             run_id.clone(),
             self.ledger.clone(),
             self.runtime.clone(),
-            self.provider.clone(),
-            llm,
+            self.scheduler.clone(),
+            self.config.llm.default_max_output_tokens,
             tools,
             limits,
             budget_usd,
@@ -223,29 +221,22 @@ impl Host {
             duration_ms: started.elapsed().as_millis() as u64,
         })
     }
+}
 
-    fn llm_settings(&self) -> LlmSettings {
-        let llm = &self.config.llm;
-        let is_mock = self.provider.name() == "mock";
-        let default_model = llm.default_model.clone().unwrap_or_else(|| {
-            if is_mock {
-                "mock-small".into()
-            } else {
-                "default".into()
-            }
-        });
-        let quality_model = llm.quality_model.clone().unwrap_or_else(|| {
-            if is_mock {
-                "mock-large".into()
-            } else {
-                default_model.clone()
-            }
-        });
-        LlmSettings {
-            default_model,
-            quality_model,
-            prices: self.config.prices(),
-            default_max_output_tokens: llm.default_max_output_tokens,
+/// Build the scheduler: the catalog, one provider per provider name it uses, the
+/// quotas, and the performance DB beside the ledger.
+fn build_scheduler(config: &HostConfig, ledger_path: &Path) -> anyhow::Result<Scheduler> {
+    let llm = &config.llm;
+    let models = scheduler::catalog::catalog(llm);
+    let mut providers: std::collections::HashMap<String, Arc<dyn providers::LlmProvider>> =
+        std::collections::HashMap::new();
+    for m in &models {
+        if !providers.contains_key(&m.provider) {
+            let p = providers::build_named(&m.provider, &llm.providers, &llm.endpoints)
+                .map_err(|e| anyhow::anyhow!("[[llm.models]] `{}`: {e:#}", m.name))?;
+            providers.insert(m.provider.clone(), p);
         }
     }
+    let perf = scheduler::perf::PerfDb::open(&scheduler::perf::path_for_ledger(ledger_path))?;
+    Scheduler::new(models, providers, &llm.quotas, llm.scheduler.clone(), perf)
 }

@@ -59,6 +59,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show the model catalog with each model's health, quota use and statistics.
+    Models {
+        /// Host configuration (TOML) holding the catalog; default: the built-in mock catalog.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long, default_value = "agentflow.db")]
+        db: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Show a run's task tree: model, cost, tokens, duration and reasoning steps.
     Inspect {
         /// Run id (or a unique prefix).
@@ -170,6 +180,19 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string(&runs)?);
             } else {
                 print!("{}", inspect::render_runs(&runs));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Models { config, db, json } => {
+            let config = match &config {
+                Some(path) => HostConfig::from_file(path)?,
+                None => HostConfig::default(),
+            };
+            let models = agentflow::observe::models::load(&config, &db)?;
+            if json {
+                println!("{}", serde_json::to_string(&models)?);
+            } else {
+                print!("{}", agentflow::observe::models::render(&models));
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -174,7 +174,7 @@ fn run_against_an_openai_compatible_server() {
     std::fs::write(
         &config,
         format!(
-            "[llm]\nprovider = \"openai\"\ndefault_model = \"gpt-test\"\n[llm.openai]\nbase_url = \"{}/v1\"\napi_key = \"sk-secret-123\"\n[llm.prices.gpt-test]\ninput_per_mtok = 2.0\noutput_per_mtok = 8.0\n",
+            "[llm]\nprovider = \"openai\"\n[llm.openai]\nbase_url = \"{}/v1\"\napi_key = \"sk-secret-123\"\n[llm.prices.gpt-test]\ninput_per_mtok = 2.0\noutput_per_mtok = 8.0\n",
             server.url()
         ),
     )

@@ -1,17 +1,20 @@
 //! `agentflow:agent/llm`: language-model completions.
 //!
-//! Per call: choose the model (the guest's pin, else the configured default, or the
-//! quality model for `priority::quality`), price it, reserve the worst-case cost from
-//! the run's budget, call the provider, settle the reservation with the real usage,
-//! record request and reply, answer the guest. Multi-model scheduling, quotas and
-//! health belong to the scheduler (a later layer), not here.
+//! Per call: the scheduler plans (filters the catalog, predicts tokens, scores by the
+//! request's priority); then for the best model with quota — and, if it fails, the
+//! next one as a fallback within the same call — the run's budget reserves the
+//! worst-case cost, the decision is recorded in the ledger (candidates, scores,
+//! reservation, reason), the provider is called, quota/budget/health are settled with
+//! the real usage, and the reply is recorded before the guest sees it.
 
 use super::{Call, TaskCtx};
 use crate::bindings::llm::{
     FinishReason, Host, LlmError, Message, Priority, Request, Response, Role, ToolCall, Usage,
 };
 use crate::providers::{self, ChatMessage, ChatRequest, ProviderError, ToolDef};
+use crate::scheduler::{self, SchedError, SchedRequest};
 use serde_json::json;
+use std::time::Instant;
 
 fn role(r: Role) -> providers::Role {
     match r {
@@ -22,13 +25,27 @@ fn role(r: Role) -> providers::Role {
     }
 }
 
-fn priority_name(p: Priority) -> &'static str {
+fn priority(p: Priority) -> scheduler::Priority {
     match p {
-        Priority::Balanced => "balanced",
-        Priority::Cost => "cost",
-        Priority::Quality => "quality",
-        Priority::Latency => "latency",
+        Priority::Balanced => scheduler::Priority::Balanced,
+        Priority::Cost => scheduler::Priority::Cost,
+        Priority::Quality => scheduler::Priority::Quality,
+        Priority::Latency => scheduler::Priority::Latency,
     }
+}
+
+fn sched_error(e: SchedError) -> LlmError {
+    match e {
+        SchedError::NoViableModel(m) => LlmError::NoViableModel(m),
+        SchedError::ModelUnavailable(m) => LlmError::ModelUnavailable(m),
+        SchedError::QuotaExhausted(m) => LlmError::QuotaExhausted(m),
+        SchedError::BudgetExceeded(m) => LlmError::BudgetExceeded(m),
+    }
+}
+
+/// Whether another model may succeed where this one failed.
+fn worth_a_fallback(e: &ProviderError) -> bool {
+    !matches!(e, ProviderError::InvalidRequest(_))
 }
 
 fn finish(f: providers::FinishReason) -> FinishReason {
@@ -87,133 +104,153 @@ fn to_chat(req: &Request, model: String) -> ChatRequest {
     }
 }
 
-impl TaskCtx {
-    /// The model for this request, or why there is none.
-    fn choose_model(&self, req: &Request) -> Result<String, LlmError> {
-        let llm = &self.run.llm;
-        let model = match (&req.model, req.priority) {
-            (Some(pinned), _) => pinned.clone(),
-            (None, Priority::Quality) => llm.quality_model.clone(),
-            (None, _) => llm.default_model.clone(),
-        };
-        if !llm.prices.contains_key(&model) {
-            return Err(LlmError::NoViableModel(format!(
-                "model `{model}` has no price: add [llm.prices.\"{model}\"] to the config (known: {})",
-                llm.prices.keys().cloned().collect::<Vec<_>>().join(", ")
-            )));
-        }
-        Ok(model)
-    }
-}
-
 impl Host for TaskCtx {
     async fn complete(&mut self, req: Request) -> wasmtime::Result<Result<Response, LlmError>> {
         let started_at = self.admit()?;
-        let mut request_json = json!({
-            "priority": priority_name(req.priority),
-            "capabilities": req.capabilities,
-            "min_context_window": req.min_context_window,
-        });
-        let model = match self.choose_model(&req) {
-            Ok(m) => m,
-            Err(e) => {
-                request_json["chat"] = serde_json::to_value(to_chat(&req, String::new()))?;
-                self.record(Call::plain(
-                    "llm.complete",
-                    false,
-                    request_json,
-                    error_json(&e),
-                    started_at,
-                ))
-                .await?;
-                return Ok(Err(e));
-            }
-        };
-        let chat = to_chat(&req, model.clone());
-        request_json["chat"] = serde_json::to_value(&chat)?;
-        let price = self.run.llm.prices[&model];
-
-        // Reserve the worst case: the estimated prompt plus every allowed output token.
-        let est_in: u64 = chat
+        let template = to_chat(&req, String::new());
+        let estimated_input_tokens: u64 = template
             .messages
             .iter()
             .map(|m| providers::estimate_tokens(&m.content) as u64 + 4)
             .sum();
-        let est_out = req
-            .max_output_tokens
-            .unwrap_or(self.run.llm.default_max_output_tokens) as u64;
-        let estimate = price.cost(est_in, est_out);
-        let reservation = match self.run.budget.reserve(estimate) {
-            Ok(r) => r,
-            Err(msg) => {
-                let e = LlmError::BudgetExceeded(msg);
-                let mut call = Call::plain(
-                    "llm.complete",
-                    false,
-                    request_json,
-                    error_json(&e),
-                    started_at,
-                );
-                call.model = Some(model);
-                self.record(call).await?;
+        let sreq = SchedRequest {
+            estimated_input_tokens,
+            max_output_tokens: req.max_output_tokens.unwrap_or(self.run.default_max_output_tokens) as u64,
+            priority: priority(req.priority),
+            capabilities: req.capabilities.clone(),
+            min_context_window: req.min_context_window,
+            task_type: req.task_type.clone(),
+            pinned: req.model.clone(),
+            allow_fallback: req.model.is_none() || req.allow_fallback,
+            max_cost_usd: req.max_cost_usd,
+            max_latency_ms: req.max_latency_ms.map(u64::from),
+            max_wait_ms: req.max_wait_ms.map(u64::from),
+            budget_remaining: self.run.budget.remaining(),
+        };
+        let request_json = json!({ "chat": template, "scheduling": sreq });
+        let scheduler = self.run.scheduler.clone();
+
+        let plan = match scheduler.plan(&sreq) {
+            Ok(plan) => plan,
+            Err(e) => {
+                let e = sched_error(e);
+                self.record(Call::plain("llm.complete", false, request_json, error_json(&e), started_at))
+                    .await?;
                 return Ok(Err(e));
             }
         };
 
-        let result = self.run.provider.complete(&chat).await;
-        let (outcome, call) = match result {
-            Ok(reply) => {
-                let cost = price.cost(reply.input_tokens as u64, reply.output_tokens as u64);
-                self.run.budget.settle(reservation, cost);
-                let response = Response {
-                    text: reply.text.clone(),
-                    tool_calls: reply
-                        .tool_calls
-                        .iter()
-                        .map(|c| ToolCall {
-                            id: c.id.clone(),
-                            name: c.name.clone(),
-                            arguments: c.arguments.clone(),
-                        })
-                        .collect(),
-                    model: model.clone(),
-                    usage: Usage {
-                        input_tokens: reply.input_tokens,
-                        output_tokens: reply.output_tokens,
+        let mut tried: Vec<String> = Vec::new();
+        let mut failures: Vec<serde_json::Value> = Vec::new();
+        let mut last_error: Option<LlmError> = None;
+        let attempts = if sreq.allow_fallback { scheduler.max_attempts() } else { 1 };
+        while tried.len() < attempts {
+            let grant = match scheduler.acquire(&plan, &sreq, &tried).await {
+                Ok(g) => g,
+                Err(e) => {
+                    last_error.get_or_insert(sched_error(e));
+                    break;
+                }
+            };
+            tried.push(grant.model.clone());
+            let spec = scheduler.model(&grant.model).expect("granted models are in the catalog").clone();
+            let price = spec.price();
+            let worst = price.cost(sreq.estimated_input_tokens, sreq.max_output_tokens);
+            let reservation = match self.run.budget.reserve(worst) {
+                Ok(r) => r,
+                Err(msg) => {
+                    scheduler.release(&grant);
+                    last_error = Some(LlmError::BudgetExceeded(msg));
+                    continue;
+                }
+            };
+            let fallbacks: Vec<&String> = plan.ranked.iter().filter(|m| !tried.contains(m)).take(attempts - tried.len()).collect();
+            let reason = if tried.len() == 1 {
+                format!(
+                    "{} ranks first for priority {:?}{}",
+                    grant.model,
+                    plan.priority,
+                    if grant.skipped.is_empty() { String::new() } else { format!(" after skipping {:?}", grant.skipped) }
+                )
+            } else {
+                format!("fallback after {} failed", tried[tried.len() - 2])
+            };
+            let decision = json!({
+                "attempt": tried.len(),
+                "chosen": grant.model,
+                "fallbacks": fallbacks,
+                "reason": reason,
+                "priority": plan.priority,
+                "weights": plan.weights,
+                "candidates": plan.candidates,
+                "reservation": { "tokens": grant.reserved_tokens, "usd": worst, "probe": grant.probe, "waited_ms": grant.waited_ms },
+            });
+            let mut decision_call = Call::plain("llm.decision", true, json!({ "scheduling": sreq }), decision, started_at);
+            decision_call.model = Some(grant.model.clone());
+            self.record(decision_call).await?;
+
+            let chat = ChatRequest { model: spec.provider_model_id().to_string(), ..template.clone() };
+            let provider = scheduler.provider(&spec);
+            let sent = Instant::now();
+            match provider.complete(&chat).await {
+                Ok(reply) => {
+                    let latency = sent.elapsed();
+                    let cost = price.cost(reply.input_tokens as u64, reply.output_tokens as u64);
+                    self.run.budget.settle(reservation, cost);
+                    let change = scheduler.succeeded(&grant, sreq.task_type.as_deref(), &reply, latency, cost);
+                    if let Some(change) = &change {
+                        self.record(Call::plain("llm.model_version_changed", true, json!({ "model": grant.model }), json!(change), started_at))
+                            .await?;
+                    }
+                    let response = Response {
+                        text: reply.text.clone(),
+                        tool_calls: reply
+                            .tool_calls
+                            .iter()
+                            .map(|c| ToolCall { id: c.id.clone(), name: c.name.clone(), arguments: c.arguments.clone() })
+                            .collect(),
+                        model: grant.model.clone(),
+                        usage: Usage { input_tokens: reply.input_tokens, output_tokens: reply.output_tokens, cost_usd: cost },
+                        finish_reason: finish(reply.finish_reason),
+                    };
+                    let mut response_json = serde_json::to_value(&reply)?;
+                    response_json["cost_usd"] = json!(cost);
+                    response_json["latency_ms"] = json!(latency.as_millis() as u64);
+                    if !failures.is_empty() {
+                        response_json["failed_attempts"] = json!(failures);
+                    }
+                    let call = Call {
+                        kind: "llm.complete",
+                        ok: true,
+                        request: request_json,
+                        response: response_json,
+                        model: Some(grant.model.clone()),
+                        tokens_in: reply.input_tokens,
+                        tokens_out: reply.output_tokens,
                         cost_usd: cost,
-                    },
-                    finish_reason: finish(reply.finish_reason),
-                };
-                let mut response_json = serde_json::to_value(&reply)?;
-                response_json["cost_usd"] = json!(cost);
-                let call = Call {
-                    kind: "llm.complete",
-                    ok: true,
-                    request: request_json,
-                    response: response_json,
-                    model: Some(model),
-                    tokens_in: reply.input_tokens,
-                    tokens_out: reply.output_tokens,
-                    cost_usd: cost,
-                    started_at,
-                };
-                (Ok(response), call)
+                        started_at,
+                    };
+                    self.record(call).await?;
+                    return Ok(Ok(response));
+                }
+                Err(err) => {
+                    self.run.budget.settle(reservation, 0.0);
+                    scheduler.failed(&grant, sreq.task_type.as_deref(), &err, sent.elapsed());
+                    failures.push(json!({ "model": grant.model, "error": err.to_string() }));
+                    let retry = worth_a_fallback(&err);
+                    last_error = Some(provider_error(&err));
+                    if !retry {
+                        break;
+                    }
+                }
             }
-            Err(err) => {
-                self.run.budget.settle(reservation, 0.0);
-                let e = provider_error(&err);
-                let mut call = Call::plain(
-                    "llm.complete",
-                    false,
-                    request_json,
-                    error_json(&e),
-                    started_at,
-                );
-                call.model = Some(model);
-                (Err(e), call)
-            }
-        };
+        }
+        let e = last_error.unwrap_or_else(|| LlmError::NoViableModel("no model could take the call".into()));
+        let mut response = error_json(&e);
+        response["failed_attempts"] = json!(failures);
+        let mut call = Call::plain("llm.complete", false, request_json, response, started_at);
+        call.model = tried.last().cloned();
         self.record(call).await?;
-        Ok(outcome)
+        Ok(Err(e))
     }
 }

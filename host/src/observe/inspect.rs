@@ -23,6 +23,8 @@ pub struct TaskView {
     pub steps: Vec<serde_json::Value>,
     pub calls: BTreeMap<String, u64>,
     pub refused: Vec<String>,
+    /// The scheduler's choice per LLM call, and why.
+    pub decisions: Vec<String>,
 }
 
 /// Load everything `inspect` shows for a run (id or unique prefix).
@@ -43,7 +45,16 @@ pub fn load(conn: &Connection, run: &str) -> Result<Option<RunView>, LedgerError
             let mut calls = BTreeMap::new();
             let mut steps = Vec::new();
             let mut refused = Vec::new();
+            let mut decisions = Vec::new();
             for e in &evs {
+                if e.kind == "llm.decision" {
+                    decisions.push(format!(
+                        "llm #{} → {}: {}",
+                        e.seq,
+                        e.response.get("chosen").and_then(|v| v.as_str()).unwrap_or("?"),
+                        e.response.get("reason").and_then(|v| v.as_str()).unwrap_or("")
+                    ));
+                }
                 *calls.entry(e.kind.clone()).or_insert(0) += 1;
                 if e.kind == "trace.step" {
                     steps.push(e.request.clone());
@@ -68,6 +79,7 @@ pub fn load(conn: &Connection, run: &str) -> Result<Option<RunView>, LedgerError
                 steps,
                 calls,
                 refused,
+                decisions,
             }
         })
         .collect();
@@ -166,6 +178,9 @@ pub fn render(view: &RunView) -> String {
             }
             for r in &t.refused {
                 let _ = writeln!(out, "{inner}   ✗ {}", clip(r, 160));
+            }
+            for d in &t.decisions {
+                let _ = writeln!(out, "{inner}   {}", clip(d, 160));
             }
             for s in &t.steps {
                 let get = |k: &str| s.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();

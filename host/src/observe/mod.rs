@@ -4,3 +4,4 @@
 //! Read-only: everything here comes from the ledger.
 
 pub mod inspect;
+pub mod models;

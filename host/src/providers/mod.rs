@@ -140,18 +140,40 @@ pub struct ProvidersConfig {
     pub anthropic: anthropic::AnthropicConfig,
 }
 
-/// Build the configured provider. Errors name the config key to fix.
-pub fn build_provider(config: &ProvidersConfig) -> anyhow::Result<Arc<dyn LlmProvider>> {
-    match config.provider.as_deref().unwrap_or("mock") {
+/// A named provider endpoint (`[llm.endpoints.NAME.openai]` and so on), for catalogs
+/// that route to several servers of the same kind.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub enum EndpointConfig {
+    #[serde(rename = "openai")]
+    OpenAi(openai::OpenAiConfig),
+    #[serde(rename = "anthropic")]
+    Anthropic(anthropic::AnthropicConfig),
+    #[serde(rename = "mock")]
+    Mock(mock::MockConfig),
+}
+
+/// Build the provider called `name`: a built-in kind (`mock`, `openai`, `anthropic`,
+/// configured by `[llm.mock]` etc.) or an endpoint from `[llm.endpoints]`. Errors name
+/// the config key to fix.
+pub fn build_named(
+    name: &str,
+    config: &ProvidersConfig,
+    endpoints: &std::collections::BTreeMap<String, EndpointConfig>,
+) -> anyhow::Result<Arc<dyn LlmProvider>> {
+    if let Some(endpoint) = endpoints.get(name) {
+        return Ok(match endpoint.clone() {
+            EndpointConfig::OpenAi(c) => Arc::new(openai::OpenAiProvider::new(c)?),
+            EndpointConfig::Anthropic(c) => Arc::new(anthropic::AnthropicProvider::new(c)?),
+            EndpointConfig::Mock(c) => Arc::new(mock::MockProvider::new(c)?),
+        });
+    }
+    match name {
         "mock" => Ok(Arc::new(mock::MockProvider::new(config.mock.clone())?)),
-        "openai" => Ok(Arc::new(openai::OpenAiProvider::new(
-            config.openai.clone(),
-        )?)),
-        "anthropic" => Ok(Arc::new(anthropic::AnthropicProvider::new(
-            config.anthropic.clone(),
-        )?)),
+        "openai" => Ok(Arc::new(openai::OpenAiProvider::new(config.openai.clone())?)),
+        "anthropic" => Ok(Arc::new(anthropic::AnthropicProvider::new(config.anthropic.clone())?)),
         other => anyhow::bail!(
-            "unknown provider `{other}` in [llm] provider: expected mock, openai or anthropic"
+            "unknown provider `{other}`: expected mock, openai, anthropic or a name under [llm.endpoints]"
         ),
     }
 }

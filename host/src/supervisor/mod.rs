@@ -11,7 +11,7 @@
 pub mod budget;
 
 use crate::ledger::{Ledger, NewTask, Status};
-use crate::providers::LlmProvider;
+use crate::scheduler::Scheduler;
 use crate::runtime::limits::Limits;
 use crate::runtime::{LoadedAgent, Runtime};
 use crate::tools::ToolSet;
@@ -27,15 +27,6 @@ pub enum TaskOutcome {
     Completed(String),
     Failed(String),
     Cancelled,
-}
-
-/// LLM settings of a run.
-#[derive(Clone, Debug)]
-pub struct LlmSettings {
-    pub default_model: String,
-    pub quality_model: String,
-    pub prices: BTreeMap<String, crate::config::Price>,
-    pub default_max_output_tokens: u32,
 }
 
 /// Which component a child runs.
@@ -99,8 +90,10 @@ pub struct RunContext {
     pub run_id: String,
     pub ledger: Ledger,
     pub runtime: Arc<Runtime>,
-    pub provider: Arc<dyn LlmProvider>,
-    pub llm: LlmSettings,
+    /// Chooses the model of every LLM call (shared by all runs of the host).
+    pub scheduler: Arc<Scheduler>,
+    /// Output tokens assumed for budgets and quotas when a request sets no maximum.
+    pub default_max_output_tokens: u32,
     pub tools: ToolSet,
     pub limits: Limits,
     pub budget: Budget,
@@ -116,8 +109,8 @@ impl RunContext {
         run_id: String,
         ledger: Ledger,
         runtime: Arc<Runtime>,
-        provider: Arc<dyn LlmProvider>,
-        llm: LlmSettings,
+        scheduler: Arc<Scheduler>,
+        default_max_output_tokens: u32,
         tools: ToolSet,
         limits: Limits,
         budget_usd: f64,
@@ -127,8 +120,8 @@ impl RunContext {
             run_id,
             ledger,
             runtime,
-            provider,
-            llm,
+            scheduler,
+            default_max_output_tokens,
             tools,
             limits,
             budget: Budget::new(budget_usd),

@@ -1,0 +1,80 @@
+//! `agentflow models`: the catalog with each model's health, quota use and statistics,
+//! read from the performance DB beside the ledger (so it works from another process
+//! than the host that made the calls).
+
+use crate::HostConfig;
+use crate::scheduler::catalog::{self, ModelSpec};
+use crate::scheduler::perf::{self, StoredStats};
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// One model as `agentflow models` shows it.
+#[derive(Debug, Serialize)]
+pub struct ModelView {
+    #[serde(flatten)]
+    pub spec: ModelSpec,
+    pub stats: StoredStats,
+}
+
+/// The catalog of `config` with the statistics stored beside the ledger `db`.
+pub fn load(config: &HostConfig, db: &Path) -> anyhow::Result<Vec<ModelView>> {
+    let perf_path = perf::path_for_ledger(db);
+    let conn = if perf_path.exists() {
+        Some(rusqlite::Connection::open_with_flags(&perf_path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?)
+    } else {
+        None
+    };
+    catalog::catalog(&config.llm)
+        .into_iter()
+        .map(|spec| {
+            let stats = match &conn {
+                Some(c) => perf::stored_stats(c, &spec.name)?,
+                None => StoredStats::default(),
+            };
+            Ok(ModelView { spec, stats })
+        })
+        .collect()
+}
+
+/// The models as a table.
+pub fn render(models: &[ModelView]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<16} {:<10} {:>8} {:>8} {:>8} {:>5} {:<10} {:>6} {:>7} {:>9} {:>14}  version",
+        "model", "provider", "$in/M", "$out/M", "context", "qual", "breaker", "calls", "errors", "avg ms", "tok/min used"
+    );
+    for m in models {
+        let s = &m.stats;
+        let health = s.health.as_ref();
+        let breaker = health.and_then(|h| h.get("breaker")).and_then(|b| b.as_str()).unwrap_or("closed");
+        let version = health
+            .and_then(|h| h.get("observed_version"))
+            .and_then(|v| v.as_str())
+            .or(m.spec.version.as_deref())
+            .unwrap_or("-");
+        let quota = match m.spec.tpm {
+            Some(tpm) => format!("{}/{}", s.tokens_last_minute, tpm),
+            None => s.tokens_last_minute.to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "{:<16} {:<10} {:>8.2} {:>8.2} {:>8} {:>5.2} {:<10} {:>6} {:>7} {:>9} {:>14}  {}{}",
+            m.spec.name,
+            m.spec.provider,
+            m.spec.input_per_mtok,
+            m.spec.output_per_mtok,
+            m.spec.context_window,
+            m.spec.quality,
+            breaker,
+            s.calls,
+            s.errors,
+            s.avg_latency_ms.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
+            quota,
+            version,
+            if s.version_changes.is_empty() { String::new() } else { format!(" ({} change(s))", s.version_changes.len()) }
+        );
+    }
+    out
+}

@@ -1,0 +1,134 @@
+//! The model catalog: every model the scheduler may route to, with its provider,
+//! price, context window, capabilities, quality prior, expected latency and quotas.
+//!
+//! Comes from `[[llm.models]]` in the config. Without it, the catalog is built in:
+//! three mock models (so everything works offline), or — for a config that only names
+//! a provider, a default model and prices — one entry per priced model on that provider.
+
+use crate::config::{LlmConfig, Price};
+use serde::{Deserialize, Serialize};
+
+/// One `[[llm.models]]` entry.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    /// Name guests pin and the ledger shows.
+    pub name: String,
+    /// Provider: `mock`, `openai`, `anthropic`, or an endpoint named under `[llm.endpoints]`.
+    pub provider: String,
+    /// Model id sent to the provider (default: `name`).
+    #[serde(default)]
+    pub model_id: Option<String>,
+    /// Version the operator expects; a different version reported by the provider is recorded.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// USD per million input tokens.
+    pub input_per_mtok: f64,
+    /// USD per million output tokens.
+    pub output_per_mtok: f64,
+    /// Context window in tokens (default 128 000).
+    #[serde(default = "default_context")]
+    pub context_window: u32,
+    /// Capabilities such as `function-calling`, `vision`, `json-mode`.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    /// Quality prior in 0..1 (default 0.5), blended with validator scores from the performance DB.
+    #[serde(default = "default_quality")]
+    pub quality: f64,
+    /// Expected latency in ms (default 1000), replaced by observed percentiles once known.
+    #[serde(default = "default_latency")]
+    pub expected_latency_ms: u64,
+    /// Tokens per minute this model may use (none = unlimited).
+    #[serde(default)]
+    pub tpm: Option<u64>,
+    /// Requests per minute this model may take (none = unlimited).
+    #[serde(default)]
+    pub rpm: Option<u64>,
+}
+
+fn default_context() -> u32 {
+    128_000
+}
+fn default_quality() -> f64 {
+    0.5
+}
+fn default_latency() -> u64 {
+    1000
+}
+
+impl ModelSpec {
+    /// The price of this model.
+    pub fn price(&self) -> Price {
+        Price {
+            input_per_mtok: self.input_per_mtok,
+            output_per_mtok: self.output_per_mtok,
+        }
+    }
+
+    /// The id sent to the provider.
+    pub fn provider_model_id(&self) -> &str {
+        self.model_id.as_deref().unwrap_or(&self.name)
+    }
+
+    /// Whether the model has every capability in `needed`.
+    pub fn has_capabilities(&self, needed: &[String]) -> bool {
+        needed.iter().all(|c| self.capabilities.iter().any(|m| m.eq_ignore_ascii_case(c)))
+    }
+
+    fn mock(name: &str, price: (f64, f64), context: u32, caps: &[&str], quality: f64, latency: u64) -> ModelSpec {
+        ModelSpec {
+            name: name.into(),
+            provider: "mock".into(),
+            model_id: None,
+            version: Some("1".into()),
+            input_per_mtok: price.0,
+            output_per_mtok: price.1,
+            context_window: context,
+            capabilities: caps.iter().map(|s| s.to_string()).collect(),
+            quality,
+            expected_latency_ms: latency,
+            tpm: None,
+            rpm: None,
+        }
+    }
+}
+
+/// The built-in mock catalog: a cheap model, a strong one and a fast one.
+pub fn builtin_mock_models() -> Vec<ModelSpec> {
+    vec![
+        ModelSpec::mock("mock-small", (0.5, 1.5), 128_000, &["function-calling"], 0.6, 400),
+        ModelSpec::mock("mock-large", (5.0, 15.0), 200_000, &["function-calling", "vision"], 0.9, 1500),
+        ModelSpec::mock("mock-fast", (1.0, 3.0), 32_000, &[], 0.5, 150),
+    ]
+}
+
+/// The catalog for a config: `[[llm.models]]`, else derived from the provider and prices.
+pub fn catalog(llm: &LlmConfig) -> Vec<ModelSpec> {
+    if !llm.models.is_empty() {
+        return llm.models.clone();
+    }
+    let provider = llm.providers.provider.clone().unwrap_or_else(|| "mock".into());
+    let mut models = if provider == "mock" { builtin_mock_models() } else { Vec::new() };
+    for (name, price) in &llm.prices {
+        if let Some(m) = models.iter_mut().find(|m| &m.name == name) {
+            m.input_per_mtok = price.input_per_mtok;
+            m.output_per_mtok = price.output_per_mtok;
+            continue;
+        }
+        models.push(ModelSpec {
+            name: name.clone(),
+            provider: provider.clone(),
+            model_id: None,
+            version: None,
+            input_per_mtok: price.input_per_mtok,
+            output_per_mtok: price.output_per_mtok,
+            context_window: default_context(),
+            capabilities: vec!["function-calling".into()],
+            quality: default_quality(),
+            expected_latency_ms: default_latency(),
+            tpm: None,
+            rpm: None,
+        });
+    }
+    models
+}

@@ -1,0 +1,604 @@
+//! The multi-model scheduler: every `llm.complete` passes here to choose a model.
+//!
+//! Per call: filter the catalog by hard constraints (pin, context window, capabilities,
+//! max cost, max p95 latency, remaining budget, health); predict the call's tokens from
+//! the performance history of the same model and task type (else from the prompt
+//! length); score the survivors by the request's priority (cost / quality / latency
+//! weights, configurable); then reserve quota (sliding-window TPM/RPM per model and
+//! per provider) for the best one that has room, keeping the next ones as fallbacks.
+//! When nothing has room and the request allows waiting, wait up to its deadline.
+//! After the call, health (latency, errors, breaker, 429 cooldowns, versions), quotas
+//! and the performance DB are updated with what really happened.
+//!
+//! Not here: sending the request (the `llm` capability does that, using
+//! [`Scheduler::provider`]), budgets (the supervisor), recording (the ledger).
+
+pub mod catalog;
+pub mod health;
+pub mod perf;
+pub mod quota;
+
+use crate::providers::{self, LlmProvider, ProviderError};
+use catalog::ModelSpec;
+use health::{Admission, Health, HealthView, VersionChange};
+use perf::PerfDb;
+use quota::Window;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What the caller cares about most.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    Balanced,
+    Cost,
+    Quality,
+    Latency,
+}
+
+/// Scoring weights for one priority.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Weights {
+    pub cost: f64,
+    pub quality: f64,
+    pub latency: f64,
+}
+
+/// Per-provider quota (`[llm.quotas.NAME]`).
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaConfig {
+    pub tpm: Option<u64>,
+    pub rpm: Option<u64>,
+}
+
+/// `[llm.scheduler]`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerConfig {
+    /// Weights by priority name (`balanced`, `cost`, `quality`, `latency`).
+    pub weights: BTreeMap<String, Weights>,
+    /// Consecutive failures that open a model's circuit breaker (default 3).
+    pub breaker_failures: u32,
+    /// How long an open breaker stays open before a half-open probe, ms (default 30 000).
+    pub breaker_cooldown_ms: u64,
+    /// Length of the quota window, ms (default 60 000: tokens *per minute*).
+    pub quota_window_ms: u64,
+    /// Latency/error samples kept per model (default 100).
+    pub health_window: usize,
+    /// Calls of a model × task type needed before history replaces the prompt estimate (default 3).
+    pub min_history: u64,
+    /// Models tried per call: the choice plus fallbacks (default 2).
+    pub max_attempts: usize,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        let mut weights = BTreeMap::new();
+        let w = |cost, quality, latency| Weights { cost, quality, latency };
+        weights.insert("balanced".into(), w(0.4, 0.3, 0.3));
+        weights.insert("cost".into(), w(0.6, 0.2, 0.2));
+        weights.insert("quality".into(), w(0.1, 0.7, 0.2));
+        weights.insert("latency".into(), w(0.2, 0.1, 0.7));
+        SchedulerConfig {
+            weights,
+            breaker_failures: 3,
+            breaker_cooldown_ms: 30_000,
+            quota_window_ms: 60_000,
+            health_window: 100,
+            min_history: 3,
+            max_attempts: 2,
+        }
+    }
+}
+
+/// One call as the scheduler sees it.
+#[derive(Clone, Debug, Serialize)]
+pub struct SchedRequest {
+    pub estimated_input_tokens: u64,
+    pub max_output_tokens: u64,
+    pub priority: Priority,
+    pub capabilities: Vec<String>,
+    pub min_context_window: Option<u32>,
+    pub task_type: Option<String>,
+    pub pinned: Option<String>,
+    pub allow_fallback: bool,
+    pub max_cost_usd: Option<f64>,
+    pub max_latency_ms: Option<u64>,
+    pub max_wait_ms: Option<u64>,
+    /// What the run's budget has left (USD).
+    pub budget_remaining: f64,
+}
+
+/// How one catalog model fared in a decision.
+#[derive(Clone, Debug, Serialize)]
+pub struct CandidateReport {
+    pub model: String,
+    pub provider: String,
+    pub score: Option<f64>,
+    pub cost_score: f64,
+    pub quality_score: f64,
+    pub latency_score: f64,
+    pub predicted_output_tokens: u64,
+    pub prediction: String,
+    pub predicted_cost_usd: f64,
+    pub worst_case_cost_usd: f64,
+    pub latency_ms: u64,
+    pub quality: f64,
+    pub excluded: Option<String>,
+}
+
+/// The ranked viable models for a call, and the report of every candidate.
+#[derive(Clone, Debug, Serialize)]
+pub struct Plan {
+    pub priority: Priority,
+    pub weights: Weights,
+    /// Viable model names, best first.
+    pub ranked: Vec<String>,
+    pub candidates: Vec<CandidateReport>,
+}
+
+/// Quota held for one attempt.
+#[derive(Debug, Serialize, Clone)]
+pub struct Grant {
+    pub model: String,
+    pub provider: String,
+    pub reserved_tokens: u64,
+    pub probe: bool,
+    pub waited_ms: u64,
+    /// Models passed over for lack of quota or health, with why.
+    pub skipped: Vec<(String, String)>,
+    #[serde(skip)]
+    model_quota: Option<u64>,
+    #[serde(skip)]
+    provider_quota: Option<u64>,
+}
+
+/// Typed scheduling failures.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum SchedError {
+    #[error("no viable model: {0}")]
+    NoViableModel(String),
+    #[error("model unavailable: {0}")]
+    ModelUnavailable(String),
+    #[error("quota exhausted: {0}")]
+    QuotaExhausted(String),
+    #[error("budget exceeded: {0}")]
+    BudgetExceeded(String),
+}
+
+struct State {
+    health: HashMap<String, Health>,
+    model_quota: HashMap<String, Window>,
+    provider_quota: HashMap<String, Window>,
+}
+
+/// The scheduler of one host (shared by all its runs).
+pub struct Scheduler {
+    models: Vec<ModelSpec>,
+    providers: HashMap<String, Arc<dyn LlmProvider>>,
+    config: SchedulerConfig,
+    state: Mutex<State>,
+    perf: PerfDb,
+}
+
+/// A model's state for `agentflow models`.
+#[derive(Clone, Debug, Serialize)]
+pub struct ModelStatus {
+    pub spec: ModelSpec,
+    pub health: HealthView,
+    pub quota_tokens_used: u64,
+    pub quota_requests_used: u64,
+    pub stats: perf::Aggregate,
+    pub quality: f64,
+}
+
+impl Scheduler {
+    /// A scheduler over `models`, sending through `providers` (by provider name).
+    pub fn new(
+        models: Vec<ModelSpec>,
+        providers: HashMap<String, Arc<dyn LlmProvider>>,
+        quotas: &BTreeMap<String, QuotaConfig>,
+        config: SchedulerConfig,
+        perf: PerfDb,
+    ) -> anyhow::Result<Scheduler> {
+        if models.is_empty() {
+            anyhow::bail!("the model catalog is empty: add [[llm.models]] entries");
+        }
+        let window = Duration::from_millis(config.quota_window_ms.max(1));
+        let mut state = State {
+            health: HashMap::new(),
+            model_quota: HashMap::new(),
+            provider_quota: HashMap::new(),
+        };
+        for (i, m) in models.iter().enumerate() {
+            if models[..i].iter().any(|o| o.name == m.name) {
+                anyhow::bail!("[[llm.models]]: model `{}` is listed twice", m.name);
+            }
+            if !providers.contains_key(&m.provider) {
+                anyhow::bail!("[[llm.models]] `{}`: unknown provider `{}`", m.name, m.provider);
+            }
+            if !(m.input_per_mtok >= 0.0 && m.output_per_mtok >= 0.0 && (0.0..=1.0).contains(&m.quality)) {
+                anyhow::bail!("[[llm.models]] `{}`: prices must be ≥ 0 and quality within 0..1", m.name);
+            }
+            state.health.insert(m.name.clone(), Health::new(config.health_window));
+            state.model_quota.insert(m.name.clone(), Window::new(m.tpm, m.rpm, window));
+        }
+        for (name, q) in quotas {
+            state.provider_quota.insert(name.clone(), Window::new(q.tpm, q.rpm, window));
+        }
+        for p in ["balanced", "cost", "quality", "latency"] {
+            if !config.weights.contains_key(p) {
+                anyhow::bail!("[llm.scheduler.weights] is missing `{p}`");
+            }
+        }
+        Ok(Scheduler {
+            models,
+            providers,
+            config,
+            state: Mutex::new(state),
+            perf,
+        })
+    }
+
+    /// The catalog.
+    pub fn models(&self) -> &[ModelSpec] {
+        &self.models
+    }
+
+    /// A model of the catalog.
+    pub fn model(&self, name: &str) -> Option<&ModelSpec> {
+        self.models.iter().find(|m| m.name == name)
+    }
+
+    /// The provider that serves `model`.
+    pub fn provider(&self, model: &ModelSpec) -> Arc<dyn LlmProvider> {
+        self.providers[&model.provider].clone()
+    }
+
+    /// The performance DB.
+    pub fn perf(&self) -> &PerfDb {
+        &self.perf
+    }
+
+    /// Record a quality score for a model's output (used by validators).
+    pub fn record_quality(&self, model: &str, task_type: &str, score: f64, source: &str) -> anyhow::Result<()> {
+        self.perf.record_quality(model, task_type, score, source)
+    }
+
+    fn weights(&self, p: Priority) -> Weights {
+        let key = match p {
+            Priority::Balanced => "balanced",
+            Priority::Cost => "cost",
+            Priority::Quality => "quality",
+            Priority::Latency => "latency",
+        };
+        self.config.weights[key]
+    }
+
+    /// Filter, predict and score: the viable models, best first, and a report on all.
+    pub fn plan(&self, req: &SchedRequest) -> Result<Plan, SchedError> {
+        let now = Instant::now();
+        let task_type = req.task_type.as_deref().unwrap_or("default");
+        let weights = self.weights(req.priority);
+        if let Some(pin) = &req.pinned {
+            if self.model(pin).is_none() {
+                return Err(SchedError::NoViableModel(format!(
+                    "pinned model `{pin}` is not in the catalog (known: {})",
+                    self.models.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", ")
+                )));
+            }
+        }
+        let mut state = self.state.lock().unwrap();
+        let mut reports = Vec::with_capacity(self.models.len());
+        for m in &self.models {
+            let history = self.perf.aggregate(&m.name, task_type);
+            let (predicted_out, prediction) = if history.calls >= self.config.min_history && history.calls > history.errors {
+                let ok = history.calls - history.errors;
+                let avg = history.tokens_out.div_ceil(ok.max(1));
+                (avg.min(req.max_output_tokens), format!("history of {ok} `{task_type}` calls"))
+            } else {
+                (
+                    req.max_output_tokens.min(req.estimated_input_tokens.max(64)),
+                    "prompt-length estimate".to_string(),
+                )
+            };
+            let price = m.price();
+            let health = state.health.get_mut(&m.name).expect("health for every model");
+            let latency = health.p95_if(5).unwrap_or(m.expected_latency_ms);
+            let quality = self.perf.quality(&m.name, m.quality);
+            let worst = price.cost(req.estimated_input_tokens, req.max_output_tokens);
+            let mut report = CandidateReport {
+                model: m.name.clone(),
+                provider: m.provider.clone(),
+                score: None,
+                cost_score: 0.0,
+                quality_score: 0.0,
+                latency_score: 0.0,
+                predicted_output_tokens: predicted_out,
+                prediction,
+                predicted_cost_usd: price.cost(req.estimated_input_tokens, predicted_out),
+                worst_case_cost_usd: worst,
+                latency_ms: latency,
+                quality,
+                excluded: None,
+            };
+            let needed = req.estimated_input_tokens + req.max_output_tokens;
+            let pinned_out = req.pinned.as_ref().is_some_and(|p| p != &m.name) && !req.allow_fallback;
+            report.excluded = if pinned_out {
+                Some("another model is pinned".into())
+            } else if (m.context_window as u64) < needed
+                || req.min_context_window.is_some_and(|c| m.context_window < c)
+            {
+                Some(format!(
+                    "context window {} < needed {}",
+                    m.context_window,
+                    needed.max(req.min_context_window.unwrap_or(0) as u64)
+                ))
+            } else if !m.has_capabilities(&req.capabilities) {
+                Some(format!("lacks capabilities {:?}", req.capabilities))
+            } else if req.max_cost_usd.is_some_and(|c| worst > c) {
+                Some(format!("worst-case cost ${worst:.6} > max ${:.6}", req.max_cost_usd.unwrap_or(0.0)))
+            } else if req.max_latency_ms.is_some_and(|l| latency > l) {
+                Some(format!("p95 latency {latency} ms > max {} ms", req.max_latency_ms.unwrap_or(0)))
+            } else if worst > req.budget_remaining + 1e-12 {
+                Some(format!("worst-case cost ${worst:.6} > budget left ${:.6}", req.budget_remaining))
+            } else {
+                match health.admit(now) {
+                    Ok(_) => None,
+                    Err(why) => Some(why),
+                }
+            };
+            reports.push(report);
+        }
+        drop(state);
+        // Normalise among the viable: the best of each dimension scores 1.
+        let viable: Vec<usize> = (0..reports.len()).filter(|&i| reports[i].excluded.is_none()).collect();
+        let min_cost = viable.iter().map(|&i| reports[i].predicted_cost_usd).fold(f64::INFINITY, f64::min);
+        let max_quality = viable.iter().map(|&i| reports[i].quality).fold(0.0, f64::max);
+        let min_latency = viable.iter().map(|&i| reports[i].latency_ms).min().unwrap_or(1).max(1) as f64;
+        for &i in &viable {
+            let r = &mut reports[i];
+            r.cost_score = if r.predicted_cost_usd <= 0.0 { 1.0 } else { (min_cost / r.predicted_cost_usd).min(1.0) };
+            r.quality_score = if max_quality > 0.0 { r.quality / max_quality } else { 1.0 };
+            r.latency_score = min_latency / (r.latency_ms.max(1) as f64);
+            r.score = Some(weights.cost * r.cost_score + weights.quality * r.quality_score + weights.latency * r.latency_score);
+        }
+        let mut ranked = viable.clone();
+        ranked.sort_by(|&a, &b| {
+            let pin_a = req.pinned.as_deref() == Some(reports[a].model.as_str());
+            let pin_b = req.pinned.as_deref() == Some(reports[b].model.as_str());
+            pin_b.cmp(&pin_a).then(
+                reports[b].score.partial_cmp(&reports[a].score).unwrap_or(std::cmp::Ordering::Equal),
+            )
+        });
+        if let Some(pin) = &req.pinned {
+            let pinned_viable = ranked.first().is_some_and(|&i| &reports[i].model == pin);
+            if !pinned_viable && !req.allow_fallback {
+                let why = reports.iter().find(|r| &r.model == pin).and_then(|r| r.excluded.clone()).unwrap_or_default();
+                return Err(SchedError::ModelUnavailable(format!("pinned model `{pin}`: {why}")));
+            }
+        }
+        if ranked.is_empty() {
+            let reasons: Vec<String> = reports
+                .iter()
+                .map(|r| format!("{}: {}", r.model, r.excluded.as_deref().unwrap_or("?")))
+                .collect();
+            // If some model was turned away only by the budget, the budget is the answer.
+            let budget_bound = reports.iter().any(|r| r.excluded.as_deref().is_some_and(|e| e.contains("budget left")));
+            let msg = reasons.join("; ");
+            return Err(if budget_bound { SchedError::BudgetExceeded(msg) } else { SchedError::NoViableModel(msg) });
+        }
+        Ok(Plan {
+            priority: req.priority,
+            weights,
+            ranked: ranked.iter().map(|&i| reports[i].model.clone()).collect(),
+            candidates: reports,
+        })
+    }
+
+    /// Reserve quota on the best ranked model that has room (skipping `tried`); wait up
+    /// to `max_wait_ms` for room if the request allows it.
+    pub async fn acquire(&self, plan: &Plan, req: &SchedRequest, tried: &[String]) -> Result<Grant, SchedError> {
+        let started = Instant::now();
+        let deadline = started + Duration::from_millis(req.max_wait_ms.unwrap_or(0));
+        let tokens = req.estimated_input_tokens + req.max_output_tokens;
+        loop {
+            let now = Instant::now();
+            let mut skipped = Vec::new();
+            let mut retry_at: Option<Instant> = None;
+            {
+                let mut state = self.state.lock().unwrap();
+                for name in plan.ranked.iter().filter(|n| !tried.contains(n)) {
+                    let spec = self.model(name).expect("ranked models are in the catalog");
+                    let admission = match state.health.get_mut(name).expect("health").admit(now) {
+                        Ok(a) => a,
+                        Err(why) => {
+                            skipped.push((name.clone(), why));
+                            continue;
+                        }
+                    };
+                    let model_check = state.model_quota.get_mut(name).expect("quota").check(tokens, now);
+                    let provider_check = match state.provider_quota.get_mut(&spec.provider) {
+                        Some(w) => w.check(tokens, now),
+                        None => Ok(()),
+                    };
+                    match (model_check, provider_check) {
+                        (Ok(()), Ok(())) => {
+                            let model_quota = Some(state.model_quota.get_mut(name).expect("quota").add(tokens, now));
+                            let provider_quota =
+                                state.provider_quota.get_mut(&spec.provider).map(|w| w.add(tokens, now));
+                            if admission == Admission::Probe {
+                                state.health.get_mut(name).expect("health").take_probe();
+                            }
+                            return Ok(Grant {
+                                model: name.clone(),
+                                provider: spec.provider.clone(),
+                                reserved_tokens: tokens,
+                                probe: admission == Admission::Probe,
+                                waited_ms: started.elapsed().as_millis() as u64,
+                                skipped,
+                                model_quota,
+                                provider_quota,
+                            });
+                        }
+                        (Err(r), _) | (_, Err(r)) => {
+                            skipped.push((name.clone(), format!("quota: {}", r.reason)));
+                            if let Some(at) = r.retry_at {
+                                retry_at = Some(retry_at.map_or(at, |cur: Instant| cur.min(at)));
+                            }
+                        }
+                    }
+                }
+            }
+            let describe = || skipped.iter().map(|(m, why)| format!("{m}: {why}")).collect::<Vec<_>>().join("; ");
+            let all_health = !skipped.is_empty() && skipped.iter().all(|(_, why)| !why.starts_with("quota"));
+            if all_health {
+                return Err(SchedError::ModelUnavailable(describe()));
+            }
+            let Some(at) = retry_at.filter(|at| *at <= deadline) else {
+                return Err(SchedError::QuotaExhausted(describe()));
+            };
+            tokio::time::sleep_until(tokio::time::Instant::from_std(at.max(Instant::now()) + Duration::from_millis(1))).await;
+        }
+    }
+
+    fn reconcile(&self, state: &mut State, grant: &Grant, actual_tokens: u64) {
+        if let (Some(id), Some(w)) = (grant.model_quota, state.model_quota.get_mut(&grant.model)) {
+            w.reconcile(id, actual_tokens);
+        }
+        if let (Some(id), Some(w)) = (grant.provider_quota, state.provider_quota.get_mut(&grant.provider)) {
+            w.reconcile(id, actual_tokens);
+        }
+    }
+
+    fn save_health(&self, state: &State, model: &str) {
+        if let Some(h) = state.health.get(model) {
+            if let Ok(v) = serde_json::to_value(h.view(Instant::now())) {
+                self.perf.save_health(model, &v);
+            }
+        }
+    }
+
+    /// Report a successful call: reconcile the quota with the real usage, update health
+    /// and the performance DB. Returns a version change if the provider reported one.
+    pub fn succeeded(
+        &self,
+        grant: &Grant,
+        task_type: Option<&str>,
+        reply: &providers::ChatResponse,
+        latency: Duration,
+        cost_usd: f64,
+    ) -> Option<VersionChange> {
+        let mut state = self.state.lock().unwrap();
+        self.reconcile(&mut state, grant, (reply.input_tokens + reply.output_tokens) as u64);
+        let change = state
+            .health
+            .get_mut(&grant.model)
+            .and_then(|h| h.success(&grant.model, latency, &reply.model));
+        self.save_health(&state, &grant.model);
+        drop(state);
+        if let Some(c) = &change {
+            self.perf.record_version(&c.model, &c.previous, &c.observed);
+        }
+        self.perf.record_call(&perf::CallStat {
+            model: &grant.model,
+            task_type: task_type.unwrap_or("default"),
+            ok: true,
+            error: None,
+            tokens_in: reply.input_tokens as u64,
+            tokens_out: reply.output_tokens as u64,
+            latency_ms: latency.as_millis() as u64,
+            cost_usd,
+        });
+        change
+    }
+
+    /// Report a failed call: the quota keeps the request but not its tokens; health
+    /// counts the failure (a 429 cools the model down instead).
+    pub fn failed(&self, grant: &Grant, task_type: Option<&str>, error: &ProviderError, latency: Duration) {
+        let now = Instant::now();
+        let mut state = self.state.lock().unwrap();
+        self.reconcile(&mut state, grant, 0);
+        let retry_after = match error {
+            ProviderError::RateLimited { retry_after_ms } => Some(Duration::from_millis(*retry_after_ms)),
+            _ => None,
+        };
+        if let Some(h) = state.health.get_mut(&grant.model) {
+            h.failure(
+                latency,
+                retry_after,
+                now,
+                self.config.breaker_failures,
+                Duration::from_millis(self.config.breaker_cooldown_ms),
+            );
+        }
+        self.save_health(&state, &grant.model);
+        drop(state);
+        self.perf.record_call(&perf::CallStat {
+            model: &grant.model,
+            task_type: task_type.unwrap_or("default"),
+            ok: false,
+            error: Some(error.to_string()),
+            tokens_in: 0,
+            tokens_out: 0,
+            latency_ms: latency.as_millis() as u64,
+            cost_usd: 0.0,
+        });
+    }
+
+    /// Give back a grant that was never used (e.g. the budget refused the call): its
+    /// quota is freed and health is untouched.
+    pub fn release(&self, grant: &Grant) {
+        let mut state = self.state.lock().unwrap();
+        self.reconcile(&mut state, grant, 0);
+        if grant.probe {
+            if let Some(h) = state.health.get_mut(&grant.model) {
+                h.release_probe();
+            }
+        }
+    }
+
+    /// How many attempts (choice + fallbacks) a call may make.
+    pub fn max_attempts(&self) -> usize {
+        self.config.max_attempts.max(1)
+    }
+
+    /// Every model's health, quota use and statistics (this host's view).
+    pub fn status(&self) -> Vec<ModelStatus> {
+        let now = Instant::now();
+        let mut state = self.state.lock().unwrap();
+        self.models
+            .iter()
+            .map(|m| {
+                let (quota_tokens_used, quota_requests_used) = state.model_quota.get_mut(&m.name).map(|w| w.usage(now)).unwrap_or((0, 0));
+                let mut stats = perf::Aggregate::default();
+                for ((model, _), agg) in self.perf_aggregates() {
+                    if model == m.name {
+                        stats.calls += agg.calls;
+                        stats.errors += agg.errors;
+                        stats.tokens_in += agg.tokens_in;
+                        stats.tokens_out += agg.tokens_out;
+                        stats.latency_ms += agg.latency_ms;
+                        stats.cost_usd += agg.cost_usd;
+                    }
+                }
+                ModelStatus {
+                    spec: m.clone(),
+                    health: state.health[&m.name].view(now),
+                    quota_tokens_used,
+                    quota_requests_used,
+                    stats,
+                    quality: self.perf.quality(&m.name, m.quality),
+                }
+            })
+            .collect()
+    }
+
+    fn perf_aggregates(&self) -> Vec<((String, String), perf::Aggregate)> {
+        self.perf.all_aggregates()
+    }
+}
