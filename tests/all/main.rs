@@ -9,4 +9,5 @@ mod hostile;
 mod ledger;
 mod limits;
 mod providers;
+mod scheduler;
 mod tools;

@@ -50,6 +50,21 @@ struct LlmOp {
     max_tokens: Option<u32>,
     #[serde(default)]
     task_type: Option<String>,
+    /// `balanced` (default), `cost`, `quality` or `latency`.
+    #[serde(default)]
+    priority: Option<String>,
+    #[serde(default)]
+    capabilities: Vec<String>,
+    #[serde(default)]
+    min_context: Option<u32>,
+    #[serde(default)]
+    allow_fallback: bool,
+    #[serde(default)]
+    max_cost: Option<f64>,
+    #[serde(default)]
+    max_latency_ms: Option<u32>,
+    #[serde(default)]
+    max_wait_ms: Option<u32>,
 }
 
 #[derive(Deserialize, Default)]
@@ -124,6 +139,29 @@ fn execute(op: Op) -> Result<Value, String> {
             }
             if let Some(t) = o.task_type {
                 req = req.task_type(t);
+            }
+            match o.priority.as_deref() {
+                None | Some("balanced") => {}
+                Some("cost") => req = req.priority(Priority::Cost),
+                Some("quality") => req = req.priority(Priority::Quality),
+                Some("latency") => req = req.priority(Priority::Latency),
+                Some(other) => return Err(format!("unknown priority `{other}`")),
+            }
+            for c in o.capabilities {
+                req = req.capability(c);
+            }
+            if let Some(n) = o.min_context {
+                req = req.min_context(n);
+            }
+            req = req.allow_fallback(o.allow_fallback);
+            if let Some(c) = o.max_cost {
+                req = req.max_cost(c);
+            }
+            if let Some(l) = o.max_latency_ms {
+                req = req.max_latency_ms(l);
+            }
+            if let Some(w) = o.max_wait_ms {
+                req = req.max_wait_ms(w);
             }
             match req.send() {
                 Ok(r) => json!({ "ok": {

@@ -64,6 +64,8 @@ pub struct RecordedRequest {
     /// Header names are lowercase, in the order received.
     pub headers: Vec<(String, String)>,
     pub body: String,
+    /// When the request had been read completely.
+    pub at: std::time::Instant,
 }
 
 impl RecordedRequest {
@@ -230,6 +232,7 @@ async fn read_request(stream: &mut TcpStream) -> std::io::Result<Option<Recorded
         path,
         headers,
         body: String::from_utf8_lossy(&body).into_owned(),
+        at: std::time::Instant::now(),
     }))
 }
 

@@ -1,0 +1,327 @@
+//! The multi-model scheduler: priorities, hard constraints, fallbacks, circuit
+//! breaker, 429 cooldowns, timeouts, version changes, quotas, history, transparency.
+//! Real HTTP providers are local fake servers started by the tests.
+
+use crate::support::fake_http::{FakeResponse, FakeServer};
+use crate::support::*;
+use agentflow::{Host, RunOptions, Status};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+fn ok_body(model: &str, prompt: u32, completion: u32) -> String {
+    json!({
+        "model": model,
+        "choices": [{"message": {"content": format!("reply from {model}")}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": prompt, "completion_tokens": completion}
+    })
+    .to_string()
+}
+
+/// A config with two OpenAI-compatible endpoints: `primary` (good, cheap model) and
+/// `backup`, no provider-level retries so failures reach the scheduler at once.
+fn two_endpoints(primary: &FakeServer, backup: &FakeServer, extra: &str) -> String {
+    format!(
+        r#"
+[llm.scheduler]
+breaker_failures = 2
+breaker_cooldown_ms = 700
+[llm.endpoints.a.openai]
+base_url = "{}/v1"
+timeout_ms = 300
+retry = {{ max_retries = 0 }}
+[llm.endpoints.b.openai]
+base_url = "{}/v1"
+retry = {{ max_retries = 0 }}
+[[llm.models]]
+name = "primary"
+provider = "a"
+input_per_mtok = 0.1
+output_per_mtok = 0.1
+quality = 0.9
+expected_latency_ms = 100
+[[llm.models]]
+name = "backup"
+provider = "b"
+input_per_mtok = 1.0
+output_per_mtok = 1.0
+quality = 0.5
+expected_latency_ms = 500
+{extra}
+"#,
+        primary.url(),
+        backup.url()
+    )
+}
+
+async fn llm_once(host: &Host, op: Value) -> (agentflow::RunReport, Value) {
+    let (report, results) = run_scripted(host, json!([{ "llm": op }]), RunOptions::default()).await;
+    assert_eq!(report.status, Status::Completed, "{report:?}");
+    (report, results[0].clone())
+}
+
+fn chosen(host: &Host, run_id: &str) -> Vec<String> {
+    events(host, run_id)
+        .iter()
+        .filter(|e| e.kind == "llm.decision")
+        .map(|e| e.response["chosen"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn priority_changes_the_choice() {
+    let dir = TempDir::new("sched-priority");
+    let host = host(&dir, "");
+    let mut picks = Vec::new();
+    for p in ["balanced", "cost", "quality", "latency"] {
+        let (_, r) = llm_once(&host, json!({"prompt": "hi", "priority": p})).await;
+        picks.push(r["ok"]["model"].as_str().unwrap().to_string());
+    }
+    assert_eq!(picks, ["mock-small", "mock-small", "mock-large", "mock-fast"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hard_constraints_filter_the_catalog() {
+    let dir = TempDir::new("sched-constraints");
+    let host = host(&dir, "");
+    let model = |r: &Value| r["ok"]["model"].as_str().map(str::to_string).unwrap_or_else(|| r["err"].to_string());
+    let (_, r) = llm_once(&host, json!({"prompt": "see this", "capabilities": ["vision"]})).await;
+    assert_eq!(model(&r), "mock-large");
+    let (_, r) = llm_once(&host, json!({"prompt": "long", "min_context": 150000})).await;
+    assert_eq!(model(&r), "mock-large");
+    let (_, r) = llm_once(&host, json!({"prompt": "huge", "min_context": 300000})).await;
+    assert!(model(&r).contains("NoViableModel") && model(&r).contains("context window"), "{r}");
+    let (_, r) = llm_once(&host, json!({"prompt": "cheap", "max_tokens": 100, "max_cost": 0.0000001})).await;
+    assert!(model(&r).contains("NoViableModel") && model(&r).contains("max $"), "{r}");
+    let (_, r) = llm_once(&host, json!({"prompt": "fast", "max_latency_ms": 200})).await;
+    assert_eq!(model(&r), "mock-fast");
+    let (_, r) = llm_once(&host, json!({"prompt": "pinned", "model": "mock-fast", "priority": "quality"})).await;
+    assert_eq!(model(&r), "mock-fast");
+    let (_, r) = llm_once(&host, json!({"prompt": "x", "model": "gpt-9"})).await;
+    assert!(model(&r).contains("not in the catalog"), "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_fall_back_then_open_the_breaker_then_probe() {
+    let bad = FakeServer::start(vec![FakeResponse::json(500, r#"{"error":"boom"}"#)]).await;
+    let good = FakeServer::start(vec![FakeResponse::json(200, ok_body("backup-v1", 10, 5))]).await;
+    let dir = TempDir::new("sched-breaker");
+    let host = host(&dir, &two_endpoints(&bad, &good, ""));
+
+    // Two calls: primary (best score) fails, the fallback answers within the same call.
+    for expected_bad_requests in [1, 2] {
+        let (report, r) = llm_once(&host, json!({"prompt": "hello"})).await;
+        assert_eq!(r["ok"]["model"], "backup", "{r}");
+        assert_eq!(chosen(&host, &report.run_id), ["primary", "backup"]);
+        assert_eq!(bad.requests().len(), expected_bad_requests);
+    }
+    // Two consecutive failures opened the breaker: primary is skipped outright.
+    let (report, r) = llm_once(&host, json!({"prompt": "hello"})).await;
+    assert_eq!(r["ok"]["model"], "backup");
+    assert_eq!(chosen(&host, &report.run_id), ["backup"]);
+    assert_eq!(bad.requests().len(), 2);
+    let decision = events(&host, &report.run_id).into_iter().find(|e| e.kind == "llm.decision").unwrap();
+    let primary = decision.response["candidates"].as_array().unwrap().iter().find(|c| c["model"] == "primary").unwrap().clone();
+    assert!(primary["excluded"].as_str().unwrap().contains("circuit open"), "{primary}");
+
+    // A pinned model that is unavailable is a typed error, or the fallback when allowed.
+    let (_, r) = llm_once(&host, json!({"prompt": "hello", "model": "primary"})).await;
+    assert!(r["err"].as_str().unwrap().contains("ModelUnavailable"), "{r}");
+    let (_, r) = llm_once(&host, json!({"prompt": "hello", "model": "primary", "allow_fallback": true})).await;
+    assert_eq!(r["ok"]["model"], "backup");
+
+    // After the cooldown one half-open probe goes to primary; it fails and re-opens.
+    tokio::time::sleep(Duration::from_millis(750)).await;
+    let (report, r) = llm_once(&host, json!({"prompt": "hello"})).await;
+    assert_eq!(r["ok"]["model"], "backup");
+    assert_eq!(bad.requests().len(), 3, "exactly one probe");
+    let decision = events(&host, &report.run_id).into_iter().find(|e| e.kind == "llm.decision").unwrap();
+    assert_eq!(decision.response["reservation"]["probe"], true);
+    let status = host.scheduler().status();
+    let p = status.iter().find(|s| s.spec.name == "primary").unwrap();
+    assert_eq!(serde_json::to_value(p.health.breaker).unwrap(), "open");
+    assert!(p.health.error_rate > 0.99);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_cool_the_model_down_for_retry_after() {
+    let busy = FakeServer::start(vec![
+        FakeResponse::json(429, r#"{"error":"slow down"}"#).with_header("retry-after", "1"),
+        FakeResponse::json(200, ok_body("primary-v1", 10, 5)),
+    ])
+    .await;
+    let good = FakeServer::start(vec![FakeResponse::json(200, ok_body("backup-v1", 10, 5))]).await;
+    let dir = TempDir::new("sched-429");
+    let host = host(&dir, &two_endpoints(&busy, &good, ""));
+    let (_, r) = llm_once(&host, json!({"prompt": "hello"})).await;
+    assert_eq!(r["ok"]["model"], "backup", "429 falls back within the call");
+    let (report, r) = llm_once(&host, json!({"prompt": "hello"})).await;
+    assert_eq!(r["ok"]["model"], "backup");
+    assert_eq!(busy.requests().len(), 1, "cooling down: not asked again");
+    let skipped = events(&host, &report.run_id).into_iter().find(|e| e.kind == "llm.decision").unwrap();
+    assert!(skipped.response.to_string().contains("cooling down after a 429"), "{}", skipped.response);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (_, r) = llm_once(&host, json!({"prompt": "hello"})).await;
+    assert_eq!(r["ok"]["model"], "primary", "back after retry-after");
+    assert_eq!(busy.requests().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_replies_time_out_and_fall_back() {
+    let slow = FakeServer::start(vec![FakeResponse::json(200, ok_body("primary-v1", 10, 5)).with_delay(2000)]).await;
+    let good = FakeServer::start(vec![FakeResponse::json(200, ok_body("backup-v1", 10, 5))]).await;
+    let dir = TempDir::new("sched-timeout");
+    let host = host(&dir, &two_endpoints(&slow, &good, ""));
+    let started = Instant::now();
+    let (report, r) = llm_once(&host, json!({"prompt": "hello"})).await;
+    assert_eq!(r["ok"]["model"], "backup");
+    assert!(started.elapsed() < Duration::from_millis(1500), "the 300 ms timeout cut the slow call");
+    let complete = events(&host, &report.run_id).into_iter().find(|e| e.kind == "llm.complete").unwrap();
+    assert!(complete.response["failed_attempts"][0]["error"].as_str().unwrap().contains("timed out"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_version_changes_are_recorded_and_visible() {
+    let server = FakeServer::start(vec![
+        FakeResponse::json(200, ok_body("primary-2024-01", 10, 5)),
+        FakeResponse::json(200, ok_body("primary-2024-06", 10, 5)),
+    ])
+    .await;
+    let dir = TempDir::new("sched-version");
+    let toml = two_endpoints(&server, &server, "");
+    let host = host(&dir, &toml);
+    let (first, _) = llm_once(&host, json!({"prompt": "a"})).await;
+    let (second, _) = llm_once(&host, json!({"prompt": "b"})).await;
+    assert!(!events(&host, &first.run_id).iter().any(|e| e.kind == "llm.model_version_changed"));
+    let change = events(&host, &second.run_id).into_iter().find(|e| e.kind == "llm.model_version_changed").unwrap();
+    assert_eq!(change.response["previous"], "primary-2024-01");
+    assert_eq!(change.response["observed"], "primary-2024-06");
+    let config = agentflow::HostConfig::from_toml(&toml).unwrap();
+    let models = agentflow::observe::models::load(&config, &dir.join("ledger.db")).unwrap();
+    let primary = models.iter().find(|m| m.spec.name == "primary").unwrap();
+    assert_eq!(primary.stats.version_changes.len(), 1);
+    assert_eq!(primary.stats.calls, 2);
+    let table = agentflow::observe::models::render(&models);
+    assert!(table.contains("primary-2024-06 (1 change(s))"), "{table}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_parallel_agents_never_exceed_the_token_quota_in_any_window() {
+    // Every call uses exactly 25 tokens (5 in, 20 out); 250 tokens per 1 s window.
+    let server = FakeServer::start(vec![FakeResponse::json(200, ok_body("quota-model", 5, 20))]).await;
+    let dir = TempDir::new("sched-quota");
+    let toml = format!(
+        r#"
+[limits]
+max_tasks = 32
+[llm.scheduler]
+quota_window_ms = 1000
+[llm.endpoints.q.openai]
+base_url = "{}/v1"
+[[llm.models]]
+name = "metered"
+provider = "q"
+input_per_mtok = 1.0
+output_per_mtok = 1.0
+tpm = 250
+"#,
+        server.url()
+    );
+    let host = host(&dir, &toml);
+    let call = json!({"llm": {"prompt": "quota test call", "max_tokens": 20, "max_wait_ms": 30000}});
+    let child = json!([call, call, call]).to_string();
+    let spawns: Vec<Value> = (0..20)
+        .map(|i| json!({"spawn": {"description": format!("agent {i}"), "input": child}}))
+        .collect();
+    let waits: Vec<Value> = (2..22).map(|id| json!({"wait": id})).collect();
+    let ops: Vec<Value> = spawns.into_iter().chain(waits).collect();
+    let started = Instant::now();
+    let (report, results) = run_scripted(&host, json!(ops), RunOptions::default()).await;
+    assert_eq!(report.status, Status::Completed, "{report:?}");
+    for r in &results[20..] {
+        let out = r["completed"].as_str().expect("child completed");
+        assert!(!out.contains("err"), "every call got through, waiting for quota: {out}");
+    }
+    let arrivals: Vec<Instant> = server.requests().iter().map(|r| r.at).collect();
+    assert_eq!(arrivals.len(), 60);
+    // Any window of the quota's length (less 20 ms for transit jitter) saw at most 10 calls.
+    let mut worst = 0;
+    for (i, start) in arrivals.iter().enumerate() {
+        let n = arrivals[i..].iter().filter(|t| t.duration_since(*start) < Duration::from_millis(980)).count();
+        worst = worst.max(n);
+    }
+    assert!(worst * 25 <= 250, "a window saw {} tokens", worst * 25);
+    assert!(started.elapsed() >= Duration::from_secs(4), "60 calls at 10 per second take ≥ 5 windows");
+    println!("quota test: 60 calls, busiest window {} calls = {} tokens (quota 250), {:?}", worst, worst * 25, started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_without_waiting_is_a_typed_error() {
+    let dir = TempDir::new("sched-quota-err");
+    let host = host(
+        &dir,
+        r#"
+[[llm.models]]
+name = "tiny"
+provider = "mock"
+input_per_mtok = 1.0
+output_per_mtok = 1.0
+rpm = 1
+"#,
+    );
+    let (_, results) =
+        run_scripted(&host, json!([{"llm": {"prompt": "one"}}, {"llm": {"prompt": "two"}}]), RunOptions::default()).await;
+    assert!(results[0]["ok"].is_object());
+    assert!(results[1]["err"].as_str().unwrap().contains("QuotaExhausted"), "{}", results[1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_predicts_tokens_and_quality_scores_count() {
+    let dir = TempDir::new("sched-history");
+    let host = host(&dir, "");
+    let op = json!({"llm": {"prompt": "Summarize this:\nfirst line.\nsecond line.", "task_type": "summarize"}});
+    let (report, _) = run_scripted(&host, json!([op, op, op, op]), RunOptions::default()).await;
+    let decisions: Vec<_> = events(&host, &report.run_id).into_iter().filter(|e| e.kind == "llm.decision").collect();
+    let prediction = |d: &agentflow::ledger::query::EventRow| {
+        d.response["candidates"].as_array().unwrap().iter().find(|c| c["model"] == "mock-small").unwrap()["prediction"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(prediction(&decisions[0]), "prompt-length estimate");
+    assert_eq!(prediction(&decisions[3]), "history of 3 `summarize` calls");
+
+    for _ in 0..6 {
+        host.scheduler().record_quality("mock-small", "summarize", 0.0, "test-validator").unwrap();
+    }
+    let (_, r) = llm_once(&host, json!({"prompt": "again"})).await;
+    assert_eq!(r["ok"]["model"], "mock-fast", "a poor quality record moves the balanced choice");
+    assert!(host.scheduler().record_quality("mock-small", "x", 1.5, "bad").is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspect_shows_the_model_chosen_per_call_and_why() {
+    let dir = TempDir::new("sched-inspect");
+    let host = host(&dir, "");
+    let (report, _) = llm_once(&host, json!({"prompt": "hi", "priority": "quality"})).await;
+    let conn = host.ledger().reader().unwrap();
+    let view = agentflow::observe::inspect::load(&conn, &report.run_id).unwrap().unwrap();
+    let text = agentflow::observe::inspect::render(&view);
+    assert!(text.contains("→ mock-large: mock-large ranks first for priority Quality"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_catalogs_are_clear_errors() {
+    let dir = TempDir::new("sched-bad");
+    let err = |toml: &str| {
+        let mut config = agentflow::HostConfig::from_toml(toml).map_err(|e| e.to_string())?;
+        config.cache_dir = Some(cache_dir());
+        Host::new(config, dir.join("x.db")).map(|_| ()).map_err(|e| format!("{e:#}"))
+    };
+    let e = err("[[llm.models]]\nname = \"m\"\nprovider = \"nowhere\"\ninput_per_mtok = 1.0\noutput_per_mtok = 1.0\n").unwrap_err();
+    assert!(e.contains("unknown provider `nowhere`"), "{e}");
+    let twice = "[[llm.models]]\nname = \"m\"\nprovider = \"mock\"\ninput_per_mtok = 1.0\noutput_per_mtok = 1.0\n";
+    let e = err(&format!("{twice}{twice}")).unwrap_err();
+    assert!(e.contains("listed twice"), "{e}");
+    let e = err("[llm.scheduler]\nbreaker_failurs = 3\n").unwrap_err();
+    assert!(e.contains("breaker_failurs"), "{e}");
+}
