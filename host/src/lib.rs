@@ -32,8 +32,8 @@ pub use config::HostConfig;
 pub use ledger::Status;
 
 use ledger::{Ledger, NewRun};
-use scheduler::Scheduler;
 use runtime::{LoadedAgent, Runtime};
+use scheduler::Scheduler;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -20,7 +20,10 @@ async fn hello_makes_one_llm_call_and_returns_its_reply() {
     assert_eq!(report.tasks, 1);
     assert!(report.tokens > 0 && report.cost_usd > 0.0);
     let events = events(&host, &report.run_id);
-    assert_eq!(kinds(&events, 1), vec!["llm.decision", "llm.complete", "trace.step"]);
+    assert_eq!(
+        kinds(&events, 1),
+        vec!["llm.decision", "llm.complete", "trace.step"]
+    );
     let llm = events.iter().find(|e| e.kind == "llm.complete").unwrap();
     assert_eq!(llm.response["text"].as_str().unwrap(), out);
     assert_eq!(llm.model.as_deref(), Some("mock-small"));

@@ -62,7 +62,10 @@ async fn every_result_is_committed_before_the_guest_sees_it_and_in_order() {
         serde_json::from_str(results[i]["ok"].as_str().unwrap()).unwrap()
     };
     assert_eq!(seen(1), vec!["llm.decision", "llm.complete"]);
-    assert_eq!(seen(4), vec!["llm.decision", "llm.complete", "tools.call", "trace.step"]);
+    assert_eq!(
+        seen(4),
+        vec!["llm.decision", "llm.complete", "tools.call", "trace.step"]
+    );
     assert_eq!(
         seen(8),
         vec![

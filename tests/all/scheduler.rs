@@ -76,25 +76,51 @@ async fn priority_changes_the_choice() {
         let (_, r) = llm_once(&host, json!({"prompt": "hi", "priority": p})).await;
         picks.push(r["ok"]["model"].as_str().unwrap().to_string());
     }
-    assert_eq!(picks, ["mock-small", "mock-small", "mock-large", "mock-fast"]);
+    assert_eq!(
+        picks,
+        ["mock-small", "mock-small", "mock-large", "mock-fast"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hard_constraints_filter_the_catalog() {
     let dir = TempDir::new("sched-constraints");
     let host = host(&dir, "");
-    let model = |r: &Value| r["ok"]["model"].as_str().map(str::to_string).unwrap_or_else(|| r["err"].to_string());
-    let (_, r) = llm_once(&host, json!({"prompt": "see this", "capabilities": ["vision"]})).await;
+    let model = |r: &Value| {
+        r["ok"]["model"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| r["err"].to_string())
+    };
+    let (_, r) = llm_once(
+        &host,
+        json!({"prompt": "see this", "capabilities": ["vision"]}),
+    )
+    .await;
     assert_eq!(model(&r), "mock-large");
     let (_, r) = llm_once(&host, json!({"prompt": "long", "min_context": 150000})).await;
     assert_eq!(model(&r), "mock-large");
     let (_, r) = llm_once(&host, json!({"prompt": "huge", "min_context": 300000})).await;
-    assert!(model(&r).contains("NoViableModel") && model(&r).contains("context window"), "{r}");
-    let (_, r) = llm_once(&host, json!({"prompt": "cheap", "max_tokens": 100, "max_cost": 0.0000001})).await;
-    assert!(model(&r).contains("NoViableModel") && model(&r).contains("max $"), "{r}");
+    assert!(
+        model(&r).contains("NoViableModel") && model(&r).contains("context window"),
+        "{r}"
+    );
+    let (_, r) = llm_once(
+        &host,
+        json!({"prompt": "cheap", "max_tokens": 100, "max_cost": 0.0000001}),
+    )
+    .await;
+    assert!(
+        model(&r).contains("NoViableModel") && model(&r).contains("max $"),
+        "{r}"
+    );
     let (_, r) = llm_once(&host, json!({"prompt": "fast", "max_latency_ms": 200})).await;
     assert_eq!(model(&r), "mock-fast");
-    let (_, r) = llm_once(&host, json!({"prompt": "pinned", "model": "mock-fast", "priority": "quality"})).await;
+    let (_, r) = llm_once(
+        &host,
+        json!({"prompt": "pinned", "model": "mock-fast", "priority": "quality"}),
+    )
+    .await;
     assert_eq!(model(&r), "mock-fast");
     let (_, r) = llm_once(&host, json!({"prompt": "x", "model": "gpt-9"})).await;
     assert!(model(&r).contains("not in the catalog"), "{r}");
@@ -119,14 +145,36 @@ async fn failures_fall_back_then_open_the_breaker_then_probe() {
     assert_eq!(r["ok"]["model"], "backup");
     assert_eq!(chosen(&host, &report.run_id), ["backup"]);
     assert_eq!(bad.requests().len(), 2);
-    let decision = events(&host, &report.run_id).into_iter().find(|e| e.kind == "llm.decision").unwrap();
-    let primary = decision.response["candidates"].as_array().unwrap().iter().find(|c| c["model"] == "primary").unwrap().clone();
-    assert!(primary["excluded"].as_str().unwrap().contains("circuit open"), "{primary}");
+    let decision = events(&host, &report.run_id)
+        .into_iter()
+        .find(|e| e.kind == "llm.decision")
+        .unwrap();
+    let primary = decision.response["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["model"] == "primary")
+        .unwrap()
+        .clone();
+    assert!(
+        primary["excluded"]
+            .as_str()
+            .unwrap()
+            .contains("circuit open"),
+        "{primary}"
+    );
 
     // A pinned model that is unavailable is a typed error, or the fallback when allowed.
     let (_, r) = llm_once(&host, json!({"prompt": "hello", "model": "primary"})).await;
-    assert!(r["err"].as_str().unwrap().contains("ModelUnavailable"), "{r}");
-    let (_, r) = llm_once(&host, json!({"prompt": "hello", "model": "primary", "allow_fallback": true})).await;
+    assert!(
+        r["err"].as_str().unwrap().contains("ModelUnavailable"),
+        "{r}"
+    );
+    let (_, r) = llm_once(
+        &host,
+        json!({"prompt": "hello", "model": "primary", "allow_fallback": true}),
+    )
+    .await;
     assert_eq!(r["ok"]["model"], "backup");
 
     // After the cooldown one half-open probe goes to primary; it fails and re-opens.
@@ -134,7 +182,10 @@ async fn failures_fall_back_then_open_the_breaker_then_probe() {
     let (report, r) = llm_once(&host, json!({"prompt": "hello"})).await;
     assert_eq!(r["ok"]["model"], "backup");
     assert_eq!(bad.requests().len(), 3, "exactly one probe");
-    let decision = events(&host, &report.run_id).into_iter().find(|e| e.kind == "llm.decision").unwrap();
+    let decision = events(&host, &report.run_id)
+        .into_iter()
+        .find(|e| e.kind == "llm.decision")
+        .unwrap();
     assert_eq!(decision.response["reservation"]["probe"], true);
     let status = host.scheduler().status();
     let p = status.iter().find(|s| s.spec.name == "primary").unwrap();
@@ -157,8 +208,18 @@ async fn rate_limits_cool_the_model_down_for_retry_after() {
     let (report, r) = llm_once(&host, json!({"prompt": "hello"})).await;
     assert_eq!(r["ok"]["model"], "backup");
     assert_eq!(busy.requests().len(), 1, "cooling down: not asked again");
-    let skipped = events(&host, &report.run_id).into_iter().find(|e| e.kind == "llm.decision").unwrap();
-    assert!(skipped.response.to_string().contains("cooling down after a 429"), "{}", skipped.response);
+    let skipped = events(&host, &report.run_id)
+        .into_iter()
+        .find(|e| e.kind == "llm.decision")
+        .unwrap();
+    assert!(
+        skipped
+            .response
+            .to_string()
+            .contains("cooling down after a 429"),
+        "{}",
+        skipped.response
+    );
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let (_, r) = llm_once(&host, json!({"prompt": "hello"})).await;
     assert_eq!(r["ok"]["model"], "primary", "back after retry-after");
@@ -167,16 +228,30 @@ async fn rate_limits_cool_the_model_down_for_retry_after() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_replies_time_out_and_fall_back() {
-    let slow = FakeServer::start(vec![FakeResponse::json(200, ok_body("primary-v1", 10, 5)).with_delay(2000)]).await;
+    let slow = FakeServer::start(vec![
+        FakeResponse::json(200, ok_body("primary-v1", 10, 5)).with_delay(2000),
+    ])
+    .await;
     let good = FakeServer::start(vec![FakeResponse::json(200, ok_body("backup-v1", 10, 5))]).await;
     let dir = TempDir::new("sched-timeout");
     let host = host(&dir, &two_endpoints(&slow, &good, ""));
     let started = Instant::now();
     let (report, r) = llm_once(&host, json!({"prompt": "hello"})).await;
     assert_eq!(r["ok"]["model"], "backup");
-    assert!(started.elapsed() < Duration::from_millis(1500), "the 300 ms timeout cut the slow call");
-    let complete = events(&host, &report.run_id).into_iter().find(|e| e.kind == "llm.complete").unwrap();
-    assert!(complete.response["failed_attempts"][0]["error"].as_str().unwrap().contains("timed out"));
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "the 300 ms timeout cut the slow call"
+    );
+    let complete = events(&host, &report.run_id)
+        .into_iter()
+        .find(|e| e.kind == "llm.complete")
+        .unwrap();
+    assert!(
+        complete.response["failed_attempts"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("timed out")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -191,8 +266,15 @@ async fn model_version_changes_are_recorded_and_visible() {
     let host = host(&dir, &toml);
     let (first, _) = llm_once(&host, json!({"prompt": "a"})).await;
     let (second, _) = llm_once(&host, json!({"prompt": "b"})).await;
-    assert!(!events(&host, &first.run_id).iter().any(|e| e.kind == "llm.model_version_changed"));
-    let change = events(&host, &second.run_id).into_iter().find(|e| e.kind == "llm.model_version_changed").unwrap();
+    assert!(
+        !events(&host, &first.run_id)
+            .iter()
+            .any(|e| e.kind == "llm.model_version_changed")
+    );
+    let change = events(&host, &second.run_id)
+        .into_iter()
+        .find(|e| e.kind == "llm.model_version_changed")
+        .unwrap();
     assert_eq!(change.response["previous"], "primary-2024-01");
     assert_eq!(change.response["observed"], "primary-2024-06");
     let config = agentflow::HostConfig::from_toml(&toml).unwrap();
@@ -207,7 +289,8 @@ async fn model_version_changes_are_recorded_and_visible() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_parallel_agents_never_exceed_the_token_quota_in_any_window() {
     // Every call uses exactly 25 tokens (5 in, 20 out); 250 tokens per 1 s window.
-    let server = FakeServer::start(vec![FakeResponse::json(200, ok_body("quota-model", 5, 20))]).await;
+    let server =
+        FakeServer::start(vec![FakeResponse::json(200, ok_body("quota-model", 5, 20))]).await;
     let dir = TempDir::new("sched-quota");
     let toml = format!(
         r#"
@@ -227,7 +310,8 @@ tpm = 250
         server.url()
     );
     let host = host(&dir, &toml);
-    let call = json!({"llm": {"prompt": "quota test call", "max_tokens": 20, "max_wait_ms": 30000}});
+    let call =
+        json!({"llm": {"prompt": "quota test call", "max_tokens": 20, "max_wait_ms": 30000}});
     let child = json!([call, call, call]).to_string();
     let spawns: Vec<Value> = (0..20)
         .map(|i| json!({"spawn": {"description": format!("agent {i}"), "input": child}}))
@@ -239,19 +323,33 @@ tpm = 250
     assert_eq!(report.status, Status::Completed, "{report:?}");
     for r in &results[20..] {
         let out = r["completed"].as_str().expect("child completed");
-        assert!(!out.contains("err"), "every call got through, waiting for quota: {out}");
+        assert!(
+            !out.contains("err"),
+            "every call got through, waiting for quota: {out}"
+        );
     }
     let arrivals: Vec<Instant> = server.requests().iter().map(|r| r.at).collect();
     assert_eq!(arrivals.len(), 60);
     // Any window of the quota's length (less 20 ms for transit jitter) saw at most 10 calls.
     let mut worst = 0;
     for (i, start) in arrivals.iter().enumerate() {
-        let n = arrivals[i..].iter().filter(|t| t.duration_since(*start) < Duration::from_millis(980)).count();
+        let n = arrivals[i..]
+            .iter()
+            .filter(|t| t.duration_since(*start) < Duration::from_millis(980))
+            .count();
         worst = worst.max(n);
     }
     assert!(worst * 25 <= 250, "a window saw {} tokens", worst * 25);
-    assert!(started.elapsed() >= Duration::from_secs(4), "60 calls at 10 per second take ≥ 5 windows");
-    println!("quota test: 60 calls, busiest window {} calls = {} tokens (quota 250), {:?}", worst, worst * 25, started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "60 calls at 10 per second take ≥ 5 windows"
+    );
+    println!(
+        "quota test: 60 calls, busiest window {} calls = {} tokens (quota 250), {:?}",
+        worst,
+        worst * 25,
+        started.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -268,10 +366,21 @@ output_per_mtok = 1.0
 rpm = 1
 "#,
     );
-    let (_, results) =
-        run_scripted(&host, json!([{"llm": {"prompt": "one"}}, {"llm": {"prompt": "two"}}]), RunOptions::default()).await;
+    let (_, results) = run_scripted(
+        &host,
+        json!([{"llm": {"prompt": "one"}}, {"llm": {"prompt": "two"}}]),
+        RunOptions::default(),
+    )
+    .await;
     assert!(results[0]["ok"].is_object());
-    assert!(results[1]["err"].as_str().unwrap().contains("QuotaExhausted"), "{}", results[1]);
+    assert!(
+        results[1]["err"]
+            .as_str()
+            .unwrap()
+            .contains("QuotaExhausted"),
+        "{}",
+        results[1]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -280,9 +389,17 @@ async fn history_predicts_tokens_and_quality_scores_count() {
     let host = host(&dir, "");
     let op = json!({"llm": {"prompt": "Summarize this:\nfirst line.\nsecond line.", "task_type": "summarize"}});
     let (report, _) = run_scripted(&host, json!([op, op, op, op]), RunOptions::default()).await;
-    let decisions: Vec<_> = events(&host, &report.run_id).into_iter().filter(|e| e.kind == "llm.decision").collect();
+    let decisions: Vec<_> = events(&host, &report.run_id)
+        .into_iter()
+        .filter(|e| e.kind == "llm.decision")
+        .collect();
     let prediction = |d: &agentflow::ledger::query::EventRow| {
-        d.response["candidates"].as_array().unwrap().iter().find(|c| c["model"] == "mock-small").unwrap()["prediction"]
+        d.response["candidates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["model"] == "mock-small")
+            .unwrap()["prediction"]
             .as_str()
             .unwrap()
             .to_string()
@@ -291,11 +408,20 @@ async fn history_predicts_tokens_and_quality_scores_count() {
     assert_eq!(prediction(&decisions[3]), "history of 3 `summarize` calls");
 
     for _ in 0..6 {
-        host.scheduler().record_quality("mock-small", "summarize", 0.0, "test-validator").unwrap();
+        host.scheduler()
+            .record_quality("mock-small", "summarize", 0.0, "test-validator")
+            .unwrap();
     }
     let (_, r) = llm_once(&host, json!({"prompt": "again"})).await;
-    assert_eq!(r["ok"]["model"], "mock-fast", "a poor quality record moves the balanced choice");
-    assert!(host.scheduler().record_quality("mock-small", "x", 1.5, "bad").is_err());
+    assert_eq!(
+        r["ok"]["model"], "mock-fast",
+        "a poor quality record moves the balanced choice"
+    );
+    assert!(
+        host.scheduler()
+            .record_quality("mock-small", "x", 1.5, "bad")
+            .is_err()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -304,9 +430,14 @@ async fn inspect_shows_the_model_chosen_per_call_and_why() {
     let host = host(&dir, "");
     let (report, _) = llm_once(&host, json!({"prompt": "hi", "priority": "quality"})).await;
     let conn = host.ledger().reader().unwrap();
-    let view = agentflow::observe::inspect::load(&conn, &report.run_id).unwrap().unwrap();
+    let view = agentflow::observe::inspect::load(&conn, &report.run_id)
+        .unwrap()
+        .unwrap();
     let text = agentflow::observe::inspect::render(&view);
-    assert!(text.contains("→ mock-large: mock-large ranks first for priority Quality"), "{text}");
+    assert!(
+        text.contains("→ mock-large: mock-large ranks first for priority Quality"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -315,7 +446,9 @@ async fn bad_catalogs_are_clear_errors() {
     let err = |toml: &str| {
         let mut config = agentflow::HostConfig::from_toml(toml).map_err(|e| e.to_string())?;
         config.cache_dir = Some(cache_dir());
-        Host::new(config, dir.join("x.db")).map(|_| ()).map_err(|e| format!("{e:#}"))
+        Host::new(config, dir.join("x.db"))
+            .map(|_| ())
+            .map_err(|e| format!("{e:#}"))
     };
     let e = err("[[llm.models]]\nname = \"m\"\nprovider = \"nowhere\"\ninput_per_mtok = 1.0\noutput_per_mtok = 1.0\n").unwrap_err();
     assert!(e.contains("unknown provider `nowhere`"), "{e}");

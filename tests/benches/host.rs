@@ -5,6 +5,8 @@
 //!    durable ledger, limits, recording WASI).
 //! 2. Host-call round trip with the durable ledger on (`trace.log`, and a mock
 //!    `llm.complete`), from the per-call slope of runs with 0 and N calls.
+//! 4. Scheduler decision latency with 50 models in the catalog (plan: filter, predict,
+//!    score; and plan + quota reservation + release).
 //! 3. A tree of 111 agents (root → 10 → 10 each), each doing 5 steps of one mock LLM
 //!    call + one `kv` tool call, durable ledger on: wall time and per-step cost.
 
@@ -165,6 +167,52 @@ async fn tree() -> (Duration, u64, i64) {
     (wall, r.tasks, events)
 }
 
+async fn decision_latency(iterations: u32) -> (Duration, Duration) {
+    use agentflow::scheduler::{Priority, SchedRequest};
+    let dir = scratch("decide");
+    let mut toml = String::new();
+    for i in 0..50 {
+        toml.push_str(&format!(
+            "[[llm.models]]\nname = \"m{i}\"\nprovider = \"mock\"\ninput_per_mtok = {}\noutput_per_mtok = {}\n\
+             quality = {}\nexpected_latency_ms = {}\ncontext_window = {}\ncapabilities = [\"function-calling\"]\ntpm = 1000000000\n",
+            0.1 + i as f64 * 0.2,
+            0.3 + i as f64 * 0.6,
+            0.3 + (i % 7) as f64 * 0.1,
+            100 + (i * 37) % 2000,
+            if i % 5 == 0 { 8_000 } else { 128_000 },
+        ));
+    }
+    let host = host(&dir, &toml);
+    let scheduler = host.scheduler();
+    let req = SchedRequest {
+        estimated_input_tokens: 1200,
+        max_output_tokens: 512,
+        priority: Priority::Balanced,
+        capabilities: vec!["function-calling".into()],
+        min_context_window: None,
+        task_type: Some("summarize".into()),
+        pinned: None,
+        allow_fallback: true,
+        max_cost_usd: None,
+        max_latency_ms: None,
+        max_wait_ms: None,
+        budget_remaining: 100.0,
+    };
+    let start = Instant::now();
+    for _ in 0..iterations {
+        let plan = scheduler.plan(&req).unwrap();
+        assert_eq!(plan.candidates.len(), 50);
+    }
+    let plan_only = start.elapsed() / iterations;
+    let start = Instant::now();
+    for _ in 0..iterations {
+        let plan = scheduler.plan(&req).unwrap();
+        let grant = scheduler.acquire(&plan, &req, &[]).await.unwrap();
+        scheduler.release(&grant);
+    }
+    (plan_only, start.elapsed() / iterations)
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -202,6 +250,16 @@ fn main() {
         println!(
             "   llm.complete (mock provider)             {:>12}",
             fmt(llm)
+        );
+        let (plan, decide) = decision_latency(5000).await;
+        println!("4. scheduler decision, 50 models in the catalog");
+        println!(
+            "   plan (filter, predict, score)            {:>12}",
+            fmt(plan)
+        );
+        println!(
+            "   plan + quota reservation + release       {:>12}",
+            fmt(decide)
         );
         let (wall, tasks, events) = tree().await;
         let steps = tasks * 5;

@@ -115,7 +115,10 @@ impl Host for TaskCtx {
             .sum();
         let sreq = SchedRequest {
             estimated_input_tokens,
-            max_output_tokens: req.max_output_tokens.unwrap_or(self.run.default_max_output_tokens) as u64,
+            max_output_tokens: req
+                .max_output_tokens
+                .unwrap_or(self.run.default_max_output_tokens)
+                as u64,
             priority: priority(req.priority),
             capabilities: req.capabilities.clone(),
             min_context_window: req.min_context_window,
@@ -134,8 +137,14 @@ impl Host for TaskCtx {
             Ok(plan) => plan,
             Err(e) => {
                 let e = sched_error(e);
-                self.record(Call::plain("llm.complete", false, request_json, error_json(&e), started_at))
-                    .await?;
+                self.record(Call::plain(
+                    "llm.complete",
+                    false,
+                    request_json,
+                    error_json(&e),
+                    started_at,
+                ))
+                .await?;
                 return Ok(Err(e));
             }
         };
@@ -143,7 +152,11 @@ impl Host for TaskCtx {
         let mut tried: Vec<String> = Vec::new();
         let mut failures: Vec<serde_json::Value> = Vec::new();
         let mut last_error: Option<LlmError> = None;
-        let attempts = if sreq.allow_fallback { scheduler.max_attempts() } else { 1 };
+        let attempts = if sreq.allow_fallback {
+            scheduler.max_attempts()
+        } else {
+            1
+        };
         while tried.len() < attempts {
             let grant = match scheduler.acquire(&plan, &sreq, &tried).await {
                 Ok(g) => g,
@@ -153,7 +166,10 @@ impl Host for TaskCtx {
                 }
             };
             tried.push(grant.model.clone());
-            let spec = scheduler.model(&grant.model).expect("granted models are in the catalog").clone();
+            let spec = scheduler
+                .model(&grant.model)
+                .expect("granted models are in the catalog")
+                .clone();
             let price = spec.price();
             let worst = price.cost(sreq.estimated_input_tokens, sreq.max_output_tokens);
             let reservation = match self.run.budget.reserve(worst) {
@@ -164,13 +180,22 @@ impl Host for TaskCtx {
                     continue;
                 }
             };
-            let fallbacks: Vec<&String> = plan.ranked.iter().filter(|m| !tried.contains(m)).take(attempts - tried.len()).collect();
+            let fallbacks: Vec<&String> = plan
+                .ranked
+                .iter()
+                .filter(|m| !tried.contains(m))
+                .take(attempts - tried.len())
+                .collect();
             let reason = if tried.len() == 1 {
                 format!(
                     "{} ranks first for priority {:?}{}",
                     grant.model,
                     plan.priority,
-                    if grant.skipped.is_empty() { String::new() } else { format!(" after skipping {:?}", grant.skipped) }
+                    if grant.skipped.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" after skipping {:?}", grant.skipped)
+                    }
                 )
             } else {
                 format!("fallback after {} failed", tried[tried.len() - 2])
@@ -185,11 +210,20 @@ impl Host for TaskCtx {
                 "candidates": plan.candidates,
                 "reservation": { "tokens": grant.reserved_tokens, "usd": worst, "probe": grant.probe, "waited_ms": grant.waited_ms },
             });
-            let mut decision_call = Call::plain("llm.decision", true, json!({ "scheduling": sreq }), decision, started_at);
+            let mut decision_call = Call::plain(
+                "llm.decision",
+                true,
+                json!({ "scheduling": sreq }),
+                decision,
+                started_at,
+            );
             decision_call.model = Some(grant.model.clone());
             self.record(decision_call).await?;
 
-            let chat = ChatRequest { model: spec.provider_model_id().to_string(), ..template.clone() };
+            let chat = ChatRequest {
+                model: spec.provider_model_id().to_string(),
+                ..template.clone()
+            };
             let provider = scheduler.provider(&spec);
             let sent = Instant::now();
             match provider.complete(&chat).await {
@@ -197,20 +231,40 @@ impl Host for TaskCtx {
                     let latency = sent.elapsed();
                     let cost = price.cost(reply.input_tokens as u64, reply.output_tokens as u64);
                     self.run.budget.settle(reservation, cost);
-                    let change = scheduler.succeeded(&grant, sreq.task_type.as_deref(), &reply, latency, cost);
+                    let change = scheduler.succeeded(
+                        &grant,
+                        sreq.task_type.as_deref(),
+                        &reply,
+                        latency,
+                        cost,
+                    );
                     if let Some(change) = &change {
-                        self.record(Call::plain("llm.model_version_changed", true, json!({ "model": grant.model }), json!(change), started_at))
-                            .await?;
+                        self.record(Call::plain(
+                            "llm.model_version_changed",
+                            true,
+                            json!({ "model": grant.model }),
+                            json!(change),
+                            started_at,
+                        ))
+                        .await?;
                     }
                     let response = Response {
                         text: reply.text.clone(),
                         tool_calls: reply
                             .tool_calls
                             .iter()
-                            .map(|c| ToolCall { id: c.id.clone(), name: c.name.clone(), arguments: c.arguments.clone() })
+                            .map(|c| ToolCall {
+                                id: c.id.clone(),
+                                name: c.name.clone(),
+                                arguments: c.arguments.clone(),
+                            })
                             .collect(),
                         model: grant.model.clone(),
-                        usage: Usage { input_tokens: reply.input_tokens, output_tokens: reply.output_tokens, cost_usd: cost },
+                        usage: Usage {
+                            input_tokens: reply.input_tokens,
+                            output_tokens: reply.output_tokens,
+                            cost_usd: cost,
+                        },
                         finish_reason: finish(reply.finish_reason),
                     };
                     let mut response_json = serde_json::to_value(&reply)?;
@@ -245,7 +299,8 @@ impl Host for TaskCtx {
                 }
             }
         }
-        let e = last_error.unwrap_or_else(|| LlmError::NoViableModel("no model could take the call".into()));
+        let e = last_error
+            .unwrap_or_else(|| LlmError::NoViableModel("no model could take the call".into()));
         let mut response = error_json(&e);
         response["failed_attempts"] = json!(failures);
         let mut call = Call::plain("llm.complete", false, request_json, response, started_at);

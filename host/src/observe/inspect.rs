@@ -51,8 +51,14 @@ pub fn load(conn: &Connection, run: &str) -> Result<Option<RunView>, LedgerError
                     decisions.push(format!(
                         "llm #{} → {}: {}",
                         e.seq,
-                        e.response.get("chosen").and_then(|v| v.as_str()).unwrap_or("?"),
-                        e.response.get("reason").and_then(|v| v.as_str()).unwrap_or("")
+                        e.response
+                            .get("chosen")
+                            .and_then(|v| v.as_str())
+                            .unwrap_or("?"),
+                        e.response
+                            .get("reason")
+                            .and_then(|v| v.as_str())
+                            .unwrap_or("")
                     ));
                 }
                 *calls.entry(e.kind.clone()).or_insert(0) += 1;

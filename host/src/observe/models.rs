@@ -21,7 +21,10 @@ pub struct ModelView {
 pub fn load(config: &HostConfig, db: &Path) -> anyhow::Result<Vec<ModelView>> {
     let perf_path = perf::path_for_ledger(db);
     let conn = if perf_path.exists() {
-        Some(rusqlite::Connection::open_with_flags(&perf_path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?)
+        Some(rusqlite::Connection::open_with_flags(
+            &perf_path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )?)
     } else {
         None
     };
@@ -43,12 +46,25 @@ pub fn render(models: &[ModelView]) -> String {
     let _ = writeln!(
         out,
         "{:<16} {:<10} {:>8} {:>8} {:>8} {:>5} {:<10} {:>6} {:>7} {:>9} {:>14}  version",
-        "model", "provider", "$in/M", "$out/M", "context", "qual", "breaker", "calls", "errors", "avg ms", "tok/min used"
+        "model",
+        "provider",
+        "$in/M",
+        "$out/M",
+        "context",
+        "qual",
+        "breaker",
+        "calls",
+        "errors",
+        "avg ms",
+        "tok/min used"
     );
     for m in models {
         let s = &m.stats;
         let health = s.health.as_ref();
-        let breaker = health.and_then(|h| h.get("breaker")).and_then(|b| b.as_str()).unwrap_or("closed");
+        let breaker = health
+            .and_then(|h| h.get("breaker"))
+            .and_then(|b| b.as_str())
+            .unwrap_or("closed");
         let version = health
             .and_then(|h| h.get("observed_version"))
             .and_then(|v| v.as_str())
@@ -70,10 +86,16 @@ pub fn render(models: &[ModelView]) -> String {
             breaker,
             s.calls,
             s.errors,
-            s.avg_latency_ms.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
+            s.avg_latency_ms
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "-".into()),
             quota,
             version,
-            if s.version_changes.is_empty() { String::new() } else { format!(" ({} change(s))", s.version_changes.len()) }
+            if s.version_changes.is_empty() {
+                String::new()
+            } else {
+                format!(" ({} change(s))", s.version_changes.len())
+            }
         );
     }
     out

@@ -170,8 +170,12 @@ pub fn build_named(
     }
     match name {
         "mock" => Ok(Arc::new(mock::MockProvider::new(config.mock.clone())?)),
-        "openai" => Ok(Arc::new(openai::OpenAiProvider::new(config.openai.clone())?)),
-        "anthropic" => Ok(Arc::new(anthropic::AnthropicProvider::new(config.anthropic.clone())?)),
+        "openai" => Ok(Arc::new(openai::OpenAiProvider::new(
+            config.openai.clone(),
+        )?)),
+        "anthropic" => Ok(Arc::new(anthropic::AnthropicProvider::new(
+            config.anthropic.clone(),
+        )?)),
         other => anyhow::bail!(
             "unknown provider `{other}`: expected mock, openai, anthropic or a name under [llm.endpoints]"
         ),

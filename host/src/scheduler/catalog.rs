@@ -72,10 +72,19 @@ impl ModelSpec {
 
     /// Whether the model has every capability in `needed`.
     pub fn has_capabilities(&self, needed: &[String]) -> bool {
-        needed.iter().all(|c| self.capabilities.iter().any(|m| m.eq_ignore_ascii_case(c)))
+        needed
+            .iter()
+            .all(|c| self.capabilities.iter().any(|m| m.eq_ignore_ascii_case(c)))
     }
 
-    fn mock(name: &str, price: (f64, f64), context: u32, caps: &[&str], quality: f64, latency: u64) -> ModelSpec {
+    fn mock(
+        name: &str,
+        price: (f64, f64),
+        context: u32,
+        caps: &[&str],
+        quality: f64,
+        latency: u64,
+    ) -> ModelSpec {
         ModelSpec {
             name: name.into(),
             provider: "mock".into(),
@@ -96,8 +105,22 @@ impl ModelSpec {
 /// The built-in mock catalog: a cheap model, a strong one and a fast one.
 pub fn builtin_mock_models() -> Vec<ModelSpec> {
     vec![
-        ModelSpec::mock("mock-small", (0.5, 1.5), 128_000, &["function-calling"], 0.6, 400),
-        ModelSpec::mock("mock-large", (5.0, 15.0), 200_000, &["function-calling", "vision"], 0.9, 1500),
+        ModelSpec::mock(
+            "mock-small",
+            (0.5, 1.5),
+            128_000,
+            &["function-calling"],
+            0.6,
+            400,
+        ),
+        ModelSpec::mock(
+            "mock-large",
+            (5.0, 15.0),
+            200_000,
+            &["function-calling", "vision"],
+            0.9,
+            1500,
+        ),
         ModelSpec::mock("mock-fast", (1.0, 3.0), 32_000, &[], 0.5, 150),
     ]
 }
@@ -107,8 +130,16 @@ pub fn catalog(llm: &LlmConfig) -> Vec<ModelSpec> {
     if !llm.models.is_empty() {
         return llm.models.clone();
     }
-    let provider = llm.providers.provider.clone().unwrap_or_else(|| "mock".into());
-    let mut models = if provider == "mock" { builtin_mock_models() } else { Vec::new() };
+    let provider = llm
+        .providers
+        .provider
+        .clone()
+        .unwrap_or_else(|| "mock".into());
+    let mut models = if provider == "mock" {
+        builtin_mock_models()
+    } else {
+        Vec::new()
+    };
     for (name, price) in &llm.prices {
         if let Some(m) = models.iter_mut().find(|m| &m.name == name) {
             m.input_per_mtok = price.input_per_mtok;

@@ -145,18 +145,28 @@ impl Health {
     }
 
     /// Record a success; returns a version change if the provider reported a new one.
-    pub fn success(&mut self, model: &str, latency: Duration, observed_version: &str) -> Option<VersionChange> {
-        self.push(Sample { latency_ms: latency.as_millis() as u64, ok: true });
+    pub fn success(
+        &mut self,
+        model: &str,
+        latency: Duration,
+        observed_version: &str,
+    ) -> Option<VersionChange> {
+        self.push(Sample {
+            latency_ms: latency.as_millis() as u64,
+            ok: true,
+        });
         self.consecutive_failures = 0;
         self.breaker = Breaker::Closed;
         self.open_until = None;
         self.probe_in_flight = false;
         let change = match &self.observed_version {
-            Some(prev) if prev != observed_version && !observed_version.is_empty() => Some(VersionChange {
-                model: model.to_string(),
-                previous: prev.clone(),
-                observed: observed_version.to_string(),
-            }),
+            Some(prev) if prev != observed_version && !observed_version.is_empty() => {
+                Some(VersionChange {
+                    model: model.to_string(),
+                    previous: prev.clone(),
+                    observed: observed_version.to_string(),
+                })
+            }
             _ => None,
         };
         if !observed_version.is_empty() {
@@ -167,8 +177,18 @@ impl Health {
 
     /// Record a failure. `retry_after` (a 429) cools the model down instead of counting
     /// towards the breaker.
-    pub fn failure(&mut self, latency: Duration, retry_after: Option<Duration>, now: Instant, threshold: u32, cooldown: Duration) {
-        self.push(Sample { latency_ms: latency.as_millis() as u64, ok: false });
+    pub fn failure(
+        &mut self,
+        latency: Duration,
+        retry_after: Option<Duration>,
+        now: Instant,
+        threshold: u32,
+        cooldown: Duration,
+    ) {
+        self.push(Sample {
+            latency_ms: latency.as_millis() as u64,
+            ok: false,
+        });
         self.probe_in_flight = false;
         if let Some(wait) = retry_after {
             self.cooldown_until = Some(now + wait.max(Duration::from_millis(100)));
@@ -186,7 +206,12 @@ impl Health {
     }
 
     fn percentile(&self, p: f64) -> Option<u64> {
-        let mut lat: Vec<u64> = self.samples.iter().filter(|s| s.ok).map(|s| s.latency_ms).collect();
+        let mut lat: Vec<u64> = self
+            .samples
+            .iter()
+            .filter(|s| s.ok)
+            .map(|s| s.latency_ms)
+            .collect();
         if lat.is_empty() {
             return None;
         }
@@ -197,7 +222,11 @@ impl Health {
 
     /// Observed p95 latency once there are at least `min` successful samples.
     pub fn p95_if(&self, min: usize) -> Option<u64> {
-        if self.samples.iter().filter(|s| s.ok).count() >= min { self.percentile(0.95) } else { None }
+        if self.samples.iter().filter(|s| s.ok).count() >= min {
+            self.percentile(0.95)
+        } else {
+            None
+        }
     }
 
     /// A snapshot.
@@ -213,7 +242,11 @@ impl Health {
                 .cooldown_until
                 .map(|u| u.saturating_duration_since(now).as_millis() as u64)
                 .unwrap_or(0),
-            error_rate: if self.samples.is_empty() { 0.0 } else { errors as f64 / self.samples.len() as f64 },
+            error_rate: if self.samples.is_empty() {
+                0.0
+            } else {
+                errors as f64 / self.samples.len() as f64
+            },
             p50_ms: self.percentile(0.5),
             p95_ms: self.percentile(0.95),
             samples: self.samples.len(),
@@ -253,12 +286,28 @@ mod tests {
     fn rate_limit_cools_down_and_versions_are_tracked() {
         let t0 = Instant::now();
         let mut h = Health::new(10);
-        assert!(h.success("m", Duration::from_millis(10), "v1").is_none(), "first report is the baseline");
-        h.failure(Duration::ZERO, Some(Duration::from_secs(2)), t0, 3, Duration::from_secs(30));
-        assert!(h.admit(t0 + Duration::from_secs(1)).unwrap_err().contains("429"));
+        assert!(
+            h.success("m", Duration::from_millis(10), "v1").is_none(),
+            "first report is the baseline"
+        );
+        h.failure(
+            Duration::ZERO,
+            Some(Duration::from_secs(2)),
+            t0,
+            3,
+            Duration::from_secs(30),
+        );
+        assert!(
+            h.admit(t0 + Duration::from_secs(1))
+                .unwrap_err()
+                .contains("429")
+        );
         assert_eq!(h.admit(t0 + Duration::from_secs(2)), Ok(Admission::Normal));
         let change = h.success("m", Duration::from_millis(10), "v2").unwrap();
-        assert_eq!((change.previous.as_str(), change.observed.as_str()), ("v1", "v2"));
+        assert_eq!(
+            (change.previous.as_str(), change.observed.as_str()),
+            ("v1", "v2")
+        );
         assert!(h.success("m", Duration::from_millis(10), "v2").is_none());
     }
 }

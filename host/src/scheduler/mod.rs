@@ -78,7 +78,11 @@ pub struct SchedulerConfig {
 impl Default for SchedulerConfig {
     fn default() -> Self {
         let mut weights = BTreeMap::new();
-        let w = |cost, quality, latency| Weights { cost, quality, latency };
+        let w = |cost, quality, latency| Weights {
+            cost,
+            quality,
+            latency,
+        };
         weights.insert("balanced".into(), w(0.4, 0.3, 0.3));
         weights.insert("cost".into(), w(0.6, 0.2, 0.2));
         weights.insert("quality".into(), w(0.1, 0.7, 0.2));
@@ -219,16 +223,32 @@ impl Scheduler {
                 anyhow::bail!("[[llm.models]]: model `{}` is listed twice", m.name);
             }
             if !providers.contains_key(&m.provider) {
-                anyhow::bail!("[[llm.models]] `{}`: unknown provider `{}`", m.name, m.provider);
+                anyhow::bail!(
+                    "[[llm.models]] `{}`: unknown provider `{}`",
+                    m.name,
+                    m.provider
+                );
             }
-            if !(m.input_per_mtok >= 0.0 && m.output_per_mtok >= 0.0 && (0.0..=1.0).contains(&m.quality)) {
-                anyhow::bail!("[[llm.models]] `{}`: prices must be ≥ 0 and quality within 0..1", m.name);
+            if !(m.input_per_mtok >= 0.0
+                && m.output_per_mtok >= 0.0
+                && (0.0..=1.0).contains(&m.quality))
+            {
+                anyhow::bail!(
+                    "[[llm.models]] `{}`: prices must be ≥ 0 and quality within 0..1",
+                    m.name
+                );
             }
-            state.health.insert(m.name.clone(), Health::new(config.health_window));
-            state.model_quota.insert(m.name.clone(), Window::new(m.tpm, m.rpm, window));
+            state
+                .health
+                .insert(m.name.clone(), Health::new(config.health_window));
+            state
+                .model_quota
+                .insert(m.name.clone(), Window::new(m.tpm, m.rpm, window));
         }
         for (name, q) in quotas {
-            state.provider_quota.insert(name.clone(), Window::new(q.tpm, q.rpm, window));
+            state
+                .provider_quota
+                .insert(name.clone(), Window::new(q.tpm, q.rpm, window));
         }
         for p in ["balanced", "cost", "quality", "latency"] {
             if !config.weights.contains_key(p) {
@@ -265,7 +285,13 @@ impl Scheduler {
     }
 
     /// Record a quality score for a model's output (used by validators).
-    pub fn record_quality(&self, model: &str, task_type: &str, score: f64, source: &str) -> anyhow::Result<()> {
+    pub fn record_quality(
+        &self,
+        model: &str,
+        task_type: &str,
+        score: f64,
+        source: &str,
+    ) -> anyhow::Result<()> {
         self.perf.record_quality(model, task_type, score, source)
     }
 
@@ -284,30 +310,42 @@ impl Scheduler {
         let now = Instant::now();
         let task_type = req.task_type.as_deref().unwrap_or("default");
         let weights = self.weights(req.priority);
-        if let Some(pin) = &req.pinned {
-            if self.model(pin).is_none() {
-                return Err(SchedError::NoViableModel(format!(
-                    "pinned model `{pin}` is not in the catalog (known: {})",
-                    self.models.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", ")
-                )));
-            }
+        if let Some(pin) = &req.pinned
+            && self.model(pin).is_none()
+        {
+            return Err(SchedError::NoViableModel(format!(
+                "pinned model `{pin}` is not in the catalog (known: {})",
+                self.models
+                    .iter()
+                    .map(|m| m.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
         }
         let mut state = self.state.lock().unwrap();
         let mut reports = Vec::with_capacity(self.models.len());
         for m in &self.models {
             let history = self.perf.aggregate(&m.name, task_type);
-            let (predicted_out, prediction) = if history.calls >= self.config.min_history && history.calls > history.errors {
-                let ok = history.calls - history.errors;
-                let avg = history.tokens_out.div_ceil(ok.max(1));
-                (avg.min(req.max_output_tokens), format!("history of {ok} `{task_type}` calls"))
-            } else {
-                (
-                    req.max_output_tokens.min(req.estimated_input_tokens.max(64)),
-                    "prompt-length estimate".to_string(),
-                )
-            };
+            let (predicted_out, prediction) =
+                if history.calls >= self.config.min_history && history.calls > history.errors {
+                    let ok = history.calls - history.errors;
+                    let avg = history.tokens_out.div_ceil(ok.max(1));
+                    (
+                        avg.min(req.max_output_tokens),
+                        format!("history of {ok} `{task_type}` calls"),
+                    )
+                } else {
+                    (
+                        req.max_output_tokens
+                            .min(req.estimated_input_tokens.max(64)),
+                        "prompt-length estimate".to_string(),
+                    )
+                };
             let price = m.price();
-            let health = state.health.get_mut(&m.name).expect("health for every model");
+            let health = state
+                .health
+                .get_mut(&m.name)
+                .expect("health for every model");
             let latency = health.p95_if(5).unwrap_or(m.expected_latency_ms);
             let quality = self.perf.quality(&m.name, m.quality);
             let worst = price.cost(req.estimated_input_tokens, req.max_output_tokens);
@@ -327,7 +365,8 @@ impl Scheduler {
                 excluded: None,
             };
             let needed = req.estimated_input_tokens + req.max_output_tokens;
-            let pinned_out = req.pinned.as_ref().is_some_and(|p| p != &m.name) && !req.allow_fallback;
+            let pinned_out =
+                req.pinned.as_ref().is_some_and(|p| p != &m.name) && !req.allow_fallback;
             report.excluded = if pinned_out {
                 Some("another model is pinned".into())
             } else if (m.context_window as u64) < needed
@@ -341,45 +380,85 @@ impl Scheduler {
             } else if !m.has_capabilities(&req.capabilities) {
                 Some(format!("lacks capabilities {:?}", req.capabilities))
             } else if req.max_cost_usd.is_some_and(|c| worst > c) {
-                Some(format!("worst-case cost ${worst:.6} > max ${:.6}", req.max_cost_usd.unwrap_or(0.0)))
+                Some(format!(
+                    "worst-case cost ${worst:.6} > max ${:.6}",
+                    req.max_cost_usd.unwrap_or(0.0)
+                ))
             } else if req.max_latency_ms.is_some_and(|l| latency > l) {
-                Some(format!("p95 latency {latency} ms > max {} ms", req.max_latency_ms.unwrap_or(0)))
+                Some(format!(
+                    "p95 latency {latency} ms > max {} ms",
+                    req.max_latency_ms.unwrap_or(0)
+                ))
             } else if worst > req.budget_remaining + 1e-12 {
-                Some(format!("worst-case cost ${worst:.6} > budget left ${:.6}", req.budget_remaining))
+                Some(format!(
+                    "worst-case cost ${worst:.6} > budget left ${:.6}",
+                    req.budget_remaining
+                ))
             } else {
-                match health.admit(now) {
-                    Ok(_) => None,
-                    Err(why) => Some(why),
-                }
+                health.admit(now).err()
             };
             reports.push(report);
         }
         drop(state);
         // Normalise among the viable: the best of each dimension scores 1.
-        let viable: Vec<usize> = (0..reports.len()).filter(|&i| reports[i].excluded.is_none()).collect();
-        let min_cost = viable.iter().map(|&i| reports[i].predicted_cost_usd).fold(f64::INFINITY, f64::min);
-        let max_quality = viable.iter().map(|&i| reports[i].quality).fold(0.0, f64::max);
-        let min_latency = viable.iter().map(|&i| reports[i].latency_ms).min().unwrap_or(1).max(1) as f64;
+        let viable: Vec<usize> = (0..reports.len())
+            .filter(|&i| reports[i].excluded.is_none())
+            .collect();
+        let min_cost = viable
+            .iter()
+            .map(|&i| reports[i].predicted_cost_usd)
+            .fold(f64::INFINITY, f64::min);
+        let max_quality = viable
+            .iter()
+            .map(|&i| reports[i].quality)
+            .fold(0.0, f64::max);
+        let min_latency = viable
+            .iter()
+            .map(|&i| reports[i].latency_ms)
+            .min()
+            .unwrap_or(1)
+            .max(1) as f64;
         for &i in &viable {
             let r = &mut reports[i];
-            r.cost_score = if r.predicted_cost_usd <= 0.0 { 1.0 } else { (min_cost / r.predicted_cost_usd).min(1.0) };
-            r.quality_score = if max_quality > 0.0 { r.quality / max_quality } else { 1.0 };
+            r.cost_score = if r.predicted_cost_usd <= 0.0 {
+                1.0
+            } else {
+                (min_cost / r.predicted_cost_usd).min(1.0)
+            };
+            r.quality_score = if max_quality > 0.0 {
+                r.quality / max_quality
+            } else {
+                1.0
+            };
             r.latency_score = min_latency / (r.latency_ms.max(1) as f64);
-            r.score = Some(weights.cost * r.cost_score + weights.quality * r.quality_score + weights.latency * r.latency_score);
+            r.score = Some(
+                weights.cost * r.cost_score
+                    + weights.quality * r.quality_score
+                    + weights.latency * r.latency_score,
+            );
         }
         let mut ranked = viable.clone();
         ranked.sort_by(|&a, &b| {
             let pin_a = req.pinned.as_deref() == Some(reports[a].model.as_str());
             let pin_b = req.pinned.as_deref() == Some(reports[b].model.as_str());
             pin_b.cmp(&pin_a).then(
-                reports[b].score.partial_cmp(&reports[a].score).unwrap_or(std::cmp::Ordering::Equal),
+                reports[b]
+                    .score
+                    .partial_cmp(&reports[a].score)
+                    .unwrap_or(std::cmp::Ordering::Equal),
             )
         });
         if let Some(pin) = &req.pinned {
             let pinned_viable = ranked.first().is_some_and(|&i| &reports[i].model == pin);
             if !pinned_viable && !req.allow_fallback {
-                let why = reports.iter().find(|r| &r.model == pin).and_then(|r| r.excluded.clone()).unwrap_or_default();
-                return Err(SchedError::ModelUnavailable(format!("pinned model `{pin}`: {why}")));
+                let why = reports
+                    .iter()
+                    .find(|r| &r.model == pin)
+                    .and_then(|r| r.excluded.clone())
+                    .unwrap_or_default();
+                return Err(SchedError::ModelUnavailable(format!(
+                    "pinned model `{pin}`: {why}"
+                )));
             }
         }
         if ranked.is_empty() {
@@ -388,9 +467,17 @@ impl Scheduler {
                 .map(|r| format!("{}: {}", r.model, r.excluded.as_deref().unwrap_or("?")))
                 .collect();
             // If some model was turned away only by the budget, the budget is the answer.
-            let budget_bound = reports.iter().any(|r| r.excluded.as_deref().is_some_and(|e| e.contains("budget left")));
+            let budget_bound = reports.iter().any(|r| {
+                r.excluded
+                    .as_deref()
+                    .is_some_and(|e| e.contains("budget left"))
+            });
             let msg = reasons.join("; ");
-            return Err(if budget_bound { SchedError::BudgetExceeded(msg) } else { SchedError::NoViableModel(msg) });
+            return Err(if budget_bound {
+                SchedError::BudgetExceeded(msg)
+            } else {
+                SchedError::NoViableModel(msg)
+            });
         }
         Ok(Plan {
             priority: req.priority,
@@ -402,7 +489,12 @@ impl Scheduler {
 
     /// Reserve quota on the best ranked model that has room (skipping `tried`); wait up
     /// to `max_wait_ms` for room if the request allows it.
-    pub async fn acquire(&self, plan: &Plan, req: &SchedRequest, tried: &[String]) -> Result<Grant, SchedError> {
+    pub async fn acquire(
+        &self,
+        plan: &Plan,
+        req: &SchedRequest,
+        tried: &[String],
+    ) -> Result<Grant, SchedError> {
         let started = Instant::now();
         let deadline = started + Duration::from_millis(req.max_wait_ms.unwrap_or(0));
         let tokens = req.estimated_input_tokens + req.max_output_tokens;
@@ -421,16 +513,28 @@ impl Scheduler {
                             continue;
                         }
                     };
-                    let model_check = state.model_quota.get_mut(name).expect("quota").check(tokens, now);
+                    let model_check = state
+                        .model_quota
+                        .get_mut(name)
+                        .expect("quota")
+                        .check(tokens, now);
                     let provider_check = match state.provider_quota.get_mut(&spec.provider) {
                         Some(w) => w.check(tokens, now),
                         None => Ok(()),
                     };
                     match (model_check, provider_check) {
                         (Ok(()), Ok(())) => {
-                            let model_quota = Some(state.model_quota.get_mut(name).expect("quota").add(tokens, now));
-                            let provider_quota =
-                                state.provider_quota.get_mut(&spec.provider).map(|w| w.add(tokens, now));
+                            let model_quota = Some(
+                                state
+                                    .model_quota
+                                    .get_mut(name)
+                                    .expect("quota")
+                                    .add(tokens, now),
+                            );
+                            let provider_quota = state
+                                .provider_quota
+                                .get_mut(&spec.provider)
+                                .map(|w| w.add(tokens, now));
                             if admission == Admission::Probe {
                                 state.health.get_mut(name).expect("health").take_probe();
                             }
@@ -454,15 +558,25 @@ impl Scheduler {
                     }
                 }
             }
-            let describe = || skipped.iter().map(|(m, why)| format!("{m}: {why}")).collect::<Vec<_>>().join("; ");
-            let all_health = !skipped.is_empty() && skipped.iter().all(|(_, why)| !why.starts_with("quota"));
+            let describe = || {
+                skipped
+                    .iter()
+                    .map(|(m, why)| format!("{m}: {why}"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            };
+            let all_health =
+                !skipped.is_empty() && skipped.iter().all(|(_, why)| !why.starts_with("quota"));
             if all_health {
                 return Err(SchedError::ModelUnavailable(describe()));
             }
             let Some(at) = retry_at.filter(|at| *at <= deadline) else {
                 return Err(SchedError::QuotaExhausted(describe()));
             };
-            tokio::time::sleep_until(tokio::time::Instant::from_std(at.max(Instant::now()) + Duration::from_millis(1))).await;
+            tokio::time::sleep_until(tokio::time::Instant::from_std(
+                at.max(Instant::now()) + Duration::from_millis(1),
+            ))
+            .await;
         }
     }
 
@@ -470,16 +584,19 @@ impl Scheduler {
         if let (Some(id), Some(w)) = (grant.model_quota, state.model_quota.get_mut(&grant.model)) {
             w.reconcile(id, actual_tokens);
         }
-        if let (Some(id), Some(w)) = (grant.provider_quota, state.provider_quota.get_mut(&grant.provider)) {
+        if let (Some(id), Some(w)) = (
+            grant.provider_quota,
+            state.provider_quota.get_mut(&grant.provider),
+        ) {
             w.reconcile(id, actual_tokens);
         }
     }
 
     fn save_health(&self, state: &State, model: &str) {
-        if let Some(h) = state.health.get(model) {
-            if let Ok(v) = serde_json::to_value(h.view(Instant::now())) {
-                self.perf.save_health(model, &v);
-            }
+        if let Some(h) = state.health.get(model)
+            && let Ok(v) = serde_json::to_value(h.view(Instant::now()))
+        {
+            self.perf.save_health(model, &v);
         }
     }
 
@@ -494,7 +611,11 @@ impl Scheduler {
         cost_usd: f64,
     ) -> Option<VersionChange> {
         let mut state = self.state.lock().unwrap();
-        self.reconcile(&mut state, grant, (reply.input_tokens + reply.output_tokens) as u64);
+        self.reconcile(
+            &mut state,
+            grant,
+            (reply.input_tokens + reply.output_tokens) as u64,
+        );
         let change = state
             .health
             .get_mut(&grant.model)
@@ -519,12 +640,20 @@ impl Scheduler {
 
     /// Report a failed call: the quota keeps the request but not its tokens; health
     /// counts the failure (a 429 cools the model down instead).
-    pub fn failed(&self, grant: &Grant, task_type: Option<&str>, error: &ProviderError, latency: Duration) {
+    pub fn failed(
+        &self,
+        grant: &Grant,
+        task_type: Option<&str>,
+        error: &ProviderError,
+        latency: Duration,
+    ) {
         let now = Instant::now();
         let mut state = self.state.lock().unwrap();
         self.reconcile(&mut state, grant, 0);
         let retry_after = match error {
-            ProviderError::RateLimited { retry_after_ms } => Some(Duration::from_millis(*retry_after_ms)),
+            ProviderError::RateLimited { retry_after_ms } => {
+                Some(Duration::from_millis(*retry_after_ms))
+            }
             _ => None,
         };
         if let Some(h) = state.health.get_mut(&grant.model) {
@@ -555,10 +684,10 @@ impl Scheduler {
     pub fn release(&self, grant: &Grant) {
         let mut state = self.state.lock().unwrap();
         self.reconcile(&mut state, grant, 0);
-        if grant.probe {
-            if let Some(h) = state.health.get_mut(&grant.model) {
-                h.release_probe();
-            }
+        if grant.probe
+            && let Some(h) = state.health.get_mut(&grant.model)
+        {
+            h.release_probe();
         }
     }
 
@@ -574,7 +703,11 @@ impl Scheduler {
         self.models
             .iter()
             .map(|m| {
-                let (quota_tokens_used, quota_requests_used) = state.model_quota.get_mut(&m.name).map(|w| w.usage(now)).unwrap_or((0, 0));
+                let (quota_tokens_used, quota_requests_used) = state
+                    .model_quota
+                    .get_mut(&m.name)
+                    .map(|w| w.usage(now))
+                    .unwrap_or((0, 0));
                 let mut stats = perf::Aggregate::default();
                 for ((model, _), agg) in self.perf_aggregates() {
                     if model == m.name {

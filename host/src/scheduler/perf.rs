@@ -87,7 +87,10 @@ pub struct PerfDb {
 
 /// Path of the performance DB that goes with a ledger file.
 pub fn path_for_ledger(ledger: &Path) -> PathBuf {
-    let stem = ledger.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "agentflow".into());
+    let stem = ledger
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "agentflow".into());
     ledger.with_file_name(format!("{stem}-perf.db"))
 }
 
@@ -123,8 +126,14 @@ impl PerfDb {
         }
         let mut quality = HashMap::new();
         {
-            let mut stmt = conn.prepare("SELECT model, COUNT(*), SUM(score) FROM quality GROUP BY model")?;
-            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, (r.get::<_, i64>(1)? as u64, r.get::<_, f64>(2)?))))?;
+            let mut stmt =
+                conn.prepare("SELECT model, COUNT(*), SUM(score) FROM quality GROUP BY model")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    (r.get::<_, i64>(1)? as u64, r.get::<_, f64>(2)?),
+                ))
+            })?;
             for row in rows {
                 let (k, v) = row?;
                 quality.insert(k, v);
@@ -147,7 +156,9 @@ impl PerfDb {
     pub fn record_call(&self, stat: &CallStat<'_>) {
         {
             let mut calls = self.calls.lock().unwrap();
-            let agg = calls.entry((stat.model.to_string(), stat.task_type.to_string())).or_default();
+            let agg = calls
+                .entry((stat.model.to_string(), stat.task_type.to_string()))
+                .or_default();
             agg.calls += 1;
             agg.errors += u64::from(!stat.ok);
             agg.tokens_in += stat.tokens_in;
@@ -177,7 +188,13 @@ impl PerfDb {
     }
 
     /// Record a quality score (0..1) for a model's output on a task type.
-    pub fn record_quality(&self, model: &str, task_type: &str, score: f64, source: &str) -> anyhow::Result<()> {
+    pub fn record_quality(
+        &self,
+        model: &str,
+        task_type: &str,
+        score: f64,
+        source: &str,
+    ) -> anyhow::Result<()> {
         if !(0.0..=1.0).contains(&score) {
             anyhow::bail!("quality score must be within 0..1, got {score}");
         }
@@ -271,15 +288,25 @@ pub fn stored_stats(conn: &Connection, model: &str) -> rusqlite::Result<StoredSt
         params![model, now - 60_000],
         |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
     )?;
-    s.quality_scores = conn.query_row("SELECT COUNT(*) FROM quality WHERE model = ?1", [model], |r| r.get::<_, i64>(0))? as u64;
-    let mut stmt = conn.prepare("SELECT previous, observed, at FROM model_versions WHERE model = ?1 ORDER BY id")?;
+    s.quality_scores = conn.query_row(
+        "SELECT COUNT(*) FROM quality WHERE model = ?1",
+        [model],
+        |r| r.get::<_, i64>(0),
+    )? as u64;
+    let mut stmt = conn.prepare(
+        "SELECT previous, observed, at FROM model_versions WHERE model = ?1 ORDER BY id",
+    )?;
     s.version_changes = stmt
         .query_map([model], |r| {
             Ok(serde_json::json!({ "previous": r.get::<_, String>(0)?, "observed": r.get::<_, String>(1)?, "at": r.get::<_, i64>(2)? }))
         })?
         .collect::<Result<_, _>>()?;
     s.health = conn
-        .query_row("SELECT snapshot FROM health WHERE model = ?1", [model], |r| r.get::<_, String>(0))
+        .query_row(
+            "SELECT snapshot FROM health WHERE model = ?1",
+            [model],
+            |r| r.get::<_, String>(0),
+        )
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok());
     Ok(s)
@@ -288,6 +315,11 @@ pub fn stored_stats(conn: &Connection, model: &str) -> rusqlite::Result<StoredSt
 impl PerfDb {
     /// All in-memory aggregates.
     pub fn all_aggregates(&self) -> Vec<((String, String), Aggregate)> {
-        self.calls.lock().unwrap().iter().map(|(k, v)| (k.clone(), *v)).collect()
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
     }
 }

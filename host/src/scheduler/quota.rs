@@ -61,31 +61,38 @@ impl Window {
     /// Tokens and requests counted in the current window.
     pub fn usage(&mut self, now: Instant) -> (u64, u64) {
         self.expire(now);
-        (self.entries.iter().map(|e| e.tokens).sum(), self.entries.len() as u64)
+        (
+            self.entries.iter().map(|e| e.tokens).sum(),
+            self.entries.len() as u64,
+        )
     }
 
     /// Whether `tokens` more would fit now.
     pub fn check(&mut self, tokens: u64, now: Instant) -> Result<(), Refusal> {
         let (used_tokens, used_requests) = self.usage(now);
         let retry_at = self.entries.front().map(|e| e.at + self.length);
-        if let Some(rpm) = self.rpm {
-            if used_requests + 1 > rpm {
-                return Err(Refusal {
-                    reason: format!("{used_requests}/{rpm} requests in the window"),
-                    retry_at,
-                });
-            }
+        if let Some(rpm) = self.rpm
+            && used_requests + 1 > rpm
+        {
+            return Err(Refusal {
+                reason: format!("{used_requests}/{rpm} requests in the window"),
+                retry_at,
+            });
         }
         if let Some(tpm) = self.tpm {
             if tokens > tpm {
                 return Err(Refusal {
-                    reason: format!("a call of up to {tokens} tokens can never fit a quota of {tpm}"),
+                    reason: format!(
+                        "a call of up to {tokens} tokens can never fit a quota of {tpm}"
+                    ),
                     retry_at: None,
                 });
             }
             if used_tokens + tokens > tpm {
                 return Err(Refusal {
-                    reason: format!("{used_tokens}+{tokens} tokens would exceed {tpm} in the window"),
+                    reason: format!(
+                        "{used_tokens}+{tokens} tokens would exceed {tpm} in the window"
+                    ),
                     retry_at,
                 });
             }
@@ -97,7 +104,11 @@ impl Window {
     pub fn add(&mut self, tokens: u64, now: Instant) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
-        self.entries.push_back(Entry { id, at: now, tokens });
+        self.entries.push_back(Entry {
+            id,
+            at: now,
+            tokens,
+        });
         id
     }
 
@@ -134,9 +145,16 @@ mod tests {
         }
         for (i, &t) in admitted.iter().enumerate() {
             let in_window = admitted[i..].iter().take_while(|&&u| u < t + 60).count();
-            assert!(in_window * 100 <= 1000, "window at {t}s saw {in_window} calls");
+            assert!(
+                in_window * 100 <= 1000,
+                "window at {t}s saw {in_window} calls"
+            );
         }
-        assert!(admitted.len() >= 40, "the quota is used, not starved: {}", admitted.len());
+        assert!(
+            admitted.len() >= 40,
+            "the quota is used, not starved: {}",
+            admitted.len()
+        );
     }
 
     #[test]

@@ -11,9 +11,9 @@
 pub mod budget;
 
 use crate::ledger::{Ledger, NewTask, Status};
-use crate::scheduler::Scheduler;
 use crate::runtime::limits::Limits;
 use crate::runtime::{LoadedAgent, Runtime};
+use crate::scheduler::Scheduler;
 use crate::tools::ToolSet;
 use budget::Budget;
 use std::collections::{BTreeMap, HashMap};
