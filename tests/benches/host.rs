@@ -5,10 +5,10 @@
 //!    durable ledger, limits, recording WASI).
 //! 2. Host-call round trip with the durable ledger on (`trace.log`, and a mock
 //!    `llm.complete`), from the per-call slope of runs with 0 and N calls.
-//! 4. Scheduler decision latency with 50 models in the catalog (plan: filter, predict,
-//!    score; and plan + quota reservation + release).
 //! 3. A tree of 111 agents (root → 10 → 10 each), each doing 5 steps of one mock LLM
 //!    call + one `kv` tool call, durable ledger on: wall time and per-step cost.
+//! 4. Scheduler decision latency with 50 models in the catalog (plan: filter, predict,
+//!    score; and plan + quota reservation + release).
 
 use agentflow::{Host, HostConfig, RunOptions, Status};
 use agentflow_tests::example;
@@ -251,16 +251,6 @@ fn main() {
             "   llm.complete (mock provider)             {:>12}",
             fmt(llm)
         );
-        let (plan, decide) = decision_latency(5000).await;
-        println!("4. scheduler decision, 50 models in the catalog");
-        println!(
-            "   plan (filter, predict, score)            {:>12}",
-            fmt(plan)
-        );
-        println!(
-            "   plan + quota reservation + release       {:>12}",
-            fmt(decide)
-        );
         let (wall, tasks, events) = tree().await;
         let steps = tasks * 5;
         println!("3. tree of {tasks} agents × 5 steps (mock LLM + kv tool), durable ledger on");
@@ -273,5 +263,15 @@ fn main() {
             fmt(wall / steps as u32)
         );
         println!("   ledger events written                    {:>12}", events);
+        let (plan, decide) = decision_latency(5000).await;
+        println!("4. scheduler decision, 50 models in the catalog");
+        println!(
+            "   plan (filter, predict, score)            {:>12}",
+            fmt(plan)
+        );
+        println!(
+            "   plan + quota reservation + release       {:>12}",
+            fmt(decide)
+        );
     });
 }
