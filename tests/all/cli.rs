@@ -205,6 +205,21 @@ fn run_against_an_openai_compatible_server() {
         reqs[1].header("authorization"),
         Some("Bearer sk-secret-123")
     );
+    // `agentflow models` shows the call, read back from the performance DB.
+    let models = agentflow()
+        .args(["models", "--json", "--config"])
+        .arg(&config)
+        .arg("--db")
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(models.status.success(), "{}", stderr(&models));
+    let models: serde_json::Value = serde_json::from_str(&stdout(&models)).unwrap();
+    assert_eq!(models[0]["name"], "gpt-test");
+    assert_eq!(
+        models[0]["stats"]["calls"], 1,
+        "the provider retried the 429 itself: one call"
+    );
     // The key never lands in the ledger.
     let bytes = std::fs::read(&db).unwrap();
     let wal = std::fs::read(dir.join("o.db-wal")).unwrap_or_default();

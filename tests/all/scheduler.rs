@@ -458,3 +458,22 @@ async fn bad_catalogs_are_clear_errors() {
     let e = err("[llm.scheduler]\nbreaker_failurs = 3\n").unwrap_err();
     assert!(e.contains("breaker_failurs"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_quotas_span_all_its_models() {
+    let dir = TempDir::new("sched-provider-quota");
+    let host = host(&dir, "[llm.quotas.mock]\nrpm = 2\n");
+    let ops = json!([
+        {"llm": {"prompt": "a", "priority": "cost"}},
+        {"llm": {"prompt": "b", "priority": "quality"}},
+        {"llm": {"prompt": "c", "priority": "latency"}},
+    ]);
+    let (_, results) = run_scripted(&host, ops, RunOptions::default()).await;
+    assert_eq!(results[0]["ok"]["model"], "mock-small");
+    assert_eq!(results[1]["ok"]["model"], "mock-large");
+    let err = results[2]["err"].as_str().unwrap();
+    assert!(
+        err.contains("QuotaExhausted") && err.contains("requests in the window"),
+        "{err}"
+    );
+}
