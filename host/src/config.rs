@@ -29,6 +29,9 @@ pub struct HostConfig {
     /// Agents children may spawn by name: `name = "path/to/agent.wasm"` (`[agents]`).
     #[serde(default)]
     pub agents: BTreeMap<String, PathBuf>,
+    /// Durability settings (`[durability]`).
+    #[serde(default)]
+    pub durability: DurabilityConfig,
     /// Where compiled components are cached; default `$XDG_CACHE_HOME/agentflow` or
     /// `~/.cache/agentflow`.
     #[serde(default)]
@@ -86,7 +89,7 @@ impl Price {
 }
 
 /// `[tools]`: which built-in tools a run is granted, and their scopes.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ToolsConfig {
     /// Granted tool names (`kv`, `workspace`, `http_fetch`). Nothing is granted by default.
@@ -104,6 +107,15 @@ pub struct ToolsConfig {
     /// Largest body `http_fetch` returns, in bytes (default 1 MiB).
     #[serde(default)]
     pub http_max_bytes: Option<usize>,
+}
+
+/// `[durability]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DurabilityConfig {
+    /// When a resumed task's replay diverges: `fail` (default) or `from-checkpoint`.
+    #[serde(default)]
+    pub on_divergence: crate::durability::DivergencePolicy,
 }
 
 /// `[budget]`: the run's total spending limit.

@@ -20,6 +20,7 @@
 pub mod bindings;
 pub mod capabilities;
 pub mod config;
+pub mod durability;
 pub mod ledger;
 pub mod observe;
 pub mod providers;
@@ -52,6 +53,46 @@ pub struct RunOptions {
     pub max_depth: Option<u32>,
     /// Override `[budget] usd`.
     pub budget_usd: Option<f64>,
+    /// Override `[durability] on_divergence`.
+    pub on_divergence: Option<durability::DivergencePolicy>,
+}
+
+/// Choices for resuming a run.
+#[derive(Clone, Debug, Default)]
+pub struct ResumeOptions {
+    /// Resume even though the component or the behaviour-relevant config changed.
+    pub allow_changed: bool,
+    /// Run this component instead of the one stored with the run (its hash is part of
+    /// the run's context, so a different one needs `allow_changed`).
+    pub agent_file: Option<PathBuf>,
+}
+
+/// What a run stores about its configuration, enough to resume it from the ledger.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+struct StoredRunConfig {
+    limits: runtime::limits::Limits,
+    budget_usd: f64,
+    tools: config::ToolsConfig,
+    agents: std::collections::BTreeMap<String, PathBuf>,
+    on_divergence: durability::DivergencePolicy,
+    catalog: Vec<scheduler::catalog::ModelSpec>,
+}
+
+/// Hash of what decides a run's behaviour: the component, the input, the limits and
+/// grants, the registered agents and the model catalog.
+fn context_hash(component_hash: &str, input: &str, config: &StoredRunConfig) -> String {
+    let catalog: Vec<_> = config
+        .catalog
+        .iter()
+        .map(|m| serde_json::json!([m.name, m.provider, m.provider_model_id()]))
+        .collect();
+    let behaviour = serde_json::json!({
+        "limits": config.limits,
+        "tools": config.tools,
+        "agents": config.agents,
+        "catalog": catalog,
+    });
+    ledger::blobs::sha256_hex(format!("{component_hash}\n{input}\n{behaviour}").as_bytes())
 }
 
 /// What a finished run reports.
@@ -158,45 +199,75 @@ impl Host {
         if opts.workspace.is_some() {
             tools_config.workspace = opts.workspace.clone();
         }
-        let tools = ToolSet::build(&tools_config, &self.registered_tools)?;
+        let stored = StoredRunConfig {
+            limits,
+            budget_usd,
+            tools: tools_config,
+            agents: self.config.agents.clone(),
+            on_divergence: opts
+                .on_divergence
+                .unwrap_or(self.config.durability.on_divergence),
+            catalog: self.scheduler.models().to_vec(),
+        };
+        let tools = ToolSet::build(&stored.tools, &self.registered_tools)?;
         let run_id = uuid::Uuid::new_v4().simple().to_string();
-        let config_json = serde_json::json!({
-            "limits": limits,
-            "budget_usd": budget_usd,
-            "grants": tools.granted_names(),
-            "workspace": tools_config.workspace,
-            "models": self.scheduler.models().iter().map(|m| &m.name).collect::<Vec<_>>(),
-        })
-        .to_string();
+        let hash = context_hash(&agent.hash, input, &stored);
         self.ledger
             .create_run(NewRun {
                 run_id: run_id.clone(),
                 agent: agent.name.clone(),
                 component_hash: agent.hash.clone(),
                 input: input.to_string(),
-                config_json,
+                config_json: serde_json::to_string(&stored)?,
+                context_hash: hash.clone(),
                 budget_usd: Some(budget_usd),
+                component: agent.bytes.clone(),
             })
             .await?;
-        let run = RunContext::new(
-            run_id.clone(),
+        let run = self.run_context(run_id, &stored, tools, hash);
+        let root = run.create_root(&agent, input).await?;
+        let outcome =
+            runtime::execute::execute_task(run.clone(), root, 0, agent, input.to_string(), None)
+                .await;
+        self.conclude(run, started, outcome).await
+    }
+
+    fn run_context(
+        &self,
+        run_id: String,
+        stored: &StoredRunConfig,
+        tools: ToolSet,
+        hash: String,
+    ) -> Arc<RunContext> {
+        RunContext::new(
+            run_id,
             self.ledger.clone(),
             self.runtime.clone(),
             self.scheduler.clone(),
             self.config.llm.default_max_output_tokens,
             tools,
-            limits,
-            budget_usd,
-            self.config.agents.clone(),
-        );
-        let root = run.create_root(&agent, input).await?;
-        let outcome =
-            runtime::execute::execute_task(run.clone(), root, 0, agent, input.to_string()).await;
-        run.finish(root, outcome.clone()).await;
+            stored.limits.clone(),
+            stored.budget_usd,
+            stored.agents.clone(),
+            hash,
+            stored.on_divergence,
+        )
+    }
+
+    /// Record the root's end: cancel children left running, finish the run, report.
+    async fn conclude(
+        &self,
+        run: Arc<RunContext>,
+        started: Instant,
+        outcome: TaskOutcome,
+    ) -> anyhow::Result<RunReport> {
+        let run_id = run.run_id.clone();
+        run.finish(1, outcome.clone()).await;
         let orphans = run.cancel_unfinished().await;
         if orphans > 0 {
             tracing::info!(run = %run_id, orphans, "cancelled children the root did not wait for");
         }
+        durability::fault::point("root-finished");
         let (status, output, error) = match outcome {
             TaskOutcome::Completed(o) => (Status::Completed, Some(o), None),
             TaskOutcome::Failed(e) => (Status::Failed, None, Some(e)),
@@ -220,6 +291,115 @@ impl Host {
             cost_usd: row.cost_usd,
             duration_ms: started.elapsed().as_millis() as u64,
         })
+    }
+
+    /// Resume a run that did not finish (the host crashed or was killed): every
+    /// unfinished task is re-instantiated and replays its recorded calls — LLM calls
+    /// are not re-sent, tools not re-run, clock and random give the recorded values —
+    /// then continues live. Finished tasks are not re-run.
+    pub async fn resume(&self, run_id: &str, opts: ResumeOptions) -> anyhow::Result<RunReport> {
+        let started = Instant::now();
+        let reader = self.ledger.reader()?;
+        let row = ledger::query::run(&reader, run_id)?.ok_or_else(|| {
+            anyhow::anyhow!("no run `{run_id}` in {}", self.ledger.path().display())
+        })?;
+        let run_id = row.run_id.clone();
+        if row.status != "running" {
+            anyhow::bail!(
+                "run {run_id} is {}: only runs that did not finish can be resumed",
+                row.status
+            );
+        }
+        let (config_json, stored_hash) = ledger::query::run_config(&reader, &run_id)?
+            .ok_or_else(|| anyhow::anyhow!("run {run_id} has no stored config"))?;
+        let mut stored: StoredRunConfig = serde_json::from_str(&config_json).map_err(|e| {
+            anyhow::anyhow!("run {run_id} was recorded by an incompatible host: {e}")
+        })?;
+        let load_stored = |hash: &str, name: &str| -> anyhow::Result<Arc<LoadedAgent>> {
+            let bytes = ledger::query::blob(&reader, hash)?.ok_or_else(|| {
+                anyhow::anyhow!("component {hash} of run {run_id} is missing from the ledger")
+            })?;
+            self.runtime.load_bytes(name, &bytes)
+        };
+        let root_agent = match &opts.agent_file {
+            Some(path) => self.runtime.load_file(path)?,
+            None => load_stored(&row.component_hash, &row.agent)?,
+        };
+        stored.catalog = self.scheduler.models().to_vec();
+        let hash_now = context_hash(&root_agent.hash, &row.input, &stored);
+        if hash_now != stored_hash && !opts.allow_changed {
+            anyhow::bail!(
+                "run {run_id} was started with a different context (component {} now {}, or a different model catalog): \
+                 refusing to resume, since replay would diverge; pass --allow-changed to resume anyway",
+                &row.component_hash[..12],
+                &root_agent.hash[..12]
+            );
+        }
+        let tools = ToolSet::build(&stored.tools, &self.registered_tools)?;
+        let run = self.run_context(run_id.clone(), &stored, tools, stored_hash);
+        let all_events = ledger::query::events(&reader, &run_id, None)?;
+        run.budget
+            .charge(all_events.iter().map(|e| e.cost_usd).sum());
+        let tasks = ledger::query::resume_tasks(&reader, &run_id)?;
+        run.restore_tree(&tasks);
+        let mut by_task: std::collections::HashMap<u64, Vec<ledger::query::EventRow>> =
+            std::collections::HashMap::new();
+        for e in all_events {
+            by_task.entry(e.task_id).or_default().push(e);
+        }
+        let replay_for = |task_id: u64, events: Vec<ledger::query::EventRow>| {
+            let (mut replay, nondet) = durability::replay::Replay::from_events(events);
+            replay.attach_states(|c| {
+                ledger::query::checkpoint_state(&reader, &run_id, task_id, c.seq)
+                    .ok()
+                    .flatten()
+            });
+            supervisor::ReplayStart { replay, nondet }
+        };
+        let text = |hash: &str| -> anyhow::Result<String> {
+            Ok(
+                String::from_utf8_lossy(&ledger::query::blob(&reader, hash)?.unwrap_or_default())
+                    .into_owned(),
+            )
+        };
+        let mut root = None;
+        let mut resumed = 0;
+        for t in &tasks {
+            if matches!(t.status.as_str(), "completed" | "failed" | "cancelled") {
+                continue;
+            }
+            let parent_done = t.parent_id.is_some_and(|p| run.is_finished(p));
+            if parent_done {
+                continue; // an orphan: cancelled when the run concludes
+            }
+            let agent = if t.component_hash == row.component_hash {
+                root_agent.clone()
+            } else {
+                load_stored(&t.component_hash, &t.agent)?
+            };
+            let input = text(&t.input_hash)?;
+            let run_input = match &t.run_input_hash {
+                Some(h) => Some(text(h)?),
+                None => None,
+            };
+            let replay = replay_for(t.task_id, by_task.remove(&t.task_id).unwrap_or_default());
+            if t.parent_id.is_none() {
+                root = Some((agent, run_input.unwrap_or(input), replay));
+            } else {
+                run.resume_task(t, agent, input, run_input, replay);
+                resumed += 1;
+            }
+        }
+        tracing::info!(run = %run_id, children = resumed, root = root.is_some(), "resuming");
+        let outcome = match root {
+            Some((agent, input, replay)) => {
+                runtime::execute::execute_task(run.clone(), 1, 0, agent, input, Some(replay)).await
+            }
+            None => run
+                .outcome(1)
+                .ok_or_else(|| anyhow::anyhow!("run {run_id} has no root task"))?,
+        };
+        self.conclude(run, started, outcome).await
     }
 }
 

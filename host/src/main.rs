@@ -46,7 +46,36 @@ enum Command {
         /// Total USD the run may spend on LLM calls.
         #[arg(long)]
         budget_usd: Option<f64>,
+        /// When a resumed task's replay diverges: fail or from-checkpoint.
+        #[arg(long, value_parser = parse_policy)]
+        on_divergence: Option<agentflow::durability::DivergencePolicy>,
         /// Print one JSON object on stdout instead of the output and a summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Resume a run that did not finish (crash, kill): replay its ledger, continue live.
+    Resume {
+        /// Run id (or a unique prefix).
+        run: String,
+        #[arg(long, default_value = "agentflow.db")]
+        db: PathBuf,
+        /// Host configuration (TOML): providers and model catalog.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Resume even if the component or behaviour-relevant config changed.
+        #[arg(long)]
+        allow_changed: bool,
+        /// Run this component instead of the one stored with the run.
+        #[arg(long)]
+        agent: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a run's semantic checkpoints.
+    Checkpoints {
+        run: String,
+        #[arg(long, default_value = "agentflow.db")]
+        db: PathBuf,
         #[arg(long)]
         json: bool,
     },
@@ -111,6 +140,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
             workspace,
             max_depth,
             budget_usd,
+            on_divergence,
             json,
         } => {
             let config = match &config {
@@ -139,39 +169,63 @@ fn real_main() -> anyhow::Result<ExitCode> {
                         workspace,
                         max_depth,
                         budget_usd,
+                        on_divergence,
                     },
                 )
                 .await
             })?;
-            if json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                if let Some(out) = &report.output {
-                    println!("{out}");
-                }
-                eprintln!(
-                    "run {}  {}  tasks {}  tokens {}  cost ${:.4}  {:.2}s",
-                    report.run_id,
-                    match report.status {
-                        Status::Completed => "ok",
-                        Status::Failed => "failed",
-                        Status::Cancelled => "cancelled",
-                        _ => "?",
+            print_report(&report, json)
+        }
+        Command::Resume {
+            run,
+            db,
+            config,
+            allow_changed,
+            agent,
+            json,
+        } => {
+            let config = match &config {
+                Some(path) => HostConfig::from_file(path)?,
+                None => HostConfig::default(),
+            };
+            if !db.exists() {
+                bail!("no ledger at {} (pass --db)", db.display());
+            }
+            let runtime = tokio::runtime::Runtime::new()?;
+            let report = runtime.block_on(async {
+                let host = Host::new(config, &db)?;
+                host.resume(
+                    &run,
+                    agentflow::ResumeOptions {
+                        allow_changed,
+                        agent_file: agent,
                     },
-                    report.tasks,
-                    inspect::group_digits(report.tokens as i64),
-                    report.cost_usd,
-                    report.duration_ms as f64 / 1000.0
+                )
+                .await
+            })?;
+            print_report(&report, json)
+        }
+        Command::Checkpoints { run, db, json } => {
+            let conn = open_existing(&db)?;
+            let row = query::run(&conn, &run)?.ok_or_else(|| {
+                anyhow::anyhow!("no run `{run}` in {} (see `agentflow runs`)", db.display())
+            })?;
+            let checkpoints = query::checkpoints(&conn, &row.run_id, None)?;
+            if json {
+                println!("{}", serde_json::to_string(&checkpoints)?);
+            } else {
+                println!(
+                    "{:<6} {:<4} {:<6} {:<6} {:>8}  note",
+                    "task", "#", "seq", "step", "bytes"
                 );
-                if let Some(e) = &report.error {
-                    eprintln!("agentflow: agent failed: {}", e.replace('\n', " "));
+                for c in &checkpoints {
+                    println!(
+                        "{:<6} {:<4} {:<6} {:<6} {:>8}  {}",
+                        c.task_id, c.number, c.event_seq, c.step, c.state_size, c.note
+                    );
                 }
             }
-            Ok(if report.status == Status::Completed {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
+            Ok(ExitCode::SUCCESS)
         }
         Command::Runs { db, limit, json } => {
             let conn = open_existing(&db)?;
@@ -209,6 +263,47 @@ fn real_main() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn parse_policy(s: &str) -> Result<agentflow::durability::DivergencePolicy, String> {
+    match s {
+        "fail" => Ok(agentflow::durability::DivergencePolicy::Fail),
+        "from-checkpoint" => Ok(agentflow::durability::DivergencePolicy::FromCheckpoint),
+        other => Err(format!("`{other}`: expected fail or from-checkpoint")),
+    }
+}
+
+/// Print a run's report: the output on stdout and a summary on stderr, or one JSON object.
+fn print_report(report: &agentflow::RunReport, json: bool) -> anyhow::Result<ExitCode> {
+    if json {
+        println!("{}", serde_json::to_string(report)?);
+    } else {
+        if let Some(out) = &report.output {
+            println!("{out}");
+        }
+        eprintln!(
+            "run {}  {}  tasks {}  tokens {}  cost ${:.4}  {:.2}s",
+            report.run_id,
+            match report.status {
+                Status::Completed => "ok",
+                Status::Failed => "failed",
+                Status::Cancelled => "cancelled",
+                _ => "?",
+            },
+            report.tasks,
+            inspect::group_digits(report.tokens as i64),
+            report.cost_usd,
+            report.duration_ms as f64 / 1000.0
+        );
+        if let Some(e) = &report.error {
+            eprintln!("agentflow: agent failed: {}", e.replace('\n', " "));
+        }
+    }
+    Ok(if report.status == Status::Completed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn open_existing(db: &Path) -> anyhow::Result<rusqlite::Connection> {

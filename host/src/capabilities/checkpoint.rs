@@ -1,8 +1,11 @@
 //! `agentflow:agent/checkpoint`: semantic checkpoints.
 //!
-//! A save stores the guest's state bytes (content-addressed in `blobs`) with its note
-//! and the step count, indexed in `checkpoints` in the same transaction as its event.
-//! `load` returns the latest checkpoint of the task.
+//! A save stores the guest's state bytes (content-addressed in `blobs`) with its note,
+//! plus what the host knows at that point (`host_state`: the step number, the recent
+//! reasoning steps, the ledger seqs of the tool outputs so far, the children finished
+//! so far, the run's context hash), indexed in `checkpoints` in the same transaction
+//! as its event. `load` returns the latest checkpoint of the task — after a resume
+//! from a checkpoint, the one the task restarts from.
 
 use super::{Call, TaskCtx};
 use crate::bindings::checkpoint::{Checkpoint, Host};
@@ -23,33 +26,67 @@ impl Host for TaskCtx {
                 "checkpoint state is {} bytes, more than limits.max_checkpoint_bytes ({limit})",
                 state.len()
             );
+            let identity = json!({ "note": note, "state_hash": blobs::sha256_hex(&state) });
+            if self.replayed("checkpoint.save", &identity)?.is_some() {
+                return Ok(Err(msg));
+            }
             let request = json!({ "note": note, "size": state.len() });
-            self.record(Call::plain(
-                "checkpoint.save",
-                false,
-                request,
-                json!({ "error": msg }),
-                started_at,
-            ))
+            self.record(
+                Call::plain(
+                    "checkpoint.save",
+                    false,
+                    request,
+                    json!({ "error": msg }),
+                    started_at,
+                )
+                .with_identity(identity),
+            )
             .await?;
             return Ok(Err(msg));
+        }
+        let hash = blobs::sha256_hex(&state);
+        let identity = json!({ "note": note, "state_hash": hash });
+        if let Some(rec) = self.replayed("checkpoint.save", &identity)? {
+            if !rec.ok {
+                return Ok(Err(rec.response["error"]
+                    .as_str()
+                    .unwrap_or("checkpoint refused")
+                    .to_string()));
+            }
+            let number = rec.response["number"].as_u64().unwrap_or(0) as u32;
+            self.checkpoints = number;
+            self.last_checkpoint = Some(Checkpoint {
+                state,
+                note,
+                step: rec.request["step"].as_u64().unwrap_or(self.steps as u64) as u32,
+                saved_at_ms: rec.request["saved_at"].as_u64().unwrap_or(0),
+            });
+            return Ok(Ok(number));
         }
         let number = self.checkpoints + 1;
         let step = self.steps;
         let saved_at = now_ms();
-        let hash = blobs::sha256_hex(&state);
+        let host_state = json!({
+            "step": step,
+            "recent_steps": self.step_log,
+            "tool_outputs": self.tool_seqs,
+            "children_done": self.children_done,
+            "context_hash": self.run.context_hash,
+        });
         let request =
             json!({ "note": note, "size": state.len(), "state_hash": hash, "step": step });
         let (run_id, task_id) = (self.run.run_id.clone(), self.task_id);
         let (bytes, note_row) = (state.clone(), note.clone());
+        let host_state = host_state.to_string();
         self.record_with(
-            Call::plain("checkpoint.save", true, request, json!({ "number": number }), started_at),
+            Call::plain("checkpoint.save", true, request, json!({ "number": number }), started_at)
+                .with_identity(identity),
             move |w, seq| {
                 let hash = blobs::put(w.conn(), &bytes)?;
                 w.conn().execute(
-                    "INSERT INTO checkpoints (run_id, task_id, number, event_seq, note, state_hash, step, saved_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                    params![run_id, task_id as i64, number, seq as i64, note_row, hash, step, saved_at],
+                    "INSERT INTO checkpoints (run_id, task_id, number, event_seq, note, state_hash, step, host_state, saved_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    params![run_id, task_id as i64, number, seq as i64, note_row, hash, step, host_state, saved_at],
                 )?;
                 Ok(())
             },
@@ -68,6 +105,12 @@ impl Host for TaskCtx {
     async fn load(&mut self) -> wasmtime::Result<Option<Checkpoint>> {
         let started_at = self.admit()?;
         let found = self.last_checkpoint.clone();
+        if self
+            .replayed("checkpoint.load", &serde_json::Value::Null)?
+            .is_some()
+        {
+            return Ok(found);
+        }
         let response = match &found {
             Some(c) => json!({ "number": self.checkpoints, "note": c.note, "step": c.step,
                                "state_hash": blobs::sha256_hex(&c.state) }),

@@ -73,8 +73,71 @@ fn provider_error(e: &ProviderError) -> LlmError {
     }
 }
 
+/// An error as recorded: readable, and typed enough to be handed back on replay.
 fn error_json(e: &LlmError) -> serde_json::Value {
-    json!({ "error": format!("{e:?}") })
+    let (kind, detail) = match e {
+        LlmError::NoViableModel(m) => ("no-viable-model", json!(m)),
+        LlmError::ModelUnavailable(m) => ("model-unavailable", json!(m)),
+        LlmError::QuotaExhausted(m) => ("quota-exhausted", json!(m)),
+        LlmError::BudgetExceeded(m) => ("budget-exceeded", json!(m)),
+        LlmError::RateLimited(ms) => ("rate-limited", json!(ms)),
+        LlmError::ProviderUnavailable(m) => ("provider-unavailable", json!(m)),
+        LlmError::Timeout => ("timeout", json!(null)),
+        LlmError::InvalidRequest(m) => ("invalid-request", json!(m)),
+        LlmError::MalformedResponse(m) => ("malformed-response", json!(m)),
+        LlmError::Denied(m) => ("denied", json!(m)),
+    };
+    json!({ "error": format!("{e:?}"), "error_kind": kind, "detail": detail })
+}
+
+fn error_from_json(v: &serde_json::Value) -> LlmError {
+    let text = || v["detail"].as_str().unwrap_or_default().to_string();
+    match v["error_kind"].as_str().unwrap_or_default() {
+        "no-viable-model" => LlmError::NoViableModel(text()),
+        "model-unavailable" => LlmError::ModelUnavailable(text()),
+        "quota-exhausted" => LlmError::QuotaExhausted(text()),
+        "budget-exceeded" => LlmError::BudgetExceeded(text()),
+        "rate-limited" => LlmError::RateLimited(v["detail"].as_u64().unwrap_or(0) as u32),
+        "provider-unavailable" => LlmError::ProviderUnavailable(text()),
+        "timeout" => LlmError::Timeout,
+        "invalid-request" => LlmError::InvalidRequest(text()),
+        "malformed-response" => LlmError::MalformedResponse(text()),
+        _ => LlmError::Denied(text()),
+    }
+}
+
+/// The guest-visible result of a recorded `llm.complete`.
+fn replayed_result(rec: &crate::durability::replay::RecordedCall) -> Result<Response, LlmError> {
+    if !rec.ok {
+        return Err(error_from_json(&rec.response));
+    }
+    let reply: providers::ChatResponse = match serde_json::from_value(rec.response.clone()) {
+        Ok(r) => r,
+        Err(e) => {
+            return Err(LlmError::MalformedResponse(format!(
+                "recorded reply unreadable: {e}"
+            )));
+        }
+    };
+    Ok(Response {
+        text: reply.text,
+        tool_calls: reply
+            .tool_calls
+            .into_iter()
+            .map(|c| ToolCall {
+                id: c.id,
+                name: c.name,
+                arguments: c.arguments,
+            })
+            .collect(),
+        model: rec.model.clone().unwrap_or(reply.model),
+        usage: Usage {
+            input_tokens: reply.input_tokens,
+            output_tokens: reply.output_tokens,
+            cost_usd: rec.cost_usd,
+        },
+        finish_reason: finish(reply.finish_reason),
+    })
 }
 
 fn to_chat(req: &Request, model: String) -> ChatRequest {
@@ -131,19 +194,28 @@ impl Host for TaskCtx {
             budget_remaining: self.run.budget.remaining(),
         };
         let request_json = json!({ "chat": template, "scheduling": sreq });
+        // What the guest asked, independent of host state (budget, health): the replay key.
+        let identity =
+            json!({ "chat": template, "pin": req.model, "allow_fallback": req.allow_fallback });
+        if let Some(rec) = self.replayed("llm.complete", &identity)? {
+            return Ok(replayed_result(&rec));
+        }
         let scheduler = self.run.scheduler.clone();
 
         let plan = match scheduler.plan(&sreq) {
             Ok(plan) => plan,
             Err(e) => {
                 let e = sched_error(e);
-                self.record(Call::plain(
-                    "llm.complete",
-                    false,
-                    request_json,
-                    error_json(&e),
-                    started_at,
-                ))
+                self.record(
+                    Call::plain(
+                        "llm.complete",
+                        false,
+                        request_json,
+                        error_json(&e),
+                        started_at,
+                    )
+                    .with_identity(identity),
+                )
                 .await?;
                 return Ok(Err(e));
             }
@@ -283,6 +355,7 @@ impl Host for TaskCtx {
                         tokens_out: reply.output_tokens,
                         cost_usd: cost,
                         started_at,
+                        identity: Some(identity),
                     };
                     self.record(call).await?;
                     return Ok(Ok(response));
@@ -303,7 +376,8 @@ impl Host for TaskCtx {
             .unwrap_or_else(|| LlmError::NoViableModel("no model could take the call".into()));
         let mut response = error_json(&e);
         response["failed_attempts"] = json!(failures);
-        let mut call = Call::plain("llm.complete", false, request_json, response, started_at);
+        let mut call = Call::plain("llm.complete", false, request_json, response, started_at)
+            .with_identity(identity);
         call.model = tried.last().cloned();
         self.record(call).await?;
         Ok(Err(e))

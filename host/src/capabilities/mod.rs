@@ -14,6 +14,7 @@ pub mod tools;
 pub mod trace;
 pub mod wasi;
 
+use crate::durability::replay::{RecordedCall, Replay, describe};
 use crate::ledger::{EventRecord, now_ms};
 use crate::runtime::LoadedAgent;
 use crate::runtime::state::{AgentState, Kill};
@@ -35,8 +36,20 @@ pub struct TaskCtx {
     pub(crate) steps: u32,
     pub(crate) checkpoints: u32,
     pub(crate) last_checkpoint: Option<crate::bindings::checkpoint::Checkpoint>,
+    /// The last reasoning steps (number, thought, action), for checkpoints' host state.
+    pub(crate) step_log: Vec<Value>,
+    /// Ledger seqs of this task's tool results so far.
+    pub(crate) tool_seqs: Vec<u64>,
+    /// Children whose completed outcome this task has received.
+    pub(crate) children_done: Vec<u64>,
     /// Set when the host stops the agent for breaking a limit.
     pub(crate) kill: Option<Kill>,
+    /// The recorded calls still to replay (resume), or `None` when live.
+    pub(crate) replay: Option<Replay>,
+    /// Set when a replaying guest made a call the ledger did not record.
+    pub(crate) diverged: Option<String>,
+    /// Set when a side-effecting call's outcome is unknown and the task must stop.
+    pub(crate) in_doubt: Option<String>,
 }
 
 /// One host call as the capabilities describe it to [`TaskCtx::record`].
@@ -50,6 +63,8 @@ pub(crate) struct Call {
     pub tokens_out: u32,
     pub cost_usd: f64,
     pub started_at: i64,
+    /// What identifies the call for replay (default: the request).
+    pub identity: Option<Value>,
 }
 
 impl Call {
@@ -71,7 +86,14 @@ impl Call {
             tokens_out: 0,
             cost_usd: 0.0,
             started_at,
+            identity: None,
         }
+    }
+
+    /// Set the identity used for replay matching.
+    pub fn with_identity(mut self, identity: Value) -> Call {
+        self.identity = Some(identity);
+        self
     }
 }
 
@@ -92,8 +114,54 @@ impl TaskCtx {
             steps: 0,
             checkpoints: 0,
             last_checkpoint: None,
+            step_log: Vec::new(),
+            tool_seqs: Vec::new(),
+            children_done: Vec::new(),
             kill: None,
+            replay: None,
+            diverged: None,
+            in_doubt: None,
         }
+    }
+
+    /// During a replay: the recorded result of this call, after checking that the
+    /// guest made the same call as recorded (kind and identity hash). `None` when
+    /// live — including the moment the record runs out, from which on the task is live.
+    pub(crate) fn replayed(
+        &mut self,
+        kind: &str,
+        identity: &Value,
+    ) -> wasmtime::Result<Option<RecordedCall>> {
+        if self.replay.is_none() {
+            return Ok(None);
+        }
+        if let Some(why) = self.nondet.take_divergence() {
+            return Err(self.diverge(format!("non-determinism in clock/random reads: {why}")));
+        }
+        let hash = crate::ledger::identity_hash(identity);
+        let replay = self.replay.as_mut().expect("checked above");
+        match replay.peek() {
+            None => {
+                self.replay = None;
+                Ok(None)
+            }
+            Some(rec) if rec.kind == kind && rec.request_hash == hash => Ok(replay.pop()),
+            Some(rec) => {
+                let msg = format!(
+                    "non-determinism: the guest called {} but the ledger recorded {}",
+                    describe(kind, &hash, None),
+                    describe(&rec.kind, &rec.request_hash, Some(rec.seq))
+                );
+                Err(self.diverge(msg))
+            }
+        }
+    }
+
+    /// Record a divergence and return the trap that stops the guest.
+    pub(crate) fn diverge(&mut self, msg: String) -> wasmtime::Error {
+        self.diverged = Some(msg.clone());
+        self.replay = None;
+        wasmtime::format_err!("{msg}")
     }
 
     /// Count one host call; past `limits.max_host_calls` the agent is stopped (trap).
@@ -124,6 +192,7 @@ impl TaskCtx {
             cost_usd: call.cost_usd,
             started_at: call.started_at,
             finished_at: now_ms(),
+            identity: call.identity,
         }
     }
 
@@ -177,6 +246,7 @@ impl TaskCtx {
             cost_usd: 0.0,
             started_at: now,
             finished_at: now,
+            identity: None,
         })
     }
 }

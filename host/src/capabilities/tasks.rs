@@ -21,6 +21,44 @@ fn refusal(r: SpawnRefusal) -> SpawnError {
     }
 }
 
+fn refusal_json(r: &SpawnRefusal) -> serde_json::Value {
+    let (kind, detail) = match r {
+        SpawnRefusal::MaxDepthExceeded(n) => ("max-depth-exceeded", json!(n)),
+        SpawnRefusal::TooManyTasks(n) => ("too-many-tasks", json!(n)),
+        SpawnRefusal::BudgetExceeded(m) => ("budget-exceeded", json!(m)),
+        SpawnRefusal::DuplicateTask(id) => ("duplicate-task", json!(id)),
+        SpawnRefusal::UnknownAgent(m) => ("unknown-agent", json!(m)),
+        SpawnRefusal::InvalidRequest(m) => ("invalid-request", json!(m)),
+    };
+    json!({ "error": format!("{r:?}"), "error_kind": kind, "detail": detail })
+}
+
+fn refusal_from_json(v: &serde_json::Value) -> SpawnError {
+    let text = || v["detail"].as_str().unwrap_or_default().to_string();
+    let num = || v["detail"].as_u64().unwrap_or(0);
+    match v["error_kind"].as_str().unwrap_or_default() {
+        "max-depth-exceeded" => SpawnError::MaxDepthExceeded(num() as u32),
+        "too-many-tasks" => SpawnError::TooManyTasks(num() as u32),
+        "budget-exceeded" => SpawnError::BudgetExceeded(text()),
+        "duplicate-task" => SpawnError::DuplicateTask(num()),
+        "unknown-agent" => SpawnError::UnknownAgent(text()),
+        _ => SpawnError::InvalidRequest(text()),
+    }
+}
+
+fn outcome_from_json(v: &serde_json::Value) -> Outcome {
+    if let Some(s) = v.get("completed").and_then(|s| s.as_str()) {
+        return Outcome::Completed(s.to_string());
+    }
+    if let Some(s) = v.get("failed").and_then(|s| s.as_str()) {
+        return Outcome::Failed(s.to_string());
+    }
+    match v.as_str() {
+        Some("cancelled") => Outcome::Cancelled,
+        _ => Outcome::UnknownTask,
+    }
+}
+
 fn outcome_json(o: &Option<TaskOutcome>) -> serde_json::Value {
     match o {
         Some(TaskOutcome::Completed(out)) => json!({ "completed": out }),
@@ -44,6 +82,13 @@ impl Host for TaskCtx {
                 Dependency::DataFrom(i) => json!({ "data_from": i }),
             }).collect::<Vec<_>>(),
         });
+        if let Some(rec) = self.replayed("tasks.spawn", &request)? {
+            return Ok(match rec.response["task_id"].as_u64() {
+                Some(id) if rec.ok => Ok(id),
+                _ => Err(refusal_from_json(&rec.response)),
+            });
+        }
+        let spawn_key = format!("{}:{}", self.task_id, self.host_calls);
         let spawn = supervisor::SpawnRequest {
             description: req.description,
             agent: match req.agent {
@@ -64,11 +109,11 @@ impl Host for TaskCtx {
         };
         let run = self.run.clone();
         let result = run
-            .spawn(self.task_id, self.depth, &self.agent, spawn)
+            .spawn(self.task_id, self.depth, &self.agent, spawn, spawn_key)
             .await;
         let response = match &result {
             Ok(id) => json!({ "task_id": id }),
-            Err(e) => json!({ "error": format!("{e:?}") }),
+            Err(e) => refusal_json(e),
         };
         self.record(Call::plain(
             "tasks.spawn",
@@ -83,9 +128,19 @@ impl Host for TaskCtx {
 
     async fn wait(&mut self, id: TaskId) -> wasmtime::Result<Outcome> {
         let started_at = self.admit()?;
+        if let Some(rec) = self.replayed("tasks.wait", &json!({ "task_id": id }))? {
+            let outcome = outcome_from_json(&rec.response);
+            if matches!(outcome, Outcome::Completed(_)) {
+                self.children_done.push(id);
+            }
+            return Ok(outcome);
+        }
         let run = self.run.clone();
         let outcome = run.wait(self.task_id, id).await;
         let ok = matches!(outcome, Some(TaskOutcome::Completed(_)));
+        if ok {
+            self.children_done.push(id);
+        }
         self.record(Call::plain(
             "tasks.wait",
             ok,
@@ -104,6 +159,9 @@ impl Host for TaskCtx {
 
     async fn cancel(&mut self, id: TaskId) -> wasmtime::Result<bool> {
         let started_at = self.admit()?;
+        if let Some(rec) = self.replayed("tasks.cancel", &json!({ "task_id": id }))? {
+            return Ok(rec.response["cancelled"].as_bool().unwrap_or(false));
+        }
         let run = self.run.clone();
         let cancelled = run.cancel(Some(self.task_id), id).await;
         self.record(Call::plain(

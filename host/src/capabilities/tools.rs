@@ -1,13 +1,21 @@
 //! `agentflow:agent/tools`: list and call the tools granted to the run.
 //!
 //! Grants are checked first: an ungranted tool is absent from `list` and refused by
-//! `call` with the grant to add. The call and its result are recorded before the
-//! result reaches the guest.
+//! `call` with the grant to add. A tool with side effects gets an **intent** committed
+//! before it runs (`tools.intent`: tool, arguments, idempotency key, side-effect
+//! class, undo), then its result and the typed effects it reports (`tools.call`).
+//!
+//! On replay, a recorded intent followed by its result is answered from the ledger.
+//! An intent with no result is *in doubt* — the tool may or may not have acted:
+//! read-only and idempotent tools run again with the same idempotency key; for
+//! compensable and irreversible ones the task stops, and `agentflow recover` plans
+//! what to do.
 
 use super::{Call, TaskCtx};
 use crate::bindings::tools::{Host, SideEffect, ToolError, ToolInfo};
+use crate::durability::replay::RecordedCall;
 use crate::tools::{self as tool_impl, ToolCallCtx};
-use serde_json::json;
+use serde_json::{Value, json};
 
 fn side_effect(s: tool_impl::SideEffect) -> SideEffect {
     match s {
@@ -18,7 +26,37 @@ fn side_effect(s: tool_impl::SideEffect) -> SideEffect {
     }
 }
 
-fn tool_error(e: tool_impl::ToolError) -> ToolError {
+fn error_json(e: &tool_impl::ToolError) -> Value {
+    let (kind, msg) = match e {
+        tool_impl::ToolError::NotGranted(m) => ("not-granted", m),
+        tool_impl::ToolError::NotFound(m) => ("not-found", m),
+        tool_impl::ToolError::InvalidArgs(m) => ("invalid-args", m),
+        tool_impl::ToolError::Denied(m) => ("denied", m),
+        tool_impl::ToolError::Failed(m) => ("failed", m),
+    };
+    json!({ "error": format!("{e:?}"), "error_kind": kind, "detail": msg })
+}
+
+fn replayed_result(rec: &RecordedCall) -> Result<String, ToolError> {
+    if let Some(out) = rec.response.get("ok").and_then(Value::as_str) {
+        return Ok(out.to_string());
+    }
+    let detail = rec.response["detail"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    Err(
+        match rec.response["error_kind"].as_str().unwrap_or_default() {
+            "not-granted" => ToolError::NotGranted(detail),
+            "not-found" => ToolError::NotFound(detail),
+            "invalid-args" => ToolError::InvalidArgs(detail),
+            "denied" => ToolError::Denied(detail),
+            _ => ToolError::Failed(detail),
+        },
+    )
+}
+
+fn to_wit(e: tool_impl::ToolError) -> ToolError {
     match e {
         tool_impl::ToolError::NotGranted(m) => ToolError::NotGranted(m),
         tool_impl::ToolError::NotFound(m) => ToolError::NotFound(m),
@@ -28,28 +66,84 @@ fn tool_error(e: tool_impl::ToolError) -> ToolError {
     }
 }
 
+fn class_name(s: tool_impl::SideEffect) -> &'static str {
+    match s {
+        tool_impl::SideEffect::None => "none",
+        tool_impl::SideEffect::Idempotent => "idempotent",
+        tool_impl::SideEffect::Compensable => "compensable",
+        tool_impl::SideEffect::Irreversible => "irreversible",
+    }
+}
+
+impl TaskCtx {
+    /// Run a granted tool live with `key`, then record its result (and effects).
+    async fn run_tool(
+        &mut self,
+        name: &str,
+        args_json: &str,
+        key: String,
+        identity: Value,
+        started_at: i64,
+    ) -> wasmtime::Result<Result<String, ToolError>> {
+        let request = json!({ "name": name, "args": args_json, "idempotency_key": key });
+        let tool = self.run.tools.get(name);
+        let ctx = ToolCallCtx {
+            run_id: self.run.run_id.clone(),
+            task_id: self.task_id,
+            ledger: self.run.ledger.clone(),
+            idempotency_key: key,
+            effects: Default::default(),
+        };
+        let result = match tool {
+            Err(e) => Err(e),
+            Ok(tool) => match serde_json::from_str::<Value>(args_json) {
+                Err(e) => Err(tool_impl::ToolError::InvalidArgs(format!(
+                    "arguments are not JSON: {e}"
+                ))),
+                Ok(args) => tool.call(&ctx, args).await,
+            },
+        };
+        let effects = std::mem::take(&mut *ctx.effects.lock().unwrap());
+        if !effects.is_empty() {
+            crate::durability::fault::point("tool-effect");
+        }
+        let mut response = match &result {
+            Ok(out) => json!({ "ok": out }),
+            Err(e) => error_json(e),
+        };
+        if !effects.is_empty() {
+            response["effects"] = json!(effects);
+        }
+        let seq = self
+            .record(
+                Call::plain("tools.call", result.is_ok(), request, response, started_at)
+                    .with_identity(identity),
+            )
+            .await?;
+        self.tool_seqs.push(seq);
+        Ok(result.map_err(to_wit))
+    }
+}
+
 impl Host for TaskCtx {
     async fn list(&mut self) -> wasmtime::Result<Vec<ToolInfo>> {
         let started_at = self.admit()?;
         let infos = self.run.tools.list();
-        let names: Vec<&str> = infos.iter().map(|i| i.name.as_str()).collect();
-        self.record(Call::plain(
-            "tools.list",
-            true,
-            serde_json::Value::Null,
-            json!(names),
-            started_at,
-        ))
+        let to_wit = |i: tool_impl::ToolInfo| ToolInfo {
+            name: i.name,
+            description: i.description,
+            args_schema: i.args_schema.to_string(),
+            side_effect: side_effect(i.side_effect),
+        };
+        if self.replayed("tools.list", &Value::Null)?.is_some() {
+            return Ok(infos.into_iter().map(to_wit).collect());
+        }
+        self.record(
+            Call::plain("tools.list", true, Value::Null, json!(infos), started_at)
+                .with_identity(Value::Null),
+        )
         .await?;
-        Ok(infos
-            .into_iter()
-            .map(|i| ToolInfo {
-                name: i.name,
-                description: i.description,
-                args_schema: i.args_schema.to_string(),
-                side_effect: side_effect(i.side_effect),
-            })
-            .collect())
+        Ok(infos.into_iter().map(to_wit).collect())
     }
 
     async fn call(
@@ -58,39 +152,71 @@ impl Host for TaskCtx {
         args_json: String,
     ) -> wasmtime::Result<Result<String, ToolError>> {
         let started_at = self.admit()?;
-        let request = json!({ "name": name, "args": args_json });
-        let result = match self.run.tools.get(&name) {
-            Err(e) => Err(e),
-            Ok(tool) => match serde_json::from_str::<serde_json::Value>(&args_json) {
-                Err(e) => Err(tool_impl::ToolError::InvalidArgs(format!(
-                    "arguments are not JSON: {e}"
-                ))),
-                Ok(args) => {
-                    let ctx = ToolCallCtx {
-                        run_id: self.run.run_id.clone(),
-                        task_id: self.task_id,
-                        ledger: self.run.ledger.clone(),
-                        idempotency_key: format!(
-                            "{}/{}/{}",
-                            self.run.run_id, self.task_id, self.host_calls
-                        ),
-                    };
-                    tool.call(&ctx, args).await
+        let identity = json!({ "name": name, "args": args_json });
+        let key = format!("{}/{}/{}", self.run.run_id, self.task_id, self.host_calls);
+        let info = self.run.tools.info(&name);
+        let effectful = info
+            .as_ref()
+            .is_some_and(|i| i.side_effect != tool_impl::SideEffect::None);
+
+        if effectful && self.replay.is_some() {
+            // A recorded intent: its result follows, or the outcome is in doubt.
+            let intent_next = self
+                .replay
+                .as_ref()
+                .and_then(|r| r.peek())
+                .is_some_and(|r| r.kind == "tools.intent");
+            if intent_next {
+                let Some(intent) = self.replayed("tools.intent", &identity)? else {
+                    unreachable!("an intent was next")
+                };
+                if let Some(rec) = self.replayed("tools.call", &identity)? {
+                    self.tool_seqs.push(rec.seq);
+                    return Ok(replayed_result(&rec));
                 }
-            },
-        };
-        let response = match &result {
-            Ok(out) => json!({ "ok": out }),
-            Err(e) => json!({ "error": format!("{e:?}") }),
-        };
-        self.record(Call::plain(
-            "tools.call",
-            result.is_ok(),
-            request,
-            response,
-            started_at,
-        ))
-        .await?;
-        Ok(result.map_err(tool_error))
+                // The record ends at the intent: did the tool act? Decide by its class.
+                let class = intent.request["side_effect"]
+                    .as_str()
+                    .unwrap_or("irreversible")
+                    .to_string();
+                let recorded_key = intent.request["idempotency_key"]
+                    .as_str()
+                    .unwrap_or(&key)
+                    .to_string();
+                if class == "none" || class == "idempotent" {
+                    tracing::info!(run = %self.run.run_id, task = self.task_id, tool = %name, "re-running in-doubt {class} call with its idempotency key");
+                    return self
+                        .run_tool(&name, &args_json, recorded_key, identity, started_at)
+                        .await;
+                }
+                let msg = format!(
+                    "in doubt: {class} tool `{name}` (intent seq {}, key {recorded_key}) may or may not have acted \
+                     before the host stopped; see `agentflow recover {}`",
+                    intent.seq, self.run.run_id
+                );
+                self.in_doubt = Some(msg.clone());
+                return Err(wasmtime::format_err!("{msg}"));
+            }
+        }
+        if let Some(rec) = self.replayed("tools.call", &identity)? {
+            self.tool_seqs.push(rec.seq);
+            return Ok(replayed_result(&rec));
+        }
+        if let Some(info) = info.filter(|_| effectful) {
+            let intent = json!({
+                "name": name,
+                "args": args_json,
+                "idempotency_key": key,
+                "side_effect": class_name(info.side_effect),
+                "undo": info.undo,
+            });
+            self.record(
+                Call::plain("tools.intent", true, intent, Value::Null, started_at)
+                    .with_identity(identity.clone()),
+            )
+            .await?;
+        }
+        self.run_tool(&name, &args_json, key, identity, started_at)
+            .await
     }
 }

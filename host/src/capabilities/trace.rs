@@ -22,6 +22,15 @@ impl Host for TaskCtx {
         } else {
             0.0
         };
+        let identity = json!({ "thought": thought, "action": action, "observation": observation });
+        self.step_log
+            .push(json!({ "step": self.steps, "thought": thought, "action": action }));
+        if self.step_log.len() > 20 {
+            self.step_log.remove(0);
+        }
+        if self.replayed("trace.step", &identity)?.is_some() {
+            return Ok(());
+        }
         let request = json!({
             "step": self.steps,
             "thought": thought,
@@ -29,19 +38,26 @@ impl Host for TaskCtx {
             "observation": observation,
             "confidence": confidence,
         });
-        self.record(Call::plain(
-            "trace.step",
-            true,
-            request,
-            serde_json::Value::Null,
-            started_at,
-        ))
+        self.record(
+            Call::plain(
+                "trace.step",
+                true,
+                request,
+                serde_json::Value::Null,
+                started_at,
+            )
+            .with_identity(identity),
+        )
         .await?;
         Ok(())
     }
 
     async fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
         let started_at = self.admit()?;
+        let identity = json!({ "level": format!("{level:?}"), "message": message });
+        if self.replayed("trace.log", &identity)?.is_some() {
+            return Ok(());
+        }
         let (run, task) = (&self.run.run_id, self.task_id);
         let level_name = match level {
             Level::Debug => {
@@ -62,13 +78,16 @@ impl Host for TaskCtx {
             }
         };
         let request = json!({ "level": level_name, "message": message });
-        self.record(Call::plain(
-            "trace.log",
-            true,
-            request,
-            serde_json::Value::Null,
-            started_at,
-        ))
+        self.record(
+            Call::plain(
+                "trace.log",
+                true,
+                request,
+                serde_json::Value::Null,
+                started_at,
+            )
+            .with_identity(identity),
+        )
         .await?;
         Ok(())
     }

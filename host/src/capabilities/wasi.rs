@@ -4,32 +4,74 @@
 //! random read. They answer from the real clock / OS generator and append the value
 //! to the task's [`NondetLog`], which the next recorded host call flushes to the
 //! ledger as one `wasi.nondet` event (a read only matters once it can influence an
-//! effect, and the trait methods are synchronous). A replay can therefore hand the
-//! guest the same values. Everything else in WASI is linked with nothing granted: no
+//! effect, and the trait methods are synchronous). On a replay the recorded values
+//! are handed back in order instead ([`NondetLog::set_replay`]); a read of another
+//! kind than the one recorded is non-determinism, reported at the next host call. Everything else in WASI is linked with nothing granted: no
 //! preopened directories, no environment, no arguments, no sockets.
 
 use rand::{Rng, SeedableRng, TryRng};
 use serde_json::{Value, json};
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock};
 
-/// Clock and random values read by a guest and not yet written to the ledger.
+/// Clock and random values read by a guest and not yet written to the ledger, and
+/// the recorded values still to hand back during a replay.
 #[derive(Clone, Default)]
-pub struct NondetLog(Arc<Mutex<Vec<Value>>>);
+pub struct NondetLog(Arc<Mutex<NondetState>>);
+
+#[derive(Default)]
+struct NondetState {
+    pending: Vec<Value>,
+    replay: VecDeque<Value>,
+    divergence: Option<String>,
+}
 
 /// Largest random read recorded per call; larger reads trap (see `max_random_size`).
 pub const MAX_RANDOM_BYTES: u64 = 1 << 20;
 
 impl NondetLog {
     fn push(&self, v: Value) {
-        self.0.lock().unwrap().push(v);
+        self.0.lock().unwrap().pending.push(v);
     }
 
     /// Take everything recorded so far.
     pub fn take(&self) -> Vec<Value> {
-        std::mem::take(&mut *self.0.lock().unwrap())
+        std::mem::take(&mut self.0.lock().unwrap().pending)
+    }
+
+    /// Hand these recorded values back, in order, before reading live ones.
+    pub fn set_replay(&self, values: VecDeque<Value>) {
+        self.0.lock().unwrap().replay = values;
+    }
+
+    /// Stop replaying (e.g. when restarting live from a checkpoint).
+    pub fn clear_replay(&self) {
+        self.0.lock().unwrap().replay.clear();
+    }
+
+    /// A divergence seen by a clock or random read, if any.
+    pub fn take_divergence(&self) -> Option<String> {
+        self.0.lock().unwrap().divergence.take()
+    }
+
+    /// The next recorded value of kind `key`, if replaying. A recorded value of
+    /// another kind means the guest diverged: replay stops and the divergence is kept.
+    fn replayed(&self, key: &str) -> Option<Value> {
+        let mut st = self.0.lock().unwrap();
+        let front = st.replay.front()?;
+        if let Some(v) = front.get(key) {
+            let v = v.clone();
+            st.replay.pop_front();
+            return Some(v);
+        }
+        st.divergence = Some(format!(
+            "the guest read {key} where the ledger recorded {front}"
+        ));
+        st.replay.clear();
+        None
     }
 }
 
@@ -50,10 +92,11 @@ impl HostWallClock for RecordingWallClock {
     }
 }
 
-/// The monotonic clock (nanoseconds since the agent started), recorded.
+/// The monotonic clock (nanoseconds since the agent started), recorded. After a
+/// replay it continues from the last replayed value, so it never goes backwards.
 pub struct RecordingMonotonicClock {
     log: NondetLog,
-    start: Instant,
+    base: Mutex<(u64, Instant)>,
 }
 
 impl RecordingMonotonicClock {
@@ -61,7 +104,7 @@ impl RecordingMonotonicClock {
     pub fn new(log: NondetLog) -> Self {
         RecordingMonotonicClock {
             log,
-            start: Instant::now(),
+            base: Mutex::new((0, Instant::now())),
         }
     }
 }
@@ -72,7 +115,12 @@ impl HostMonotonicClock for RecordingMonotonicClock {
     }
 
     fn now(&self) -> u64 {
-        let ns = self.start.elapsed().as_nanos() as u64;
+        if let Some(ns) = self.log.replayed("monotonic_ns").and_then(|v| v.as_u64()) {
+            *self.base.lock().unwrap() = (ns, Instant::now());
+            return ns;
+        }
+        let (base, at) = *self.base.lock().unwrap();
+        let ns = base + at.elapsed().as_nanos() as u64;
         self.log.push(json!({ "monotonic_ns": ns }));
         ns
     }
@@ -98,24 +146,60 @@ impl RecordingRng {
     fn record(&self, bytes: &[u8]) {
         self.log.push(json!({ self.label: hex::encode(bytes) }));
     }
+
+    /// Fill `dst` from the replay if a recorded value of the same size is next.
+    fn from_replay(&self, dst: &mut [u8]) -> bool {
+        match self
+            .log
+            .replayed(self.label)
+            .and_then(|v| v.as_str().and_then(|h| hex::decode(h).ok()))
+        {
+            Some(bytes) if bytes.len() == dst.len() => {
+                dst.copy_from_slice(&bytes);
+                true
+            }
+            Some(bytes) => {
+                let mut st = self.log.0.lock().unwrap();
+                st.divergence = Some(format!(
+                    "the guest read {} random bytes where the ledger recorded {}",
+                    dst.len(),
+                    bytes.len()
+                ));
+                st.replay.clear();
+                false
+            }
+            None => false,
+        }
+    }
 }
 
 impl TryRng for RecordingRng {
     type Error = Infallible;
 
     fn try_next_u32(&mut self) -> Result<u32, Infallible> {
+        let mut buf = [0u8; 4];
+        if self.from_replay(&mut buf) {
+            return Ok(u32::from_le_bytes(buf));
+        }
         let v = self.inner.next_u32();
         self.record(&v.to_le_bytes());
         Ok(v)
     }
 
     fn try_next_u64(&mut self) -> Result<u64, Infallible> {
+        let mut buf = [0u8; 8];
+        if self.from_replay(&mut buf) {
+            return Ok(u64::from_le_bytes(buf));
+        }
         let v = self.inner.next_u64();
         self.record(&v.to_le_bytes());
         Ok(v)
     }
 
     fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Infallible> {
+        if self.from_replay(dst) {
+            return Ok(());
+        }
         self.inner.fill_bytes(dst);
         self.record(dst);
         Ok(())
@@ -129,8 +213,17 @@ pub fn build_ctx(
     stdout: crate::runtime::stdio::BoundedCapture,
     stderr: crate::runtime::stdio::BoundedCapture,
 ) -> wasmtime_wasi::WasiCtx {
-    let seed: u128 = rand::random();
-    log.push(json!({ "insecure_seed": seed.to_string() }));
+    let seed: u128 = match log
+        .replayed("insecure_seed")
+        .and_then(|v| v.as_str().and_then(|s| s.parse().ok()))
+    {
+        Some(seed) => seed,
+        None => {
+            let seed: u128 = rand::random();
+            log.push(json!({ "insecure_seed": seed.to_string() }));
+            seed
+        }
+    };
     let mut builder = wasmtime_wasi::WasiCtx::builder();
     builder
         .stdout(stdout)

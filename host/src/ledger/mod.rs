@@ -44,6 +44,11 @@ pub enum LedgerError {
     },
 }
 
+/// The replay-matching hash of a call's identity (canonical JSON, SHA-256).
+pub fn identity_hash(identity: &serde_json::Value) -> String {
+    blobs::sha256_hex(identity.to_string().as_bytes())
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -84,7 +89,11 @@ pub struct NewRun {
     pub component_hash: String,
     pub input: String,
     pub config_json: String,
+    /// Hash of what determines the run's behaviour (component, input, config).
+    pub context_hash: String,
     pub budget_usd: Option<f64>,
+    /// The component itself, stored in `blobs` so the run can be resumed from the ledger alone.
+    pub component: std::sync::Arc<[u8]>,
 }
 
 /// A new task of a run.
@@ -98,6 +107,14 @@ pub struct NewTask {
     pub component_hash: String,
     pub description: String,
     pub input: String,
+    /// `parent:call-number` of the spawn that created it: unique per run, so a parent
+    /// replaying after a crash finds its child instead of spawning a twin.
+    pub spawn_key: Option<String>,
+    pub dedup_key: Option<String>,
+    /// JSON list of dependencies (`{"after": id}` / `{"data_from": id}`).
+    pub depends_on: String,
+    /// The component, when it is not yet in `blobs`.
+    pub component: Option<std::sync::Arc<[u8]>>,
 }
 
 /// One host call, as appended to `events`.
@@ -110,6 +127,9 @@ pub struct EventRecord {
     pub ok: bool,
     pub request: serde_json::Value,
     pub response: serde_json::Value,
+    /// What identifies the call for replay matching (hashed into `request_hash`);
+    /// `None` means the whole request.
+    pub identity: Option<serde_json::Value>,
     pub model: Option<String>,
     pub tokens_in: u32,
     pub tokens_out: u32,
@@ -126,6 +146,8 @@ pub struct Writer {
     next_seq: HashMap<(String, u64), u64>,
     /// Replies of the current group, sent once it has committed.
     pending_replies: Vec<Reply>,
+    /// Events appended in the current group (for fault injection).
+    group_events: u64,
 }
 
 /// Handle to the ledger; cheap to clone.
@@ -248,10 +270,11 @@ impl Ledger {
     /// Record a new run.
     pub async fn create_run(&self, run: NewRun) -> Result<(), LedgerError> {
         self.write(move |w| {
+            blobs::put(&w.conn, &run.component)?;
             w.conn.execute(
-                "INSERT INTO runs (run_id, agent, component_hash, input, status, config_json, budget_usd, started_at)
-                 VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6, ?7)",
-                params![run.run_id, run.agent, run.component_hash, run.input, run.config_json, run.budget_usd, now_ms()],
+                "INSERT INTO runs (run_id, agent, component_hash, input, status, config_json, context_hash, budget_usd, started_at)
+                 VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6, ?7, ?8)",
+                params![run.run_id, run.agent, run.component_hash, run.input, run.config_json, run.context_hash, run.budget_usd, now_ms()],
             )?;
             Ok(())
         })
@@ -284,23 +307,36 @@ impl Ledger {
     pub async fn create_task(&self, task: NewTask) -> Result<(), LedgerError> {
         self.write(move |w| {
             let input_hash = blobs::put(&w.conn, task.input.as_bytes())?;
+            if let Some(bytes) = &task.component {
+                blobs::put(&w.conn, bytes)?;
+            }
             w.conn.execute(
-                "INSERT INTO tasks (run_id, task_id, parent_id, depth, agent, component_hash, description, status, input_hash, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9)",
+                "INSERT INTO tasks (run_id, task_id, parent_id, depth, agent, component_hash, description, status, input_hash,
+                                    spawn_key, dedup_key, depends_on, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10, ?11, ?12)",
                 params![task.run_id, task.task_id as i64, task.parent_id.map(|p| p as i64), task.depth, task.agent,
-                        task.component_hash, task.description, input_hash, now_ms()],
+                        task.component_hash, task.description, input_hash, task.spawn_key, task.dedup_key,
+                        task.depends_on, now_ms()],
             )?;
             Ok(())
         })
         .await
     }
 
-    /// Mark a task as running.
-    pub async fn start_task(&self, run_id: String, task_id: u64) -> Result<(), LedgerError> {
+    /// Mark a task as running with the input it runs on (its own, plus the outputs of
+    /// `data-from` dependencies). A resumed task keeps its first start time.
+    pub async fn start_task(
+        &self,
+        run_id: String,
+        task_id: u64,
+        run_input: String,
+    ) -> Result<(), LedgerError> {
         self.write(move |w| {
+            let hash = blobs::put(&w.conn, run_input.as_bytes())?;
             w.conn.execute(
-                "UPDATE tasks SET status = 'running', started_at = ?3 WHERE run_id = ?1 AND task_id = ?2",
-                params![run_id, task_id as i64, now_ms()],
+                "UPDATE tasks SET status = 'running', started_at = COALESCE(started_at, ?3), run_input_hash = ?4
+                 WHERE run_id = ?1 AND task_id = ?2",
+                params![run_id, task_id as i64, now_ms(), hash],
             )?;
             Ok(())
         })
@@ -382,7 +418,7 @@ impl Writer {
                 max as u64 + 1
             }
         };
-        let request_hash = blobs::sha256_hex(event.request.to_string().as_bytes());
+        let request_hash = identity_hash(event.identity.as_ref().unwrap_or(&event.request));
         blobs::externalize(&self.conn, &mut event.request)?;
         blobs::externalize(&self.conn, &mut event.response)?;
         self.conn
@@ -408,6 +444,7 @@ impl Writer {
                 event.finished_at,
             ])?;
         self.next_seq.insert(key, seq + 1);
+        self.group_events += 1;
         Ok(seq)
     }
 }
@@ -417,6 +454,7 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
         conn,
         next_seq: HashMap::new(),
         pending_replies: Vec::new(),
+        group_events: 0,
     };
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
@@ -438,7 +476,11 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
             let _ = writer.conn.execute_batch("ROLLBACK");
             writer.next_seq = seq_backup;
             tracing::error!(error = ?commit, "ledger commit failed");
+        } else {
+            // Fault injection (tests): may abort the process right after this commit.
+            crate::durability::fault::events_committed(writer.group_events);
         }
+        writer.group_events = 0;
         let replies = std::mem::take(&mut writer.pending_replies);
         for reply in replies {
             reply(&commit);

@@ -67,6 +67,8 @@ pub struct EventRow {
     pub seq: u64,
     pub kind: String,
     pub ok: bool,
+    /// Hash of the call's identity, used to match calls on replay.
+    pub request_hash: String,
     pub request: serde_json::Value,
     pub response: serde_json::Value,
     pub model: Option<String>,
@@ -162,7 +164,7 @@ pub fn events(
 ) -> Result<Vec<EventRow>, LedgerError> {
     let mut stmt = conn.prepare(
         "SELECT task_id, seq, kind, status, request, response, model, tokens_in, tokens_out, cost_usd,
-                started_at, finished_at
+                started_at, finished_at, request_hash
          FROM events WHERE run_id = ?1 AND (?2 IS NULL OR task_id = ?2) ORDER BY task_id, seq",
     )?;
     let rows = stmt.query_map(params![run_id, task_id.map(|t| t as i64)], |r| {
@@ -181,6 +183,7 @@ pub fn events(
             cost_usd: r.get(9)?,
             started_at: r.get(10)?,
             finished_at: r.get(11)?,
+            request_hash: r.get(12)?,
         })
     })?;
     let mut out: Vec<EventRow> = rows.collect::<Result<_, _>>()?;
@@ -200,4 +203,131 @@ pub fn kv_get(conn: &Connection, run_id: &str, key: &str) -> Result<Option<Strin
             |r| r.get(0),
         )
         .optional()?)
+}
+
+/// A blob by hash.
+pub fn blob(conn: &Connection, hash: &str) -> Result<Option<Vec<u8>>, LedgerError> {
+    Ok(blobs::get(conn, hash)?)
+}
+
+/// What resuming a run needs to know about one of its tasks.
+#[derive(Clone, Debug)]
+pub struct ResumeTask {
+    pub task_id: u64,
+    pub parent_id: Option<u64>,
+    pub depth: u32,
+    pub agent: String,
+    pub component_hash: String,
+    pub description: String,
+    pub status: String,
+    pub input_hash: String,
+    pub run_input_hash: Option<String>,
+    pub output: Option<String>,
+    pub error: Option<String>,
+    pub spawn_key: Option<String>,
+    pub dedup_key: Option<String>,
+    pub depends_on: String,
+}
+
+/// All tasks of a run, for resuming it.
+pub fn resume_tasks(conn: &Connection, run_id: &str) -> Result<Vec<ResumeTask>, LedgerError> {
+    let mut stmt = conn.prepare(
+        "SELECT task_id, parent_id, depth, agent, component_hash, description, status, input_hash, run_input_hash,
+                output, error, spawn_key, dedup_key, depends_on
+         FROM tasks WHERE run_id = ?1 ORDER BY task_id",
+    )?;
+    let rows = stmt.query_map([run_id], |r| {
+        Ok(ResumeTask {
+            task_id: r.get::<_, i64>(0)? as u64,
+            parent_id: r.get::<_, Option<i64>>(1)?.map(|p| p as u64),
+            depth: r.get(2)?,
+            agent: r.get(3)?,
+            component_hash: r.get(4)?,
+            description: r.get(5)?,
+            status: r.get(6)?,
+            input_hash: r.get(7)?,
+            run_input_hash: r.get(8)?,
+            output: r.get(9)?,
+            error: r.get(10)?,
+            spawn_key: r.get(11)?,
+            dedup_key: r.get(12)?,
+            depends_on: r.get(13)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The run's stored config and context hash.
+pub fn run_config(
+    conn: &Connection,
+    run_id: &str,
+) -> Result<Option<(String, String)>, LedgerError> {
+    Ok(conn
+        .query_row(
+            "SELECT config_json, context_hash FROM runs WHERE run_id = ?1",
+            [run_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?)
+}
+
+/// The checkpoint state saved by event `seq` of a task.
+pub fn checkpoint_state(
+    conn: &Connection,
+    run_id: &str,
+    task_id: u64,
+    seq: u64,
+) -> Result<Option<Vec<u8>>, LedgerError> {
+    let hash: Option<String> = conn
+        .query_row(
+            "SELECT state_hash FROM checkpoints WHERE run_id = ?1 AND task_id = ?2 AND event_seq = ?3",
+            params![run_id, task_id as i64, seq as i64],
+            |r| r.get(0),
+        )
+        .optional()?;
+    match hash {
+        Some(h) => blob(conn, &h),
+        None => Ok(None),
+    }
+}
+
+/// One row of `checkpoints`.
+#[derive(Clone, Debug, Serialize)]
+pub struct CheckpointRow {
+    pub task_id: u64,
+    pub number: u32,
+    pub event_seq: u64,
+    pub note: String,
+    pub step: u32,
+    pub state_hash: String,
+    pub state_size: i64,
+    pub host_state: serde_json::Value,
+    pub saved_at: i64,
+}
+
+/// The checkpoints of a run (or of one task), oldest first.
+pub fn checkpoints(
+    conn: &Connection,
+    run_id: &str,
+    task_id: Option<u64>,
+) -> Result<Vec<CheckpointRow>, LedgerError> {
+    let mut stmt = conn.prepare(
+        "SELECT c.task_id, c.number, c.event_seq, c.note, c.step, c.state_hash, b.size, c.host_state, c.saved_at
+         FROM checkpoints c JOIN blobs b ON b.hash = c.state_hash
+         WHERE c.run_id = ?1 AND (?2 IS NULL OR c.task_id = ?2) ORDER BY c.task_id, c.number",
+    )?;
+    let rows = stmt.query_map(params![run_id, task_id.map(|t| t as i64)], |r| {
+        Ok(CheckpointRow {
+            task_id: r.get::<_, i64>(0)? as u64,
+            number: r.get(1)?,
+            event_seq: r.get::<_, i64>(2)? as u64,
+            note: r.get(3)?,
+            step: r.get(4)?,
+            state_hash: r.get(5)?,
+            state_size: r.get(6)?,
+            host_state: serde_json::from_str(&r.get::<_, String>(7)?).unwrap_or_default(),
+            saved_at: r.get(8)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }

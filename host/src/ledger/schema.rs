@@ -4,7 +4,7 @@
 //! `sqlite3`; keep the two in step. Timestamps are milliseconds since the Unix epoch.
 
 /// Bumped on every incompatible schema change.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Connection settings: WAL so readers never block the writer, `synchronous=FULL` so a
 /// committed append survives power loss, foreign keys on.
@@ -31,6 +31,7 @@ CREATE TABLE IF NOT EXISTS runs (
     output         TEXT,
     error          TEXT,
     config_json    TEXT NOT NULL,
+    context_hash   TEXT NOT NULL,
     budget_usd     REAL,
     tokens_in      INTEGER NOT NULL DEFAULT 0,
     tokens_out     INTEGER NOT NULL DEFAULT 0,
@@ -49,6 +50,10 @@ CREATE TABLE IF NOT EXISTS tasks (
     description    TEXT    NOT NULL,
     status         TEXT    NOT NULL CHECK (status IN ('pending','running','completed','failed','cancelled')),
     input_hash     TEXT    NOT NULL REFERENCES blobs(hash),
+    spawn_key      TEXT,
+    dedup_key      TEXT,
+    depends_on     TEXT    NOT NULL DEFAULT '[]',
+    run_input_hash TEXT,
     output         TEXT,
     error          TEXT,
     tokens_in      INTEGER NOT NULL DEFAULT 0,
@@ -58,7 +63,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     created_at     INTEGER NOT NULL,
     started_at     INTEGER,
     finished_at    INTEGER,
-    PRIMARY KEY (run_id, task_id)
+    PRIMARY KEY (run_id, task_id),
+    UNIQUE (run_id, spawn_key)
 );
 
 CREATE TABLE IF NOT EXISTS events (
@@ -103,6 +109,7 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     note       TEXT    NOT NULL,
     state_hash TEXT    NOT NULL REFERENCES blobs(hash),
     step       INTEGER NOT NULL,
+    host_state TEXT    NOT NULL DEFAULT '{}',
     saved_at   INTEGER NOT NULL,
     PRIMARY KEY (run_id, task_id, number)
 );

@@ -10,9 +10,11 @@
 use super::LoadedAgent;
 use super::state::{AgentState, Kill};
 use super::stdio::BoundedCapture;
+use crate::bindings::checkpoint::Checkpoint;
 use crate::capabilities::{TaskCtx, wasi};
+use crate::durability::DivergencePolicy;
 use crate::ledger::{EventRecord, now_ms};
-use crate::supervisor::{RunContext, TaskOutcome};
+use crate::supervisor::{ReplayStart, RunContext, TaskOutcome};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,20 +36,111 @@ fn shorten(mut s: String, max: usize) -> String {
     s
 }
 
-/// Execute task `task_id` of `run` and return how it ended. Does not record the end
-/// itself (the caller does, through `RunContext::finish`).
+/// How one attempt at running a task ended.
+struct Attempt {
+    outcome: TaskOutcome,
+    /// The replay diverged: the non-determinism error.
+    diverged: Option<String>,
+}
+
+/// Execute task `task_id` of `run` — replaying its record first when `replay` is given
+/// — and return how it ended. Does not record the end itself (the caller does, through
+/// `RunContext::finish`). A replay that diverges fails the task, or restarts it live
+/// from its last checkpoint, as the run's divergence policy says.
 pub async fn execute_task(
     run: Arc<RunContext>,
     task_id: u64,
     depth: u32,
     agent: Arc<LoadedAgent>,
     input: String,
+    replay: Option<ReplayStart>,
 ) -> TaskOutcome {
-    if let Err(e) = run.ledger.start_task(run.run_id.clone(), task_id).await {
+    if let Err(e) = run
+        .ledger
+        .start_task(run.run_id.clone(), task_id, input.clone())
+        .await
+    {
         return TaskOutcome::Failed(format!("cannot record task start: {e}"));
     }
+    let first = run_once(&run, task_id, depth, &agent, &input, replay, None).await;
+    let Some(divergence) = first.diverged else {
+        return first.outcome;
+    };
+    let restart = match run.divergence {
+        DivergencePolicy::Fail => None,
+        DivergencePolicy::FromCheckpoint => last_checkpoint(&run, task_id),
+    };
+    let note = json!({ "error": divergence, "policy": run.divergence,
+                       "restart_from_checkpoint": restart.as_ref().map(|(n, c)| json!({ "number": n, "note": c.note, "step": c.step })) });
+    let event = EventRecord {
+        run_id: run.run_id.clone(),
+        task_id,
+        kind: "replay.diverged".into(),
+        ok: false,
+        request: serde_json::Value::Null,
+        response: note,
+        identity: None,
+        model: None,
+        tokens_in: 0,
+        tokens_out: 0,
+        cost_usd: 0.0,
+        started_at: now_ms(),
+        finished_at: now_ms(),
+    };
+    if let Err(e) = run.ledger.append(event).await {
+        return TaskOutcome::Failed(format!("{divergence}; and the ledger failed: {e}"));
+    }
+    match restart {
+        None if run.divergence == DivergencePolicy::FromCheckpoint => {
+            TaskOutcome::Failed(format!("{divergence} (no checkpoint to restart from)"))
+        }
+        None => TaskOutcome::Failed(divergence),
+        Some(checkpoint) => {
+            run_once(&run, task_id, depth, &agent, &input, None, Some(checkpoint))
+                .await
+                .outcome
+        }
+    }
+}
+
+/// The task's latest checkpoint in the ledger, with its number.
+fn last_checkpoint(run: &RunContext, task_id: u64) -> Option<(u32, Checkpoint)> {
+    let conn = run.ledger.reader().ok()?;
+    let row = crate::ledger::query::checkpoints(&conn, &run.run_id, Some(task_id))
+        .ok()?
+        .pop()?;
+    let state = crate::ledger::query::blob(&conn, &row.state_hash).ok()??;
+    Some((
+        row.number,
+        Checkpoint {
+            state,
+            note: row.note,
+            step: row.step,
+            saved_at_ms: row.saved_at as u64,
+        },
+    ))
+}
+
+async fn run_once(
+    run: &Arc<RunContext>,
+    task_id: u64,
+    depth: u32,
+    agent: &Arc<LoadedAgent>,
+    input: &str,
+    replay: Option<ReplayStart>,
+    restart: Option<(u32, Checkpoint)>,
+) -> Attempt {
     let limits = run.limits.clone();
-    let task = TaskCtx::new(run.clone(), task_id, depth, agent.clone());
+    let mut task = TaskCtx::new(run.clone(), task_id, depth, agent.clone());
+    if let Some(start) = replay {
+        task.nondet.set_replay(start.nondet);
+        task.replay = Some(start.replay);
+    }
+    if let Some((number, checkpoint)) = restart {
+        task.checkpoints = number;
+        task.steps = checkpoint.step;
+        task.last_checkpoint = Some(checkpoint);
+    }
     let stdout = BoundedCapture::new(limits.max_stdio_bytes);
     let stderr = BoundedCapture::new(limits.max_stdio_bytes);
     let state = AgentState {
@@ -76,7 +169,7 @@ pub async fn execute_task(
 
     let call = async {
         let instance = agent.pre.instantiate_async(&mut store).await?;
-        instance.call_run(&mut store, &input).await
+        instance.call_run(&mut store, input).await
     };
     let result = tokio::time::timeout(Duration::from_millis(limits.wall_ms), call).await;
 
@@ -86,6 +179,24 @@ pub async fn execute_task(
             "wall-clock time limit exceeded ({} ms, limits.wall_ms)",
             limits.wall_ms
         )),
+        Ok(Ok(Ok(_)))
+            if store
+                .data()
+                .task
+                .replay
+                .as_ref()
+                .is_some_and(|r| r.remaining() > 0) =>
+        {
+            let replay = store.data().task.replay.as_ref().expect("checked");
+            let next = replay.peek().expect("remaining > 0");
+            let msg = format!(
+                "non-determinism: the guest finished, but the ledger recorded {} more call(s), next {}",
+                replay.remaining(),
+                crate::durability::replay::describe(&next.kind, &next.request_hash, Some(next.seq))
+            );
+            store.data_mut().task.diverged = Some(msg.clone());
+            TaskOutcome::Failed(msg)
+        }
         Ok(Ok(Ok(output))) => {
             if output.len() > limits.max_output_bytes {
                 TaskOutcome::Failed(format!(
@@ -98,6 +209,12 @@ pub async fn execute_task(
             }
         }
         Ok(Ok(Err(message))) => TaskOutcome::Failed(shorten(message, limits.max_output_bytes)),
+        Ok(Err(_)) if store.data().task.diverged.is_some() => {
+            TaskOutcome::Failed(store.data().task.diverged.clone().unwrap_or_default())
+        }
+        Ok(Err(_)) if store.data().task.in_doubt.is_some() => {
+            TaskOutcome::Failed(store.data().task.in_doubt.clone().unwrap_or_default())
+        }
         Ok(Err(err)) => {
             let mut msg = match store.data().kill() {
                 Some(kill) => format!("stopped by the host: {kill}"),
@@ -143,8 +260,10 @@ pub async fn execute_task(
             cost_usd: 0.0,
             started_at: now,
             finished_at: now,
+            identity: None,
         });
     }
+    let diverged = store.data().task.diverged.clone();
     drop(store);
     if !tail_events.is_empty() {
         let result = run
@@ -160,5 +279,5 @@ pub async fn execute_task(
             tracing::error!(run = %run.run_id, task = task_id, error = %e, "cannot record task stdio");
         }
     }
-    outcome
+    Attempt { outcome, diverged }
 }

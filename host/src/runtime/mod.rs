@@ -36,6 +36,8 @@ pub struct LoadedAgent {
     pub hash: String,
     /// Whether the compiled code came from the on-disk cache.
     pub from_cache: bool,
+    /// The component bytes (stored in the ledger so a run can resume from it alone).
+    pub bytes: Arc<[u8]>,
     pub(crate) pre: AgentPre<AgentState>,
 }
 
@@ -123,6 +125,7 @@ impl Runtime {
             name: name.to_string(),
             hash: hash.clone(),
             from_cache,
+            bytes: Arc::from(bytes),
             pre,
         });
         self.loaded.lock().unwrap().insert(hash, agent.clone());

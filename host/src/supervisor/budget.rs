@@ -52,6 +52,11 @@ impl Budget {
         s.spent += actual;
     }
 
+    /// Charge an amount already spent (e.g. by the recorded calls of a resumed run).
+    pub fn charge(&self, amount: f64) {
+        self.0.lock().unwrap().spent += amount;
+    }
+
     /// What is neither spent nor reserved.
     pub fn remaining(&self) -> f64 {
         let s = self.0.lock().unwrap();

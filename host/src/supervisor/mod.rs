@@ -16,7 +16,7 @@ use crate::runtime::{LoadedAgent, Runtime};
 use crate::scheduler::Scheduler;
 use crate::tools::ToolSet;
 use budget::Budget;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
@@ -83,6 +83,45 @@ struct TaskTree {
     next_id: u64,
     nodes: HashMap<u64, TaskNode>,
     dedup: HashMap<String, u64>,
+    /// `parent:call-number` → child, so a replaying parent finds its child again.
+    spawn_keys: HashMap<String, u64>,
+}
+
+/// What a task resumes with: its recorded calls and clock/random values.
+pub struct ReplayStart {
+    pub replay: crate::durability::replay::Replay,
+    pub nondet: VecDeque<serde_json::Value>,
+}
+
+fn deps_json(deps: &[Dependency]) -> String {
+    serde_json::Value::Array(
+        deps.iter()
+            .map(|d| match d {
+                Dependency::After(i) => serde_json::json!({ "after": i }),
+                Dependency::DataFrom(i) => serde_json::json!({ "data_from": i }),
+            })
+            .collect(),
+    )
+    .to_string()
+}
+
+/// Parse the `depends_on` column.
+pub fn parse_deps(text: &str) -> Vec<Dependency> {
+    let v: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| {
+            d.get("after")
+                .and_then(|i| i.as_u64())
+                .map(Dependency::After)
+                .or_else(|| {
+                    d.get("data_from")
+                        .and_then(|i| i.as_u64())
+                        .map(Dependency::DataFrom)
+                })
+        })
+        .collect()
 }
 
 /// Everything the tasks of one run share.
@@ -99,6 +138,12 @@ pub struct RunContext {
     pub budget: Budget,
     /// Agents spawnable by name (`[agents]`).
     pub agents: BTreeMap<String, PathBuf>,
+    /// Hash of the component, input and behaviour-relevant config of the run.
+    pub context_hash: String,
+    /// What to do when a replay diverges.
+    pub divergence: crate::durability::DivergencePolicy,
+    /// Components already stored in the ledger's `blobs`.
+    stored_components: Mutex<HashSet<String>>,
     tree: Mutex<TaskTree>,
 }
 
@@ -115,6 +160,8 @@ impl RunContext {
         limits: Limits,
         budget_usd: f64,
         agents: BTreeMap<String, PathBuf>,
+        context_hash: String,
+        divergence: crate::durability::DivergencePolicy,
     ) -> Arc<RunContext> {
         Arc::new(RunContext {
             run_id,
@@ -126,6 +173,9 @@ impl RunContext {
             limits,
             budget: Budget::new(budget_usd),
             agents,
+            context_hash,
+            divergence,
+            stored_components: Mutex::new(HashSet::new()),
             tree: Mutex::new(TaskTree {
                 next_id: 1,
                 ..Default::default()
@@ -160,8 +210,16 @@ impl RunContext {
                 component_hash: agent.hash.clone(),
                 description: "root".into(),
                 input: input.to_string(),
+                spawn_key: None,
+                dedup_key: None,
+                depends_on: "[]".into(),
+                component: None,
             })
             .await?;
+        self.stored_components
+            .lock()
+            .unwrap()
+            .insert(agent.hash.clone());
         Ok(id)
     }
 
@@ -189,7 +247,13 @@ impl RunContext {
         parent_depth: u32,
         parent_agent: &Arc<LoadedAgent>,
         req: SpawnRequest,
+        spawn_key: String,
     ) -> Result<u64, SpawnRefusal> {
+        // A parent resumed after a crash that struck between creating this child and
+        // recording the spawn finds the child it already made.
+        if let Some(existing) = self.tree.lock().unwrap().spawn_keys.get(&spawn_key) {
+            return Ok(*existing);
+        }
         // The agent is resolved (and maybe compiled) before taking the lock.
         let agent = match &req.agent {
             AgentChoice::Same => parent_agent.clone(),
@@ -265,7 +329,16 @@ impl RunContext {
             if let Some(key) = &req.dedup_key {
                 tree.dedup.insert(key.clone(), id);
             }
+            tree.spawn_keys.insert(spawn_key.clone(), id);
             (id, deps)
+        };
+        let component = {
+            let mut stored = self.stored_components.lock().unwrap();
+            if stored.insert(agent.hash.clone()) {
+                Some(agent.bytes.clone())
+            } else {
+                None
+            }
         };
         if let Err(e) = self
             .ledger
@@ -278,16 +351,38 @@ impl RunContext {
                 component_hash: agent.hash.clone(),
                 description: req.description.clone(),
                 input: req.input.clone(),
+                spawn_key: Some(spawn_key),
+                dedup_key: req.dedup_key.clone(),
+                depends_on: deps_json(&req.depends_on),
+                component,
             })
             .await
         {
             self.tree.lock().unwrap().nodes.remove(&id);
             return Err(SpawnRefusal::InvalidRequest(format!("ledger: {e}")));
         }
+        crate::durability::fault::point("spawn-created");
+        self.start_task(id, depth, agent, req.input, rx_deps, None, None);
+        Ok(id)
+    }
 
+    /// Start task `id` on its own tokio task: wait for its dependencies, then run it
+    /// (replaying its record first when resuming; `run_input` is the input it already
+    /// started with, if it had started).
+    #[allow(clippy::too_many_arguments)]
+    fn start_task(
+        self: &Arc<Self>,
+        id: u64,
+        depth: u32,
+        agent: Arc<LoadedAgent>,
+        input: String,
+        rx_deps: Vec<(u64, bool, watch::Receiver<Option<TaskOutcome>>)>,
+        run_input: Option<String>,
+        replay: Option<ReplayStart>,
+    ) {
         let run = self.clone();
         let handle = tokio::spawn(async move {
-            let mut input = req.input;
+            let mut input = input;
             for (dep_id, data, mut rx) in rx_deps {
                 let outcome = rx
                     .wait_for(|o| o.is_some())
@@ -308,14 +403,109 @@ impl RunContext {
                     }
                 }
             }
+            let input = run_input.unwrap_or(input);
             let outcome =
-                crate::runtime::execute::execute_task(run.clone(), id, depth, agent, input).await;
+                crate::runtime::execute::execute_task(run.clone(), id, depth, agent, input, replay)
+                    .await;
             run.finish(id, outcome).await;
         });
         if let Some(node) = self.tree.lock().unwrap().nodes.get_mut(&id) {
             node.abort = Some(handle.abort_handle());
         }
-        Ok(id)
+    }
+
+    /// Rebuild the task tree of a run being resumed: every task of the ledger, with
+    /// the outcome of those that finished.
+    pub fn restore_tree(&self, tasks: &[crate::ledger::query::ResumeTask]) {
+        let mut tree = self.tree.lock().unwrap();
+        for t in tasks {
+            let outcome = match t.status.as_str() {
+                "completed" => Some(TaskOutcome::Completed(t.output.clone().unwrap_or_default())),
+                "failed" => Some(TaskOutcome::Failed(t.error.clone().unwrap_or_default())),
+                "cancelled" => Some(TaskOutcome::Cancelled),
+                _ => None,
+            };
+            tree.nodes.insert(
+                t.task_id,
+                TaskNode {
+                    parent: t.parent_id,
+                    children: Vec::new(),
+                    outcome: watch::channel(outcome).0,
+                    abort: None,
+                },
+            );
+            if let Some(k) = &t.dedup_key {
+                tree.dedup.insert(k.clone(), t.task_id);
+            }
+            if let Some(k) = &t.spawn_key {
+                tree.spawn_keys.insert(k.clone(), t.task_id);
+            }
+            tree.next_id = tree.next_id.max(t.task_id + 1);
+        }
+        for t in tasks {
+            if let Some(p) = t.parent_id.and_then(|p| tree.nodes.get_mut(&p)) {
+                p.children.push(t.task_id);
+            }
+        }
+        let mut stored = self.stored_components.lock().unwrap();
+        for t in tasks {
+            stored.insert(t.component_hash.clone());
+        }
+    }
+
+    /// Resume an unfinished non-root task (its dependencies, then a replay of its record).
+    pub fn resume_task(
+        self: &Arc<Self>,
+        task: &crate::ledger::query::ResumeTask,
+        agent: Arc<LoadedAgent>,
+        input: String,
+        run_input: Option<String>,
+        replay: ReplayStart,
+    ) {
+        let rx_deps = {
+            let tree = self.tree.lock().unwrap();
+            parse_deps(&task.depends_on)
+                .into_iter()
+                .filter_map(|d| {
+                    let (dep, data) = match d {
+                        Dependency::After(i) => (i, false),
+                        Dependency::DataFrom(i) => (i, true),
+                    };
+                    tree.nodes
+                        .get(&dep)
+                        .map(|n| (dep, data, n.outcome.subscribe()))
+                })
+                .collect()
+        };
+        self.start_task(
+            task.task_id,
+            task.depth,
+            agent,
+            input,
+            rx_deps,
+            run_input,
+            Some(replay),
+        );
+    }
+
+    /// The outcome of a finished task.
+    pub fn outcome(&self, id: u64) -> Option<TaskOutcome> {
+        self.tree
+            .lock()
+            .unwrap()
+            .nodes
+            .get(&id)
+            .and_then(|n| n.outcome.borrow().clone())
+    }
+
+    /// Whether task `id` has finished.
+    pub fn is_finished(&self, id: u64) -> bool {
+        self.tree
+            .lock()
+            .unwrap()
+            .nodes
+            .get(&id)
+            .is_some_and(|n| n.outcome.borrow().is_some())
     }
 
     /// Record a task's end and wake whoever waits for it. The first outcome wins (a

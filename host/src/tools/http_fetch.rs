@@ -82,10 +82,11 @@ impl Tool for HttpFetchTool {
                 "required": ["url"]
             }),
             side_effect: SideEffect::None,
+            undo: None,
         }
     }
 
-    async fn call(&self, _ctx: &ToolCallCtx, args: serde_json::Value) -> Result<String, ToolError> {
+    async fn call(&self, ctx: &ToolCallCtx, args: serde_json::Value) -> Result<String, ToolError> {
         let raw = str_arg(&args, "url")?;
         let url = reqwest::Url::parse(raw)
             .map_err(|e| ToolError::InvalidArgs(format!("bad url: {e}")))?;
@@ -134,6 +135,11 @@ impl Tool for HttpFetchTool {
             .await
             .map_err(|e| ToolError::Failed(format!("request failed: {e}")))?;
         let status = response.status().as_u16();
+        ctx.emit(super::Effect::APICall {
+            endpoint: raw.to_string(),
+            method: "GET".into(),
+            status,
+        });
         let mut body = Vec::new();
         let mut truncated = false;
         while let Some(chunk) = response

@@ -33,6 +33,7 @@ impl Tool for KvTool {
                 "required": ["op", "key"]
             }),
             side_effect: SideEffect::Idempotent,
+            undo: None,
         }
     }
 
@@ -84,6 +85,10 @@ impl Tool for KvTool {
                     })
                     .await
                     .map_err(|e| ToolError::Failed(e.to_string()))?;
+                ctx.emit(super::Effect::DatabaseMutation {
+                    table: "kv".into(),
+                    op: "put".into(),
+                });
                 Ok("\"ok\"".into())
             }
             other => Err(ToolError::InvalidArgs(format!(

@@ -6,6 +6,7 @@
 //! `tools.call` with an error naming the grant to add. Each tool checks its own scope
 //! (workspace paths, allowed hosts) on every call.
 
+pub mod cloud;
 pub mod http_fetch;
 pub mod kv;
 pub mod workspace;
@@ -17,7 +18,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Names of the built-in tools.
-pub const BUILTIN_TOOLS: &[&str] = &["kv", "workspace", "http_fetch"];
+pub const BUILTIN_TOOLS: &[&str] = &["kv", "workspace", "http_fetch", "cloud"];
 
 /// What calling a tool does to the world.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -36,6 +37,39 @@ pub struct ToolInfo {
     pub description: String,
     pub args_schema: serde_json::Value,
     pub side_effect: SideEffect,
+    /// For tools whose effects can be reverted: the `op` that reverts one effect
+    /// (called with the effect's record), used by recovery plans.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub undo: Option<String>,
+}
+
+/// A typed record of something a tool did to the world.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+#[serde(tag = "type")]
+pub enum Effect {
+    GitCommit {
+        repo: String,
+        sha: String,
+        branch: String,
+    },
+    FileModified {
+        path: String,
+        hash: String,
+    },
+    APICall {
+        endpoint: String,
+        method: String,
+        status: u16,
+    },
+    DatabaseMutation {
+        table: String,
+        op: String,
+    },
+    CloudResource {
+        provider: String,
+        id: String,
+        action: String,
+    },
 }
 
 /// Why a tool call failed.
@@ -58,8 +92,18 @@ pub struct ToolCallCtx {
     pub run_id: String,
     pub task_id: u64,
     pub ledger: Ledger,
-    /// Stable per (run, task, call sequence): tools with side effects pass it on.
+    /// Stable per (run, task, call sequence) and recorded in the intent before the
+    /// call: tools with side effects use it to make retries harmless.
     pub idempotency_key: String,
+    /// Effects the tool reports through [`ToolCallCtx::emit`].
+    pub effects: std::sync::Mutex<Vec<Effect>>,
+}
+
+impl ToolCallCtx {
+    /// Report an effect on the world; it is recorded with the call's result.
+    pub fn emit(&self, effect: Effect) {
+        self.effects.lock().unwrap().push(effect);
+    }
 }
 
 /// A tool.
@@ -99,6 +143,12 @@ impl ToolSet {
                     Arc::new(workspace::WorkspaceTool::new(dir)?)
                 }
                 "http_fetch" => Arc::new(http_fetch::HttpFetchTool::new(config)?),
+                "cloud" => {
+                    let dir = config.workspace.as_ref().ok_or_else(|| {
+                        anyhow::anyhow!("the cloud tool keeps its state in the workspace: pass --workspace DIR or set [tools] workspace")
+                    })?;
+                    Arc::new(cloud::CloudTool::new(dir)?)
+                }
                 other => available.get(other).cloned().ok_or_else(|| {
                     anyhow::anyhow!(
                         "cannot grant unknown tool `{other}` (available: {})",
@@ -109,6 +159,11 @@ impl ToolSet {
             granted.insert(name.clone(), tool);
         }
         Ok(ToolSet { granted, known })
+    }
+
+    /// The granted tool `name`'s description, if granted.
+    pub fn info(&self, name: &str) -> Option<ToolInfo> {
+        self.granted.get(name).map(|t| t.info())
     }
 
     /// Descriptions of the granted tools.

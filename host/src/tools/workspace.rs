@@ -83,10 +83,11 @@ impl Tool for WorkspaceTool {
                 "required": ["op"]
             }),
             side_effect: SideEffect::Irreversible,
+            undo: None,
         }
     }
 
-    async fn call(&self, _ctx: &ToolCallCtx, args: serde_json::Value) -> Result<String, ToolError> {
+    async fn call(&self, ctx: &ToolCallCtx, args: serde_json::Value) -> Result<String, ToolError> {
         let op = str_arg(&args, "op")?;
         let path_arg = args.get("path").and_then(|v| v.as_str()).unwrap_or(".");
         let path = self.resolve(path_arg)?;
@@ -118,6 +119,11 @@ impl Tool for WorkspaceTool {
                     f.write_all(content.as_bytes()).await.map_err(io_err)?;
                     f.sync_data().await.map_err(io_err)?;
                 }
+                let after = tokio::fs::read(&path).await.map_err(io_err)?;
+                ctx.emit(super::Effect::FileModified {
+                    path: path_arg.to_string(),
+                    hash: crate::ledger::blobs::sha256_hex(&after),
+                });
                 Ok(json!({ "written": content.len() }).to_string())
             }
             "list" => {

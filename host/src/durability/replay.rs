@@ -1,0 +1,124 @@
+//! Replaying a task from the ledger.
+//!
+//! A resumed task runs its guest again from the start. Every host call it makes is
+//! matched against the next recorded call of that task — by kind and by the hash of
+//! the call's identity — and answered with the recorded result instead of being
+//! performed: LLM calls are not re-sent, tools not re-run, children not re-spawned.
+//! Clock and random reads are answered from the recorded `wasi.nondet` values in the
+//! same way. When the record runs out, the task simply continues live. A call that
+//! does not match is non-determinism: the guest (or its config) changed.
+//!
+//! The guest re-executes from the start, so a result that was recorded but never
+//! reached the guest (a crash right after the commit) is simply delivered during the
+//! replay — the guest had not acted on it yet, so there is nothing to diverge from.
+
+use crate::ledger::query::EventRow;
+use serde_json::Value;
+use std::collections::VecDeque;
+
+/// Events that accompany a host call but are not calls themselves.
+pub const AUXILIARY: &[&str] = &[
+    "wasi.nondet",
+    "llm.decision",
+    "llm.model_version_changed",
+    "task.stdio",
+    "replay.diverged",
+];
+
+/// One recorded host call.
+#[derive(Clone, Debug)]
+pub struct RecordedCall {
+    pub seq: u64,
+    pub kind: String,
+    pub ok: bool,
+    pub request_hash: String,
+    pub request: Value,
+    pub response: Value,
+    pub model: Option<String>,
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+    pub cost_usd: f64,
+    /// For `checkpoint.save`: the saved state.
+    pub state: Option<Vec<u8>>,
+}
+
+/// The recorded calls of one task, consumed in order.
+#[derive(Debug, Default)]
+pub struct Replay {
+    calls: VecDeque<RecordedCall>,
+}
+
+impl Replay {
+    /// Split a task's events into the calls to replay and the clock/random values.
+    pub fn from_events(events: Vec<EventRow>) -> (Replay, VecDeque<Value>) {
+        let mut calls = VecDeque::new();
+        let mut nondet = VecDeque::new();
+        for e in events {
+            if e.kind == "wasi.nondet" {
+                if let Value::Array(values) = e.response {
+                    nondet.extend(values);
+                }
+                continue;
+            }
+            if AUXILIARY.contains(&e.kind.as_str()) {
+                continue;
+            }
+            calls.push_back(RecordedCall {
+                seq: e.seq,
+                kind: e.kind,
+                ok: e.ok,
+                request_hash: e.request_hash,
+                request: e.request,
+                response: e.response,
+                model: e.model,
+                tokens_in: e.tokens_in,
+                tokens_out: e.tokens_out,
+                cost_usd: e.cost_usd,
+                state: None,
+            });
+        }
+        (Replay { calls }, nondet)
+    }
+
+    /// The next recorded call.
+    pub fn peek(&self) -> Option<&RecordedCall> {
+        self.calls.front()
+    }
+
+    /// The call after the next one.
+    pub fn peek_second(&self) -> Option<&RecordedCall> {
+        self.calls.get(1)
+    }
+
+    /// Take the next recorded call.
+    pub fn pop(&mut self) -> Option<RecordedCall> {
+        self.calls.pop_front()
+    }
+
+    /// Recorded calls not yet replayed.
+    pub fn remaining(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Attach checkpoint states (by event seq) so replayed saves restore them.
+    pub fn attach_states(&mut self, mut state_of: impl FnMut(&RecordedCall) -> Option<Vec<u8>>) {
+        for c in self
+            .calls
+            .iter_mut()
+            .filter(|c| c.kind == "checkpoint.save" && c.ok)
+        {
+            c.state = state_of(c);
+        }
+    }
+}
+
+/// Describe a call for a non-determinism error.
+pub fn describe(kind: &str, hash: &str, seq: Option<u64>) -> String {
+    match seq {
+        Some(seq) => format!(
+            "{kind} (request {}, seq {seq})",
+            &hash[..hash.len().min(12)]
+        ),
+        None => format!("{kind} (request {})", &hash[..hash.len().min(12)]),
+    }
+}

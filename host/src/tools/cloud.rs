@@ -1,0 +1,108 @@
+//! `cloud`: a simulated cloud provider for demos and crash tests. It keeps its state
+//! in `cloud.log` in the run's workspace, one line per action.
+//!
+//! `{"op": "create", "resource": NAME}` provisions a resource and returns its id;
+//! `{"op": "destroy", "id": ID}` removes one (the undo of `create`). Every line carries
+//! the call's idempotency key, and an action whose key is already in the log is not
+//! repeated — so re-running an in-doubt call after a crash is harmless, which is what
+//! makes the tool *idempotent* (with `destroy` as its compensation for rollbacks).
+
+use super::{Effect, SideEffect, Tool, ToolCallCtx, ToolError, ToolInfo, str_arg};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use tokio::io::AsyncWriteExt;
+
+/// The built-in `cloud` tool, writing to `<workspace>/cloud.log`.
+pub struct CloudTool {
+    log: PathBuf,
+}
+
+impl CloudTool {
+    /// A simulated cloud whose state lives in `dir`.
+    pub fn new(dir: &Path) -> anyhow::Result<CloudTool> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| anyhow::anyhow!("cannot create workspace {}: {e}", dir.display()))?;
+        Ok(CloudTool {
+            log: dir.join("cloud.log"),
+        })
+    }
+}
+
+fn failed(e: std::io::Error) -> ToolError {
+    ToolError::Failed(e.to_string())
+}
+
+#[async_trait::async_trait]
+impl Tool for CloudTool {
+    fn info(&self) -> ToolInfo {
+        ToolInfo {
+            name: "cloud".into(),
+            description: "Provision (create) or remove (destroy) a simulated cloud resource."
+                .into(),
+            args_schema: json!({
+                "type": "object",
+                "properties": {
+                    "op": { "enum": ["create", "destroy"] },
+                    "resource": { "type": "string" },
+                    "id": { "type": "string" }
+                },
+                "required": ["op"]
+            }),
+            side_effect: SideEffect::Idempotent,
+            undo: Some("destroy".into()),
+        }
+    }
+
+    async fn call(&self, ctx: &ToolCallCtx, args: serde_json::Value) -> Result<String, ToolError> {
+        let op = str_arg(&args, "op")?;
+        let (id, line) = match op {
+            "create" => {
+                let resource = str_arg(&args, "resource")?;
+                if resource.is_empty() || resource.contains(char::is_whitespace) {
+                    return Err(ToolError::InvalidArgs(
+                        "resource names are non-empty, without spaces".into(),
+                    ));
+                }
+                let id = format!(
+                    "res-{}",
+                    &crate::ledger::blobs::sha256_hex(resource.as_bytes())[..10]
+                );
+                let line = format!("create {resource} id={id} key={}\n", ctx.idempotency_key);
+                (id, line)
+            }
+            "destroy" => {
+                let id = str_arg(&args, "id")?.to_string();
+                let line = format!("destroy {id} key={}\n", ctx.idempotency_key);
+                (id, line)
+            }
+            other => {
+                return Err(ToolError::InvalidArgs(format!(
+                    "unknown op `{other}` (create or destroy)"
+                )));
+            }
+        };
+        let existing = match tokio::fs::read_to_string(&self.log).await {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(failed(e)),
+        };
+        let marker = format!(" key={}\n", ctx.idempotency_key);
+        let repeated = existing.contains(&marker);
+        if !repeated {
+            let mut f = tokio::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.log)
+                .await
+                .map_err(failed)?;
+            f.write_all(line.as_bytes()).await.map_err(failed)?;
+            f.sync_data().await.map_err(failed)?;
+        }
+        ctx.emit(Effect::CloudResource {
+            provider: "simcloud".into(),
+            id: id.clone(),
+            action: op.into(),
+        });
+        Ok(json!({ "id": id, "action": op, "repeated": repeated }).to_string())
+    }
+}
