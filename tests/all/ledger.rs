@@ -19,6 +19,7 @@ impl Tool for LedgerProbe {
             description: "count committed events of the caller".into(),
             args_schema: json!({}),
             side_effect: SideEffect::None,
+            undo: None,
         }
     }
 
