@@ -1,0 +1,332 @@
+//! Durable runs: kill the host at every ledger event of a multi-agent run (fault
+//! injection) and with a real SIGKILL, resume, and check that every side effect
+//! happened exactly once and the outcome is the uncrashed one; divergence and its
+//! policies; in-doubt side effects by class; checkpoints.
+
+use crate::cli::agentflow;
+use crate::support::*;
+use agentflow::tools::{SideEffect, Tool, ToolCallCtx, ToolError, ToolInfo};
+use agentflow::{ResumeOptions, RunOptions, Status};
+use serde_json::{Value, json};
+use std::path::Path;
+use std::process::Output;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+const DEPLOY: &str = r#"{"app": "shop", "resources": 3}"#;
+
+fn deploy(db: &Path, ws: &Path, env: &[(&str, String)], extra: &[&str]) -> Output {
+    let mut cmd = agentflow();
+    cmd.arg("run")
+        .arg(example("deployer"))
+        .args(["--input", DEPLOY, "--grant", "cloud", "--json", "--workspace"])
+        .arg(ws)
+        .arg("--db")
+        .arg(db)
+        .args(extra);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn only_run_id(db: &Path) -> String {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.query_row("SELECT run_id FROM runs", [], |r| r.get(0)).unwrap()
+}
+
+fn report(out: &Output) -> Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("not a report ({e}): {text} / {}", String::from_utf8_lossy(&out.stderr)))
+}
+
+/// Checks of one crashed-and-resumed run; returns (duplicates, losses) of side effects.
+fn check_run(db: &Path, ws: &Path, baseline: &Value, label: &str) -> (usize, usize) {
+    let log = std::fs::read_to_string(ws.join("cloud.log")).unwrap_or_default();
+    let mut duplicates = 0;
+    let mut losses = 0;
+    for i in 1..=3 {
+        let n = log.lines().filter(|l| l.starts_with(&format!("create shop-node-{i} "))).count();
+        duplicates += n.saturating_sub(1);
+        losses += usize::from(n == 0);
+    }
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let run_id = only_run_id(db);
+    let (status, output): (String, Option<String>) = conn
+        .query_row("SELECT status, output FROM runs WHERE run_id = ?1", [&run_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap();
+    assert_eq!(status, "completed", "{label}");
+    assert_eq!(output.as_deref(), baseline["output"].as_str(), "{label}: same outcome as the uncrashed run");
+    let count = |kind: &str, task: i64| -> i64 {
+        conn.query_row(
+            "SELECT COUNT(*) FROM events WHERE run_id = ?1 AND kind = ?2 AND task_id = ?3",
+            rusqlite::params![run_id, kind, task],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    assert_eq!(count("tasks.spawn", 1), 3, "{label}: no spawn lost or repeated");
+    assert_eq!(count("llm.complete", 1), 2, "{label}: root LLM calls");
+    for child in 2..=4 {
+        assert_eq!(count("tools.call", child), 1, "{label}: child {child} tool result once");
+        assert_eq!(count("tools.intent", child), 1, "{label}: child {child} intent once");
+        assert_eq!(count("llm.complete", child), 1, "{label}: child {child} LLM call once");
+    }
+    let tasks: i64 = conn
+        .query_row("SELECT COUNT(*) FROM tasks WHERE run_id = ?1 AND status = 'completed'", [&run_id], |r| r.get(0))
+        .unwrap();
+    assert_eq!(tasks, 4, "{label}: every task completed once");
+    (duplicates, losses)
+}
+
+#[test]
+fn crash_at_every_ledger_event_of_a_multi_agent_run_then_resume() {
+    let base_dir = TempDir::new("crash-baseline");
+    let baseline = deploy(&base_dir.join("b.db"), &base_dir.join("ws"), &[], &[]);
+    assert!(baseline.status.success());
+    let baseline = report(&baseline);
+    let conn = rusqlite::Connection::open(base_dir.join("b.db")).unwrap();
+    let total: u64 = conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0)).unwrap();
+    assert!(total >= 30, "a multi-agent run with many events ({total})");
+
+    let mut points: Vec<(String, String, String)> = (1..=total)
+        .map(|k| (format!("after event {k}"), "AGENTFLOW_CRASH_AFTER_EVENTS".to_string(), k.to_string()))
+        .collect();
+    for (point, count) in [("tool-effect", 3), ("spawn-created", 3), ("root-finished", 1)] {
+        for k in 1..=count {
+            points.push((format!("at {point} #{k}"), "AGENTFLOW_CRASH_AT".into(), format!("{point}:{k}")));
+        }
+    }
+    let (mut kills, mut duplicates, mut losses) = (0, 0, 0);
+    for (label, var, value) in &points {
+        let dir = TempDir::new("crash");
+        let (db, ws) = (dir.join("c.db"), dir.join("ws"));
+        let env: Vec<(&str, String)> = match value.split_once(':') {
+            Some((point, k)) => vec![(var.as_str(), point.to_string()), ("AGENTFLOW_CRASH_AT_COUNT", k.to_string())],
+            None => vec![(var.as_str(), value.clone())],
+        };
+        let crashed = deploy(&db, &ws, &env, &[]);
+        assert!(!crashed.status.success(), "{label}: the host was killed");
+        kills += 1;
+        let resumed = agentflow().arg("resume").arg(only_run_id(&db)).args(["--json", "--db"]).arg(&db).output().unwrap();
+        assert!(resumed.status.success(), "{label}: {}", String::from_utf8_lossy(&resumed.stderr));
+        assert_eq!(report(&resumed)["output"], baseline["output"], "{label}");
+        let (d, l) = check_run(&db, &ws, &baseline, label);
+        duplicates += d;
+        losses += l;
+    }
+    println!("crash test: {} crash points ({total} event positions + 7 named points), {kills} kills, {duplicates} duplicated side effects, {losses} lost", points.len());
+    assert_eq!((duplicates, losses), (0, 0));
+}
+
+#[test]
+fn sigkill_a_running_host_then_resume() {
+    let dir = TempDir::new("sigkill");
+    let config = dir.join("slow.toml");
+    std::fs::write(&config, "[llm.mock]\nlatency_ms = 150\n").unwrap();
+    let base = TempDir::new("sigkill-base");
+    let baseline = report(&deploy(&base.join("b.db"), &base.join("ws"), &[], &["--config", config.to_str().unwrap()]));
+    let (db, ws) = (dir.join("k.db"), dir.join("ws"));
+    let mut child = agentflow()
+        .arg("run")
+        .arg(example("deployer"))
+        .args(["--input", DEPLOY, "--grant", "cloud", "--workspace"])
+        .arg(&ws)
+        .arg("--db")
+        .arg(&db)
+        .arg("--config")
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the children are provisioning, then SIGKILL.
+    let started = std::time::Instant::now();
+    loop {
+        let events: i64 = rusqlite::Connection::open(&db)
+            .and_then(|c| c.query_row("SELECT COUNT(*) FROM events WHERE kind = 'tools.intent'", [], |r| r.get(0)))
+            .unwrap_or(0);
+        if events >= 1 || started.elapsed().as_secs() > 20 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL on unix
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "killed mid-run");
+    let resumed = agentflow()
+        .arg("resume")
+        .arg(only_run_id(&db))
+        .args(["--json", "--db"])
+        .arg(&db)
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(resumed.status.success(), "{}", String::from_utf8_lossy(&resumed.stderr));
+    assert_eq!(report(&resumed)["output"], baseline["output"]);
+    assert_eq!(check_run(&db, &ws, &baseline, "sigkill"), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_component_is_refused_or_diverges() {
+    let dir = TempDir::new("diverge");
+    let db = dir.join("d.db");
+    let ops = json!([{"llm": {"prompt": "first"}}, {"llm": {"prompt": "second"}}]).to_string();
+    let crashed = agentflow()
+        .arg("run")
+        .arg(example("scripted"))
+        .args(["--input", &ops, "--db"])
+        .arg(&db)
+        .env("AGENTFLOW_CRASH_AFTER_EVENTS", "4")
+        .output()
+        .unwrap();
+    assert!(!crashed.status.success());
+    let run_id = only_run_id(&db);
+    let mut config = agentflow::HostConfig::default();
+    config.cache_dir = Some(cache_dir());
+    let host = agentflow::Host::new(config, &db).unwrap();
+    let changed = ResumeOptions { allow_changed: false, agent_file: Some(example("hello")) };
+    let err = host.resume(&run_id, changed).await.err().unwrap().to_string();
+    assert!(err.contains("different context") && err.contains("--allow-changed"), "{err}");
+    let forced = ResumeOptions { allow_changed: true, agent_file: Some(example("hello")) };
+    let report = host.resume(&run_id, forced).await.unwrap();
+    assert_eq!(report.status, Status::Failed);
+    let error = report.error.unwrap();
+    assert!(error.contains("non-determinism: the guest called llm.complete") && error.contains("but the ledger recorded llm.complete"), "{error}");
+    let events = events(&host, &run_id);
+    assert!(events.iter().any(|e| e.kind == "replay.diverged"));
+    assert!(host.resume(&run_id, ResumeOptions::default()).await.err().unwrap().to_string().contains("only runs that did not finish"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn from_checkpoint_policy_restarts_the_guest_from_its_last_checkpoint() {
+    let dir = TempDir::new("from-checkpoint");
+    let db = dir.join("f.db");
+    let ops = json!([
+        {"load": null},
+        {"save": {"state": {"done": "planning"}, "note": "planned"}},
+        {"llm": {"prompt": "a"}},
+        {"llm": {"prompt": "b"}},
+    ])
+    .to_string();
+    let crashed = agentflow()
+        .arg("run")
+        .arg(example("scripted"))
+        .args(["--input", &ops, "--on-divergence", "from-checkpoint", "--db"])
+        .arg(&db)
+        .env("AGENTFLOW_CRASH_AFTER_EVENTS", "6")
+        .output()
+        .unwrap();
+    assert!(!crashed.status.success());
+    let run_id = only_run_id(&db);
+    // Make the recorded `llm a` differ from what the guest will ask: a divergence.
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute("UPDATE events SET request_hash = 'tampered' WHERE kind = 'llm.complete'", [])
+        .unwrap();
+    let mut config = agentflow::HostConfig::default();
+    config.cache_dir = Some(cache_dir());
+    let host = agentflow::Host::new(config, &db).unwrap();
+    let report = host.resume(&run_id, ResumeOptions::default()).await.unwrap();
+    assert_eq!(report.status, Status::Completed, "{report:?}");
+    let results: Vec<Value> = serde_json::from_str(report.output.as_deref().unwrap()).unwrap();
+    assert_eq!(results[0], json!({"done": "planning"}), "the restarted guest loads its checkpoint");
+    let diverged = events(&host, &run_id).into_iter().find(|e| e.kind == "replay.diverged").unwrap();
+    assert_eq!(diverged.response["policy"], "from-checkpoint");
+    assert_eq!(diverged.response["restart_from_checkpoint"]["note"], "planned");
+}
+
+/// A tool of a given side-effect class that counts how often it really ran.
+struct Counting {
+    class: SideEffect,
+    runs: Arc<AtomicU64>,
+    keys: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+#[async_trait::async_trait]
+impl Tool for Counting {
+    fn info(&self) -> ToolInfo {
+        ToolInfo {
+            name: "counter".into(),
+            description: "counts".into(),
+            args_schema: json!({}),
+            side_effect: self.class,
+            undo: None,
+        }
+    }
+    async fn call(&self, ctx: &ToolCallCtx, _args: Value) -> Result<String, ToolError> {
+        self.runs.fetch_add(1, Ordering::SeqCst);
+        self.keys.lock().unwrap().push(ctx.idempotency_key.clone());
+        ctx.emit(agentflow::tools::Effect::APICall { endpoint: "counter".into(), method: "POST".into(), status: 200 });
+        Ok("counted".into())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_doubt_side_effects_are_handled_by_class() {
+    for (class, rerun) in [
+        (SideEffect::None, true),
+        (SideEffect::Idempotent, true),
+        (SideEffect::Compensable, false),
+        (SideEffect::Irreversible, false),
+    ] {
+        let dir = TempDir::new("in-doubt");
+        let runs = Arc::new(AtomicU64::new(0));
+        let keys = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut host = host(&dir, "");
+        host.register_tool(Arc::new(Counting { class, runs: runs.clone(), keys: keys.clone() }));
+        let opts = RunOptions { grants: vec!["counter".into()], ..Default::default() };
+        let (report, _) = run_scripted(&host, json!([{"tool": {"name": "counter", "args": {}}}, {"log": "after"}]), opts).await;
+        assert_eq!(report.status, Status::Completed);
+        // Recreate the state of a crash after the tool acted but before its result was
+        // recorded: drop the result and everything after it, mark the run unfinished.
+        let conn = rusqlite::Connection::open(dir.join("ledger.db")).unwrap();
+        let result_seq: i64 = conn
+            .query_row("SELECT seq FROM events WHERE kind = 'tools.call'", [], |r| r.get(0))
+            .unwrap_or_else(|_| panic!("{class:?}: a result"));
+        let intents: i64 = conn.query_row("SELECT COUNT(*) FROM events WHERE kind = 'tools.intent'", [], |r| r.get(0)).unwrap();
+        if class == SideEffect::None {
+            assert_eq!(intents, 0, "read-only calls need no intent");
+            conn.execute("DELETE FROM events WHERE seq >= ?1", [result_seq]).unwrap();
+        } else {
+            assert_eq!(intents, 1, "{class:?}: an intent before the call");
+            conn.execute("DELETE FROM events WHERE seq >= ?1", [result_seq]).unwrap();
+        }
+        conn.execute("UPDATE runs SET status = 'running', output = NULL", []).unwrap();
+        conn.execute("UPDATE tasks SET status = 'running', output = NULL", []).unwrap();
+        drop(conn);
+        let resumed = host.resume(&report.run_id, ResumeOptions::default()).await.unwrap();
+        if rerun {
+            assert_eq!(resumed.status, Status::Completed, "{class:?}: {resumed:?}");
+            assert_eq!(runs.load(Ordering::SeqCst), 2, "{class:?}: run again");
+            let keys = keys.lock().unwrap();
+            assert_eq!(keys[0], keys[1], "{class:?}: with the same idempotency key");
+        } else {
+            assert_eq!(resumed.status, Status::Failed, "{class:?}");
+            let error = resumed.error.unwrap();
+            assert!(error.contains("in doubt") && error.contains("agentflow recover"), "{class:?}: {error}");
+            assert_eq!(runs.load(Ordering::SeqCst), 1, "{class:?}: never silently re-run");
+        }
+    }
+}
+
+#[test]
+fn checkpoints_carry_host_state_and_are_listed() {
+    let dir = TempDir::new("checkpoints");
+    let db = dir.join("c.db");
+    let out = deploy(&db, &dir.join("ws"), &[], &[]);
+    assert!(out.status.success());
+    let run_id = only_run_id(&db);
+    let listed = agentflow().args(["checkpoints", &run_id, "--json", "--db"]).arg(&db).output().unwrap();
+    let list: Value = serde_json::from_str(&String::from_utf8_lossy(&listed.stdout)).unwrap();
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 2, "{list:?}");
+    assert_eq!(list[0]["note"], "planned 3 resources");
+    assert_eq!(list[1]["note"], "all resources built; summarising");
+    assert_eq!(list[1]["host_state"]["children_done"], json!([2, 3, 4]));
+    assert!(list[1]["host_state"]["step"].as_u64().unwrap() >= 4);
+    assert!(list[1]["host_state"]["context_hash"].as_str().unwrap().len() == 64);
+    let text = agentflow().args(["checkpoints", &run_id, "--db"]).arg(&db).output().unwrap();
+    assert!(String::from_utf8_lossy(&text.stdout).contains("planned 3 resources"));
+}
