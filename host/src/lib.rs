@@ -293,6 +293,52 @@ impl Host {
         })
     }
 
+    /// Compute a run's recovery plan; with `apply`, run its rollbacks (compensations in
+    /// reverse order, the rolled-back tasks then cancelled) and, when the run is still
+    /// unfinished and nothing needs a human, resume it. Returns the plan, the number of
+    /// compensations run and the resumed run's report.
+    pub async fn recover(
+        &self,
+        run_id: &str,
+        apply: bool,
+    ) -> anyhow::Result<(durability::recovery::Plan, usize, Option<RunReport>)> {
+        let reader = self.ledger.reader()?;
+        let plan = durability::recovery::plan(&reader, run_id)?;
+        if !apply {
+            return Ok((plan, 0, None));
+        }
+        let (config_json, _) = ledger::query::run_config(&reader, &plan.run_id)?
+            .ok_or_else(|| anyhow::anyhow!("run {} has no stored config", plan.run_id))?;
+        let stored: StoredRunConfig = serde_json::from_str(&config_json)?;
+        let tools = ToolSet::build(&stored.tools, &self.registered_tools)?;
+        let done = durability::recovery::apply_rollbacks(&plan, &tools, &self.ledger).await?;
+        for t in &plan.tasks {
+            if let durability::recovery::Action::Rollback { tasks, .. } = &t.action {
+                for id in tasks {
+                    self.ledger
+                        .finish_task(
+                            plan.run_id.clone(),
+                            *id,
+                            Status::Cancelled,
+                            None,
+                            Some("rolled back by recovery".into()),
+                        )
+                        .await?;
+                }
+            }
+        }
+        let needs_human = plan
+            .tasks
+            .iter()
+            .any(|t| matches!(t.action, durability::recovery::Action::RequiresHuman { .. }));
+        let report = if plan.run_status == "running" && !needs_human {
+            Some(self.resume(&plan.run_id, ResumeOptions::default()).await?)
+        } else {
+            None
+        };
+        Ok((plan, done, report))
+    }
+
     /// Resume a run that did not finish (the host crashed or was killed): every
     /// unfinished task is re-instantiated and replays its recorded calls — LLM calls
     /// are not re-sent, tools not re-run, clock and random give the recorded values —

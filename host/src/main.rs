@@ -71,6 +71,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a run's recovery plan (Resume / Rollback / RequiresHuman per task); with
+    /// --apply, run the rollbacks and resume the run when nothing needs a human.
+    Recover {
+        run: String,
+        #[arg(long, default_value = "agentflow.db")]
+        db: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        apply: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// List a run's semantic checkpoints.
     Checkpoints {
         run: String,
@@ -204,6 +217,41 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 .await
             })?;
             print_report(&report, json)
+        }
+        Command::Recover {
+            run,
+            db,
+            config,
+            apply,
+            json,
+        } => {
+            let config = match &config {
+                Some(path) => HostConfig::from_file(path)?,
+                None => HostConfig::default(),
+            };
+            if !db.exists() {
+                bail!("no ledger at {} (pass --db)", db.display());
+            }
+            let runtime = tokio::runtime::Runtime::new()?;
+            let (plan, compensations, report) = runtime.block_on(async {
+                let host = Host::new(config, &db)?;
+                host.recover(&run, apply).await
+            })?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "plan": plan, "compensations_run": compensations, "resumed": report })
+                );
+            } else {
+                print!("{}", agentflow::durability::recovery::render(&plan));
+                if apply {
+                    println!("applied: {compensations} compensation(s) run");
+                    if let Some(r) = &report {
+                        println!("resumed: run {} {:?}", r.run_id, r.status);
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Checkpoints { run, db, json } => {
             let conn = open_existing(&db)?;

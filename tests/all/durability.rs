@@ -19,7 +19,14 @@ fn deploy(db: &Path, ws: &Path, env: &[(&str, String)], extra: &[&str]) -> Outpu
     let mut cmd = agentflow();
     cmd.arg("run")
         .arg(example("deployer"))
-        .args(["--input", DEPLOY, "--grant", "cloud", "--json", "--workspace"])
+        .args([
+            "--input",
+            DEPLOY,
+            "--grant",
+            "cloud",
+            "--json",
+            "--workspace",
+        ])
         .arg(ws)
         .arg("--db")
         .arg(db)
@@ -32,12 +39,18 @@ fn deploy(db: &Path, ws: &Path, env: &[(&str, String)], extra: &[&str]) -> Outpu
 
 fn only_run_id(db: &Path) -> String {
     let conn = rusqlite::Connection::open(db).unwrap();
-    conn.query_row("SELECT run_id FROM runs", [], |r| r.get(0)).unwrap()
+    conn.query_row("SELECT run_id FROM runs", [], |r| r.get(0))
+        .unwrap()
 }
 
 fn report(out: &Output) -> Value {
     let text = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("not a report ({e}): {text} / {}", String::from_utf8_lossy(&out.stderr)))
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| {
+        panic!(
+            "not a report ({e}): {text} / {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
 }
 
 /// Checks of one crashed-and-resumed run; returns (duplicates, losses) of side effects.
@@ -46,17 +59,28 @@ fn check_run(db: &Path, ws: &Path, baseline: &Value, label: &str) -> (usize, usi
     let mut duplicates = 0;
     let mut losses = 0;
     for i in 1..=3 {
-        let n = log.lines().filter(|l| l.starts_with(&format!("create shop-node-{i} "))).count();
+        let n = log
+            .lines()
+            .filter(|l| l.starts_with(&format!("create shop-node-{i} ")))
+            .count();
         duplicates += n.saturating_sub(1);
         losses += usize::from(n == 0);
     }
     let conn = rusqlite::Connection::open(db).unwrap();
     let run_id = only_run_id(db);
     let (status, output): (String, Option<String>) = conn
-        .query_row("SELECT status, output FROM runs WHERE run_id = ?1", [&run_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row(
+            "SELECT status, output FROM runs WHERE run_id = ?1",
+            [&run_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .unwrap();
     assert_eq!(status, "completed", "{label}");
-    assert_eq!(output.as_deref(), baseline["output"].as_str(), "{label}: same outcome as the uncrashed run");
+    assert_eq!(
+        output.as_deref(),
+        baseline["output"].as_str(),
+        "{label}: same outcome as the uncrashed run"
+    );
     let count = |kind: &str, task: i64| -> i64 {
         conn.query_row(
             "SELECT COUNT(*) FROM events WHERE run_id = ?1 AND kind = ?2 AND task_id = ?3",
@@ -65,15 +89,35 @@ fn check_run(db: &Path, ws: &Path, baseline: &Value, label: &str) -> (usize, usi
         )
         .unwrap()
     };
-    assert_eq!(count("tasks.spawn", 1), 3, "{label}: no spawn lost or repeated");
+    assert_eq!(
+        count("tasks.spawn", 1),
+        3,
+        "{label}: no spawn lost or repeated"
+    );
     assert_eq!(count("llm.complete", 1), 2, "{label}: root LLM calls");
     for child in 2..=4 {
-        assert_eq!(count("tools.call", child), 1, "{label}: child {child} tool result once");
-        assert_eq!(count("tools.intent", child), 1, "{label}: child {child} intent once");
-        assert_eq!(count("llm.complete", child), 1, "{label}: child {child} LLM call once");
+        assert_eq!(
+            count("tools.call", child),
+            1,
+            "{label}: child {child} tool result once"
+        );
+        assert_eq!(
+            count("tools.intent", child),
+            1,
+            "{label}: child {child} intent once"
+        );
+        assert_eq!(
+            count("llm.complete", child),
+            1,
+            "{label}: child {child} LLM call once"
+        );
     }
     let tasks: i64 = conn
-        .query_row("SELECT COUNT(*) FROM tasks WHERE run_id = ?1 AND status = 'completed'", [&run_id], |r| r.get(0))
+        .query_row(
+            "SELECT COUNT(*) FROM tasks WHERE run_id = ?1 AND status = 'completed'",
+            [&run_id],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(tasks, 4, "{label}: every task completed once");
     (duplicates, losses)
@@ -86,15 +130,31 @@ fn crash_at_every_ledger_event_of_a_multi_agent_run_then_resume() {
     assert!(baseline.status.success());
     let baseline = report(&baseline);
     let conn = rusqlite::Connection::open(base_dir.join("b.db")).unwrap();
-    let total: u64 = conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0)).unwrap();
+    let total: u64 = conn
+        .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
+        .unwrap();
     assert!(total >= 30, "a multi-agent run with many events ({total})");
 
     let mut points: Vec<(String, String, String)> = (1..=total)
-        .map(|k| (format!("after event {k}"), "AGENTFLOW_CRASH_AFTER_EVENTS".to_string(), k.to_string()))
+        .map(|k| {
+            (
+                format!("after event {k}"),
+                "AGENTFLOW_CRASH_AFTER_EVENTS".to_string(),
+                k.to_string(),
+            )
+        })
         .collect();
-    for (point, count) in [("tool-effect", 3), ("spawn-created", 3), ("root-finished", 1)] {
+    for (point, count) in [
+        ("tool-effect", 3),
+        ("spawn-created", 3),
+        ("root-finished", 1),
+    ] {
         for k in 1..=count {
-            points.push((format!("at {point} #{k}"), "AGENTFLOW_CRASH_AT".into(), format!("{point}:{k}")));
+            points.push((
+                format!("at {point} #{k}"),
+                "AGENTFLOW_CRASH_AT".into(),
+                format!("{point}:{k}"),
+            ));
         }
     }
     let (mut kills, mut duplicates, mut losses) = (0, 0, 0);
@@ -102,20 +162,36 @@ fn crash_at_every_ledger_event_of_a_multi_agent_run_then_resume() {
         let dir = TempDir::new("crash");
         let (db, ws) = (dir.join("c.db"), dir.join("ws"));
         let env: Vec<(&str, String)> = match value.split_once(':') {
-            Some((point, k)) => vec![(var.as_str(), point.to_string()), ("AGENTFLOW_CRASH_AT_COUNT", k.to_string())],
+            Some((point, k)) => vec![
+                (var.as_str(), point.to_string()),
+                ("AGENTFLOW_CRASH_AT_COUNT", k.to_string()),
+            ],
             None => vec![(var.as_str(), value.clone())],
         };
         let crashed = deploy(&db, &ws, &env, &[]);
         assert!(!crashed.status.success(), "{label}: the host was killed");
         kills += 1;
-        let resumed = agentflow().arg("resume").arg(only_run_id(&db)).args(["--json", "--db"]).arg(&db).output().unwrap();
-        assert!(resumed.status.success(), "{label}: {}", String::from_utf8_lossy(&resumed.stderr));
+        let resumed = agentflow()
+            .arg("resume")
+            .arg(only_run_id(&db))
+            .args(["--json", "--db"])
+            .arg(&db)
+            .output()
+            .unwrap();
+        assert!(
+            resumed.status.success(),
+            "{label}: {}",
+            String::from_utf8_lossy(&resumed.stderr)
+        );
         assert_eq!(report(&resumed)["output"], baseline["output"], "{label}");
         let (d, l) = check_run(&db, &ws, &baseline, label);
         duplicates += d;
         losses += l;
     }
-    println!("crash test: {} crash points ({total} event positions + 7 named points), {kills} kills, {duplicates} duplicated side effects, {losses} lost", points.len());
+    println!(
+        "crash test: {} crash points ({total} event positions + 7 named points), {kills} kills, {duplicates} duplicated side effects, {losses} lost",
+        points.len()
+    );
     assert_eq!((duplicates, losses), (0, 0));
 }
 
@@ -125,7 +201,12 @@ fn sigkill_a_running_host_then_resume() {
     let config = dir.join("slow.toml");
     std::fs::write(&config, "[llm.mock]\nlatency_ms = 150\n").unwrap();
     let base = TempDir::new("sigkill-base");
-    let baseline = report(&deploy(&base.join("b.db"), &base.join("ws"), &[], &["--config", config.to_str().unwrap()]));
+    let baseline = report(&deploy(
+        &base.join("b.db"),
+        &base.join("ws"),
+        &[],
+        &["--config", config.to_str().unwrap()],
+    ));
     let (db, ws) = (dir.join("k.db"), dir.join("ws"));
     let mut child = agentflow()
         .arg("run")
@@ -144,7 +225,13 @@ fn sigkill_a_running_host_then_resume() {
     let started = std::time::Instant::now();
     loop {
         let events: i64 = rusqlite::Connection::open(&db)
-            .and_then(|c| c.query_row("SELECT COUNT(*) FROM events WHERE kind = 'tools.intent'", [], |r| r.get(0)))
+            .and_then(|c| {
+                c.query_row(
+                    "SELECT COUNT(*) FROM events WHERE kind = 'tools.intent'",
+                    [],
+                    |r| r.get(0),
+                )
+            })
             .unwrap_or(0);
         if events >= 1 || started.elapsed().as_secs() > 20 {
             break;
@@ -163,7 +250,11 @@ fn sigkill_a_running_host_then_resume() {
         .arg(&config)
         .output()
         .unwrap();
-    assert!(resumed.status.success(), "{}", String::from_utf8_lossy(&resumed.stderr));
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
     assert_eq!(report(&resumed)["output"], baseline["output"]);
     assert_eq!(check_run(&db, &ws, &baseline, "sigkill"), (0, 0));
 }
@@ -186,17 +277,42 @@ async fn a_changed_component_is_refused_or_diverges() {
     let mut config = agentflow::HostConfig::default();
     config.cache_dir = Some(cache_dir());
     let host = agentflow::Host::new(config, &db).unwrap();
-    let changed = ResumeOptions { allow_changed: false, agent_file: Some(example("hello")) };
-    let err = host.resume(&run_id, changed).await.err().unwrap().to_string();
-    assert!(err.contains("different context") && err.contains("--allow-changed"), "{err}");
-    let forced = ResumeOptions { allow_changed: true, agent_file: Some(example("hello")) };
+    let changed = ResumeOptions {
+        allow_changed: false,
+        agent_file: Some(example("hello")),
+    };
+    let err = host
+        .resume(&run_id, changed)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("different context") && err.contains("--allow-changed"),
+        "{err}"
+    );
+    let forced = ResumeOptions {
+        allow_changed: true,
+        agent_file: Some(example("hello")),
+    };
     let report = host.resume(&run_id, forced).await.unwrap();
     assert_eq!(report.status, Status::Failed);
     let error = report.error.unwrap();
-    assert!(error.contains("non-determinism: the guest called llm.complete") && error.contains("but the ledger recorded llm.complete"), "{error}");
+    assert!(
+        error.contains("non-determinism: the guest called llm.complete")
+            && error.contains("but the ledger recorded llm.complete"),
+        "{error}"
+    );
     let events = events(&host, &run_id);
     assert!(events.iter().any(|e| e.kind == "replay.diverged"));
-    assert!(host.resume(&run_id, ResumeOptions::default()).await.err().unwrap().to_string().contains("only runs that did not finish"));
+    assert!(
+        host.resume(&run_id, ResumeOptions::default())
+            .await
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("only runs that did not finish")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -213,7 +329,13 @@ async fn from_checkpoint_policy_restarts_the_guest_from_its_last_checkpoint() {
     let crashed = agentflow()
         .arg("run")
         .arg(example("scripted"))
-        .args(["--input", &ops, "--on-divergence", "from-checkpoint", "--db"])
+        .args([
+            "--input",
+            &ops,
+            "--on-divergence",
+            "from-checkpoint",
+            "--db",
+        ])
         .arg(&db)
         .env("AGENTFLOW_CRASH_AFTER_EVENTS", "6")
         .output()
@@ -223,18 +345,34 @@ async fn from_checkpoint_policy_restarts_the_guest_from_its_last_checkpoint() {
     // Make the recorded `llm a` differ from what the guest will ask: a divergence.
     rusqlite::Connection::open(&db)
         .unwrap()
-        .execute("UPDATE events SET request_hash = 'tampered' WHERE kind = 'llm.complete'", [])
+        .execute(
+            "UPDATE events SET request_hash = 'tampered' WHERE kind = 'llm.complete'",
+            [],
+        )
         .unwrap();
     let mut config = agentflow::HostConfig::default();
     config.cache_dir = Some(cache_dir());
     let host = agentflow::Host::new(config, &db).unwrap();
-    let report = host.resume(&run_id, ResumeOptions::default()).await.unwrap();
+    let report = host
+        .resume(&run_id, ResumeOptions::default())
+        .await
+        .unwrap();
     assert_eq!(report.status, Status::Completed, "{report:?}");
     let results: Vec<Value> = serde_json::from_str(report.output.as_deref().unwrap()).unwrap();
-    assert_eq!(results[0], json!({"done": "planning"}), "the restarted guest loads its checkpoint");
-    let diverged = events(&host, &run_id).into_iter().find(|e| e.kind == "replay.diverged").unwrap();
+    assert_eq!(
+        results[0],
+        json!({"done": "planning"}),
+        "the restarted guest loads its checkpoint"
+    );
+    let diverged = events(&host, &run_id)
+        .into_iter()
+        .find(|e| e.kind == "replay.diverged")
+        .unwrap();
     assert_eq!(diverged.response["policy"], "from-checkpoint");
-    assert_eq!(diverged.response["restart_from_checkpoint"]["note"], "planned");
+    assert_eq!(
+        diverged.response["restart_from_checkpoint"]["note"],
+        "planned"
+    );
 }
 
 /// A tool of a given side-effect class that counts how often it really ran.
@@ -252,13 +390,24 @@ impl Tool for Counting {
             description: "counts".into(),
             args_schema: json!({}),
             side_effect: self.class,
-            undo: None,
+            undo: (self.class == SideEffect::Compensable).then(|| "undo".to_string()),
         }
     }
-    async fn call(&self, ctx: &ToolCallCtx, _args: Value) -> Result<String, ToolError> {
+    async fn call(&self, ctx: &ToolCallCtx, args: Value) -> Result<String, ToolError> {
+        if args["op"] == "undo" {
+            self.keys
+                .lock()
+                .unwrap()
+                .push(format!("undo {}", ctx.idempotency_key));
+            return Ok("undone".into());
+        }
         self.runs.fetch_add(1, Ordering::SeqCst);
         self.keys.lock().unwrap().push(ctx.idempotency_key.clone());
-        ctx.emit(agentflow::tools::Effect::APICall { endpoint: "counter".into(), method: "POST".into(), status: 200 });
+        ctx.emit(agentflow::tools::Effect::APICall {
+            endpoint: "counter".into(),
+            method: "POST".into(),
+            status: 200,
+        });
         Ok("counted".into())
     }
 }
@@ -275,28 +424,57 @@ async fn in_doubt_side_effects_are_handled_by_class() {
         let runs = Arc::new(AtomicU64::new(0));
         let keys = Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut host = host(&dir, "");
-        host.register_tool(Arc::new(Counting { class, runs: runs.clone(), keys: keys.clone() }));
-        let opts = RunOptions { grants: vec!["counter".into()], ..Default::default() };
-        let (report, _) = run_scripted(&host, json!([{"tool": {"name": "counter", "args": {}}}, {"log": "after"}]), opts).await;
+        host.register_tool(Arc::new(Counting {
+            class,
+            runs: runs.clone(),
+            keys: keys.clone(),
+        }));
+        let opts = RunOptions {
+            grants: vec!["counter".into()],
+            ..Default::default()
+        };
+        let (report, _) = run_scripted(
+            &host,
+            json!([{"tool": {"name": "counter", "args": {}}}, {"log": "after"}]),
+            opts,
+        )
+        .await;
         assert_eq!(report.status, Status::Completed);
         // Recreate the state of a crash after the tool acted but before its result was
         // recorded: drop the result and everything after it, mark the run unfinished.
         let conn = rusqlite::Connection::open(dir.join("ledger.db")).unwrap();
         let result_seq: i64 = conn
-            .query_row("SELECT seq FROM events WHERE kind = 'tools.call'", [], |r| r.get(0))
+            .query_row(
+                "SELECT seq FROM events WHERE kind = 'tools.call'",
+                [],
+                |r| r.get(0),
+            )
             .unwrap_or_else(|_| panic!("{class:?}: a result"));
-        let intents: i64 = conn.query_row("SELECT COUNT(*) FROM events WHERE kind = 'tools.intent'", [], |r| r.get(0)).unwrap();
+        let intents: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM events WHERE kind = 'tools.intent'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
         if class == SideEffect::None {
             assert_eq!(intents, 0, "read-only calls need no intent");
-            conn.execute("DELETE FROM events WHERE seq >= ?1", [result_seq]).unwrap();
+            conn.execute("DELETE FROM events WHERE seq >= ?1", [result_seq])
+                .unwrap();
         } else {
             assert_eq!(intents, 1, "{class:?}: an intent before the call");
-            conn.execute("DELETE FROM events WHERE seq >= ?1", [result_seq]).unwrap();
+            conn.execute("DELETE FROM events WHERE seq >= ?1", [result_seq])
+                .unwrap();
         }
-        conn.execute("UPDATE runs SET status = 'running', output = NULL", []).unwrap();
-        conn.execute("UPDATE tasks SET status = 'running', output = NULL", []).unwrap();
+        conn.execute("UPDATE runs SET status = 'running', output = NULL", [])
+            .unwrap();
+        conn.execute("UPDATE tasks SET status = 'running', output = NULL", [])
+            .unwrap();
         drop(conn);
-        let resumed = host.resume(&report.run_id, ResumeOptions::default()).await.unwrap();
+        let resumed = host
+            .resume(&report.run_id, ResumeOptions::default())
+            .await
+            .unwrap();
         if rerun {
             assert_eq!(resumed.status, Status::Completed, "{class:?}: {resumed:?}");
             assert_eq!(runs.load(Ordering::SeqCst), 2, "{class:?}: run again");
@@ -305,10 +483,95 @@ async fn in_doubt_side_effects_are_handled_by_class() {
         } else {
             assert_eq!(resumed.status, Status::Failed, "{class:?}");
             let error = resumed.error.unwrap();
-            assert!(error.contains("in doubt") && error.contains("agentflow recover"), "{class:?}: {error}");
-            assert_eq!(runs.load(Ordering::SeqCst), 1, "{class:?}: never silently re-run");
+            assert!(
+                error.contains("in doubt") && error.contains("agentflow recover"),
+                "{class:?}: {error}"
+            );
+            assert_eq!(
+                runs.load(Ordering::SeqCst),
+                1,
+                "{class:?}: never silently re-run"
+            );
+            // The recovery plan: roll back a compensable call, call a human for an irreversible one.
+            let (plan, _, _) = host.recover(&report.run_id, false).await.unwrap();
+            let text = agentflow::durability::recovery::render(&plan);
+            if class == SideEffect::Compensable {
+                assert!(
+                    text.contains("Rollback")
+                        && text.contains("counter → undo")
+                        && text.contains("(in doubt)"),
+                    "{text}"
+                );
+                let (_, compensations, _) = host.recover(&report.run_id, true).await.unwrap();
+                assert_eq!(compensations, 1);
+                assert!(
+                    keys.lock().unwrap().iter().any(|k| k.starts_with("undo ")),
+                    "the compensation ran"
+                );
+                let ev = events(&host, &report.run_id);
+                assert!(ev.iter().any(|e| e.kind == "recovery.compensate" && e.ok));
+                let (again, _, _) = host.recover(&report.run_id, false).await.unwrap();
+                assert!(
+                    !agentflow::durability::recovery::render(&again).contains("Rollback"),
+                    "applied once"
+                );
+            } else {
+                assert!(
+                    text.contains("RequiresHuman") && text.contains("irreversible tool `counter`"),
+                    "{text}"
+                );
+                assert!(
+                    text.contains("downstream affected") || plan.tasks[0].downstream.is_empty()
+                );
+            }
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_task_with_compensable_effects_rolls_back_in_reverse_order() {
+    let dir = TempDir::new("rollback");
+    let runs = Arc::new(AtomicU64::new(0));
+    let keys = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut host = host(&dir, "");
+    host.register_tool(Arc::new(Counting {
+        class: SideEffect::Compensable,
+        runs: runs.clone(),
+        keys: keys.clone(),
+    }));
+    let opts = RunOptions {
+        grants: vec!["counter".into()],
+        ..Default::default()
+    };
+    let ops = json!([
+        {"tool": {"name": "counter", "args": {"n": 1}}},
+        {"tool": {"name": "counter", "args": {"n": 2}}},
+        {"fail": "half-way"}
+    ]);
+    let (report, _) = run_scripted(&host, ops, opts).await;
+    assert_eq!(report.status, Status::Failed);
+    let (plan, compensations, resumed) = host.recover(&report.run_id, true).await.unwrap();
+    let agentflow::durability::recovery::Action::Rollback { side_effects, .. } =
+        &plan.tasks[0].action
+    else {
+        panic!("{plan:?}")
+    };
+    assert_eq!(side_effects.len(), 2);
+    assert!(side_effects[0].seq > side_effects[1].seq, "newest first");
+    assert_eq!(compensations, 2);
+    assert!(resumed.is_none(), "a failed run is not resumed");
+    let undo: Vec<String> = keys
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|k| k.starts_with("undo"))
+        .cloned()
+        .collect();
+    assert_eq!(undo.len(), 2);
+    assert!(
+        undo[0] > undo[1],
+        "the later effect is undone first: {undo:?}"
+    );
 }
 
 #[test]
@@ -318,7 +581,11 @@ fn checkpoints_carry_host_state_and_are_listed() {
     let out = deploy(&db, &dir.join("ws"), &[], &[]);
     assert!(out.status.success());
     let run_id = only_run_id(&db);
-    let listed = agentflow().args(["checkpoints", &run_id, "--json", "--db"]).arg(&db).output().unwrap();
+    let listed = agentflow()
+        .args(["checkpoints", &run_id, "--json", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
     let list: Value = serde_json::from_str(&String::from_utf8_lossy(&listed.stdout)).unwrap();
     let list = list.as_array().unwrap();
     assert_eq!(list.len(), 2, "{list:?}");
@@ -326,7 +593,17 @@ fn checkpoints_carry_host_state_and_are_listed() {
     assert_eq!(list[1]["note"], "all resources built; summarising");
     assert_eq!(list[1]["host_state"]["children_done"], json!([2, 3, 4]));
     assert!(list[1]["host_state"]["step"].as_u64().unwrap() >= 4);
-    assert!(list[1]["host_state"]["context_hash"].as_str().unwrap().len() == 64);
-    let text = agentflow().args(["checkpoints", &run_id, "--db"]).arg(&db).output().unwrap();
+    assert!(
+        list[1]["host_state"]["context_hash"]
+            .as_str()
+            .unwrap()
+            .len()
+            == 64
+    );
+    let text = agentflow()
+        .args(["checkpoints", &run_id, "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&text.stdout).contains("planned 3 resources"));
 }

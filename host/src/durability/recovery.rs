@@ -1,0 +1,369 @@
+//! Recovery plans: what to do, per failed or in-doubt task of a run, and applying
+//! them (`agentflow recover <run> [--apply]`).
+//!
+//! * **Resume** — the task can continue from its last checkpoint (or its start):
+//!   nothing it did to the world is in doubt.
+//! * **Rollback** — the task's side effects can be reverted: each recorded effect of a
+//!   tool with an `undo` operation, plus an in-doubt call of a compensable tool (its
+//!   undo is harmless if it never acted). Applying runs the compensations in reverse
+//!   order and records each as a `recovery.compensate` event.
+//! * **RequiresHuman** — an irreversible tool may or may not have acted; a person must
+//!   check the affected system before anything else happens.
+//!
+//! Each action lists the downstream tasks affected: the task's ancestors (waiting for
+//! it) and the tasks that depend on it.
+
+use crate::ledger::query::{self, EventRow, ResumeTask};
+use crate::ledger::{EventRecord, Ledger, now_ms};
+use crate::supervisor::parse_deps;
+use crate::tools::{ToolCallCtx, ToolSet};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+/// One side effect a rollback reverts.
+#[derive(Clone, Debug, Serialize)]
+pub struct Revert {
+    pub task_id: u64,
+    pub seq: u64,
+    pub tool: String,
+    pub undo: String,
+    /// The recorded effect, or `null` for an in-doubt call.
+    pub effect: Value,
+    pub args: Value,
+    pub in_doubt: bool,
+}
+
+/// What to do about one task.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "type")]
+pub enum Action {
+    Resume {
+        from_checkpoint: Option<u32>,
+        note: Option<String>,
+    },
+    Rollback {
+        tasks: Vec<u64>,
+        side_effects: Vec<Revert>,
+    },
+    RequiresHuman {
+        reason: String,
+        affected_systems: Vec<String>,
+    },
+}
+
+/// The plan for one task.
+#[derive(Clone, Debug, Serialize)]
+pub struct TaskPlan {
+    pub task_id: u64,
+    pub description: String,
+    pub state: String,
+    pub action: Action,
+    pub downstream: Vec<u64>,
+}
+
+/// A run's recovery plan.
+#[derive(Clone, Debug, Serialize)]
+pub struct Plan {
+    pub run_id: String,
+    pub run_status: String,
+    pub tasks: Vec<TaskPlan>,
+}
+
+fn downstream(tasks: &[ResumeTask], id: u64) -> Vec<u64> {
+    let mut out = Vec::new();
+    let mut cur = tasks
+        .iter()
+        .find(|t| t.task_id == id)
+        .and_then(|t| t.parent_id);
+    while let Some(p) = cur {
+        out.push(p);
+        cur = tasks
+            .iter()
+            .find(|t| t.task_id == p)
+            .and_then(|t| t.parent_id);
+    }
+    for t in tasks {
+        let deps = parse_deps(&t.depends_on);
+        if deps.iter().any(|d| matches!(d, crate::supervisor::Dependency::After(x) | crate::supervisor::Dependency::DataFrom(x) if *x == id)) {
+            out.push(t.task_id);
+        }
+    }
+    out
+}
+
+/// The intent at the end of a task's record that has no result, if any.
+fn dangling_intent(events: &[&EventRow]) -> Option<EventRow> {
+    let last_intent = events.iter().rposition(|e| e.kind == "tools.intent")?;
+    let answered = events[last_intent + 1..]
+        .iter()
+        .any(|e| e.kind == "tools.call" && e.request_hash == events[last_intent].request_hash);
+    (!answered).then(|| events[last_intent].clone())
+}
+
+/// Compute the recovery plan of a run.
+pub fn plan(conn: &rusqlite::Connection, run_id: &str) -> anyhow::Result<Plan> {
+    let run = query::run(conn, run_id)?.ok_or_else(|| anyhow::anyhow!("no run `{run_id}`"))?;
+    let tasks = query::resume_tasks(conn, &run.run_id)?;
+    let events = query::events(conn, &run.run_id, None)?;
+    let checkpoints = query::checkpoints(conn, &run.run_id, None)?;
+    let mut plans = Vec::new();
+    for t in &tasks {
+        let unfinished = matches!(t.status.as_str(), "pending" | "running");
+        if !(t.status == "failed" || unfinished && run.status == "running") {
+            continue;
+        }
+        let evs: Vec<&EventRow> = events.iter().filter(|e| e.task_id == t.task_id).collect();
+        let intent = dangling_intent(&evs);
+        let already_compensated = evs.iter().any(|e| e.kind == "recovery.compensate");
+        let class = intent
+            .as_ref()
+            .and_then(|i| i.request["side_effect"].as_str().map(str::to_string));
+        let state = match (&class, unfinished) {
+            (Some(c), _) if c == "compensable" || c == "irreversible" => {
+                format!("in doubt ({c} call)")
+            }
+            (_, true) => "interrupted".into(),
+            _ => format!("failed: {}", t.error.clone().unwrap_or_default()),
+        };
+        let reverts = || -> Vec<Revert> {
+            let mut out: Vec<Revert> = Vec::new();
+            for e in &evs {
+                if e.kind != "tools.call" || !e.ok {
+                    continue;
+                }
+                let intent = evs.iter().find(|i| {
+                    i.kind == "tools.intent" && i.request_hash == e.request_hash && i.seq < e.seq
+                });
+                let Some(undo) = intent.and_then(|i| i.request["undo"].as_str()) else {
+                    continue;
+                };
+                for effect in e.response["effects"].as_array().into_iter().flatten() {
+                    out.push(Revert {
+                        task_id: t.task_id,
+                        seq: e.seq,
+                        tool: e.request["name"].as_str().unwrap_or_default().into(),
+                        undo: undo.into(),
+                        effect: effect.clone(),
+                        args: serde_json::from_str(e.request["args"].as_str().unwrap_or("null"))
+                            .unwrap_or(Value::Null),
+                        in_doubt: false,
+                    });
+                }
+            }
+            out
+        };
+        let action = match class.as_deref() {
+            Some("irreversible") => {
+                let i = intent.as_ref().expect("class implies an intent");
+                Action::RequiresHuman {
+                    reason: format!(
+                        "irreversible tool `{}` may or may not have acted (intent seq {}, idempotency key {})",
+                        i.request["name"].as_str().unwrap_or("?"),
+                        i.seq,
+                        i.request["idempotency_key"].as_str().unwrap_or("?")
+                    ),
+                    affected_systems: vec![format!(
+                        "{} {}",
+                        i.request["name"].as_str().unwrap_or("?"),
+                        i.request["args"].as_str().unwrap_or("")
+                    )],
+                }
+            }
+            Some("compensable") if !already_compensated => {
+                let i = intent.as_ref().expect("class implies an intent");
+                let mut side_effects = reverts();
+                side_effects.push(Revert {
+                    task_id: t.task_id,
+                    seq: i.seq,
+                    tool: i.request["name"].as_str().unwrap_or_default().into(),
+                    undo: i.request["undo"].as_str().unwrap_or_default().into(),
+                    effect: Value::Null,
+                    args: serde_json::from_str(i.request["args"].as_str().unwrap_or("null"))
+                        .unwrap_or(Value::Null),
+                    in_doubt: true,
+                });
+                side_effects.sort_by(|a, b| b.seq.cmp(&a.seq));
+                Action::Rollback {
+                    tasks: vec![t.task_id],
+                    side_effects,
+                }
+            }
+            _ => {
+                // A failed task that changed the world in revertible ways is rolled back;
+                // anything else (interrupted, or nothing to revert) resumes.
+                let mut side_effects = if unfinished || already_compensated {
+                    Vec::new()
+                } else {
+                    reverts()
+                };
+                if side_effects.is_empty() {
+                    let last = checkpoints
+                        .iter()
+                        .filter(|c| c.task_id == t.task_id)
+                        .next_back();
+                    Action::Resume {
+                        from_checkpoint: last.map(|c| c.number),
+                        note: last.map(|c| c.note.clone()),
+                    }
+                } else {
+                    side_effects.sort_by(|a, b| b.seq.cmp(&a.seq));
+                    Action::Rollback {
+                        tasks: vec![t.task_id],
+                        side_effects,
+                    }
+                }
+            }
+        };
+        plans.push(TaskPlan {
+            task_id: t.task_id,
+            description: t.description.clone(),
+            state,
+            action,
+            downstream: downstream(&tasks, t.task_id),
+        });
+    }
+    Ok(Plan {
+        run_id: run.run_id,
+        run_status: run.status,
+        tasks: plans,
+    })
+}
+
+/// Run the compensations of every Rollback in the plan, newest effect first, each
+/// recorded as a `recovery.compensate` event. Returns how many ran.
+pub async fn apply_rollbacks(
+    plan: &Plan,
+    tools: &ToolSet,
+    ledger: &Ledger,
+) -> anyhow::Result<usize> {
+    let mut done = 0;
+    for t in &plan.tasks {
+        let Action::Rollback { side_effects, .. } = &t.action else {
+            continue;
+        };
+        for r in side_effects {
+            let tool = tools.get(&r.tool).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot compensate with `{}`: {e} (grant it to the recovery)",
+                    r.tool
+                )
+            })?;
+            let mut args = json!({ "op": r.undo, "effect": r.effect, "original": r.args });
+            if let Some(id) = r.effect.get("id") {
+                args["id"] = id.clone();
+            }
+            let key = format!("{}/{}/undo-{}", plan.run_id, r.task_id, r.seq);
+            let ctx = ToolCallCtx {
+                run_id: plan.run_id.clone(),
+                task_id: r.task_id,
+                ledger: ledger.clone(),
+                idempotency_key: key,
+                effects: Default::default(),
+            };
+            let started_at = now_ms();
+            let result = tool.call(&ctx, args.clone()).await;
+            let effects = std::mem::take(&mut *ctx.effects.lock().unwrap());
+            ledger
+                .append(EventRecord {
+                    run_id: plan.run_id.clone(),
+                    task_id: r.task_id,
+                    kind: "recovery.compensate".into(),
+                    ok: result.is_ok(),
+                    request: json!({ "tool": r.tool, "args": args, "reverts_seq": r.seq }),
+                    response: match &result {
+                        Ok(out) => json!({ "ok": out, "effects": effects }),
+                        Err(e) => json!({ "error": e.to_string() }),
+                    },
+                    identity: None,
+                    model: None,
+                    tokens_in: 0,
+                    tokens_out: 0,
+                    cost_usd: 0.0,
+                    started_at,
+                    finished_at: now_ms(),
+                })
+                .await?;
+            result.map_err(|e| {
+                anyhow::anyhow!("compensation `{}` of seq {} failed: {e}", r.undo, r.seq)
+            })?;
+            done += 1;
+        }
+    }
+    Ok(done)
+}
+
+/// The plan as text.
+pub fn render(plan: &Plan) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "recovery plan for run {} ({})",
+        plan.run_id, plan.run_status
+    );
+    if plan.tasks.is_empty() {
+        let _ = writeln!(
+            out,
+            "  nothing to recover: no failed, in-doubt or interrupted task"
+        );
+    }
+    for t in &plan.tasks {
+        let _ = writeln!(out, "task {} \"{}\": {}", t.task_id, t.description, t.state);
+        match &t.action {
+            Action::Resume {
+                from_checkpoint: Some(n),
+                note,
+            } => {
+                let _ = writeln!(
+                    out,
+                    "  → Resume {{ from checkpoint {n} \"{}\" }}",
+                    note.as_deref().unwrap_or("")
+                );
+            }
+            Action::Resume {
+                from_checkpoint: None,
+                ..
+            } => {
+                let _ = writeln!(out, "  → Resume {{ from the start, replaying its record }}");
+            }
+            Action::Rollback {
+                tasks,
+                side_effects,
+            } => {
+                let _ = writeln!(
+                    out,
+                    "  → Rollback {{ tasks {tasks:?}, revert in this order: }}"
+                );
+                for r in side_effects {
+                    let _ = writeln!(
+                        out,
+                        "      seq {} {} → {}({}){}",
+                        r.seq,
+                        r.tool,
+                        r.undo,
+                        if r.effect.is_null() {
+                            r.args.to_string()
+                        } else {
+                            r.effect.to_string()
+                        },
+                        if r.in_doubt { " (in doubt)" } else { "" }
+                    );
+                }
+            }
+            Action::RequiresHuman {
+                reason,
+                affected_systems,
+            } => {
+                let _ = writeln!(
+                    out,
+                    "  → RequiresHuman {{ {reason}; affected: {} }}",
+                    affected_systems.join(", ")
+                );
+            }
+        }
+        if !t.downstream.is_empty() {
+            let _ = writeln!(out, "  downstream affected: tasks {:?}", t.downstream);
+        }
+    }
+    out
+}
