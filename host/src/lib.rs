@@ -76,6 +76,9 @@ struct StoredRunConfig {
     agents: std::collections::BTreeMap<String, PathBuf>,
     on_divergence: durability::DivergencePolicy,
     catalog: Vec<scheduler::catalog::ModelSpec>,
+    /// A fork's model: every live LLM call is pinned to it.
+    #[serde(default)]
+    model_override: Option<String>,
 }
 
 /// Hash of what decides a run's behaviour: the component, the input, the limits and
@@ -91,6 +94,7 @@ fn context_hash(component_hash: &str, input: &str, config: &StoredRunConfig) -> 
         "tools": config.tools,
         "agents": config.agents,
         "catalog": catalog,
+        "model_override": config.model_override,
     });
     ledger::blobs::sha256_hex(format!("{component_hash}\n{input}\n{behaviour}").as_bytes())
 }
@@ -208,6 +212,7 @@ impl Host {
                 .on_divergence
                 .unwrap_or(self.config.durability.on_divergence),
             catalog: self.scheduler.models().to_vec(),
+            model_override: None,
         };
         let tools = ToolSet::build(&stored.tools, &self.registered_tools)?;
         let run_id = uuid::Uuid::new_v4().simple().to_string();
@@ -251,7 +256,45 @@ impl Host {
             stored.agents.clone(),
             hash,
             stored.on_divergence,
+            stored.model_override.clone(),
         )
+    }
+
+    /// Fork a run at root event `at`: a new run replays the original's record up to
+    /// there and continues live, with every live LLM call pinned to `model` if given.
+    /// Returns the new run's report.
+    pub async fn fork(
+        &self,
+        run_id: &str,
+        at: u64,
+        model: Option<String>,
+    ) -> anyhow::Result<RunReport> {
+        let reader = self.ledger.reader()?;
+        let row = ledger::query::run(&reader, run_id)?.ok_or_else(|| {
+            anyhow::anyhow!("no run `{run_id}` in {}", self.ledger.path().display())
+        })?;
+        if let Some(m) = &model
+            && self.scheduler.model(m).is_none()
+        {
+            anyhow::bail!("--model {m}: not in the model catalog (see `agentflow models`)");
+        }
+        let (config_json, _) = ledger::query::run_config(&reader, &row.run_id)?
+            .ok_or_else(|| anyhow::anyhow!("run {} has no stored config", row.run_id))?;
+        let mut stored: StoredRunConfig = serde_json::from_str(&config_json)?;
+        stored.catalog = self.scheduler.models().to_vec();
+        stored.model_override = model;
+        let hash = context_hash(&row.component_hash, &row.input, &stored);
+        let new_id = uuid::Uuid::new_v4().simple().to_string();
+        durability::fork::copy_prefix(
+            &self.ledger,
+            row.run_id.clone(),
+            new_id.clone(),
+            at,
+            serde_json::to_string(&stored)?,
+            hash,
+        )
+        .await?;
+        self.resume(&new_id, ResumeOptions::default()).await
     }
 
     /// Record the root's end: cancel children left running, finish the run, report.

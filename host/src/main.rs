@@ -84,6 +84,32 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Start a new run that replays <run> up to root event --at and continues live
+    /// (optionally pinned to another model): "what would it have done with …?"
+    Fork {
+        run: String,
+        /// Root task event seq to replay up to (see `agentflow inspect --json`).
+        #[arg(long)]
+        at: u64,
+        /// Model every live LLM call of the fork uses.
+        #[arg(long)]
+        model: Option<String>,
+        #[arg(long, default_value = "agentflow.db")]
+        db: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compare two runs: the first divergence and the differences in outcome, cost, tokens.
+    Diff {
+        a: String,
+        b: String,
+        #[arg(long, default_value = "agentflow.db")]
+        db: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// List a run's semantic checkpoints.
     Checkpoints {
         run: String,
@@ -250,6 +276,38 @@ fn real_main() -> anyhow::Result<ExitCode> {
                         println!("resumed: run {} {:?}", r.run_id, r.status);
                     }
                 }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Fork {
+            run,
+            at,
+            model,
+            db,
+            config,
+            json,
+        } => {
+            let config = match &config {
+                Some(path) => HostConfig::from_file(path)?,
+                None => HostConfig::default(),
+            };
+            if !db.exists() {
+                bail!("no ledger at {} (pass --db)", db.display());
+            }
+            let runtime = tokio::runtime::Runtime::new()?;
+            let report = runtime.block_on(async {
+                let host = Host::new(config, &db)?;
+                host.fork(&run, at, model).await
+            })?;
+            print_report(&report, json)
+        }
+        Command::Diff { a, b, db, json } => {
+            let conn = open_existing(&db)?;
+            let d = agentflow::observe::diff::diff(&conn, &a, &b)?;
+            if json {
+                println!("{}", serde_json::to_string(&d)?);
+            } else {
+                print!("{}", agentflow::observe::diff::render(&d));
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -607,3 +607,98 @@ fn checkpoints_carry_host_state_and_are_listed() {
         .unwrap();
     assert!(String::from_utf8_lossy(&text.stdout).contains("planned 3 resources"));
 }
+
+#[test]
+fn fork_with_another_model_and_diff() {
+    let dir = TempDir::new("fork");
+    let db = dir.join("f.db");
+    let config = dir.join("c.toml");
+    std::fs::write(
+        &config,
+        "[[llm.mock.rules]]\nmodel = \"mock-large\"\nreply = \"LARGE says: {input}\"\n",
+    )
+    .unwrap();
+    let ops = json!([
+        {"llm": {"prompt": "first"}},
+        {"step": {"thought": "t", "action": "a", "observation": "o", "confidence": 0.5}},
+        {"llm": {"prompt": "second"}},
+    ])
+    .to_string();
+    let run = |args: &[&str]| {
+        let out = agentflow()
+            .args(args)
+            .arg("--db")
+            .arg(&db)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        report(&out)
+    };
+    let original = run(&[
+        "run",
+        example("scripted").to_str().unwrap(),
+        "--input",
+        &ops,
+        "--json",
+    ]);
+    let a = original["run_id"].as_str().unwrap().to_string();
+    // The root's trace.step is seq 4: replay up to it, then the second call goes live.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let at: i64 = conn
+        .query_row(
+            "SELECT seq FROM events WHERE run_id = ?1 AND task_id = 1 AND kind = 'trace.step'",
+            [&a],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let forked = run(&[
+        "fork",
+        &a,
+        "--at",
+        &at.to_string(),
+        "--model",
+        "mock-large",
+        "--json",
+    ]);
+    let b = forked["run_id"].as_str().unwrap().to_string();
+    let results: Vec<Value> = serde_json::from_str(forked["output"].as_str().unwrap()).unwrap();
+    let before: Vec<Value> = serde_json::from_str(original["output"].as_str().unwrap()).unwrap();
+    assert_eq!(results[0], before[0], "the prefix is replayed, not re-sent");
+    assert_eq!(results[2]["ok"]["model"], "mock-large");
+    assert_eq!(results[2]["ok"]["text"], "LARGE says: second");
+    let (forked_from, fork_seq): (String, i64) = conn
+        .query_row(
+            "SELECT forked_from, fork_seq FROM runs WHERE run_id = ?1",
+            [&b],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((forked_from.as_str(), fork_seq), (a.as_str(), at));
+
+    let diff = agentflow()
+        .args(["diff", &a, &b, "--json", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    let diff: Value = serde_json::from_str(&String::from_utf8_lossy(&diff.stdout)).unwrap();
+    assert_eq!(diff["first_divergence"]["task_id"], 1);
+    assert_eq!(diff["first_divergence"]["call"], 3);
+    assert_eq!(diff["first_divergence"]["b"]["model"], "mock-large");
+    assert_eq!(diff["same_output"], false);
+    assert!(
+        diff["cost_delta_usd"].as_f64().unwrap() > 0.0,
+        "the large model costs more"
+    );
+    let text = agentflow()
+        .args(["diff", &a, &a, "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&text.stdout).contains("no divergence"));
+}

@@ -186,8 +186,13 @@ impl Host for TaskCtx {
             capabilities: req.capabilities.clone(),
             min_context_window: req.min_context_window,
             task_type: req.task_type.clone(),
-            pinned: req.model.clone(),
-            allow_fallback: req.model.is_none() || req.allow_fallback,
+            pinned: self
+                .run
+                .model_override
+                .clone()
+                .or_else(|| req.model.clone()),
+            allow_fallback: (req.model.is_none() && self.run.model_override.is_none())
+                || req.allow_fallback,
             max_cost_usd: req.max_cost_usd,
             max_latency_ms: req.max_latency_ms.map(u64::from),
             max_wait_ms: req.max_wait_ms.map(u64::from),

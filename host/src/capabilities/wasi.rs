@@ -148,7 +148,7 @@ impl RecordingRng {
     }
 
     /// Fill `dst` from the replay if a recorded value of the same size is next.
-    fn from_replay(&self, dst: &mut [u8]) -> bool {
+    fn take_replayed(&self, dst: &mut [u8]) -> bool {
         match self
             .log
             .replayed(self.label)
@@ -178,7 +178,7 @@ impl TryRng for RecordingRng {
 
     fn try_next_u32(&mut self) -> Result<u32, Infallible> {
         let mut buf = [0u8; 4];
-        if self.from_replay(&mut buf) {
+        if self.take_replayed(&mut buf) {
             return Ok(u32::from_le_bytes(buf));
         }
         let v = self.inner.next_u32();
@@ -188,7 +188,7 @@ impl TryRng for RecordingRng {
 
     fn try_next_u64(&mut self) -> Result<u64, Infallible> {
         let mut buf = [0u8; 8];
-        if self.from_replay(&mut buf) {
+        if self.take_replayed(&mut buf) {
             return Ok(u64::from_le_bytes(buf));
         }
         let v = self.inner.next_u64();
@@ -197,7 +197,7 @@ impl TryRng for RecordingRng {
     }
 
     fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Infallible> {
-        if self.from_replay(dst) {
+        if self.take_replayed(dst) {
             return Ok(());
         }
         self.inner.fill_bytes(dst);

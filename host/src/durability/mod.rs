@@ -6,6 +6,7 @@
 //! first). This module is the read side: turning a ledger back into running tasks.
 
 pub mod fault;
+pub mod fork;
 pub mod recovery;
 pub mod replay;
 

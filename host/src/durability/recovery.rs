@@ -182,7 +182,7 @@ pub fn plan(conn: &rusqlite::Connection, run_id: &str) -> anyhow::Result<Plan> {
                         .unwrap_or(Value::Null),
                     in_doubt: true,
                 });
-                side_effects.sort_by(|a, b| b.seq.cmp(&a.seq));
+                side_effects.sort_by_key(|r| std::cmp::Reverse(r.seq));
                 Action::Rollback {
                     tasks: vec![t.task_id],
                     side_effects,
@@ -197,16 +197,13 @@ pub fn plan(conn: &rusqlite::Connection, run_id: &str) -> anyhow::Result<Plan> {
                     reverts()
                 };
                 if side_effects.is_empty() {
-                    let last = checkpoints
-                        .iter()
-                        .filter(|c| c.task_id == t.task_id)
-                        .next_back();
+                    let last = checkpoints.iter().rfind(|c| c.task_id == t.task_id);
                     Action::Resume {
                         from_checkpoint: last.map(|c| c.number),
                         note: last.map(|c| c.note.clone()),
                     }
                 } else {
-                    side_effects.sort_by(|a, b| b.seq.cmp(&a.seq));
+                    side_effects.sort_by_key(|r| std::cmp::Reverse(r.seq));
                     Action::Rollback {
                         tasks: vec![t.task_id],
                         side_effects,

@@ -32,6 +32,8 @@ CREATE TABLE IF NOT EXISTS runs (
     error          TEXT,
     config_json    TEXT NOT NULL,
     context_hash   TEXT NOT NULL,
+    forked_from    TEXT,
+    fork_seq       INTEGER,
     budget_usd     REAL,
     tokens_in      INTEGER NOT NULL DEFAULT 0,
     tokens_out     INTEGER NOT NULL DEFAULT 0,

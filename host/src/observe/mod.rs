@@ -3,5 +3,6 @@
 //!
 //! Read-only: everything here comes from the ledger.
 
+pub mod diff;
 pub mod inspect;
 pub mod models;

@@ -142,6 +142,8 @@ pub struct RunContext {
     pub context_hash: String,
     /// What to do when a replay diverges.
     pub divergence: crate::durability::DivergencePolicy,
+    /// A fork's model: live LLM calls are pinned to it.
+    pub model_override: Option<String>,
     /// Components already stored in the ledger's `blobs`.
     stored_components: Mutex<HashSet<String>>,
     tree: Mutex<TaskTree>,
@@ -162,6 +164,7 @@ impl RunContext {
         agents: BTreeMap<String, PathBuf>,
         context_hash: String,
         divergence: crate::durability::DivergencePolicy,
+        model_override: Option<String>,
     ) -> Arc<RunContext> {
         Arc::new(RunContext {
             run_id,
@@ -175,6 +178,7 @@ impl RunContext {
             agents,
             context_hash,
             divergence,
+            model_override,
             stored_components: Mutex::new(HashSet::new()),
             tree: Mutex::new(TaskTree {
                 next_id: 1,
