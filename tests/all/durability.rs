@@ -274,8 +274,10 @@ async fn a_changed_component_is_refused_or_diverges() {
         .unwrap();
     assert!(!crashed.status.success());
     let run_id = only_run_id(&db);
-    let mut config = agentflow::HostConfig::default();
-    config.cache_dir = Some(cache_dir());
+    let config = agentflow::HostConfig {
+        cache_dir: Some(cache_dir()),
+        ..Default::default()
+    };
     let host = agentflow::Host::new(config, &db).unwrap();
     let changed = ResumeOptions {
         allow_changed: false,
@@ -350,8 +352,10 @@ async fn from_checkpoint_policy_restarts_the_guest_from_its_last_checkpoint() {
             [],
         )
         .unwrap();
-    let mut config = agentflow::HostConfig::default();
-    config.cache_dir = Some(cache_dir());
+    let config = agentflow::HostConfig {
+        cache_dir: Some(cache_dir()),
+        ..Default::default()
+    };
     let host = agentflow::Host::new(config, &db).unwrap();
     let report = host
         .resume(&run_id, ResumeOptions::default())
