@@ -9,6 +9,7 @@
 //!    call + one `kv` tool call, durable ledger on: wall time and per-step cost.
 //! 4. Scheduler decision latency with 50 models in the catalog (plan: filter, predict,
 //!    score; and plan + quota reservation + release).
+//! 5. Replay: resuming a task with 10,000 recorded calls (time to resume, events/s).
 
 use agentflow::{Host, HostConfig, RunOptions, Status};
 use agentflow_tests::example;
@@ -213,6 +214,43 @@ async fn decision_latency(iterations: u32) -> (Duration, Duration) {
     (plan_only, start.elapsed() / iterations)
 }
 
+async fn resume_10k() -> (Duration, Duration, u64) {
+    let dir = scratch("replay");
+    let host = host(&dir, "[limits]\nmax_host_calls = 100000\ncpu_ms = 600000\n");
+    let agent = host.runtime().load_file(&example("scripted")).unwrap();
+    let n = 10_000;
+    let ops = serde_json::Value::Array(
+        (0..n)
+            .map(|i| serde_json::json!({"log": format!("call {i}")}))
+            .collect(),
+    )
+    .to_string();
+    let start = Instant::now();
+    let r = host.run(agent, &ops, RunOptions::default()).await.unwrap();
+    let live = start.elapsed();
+    assert_eq!(r.status, Status::Completed, "{r:?}");
+    // Make it look interrupted right after its last call: the task replays all 10,000.
+    let conn = rusqlite::Connection::open(dir.join("bench.db")).unwrap();
+    conn.execute("DELETE FROM events WHERE kind = 'task.stdio'", [])
+        .unwrap();
+    conn.execute("UPDATE runs SET status = 'running', output = NULL", [])
+        .unwrap();
+    conn.execute("UPDATE tasks SET status = 'running', output = NULL", [])
+        .unwrap();
+    let events: u64 = conn
+        .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
+        .unwrap();
+    drop(conn);
+    let start = Instant::now();
+    let resumed = host
+        .resume(&r.run_id, agentflow::ResumeOptions::default())
+        .await
+        .unwrap();
+    let resume = start.elapsed();
+    assert_eq!(resumed.output, r.output, "the replay reproduces the run");
+    (live, resume, events)
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -272,6 +310,20 @@ fn main() {
         println!(
             "   plan + quota reservation + release       {:>12}",
             fmt(decide)
+        );
+        let (live, resume, events) = resume_10k().await;
+        println!("5. resume a task with 10,000 recorded calls (trace.log)");
+        println!(
+            "   original live run                        {:>12}",
+            fmt(live)
+        );
+        println!(
+            "   resume (load ledger + replay all)        {:>12}",
+            fmt(resume)
+        );
+        println!(
+            "   replay speed                             {:>9.0} ev/s",
+            events as f64 / resume.as_secs_f64()
         );
     });
 }
