@@ -92,6 +92,10 @@ fn spawn_error_text(e: &SpawnError) -> String {
         SpawnError::DuplicateTask(id) => format!("duplicate task (existing task {id})"),
         SpawnError::UnknownAgent(m) => format!("unknown agent: {m}"),
         SpawnError::InvalidRequest(m) => format!("invalid request: {m}"),
+        SpawnError::ResourceExhausted(m) => format!("resource exhausted: {m}"),
+        SpawnError::CircularDependency(id) => {
+            format!("circular: too similar to ancestor task {id}")
+        }
     }
 }
 

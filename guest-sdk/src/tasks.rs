@@ -69,6 +69,12 @@ pub struct Spawn {
     dedup_key: Option<String>,
     budget_usd: Option<f64>,
     depends_on: Vec<raw::Dependency>,
+    resources: Vec<String>,
+    sequence: Option<String>,
+    fail_fast: bool,
+    timeout_ms: Option<u32>,
+    estimated_cost_usd: Option<f64>,
+    tools: Vec<String>,
 }
 
 impl Spawn {
@@ -82,7 +88,58 @@ impl Spawn {
             dedup_key: None,
             budget_usd: None,
             depends_on: Vec::new(),
+            resources: Vec::new(),
+            sequence: None,
+            fail_fast: false,
+            timeout_ms: None,
+            estimated_cost_usd: None,
+            tools: Vec::new(),
         }
+    }
+
+    /// Never runs at the same time as task `id` (MutualExclusion).
+    pub fn exclusive_with(mut self, id: TaskId) -> Self {
+        self.depends_on.push(raw::Dependency::ExclusiveWith(id));
+        self
+    }
+
+    /// Uses `resource`: children sharing a resource never run at the same time
+    /// (ConflictingResources).
+    pub fn resource(mut self, resource: impl Into<String>) -> Self {
+        self.resources.push(resource.into());
+        self
+    }
+
+    /// Runs after the caller's earlier children of the same sequence, in spawn order
+    /// (RequiredSequence).
+    pub fn sequence(mut self, name: impl Into<String>) -> Self {
+        self.sequence = Some(name.into());
+        self
+    }
+
+    /// Fails with [`SpawnError::ResourceExhausted`] instead of queueing when the run is
+    /// at its concurrency limit.
+    pub fn fail_fast(mut self) -> Self {
+        self.fail_fast = true;
+        self
+    }
+
+    /// Wall-clock limit for the child, in milliseconds.
+    pub fn timeout_ms(mut self, ms: u32) -> Self {
+        self.timeout_ms = Some(ms);
+        self
+    }
+
+    /// What the child is expected to cost, for approval rules.
+    pub fn estimated_cost(mut self, usd: f64) -> Self {
+        self.estimated_cost_usd = Some(usd);
+        self
+    }
+
+    /// A tool the child means to use, for approval rules.
+    pub fn tool(mut self, name: impl Into<String>) -> Self {
+        self.tools.push(name.into());
+        self
     }
 
     /// Runs the agent registered under `name` in the host configuration instead of
@@ -129,6 +186,12 @@ impl Spawn {
             dedup_key: self.dedup_key.clone(),
             budget_usd: self.budget_usd,
             depends_on: self.depends_on.clone(),
+            resources: self.resources.clone(),
+            sequence: self.sequence.clone(),
+            fail_fast: self.fail_fast,
+            timeout_ms: self.timeout_ms,
+            estimated_cost_usd: self.estimated_cost_usd,
+            tools: self.tools.clone(),
         };
         Ok(raw::spawn(&req)?)
     }

@@ -29,6 +29,9 @@ pub struct HostConfig {
     /// Agents children may spawn by name: `name = "path/to/agent.wasm"` (`[agents]`).
     #[serde(default)]
     pub agents: BTreeMap<String, PathBuf>,
+    /// Spawn rules: concurrency, duplicates, cycles, dependencies, approvals (`[constraints]`).
+    #[serde(default)]
+    pub constraints: crate::supervisor::constraints::ConstraintsConfig,
     /// Durability settings (`[durability]`).
     #[serde(default)]
     pub durability: DurabilityConfig,

@@ -55,6 +55,10 @@ pub struct RunOptions {
     pub budget_usd: Option<f64>,
     /// Override `[durability] on_divergence`.
     pub on_divergence: Option<durability::DivergencePolicy>,
+    /// Override `[constraints] max_concurrent_tasks`.
+    pub max_concurrency: Option<u32>,
+    /// Override `[constraints.approval] cost_over_usd`.
+    pub approval_over_usd: Option<f64>,
 }
 
 /// Choices for resuming a run.
@@ -79,6 +83,9 @@ struct StoredRunConfig {
     /// A fork's model: every live LLM call is pinned to it.
     #[serde(default)]
     model_override: Option<String>,
+    /// The spawn rules.
+    #[serde(default)]
+    constraints: supervisor::constraints::ConstraintsConfig,
 }
 
 /// Hash of what decides a run's behaviour: the component, the input, the limits and
@@ -95,6 +102,7 @@ fn context_hash(component_hash: &str, input: &str, config: &StoredRunConfig) -> 
         "agents": config.agents,
         "catalog": catalog,
         "model_override": config.model_override,
+        "constraints": config.constraints,
     });
     ledger::blobs::sha256_hex(format!("{component_hash}\n{input}\n{behaviour}").as_bytes())
 }
@@ -213,6 +221,16 @@ impl Host {
                 .unwrap_or(self.config.durability.on_divergence),
             catalog: self.scheduler.models().to_vec(),
             model_override: None,
+            constraints: {
+                let mut c = self.config.constraints.clone();
+                if let Some(n) = opts.max_concurrency {
+                    c.max_concurrent_tasks = n;
+                }
+                if let Some(x) = opts.approval_over_usd {
+                    c.approval.cost_over_usd = Some(x);
+                }
+                c
+            },
         };
         let tools = ToolSet::build(&stored.tools, &self.registered_tools)?;
         let run_id = uuid::Uuid::new_v4().simple().to_string();
@@ -231,9 +249,17 @@ impl Host {
             .await?;
         let run = self.run_context(run_id, &stored, tools, hash);
         let root = run.create_root(&agent, input).await?;
-        let outcome =
-            runtime::execute::execute_task(run.clone(), root, 0, agent, input.to_string(), None)
-                .await;
+        let slot = run.take_slot().await;
+        let outcome = runtime::execute::execute_task(
+            run.clone(),
+            root,
+            0,
+            agent,
+            input.to_string(),
+            None,
+            slot,
+        )
+        .await;
         self.conclude(run, started, outcome).await
     }
 
@@ -257,6 +283,7 @@ impl Host {
             hash,
             stored.on_divergence,
             stored.model_override.clone(),
+            stored.constraints.clone(),
         )
     }
 
@@ -427,10 +454,11 @@ impl Host {
         let tools = ToolSet::build(&stored.tools, &self.registered_tools)?;
         let run = self.run_context(run_id.clone(), &stored, tools, stored_hash);
         let all_events = ledger::query::events(&reader, &run_id, None)?;
-        run.budget
-            .charge(all_events.iter().map(|e| e.cost_usd).sum());
         let tasks = ledger::query::resume_tasks(&reader, &run_id)?;
         run.restore_tree(&tasks);
+        for e in &all_events {
+            run.budget.charge(e.task_id, e.cost_usd);
+        }
         let mut by_task: std::collections::HashMap<u64, Vec<ledger::query::EventRow>> =
             std::collections::HashMap::new();
         for e in all_events {
@@ -482,7 +510,9 @@ impl Host {
         tracing::info!(run = %run_id, children = resumed, root = root.is_some(), "resuming");
         let outcome = match root {
             Some((agent, input, replay)) => {
-                runtime::execute::execute_task(run.clone(), 1, 0, agent, input, Some(replay)).await
+                let slot = run.take_slot().await;
+                runtime::execute::execute_task(run.clone(), 1, 0, agent, input, Some(replay), slot)
+                    .await
             }
             None => run
                 .outcome(1)

@@ -46,6 +46,12 @@ enum Command {
         /// Total USD the run may spend on LLM calls.
         #[arg(long)]
         budget_usd: Option<f64>,
+        /// Tasks of the run executing at once (more are queued).
+        #[arg(long)]
+        max_concurrency: Option<u32>,
+        /// Children whose estimated cost is over this (USD) wait for a human's approval.
+        #[arg(long)]
+        require_approval_over_usd: Option<f64>,
         /// When a resumed task's replay diverges: fail or from-checkpoint.
         #[arg(long, value_parser = parse_policy)]
         on_divergence: Option<agentflow::durability::DivergencePolicy>,
@@ -109,6 +115,31 @@ enum Command {
         db: PathBuf,
         #[arg(long)]
         json: bool,
+    },
+    /// List approval requests (pending ones, or all with --all).
+    Approvals {
+        #[arg(long, default_value = "agentflow.db")]
+        db: PathBuf,
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve a pending request: the waiting task starts (resume the run if its host stopped).
+    Approve {
+        id: u64,
+        #[arg(long)]
+        note: Option<String>,
+        #[arg(long, default_value = "agentflow.db")]
+        db: PathBuf,
+    },
+    /// Deny a pending request: the waiting task fails with the note.
+    Deny {
+        id: u64,
+        #[arg(long)]
+        note: Option<String>,
+        #[arg(long, default_value = "agentflow.db")]
+        db: PathBuf,
     },
     /// List a run's semantic checkpoints.
     Checkpoints {
@@ -180,6 +211,8 @@ fn real_main() -> anyhow::Result<ExitCode> {
             max_depth,
             budget_usd,
             on_divergence,
+            max_concurrency,
+            require_approval_over_usd,
             json,
         } => {
             let config = match &config {
@@ -209,6 +242,8 @@ fn real_main() -> anyhow::Result<ExitCode> {
                         max_depth,
                         budget_usd,
                         on_divergence,
+                        max_concurrency,
+                        approval_over_usd: require_approval_over_usd,
                     },
                 )
                 .await
@@ -311,6 +346,33 @@ fn real_main() -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Approvals { db, all, json } => {
+            let conn = open_existing(&db)?;
+            let rows = query::approvals(&conn, all)?;
+            if json {
+                println!("{}", serde_json::to_string(&rows)?);
+            } else {
+                println!(
+                    "{:<5} {:<34} {:<5} {:<9} {:>10}  reason / description",
+                    "id", "run", "task", "status", "est. cost"
+                );
+                for a in &rows {
+                    println!(
+                        "{:<5} {:<34} {:<5} {:<9} {:>10}  {} / \"{}\"",
+                        a.id,
+                        a.run_id,
+                        a.task_id,
+                        a.status,
+                        format!("${:.4}", a.estimated_cost_usd),
+                        a.reason,
+                        a.description
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Approve { id, note, db } => decide(&db, id, true, note),
+        Command::Deny { id, note, db } => decide(&db, id, false, note),
         Command::Checkpoints { run, db, json } => {
             let conn = open_existing(&db)?;
             let row = query::run(&conn, &run)?.ok_or_else(|| {
@@ -368,6 +430,24 @@ fn real_main() -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// Approve or deny a pending approval.
+fn decide(db: &Path, id: u64, approve: bool, note: Option<String>) -> anyhow::Result<ExitCode> {
+    if !db.exists() {
+        bail!("no ledger at {} (pass --db)", db.display());
+    }
+    let ledger = Ledger::open(db)?;
+    match ledger.decide_approval_blocking(id, approve, note)? {
+        Some((run, task)) => {
+            println!(
+                "{} approval {id}: run {run} task {task}",
+                if approve { "approved" } else { "denied" }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        None => bail!("no pending approval {id} (see `agentflow approvals`)"),
     }
 }
 

@@ -39,6 +39,8 @@ enum Op {
     Fail(String),
     Clock,
     Random,
+    /// Sleep this many milliseconds (WASI monotonic clock).
+    SleepMs(u64),
 }
 
 #[derive(Deserialize)]
@@ -84,11 +86,47 @@ struct SpawnOp {
     dedup_key: Option<String>,
     budget_usd: Option<f64>,
     agent: Option<String>,
+    after: Vec<TaskId>,
+    data_from: Vec<TaskId>,
+    exclusive_with: Vec<TaskId>,
+    resources: Vec<String>,
+    sequence: Option<String>,
+    fail_fast: bool,
+    timeout_ms: Option<u32>,
+    estimated_cost: Option<f64>,
+    tools: Vec<String>,
 }
 
 impl SpawnOp {
     fn spawn(&self) -> Result<TaskId, Error> {
         let mut s = Spawn::new(self.description.as_str(), self.input.as_str());
+        for id in &self.after {
+            s = s.after(*id);
+        }
+        for id in &self.data_from {
+            s = s.data_from(*id);
+        }
+        for id in &self.exclusive_with {
+            s = s.exclusive_with(*id);
+        }
+        for r in &self.resources {
+            s = s.resource(r.as_str());
+        }
+        if let Some(q) = &self.sequence {
+            s = s.sequence(q.as_str());
+        }
+        if self.fail_fast {
+            s = s.fail_fast();
+        }
+        if let Some(t) = self.timeout_ms {
+            s = s.timeout_ms(t);
+        }
+        if let Some(c) = self.estimated_cost {
+            s = s.estimated_cost(c);
+        }
+        for t in &self.tools {
+            s = s.tool(t.as_str());
+        }
         if let Some(k) = &self.dedup_key {
             s = s.dedup_key(k.as_str());
         }
@@ -204,6 +242,10 @@ fn execute(op: Op) -> Result<Value, String> {
             Err(e) => err(e),
         },
         Op::Wait(id) => outcome(tasks::wait(id)),
+        Op::SleepMs(ms) => {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+            Value::Null
+        }
         Op::SpawnWait(s) => match s.spawn() {
             Ok(id) => outcome(tasks::wait(id)),
             Err(e) => err(e),

@@ -196,7 +196,7 @@ impl Host for TaskCtx {
             max_cost_usd: req.max_cost_usd,
             max_latency_ms: req.max_latency_ms.map(u64::from),
             max_wait_ms: req.max_wait_ms.map(u64::from),
-            budget_remaining: self.run.budget.remaining(),
+            budget_remaining: self.run.budget.remaining(self.task_id),
         };
         let request_json = json!({ "chat": template, "scheduling": sreq });
         // What the guest asked, independent of host state (budget, health): the replay key.
@@ -249,7 +249,7 @@ impl Host for TaskCtx {
                 .clone();
             let price = spec.price();
             let worst = price.cost(sreq.estimated_input_tokens, sreq.max_output_tokens);
-            let reservation = match self.run.budget.reserve(worst) {
+            let reservation = match self.run.budget.reserve(self.task_id, worst) {
                 Ok(r) => r,
                 Err(msg) => {
                     scheduler.release(&grant);

@@ -50,6 +50,8 @@ pub struct TaskCtx {
     pub(crate) diverged: Option<String>,
     /// Set when a side-effecting call's outcome is unknown and the task must stop.
     pub(crate) in_doubt: Option<String>,
+    /// The task's execution slot; given back while it waits for a child.
+    pub(crate) slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// One host call as the capabilities describe it to [`TaskCtx::record`].
@@ -121,6 +123,7 @@ impl TaskCtx {
             replay: None,
             diverged: None,
             in_doubt: None,
+            slot: None,
         }
     }
 

@@ -18,6 +18,8 @@ fn refusal(r: SpawnRefusal) -> SpawnError {
         SpawnRefusal::DuplicateTask(id) => SpawnError::DuplicateTask(id),
         SpawnRefusal::UnknownAgent(m) => SpawnError::UnknownAgent(m),
         SpawnRefusal::InvalidRequest(m) => SpawnError::InvalidRequest(m),
+        SpawnRefusal::ResourceExhausted(m) => SpawnError::ResourceExhausted(m),
+        SpawnRefusal::CircularDependency(id) => SpawnError::CircularDependency(id),
     }
 }
 
@@ -29,6 +31,8 @@ fn refusal_json(r: &SpawnRefusal) -> serde_json::Value {
         SpawnRefusal::DuplicateTask(id) => ("duplicate-task", json!(id)),
         SpawnRefusal::UnknownAgent(m) => ("unknown-agent", json!(m)),
         SpawnRefusal::InvalidRequest(m) => ("invalid-request", json!(m)),
+        SpawnRefusal::ResourceExhausted(m) => ("resource-exhausted", json!(m)),
+        SpawnRefusal::CircularDependency(id) => ("circular-dependency", json!(id)),
     };
     json!({ "error": format!("{r:?}"), "error_kind": kind, "detail": detail })
 }
@@ -42,6 +46,8 @@ fn refusal_from_json(v: &serde_json::Value) -> SpawnError {
         "budget-exceeded" => SpawnError::BudgetExceeded(text()),
         "duplicate-task" => SpawnError::DuplicateTask(num()),
         "unknown-agent" => SpawnError::UnknownAgent(text()),
+        "resource-exhausted" => SpawnError::ResourceExhausted(text()),
+        "circular-dependency" => SpawnError::CircularDependency(num()),
         _ => SpawnError::InvalidRequest(text()),
     }
 }
@@ -80,7 +86,14 @@ impl Host for TaskCtx {
             "depends_on": req.depends_on.iter().map(|d| match d {
                 Dependency::After(i) => json!({ "after": i }),
                 Dependency::DataFrom(i) => json!({ "data_from": i }),
+                Dependency::ExclusiveWith(i) => json!({ "exclusive_with": i }),
             }).collect::<Vec<_>>(),
+            "resources": req.resources,
+            "sequence": req.sequence,
+            "fail_fast": req.fail_fast,
+            "timeout_ms": req.timeout_ms,
+            "estimated_cost_usd": req.estimated_cost_usd,
+            "tools": req.tools,
         });
         if let Some(rec) = self.replayed("tasks.spawn", &request)? {
             return Ok(match rec.response["task_id"].as_u64() {
@@ -104,8 +117,15 @@ impl Host for TaskCtx {
                 .map(|d| match d {
                     Dependency::After(i) => supervisor::Dependency::After(i),
                     Dependency::DataFrom(i) => supervisor::Dependency::DataFrom(i),
+                    Dependency::ExclusiveWith(i) => supervisor::Dependency::ExclusiveWith(i),
                 })
                 .collect(),
+            resources: req.resources,
+            sequence: req.sequence,
+            fail_fast: req.fail_fast,
+            timeout_ms: req.timeout_ms.map(u64::from),
+            estimated_cost_usd: req.estimated_cost_usd,
+            tools: req.tools,
         };
         let run = self.run.clone();
         let result = run
@@ -136,7 +156,13 @@ impl Host for TaskCtx {
             return Ok(outcome);
         }
         let run = self.run.clone();
+        // Give the execution slot back while waiting, so waiting parents cannot starve
+        // their own children of slots.
+        let had_slot = self.slot.take().is_some();
         let outcome = run.wait(self.task_id, id).await;
+        if had_slot {
+            self.slot = run.take_slot().await;
+        }
         let ok = matches!(outcome, Some(TaskOutcome::Completed(_)));
         if ok {
             self.children_done.push(id);

@@ -23,6 +23,9 @@ pub const AUXILIARY: &[&str] = &[
     "llm.model_version_changed",
     "task.stdio",
     "replay.diverged",
+    "approval.requested",
+    "approval.decided",
+    "recovery.compensate",
 ];
 
 /// One recorded host call.

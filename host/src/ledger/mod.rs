@@ -115,6 +115,12 @@ pub struct NewTask {
     pub depends_on: String,
     /// The component, when it is not yet in `blobs`.
     pub component: Option<std::sync::Arc<[u8]>>,
+    /// Its own budget share (USD), if it was given one.
+    pub budget_usd: Option<f64>,
+    /// JSON list of the locks it takes while running (resources, exclusions).
+    pub resources: String,
+    /// Its own wall-clock limit (ms).
+    pub timeout_ms: Option<u64>,
 }
 
 /// One host call, as appended to `events`.
@@ -312,11 +318,11 @@ impl Ledger {
             }
             w.conn.execute(
                 "INSERT INTO tasks (run_id, task_id, parent_id, depth, agent, component_hash, description, status, input_hash,
-                                    spawn_key, dedup_key, depends_on, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10, ?11, ?12)",
+                                    spawn_key, dedup_key, depends_on, budget_usd, resources, timeout_ms, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
                 params![task.run_id, task.task_id as i64, task.parent_id.map(|p| p as i64), task.depth, task.agent,
                         task.component_hash, task.description, input_hash, task.spawn_key, task.dedup_key,
-                        task.depends_on, now_ms()],
+                        task.depends_on, task.budget_usd, task.resources, task.timeout_ms.map(|t| t as i64), now_ms()],
             )?;
             Ok(())
         })
@@ -367,6 +373,103 @@ impl Ledger {
             Ok(())
         })
         .await
+    }
+
+    /// Ask a human to approve task `task_id` before it starts; returns the approval id.
+    /// An `approval.requested` event is appended to the task.
+    pub async fn request_approval(
+        &self,
+        run_id: String,
+        task_id: u64,
+        reason: String,
+        estimated_cost_usd: f64,
+        description: String,
+    ) -> Result<u64, LedgerError> {
+        self.write(move |w| {
+            w.conn.execute(
+                "INSERT INTO approvals (run_id, task_id, description, reason, estimated_cost_usd, status, requested_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6)",
+                params![run_id, task_id as i64, description, reason, estimated_cost_usd, now_ms()],
+            )?;
+            let id = w.conn.last_insert_rowid() as u64;
+            let now = now_ms();
+            w.append_event(EventRecord {
+                run_id,
+                task_id,
+                kind: "approval.requested".into(),
+                ok: true,
+                request: serde_json::json!({ "approval_id": id, "reason": reason, "estimated_cost_usd": estimated_cost_usd }),
+                response: serde_json::Value::Null,
+                identity: None,
+                model: None,
+                tokens_in: 0,
+                tokens_out: 0,
+                cost_usd: 0.0,
+                started_at: now,
+                finished_at: now,
+            })?;
+            Ok(id)
+        })
+        .await
+    }
+
+    /// Decide a pending approval (by id); the decision is appended to the task's events.
+    /// Returns `(run_id, task_id)`, or `None` if no pending approval has that id.
+    pub async fn decide_approval(
+        &self,
+        id: u64,
+        approve: bool,
+        note: Option<String>,
+    ) -> Result<Option<(String, u64)>, LedgerError> {
+        self.write(move |w| {
+            let found: Option<(String, i64)> = w
+                .conn
+                .query_row(
+                    "SELECT run_id, task_id FROM approvals WHERE id = ?1 AND status = 'pending'",
+                    [id as i64],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let Some((run_id, task_id)) = found else {
+                return Ok(None);
+            };
+            let status = if approve { "approved" } else { "denied" };
+            w.conn.execute(
+                "UPDATE approvals SET status = ?2, note = ?3, decided_at = ?4 WHERE id = ?1",
+                params![id as i64, status, note, now_ms()],
+            )?;
+            let now = now_ms();
+            w.append_event(EventRecord {
+                run_id: run_id.clone(),
+                task_id: task_id as u64,
+                kind: "approval.decided".into(),
+                ok: approve,
+                request: serde_json::json!({ "approval_id": id }),
+                response: serde_json::json!({ "decision": status, "note": note }),
+                identity: None,
+                model: None,
+                tokens_in: 0,
+                tokens_out: 0,
+                cost_usd: 0.0,
+                started_at: now,
+                finished_at: now,
+            })?;
+            Ok(Some((run_id, task_id as u64)))
+        })
+        .await
+    }
+
+    /// Blocking variant of [`Ledger::decide_approval`], for the CLI.
+    pub fn decide_approval_blocking(
+        &self,
+        id: u64,
+        approve: bool,
+        note: Option<String>,
+    ) -> Result<Option<(String, u64)>, LedgerError> {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .map_err(|_| LedgerError::WriterGone)?
+            .block_on(self.decide_approval(id, approve, note))
     }
 
     /// Append one host call; returns its sequence number within the task. Returns

@@ -227,13 +227,16 @@ pub struct ResumeTask {
     pub spawn_key: Option<String>,
     pub dedup_key: Option<String>,
     pub depends_on: String,
+    pub budget_usd: Option<f64>,
+    pub resources: String,
+    pub timeout_ms: Option<u64>,
 }
 
 /// All tasks of a run, for resuming it.
 pub fn resume_tasks(conn: &Connection, run_id: &str) -> Result<Vec<ResumeTask>, LedgerError> {
     let mut stmt = conn.prepare(
         "SELECT task_id, parent_id, depth, agent, component_hash, description, status, input_hash, run_input_hash,
-                output, error, spawn_key, dedup_key, depends_on
+                output, error, spawn_key, dedup_key, depends_on, budget_usd, resources, timeout_ms
          FROM tasks WHERE run_id = ?1 ORDER BY task_id",
     )?;
     let rows = stmt.query_map([run_id], |r| {
@@ -252,6 +255,9 @@ pub fn resume_tasks(conn: &Connection, run_id: &str) -> Result<Vec<ResumeTask>, 
             spawn_key: r.get(11)?,
             dedup_key: r.get(12)?,
             depends_on: r.get(13)?,
+            budget_usd: r.get(14)?,
+            resources: r.get(15)?,
+            timeout_ms: r.get::<_, Option<i64>>(16)?.map(|t| t as u64),
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -329,5 +335,61 @@ pub fn checkpoints(
             saved_at: r.get(8)?,
         })
     })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// One row of `approvals`.
+#[derive(Clone, Debug, Serialize)]
+pub struct ApprovalRow {
+    pub id: u64,
+    pub run_id: String,
+    pub task_id: u64,
+    pub description: String,
+    pub reason: String,
+    pub estimated_cost_usd: f64,
+    pub status: String,
+    pub note: Option<String>,
+    pub requested_at: i64,
+    pub decided_at: Option<i64>,
+}
+
+fn approval_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApprovalRow> {
+    Ok(ApprovalRow {
+        id: r.get::<_, i64>(0)? as u64,
+        run_id: r.get(1)?,
+        task_id: r.get::<_, i64>(2)? as u64,
+        description: r.get(3)?,
+        reason: r.get(4)?,
+        estimated_cost_usd: r.get(5)?,
+        status: r.get(6)?,
+        note: r.get(7)?,
+        requested_at: r.get(8)?,
+        decided_at: r.get(9)?,
+    })
+}
+
+const APPROVAL_COLUMNS: &str = "id, run_id, task_id, description, reason, estimated_cost_usd, status, note, requested_at, decided_at";
+
+/// The approval request of a task, if it has one.
+pub fn approval_of(
+    conn: &Connection,
+    run_id: &str,
+    task_id: u64,
+) -> Result<Option<ApprovalRow>, LedgerError> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {APPROVAL_COLUMNS} FROM approvals WHERE run_id = ?1 AND task_id = ?2"),
+            params![run_id, task_id as i64],
+            approval_row,
+        )
+        .optional()?)
+}
+
+/// Approvals, pending ones only unless `all`.
+pub fn approvals(conn: &Connection, all: bool) -> Result<Vec<ApprovalRow>, LedgerError> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE ?1 OR status = 'pending' ORDER BY id"
+    ))?;
+    let rows = stmt.query_map([all], approval_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }

@@ -56,6 +56,9 @@ CREATE TABLE IF NOT EXISTS tasks (
     dedup_key      TEXT,
     depends_on     TEXT    NOT NULL DEFAULT '[]',
     run_input_hash TEXT,
+    budget_usd     REAL,
+    resources      TEXT    NOT NULL DEFAULT '[]',
+    timeout_ms     INTEGER,
     output         TEXT,
     error          TEXT,
     tokens_in      INTEGER NOT NULL DEFAULT 0,
@@ -93,6 +96,20 @@ CREATE TABLE IF NOT EXISTS blobs (
     hash TEXT PRIMARY KEY,
     size INTEGER NOT NULL,
     data BLOB NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS approvals (
+    id                 INTEGER PRIMARY KEY,
+    run_id             TEXT    NOT NULL,
+    task_id            INTEGER NOT NULL,
+    description        TEXT    NOT NULL,
+    reason             TEXT    NOT NULL,
+    estimated_cost_usd REAL    NOT NULL,
+    status             TEXT    NOT NULL CHECK (status IN ('pending','approved','denied')),
+    note               TEXT,
+    requested_at       INTEGER NOT NULL,
+    decided_at         INTEGER,
+    UNIQUE (run_id, task_id)
 );
 
 CREATE TABLE IF NOT EXISTS kv (

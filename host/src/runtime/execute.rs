@@ -54,6 +54,7 @@ pub async fn execute_task(
     agent: Arc<LoadedAgent>,
     input: String,
     replay: Option<ReplayStart>,
+    slot: Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> TaskOutcome {
     if let Err(e) = run
         .ledger
@@ -62,7 +63,7 @@ pub async fn execute_task(
     {
         return TaskOutcome::Failed(format!("cannot record task start: {e}"));
     }
-    let first = run_once(&run, task_id, depth, &agent, &input, replay, None).await;
+    let first = run_once(&run, task_id, depth, &agent, &input, replay, None, slot).await;
     let Some(divergence) = first.diverged else {
         return first.outcome;
     };
@@ -96,9 +97,19 @@ pub async fn execute_task(
         }
         None => TaskOutcome::Failed(divergence),
         Some(checkpoint) => {
-            run_once(&run, task_id, depth, &agent, &input, None, Some(checkpoint))
-                .await
-                .outcome
+            let slot = run.take_slot().await;
+            run_once(
+                &run,
+                task_id,
+                depth,
+                &agent,
+                &input,
+                None,
+                Some(checkpoint),
+                slot,
+            )
+            .await
+            .outcome
         }
     }
 }
@@ -129,9 +140,11 @@ async fn run_once(
     input: &str,
     replay: Option<ReplayStart>,
     restart: Option<(u32, Checkpoint)>,
+    slot: Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> Attempt {
     let limits = run.limits.clone();
     let mut task = TaskCtx::new(run.clone(), task_id, depth, agent.clone());
+    task.slot = slot;
     if let Some(start) = replay {
         task.nondet.set_replay(start.nondet);
         task.replay = Some(start.replay);
@@ -171,13 +184,13 @@ async fn run_once(
         let instance = agent.pre.instantiate_async(&mut store).await?;
         instance.call_run(&mut store, input).await
     };
-    let result = tokio::time::timeout(Duration::from_millis(limits.wall_ms), call).await;
+    let wall_ms = run.timeout_ms(task_id);
+    let result = tokio::time::timeout(Duration::from_millis(wall_ms), call).await;
 
     let (stderr_text, _) = stderr.contents();
     let outcome = match result {
         Err(_) => TaskOutcome::Failed(format!(
-            "wall-clock time limit exceeded ({} ms, limits.wall_ms)",
-            limits.wall_ms
+            "wall-clock time limit exceeded ({wall_ms} ms: limits.wall_ms or the spawn's timeout-ms)"
         )),
         Ok(Ok(Ok(_)))
             if store

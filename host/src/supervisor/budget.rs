@@ -1,70 +1,200 @@
-//! The run's spending limit, with reservations.
+//! Hierarchical budgets that can never be overspent.
 //!
-//! Before an LLM call the worst-case cost is reserved; after it the reservation is
-//! settled with the real cost. A reservation that does not fit in
-//! `limit - spent - reserved` is refused, and the check and the reservation happen
-//! under one lock, so concurrent agents cannot together overspend.
+//! Every task draws on a budget *owner*: the nearest task on its path to the root
+//! that was given its own share (`budget-usd` at spawn), else the root, whose limit is
+//! the run's budget. A share is carved out of the spawner's owner when the child is
+//! created (the parent can no longer spend it) and handed back, minus what the child
+//! spent, when the child ends. Every LLM call reserves its worst-case cost from its
+//! owner before it is sent and settles with the real cost after. All checks and
+//! reservations happen under one lock, so parallel children cannot race past a limit:
+//! the sum of everything spent and reserved never exceeds the run's budget.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 
-#[derive(Debug, Default)]
-struct State {
-    limit: f64,
+#[derive(Debug, Default, Clone)]
+struct Node {
+    parent: Option<u64>,
+    /// Its own share (the root's is the run budget); `None` draws on an ancestor.
+    limit: Option<f64>,
+    /// Spent and reserved by the tasks drawing on this owner.
     spent: f64,
     reserved: f64,
+    /// Shares carved out for live children.
+    carved: f64,
 }
 
-/// A run-wide budget in USD.
+/// The run's budget tree, in USD.
 #[derive(Debug)]
-pub struct Budget(Mutex<State>);
+pub struct Budget(Mutex<HashMap<u64, Node>>);
 
 /// An amount set aside for one call; settle it with [`Budget::settle`].
 #[derive(Debug)]
 #[must_use]
-pub struct Reservation(f64);
+pub struct Reservation {
+    owner: u64,
+    amount: f64,
+}
+
+const EPSILON: f64 = 1e-12;
 
 impl Budget {
-    /// A budget of `limit` USD.
+    /// A budget of `limit` USD for the run (the root task, id 1).
     pub fn new(limit: f64) -> Budget {
-        Budget(Mutex::new(State {
-            limit,
-            ..Default::default()
-        }))
+        let mut nodes = HashMap::new();
+        nodes.insert(
+            1,
+            Node {
+                limit: Some(limit),
+                ..Default::default()
+            },
+        );
+        Budget(Mutex::new(nodes))
     }
 
-    /// Reserve `amount`, or say why it does not fit.
-    pub fn reserve(&self, amount: f64) -> Result<Reservation, String> {
-        let mut s = self.0.lock().unwrap();
-        if s.spent + s.reserved + amount > s.limit + 1e-12 {
+    fn owner(nodes: &HashMap<u64, Node>, task: u64) -> u64 {
+        let mut cur = task;
+        loop {
+            match nodes.get(&cur) {
+                Some(n) if n.limit.is_some() => return cur,
+                Some(n) => match n.parent {
+                    Some(p) => cur = p,
+                    None => return 1,
+                },
+                None => return 1,
+            }
+        }
+    }
+
+    fn available(n: &Node) -> f64 {
+        n.limit.unwrap_or(0.0) - n.spent - n.reserved - n.carved
+    }
+
+    /// Register a child; with a share, carve it out of the parent's owner (or refuse).
+    pub fn add_child(&self, parent: u64, child: u64, share: Option<f64>) -> Result<(), String> {
+        let mut nodes = self.0.lock().unwrap();
+        if let Some(share) = share {
+            let owner = Self::owner(&nodes, parent);
+            let node = nodes.get_mut(&owner).expect("owners exist");
+            let left = Self::available(node);
+            if share > left + EPSILON {
+                return Err(format!(
+                    "requested share ${share:.6} but task {owner}'s budget has ${left:.6} left"
+                ));
+            }
+            node.carved += share;
+        }
+        nodes.insert(
+            child,
+            Node {
+                parent: Some(parent),
+                limit: share,
+                ..Default::default()
+            },
+        );
+        Ok(())
+    }
+
+    /// A child ended: hand its share back to its parent's owner, charging what it spent.
+    pub fn close_child(&self, child: u64) {
+        let mut nodes = self.0.lock().unwrap();
+        let Some(node) = nodes.get(&child).cloned() else {
+            return;
+        };
+        let (Some(share), Some(parent)) = (node.limit, node.parent) else {
+            return;
+        };
+        if child == 1 {
+            return;
+        }
+        let owner = Self::owner(&nodes, parent);
+        if let Some(o) = nodes.get_mut(&owner) {
+            o.carved = (o.carved - share).max(0.0);
+            o.spent += node.spent + node.reserved;
+        }
+        if let Some(n) = nodes.get_mut(&child) {
+            n.limit = Some(0.0);
+            n.spent = 0.0;
+            n.reserved = 0.0;
+        }
+    }
+
+    /// Reserve `amount` for a call of `task`, or say why it does not fit.
+    pub fn reserve(&self, task: u64, amount: f64) -> Result<Reservation, String> {
+        let mut nodes = self.0.lock().unwrap();
+        let owner = Self::owner(&nodes, task);
+        let node = nodes.get_mut(&owner).expect("owners exist");
+        let left = Self::available(node);
+        if amount > left + EPSILON {
             return Err(format!(
-                "run budget ${:.6}: spent ${:.6}, reserved ${:.6}, this call may cost up to ${:.6}",
-                s.limit, s.spent, s.reserved, amount
+                "{} ${:.6}: spent ${:.6}, reserved ${:.6}, carved for children ${:.6}; this call may cost up to ${amount:.6}",
+                if owner == 1 {
+                    "run budget".to_string()
+                } else {
+                    format!("task {owner}'s share")
+                },
+                node.limit.unwrap_or(0.0),
+                node.spent,
+                node.reserved,
+                node.carved
             ));
         }
-        s.reserved += amount;
-        Ok(Reservation(amount))
+        node.reserved += amount;
+        Ok(Reservation { owner, amount })
     }
 
     /// Release a reservation and charge the real cost.
     pub fn settle(&self, reservation: Reservation, actual: f64) {
-        let mut s = self.0.lock().unwrap();
-        s.reserved = (s.reserved - reservation.0).max(0.0);
-        s.spent += actual;
+        let mut nodes = self.0.lock().unwrap();
+        if let Some(n) = nodes.get_mut(&reservation.owner) {
+            n.reserved = (n.reserved - reservation.amount).max(0.0);
+            n.spent += actual;
+        }
     }
 
-    /// Charge an amount already spent (e.g. by the recorded calls of a resumed run).
-    pub fn charge(&self, amount: f64) {
-        self.0.lock().unwrap().spent += amount;
+    /// Charge an amount already spent by `task` (the recorded calls of a resumed run).
+    pub fn charge(&self, task: u64, amount: f64) {
+        let mut nodes = self.0.lock().unwrap();
+        let owner = Self::owner(&nodes, task);
+        if let Some(n) = nodes.get_mut(&owner) {
+            n.spent += amount;
+        }
     }
 
-    /// What is neither spent nor reserved.
-    pub fn remaining(&self) -> f64 {
-        let s = self.0.lock().unwrap();
-        (s.limit - s.spent - s.reserved).max(0.0)
+    /// What `task` may still spend.
+    pub fn remaining(&self, task: u64) -> f64 {
+        let nodes = self.0.lock().unwrap();
+        let owner = Self::owner(&nodes, task);
+        Self::available(&nodes[&owner]).max(0.0)
     }
 
-    /// Total spent so far.
+    /// Total spent so far by the whole run.
     pub fn spent(&self) -> f64 {
-        self.0.lock().unwrap().spent
+        self.0.lock().unwrap().values().map(|n| n.spent).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_are_carved_and_returned() {
+        let b = Budget::new(1.0);
+        b.add_child(1, 2, Some(0.4)).unwrap();
+        assert!((b.remaining(1) - 0.6).abs() < 1e-9);
+        assert!(b.add_child(1, 3, Some(0.7)).is_err(), "more than is left");
+        b.add_child(2, 4, None).unwrap();
+        let r = b.reserve(4, 0.3).unwrap();
+        assert!(b.reserve(4, 0.2).is_err(), "task 4 draws on task 2's share");
+        b.settle(r, 0.1);
+        assert!((b.remaining(2) - 0.3).abs() < 1e-9);
+        b.close_child(4);
+        b.close_child(2);
+        assert!(
+            (b.remaining(1) - 0.9).abs() < 1e-9,
+            "unspent share returned"
+        );
+        assert!((b.spent() - 0.1).abs() < 1e-9);
     }
 }

@@ -1,14 +1,17 @@
-//! The supervisor of a run: its task tree, its budget and the spawn rules.
+//! The supervisor of a run: its task tree, its budgets and the rules every spawn passes.
 //!
-//! Every `tasks.spawn` passes here. The checks run under one lock, in a fixed order —
-//! depth, dedup key, task count, budget share, agent, dependencies — so concurrent
-//! spawns cannot race past a limit. A child is recorded in the ledger before it
-//! starts, runs in its own store on its own tokio task, and reports its outcome
-//! through a watch channel that `tasks.wait` listens on. Cancelling a task cancels its
-//! descendants. Richer constraints (concurrency, cycles, approvals, hierarchical
-//! budgets) belong to later layers.
+//! `tasks.spawn` checks, in this order, each refusal a typed error the guest can handle:
+//! depth → duplicates (dedup key, or the same normalised description) → concurrency
+//! (over `max_concurrent_tasks` the child is queued, unless it asked to fail fast) →
+//! budget (the run's, and the spawner's remaining share) → cycles (too similar to an
+//! ancestor's description) → approval (the child waits for a human). A child is
+//! recorded in the ledger before it starts and runs on its own tokio task, in its own
+//! store, after its dependencies (`after`, `data-from`, `exclusive-with`, shared
+//! resources, sequences) allow it. Its outcome reaches `tasks.wait` through a watch
+//! channel. Cancelling a task cancels its descendants.
 
 pub mod budget;
+pub mod constraints;
 
 use crate::ledger::{Ledger, NewTask, Status};
 use crate::runtime::limits::Limits;
@@ -16,10 +19,11 @@ use crate::runtime::{LoadedAgent, Runtime};
 use crate::scheduler::Scheduler;
 use crate::tools::ToolSet;
 use budget::Budget;
+use constraints::{ConstraintsConfig, DependencyFailure};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 /// How a task ended.
 #[derive(Clone, Debug, PartialEq)]
@@ -41,6 +45,7 @@ pub enum AgentChoice {
 pub enum Dependency {
     After(u64),
     DataFrom(u64),
+    ExclusiveWith(u64),
 }
 
 /// A spawn request, as the supervisor sees it.
@@ -52,6 +57,12 @@ pub struct SpawnRequest {
     pub dedup_key: Option<String>,
     pub budget_usd: Option<f64>,
     pub depends_on: Vec<Dependency>,
+    pub resources: Vec<String>,
+    pub sequence: Option<String>,
+    pub fail_fast: bool,
+    pub timeout_ms: Option<u64>,
+    pub estimated_cost_usd: Option<f64>,
+    pub tools: Vec<String>,
 }
 
 /// Why a spawn was refused.
@@ -69,10 +80,15 @@ pub enum SpawnRefusal {
     UnknownAgent(String),
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    #[error("resource exhausted: {0}")]
+    ResourceExhausted(String),
+    #[error("too similar to ancestor task {0}")]
+    CircularDependency(u64),
 }
 
 struct TaskNode {
     parent: Option<u64>,
+    description: String,
     children: Vec<u64>,
     outcome: watch::Sender<Option<TaskOutcome>>,
     abort: Option<tokio::task::AbortHandle>,
@@ -85,6 +101,10 @@ struct TaskTree {
     dedup: HashMap<String, u64>,
     /// `parent:call-number` → child, so a replaying parent finds its child again.
     spawn_keys: HashMap<String, u64>,
+    /// Normalised description → task, for duplicate detection.
+    descriptions: HashMap<String, u64>,
+    /// (parent, sequence name) → the last child spawned in that sequence.
+    sequences: HashMap<(u64, String), u64>,
 }
 
 /// What a task resumes with: its recorded calls and clock/random values.
@@ -99,6 +119,7 @@ fn deps_json(deps: &[Dependency]) -> String {
             .map(|d| match d {
                 Dependency::After(i) => serde_json::json!({ "after": i }),
                 Dependency::DataFrom(i) => serde_json::json!({ "data_from": i }),
+                Dependency::ExclusiveWith(i) => serde_json::json!({ "exclusive_with": i }),
             })
             .collect(),
     )
@@ -119,6 +140,11 @@ pub fn parse_deps(text: &str) -> Vec<Dependency> {
                     d.get("data_from")
                         .and_then(|i| i.as_u64())
                         .map(Dependency::DataFrom)
+                })
+                .or_else(|| {
+                    d.get("exclusive_with")
+                        .and_then(|i| i.as_u64())
+                        .map(Dependency::ExclusiveWith)
                 })
         })
         .collect()
@@ -144,6 +170,16 @@ pub struct RunContext {
     pub divergence: crate::durability::DivergencePolicy,
     /// A fork's model: live LLM calls are pinned to it.
     pub model_override: Option<String>,
+    /// The spawn rules (`[constraints]`).
+    pub constraints: ConstraintsConfig,
+    /// One permit per task allowed to execute at once.
+    pub slots: Arc<Semaphore>,
+    /// Locks for shared resources and mutual exclusion, by name.
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Per-task wall-clock limits set at spawn.
+    timeouts: Mutex<HashMap<u64, u64>>,
+    /// Locks each task takes while it runs.
+    resources: Mutex<HashMap<u64, Vec<String>>>,
     /// Components already stored in the ledger's `blobs`.
     stored_components: Mutex<HashSet<String>>,
     tree: Mutex<TaskTree>,
@@ -165,6 +201,7 @@ impl RunContext {
         context_hash: String,
         divergence: crate::durability::DivergencePolicy,
         model_override: Option<String>,
+        constraints: ConstraintsConfig,
     ) -> Arc<RunContext> {
         Arc::new(RunContext {
             run_id,
@@ -179,6 +216,13 @@ impl RunContext {
             context_hash,
             divergence,
             model_override,
+            slots: Arc::new(Semaphore::new(
+                constraints.max_concurrent_tasks.max(1) as usize
+            )),
+            constraints,
+            locks: Mutex::new(HashMap::new()),
+            timeouts: Mutex::new(HashMap::new()),
+            resources: Mutex::new(HashMap::new()),
             stored_components: Mutex::new(HashSet::new()),
             tree: Mutex::new(TaskTree {
                 next_id: 1,
@@ -197,6 +241,7 @@ impl RunContext {
                 id,
                 TaskNode {
                     parent: None,
+                    description: "root".into(),
                     children: Vec::new(),
                     outcome: watch::channel(None).0,
                     abort: None,
@@ -218,6 +263,9 @@ impl RunContext {
                 dedup_key: None,
                 depends_on: "[]".into(),
                 component: None,
+                budget_usd: None,
+                resources: "[]".into(),
+                timeout_ms: None,
             })
             .await?;
         self.stored_components
@@ -274,37 +322,102 @@ impl RunContext {
             }
         };
         let depth = parent_depth + 1;
-        let (id, rx_deps) = {
-            let mut tree = self.tree.lock().unwrap();
-            if depth > self.limits.max_depth {
-                return Err(SpawnRefusal::MaxDepthExceeded(self.limits.max_depth));
-            }
-            if let Some(key) = &req.dedup_key
-                && let Some(existing) = tree.dedup.get(key)
-            {
-                return Err(SpawnRefusal::DuplicateTask(*existing));
-            }
+        let c = &self.constraints;
+        // 1. depth
+        if depth > self.limits.max_depth {
+            return Err(SpawnRefusal::MaxDepthExceeded(self.limits.max_depth));
+        }
+        let norm = constraints::normalise(&req.description);
+        let ancestors: Vec<(u64, String)> = {
+            let tree = self.tree.lock().unwrap();
+            // 2. duplicates
+            Self::check_duplicate(&tree, &req, &norm, c.dedup_descriptions)?;
             if tree.nodes.len() as u64 >= self.limits.max_tasks as u64 {
                 return Err(SpawnRefusal::TooManyTasks(self.limits.max_tasks));
             }
-            if let Some(share) = req.budget_usd {
-                if !(share.is_finite() && share >= 0.0) {
-                    return Err(SpawnRefusal::InvalidRequest(
-                        "budget-usd must be a non-negative number".into(),
-                    ));
+            let mut chain = Vec::new();
+            let mut cur = Some(parent);
+            while let Some(id) = cur {
+                let node = &tree.nodes[&id];
+                chain.push((id, node.description.clone()));
+                cur = node.parent;
+            }
+            chain
+        };
+        // 3. concurrency
+        if req.fail_fast && self.slots.available_permits() == 0 {
+            return Err(SpawnRefusal::ResourceExhausted(format!(
+                "all {} task slots are busy (constraints.max_concurrent_tasks)",
+                c.max_concurrent_tasks
+            )));
+        }
+        // 4. budget
+        let left = self.budget.remaining(parent);
+        if let Some(share) = req.budget_usd {
+            if !(share.is_finite() && share >= 0.0) {
+                return Err(SpawnRefusal::InvalidRequest(
+                    "budget-usd must be a non-negative number".into(),
+                ));
+            }
+            if share > left + 1e-12 {
+                return Err(SpawnRefusal::BudgetExceeded(format!(
+                    "requested share ${share:.6} but the spawner has ${left:.6} left"
+                )));
+            }
+        } else if left <= 0.0 {
+            return Err(SpawnRefusal::BudgetExceeded(
+                "the spawner has no budget left".into(),
+            ));
+        }
+        // 5. cycles
+        if c.similarity_threshold <= 1.0 {
+            let descriptions: Vec<String> = ancestors.iter().map(|(_, d)| d.clone()).collect();
+            let scores = match &c.embeddings {
+                Some(cfg) => {
+                    constraints::embedding_similarities(cfg, &req.description, &descriptions)
+                        .await
+                        .map_err(|e| {
+                            SpawnRefusal::InvalidRequest(format!("embeddings endpoint: {e:#}"))
+                        })?
                 }
-                let remaining = self.budget.remaining();
-                if share > remaining {
-                    return Err(SpawnRefusal::BudgetExceeded(format!(
-                        "requested share ${share:.4} but the run has ${remaining:.4} left"
-                    )));
+                None => descriptions
+                    .iter()
+                    .map(|d| constraints::lexical_similarity(&req.description, d))
+                    .collect(),
+            };
+            if let Some(((id, _), _)) = ancestors
+                .iter()
+                .zip(&scores)
+                .find(|(_, s)| **s >= c.similarity_threshold)
+            {
+                return Err(SpawnRefusal::CircularDependency(*id));
+            }
+        }
+        // 6. approval
+        let estimated = req.estimated_cost_usd.or(req.budget_usd).unwrap_or(0.0);
+        let approval = c
+            .approval
+            .reason(&req.description, depth, estimated, &req.tools);
+
+        let mut depends_on = req.depends_on.clone();
+        let (id, rx_deps) = {
+            let mut tree = self.tree.lock().unwrap();
+            // Re-check what a concurrent spawn may have changed since the first look.
+            Self::check_duplicate(&tree, &req, &norm, c.dedup_descriptions)?;
+            if tree.nodes.len() as u64 >= self.limits.max_tasks as u64 {
+                return Err(SpawnRefusal::TooManyTasks(self.limits.max_tasks));
+            }
+            if let Some(name) = &req.sequence {
+                if let Some(prev) = tree.sequences.get(&(parent, name.clone())) {
+                    depends_on.push(Dependency::After(*prev));
                 }
             }
             let mut deps = Vec::new();
-            for d in &req.depends_on {
-                let (dep_id, data) = match d {
-                    Dependency::After(i) => (*i, false),
-                    Dependency::DataFrom(i) => (*i, true),
+            for d in &depends_on {
+                let dep_id = match d {
+                    Dependency::After(i)
+                    | Dependency::DataFrom(i)
+                    | Dependency::ExclusiveWith(i) => *i,
                 };
                 let node = tree.nodes.get(&dep_id).ok_or_else(|| {
                     SpawnRefusal::InvalidRequest(format!("dependency on unknown task {dep_id}"))
@@ -314,14 +427,24 @@ impl RunContext {
                         "task {dep_id} is an ancestor of the spawner: depending on it would deadlock"
                     )));
                 }
-                deps.push((dep_id, data, node.outcome.subscribe()));
+                if !matches!(d, Dependency::ExclusiveWith(_)) {
+                    deps.push((
+                        dep_id,
+                        matches!(d, Dependency::DataFrom(_)),
+                        node.outcome.subscribe(),
+                    ));
+                }
             }
             let id = tree.next_id;
+            self.budget
+                .add_child(parent, id, req.budget_usd)
+                .map_err(SpawnRefusal::BudgetExceeded)?;
             tree.next_id += 1;
             tree.nodes.insert(
                 id,
                 TaskNode {
                     parent: Some(parent),
+                    description: req.description.clone(),
                     children: Vec::new(),
                     outcome: watch::channel(None).0,
                     abort: None,
@@ -333,9 +456,23 @@ impl RunContext {
             if let Some(key) = &req.dedup_key {
                 tree.dedup.insert(key.clone(), id);
             }
+            tree.descriptions.entry(norm).or_insert(id);
+            if let Some(name) = &req.sequence {
+                tree.sequences.insert((parent, name.clone()), id);
+            }
             tree.spawn_keys.insert(spawn_key.clone(), id);
             (id, deps)
         };
+        let mut resources: Vec<String> = req
+            .resources
+            .iter()
+            .map(|r| format!("resource:{r}"))
+            .collect();
+        for d in &depends_on {
+            if let Dependency::ExclusiveWith(x) = d {
+                resources.push(format!("task:{x}"));
+            }
+        }
         let component = {
             let mut stored = self.stored_components.lock().unwrap();
             if stored.insert(agent.hash.clone()) {
@@ -344,7 +481,7 @@ impl RunContext {
                 None
             }
         };
-        if let Err(e) = self
+        let created = self
             .ledger
             .create_task(NewTask {
                 run_id: self.run_id.clone(),
@@ -357,17 +494,108 @@ impl RunContext {
                 input: req.input.clone(),
                 spawn_key: Some(spawn_key),
                 dedup_key: req.dedup_key.clone(),
-                depends_on: deps_json(&req.depends_on),
+                depends_on: deps_json(&depends_on),
                 component,
+                budget_usd: req.budget_usd,
+                resources: serde_json::to_string(&resources).unwrap_or_default(),
+                timeout_ms: req.timeout_ms,
             })
             .await
-        {
+            .map_err(|e| e.to_string());
+        let recorded = match (created, &approval) {
+            (Ok(()), Some(reason)) => self
+                .ledger
+                .request_approval(
+                    self.run_id.clone(),
+                    id,
+                    reason.clone(),
+                    estimated,
+                    req.description.clone(),
+                )
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            (other, _) => other,
+        };
+        if let Err(e) = recorded {
             self.tree.lock().unwrap().nodes.remove(&id);
+            self.budget.close_child(id);
             return Err(SpawnRefusal::InvalidRequest(format!("ledger: {e}")));
         }
+        if let Some(t) = req.timeout_ms {
+            self.timeouts.lock().unwrap().insert(id, t);
+        }
         crate::durability::fault::point("spawn-created");
+        self.resources.lock().unwrap().insert(id, resources);
         self.start_task(id, depth, agent, req.input, rx_deps, None, None);
         Ok(id)
+    }
+
+    fn check_duplicate(
+        tree: &TaskTree,
+        req: &SpawnRequest,
+        norm: &str,
+        by_description: bool,
+    ) -> Result<(), SpawnRefusal> {
+        if let Some(existing) = req.dedup_key.as_ref().and_then(|k| tree.dedup.get(k)) {
+            return Err(SpawnRefusal::DuplicateTask(*existing));
+        }
+        if by_description && req.dedup_key.is_none() {
+            if let Some(existing) = tree.descriptions.get(norm) {
+                return Err(SpawnRefusal::DuplicateTask(*existing));
+            }
+        }
+        Ok(())
+    }
+
+    /// The wall-clock limit of a task, in ms.
+    pub fn timeout_ms(&self, id: u64) -> u64 {
+        let own = self.timeouts.lock().unwrap().get(&id).copied();
+        own.map_or(self.limits.wall_ms, |t| t.min(self.limits.wall_ms))
+    }
+
+    fn lock_for(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks
+            .lock()
+            .unwrap()
+            .entry(name.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Wait until a human decides on task `id`'s approval, if it needs one. `Err` is
+    /// the outcome of a denied (or unreadable) request.
+    async fn await_approval(&self, id: u64) -> Result<(), TaskOutcome> {
+        let Ok(conn) = self.ledger.reader() else {
+            return Err(TaskOutcome::Failed("cannot read approvals".into()));
+        };
+        let mut announced = false;
+        loop {
+            match crate::ledger::query::approval_of(&conn, &self.run_id, id) {
+                Ok(None) => return Ok(()),
+                Ok(Some(a)) if a.status == "approved" => return Ok(()),
+                Ok(Some(a)) if a.status == "denied" => {
+                    return Err(TaskOutcome::Failed(format!(
+                        "denied by a human (approval {}): {}",
+                        a.id,
+                        a.note.unwrap_or_default()
+                    )));
+                }
+                Ok(Some(a)) => {
+                    if !announced {
+                        tracing::info!(run = %self.run_id, task = id, approval = a.id, reason = %a.reason, "waiting for approval");
+                        announced = true;
+                    }
+                }
+                Err(e) => return Err(TaskOutcome::Failed(format!("cannot read approvals: {e}"))),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Take a task slot (queueing when all are busy).
+    pub async fn take_slot(&self) -> Option<OwnedSemaphorePermit> {
+        self.slots.clone().acquire_owned().await.ok()
     }
 
     /// Start task `id` on its own tokio task: wait for its dependencies, then run it
@@ -401,16 +629,50 @@ impl RunContext {
                         }
                     }
                     other => {
-                        let why = format!("dependency task {dep_id} did not complete: {other:?}");
-                        run.finish(id, TaskOutcome::Failed(why)).await;
+                        let outcome = match run.constraints.on_dependency_failure {
+                            DependencyFailure::Fail => TaskOutcome::Failed(format!(
+                                "dependency task {dep_id} did not complete: {other:?}"
+                            )),
+                            DependencyFailure::Cancel => TaskOutcome::Cancelled,
+                        };
+                        run.finish(id, outcome).await;
                         return;
                     }
                 }
             }
+            if let Err(outcome) = run.await_approval(id).await {
+                run.finish(id, outcome).await;
+                return;
+            }
+            // Shared resources and mutual exclusion: every lock in name order (no
+            // deadlock between tasks), including this task's own.
+            let mut names = run
+                .resources
+                .lock()
+                .unwrap()
+                .get(&id)
+                .cloned()
+                .unwrap_or_default();
+            names.push(format!("task:{id}"));
+            names.sort();
+            names.dedup();
+            let mut guards = Vec::new();
+            for name in &names {
+                guards.push(run.lock_for(name).lock_owned().await);
+            }
+            let slot = run.take_slot().await;
             let input = run_input.unwrap_or(input);
-            let outcome =
-                crate::runtime::execute::execute_task(run.clone(), id, depth, agent, input, replay)
-                    .await;
+            let outcome = crate::runtime::execute::execute_task(
+                run.clone(),
+                id,
+                depth,
+                agent,
+                input,
+                replay,
+                slot,
+            )
+            .await;
+            drop(guards);
             run.finish(id, outcome).await;
         });
         if let Some(node) = self.tree.lock().unwrap().nodes.get_mut(&id) {
@@ -429,10 +691,12 @@ impl RunContext {
                 "cancelled" => Some(TaskOutcome::Cancelled),
                 _ => None,
             };
+            let outcome_known = outcome.is_some();
             tree.nodes.insert(
                 t.task_id,
                 TaskNode {
                     parent: t.parent_id,
+                    description: t.description.clone(),
                     children: Vec::new(),
                     outcome: watch::channel(outcome).0,
                     abort: None,
@@ -444,6 +708,20 @@ impl RunContext {
             if let Some(k) = &t.spawn_key {
                 tree.spawn_keys.insert(k.clone(), t.task_id);
             }
+            if let Some(parent) = t.parent_id {
+                tree.descriptions
+                    .entry(constraints::normalise(&t.description))
+                    .or_insert(t.task_id);
+                let _ = self.budget.add_child(parent, t.task_id, t.budget_usd);
+                if outcome_known {
+                    self.budget.close_child(t.task_id);
+                }
+            }
+            if let Some(ms) = t.timeout_ms {
+                self.timeouts.lock().unwrap().insert(t.task_id, ms);
+            }
+            let names: Vec<String> = serde_json::from_str(&t.resources).unwrap_or_default();
+            self.resources.lock().unwrap().insert(t.task_id, names);
             tree.next_id = tree.next_id.max(t.task_id + 1);
         }
         for t in tasks {
@@ -474,6 +752,7 @@ impl RunContext {
                     let (dep, data) = match d {
                         Dependency::After(i) => (i, false),
                         Dependency::DataFrom(i) => (i, true),
+                        Dependency::ExclusiveWith(_) => return None,
                     };
                     tree.nodes
                         .get(&dep)
@@ -528,6 +807,7 @@ impl RunContext {
         if !first {
             return;
         }
+        self.budget.close_child(id);
         let (status, output, error) = match outcome {
             TaskOutcome::Completed(out) => (Status::Completed, Some(out), None),
             TaskOutcome::Failed(e) => (Status::Failed, None, Some(e)),

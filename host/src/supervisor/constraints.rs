@@ -1,0 +1,244 @@
+//! The supervisor's constraint settings (`[constraints]`) and the pure checks behind
+//! them: description normalisation (duplicates), similarity (cycles), approval rules.
+//!
+//! Similarity is lexical by default: the Jaccard index of the two descriptions'
+//! normalised word sets (lower-case alphanumeric words), so "scrape example.com
+//! products" and "Scrape example.com products!" score 1.0 and a child that restates
+//! its ancestor's task is caught, while "fanout r.0 at depth 1" under "fanout r at
+//! depth 2" scores 0.67. With `[constraints.embeddings]` set, the cosine similarity of
+//! the two descriptions' embeddings (an OpenAI-compatible `/embeddings` endpoint) is
+//! used instead.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+
+/// `[constraints]`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConstraintsConfig {
+    /// Tasks of a run executing at once (default 16); more are queued.
+    pub max_concurrent_tasks: u32,
+    /// Refuse a child whose normalised description equals another task's of the run
+    /// (default true); an explicit dedup key always counts.
+    pub dedup_descriptions: bool,
+    /// Similarity to an ancestor's description at or above which a child is refused as
+    /// circular (default 0.85; above 1 disables the check).
+    pub similarity_threshold: f64,
+    /// Use embeddings instead of lexical similarity.
+    pub embeddings: Option<EmbeddingsConfig>,
+    /// What happens to a task whose dependency failed or was cancelled: `fail` (default)
+    /// or `cancel`.
+    pub on_dependency_failure: DependencyFailure,
+    /// When a child must wait for a human before it starts.
+    pub approval: ApprovalRules,
+}
+
+impl Default for ConstraintsConfig {
+    fn default() -> Self {
+        ConstraintsConfig {
+            max_concurrent_tasks: 16,
+            dedup_descriptions: true,
+            similarity_threshold: 0.85,
+            embeddings: None,
+            on_dependency_failure: DependencyFailure::Fail,
+            approval: ApprovalRules::default(),
+        }
+    }
+}
+
+/// What a failed dependency does to its dependents.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DependencyFailure {
+    #[default]
+    Fail,
+    Cancel,
+}
+
+/// `[constraints.embeddings]`: an OpenAI-compatible embeddings endpoint.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddingsConfig {
+    /// Base URL, e.g. `http://localhost:8000/v1` (`/embeddings` is appended).
+    pub base_url: String,
+    pub model: String,
+    /// Environment variable holding the API key, if one is needed.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+}
+
+/// `[constraints.approval]`: a child needs a human's approval when any rule matches.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApprovalRules {
+    /// Its estimated cost (or budget share) is above this (USD).
+    pub cost_over_usd: Option<f64>,
+    /// It would be deeper than this.
+    pub depth_over: Option<u32>,
+    /// It means to use one of these tools.
+    pub tools: Vec<String>,
+    /// Its description matches one of these patterns (`*` matches anything, case-insensitive).
+    pub description_matches: Vec<String>,
+}
+
+impl ApprovalRules {
+    /// Why a child needs approval, if it does.
+    pub fn reason(
+        &self,
+        description: &str,
+        depth: u32,
+        estimated_cost: f64,
+        tools: &[String],
+    ) -> Option<String> {
+        if let Some(limit) = self.cost_over_usd {
+            if estimated_cost > limit {
+                return Some(format!(
+                    "estimated cost ${estimated_cost:.4} is over ${limit:.4}"
+                ));
+            }
+        }
+        if let Some(limit) = self.depth_over {
+            if depth > limit {
+                return Some(format!("depth {depth} is over {limit}"));
+            }
+        }
+        if let Some(t) = tools.iter().find(|t| self.tools.contains(t)) {
+            return Some(format!("uses tool `{t}`"));
+        }
+        if let Some(p) = self
+            .description_matches
+            .iter()
+            .find(|p| glob(p, description))
+        {
+            return Some(format!("description matches `{p}`"));
+        }
+        None
+    }
+}
+
+/// Lower-case alphanumeric words of a description.
+pub fn words(text: &str) -> BTreeSet<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(|w| w.to_lowercase())
+        .collect()
+}
+
+/// The normalised form used to detect duplicate descriptions.
+pub fn normalise(text: &str) -> String {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(|w| w.to_lowercase())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Jaccard similarity of the word sets (1.0 for two empty descriptions).
+pub fn lexical_similarity(a: &str, b: &str) -> f64 {
+    let (wa, wb) = (words(a), words(b));
+    if wa.is_empty() && wb.is_empty() {
+        return 1.0;
+    }
+    let inter = wa.intersection(&wb).count() as f64;
+    let union = wa.union(&wb).count() as f64;
+    inter / union
+}
+
+/// Case-insensitive glob with `*`.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let (p, t) = (pattern.to_lowercase(), text.to_lowercase());
+    let parts: Vec<&str> = p.split('*').collect();
+    if parts.len() == 1 {
+        return p == t;
+    }
+    let mut rest = t.as_str();
+    for (i, part) in parts.iter().enumerate() {
+        if part.is_empty() {
+            continue;
+        }
+        if i == 0 {
+            let Some(r) = rest.strip_prefix(part) else {
+                return false;
+            };
+            rest = r;
+        } else if i == parts.len() - 1 {
+            return rest.ends_with(part);
+        } else {
+            let Some(pos) = rest.find(part) else {
+                return false;
+            };
+            rest = &rest[pos + part.len()..];
+        }
+    }
+    true
+}
+
+/// Cosine similarities of `text` to each of `others`, by embeddings.
+pub async fn embedding_similarities(
+    cfg: &EmbeddingsConfig,
+    text: &str,
+    others: &[String],
+) -> anyhow::Result<Vec<f64>> {
+    let mut inputs = vec![text.to_string()];
+    inputs.extend(others.iter().cloned());
+    let mut req = reqwest::Client::new()
+        .post(format!("{}/embeddings", cfg.base_url.trim_end_matches('/')))
+        .timeout(std::time::Duration::from_secs(30))
+        .json(&serde_json::json!({ "model": cfg.model, "input": inputs }));
+    if let Some(key) = cfg.api_key_env.as_ref().and_then(|v| std::env::var(v).ok()) {
+        req = req.bearer_auth(key);
+    }
+    let body: serde_json::Value = req.send().await?.error_for_status()?.json().await?;
+    let vectors: Vec<Vec<f64>> = body["data"]
+        .as_array()
+        .ok_or_else(|| anyhow::anyhow!("embeddings response has no data"))?
+        .iter()
+        .map(|d| {
+            d["embedding"]
+                .as_array()
+                .map(|v| v.iter().filter_map(|x| x.as_f64()).collect())
+                .unwrap_or_default()
+        })
+        .collect();
+    if vectors.len() != inputs.len() {
+        anyhow::bail!(
+            "embeddings response has {} vectors for {} inputs",
+            vectors.len(),
+            inputs.len()
+        );
+    }
+    let cos = |a: &[f64], b: &[f64]| {
+        let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+        let (na, nb) = (
+            a.iter().map(|x| x * x).sum::<f64>().sqrt(),
+            b.iter().map(|x| x * x).sum::<f64>().sqrt(),
+        );
+        if na == 0.0 || nb == 0.0 {
+            0.0
+        } else {
+            dot / (na * nb)
+        }
+    };
+    Ok(vectors[1..].iter().map(|v| cos(&vectors[0], v)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn similarity_and_globs() {
+        assert_eq!(
+            lexical_similarity(
+                "Scrape example.com products",
+                "scrape EXAMPLE.com products!"
+            ),
+            1.0
+        );
+        assert!(lexical_similarity("fanout r.0 at depth 1", "fanout r at depth 2") < 0.85);
+        assert!(glob("*delete*", "Delete the production database"));
+        assert!(glob("deploy *", "deploy web"));
+        assert!(!glob("deploy *", "undeploy web"));
+        assert_eq!(normalise("  Fetch   the PAGE! "), "fetch the page");
+    }
+}
