@@ -2,10 +2,10 @@
 //! them: description normalisation (duplicates), similarity (cycles), approval rules.
 //!
 //! Similarity is lexical by default: the Jaccard index of the two descriptions'
-//! normalised word sets (lower-case alphanumeric words), so "scrape example.com
-//! products" and "Scrape example.com products!" score 1.0 and a child that restates
-//! its ancestor's task is caught, while "fanout r.0 at depth 1" under "fanout r at
-//! depth 2" scores 0.67. With `[constraints.embeddings]` set, the cosine similarity of
+//! features — their lower-case alphanumeric words and their pairs of adjacent words —
+//! so "scrape example.com products" and "Scrape example.com products!" score 1.0 and a
+//! child that restates its ancestor's task is caught, while word order and repeats
+//! still count ("worker r.1.1" under "worker r.1" scores 0.83, below the default 0.85). With `[constraints.embeddings]` set, the cosine similarity of
 //! the two descriptions' embeddings (an OpenAI-compatible `/embeddings` endpoint) is
 //! used instead.
 
@@ -133,9 +133,21 @@ pub fn normalise(text: &str) -> String {
         .join(" ")
 }
 
-/// Jaccard similarity of the word sets (1.0 for two empty descriptions).
+/// Words and adjacent word pairs of a description.
+fn features(text: &str) -> BTreeSet<String> {
+    let words: Vec<String> = text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(|w| w.to_lowercase())
+        .collect();
+    let mut out: BTreeSet<String> = words.iter().cloned().collect();
+    out.extend(words.windows(2).map(|p| format!("{} {}", p[0], p[1])));
+    out
+}
+
+/// Jaccard similarity of the features (1.0 for two empty descriptions).
 pub fn lexical_similarity(a: &str, b: &str) -> f64 {
-    let (wa, wb) = (words(a), words(b));
+    let (wa, wb) = (features(a), features(b));
     if wa.is_empty() && wb.is_empty() {
         return 1.0;
     }
@@ -236,6 +248,9 @@ mod tests {
             1.0
         );
         assert!(lexical_similarity("fanout r.0 at depth 1", "fanout r at depth 2") < 0.85);
+        assert!(lexical_similarity("fanout r.0.1 at depth 0", "fanout r.0 at depth 1") < 0.85);
+        assert!(lexical_similarity("worker r.1.1", "worker r.1") < 0.85);
+        assert!(lexical_similarity("Write a network driver", "write a network driver for it") >= 0.6);
         assert!(glob("*delete*", "Delete the production database"));
         assert!(glob("deploy *", "deploy web"));
         assert!(!glob("deploy *", "undeploy web"));
