@@ -4,6 +4,7 @@
 mod support;
 
 mod cli;
+mod constraints;
 mod durability;
 mod guests;
 mod hostile;

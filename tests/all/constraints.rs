@@ -1,0 +1,275 @@
+//! Task trees under constraints: each spawn check and its typed error, hierarchical
+//! budgets under a 50-child race, every dependency type, approvals (also across a
+//! host restart), per-task timeouts.
+
+use crate::cli::agentflow;
+use crate::support::*;
+use agentflow::{RunOptions, Status};
+use serde_json::{Value, json};
+
+fn tasks(host: &agentflow::Host, run: &str) -> Vec<agentflow::ledger::query::TaskRow> {
+    agentflow::ledger::query::tasks(&host.ledger().reader().unwrap(), run).unwrap()
+}
+
+/// Did tasks `a` and `b` run at the same time?
+fn overlap(a: &agentflow::ledger::query::TaskRow, b: &agentflow::ledger::query::TaskRow) -> bool {
+    // Timestamps are recorded around the execution (start before, end after the slot
+    // is given back), so allow 50 ms of slack.
+    let (sa, ea) = (a.started_at.unwrap(), a.finished_at.unwrap() - 50);
+    let (sb, eb) = (b.started_at.unwrap(), b.finished_at.unwrap() - 50);
+    sa < eb && sb < ea
+}
+
+fn spawn(desc: &str, input: Value, extra: Value) -> Value {
+    let input = match input {
+        Value::String(s) => s,
+        other => other.to_string(),
+    };
+    let mut s = json!({"description": desc, "input": input});
+    if let (Some(m), Some(x)) = (s.as_object_mut(), extra.as_object()) {
+        for (k, v) in x {
+            m.insert(k.clone(), v.clone());
+        }
+    }
+    json!({ "spawn": s })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicates_cycles_and_budget_shares_are_typed_refusals() {
+    let dir = TempDir::new("con-checks");
+    let host = host(&dir, "");
+    let grandchild = json!([{"spawn": {"description": "Research the history of the Rust language again", "input": ""}}]);
+    let ops = json!([
+        spawn("Fetch the page", json!(""), json!({})),
+        spawn("fetch the PAGE!", json!(""), json!({})),
+        spawn("research the history of the rust language", grandchild, json!({})),
+        {"wait": 3},
+        spawn("big spender", json!(""), json!({"budget_usd": 5.0})),
+        spawn("small spender", json!(""), json!({"budget_usd": 0.25})),
+    ]);
+    let (report, r) = run_scripted(&host, ops, RunOptions::default()).await;
+    assert_eq!(report.status, Status::Completed, "{report:?}");
+    assert_eq!(r[0]["ok"], 2);
+    assert!(r[1]["err"].as_str().unwrap().contains("DuplicateTask(2)"), "{}", r[1]);
+    let nested = r[3]["completed"].as_str().unwrap();
+    assert!(nested.contains("CircularDependency(3)"), "the grandchild restates its parent: {nested}");
+    assert!(r[4]["err"].as_str().unwrap().contains("BudgetExceeded"), "{}", r[4]);
+    assert!(r[5]["ok"].is_u64());
+    // The refusals are visible to an operator.
+    let conn = host.ledger().reader().unwrap();
+    let text = agentflow::observe::inspect::render(&agentflow::observe::inspect::load(&conn, &report.run_id).unwrap().unwrap());
+    assert!(text.contains("tasks.spawn refused") && text.contains("DuplicateTask"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrency_queues_children_and_fail_fast_refuses() {
+    let dir = TempDir::new("con-concurrency");
+    let host = host(&dir, "[constraints]\nmax_concurrent_tasks = 2\n");
+    let sleeper = json!([{"sleep_ms": 300}]);
+    let mut ops: Vec<Value> = (0..4).map(|i| spawn(&format!("sleeper {i}"), sleeper.clone(), json!({}))).collect();
+    ops.push(spawn("impatient", json!(""), json!({"fail_fast": true})));
+    ops.extend((2..6).map(|id| json!({"wait": id})));
+    let (report, r) = run_scripted(&host, json!(ops), RunOptions::default()).await;
+    assert_eq!(report.status, Status::Completed, "{report:?}");
+    assert!(r[4]["err"].as_str().unwrap().contains("ResourceExhausted"), "{}", r[4]);
+    let t = tasks(&host, &report.run_id);
+    let children: Vec<_> = t.iter().filter(|t| t.parent_id == Some(1)).collect();
+    assert_eq!(children.len(), 4);
+    assert!(children.iter().all(|c| c.status == "completed"), "queued, not refused");
+    // The root holds a slot while it spawns, so at most 2 sleepers ever overlap.
+    for c in &children {
+        let concurrent = children.iter().filter(|o| o.task_id != c.task_id && overlap(c, o)).count();
+        assert!(concurrent < 2, "task {} overlapped {concurrent} others", c.task_id);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_parallel_children_never_overspend_one_budget() {
+    let dir = TempDir::new("con-budget-race");
+    let host = host(&dir, "[limits]\nmax_tasks = 64\n[constraints]\nmax_concurrent_tasks = 64\n");
+    let budget = 0.02;
+    // Each child keeps asking for expensive calls until refused.
+    let child: Vec<Value> = (0..6).map(|i| json!({"llm": {"prompt": format!("call {i}"), "max_tokens": 2000, "priority": "quality"}})).collect();
+    let child = json!(child);
+    let mut ops: Vec<Value> = (0..50).map(|i| spawn(&format!("child number {i}"), child.clone(), json!({}))).collect();
+    ops.extend((2..52).map(|id| json!({"wait": id})));
+    let opts = RunOptions { budget_usd: Some(budget), ..Default::default() };
+    let (report, r) = run_scripted(&host, json!(ops), opts).await;
+    assert_eq!(report.status, Status::Completed, "{report:?}");
+    let outputs: Vec<Value> = r[50..]
+        .iter()
+        .map(|o| serde_json::from_str(o["completed"].as_str().expect("completed")).unwrap())
+        .collect();
+    let (mut ok, mut refused) = (0, 0);
+    for out in &outputs {
+        for call in out.as_array().unwrap() {
+            if call["ok"].is_object() {
+                ok += 1;
+            } else if call["err"].as_str().unwrap_or("").contains("BudgetExceeded") {
+                refused += 1;
+            }
+        }
+    }
+    let conn = host.ledger().reader().unwrap();
+    let spent: f64 = conn
+        .query_row("SELECT COALESCE(SUM(cost_usd), 0) FROM events WHERE run_id = ?1", [&report.run_id], |r| r.get(0))
+        .unwrap();
+    println!("budget race: 50 children, {ok} calls admitted, {refused} refused, spent ${spent:.6} of ${budget}");
+    assert!(spent <= budget + 1e-12, "spent {spent} > budget {budget}");
+    assert!(ok > 0 && refused > 0, "the race was real: {ok} admitted, {refused} refused");
+    assert_eq!(ok + refused, 300);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_childs_share_caps_its_subtree() {
+    let dir = TempDir::new("con-share");
+    let host = host(&dir, "");
+    let child = json!([
+        {"llm": {"prompt": "fits", "max_tokens": 100}},
+        {"llm": {"prompt": "does not fit", "max_tokens": 100000, "priority": "quality"}},
+    ]);
+    let ops = json!([spawn("capped", child, json!({"budget_usd": 0.001})), {"wait": 2}]);
+    let (report, r) = run_scripted(&host, ops, RunOptions::default()).await;
+    assert_eq!(report.status, Status::Completed);
+    let out: Value = serde_json::from_str(r[1]["completed"].as_str().unwrap()).unwrap();
+    assert!(out[0]["ok"].is_object());
+    let err = out[1]["err"].as_str().unwrap();
+    assert!(err.contains("BudgetExceeded") && err.contains("budget left $0.000"), "the share, not the run budget: {err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_dependency_type_orders_children() {
+    let dir = TempDir::new("con-deps");
+    let host = host(&dir, "");
+    let sleep = json!([{"sleep_ms": 150}]);
+    let ops = json!([
+        spawn("first", sleep.clone(), json!({})),                                          // 2
+        spawn("after first", sleep.clone(), json!({"after": [2]})),                        // 3
+        spawn("gets data", json!("input"), json!({"data_from": [2]})),             // 4 (not JSON → echoes)
+        spawn("exclusive one", sleep.clone(), json!({})),                                  // 5
+        spawn("exclusive two", sleep.clone(), json!({"exclusive_with": [5]})),             // 6
+        spawn("db writer a", sleep.clone(), json!({"resources": ["db"]})),                 // 7
+        spawn("db writer b", sleep.clone(), json!({"resources": ["db"]})),                 // 8
+        spawn("step one", sleep.clone(), json!({"sequence": "migrate"})),                  // 9
+        spawn("step two", sleep.clone(), json!({"sequence": "migrate"})),                  // 10
+        spawn("step three", sleep.clone(), json!({"sequence": "migrate"})),                // 11
+        {"wait": 3}, {"wait": 4}, {"wait": 6}, {"wait": 8}, {"wait": 11}, {"wait": 10}, {"wait": 9}, {"wait": 7}, {"wait": 5},
+    ]);
+    let (report, r) = run_scripted(&host, ops, RunOptions::default()).await;
+    assert_eq!(report.status, Status::Completed, "{report:?}");
+    let t = tasks(&host, &report.run_id);
+    let task = |id: u64| t.iter().find(|x| x.task_id == id).unwrap();
+    assert!(task(3).started_at.unwrap() >= task(2).finished_at.unwrap(), "Sequential");
+    let data = r[11]["completed"].as_str().unwrap();
+    assert!(data.starts_with("child:input") && data.contains("[null]"), "DataDependency gets the output: {data}");
+    assert!(!overlap(task(5), task(6)), "MutualExclusion");
+    assert!(!overlap(task(7), task(8)), "ConflictingResources");
+    assert!(task(10).started_at.unwrap() >= task(9).finished_at.unwrap(), "RequiredSequence");
+    assert!(task(11).started_at.unwrap() >= task(10).finished_at.unwrap(), "RequiredSequence");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_dependency_fails_or_cancels_its_dependents() {
+    for (policy, expected) in [("fail", "failed"), ("cancel", "cancelled")] {
+        let dir = TempDir::new("con-depfail");
+        let host = host(&dir, &format!("[constraints]\non_dependency_failure = \"{policy}\"\n"));
+        let ops = json!([
+            spawn("breaks", json!([{"fail": "broken"}]), json!({})),
+            spawn("needs it", json!(""), json!({"after": [2]})),
+            {"wait": 3},
+        ]);
+        let (report, _) = run_scripted(&host, ops, RunOptions::default()).await;
+        let t = tasks(&host, &report.run_id);
+        assert_eq!(t[2].status, expected, "{policy}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_task_timeouts_stop_slow_children() {
+    let dir = TempDir::new("con-timeout");
+    let host = host(&dir, "");
+    let ops = json!([spawn("slow", json!([{"sleep_ms": 5000}]), json!({"timeout_ms": 200})), {"wait": 2}]);
+    let started = std::time::Instant::now();
+    let (_, r) = run_scripted(&host, ops, RunOptions::default()).await;
+    assert!(r[1]["failed"].as_str().unwrap().contains("wall-clock time limit exceeded (200 ms"), "{}", r[1]);
+    assert!(started.elapsed().as_secs() < 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approvals_hold_a_child_until_a_human_decides() {
+    let dir = TempDir::new("con-approve");
+    let host = host(&dir, "[constraints.approval]\ncost_over_usd = 0.5\ndescription_matches = [\"*delete*\"]\n");
+    let ledger = host.ledger().clone();
+    let decider = tokio::spawn(async move {
+        let mut decided = 0;
+        while decided < 2 {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            let conn = ledger.reader().unwrap();
+            for a in agentflow::ledger::query::approvals(&conn, false).unwrap() {
+                let approve = a.reason.contains("estimated cost");
+                ledger.decide_approval(a.id, approve, Some("checked by test".into())).await.unwrap();
+                decided += 1;
+            }
+        }
+    });
+    let ops = json!([
+        spawn("expensive", json!(""), json!({"estimated_cost": 0.9})),
+        spawn("delete the old index", json!(""), json!({})),
+        spawn("cheap", json!(""), json!({"estimated_cost": 0.1})),
+        {"wait": 2}, {"wait": 3}, {"wait": 4},
+    ]);
+    let (report, r) = run_scripted(&host, ops, RunOptions::default()).await;
+    decider.await.unwrap();
+    assert_eq!(report.status, Status::Completed);
+    assert_eq!(r[3]["completed"], "child:");
+    assert!(r[4]["failed"].as_str().unwrap().contains("denied by a human") && r[4]["failed"].as_str().unwrap().contains("checked by test"));
+    assert_eq!(r[5]["completed"], "child:", "no rule matched: no wait");
+    let kinds: Vec<String> = events(&host, &report.run_id).into_iter().filter(|e| e.task_id == 3).map(|e| e.kind).collect();
+    assert!(kinds.contains(&"approval.requested".to_string()) && kinds.contains(&"approval.decided".to_string()));
+}
+
+#[test]
+fn approvals_survive_a_host_restart() {
+    let dir = TempDir::new("con-approve-restart");
+    let db = dir.join("a.db");
+    let config = dir.join("c.toml");
+    std::fs::write(&config, "[constraints.approval]\ndepth_over = 0\n").unwrap();
+    let ops = json!([spawn("needs a human", json!(""), json!({})), {"wait": 2}]).to_string();
+    let mut child = agentflow()
+        .arg("run")
+        .arg(example("scripted"))
+        .args(["--input", &ops, "--db"])
+        .arg(&db)
+        .arg("--config")
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut pending = Value::Null;
+    for _ in 0..200 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let out = agentflow().args(["approvals", "--json", "--db"]).arg(&db).output().unwrap();
+        if let Ok(v) = serde_json::from_slice::<Value>(&out.stdout) {
+            if v.as_array().is_some_and(|a| !a.is_empty()) {
+                pending = v;
+                break;
+            }
+        }
+    }
+    assert_eq!(pending[0]["task_id"], 2, "{pending}");
+    assert!(pending[0]["reason"].as_str().unwrap().contains("depth 1 is over 0"));
+    child.kill().unwrap(); // the host stops while the child waits
+    child.wait().unwrap();
+    let id = pending[0]["id"].to_string();
+    let approved = agentflow().args(["approve", &id, "--note", "ok", "--db"]).arg(&db).output().unwrap();
+    assert!(approved.status.success(), "{}", String::from_utf8_lossy(&approved.stderr));
+    let run_id: String = rusqlite::Connection::open(&db).unwrap().query_row("SELECT run_id FROM runs", [], |r| r.get(0)).unwrap();
+    let resumed = agentflow().args(["resume", &run_id, "--json", "--db"]).arg(&db).arg("--config").arg(&config).output().unwrap();
+    assert!(resumed.status.success(), "{}", String::from_utf8_lossy(&resumed.stderr));
+    let report: Value = serde_json::from_slice(&resumed.stdout).unwrap();
+    let results: Vec<Value> = serde_json::from_str(report["output"].as_str().unwrap()).unwrap();
+    assert_eq!(results[1]["completed"], "child:");
+    let again = agentflow().args(["approve", &id, "--db"]).arg(&db).output().unwrap();
+    assert_eq!(again.status.code(), Some(2), "already decided");
+}
