@@ -273,3 +273,56 @@ fn approvals_survive_a_host_restart() {
     let again = agentflow().args(["approve", &id, "--db"]).arg(&db).output().unwrap();
     assert_eq!(again.status.code(), Some(2), "already decided");
 }
+
+fn webscraper_config(extra: &str) -> String {
+    let rules = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/webscraper/mock-rules.toml");
+    format!(
+        "[limits]\nmax_depth = 3\n[budget]\nusd = 0.05\n[llm.mock]\nrules_file = {:?}\n{extra}",
+        rules.to_str().unwrap()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webscraper_runaway_hits_the_depth_limit_and_falls_back() {
+    let dir = TempDir::new("con-webscraper");
+    let host = host(&dir, &webscraper_config(""));
+    let report = host
+        .run_file(&example("webscraper"), "Scrape product prices from shop.example.com", RunOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(report.status, Status::Completed, "{report:?}");
+    assert_eq!(report.tasks, 4, "root + 3 levels: MaxTreeDepth(3)");
+    let out = report.output.unwrap();
+    assert!(out.contains("pragmatic plan (spawn: maximum depth exceeded (limit 3))"), "{out}");
+    let conn = host.ledger().reader().unwrap();
+    let view = agentflow::observe::inspect::load(&conn, &report.run_id).unwrap().unwrap();
+    let text = agentflow::observe::inspect::render(&view);
+    assert!(text.contains("✗ tasks.spawn refused: MaxDepthExceeded(3)"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webscraper_expensive_delegation_waits_for_approval_and_a_denial_falls_back() {
+    let dir = TempDir::new("con-webscraper-approval");
+    let host = host(&dir, &webscraper_config("[constraints.approval]\ncost_over_usd = 1.0\n"));
+    let ledger = host.ledger().clone();
+    let denier = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            let conn = ledger.reader().unwrap();
+            if let Some(a) = agentflow::ledger::query::approvals(&conn, false).unwrap().into_iter().next() {
+                ledger.decide_approval(a.id, false, Some("no drivers in this project".into())).await.unwrap();
+                return a;
+            }
+        }
+    });
+    let report = host
+        .run_file(&example("webscraper"), "Scrape product prices from shop.example.com", RunOptions::default())
+        .await
+        .unwrap();
+    let approval = denier.await.unwrap();
+    assert_eq!(approval.description, "Write a network card driver");
+    assert!(approval.reason.contains("estimated cost $1.6000 is over $1.0000"), "{}", approval.reason);
+    assert_eq!(report.status, Status::Completed);
+    let out = report.output.unwrap();
+    assert!(out.contains("denied by a human") && out.contains("no drivers in this project"), "{out}");
+}
