@@ -128,6 +128,10 @@ pub struct BudgetConfig {
     /// Total USD a run may spend on LLM calls (reserved before each call). Default 1.00.
     #[serde(default = "default_budget")]
     pub usd: f64,
+    /// Total tokens (in + out) a run may use on LLM calls, reserved like the cost.
+    /// Default: no token limit.
+    #[serde(default)]
+    pub tokens: Option<u64>,
 }
 
 fn default_budget() -> f64 {
@@ -138,6 +142,7 @@ impl Default for BudgetConfig {
     fn default() -> Self {
         BudgetConfig {
             usd: default_budget(),
+            tokens: None,
         }
     }
 }

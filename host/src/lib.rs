@@ -86,6 +86,9 @@ struct StoredRunConfig {
     /// The spawn rules.
     #[serde(default)]
     constraints: supervisor::constraints::ConstraintsConfig,
+    /// Run-wide token limit.
+    #[serde(default)]
+    budget_tokens: Option<u64>,
 }
 
 /// Hash of what decides a run's behaviour: the component, the input, the limits and
@@ -221,6 +224,7 @@ impl Host {
                 .unwrap_or(self.config.durability.on_divergence),
             catalog: self.scheduler.models().to_vec(),
             model_override: None,
+            budget_tokens: self.config.budget.tokens,
             constraints: {
                 let mut c = self.config.constraints.clone();
                 if let Some(n) = opts.max_concurrency {
@@ -278,7 +282,7 @@ impl Host {
             self.config.llm.default_max_output_tokens,
             tools,
             stored.limits.clone(),
-            stored.budget_usd,
+            (stored.budget_usd, stored.budget_tokens),
             stored.agents.clone(),
             hash,
             stored.on_divergence,
@@ -457,7 +461,8 @@ impl Host {
         let tasks = ledger::query::resume_tasks(&reader, &run_id)?;
         run.restore_tree(&tasks);
         for e in &all_events {
-            run.budget.charge(e.task_id, e.cost_usd);
+            run.budget
+                .charge(e.task_id, e.cost_usd, (e.tokens_in + e.tokens_out) as u64);
         }
         let mut by_task: std::collections::HashMap<u64, Vec<ledger::query::EventRow>> =
             std::collections::HashMap::new();

@@ -50,15 +50,33 @@ async fn duplicates_cycles_and_budget_shares_are_typed_refusals() {
     let (report, r) = run_scripted(&host, ops, RunOptions::default()).await;
     assert_eq!(report.status, Status::Completed, "{report:?}");
     assert_eq!(r[0]["ok"], 2);
-    assert!(r[1]["err"].as_str().unwrap().contains("DuplicateTask(2)"), "{}", r[1]);
+    assert!(
+        r[1]["err"].as_str().unwrap().contains("DuplicateTask(2)"),
+        "{}",
+        r[1]
+    );
     let nested = r[3]["completed"].as_str().unwrap();
-    assert!(nested.contains("CircularDependency(3)"), "the grandchild restates its parent: {nested}");
-    assert!(r[4]["err"].as_str().unwrap().contains("BudgetExceeded"), "{}", r[4]);
+    assert!(
+        nested.contains("CircularDependency(3)"),
+        "the grandchild restates its parent: {nested}"
+    );
+    assert!(
+        r[4]["err"].as_str().unwrap().contains("BudgetExceeded"),
+        "{}",
+        r[4]
+    );
     assert!(r[5]["ok"].is_u64());
     // The refusals are visible to an operator.
     let conn = host.ledger().reader().unwrap();
-    let text = agentflow::observe::inspect::render(&agentflow::observe::inspect::load(&conn, &report.run_id).unwrap().unwrap());
-    assert!(text.contains("tasks.spawn refused") && text.contains("DuplicateTask"), "{text}");
+    let text = agentflow::observe::inspect::render(
+        &agentflow::observe::inspect::load(&conn, &report.run_id)
+            .unwrap()
+            .unwrap(),
+    );
+    assert!(
+        text.contains("tasks.spawn refused") && text.contains("DuplicateTask"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -66,34 +84,58 @@ async fn concurrency_queues_children_and_fail_fast_refuses() {
     let dir = TempDir::new("con-concurrency");
     let host = host(&dir, "[constraints]\nmax_concurrent_tasks = 2\n");
     let sleeper = json!([{"sleep_ms": 300}]);
-    let mut ops: Vec<Value> = (0..4).map(|i| spawn(&format!("sleeper {i}"), sleeper.clone(), json!({}))).collect();
+    let mut ops: Vec<Value> = (0..4)
+        .map(|i| spawn(&format!("sleeper {i}"), sleeper.clone(), json!({})))
+        .collect();
     ops.push(spawn("impatient", json!(""), json!({"fail_fast": true})));
     ops.extend((2..6).map(|id| json!({"wait": id})));
     let (report, r) = run_scripted(&host, json!(ops), RunOptions::default()).await;
     assert_eq!(report.status, Status::Completed, "{report:?}");
-    assert!(r[4]["err"].as_str().unwrap().contains("ResourceExhausted"), "{}", r[4]);
+    assert!(
+        r[4]["err"].as_str().unwrap().contains("ResourceExhausted"),
+        "{}",
+        r[4]
+    );
     let t = tasks(&host, &report.run_id);
     let children: Vec<_> = t.iter().filter(|t| t.parent_id == Some(1)).collect();
     assert_eq!(children.len(), 4);
-    assert!(children.iter().all(|c| c.status == "completed"), "queued, not refused");
+    assert!(
+        children.iter().all(|c| c.status == "completed"),
+        "queued, not refused"
+    );
     // The root holds a slot while it spawns, so at most 2 sleepers ever overlap.
     for c in &children {
-        let concurrent = children.iter().filter(|o| o.task_id != c.task_id && overlap(c, o)).count();
-        assert!(concurrent < 2, "task {} overlapped {concurrent} others", c.task_id);
+        let concurrent = children
+            .iter()
+            .filter(|o| o.task_id != c.task_id && overlap(c, o))
+            .count();
+        assert!(
+            concurrent < 2,
+            "task {} overlapped {concurrent} others",
+            c.task_id
+        );
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_parallel_children_never_overspend_one_budget() {
     let dir = TempDir::new("con-budget-race");
-    let host = host(&dir, "[limits]\nmax_tasks = 64\n[constraints]\nmax_concurrent_tasks = 64\n");
+    let host = host(
+        &dir,
+        "[limits]\nmax_tasks = 64\n[constraints]\nmax_concurrent_tasks = 64\n",
+    );
     let budget = 0.02;
     // Each child keeps asking for expensive calls until refused.
     let child: Vec<Value> = (0..6).map(|i| json!({"llm": {"prompt": format!("call {i}"), "max_tokens": 2000, "priority": "quality"}})).collect();
     let child = json!(child);
-    let mut ops: Vec<Value> = (0..50).map(|i| spawn(&format!("child number {i}"), child.clone(), json!({}))).collect();
+    let mut ops: Vec<Value> = (0..50)
+        .map(|i| spawn(&format!("child number {i}"), child.clone(), json!({})))
+        .collect();
     ops.extend((2..52).map(|id| json!({"wait": id})));
-    let opts = RunOptions { budget_usd: Some(budget), ..Default::default() };
+    let opts = RunOptions {
+        budget_usd: Some(budget),
+        ..Default::default()
+    };
     let (report, r) = run_scripted(&host, json!(ops), opts).await;
     assert_eq!(report.status, Status::Completed, "{report:?}");
     let outputs: Vec<Value> = r[50..]
@@ -105,18 +147,31 @@ async fn fifty_parallel_children_never_overspend_one_budget() {
         for call in out.as_array().unwrap() {
             if call["ok"].is_object() {
                 ok += 1;
-            } else if call["err"].as_str().unwrap_or("").contains("BudgetExceeded") {
+            } else if call["err"]
+                .as_str()
+                .unwrap_or("")
+                .contains("BudgetExceeded")
+            {
                 refused += 1;
             }
         }
     }
     let conn = host.ledger().reader().unwrap();
     let spent: f64 = conn
-        .query_row("SELECT COALESCE(SUM(cost_usd), 0) FROM events WHERE run_id = ?1", [&report.run_id], |r| r.get(0))
+        .query_row(
+            "SELECT COALESCE(SUM(cost_usd), 0) FROM events WHERE run_id = ?1",
+            [&report.run_id],
+            |r| r.get(0),
+        )
         .unwrap();
-    println!("budget race: 50 children, {ok} calls admitted, {refused} refused, spent ${spent:.6} of ${budget}");
+    println!(
+        "budget race: 50 children, {ok} calls admitted, {refused} refused, spent ${spent:.6} of ${budget}"
+    );
     assert!(spent <= budget + 1e-12, "spent {spent} > budget {budget}");
-    assert!(ok > 0 && refused > 0, "the race was real: {ok} admitted, {refused} refused");
+    assert!(
+        ok > 0 && refused > 0,
+        "the race was real: {ok} admitted, {refused} refused"
+    );
     assert_eq!(ok + refused, 300);
 }
 
@@ -134,7 +189,10 @@ async fn a_childs_share_caps_its_subtree() {
     let out: Value = serde_json::from_str(r[1]["completed"].as_str().unwrap()).unwrap();
     assert!(out[0]["ok"].is_object());
     let err = out[1]["err"].as_str().unwrap();
-    assert!(err.contains("BudgetExceeded") && err.contains("budget left $0.000"), "the share, not the run budget: {err}");
+    assert!(
+        err.contains("BudgetExceeded") && err.contains("budget left $0.000"),
+        "the share, not the run budget: {err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,20 +217,35 @@ async fn every_dependency_type_orders_children() {
     assert_eq!(report.status, Status::Completed, "{report:?}");
     let t = tasks(&host, &report.run_id);
     let task = |id: u64| t.iter().find(|x| x.task_id == id).unwrap();
-    assert!(task(3).started_at.unwrap() >= task(2).finished_at.unwrap(), "Sequential");
+    assert!(
+        task(3).started_at.unwrap() >= task(2).finished_at.unwrap(),
+        "Sequential"
+    );
     let data = r[11]["completed"].as_str().unwrap();
-    assert!(data.starts_with("child:input") && data.contains("[null]"), "DataDependency gets the output: {data}");
+    assert!(
+        data.starts_with("child:input") && data.contains("[null]"),
+        "DataDependency gets the output: {data}"
+    );
     assert!(!overlap(task(5), task(6)), "MutualExclusion");
     assert!(!overlap(task(7), task(8)), "ConflictingResources");
-    assert!(task(10).started_at.unwrap() >= task(9).finished_at.unwrap(), "RequiredSequence");
-    assert!(task(11).started_at.unwrap() >= task(10).finished_at.unwrap(), "RequiredSequence");
+    assert!(
+        task(10).started_at.unwrap() >= task(9).finished_at.unwrap(),
+        "RequiredSequence"
+    );
+    assert!(
+        task(11).started_at.unwrap() >= task(10).finished_at.unwrap(),
+        "RequiredSequence"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_dependency_fails_or_cancels_its_dependents() {
     for (policy, expected) in [("fail", "failed"), ("cancel", "cancelled")] {
         let dir = TempDir::new("con-depfail");
-        let host = host(&dir, &format!("[constraints]\non_dependency_failure = \"{policy}\"\n"));
+        let host = host(
+            &dir,
+            &format!("[constraints]\non_dependency_failure = \"{policy}\"\n"),
+        );
         let ops = json!([
             spawn("breaks", json!([{"fail": "broken"}]), json!({})),
             spawn("needs it", json!(""), json!({"after": [2]})),
@@ -191,14 +264,24 @@ async fn per_task_timeouts_stop_slow_children() {
     let ops = json!([spawn("slow", json!([{"sleep_ms": 5000}]), json!({"timeout_ms": 200})), {"wait": 2}]);
     let started = std::time::Instant::now();
     let (_, r) = run_scripted(&host, ops, RunOptions::default()).await;
-    assert!(r[1]["failed"].as_str().unwrap().contains("wall-clock time limit exceeded (200 ms"), "{}", r[1]);
+    assert!(
+        r[1]["failed"]
+            .as_str()
+            .unwrap()
+            .contains("wall-clock time limit exceeded (200 ms"),
+        "{}",
+        r[1]
+    );
     assert!(started.elapsed().as_secs() < 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approvals_hold_a_child_until_a_human_decides() {
     let dir = TempDir::new("con-approve");
-    let host = host(&dir, "[constraints.approval]\ncost_over_usd = 0.5\ndescription_matches = [\"*delete*\"]\n");
+    let host = host(
+        &dir,
+        "[constraints.approval]\ncost_over_usd = 0.5\ndescription_matches = [\"*delete*\"]\n",
+    );
     let ledger = host.ledger().clone();
     let decider = tokio::spawn(async move {
         let mut decided = 0;
@@ -207,7 +290,10 @@ async fn approvals_hold_a_child_until_a_human_decides() {
             let conn = ledger.reader().unwrap();
             for a in agentflow::ledger::query::approvals(&conn, false).unwrap() {
                 let approve = a.reason.contains("estimated cost");
-                ledger.decide_approval(a.id, approve, Some("checked by test".into())).await.unwrap();
+                ledger
+                    .decide_approval(a.id, approve, Some("checked by test".into()))
+                    .await
+                    .unwrap();
                 decided += 1;
             }
         }
@@ -222,10 +308,23 @@ async fn approvals_hold_a_child_until_a_human_decides() {
     decider.await.unwrap();
     assert_eq!(report.status, Status::Completed);
     assert_eq!(r[3]["completed"], "child:");
-    assert!(r[4]["failed"].as_str().unwrap().contains("denied by a human") && r[4]["failed"].as_str().unwrap().contains("checked by test"));
+    assert!(
+        r[4]["failed"]
+            .as_str()
+            .unwrap()
+            .contains("denied by a human")
+            && r[4]["failed"].as_str().unwrap().contains("checked by test")
+    );
     assert_eq!(r[5]["completed"], "child:", "no rule matched: no wait");
-    let kinds: Vec<String> = events(&host, &report.run_id).into_iter().filter(|e| e.task_id == 3).map(|e| e.kind).collect();
-    assert!(kinds.contains(&"approval.requested".to_string()) && kinds.contains(&"approval.decided".to_string()));
+    let kinds: Vec<String> = events(&host, &report.run_id)
+        .into_iter()
+        .filter(|e| e.task_id == 3)
+        .map(|e| e.kind)
+        .collect();
+    assert!(
+        kinds.contains(&"approval.requested".to_string())
+            && kinds.contains(&"approval.decided".to_string())
+    );
 }
 
 #[test]
@@ -249,7 +348,11 @@ fn approvals_survive_a_host_restart() {
     let mut pending = Value::Null;
     for _ in 0..200 {
         std::thread::sleep(std::time::Duration::from_millis(50));
-        let out = agentflow().args(["approvals", "--json", "--db"]).arg(&db).output().unwrap();
+        let out = agentflow()
+            .args(["approvals", "--json", "--db"])
+            .arg(&db)
+            .output()
+            .unwrap();
         if let Ok(v) = serde_json::from_slice::<Value>(&out.stdout) {
             if v.as_array().is_some_and(|a| !a.is_empty()) {
                 pending = v;
@@ -258,24 +361,55 @@ fn approvals_survive_a_host_restart() {
         }
     }
     assert_eq!(pending[0]["task_id"], 2, "{pending}");
-    assert!(pending[0]["reason"].as_str().unwrap().contains("depth 1 is over 0"));
+    assert!(
+        pending[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("depth 1 is over 0")
+    );
     child.kill().unwrap(); // the host stops while the child waits
     child.wait().unwrap();
     let id = pending[0]["id"].to_string();
-    let approved = agentflow().args(["approve", &id, "--note", "ok", "--db"]).arg(&db).output().unwrap();
-    assert!(approved.status.success(), "{}", String::from_utf8_lossy(&approved.stderr));
-    let run_id: String = rusqlite::Connection::open(&db).unwrap().query_row("SELECT run_id FROM runs", [], |r| r.get(0)).unwrap();
-    let resumed = agentflow().args(["resume", &run_id, "--json", "--db"]).arg(&db).arg("--config").arg(&config).output().unwrap();
-    assert!(resumed.status.success(), "{}", String::from_utf8_lossy(&resumed.stderr));
+    let approved = agentflow()
+        .args(["approve", &id, "--note", "ok", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(
+        approved.status.success(),
+        "{}",
+        String::from_utf8_lossy(&approved.stderr)
+    );
+    let run_id: String = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row("SELECT run_id FROM runs", [], |r| r.get(0))
+        .unwrap();
+    let resumed = agentflow()
+        .args(["resume", &run_id, "--json", "--db"])
+        .arg(&db)
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
     let report: Value = serde_json::from_slice(&resumed.stdout).unwrap();
     let results: Vec<Value> = serde_json::from_str(report["output"].as_str().unwrap()).unwrap();
     assert_eq!(results[1]["completed"], "child:");
-    let again = agentflow().args(["approve", &id, "--db"]).arg(&db).output().unwrap();
+    let again = agentflow()
+        .args(["approve", &id, "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
     assert_eq!(again.status.code(), Some(2), "already decided");
 }
 
 fn webscraper_config(extra: &str) -> String {
-    let rules = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/webscraper/mock-rules.toml");
+    let rules = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/webscraper/mock-rules.toml");
     format!(
         "[limits]\nmax_depth = 3\n[budget]\nusd = 0.05\n[llm.mock]\nrules_file = {:?}\n{extra}",
         rules.to_str().unwrap()
@@ -287,42 +421,108 @@ async fn webscraper_runaway_hits_the_depth_limit_and_falls_back() {
     let dir = TempDir::new("con-webscraper");
     let host = host(&dir, &webscraper_config(""));
     let report = host
-        .run_file(&example("webscraper"), "Scrape product prices from shop.example.com", RunOptions::default())
+        .run_file(
+            &example("webscraper"),
+            "Scrape product prices from shop.example.com",
+            RunOptions::default(),
+        )
         .await
         .unwrap();
     assert_eq!(report.status, Status::Completed, "{report:?}");
     assert_eq!(report.tasks, 4, "root + 3 levels: MaxTreeDepth(3)");
     let out = report.output.unwrap();
-    assert!(out.contains("pragmatic plan (spawn: maximum depth exceeded (limit 3))"), "{out}");
+    assert!(
+        out.contains("pragmatic plan (spawn: maximum depth exceeded (limit 3))"),
+        "{out}"
+    );
     let conn = host.ledger().reader().unwrap();
-    let view = agentflow::observe::inspect::load(&conn, &report.run_id).unwrap().unwrap();
+    let view = agentflow::observe::inspect::load(&conn, &report.run_id)
+        .unwrap()
+        .unwrap();
     let text = agentflow::observe::inspect::render(&view);
-    assert!(text.contains("✗ tasks.spawn refused: MaxDepthExceeded(3)"), "{text}");
+    assert!(
+        text.contains("✗ tasks.spawn refused: MaxDepthExceeded(3)"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webscraper_expensive_delegation_waits_for_approval_and_a_denial_falls_back() {
     let dir = TempDir::new("con-webscraper-approval");
-    let host = host(&dir, &webscraper_config("[constraints.approval]\ncost_over_usd = 1.0\n"));
+    let host = host(
+        &dir,
+        &webscraper_config("[constraints.approval]\ncost_over_usd = 1.0\n"),
+    );
     let ledger = host.ledger().clone();
     let denier = tokio::spawn(async move {
         loop {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             let conn = ledger.reader().unwrap();
-            if let Some(a) = agentflow::ledger::query::approvals(&conn, false).unwrap().into_iter().next() {
-                ledger.decide_approval(a.id, false, Some("no drivers in this project".into())).await.unwrap();
+            if let Some(a) = agentflow::ledger::query::approvals(&conn, false)
+                .unwrap()
+                .into_iter()
+                .next()
+            {
+                ledger
+                    .decide_approval(a.id, false, Some("no drivers in this project".into()))
+                    .await
+                    .unwrap();
                 return a;
             }
         }
     });
     let report = host
-        .run_file(&example("webscraper"), "Scrape product prices from shop.example.com", RunOptions::default())
+        .run_file(
+            &example("webscraper"),
+            "Scrape product prices from shop.example.com",
+            RunOptions::default(),
+        )
         .await
         .unwrap();
     let approval = denier.await.unwrap();
     assert_eq!(approval.description, "Write a network card driver");
-    assert!(approval.reason.contains("estimated cost $1.6000 is over $1.0000"), "{}", approval.reason);
+    assert!(
+        approval
+            .reason
+            .contains("estimated cost $1.6000 is over $1.0000"),
+        "{}",
+        approval.reason
+    );
     assert_eq!(report.status, Status::Completed);
     let out = report.output.unwrap();
-    assert!(out.contains("denied by a human") && out.contains("no drivers in this project"), "{out}");
+    assert!(
+        out.contains("denied by a human") && out.contains("no drivers in this project"),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_token_budget_refuses_calls_that_would_exceed_it() {
+    let dir = TempDir::new("con-tokens");
+    let host = host(&dir, "[budget]\ntokens = 300\n");
+    let call = json!({"llm": {"prompt": "hello", "max_tokens": 100}});
+    let calls: Vec<Value> = (0..10).map(|_| call.clone()).collect();
+    let (report, r) = run_scripted(&host, json!(calls), RunOptions::default()).await;
+    assert_eq!(report.status, Status::Completed);
+    let refused: Vec<&Value> = r.iter().filter(|x| x["err"].as_str().is_some_and(|e| e.contains("token budget"))).collect();
+    assert!(!refused.is_empty(), "{r:?}");
+    assert!(report.tokens <= 300, "{} tokens", report.tokens);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cycles_can_be_judged_by_an_embeddings_endpoint() {
+    use crate::support::fake_http::{FakeResponse, FakeServer};
+    // Every text embeds to the same vector: everything is similar to everything.
+    let body = json!({"data": [{"embedding": [1.0, 0.0]}, {"embedding": [1.0, 0.0]}]}).to_string();
+    let server = FakeServer::start(vec![FakeResponse::json(200, body)]).await;
+    let dir = TempDir::new("con-embeddings");
+    let host = host(
+        &dir,
+        &format!("[constraints.embeddings]\nbase_url = \"{}/v1\"\nmodel = \"embed-test\"\n", server.url()),
+    );
+    let (_, r) = run_scripted(&host, json!([spawn("anything at all", json!(""), json!({}))]), RunOptions::default()).await;
+    assert!(r[0]["err"].as_str().unwrap().contains("CircularDependency(1)"), "{}", r[0]);
+    let req = &server.requests()[0];
+    assert_eq!(req.path, "/v1/embeddings");
+    assert_eq!(req.json()["input"], json!(["anything at all", "root"]));
 }

@@ -10,6 +10,8 @@
 //! 4. Scheduler decision latency with 50 models in the catalog (plan: filter, predict,
 //!    score; and plan + quota reservation + release).
 //! 5. Replay: resuming a task with 10,000 recorded calls (time to resume, events/s).
+//! 6. Spawn decisions with 10,000 tasks already in the run's tree (all checks, the
+//!    ledger commit of the new task and of the call, measured from inside the guest).
 
 use agentflow::{Host, HostConfig, RunOptions, Status};
 use agentflow_tests::example;
@@ -251,6 +253,43 @@ async fn resume_10k() -> (Duration, Duration, u64) {
     (live, resume, events)
 }
 
+async fn spawn_with_10k_tasks() -> (Duration, u32) {
+    let dir = scratch("spawn10k");
+    let host = host(
+        &dir,
+        "[limits]\nmax_tasks = 20000\n[constraints]\nmax_concurrent_tasks = 16\n",
+    );
+    let agent = host.runtime().load_file(&example("scripted")).unwrap();
+    let (before, measured) = (10_000u32, 500u32);
+    let mut ops: Vec<serde_json::Value> = (0..before)
+        .map(|i| serde_json::json!({"spawn": {"description": format!("prefill {i}"), "input": ""}}))
+        .collect();
+    ops.push(serde_json::json!({"clock": null}));
+    ops.extend((0..measured).map(
+        |i| serde_json::json!({"spawn": {"description": format!("measured {i}"), "input": ""}}),
+    ));
+    ops.push(serde_json::json!({"clock": null}));
+    let r = host
+        .run(
+            agent,
+            &serde_json::Value::Array(ops).to_string(),
+            RunOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, Status::Completed, "{r:?}");
+    let results: Vec<serde_json::Value> =
+        serde_json::from_str(r.output.as_deref().unwrap()).unwrap();
+    let t0 = results[before as usize].as_u64().unwrap();
+    let t1 = results[(before + measured + 1) as usize].as_u64().unwrap();
+    assert!(
+        results[before as usize + 1]["ok"].is_u64(),
+        "{}",
+        results[before as usize + 1]
+    );
+    (Duration::from_millis(t1 - t0) / measured, measured)
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -324,6 +363,12 @@ fn main() {
         println!(
             "   replay speed                             {:>9.0} ev/s",
             events as f64 / resume.as_secs_f64()
+        );
+        let (per_spawn, n) = spawn_with_10k_tasks().await;
+        println!("6. spawn decision with 10,000 tasks in the tree ({n} spawns measured)");
+        println!(
+            "   per spawn (checks + ledger commits)      {:>12}",
+            fmt(per_spawn)
         );
     });
 }

@@ -13,15 +13,27 @@ use agentflow_sdk::prelude::*;
 
 fn run(task: String) -> Result<String, Error> {
     let depth = task.matches(" → ").count();
-    let current = task.rsplit(" → ").next().unwrap_or(&task).trim().to_string();
+    let current = task
+        .rsplit(" → ")
+        .next()
+        .unwrap_or(&task)
+        .trim()
+        .to_string();
     let next = Request::new()
-        .user(format!("Task: {current}. What must be built first? Reply with one task."))
+        .user(format!(
+            "Task: {current}. What must be built first? Reply with one task."
+        ))
         .task_type("next-step")
         .max_tokens(60)
         .send()?
         .text;
     let next = next.trim().trim_end_matches('.').to_string();
-    trace::step(format!("to {current}, first: {next}"), "llm:next-step", &next, 0.6);
+    trace::step(
+        format!("to {current}, first: {next}"),
+        "llm:next-step",
+        &next,
+        0.6,
+    );
 
     // Each level down is estimated four times as expensive as the one above.
     let estimate = 0.1 * 4f64.powi(depth as i32);
@@ -42,9 +54,16 @@ fn run(task: String) -> Result<String, Error> {
         }
         (None, Some(why)) => {
             // The pragmatic fallback: do the work with what exists instead of building more.
-            trace::step(format!("cannot delegate `{next}`: {why}"), "fallback", "use what exists", 0.9);
+            trace::step(
+                format!("cannot delegate `{next}`: {why}"),
+                "fallback",
+                "use what exists",
+                0.9,
+            );
             let plan = Request::new()
-                .user(format!("Give a pragmatic plan to {current} without building `{next}`."))
+                .user(format!(
+                    "Give a pragmatic plan to {current} without building `{next}`."
+                ))
                 .task_type("pragmatic-plan")
                 .max_tokens(120)
                 .send()?

@@ -249,7 +249,11 @@ impl Host for TaskCtx {
                 .clone();
             let price = spec.price();
             let worst = price.cost(sreq.estimated_input_tokens, sreq.max_output_tokens);
-            let reservation = match self.run.budget.reserve(self.task_id, worst) {
+            let reservation = match self.run.budget.reserve(
+                self.task_id,
+                worst,
+                sreq.estimated_input_tokens + sreq.max_output_tokens,
+            ) {
                 Ok(r) => r,
                 Err(msg) => {
                     scheduler.release(&grant);
@@ -307,7 +311,11 @@ impl Host for TaskCtx {
                 Ok(reply) => {
                     let latency = sent.elapsed();
                     let cost = price.cost(reply.input_tokens as u64, reply.output_tokens as u64);
-                    self.run.budget.settle(reservation, cost);
+                    self.run.budget.settle(
+                        reservation,
+                        cost,
+                        (reply.input_tokens + reply.output_tokens) as u64,
+                    );
                     let change = scheduler.succeeded(
                         &grant,
                         sreq.task_type.as_deref(),
@@ -366,7 +374,7 @@ impl Host for TaskCtx {
                     return Ok(Ok(response));
                 }
                 Err(err) => {
-                    self.run.budget.settle(reservation, 0.0);
+                    self.run.budget.settle(reservation, 0.0, 0);
                     scheduler.failed(&grant, sreq.task_type.as_deref(), &err, sent.elapsed());
                     failures.push(json!({ "model": grant.model, "error": err.to_string() }));
                     let retry = worth_a_fallback(&err);

@@ -24,9 +24,17 @@ struct Node {
     carved: f64,
 }
 
-/// The run's budget tree, in USD.
+/// Run-wide token accounting (optional `[budget] tokens`).
+#[derive(Debug, Default)]
+struct Tokens {
+    limit: Option<u64>,
+    used: u64,
+    reserved: u64,
+}
+
+/// The run's budget tree, in USD, plus an optional run-wide token limit.
 #[derive(Debug)]
-pub struct Budget(Mutex<HashMap<u64, Node>>);
+pub struct Budget(Mutex<HashMap<u64, Node>>, Mutex<Tokens>);
 
 /// An amount set aside for one call; settle it with [`Budget::settle`].
 #[derive(Debug)]
@@ -34,6 +42,7 @@ pub struct Budget(Mutex<HashMap<u64, Node>>);
 pub struct Reservation {
     owner: u64,
     amount: f64,
+    tokens: u64,
 }
 
 const EPSILON: f64 = 1e-12;
@@ -41,6 +50,11 @@ const EPSILON: f64 = 1e-12;
 impl Budget {
     /// A budget of `limit` USD for the run (the root task, id 1).
     pub fn new(limit: f64) -> Budget {
+        Self::with_tokens(limit, None)
+    }
+
+    /// A budget of `limit` USD and at most `tokens` tokens for the run.
+    pub fn with_tokens(limit: f64, tokens: Option<u64>) -> Budget {
         let mut nodes = HashMap::new();
         nodes.insert(
             1,
@@ -49,7 +63,13 @@ impl Budget {
                 ..Default::default()
             },
         );
-        Budget(Mutex::new(nodes))
+        Budget(
+            Mutex::new(nodes),
+            Mutex::new(Tokens {
+                limit: tokens,
+                ..Default::default()
+            }),
+        )
     }
 
     fn owner(nodes: &HashMap<u64, Node>, task: u64) -> u64 {
@@ -119,9 +139,19 @@ impl Budget {
         }
     }
 
-    /// Reserve `amount` for a call of `task`, or say why it does not fit.
-    pub fn reserve(&self, task: u64, amount: f64) -> Result<Reservation, String> {
+    /// Reserve `amount` USD and `tokens` tokens for a call of `task`, or say why it
+    /// does not fit.
+    pub fn reserve(&self, task: u64, amount: f64, tokens: u64) -> Result<Reservation, String> {
         let mut nodes = self.0.lock().unwrap();
+        let mut tok = self.1.lock().unwrap();
+        if let Some(limit) = tok.limit {
+            if tok.used + tok.reserved + tokens > limit {
+                return Err(format!(
+                    "run token budget {limit}: used {}, reserved {}; this call may use up to {tokens}",
+                    tok.used, tok.reserved
+                ));
+            }
+        }
         let owner = Self::owner(&nodes, task);
         let node = nodes.get_mut(&owner).expect("owners exist");
         let left = Self::available(node);
@@ -140,11 +170,21 @@ impl Budget {
             ));
         }
         node.reserved += amount;
-        Ok(Reservation { owner, amount })
+        tok.reserved += tokens;
+        Ok(Reservation {
+            owner,
+            amount,
+            tokens,
+        })
     }
 
-    /// Release a reservation and charge the real cost.
-    pub fn settle(&self, reservation: Reservation, actual: f64) {
+    /// Release a reservation and charge the real cost and tokens.
+    pub fn settle(&self, reservation: Reservation, actual: f64, actual_tokens: u64) {
+        {
+            let mut tok = self.1.lock().unwrap();
+            tok.reserved = tok.reserved.saturating_sub(reservation.tokens);
+            tok.used += actual_tokens;
+        }
         let mut nodes = self.0.lock().unwrap();
         if let Some(n) = nodes.get_mut(&reservation.owner) {
             n.reserved = (n.reserved - reservation.amount).max(0.0);
@@ -153,7 +193,8 @@ impl Budget {
     }
 
     /// Charge an amount already spent by `task` (the recorded calls of a resumed run).
-    pub fn charge(&self, task: u64, amount: f64) {
+    pub fn charge(&self, task: u64, amount: f64, tokens: u64) {
+        self.1.lock().unwrap().used += tokens;
         let mut nodes = self.0.lock().unwrap();
         let owner = Self::owner(&nodes, task);
         if let Some(n) = nodes.get_mut(&owner) {
@@ -185,9 +226,12 @@ mod tests {
         assert!((b.remaining(1) - 0.6).abs() < 1e-9);
         assert!(b.add_child(1, 3, Some(0.7)).is_err(), "more than is left");
         b.add_child(2, 4, None).unwrap();
-        let r = b.reserve(4, 0.3).unwrap();
-        assert!(b.reserve(4, 0.2).is_err(), "task 4 draws on task 2's share");
-        b.settle(r, 0.1);
+        let r = b.reserve(4, 0.3, 10).unwrap();
+        assert!(
+            b.reserve(4, 0.2, 10).is_err(),
+            "task 4 draws on task 2's share"
+        );
+        b.settle(r, 0.1, 5);
         assert!((b.remaining(2) - 0.3).abs() < 1e-9);
         b.close_child(4);
         b.close_child(2);
@@ -196,5 +240,19 @@ mod tests {
             "unspent share returned"
         );
         assert!((b.spent() - 0.1).abs() < 1e-9);
+    }
+}
+
+#[cfg(test)]
+mod token_tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_reserved_then_settled() {
+        let b = Budget::with_tokens(1.0, Some(100));
+        let r = b.reserve(1, 0.0, 80).unwrap();
+        assert!(b.reserve(1, 0.0, 30).unwrap_err().contains("token budget"));
+        b.settle(r, 0.0, 50);
+        assert!(b.reserve(1, 0.0, 30).is_ok());
     }
 }

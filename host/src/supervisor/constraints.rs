@@ -250,7 +250,9 @@ mod tests {
         assert!(lexical_similarity("fanout r.0 at depth 1", "fanout r at depth 2") < 0.85);
         assert!(lexical_similarity("fanout r.0.1 at depth 0", "fanout r.0 at depth 1") < 0.85);
         assert!(lexical_similarity("worker r.1.1", "worker r.1") < 0.85);
-        assert!(lexical_similarity("Write a network driver", "write a network driver for it") >= 0.6);
+        assert!(
+            lexical_similarity("Write a network driver", "write a network driver for it") >= 0.6
+        );
         assert!(glob("*delete*", "Delete the production database"));
         assert!(glob("deploy *", "deploy web"));
         assert!(!glob("deploy *", "undeploy web"));
