@@ -504,7 +504,14 @@ async fn a_run_token_budget_refuses_calls_that_would_exceed_it() {
     let calls: Vec<Value> = (0..10).map(|_| call.clone()).collect();
     let (report, r) = run_scripted(&host, json!(calls), RunOptions::default()).await;
     assert_eq!(report.status, Status::Completed);
-    let refused: Vec<&Value> = r.iter().filter(|x| x["err"].as_str().is_some_and(|e| e.contains("token budget"))).collect();
+    let refused: Vec<&Value> = r
+        .iter()
+        .filter(|x| {
+            x["err"]
+                .as_str()
+                .is_some_and(|e| e.contains("token budget"))
+        })
+        .collect();
     assert!(!refused.is_empty(), "{r:?}");
     assert!(report.tokens <= 300, "{} tokens", report.tokens);
 }
@@ -518,10 +525,25 @@ async fn cycles_can_be_judged_by_an_embeddings_endpoint() {
     let dir = TempDir::new("con-embeddings");
     let host = host(
         &dir,
-        &format!("[constraints.embeddings]\nbase_url = \"{}/v1\"\nmodel = \"embed-test\"\n", server.url()),
+        &format!(
+            "[constraints.embeddings]\nbase_url = \"{}/v1\"\nmodel = \"embed-test\"\n",
+            server.url()
+        ),
     );
-    let (_, r) = run_scripted(&host, json!([spawn("anything at all", json!(""), json!({}))]), RunOptions::default()).await;
-    assert!(r[0]["err"].as_str().unwrap().contains("CircularDependency(1)"), "{}", r[0]);
+    let (_, r) = run_scripted(
+        &host,
+        json!([spawn("anything at all", json!(""), json!({}))]),
+        RunOptions::default(),
+    )
+    .await;
+    assert!(
+        r[0]["err"]
+            .as_str()
+            .unwrap()
+            .contains("CircularDependency(1)"),
+        "{}",
+        r[0]
+    );
     let req = &server.requests()[0];
     assert_eq!(req.path, "/v1/embeddings");
     assert_eq!(req.json()["input"], json!(["anything at all", "root"]));

@@ -52,6 +52,8 @@ pub struct TaskCtx {
     pub(crate) in_doubt: Option<String>,
     /// The task's execution slot; given back while it waits for a child.
     pub(crate) slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// When the guest last entered the host (CPU accounting skips ticks spent there).
+    pub(crate) last_call_at: std::time::Instant,
 }
 
 /// One host call as the capabilities describe it to [`TaskCtx::record`].
@@ -124,6 +126,7 @@ impl TaskCtx {
             diverged: None,
             in_doubt: None,
             slot: None,
+            last_call_at: std::time::Instant::now(),
         }
     }
 
@@ -171,6 +174,7 @@ impl TaskCtx {
     /// Returns the call's start time.
     pub(crate) fn admit(&mut self) -> wasmtime::Result<i64> {
         self.host_calls += 1;
+        self.last_call_at = std::time::Instant::now();
         let limit = self.run.limits.max_host_calls;
         if self.host_calls > limit {
             let kill = Kill::HostCalls { limit };

@@ -168,6 +168,11 @@ async fn run_once(
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(|mut ctx| {
         let s = ctx.data_mut();
+        // A tick counts as CPU only if the guest has run wasm for a whole tick since it
+        // last called the host; time spent waiting in host calls is not the guest's.
+        if s.task.last_call_at.elapsed() < super::EPOCH_TICK {
+            return Ok(UpdateDeadline::Yield(1));
+        }
         if s.cpu_ticks_left == 0 {
             let kill = Kill::Cpu {
                 limit_ms: s.task.run.limits.cpu_ms,

@@ -14,8 +14,10 @@ pub struct Limits {
     /// agents, small enough that a memory bomb hurts nobody.
     pub memory_mb: u64,
     /// CPU time an agent may spend executing wasm, in milliseconds, measured in
-    /// 10 ms epoch ticks. Default 10 000. A guest in an infinite loop is stopped
-    /// once it has burnt this, and it yields to other agents every tick meanwhile.
+    /// 10 ms epoch ticks (a tick counts when the guest has run wasm for a whole tick
+    /// since its last host call; waiting in the host is not charged). Default 10 000.
+    /// A guest in an infinite loop is stopped once it has burnt this, and it yields to
+    /// other agents every tick meanwhile.
     pub cpu_ms: u64,
     /// Wall-clock time a task may take, including waiting for the LLM, tools and
     /// children, in milliseconds. Default 600 000 (10 minutes).
