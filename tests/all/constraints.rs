@@ -548,3 +548,28 @@ async fn cycles_can_be_judged_by_an_embeddings_endpoint() {
     assert_eq!(req.path, "/v1/embeddings");
     assert_eq!(req.json()["input"], json!(["anything at all", "root"]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_child_cancels_its_descendants() {
+    let dir = TempDir::new("con-cancel-tree");
+    let toml = format!(
+        "[limits]\ncpu_ms = 60000\n[agents]\nspinner = {:?}\n",
+        example("hostile").to_str().unwrap()
+    );
+    let host = host(&dir, &toml);
+    let middle = json!([{"spawn": {"description": "spin forever", "input": "loop", "agent": "spinner"}}, {"wait": 3}]);
+    let ops = json!([spawn("middle manager", middle, json!({})), {"sleep_ms": 300}, {"cancel": 2}, {"wait": 2}]);
+    let started = std::time::Instant::now();
+    let (report, r) = run_scripted(&host, ops, RunOptions::default()).await;
+    assert_eq!(report.status, Status::Completed, "{report:?}");
+    assert_eq!(r[2], json!(true));
+    assert_eq!(r[3], json!("cancelled"));
+    let t = tasks(&host, &report.run_id);
+    assert_eq!(t.len(), 3);
+    assert_eq!(t[1].status, "cancelled");
+    assert_eq!(
+        t[2].status, "cancelled",
+        "the grandchild went with its parent"
+    );
+    assert!(started.elapsed().as_secs() < 10);
+}
