@@ -353,11 +353,11 @@ fn approvals_survive_a_host_restart() {
             .arg(&db)
             .output()
             .unwrap();
-        if let Ok(v) = serde_json::from_slice::<Value>(&out.stdout) {
-            if v.as_array().is_some_and(|a| !a.is_empty()) {
-                pending = v;
-                break;
-            }
+        if let Ok(v) = serde_json::from_slice::<Value>(&out.stdout)
+            && v.as_array().is_some_and(|a| !a.is_empty())
+        {
+            pending = v;
+            break;
         }
     }
     assert_eq!(pending[0]["task_id"], 2, "{pending}");

@@ -257,7 +257,7 @@ async fn spawn_with_10k_tasks() -> (Duration, u32) {
     let dir = scratch("spawn10k");
     let host = host(
         &dir,
-        "[limits]\nmax_tasks = 20000\n[constraints]\nmax_concurrent_tasks = 16\n",
+        "[limits]\nmax_tasks = 20000\nmax_host_calls = 20000\n[constraints]\nmax_concurrent_tasks = 16\n",
     );
     let agent = host.runtime().load_file(&example("scripted")).unwrap();
     let (before, measured) = (10_000u32, 500u32);

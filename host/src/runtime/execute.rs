@@ -132,6 +132,7 @@ fn last_checkpoint(run: &RunContext, task_id: u64) -> Option<(u32, Checkpoint)> 
     ))
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_once(
     run: &Arc<RunContext>,
     task_id: u64,

@@ -144,13 +144,13 @@ impl Budget {
     pub fn reserve(&self, task: u64, amount: f64, tokens: u64) -> Result<Reservation, String> {
         let mut nodes = self.0.lock().unwrap();
         let mut tok = self.1.lock().unwrap();
-        if let Some(limit) = tok.limit {
-            if tok.used + tok.reserved + tokens > limit {
-                return Err(format!(
-                    "run token budget {limit}: used {}, reserved {}; this call may use up to {tokens}",
-                    tok.used, tok.reserved
-                ));
-            }
+        if let Some(limit) = tok.limit
+            && tok.used + tok.reserved + tokens > limit
+        {
+            return Err(format!(
+                "run token budget {limit}: used {}, reserved {}; this call may use up to {tokens}",
+                tok.used, tok.reserved
+            ));
         }
         let owner = Self::owner(&nodes, task);
         let node = nodes.get_mut(&owner).expect("owners exist");

@@ -90,17 +90,17 @@ impl ApprovalRules {
         estimated_cost: f64,
         tools: &[String],
     ) -> Option<String> {
-        if let Some(limit) = self.cost_over_usd {
-            if estimated_cost > limit {
-                return Some(format!(
-                    "estimated cost ${estimated_cost:.4} is over ${limit:.4}"
-                ));
-            }
+        if let Some(limit) = self.cost_over_usd
+            && estimated_cost > limit
+        {
+            return Some(format!(
+                "estimated cost ${estimated_cost:.4} is over ${limit:.4}"
+            ));
         }
-        if let Some(limit) = self.depth_over {
-            if depth > limit {
-                return Some(format!("depth {depth} is over {limit}"));
-            }
+        if let Some(limit) = self.depth_over
+            && depth > limit
+        {
+            return Some(format!("depth {depth} is over {limit}"));
         }
         if let Some(t) = tools.iter().find(|t| self.tools.contains(t)) {
             return Some(format!("uses tool `{t}`"));

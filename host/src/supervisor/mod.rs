@@ -407,10 +407,10 @@ impl RunContext {
             if tree.nodes.len() as u64 >= self.limits.max_tasks as u64 {
                 return Err(SpawnRefusal::TooManyTasks(self.limits.max_tasks));
             }
-            if let Some(name) = &req.sequence {
-                if let Some(prev) = tree.sequences.get(&(parent, name.clone())) {
-                    depends_on.push(Dependency::After(*prev));
-                }
+            if let Some(name) = &req.sequence
+                && let Some(prev) = tree.sequences.get(&(parent, name.clone()))
+            {
+                depends_on.push(Dependency::After(*prev));
             }
             let mut deps = Vec::new();
             for d in &depends_on {
@@ -540,10 +540,11 @@ impl RunContext {
         if let Some(existing) = req.dedup_key.as_ref().and_then(|k| tree.dedup.get(k)) {
             return Err(SpawnRefusal::DuplicateTask(*existing));
         }
-        if by_description && req.dedup_key.is_none() {
-            if let Some(existing) = tree.descriptions.get(norm) {
-                return Err(SpawnRefusal::DuplicateTask(*existing));
-            }
+        if by_description
+            && req.dedup_key.is_none()
+            && let Some(existing) = tree.descriptions.get(norm)
+        {
+            return Err(SpawnRefusal::DuplicateTask(*existing));
         }
         Ok(())
     }
