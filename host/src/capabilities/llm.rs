@@ -242,6 +242,7 @@ impl Host for TaskCtx {
                     break;
                 }
             };
+            let reserved_at = crate::ledger::now_ms();
             tried.push(grant.model.clone());
             let spec = scheduler
                 .model(&grant.model)
@@ -289,7 +290,8 @@ impl Host for TaskCtx {
                 "priority": plan.priority,
                 "weights": plan.weights,
                 "candidates": plan.candidates,
-                "reservation": { "tokens": grant.reserved_tokens, "usd": worst, "probe": grant.probe, "waited_ms": grant.waited_ms },
+                "reservation": { "tokens": grant.reserved_tokens, "usd": worst, "probe": grant.probe,
+                                 "waited_ms": grant.waited_ms, "at_ms": reserved_at },
             });
             let mut decision_call = Call::plain(
                 "llm.decision",

@@ -105,6 +105,8 @@ struct TaskTree {
     descriptions: HashMap<String, u64>,
     /// (parent, sequence name) → the last child spawned in that sequence.
     sequences: HashMap<(u64, String), u64>,
+    /// Tasks whose end is being recorded (the first outcome wins).
+    finishing: HashSet<u64>,
 }
 
 /// What a task resumes with: its recorded calls and clock/random values.
@@ -795,21 +797,21 @@ impl RunContext {
     /// Record a task's end and wake whoever waits for it. The first outcome wins (a
     /// cancelled task stays cancelled).
     pub async fn finish(&self, id: u64, outcome: TaskOutcome) {
+        // The end is recorded in the ledger before anyone waiting is woken, so what a
+        // dependent does next is always after its dependency's end in the ledger.
         let first = {
-            let tree = self.tree.lock().unwrap();
-            match tree.nodes.get(&id) {
-                Some(node) if node.outcome.borrow().is_none() => {
-                    node.outcome.send_replace(Some(outcome.clone()));
-                    true
-                }
-                _ => false,
-            }
+            let mut tree = self.tree.lock().unwrap();
+            let open = tree
+                .nodes
+                .get(&id)
+                .is_some_and(|n| n.outcome.borrow().is_none());
+            open && tree.finishing.insert(id)
         };
         if !first {
             return;
         }
         self.budget.close_child(id);
-        let (status, output, error) = match outcome {
+        let (status, output, error) = match outcome.clone() {
             TaskOutcome::Completed(out) => (Status::Completed, Some(out), None),
             TaskOutcome::Failed(e) => (Status::Failed, None, Some(e)),
             TaskOutcome::Cancelled => (Status::Cancelled, None, None),
@@ -820,6 +822,10 @@ impl RunContext {
             .await
         {
             tracing::error!(run = %self.run_id, task = id, error = %e, "cannot record task end");
+        }
+        let tree = self.tree.lock().unwrap();
+        if let Some(node) = tree.nodes.get(&id) {
+            node.outcome.send_replace(Some(outcome));
         }
     }
 
