@@ -52,7 +52,8 @@ pub struct TaskCtx {
     pub(crate) in_doubt: Option<String>,
     /// The task's execution slot; given back while it waits for a child.
     pub(crate) slot: Option<tokio::sync::OwnedSemaphorePermit>,
-    /// When the guest last entered the host (CPU accounting skips ticks spent there).
+    /// When the guest last entered or left the host (CPU accounting skips ticks spent
+    /// waiting there).
     pub(crate) last_call_at: std::time::Instant,
 }
 
@@ -219,7 +220,8 @@ impl TaskCtx {
     {
         let nondet = self.nondet_event();
         let event = self.event(call);
-        self.run
+        let seq = self
+            .run
             .ledger
             .write(move |w| {
                 if let Some(n) = nondet {
@@ -230,7 +232,10 @@ impl TaskCtx {
                 Ok(seq)
             })
             .await
-            .map_err(|e| wasmtime::format_err!("ledger write failed, stopping the agent: {e}"))
+            .map_err(|e| wasmtime::format_err!("ledger write failed, stopping the agent: {e}"));
+        // The call is over: CPU accounting restarts from here.
+        self.last_call_at = std::time::Instant::now();
+        seq
     }
 
     /// The pending clock/random reads as one `wasi.nondet` event, if there are any.
