@@ -257,17 +257,22 @@ async fn spawn_with_10k_tasks() -> (Duration, u32) {
     let dir = scratch("spawn10k");
     let host = host(
         &dir,
-        "[limits]\nmax_tasks = 20000\nmax_host_calls = 20000\n[constraints]\nmax_concurrent_tasks = 16\n",
+        "[limits]\nmax_tasks = 20000\nmax_host_calls = 20000\nwall_ms = 600000\n[constraints]\nmax_concurrent_tasks = 16\n",
     );
     let agent = host.runtime().load_file(&example("scripted")).unwrap();
     let (before, measured) = (10_000u32, 500u32);
-    let mut ops: Vec<serde_json::Value> = (0..before)
-        .map(|i| serde_json::json!({"spawn": {"description": format!("prefill {i}"), "input": ""}}))
-        .collect();
+    // Every task waits on a long-sleeping blocker, so none runs: what is measured is
+    // the spawn decision itself (all checks) plus its ledger commits.
+    let blocker = serde_json::json!([{"sleep_ms": 600000}]).to_string();
+    let mut ops: Vec<serde_json::Value> =
+        vec![serde_json::json!({"spawn": {"description": "blocker", "input": blocker}})];
+    ops.extend((0..before).map(|i| {
+        serde_json::json!({"spawn": {"description": format!("prefill {i}"), "input": "", "after": [2]}})
+    }));
     ops.push(serde_json::json!({"clock": null}));
-    ops.extend((0..measured).map(
-        |i| serde_json::json!({"spawn": {"description": format!("measured {i}"), "input": ""}}),
-    ));
+    ops.extend((0..measured).map(|i| {
+        serde_json::json!({"spawn": {"description": format!("measured {i}"), "input": "", "after": [2]}})
+    }));
     ops.push(serde_json::json!({"clock": null}));
     let r = host
         .run(
@@ -280,12 +285,12 @@ async fn spawn_with_10k_tasks() -> (Duration, u32) {
     assert_eq!(r.status, Status::Completed, "{r:?}");
     let results: Vec<serde_json::Value> =
         serde_json::from_str(r.output.as_deref().unwrap()).unwrap();
-    let t0 = results[before as usize].as_u64().unwrap();
-    let t1 = results[(before + measured + 1) as usize].as_u64().unwrap();
+    let t0 = results[before as usize + 1].as_u64().unwrap();
+    let t1 = results[(before + measured + 2) as usize].as_u64().unwrap();
     assert!(
-        results[before as usize + 1]["ok"].is_u64(),
+        results[before as usize + 2]["ok"].is_u64(),
         "{}",
-        results[before as usize + 1]
+        results[before as usize + 2]
     );
     (Duration::from_millis(t1 - t0) / measured, measured)
 }
@@ -367,7 +372,7 @@ fn main() {
         let (per_spawn, n) = spawn_with_10k_tasks().await;
         println!("6. spawn decision with 10,000 tasks in the tree ({n} spawns measured)");
         println!(
-            "   per spawn (checks + ledger commits)      {:>12}",
+            "   per spawn (all checks + ledger commits)  {:>12}",
             fmt(per_spawn)
         );
     });
