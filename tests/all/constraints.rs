@@ -14,9 +14,9 @@ fn tasks(host: &agentflow::Host, run: &str) -> Vec<agentflow::ledger::query::Tas
 /// Did tasks `a` and `b` run at the same time?
 fn overlap(a: &agentflow::ledger::query::TaskRow, b: &agentflow::ledger::query::TaskRow) -> bool {
     // Timestamps are recorded around the execution (start before, end after the slot
-    // is given back), so allow 50 ms of slack.
-    let (sa, ea) = (a.started_at.unwrap(), a.finished_at.unwrap() - 50);
-    let (sb, eb) = (b.started_at.unwrap(), b.finished_at.unwrap() - 50);
+    // is given back), so allow 150 ms of slack; the sleepers run for 400 ms.
+    let (sa, ea) = (a.started_at.unwrap(), a.finished_at.unwrap() - 150);
+    let (sb, eb) = (b.started_at.unwrap(), b.finished_at.unwrap() - 150);
     sa < eb && sb < ea
 }
 
@@ -83,7 +83,7 @@ async fn duplicates_cycles_and_budget_shares_are_typed_refusals() {
 async fn concurrency_queues_children_and_fail_fast_refuses() {
     let dir = TempDir::new("con-concurrency");
     let host = host(&dir, "[constraints]\nmax_concurrent_tasks = 2\n");
-    let sleeper = json!([{"sleep_ms": 300}]);
+    let sleeper = json!([{"sleep_ms": 400}]);
     let mut ops: Vec<Value> = (0..4)
         .map(|i| spawn(&format!("sleeper {i}"), sleeper.clone(), json!({})))
         .collect();
@@ -199,7 +199,7 @@ async fn a_childs_share_caps_its_subtree() {
 async fn every_dependency_type_orders_children() {
     let dir = TempDir::new("con-deps");
     let host = host(&dir, "");
-    let sleep = json!([{"sleep_ms": 150}]);
+    let sleep = json!([{"sleep_ms": 400}]);
     let ops = json!([
         spawn("first", sleep.clone(), json!({})),                                          // 2
         spawn("after first", sleep.clone(), json!({"after": [2]})),                        // 3

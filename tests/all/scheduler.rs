@@ -24,7 +24,7 @@ fn two_endpoints(primary: &FakeServer, backup: &FakeServer, extra: &str) -> Stri
         r#"
 [llm.scheduler]
 breaker_failures = 2
-breaker_cooldown_ms = 700
+breaker_cooldown_ms = 1500
 [llm.endpoints.a.openai]
 base_url = "{}/v1"
 timeout_ms = 300
@@ -178,7 +178,7 @@ async fn failures_fall_back_then_open_the_breaker_then_probe() {
     assert_eq!(r["ok"]["model"], "backup");
 
     // After the cooldown one half-open probe goes to primary; it fails and re-opens.
-    tokio::time::sleep(Duration::from_millis(750)).await;
+    tokio::time::sleep(Duration::from_millis(1600)).await;
     let (report, r) = llm_once(&host, json!({"prompt": "hello"})).await;
     assert_eq!(r["ok"]["model"], "backup");
     assert_eq!(bad.requests().len(), 3, "exactly one probe");
@@ -239,7 +239,7 @@ async fn slow_replies_time_out_and_fall_back() {
     let (report, r) = llm_once(&host, json!({"prompt": "hello"})).await;
     assert_eq!(r["ok"]["model"], "backup");
     assert!(
-        started.elapsed() < Duration::from_millis(1500),
+        started.elapsed() < Duration::from_millis(1900),
         "the 300 ms timeout cut the slow call"
     );
     let complete = events(&host, &report.run_id)
