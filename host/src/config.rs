@@ -32,6 +32,9 @@ pub struct HostConfig {
     /// Spawn rules: concurrency, duplicates, cycles, dependencies, approvals (`[constraints]`).
     #[serde(default)]
     pub constraints: crate::supervisor::constraints::ConstraintsConfig,
+    /// Output validators (`[[validators]]`), run on each task's output in order.
+    #[serde(default)]
+    pub validators: Vec<crate::validation::ValidatorConfig>,
     /// Durability settings (`[durability]`).
     #[serde(default)]
     pub durability: DurabilityConfig,
@@ -166,6 +169,9 @@ impl HostConfig {
     /// Reject values that cannot work, with the key to fix.
     pub fn validate(&self) -> anyhow::Result<()> {
         self.limits.validate()?;
+        for v in &self.validators {
+            v.validate()?;
+        }
         if !(self.budget.usd.is_finite() && self.budget.usd >= 0.0) {
             anyhow::bail!("[budget] usd must be a non-negative number");
         }

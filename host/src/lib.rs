@@ -28,6 +28,7 @@ pub mod runtime;
 pub mod scheduler;
 pub mod supervisor;
 pub mod tools;
+pub mod validation;
 
 pub use config::HostConfig;
 pub use ledger::Status;
@@ -89,6 +90,9 @@ struct StoredRunConfig {
     /// Run-wide token limit.
     #[serde(default)]
     budget_tokens: Option<u64>,
+    /// Output validators.
+    #[serde(default)]
+    validators: Vec<validation::ValidatorConfig>,
 }
 
 /// Hash of what decides a run's behaviour: the component, the input, the limits and
@@ -225,6 +229,7 @@ impl Host {
             catalog: self.scheduler.models().to_vec(),
             model_override: None,
             budget_tokens: self.config.budget.tokens,
+            validators: self.config.validators.clone(),
             constraints: {
                 let mut c = self.config.constraints.clone();
                 if let Some(n) = opts.max_concurrency {
@@ -288,6 +293,7 @@ impl Host {
             stored.on_divergence,
             stored.model_override.clone(),
             stored.constraints.clone(),
+            stored.validators.clone(),
         )
     }
 

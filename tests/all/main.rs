@@ -13,3 +13,4 @@ mod limits;
 mod providers;
 mod scheduler;
 mod tools;
+mod validation;

@@ -26,6 +26,8 @@ pub const AUXILIARY: &[&str] = &[
     "approval.requested",
     "approval.decided",
     "recovery.compensate",
+    "validation.result",
+    "validation.judge",
 ];
 
 /// One recorded host call.

@@ -47,6 +47,24 @@ pub fn load(conn: &Connection, run: &str) -> Result<Option<RunView>, LedgerError
             let mut refused = Vec::new();
             let mut decisions = Vec::new();
             for e in &evs {
+                if e.kind == "validation.result" {
+                    let verdict = e.response["result"]["verdict"].as_str().unwrap_or("?");
+                    let mark = match verdict {
+                        "pass" => "✓",
+                        "fail" => "✗",
+                        _ => "?",
+                    };
+                    decisions.push(format!(
+                        "{mark} validator {} [{}] {}{}",
+                        e.request["validator"].as_str().unwrap_or("?"),
+                        e.response["category"].as_str().unwrap_or("?"),
+                        verdict,
+                        e.response["result"]["reason"]
+                            .as_str()
+                            .map(|r| format!(": {r}"))
+                            .unwrap_or_default()
+                    ));
+                }
                 if e.kind == "llm.decision" {
                     decisions.push(format!(
                         "llm #{} → {}: {}",

@@ -65,7 +65,7 @@ pub async fn execute_task(
     }
     let first = run_once(&run, task_id, depth, &agent, &input, replay, None, slot).await;
     let Some(divergence) = first.diverged else {
-        return first.outcome;
+        return validated(&run, task_id, &agent, &input, first.outcome).await;
     };
     let restart = match run.divergence {
         DivergencePolicy::Fail => None,
@@ -98,7 +98,7 @@ pub async fn execute_task(
         None => TaskOutcome::Failed(divergence),
         Some(checkpoint) => {
             let slot = run.take_slot().await;
-            run_once(
+            let outcome = run_once(
                 &run,
                 task_id,
                 depth,
@@ -109,8 +109,28 @@ pub async fn execute_task(
                 slot,
             )
             .await
-            .outcome
+            .outcome;
+            validated(&run, task_id, &agent, &input, outcome).await
         }
+    }
+}
+
+/// Pass a completed task's output through the run's validators.
+async fn validated(
+    run: &Arc<RunContext>,
+    task_id: u64,
+    agent: &LoadedAgent,
+    input: &str,
+    outcome: TaskOutcome,
+) -> TaskOutcome {
+    match outcome {
+        TaskOutcome::Completed(output) => {
+            match crate::validation::validate(run, task_id, &agent.name, input, &output).await {
+                Ok(()) => TaskOutcome::Completed(output),
+                Err(failure) => TaskOutcome::Failed(failure),
+            }
+        }
+        other => other,
     }
 }
 

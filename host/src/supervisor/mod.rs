@@ -174,6 +174,8 @@ pub struct RunContext {
     pub model_override: Option<String>,
     /// The spawn rules (`[constraints]`).
     pub constraints: ConstraintsConfig,
+    /// Output validators (`[[validators]]`).
+    pub validators: Vec<crate::validation::ValidatorConfig>,
     /// One permit per task allowed to execute at once.
     pub slots: Arc<Semaphore>,
     /// Locks for shared resources and mutual exclusion, by name.
@@ -204,6 +206,7 @@ impl RunContext {
         divergence: crate::durability::DivergencePolicy,
         model_override: Option<String>,
         constraints: ConstraintsConfig,
+        validators: Vec<crate::validation::ValidatorConfig>,
     ) -> Arc<RunContext> {
         Arc::new(RunContext {
             run_id,
@@ -218,6 +221,7 @@ impl RunContext {
             context_hash,
             divergence,
             model_override,
+            validators,
             slots: Arc::new(Semaphore::new(
                 constraints.max_concurrent_tasks.max(1) as usize
             )),

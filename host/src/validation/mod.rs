@@ -1,0 +1,455 @@
+//! Validators: checking a task's output before it counts.
+//!
+//! Declared in config (`[[validators]]`, optionally per agent), they run in order,
+//! cheapest first — programmatic checks (JSON schema subset, length bounds, patterns),
+//! then the ledger check for hallucinated success (the output claims an effect whose
+//! tool the ledger shows never succeeded in the task's subtree), then an LLM judge with
+//! a rubric (by default on a different model than the one that produced the output).
+//! Each verdict — `pass`, `fail(reason)` or `uncertain(reason)`, with a category
+//! (syntactic, semantic, partial, hallucinated-success, degraded) — is a
+//! `validation.result` event, shown by `agentflow inspect`, and feeds the quality
+//! scores of the producing model in the performance DB. The first failure fails the
+//! task with its category and reason.
+
+pub mod schema;
+
+use crate::ledger::{EventRecord, now_ms, query};
+use crate::providers::{ChatMessage, ChatRequest, Role};
+use crate::supervisor::RunContext;
+use crate::supervisor::constraints::glob;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::collections::HashSet;
+use std::sync::Arc;
+
+/// What kind of failure a validator detects.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Category {
+    Syntactic,
+    Semantic,
+    Partial,
+    HallucinatedSuccess,
+    Degraded,
+}
+
+/// A claim the output may make, and the tool whose success must back it.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Claim {
+    /// Glob (`*` wildcard, case-insensitive) matched against the output.
+    pub pattern: String,
+    /// The tool that must have succeeded in the task's subtree.
+    pub tool: String,
+}
+
+/// One `[[validators]]` entry.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ValidatorConfig {
+    /// Display name (default: the kind).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Agents (component names) it applies to; empty: all.
+    #[serde(default)]
+    pub agents: Vec<String>,
+    /// Root task only (the run's output) instead of every task.
+    #[serde(default)]
+    pub root_only: bool,
+    /// `json-schema`, `length`, `pattern`, `claims` or `judge`.
+    pub kind: String,
+    /// Overrides the kind's default category.
+    #[serde(default)]
+    pub category: Option<Category>,
+    /// json-schema: the schema (subset, see `schema`).
+    #[serde(default)]
+    pub schema: Option<Value>,
+    /// length: bounds in characters.
+    #[serde(default)]
+    pub min_chars: Option<usize>,
+    #[serde(default)]
+    pub max_chars: Option<usize>,
+    /// pattern: globs the output must / must not match.
+    #[serde(default)]
+    pub must_match: Vec<String>,
+    #[serde(default)]
+    pub must_not_match: Vec<String>,
+    /// claims: output patterns and the tools that must back them.
+    #[serde(default)]
+    pub claims: Vec<Claim>,
+    /// claims: tools the agent is expected to have used successfully, claim or not.
+    #[serde(default)]
+    pub expected_tools: Vec<String>,
+    /// judge: the criteria.
+    #[serde(default)]
+    pub rubric: Option<String>,
+    /// judge: the lowest passing score, 0–10 (default 7).
+    #[serde(default)]
+    pub threshold: Option<f64>,
+    /// judge: the model (default: the highest-quality catalog model other than the producer's).
+    #[serde(default)]
+    pub model: Option<String>,
+}
+
+impl ValidatorConfig {
+    fn label(&self) -> String {
+        self.name.clone().unwrap_or_else(|| self.kind.clone())
+    }
+
+    fn rank(&self) -> u8 {
+        match self.kind.as_str() {
+            "claims" => 1,
+            "judge" => 2,
+            _ => 0,
+        }
+    }
+
+    fn default_category(&self) -> Category {
+        match self.kind.as_str() {
+            "json-schema" => Category::Syntactic,
+            "length" => Category::Partial,
+            "claims" => Category::HallucinatedSuccess,
+            _ => Category::Semantic,
+        }
+    }
+
+    /// Reject entries that cannot work, naming the key.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        match self.kind.as_str() {
+            "json-schema" if self.schema.is_none() => {
+                anyhow::bail!("[[validators]] json-schema needs `schema`")
+            }
+            "judge" if self.rubric.is_none() => {
+                anyhow::bail!("[[validators]] judge needs `rubric`")
+            }
+            "json-schema" | "length" | "pattern" | "claims" | "judge" => Ok(()),
+            other => anyhow::bail!(
+                "[[validators]] kind `{other}`: expected json-schema, length, pattern, claims or judge"
+            ),
+        }
+    }
+}
+
+/// A validator's verdict.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "verdict", content = "reason", rename_all = "lowercase")]
+pub enum Verdict {
+    Pass,
+    Fail(String),
+    Uncertain(String),
+}
+
+fn programmatic(v: &ValidatorConfig, output: &str) -> Verdict {
+    match v.kind.as_str() {
+        "json-schema" => match serde_json::from_str::<Value>(output) {
+            Err(e) => Verdict::Fail(format!("output is not JSON: {e}")),
+            Ok(value) => match schema::check(v.schema.as_ref().expect("validated"), &value, "") {
+                Ok(()) => Verdict::Pass,
+                Err(why) => Verdict::Fail(why),
+            },
+        },
+        "length" => {
+            let n = output.chars().count();
+            if v.min_chars.is_some_and(|m| n < m) {
+                Verdict::Fail(format!(
+                    "{n} characters, fewer than {}",
+                    v.min_chars.unwrap_or(0)
+                ))
+            } else if v.max_chars.is_some_and(|m| n > m) {
+                Verdict::Fail(format!(
+                    "{n} characters, more than {}",
+                    v.max_chars.unwrap_or(0)
+                ))
+            } else {
+                Verdict::Pass
+            }
+        }
+        "pattern" => {
+            if let Some(p) = v.must_match.iter().find(|p| !glob(p, output)) {
+                Verdict::Fail(format!("does not match `{p}`"))
+            } else if let Some(p) = v.must_not_match.iter().find(|p| glob(p, output)) {
+                Verdict::Fail(format!("matches forbidden `{p}`"))
+            } else {
+                Verdict::Pass
+            }
+        }
+        _ => Verdict::Uncertain("not a programmatic validator".into()),
+    }
+}
+
+/// Tools that succeeded in the subtree of `task_id`, and the model used most there.
+fn ledger_facts(
+    run: &RunContext,
+    task_id: u64,
+) -> (HashSet<String>, Option<String>, Option<String>) {
+    let Ok(conn) = run.ledger.reader() else {
+        return Default::default();
+    };
+    let tasks = query::tasks(&conn, &run.run_id).unwrap_or_default();
+    let mut subtree: HashSet<u64> = HashSet::from([task_id]);
+    loop {
+        let before = subtree.len();
+        for t in &tasks {
+            if t.parent_id.is_some_and(|p| subtree.contains(&p)) {
+                subtree.insert(t.task_id);
+            }
+        }
+        if subtree.len() == before {
+            break;
+        }
+    }
+    let events = query::events(&conn, &run.run_id, None).unwrap_or_default();
+    let mut tools = HashSet::new();
+    let mut models: std::collections::HashMap<String, usize> = Default::default();
+    let mut task_type = None;
+    for e in events.iter().filter(|e| subtree.contains(&e.task_id)) {
+        if e.kind == "tools.call"
+            && e.ok
+            && let Some(name) = e.request["name"].as_str()
+        {
+            tools.insert(name.to_string());
+        }
+        if e.kind == "llm.complete" && e.ok && e.task_id == task_id {
+            if let Some(m) = &e.model {
+                *models.entry(m.clone()).or_default() += 1;
+            }
+            task_type = e.request["chat"]["task_type"]
+                .as_str()
+                .map(str::to_string)
+                .or(task_type);
+        }
+    }
+    let model = models.into_iter().max_by_key(|(_, n)| *n).map(|(m, _)| m);
+    (tools, model, task_type)
+}
+
+async fn judge(
+    run: &Arc<RunContext>,
+    task_id: u64,
+    v: &ValidatorConfig,
+    producer: Option<&str>,
+    input: &str,
+    output: &str,
+) -> (Verdict, Option<f64>) {
+    let scheduler = &run.scheduler;
+    let model = match &v.model {
+        Some(m) => scheduler.model(m).cloned(),
+        None => {
+            let mut models: Vec<_> = scheduler
+                .models()
+                .iter()
+                .filter(|m| Some(m.name.as_str()) != producer)
+                .collect();
+            models.sort_by(|a, b| {
+                b.quality
+                    .partial_cmp(&a.quality)
+                    .unwrap_or(std::cmp::Ordering::Equal)
+            });
+            models
+                .first()
+                .map(|m| (*m).clone())
+                .or_else(|| scheduler.models().first().cloned())
+        }
+    };
+    let Some(model) = model else {
+        return (
+            Verdict::Uncertain("no judge model in the catalog".into()),
+            None,
+        );
+    };
+    let threshold = v.threshold.unwrap_or(7.0);
+    let prompt = format!(
+        "You are a strict judge.\nTask given to the agent:\n{input}\n\nThe agent's output:\n{output}\n\n\
+         Criteria:\n{}\n\nReply with a line `score: N` (N from 0 to 10) followed by your reasons.",
+        v.rubric.as_deref().unwrap_or_default()
+    );
+    let chat = ChatRequest {
+        model: model.provider_model_id().to_string(),
+        messages: vec![ChatMessage {
+            role: Role::User,
+            content: prompt.clone(),
+            tool_call_id: None,
+        }],
+        temperature: Some(0.0),
+        max_output_tokens: Some(300),
+        tools: vec![],
+        task_type: Some("judge".into()),
+    };
+    let price = model.price();
+    let est_in = crate::providers::estimate_tokens(&prompt) as u64 + 4;
+    let reservation = match run
+        .budget
+        .reserve(task_id, price.cost(est_in, 300), est_in + 300)
+    {
+        Ok(r) => r,
+        Err(why) => {
+            return (
+                Verdict::Uncertain(format!("no budget for the judge: {why}")),
+                None,
+            );
+        }
+    };
+    let started_at = now_ms();
+    let result = scheduler.provider(&model).complete(&chat).await;
+    let (verdict, score, response, tokens, cost) = match result {
+        Err(e) => {
+            run.budget.settle(reservation, 0.0, 0);
+            (
+                Verdict::Uncertain(format!("judge call failed: {e}")),
+                None,
+                json!({ "error": e.to_string() }),
+                (0, 0),
+                0.0,
+            )
+        }
+        Ok(reply) => {
+            let cost = price.cost(reply.input_tokens as u64, reply.output_tokens as u64);
+            run.budget.settle(
+                reservation,
+                cost,
+                (reply.input_tokens + reply.output_tokens) as u64,
+            );
+            let score = parse_score(&reply.text);
+            let excerpt: String = reply.text.chars().take(300).collect();
+            let verdict = match score {
+                None => Verdict::Uncertain(format!("the judge gave no score: {excerpt}")),
+                Some(s) if s >= threshold => Verdict::Pass,
+                Some(s) => Verdict::Fail(format!("judge score {s} < {threshold}: {excerpt}")),
+            };
+            (
+                verdict,
+                score,
+                json!({ "text": reply.text, "score": score }),
+                (reply.input_tokens, reply.output_tokens),
+                cost,
+            )
+        }
+    };
+    let event = EventRecord {
+        run_id: run.run_id.clone(),
+        task_id,
+        kind: "validation.judge".into(),
+        ok: !matches!(verdict, Verdict::Uncertain(_)),
+        request: json!({ "validator": v.label(), "prompt": prompt, "threshold": threshold }),
+        response,
+        identity: None,
+        model: Some(model.name.clone()),
+        tokens_in: tokens.0,
+        tokens_out: tokens.1,
+        cost_usd: cost,
+        started_at,
+        finished_at: now_ms(),
+    };
+    if let Err(e) = run.ledger.append(event).await {
+        return (
+            Verdict::Uncertain(format!("cannot record the judge's call: {e}")),
+            None,
+        );
+    }
+    (verdict, score)
+}
+
+/// `score: N` (or `N/10`) in a judge's reply.
+pub fn parse_score(text: &str) -> Option<f64> {
+    let lower = text.to_lowercase();
+    let at = lower.find("score")?;
+    let rest = &lower[at + 5..];
+    let start = rest.find(|c: char| c.is_ascii_digit())?;
+    let num: String = rest[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    num.parse::<f64>().ok().filter(|s| (0.0..=10.0).contains(s))
+}
+
+/// Run the validators that apply to task `task_id` on its output. `Err` is the failure
+/// that fails the task.
+pub async fn validate(
+    run: &Arc<RunContext>,
+    task_id: u64,
+    agent: &str,
+    input: &str,
+    output: &str,
+) -> Result<(), String> {
+    let mut validators: Vec<&ValidatorConfig> = run
+        .validators
+        .iter()
+        .filter(|v| {
+            (v.agents.is_empty() || v.agents.iter().any(|a| a == agent))
+                && (!v.root_only || task_id == 1)
+        })
+        .collect();
+    if validators.is_empty() {
+        return Ok(());
+    }
+    validators.sort_by_key(|v| v.rank());
+    let (tools, producer, task_type) = ledger_facts(run, task_id);
+    for v in validators {
+        let category = v.category.unwrap_or_else(|| v.default_category());
+        let (verdict, score) = match v.kind.as_str() {
+            "claims" => {
+                let unbacked = v
+                    .claims
+                    .iter()
+                    .find(|c| glob(&c.pattern, output) && !tools.contains(&c.tool))
+                    .map(|c| {
+                        format!(
+                            "the output claims `{}` but tool `{}` never succeeded",
+                            c.pattern, c.tool
+                        )
+                    })
+                    .or_else(|| {
+                        v.expected_tools
+                            .iter()
+                            .find(|t| !tools.contains(*t))
+                            .map(|t| format!("expected tool `{t}` never succeeded"))
+                    });
+                (unbacked.map_or(Verdict::Pass, Verdict::Fail), None)
+            }
+            "judge" => judge(run, task_id, v, producer.as_deref(), input, output).await,
+            _ => (programmatic(v, output), None),
+        };
+        let quality = match (&verdict, score) {
+            (_, Some(s)) => s / 10.0,
+            (Verdict::Pass, None) => 1.0,
+            (Verdict::Fail(_), None) => 0.0,
+            (Verdict::Uncertain(_), None) => 0.5,
+        };
+        if let Some(model) = &producer {
+            let _ = run.scheduler.record_quality(
+                model,
+                task_type.as_deref().unwrap_or("default"),
+                quality,
+                &format!("validator:{}", v.label()),
+            );
+        }
+        let now = now_ms();
+        let event = EventRecord {
+            run_id: run.run_id.clone(),
+            task_id,
+            kind: "validation.result".into(),
+            ok: !matches!(verdict, Verdict::Fail(_)),
+            request: json!({ "validator": v.label(), "kind": v.kind }),
+            response: json!({ "result": verdict, "category": category, "score": score, "model": producer }),
+            identity: None,
+            model: None,
+            tokens_in: 0,
+            tokens_out: 0,
+            cost_usd: 0.0,
+            started_at: now,
+            finished_at: now,
+        };
+        run.ledger
+            .append(event)
+            .await
+            .map_err(|e| format!("cannot record validation: {e}"))?;
+        if let Verdict::Fail(reason) = verdict {
+            let cat = serde_json::to_value(category)
+                .ok()
+                .and_then(|c| c.as_str().map(str::to_string))
+                .unwrap_or_default();
+            return Err(format!("validation failed [{cat}] {}: {reason}", v.label()));
+        }
+    }
+    Ok(())
+}

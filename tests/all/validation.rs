@@ -1,0 +1,190 @@
+//! Validators: programmatic checks, hallucinated success from the ledger, an LLM judge;
+//! verdicts recorded, shown by inspect, fed to the performance DB.
+
+use crate::support::*;
+use agentflow::{RunOptions, Status};
+use serde_json::json;
+
+fn results(host: &agentflow::Host, run: &str) -> Vec<serde_json::Value> {
+    events(host, run)
+        .into_iter()
+        .filter(|e| e.kind == "validation.result")
+        .map(|e| e.response)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn programmatic_validators_pass_or_fail_with_a_category() {
+    let dir = TempDir::new("val-prog");
+    let host = host(
+        &dir,
+        r#"
+[[validators]]
+name = "is-array"
+agents = ["scripted"]
+kind = "json-schema"
+schema = { type = "array", minItems = 1 }
+[[validators]]
+kind = "length"
+agents = ["scripted"]
+max_chars = 10000
+[[validators]]
+name = "greets"
+agents = ["hello"]
+kind = "pattern"
+must_match = ["*answer to*"]
+must_not_match = ["*TODO*"]
+[[validators]]
+name = "object-only"
+agents = ["hello"]
+kind = "json-schema"
+schema = { type = "object" }
+"#,
+    );
+    let (ok, _) = run_scripted(&host, json!([{"log": "x"}]), RunOptions::default()).await;
+    assert_eq!(ok.status, Status::Completed, "{ok:?}");
+    let r = results(&host, &ok.run_id);
+    assert_eq!(r.len(), 2);
+    assert!(r.iter().all(|v| v["result"]["verdict"] == "pass"));
+
+    let hello = host
+        .run_file(&example("hello"), "world", RunOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(hello.status, Status::Failed);
+    let err = hello.error.unwrap();
+    assert!(
+        err.starts_with("validation failed [syntactic] object-only: output is not JSON"),
+        "{err}"
+    );
+    let r = results(&host, &hello.run_id);
+    assert_eq!(
+        r[0]["result"]["verdict"], "pass",
+        "the pattern ran first and passed"
+    );
+    assert_eq!(r[1]["category"], "syntactic");
+    let conn = host.ledger().reader().unwrap();
+    let text = agentflow::observe::inspect::render(
+        &agentflow::observe::inspect::load(&conn, &hello.run_id)
+            .unwrap()
+            .unwrap(),
+    );
+    assert!(
+        text.contains("✓ validator greets [semantic] pass")
+            && text.contains("✗ validator object-only [syntactic] fail"),
+        "{text}"
+    );
+    // Failures feed the producing model's quality score.
+    assert!(host.scheduler().perf().quality("mock-small", 0.6) < 0.6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claimed_effects_must_be_in_the_ledger() {
+    let dir = TempDir::new("val-claims");
+    let ws = dir.join("ws");
+    let host = host(
+        &dir,
+        r#"
+[[validators]]
+name = "deploy-claims"
+kind = "claims"
+root_only = true
+claims = [{ pattern = "*deployed*", tool = "cloud" }, { pattern = "*greet*", tool = "cloud" }]
+"#,
+    );
+    let opts = RunOptions {
+        grants: vec!["cloud".into()],
+        workspace: Some(ws),
+        ..Default::default()
+    };
+    let deployed = host
+        .run_file(
+            &example("deployer"),
+            r#"{"app": "shop", "resources": 2}"#,
+            opts,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        deployed.status,
+        Status::Completed,
+        "the children's cloud calls back the claim: {deployed:?}"
+    );
+    let hello = host
+        .run_file(&example("hello"), "greet the world", RunOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(hello.status, Status::Failed);
+    let err = hello.error.unwrap();
+    assert!(
+        err.contains("[hallucinated-success]") && err.contains("tool `cloud` never succeeded"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_llm_judge_on_another_model_scores_the_output() {
+    for (reply, status) in [
+        ("score: 3 - the test asserts nothing", Status::Failed),
+        ("Score: 9/10, thorough", Status::Completed),
+        ("looks fine", Status::Completed),
+    ] {
+        let dir = TempDir::new("val-judge");
+        let host = host(
+            &dir,
+            &format!(
+                r#"
+[llm.mock]
+rules = [{{ task_type = "judge", reply = "{reply}" }}]
+[[validators]]
+kind = "judge"
+agents = ["hello"]
+rubric = "The greeting must be friendly."
+threshold = 7
+"#
+            ),
+        );
+        let report = host
+            .run_file(&example("hello"), "world", RunOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(report.status, status, "{reply}: {report:?}");
+        let ev = events(&host, &report.run_id);
+        let judge = ev.iter().find(|e| e.kind == "validation.judge").unwrap();
+        assert_eq!(
+            judge.model.as_deref(),
+            Some("mock-large"),
+            "not the producer's model"
+        );
+        assert!(
+            judge.request["prompt"]
+                .as_str()
+                .unwrap()
+                .contains("The greeting must be friendly.")
+        );
+        let verdict = results(&host, &report.run_id)[0]["result"]["verdict"].clone();
+        let expected = match reply {
+            "looks fine" => "uncertain",
+            _ if status == Status::Failed => "fail",
+            _ => "pass",
+        };
+        assert_eq!(verdict, expected, "{reply}");
+    }
+}
+
+#[test]
+fn bad_validators_are_config_errors() {
+    let err = agentflow::HostConfig::from_toml("[[validators]]\nkind = \"json-schema\"\n")
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("needs `schema`"), "{err}");
+    let err = agentflow::HostConfig::from_toml("[[validators]]\nkind = \"vibes\"\n")
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("kind `vibes`"), "{err}");
+    assert_eq!(
+        agentflow::validation::parse_score("Score: 8.5 because"),
+        Some(8.5)
+    );
+    assert_eq!(agentflow::validation::parse_score("no number"), None);
+}
