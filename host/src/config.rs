@@ -35,6 +35,9 @@ pub struct HostConfig {
     /// Output validators (`[[validators]]`), run on each task's output in order.
     #[serde(default)]
     pub validators: Vec<crate::validation::ValidatorConfig>,
+    /// Retries of tasks whose output failed validation (`[retry]`).
+    #[serde(default)]
+    pub retry: crate::validation::RetryConfig,
     /// Durability settings (`[durability]`).
     #[serde(default)]
     pub durability: DurabilityConfig,

@@ -93,6 +93,9 @@ struct StoredRunConfig {
     /// Output validators.
     #[serde(default)]
     validators: Vec<validation::ValidatorConfig>,
+    /// Retries after validation failures.
+    #[serde(default)]
+    retry: validation::RetryConfig,
 }
 
 /// Hash of what decides a run's behaviour: the component, the input, the limits and
@@ -230,6 +233,7 @@ impl Host {
             model_override: None,
             budget_tokens: self.config.budget.tokens,
             validators: self.config.validators.clone(),
+            retry: self.config.retry.clone(),
             constraints: {
                 let mut c = self.config.constraints.clone();
                 if let Some(n) = opts.max_concurrency {
@@ -294,6 +298,7 @@ impl Host {
             stored.model_override.clone(),
             stored.constraints.clone(),
             stored.validators.clone(),
+            stored.retry.clone(),
         )
     }
 
@@ -476,13 +481,20 @@ impl Host {
             by_task.entry(e.task_id).or_default().push(e);
         }
         let replay_for = |task_id: u64, events: Vec<ledger::query::EventRow>| {
-            let (mut replay, nondet) = durability::replay::Replay::from_events(events);
-            replay.attach_states(|c| {
-                ledger::query::checkpoint_state(&reader, &run_id, task_id, c.seq)
-                    .ok()
-                    .flatten()
-            });
-            supervisor::ReplayStart { replay, nondet }
+            let mut attempts = durability::replay::Replay::attempts(events);
+            for (replay, _, _) in attempts.iter_mut() {
+                replay.attach_states(|c| {
+                    ledger::query::checkpoint_state(&reader, &run_id, task_id, c.seq)
+                        .ok()
+                        .flatten()
+                });
+            }
+            let (replay, nondet, _) = attempts.remove(0);
+            supervisor::ReplayStart {
+                replay,
+                nondet,
+                later: attempts,
+            }
         };
         let text = |hash: &str| -> anyhow::Result<String> {
             Ok(

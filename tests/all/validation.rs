@@ -188,3 +188,187 @@ fn bad_validators_are_config_errors() {
     );
     assert_eq!(agentflow::validation::parse_score("no number"), None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_with_the_validators_feedback_passes() {
+    let dir = TempDir::new("val-retry-feedback");
+    let host = host(
+        &dir,
+        r#"
+[llm.mock]
+rules = [{ contains = "feedback on your previous attempt", reply = "A revised, friendly greeting." }]
+[[validators]]
+name = "revised"
+agents = ["hello"]
+kind = "pattern"
+must_match = ["*revised*"]
+[retry]
+max_attempts = 3
+semantic = "feedback"
+"#,
+    );
+    let report = host
+        .run_file(&example("hello"), "world", RunOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(report.status, Status::Completed, "{report:?}");
+    assert_eq!(
+        report.output.as_deref(),
+        Some("A revised, friendly greeting.")
+    );
+    let ev = events(&host, &report.run_id);
+    let retries: Vec<_> = ev.iter().filter(|e| e.kind == "validation.retry").collect();
+    assert_eq!(retries.len(), 1);
+    assert_eq!(retries[0].response["strategy"], "feedback");
+    let verdicts: Vec<_> = results(&host, &report.run_id)
+        .iter()
+        .map(|r| r["result"]["verdict"].clone())
+        .collect();
+    assert_eq!(verdicts, vec![json!("fail"), json!("pass")]);
+    let second_call = ev
+        .iter()
+        .filter(|e| e.kind == "llm.complete")
+        .nth(1)
+        .unwrap();
+    let messages = second_call.request["chat"]["messages"].as_array().unwrap();
+    assert!(
+        messages.last().unwrap()["content"]
+            .as_str()
+            .unwrap()
+            .contains("rejected by the validator `revised`")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_escalates_to_a_better_model() {
+    let dir = TempDir::new("val-retry-escalate");
+    let host = host(
+        &dir,
+        r#"
+[llm.mock]
+rules = [{ model = "mock-large", reply = "LARGE: a careful greeting." }]
+[[validators]]
+agents = ["hello"]
+kind = "pattern"
+must_match = ["LARGE*"]
+[retry]
+max_attempts = 2
+semantic = "escalate"
+"#,
+    );
+    let report = host
+        .run_file(&example("hello"), "world", RunOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(report.status, Status::Completed, "{report:?}");
+    let models: Vec<_> = events(&host, &report.run_id)
+        .into_iter()
+        .filter(|e| e.kind == "llm.complete")
+        .map(|e| e.model.unwrap())
+        .collect();
+    assert_eq!(models, vec!["mock-small", "mock-large"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_are_bounded_and_stop_when_the_budget_runs_out() {
+    let dir = TempDir::new("val-retry-bounded");
+    let toml = r#"
+[[validators]]
+agents = ["hello"]
+kind = "pattern"
+must_match = ["never*"]
+[retry]
+max_attempts = 4
+semantic = "feedback"
+"#;
+    let host = host(&dir, toml);
+    let report = host
+        .run_file(&example("hello"), "world", RunOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(report.status, Status::Failed);
+    let ev = events(&host, &report.run_id);
+    assert_eq!(
+        ev.iter().filter(|e| e.kind == "validation.retry").count(),
+        3,
+        "4 attempts in all"
+    );
+    // A budget that covers about one attempt stops the loop early.
+    let dir2 = TempDir::new("val-retry-budget");
+    let host2 = crate::support::host(&dir2, toml);
+    let opts = RunOptions {
+        budget_usd: Some(0.00012),
+        ..Default::default()
+    };
+    let report = host2
+        .run_file(&example("hello"), "world", opts)
+        .await
+        .unwrap();
+    assert_eq!(report.status, Status::Failed);
+    let attempts = events(&host2, &report.run_id)
+        .iter()
+        .filter(|e| e.kind == "llm.complete" && e.ok)
+        .count();
+    assert!(
+        attempts < 4,
+        "the budget stopped the retries after {attempts} attempts"
+    );
+    assert!(report.cost_usd <= 0.00012 + 1e-12);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_during_a_retry_resumes_without_redoing_finished_attempts() {
+    let dir = TempDir::new("val-retry-resume");
+    let host = host(
+        &dir,
+        r#"
+[llm.mock]
+rules = [{ contains = "feedback on your previous attempt", reply = "A revised, friendly greeting." }]
+[[validators]]
+agents = ["hello"]
+kind = "pattern"
+must_match = ["*revised*"]
+[retry]
+max_attempts = 3
+semantic = "feedback"
+"#,
+    );
+    let report = host
+        .run_file(&example("hello"), "world", RunOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(report.status, Status::Completed);
+    // Cut the record right after the second attempt's LLM reply, as a crash would.
+    let conn = rusqlite::Connection::open(dir.join("ledger.db")).unwrap();
+    let cut: i64 = conn
+        .query_row(
+            "SELECT MAX(seq) FROM events WHERE kind = 'llm.complete'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    conn.execute("DELETE FROM events WHERE seq > ?1", [cut])
+        .unwrap();
+    conn.execute("UPDATE runs SET status = 'running', output = NULL", [])
+        .unwrap();
+    conn.execute("UPDATE tasks SET status = 'running', output = NULL", [])
+        .unwrap();
+    drop(conn);
+    let resumed = host
+        .resume(&report.run_id, agentflow::ResumeOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(resumed.status, Status::Completed, "{resumed:?}");
+    assert_eq!(resumed.output, report.output);
+    let ev = events(&host, &report.run_id);
+    assert_eq!(
+        ev.iter().filter(|e| e.kind == "llm.complete").count(),
+        2,
+        "no LLM call re-sent"
+    );
+    assert_eq!(
+        ev.iter().filter(|e| e.kind == "validation.retry").count(),
+        1,
+        "the retry not repeated"
+    );
+}

@@ -170,7 +170,14 @@ fn to_chat(req: &Request, model: String) -> ChatRequest {
 impl Host for TaskCtx {
     async fn complete(&mut self, req: Request) -> wasmtime::Result<Result<Response, LlmError>> {
         let started_at = self.admit()?;
-        let template = to_chat(&req, String::new());
+        let mut template = to_chat(&req, String::new());
+        if let Some(feedback) = &self.feedback {
+            template.messages.push(ChatMessage {
+                role: providers::Role::User,
+                content: feedback.clone(),
+                tool_call_id: None,
+            });
+        }
         let estimated_input_tokens: u64 = template
             .messages
             .iter()
@@ -187,11 +194,13 @@ impl Host for TaskCtx {
             min_context_window: req.min_context_window,
             task_type: req.task_type.clone(),
             pinned: self
-                .run
                 .model_override
                 .clone()
+                .or_else(|| self.run.model_override.clone())
                 .or_else(|| req.model.clone()),
-            allow_fallback: (req.model.is_none() && self.run.model_override.is_none())
+            allow_fallback: (req.model.is_none()
+                && self.run.model_override.is_none()
+                && self.model_override.is_none())
                 || req.allow_fallback,
             max_cost_usd: req.max_cost_usd,
             max_latency_ms: req.max_latency_ms.map(u64::from),

@@ -52,6 +52,10 @@ pub struct TaskCtx {
     pub(crate) in_doubt: Option<String>,
     /// The task's execution slot; given back while it waits for a child.
     pub(crate) slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// Validator feedback from a failed attempt, added to every LLM prompt of this one.
+    pub(crate) feedback: Option<String>,
+    /// The model every LLM call of this attempt is pinned to (an escalated retry).
+    pub(crate) model_override: Option<String>,
     /// When the guest last entered or left the host (CPU accounting skips ticks spent
     /// waiting there).
     pub(crate) last_call_at: std::time::Instant,
@@ -127,6 +131,8 @@ impl TaskCtx {
             diverged: None,
             in_doubt: None,
             slot: None,
+            feedback: None,
+            model_override: None,
             last_call_at: std::time::Instant::now(),
         }
     }

@@ -28,6 +28,7 @@ pub const AUXILIARY: &[&str] = &[
     "recovery.compensate",
     "validation.result",
     "validation.judge",
+    "validation.retry",
 ];
 
 /// One recorded host call.
@@ -83,6 +84,27 @@ impl Replay {
             });
         }
         (Replay { calls }, nondet)
+    }
+
+    /// Split a task's events into attempts at its `validation.retry` markers: each
+    /// attempt's calls, clock/random values, and the marker that started it (none for
+    /// the first).
+    pub fn attempts(events: Vec<EventRow>) -> Vec<(Replay, VecDeque<Value>, Option<Value>)> {
+        let mut out = Vec::new();
+        let mut current = Vec::new();
+        let mut marker = None;
+        for e in events {
+            if e.kind == "validation.retry" {
+                let (r, n) = Replay::from_events(std::mem::take(&mut current));
+                out.push((r, n, marker.take()));
+                marker = Some(e.response.clone());
+                continue;
+            }
+            current.push(e);
+        }
+        let (r, n) = Replay::from_events(current);
+        out.push((r, n, marker));
+        out
     }
 
     /// The next recorded call.

@@ -15,6 +15,7 @@ use crate::capabilities::{TaskCtx, wasi};
 use crate::durability::DivergencePolicy;
 use crate::ledger::{EventRecord, now_ms};
 use crate::supervisor::{ReplayStart, RunContext, TaskOutcome};
+use crate::validation::Strategy;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,17 +44,31 @@ struct Attempt {
     diverged: Option<String>,
 }
 
+/// How one attempt starts: replaying a record, restarting from a checkpoint, with
+/// validator feedback or on an escalated model.
+#[derive(Default)]
+struct AttemptSetup {
+    replay: Option<ReplayStart>,
+    restart: Option<(u32, Checkpoint)>,
+    slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    feedback: Option<String>,
+    model: Option<String>,
+}
+
 /// Execute task `task_id` of `run` — replaying its record first when `replay` is given
 /// — and return how it ended. Does not record the end itself (the caller does, through
 /// `RunContext::finish`). A replay that diverges fails the task, or restarts it live
-/// from its last checkpoint, as the run's divergence policy says.
+/// from its last checkpoint, as the run's divergence policy says. A completed output
+/// passes the run's validators; a failure is retried (with the validator's feedback,
+/// or on a better model) as `[retry]` allows and the budget permits — each retry a
+/// `validation.retry` event that a resume replays like the rest.
 pub async fn execute_task(
     run: Arc<RunContext>,
     task_id: u64,
     depth: u32,
     agent: Arc<LoadedAgent>,
     input: String,
-    replay: Option<ReplayStart>,
+    mut replay: Option<ReplayStart>,
     slot: Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> TaskOutcome {
     if let Err(e) = run
@@ -63,13 +78,129 @@ pub async fn execute_task(
     {
         return TaskOutcome::Failed(format!("cannot record task start: {e}"));
     }
-    let first = run_once(&run, task_id, depth, &agent, &input, replay, None, slot).await;
-    let Some(divergence) = first.diverged else {
-        return validated(&run, task_id, &agent, &input, first.outcome).await;
+    let mut later: std::collections::VecDeque<_> = replay
+        .as_mut()
+        .map(|r| std::mem::take(&mut r.later))
+        .unwrap_or_default()
+        .into();
+    let mut setup = AttemptSetup {
+        replay,
+        slot,
+        ..Default::default()
     };
+    let mut attempt = 1;
+    loop {
+        let result = run_once(&run, task_id, depth, &agent, &input, setup).await;
+        let outcome = match result.diverged {
+            Some(divergence) => {
+                return after_divergence(&run, task_id, depth, &agent, &input, divergence).await;
+            }
+            None => result.outcome,
+        };
+        let TaskOutcome::Completed(output) = outcome else {
+            return outcome;
+        };
+        // A later attempt is already recorded: this one failed validation before a crash.
+        if let Some((replay, nondet, marker)) = later.pop_front() {
+            let marker = marker.unwrap_or_default();
+            setup = AttemptSetup {
+                replay: Some(ReplayStart {
+                    replay,
+                    nondet,
+                    later: Vec::new(),
+                }),
+                slot: run.take_slot().await,
+                feedback: marker["feedback"].as_str().map(str::to_string),
+                model: marker["model"].as_str().map(str::to_string),
+                ..Default::default()
+            };
+            attempt += 1;
+            continue;
+        }
+        let failure =
+            match crate::validation::validate(&run, task_id, &agent.name, &input, &output).await {
+                Ok(()) => return TaskOutcome::Completed(output),
+                Err(failure) => failure,
+            };
+        let strategy = run.retry.strategy(failure.category);
+        if attempt >= run.retry.max_attempts || strategy == Strategy::None {
+            return TaskOutcome::Failed(failure.to_string());
+        }
+        if run.budget.remaining(task_id) <= 0.0 {
+            return TaskOutcome::Failed(format!("{failure}; no budget left to retry"));
+        }
+        let excerpt: String = output.chars().take(1000).collect();
+        let feedback = format!(
+            "Feedback on your previous attempt: it was rejected by the validator `{}` ({}): {}\nYour previous answer was:\n{excerpt}\nProduce a corrected answer.",
+            failure.validator,
+            serde_json::to_value(failure.category)
+                .ok()
+                .and_then(|c| c.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            failure.reason
+        );
+        let model = match strategy {
+            Strategy::Escalate => {
+                let mut models: Vec<_> = run.scheduler.models().to_vec();
+                models.sort_by(|a, b| {
+                    b.quality
+                        .partial_cmp(&a.quality)
+                        .unwrap_or(std::cmp::Ordering::Equal)
+                });
+                models.first().map(|m| m.name.clone())
+            }
+            _ => None,
+        };
+        let marker = json!({
+            "attempt": attempt + 1,
+            "strategy": strategy,
+            "category": failure.category,
+            "validator": failure.validator,
+            "reason": failure.reason,
+            "feedback": feedback,
+            "model": model,
+        });
+        let event = EventRecord {
+            run_id: run.run_id.clone(),
+            task_id,
+            kind: "validation.retry".into(),
+            ok: true,
+            request: serde_json::Value::Null,
+            response: marker,
+            identity: None,
+            model: model.clone(),
+            tokens_in: 0,
+            tokens_out: 0,
+            cost_usd: 0.0,
+            started_at: now_ms(),
+            finished_at: now_ms(),
+        };
+        if let Err(e) = run.ledger.append(event).await {
+            return TaskOutcome::Failed(format!("{failure}; cannot record the retry: {e}"));
+        }
+        tracing::info!(run = %run.run_id, task = task_id, attempt = attempt + 1, ?strategy, "retrying after a validation failure");
+        setup = AttemptSetup {
+            slot: run.take_slot().await,
+            feedback: Some(feedback),
+            model,
+            ..Default::default()
+        };
+        attempt += 1;
+    }
+}
+
+/// A replay diverged: record it, then fail or restart from the last checkpoint.
+async fn after_divergence(
+    run: &Arc<RunContext>,
+    task_id: u64,
+    depth: u32,
+    agent: &Arc<LoadedAgent>,
+    input: &str,
+    divergence: String,
+) -> TaskOutcome {
     let restart = match run.divergence {
         DivergencePolicy::Fail => None,
-        DivergencePolicy::FromCheckpoint => last_checkpoint(&run, task_id),
+        DivergencePolicy::FromCheckpoint => last_checkpoint(run, task_id),
     };
     let note = json!({ "error": divergence, "policy": run.divergence,
                        "restart_from_checkpoint": restart.as_ref().map(|(n, c)| json!({ "number": n, "note": c.note, "step": c.step })) });
@@ -97,25 +228,20 @@ pub async fn execute_task(
         }
         None => TaskOutcome::Failed(divergence),
         Some(checkpoint) => {
-            let slot = run.take_slot().await;
-            let outcome = run_once(
-                &run,
-                task_id,
-                depth,
-                &agent,
-                &input,
-                None,
-                Some(checkpoint),
-                slot,
-            )
-            .await
-            .outcome;
-            validated(&run, task_id, &agent, &input, outcome).await
+            let setup = AttemptSetup {
+                restart: Some(checkpoint),
+                slot: run.take_slot().await,
+                ..Default::default()
+            };
+            let outcome = run_once(run, task_id, depth, agent, input, setup)
+                .await
+                .outcome;
+            validated(run, task_id, agent, input, outcome).await
         }
     }
 }
 
-/// Pass a completed task's output through the run's validators.
+/// Pass a completed task's output through the run's validators (no retries).
 async fn validated(
     run: &Arc<RunContext>,
     task_id: u64,
@@ -127,7 +253,7 @@ async fn validated(
         TaskOutcome::Completed(output) => {
             match crate::validation::validate(run, task_id, &agent.name, input, &output).await {
                 Ok(()) => TaskOutcome::Completed(output),
-                Err(failure) => TaskOutcome::Failed(failure),
+                Err(failure) => TaskOutcome::Failed(failure.to_string()),
             }
         }
         other => other,
@@ -152,20 +278,26 @@ fn last_checkpoint(run: &RunContext, task_id: u64) -> Option<(u32, Checkpoint)> 
     ))
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn run_once(
     run: &Arc<RunContext>,
     task_id: u64,
     depth: u32,
     agent: &Arc<LoadedAgent>,
     input: &str,
-    replay: Option<ReplayStart>,
-    restart: Option<(u32, Checkpoint)>,
-    slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    setup: AttemptSetup,
 ) -> Attempt {
+    let AttemptSetup {
+        replay,
+        restart,
+        slot,
+        feedback,
+        model,
+    } = setup;
     let limits = run.limits.clone();
     let mut task = TaskCtx::new(run.clone(), task_id, depth, agent.clone());
     task.slot = slot;
+    task.feedback = feedback;
+    task.model_override = model;
     if let Some(start) = replay {
         task.nondet.set_replay(start.nondet);
         task.replay = Some(start.replay);

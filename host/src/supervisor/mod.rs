@@ -113,6 +113,12 @@ struct TaskTree {
 pub struct ReplayStart {
     pub replay: crate::durability::replay::Replay,
     pub nondet: VecDeque<serde_json::Value>,
+    /// Later attempts (after `validation.retry` markers): calls, values, marker.
+    pub later: Vec<(
+        crate::durability::replay::Replay,
+        VecDeque<serde_json::Value>,
+        Option<serde_json::Value>,
+    )>,
 }
 
 fn deps_json(deps: &[Dependency]) -> String {
@@ -176,6 +182,8 @@ pub struct RunContext {
     pub constraints: ConstraintsConfig,
     /// Output validators (`[[validators]]`).
     pub validators: Vec<crate::validation::ValidatorConfig>,
+    /// Retries after validation failures (`[retry]`).
+    pub retry: crate::validation::RetryConfig,
     /// One permit per task allowed to execute at once.
     pub slots: Arc<Semaphore>,
     /// Locks for shared resources and mutual exclusion, by name.
@@ -207,6 +215,7 @@ impl RunContext {
         model_override: Option<String>,
         constraints: ConstraintsConfig,
         validators: Vec<crate::validation::ValidatorConfig>,
+        retry: crate::validation::RetryConfig,
     ) -> Arc<RunContext> {
         Arc::new(RunContext {
             run_id,
@@ -222,6 +231,7 @@ impl RunContext {
             divergence,
             model_override,
             validators,
+            retry,
             slots: Arc::new(Semaphore::new(
                 constraints.max_concurrent_tasks.max(1) as usize
             )),

@@ -130,6 +130,81 @@ impl ValidatorConfig {
     }
 }
 
+/// Why validation failed a task.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Failure {
+    pub category: Category,
+    pub validator: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let cat = serde_json::to_value(self.category)
+            .ok()
+            .and_then(|c| c.as_str().map(str::to_string))
+            .unwrap_or_default();
+        write!(
+            f,
+            "validation failed [{cat}] {}: {}",
+            self.validator, self.reason
+        )
+    }
+}
+
+/// What to do when validation fails, per category (`[retry]`).
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    /// Fail the task.
+    #[default]
+    None,
+    /// Run it again with the validator's feedback added to every LLM prompt.
+    Feedback,
+    /// Run it again on the highest-quality model of the catalog, with the feedback.
+    Escalate,
+}
+
+/// `[retry]`: bounded, budget-aware retries of tasks whose output failed validation.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Attempts per task, the first included (default 1: no retries).
+    pub max_attempts: u32,
+    pub syntactic: Strategy,
+    pub semantic: Strategy,
+    pub partial: Strategy,
+    #[serde(rename = "hallucinated-success")]
+    pub hallucinated_success: Strategy,
+    pub degraded: Strategy,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            max_attempts: 1,
+            syntactic: Strategy::Feedback,
+            semantic: Strategy::Escalate,
+            partial: Strategy::Feedback,
+            hallucinated_success: Strategy::Feedback,
+            degraded: Strategy::Escalate,
+        }
+    }
+}
+
+impl RetryConfig {
+    /// The strategy for a category.
+    pub fn strategy(&self, c: Category) -> Strategy {
+        match c {
+            Category::Syntactic => self.syntactic,
+            Category::Semantic => self.semantic,
+            Category::Partial => self.partial,
+            Category::HallucinatedSuccess => self.hallucinated_success,
+            Category::Degraded => self.degraded,
+        }
+    }
+}
+
 /// A validator's verdict.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "verdict", content = "reason", rename_all = "lowercase")]
@@ -370,7 +445,7 @@ pub async fn validate(
     agent: &str,
     input: &str,
     output: &str,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     let mut validators: Vec<&ValidatorConfig> = run
         .validators
         .iter()
@@ -439,16 +514,17 @@ pub async fn validate(
             started_at: now,
             finished_at: now,
         };
-        run.ledger
-            .append(event)
-            .await
-            .map_err(|e| format!("cannot record validation: {e}"))?;
+        run.ledger.append(event).await.map_err(|e| Failure {
+            category: Category::Degraded,
+            validator: v.label(),
+            reason: format!("cannot record validation: {e}"),
+        })?;
         if let Verdict::Fail(reason) = verdict {
-            let cat = serde_json::to_value(category)
-                .ok()
-                .and_then(|c| c.as_str().map(str::to_string))
-                .unwrap_or_default();
-            return Err(format!("validation failed [{cat}] {}: {reason}", v.label()));
+            return Err(Failure {
+                category,
+                validator: v.label(),
+                reason,
+            });
         }
     }
     Ok(())
