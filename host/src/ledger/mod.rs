@@ -330,7 +330,8 @@ impl Ledger {
     }
 
     /// Mark a task as running with the input it runs on (its own, plus the outputs of
-    /// `data-from` dependencies). A resumed task keeps its first start time.
+    /// `data-from` dependencies). A resumed task keeps its first start time; a task that
+    /// already ended (say, cancelled while it was starting) is never set back to running.
     pub async fn start_task(
         &self,
         run_id: String,
@@ -341,7 +342,7 @@ impl Ledger {
             let hash = blobs::put(&w.conn, run_input.as_bytes())?;
             w.conn.execute(
                 "UPDATE tasks SET status = 'running', started_at = COALESCE(started_at, ?3), run_input_hash = ?4
-                 WHERE run_id = ?1 AND task_id = ?2",
+                 WHERE run_id = ?1 AND task_id = ?2 AND status IN ('pending', 'running')",
                 params![run_id, task_id as i64, now_ms(), hash],
             )?;
             Ok(())
