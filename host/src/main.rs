@@ -215,10 +215,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
             require_approval_over_usd,
             json,
         } => {
-            let config = match &config {
-                Some(path) => HostConfig::from_file(path)?,
-                None => HostConfig::default(),
-            };
+            let config = load_config(config.as_deref())?;
             let input = match (input, input_file) {
                 (Some(text), _) => text,
                 (None, Some(path)) => std::fs::read_to_string(&path)
@@ -258,13 +255,8 @@ fn real_main() -> anyhow::Result<ExitCode> {
             agent,
             json,
         } => {
-            let config = match &config {
-                Some(path) => HostConfig::from_file(path)?,
-                None => HostConfig::default(),
-            };
-            if !db.exists() {
-                bail!("no ledger at {} (pass --db)", db.display());
-            }
+            let config = load_config(config.as_deref())?;
+            require_ledger(&db)?;
             let runtime = tokio::runtime::Runtime::new()?;
             let report = runtime.block_on(async {
                 let host = Host::new(config, &db)?;
@@ -286,13 +278,8 @@ fn real_main() -> anyhow::Result<ExitCode> {
             apply,
             json,
         } => {
-            let config = match &config {
-                Some(path) => HostConfig::from_file(path)?,
-                None => HostConfig::default(),
-            };
-            if !db.exists() {
-                bail!("no ledger at {} (pass --db)", db.display());
-            }
+            let config = load_config(config.as_deref())?;
+            require_ledger(&db)?;
             let runtime = tokio::runtime::Runtime::new()?;
             let (plan, compensations, report) = runtime.block_on(async {
                 let host = Host::new(config, &db)?;
@@ -322,13 +309,8 @@ fn real_main() -> anyhow::Result<ExitCode> {
             config,
             json,
         } => {
-            let config = match &config {
-                Some(path) => HostConfig::from_file(path)?,
-                None => HostConfig::default(),
-            };
-            if !db.exists() {
-                bail!("no ledger at {} (pass --db)", db.display());
-            }
+            let config = load_config(config.as_deref())?;
+            require_ledger(&db)?;
             let runtime = tokio::runtime::Runtime::new()?;
             let report = runtime.block_on(async {
                 let host = Host::new(config, &db)?;
@@ -406,10 +388,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Models { config, db, json } => {
-            let config = match &config {
-                Some(path) => HostConfig::from_file(path)?,
-                None => HostConfig::default(),
-            };
+            let config = load_config(config.as_deref())?;
             let models = agentflow::observe::models::load(&config, &db)?;
             if json {
                 println!("{}", serde_json::to_string(&models)?);
@@ -435,9 +414,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
 
 /// Approve or deny a pending approval.
 fn decide(db: &Path, id: u64, approve: bool, note: Option<String>) -> anyhow::Result<ExitCode> {
-    if !db.exists() {
-        bail!("no ledger at {} (pass --db)", db.display());
-    }
+    require_ledger(db)?;
     let ledger = Ledger::open(db)?;
     match ledger.decide_approval_blocking(id, approve, note)? {
         Some((run, task)) => {
@@ -449,6 +426,22 @@ fn decide(db: &Path, id: u64, approve: bool, note: Option<String>) -> anyhow::Re
         }
         None => bail!("no pending approval {id} (see `agentflow approvals`)"),
     }
+}
+
+/// The host configuration from `--config`, or the defaults.
+fn load_config(path: Option<&Path>) -> anyhow::Result<HostConfig> {
+    match path {
+        Some(path) => HostConfig::from_file(path),
+        None => Ok(HostConfig::default()),
+    }
+}
+
+/// Refuse to go on without an existing ledger.
+fn require_ledger(db: &Path) -> anyhow::Result<()> {
+    if !db.exists() {
+        bail!("no ledger at {} (pass --db)", db.display());
+    }
+    Ok(())
 }
 
 fn parse_policy(s: &str) -> Result<agentflow::durability::DivergencePolicy, String> {
