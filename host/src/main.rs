@@ -116,6 +116,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Calibrate a judge: run the first judge validator of <judge-config> over labelled
+    /// outputs (JSON lines `{task, output, label: pass|fail}`) and report its
+    /// false-positive and false-negative rates.
+    Eval {
+        judge_config: PathBuf,
+        labelled: PathBuf,
+        #[arg(long, default_value = "agentflow.db")]
+        db: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// List approval requests (pending ones, or all with --all).
     Approvals {
         #[arg(long, default_value = "agentflow.db")]
@@ -325,6 +336,50 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string(&d)?);
             } else {
                 print!("{}", agentflow::observe::diff::render(&d));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Eval {
+            judge_config,
+            labelled,
+            db,
+            json,
+        } => {
+            let config = HostConfig::from_file(&judge_config)?;
+            let judge = config
+                .validators
+                .iter()
+                .find(|v| v.kind == "judge")
+                .cloned()
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "{} has no [[validators]] entry of kind \"judge\"",
+                        judge_config.display()
+                    )
+                })?;
+            let runtime = tokio::runtime::Runtime::new()?;
+            let report = runtime.block_on(async {
+                let host = Host::new(config, &db)?;
+                agentflow::validation::calibrate::calibrate(host.scheduler(), &judge, &labelled)
+                    .await
+            })?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!(
+                    "judge {} (threshold {}) on {} labelled outputs",
+                    report.model, report.threshold, report.examples
+                );
+                println!(
+                    "false-positive rate {:.1}% ({} bad passed of {}), false-negative rate {:.1}% ({} good failed of {}), {} uncertain",
+                    report.false_positive_rate * 100.0,
+                    report.false_positives,
+                    report.false_positives + report.true_negatives,
+                    report.false_negative_rate * 100.0,
+                    report.false_negatives,
+                    report.false_negatives + report.true_positives,
+                    report.uncertain
+                );
             }
             Ok(ExitCode::SUCCESS)
         }

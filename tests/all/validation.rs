@@ -372,3 +372,75 @@ semantic = "feedback"
         "the retry not repeated"
     );
 }
+
+#[test]
+fn judge_calibration_reports_false_positive_and_negative_rates() {
+    let dir = TempDir::new("val-eval");
+    let config = dir.join("judge.toml");
+    // The mock judge likes any output that mentions an assertion.
+    std::fs::write(
+        &config,
+        r#"
+[llm.mock]
+rules = [{ task_type = "judge", contains = "assert", reply = "score: 9" }, { task_type = "judge", reply = "score: 2" }]
+[[validators]]
+kind = "judge"
+rubric = "A test must check the behaviour it claims to test."
+threshold = 7
+"#,
+    )
+    .unwrap();
+    let labelled = dir.join("labelled.jsonl");
+    let rows = [
+        (r#"assert_eq!(add(2, 2), 4);"#, "pass"),
+        (r#"assert!(parse("x").is_err());"#, "pass"),
+        (r#"let _ = add(2, 2); // checks nothing"#, "pass"),
+        (r#"// assert nothing, just run it"#, "fail"),
+        (r#"fn test() {}"#, "fail"),
+        (r#"println!("ok");"#, "fail"),
+        (r#"let x = 1;"#, "fail"),
+    ];
+    let text: String = rows
+        .iter()
+        .map(|(out, label)| {
+            json!({"task": "write a test for add", "output": out, "label": label}).to_string()
+                + "\n"
+        })
+        .collect();
+    std::fs::write(&labelled, text).unwrap();
+    let out = crate::cli::agentflow()
+        .arg("eval")
+        .arg(&config)
+        .arg(&labelled)
+        .args(["--json", "--db"])
+        .arg(dir.join("e.db"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["examples"], 7);
+    assert_eq!(
+        report["false_positives"], 1,
+        "the comment that says 'assert' fools it"
+    );
+    assert_eq!(
+        report["false_negatives"], 1,
+        "a weak but acceptable test is failed"
+    );
+    assert!((report["false_positive_rate"].as_f64().unwrap() - 0.25).abs() < 1e-9);
+    assert!((report["false_negative_rate"].as_f64().unwrap() - 1.0 / 3.0).abs() < 1e-9);
+    assert_eq!(report["model"], "mock-large");
+    let text = crate::cli::agentflow()
+        .arg("eval")
+        .arg(&config)
+        .arg(&labelled)
+        .arg("--db")
+        .arg(dir.join("e.db"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&text.stdout).contains("false-positive rate 25.0%"));
+}

@@ -11,6 +11,7 @@
 //! scores of the producing model in the performance DB. The first failure fails the
 //! task with its category and reason.
 
+pub mod calibrate;
 pub mod schema;
 
 use crate::ledger::{EventRecord, now_ms, query};
@@ -307,37 +308,14 @@ async fn judge(
     output: &str,
 ) -> (Verdict, Option<f64>) {
     let scheduler = &run.scheduler;
-    let model = match &v.model {
-        Some(m) => scheduler.model(m).cloned(),
-        None => {
-            let mut models: Vec<_> = scheduler
-                .models()
-                .iter()
-                .filter(|m| Some(m.name.as_str()) != producer)
-                .collect();
-            models.sort_by(|a, b| {
-                b.quality
-                    .partial_cmp(&a.quality)
-                    .unwrap_or(std::cmp::Ordering::Equal)
-            });
-            models
-                .first()
-                .map(|m| (*m).clone())
-                .or_else(|| scheduler.models().first().cloned())
-        }
-    };
-    let Some(model) = model else {
+    let Some(model) = judge_model(scheduler, v, producer) else {
         return (
             Verdict::Uncertain("no judge model in the catalog".into()),
             None,
         );
     };
     let threshold = v.threshold.unwrap_or(7.0);
-    let prompt = format!(
-        "You are a strict judge.\nTask given to the agent:\n{input}\n\nThe agent's output:\n{output}\n\n\
-         Criteria:\n{}\n\nReply with a line `score: N` (N from 0 to 10) followed by your reasons.",
-        v.rubric.as_deref().unwrap_or_default()
-    );
+    let prompt = judge_prompt(v, input, output);
     let chat = ChatRequest {
         model: model.provider_model_id().to_string(),
         messages: vec![ChatMessage {
@@ -422,6 +400,43 @@ async fn judge(
         );
     }
     (verdict, score)
+}
+
+/// The judge's model: the configured one, else the highest-quality catalog model other
+/// than the producer's.
+pub(crate) fn judge_model(
+    scheduler: &crate::scheduler::Scheduler,
+    v: &ValidatorConfig,
+    producer: Option<&str>,
+) -> Option<crate::scheduler::catalog::ModelSpec> {
+    match &v.model {
+        Some(m) => scheduler.model(m).cloned(),
+        None => {
+            let mut models: Vec<_> = scheduler
+                .models()
+                .iter()
+                .filter(|m| Some(m.name.as_str()) != producer)
+                .collect();
+            models.sort_by(|a, b| {
+                b.quality
+                    .partial_cmp(&a.quality)
+                    .unwrap_or(std::cmp::Ordering::Equal)
+            });
+            models
+                .first()
+                .map(|m| (*m).clone())
+                .or_else(|| scheduler.models().first().cloned())
+        }
+    }
+}
+
+/// The judge's prompt for one output.
+pub(crate) fn judge_prompt(v: &ValidatorConfig, input: &str, output: &str) -> String {
+    format!(
+        "You are a strict judge.\nTask given to the agent:\n{input}\n\nThe agent's output:\n{output}\n\n\
+         Criteria:\n{}\n\nReply with a line `score: N` (N from 0 to 10) followed by your reasons.",
+        v.rubric.as_deref().unwrap_or_default()
+    )
 }
 
 /// `score: N` (or `N/10`) in a judge's reply.
