@@ -250,22 +250,14 @@ impl TaskCtx {
         if reads.is_empty() {
             return None;
         }
-        let now = now_ms();
-        Some(EventRecord {
-            run_id: self.run.run_id.clone(),
-            task_id: self.task_id,
-            kind: "wasi.nondet".into(),
-            ok: true,
-            request: Value::Null,
-            response: Value::Array(reads),
-            model: None,
-            tokens_in: 0,
-            tokens_out: 0,
-            cost_usd: 0.0,
-            started_at: now,
-            finished_at: now,
-            identity: None,
-        })
+        Some(EventRecord::note(
+            self.run.run_id.clone(),
+            self.task_id,
+            "wasi.nondet",
+            true,
+            Value::Null,
+            Value::Array(reads),
+        ))
     }
 }
 

@@ -262,22 +262,18 @@ pub async fn apply_rollbacks(
             let effects = std::mem::take(&mut *ctx.effects.lock().unwrap());
             ledger
                 .append(EventRecord {
-                    run_id: plan.run_id.clone(),
-                    task_id: r.task_id,
-                    kind: "recovery.compensate".into(),
-                    ok: result.is_ok(),
-                    request: json!({ "tool": r.tool, "args": args, "reverts_seq": r.seq }),
-                    response: match &result {
-                        Ok(out) => json!({ "ok": out, "effects": effects }),
-                        Err(e) => json!({ "error": e.to_string() }),
-                    },
-                    identity: None,
-                    model: None,
-                    tokens_in: 0,
-                    tokens_out: 0,
-                    cost_usd: 0.0,
                     started_at,
-                    finished_at: now_ms(),
+                    ..EventRecord::note(
+                        plan.run_id.clone(),
+                        r.task_id,
+                        "recovery.compensate",
+                        result.is_ok(),
+                        json!({ "tool": r.tool, "args": args, "reverts_seq": r.seq }),
+                        match &result {
+                            Ok(out) => json!({ "ok": out, "effects": effects }),
+                            Err(e) => json!({ "error": e.to_string() }),
+                        },
+                    )
                 })
                 .await?;
             result.map_err(|e| {

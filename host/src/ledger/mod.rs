@@ -144,6 +144,35 @@ pub struct EventRecord {
     pub finished_at: i64,
 }
 
+impl EventRecord {
+    /// An event without model usage (no model, tokens or cost), timed now.
+    pub fn note(
+        run_id: impl Into<String>,
+        task_id: u64,
+        kind: &str,
+        ok: bool,
+        request: serde_json::Value,
+        response: serde_json::Value,
+    ) -> EventRecord {
+        let now = now_ms();
+        EventRecord {
+            run_id: run_id.into(),
+            task_id,
+            kind: kind.to_string(),
+            ok,
+            request,
+            response,
+            identity: None,
+            model: None,
+            tokens_in: 0,
+            tokens_out: 0,
+            cost_usd: 0.0,
+            started_at: now,
+            finished_at: now,
+        }
+    }
+}
+
 type Job = Box<dyn FnOnce(&mut Writer) + Send>;
 
 /// State owned by the writer thread.
@@ -393,22 +422,7 @@ impl Ledger {
                 params![run_id, task_id as i64, description, reason, estimated_cost_usd, now_ms()],
             )?;
             let id = w.conn.last_insert_rowid() as u64;
-            let now = now_ms();
-            w.append_event(EventRecord {
-                run_id,
-                task_id,
-                kind: "approval.requested".into(),
-                ok: true,
-                request: serde_json::json!({ "approval_id": id, "reason": reason, "estimated_cost_usd": estimated_cost_usd }),
-                response: serde_json::Value::Null,
-                identity: None,
-                model: None,
-                tokens_in: 0,
-                tokens_out: 0,
-                cost_usd: 0.0,
-                started_at: now,
-                finished_at: now,
-            })?;
+            w.append_event(EventRecord::note(run_id, task_id, "approval.requested", true, serde_json::json!({ "approval_id": id, "reason": reason, "estimated_cost_usd": estimated_cost_usd }), serde_json::Value::Null))?;
             Ok(id)
         })
         .await
@@ -439,22 +453,14 @@ impl Ledger {
                 "UPDATE approvals SET status = ?2, note = ?3, decided_at = ?4 WHERE id = ?1",
                 params![id as i64, status, note, now_ms()],
             )?;
-            let now = now_ms();
-            w.append_event(EventRecord {
-                run_id: run_id.clone(),
-                task_id: task_id as u64,
-                kind: "approval.decided".into(),
-                ok: approve,
-                request: serde_json::json!({ "approval_id": id }),
-                response: serde_json::json!({ "decision": status, "note": note }),
-                identity: None,
-                model: None,
-                tokens_in: 0,
-                tokens_out: 0,
-                cost_usd: 0.0,
-                started_at: now,
-                finished_at: now,
-            })?;
+            w.append_event(EventRecord::note(
+                run_id.clone(),
+                task_id as u64,
+                "approval.decided",
+                approve,
+                serde_json::json!({ "approval_id": id }),
+                serde_json::json!({ "decision": status, "note": note }),
+            ))?;
             Ok(Some((run_id, task_id as u64)))
         })
         .await

@@ -13,7 +13,7 @@ use super::stdio::BoundedCapture;
 use crate::bindings::checkpoint::Checkpoint;
 use crate::capabilities::{TaskCtx, wasi};
 use crate::durability::DivergencePolicy;
-use crate::ledger::{EventRecord, now_ms};
+use crate::ledger::EventRecord;
 use crate::supervisor::{ReplayStart, RunContext, TaskOutcome};
 use crate::validation::Strategy;
 use serde_json::json;
@@ -161,19 +161,15 @@ pub async fn execute_task(
             "model": model,
         });
         let event = EventRecord {
-            run_id: run.run_id.clone(),
-            task_id,
-            kind: "validation.retry".into(),
-            ok: true,
-            request: serde_json::Value::Null,
-            response: marker,
-            identity: None,
             model: model.clone(),
-            tokens_in: 0,
-            tokens_out: 0,
-            cost_usd: 0.0,
-            started_at: now_ms(),
-            finished_at: now_ms(),
+            ..EventRecord::note(
+                run.run_id.clone(),
+                task_id,
+                "validation.retry",
+                true,
+                serde_json::Value::Null,
+                marker,
+            )
         };
         if let Err(e) = run.ledger.append(event).await {
             return TaskOutcome::Failed(format!("{failure}; cannot record the retry: {e}"));
@@ -204,21 +200,14 @@ async fn after_divergence(
     };
     let note = json!({ "error": divergence, "policy": run.divergence,
                        "restart_from_checkpoint": restart.as_ref().map(|(n, c)| json!({ "number": n, "note": c.note, "step": c.step })) });
-    let event = EventRecord {
-        run_id: run.run_id.clone(),
+    let event = EventRecord::note(
+        run.run_id.clone(),
         task_id,
-        kind: "replay.diverged".into(),
-        ok: false,
-        request: serde_json::Value::Null,
-        response: note,
-        identity: None,
-        model: None,
-        tokens_in: 0,
-        tokens_out: 0,
-        cost_usd: 0.0,
-        started_at: now_ms(),
-        finished_at: now_ms(),
-    };
+        "replay.diverged",
+        false,
+        serde_json::Value::Null,
+        note,
+    );
     if let Err(e) = run.ledger.append(event).await {
         return TaskOutcome::Failed(format!("{divergence}; and the ledger failed: {e}"));
     }
@@ -414,25 +403,17 @@ async fn run_once(
     let (out_text, out_dropped) = stdout.contents();
     if !out_text.is_empty() || !stderr_text.is_empty() {
         let (_, err_dropped) = stderr.contents();
-        let now = now_ms();
-        tail_events.push(EventRecord {
-            run_id: run.run_id.clone(),
+        tail_events.push(EventRecord::note(
+            run.run_id.clone(),
             task_id,
-            kind: "task.stdio".into(),
-            ok: true,
-            request: serde_json::Value::Null,
-            response: json!({
+            "task.stdio",
+            true,
+            serde_json::Value::Null,
+            json!({
                 "stdout": out_text, "stdout_dropped_bytes": out_dropped,
                 "stderr": stderr_text, "stderr_dropped_bytes": err_dropped,
             }),
-            model: None,
-            tokens_in: 0,
-            tokens_out: 0,
-            cost_usd: 0.0,
-            started_at: now,
-            finished_at: now,
-            identity: None,
-        });
+        ));
     }
     let diverged = store.data().task.diverged.clone();
     drop(store);

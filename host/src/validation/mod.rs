@@ -513,22 +513,14 @@ pub async fn validate(
                 &format!("validator:{}", v.label()),
             );
         }
-        let now = now_ms();
-        let event = EventRecord {
-            run_id: run.run_id.clone(),
+        let event = EventRecord::note(
+            run.run_id.clone(),
             task_id,
-            kind: "validation.result".into(),
-            ok: !matches!(verdict, Verdict::Fail(_)),
-            request: json!({ "validator": v.label(), "kind": v.kind }),
-            response: json!({ "result": verdict, "category": category, "score": score, "model": producer }),
-            identity: None,
-            model: None,
-            tokens_in: 0,
-            tokens_out: 0,
-            cost_usd: 0.0,
-            started_at: now,
-            finished_at: now,
-        };
+            "validation.result",
+            !matches!(verdict, Verdict::Fail(_)),
+            json!({ "validator": v.label(), "kind": v.kind }),
+            json!({ "result": verdict, "category": category, "score": score, "model": producer }),
+        );
         run.ledger.append(event).await.map_err(|e| Failure {
             category: Category::Degraded,
             validator: v.label(),
