@@ -112,11 +112,6 @@ impl Replay {
         self.calls.front()
     }
 
-    /// The call after the next one.
-    pub fn peek_second(&self) -> Option<&RecordedCall> {
-        self.calls.get(1)
-    }
-
     /// Take the next recorded call.
     pub fn pop(&mut self) -> Option<RecordedCall> {
         self.calls.pop_front()
