@@ -258,4 +258,39 @@ mod tests {
         assert!(!glob("deploy *", "undeploy web"));
         assert_eq!(normalise("  Fetch   the PAGE! "), "fetch the page");
     }
+
+    #[test]
+    fn approval_rules_each_trigger() {
+        let rules = ApprovalRules {
+            cost_over_usd: Some(1.0),
+            depth_over: Some(2),
+            tools: vec!["workspace".into()],
+            description_matches: vec!["*delete*".into()],
+        };
+        assert!(
+            rules
+                .reason("fetch", 1, 2.0, &[])
+                .unwrap()
+                .contains("estimated cost")
+        );
+        assert!(
+            rules
+                .reason("fetch", 3, 0.0, &[])
+                .unwrap()
+                .contains("depth 3")
+        );
+        assert!(
+            rules
+                .reason("fetch", 1, 0.0, &["workspace".into()])
+                .unwrap()
+                .contains("uses tool `workspace`")
+        );
+        assert!(
+            rules
+                .reason("Delete old rows", 1, 0.0, &[])
+                .unwrap()
+                .contains("*delete*")
+        );
+        assert_eq!(rules.reason("fetch", 1, 0.5, &["kv".into()]), None);
+    }
 }
