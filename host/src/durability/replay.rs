@@ -29,6 +29,9 @@ pub const AUXILIARY: &[&str] = &[
     "validation.result",
     "validation.judge",
     "validation.retry",
+    "merge.decided",
+    "merge.llm",
+    "merge.resolved",
 ];
 
 /// One recorded host call.

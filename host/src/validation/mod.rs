@@ -215,7 +215,7 @@ pub enum Verdict {
     Uncertain(String),
 }
 
-fn programmatic(v: &ValidatorConfig, output: &str) -> Verdict {
+pub(crate) fn programmatic(v: &ValidatorConfig, output: &str) -> Verdict {
     match v.kind.as_str() {
         "json-schema" => match serde_json::from_str::<Value>(output) {
             Err(e) => Verdict::Fail(format!("output is not JSON: {e}")),
