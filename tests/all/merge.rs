@@ -471,3 +471,161 @@ fn a_human_resolves_a_critical_conflict_across_a_host_restart() {
         .unwrap();
     assert_eq!(again.status.code(), Some(2), "already resolved");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refactor_example_merges_three_edits_of_one_function_and_escalates_the_critical_file() {
+    let dir = TempDir::new("merge-refactor");
+    let rules = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/refactor/mock-rules.toml");
+    let host = std::sync::Arc::new(host(
+        &dir,
+        &format!(
+            "[merge]\ncritical_paths = [\"deploy/*\"]\n[llm.mock]\nrules_file = {:?}\n",
+            rules.to_str().unwrap()
+        ),
+    ));
+    let resolver = {
+        let host = host.clone();
+        tokio::task::spawn_blocking(move || {
+            for _ in 0..600 {
+                let conn = host.ledger().reader().unwrap();
+                if let Some(c) = conflicts(&conn, false).unwrap().pop() {
+                    resolve(host.ledger(), c.id, Decision::Take(c.child_task), None).unwrap();
+                    return Some(c);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            None
+        })
+    };
+    let report = host
+        .run_file(
+            &example("refactor"),
+            "Harden the pricing module",
+            ws_opts(&dir),
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.status, Status::Completed, "{report:?}");
+    let escalated = resolver
+        .await
+        .unwrap()
+        .expect("a conflict went to the human");
+    assert_eq!(escalated.subject, "deploy/limits.toml");
+    assert_eq!(escalated.category.as_str(), "critical");
+    let pricing = std::fs::read_to_string(dir.join("ws/src/pricing.rs")).unwrap();
+    for part in [
+        "let quantity = quantity.min(1000);",
+        "unit_cents.saturating_mul(quantity)",
+        "total * 90 / 100",
+        "(amount_cents * TAX_BPS + 5_000) / 10_000",
+    ] {
+        assert!(pricing.contains(part), "{part} missing from:\n{pricing}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(dir.join("ws/deploy/limits.toml")).unwrap(),
+        "max_order_cents = 5000000\n"
+    );
+    assert!(report.output.unwrap().contains(&pricing));
+    let conn = host.ledger().reader().unwrap();
+    let rows = conflicts(&conn, true).unwrap();
+    let categories: Vec<(u64, &str)> = rows
+        .iter()
+        .map(|r| (r.child_task, r.category.as_str()))
+        .collect();
+    assert_eq!(
+        categories,
+        vec![
+            (2, "trivial"),
+            (3, "semantic"),
+            (4, "semantic"),
+            (5, "trivial"),
+            (6, "critical")
+        ],
+        "{rows:?}"
+    );
+    assert_eq!(rows[3].reasoning, "the changes touch different lines");
+}
+
+#[test]
+fn resolving_from_the_cli_while_the_host_runs_lets_the_run_finish() {
+    let dir = TempDir::new("merge-cli-live");
+    let db = dir.join("r.db");
+    let config = dir.join("c.toml");
+    let rules = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/refactor/mock-rules.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[tools]\ngrant = [\"workspace\"]\n[merge]\ncritical_paths = [\"deploy/*\"]\n[llm.mock]\nrules_file = {:?}\n",
+            rules.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let host_process = agentflow()
+        .arg("run")
+        .arg(example("refactor"))
+        .args(["--input", "Harden the pricing module", "--db"])
+        .arg(&db)
+        .arg("--config")
+        .arg(&config)
+        .arg("--workspace")
+        .arg(dir.join("ws"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut host_process = host_process;
+    let mut resolved = Vec::new();
+    for _ in 0..600 {
+        if host_process.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let out = agentflow()
+            .args(["conflicts", "--json", "--db"])
+            .arg(&db)
+            .output()
+            .unwrap();
+        let Ok(Value::Array(pending)) = serde_json::from_slice::<Value>(&out.stdout) else {
+            continue;
+        };
+        for c in pending {
+            let id = c["id"].to_string();
+            let done = agentflow()
+                .args([
+                    "resolve",
+                    &id,
+                    "--take",
+                    "1",
+                    "--note",
+                    "keep the limit",
+                    "--db",
+                ])
+                .arg(&db)
+                .output()
+                .unwrap();
+            assert!(done.status.success());
+            resolved.push(c["subject"].as_str().unwrap().to_string());
+        }
+    }
+    if host_process.try_wait().unwrap().is_none() {
+        host_process.kill().unwrap();
+    }
+    assert_eq!(
+        resolved,
+        vec!["deploy/limits.toml"],
+        "only the critical file went to a human"
+    );
+    let out = host_process.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("== deploy/limits.toml ==\nmax_order_cents = 1000000"),
+        "the parent's version was kept: {stdout}"
+    );
+}

@@ -93,6 +93,32 @@ impl View {
         }
     }
 
+    /// Read `path` for the task itself, freezing what it saw: the first read of a path
+    /// the task has not written copies the parent's content into the task's view (as
+    /// base and content), so a later change the task derives from it is merged against
+    /// what it actually read, not against whatever the parent has merged meanwhile.
+    pub fn read_snapshot(&self, conn: &Connection, path: &str) -> rusqlite::Result<Option<String>> {
+        if self.is_root() || own_hash(conn, &self.run_id, self.task_id(), path)?.is_some() {
+            return self.read(conn, path);
+        }
+        let Some(text) = self.read(conn, path)? else {
+            return Ok(None);
+        };
+        let hash = blobs::put(conn, text.as_bytes())?;
+        conn.prepare_cached(
+            "INSERT INTO workspace_files (run_id, task_id, path, base_hash, content_hash, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?4, ?5)",
+        )?
+        .execute(params![
+            self.run_id,
+            self.task_id() as i64,
+            path,
+            hash,
+            crate::ledger::now_ms()
+        ])?;
+        Ok(Some(text))
+    }
+
     /// Write `path` in this view: the directory for the root, the ledger otherwise
     /// (keeping the parent's content as the base the first time). Returns the hash of
     /// the new content.

@@ -100,10 +100,11 @@ impl WorkspaceTool {
         let ledger_err = |e: crate::ledger::LedgerError| ToolError::Failed(e.to_string());
         match op {
             "read" => {
-                let conn = ctx.ledger.reader().map_err(ledger_err)?;
-                let text = view
-                    .read(&conn, &key)
-                    .map_err(|e| ToolError::Failed(e.to_string()))?
+                let text = ctx
+                    .ledger
+                    .write(move |w| view.read_snapshot(w.conn(), &key))
+                    .await
+                    .map_err(ledger_err)?
                     .ok_or_else(|| ToolError::Failed(format!("no such file: `{path_arg}`")))?;
                 if text.len() as u64 > MAX_READ_BYTES {
                     return Err(ToolError::Failed(format!(
@@ -120,7 +121,7 @@ impl WorkspaceTool {
                     .ledger
                     .write(move |w| {
                         let text = if append {
-                            view.read(w.conn(), &key)?.unwrap_or_default() + &content
+                            view.read_snapshot(w.conn(), &key)?.unwrap_or_default() + &content
                         } else {
                             content
                         };
