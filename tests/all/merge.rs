@@ -545,6 +545,17 @@ async fn refactor_example_merges_three_edits_of_one_function_and_escalates_the_c
         "{rows:?}"
     );
     assert_eq!(rows[3].reasoning, "the changes touch different lines");
+    let text = agentflow::observe::inspect::render(
+        &agentflow::observe::inspect::load(&conn, &report.run_id)
+            .unwrap()
+            .unwrap(),
+    );
+    assert!(
+        text.contains("⇄ merge task 3 src/pricing.rs: semantic merged — The cap applies first")
+            && text.contains("⇄ merge task 6 deploy/limits.toml: critical pending")
+            && text.contains("⇄ merge task 6 deploy/limits.toml: resolved by a human"),
+        "{text}"
+    );
 }
 
 #[test]
