@@ -640,3 +640,133 @@ fn resolving_from_the_cli_while_the_host_runs_lets_the_run_finish() {
         "the parent's version was kept: {stdout}"
     );
 }
+
+#[test]
+fn a_crash_at_every_merge_decision_resumes_without_deciding_twice() {
+    let rules = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/refactor/mock-rules.toml");
+    let mut expected: Option<(String, String)> = None;
+    // Five decisions: four for src/pricing.rs, one for deploy/limits.toml (not critical here).
+    for crash_at in 0..=5 {
+        let dir = TempDir::new(&format!("merge-crash-{crash_at}"));
+        let db = dir.join("r.db");
+        let config = dir.join("c.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[tools]\ngrant = [\"workspace\"]\n[llm.mock]\nrules_file = {:?}\n",
+                rules.to_str().unwrap()
+            ),
+        )
+        .unwrap();
+        let mut run = agentflow();
+        run.arg("run")
+            .arg(example("refactor"))
+            .args(["--input", "Harden the pricing module", "--db"])
+            .arg(&db)
+            .arg("--config")
+            .arg(&config)
+            .arg("--workspace")
+            .arg(dir.join("ws"));
+        if crash_at > 0 {
+            run.env("AGENTFLOW_CRASH_AT", "merge-decided")
+                .env("AGENTFLOW_CRASH_AT_COUNT", crash_at.to_string());
+        }
+        let first = run.output().unwrap();
+        if crash_at > 0 {
+            assert!(
+                !first.status.success(),
+                "crash point {crash_at} was reached"
+            );
+            let run_id: String = rusqlite::Connection::open(&db)
+                .unwrap()
+                .query_row("SELECT run_id FROM runs", [], |r| r.get(0))
+                .unwrap();
+            let resumed = agentflow()
+                .args(["resume", &run_id, "--db"])
+                .arg(&db)
+                .arg("--config")
+                .arg(&config)
+                .output()
+                .unwrap();
+            assert!(
+                resumed.status.success(),
+                "crash {crash_at}: {}",
+                String::from_utf8_lossy(&resumed.stderr)
+            );
+        } else {
+            assert!(first.status.success());
+        }
+        let files = (
+            std::fs::read_to_string(dir.join("ws/src/pricing.rs")).unwrap(),
+            std::fs::read_to_string(dir.join("ws/deploy/limits.toml")).unwrap(),
+        );
+        match &expected {
+            None => expected = Some(files),
+            Some(e) => assert_eq!(&files, e, "crash at decision {crash_at}"),
+        }
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+        assert_eq!(count("SELECT COUNT(*) FROM merges"), 5, "crash {crash_at}");
+        assert_eq!(
+            count("SELECT COUNT(*) FROM events WHERE kind = 'merge.llm'"),
+            2,
+            "crash {crash_at}: each semantic conflict went to the merge model once"
+        );
+        assert_eq!(
+            count("SELECT COUNT(*) FROM events WHERE kind = 'merge.decided'"),
+            5
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grandchild_change_reaches_the_workspace_through_each_join() {
+    let dir = TempDir::new("merge-grandchild");
+    let host = host(&dir, "");
+    let grandchild = child(
+        "write the greeting file",
+        json!([write("a.txt", "hello\n")]),
+    );
+    let ops = json!([
+        child(
+            "delegate the greeting and sign it",
+            json!([grandchild, read("a.txt"), {"wait": 3}, read("a.txt"), write("b.txt", "signed\n")])
+        ),
+        {"wait": 2},
+    ]);
+    let (report, results) = run_scripted(&host, ops, ws_opts(&dir)).await;
+    assert_eq!(report.status, Status::Completed, "{report:?}");
+    let r = child_results(&results[1]);
+    assert!(
+        r[1]["err"].as_str().unwrap().contains("no such file"),
+        "{r:?}"
+    );
+    assert_eq!(
+        r[3]["ok"], "hello\n",
+        "the child sees its child's merged change"
+    );
+    let ws = dir.join("ws");
+    assert_eq!(
+        std::fs::read_to_string(ws.join("a.txt")).unwrap(),
+        "hello\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(ws.join("b.txt")).unwrap(),
+        "signed\n"
+    );
+    let conn = host.ledger().reader().unwrap();
+    let rows: Vec<(u64, u64, String)> = conflicts(&conn, true)
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.parent_task, r.child_task, r.subject))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            (2, 3, "a.txt".to_string()),
+            (1, 2, "a.txt".to_string()),
+            (1, 2, "b.txt".to_string())
+        ]
+    );
+}

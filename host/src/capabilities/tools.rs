@@ -155,9 +155,8 @@ impl Host for TaskCtx {
         let identity = json!({ "name": name, "args": args_json });
         let key = format!("{}/{}/{}", self.run.run_id, self.task_id, self.host_calls);
         let info = self.run.tools.info(&name);
-        let effectful = info
-            .as_ref()
-            .is_some_and(|i| i.side_effect != tool_impl::SideEffect::None);
+        let class = self.run.tools.side_effect_of(&name, &args_json);
+        let effectful = class.is_some_and(|c| c != tool_impl::SideEffect::None);
 
         if effectful && self.replay.is_some() {
             // A recorded intent: its result follows, or the outcome is in doubt.
@@ -202,12 +201,12 @@ impl Host for TaskCtx {
             self.tool_seqs.push(rec.seq);
             return Ok(replayed_result(&rec));
         }
-        if let Some(info) = info.filter(|_| effectful) {
+        if let (Some(info), Some(class)) = (info, class.filter(|_| effectful)) {
             let intent = json!({
                 "name": name,
                 "args": args_json,
                 "idempotency_key": key,
-                "side_effect": class_name(info.side_effect),
+                "side_effect": class_name(class),
                 "undo": info.undo,
             });
             self.record(

@@ -6,7 +6,8 @@
 //! * `AGENTFLOW_CRASH_AT=POINT` — abort at a named point:
 //!   `tool-effect` (a side-effecting tool has acted, its result is not yet recorded),
 //!   `spawn-created` (a child task row exists, the parent's spawn is not yet recorded),
-//!   `root-finished` (the root task ended, the run's end is not yet recorded).
+//!   `root-finished` (the root task ended, the run's end is not yet recorded),
+//!   `merge-decided` (a merge decision is committed, not yet applied to the parent's view).
 //!   `AGENTFLOW_CRASH_AT_COUNT=K` picks the K-th time the point is reached (default 1).
 //!
 //! Both are read once, at first use. Unset, they cost one relaxed atomic load.

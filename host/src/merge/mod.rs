@@ -363,6 +363,7 @@ async fn decide(
         })
         .await?;
     tracing::info!(run = %run.run_id, parent, child, merge = id, category = category.as_str(), "merge decided");
+    crate::durability::fault::point("merge-decided");
     let conn = run.ledger.reader()?;
     Ok(rows(&conn, "id = ?1", [id as i64])?
         .pop()

@@ -112,6 +112,12 @@ impl ToolCallCtx {
 pub trait Tool: Send + Sync {
     /// Name, description, argument schema, side-effect class.
     fn info(&self) -> ToolInfo;
+    /// What this particular call does to the world (default: the tool's class). A tool
+    /// whose operations differ — reads next to writes — says so per call, so reads need
+    /// no intent and an in-doubt write is handled by what it really is.
+    fn side_effect_of(&self, _args: &serde_json::Value) -> SideEffect {
+        self.info().side_effect
+    }
     /// Perform one call with parsed JSON arguments.
     async fn call(&self, ctx: &ToolCallCtx, args: serde_json::Value) -> Result<String, ToolError>;
 }
@@ -174,6 +180,13 @@ impl ToolSet {
     /// The granted tool `name`'s description, if granted.
     pub fn info(&self, name: &str) -> Option<ToolInfo> {
         self.granted.get(name).map(|t| t.info())
+    }
+
+    /// The side-effect class of calling granted tool `name` with `args_json`.
+    pub fn side_effect_of(&self, name: &str, args_json: &str) -> Option<SideEffect> {
+        let tool = self.granted.get(name)?;
+        let args = serde_json::from_str(args_json).unwrap_or(serde_json::Value::Null);
+        Some(tool.side_effect_of(&args))
     }
 
     /// Descriptions of the granted tools.

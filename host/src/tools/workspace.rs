@@ -174,6 +174,16 @@ impl Tool for WorkspaceTool {
         }
     }
 
+    /// Reads and listings change nothing; writing the same content again is harmless;
+    /// appending twice is not.
+    fn side_effect_of(&self, args: &serde_json::Value) -> SideEffect {
+        match args.get("op").and_then(|o| o.as_str()) {
+            Some("write") => SideEffect::Idempotent,
+            Some("append") => SideEffect::Irreversible,
+            _ => SideEffect::None,
+        }
+    }
+
     async fn call(&self, ctx: &ToolCallCtx, args: serde_json::Value) -> Result<String, ToolError> {
         let op = str_arg(&args, "op")?;
         let path_arg = args.get("path").and_then(|v| v.as_str()).unwrap_or(".");
