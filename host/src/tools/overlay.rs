@@ -127,6 +127,19 @@ impl View {
             let disk = self.root.join(path);
             if let Some(dir) = disk.parent() {
                 std::fs::create_dir_all(dir).map_err(io)?;
+                // A merge writes a path a task wrote earlier: refuse it if a symlink
+                // now leads it out of the workspace.
+                let real = dir.canonicalize().map_err(io)?;
+                if !real.starts_with(&self.root) {
+                    return Err(io(std::io::Error::other(format!(
+                        "`{path}` resolves outside the workspace"
+                    ))));
+                }
+            }
+            if disk.is_symlink() {
+                return Err(io(std::io::Error::other(format!(
+                    "`{path}` is a symlink; a merge does not write through it"
+                ))));
             }
             std::fs::write(&disk, text).map_err(io)?;
             return Ok(blobs::sha256_hex(text.as_bytes()));
