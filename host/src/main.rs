@@ -152,6 +152,33 @@ enum Command {
         #[arg(long, default_value = "agentflow.db")]
         db: PathBuf,
     },
+    /// List validation failures waiting for a human (`[retry] <category> = "human"`),
+    /// pending ones or all with --all.
+    Reviews {
+        #[arg(long, default_value = "agentflow.db")]
+        db: PathBuf,
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Retry the task of a pending review, with --note as guidance for the new attempt
+    /// (resume the run if its host stopped).
+    Retry {
+        id: u64,
+        #[arg(long)]
+        note: Option<String>,
+        #[arg(long, default_value = "agentflow.db")]
+        db: PathBuf,
+    },
+    /// Reject the output of a pending review: the task fails with the note.
+    Reject {
+        id: u64,
+        #[arg(long)]
+        note: Option<String>,
+        #[arg(long, default_value = "agentflow.db")]
+        db: PathBuf,
+    },
     /// List a run's semantic checkpoints.
     Checkpoints {
         run: String,
@@ -408,6 +435,18 @@ fn real_main() -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Reviews { db, all, json } => {
+            let conn = open_existing(&db)?;
+            let rows = agentflow::validation::review::list(&conn, all)?;
+            if json {
+                println!("{}", serde_json::to_string(&rows)?);
+            } else {
+                print!("{}", agentflow::validation::review::render(&rows));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Retry { id, note, db } => review(&db, id, true, note),
+        Command::Reject { id, note, db } => review(&db, id, false, note),
         Command::Approve { id, note, db } => decide(&db, id, true, note),
         Command::Deny { id, note, db } => decide(&db, id, false, note),
         Command::Checkpoints { run, db, json } => {
@@ -480,6 +519,22 @@ fn decide(db: &Path, id: u64, approve: bool, note: Option<String>) -> anyhow::Re
             Ok(ExitCode::SUCCESS)
         }
         None => bail!("no pending approval {id} (see `agentflow approvals`)"),
+    }
+}
+
+/// Retry or reject a pending review.
+fn review(db: &Path, id: u64, retry: bool, note: Option<String>) -> anyhow::Result<ExitCode> {
+    require_ledger(db)?;
+    let ledger = Ledger::open(db)?;
+    match agentflow::validation::review::decide_blocking(&ledger, id, retry, note)? {
+        Some((run, task)) => {
+            println!(
+                "{} review {id}: run {run} task {task}",
+                if retry { "retrying" } else { "rejected" }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        None => bail!("no pending review {id} (see `agentflow reviews`)"),
     }
 }
 

@@ -29,6 +29,11 @@ pub const AUXILIARY: &[&str] = &[
     "validation.result",
     "validation.judge",
     "validation.retry",
+    "validation.outcome",
+    "validation.rollback",
+    "validator.call",
+    "review.requested",
+    "review.decided",
 ];
 
 /// One recorded host call.

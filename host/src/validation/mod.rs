@@ -10,9 +10,19 @@
 //! `validation.result` event, shown by `agentflow inspect`, and feeds the quality
 //! scores of the producing model in the performance DB. The first failure fails the
 //! task with its category and reason.
+//!
+//! Validator components (`kind = "component"`, [`component`]) check outputs with a
+//! platform team's own wasm code; outcome validators (`kind = "outcome"`, [`outcome`])
+//! check the world after the task's side effects and roll the task's subtree back
+//! when it is wrong; a child may carry its own validators from its spawn request
+//! ([`spawned`]); and a failure can wait for a human's decision ([`review`]).
 
 pub mod calibrate;
+pub mod component;
+pub mod outcome;
+pub mod review;
 pub mod schema;
+pub mod spawned;
 
 use crate::ledger::{EventRecord, now_ms, query};
 use crate::providers::{ChatMessage, ChatRequest, Role};
@@ -90,17 +100,30 @@ pub struct ValidatorConfig {
     /// judge: the model (default: the highest-quality catalog model other than the producer's).
     #[serde(default)]
     pub model: Option<String>,
+    /// component (and outcome): the validator component (`.wasm`, world `validator`).
+    #[serde(default)]
+    pub component: Option<String>,
+    /// component (and outcome): tools the component may call, if the run has them too.
+    #[serde(default)]
+    pub grant: Vec<String>,
+    /// outcome: the tool that checks the world after the task (must be granted to the run).
+    #[serde(default)]
+    pub tool: Option<String>,
+    /// outcome: the tool's arguments; `{output}` and `{effect.id}` are filled in.
+    #[serde(default)]
+    pub args: Option<Value>,
 }
 
 impl ValidatorConfig {
-    fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         self.name.clone().unwrap_or_else(|| self.kind.clone())
     }
 
     fn rank(&self) -> u8 {
         match self.kind.as_str() {
-            "claims" => 1,
+            "claims" | "component" => 1,
             "judge" => 2,
+            "outcome" => 3,
             _ => 0,
         }
     }
@@ -110,6 +133,7 @@ impl ValidatorConfig {
             "json-schema" => Category::Syntactic,
             "length" => Category::Partial,
             "claims" => Category::HallucinatedSuccess,
+            "outcome" => Category::Degraded,
             _ => Category::Semantic,
         }
     }
@@ -123,9 +147,17 @@ impl ValidatorConfig {
             "judge" if self.rubric.is_none() => {
                 anyhow::bail!("[[validators]] judge needs `rubric`")
             }
-            "json-schema" | "length" | "pattern" | "claims" | "judge" => Ok(()),
+            "component" if self.component.is_none() => {
+                anyhow::bail!("[[validators]] component needs `component` (path to a .wasm)")
+            }
+            "outcome" if self.tool.is_some() == self.component.is_some() => {
+                anyhow::bail!("[[validators]] outcome needs either `tool` (with `args`) or `component`")
+            }
+            "json-schema" | "length" | "pattern" | "claims" | "judge" | "component" | "outcome" => {
+                Ok(())
+            }
             other => anyhow::bail!(
-                "[[validators]] kind `{other}`: expected json-schema, length, pattern, claims or judge"
+                "[[validators]] kind `{other}`: expected json-schema, length, pattern, claims, judge, component or outcome"
             ),
         }
     }
@@ -164,6 +196,9 @@ pub enum Strategy {
     Feedback,
     /// Run it again on the highest-quality model of the catalog, with the feedback.
     Escalate,
+    /// Wait (durably) for a human's decision: `agentflow retry ID --note ...` runs it
+    /// again with the note as feedback, `agentflow reject ID` fails it.
+    Human,
 }
 
 /// `[retry]`: bounded, budget-aware retries of tasks whose output failed validation.
@@ -457,17 +492,19 @@ pub fn parse_score(text: &str) -> Option<f64> {
 pub async fn validate(
     run: &Arc<RunContext>,
     task_id: u64,
-    agent: &str,
+    agent: &Arc<crate::runtime::LoadedAgent>,
     input: &str,
     output: &str,
 ) -> Result<(), Failure> {
+    let own = spawned::of_task(run, task_id);
     let mut validators: Vec<&ValidatorConfig> = run
         .validators
         .iter()
         .filter(|v| {
-            (v.agents.is_empty() || v.agents.iter().any(|a| a == agent))
+            (v.agents.is_empty() || v.agents.iter().any(|a| *a == agent.name))
                 && (!v.root_only || task_id == 1)
         })
+        .chain(own.iter())
         .collect();
     if validators.is_empty() {
         return Ok(());
@@ -475,8 +512,22 @@ pub async fn validate(
     validators.sort_by_key(|v| v.rank());
     let (tools, producer, task_type) = ledger_facts(run, task_id);
     for v in validators {
-        let category = v.category.unwrap_or_else(|| v.default_category());
+        let mut category = v.category.unwrap_or_else(|| v.default_category());
         let (verdict, score) = match v.kind.as_str() {
+            "component" => {
+                let (verdict, reported) =
+                    component::check(run, task_id, agent, v, input, output).await;
+                if v.category.is_none()
+                    && let Some(c) = reported
+                {
+                    category = c;
+                }
+                (verdict, None)
+            }
+            "outcome" => (
+                outcome::check(run, task_id, agent, v, input, output).await,
+                None,
+            ),
             "claims" => {
                 let unbacked = v
                     .claims
@@ -526,7 +577,10 @@ pub async fn validate(
             validator: v.label(),
             reason: format!("cannot record validation: {e}"),
         })?;
-        if let Verdict::Fail(reason) = verdict {
+        if let Verdict::Fail(mut reason) = verdict {
+            if v.kind == "outcome" {
+                reason.push_str(&outcome::roll_back(run, task_id, &v.label()).await);
+            }
             return Err(Failure {
                 category,
                 validator: v.label(),
