@@ -67,9 +67,16 @@ fn tests(src: &str) -> Vec<TestFn<'_>> {
 }
 
 fn asserts(body: &str) -> bool {
-    ["assert!", "assert_eq!", "assert_ne!", "debug_assert", "panic!", "assert_matches!"]
-        .iter()
-        .any(|m| body.contains(m))
+    [
+        "assert!",
+        "assert_eq!",
+        "assert_ne!",
+        "debug_assert",
+        "panic!",
+        "assert_matches!",
+    ]
+    .iter()
+    .any(|m| body.contains(m))
 }
 
 impl Guest for AssertCheck {
@@ -83,7 +90,11 @@ impl Guest for AssertCheck {
         trace::step(
             "every #[test] must assert something",
             "scan the Rust source",
-            &format!("{} test(s), {} without an assertion", found.len(), empty.len()),
+            &format!(
+                "{} test(s), {} without an assertion",
+                found.len(),
+                empty.len()
+            ),
             1.0,
         );
         let (verdict, category) = if found.is_empty() {

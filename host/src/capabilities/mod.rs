@@ -215,7 +215,8 @@ impl TaskCtx {
     /// inside), so that replaying the task never mistakes them for the agent's calls.
     fn scoped(&self, mut e: EventRecord) -> EventRecord {
         if let Some(v) = &self.validator {
-            e.request = serde_json::json!({ "validator": v.label, "call": e.kind, "request": e.request });
+            e.request =
+                serde_json::json!({ "validator": v.label, "call": e.kind, "request": e.request });
             e.kind = "validator.call".into();
             e.identity = None;
         }

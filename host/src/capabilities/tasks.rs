@@ -137,7 +137,10 @@ impl Host for TaskCtx {
         let result = match crate::validation::spawned::parse(&req.validators) {
             Err(why) => Err(supervisor::SpawnRefusal::InvalidRequest(why)),
             Ok(validators) => {
-                let spawn = supervisor::SpawnRequest { validators, ..spawn };
+                let spawn = supervisor::SpawnRequest {
+                    validators,
+                    ..spawn
+                };
                 run.spawn(self.task_id, self.depth, &self.agent, spawn, spawn_key)
                     .await
             }

@@ -161,8 +161,14 @@ impl Host for TaskCtx {
                 "`{name}` is not in this validator's `grant` (add it there and grant it to the run)"
             ));
             let request = json!({ "name": name, "args": args_json });
-            self.record(Call::plain("tools.call", false, request, error_json(&err), started_at))
-                .await?;
+            self.record(Call::plain(
+                "tools.call",
+                false,
+                request,
+                error_json(&err),
+                started_at,
+            ))
+            .await?;
             return Ok(Err(to_wit(err)));
         }
         let info = self.run.tools.info(&name);

@@ -59,8 +59,10 @@ impl CloudTool {
             && resource
                 .as_deref()
                 .is_some_and(|r| !r.starts_with("unhealthy-"));
-        Ok(json!({ "id": id, "resource": resource, "exists": exists, "healthy": healthy })
-            .to_string())
+        Ok(
+            json!({ "id": id, "resource": resource, "exists": exists, "healthy": healthy })
+                .to_string(),
+        )
     }
 }
 

@@ -37,9 +37,10 @@ pub struct LoadedValidator {
 /// Load the component a validator config names (once per host), with an error that
 /// names the validator and the file.
 pub fn load(runtime: &Runtime, v: &ValidatorConfig) -> anyhow::Result<Arc<LoadedValidator>> {
-    let path = v.component.as_deref().ok_or_else(|| {
-        anyhow::anyhow!("[[validators]] {}: no `component` to load", v.label())
-    })?;
+    let path = v
+        .component
+        .as_deref()
+        .ok_or_else(|| anyhow::anyhow!("[[validators]] {}: no `component` to load", v.label()))?;
     runtime.load_validator(Path::new(path)).map_err(|e| {
         anyhow::anyhow!(
             "[[validators]] {}: cannot load validator component {path}: {e:#}",

@@ -151,7 +151,9 @@ impl ValidatorConfig {
                 anyhow::bail!("[[validators]] component needs `component` (path to a .wasm)")
             }
             "outcome" if self.tool.is_some() == self.component.is_some() => {
-                anyhow::bail!("[[validators]] outcome needs either `tool` (with `args`) or `component`")
+                anyhow::bail!(
+                    "[[validators]] outcome needs either `tool` (with `args`) or `component`"
+                )
             }
             "json-schema" | "length" | "pattern" | "claims" | "judge" | "component" | "outcome" => {
                 Ok(())
@@ -288,39 +290,28 @@ fn programmatic(v: &ValidatorConfig, output: &str) -> Verdict {
     }
 }
 
-/// Tools that succeeded in the subtree of `task_id`, and the model used most there.
+/// What the ledger says about the output being validated: the tools that succeeded in
+/// the subtree of `task_id` (read only `with_tools`, for claims), and the model used
+/// most by the task's current attempt (after its last `validation.retry`) with the
+/// task type it was asked for. Reads only the events of the tasks concerned.
 fn ledger_facts(
     run: &RunContext,
+    conn: Option<&rusqlite::Connection>,
     task_id: u64,
+    with_tools: bool,
 ) -> (HashSet<String>, Option<String>, Option<String>) {
-    let Ok(conn) = run.ledger.reader() else {
+    let Some(conn) = conn else {
         return Default::default();
     };
-    let tasks = query::tasks(&conn, &run.run_id).unwrap_or_default();
-    let mut subtree: HashSet<u64> = HashSet::from([task_id]);
-    loop {
-        let before = subtree.len();
-        for t in &tasks {
-            if t.parent_id.is_some_and(|p| subtree.contains(&p)) {
-                subtree.insert(t.task_id);
-            }
-        }
-        if subtree.len() == before {
-            break;
-        }
-    }
-    let events = query::events(&conn, &run.run_id, None).unwrap_or_default();
-    let mut tools = HashSet::new();
+    let own = query::events(conn, &run.run_id, Some(task_id)).unwrap_or_default();
     let mut models: std::collections::HashMap<String, usize> = Default::default();
     let mut task_type = None;
-    for e in events.iter().filter(|e| subtree.contains(&e.task_id)) {
-        if e.kind == "tools.call"
-            && e.ok
-            && let Some(name) = e.request["name"].as_str()
-        {
-            tools.insert(name.to_string());
+    for e in &own {
+        if e.kind == "validation.retry" {
+            models.clear();
+            task_type = None;
         }
-        if e.kind == "llm.complete" && e.ok && e.task_id == task_id {
+        if e.kind == "llm.complete" && e.ok {
             if let Some(m) = &e.model {
                 *models.entry(m.clone()).or_default() += 1;
             }
@@ -330,8 +321,56 @@ fn ledger_facts(
                 .or(task_type);
         }
     }
-    let model = models.into_iter().max_by_key(|(_, n)| *n).map(|(m, _)| m);
+    let mut tools = HashSet::new();
+    if with_tools {
+        let mut add = |events: &[query::EventRow]| {
+            for e in events {
+                if e.kind == "tools.call"
+                    && e.ok
+                    && let Some(name) = e.request["name"].as_str()
+                {
+                    tools.insert(name.to_string());
+                }
+            }
+        };
+        add(&own);
+        for t in outcome::subtree(conn, &run.run_id, task_id)
+            .into_iter()
+            .skip(1)
+        {
+            add(&query::events(conn, &run.run_id, Some(t)).unwrap_or_default());
+        }
+    }
+    let model = models
+        .into_iter()
+        .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(&a.0)))
+        .map(|(m, _)| m);
     (tools, model, task_type)
+}
+
+/// Append the verdicts gathered so far in one ledger commit.
+async fn flush(run: &RunContext, pending: &mut Vec<EventRecord>) -> Result<(), Failure> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let events = std::mem::take(pending);
+    let validator = events[0].request["validator"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    run.ledger
+        .write(move |w| {
+            for e in events {
+                w.append_event(e)?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| Failure {
+            category: Category::Degraded,
+            validator,
+            reason: format!("cannot record validation: {e}"),
+        })
 }
 
 async fn judge(
@@ -496,7 +535,11 @@ pub async fn validate(
     input: &str,
     output: &str,
 ) -> Result<(), Failure> {
-    let own = spawned::of_task(run, task_id);
+    let conn = run.ledger.reader().ok();
+    let own = match &conn {
+        Some(conn) if task_id != 1 => spawned::of_task(conn, &run.run_id, task_id),
+        _ => Vec::new(),
+    };
     let mut validators: Vec<&ValidatorConfig> = run
         .validators
         .iter()
@@ -510,8 +553,16 @@ pub async fn validate(
         return Ok(());
     }
     validators.sort_by_key(|v| v.rank());
-    let (tools, producer, task_type) = ledger_facts(run, task_id);
+    let with_tools = validators.iter().any(|v| v.kind == "claims");
+    let (tools, producer, task_type) = ledger_facts(run, conn.as_ref(), task_id, with_tools);
+    drop(conn);
+    // Verdicts of cheap validators are committed together, before any validator that
+    // calls out (judge, component, outcome) and before the result is returned.
+    let mut pending: Vec<EventRecord> = Vec::new();
     for v in validators {
+        if v.rank() > 0 {
+            flush(run, &mut pending).await?;
+        }
         let mut category = v.category.unwrap_or_else(|| v.default_category());
         let (verdict, score) = match v.kind.as_str() {
             "component" => {
@@ -572,12 +623,9 @@ pub async fn validate(
             json!({ "validator": v.label(), "kind": v.kind }),
             json!({ "result": verdict, "category": category, "score": score, "model": producer }),
         );
-        run.ledger.append(event).await.map_err(|e| Failure {
-            category: Category::Degraded,
-            validator: v.label(),
-            reason: format!("cannot record validation: {e}"),
-        })?;
+        pending.push(event);
         if let Verdict::Fail(mut reason) = verdict {
+            flush(run, &mut pending).await?;
             if v.kind == "outcome" {
                 reason.push_str(&outcome::roll_back(run, task_id, &v.label()).await);
             }
@@ -588,5 +636,5 @@ pub async fn validate(
             });
         }
     }
-    Ok(())
+    flush(run, &mut pending).await
 }

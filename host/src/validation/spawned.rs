@@ -8,7 +8,6 @@
 
 use super::ValidatorConfig;
 use crate::ledger::Ledger;
-use crate::supervisor::RunContext;
 
 /// Parse and check the validators of a spawn request. `Err` is the
 /// `invalid-request` message.
@@ -57,18 +56,13 @@ pub async fn store(
         .map_err(|e| e.to_string())
 }
 
-/// The validators task `task_id` carries from its spawn request (none for most).
-pub fn of_task(run: &RunContext, task_id: u64) -> Vec<ValidatorConfig> {
-    if task_id == 1 {
-        return Vec::new();
-    }
-    let Ok(conn) = run.ledger.reader() else {
-        return Vec::new();
-    };
+/// The validators task `task_id` of run `run_id` carries from its spawn request
+/// (none for most).
+pub fn of_task(conn: &rusqlite::Connection, run_id: &str, task_id: u64) -> Vec<ValidatorConfig> {
     let text: Option<String> = conn
         .query_row(
             "SELECT validators FROM task_validators WHERE run_id = ?1 AND task_id = ?2",
-            rusqlite::params![run.run_id, task_id as i64],
+            rusqlite::params![run_id, task_id as i64],
             |r| r.get(0),
         )
         .ok();
