@@ -694,6 +694,31 @@ args = {{ op = "health", id = "{{effect.id}}" }}
     assert!(ev.iter().any(|e| e.kind == "validation.outcome" && !e.ok));
     assert!(ev.iter().any(|e| e.kind == "validation.rollback" && e.ok));
 
+    // An outcome check by a validator component: it fails, the task is rolled back.
+    let ws3 = dir.join("ws3");
+    let host3 = crate::support::host(
+        &dir,
+        &format!(
+            "[tools]\ngrant = [\"cloud\"]\nworkspace = {:?}\n[llm.mock]\nrules = [{{ contains = \"say bad\", reply = \"probe:bad\" }}]\n\
+             [[validators]]\nname = \"probe-outcome\"\nkind = \"outcome\"\ncomponent = {:?}\n",
+            ws3.to_str().unwrap(),
+            example("probe-validator").to_str().unwrap()
+        ),
+    );
+    let (bad, _) = run_scripted(
+        &host3,
+        json!([create("web"), {"llm": {"prompt": "say bad"}}]),
+        RunOptions::default(),
+    )
+    .await;
+    let err = bad.error.unwrap_or_default();
+    assert!(
+        err.starts_with("validation failed [degraded] probe-outcome: the output contains probe:bad; rolled back 1 of 1"),
+        "{err}"
+    );
+    let log = std::fs::read_to_string(ws3.join("cloud.log")).unwrap();
+    assert!(log.lines().nth(1).unwrap().starts_with("destroy "), "{log}");
+
     // Healthy resources pass, and nothing is destroyed.
     let ws2 = dir.join("ws2");
     let host2 = crate::support::host(
@@ -962,6 +987,16 @@ semantic = "human"
         )
         .unwrap();
     assert_eq!(strategy, "human");
+    let inspect = agentflow()
+        .args(["inspect", &run_id, "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&inspect.stdout);
+    assert!(
+        text.contains(&format!("review {id} decided: retry — say revised")),
+        "{text}"
+    );
     let again = agentflow()
         .args(["reject", &id, "--db"])
         .arg(&db)
