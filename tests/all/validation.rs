@@ -182,6 +182,27 @@ fn bad_validators_are_config_errors() {
         .err()
         .unwrap();
     assert!(err.to_string().contains("kind `vibes`"), "{err}");
+    for (toml, expected) in [
+        ("kind = \"component\"", "component needs `component`"),
+        ("kind = \"outcome\"", "outcome needs either `tool`"),
+        (
+            "kind = \"outcome\"\ntool = \"cloud\"\ncomponent = \"x.wasm\"",
+            "outcome needs either `tool`",
+        ),
+        (
+            "kind = \"pattern\"\ngrnat = [\"kv\"]",
+            "unknown field `grnat`",
+        ),
+    ] {
+        let err = agentflow::HostConfig::from_toml(&format!("[[validators]]\n{toml}\n"))
+            .err()
+            .unwrap();
+        assert!(format!("{err:#}").contains(expected), "{err:#}");
+    }
+    let err = agentflow::HostConfig::from_toml("[retry]\nsemantic = \"ask\"\n")
+        .err()
+        .unwrap();
+    assert!(format!("{err:#}").contains("human"), "{err:#}");
     assert_eq!(
         agentflow::validation::parse_score("Score: 8.5 because"),
         Some(8.5)

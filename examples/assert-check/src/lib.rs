@@ -3,7 +3,7 @@
 //! (else it fails, syntactic), and every `#[test]` function's body must assert
 //! something — `assert!`, `assert_eq!`, `assert_ne!`, `debug_assert*!`, `panic!`, or a
 //! `#[should_panic]` attribute — else it fails (semantic): a test that asserts nothing
-//! always passes and proves nothing.
+//! always passes and proves nothing. Commented-out assertions do not count.
 
 wit_bindgen::generate!({ path: "../../wit", world: "validator" });
 
@@ -19,7 +19,7 @@ struct TestFn<'a> {
 }
 
 /// The `#[test]` functions of `src` (a best-effort scan: attributes, `fn NAME`, and
-/// the body up to its matching brace, skipping braces in string literals).
+/// the body up to its matching brace, see [`body_len`]).
 fn tests(src: &str) -> Vec<TestFn<'_>> {
     let mut out = Vec::new();
     let mut rest = src;
@@ -37,25 +37,7 @@ fn tests(src: &str) -> Vec<TestFn<'_>> {
         let Some(open) = sig.find('{') else {
             break;
         };
-        let mut depth = 0usize;
-        let mut in_str = false;
-        let mut prev = ' ';
-        let mut end = sig.len();
-        for (i, c) in sig[open..].char_indices() {
-            match c {
-                '"' if prev != '\\' => in_str = !in_str,
-                '{' if !in_str => depth += 1,
-                '}' if !in_str => {
-                    depth -= 1;
-                    if depth == 0 {
-                        end = open + i + 1;
-                        break;
-                    }
-                }
-                _ => {}
-            }
-            prev = c;
-        }
+        let end = open + body_len(&sig[open..]);
         out.push(TestFn {
             name,
             should_panic: attrs.contains("should_panic"),
@@ -66,7 +48,50 @@ fn tests(src: &str) -> Vec<TestFn<'_>> {
     out
 }
 
+/// Length of the block at the start of `src` (which starts with `{`), up to and
+/// including its matching `}`; braces in string and char literals and in comments do
+/// not count. The whole of `src` when unbalanced.
+fn body_len(src: &str) -> usize {
+    let bytes = src.as_bytes();
+    let (mut i, mut depth) = (0usize, 0usize);
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'\'' if bytes.get(i + 2) == Some(&b'\'') => i += 2,
+            b'/' if bytes.get(i + 1) == Some(&b'/') => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'{' => depth += 1,
+            b'}' => {
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    return i + 1;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    src.len()
+}
+
+/// `body` without its line comments (a commented-out assertion asserts nothing).
+fn code_only(body: &str) -> String {
+    body.lines()
+        .map(|l| l.split("//").next().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn asserts(body: &str) -> bool {
+    let body = code_only(body);
     [
         "assert!",
         "assert_eq!",
