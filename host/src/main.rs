@@ -253,7 +253,8 @@ fn real_main() -> anyhow::Result<ExitCode> {
             require_approval_over_usd,
             json,
         } => {
-            let config = load_config(config.as_deref())?;
+            let mut config = load_config(config.as_deref())?;
+            build_validator_crates(&mut config)?;
             let input = match (input, input_file) {
                 (Some(text), _) => text,
                 (None, Some(path)) => std::fs::read_to_string(&path)
@@ -605,6 +606,18 @@ fn open_existing(db: &Path) -> anyhow::Result<rusqlite::Connection> {
     // Opening through `Ledger` creates or checks the schema.
     let ledger = Ledger::open(db)?;
     Ok(ledger.reader()?)
+}
+
+/// Validator components given as crate directories are built like agents.
+fn build_validator_crates(config: &mut HostConfig) -> anyhow::Result<()> {
+    for v in &mut config.validators {
+        if let Some(dir) = v.component.as_deref().map(PathBuf::from)
+            && dir.is_dir()
+        {
+            v.component = Some(build_agent_crate(&dir)?.display().to_string());
+        }
+    }
+    Ok(())
 }
 
 /// Build an agent crate for wasm32-wasip2 and return the component's path.

@@ -1045,7 +1045,7 @@ fn the_testwriter_example_retries_an_assertless_test_on_a_better_model() {
             ),
         )
         .replace(
-            "\"examples/target/wasm32-wasip2/release/assert_check.wasm\"",
+            "\"examples/assert-check\"",
             &format!("{:?}", example("assert-check").to_str().unwrap()),
         );
     let config_path = dir.join("agentflow.toml");

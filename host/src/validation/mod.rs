@@ -100,7 +100,8 @@ pub struct ValidatorConfig {
     /// judge: the model (default: the highest-quality catalog model other than the producer's).
     #[serde(default)]
     pub model: Option<String>,
-    /// component (and outcome): the validator component (`.wasm`, world `validator`).
+    /// component (and outcome): the validator component (`.wasm`, world `validator`;
+    /// `agentflow run` also takes a crate directory and builds it).
     #[serde(default)]
     pub component: Option<String>,
     /// component (and outcome): tools the component may call, if the run has them too.
