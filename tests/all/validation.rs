@@ -1046,7 +1046,8 @@ fn the_testwriter_example_retries_an_assertless_test_on_a_better_model() {
         )
         .replace(
             "\"examples/assert-check\"",
-            &format!("{:?}", example("assert-check").to_str().unwrap()),
+            // A crate directory: `agentflow run` builds the validator like an agent.
+            &format!("{:?}", root.join("examples/assert-check").to_str().unwrap()),
         );
     let config_path = dir.join("agentflow.toml");
     std::fs::write(&config_path, config).unwrap();
