@@ -13,7 +13,8 @@
 //!
 //! A validator that traps, loops past its CPU limit, times out or cannot be loaded
 //! yields `uncertain` with the reason — it never fails the task on its own and never
-//! takes the host down. Components are compiled and linked once per host
+//! takes the host down. It runs in an execution slot of the run, like a task.
+//! Components are compiled and linked once per host
 //! ([`crate::runtime::Runtime::load_validator`]), through the on-disk component cache.
 
 use super::{Category, ValidatorConfig, Verdict};
@@ -94,6 +95,9 @@ pub async fn check(
         label: v.label(),
         grant,
     });
+    // A validator component is a running guest like any other: it takes an execution
+    // slot, so `max_concurrent_tasks` bounds validators too.
+    let _slot = run.take_slot().await;
     let stdout = BoundedCapture::new(run.limits.max_stdio_bytes);
     let stderr = BoundedCapture::new(run.limits.max_stdio_bytes);
     let mut store = crate::runtime::execute::new_store(run, task, stdout, stderr.clone());
