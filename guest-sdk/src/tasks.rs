@@ -224,3 +224,19 @@ pub fn wait_all(ids: &[TaskId]) -> Vec<Outcome> {
 pub fn cancel(id: TaskId) -> bool {
     raw::cancel(id)
 }
+
+/// How proposals were merged (re-exported from the interface).
+pub use raw::{MergeCategory, MergeResult};
+
+/// Merges the outputs of completed children `ids`, each a proposed revision of `base`,
+/// by three-way diff: non-overlapping edits merge automatically, overlapping ones go to
+/// the host's merge model, critical ones to a human (the call waits for the decision).
+///
+/// ```ignore
+/// let ids = [a, b, c];
+/// tasks::wait_all(&ids);
+/// let merged = tasks::merge(&draft, &ids)?;
+/// ```
+pub fn merge(base: &str, ids: &[TaskId]) -> Result<MergeResult, Error> {
+    raw::merge(base, ids).map_err(Error::Other)
+}

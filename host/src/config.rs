@@ -38,6 +38,9 @@ pub struct HostConfig {
     /// Retries of tasks whose output failed validation (`[retry]`).
     #[serde(default)]
     pub retry: crate::validation::RetryConfig,
+    /// How parallel children's work is merged (`[merge]`).
+    #[serde(default)]
+    pub merge: crate::merge::MergeConfig,
     /// Durability settings (`[durability]`).
     #[serde(default)]
     pub durability: DurabilityConfig,

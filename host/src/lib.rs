@@ -22,6 +22,7 @@ pub mod capabilities;
 pub mod config;
 pub mod durability;
 pub mod ledger;
+pub mod merge;
 pub mod observe;
 pub mod providers;
 pub mod runtime;
@@ -96,6 +97,9 @@ struct StoredRunConfig {
     /// Retries after validation failures.
     #[serde(default)]
     retry: validation::RetryConfig,
+    /// How parallel work is merged (`[merge]`).
+    #[serde(default)]
+    merge: merge::MergeConfig,
 }
 
 /// Hash of what decides a run's behaviour: the component, the input, the limits and
@@ -235,6 +239,7 @@ impl Host {
             budget_tokens: self.config.budget.tokens,
             validators: self.config.validators.clone(),
             retry: self.config.retry.clone(),
+            merge: self.config.merge.clone(),
             constraints: {
                 let mut c = self.config.constraints.clone();
                 if let Some(n) = opts.max_concurrency {
@@ -300,6 +305,7 @@ impl Host {
             stored.constraints.clone(),
             stored.validators.clone(),
             stored.retry.clone(),
+            stored.merge.clone(),
         )
     }
 

@@ -127,6 +127,30 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List merge conflicts waiting for a human (or every merge with --all), with each
+    /// side's diff against the common base and the reasoning.
+    Conflicts {
+        #[arg(long, default_value = "agentflow.db")]
+        db: PathBuf,
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Resolve a pending conflict: keep one task's version (`--take TASK`) or use a
+    /// file's content (`--file F`); the waiting join continues (resume the run if its
+    /// host stopped).
+    Resolve {
+        id: u64,
+        #[arg(long, conflicts_with = "file", required_unless_present = "file")]
+        take: Option<u64>,
+        #[arg(long)]
+        file: Option<PathBuf>,
+        #[arg(long)]
+        note: Option<String>,
+        #[arg(long, default_value = "agentflow.db")]
+        db: PathBuf,
+    },
     /// List approval requests (pending ones, or all with --all).
     Approvals {
         #[arg(long, default_value = "agentflow.db")]
@@ -448,6 +472,38 @@ fn real_main() -> anyhow::Result<ExitCode> {
         }
         Command::Retry { id, note, db } => review(&db, id, true, note),
         Command::Reject { id, note, db } => review(&db, id, false, note),
+        Command::Conflicts { db, all, json } => {
+            let conn = open_existing(&db)?;
+            let rows = agentflow::merge::resolve::conflicts(&conn, all)?;
+            print_conflicts(&rows, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Resolve {
+            id,
+            take,
+            file,
+            note,
+            db,
+        } => {
+            require_ledger(&db)?;
+            let decision = match (take, file) {
+                (Some(task), _) => agentflow::merge::resolve::Decision::Take(task),
+                (None, Some(f)) => agentflow::merge::resolve::Decision::Text(
+                    std::fs::read_to_string(&f)
+                        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", f.display()))?,
+                ),
+                (None, None) => bail!("give --take TASK or --file F"),
+            };
+            let ledger = Ledger::open(&db)?;
+            let row = agentflow::merge::resolve::resolve(&ledger, id, decision, note)?;
+            println!(
+                "resolved conflict {id} ({}) of run {}: {}",
+                row.subject,
+                row.run_id,
+                row.resolution.unwrap_or_default()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Approve { id, note, db } => decide(&db, id, true, note),
         Command::Deny { id, note, db } => decide(&db, id, false, note),
         Command::Checkpoints { run, db, json } => {
@@ -505,6 +561,70 @@ fn real_main() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Print merge conflicts as text (with diffs) or JSON.
+fn print_conflicts(rows: &[agentflow::merge::MergeRow], json: bool) -> anyhow::Result<()> {
+    use agentflow::merge::resolve::diff;
+    if json {
+        let out: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "id": r.id, "run_id": r.run_id, "parent_task": r.parent_task,
+                    "child_task": r.child_task, "subject": r.subject, "category": r.category,
+                    "status": r.status, "reasoning": r.reasoning, "resolution": r.resolution,
+                    "ours_diff": diff(r.base.as_deref(), r.ours.as_deref()),
+                    "theirs_diff": diff(r.base.as_deref(), Some(&r.theirs)),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string(&out)?);
+        return Ok(());
+    }
+    if rows.is_empty() {
+        println!("no pending conflicts");
+    }
+    for r in rows {
+        println!(
+            "conflict {} [{}] {}: {} of run {} (parent task {} ← child task {})\n  why: {}",
+            r.id,
+            r.category.as_str(),
+            r.status,
+            r.subject,
+            r.run_id,
+            r.parent_task,
+            r.child_task,
+            r.reasoning
+        );
+        if let Some(res) = &r.resolution {
+            println!("  resolution: {res}");
+        }
+        println!(
+            "  --- task {} (parent) vs base:\n{}",
+            r.parent_task,
+            indent(&diff(r.base.as_deref(), r.ours.as_deref()))
+        );
+        println!(
+            "  --- task {} (child) vs base:\n{}",
+            r.child_task,
+            indent(&diff(r.base.as_deref(), Some(&r.theirs)))
+        );
+        if r.status == "pending" {
+            println!(
+                "  resolve: agentflow resolve {} --take {} | --take {} | --file F",
+                r.id, r.parent_task, r.child_task
+            );
+        }
+    }
+    Ok(())
+}
+
+fn indent(text: &str) -> String {
+    text.lines()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Approve or deny a pending approval.

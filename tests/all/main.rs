@@ -10,6 +10,7 @@ mod guests;
 mod hostile;
 mod ledger;
 mod limits;
+mod merge;
 mod providers;
 mod scheduler;
 mod tools;

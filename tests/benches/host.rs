@@ -13,10 +13,13 @@
 //! 6. Spawn decisions with 10,000 tasks already in the run's tree (all checks, the
 //!    ledger commit of the new task and of the call, measured from inside the guest).
 //! 7. Validation overhead per task for programmatic validators (json-schema + length +
-//!    pattern, each verdict a durable `validation.result` event): median run time of a
-//!    one-task run with and without them, interleaved.
+//!    pattern, their verdicts `validation.result` events in one durable commit): median
+//!    run time of a one-task run with and without them, interleaved.
+//! 8. Merge: 10 children each change one region of the same 2,000-line workspace file;
+//!    the joins (three-way merges into the parent's view, decisions recorded) timed
+//!    from inside the guest, and the bare `diffy` classification of one such merge.
 //!
-//! `AGENTFLOW_BENCH_ONLY=7` (any list of section numbers) runs only those sections.
+//! `AGENTFLOW_BENCH_ONLY=7,8` (any list of section numbers) runs only those sections.
 
 use agentflow::{Host, HostConfig, RunOptions, Status};
 use agentflow_tests::example;
@@ -338,25 +341,98 @@ must_not_match = ["*TODO*"]
             }
         }
     }
-    let results: Vec<_> = {
-        let conn = checked.ledger().reader().unwrap();
-        let n: i64 = conn
-            .query_row(
-                "SELECT COUNT(*) FROM events WHERE kind = 'validation.result' AND status = 'ok'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        vec![n]
-    };
+    let recorded: i64 = checked
+        .ledger()
+        .reader()
+        .unwrap()
+        .query_row(
+            "SELECT COUNT(*) FROM events WHERE kind = 'validation.result' AND status = 'ok'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
     assert_eq!(
-        results[0] as usize,
+        recorded as usize,
         3 * (iterations + 10),
         "every verdict recorded"
     );
     a.sort();
     b.sort();
     (a[a.len() / 2], b[b.len() / 2])
+}
+
+/// The 2,000-line file and the version child `k` writes (one line changed in its region).
+fn merge_versions(k: usize) -> (String, String) {
+    let base: String = (0..2000)
+        .map(|i| format!("let line_{i} = {i};\n"))
+        .collect();
+    let line = k * 200 + 100;
+    let mine = base.replace(
+        &format!("let line_{line} = {line};\n"),
+        &format!("let line_{line} = {line} * 2; // child {k}\n"),
+    );
+    (base, mine)
+}
+
+async fn merge_10_children() -> (Duration, Duration) {
+    let dir = scratch("merge");
+    let ws = dir.join("ws");
+    std::fs::create_dir_all(&ws).unwrap();
+    std::fs::write(ws.join("big.rs"), merge_versions(0).0).unwrap();
+    let host = host(&dir, "");
+    let mut ops = Vec::new();
+    for k in 0..10 {
+        let (_, mine) = merge_versions(k);
+        let child_ops = serde_json::json!([{"tool": {"name": "workspace",
+            "args": {"op": "write", "path": "big.rs", "content": mine}}}]);
+        ops.push(
+            serde_json::json!({"spawn": {"description": format!("change region {k}"),
+                                              "input": child_ops.to_string()}}),
+        );
+    }
+    ops.push(serde_json::json!({"sleep_ms": 2000}));
+    ops.push(serde_json::json!("clock"));
+    for id in 2..12 {
+        ops.push(serde_json::json!({"wait": id}));
+    }
+    ops.push(serde_json::json!("clock"));
+    let report = host
+        .run_file(
+            &example("scripted"),
+            &serde_json::Value::Array(ops).to_string(),
+            RunOptions {
+                grants: vec!["workspace".into()],
+                workspace: Some(ws.clone()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.status, Status::Completed, "{report:?}");
+    let results: Vec<serde_json::Value> =
+        serde_json::from_str(report.output.as_deref().unwrap()).unwrap();
+    let merged = std::fs::read_to_string(ws.join("big.rs")).unwrap();
+    assert_eq!(
+        merged.matches("// child").count(),
+        10,
+        "all ten changes merged"
+    );
+    let (t0, t1) = (results[11].as_u64().unwrap(), results[22].as_u64().unwrap());
+    let joins = Duration::from_millis(t1 - t0);
+    // The bare classification of the last merge: base, nine changes merged, the tenth.
+    let (base, tenth) = merge_versions(9);
+    let mut ours = base.clone();
+    for k in 0..9 {
+        ours = diffy::merge(&base, &ours, &merge_versions(k).1).unwrap();
+    }
+    let config = agentflow::merge::MergeConfig::default();
+    let start = Instant::now();
+    for _ in 0..20 {
+        let c =
+            agentflow::merge::classify(&config, Some("big.rs"), Some(&base), Some(&ours), &tenth);
+        assert!(matches!(c, agentflow::merge::Classified::Trivial { .. }));
+    }
+    (joins, start.elapsed() / 20)
 }
 
 fn main() {
@@ -469,6 +545,18 @@ fn main() {
             println!(
                 "   overhead per task                        {:>12}",
                 fmt(checked.saturating_sub(plain))
+            );
+        }
+        if want("8") {
+            let (joins, classify) = merge_10_children().await;
+            println!("8. merge: 10 children each change one region of a 2,000-line file");
+            println!(
+                "   10 joins (3-way merge into the workspace) {:>11}",
+                fmt(joins)
+            );
+            println!(
+                "   one 3-way classification (diffy)         {:>12}",
+                fmt(classify)
             );
         }
     });

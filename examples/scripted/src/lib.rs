@@ -11,6 +11,7 @@ use std::hash::BuildHasher;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use agentflow_sdk::prelude::*;
+use agentflow_sdk::tasks::MergeCategory;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -36,6 +37,11 @@ enum Op {
     Wait(TaskId),
     SpawnWait(SpawnOp),
     Cancel(TaskId),
+    /// Merge completed children's outputs as proposals over `base`.
+    Merge {
+        base: String,
+        ids: Vec<TaskId>,
+    },
     Fail(String),
     Clock,
     Random,
@@ -259,6 +265,19 @@ fn execute(op: Op) -> Result<Value, String> {
             Err(e) => err(e),
         },
         Op::Cancel(id) => json!(tasks::cancel(id)),
+        Op::Merge { base, ids } => match tasks::merge(&base, &ids) {
+            Ok(m) => json!({
+                "text": m.text,
+                "category": match m.category {
+                    MergeCategory::Unchanged => "unchanged",
+                    MergeCategory::Trivial => "trivial",
+                    MergeCategory::Semantic => "semantic",
+                    MergeCategory::Critical => "critical",
+                },
+                "reasoning": m.reasoning,
+            }),
+            Err(e) => err(e),
+        },
         Op::Fail(msg) => return Err(msg),
         Op::Clock => {
             let ms = SystemTime::now()

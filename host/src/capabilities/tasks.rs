@@ -5,7 +5,8 @@
 
 use super::{Call, TaskCtx};
 use crate::bindings::tasks::{
-    AgentRef, Dependency, Host, Outcome, SpawnError, SpawnRequest, TaskId,
+    AgentRef, Dependency, Host, MergeCategory, MergeResult, Outcome, SpawnError, SpawnRequest,
+    TaskId,
 };
 use crate::supervisor::{self, SpawnRefusal, TaskOutcome};
 use serde_json::json;
@@ -63,6 +64,29 @@ fn outcome_from_json(v: &serde_json::Value) -> Outcome {
         Some("cancelled") => Outcome::Cancelled,
         _ => Outcome::UnknownTask,
     }
+}
+
+fn merge_from_json(ok: bool, v: &serde_json::Value) -> Result<MergeResult, String> {
+    if !ok {
+        return Err(v["error"].as_str().unwrap_or("merge failed").to_string());
+    }
+    Ok(MergeResult {
+        text: v["text"].as_str().unwrap_or_default().to_string(),
+        category: match v["category"].as_str().unwrap_or_default() {
+            "unchanged" => MergeCategory::Unchanged,
+            "trivial" => MergeCategory::Trivial,
+            "semantic" => MergeCategory::Semantic,
+            _ => MergeCategory::Critical,
+        },
+        reasoning: v["reasoning"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    })
 }
 
 fn outcome_json(o: &Option<TaskOutcome>) -> serde_json::Value {
@@ -174,6 +198,15 @@ impl Host for TaskCtx {
         // their own children of slots.
         let had_slot = self.slot.take().is_some();
         let outcome = run.wait(self.task_id, id).await;
+        // The join: a completed child's workspace changes merge into this task's view
+        // (waiting here while a critical conflict is with a human).
+        if matches!(outcome, Some(TaskOutcome::Completed(_))) {
+            crate::merge::join_workspace(&run, self.task_id, id)
+                .await
+                .map_err(|e| {
+                    wasmtime::format_err!("cannot merge task {id}'s workspace changes: {e:#}")
+                })?;
+        }
         if had_slot {
             self.slot = run.take_slot().await;
         }
@@ -195,6 +228,40 @@ impl Host for TaskCtx {
             Some(TaskOutcome::Cancelled) => Outcome::Cancelled,
             None => Outcome::UnknownTask,
         })
+    }
+
+    async fn merge(
+        &mut self,
+        base: String,
+        ids: Vec<TaskId>,
+    ) -> wasmtime::Result<Result<MergeResult, String>> {
+        let started_at = self.admit()?;
+        let request = json!({ "base": base, "ids": ids });
+        if let Some(rec) = self.replayed("tasks.merge", &request)? {
+            return Ok(merge_from_json(rec.ok, &rec.response));
+        }
+        let run = self.run.clone();
+        let call = self.host_calls;
+        let had_slot = self.slot.take().is_some();
+        let merged = crate::merge::merge_proposals(&run, self.task_id, call, &base, &ids)
+            .await
+            .map_err(|e| wasmtime::format_err!("cannot merge proposals: {e:#}"))?;
+        if had_slot {
+            self.slot = run.take_slot().await;
+        }
+        let response = match &merged {
+            Ok(m) => json!({ "text": m.text, "category": m.category, "reasoning": m.reasoning }),
+            Err(e) => json!({ "error": e }),
+        };
+        self.record(Call::plain(
+            "tasks.merge",
+            merged.is_ok(),
+            request,
+            response.clone(),
+            started_at,
+        ))
+        .await?;
+        Ok(merge_from_json(merged.is_ok(), &response))
     }
 
     async fn cancel(&mut self, id: TaskId) -> wasmtime::Result<bool> {

@@ -34,6 +34,9 @@ pub const AUXILIARY: &[&str] = &[
     "validator.call",
     "review.requested",
     "review.decided",
+    "merge.decided",
+    "merge.llm",
+    "merge.resolved",
 ];
 
 /// One recorded host call.

@@ -531,7 +531,8 @@ impl Writer {
         let request_hash = identity_hash(event.identity.as_ref().unwrap_or(&event.request));
         blobs::externalize(&self.conn, &mut event.request)?;
         blobs::externalize(&self.conn, &mut event.response)?;
-        self.conn
+        let insert = |seq: u64| {
+            self.conn
             .prepare_cached(
                 "INSERT INTO events (run_id, task_id, seq, kind, status, request, response, request_hash, model,
                                      tokens_in, tokens_out, cost_usd, started_at, finished_at)
@@ -552,7 +553,28 @@ impl Writer {
                 event.cost_usd,
                 event.started_at,
                 event.finished_at,
-            ])?;
+            ])
+        };
+        // Another process (the CLI deciding an approval or a conflict while this host
+        // runs) may have appended to the task since the sequence was cached: take the
+        // next free number then.
+        let seq = match insert(seq) {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                let max: i64 = self.conn.query_row(
+                    "SELECT COALESCE(MAX(seq), 0) FROM events WHERE run_id = ?1 AND task_id = ?2",
+                    params![event.run_id, event.task_id as i64],
+                    |r| r.get(0),
+                )?;
+                insert(max as u64 + 1)?;
+                max as u64 + 1
+            }
+            other => {
+                other?;
+                seq
+            }
+        };
         self.next_seq.insert(key, seq + 1);
         self.group_events += 1;
         Ok(seq)

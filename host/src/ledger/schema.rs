@@ -133,6 +133,38 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     PRIMARY KEY (run_id, task_id, number)
 );
 
+-- Copy-on-write views of the granted workspace: a task other than the root writes here,
+-- not to the directory; reads fall through to the parent's view and finally the disk.
+CREATE TABLE IF NOT EXISTS workspace_files (
+    run_id       TEXT    NOT NULL,
+    task_id      INTEGER NOT NULL,
+    path         TEXT    NOT NULL,
+    base_hash    TEXT,
+    content_hash TEXT    NOT NULL,
+    updated_at   INTEGER NOT NULL,
+    PRIMARY KEY (run_id, task_id, path)
+);
+
+-- Merges of a child's work into its parent: one row per changed file (or text proposal).
+CREATE TABLE IF NOT EXISTS merges (
+    id          INTEGER PRIMARY KEY,
+    run_id      TEXT    NOT NULL,
+    parent_task INTEGER NOT NULL,
+    child_task  INTEGER NOT NULL,
+    subject     TEXT    NOT NULL,
+    category    TEXT    NOT NULL CHECK (category IN ('unchanged','trivial','semantic','critical')),
+    status      TEXT    NOT NULL CHECK (status IN ('merged','pending','resolved')),
+    base_hash   TEXT,
+    ours_hash   TEXT,
+    theirs_hash TEXT    NOT NULL,
+    result_hash TEXT,
+    reasoning   TEXT    NOT NULL,
+    resolution  TEXT,
+    created_at  INTEGER NOT NULL,
+    decided_at  INTEGER,
+    UNIQUE (run_id, parent_task, child_task, subject)
+);
+
 -- Events with their large strings resolved is what most queries want; see README.
 CREATE VIEW IF NOT EXISTS event_summary AS
     SELECT run_id, task_id, seq, kind, status, model, tokens_in, tokens_out, cost_usd,

@@ -109,6 +109,9 @@ pub fn load(conn: &Connection, run: &str) -> Result<Option<RunView>, LedgerError
                             .unwrap_or("")
                     ));
                 }
+                if e.kind == "merge.decided" || e.kind == "merge.resolved" {
+                    decisions.push(merge_line(e));
+                }
                 *calls.entry(e.kind.clone()).or_insert(0) += 1;
                 if e.kind == "trace.step" {
                     steps.push(e.request.clone());
@@ -138,6 +141,27 @@ pub fn load(conn: &Connection, run: &str) -> Result<Option<RunView>, LedgerError
         })
         .collect();
     Ok(Some(RunView { run, tasks }))
+}
+
+/// One line for a merge decision or a human's resolution.
+fn merge_line(e: &EventRow) -> String {
+    let what = format!(
+        "task {} {}",
+        e.request["child"].as_u64().unwrap_or(0),
+        e.request["subject"].as_str().unwrap_or("?")
+    );
+    if e.kind == "merge.resolved" {
+        return format!(
+            "⇄ merge {what}: resolved by a human: {}",
+            e.response["resolution"].as_str().unwrap_or("")
+        );
+    }
+    format!(
+        "⇄ merge {what}: {} {} — {}",
+        e.response["category"].as_str().unwrap_or("?"),
+        e.response["status"].as_str().unwrap_or("?"),
+        clip(e.response["reasoning"].as_str().unwrap_or(""), 120)
+    )
 }
 
 fn clip(s: &str, max: usize) -> String {

@@ -186,6 +186,8 @@ pub struct RunContext {
     pub validators: Vec<crate::validation::ValidatorConfig>,
     /// Retries after validation failures (`[retry]`).
     pub retry: crate::validation::RetryConfig,
+    /// How children's work is merged into their parent (`[merge]`).
+    pub merge: crate::merge::MergeConfig,
     /// One permit per task allowed to execute at once.
     pub slots: Arc<Semaphore>,
     /// Locks for shared resources and mutual exclusion, by name.
@@ -218,6 +220,7 @@ impl RunContext {
         constraints: ConstraintsConfig,
         validators: Vec<crate::validation::ValidatorConfig>,
         retry: crate::validation::RetryConfig,
+        merge: crate::merge::MergeConfig,
     ) -> Arc<RunContext> {
         Arc::new(RunContext {
             run_id,
@@ -234,6 +237,7 @@ impl RunContext {
             model_override,
             validators,
             retry,
+            merge,
             slots: Arc::new(Semaphore::new(
                 constraints.max_concurrent_tasks.max(1) as usize
             )),

@@ -9,6 +9,7 @@
 pub mod cloud;
 pub mod http_fetch;
 pub mod kv;
+pub mod overlay;
 pub mod workspace;
 
 use crate::config::ToolsConfig;
@@ -120,6 +121,8 @@ pub trait Tool: Send + Sync {
 pub struct ToolSet {
     granted: BTreeMap<String, Arc<dyn Tool>>,
     known: Vec<String>,
+    /// The granted workspace directory, when `workspace` is granted.
+    workspace_root: Option<std::path::PathBuf>,
 }
 
 impl ToolSet {
@@ -133,6 +136,7 @@ impl ToolSet {
         let mut known: Vec<String> = BUILTIN_TOOLS.iter().map(|s| s.to_string()).collect();
         known.extend(available.keys().cloned());
         let mut granted = BTreeMap::new();
+        let mut workspace_root = None;
         for name in &config.grant {
             let tool: Arc<dyn Tool> = match name.as_str() {
                 "kv" => Arc::new(kv::KvTool),
@@ -140,7 +144,9 @@ impl ToolSet {
                     let dir = config.workspace.as_ref().ok_or_else(|| {
                         anyhow::anyhow!("the workspace tool needs a directory: pass --workspace DIR or set [tools] workspace")
                     })?;
-                    Arc::new(workspace::WorkspaceTool::new(dir)?)
+                    let tool = workspace::WorkspaceTool::new(dir)?;
+                    workspace_root = Some(tool.root().to_path_buf());
+                    Arc::new(tool)
                 }
                 "http_fetch" => Arc::new(http_fetch::HttpFetchTool::new(config)?),
                 "cloud" => {
@@ -158,7 +164,11 @@ impl ToolSet {
             };
             granted.insert(name.clone(), tool);
         }
-        Ok(ToolSet { granted, known })
+        Ok(ToolSet {
+            granted,
+            known,
+            workspace_root,
+        })
     }
 
     /// The granted tool `name`'s description, if granted.
@@ -183,6 +193,11 @@ impl ToolSet {
         } else {
             Err(ToolError::NotFound(name.to_string()))
         }
+    }
+
+    /// The workspace directory, if the `workspace` tool is granted.
+    pub fn workspace_root(&self) -> Option<&std::path::Path> {
+        self.workspace_root.as_deref()
     }
 
     /// Names of the granted tools.

@@ -3,7 +3,12 @@
 //!
 //! Paths are relative to that directory. Absolute paths, `..` components and
 //! symlinks that lead outside it are refused, so a guest can touch nothing else.
+//!
+//! Only the root task writes the directory itself. Every other task works in its own
+//! copy-on-write view (`super::overlay`), merged into its parent's when the parent
+//! waits for it (`crate::merge`).
 
+use super::overlay::View;
 use super::{SideEffect, Tool, ToolCallCtx, ToolError, ToolInfo, str_arg};
 use serde_json::json;
 use std::path::{Component, Path, PathBuf};
@@ -27,8 +32,14 @@ impl WorkspaceTool {
         Ok(WorkspaceTool { root })
     }
 
-    /// Resolve a guest path inside the root, or refuse it.
-    fn resolve(&self, rel: &str) -> Result<PathBuf, ToolError> {
+    /// The directory this workspace is rooted at.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Resolve a guest path inside the root, or refuse it; also returns the normalised
+    /// relative path (`/`-separated, "" for the root) that names it in task views.
+    fn resolve(&self, rel: &str) -> Result<(PathBuf, String), ToolError> {
         let rel_path = Path::new(rel);
         let mut clean = PathBuf::new();
         for c in rel_path.components() {
@@ -58,7 +69,83 @@ impl WorkspaceTool {
                 "path `{rel}` resolves outside the workspace"
             )));
         }
-        Ok(full)
+        let key = clean
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join("/");
+        Ok((full, key))
+    }
+
+    /// The calling task's view, from the ledger.
+    fn view(&self, ctx: &ToolCallCtx) -> Result<View, ToolError> {
+        let conn = ctx
+            .ledger
+            .reader()
+            .map_err(|e| ToolError::Failed(format!("cannot read the ledger: {e}")))?;
+        View::of(&conn, &self.root, &ctx.run_id, ctx.task_id)
+            .map_err(|e| ToolError::Failed(format!("cannot read the task's view: {e}")))
+    }
+
+    /// A call from a task other than the root: served from its copy-on-write view.
+    async fn call_in_view(
+        &self,
+        ctx: &ToolCallCtx,
+        view: View,
+        op: &str,
+        path_arg: &str,
+        key: String,
+        args: &serde_json::Value,
+    ) -> Result<String, ToolError> {
+        let ledger_err = |e: crate::ledger::LedgerError| ToolError::Failed(e.to_string());
+        match op {
+            "read" => {
+                let text = ctx
+                    .ledger
+                    .write(move |w| view.read_snapshot(w.conn(), &key))
+                    .await
+                    .map_err(ledger_err)?
+                    .ok_or_else(|| ToolError::Failed(format!("no such file: `{path_arg}`")))?;
+                if text.len() as u64 > MAX_READ_BYTES {
+                    return Err(ToolError::Failed(format!(
+                        "file larger than {MAX_READ_BYTES} bytes"
+                    )));
+                }
+                Ok(text)
+            }
+            "write" | "append" => {
+                let content = str_arg(args, "content")?.to_string();
+                let written = content.len();
+                let append = op == "append";
+                let hash = ctx
+                    .ledger
+                    .write(move |w| {
+                        let text = if append {
+                            view.read_snapshot(w.conn(), &key)?.unwrap_or_default() + &content
+                        } else {
+                            content
+                        };
+                        view.write(w.conn(), &key, &text)
+                    })
+                    .await
+                    .map_err(ledger_err)?;
+                ctx.emit(super::Effect::FileModified {
+                    path: path_arg.to_string(),
+                    hash,
+                });
+                Ok(json!({ "written": written }).to_string())
+            }
+            "list" => {
+                let conn = ctx.ledger.reader().map_err(ledger_err)?;
+                let names = view
+                    .list(&conn, &key)
+                    .map_err(|e| ToolError::Failed(e.to_string()))?;
+                Ok(serde_json::to_string(&names).unwrap_or_default())
+            }
+            other => Err(ToolError::InvalidArgs(format!(
+                "unknown op `{other}` (read, write, append or list)"
+            ))),
+        }
     }
 }
 
@@ -90,7 +177,11 @@ impl Tool for WorkspaceTool {
     async fn call(&self, ctx: &ToolCallCtx, args: serde_json::Value) -> Result<String, ToolError> {
         let op = str_arg(&args, "op")?;
         let path_arg = args.get("path").and_then(|v| v.as_str()).unwrap_or(".");
-        let path = self.resolve(path_arg)?;
+        let (path, key) = self.resolve(path_arg)?;
+        let view = self.view(ctx)?;
+        if !view.is_root() {
+            return self.call_in_view(ctx, view, op, path_arg, key, &args).await;
+        }
         match op {
             "read" => {
                 let meta = tokio::fs::metadata(&path).await.map_err(io_err)?;

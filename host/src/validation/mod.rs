@@ -253,7 +253,7 @@ pub enum Verdict {
     Uncertain(String),
 }
 
-fn programmatic(v: &ValidatorConfig, output: &str) -> Verdict {
+pub(crate) fn programmatic(v: &ValidatorConfig, output: &str) -> Verdict {
     match v.kind.as_str() {
         "json-schema" => match serde_json::from_str::<Value>(output) {
             Err(e) => Verdict::Fail(format!("output is not JSON: {e}")),
@@ -536,6 +536,14 @@ pub async fn validate(
     input: &str,
     output: &str,
 ) -> Result<(), Failure> {
+    // The root has no spawn request: without configured validators it needs no reading.
+    let configured = run.validators.iter().any(|v| {
+        (v.agents.is_empty() || v.agents.iter().any(|a| *a == agent.name))
+            && (!v.root_only || task_id == 1)
+    });
+    if task_id == 1 && !configured {
+        return Ok(());
+    }
     let conn = run.ledger.reader().ok();
     let own = match &conn {
         Some(conn) if task_id != 1 => spawned::of_task(conn, &run.run_id, task_id),

@@ -1,0 +1,737 @@
+//! Merging the work of parallel children back into their parent.
+//!
+//! Two kinds of work are merged: a child's workspace changes (its copy-on-write view,
+//! `crate::tools::overlay`), automatically when the parent waits for it; and text
+//! outputs the SDK declares as proposals (`tasks.merge(base, ids)`). Each changed file
+//! (or proposal) is one *subject*, compared three ways — the base the child started
+//! from, the parent's current version (*ours*) and the child's (*theirs*) — and put in
+//! one category:
+//!
+//! - **trivial**: only one side changed, both made the same change, they differ only
+//!   in whitespace, or their hunks do not overlap (a three-way merge by `diffy`) —
+//!   merged automatically;
+//! - **semantic**: overlapping edits — merged by an LLM given the base, both diffs and
+//!   both tasks' descriptions; its merged text must carry no conflict markers and pass
+//!   the validators declared for agent `merge`, or the conflict becomes critical;
+//! - **critical**: a path or diff pattern marked critical (`[merge]`), or the merge
+//!   model judging the changes contradictory — escalated to a human
+//!   (`agentflow conflicts`, `agentflow resolve`). The join waits for the decision.
+//!
+//! Every decision is a row of `merges` (with base, ours, theirs and the result in
+//! `blobs`) and a `merge.decided` event, committed before it is applied, so a restarted
+//! run applies the recorded decision again (applying is idempotent) instead of deciding
+//! twice, and a pending conflict survives restarts.
+
+pub mod resolve;
+
+use crate::ledger::{EventRecord, blobs, now_ms};
+use crate::providers::{ChatMessage, ChatRequest, Role};
+use crate::supervisor::RunContext;
+use crate::supervisor::constraints::glob;
+use crate::tools::overlay::{self, View};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::sync::Arc;
+
+/// `[merge]`: how parallel work is merged.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MergeConfig {
+    /// Model of the LLM merge (default: the highest-quality catalog model).
+    pub model: Option<String>,
+    /// Workspace paths (globs, `*` wildcard) whose changes always go to a human.
+    pub critical_paths: Vec<String>,
+    /// Globs over a change's added or removed lines that make it critical.
+    pub critical_patterns: Vec<String>,
+    /// Merge overlapping edits with the LLM (default); when off they go to a human.
+    pub llm: bool,
+}
+
+impl Default for MergeConfig {
+    fn default() -> Self {
+        MergeConfig {
+            model: None,
+            critical_paths: Vec::new(),
+            critical_patterns: Vec::new(),
+            llm: true,
+        }
+    }
+}
+
+/// How a subject was merged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Category {
+    Unchanged,
+    Trivial,
+    Semantic,
+    Critical,
+}
+
+impl Category {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::Unchanged => "unchanged",
+            Category::Trivial => "trivial",
+            Category::Semantic => "semantic",
+            Category::Critical => "critical",
+        }
+    }
+
+    fn parse(s: &str) -> Category {
+        match s {
+            "unchanged" => Category::Unchanged,
+            "trivial" => Category::Trivial,
+            "semantic" => Category::Semantic,
+            _ => Category::Critical,
+        }
+    }
+}
+
+/// What the three versions of a subject call for, before any LLM is asked.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Classified {
+    /// The child changed nothing.
+    Unchanged,
+    /// Merged without judgement.
+    Trivial { result: String, why: String },
+    /// A human must decide.
+    Critical { why: String },
+    /// Overlapping edits: `diffy`'s output with conflict markers.
+    Conflict { marked: String },
+}
+
+/// The lines a change adds or removes, as text.
+fn changed_lines(from: &str, to: &str) -> String {
+    diffy::create_patch(from, to)
+        .to_string()
+        .lines()
+        .filter(|l| {
+            (l.starts_with('+') && !l.starts_with("+++"))
+                || (l.starts_with('-') && !l.starts_with("---"))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn squash_whitespace(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Classify one subject. `path` is the workspace path (`None` for text proposals).
+pub fn classify(
+    config: &MergeConfig,
+    path: Option<&str>,
+    base: Option<&str>,
+    ours: Option<&str>,
+    theirs: &str,
+) -> Classified {
+    if base == Some(theirs) {
+        return Classified::Unchanged;
+    }
+    if let Some(p) = path.and_then(|p| config.critical_paths.iter().find(|g| glob(g, p))) {
+        return Classified::Critical {
+            why: format!("path matches critical `{p}`"),
+        };
+    }
+    let base_text = base.unwrap_or_default();
+    if !config.critical_patterns.is_empty() {
+        let theirs_change = changed_lines(base_text, theirs);
+        let ours_change = ours
+            .map(|o| changed_lines(base_text, o))
+            .unwrap_or_default();
+        for change in [&theirs_change, &ours_change] {
+            if let Some(p) = config
+                .critical_patterns
+                .iter()
+                .find(|g| change.lines().any(|l| glob(g, l)))
+            {
+                return Classified::Critical {
+                    why: format!("a change matches critical pattern `{p}`"),
+                };
+            }
+        }
+    }
+    if ours == base {
+        return Classified::Trivial {
+            result: theirs.to_string(),
+            why: "only this task changed it".into(),
+        };
+    }
+    let ours_text = ours.unwrap_or_default();
+    if ours_text == theirs {
+        return Classified::Trivial {
+            result: theirs.to_string(),
+            why: "both made the same change".into(),
+        };
+    }
+    if squash_whitespace(ours_text) == squash_whitespace(theirs) {
+        return Classified::Trivial {
+            result: ours_text.to_string(),
+            why: "the versions differ only in whitespace".into(),
+        };
+    }
+    match diffy::merge(base_text, ours_text, theirs) {
+        Ok(result) => Classified::Trivial {
+            result,
+            why: "the changes touch different lines".into(),
+        },
+        Err(marked) => Classified::Conflict { marked },
+    }
+}
+
+/// One row of `merges`, contents resolved.
+#[derive(Clone, Debug, Serialize)]
+pub struct MergeRow {
+    pub id: u64,
+    pub run_id: String,
+    pub parent_task: u64,
+    pub child_task: u64,
+    pub subject: String,
+    pub category: Category,
+    /// `merged`, `pending` (a human must decide) or `resolved` (a human did).
+    pub status: String,
+    pub base: Option<String>,
+    pub ours: Option<String>,
+    pub theirs: String,
+    pub result: Option<String>,
+    pub reasoning: String,
+    pub resolution: Option<String>,
+}
+
+const MERGE_COLUMNS: &str = "id, run_id, parent_task, child_task, subject, category, status, \
+     base_hash, ours_hash, theirs_hash, result_hash, reasoning, resolution";
+
+fn merge_row(conn: &Connection, r: &rusqlite::Row<'_>) -> rusqlite::Result<MergeRow> {
+    let text = |h: Option<String>| h.map(|h| overlay::content(conn, &h)).transpose();
+    Ok(MergeRow {
+        id: r.get::<_, i64>(0)? as u64,
+        run_id: r.get(1)?,
+        parent_task: r.get::<_, i64>(2)? as u64,
+        child_task: r.get::<_, i64>(3)? as u64,
+        subject: r.get(4)?,
+        category: Category::parse(&r.get::<_, String>(5)?),
+        status: r.get(6)?,
+        base: text(r.get(7)?)?,
+        ours: text(r.get(8)?)?,
+        theirs: overlay::content(conn, &r.get::<_, String>(9)?)?,
+        result: text(r.get(10)?)?,
+        reasoning: r.get(11)?,
+        resolution: r.get(12)?,
+    })
+}
+
+/// Rows of `merges` matching a `WHERE` clause.
+pub fn rows(
+    conn: &Connection,
+    clause: &str,
+    args: impl rusqlite::Params,
+) -> rusqlite::Result<Vec<MergeRow>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {MERGE_COLUMNS} FROM merges WHERE {clause} ORDER BY id"
+    ))?;
+    let raw = stmt.query_map(args, |r| merge_row(conn, r))?;
+    raw.collect()
+}
+
+fn find_row(
+    conn: &Connection,
+    run_id: &str,
+    parent: u64,
+    child: u64,
+    subject: &str,
+) -> rusqlite::Result<Option<MergeRow>> {
+    Ok(rows(
+        conn,
+        "run_id = ?1 AND parent_task = ?2 AND child_task = ?3 AND subject = ?4",
+        params![run_id, parent as i64, child as i64, subject],
+    )?
+    .pop())
+}
+
+/// The description of a task, for the merge model and for operators.
+fn description(conn: &Connection, run_id: &str, task: u64) -> String {
+    conn.query_row(
+        "SELECT description FROM tasks WHERE run_id = ?1 AND task_id = ?2",
+        params![run_id, task as i64],
+        |r| r.get::<_, String>(0),
+    )
+    .optional()
+    .ok()
+    .flatten()
+    .unwrap_or_default()
+}
+
+/// Decide one subject (or return the decision already recorded) and record it.
+#[allow(clippy::too_many_arguments)]
+async fn decide(
+    run: &Arc<RunContext>,
+    parent: u64,
+    child: u64,
+    subject: &str,
+    path: Option<&str>,
+    base: Option<String>,
+    ours: Option<String>,
+    theirs: String,
+) -> anyhow::Result<MergeRow> {
+    let conn = run.ledger.reader()?;
+    if let Some(row) = find_row(&conn, &run.run_id, parent, child, subject)? {
+        return Ok(row);
+    }
+    let classified = classify(&run.merge, path, base.as_deref(), ours.as_deref(), &theirs);
+    let (category, result, reasoning) = match classified {
+        Classified::Unchanged => (Category::Unchanged, ours.clone(), "unchanged".to_string()),
+        Classified::Trivial { result, why } => (Category::Trivial, Some(result), why),
+        Classified::Critical { why } => (Category::Critical, None, why),
+        Classified::Conflict { .. } if !run.merge.llm => (
+            Category::Critical,
+            None,
+            "overlapping edits and the LLM merge is off ([merge] llm = false)".into(),
+        ),
+        Classified::Conflict { .. } => {
+            let labels = (
+                description(&conn, &run.run_id, parent),
+                description(&conn, &run.run_id, child),
+            );
+            let sides = Sides {
+                subject,
+                base: base.as_deref().unwrap_or_default(),
+                ours: ours.as_deref().unwrap_or_default(),
+                theirs: &theirs,
+                ours_label: format!("task {parent}: {}", labels.0),
+                theirs_label: format!("task {child}: {}", labels.1),
+            };
+            match llm_merge(run, parent, &sides).await {
+                Ok((text, why)) => match check_merged(run, &text) {
+                    Ok(()) => (Category::Semantic, Some(text), why),
+                    Err(failed) => (
+                        Category::Critical,
+                        None,
+                        format!("the LLM merge was rejected: {failed} (its reasoning: {why})"),
+                    ),
+                },
+                Err(why) => (Category::Critical, None, why),
+            }
+        }
+    };
+    let status = if result.is_some() {
+        "merged"
+    } else {
+        "pending"
+    };
+    let (run_id, subject) = (run.run_id.clone(), subject.to_string());
+    let id = run
+        .ledger
+        .write(move |w| {
+            let put = |t: &Option<String>| {
+                t.as_ref()
+                    .map(|t| blobs::put(w.conn(), t.as_bytes()))
+                    .transpose()
+            };
+            let (b, o, r) = (put(&base)?, put(&ours)?, put(&result)?);
+            let t = blobs::put(w.conn(), theirs.as_bytes())?;
+            w.conn().execute(
+                "INSERT INTO merges (run_id, parent_task, child_task, subject, category, status,
+                   base_hash, ours_hash, theirs_hash, result_hash, reasoning, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                params![
+                    run_id,
+                    parent as i64,
+                    child as i64,
+                    subject,
+                    category.as_str(),
+                    status,
+                    b,
+                    o,
+                    t,
+                    r,
+                    reasoning,
+                    now_ms()
+                ],
+            )?;
+            let id = w.conn().last_insert_rowid() as u64;
+            w.append_event(EventRecord::note(
+                run_id.clone(),
+                parent,
+                "merge.decided",
+                status == "merged",
+                json!({ "merge_id": id, "child": child, "subject": subject }),
+                json!({ "category": category, "status": status, "reasoning": reasoning }),
+            ))?;
+            Ok(id)
+        })
+        .await?;
+    tracing::info!(run = %run.run_id, parent, child, merge = id, category = category.as_str(), "merge decided");
+    let conn = run.ledger.reader()?;
+    Ok(rows(&conn, "id = ?1", [id as i64])?
+        .pop()
+        .expect("just inserted"))
+}
+
+/// Wait until a human has resolved merge `id`; returns the resolved row.
+async fn wait_resolved(run: &RunContext, id: u64) -> anyhow::Result<MergeRow> {
+    let conn = run.ledger.reader()?;
+    let mut announced = false;
+    loop {
+        let row = rows(&conn, "id = ?1", [id as i64])?
+            .pop()
+            .ok_or_else(|| anyhow::anyhow!("merge {id} vanished from the ledger"))?;
+        if row.status != "pending" {
+            return Ok(row);
+        }
+        if !announced {
+            tracing::info!(run = %run.run_id, merge = id, subject = %row.subject, "waiting for a human to resolve a critical conflict (agentflow conflicts / resolve)");
+            announced = true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Write a decided result into a view (idempotent).
+async fn apply(run: &RunContext, view: &View, path: &str, text: String) -> anyhow::Result<()> {
+    let (view, path) = (view.clone(), path.to_string());
+    run.ledger
+        .write(move |w| view.write(w.conn(), &path, &text).map(|_| ()))
+        .await?;
+    Ok(())
+}
+
+/// Merge child `child`'s workspace changes into its parent's view — the join of a
+/// `tasks.wait` that saw the child complete. Waits while a critical conflict is pending.
+pub async fn join_workspace(run: &Arc<RunContext>, parent: u64, child: u64) -> anyhow::Result<()> {
+    let Some(root) = run.tools.workspace_root() else {
+        return Ok(());
+    };
+    let conn = run.ledger.reader()?;
+    let files = overlay::own_files(&conn, &run.run_id, child)?;
+    if files.is_empty() {
+        return Ok(());
+    }
+    let view = View::of(&conn, root, &run.run_id, parent)?;
+    let mut pending = Vec::new();
+    for file in files {
+        let ours = view.read(&conn, &file.path)?;
+        let row = decide(
+            run,
+            parent,
+            child,
+            &file.path,
+            Some(&file.path),
+            file.base,
+            ours,
+            file.content,
+        )
+        .await?;
+        match (&row.result, row.category) {
+            (_, Category::Unchanged) => {}
+            (Some(result), _) => apply(run, &view, &row.subject, result.clone()).await?,
+            (None, _) => pending.push(row.id),
+        }
+    }
+    for id in pending {
+        let row = wait_resolved(run, id).await?;
+        if let Some(result) = row.result {
+            apply(run, &view, &row.subject, result).await?;
+        }
+    }
+    Ok(())
+}
+
+/// What merging text proposals produced.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProposalMerge {
+    pub text: String,
+    pub category: Category,
+    pub reasoning: Vec<String>,
+}
+
+/// Merge the completed outputs of children `ids` of `parent`, each a proposed revision
+/// of `base`, in order. `call` distinguishes merges of the same children.
+pub async fn merge_proposals(
+    run: &Arc<RunContext>,
+    parent: u64,
+    call: u64,
+    base: &str,
+    ids: &[u64],
+) -> anyhow::Result<Result<ProposalMerge, String>> {
+    let conn = run.ledger.reader()?;
+    let mut current = base.to_string();
+    let mut worst = Category::Unchanged;
+    let mut reasoning = Vec::new();
+    for &id in ids {
+        let is_child = conn
+            .query_row(
+                "SELECT parent_id FROM tasks WHERE run_id = ?1 AND task_id = ?2",
+                params![run.run_id, id as i64],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .optional()?
+            .flatten()
+            == Some(parent as i64);
+        if !is_child {
+            return Ok(Err(format!("task {id} is not a child of this task")));
+        }
+        let output = match run.outcome(id) {
+            Some(crate::supervisor::TaskOutcome::Completed(out)) => out,
+            Some(other) => {
+                return Ok(Err(format!("task {id} has no output to merge: {other:?}")));
+            }
+            None => {
+                return Ok(Err(format!(
+                    "task {id} has not finished (wait for it first)"
+                )));
+            }
+        };
+        let subject = format!("proposal@{call}");
+        let mut row = decide(
+            run,
+            parent,
+            id,
+            &subject,
+            None,
+            Some(base.to_string()),
+            Some(current.clone()),
+            output,
+        )
+        .await?;
+        if row.result.is_none() {
+            row = wait_resolved(run, row.id).await?;
+        }
+        if let Some(result) = row.result {
+            current = result;
+        }
+        worst = worst.max(row.category);
+        let decided = match &row.resolution {
+            Some(r) => format!("{}; resolved: {r}", row.reasoning),
+            None => row.reasoning.clone(),
+        };
+        reasoning.push(format!("task {id}: {}: {decided}", row.category.as_str()));
+    }
+    Ok(Ok(ProposalMerge {
+        text: current,
+        category: worst,
+        reasoning,
+    }))
+}
+
+/// The three versions the merge model sees.
+struct Sides<'a> {
+    subject: &'a str,
+    base: &'a str,
+    ours: &'a str,
+    theirs: &'a str,
+    ours_label: String,
+    theirs_label: String,
+}
+
+/// The merge model's prompt.
+fn merge_prompt(s: &Sides<'_>) -> String {
+    format!(
+        "You are merging parallel edits to `{}`.\n\nBase version:\n{}\n\n\
+         Change A ({}), as a diff from the base:\n{}\n\nChange B ({}), as a diff from the base:\n{}\n\n\
+         Reply with the whole merged text between a line `MERGED:` and a line `END MERGED`, \
+         keeping the intent of both changes, then a line `REASONING:` and why. If the changes \
+         contradict each other so that no merge keeps both intents, reply `CONTRADICTORY:` and why.",
+        s.subject,
+        s.base,
+        s.ours_label,
+        diffy::create_patch(s.base, s.ours),
+        s.theirs_label,
+        diffy::create_patch(s.base, s.theirs),
+    )
+}
+
+/// Parse the merge model's reply: `Ok((merged, reasoning))` or `Err(why it cannot merge)`.
+pub fn parse_merge_reply(reply: &str) -> Result<(String, String), String> {
+    if let Some(at) = reply.find("CONTRADICTORY:") {
+        return Err(format!(
+            "the merge model judged the changes contradictory: {}",
+            reply[at + 14..].trim()
+        ));
+    }
+    let start = reply
+        .find("MERGED:")
+        .ok_or_else(|| "the merge model's reply has no `MERGED:` section".to_string())?;
+    let rest = &reply[start + 7..];
+    let rest = rest.strip_prefix('\n').unwrap_or(rest);
+    let end = rest
+        .find("END MERGED")
+        .ok_or_else(|| "the merge model's reply has no `END MERGED` line".to_string())?;
+    let merged = rest[..end].to_string();
+    let reasoning = rest[end..]
+        .find("REASONING:")
+        .map(|r| rest[end + r + 10..].trim().to_string())
+        .unwrap_or_default();
+    Ok((merged, reasoning))
+}
+
+/// Ask the merge model; its call is a `merge.llm` event charged to the parent's budget.
+async fn llm_merge(
+    run: &Arc<RunContext>,
+    parent: u64,
+    sides: &Sides<'_>,
+) -> Result<(String, String), String> {
+    let scheduler = &run.scheduler;
+    let model = match &run.merge.model {
+        Some(m) => scheduler.model(m).cloned(),
+        None => {
+            let mut models: Vec<_> = scheduler.models().to_vec();
+            models.sort_by(|a, b| {
+                b.quality
+                    .partial_cmp(&a.quality)
+                    .unwrap_or(std::cmp::Ordering::Equal)
+            });
+            models.into_iter().next()
+        }
+    }
+    .ok_or_else(|| "no merge model in the catalog".to_string())?;
+    let prompt = merge_prompt(sides);
+    let max_out = (crate::providers::estimate_tokens(sides.theirs) as u64 * 2 + 400).min(32_000);
+    let chat = ChatRequest {
+        model: model.provider_model_id().to_string(),
+        messages: vec![ChatMessage {
+            role: Role::User,
+            content: prompt.clone(),
+            tool_call_id: None,
+        }],
+        temperature: Some(0.0),
+        max_output_tokens: Some(max_out as u32),
+        tools: vec![],
+        task_type: Some("merge".into()),
+    };
+    let price = model.price();
+    let est_in = crate::providers::estimate_tokens(&prompt) as u64 + 4;
+    let reservation = run
+        .budget
+        .reserve(parent, price.cost(est_in, max_out), est_in + max_out)
+        .map_err(|why| format!("no budget for the merge model: {why}"))?;
+    let started_at = now_ms();
+    let result = scheduler.provider(&model).complete(&chat).await;
+    let (outcome, response, tokens, cost) = match result {
+        Err(e) => {
+            run.budget.settle(reservation, 0.0, 0);
+            (
+                Err(format!("the merge model failed: {e}")),
+                json!({ "error": e.to_string() }),
+                (0, 0),
+                0.0,
+            )
+        }
+        Ok(reply) => {
+            let cost = price.cost(reply.input_tokens as u64, reply.output_tokens as u64);
+            run.budget.settle(
+                reservation,
+                cost,
+                (reply.input_tokens + reply.output_tokens) as u64,
+            );
+            (
+                parse_merge_reply(&reply.text),
+                json!({ "text": reply.text }),
+                (reply.input_tokens, reply.output_tokens),
+                cost,
+            )
+        }
+    };
+    let event = EventRecord {
+        run_id: run.run_id.clone(),
+        task_id: parent,
+        kind: "merge.llm".into(),
+        ok: outcome.is_ok(),
+        request: json!({ "subject": sides.subject, "prompt": prompt }),
+        response,
+        identity: None,
+        model: Some(model.name.clone()),
+        tokens_in: tokens.0,
+        tokens_out: tokens.1,
+        cost_usd: cost,
+        started_at,
+        finished_at: now_ms(),
+    };
+    run.ledger
+        .append(event)
+        .await
+        .map_err(|e| format!("cannot record the merge model's call: {e}"))?;
+    outcome
+}
+
+/// A merged text must carry no conflict markers and pass the validators declared for
+/// agent `merge` (programmatic ones: schema, length, patterns).
+fn check_merged(run: &RunContext, text: &str) -> Result<(), String> {
+    if text
+        .lines()
+        .any(|l| l.starts_with("<<<<<<<") || l.starts_with(">>>>>>>"))
+    {
+        return Err("it still has conflict markers".into());
+    }
+    for v in run
+        .validators
+        .iter()
+        .filter(|v| v.agents.iter().any(|a| a == "merge"))
+    {
+        if let crate::validation::Verdict::Fail(why) = crate::validation::programmatic(v, text) {
+            return Err(format!("validator `{}`: {why}", v.kind));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "fn a() {\n    1\n}\n\nfn b() {\n    2\n}\n";
+
+    #[test]
+    fn categories() {
+        let c = MergeConfig {
+            critical_paths: vec!["migrations/*".into()],
+            critical_patterns: vec!["*drop table*".into()],
+            ..Default::default()
+        };
+        let ours = BASE.replace("    1", "    10");
+        let theirs_far = BASE.replace("    2", "    20");
+        let theirs_same_line = BASE.replace("    1", "    11");
+        assert_eq!(
+            classify(&c, Some("x.rs"), Some(BASE), Some(BASE), BASE),
+            Classified::Unchanged
+        );
+        assert!(matches!(
+            classify(&c, Some("x.rs"), Some(BASE), Some(BASE), &ours),
+            Classified::Trivial { .. }
+        ));
+        match classify(&c, Some("x.rs"), Some(BASE), Some(&ours), &theirs_far) {
+            Classified::Trivial { result, .. } => {
+                assert!(result.contains("    10") && result.contains("    20"))
+            }
+            other => panic!("{other:?}"),
+        }
+        let spaced = ours.replace("fn a() {", "fn a()  {");
+        assert!(matches!(
+            classify(&c, Some("x.rs"), Some(BASE), Some(&ours), &spaced),
+            Classified::Trivial { .. }
+        ));
+        assert!(matches!(
+            classify(&c, Some("x.rs"), Some(BASE), Some(&ours), &theirs_same_line),
+            Classified::Conflict { .. }
+        ));
+        assert!(matches!(
+            classify(&c, Some("migrations/1.sql"), Some(BASE), Some(BASE), &ours),
+            Classified::Critical { .. }
+        ));
+        assert!(matches!(
+            classify(&c, Some("x.sql"), Some(""), Some(""), "DROP TABLE users;\n"),
+            Classified::Critical { .. }
+        ));
+    }
+
+    #[test]
+    fn merge_replies() {
+        let (text, why) =
+            parse_merge_reply("MERGED:\nfn a() {}\nEND MERGED\nREASONING: both kept").unwrap();
+        assert_eq!(text, "fn a() {}\n");
+        assert_eq!(why, "both kept");
+        assert!(parse_merge_reply("CONTRADICTORY: one deletes what the other edits").is_err());
+        assert!(parse_merge_reply("sure, here you go").is_err());
+    }
+}

@@ -1,0 +1,97 @@
+//! A human's side of critical conflicts: listing the pending ones with each side's diff
+//! (`agentflow conflicts`) and deciding one (`agentflow resolve`). The decision is a
+//! ledger update plus a `merge.resolved` event; the waiting join (in a running host, or
+//! in the next `agentflow resume`) picks it up and applies it.
+
+use super::{MergeRow, rows};
+use crate::ledger::{EventRecord, Ledger, blobs, now_ms};
+use rusqlite::{Connection, params};
+use serde_json::json;
+
+/// How a human resolves a conflict.
+#[derive(Clone, Debug)]
+pub enum Decision {
+    /// Keep one task's version: the parent's (ours) or the child's (theirs).
+    Take(u64),
+    /// Use this text.
+    Text(String),
+}
+
+/// Pending conflicts (or all merges with `all`), oldest first.
+pub fn conflicts(conn: &Connection, all: bool) -> rusqlite::Result<Vec<MergeRow>> {
+    rows(conn, "?1 OR status = 'pending'", [all])
+}
+
+/// A unified diff from `from` to `to`.
+pub fn diff(from: Option<&str>, to: Option<&str>) -> String {
+    diffy::create_patch(from.unwrap_or_default(), to.unwrap_or_default()).to_string()
+}
+
+/// Resolve pending conflict `id`. Errors name what is wrong (unknown id, already
+/// decided, a task that is neither side).
+pub fn resolve(
+    ledger: &Ledger,
+    id: u64,
+    decision: Decision,
+    note: Option<String>,
+) -> anyhow::Result<MergeRow> {
+    let conn = ledger.reader()?;
+    let row = rows(&conn, "id = ?1", [id as i64])?
+        .pop()
+        .ok_or_else(|| anyhow::anyhow!("no conflict with id {id} (see agentflow conflicts)"))?;
+    if row.status != "pending" {
+        anyhow::bail!("conflict {id} is not pending (it is {})", row.status);
+    }
+    let (text, how) = match decision {
+        Decision::Take(task) if task == row.parent_task => (
+            row.ours.clone().unwrap_or_default(),
+            format!("took task {task}'s version (the parent's)"),
+        ),
+        Decision::Take(task) if task == row.child_task => (
+            row.theirs.clone(),
+            format!("took task {task}'s version (the child's)"),
+        ),
+        Decision::Take(task) => anyhow::bail!(
+            "task {task} is not a side of conflict {id}: take {} (parent) or {} (child)",
+            row.parent_task,
+            row.child_task
+        ),
+        Decision::Text(text) => (text, "a human supplied the merged text".to_string()),
+    };
+    let resolution = match &note {
+        Some(n) => format!("{how}: {n}"),
+        None => how,
+    };
+    let (run_id, parent, child, subject) = (
+        row.run_id.clone(),
+        row.parent_task,
+        row.child_task,
+        row.subject.clone(),
+    );
+    let updated = ledger.write_blocking(move |w| {
+        let hash = blobs::put(w.conn(), text.as_bytes())?;
+        let n = w.conn().execute(
+            "UPDATE merges SET status = 'resolved', result_hash = ?2, resolution = ?3, decided_at = ?4
+             WHERE id = ?1 AND status = 'pending'",
+            params![id as i64, hash, resolution, now_ms()],
+        )?;
+        if n == 1 {
+            w.append_event(EventRecord::note(
+                run_id,
+                parent,
+                "merge.resolved",
+                true,
+                json!({ "merge_id": id, "child": child, "subject": subject }),
+                json!({ "resolution": resolution }),
+            ))?;
+        }
+        Ok(n)
+    })?;
+    if updated != 1 {
+        anyhow::bail!("conflict {id} was decided meanwhile");
+    }
+    let conn = ledger.reader()?;
+    Ok(rows(&conn, "id = ?1", [id as i64])?
+        .pop()
+        .expect("just updated"))
+}

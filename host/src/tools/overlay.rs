@@ -1,0 +1,253 @@
+//! Copy-on-write views of the granted workspace, one per task.
+//!
+//! The root task reads and writes the directory itself. Every other task writes to its
+//! own view, kept in the ledger (`workspace_files`, contents in `blobs`): a read looks
+//! in the task's view, then its parent's, and so on up to the root's — the directory.
+//! The first time a task writes a path, the content its parent's view had then (the
+//! *base*) is kept with the change, so the change can be merged back by three-way diff
+//! when the parent joins the task (`crate::merge`). Parallel siblings therefore never
+//! see or clobber each other's half-done work, and the views survive a crash with the
+//! rest of the ledger.
+
+use crate::ledger::blobs;
+use rusqlite::{Connection, OptionalExtension, params};
+use std::path::{Path, PathBuf};
+
+/// One task's view of the workspace.
+#[derive(Clone, Debug)]
+pub struct View {
+    pub run_id: String,
+    /// The task, its parent, …, the root.
+    pub chain: Vec<u64>,
+    /// The workspace directory (the root task's view).
+    pub root: PathBuf,
+}
+
+/// One file of a task's own view.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OwnFile {
+    pub path: String,
+    pub base: Option<String>,
+    pub content: String,
+}
+
+impl View {
+    /// The view of task `task_id`; its ancestry comes from the ledger's `tasks` table.
+    pub fn of(
+        conn: &Connection,
+        root: &Path,
+        run_id: &str,
+        task_id: u64,
+    ) -> rusqlite::Result<View> {
+        let mut chain = vec![task_id];
+        let mut at = task_id;
+        while let Some(parent) = conn
+            .prepare_cached("SELECT parent_id FROM tasks WHERE run_id = ?1 AND task_id = ?2")?
+            .query_row(params![run_id, at as i64], |r| r.get::<_, Option<i64>>(0))
+            .optional()?
+            .flatten()
+        {
+            at = parent as u64;
+            if chain.contains(&at) {
+                break;
+            }
+            chain.push(at);
+        }
+        Ok(View {
+            run_id: run_id.to_string(),
+            chain,
+            root: root.to_path_buf(),
+        })
+    }
+
+    /// Whether this is the root task's view, the directory itself.
+    pub fn is_root(&self) -> bool {
+        self.chain.len() == 1
+    }
+
+    /// The task whose view this is.
+    pub fn task_id(&self) -> u64 {
+        self.chain[0]
+    }
+
+    /// The parent's view (`None` for the root).
+    pub fn parent(&self) -> Option<View> {
+        (!self.is_root()).then(|| View {
+            run_id: self.run_id.clone(),
+            chain: self.chain[1..].to_vec(),
+            root: self.root.clone(),
+        })
+    }
+
+    /// The content of `path` (normalised, relative) as this view sees it.
+    pub fn read(&self, conn: &Connection, path: &str) -> rusqlite::Result<Option<String>> {
+        for task in &self.chain[..self.chain.len() - 1] {
+            if let Some(hash) = own_hash(conn, &self.run_id, *task, path)? {
+                return content(conn, &hash).map(Some);
+            }
+        }
+        let disk = self.root.join(path);
+        match std::fs::read(&disk) {
+            Ok(bytes) => Ok(Some(String::from_utf8_lossy(&bytes).into_owned())),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Read `path` for the task itself, freezing what it saw: the first read of a path
+    /// the task has not written copies the parent's content into the task's view (as
+    /// base and content), so a later change the task derives from it is merged against
+    /// what it actually read, not against whatever the parent has merged meanwhile.
+    pub fn read_snapshot(&self, conn: &Connection, path: &str) -> rusqlite::Result<Option<String>> {
+        if self.is_root() || own_hash(conn, &self.run_id, self.task_id(), path)?.is_some() {
+            return self.read(conn, path);
+        }
+        let Some(text) = self.read(conn, path)? else {
+            return Ok(None);
+        };
+        let hash = blobs::put(conn, text.as_bytes())?;
+        conn.prepare_cached(
+            "INSERT INTO workspace_files (run_id, task_id, path, base_hash, content_hash, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?4, ?5)",
+        )?
+        .execute(params![
+            self.run_id,
+            self.task_id() as i64,
+            path,
+            hash,
+            crate::ledger::now_ms()
+        ])?;
+        Ok(Some(text))
+    }
+
+    /// Write `path` in this view: the directory for the root, the ledger otherwise
+    /// (keeping the parent's content as the base the first time). Returns the hash of
+    /// the new content.
+    pub fn write(&self, conn: &Connection, path: &str, text: &str) -> rusqlite::Result<String> {
+        if self.is_root() {
+            let disk = self.root.join(path);
+            if let Some(dir) = disk.parent() {
+                std::fs::create_dir_all(dir).map_err(io)?;
+            }
+            std::fs::write(&disk, text).map_err(io)?;
+            return Ok(blobs::sha256_hex(text.as_bytes()));
+        }
+        let task = self.task_id();
+        let hash = blobs::put(conn, text.as_bytes())?;
+        let touched: bool = conn
+            .prepare_cached(
+                "SELECT 1 FROM workspace_files WHERE run_id = ?1 AND task_id = ?2 AND path = ?3",
+            )?
+            .query_row(params![self.run_id, task as i64, path], |_| Ok(true))
+            .optional()?
+            .unwrap_or(false);
+        if touched {
+            conn.prepare_cached(
+                "UPDATE workspace_files SET content_hash = ?4, updated_at = ?5
+                 WHERE run_id = ?1 AND task_id = ?2 AND path = ?3",
+            )?
+            .execute(params![
+                self.run_id,
+                task as i64,
+                path,
+                hash,
+                crate::ledger::now_ms()
+            ])?;
+        } else {
+            let base = match self.parent() {
+                Some(parent) => parent.read(conn, path)?,
+                None => None,
+            };
+            let base_hash = base.map(|b| blobs::put(conn, b.as_bytes())).transpose()?;
+            conn.prepare_cached(
+                "INSERT INTO workspace_files (run_id, task_id, path, base_hash, content_hash, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                self.run_id,
+                task as i64,
+                path,
+                base_hash,
+                hash,
+                crate::ledger::now_ms()
+            ])?;
+        }
+        Ok(hash)
+    }
+
+    /// Names in directory `dir` ("" for the top) as this view sees them; directories
+    /// end with `/`.
+    pub fn list(&self, conn: &Connection, dir: &str) -> rusqlite::Result<Vec<String>> {
+        let mut names = std::collections::BTreeSet::new();
+        if let Ok(entries) = std::fs::read_dir(self.root.join(dir)) {
+            for e in entries.flatten() {
+                let mut name = e.file_name().to_string_lossy().into_owned();
+                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    name.push('/');
+                }
+                names.insert(name);
+            }
+        }
+        let prefix = if dir.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", dir.trim_end_matches('/'))
+        };
+        for task in &self.chain[..self.chain.len() - 1] {
+            for file in own_files(conn, &self.run_id, *task)? {
+                if let Some(rest) = file.path.strip_prefix(&prefix) {
+                    names.insert(match rest.split_once('/') {
+                        Some((first, _)) => format!("{first}/"),
+                        None => rest.to_string(),
+                    });
+                }
+            }
+        }
+        Ok(names.into_iter().collect())
+    }
+}
+
+fn io(e: std::io::Error) -> rusqlite::Error {
+    rusqlite::Error::ToSqlConversionFailure(Box::new(e))
+}
+
+fn own_hash(
+    conn: &Connection,
+    run_id: &str,
+    task: u64,
+    path: &str,
+) -> rusqlite::Result<Option<String>> {
+    conn.prepare_cached(
+        "SELECT content_hash FROM workspace_files WHERE run_id = ?1 AND task_id = ?2 AND path = ?3",
+    )?
+    .query_row(params![run_id, task as i64, path], |r| r.get(0))
+    .optional()
+}
+
+/// The text of a blob ("" if it is missing, which a consistent ledger never has).
+pub fn content(conn: &Connection, hash: &str) -> rusqlite::Result<String> {
+    Ok(blobs::get(conn, hash)?
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default())
+}
+
+/// The files task `task` wrote in its own view, with their bases, by path.
+pub fn own_files(conn: &Connection, run_id: &str, task: u64) -> rusqlite::Result<Vec<OwnFile>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT path, base_hash, content_hash FROM workspace_files
+         WHERE run_id = ?1 AND task_id = ?2 ORDER BY path",
+    )?;
+    let rows: Vec<(String, Option<String>, String)> = stmt
+        .query_map(params![run_id, task as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    rows.into_iter()
+        .map(|(path, base, hash)| {
+            Ok(OwnFile {
+                path,
+                base: base.map(|h| content(conn, &h)).transpose()?,
+                content: content(conn, &hash)?,
+            })
+        })
+        .collect()
+}
