@@ -1026,13 +1026,9 @@ semantic = "human"
     assert_eq!(again.status.code(), Some(2), "already decided");
 }
 
-#[test]
-fn the_testwriter_example_retries_an_assertless_test_on_a_better_model() {
-    use crate::cli::agentflow;
-    let dir = TempDir::new("val-testwriter");
-    let db = dir.join("t.db");
+/// The testwriter example's own config, its paths made absolute, written into `dir`.
+fn testwriter_config(dir: &TempDir) -> std::path::PathBuf {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    // The example's own config, with its paths made absolute.
     let config = std::fs::read_to_string(root.join("examples/testwriter/agentflow.toml"))
         .unwrap()
         .replace(
@@ -1049,8 +1045,80 @@ fn the_testwriter_example_retries_an_assertless_test_on_a_better_model() {
             // A crate directory: `agentflow run` builds the validator like an agent.
             &format!("{:?}", root.join("examples/assert-check").to_str().unwrap()),
         );
-    let config_path = dir.join("agentflow.toml");
-    std::fs::write(&config_path, config).unwrap();
+    let path = dir.join("agentflow.toml");
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+#[test]
+fn a_crash_after_a_validator_component_ran_resumes_without_confusing_its_calls() {
+    use crate::cli::agentflow;
+    let dir = TempDir::new("val-component-crash");
+    let db = dir.join("c.db");
+    let config = testwriter_config(&dir);
+    // Attempt 1 (its LLM call, the validator's calls, the failed verdict, the retry
+    // marker) is 8 events; the host dies one event into attempt 2.
+    let crashed = agentflow()
+        .arg("run")
+        .arg(example("testwriter"))
+        .args(["--input", "fn parse_port(s: &str) -> Option<u16>", "--db"])
+        .arg(&db)
+        .arg("--config")
+        .arg(&config)
+        .env("AGENTFLOW_CRASH_AFTER_EVENTS", "9")
+        .output()
+        .unwrap();
+    assert!(!crashed.status.success());
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let count = |kind: &str| -> i64 {
+        conn.query_row("SELECT COUNT(*) FROM events WHERE kind = ?1", [kind], |r| {
+            r.get(0)
+        })
+        .unwrap()
+    };
+    assert_eq!(
+        count("validation.retry"),
+        1,
+        "the crash came after the retry"
+    );
+    assert!(count("validator.call") >= 1);
+    let run_id: String = conn
+        .query_row("SELECT run_id FROM runs", [], |r| r.get(0))
+        .unwrap();
+    let resumed = agentflow()
+        .args(["resume", &run_id, "--json", "--db"])
+        .arg(&db)
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&resumed.stdout).unwrap();
+    assert_eq!(report["status"], "completed", "{report}");
+    assert!(report["output"].as_str().unwrap().contains("assert_eq!"));
+    // Attempt 1 replayed (its validator's events skipped), not redone; no divergence.
+    let models: Vec<String> = conn
+        .prepare("SELECT model FROM events WHERE kind = 'llm.complete' ORDER BY seq")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(models, vec!["mock-small", "mock-large"], "{models:?}");
+    assert_eq!(count("replay.diverged"), 0);
+    assert_eq!(count("validation.retry"), 1);
+}
+
+#[test]
+fn the_testwriter_example_retries_an_assertless_test_on_a_better_model() {
+    use crate::cli::agentflow;
+    let dir = TempDir::new("val-testwriter");
+    let db = dir.join("t.db");
+    let config_path = testwriter_config(&dir);
     let out = agentflow()
         .arg("run")
         .arg(example("testwriter"))
