@@ -1008,6 +1008,16 @@ semantic = "human"
         )
         .unwrap();
     assert_eq!(strategy, "human");
+    let listed = agentflow()
+        .args(["reviews", "--all", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        text.contains(" retry ") && text.contains("note: say revised"),
+        "{text}"
+    );
     let inspect = agentflow()
         .args(["inspect", &run_id, "--db"])
         .arg(&db)

@@ -78,6 +78,24 @@ pub fn render(rows: &[ReviewRow]) -> String {
             "{:<5} {:<34} {:<5} {:<7} {:<9} {} [{}]: {reason}",
             r.id, r.run_id, r.task_id, r.attempt, r.status, r.validator, r.category
         );
+        let excerpt: String = r
+            .output
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .chars()
+            .take(160)
+            .collect();
+        let _ = writeln!(out, "      output: {excerpt}");
+        if r.status == "pending" {
+            let _ = writeln!(
+                out,
+                "      decide: agentflow retry {} --note \"guidance\" | agentflow reject {} --note \"why\"",
+                r.id, r.id
+            );
+        } else if let Some(note) = &r.note {
+            let _ = writeln!(out, "      note: {note}");
+        }
     }
     out
 }
