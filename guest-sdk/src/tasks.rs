@@ -75,6 +75,7 @@ pub struct Spawn {
     timeout_ms: Option<u32>,
     estimated_cost_usd: Option<f64>,
     tools: Vec<String>,
+    validators: Vec<String>,
 }
 
 impl Spawn {
@@ -94,6 +95,7 @@ impl Spawn {
             timeout_ms: None,
             estimated_cost_usd: None,
             tools: Vec::new(),
+            validators: Vec::new(),
         }
     }
 
@@ -139,6 +141,15 @@ impl Spawn {
     /// A tool the child means to use, for approval rules.
     pub fn tool(mut self, name: impl Into<String>) -> Self {
         self.tools.push(name.into());
+        self
+    }
+
+    /// A validator for the child's output, as the JSON of a `[[validators]]` entry
+    /// (e.g. `{"kind": "length", "min_chars": 10}`); applied in addition to the
+    /// configured validators. A bad one makes the spawn fail with
+    /// [`SpawnError::InvalidRequest`].
+    pub fn validator(mut self, config_json: impl Into<String>) -> Self {
+        self.validators.push(config_json.into());
         self
     }
 
@@ -192,6 +203,7 @@ impl Spawn {
             timeout_ms: self.timeout_ms,
             estimated_cost_usd: self.estimated_cost_usd,
             tools: self.tools.clone(),
+            validators: self.validators.clone(),
         };
         Ok(raw::spawn(&req)?)
     }

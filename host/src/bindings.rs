@@ -1,4 +1,5 @@
-//! Host bindings generated from `wit/` (world `agentflow:agent/agent`).
+//! Host bindings generated from `wit/`: world `agentflow:agent/agent` (agents) and
+//! world `agentflow:agent/validator` (validator components, [`validator`]).
 //!
 //! `bindgen!` runs here and nowhere else; the capability modules implement the
 //! generated `Host` traits, one module per interface. Every import is async (it may
@@ -13,3 +14,18 @@ wasmtime::component::bindgen!({
 });
 
 pub use self::agentflow::agent::{checkpoint, llm, tasks, tools, trace};
+
+/// World `validator`: imports `tools` and `trace` — the very interfaces of the agent
+/// world (mapped with `with:`), so the same `Host` impls on `TaskCtx` serve both.
+pub mod validator {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "validator",
+        imports: { default: async | trappable },
+        exports: { default: async },
+        with: {
+            "agentflow:agent/tools": super::agentflow::agent::tools,
+            "agentflow:agent/trace": super::agentflow::agent::trace,
+        },
+    });
+}

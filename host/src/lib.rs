@@ -212,6 +212,7 @@ impl Host {
             limits.max_depth = d;
         }
         limits.validate()?;
+        validation::component::preload(&self.runtime, &self.config.validators)?;
         let budget_usd = opts.budget_usd.unwrap_or(self.config.budget.usd);
         if !(budget_usd.is_finite() && budget_usd >= 0.0) {
             anyhow::bail!("--budget-usd must be a non-negative number");

@@ -176,6 +176,33 @@ enum Command {
         #[arg(long, default_value = "agentflow.db")]
         db: PathBuf,
     },
+    /// List validation failures waiting for a human (`[retry] <category> = "human"`),
+    /// pending ones or all with --all.
+    Reviews {
+        #[arg(long, default_value = "agentflow.db")]
+        db: PathBuf,
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Retry the task of a pending review, with --note as guidance for the new attempt
+    /// (resume the run if its host stopped).
+    Retry {
+        id: u64,
+        #[arg(long)]
+        note: Option<String>,
+        #[arg(long, default_value = "agentflow.db")]
+        db: PathBuf,
+    },
+    /// Reject the output of a pending review: the task fails with the note.
+    Reject {
+        id: u64,
+        #[arg(long)]
+        note: Option<String>,
+        #[arg(long, default_value = "agentflow.db")]
+        db: PathBuf,
+    },
     /// List a run's semantic checkpoints.
     Checkpoints {
         run: String,
@@ -250,7 +277,8 @@ fn real_main() -> anyhow::Result<ExitCode> {
             require_approval_over_usd,
             json,
         } => {
-            let config = load_config(config.as_deref())?;
+            let mut config = load_config(config.as_deref())?;
+            build_validator_crates(&mut config)?;
             let input = match (input, input_file) {
                 (Some(text), _) => text,
                 (None, Some(path)) => std::fs::read_to_string(&path)
@@ -432,6 +460,18 @@ fn real_main() -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Reviews { db, all, json } => {
+            let conn = open_existing(&db)?;
+            let rows = agentflow::validation::review::list(&conn, all)?;
+            if json {
+                println!("{}", serde_json::to_string(&rows)?);
+            } else {
+                print!("{}", agentflow::validation::review::render(&rows));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Retry { id, note, db } => review(&db, id, true, note),
+        Command::Reject { id, note, db } => review(&db, id, false, note),
         Command::Conflicts { db, all, json } => {
             let conn = open_existing(&db)?;
             let rows = agentflow::merge::resolve::conflicts(&conn, all)?;
@@ -603,6 +643,22 @@ fn decide(db: &Path, id: u64, approve: bool, note: Option<String>) -> anyhow::Re
     }
 }
 
+/// Retry or reject a pending review.
+fn review(db: &Path, id: u64, retry: bool, note: Option<String>) -> anyhow::Result<ExitCode> {
+    require_ledger(db)?;
+    let ledger = Ledger::open(db)?;
+    match agentflow::validation::review::decide_blocking(&ledger, id, retry, note)? {
+        Some((run, task)) => {
+            println!(
+                "{} review {id}: run {run} task {task}",
+                if retry { "retrying" } else { "rejected" }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        None => bail!("no pending review {id} (see `agentflow reviews`)"),
+    }
+}
+
 /// The host configuration from `--config`, or the defaults.
 fn load_config(path: Option<&Path>) -> anyhow::Result<HostConfig> {
     match path {
@@ -670,6 +726,18 @@ fn open_existing(db: &Path) -> anyhow::Result<rusqlite::Connection> {
     // Opening through `Ledger` creates or checks the schema.
     let ledger = Ledger::open(db)?;
     Ok(ledger.reader()?)
+}
+
+/// Validator components given as crate directories are built like agents.
+fn build_validator_crates(config: &mut HostConfig) -> anyhow::Result<()> {
+    for v in &mut config.validators {
+        if let Some(dir) = v.component.as_deref().map(PathBuf::from)
+            && dir.is_dir()
+        {
+            v.component = Some(build_agent_crate(&dir)?.display().to_string());
+        }
+    }
+    Ok(())
 }
 
 /// Build an agent crate for wasm32-wasip2 and return the component's path.

@@ -182,6 +182,27 @@ fn bad_validators_are_config_errors() {
         .err()
         .unwrap();
     assert!(err.to_string().contains("kind `vibes`"), "{err}");
+    for (toml, expected) in [
+        ("kind = \"component\"", "component needs `component`"),
+        ("kind = \"outcome\"", "outcome needs either `tool`"),
+        (
+            "kind = \"outcome\"\ntool = \"cloud\"\ncomponent = \"x.wasm\"",
+            "outcome needs either `tool`",
+        ),
+        (
+            "kind = \"pattern\"\ngrnat = [\"kv\"]",
+            "unknown field `grnat`",
+        ),
+    ] {
+        let err = agentflow::HostConfig::from_toml(&format!("[[validators]]\n{toml}\n"))
+            .err()
+            .unwrap();
+        assert!(format!("{err:#}").contains(expected), "{err:#}");
+    }
+    let err = agentflow::HostConfig::from_toml("[retry]\nsemantic = \"ask\"\n")
+        .err()
+        .unwrap();
+    assert!(format!("{err:#}").contains("human"), "{err:#}");
     assert_eq!(
         agentflow::validation::parse_score("Score: 8.5 because"),
         Some(8.5)
@@ -443,4 +464,726 @@ threshold = 7
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&text.stdout).contains("false-positive rate 25.0%"));
+}
+
+// ---- validator components, outcome validators, human reviews, per-task validators ----
+
+fn probe_config(extra: &str) -> String {
+    format!(
+        r#"
+[tools]
+grant = ["kv"]
+[llm.mock]
+rules = [{{ contains = "say bad", reply = "this is probe:bad" }}]
+[[validators]]
+name = "probe-granted"
+agents = ["scripted"]
+kind = "component"
+component = {:?}
+grant = ["kv", "workspace"]
+{extra}
+"#,
+        example("probe-validator").to_str().unwrap()
+    )
+}
+
+fn validator_calls(host: &agentflow::Host, run: &str) -> Vec<agentflow::ledger::query::EventRow> {
+    events(host, run)
+        .into_iter()
+        .filter(|e| e.kind == "validator.call")
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_validator_component_passes_or_fails_with_its_category() {
+    let dir = TempDir::new("val-component");
+    let host = host(&dir, &probe_config(""));
+    let (ok, _) = run_scripted(&host, json!([{"log": "x"}]), RunOptions::default()).await;
+    assert_eq!(ok.status, Status::Completed, "{ok:?}");
+    let r = results(&host, &ok.run_id);
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0]["result"]["verdict"], "pass");
+    // Its trace step is recorded under the task, as the validator's.
+    let calls = validator_calls(&host, &ok.run_id);
+    assert!(
+        calls
+            .iter()
+            .any(|e| e.request["call"] == "trace.step" && e.request["validator"] == "probe-granted"),
+        "{calls:?}"
+    );
+
+    let (bad, _) = run_scripted(
+        &host,
+        json!([{"llm": {"prompt": "say bad"}}]),
+        RunOptions::default(),
+    )
+    .await;
+    assert_eq!(bad.status, Status::Failed);
+    let err = bad.error.unwrap();
+    assert!(
+        err.starts_with("validation failed [partial] probe-granted: the output contains probe:bad"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_validator_component_uses_granted_tools_and_is_denied_the_others() {
+    let dir = TempDir::new("val-component-tools");
+    // probe-denied has no `grant`: deny by default, although the run has kv.
+    let host = host(
+        &dir,
+        &probe_config(&format!(
+            "[[validators]]\nname = \"probe-denied\"\nagents = [\"scripted\"]\nkind = \"component\"\ncomponent = {:?}\n",
+            example("probe-validator").to_str().unwrap()
+        )),
+    );
+    let put = |v: &str| json!({"tool": {"name": "kv", "args": {"op": "put", "key": "verdict", "value": v}}});
+    let (ok, _) = run_scripted(
+        &host,
+        json!([put("pass"), {"log": "probe:kv"}]),
+        RunOptions::default(),
+    )
+    .await;
+    assert_eq!(ok.status, Status::Completed, "{ok:?}");
+    let r = results(&host, &ok.run_id);
+    assert_eq!(r[0]["result"]["verdict"], "pass", "{r:?}");
+    assert_eq!(r[1]["result"]["verdict"], "uncertain", "{r:?}");
+    let why = r[1]["result"]["reason"].as_str().unwrap();
+    assert!(why.contains("NotGranted"), "{why}");
+    assert!(why.contains("not in this validator's `grant`"), "{why}");
+    let calls = validator_calls(&host, &ok.run_id);
+    let tool_calls: Vec<_> = calls
+        .iter()
+        .filter(|e| e.request["call"] == "tools.call")
+        .collect();
+    assert_eq!(tool_calls.len(), 2, "{calls:?}");
+    assert!(
+        tool_calls
+            .iter()
+            .any(|e| e.ok && e.request["validator"] == "probe-granted")
+    );
+    assert!(
+        tool_calls
+            .iter()
+            .any(|e| !e.ok && e.request["validator"] == "probe-denied")
+    );
+    // Validator calls do not count as the agent's tool use.
+    assert_eq!(
+        events(&host, &ok.run_id)
+            .iter()
+            .filter(|e| e.kind == "tools.call")
+            .count(),
+        1
+    );
+
+    let (bad, _) = run_scripted(
+        &host,
+        json!([put("nope"), {"log": "probe:kv"}]),
+        RunOptions::default(),
+    )
+    .await;
+    assert_eq!(bad.status, Status::Failed);
+    let err = bad.error.unwrap();
+    assert!(
+        err.starts_with("validation failed [semantic] probe-granted: kv says the verdict is"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_validator_component_is_uncertain_and_the_host_keeps_going() {
+    let dir = TempDir::new("val-component-hostile");
+    let host = host(&dir, &probe_config("[limits]\ncpu_ms = 300\n"));
+    let (trapped, _) =
+        run_scripted(&host, json!([{"log": "probe:trap"}]), RunOptions::default()).await;
+    assert_eq!(trapped.status, Status::Completed, "{trapped:?}");
+    let r = results(&host, &trapped.run_id);
+    assert_eq!(r[0]["result"]["verdict"], "uncertain");
+    let why = r[0]["result"]["reason"].as_str().unwrap();
+    assert!(why.contains("validator component trapped"), "{why}");
+    assert!(
+        why.contains("told to trap"),
+        "the panic message from stderr: {why}"
+    );
+
+    let started = std::time::Instant::now();
+    let (looped, _) =
+        run_scripted(&host, json!([{"log": "probe:loop"}]), RunOptions::default()).await;
+    assert_eq!(looped.status, Status::Completed, "{looped:?}");
+    let r = results(&host, &looped.run_id);
+    assert_eq!(r[0]["result"]["verdict"], "uncertain");
+    let why = r[0]["result"]["reason"].as_str().unwrap();
+    assert!(why.contains("CPU time limit exceeded"), "{why}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+
+    // The host is fine: the next run validates normally.
+    let (ok, _) = run_scripted(&host, json!([{"log": "x"}]), RunOptions::default()).await;
+    assert_eq!(results(&host, &ok.run_id)[0]["result"]["verdict"], "pass");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_validator_component_is_a_clear_error_before_the_run() {
+    let dir = TempDir::new("val-component-malformed");
+    let junk = dir.join("junk.wasm");
+    std::fs::write(&junk, b"not wasm at all").unwrap();
+    for (component, expected) in [
+        (junk.clone(), "not a WebAssembly file"),
+        (example("hello"), "validator components may import only"),
+        (dir.join("missing.wasm"), "cannot read validator component"),
+    ] {
+        let host = host(
+            &dir,
+            &format!(
+                "[[validators]]\nname = \"broken\"\nkind = \"component\"\ncomponent = {:?}\n",
+                component.to_str().unwrap()
+            ),
+        );
+        let err = host
+            .run_file(&example("scripted"), "[]", RunOptions::default())
+            .await
+            .unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("[[validators]] broken"), "{msg}");
+        assert!(msg.contains(expected), "{msg}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_outcome_check_rolls_back_the_subtree() {
+    let dir = TempDir::new("val-outcome");
+    let ws = dir.join("ws");
+    let host = host(
+        &dir,
+        &format!(
+            r#"
+[tools]
+grant = ["cloud"]
+workspace = {:?}
+[[validators]]
+name = "deployed-healthy"
+kind = "outcome"
+root_only = true
+tool = "cloud"
+args = {{ op = "health", id = "{{effect.id}}" }}
+"#,
+            ws.to_str().unwrap()
+        ),
+    );
+    let create =
+        |r: &str| json!({"tool": {"name": "cloud", "args": {"op": "create", "resource": r}}});
+    let child = json!([create("unhealthy-db")]).to_string();
+    let ops = json!([create("web"), {"spawn_wait": {"description": "database", "input": child}}]);
+    let (report, _) = run_scripted(&host, ops, RunOptions::default()).await;
+    assert_eq!(report.status, Status::Failed);
+    let err = report.error.unwrap();
+    assert!(
+        err.starts_with("validation failed [degraded] deployed-healthy: `cloud` reports"),
+        "{err}"
+    );
+    assert!(
+        err.contains("rolled back 2 of 2 effect(s) of tasks [1, 2]"),
+        "{err}"
+    );
+    let log = std::fs::read_to_string(ws.join("cloud.log")).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 4, "{log}");
+    assert!(lines[0].starts_with("create web "), "{log}");
+    assert!(lines[1].starts_with("create unhealthy-db "), "{log}");
+    let id_of = |line: &str| {
+        line.split_whitespace()
+            .nth(2)
+            .unwrap()
+            .trim_start_matches("id=")
+            .to_string()
+    };
+    // Newest effect first: the database (the child's), then the web server.
+    assert!(
+        lines[2].starts_with(&format!("destroy {}", id_of(lines[1]))),
+        "{log}"
+    );
+    assert!(
+        lines[3].starts_with(&format!("destroy {}", id_of(lines[0]))),
+        "{log}"
+    );
+    let ev = events(&host, &report.run_id);
+    assert_eq!(
+        ev.iter()
+            .filter(|e| e.kind == "recovery.compensate" && e.ok)
+            .count(),
+        2
+    );
+    assert!(ev.iter().any(|e| e.kind == "validation.outcome" && !e.ok));
+    assert!(ev.iter().any(|e| e.kind == "validation.rollback" && e.ok));
+
+    // An outcome check by a validator component: it fails, the task is rolled back.
+    let ws3 = dir.join("ws3");
+    let host3 = crate::support::host(
+        &dir,
+        &format!(
+            "[tools]\ngrant = [\"cloud\"]\nworkspace = {:?}\n[llm.mock]\nrules = [{{ contains = \"say bad\", reply = \"probe:bad\" }}]\n\
+             [[validators]]\nname = \"probe-outcome\"\nkind = \"outcome\"\ncomponent = {:?}\n",
+            ws3.to_str().unwrap(),
+            example("probe-validator").to_str().unwrap()
+        ),
+    );
+    let (bad, _) = run_scripted(
+        &host3,
+        json!([create("web"), {"llm": {"prompt": "say bad"}}]),
+        RunOptions::default(),
+    )
+    .await;
+    let err = bad.error.unwrap_or_default();
+    assert!(
+        err.starts_with("validation failed [degraded] probe-outcome: the output contains probe:bad; rolled back 1 of 1"),
+        "{err}"
+    );
+    let log = std::fs::read_to_string(ws3.join("cloud.log")).unwrap();
+    assert!(log.lines().nth(1).unwrap().starts_with("destroy "), "{log}");
+
+    // Healthy resources pass, and nothing is destroyed.
+    let ws2 = dir.join("ws2");
+    let host2 = crate::support::host(
+        &dir,
+        &format!(
+            "[tools]\ngrant = [\"cloud\"]\nworkspace = {:?}\n[[validators]]\nkind = \"outcome\"\ntool = \"cloud\"\nargs = {{ op = \"health\", id = \"{{effect.id}}\" }}\n",
+            ws2.to_str().unwrap()
+        ),
+    );
+    let (ok, _) = run_scripted(&host2, json!([create("web")]), RunOptions::default()).await;
+    assert_eq!(ok.status, Status::Completed, "{ok:?}");
+    let log = std::fs::read_to_string(ws2.join("cloud.log")).unwrap();
+    assert_eq!(log.lines().count(), 1, "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_carries_its_own_validators_from_the_spawn() {
+    let dir = TempDir::new("val-spawned");
+    let host = host(&dir, "");
+    let never = json!({"name": "says-never", "kind": "pattern", "must_match": ["*never*"]});
+    let ops = json!([
+        {"spawn_wait": {"description": "checked child", "input": "", "validators": [never]}},
+        {"spawn_wait": {"description": "unchecked child", "input": ""}},
+        {"spawn": {"description": "bad validator", "input": "", "validators": [{"kind": "judge"}]}},
+        {"spawn": {"description": "agent-chosen component", "input": "",
+                   "validators": [{"kind": "component", "component": "/tmp/x.wasm"}]}},
+    ]);
+    let (report, results_) = run_scripted(&host, ops, RunOptions::default()).await;
+    assert_eq!(report.status, Status::Completed, "{report:?}");
+    let failed = results_[0]["failed"].as_str().unwrap();
+    assert!(
+        failed.starts_with("validation failed [semantic] says-never: does not match `*never*`"),
+        "{results_:?}"
+    );
+    assert_eq!(results_[1]["completed"], "child:");
+    let e = results_[2]["err"].as_str().unwrap();
+    assert!(
+        e.contains("InvalidRequest") && e.contains("judge needs `rubric`"),
+        "{e}"
+    );
+    let e = results_[3]["err"].as_str().unwrap();
+    assert!(
+        e.contains("InvalidRequest") && e.contains("only be configured by the operator"),
+        "{e}"
+    );
+    // Durable: stored with the child before it started (a resume reads them back).
+    let conn = host.ledger().reader().unwrap();
+    let stored: String = conn
+        .query_row(
+            "SELECT validators FROM task_validators WHERE run_id = ?1 AND task_id = 2",
+            [&report.run_id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(stored.contains("says-never"), "{stored}");
+    let r: Vec<_> = events(&host, &report.run_id)
+        .into_iter()
+        .filter(|e| e.kind == "validation.result")
+        .map(|e| e.task_id)
+        .collect();
+    assert_eq!(r, vec![2], "only the checked child was validated");
+}
+
+#[test]
+fn a_childs_own_validators_survive_a_crash_before_it_starts() {
+    use crate::cli::agentflow;
+    let dir = TempDir::new("val-spawned-crash");
+    let db = dir.join("s.db");
+    let never = json!({"name": "says-never", "kind": "pattern", "must_match": ["*never*"]});
+    let ops = json!([
+        {"spawn_wait": {"description": "checked child", "input": "", "validators": [never]}}
+    ])
+    .to_string();
+    // The host dies once the child's row (and its validators) are in the ledger, before
+    // the child ever runs: only the ledger can tell the resumed host about them.
+    let crashed = agentflow()
+        .arg("run")
+        .arg(example("scripted"))
+        .args(["--input", &ops, "--db"])
+        .arg(&db)
+        .env("AGENTFLOW_CRASH_AT", "spawn-created")
+        .output()
+        .unwrap();
+    assert!(!crashed.status.success());
+    let run_id: String = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row("SELECT run_id FROM runs", [], |r| r.get(0))
+        .unwrap();
+    let resumed = agentflow()
+        .args(["resume", &run_id, "--json", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&resumed.stdout).unwrap();
+    let results: Vec<serde_json::Value> =
+        serde_json::from_str(report["output"].as_str().unwrap()).unwrap();
+    let failed = results[0]["failed"].as_str().unwrap_or_default();
+    assert!(
+        failed.starts_with("validation failed [semantic] says-never"),
+        "{results:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_human_can_reject_a_failed_output() {
+    let dir = TempDir::new("val-human-reject");
+    let host = std::sync::Arc::new(host(
+        &dir,
+        r#"
+[[validators]]
+name = "revised"
+agents = ["hello"]
+kind = "pattern"
+must_match = ["*revised*"]
+[retry]
+max_attempts = 3
+semantic = "human"
+"#,
+    ));
+    let h = host.clone();
+    let run = tokio::spawn(async move {
+        h.run_file(&example("hello"), "world", RunOptions::default())
+            .await
+            .unwrap()
+    });
+    let mut pending = Vec::new();
+    for _ in 0..200 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        pending =
+            agentflow::validation::review::list(&host.ledger().reader().unwrap(), false).unwrap();
+        if !pending.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].validator, "revised");
+    assert_eq!(pending[0].category, "semantic");
+    let ledger = host.ledger().clone();
+    let id = pending[0].id;
+    tokio::task::spawn_blocking(move || {
+        agentflow::validation::review::decide_blocking(
+            &ledger,
+            id,
+            false,
+            Some("not shippable".into()),
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap()
+    .unwrap();
+    let report = run.await.unwrap();
+    assert_eq!(report.status, Status::Failed);
+    let err = report.error.unwrap();
+    assert!(
+        err.contains(&format!("rejected by a human (review {id}): not shippable")),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_human_review_survives_a_host_restart() {
+    use crate::cli::agentflow;
+    let dir = TempDir::new("val-human-restart");
+    let db = dir.join("h.db");
+    let config = dir.join("c.toml");
+    std::fs::write(
+        &config,
+        r#"
+[llm.mock]
+rules = [{ contains = "guidance from a human reviewer: say revised", reply = "A revised, friendly greeting." }]
+[[validators]]
+name = "revised"
+agents = ["hello"]
+kind = "pattern"
+must_match = ["*revised*"]
+[retry]
+max_attempts = 2
+semantic = "human"
+"#,
+    )
+    .unwrap();
+    let mut child = agentflow()
+        .arg("run")
+        .arg(example("hello"))
+        .args(["--input", "world", "--db"])
+        .arg(&db)
+        .arg("--config")
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut pending = serde_json::Value::Null;
+    for _ in 0..400 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let out = agentflow()
+            .args(["reviews", "--json", "--db"])
+            .arg(&db)
+            .output()
+            .unwrap();
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            && v.as_array().is_some_and(|a| !a.is_empty())
+        {
+            pending = v;
+            break;
+        }
+    }
+    assert_eq!(pending[0]["task_id"], 1, "{pending}");
+    assert_eq!(pending[0]["attempt"], 1, "{pending}");
+    assert!(pending[0]["reason"].as_str().unwrap().contains("*revised*"));
+    child.kill().unwrap(); // SIGKILL while the task waits for the human
+    child.wait().unwrap();
+    let id = pending[0]["id"].to_string();
+    let decided = agentflow()
+        .args(["retry", &id, "--note", "say revised", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(
+        decided.status.success(),
+        "{}",
+        String::from_utf8_lossy(&decided.stderr)
+    );
+    let run_id: String = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row("SELECT run_id FROM runs", [], |r| r.get(0))
+        .unwrap();
+    let resumed = agentflow()
+        .args(["resume", &run_id, "--json", "--db"])
+        .arg(&db)
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&resumed.stdout).unwrap();
+    assert_eq!(report["status"], "completed", "{report}");
+    assert_eq!(report["output"], "A revised, friendly greeting.");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let kinds: Vec<String> = conn
+        .prepare("SELECT kind FROM events WHERE run_id = ?1 AND kind IN ('review.requested','review.decided','validation.retry') ORDER BY seq")
+        .unwrap()
+        .query_map([&run_id], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        kinds,
+        vec!["review.requested", "review.decided", "validation.retry"]
+    );
+    let strategy: String = conn
+        .query_row(
+            "SELECT json_extract(response, '$.strategy') FROM events WHERE run_id = ?1 AND kind = 'validation.retry'",
+            [&run_id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(strategy, "human");
+    let listed = agentflow()
+        .args(["reviews", "--all", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        text.contains(" retry ") && text.contains("note: say revised"),
+        "{text}"
+    );
+    let inspect = agentflow()
+        .args(["inspect", &run_id, "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&inspect.stdout);
+    assert!(
+        text.contains(&format!("review {id} decided: retry — say revised")),
+        "{text}"
+    );
+    let again = agentflow()
+        .args(["reject", &id, "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(2), "already decided");
+}
+
+/// The testwriter example's own config, its paths made absolute, written into `dir`.
+fn testwriter_config(dir: &TempDir) -> std::path::PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let config = std::fs::read_to_string(root.join("examples/testwriter/agentflow.toml"))
+        .unwrap()
+        .replace(
+            "\"examples/testwriter/mock-rules.toml\"",
+            &format!(
+                "{:?}",
+                root.join("examples/testwriter/mock-rules.toml")
+                    .to_str()
+                    .unwrap()
+            ),
+        )
+        .replace(
+            "\"examples/assert-check\"",
+            // A crate directory: `agentflow run` builds the validator like an agent.
+            &format!("{:?}", root.join("examples/assert-check").to_str().unwrap()),
+        );
+    let path = dir.join("agentflow.toml");
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+#[test]
+fn a_crash_after_a_validator_component_ran_resumes_without_confusing_its_calls() {
+    use crate::cli::agentflow;
+    let dir = TempDir::new("val-component-crash");
+    let db = dir.join("c.db");
+    let config = testwriter_config(&dir);
+    // Attempt 1 (its LLM call, the validator's calls, the failed verdict, the retry
+    // marker) is 8 events; the host dies one event into attempt 2.
+    let crashed = agentflow()
+        .arg("run")
+        .arg(example("testwriter"))
+        .args(["--input", "fn parse_port(s: &str) -> Option<u16>", "--db"])
+        .arg(&db)
+        .arg("--config")
+        .arg(&config)
+        .env("AGENTFLOW_CRASH_AFTER_EVENTS", "9")
+        .output()
+        .unwrap();
+    assert!(!crashed.status.success());
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let count = |kind: &str| -> i64 {
+        conn.query_row("SELECT COUNT(*) FROM events WHERE kind = ?1", [kind], |r| {
+            r.get(0)
+        })
+        .unwrap()
+    };
+    assert_eq!(
+        count("validation.retry"),
+        1,
+        "the crash came after the retry"
+    );
+    assert!(count("validator.call") >= 1);
+    let run_id: String = conn
+        .query_row("SELECT run_id FROM runs", [], |r| r.get(0))
+        .unwrap();
+    let resumed = agentflow()
+        .args(["resume", &run_id, "--json", "--db"])
+        .arg(&db)
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&resumed.stdout).unwrap();
+    assert_eq!(report["status"], "completed", "{report}");
+    assert!(report["output"].as_str().unwrap().contains("assert_eq!"));
+    // Attempt 1 replayed (its validator's events skipped), not redone; no divergence.
+    let models: Vec<String> = conn
+        .prepare("SELECT model FROM events WHERE kind = 'llm.complete' ORDER BY seq")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(models, vec!["mock-small", "mock-large"], "{models:?}");
+    assert_eq!(count("replay.diverged"), 0);
+    assert_eq!(count("validation.retry"), 1);
+}
+
+#[test]
+fn the_testwriter_example_retries_an_assertless_test_on_a_better_model() {
+    use crate::cli::agentflow;
+    let dir = TempDir::new("val-testwriter");
+    let db = dir.join("t.db");
+    let config_path = testwriter_config(&dir);
+    let out = agentflow()
+        .arg("run")
+        .arg(example("testwriter"))
+        .args([
+            "--input",
+            "fn parse_port(s: &str) -> Option<u16>",
+            "--json",
+            "--db",
+        ])
+        .arg(&db)
+        .arg("--config")
+        .arg(&config_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["status"], "completed", "{report}");
+    assert!(
+        report["output"]
+            .as_str()
+            .unwrap()
+            .contains("assert_eq!(parse_port(\"8080\"), Some(8080));")
+    );
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let rows: Vec<(String, String)> = conn
+        .prepare("SELECT kind, response FROM events WHERE kind IN ('validation.result', 'validation.retry') ORDER BY seq")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert!(
+        rows[0].1.contains("\"verdict\":\"fail\"") && rows[0].1.contains("assert nothing"),
+        "{rows:?}"
+    );
+    assert!(
+        rows[0].1.contains("\"model\":\"mock-small\"")
+            || rows[0].1.contains("\"model\":\"mock-fast\""),
+        "{rows:?}"
+    );
+    assert_eq!(rows[1].0, "validation.retry");
+    assert!(
+        rows[1].1.contains("\"model\":\"mock-large\"")
+            && rows[1].1.contains("\"strategy\":\"escalate\""),
+        "{rows:?}"
+    );
+    // The passing verdict is credited to the model of the attempt that produced it.
+    assert!(
+        rows[2].1.contains("\"verdict\":\"pass\"")
+            && rows[2].1.contains("\"model\":\"mock-large\""),
+        "{rows:?}"
+    );
 }

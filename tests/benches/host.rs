@@ -12,9 +12,14 @@
 //! 5. Replay: resuming a task with 10,000 recorded calls (time to resume, events/s).
 //! 6. Spawn decisions with 10,000 tasks already in the run's tree (all checks, the
 //!    ledger commit of the new task and of the call, measured from inside the guest).
+//! 7. Validation overhead per task for programmatic validators (json-schema + length +
+//!    pattern, their verdicts `validation.result` events in one durable commit): median
+//!    run time of a one-task run with and without them, interleaved.
 //! 8. Merge: 10 children each change one region of the same 2,000-line workspace file;
 //!    the joins (three-way merges into the parent's view, decisions recorded) timed
 //!    from inside the guest, and the bare `diffy` classification of one such merge.
+//!
+//! `AGENTFLOW_BENCH_ONLY=7,8` (any list of section numbers) runs only those sections.
 
 use agentflow::{Host, HostConfig, RunOptions, Status};
 use agentflow_tests::example;
@@ -298,6 +303,64 @@ async fn spawn_with_10k_tasks() -> (Duration, u32) {
     (Duration::from_millis(t1 - t0) / measured, measured)
 }
 
+/// Median wall time of a one-task `scripted` run (output `[]`) without and with three
+/// programmatic validators, runs interleaved so drift hits both alike.
+async fn validation_overhead(iterations: usize) -> (Duration, Duration) {
+    let plain_dir = scratch("val-plain");
+    let plain = host(&plain_dir, "");
+    let checked_dir = scratch("val-checked");
+    let checked = host(
+        &checked_dir,
+        r#"
+[[validators]]
+kind = "json-schema"
+schema = { type = "array", maxItems = 10 }
+[[validators]]
+kind = "length"
+min_chars = 2
+max_chars = 10000
+[[validators]]
+kind = "pattern"
+must_match = ["[*"]
+must_not_match = ["*TODO*"]
+"#,
+    );
+    let agent_a = plain.runtime().load_file(&example("scripted")).unwrap();
+    let agent_b = checked.runtime().load_file(&example("scripted")).unwrap();
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for i in 0..iterations + 10 {
+        for (host, agent, times) in [(&plain, &agent_a, &mut a), (&checked, &agent_b, &mut b)] {
+            let start = Instant::now();
+            let r = host
+                .run(agent.clone(), "[]", RunOptions::default())
+                .await
+                .unwrap();
+            assert_eq!(r.status, Status::Completed, "{r:?}");
+            if i >= 10 {
+                times.push(start.elapsed());
+            }
+        }
+    }
+    let recorded: i64 = checked
+        .ledger()
+        .reader()
+        .unwrap()
+        .query_row(
+            "SELECT COUNT(*) FROM events WHERE kind = 'validation.result' AND status = 'ok'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        recorded as usize,
+        3 * (iterations + 10),
+        "every verdict recorded"
+    );
+    a.sort();
+    b.sort();
+    (a[a.len() / 2], b[b.len() / 2])
+}
+
 /// The 2,000-line file and the version child `k` writes (one line changed in its region).
 fn merge_versions(k: usize) -> (String, String) {
     let base: String = (0..2000)
@@ -384,83 +447,117 @@ fn main() {
                 .map(|n| n.get())
                 .unwrap_or(1)
         );
-        let raw = raw_start(2000).await;
-        let full = host_start(300).await;
-        println!("1. agent start (instantiate + trivial run)");
-        println!(
-            "   raw wasmtime InstancePre + pooling       {:>12}",
-            fmt(raw)
-        );
-        println!(
-            "   host: Host::run (run+task rows, durable) {:>12}",
-            fmt(full)
-        );
-        let log = call_round_trip(serde_json::json!({"log": "x"}), 2000).await;
-        let llm = call_round_trip(
-            serde_json::json!({"llm": {"prompt": "hi", "max_tokens": 16}}),
-            1000,
-        )
-        .await;
-        println!("2. host-call round trip, durable ledger on (fsync per commit)");
-        println!(
-            "   trace.log                                {:>12}",
-            fmt(log)
-        );
-        println!(
-            "   llm.complete (mock provider)             {:>12}",
-            fmt(llm)
-        );
-        let (wall, tasks, events) = tree().await;
-        let steps = tasks * 5;
-        println!("3. tree of {tasks} agents × 5 steps (mock LLM + kv tool), durable ledger on");
-        println!(
-            "   total wall time                          {:>12}",
-            fmt(wall)
-        );
-        println!(
-            "   per step (1 LLM + 1 tool call)           {:>12}",
-            fmt(wall / steps as u32)
-        );
-        println!("   ledger events written                    {:>12}", events);
-        let (plan, decide) = decision_latency(5000).await;
-        println!("4. scheduler decision, 50 models in the catalog");
-        println!(
-            "   plan (filter, predict, score)            {:>12}",
-            fmt(plan)
-        );
-        println!(
-            "   plan + quota reservation + release       {:>12}",
-            fmt(decide)
-        );
-        let (live, resume, events) = resume_10k().await;
-        println!("5. resume a task with 10,000 recorded calls (trace.log)");
-        println!(
-            "   original live run                        {:>12}",
-            fmt(live)
-        );
-        println!(
-            "   resume (load ledger + replay all)        {:>12}",
-            fmt(resume)
-        );
-        println!(
-            "   replay speed                             {:>9.0} ev/s",
-            events as f64 / resume.as_secs_f64()
-        );
-        let (per_spawn, n) = spawn_with_10k_tasks().await;
-        println!("6. spawn decision with 10,000 tasks in the tree ({n} spawns measured)");
-        println!(
-            "   per spawn (all checks + ledger commits)  {:>12}",
-            fmt(per_spawn)
-        );
-        let (joins, classify) = merge_10_children().await;
-        println!("8. merge: 10 children each change one region of a 2,000-line file");
-        println!(
-            "   10 joins (3-way merge into the workspace) {:>11}",
-            fmt(joins)
-        );
-        println!(
-            "   one 3-way classification (diffy)         {:>12}",
-            fmt(classify)
-        );
+        let only = std::env::var("AGENTFLOW_BENCH_ONLY").unwrap_or_default();
+        let want = |n: &str| only.is_empty() || only.split(',').any(|s| s.trim() == n);
+        if want("1") {
+            let raw = raw_start(2000).await;
+            let full = host_start(300).await;
+            println!("1. agent start (instantiate + trivial run)");
+            println!(
+                "   raw wasmtime InstancePre + pooling       {:>12}",
+                fmt(raw)
+            );
+            println!(
+                "   host: Host::run (run+task rows, durable) {:>12}",
+                fmt(full)
+            );
+        }
+        if want("2") {
+            let log = call_round_trip(serde_json::json!({"log": "x"}), 2000).await;
+            let llm = call_round_trip(
+                serde_json::json!({"llm": {"prompt": "hi", "max_tokens": 16}}),
+                1000,
+            )
+            .await;
+            println!("2. host-call round trip, durable ledger on (fsync per commit)");
+            println!(
+                "   trace.log                                {:>12}",
+                fmt(log)
+            );
+            println!(
+                "   llm.complete (mock provider)             {:>12}",
+                fmt(llm)
+            );
+        }
+        if want("3") {
+            let (wall, tasks, events) = tree().await;
+            let steps = tasks * 5;
+            println!("3. tree of {tasks} agents × 5 steps (mock LLM + kv tool), durable ledger on");
+            println!(
+                "   total wall time                          {:>12}",
+                fmt(wall)
+            );
+            println!(
+                "   per step (1 LLM + 1 tool call)           {:>12}",
+                fmt(wall / steps as u32)
+            );
+            println!("   ledger events written                    {:>12}", events);
+        }
+        if want("4") {
+            let (plan, decide) = decision_latency(5000).await;
+            println!("4. scheduler decision, 50 models in the catalog");
+            println!(
+                "   plan (filter, predict, score)            {:>12}",
+                fmt(plan)
+            );
+            println!(
+                "   plan + quota reservation + release       {:>12}",
+                fmt(decide)
+            );
+        }
+        if want("5") {
+            let (live, resume, events) = resume_10k().await;
+            println!("5. resume a task with 10,000 recorded calls (trace.log)");
+            println!(
+                "   original live run                        {:>12}",
+                fmt(live)
+            );
+            println!(
+                "   resume (load ledger + replay all)        {:>12}",
+                fmt(resume)
+            );
+            println!(
+                "   replay speed                             {:>9.0} ev/s",
+                events as f64 / resume.as_secs_f64()
+            );
+        }
+        if want("6") {
+            let (per_spawn, n) = spawn_with_10k_tasks().await;
+            println!("6. spawn decision with 10,000 tasks in the tree ({n} spawns measured)");
+            println!(
+                "   per spawn (all checks + ledger commits)  {:>12}",
+                fmt(per_spawn)
+            );
+        }
+        if want("7") {
+            let (plain, checked) = validation_overhead(300).await;
+            println!(
+                "7. validation overhead per task: json-schema + length + pattern (median of 300)"
+            );
+            println!(
+                "   one-task run, no validators              {:>12}",
+                fmt(plain)
+            );
+            println!(
+                "   one-task run, 3 programmatic validators  {:>12}",
+                fmt(checked)
+            );
+            println!(
+                "   overhead per task                        {:>12}",
+                fmt(checked.saturating_sub(plain))
+            );
+        }
+        if want("8") {
+            let (joins, classify) = merge_10_children().await;
+            println!("8. merge: 10 children each change one region of a 2,000-line file");
+            println!(
+                "   10 joins (3-way merge into the workspace) {:>11}",
+                fmt(joins)
+            );
+            println!(
+                "   one 3-way classification (diffy)         {:>12}",
+                fmt(classify)
+            );
+        }
     });
 }

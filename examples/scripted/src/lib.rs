@@ -101,6 +101,8 @@ struct SpawnOp {
     timeout_ms: Option<u32>,
     estimated_cost: Option<f64>,
     tools: Vec<String>,
+    /// Validator configs (JSON objects, or strings passed through as they are).
+    validators: Vec<Value>,
 }
 
 impl SpawnOp {
@@ -132,6 +134,12 @@ impl SpawnOp {
         }
         for t in &self.tools {
             s = s.tool(t.as_str());
+        }
+        for v in &self.validators {
+            s = s.validator(match v {
+                Value::String(text) => text.clone(),
+                other => other.to_string(),
+            });
         }
         if let Some(k) = &self.dedup_key {
             s = s.dedup_key(k.as_str());

@@ -59,6 +59,16 @@ pub struct TaskCtx {
     /// When the guest last entered or left the host (CPU accounting skips ticks spent
     /// waiting there).
     pub(crate) last_call_at: std::time::Instant,
+    /// Set when this context serves a validator component rather than the task's agent.
+    pub(crate) validator: Option<ValidatorScope>,
+}
+
+/// A validator component's scope: who it is and the tools it may call. Its calls are
+/// recorded under the validated task as `validator.call` events, which replay skips.
+pub(crate) struct ValidatorScope {
+    pub label: String,
+    /// The validator's `grant`, already intersected with the run's granted tools.
+    pub grant: Vec<String>,
 }
 
 /// One host call as the capabilities describe it to [`TaskCtx::record`].
@@ -134,6 +144,7 @@ impl TaskCtx {
             feedback: None,
             model_override: None,
             last_call_at: std::time::Instant::now(),
+            validator: None,
         }
     }
 
@@ -192,8 +203,28 @@ impl TaskCtx {
         Ok(now_ms())
     }
 
+    /// Whether this context may call tool `name`: any granted tool for an agent, only
+    /// the validator's own grant for a validator component.
+    pub(crate) fn tool_allowed(&self, name: &str) -> bool {
+        self.validator
+            .as_ref()
+            .is_none_or(|v| v.grant.iter().any(|g| g == name))
+    }
+
+    /// A validator's events become `validator.call` (the original kind and request
+    /// inside), so that replaying the task never mistakes them for the agent's calls.
+    fn scoped(&self, mut e: EventRecord) -> EventRecord {
+        if let Some(v) = &self.validator {
+            e.request =
+                serde_json::json!({ "validator": v.label, "call": e.kind, "request": e.request });
+            e.kind = "validator.call".into();
+            e.identity = None;
+        }
+        e
+    }
+
     fn event(&self, call: Call) -> EventRecord {
-        EventRecord {
+        self.scoped(EventRecord {
             run_id: self.run.run_id.clone(),
             task_id: self.task_id,
             kind: call.kind.to_string(),
@@ -207,7 +238,7 @@ impl TaskCtx {
             started_at: call.started_at,
             finished_at: now_ms(),
             identity: call.identity,
-        }
+        })
     }
 
     /// Append a finished host call to the ledger — preceded, in the same transaction,
@@ -250,14 +281,14 @@ impl TaskCtx {
         if reads.is_empty() {
             return None;
         }
-        Some(EventRecord::note(
+        Some(self.scoped(EventRecord::note(
             self.run.run_id.clone(),
             self.task_id,
             "wasi.nondet",
             true,
             Value::Null,
             Value::Array(reads),
-        ))
+        )))
     }
 }
 

@@ -119,6 +119,11 @@ impl Host for TaskCtx {
             "estimated_cost_usd": req.estimated_cost_usd,
             "tools": req.tools,
         });
+        let mut request = request;
+        if !req.validators.is_empty() {
+            // Only when present, so that older records keep their identity.
+            request["validators"] = json!(req.validators);
+        }
         if let Some(rec) = self.replayed("tasks.spawn", &request)? {
             return Ok(match rec.response["task_id"].as_u64() {
                 Some(id) if rec.ok => Ok(id),
@@ -150,11 +155,20 @@ impl Host for TaskCtx {
             timeout_ms: req.timeout_ms.map(u64::from),
             estimated_cost_usd: req.estimated_cost_usd,
             tools: req.tools,
+            validators: Vec::new(),
         };
         let run = self.run.clone();
-        let result = run
-            .spawn(self.task_id, self.depth, &self.agent, spawn, spawn_key)
-            .await;
+        let result = match crate::validation::spawned::parse(&req.validators) {
+            Err(why) => Err(supervisor::SpawnRefusal::InvalidRequest(why)),
+            Ok(validators) => {
+                let spawn = supervisor::SpawnRequest {
+                    validators,
+                    ..spawn
+                };
+                run.spawn(self.task_id, self.depth, &self.agent, spawn, spawn_key)
+                    .await
+            }
+        };
         let response = match &result {
             Ok(id) => json!({ "task_id": id }),
             Err(e) => refusal_json(e),

@@ -128,7 +128,8 @@ impl TaskCtx {
 impl Host for TaskCtx {
     async fn list(&mut self) -> wasmtime::Result<Vec<ToolInfo>> {
         let started_at = self.admit()?;
-        let infos = self.run.tools.list();
+        let mut infos = self.run.tools.list();
+        infos.retain(|i| self.tool_allowed(&i.name));
         let to_wit = |i: tool_impl::ToolInfo| ToolInfo {
             name: i.name,
             description: i.description,
@@ -154,6 +155,22 @@ impl Host for TaskCtx {
         let started_at = self.admit()?;
         let identity = json!({ "name": name, "args": args_json });
         let key = format!("{}/{}/{}", self.run.run_id, self.task_id, self.host_calls);
+        if !self.tool_allowed(&name) {
+            // A validator component asked for a tool outside its own grant.
+            let err = tool_impl::ToolError::NotGranted(format!(
+                "`{name}` is not in this validator's `grant` (add it there and grant it to the run)"
+            ));
+            let request = json!({ "name": name, "args": args_json });
+            self.record(Call::plain(
+                "tools.call",
+                false,
+                request,
+                error_json(&err),
+                started_at,
+            ))
+            .await?;
+            return Ok(Err(to_wit(err)));
+        }
         let info = self.run.tools.info(&name);
         let class = self.run.tools.side_effect_of(&name, &args_json);
         let effectful = class.is_some_and(|c| c != tool_impl::SideEffect::None);

@@ -100,6 +100,36 @@ fn dangling_intent(events: &[&EventRow]) -> Option<EventRow> {
     (!answered).then(|| events[last_intent].clone())
 }
 
+/// The recorded effects of one task's successful tool calls that an `undo` operation
+/// can revert, oldest first (`evs`: the task's events).
+pub fn reverts(task_id: u64, evs: &[&EventRow]) -> Vec<Revert> {
+    let mut out: Vec<Revert> = Vec::new();
+    for e in evs {
+        if e.kind != "tools.call" || !e.ok {
+            continue;
+        }
+        let intent = evs.iter().find(|i| {
+            i.kind == "tools.intent" && i.request_hash == e.request_hash && i.seq < e.seq
+        });
+        let Some(undo) = intent.and_then(|i| i.request["undo"].as_str()) else {
+            continue;
+        };
+        for effect in e.response["effects"].as_array().into_iter().flatten() {
+            out.push(Revert {
+                task_id,
+                seq: e.seq,
+                tool: e.request["name"].as_str().unwrap_or_default().into(),
+                undo: undo.into(),
+                effect: effect.clone(),
+                args: serde_json::from_str(e.request["args"].as_str().unwrap_or("null"))
+                    .unwrap_or(Value::Null),
+                in_doubt: false,
+            });
+        }
+    }
+    out
+}
+
 /// Compute the recovery plan of a run.
 pub fn plan(conn: &rusqlite::Connection, run_id: &str) -> anyhow::Result<Plan> {
     let run = query::run(conn, run_id)?.ok_or_else(|| anyhow::anyhow!("no run `{run_id}`"))?;
@@ -125,33 +155,7 @@ pub fn plan(conn: &rusqlite::Connection, run_id: &str) -> anyhow::Result<Plan> {
             (_, true) => "interrupted".into(),
             _ => format!("failed: {}", t.error.clone().unwrap_or_default()),
         };
-        let reverts = || -> Vec<Revert> {
-            let mut out: Vec<Revert> = Vec::new();
-            for e in &evs {
-                if e.kind != "tools.call" || !e.ok {
-                    continue;
-                }
-                let intent = evs.iter().find(|i| {
-                    i.kind == "tools.intent" && i.request_hash == e.request_hash && i.seq < e.seq
-                });
-                let Some(undo) = intent.and_then(|i| i.request["undo"].as_str()) else {
-                    continue;
-                };
-                for effect in e.response["effects"].as_array().into_iter().flatten() {
-                    out.push(Revert {
-                        task_id: t.task_id,
-                        seq: e.seq,
-                        tool: e.request["name"].as_str().unwrap_or_default().into(),
-                        undo: undo.into(),
-                        effect: effect.clone(),
-                        args: serde_json::from_str(e.request["args"].as_str().unwrap_or("null"))
-                            .unwrap_or(Value::Null),
-                        in_doubt: false,
-                    });
-                }
-            }
-            out
-        };
+        let reverts = || reverts(t.task_id, &evs);
         let action = match class.as_deref() {
             Some("irreversible") => {
                 let i = intent.as_ref().expect("class implies an intent");

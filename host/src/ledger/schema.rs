@@ -170,4 +170,29 @@ CREATE VIEW IF NOT EXISTS event_summary AS
     SELECT run_id, task_id, seq, kind, status, model, tokens_in, tokens_out, cost_usd,
            finished_at - started_at AS duration_ms, substr(request, 1, 120) AS request_head
     FROM events;
+
+-- Validation failures waiting for a human's decision (`[retry] ... = human`).
+CREATE TABLE IF NOT EXISTS reviews (
+    id           INTEGER PRIMARY KEY,
+    run_id       TEXT    NOT NULL,
+    task_id      INTEGER NOT NULL,
+    attempt      INTEGER NOT NULL,
+    validator    TEXT    NOT NULL,
+    category     TEXT    NOT NULL,
+    reason       TEXT    NOT NULL,
+    output       TEXT    NOT NULL,
+    status       TEXT    NOT NULL CHECK (status IN ('pending','retry','rejected')),
+    note         TEXT,
+    requested_at INTEGER NOT NULL,
+    decided_at   INTEGER,
+    UNIQUE (run_id, task_id, attempt)
+);
+
+-- Validators a child carries from its spawn request (JSON array of ValidatorConfig).
+CREATE TABLE IF NOT EXISTS task_validators (
+    run_id     TEXT    NOT NULL,
+    task_id    INTEGER NOT NULL,
+    validators TEXT    NOT NULL,
+    PRIMARY KEY (run_id, task_id)
+);
 ";

@@ -65,6 +65,36 @@ pub fn load(conn: &Connection, run: &str) -> Result<Option<RunView>, LedgerError
                             .unwrap_or_default()
                     ));
                 }
+                match e.kind.as_str() {
+                    "validator.call" if e.request["call"] == "trace.step" => {
+                        decisions.push(format!(
+                            "  validator {} thought: {}",
+                            e.request["validator"].as_str().unwrap_or("?"),
+                            e.request["request"]["thought"].as_str().unwrap_or("")
+                        ));
+                    }
+                    "validation.rollback" => decisions.push(format!(
+                        "↺ outcome validator {} failed{}",
+                        e.request["validator"].as_str().unwrap_or("?"),
+                        e.response["result"].as_str().unwrap_or("")
+                    )),
+                    "review.requested" => decisions.push(format!(
+                        "⏸ review {} asked of a human (attempt {}): {}",
+                        e.request["review_id"],
+                        e.request["attempt"],
+                        e.response["reason"].as_str().unwrap_or("")
+                    )),
+                    "review.decided" => decisions.push(format!(
+                        "review {} decided: {}{}",
+                        e.request["review_id"],
+                        e.response["decision"].as_str().unwrap_or("?"),
+                        e.response["note"]
+                            .as_str()
+                            .map(|n| format!(" — {n}"))
+                            .unwrap_or_default()
+                    )),
+                    _ => {}
+                }
                 if e.kind == "llm.decision" {
                     decisions.push(format!(
                         "llm #{} → {}: {}",

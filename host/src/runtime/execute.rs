@@ -118,7 +118,7 @@ pub async fn execute_task(
             continue;
         }
         let failure =
-            match crate::validation::validate(&run, task_id, &agent.name, &input, &output).await {
+            match crate::validation::validate(&run, task_id, &agent, &input, &output).await {
                 Ok(()) => return TaskOutcome::Completed(output),
                 Err(failure) => failure,
             };
@@ -129,9 +129,23 @@ pub async fn execute_task(
         if run.budget.remaining(task_id) <= 0.0 {
             return TaskOutcome::Failed(format!("{failure}; no budget left to retry"));
         }
+        let human = match strategy {
+            Strategy::Human => {
+                match crate::validation::review::await_decision(
+                    &run, task_id, attempt, &failure, &output,
+                )
+                .await
+                {
+                    Ok(note) => note.map(|n| format!("Guidance from a human reviewer: {n}\n")),
+                    Err(why) => return TaskOutcome::Failed(why),
+                }
+            }
+            _ => None,
+        };
         let excerpt: String = output.chars().take(1000).collect();
         let feedback = format!(
-            "Feedback on your previous attempt: it was rejected by the validator `{}` ({}): {}\nYour previous answer was:\n{excerpt}\nProduce a corrected answer.",
+            "{}Feedback on your previous attempt: it was rejected by the validator `{}` ({}): {}\nYour previous answer was:\n{excerpt}\nProduce a corrected answer.",
+            human.as_deref().unwrap_or_default(),
             failure.validator,
             serde_json::to_value(failure.category)
                 .ok()
@@ -234,13 +248,13 @@ async fn after_divergence(
 async fn validated(
     run: &Arc<RunContext>,
     task_id: u64,
-    agent: &LoadedAgent,
+    agent: &Arc<LoadedAgent>,
     input: &str,
     outcome: TaskOutcome,
 ) -> TaskOutcome {
     match outcome {
         TaskOutcome::Completed(output) => {
-            match crate::validation::validate(run, task_id, &agent.name, input, &output).await {
+            match crate::validation::validate(run, task_id, agent, input, &output).await {
                 Ok(()) => TaskOutcome::Completed(output),
                 Err(failure) => TaskOutcome::Failed(failure.to_string()),
             }
@@ -298,34 +312,7 @@ async fn run_once(
     }
     let stdout = BoundedCapture::new(limits.max_stdio_bytes);
     let stderr = BoundedCapture::new(limits.max_stdio_bytes);
-    let state = AgentState {
-        wasi: wasi::build_ctx(&task.nondet, stdout.clone(), stderr.clone()),
-        table: ResourceTable::new(),
-        task,
-        memory_limit: limits.memory_bytes(),
-        cpu_ticks_left: limits.cpu_ms.div_ceil(super::EPOCH_TICK.as_millis() as u64),
-    };
-    let mut store = Store::new(run.runtime.engine(), state);
-    store.limiter(|s| s);
-    store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(|mut ctx| {
-        let s = ctx.data_mut();
-        // A tick counts as CPU only if the guest has run wasm for a whole tick since it
-        // last called the host; time spent waiting in host calls is not the guest's.
-        if s.task.last_call_at.elapsed() < super::EPOCH_TICK {
-            return Ok(UpdateDeadline::Yield(1));
-        }
-        if s.cpu_ticks_left == 0 {
-            let kill = Kill::Cpu {
-                limit_ms: s.task.run.limits.cpu_ms,
-            };
-            let msg = kill.to_string();
-            s.task.kill = Some(kill);
-            return Err(wasmtime::format_err!("{msg}"));
-        }
-        s.cpu_ticks_left -= 1;
-        Ok(UpdateDeadline::Yield(1))
-    });
+    let mut store = new_store(run, task, stdout.clone(), stderr.clone());
 
     let call = async {
         let instance = agent.pre.instantiate_async(&mut store).await?;
@@ -432,4 +419,46 @@ async fn run_once(
         }
     }
     Attempt { outcome, diverged }
+}
+
+/// A fresh store for one guest — an agent, or a validator component — under the run's
+/// limits: WASI with nothing granted (its clocks and random recorded through the
+/// task's log), the memory limiter, and epoch-based CPU accounting that stops the
+/// guest once it has burnt `limits.cpu_ms` (and yields every tick meanwhile).
+pub(crate) fn new_store(
+    run: &Arc<RunContext>,
+    task: TaskCtx,
+    stdout: BoundedCapture,
+    stderr: BoundedCapture,
+) -> Store<AgentState> {
+    let limits = &run.limits;
+    let state = AgentState {
+        wasi: wasi::build_ctx(&task.nondet, stdout, stderr),
+        table: ResourceTable::new(),
+        task,
+        memory_limit: limits.memory_bytes(),
+        cpu_ticks_left: limits.cpu_ms.div_ceil(super::EPOCH_TICK.as_millis() as u64),
+    };
+    let mut store = Store::new(run.runtime.engine(), state);
+    store.limiter(|s| s);
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(|mut ctx| {
+        let s = ctx.data_mut();
+        // A tick counts as CPU only if the guest has run wasm for a whole tick since it
+        // last called the host; time spent waiting in host calls is not the guest's.
+        if s.task.last_call_at.elapsed() < super::EPOCH_TICK {
+            return Ok(UpdateDeadline::Yield(1));
+        }
+        if s.cpu_ticks_left == 0 {
+            let kill = Kill::Cpu {
+                limit_ms: s.task.run.limits.cpu_ms,
+            };
+            let msg = kill.to_string();
+            s.task.kill = Some(kill);
+            return Err(wasmtime::format_err!("{msg}"));
+        }
+        s.cpu_ticks_left -= 1;
+        Ok(UpdateDeadline::Yield(1))
+    });
+    store
 }

@@ -47,6 +47,8 @@ pub struct Runtime {
     linker: Linker<AgentState>,
     cache: cache::ComponentCache,
     loaded: Mutex<HashMap<String, Arc<LoadedAgent>>>,
+    /// Validator components by path, compiled once per host.
+    validators: Mutex<HashMap<String, Arc<crate::validation::component::LoadedValidator>>>,
 }
 
 impl Runtime {
@@ -79,6 +81,7 @@ impl Runtime {
             linker,
             cache,
             loaded: Mutex::new(HashMap::new()),
+            validators: Mutex::new(HashMap::new()),
         });
         start_epoch_ticker(Arc::downgrade(&runtime));
         Ok(runtime)
@@ -107,6 +110,22 @@ impl Runtime {
         if let Some(agent) = self.loaded.lock().unwrap().get(&hash) {
             return Ok(agent.clone());
         }
+        let (component, from_cache) = self.compile(&hash, bytes)?;
+        let pre = self.pre_link(&component)?;
+        let agent = Arc::new(LoadedAgent {
+            name: name.to_string(),
+            hash: hash.clone(),
+            from_cache,
+            bytes: Arc::from(bytes),
+            pre,
+        });
+        self.loaded.lock().unwrap().insert(hash, agent.clone());
+        Ok(agent)
+    }
+
+    /// Check that `bytes` are a component and compile them (or load them from the
+    /// on-disk cache).
+    fn compile(&self, hash: &str, bytes: &[u8]) -> anyhow::Result<(Component, bool)> {
         if bytes.len() < 8 || &bytes[0..4] != b"\0asm" {
             anyhow::bail!("not a WebAssembly file (bad magic number)");
         }
@@ -118,18 +137,53 @@ impl Runtime {
         }
         let (component, from_cache) = self
             .cache
-            .load(&self.engine, &hash, bytes)
+            .load(&self.engine, hash, bytes)
             .map_err(|e| anyhow::anyhow!("invalid component: {e:#}"))?;
-        let pre = self.pre_link(&component)?;
-        let agent = Arc::new(LoadedAgent {
-            name: name.to_string(),
-            hash: hash.clone(),
-            from_cache,
-            bytes: Arc::from(bytes),
-            pre,
-        });
-        self.loaded.lock().unwrap().insert(hash, agent.clone());
-        Ok(agent)
+        Ok((component, from_cache))
+    }
+
+    /// Load a validator component (world `agentflow:agent/validator`) from a file;
+    /// each path is read, compiled and linked once per host.
+    pub fn load_validator(
+        &self,
+        path: &Path,
+    ) -> anyhow::Result<Arc<crate::validation::component::LoadedValidator>> {
+        let key = path.display().to_string();
+        if let Some(v) = self.validators.lock().unwrap().get(&key) {
+            return Ok(v.clone());
+        }
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("cannot read validator component {}", path.display()))?;
+        let hash = crate::ledger::blobs::sha256_hex(&bytes);
+        let (component, _) = self.compile(&hash, &bytes)?;
+        // Deny by default: a validator reaches the world only through tools and trace.
+        for (name, _) in component.component_type().imports(&self.engine) {
+            if name.starts_with("agentflow:agent/")
+                && !name.starts_with("agentflow:agent/tools")
+                && !name.starts_with("agentflow:agent/trace")
+            {
+                anyhow::bail!(
+                    "validator components may import only agentflow:agent/tools and agentflow:agent/trace \
+                     (and wasi:*), not `{name}`"
+                );
+            }
+        }
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
+            anyhow::anyhow!(
+                "the component does not fit the agentflow:agent/validator world: {e}\n\
+                 (validators may import only wasi:* p2 interfaces, agentflow:agent/tools and \
+                 agentflow:agent/trace, and must export `validate`)"
+            )
+        })?;
+        let pre = crate::bindings::validator::ValidatorPre::new(instance_pre).map_err(|e| {
+            anyhow::anyhow!(
+                "the component does not export `validate: func(task: string, output: string) -> report` \
+                 (is it an agent rather than a validator?): {e}"
+            )
+        })?;
+        let loaded = Arc::new(crate::validation::component::LoadedValidator { hash, pre });
+        self.validators.lock().unwrap().insert(key, loaded.clone());
+        Ok(loaded)
     }
 
     fn pre_link(&self, component: &Component) -> anyhow::Result<AgentPre<AgentState>> {

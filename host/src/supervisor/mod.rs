@@ -63,6 +63,8 @@ pub struct SpawnRequest {
     pub timeout_ms: Option<u64>,
     pub estimated_cost_usd: Option<f64>,
     pub tools: Vec<String>,
+    /// Validators of the child's output, in addition to the run's.
+    pub validators: Vec<crate::validation::ValidatorConfig>,
 }
 
 /// Why a spawn was refused.
@@ -536,6 +538,13 @@ impl RunContext {
                 .map(|_| ())
                 .map_err(|e| e.to_string()),
             (other, _) => other,
+        };
+        let recorded = match recorded {
+            Ok(()) => {
+                crate::validation::spawned::store(&self.ledger, &self.run_id, id, &req.validators)
+                    .await
+            }
+            other => other,
         };
         if let Err(e) = recorded {
             self.tree.lock().unwrap().nodes.remove(&id);

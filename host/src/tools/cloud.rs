@@ -6,6 +6,12 @@
 //! the call's idempotency key, and an action whose key is already in the log is not
 //! repeated — so re-running an in-doubt call after a crash is harmless, which is what
 //! makes the tool *idempotent* (with `destroy` as its compensation for rollbacks).
+//!
+//! `{"op": "health", "id": ID}` reads the log and writes nothing: a resource exists
+//! from its `create` line until a `destroy` line; it is healthy unless its name starts
+//! with `unhealthy-` — the deterministic way to simulate a deployment that came up
+//! broken (for outcome validators). Returns
+//! `{"id", "resource", "exists", "healthy"}`; an unknown or destroyed id is not healthy.
 
 use super::{Effect, SideEffect, Tool, ToolCallCtx, ToolError, ToolInfo, str_arg};
 use serde_json::json;
@@ -28,6 +34,38 @@ impl CloudTool {
     }
 }
 
+impl CloudTool {
+    /// The state of resource `id` as the log tells it.
+    async fn health(&self, id: &str) -> Result<String, ToolError> {
+        let text = match tokio::fs::read_to_string(&self.log).await {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(failed(e)),
+        };
+        let mut resource: Option<String> = None;
+        let mut exists = false;
+        for line in text.lines() {
+            let mut words = line.split_whitespace();
+            match (words.next(), words.next(), words.next()) {
+                (Some("create"), Some(name), Some(field)) if field == format!("id={id}") => {
+                    resource = Some(name.to_string());
+                    exists = true;
+                }
+                (Some("destroy"), Some(gone), _) if gone == id => exists = false,
+                _ => {}
+            }
+        }
+        let healthy = exists
+            && resource
+                .as_deref()
+                .is_some_and(|r| !r.starts_with("unhealthy-"));
+        Ok(
+            json!({ "id": id, "resource": resource, "exists": exists, "healthy": healthy })
+                .to_string(),
+        )
+    }
+}
+
 fn failed(e: std::io::Error) -> ToolError {
     ToolError::Failed(e.to_string())
 }
@@ -37,12 +75,13 @@ impl Tool for CloudTool {
     fn info(&self) -> ToolInfo {
         ToolInfo {
             name: "cloud".into(),
-            description: "Provision (create) or remove (destroy) a simulated cloud resource."
-                .into(),
+            description:
+                "Provision (create), remove (destroy) or check (health) a simulated cloud resource."
+                    .into(),
             args_schema: json!({
                 "type": "object",
                 "properties": {
-                    "op": { "enum": ["create", "destroy"] },
+                    "op": { "enum": ["create", "destroy", "health"] },
                     "resource": { "type": "string" },
                     "id": { "type": "string" }
                 },
@@ -55,6 +94,9 @@ impl Tool for CloudTool {
 
     async fn call(&self, ctx: &ToolCallCtx, args: serde_json::Value) -> Result<String, ToolError> {
         let op = str_arg(&args, "op")?;
+        if op == "health" {
+            return self.health(str_arg(&args, "id")?).await;
+        }
         let (id, line) = match op {
             "create" => {
                 let resource = str_arg(&args, "resource")?;
@@ -77,7 +119,7 @@ impl Tool for CloudTool {
             }
             other => {
                 return Err(ToolError::InvalidArgs(format!(
-                    "unknown op `{other}` (create or destroy)"
+                    "unknown op `{other}` (create, destroy or health)"
                 )));
             }
         };

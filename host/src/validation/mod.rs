@@ -10,9 +10,19 @@
 //! `validation.result` event, shown by `agentflow inspect`, and feeds the quality
 //! scores of the producing model in the performance DB. The first failure fails the
 //! task with its category and reason.
+//!
+//! Validator components (`kind = "component"`, [`component`]) check outputs with a
+//! platform team's own wasm code; outcome validators (`kind = "outcome"`, [`outcome`])
+//! check the world after the task's side effects and roll the task's subtree back
+//! when it is wrong; a child may carry its own validators from its spawn request
+//! ([`spawned`]); and a failure can wait for a human's decision ([`review`]).
 
 pub mod calibrate;
+pub mod component;
+pub mod outcome;
+pub mod review;
 pub mod schema;
+pub mod spawned;
 
 use crate::ledger::{EventRecord, now_ms, query};
 use crate::providers::{ChatMessage, ChatRequest, Role};
@@ -90,17 +100,31 @@ pub struct ValidatorConfig {
     /// judge: the model (default: the highest-quality catalog model other than the producer's).
     #[serde(default)]
     pub model: Option<String>,
+    /// component (and outcome): the validator component (`.wasm`, world `validator`;
+    /// `agentflow run` also takes a crate directory and builds it).
+    #[serde(default)]
+    pub component: Option<String>,
+    /// component (and outcome): tools the component may call, if the run has them too.
+    #[serde(default)]
+    pub grant: Vec<String>,
+    /// outcome: the tool that checks the world after the task (must be granted to the run).
+    #[serde(default)]
+    pub tool: Option<String>,
+    /// outcome: the tool's arguments; `{output}` and `{effect.id}` are filled in.
+    #[serde(default)]
+    pub args: Option<Value>,
 }
 
 impl ValidatorConfig {
-    fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         self.name.clone().unwrap_or_else(|| self.kind.clone())
     }
 
     fn rank(&self) -> u8 {
         match self.kind.as_str() {
-            "claims" => 1,
+            "claims" | "component" => 1,
             "judge" => 2,
+            "outcome" => 3,
             _ => 0,
         }
     }
@@ -110,6 +134,7 @@ impl ValidatorConfig {
             "json-schema" => Category::Syntactic,
             "length" => Category::Partial,
             "claims" => Category::HallucinatedSuccess,
+            "outcome" => Category::Degraded,
             _ => Category::Semantic,
         }
     }
@@ -123,9 +148,19 @@ impl ValidatorConfig {
             "judge" if self.rubric.is_none() => {
                 anyhow::bail!("[[validators]] judge needs `rubric`")
             }
-            "json-schema" | "length" | "pattern" | "claims" | "judge" => Ok(()),
+            "component" if self.component.is_none() => {
+                anyhow::bail!("[[validators]] component needs `component` (path to a .wasm)")
+            }
+            "outcome" if self.tool.is_some() == self.component.is_some() => {
+                anyhow::bail!(
+                    "[[validators]] outcome needs either `tool` (with `args`) or `component`"
+                )
+            }
+            "json-schema" | "length" | "pattern" | "claims" | "judge" | "component" | "outcome" => {
+                Ok(())
+            }
             other => anyhow::bail!(
-                "[[validators]] kind `{other}`: expected json-schema, length, pattern, claims or judge"
+                "[[validators]] kind `{other}`: expected json-schema, length, pattern, claims, judge, component or outcome"
             ),
         }
     }
@@ -164,6 +199,9 @@ pub enum Strategy {
     Feedback,
     /// Run it again on the highest-quality model of the catalog, with the feedback.
     Escalate,
+    /// Wait (durably) for a human's decision: `agentflow retry ID --note ...` runs it
+    /// again with the note as feedback, `agentflow reject ID` fails it.
+    Human,
 }
 
 /// `[retry]`: bounded, budget-aware retries of tasks whose output failed validation.
@@ -253,39 +291,28 @@ pub(crate) fn programmatic(v: &ValidatorConfig, output: &str) -> Verdict {
     }
 }
 
-/// Tools that succeeded in the subtree of `task_id`, and the model used most there.
+/// What the ledger says about the output being validated: the tools that succeeded in
+/// the subtree of `task_id` (read only `with_tools`, for claims), and the model used
+/// most by the task's current attempt (after its last `validation.retry`) with the
+/// task type it was asked for. Reads only the events of the tasks concerned.
 fn ledger_facts(
     run: &RunContext,
+    conn: Option<&rusqlite::Connection>,
     task_id: u64,
+    with_tools: bool,
 ) -> (HashSet<String>, Option<String>, Option<String>) {
-    let Ok(conn) = run.ledger.reader() else {
+    let Some(conn) = conn else {
         return Default::default();
     };
-    let tasks = query::tasks(&conn, &run.run_id).unwrap_or_default();
-    let mut subtree: HashSet<u64> = HashSet::from([task_id]);
-    loop {
-        let before = subtree.len();
-        for t in &tasks {
-            if t.parent_id.is_some_and(|p| subtree.contains(&p)) {
-                subtree.insert(t.task_id);
-            }
-        }
-        if subtree.len() == before {
-            break;
-        }
-    }
-    let events = query::events(&conn, &run.run_id, None).unwrap_or_default();
-    let mut tools = HashSet::new();
+    let own = query::events(conn, &run.run_id, Some(task_id)).unwrap_or_default();
     let mut models: std::collections::HashMap<String, usize> = Default::default();
     let mut task_type = None;
-    for e in events.iter().filter(|e| subtree.contains(&e.task_id)) {
-        if e.kind == "tools.call"
-            && e.ok
-            && let Some(name) = e.request["name"].as_str()
-        {
-            tools.insert(name.to_string());
+    for e in &own {
+        if e.kind == "validation.retry" {
+            models.clear();
+            task_type = None;
         }
-        if e.kind == "llm.complete" && e.ok && e.task_id == task_id {
+        if e.kind == "llm.complete" && e.ok {
             if let Some(m) = &e.model {
                 *models.entry(m.clone()).or_default() += 1;
             }
@@ -295,8 +322,56 @@ fn ledger_facts(
                 .or(task_type);
         }
     }
-    let model = models.into_iter().max_by_key(|(_, n)| *n).map(|(m, _)| m);
+    let mut tools = HashSet::new();
+    if with_tools {
+        let mut add = |events: &[query::EventRow]| {
+            for e in events {
+                if e.kind == "tools.call"
+                    && e.ok
+                    && let Some(name) = e.request["name"].as_str()
+                {
+                    tools.insert(name.to_string());
+                }
+            }
+        };
+        add(&own);
+        for t in outcome::subtree(conn, &run.run_id, task_id)
+            .into_iter()
+            .skip(1)
+        {
+            add(&query::events(conn, &run.run_id, Some(t)).unwrap_or_default());
+        }
+    }
+    let model = models
+        .into_iter()
+        .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(&a.0)))
+        .map(|(m, _)| m);
     (tools, model, task_type)
+}
+
+/// Append the verdicts gathered so far in one ledger commit.
+async fn flush(run: &RunContext, pending: &mut Vec<EventRecord>) -> Result<(), Failure> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let events = std::mem::take(pending);
+    let validator = events[0].request["validator"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    run.ledger
+        .write(move |w| {
+            for e in events {
+                w.append_event(e)?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| Failure {
+            category: Category::Degraded,
+            validator,
+            reason: format!("cannot record validation: {e}"),
+        })
 }
 
 async fn judge(
@@ -457,26 +532,62 @@ pub fn parse_score(text: &str) -> Option<f64> {
 pub async fn validate(
     run: &Arc<RunContext>,
     task_id: u64,
-    agent: &str,
+    agent: &Arc<crate::runtime::LoadedAgent>,
     input: &str,
     output: &str,
 ) -> Result<(), Failure> {
+    // The root has no spawn request: without configured validators it needs no reading.
+    let configured = run.validators.iter().any(|v| {
+        (v.agents.is_empty() || v.agents.iter().any(|a| *a == agent.name))
+            && (!v.root_only || task_id == 1)
+    });
+    if task_id == 1 && !configured {
+        return Ok(());
+    }
+    let conn = run.ledger.reader().ok();
+    let own = match &conn {
+        Some(conn) if task_id != 1 => spawned::of_task(conn, &run.run_id, task_id),
+        _ => Vec::new(),
+    };
     let mut validators: Vec<&ValidatorConfig> = run
         .validators
         .iter()
         .filter(|v| {
-            (v.agents.is_empty() || v.agents.iter().any(|a| a == agent))
+            (v.agents.is_empty() || v.agents.iter().any(|a| *a == agent.name))
                 && (!v.root_only || task_id == 1)
         })
+        .chain(own.iter())
         .collect();
     if validators.is_empty() {
         return Ok(());
     }
     validators.sort_by_key(|v| v.rank());
-    let (tools, producer, task_type) = ledger_facts(run, task_id);
+    let with_tools = validators.iter().any(|v| v.kind == "claims");
+    let (tools, producer, task_type) = ledger_facts(run, conn.as_ref(), task_id, with_tools);
+    drop(conn);
+    // Verdicts of cheap validators are committed together, before any validator that
+    // calls out (judge, component, outcome) and before the result is returned.
+    let mut pending: Vec<EventRecord> = Vec::new();
     for v in validators {
-        let category = v.category.unwrap_or_else(|| v.default_category());
+        if v.rank() > 0 {
+            flush(run, &mut pending).await?;
+        }
+        let mut category = v.category.unwrap_or_else(|| v.default_category());
         let (verdict, score) = match v.kind.as_str() {
+            "component" => {
+                let (verdict, reported) =
+                    component::check(run, task_id, agent, v, input, output).await;
+                if v.category.is_none()
+                    && let Some(c) = reported
+                {
+                    category = c;
+                }
+                (verdict, None)
+            }
+            "outcome" => (
+                outcome::check(run, task_id, agent, v, input, output).await,
+                None,
+            ),
             "claims" => {
                 let unbacked = v
                     .claims
@@ -521,12 +632,12 @@ pub async fn validate(
             json!({ "validator": v.label(), "kind": v.kind }),
             json!({ "result": verdict, "category": category, "score": score, "model": producer }),
         );
-        run.ledger.append(event).await.map_err(|e| Failure {
-            category: Category::Degraded,
-            validator: v.label(),
-            reason: format!("cannot record validation: {e}"),
-        })?;
-        if let Verdict::Fail(reason) = verdict {
+        pending.push(event);
+        if let Verdict::Fail(mut reason) = verdict {
+            flush(run, &mut pending).await?;
+            if v.kind == "outcome" {
+                reason.push_str(&outcome::roll_back(run, task_id, &v.label()).await);
+            }
             return Err(Failure {
                 category,
                 validator: v.label(),
@@ -534,5 +645,5 @@ pub async fn validate(
             });
         }
     }
-    Ok(())
+    flush(run, &mut pending).await
 }

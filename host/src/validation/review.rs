@@ -1,0 +1,238 @@
+//! The "ask a human" retry strategy (`[retry] semantic = "human"`, any category).
+//!
+//! When a task's output fails validation and its strategy is `human`, the task waits
+//! — durably, in the ledger's `reviews` table, one row per (run, task, attempt) — for
+//! an operator's decision from the CLI: `agentflow reviews` lists the pending ones,
+//! `agentflow retry ID --note "..."` runs the task again with the note as feedback,
+//! `agentflow reject ID --note "..."` fails it. The request and the decision are
+//! `review.requested` / `review.decided` events of the task.
+//!
+//! The wait survives a host restart: a resumed run replays the task, its output fails
+//! validation again, and the same review row (already decided, or still pending) is
+//! found instead of a new one being asked for.
+
+use super::Failure;
+use crate::ledger::{EventRecord, Ledger, LedgerError, now_ms};
+use crate::supervisor::RunContext;
+use rusqlite::{OptionalExtension, params};
+use serde::Serialize;
+use serde_json::json;
+use std::sync::Arc;
+
+/// One row of `reviews`.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReviewRow {
+    pub id: u64,
+    pub run_id: String,
+    pub task_id: u64,
+    pub attempt: u32,
+    pub validator: String,
+    pub category: String,
+    pub reason: String,
+    pub output: String,
+    pub status: String,
+    pub note: Option<String>,
+    pub requested_at: i64,
+    pub decided_at: Option<i64>,
+}
+
+const COLUMNS: &str = "id, run_id, task_id, attempt, validator, category, reason, output, status, note, requested_at, decided_at";
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ReviewRow> {
+    Ok(ReviewRow {
+        id: r.get::<_, i64>(0)? as u64,
+        run_id: r.get(1)?,
+        task_id: r.get::<_, i64>(2)? as u64,
+        attempt: r.get::<_, i64>(3)? as u32,
+        validator: r.get(4)?,
+        category: r.get(5)?,
+        reason: r.get(6)?,
+        output: r.get(7)?,
+        status: r.get(8)?,
+        note: r.get(9)?,
+        requested_at: r.get(10)?,
+        decided_at: r.get(11)?,
+    })
+}
+
+/// Reviews, pending ones only unless `all`, oldest first.
+pub fn list(conn: &rusqlite::Connection, all: bool) -> rusqlite::Result<Vec<ReviewRow>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {COLUMNS} FROM reviews WHERE ?1 OR status = 'pending' ORDER BY id"
+    ))?;
+    let rows = stmt.query_map([all], row)?;
+    rows.collect()
+}
+
+/// The reviews as a table.
+pub fn render(rows: &[ReviewRow]) -> String {
+    use std::fmt::Write as _;
+    let mut out = format!(
+        "{:<5} {:<34} {:<5} {:<7} {:<9} validator [category]: reason\n",
+        "id", "run", "task", "attempt", "status"
+    );
+    for r in rows {
+        let reason: String = r.reason.chars().take(160).collect();
+        let _ = writeln!(
+            out,
+            "{:<5} {:<34} {:<5} {:<7} {:<9} {} [{}]: {reason}",
+            r.id, r.run_id, r.task_id, r.attempt, r.status, r.validator, r.category
+        );
+        let excerpt: String = r
+            .output
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .chars()
+            .take(160)
+            .collect();
+        let _ = writeln!(out, "      output: {excerpt}");
+        if r.status == "pending" {
+            let _ = writeln!(
+                out,
+                "      decide: agentflow retry {} --note \"guidance\" | agentflow reject {} --note \"why\"",
+                r.id, r.id
+            );
+        } else if let Some(note) = &r.note {
+            let _ = writeln!(out, "      note: {note}");
+        }
+    }
+    out
+}
+
+fn category_name(f: &Failure) -> String {
+    serde_json::to_value(f.category)
+        .ok()
+        .and_then(|c| c.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// Ask for (or find, after a restart) the review of `attempt` of task `task_id`.
+async fn request(
+    run: &RunContext,
+    task_id: u64,
+    attempt: u32,
+    failure: &Failure,
+    output: &str,
+) -> Result<u64, LedgerError> {
+    let (run_id, validator, category, reason, output) = (
+        run.run_id.clone(),
+        failure.validator.clone(),
+        category_name(failure),
+        failure.reason.clone(),
+        output.to_string(),
+    );
+    run.ledger
+        .write(move |w| {
+            let existing: Option<i64> = w
+                .conn()
+                .query_row(
+                    "SELECT id FROM reviews WHERE run_id = ?1 AND task_id = ?2 AND attempt = ?3",
+                    params![run_id, task_id as i64, attempt],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(id) = existing {
+                return Ok(id as u64);
+            }
+            w.conn().execute(
+                "INSERT INTO reviews (run_id, task_id, attempt, validator, category, reason, output, status, requested_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8)",
+                params![run_id, task_id as i64, attempt, validator, category, reason, output, now_ms()],
+            )?;
+            let id = w.conn().last_insert_rowid() as u64;
+            w.append_event(EventRecord::note(
+                run_id,
+                task_id,
+                "review.requested",
+                true,
+                json!({ "review_id": id, "attempt": attempt }),
+                json!({ "validator": validator, "category": category, "reason": reason }),
+            ))?;
+            Ok(id)
+        })
+        .await
+}
+
+/// Wait for a human's decision on the failed `attempt` of task `task_id`. `Ok` is the
+/// reviewer's note (the retry's feedback), `Err` the task's failure message.
+pub async fn await_decision(
+    run: &Arc<RunContext>,
+    task_id: u64,
+    attempt: u32,
+    failure: &Failure,
+    output: &str,
+) -> Result<Option<String>, String> {
+    let id = request(run, task_id, attempt, failure, output)
+        .await
+        .map_err(|e| format!("{failure}; cannot ask for a review: {e}"))?;
+    let conn = run
+        .ledger
+        .reader()
+        .map_err(|e| format!("{failure}; cannot read reviews: {e}"))?;
+    let mut announced = false;
+    loop {
+        let found: Option<(String, Option<String>)> = conn
+            .query_row(
+                "SELECT status, note FROM reviews WHERE id = ?1",
+                [id as i64],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| format!("{failure}; cannot read review {id}: {e}"))?;
+        match found {
+            Some((status, note)) if status == "retry" => return Ok(note),
+            Some((status, note)) if status == "rejected" => {
+                return Err(format!(
+                    "{failure}; rejected by a human (review {id}){}",
+                    note.map(|n| format!(": {n}")).unwrap_or_default()
+                ));
+            }
+            Some(_) => {
+                if !announced {
+                    tracing::info!(run = %run.run_id, task = task_id, review = id, "waiting for a human review (agentflow reviews)");
+                    announced = true;
+                }
+            }
+            None => return Err(format!("{failure}; review {id} disappeared")),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Decide a pending review: retry (with `note` as feedback) or reject. Returns
+/// `(run_id, task_id)`, or `None` if no pending review has that id.
+pub fn decide_blocking(
+    ledger: &Ledger,
+    id: u64,
+    retry: bool,
+    note: Option<String>,
+) -> Result<Option<(String, u64)>, LedgerError> {
+    ledger.write_blocking(move |w| {
+        let found: Option<(String, i64)> = w
+            .conn()
+            .query_row(
+                "SELECT run_id, task_id FROM reviews WHERE id = ?1 AND status = 'pending'",
+                [id as i64],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((run_id, task_id)) = found else {
+            return Ok(None);
+        };
+        let status = if retry { "retry" } else { "rejected" };
+        w.conn().execute(
+            "UPDATE reviews SET status = ?2, note = ?3, decided_at = ?4 WHERE id = ?1",
+            params![id as i64, status, note, now_ms()],
+        )?;
+        w.append_event(EventRecord::note(
+            run_id.clone(),
+            task_id as u64,
+            "review.decided",
+            retry,
+            json!({ "review_id": id }),
+            json!({ "decision": status, "note": note }),
+        ))?;
+        Ok(Some((run_id, task_id as u64)))
+    })
+}

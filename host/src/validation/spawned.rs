@@ -1,0 +1,71 @@
+//! Per-task validators: a spawn request may carry validators for its child (each a
+//! JSON [`ValidatorConfig`], e.g. `{"kind": "length", "min_chars": 10}`), applied to
+//! that child's output in addition to the configured ones.
+//!
+//! They are checked at spawn (a bad one refuses the spawn with `invalid-request`) and
+//! stored in the ledger's `task_validators` table before the child starts, so a
+//! resumed run validates the child exactly as the original would have.
+
+use super::ValidatorConfig;
+use crate::ledger::Ledger;
+
+/// Parse and check the validators of a spawn request. `Err` is the
+/// `invalid-request` message.
+pub fn parse(specs: &[String]) -> Result<Vec<ValidatorConfig>, String> {
+    specs
+        .iter()
+        .enumerate()
+        .map(|(i, spec)| {
+            let v: ValidatorConfig = serde_json::from_str(spec)
+                .map_err(|e| format!("validators[{i}] is not a validator config: {e}"))?;
+            v.validate()
+                .map_err(|e| format!("validators[{i}]: {e:#}"))?;
+            if v.kind == "component" || v.kind == "outcome" {
+                // The operator, not an agent, decides which components and tools check outputs.
+                return Err(format!(
+                    "validators[{i}]: kind `{}` can only be configured by the operator ([[validators]])",
+                    v.kind
+                ));
+            }
+            Ok(v)
+        })
+        .collect()
+}
+
+/// Record task `task_id`'s own validators (before it starts).
+pub async fn store(
+    ledger: &Ledger,
+    run_id: &str,
+    task_id: u64,
+    validators: &[ValidatorConfig],
+) -> Result<(), String> {
+    if validators.is_empty() {
+        return Ok(());
+    }
+    let json = serde_json::to_string(validators).map_err(|e| e.to_string())?;
+    let run_id = run_id.to_string();
+    ledger
+        .write(move |w| {
+            w.conn().execute(
+                "INSERT OR REPLACE INTO task_validators (run_id, task_id, validators) VALUES (?1, ?2, ?3)",
+                rusqlite::params![run_id, task_id as i64, json],
+            )?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// The validators task `task_id` of run `run_id` carries from its spawn request
+/// (none for most).
+pub fn of_task(conn: &rusqlite::Connection, run_id: &str, task_id: u64) -> Vec<ValidatorConfig> {
+    let text: Option<String> = conn
+        .query_row(
+            "SELECT validators FROM task_validators WHERE run_id = ?1 AND task_id = ?2",
+            rusqlite::params![run_id, task_id as i64],
+            |r| r.get(0),
+        )
+        .ok();
+    text.and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
+}
