@@ -55,12 +55,31 @@ pub mod wit {
     });
 }
 
+/// Raw bindings of world `validator`, sharing the `tools` and `trace` bindings above.
+#[doc(hidden)]
+#[allow(missing_docs, clippy::all)]
+pub mod validator_wit {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "validator",
+        pub_export_macro: true,
+        export_macro_name: "export",
+        default_bindings_module: "agentflow_sdk::validator_wit",
+        runtime_path: "agentflow_sdk::__private::wit_bindgen::rt",
+        with: {
+            "agentflow:agent/tools@0.1.0": crate::wit::agentflow::agent::tools,
+            "agentflow:agent/trace@0.1.0": crate::wit::agentflow::agent::trace,
+        },
+    });
+}
+
 pub mod checkpoint;
 mod error;
 pub mod llm;
 pub mod tasks;
 pub mod tools;
 pub mod trace;
+pub mod validator;
 
 pub use error::{Error, LlmError, SpawnError, ToolError};
 pub use llm::ask;

@@ -5,11 +5,8 @@
 //! `#[should_panic]` attribute — else it fails (semantic): a test that asserts nothing
 //! always passes and proves nothing. Commented-out assertions do not count.
 
-wit_bindgen::generate!({ path: "../../wit", world: "validator" });
-
-use agentflow::agent::trace;
-
-struct AssertCheck;
+use agentflow_sdk::trace;
+use agentflow_sdk::validator::{Category, Report};
 
 /// A `#[test]` function: its name, whether it may panic by design, and its body.
 struct TestFn<'a> {
@@ -104,43 +101,37 @@ fn asserts(body: &str) -> bool {
     .any(|m| body.contains(m))
 }
 
-impl Guest for AssertCheck {
-    fn validate(_task: String, output: String) -> Report {
-        let found = tests(&output);
-        let empty: Vec<&str> = found
-            .iter()
-            .filter(|t| !t.should_panic && !asserts(t.body))
-            .map(|t| t.name)
-            .collect();
-        trace::step(
-            "every #[test] must assert something",
-            "scan the Rust source",
-            &format!(
-                "{} test(s), {} without an assertion",
-                found.len(),
-                empty.len()
+fn validate(_task: String, output: String) -> Report {
+    let found = tests(&output);
+    let empty: Vec<&str> = found
+        .iter()
+        .filter(|t| !t.should_panic && !asserts(t.body))
+        .map(|t| t.name)
+        .collect();
+    trace::step(
+        "every #[test] must assert something",
+        "scan the Rust source",
+        format!(
+            "{} test(s), {} without an assertion",
+            found.len(),
+            empty.len()
+        ),
+        1.0,
+    );
+    if found.is_empty() {
+        Report::fail(Category::Syntactic, "no #[test] function in the output")
+    } else if !empty.is_empty() {
+        Report::fail(
+            Category::Semantic,
+            format!(
+                "test(s) {} assert nothing: they pass whatever the code does; \
+                 add assert!/assert_eq! on the result",
+                empty.join(", ")
             ),
-            1.0,
-        );
-        let (verdict, category) = if found.is_empty() {
-            (
-                Verdict::Fail("no #[test] function in the output".into()),
-                Some(Category::Syntactic),
-            )
-        } else if !empty.is_empty() {
-            (
-                Verdict::Fail(format!(
-                    "test(s) {} assert nothing: they pass whatever the code does; \
-                     add assert!/assert_eq! on the result",
-                    empty.join(", ")
-                )),
-                Some(Category::Semantic),
-            )
-        } else {
-            (Verdict::Pass, None)
-        };
-        Report { verdict, category }
+        )
+    } else {
+        Report::pass()
     }
 }
 
-export!(AssertCheck);
+agentflow_sdk::export_validator!(validate);

@@ -74,8 +74,8 @@ fn function_span(lines: &[&str], name: &str) -> Option<(usize, usize)> {
 }
 
 fn apply(edit: Edit) -> Result<String, Error> {
-    let text = read(&edit.file)?
-        .ok_or_else(|| Error::other(format!("{} does not exist", edit.file)))?;
+    let text =
+        read(&edit.file)?.ok_or_else(|| Error::other(format!("{} does not exist", edit.file)))?;
     let new_text = match &edit.function {
         Some(name) => {
             let lines: Vec<&str> = text.lines().collect();
