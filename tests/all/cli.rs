@@ -229,3 +229,44 @@ fn run_against_an_openai_compatible_server() {
             && !wal.windows(needle.len()).any(|w| w == needle)
     );
 }
+
+/// Poll `agentflow <listing> --json --db DB` (approvals, conflicts, reviews) until it
+/// lists something; `Null` if nothing came within 20 s.
+pub(crate) fn wait_for_listing(listing: &str, db: &std::path::Path) -> serde_json::Value {
+    for _ in 0..400 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let out = agentflow()
+            .args([listing, "--json", "--db"])
+            .arg(db)
+            .output()
+            .unwrap();
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            && v.as_array().is_some_and(|a| !a.is_empty())
+        {
+            return v;
+        }
+    }
+    serde_json::Value::Null
+}
+
+/// Resume the ledger's only run with `agentflow resume --json`; the report, after
+/// checking the command succeeded.
+pub(crate) fn resume_only_run(db: &std::path::Path, config: &std::path::Path) -> serde_json::Value {
+    let run_id: String = rusqlite::Connection::open(db)
+        .unwrap()
+        .query_row("SELECT run_id FROM runs", [], |r| r.get(0))
+        .unwrap();
+    let resumed = agentflow()
+        .args(["resume", &run_id, "--json", "--db"])
+        .arg(db)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    serde_json::from_slice(&resumed.stdout).unwrap()
+}

@@ -2,7 +2,7 @@
 //! budgets under a 50-child race, every dependency type, approvals (also across a
 //! host restart), per-task timeouts.
 
-use crate::cli::agentflow;
+use crate::cli::{agentflow, resume_only_run, wait_for_listing};
 use crate::support::*;
 use agentflow::{RunOptions, Status};
 use serde_json::{Value, json};
@@ -345,21 +345,7 @@ fn approvals_survive_a_host_restart() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let mut pending = Value::Null;
-    for _ in 0..200 {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        let out = agentflow()
-            .args(["approvals", "--json", "--db"])
-            .arg(&db)
-            .output()
-            .unwrap();
-        if let Ok(v) = serde_json::from_slice::<Value>(&out.stdout)
-            && v.as_array().is_some_and(|a| !a.is_empty())
-        {
-            pending = v;
-            break;
-        }
-    }
+    let pending = wait_for_listing("approvals", &db);
     assert_eq!(pending[0]["task_id"], 2, "{pending}");
     assert!(
         pending[0]["reason"]
@@ -380,23 +366,7 @@ fn approvals_survive_a_host_restart() {
         "{}",
         String::from_utf8_lossy(&approved.stderr)
     );
-    let run_id: String = rusqlite::Connection::open(&db)
-        .unwrap()
-        .query_row("SELECT run_id FROM runs", [], |r| r.get(0))
-        .unwrap();
-    let resumed = agentflow()
-        .args(["resume", &run_id, "--json", "--db"])
-        .arg(&db)
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(
-        resumed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&resumed.stderr)
-    );
-    let report: Value = serde_json::from_slice(&resumed.stdout).unwrap();
+    let report = resume_only_run(&db, &config);
     let results: Vec<Value> = serde_json::from_str(report["output"].as_str().unwrap()).unwrap();
     assert_eq!(results[1]["completed"], "child:");
     let again = agentflow()

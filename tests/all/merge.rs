@@ -2,7 +2,7 @@
 //! trivial / semantic / critical merges at join, text proposals through the SDK, and a
 //! human resolution across a host restart.
 
-use crate::cli::agentflow;
+use crate::cli::{agentflow, resume_only_run, wait_for_listing};
 use crate::support::*;
 use agentflow::merge::resolve::{Decision, conflicts, resolve};
 use agentflow::{RunOptions, Status};
@@ -381,21 +381,7 @@ fn a_human_resolves_a_critical_conflict_across_a_host_restart() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let mut pending = Value::Null;
-    for _ in 0..400 {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        let out = agentflow()
-            .args(["conflicts", "--json", "--db"])
-            .arg(&db)
-            .output()
-            .unwrap();
-        if let Ok(v) = serde_json::from_slice::<Value>(&out.stdout)
-            && v.as_array().is_some_and(|a| !a.is_empty())
-        {
-            pending = v;
-            break;
-        }
-    }
+    let pending = wait_for_listing("conflicts", &db);
     assert_eq!(pending[0]["subject"], "deploy/prod.toml", "{pending}");
     assert_eq!(pending[0]["category"], "critical");
     assert!(
@@ -448,23 +434,7 @@ fn a_human_resolves_a_critical_conflict_across_a_host_restart() {
         "{}",
         String::from_utf8_lossy(&resolved.stderr)
     );
-    let run_id: String = rusqlite::Connection::open(&db)
-        .unwrap()
-        .query_row("SELECT run_id FROM runs", [], |r| r.get(0))
-        .unwrap();
-    let resumed = agentflow()
-        .args(["resume", &run_id, "--json", "--db"])
-        .arg(&db)
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(
-        resumed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&resumed.stderr)
-    );
-    let report: Value = serde_json::from_slice(&resumed.stdout).unwrap();
+    let report = resume_only_run(&db, &config);
     let results: Vec<Value> = serde_json::from_str(report["output"].as_str().unwrap()).unwrap();
     assert_eq!(results[2]["ok"], "replicas = 20\n", "{results:?}");
     assert_eq!(

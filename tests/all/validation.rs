@@ -1,6 +1,7 @@
 //! Validators: programmatic checks, hallucinated success from the ledger, an LLM judge;
 //! verdicts recorded, shown by inspect, fed to the performance DB.
 
+use crate::cli::{resume_only_run, wait_for_listing};
 use crate::support::*;
 use agentflow::{RunOptions, Status};
 use serde_json::json;
@@ -938,21 +939,7 @@ semantic = "human"
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let mut pending = serde_json::Value::Null;
-    for _ in 0..400 {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        let out = agentflow()
-            .args(["reviews", "--json", "--db"])
-            .arg(&db)
-            .output()
-            .unwrap();
-        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout)
-            && v.as_array().is_some_and(|a| !a.is_empty())
-        {
-            pending = v;
-            break;
-        }
-    }
+    let pending = wait_for_listing("reviews", &db);
     assert_eq!(pending[0]["task_id"], 1, "{pending}");
     assert_eq!(pending[0]["attempt"], 1, "{pending}");
     assert!(pending[0]["reason"].as_str().unwrap().contains("*revised*"));
@@ -969,23 +956,8 @@ semantic = "human"
         "{}",
         String::from_utf8_lossy(&decided.stderr)
     );
-    let run_id: String = rusqlite::Connection::open(&db)
-        .unwrap()
-        .query_row("SELECT run_id FROM runs", [], |r| r.get(0))
-        .unwrap();
-    let resumed = agentflow()
-        .args(["resume", &run_id, "--json", "--db"])
-        .arg(&db)
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(
-        resumed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&resumed.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&resumed.stdout).unwrap();
+    let report = resume_only_run(&db, &config);
+    let run_id = report["run_id"].as_str().unwrap().to_string();
     assert_eq!(report["status"], "completed", "{report}");
     assert_eq!(report["output"], "A revised, friendly greeting.");
     let conn = rusqlite::Connection::open(&db).unwrap();

@@ -25,13 +25,13 @@
 pub mod resolve;
 
 use crate::ledger::{EventRecord, blobs, now_ms};
-use crate::providers::{ChatMessage, ChatRequest, Role};
 use crate::supervisor::RunContext;
 use crate::supervisor::constraints::glob;
+use crate::supervisor::host_llm::{self, HostCall};
 use crate::tools::overlay::{self, View};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{Value, json};
 use std::sync::Arc;
 
 /// `[merge]`: how parallel work is merged.
@@ -587,73 +587,17 @@ async fn llm_merge(
         }
     }
     .ok_or_else(|| "no merge model in the catalog".to_string())?;
-    let prompt = merge_prompt(sides);
-    let max_out = (crate::providers::estimate_tokens(sides.theirs) as u64 * 2 + 400).min(32_000);
-    let chat = ChatRequest {
-        model: model.provider_model_id().to_string(),
-        messages: vec![ChatMessage {
-            role: Role::User,
-            content: prompt.clone(),
-            tool_call_id: None,
-        }],
-        temperature: Some(0.0),
-        max_output_tokens: Some(max_out as u32),
-        tools: vec![],
-        task_type: Some("merge".into()),
-    };
-    let price = model.price();
-    let est_in = crate::providers::estimate_tokens(&prompt) as u64 + 4;
-    let reservation = run
-        .budget
-        .reserve(parent, price.cost(est_in, max_out), est_in + max_out)
-        .map_err(|why| format!("no budget for the merge model: {why}"))?;
-    let started_at = now_ms();
-    let result = scheduler.provider(&model).complete(&chat).await;
-    let (outcome, response, tokens, cost) = match result {
-        Err(e) => {
-            run.budget.settle(reservation, 0.0, 0);
-            (
-                Err(format!("the merge model failed: {e}")),
-                json!({ "error": e.to_string() }),
-                (0, 0),
-                0.0,
-            )
-        }
-        Ok(reply) => {
-            let cost = price.cost(reply.input_tokens as u64, reply.output_tokens as u64);
-            run.budget.settle(
-                reservation,
-                cost,
-                (reply.input_tokens + reply.output_tokens) as u64,
-            );
-            (
-                parse_merge_reply(&reply.text),
-                json!({ "text": reply.text }),
-                (reply.input_tokens, reply.output_tokens),
-                cost,
-            )
-        }
-    };
-    let event = EventRecord {
-        run_id: run.run_id.clone(),
+    let max_out = (crate::providers::estimate_tokens(sides.theirs) * 2 + 400).min(32_000);
+    let call = HostCall {
         task_id: parent,
-        kind: "merge.llm".into(),
-        ok: outcome.is_ok(),
-        request: json!({ "subject": sides.subject, "prompt": prompt }),
-        response,
-        identity: None,
-        model: Some(model.name.clone()),
-        tokens_in: tokens.0,
-        tokens_out: tokens.1,
-        cost_usd: cost,
-        started_at,
-        finished_at: now_ms(),
+        model: &model,
+        prompt: merge_prompt(sides),
+        max_output_tokens: max_out,
+        task_type: "merge",
+        kind: "merge.llm",
+        request: json!({ "subject": sides.subject }),
     };
-    run.ledger
-        .append(event)
-        .await
-        .map_err(|e| format!("cannot record the merge model's call: {e}"))?;
-    outcome
+    host_llm::call(run, call, |text| (parse_merge_reply(text), Value::Null)).await
 }
 
 /// A merged text must carry no conflict markers and pass the validators declared for

@@ -12,6 +12,7 @@
 
 pub mod budget;
 pub mod constraints;
+pub mod host_llm;
 
 use crate::ledger::{Ledger, NewTask, Status};
 use crate::runtime::limits::Limits;

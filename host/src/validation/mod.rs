@@ -24,10 +24,10 @@ pub mod review;
 pub mod schema;
 pub mod spawned;
 
-use crate::ledger::{EventRecord, now_ms, query};
-use crate::providers::{ChatMessage, ChatRequest, Role};
+use crate::ledger::{EventRecord, query};
 use crate::supervisor::RunContext;
 use crate::supervisor::constraints::glob;
+use crate::supervisor::host_llm::{self, HostCall};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::HashSet;
@@ -390,91 +390,33 @@ async fn judge(
         );
     };
     let threshold = v.threshold.unwrap_or(7.0);
-    let prompt = judge_prompt(v, input, output);
-    let chat = ChatRequest {
-        model: model.provider_model_id().to_string(),
-        messages: vec![ChatMessage {
-            role: Role::User,
-            content: prompt.clone(),
-            tool_call_id: None,
-        }],
-        temperature: Some(0.0),
-        max_output_tokens: Some(300),
-        tools: vec![],
-        task_type: Some("judge".into()),
-    };
-    let price = model.price();
-    let est_in = crate::providers::estimate_tokens(&prompt) as u64 + 4;
-    let reservation = match run
-        .budget
-        .reserve(task_id, price.cost(est_in, 300), est_in + 300)
-    {
-        Ok(r) => r,
-        Err(why) => {
-            return (
-                Verdict::Uncertain(format!("no budget for the judge: {why}")),
-                None,
-            );
-        }
-    };
-    let started_at = now_ms();
-    let result = scheduler.provider(&model).complete(&chat).await;
-    let (verdict, score, response, tokens, cost) = match result {
-        Err(e) => {
-            run.budget.settle(reservation, 0.0, 0);
-            (
-                Verdict::Uncertain(format!("judge call failed: {e}")),
-                None,
-                json!({ "error": e.to_string() }),
-                (0, 0),
-                0.0,
-            )
-        }
-        Ok(reply) => {
-            let cost = price.cost(reply.input_tokens as u64, reply.output_tokens as u64);
-            run.budget.settle(
-                reservation,
-                cost,
-                (reply.input_tokens + reply.output_tokens) as u64,
-            );
-            let score = parse_score(&reply.text);
-            let excerpt: String = reply.text.chars().take(300).collect();
-            let verdict = match score {
-                None => Verdict::Uncertain(format!("the judge gave no score: {excerpt}")),
-                Some(s) if s >= threshold => Verdict::Pass,
-                Some(s) => Verdict::Fail(format!("judge score {s} < {threshold}: {excerpt}")),
-            };
-            (
-                verdict,
-                score,
-                json!({ "text": reply.text, "score": score }),
-                (reply.input_tokens, reply.output_tokens),
-                cost,
-            )
-        }
-    };
-    let event = EventRecord {
-        run_id: run.run_id.clone(),
+    let call = HostCall {
         task_id,
-        kind: "validation.judge".into(),
-        ok: !matches!(verdict, Verdict::Uncertain(_)),
-        request: json!({ "validator": v.label(), "prompt": prompt, "threshold": threshold }),
-        response,
-        identity: None,
-        model: Some(model.name.clone()),
-        tokens_in: tokens.0,
-        tokens_out: tokens.1,
-        cost_usd: cost,
-        started_at,
-        finished_at: now_ms(),
+        model: &model,
+        prompt: judge_prompt(v, input, output),
+        max_output_tokens: 300,
+        task_type: "judge",
+        kind: "validation.judge",
+        request: json!({ "validator": v.label(), "threshold": threshold }),
     };
-    if let Err(e) = run.ledger.append(event).await {
-        return (
-            Verdict::Uncertain(format!("cannot record the judge's call: {e}")),
-            None,
-        );
+    let scored = host_llm::call(run, call, |text| {
+        let score = parse_score(text);
+        let excerpt: String = text.chars().take(300).collect();
+        let result = match score {
+            Some(s) => Ok((s, excerpt)),
+            None => Err(format!("the judge gave no score: {excerpt}")),
+        };
+        (result, json!({ "score": score }))
+    })
+    .await;
+    match scored {
+        Err(why) => (Verdict::Uncertain(why), None),
+        Ok((s, _)) if s >= threshold => (Verdict::Pass, Some(s)),
+        Ok((s, excerpt)) => (
+            Verdict::Fail(format!("judge score {s} < {threshold}: {excerpt}")),
+            Some(s),
+        ),
     }
-    (verdict, score)
 }
 
 /// The judge's model: the configured one, else the highest-quality catalog model other

@@ -1,0 +1,114 @@
+//! LLM calls the host makes on a task's behalf — a validator's judge, the merge model —
+//! rather than the guest: one prompt to one catalog model, the worst case reserved
+//! from the task's budget before the call and settled after it, and the call recorded
+//! as an event of the task (its own kind, skipped by replay) whatever the outcome.
+
+use super::RunContext;
+use crate::ledger::{EventRecord, now_ms};
+use crate::providers::{ChatMessage, ChatRequest, Role};
+use crate::scheduler::catalog::ModelSpec;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+/// One host-made call.
+pub struct HostCall<'a> {
+    pub task_id: u64,
+    pub model: &'a ModelSpec,
+    pub prompt: String,
+    pub max_output_tokens: u32,
+    /// The request's task type (for mock rules and the performance DB).
+    pub task_type: &'static str,
+    /// The event's kind, e.g. `validation.judge` or `merge.llm`.
+    pub kind: &'static str,
+    /// Fields the event's request shows besides the prompt.
+    pub request: Value,
+}
+
+/// Make the call. `interpret` turns the reply's text into the caller's result plus
+/// fields to add to the event's response; the event is `ok` when the result is. `Err`
+/// says why there is no result: no budget, the provider failed, the reply did not do,
+/// or the ledger could not record the call.
+pub async fn call<T>(
+    run: &Arc<RunContext>,
+    c: HostCall<'_>,
+    interpret: impl FnOnce(&str) -> (Result<T, String>, Value),
+) -> Result<T, String> {
+    let chat = ChatRequest {
+        model: c.model.provider_model_id().to_string(),
+        messages: vec![ChatMessage {
+            role: Role::User,
+            content: c.prompt.clone(),
+            tool_call_id: None,
+        }],
+        temperature: Some(0.0),
+        max_output_tokens: Some(c.max_output_tokens),
+        tools: vec![],
+        task_type: Some(c.task_type.into()),
+    };
+    let price = c.model.price();
+    let max_out = c.max_output_tokens as u64;
+    let est_in = crate::providers::estimate_tokens(&c.prompt) as u64 + 4;
+    let reservation = run
+        .budget
+        .reserve(c.task_id, price.cost(est_in, max_out), est_in + max_out)
+        .map_err(|why| format!("no budget for the {}: {why}", c.task_type))?;
+    let started_at = now_ms();
+    let (result, mut response, tokens, cost) =
+        match run.scheduler.provider(c.model).complete(&chat).await {
+            Err(e) => {
+                run.budget.settle(reservation, 0.0, 0);
+                (
+                    Err(format!("the {} call failed: {e}", c.task_type)),
+                    json!({ "error": e.to_string() }),
+                    (0, 0),
+                    0.0,
+                )
+            }
+            Ok(reply) => {
+                let cost = price.cost(reply.input_tokens as u64, reply.output_tokens as u64);
+                run.budget.settle(
+                    reservation,
+                    cost,
+                    (reply.input_tokens + reply.output_tokens) as u64,
+                );
+                let (result, extra) = interpret(&reply.text);
+                let mut response = json!({ "text": reply.text });
+                if let (Some(r), Value::Object(extra)) = (response.as_object_mut(), extra) {
+                    r.extend(extra);
+                }
+                (
+                    result,
+                    response,
+                    (reply.input_tokens, reply.output_tokens),
+                    cost,
+                )
+            }
+        };
+    if let (Err(why), Some(r)) = (&result, response.as_object_mut()) {
+        r.entry("error").or_insert_with(|| json!(why));
+    }
+    let mut request = c.request;
+    if let Some(r) = request.as_object_mut() {
+        r.insert("prompt".into(), json!(c.prompt));
+    }
+    let event = EventRecord {
+        run_id: run.run_id.clone(),
+        task_id: c.task_id,
+        kind: c.kind.into(),
+        ok: result.is_ok(),
+        request,
+        response,
+        identity: None,
+        model: Some(c.model.name.clone()),
+        tokens_in: tokens.0,
+        tokens_out: tokens.1,
+        cost_usd: cost,
+        started_at,
+        finished_at: now_ms(),
+    };
+    run.ledger
+        .append(event)
+        .await
+        .map_err(|e| format!("cannot record the {} call: {e}", c.task_type))?;
+    result
+}
