@@ -28,6 +28,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Longest reason a validator component may give, in characters.
+pub const MAX_REASON_CHARS: usize = 4000;
+
 /// A compiled, pre-linked validator component.
 pub struct LoadedValidator {
     /// SHA-256 of the component bytes.
@@ -133,10 +136,19 @@ pub async fn check(
             (Verdict::Uncertain(why), None)
         }
         Ok(Ok(report)) => {
+            // The reason is the guest's text: bounded before it reaches the ledger and
+            // the next attempt's prompt.
+            let bounded = |r: String| -> String {
+                if r.chars().count() > MAX_REASON_CHARS {
+                    r.chars().take(MAX_REASON_CHARS).collect::<String>() + "…"
+                } else {
+                    r
+                }
+            };
             let verdict = match report.verdict {
                 wit::Verdict::Pass => Verdict::Pass,
-                wit::Verdict::Fail(reason) => Verdict::Fail(reason),
-                wit::Verdict::Uncertain(reason) => Verdict::Uncertain(reason),
+                wit::Verdict::Fail(reason) => Verdict::Fail(bounded(reason)),
+                wit::Verdict::Uncertain(reason) => Verdict::Uncertain(bounded(reason)),
             };
             (verdict, report.category.map(category))
         }
