@@ -414,6 +414,7 @@ impl Host {
                             Status::Cancelled,
                             None,
                             Some("rolled back by recovery".into()),
+                            Vec::new(),
                         )
                         .await?;
                 }

@@ -190,7 +190,13 @@ pub struct Writer {
 pub struct Ledger {
     jobs: mpsc::Sender<Job>,
     path: PathBuf,
+    /// Read connections kept for [`Ledger::with_reader`] (a fresh connection parses
+    /// the schema on its first query, which costs more than most hot-path reads).
+    readers: std::sync::Arc<std::sync::Mutex<Vec<Connection>>>,
 }
+
+/// Read connections [`Ledger::with_reader`] keeps for reuse.
+const MAX_IDLE_READERS: usize = 4;
 
 /// Most jobs committed in one transaction.
 const MAX_GROUP: usize = 512;
@@ -241,7 +247,11 @@ impl Ledger {
             .name("agentflow-ledger".into())
             .spawn(move || writer_loop(conn, rx))
             .expect("spawn ledger writer thread");
-        Ok(Ledger { jobs, path })
+        Ok(Ledger {
+            jobs,
+            path,
+            readers: Default::default(),
+        })
     }
 
     /// Path of the database file.
@@ -252,6 +262,21 @@ impl Ledger {
     /// A new read-only connection for queries.
     pub fn reader(&self) -> Result<Connection, LedgerError> {
         query::open_reader(&self.path)
+    }
+
+    /// Run `f` with a pooled read connection (on the calling thread; keep it short).
+    pub fn with_reader<R>(&self, f: impl FnOnce(&Connection) -> R) -> Result<R, LedgerError> {
+        let idle = self.readers.lock().unwrap().pop();
+        let conn = match idle {
+            Some(conn) => conn,
+            None => self.reader()?,
+        };
+        let result = f(&conn);
+        let mut idle = self.readers.lock().unwrap();
+        if idle.len() < MAX_IDLE_READERS {
+            idle.push(conn);
+        }
+        Ok(result)
     }
 
     /// Run `f` on the writer thread inside the current group transaction and return
@@ -388,8 +413,12 @@ impl Ledger {
         status: Status,
         output: Option<String>,
         error: Option<String>,
+        events: Vec<EventRecord>,
     ) -> Result<(), LedgerError> {
         self.write(move |w| {
+            for e in events {
+                w.append_event(e)?;
+            }
             w.conn.execute(
                 "UPDATE tasks SET status = ?3, output = ?4, error = ?5, finished_at = ?6,
                     tokens_in = (SELECT COALESCE(SUM(tokens_in), 0) FROM events e WHERE e.run_id = ?1 AND e.task_id = ?2),

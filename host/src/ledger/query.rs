@@ -162,7 +162,7 @@ pub fn events(
     run_id: &str,
     task_id: Option<u64>,
 ) -> Result<Vec<EventRow>, LedgerError> {
-    let mut stmt = conn.prepare(
+    let mut stmt = conn.prepare_cached(
         "SELECT task_id, seq, kind, status, request, response, model, tokens_in, tokens_out, cost_usd,
                 started_at, finished_at, request_hash
          FROM events WHERE run_id = ?1 AND (?2 IS NULL OR task_id = ?2) ORDER BY task_id, seq",

@@ -197,6 +197,8 @@ pub struct RunContext {
     timeouts: Mutex<HashMap<u64, u64>>,
     /// Locks each task takes while it runs.
     resources: Mutex<HashMap<u64, Vec<String>>>,
+    /// Events to record with a task's end, in the same commit (see [`RunContext::defer`]).
+    deferred: Mutex<HashMap<u64, Vec<crate::ledger::EventRecord>>>,
     /// Components already stored in the ledger's `blobs`.
     stored_components: Mutex<HashSet<String>>,
     tree: Mutex<TaskTree>,
@@ -247,6 +249,7 @@ impl RunContext {
             timeouts: Mutex::new(HashMap::new()),
             resources: Mutex::new(HashMap::new()),
             stored_components: Mutex::new(HashSet::new()),
+            deferred: Mutex::new(HashMap::new()),
             tree: Mutex::new(TaskTree {
                 next_id: 1,
                 ..Default::default()
@@ -822,6 +825,18 @@ impl RunContext {
             .is_some_and(|n| n.outcome.borrow().is_some())
     }
 
+    /// Record `events` of task `id` together with its end, in one commit: for records
+    /// that are recomputed when lost (a crash before the end resumes the task, which
+    /// produces them again), such as the verdicts of validators that passed.
+    pub fn defer(&self, id: u64, events: Vec<crate::ledger::EventRecord>) {
+        self.deferred
+            .lock()
+            .unwrap()
+            .entry(id)
+            .or_default()
+            .extend(events);
+    }
+
     /// Record a task's end and wake whoever waits for it. The first outcome wins (a
     /// cancelled task stays cancelled).
     pub async fn finish(&self, id: u64, outcome: TaskOutcome) {
@@ -844,9 +859,15 @@ impl RunContext {
             TaskOutcome::Failed(e) => (Status::Failed, None, Some(e)),
             TaskOutcome::Cancelled => (Status::Cancelled, None, None),
         };
+        let events = self
+            .deferred
+            .lock()
+            .unwrap()
+            .remove(&id)
+            .unwrap_or_default();
         if let Err(e) = self
             .ledger
-            .finish_task(self.run_id.clone(), id, status, output, error)
+            .finish_task(self.run_id.clone(), id, status, output, error, events)
             .await
         {
             tracing::error!(run = %self.run_id, task = id, error = %e, "cannot record task end");

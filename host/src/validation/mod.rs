@@ -486,10 +486,12 @@ pub async fn validate(
     if task_id == 1 && !configured {
         return Ok(());
     }
-    let conn = run.ledger.reader().ok();
-    let own = match &conn {
-        Some(conn) if task_id != 1 => spawned::of_task(conn, &run.run_id, task_id),
-        _ => Vec::new(),
+    let own = if task_id == 1 {
+        Vec::new()
+    } else {
+        run.ledger
+            .with_reader(|conn| spawned::of_task(conn, &run.run_id, task_id))
+            .unwrap_or_default()
     };
     let mut validators: Vec<&ValidatorConfig> = run
         .validators
@@ -505,8 +507,10 @@ pub async fn validate(
     }
     validators.sort_by_key(|v| v.rank());
     let with_tools = validators.iter().any(|v| v.kind == "claims");
-    let (tools, producer, task_type) = ledger_facts(run, conn.as_ref(), task_id, with_tools);
-    drop(conn);
+    let (tools, producer, task_type) = run
+        .ledger
+        .with_reader(|conn| ledger_facts(run, Some(conn), task_id, with_tools))
+        .unwrap_or_default();
     // Verdicts of cheap validators are committed together, before any validator that
     // calls out (judge, component, outcome) and before the result is returned.
     let mut pending: Vec<EventRecord> = Vec::new();
@@ -587,5 +591,9 @@ pub async fn validate(
             });
         }
     }
-    flush(run, &mut pending).await
+    // Every validator passed. Their verdicts need not hold the task up: they are
+    // committed with the task's end, which the caller records next; a crash before
+    // that resumes the task, and validation runs again.
+    run.defer(task_id, pending);
+    Ok(())
 }
