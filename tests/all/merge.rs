@@ -733,6 +733,16 @@ async fn a_grandchild_change_reaches_the_workspace_through_each_join() {
         "signed\n"
     );
     let conn = host.ledger().reader().unwrap();
+    let calls: Vec<i64> = agentflow::ledger::query::tasks(&conn, &report.run_id)
+        .unwrap()
+        .iter()
+        .map(|t| t.host_calls)
+        .collect();
+    assert_eq!(
+        calls,
+        vec![2, 5, 1],
+        "guest calls only: no intents, merge decisions or clock flushes"
+    );
     let rows: Vec<(u64, u64, String)> = conflicts(&conn, true)
         .unwrap()
         .into_iter()

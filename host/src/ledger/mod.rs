@@ -198,6 +198,27 @@ pub struct Ledger {
 /// Read connections [`Ledger::with_reader`] keeps for reuse.
 const MAX_IDLE_READERS: usize = 4;
 
+/// Records a task's end with its totals. `host_calls` counts the guest's calls: every
+/// event but those that accompany a call (replay's auxiliary kinds) and the intents
+/// recorded before side-effecting tool calls.
+static FINISH_TASK_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let not_calls = crate::durability::replay::AUXILIARY
+        .iter()
+        .chain(&["tools.intent"])
+        .map(|k| format!("'{k}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "UPDATE tasks SET status = ?3, output = ?4, error = ?5, finished_at = ?6,
+            tokens_in = (SELECT COALESCE(SUM(tokens_in), 0) FROM events e WHERE e.run_id = ?1 AND e.task_id = ?2),
+            tokens_out = (SELECT COALESCE(SUM(tokens_out), 0) FROM events e WHERE e.run_id = ?1 AND e.task_id = ?2),
+            cost_usd = (SELECT COALESCE(SUM(cost_usd), 0) FROM events e WHERE e.run_id = ?1 AND e.task_id = ?2),
+            host_calls = (SELECT COUNT(*) FROM events e WHERE e.run_id = ?1 AND e.task_id = ?2
+                          AND e.kind NOT IN ({not_calls}))
+         WHERE run_id = ?1 AND task_id = ?2"
+    )
+});
+
 /// Most jobs committed in one transaction.
 const MAX_GROUP: usize = 512;
 
@@ -262,6 +283,29 @@ impl Ledger {
     /// A new read-only connection for queries.
     pub fn reader(&self) -> Result<Connection, LedgerError> {
         query::open_reader(&self.path)
+    }
+
+    /// Wait for a decision another process records in the ledger — a human deciding
+    /// an approval, a review or a conflict from the CLI: `check` reads it (`None` while
+    /// it is pending) every 100 ms on a read connection of its own. `waiting_for` is
+    /// logged once, when the first check finds nothing decided yet.
+    pub async fn poll_decision<T>(
+        &self,
+        waiting_for: &str,
+        mut check: impl FnMut(&Connection) -> Result<Option<T>, LedgerError>,
+    ) -> Result<T, LedgerError> {
+        let conn = self.reader()?;
+        let mut announced = false;
+        loop {
+            if let Some(decided) = check(&conn)? {
+                return Ok(decided);
+            }
+            if !announced {
+                tracing::info!("waiting for a human: {waiting_for}");
+                announced = true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
     }
 
     /// Run `f` with a pooled read connection (on the calling thread; keep it short).
@@ -419,16 +463,14 @@ impl Ledger {
             for e in events {
                 w.append_event(e)?;
             }
-            w.conn.execute(
-                "UPDATE tasks SET status = ?3, output = ?4, error = ?5, finished_at = ?6,
-                    tokens_in = (SELECT COALESCE(SUM(tokens_in), 0) FROM events e WHERE e.run_id = ?1 AND e.task_id = ?2),
-                    tokens_out = (SELECT COALESCE(SUM(tokens_out), 0) FROM events e WHERE e.run_id = ?1 AND e.task_id = ?2),
-                    cost_usd = (SELECT COALESCE(SUM(cost_usd), 0) FROM events e WHERE e.run_id = ?1 AND e.task_id = ?2),
-                    host_calls = (SELECT COUNT(*) FROM events e WHERE e.run_id = ?1 AND e.task_id = ?2
-                                  AND e.kind NOT IN ('wasi.nondet', 'task.stdio'))
-                 WHERE run_id = ?1 AND task_id = ?2",
-                params![run_id, task_id as i64, status.as_str(), output, error, now_ms()],
-            )?;
+            w.conn.prepare_cached(&FINISH_TASK_SQL)?.execute(params![
+                run_id,
+                task_id as i64,
+                status.as_str(),
+                output,
+                error,
+                now_ms()
+            ])?;
             Ok(())
         })
         .await

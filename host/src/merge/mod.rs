@@ -275,8 +275,10 @@ async fn decide(
     ours: Option<String>,
     theirs: String,
 ) -> anyhow::Result<MergeRow> {
-    let conn = run.ledger.reader()?;
-    if let Some(row) = find_row(&conn, &run.run_id, parent, child, subject)? {
+    let recorded = run
+        .ledger
+        .with_reader(|conn| find_row(conn, &run.run_id, parent, child, subject))??;
+    if let Some(row) = recorded {
         return Ok(row);
     }
     let classified = classify(&run.merge, path, base.as_deref(), ours.as_deref(), &theirs);
@@ -290,10 +292,12 @@ async fn decide(
             "overlapping edits and the LLM merge is off ([merge] llm = false)".into(),
         ),
         Classified::Conflict { .. } => {
-            let labels = (
-                description(&conn, &run.run_id, parent),
-                description(&conn, &run.run_id, child),
-            );
+            let labels = run.ledger.with_reader(|conn| {
+                (
+                    description(conn, &run.run_id, parent),
+                    description(conn, &run.run_id, child),
+                )
+            })?;
             let sides = Sides {
                 subject,
                 base: base.as_deref().unwrap_or_default(),
@@ -320,10 +324,35 @@ async fn decide(
     } else {
         "pending"
     };
-    let (run_id, subject) = (run.run_id.clone(), subject.to_string());
-    let id = run
+    let mut row = MergeRow {
+        id: 0,
+        run_id: run.run_id.clone(),
+        parent_task: parent,
+        child_task: child,
+        subject: subject.to_string(),
+        category,
+        status: status.to_string(),
+        base,
+        ours,
+        theirs,
+        result,
+        reasoning,
+        resolution: None,
+    };
+    let recorded = row.clone();
+    row.id = run
         .ledger
         .write(move |w| {
+            let MergeRow {
+                run_id,
+                subject,
+                base,
+                ours,
+                theirs,
+                result,
+                reasoning,
+                ..
+            } = recorded;
             let put = |t: &Option<String>| {
                 t.as_ref()
                     .map(|t| blobs::put(w.conn(), t.as_bytes()))
@@ -362,31 +391,28 @@ async fn decide(
             Ok(id)
         })
         .await?;
-    tracing::info!(run = %run.run_id, parent, child, merge = id, category = category.as_str(), "merge decided");
+    tracing::info!(run = %run.run_id, parent, child, merge = row.id, category = category.as_str(), "merge decided");
     crate::durability::fault::point("merge-decided");
-    let conn = run.ledger.reader()?;
-    Ok(rows(&conn, "id = ?1", [id as i64])?
-        .pop()
-        .expect("just inserted"))
+    Ok(row)
 }
 
 /// Wait until a human has resolved merge `id`; returns the resolved row.
 async fn wait_resolved(run: &RunContext, id: u64) -> anyhow::Result<MergeRow> {
-    let conn = run.ledger.reader()?;
-    let mut announced = false;
-    loop {
-        let row = rows(&conn, "id = ?1", [id as i64])?
-            .pop()
-            .ok_or_else(|| anyhow::anyhow!("merge {id} vanished from the ledger"))?;
-        if row.status != "pending" {
-            return Ok(row);
-        }
-        if !announced {
-            tracing::info!(run = %run.run_id, merge = id, subject = %row.subject, "waiting for a human to resolve a critical conflict (agentflow conflicts / resolve)");
-            announced = true;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let waiting_for = format!(
+        "critical conflict {id} of run {} (agentflow conflicts / resolve)",
+        run.run_id
+    );
+    let row = run
+        .ledger
+        .poll_decision(&waiting_for, |conn| {
+            // A row that vanished cannot be decided: return it as it was (None).
+            Ok(match rows(conn, "id = ?1", [id as i64])?.pop() {
+                Some(row) if row.status == "pending" => None,
+                other => Some(other),
+            })
+        })
+        .await?;
+    row.ok_or_else(|| anyhow::anyhow!("merge {id} vanished from the ledger"))
 }
 
 /// Write a decided result into a view (idempotent).
@@ -404,15 +430,20 @@ pub async fn join_workspace(run: &Arc<RunContext>, parent: u64, child: u64) -> a
     let Some(root) = run.tools.workspace_root() else {
         return Ok(());
     };
-    let conn = run.ledger.reader()?;
-    let files = overlay::own_files(&conn, &run.run_id, child)?;
+    let files = run
+        .ledger
+        .with_reader(|conn| overlay::own_files(conn, &run.run_id, child))??;
     if files.is_empty() {
         return Ok(());
     }
-    let view = View::of(&conn, root, &run.run_id, parent)?;
+    let view = run
+        .ledger
+        .with_reader(|conn| View::of(conn, root, &run.run_id, parent))??;
     let mut pending = Vec::new();
     for file in files {
-        let ours = view.read(&conn, &file.path)?;
+        let ours = run
+            .ledger
+            .with_reader(|conn| view.read(conn, &file.path))??;
         let row = decide(
             run,
             parent,

@@ -147,10 +147,7 @@ pub async fn execute_task(
             "{}Feedback on your previous attempt: it was rejected by the validator `{}` ({}): {}\nYour previous answer was:\n{excerpt}\nProduce a corrected answer.",
             human.as_deref().unwrap_or_default(),
             failure.validator,
-            serde_json::to_value(failure.category)
-                .ok()
-                .and_then(|c| c.as_str().map(str::to_string))
-                .unwrap_or_default(),
+            failure.category.as_str(),
             failure.reason
         );
         let model = match strategy {

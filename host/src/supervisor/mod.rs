@@ -600,31 +600,27 @@ impl RunContext {
     /// Wait until a human decides on task `id`'s approval, if it needs one. `Err` is
     /// the outcome of a denied (or unreadable) request.
     async fn await_approval(&self, id: u64) -> Result<(), TaskOutcome> {
-        let Ok(conn) = self.ledger.reader() else {
-            return Err(TaskOutcome::Failed("cannot read approvals".into()));
-        };
-        let mut announced = false;
-        loop {
-            match crate::ledger::query::approval_of(&conn, &self.run_id, id) {
-                Ok(None) => return Ok(()),
-                Ok(Some(a)) if a.status == "approved" => return Ok(()),
-                Ok(Some(a)) if a.status == "denied" => {
-                    return Err(TaskOutcome::Failed(format!(
-                        "denied by a human (approval {}): {}",
-                        a.id,
-                        a.note.unwrap_or_default()
-                    )));
-                }
-                Ok(Some(a)) => {
-                    if !announced {
-                        tracing::info!(run = %self.run_id, task = id, approval = a.id, reason = %a.reason, "waiting for approval");
-                        announced = true;
-                    }
-                }
-                Err(e) => return Err(TaskOutcome::Failed(format!("cannot read approvals: {e}"))),
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
+        let waiting_for = format!(
+            "approval of task {id} of run {} (agentflow approvals)",
+            self.run_id
+        );
+        self.ledger
+            .poll_decision(&waiting_for, |conn| {
+                Ok(
+                    match crate::ledger::query::approval_of(conn, &self.run_id, id)? {
+                        None => Some(Ok(())),
+                        Some(a) if a.status == "approved" => Some(Ok(())),
+                        Some(a) if a.status == "denied" => Some(Err(TaskOutcome::Failed(format!(
+                            "denied by a human (approval {}): {}",
+                            a.id,
+                            a.note.unwrap_or_default()
+                        )))),
+                        Some(_) => None,
+                    },
+                )
+            })
+            .await
+            .unwrap_or_else(|e| Err(TaskOutcome::Failed(format!("cannot read approvals: {e}"))))
     }
 
     /// Take a task slot (queueing when all are busy).

@@ -79,11 +79,9 @@ impl WorkspaceTool {
 
     /// The calling task's view, from the ledger.
     fn view(&self, ctx: &ToolCallCtx) -> Result<View, ToolError> {
-        let conn = ctx
-            .ledger
-            .reader()
-            .map_err(|e| ToolError::Failed(format!("cannot read the ledger: {e}")))?;
-        View::of(&conn, &self.root, &ctx.run_id, ctx.task_id)
+        ctx.ledger
+            .with_reader(|conn| View::of(conn, &self.root, &ctx.run_id, ctx.task_id))
+            .map_err(|e| ToolError::Failed(format!("cannot read the ledger: {e}")))?
             .map_err(|e| ToolError::Failed(format!("cannot read the task's view: {e}")))
     }
 
@@ -136,9 +134,10 @@ impl WorkspaceTool {
                 Ok(json!({ "written": written }).to_string())
             }
             "list" => {
-                let conn = ctx.ledger.reader().map_err(ledger_err)?;
-                let names = view
-                    .list(&conn, &key)
+                let names = ctx
+                    .ledger
+                    .with_reader(|conn| view.list(conn, &key))
+                    .map_err(ledger_err)?
                     .map_err(|e| ToolError::Failed(e.to_string()))?;
                 Ok(serde_json::to_string(&names).unwrap_or_default())
             }

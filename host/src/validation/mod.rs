@@ -44,6 +44,19 @@ pub enum Category {
     Degraded,
 }
 
+impl Category {
+    /// The category's name, as in config and events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::Syntactic => "syntactic",
+            Category::Semantic => "semantic",
+            Category::Partial => "partial",
+            Category::HallucinatedSuccess => "hallucinated-success",
+            Category::Degraded => "degraded",
+        }
+    }
+}
+
 /// A claim the output may make, and the tool whose success must back it.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -176,14 +189,12 @@ pub struct Failure {
 
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let cat = serde_json::to_value(self.category)
-            .ok()
-            .and_then(|c| c.as_str().map(str::to_string))
-            .unwrap_or_default();
         write!(
             f,
-            "validation failed [{cat}] {}: {}",
-            self.validator, self.reason
+            "validation failed [{}] {}: {}",
+            self.category.as_str(),
+            self.validator,
+            self.reason
         )
     }
 }

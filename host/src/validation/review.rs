@@ -100,13 +100,6 @@ pub fn render(rows: &[ReviewRow]) -> String {
     out
 }
 
-fn category_name(f: &Failure) -> String {
-    serde_json::to_value(f.category)
-        .ok()
-        .and_then(|c| c.as_str().map(str::to_string))
-        .unwrap_or_default()
-}
-
 /// Ask for (or find, after a restart) the review of `attempt` of task `task_id`.
 async fn request(
     run: &RunContext,
@@ -118,7 +111,7 @@ async fn request(
     let (run_id, validator, category, reason, output) = (
         run.run_id.clone(),
         failure.validator.clone(),
-        category_name(failure),
+        failure.category.as_str().to_string(),
         failure.reason.clone(),
         output.to_string(),
     );
@@ -166,37 +159,34 @@ pub async fn await_decision(
     let id = request(run, task_id, attempt, failure, output)
         .await
         .map_err(|e| format!("{failure}; cannot ask for a review: {e}"))?;
-    let conn = run
+    let waiting_for = format!(
+        "review {id} of task {task_id} of run {} (agentflow reviews)",
+        run.run_id
+    );
+    let decided = run
         .ledger
-        .reader()
-        .map_err(|e| format!("{failure}; cannot read reviews: {e}"))?;
-    let mut announced = false;
-    loop {
-        let found: Option<(String, Option<String>)> = conn
-            .query_row(
-                "SELECT status, note FROM reviews WHERE id = ?1",
-                [id as i64],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-            .map_err(|e| format!("{failure}; cannot read review {id}: {e}"))?;
-        match found {
-            Some((status, note)) if status == "retry" => return Ok(note),
-            Some((status, note)) if status == "rejected" => {
-                return Err(format!(
-                    "{failure}; rejected by a human (review {id}){}",
-                    note.map(|n| format!(": {n}")).unwrap_or_default()
-                ));
-            }
-            Some(_) => {
-                if !announced {
-                    tracing::info!(run = %run.run_id, task = task_id, review = id, "waiting for a human review (agentflow reviews)");
-                    announced = true;
-                }
-            }
-            None => return Err(format!("{failure}; review {id} disappeared")),
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        .poll_decision(&waiting_for, |conn| {
+            let found: Option<(String, Option<String>)> = conn
+                .query_row(
+                    "SELECT status, note FROM reviews WHERE id = ?1",
+                    [id as i64],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            Ok(match found {
+                Some((status, _)) if status == "pending" => None,
+                other => Some(other),
+            })
+        })
+        .await
+        .map_err(|e| format!("{failure}; cannot read review {id}: {e}"))?;
+    match decided {
+        Some((status, note)) if status == "retry" => Ok(note),
+        Some((_, note)) => Err(format!(
+            "{failure}; rejected by a human (review {id}){}",
+            note.map(|n| format!(": {n}")).unwrap_or_default()
+        )),
+        None => Err(format!("{failure}; review {id} disappeared")),
     }
 }
 
