@@ -83,7 +83,9 @@ async fn duplicates_cycles_and_budget_shares_are_typed_refusals() {
 async fn concurrency_queues_children_and_fail_fast_refuses() {
     let dir = TempDir::new("con-concurrency");
     let host = host(&dir, "[constraints]\nmax_concurrent_tasks = 2\n");
-    let sleeper = json!([{"sleep_ms": 400}]);
+    // Long enough that the five spawns finish while the first sleeper still holds its
+    // slot, even on a loaded machine.
+    let sleeper = json!([{"sleep_ms": 1500}]);
     let mut ops: Vec<Value> = (0..4)
         .map(|i| spawn(&format!("sleeper {i}"), sleeper.clone(), json!({})))
         .collect();

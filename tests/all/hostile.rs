@@ -179,3 +179,121 @@ async fn malformed_components_are_refused_clearly() {
     );
     assert!(err.contains("invalid component"), "{err}");
 }
+
+/// Run `agentflow run <hostile> --input MODE` as its own process under a memory guard:
+/// its resident set is sampled every 10 ms (the kernel's high-water mark included) and
+/// the process is killed past 1 GiB or 90 s. Returns the JSON report and the peak RSS.
+fn guarded_cli_run(dir: &TempDir, mode: &str, limits: &str) -> (serde_json::Value, u64) {
+    let config = dir.join("agentflow.toml");
+    std::fs::write(&config, limits).unwrap();
+    let mut child = crate::cli::agentflow()
+        .arg("run")
+        .arg(example("hostile"))
+        .args(["--input", mode, "--json", "--db"])
+        .arg(dir.join("flood.db"))
+        .arg("--config")
+        .arg(&config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let status_file = format!("/proc/{}/status", child.id());
+    let field = |status: &str, name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+            * 1024
+    };
+    let started = Instant::now();
+    let mut peak = 0;
+    while child.try_wait().unwrap().is_none() {
+        if let Ok(status) = std::fs::read_to_string(&status_file) {
+            peak = peak
+                .max(field(&status, "VmRSS:"))
+                .max(field(&status, "VmHWM:"));
+        }
+        if peak > 1 << 30 || started.elapsed() > Duration::from_secs(90) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "guard: `{mode}` reached {} MiB after {:?}; killed",
+                peak >> 20,
+                started.elapsed()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().unwrap();
+    let report = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("`{mode}`: no JSON report ({e}): {:?}", out.stdout));
+    (report, peak)
+}
+
+/// A guest that reads the clock (or random) in a tight loop, never calling anything
+/// else, used to make the host buffer every read until it had several GiB. Now the
+/// reads the host holds are bounded by `limits.max_nondet_bytes`: the guest is stopped
+/// with an error naming it, the host stays small and the recorded event is bounded.
+#[test]
+fn clock_and_random_floods_are_stopped_and_the_host_stays_small() {
+    for mode in ["clock-flood", "random-flood"] {
+        let dir = TempDir::new(mode);
+        let limits = "[limits]\ncpu_ms = 60000\nmemory_mb = 64\nmax_nondet_bytes = 4194304\n";
+        let (report, peak) = guarded_cli_run(&dir, mode, limits);
+        assert_eq!(report["status"], "failed", "{mode}: {report}");
+        let err = report["error"].as_str().unwrap_or_default();
+        assert!(
+            err.contains("limits.max_nondet_bytes"),
+            "{mode}: error names the limit: {err}"
+        );
+        assert!(
+            peak < 300 << 20,
+            "{mode}: host peak RSS {} MiB (bound 300 MiB)",
+            peak >> 20
+        );
+        // The ledger holds a bounded record of the reads.
+        let mut ledger_bytes = 0;
+        for f in ["flood.db", "flood.db-wal"] {
+            ledger_bytes += std::fs::metadata(dir.join(f)).map(|m| m.len()).unwrap_or(0);
+        }
+        assert!(
+            ledger_bytes < 32 << 20,
+            "{mode}: ledger is {} MiB",
+            ledger_bytes >> 20
+        );
+        eprintln!(
+            "{mode}: stopped ({err}); peak host RSS {} MiB, ledger {} KiB",
+            peak >> 20,
+            ledger_bytes >> 10
+        );
+    }
+}
+
+/// A guest that spins in ~2 ms bursts with a cheap host call after each used to be
+/// charged nothing (a tick was skipped when a host call happened in it): now its real
+/// CPU time is charged, and `cpu_ms` stops it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpu_limit_holds_however_often_the_guest_calls_the_host() {
+    let dir = TempDir::new("hostile-cpu-dodge");
+    let host = host(
+        &dir,
+        "[limits]\ncpu_ms = 1000\nmax_host_calls = 1000000\nwall_ms = 120000\n",
+    );
+    let started = Instant::now();
+    let report = hostile(&host, "cpu-dodge:2").await;
+    let took = started.elapsed();
+    failed_with(&report, "CPU time limit exceeded (1000 ms");
+    let calls = events(&host, &report.run_id)
+        .into_iter()
+        .filter(|e| e.kind == "trace.log")
+        .count();
+    assert!(
+        calls > 100,
+        "the guest called the host often ({calls} calls) and was still charged"
+    );
+    assert!(
+        took < Duration::from_secs(60),
+        "stopped after {took:?} of wall time"
+    );
+}

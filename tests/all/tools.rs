@@ -101,6 +101,94 @@ async fn workspace_stays_inside_its_directory() {
     assert!(!dir.join("planted.txt").exists());
 }
 
+/// Every way out of the workspace, tried by the root task (the directory itself), by a
+/// child (its copy-on-write view reads through to the directory) and by a join (a
+/// merge writes the directory): dangling and live symlinks, a symlinked parent
+/// directory, a hard link, `..` and absolute paths. Nothing outside is read, created
+/// or changed. (The race of a symlink swapped in mid-call is
+/// `tools::workspace_dir::tests::a_symlink_swapped_in_during_writes_never_leads_out`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workspace_links_and_paths_out_are_refused_for_root_child_and_join() {
+    let dir = TempDir::new("tools-ws-links");
+    let host = host(&dir, "");
+    let (ws, outside) = (dir.join("ws"), dir.join("outside"));
+    std::fs::create_dir_all(&ws).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("secret.txt"), "top secret").unwrap();
+    std::os::unix::fs::symlink(outside.join("c.txt"), ws.join("evil")).unwrap();
+    std::os::unix::fs::symlink(outside.join("secret.txt"), ws.join("live")).unwrap();
+    std::os::unix::fs::symlink(&outside, ws.join("outdir")).unwrap();
+    std::fs::hard_link(outside.join("secret.txt"), ws.join("hard")).unwrap();
+    let w = |args: serde_json::Value| json!({"tool": {"name": "workspace", "args": args}});
+    let probes = json!([
+        w(json!({"op": "write", "path": "evil", "content": "pwned"})),
+        w(json!({"op": "append", "path": "evil", "content": "pwned"})),
+        w(json!({"op": "read", "path": "live"})),
+        w(json!({"op": "write", "path": "live", "content": "pwned"})),
+        w(json!({"op": "write", "path": "outdir/new.txt", "content": "pwned"})),
+        w(json!({"op": "read", "path": "outdir/secret.txt"})),
+        w(json!({"op": "list", "path": "outdir"})),
+        w(json!({"op": "read", "path": "hard"})),
+        w(json!({"op": "write", "path": "hard", "content": "pwned"})),
+        w(json!({"op": "append", "path": "hard", "content": "pwned"})),
+        w(json!({"op": "write", "path": "../x.txt", "content": "pwned"})),
+        w(json!({"op": "read", "path": "/etc/passwd"})),
+    ]);
+    let reads = json!([
+        w(json!({"op": "read", "path": "live"})),
+        w(json!({"op": "read", "path": "outdir/secret.txt"})),
+        w(json!({"op": "read", "path": "hard"})),
+    ]);
+    let mut ops = probes.as_array().unwrap().clone();
+    ops.push(json!({"spawn_wait": {"description": "reader", "input": reads.to_string(), "tools": ["workspace"]}}));
+    let opts = || RunOptions {
+        workspace: Some(ws.clone()),
+        ..grant(&["workspace"])
+    };
+    let (report, results) = run_scripted(&host, json!(ops), opts()).await;
+    assert_eq!(report.status, Status::Completed, "{report:?}");
+    for (i, r) in results[..12].iter().enumerate() {
+        let err = r["err"].as_str().unwrap_or_default();
+        assert!(err.contains("Denied"), "root op {i}: {r}");
+    }
+    // The child's reads fall through its view to the directory: refused there too.
+    let child = results[12].to_string();
+    assert!(
+        !child.contains("top secret"),
+        "a child read outside: {child}"
+    );
+    assert_eq!(child.matches("no such file").count(), 3, "{child}");
+
+    // A child writes `evil` in its own view (the ledger); the join must not follow it.
+    let child_write = json!([w(
+        json!({"op": "write", "path": "evil", "content": "pwned"})
+    )]);
+    let ops = json!([{"spawn_wait": {"description": "writer", "input": child_write.to_string(), "tools": ["workspace"]}}]);
+    let (report, _) = run_scripted(&host, ops, opts()).await;
+    assert_eq!(report.status, Status::Failed, "{report:?}");
+    let err = report.error.unwrap_or_default();
+    assert!(err.contains("leaves the workspace"), "{err}");
+
+    assert!(!outside.join("c.txt").exists(), "created through a symlink");
+    assert!(!outside.join("new.txt").exists());
+    assert!(!dir.join("x.txt").exists());
+    assert_eq!(
+        std::fs::read_to_string(outside.join("secret.txt")).unwrap(),
+        "top secret"
+    );
+    // The host still serves the workspace normally.
+    let (report, results) = run_scripted(
+        &host,
+        json!([w(
+            json!({"op": "write", "path": "ok.txt", "content": "fine"})
+        )]),
+        opts(),
+    )
+    .await;
+    assert_eq!(report.status, Status::Completed, "{report:?} {results:?}");
+    assert_eq!(std::fs::read_to_string(ws.join("ok.txt")).unwrap(), "fine");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_fetch_allows_only_listed_public_hosts() {
     let server = FakeServer::start(vec![FakeResponse::text(200, "hello from the fake")]).await;

@@ -4,7 +4,10 @@
 //! `spawn-bomb` (spawn itself until refused, up to 1000 times), `big-output`
 //! (return 64 MiB), `stdout-flood` (write 100 MiB to stdout), `read-file`
 //! (read /etc/passwd), `read-env` (count env vars and args), `socket:<host:port>`
-//! (open a TCP connection) and `ok` (return "fine"). The probing behaviours
+//! (open a TCP connection), `clock-flood` (read the clock forever, no other host
+//! call), `random-flood` (read random bytes forever), `cpu-dodge:<ms>` (spin, with a
+//! cheap `trace.log` every ~`ms` milliseconds of spinning, so the host is called far
+//! more often than a CPU tick) and `ok` (return "fine"). The probing behaviours
 //! report what happened as their `Ok` output; unknown inputs fail the run.
 
 use std::hint::black_box;
@@ -31,12 +34,17 @@ fn run(input: String) -> Result<String, String> {
             std::env::args().count()
         )),
         "ok" => Ok("fine".to_string()),
+        "clock-flood" => clock_flood(),
+        "random-flood" => random_flood(),
         other => match other.strip_prefix("socket:") {
             Some(addr) => Ok(match std::net::TcpStream::connect(addr) {
                 Ok(_) => "connected".to_string(),
                 Err(e) => format!("error: {e}"),
             }),
-            None => Err(format!("unknown behaviour: {other:?}")),
+            None => match other.strip_prefix("cpu-dodge:") {
+                Some(ms) => cpu_dodge(ms.parse().unwrap_or(2)),
+                None => Err(format!("unknown behaviour: {other:?}")),
+            },
         },
     }
 }
@@ -100,3 +108,43 @@ fn stdout_flood() -> String {
 }
 
 export_agent!(run);
+
+fn clock_flood() -> ! {
+    loop {
+        black_box(std::time::Instant::now());
+        black_box(std::time::SystemTime::now());
+    }
+}
+
+fn random_flood() -> ! {
+    let mut buf = [0u8; 64];
+    loop {
+        let _ = getrandom::fill(&mut buf);
+        black_box(&buf);
+    }
+}
+
+/// Spin in bursts of about `ms` milliseconds of CPU (timed once, up front), each
+/// followed by one cheap host call. A host that only charges ticks without a host call
+/// in them never charges this guest.
+fn cpu_dodge(ms: u64) -> ! {
+    let burst = {
+        let start = std::time::Instant::now();
+        let mut n: u64 = 0;
+        while start.elapsed() < std::time::Duration::from_millis(ms) {
+            for _ in 0..10_000 {
+                n = black_box(n.wrapping_add(1));
+            }
+        }
+        n
+    };
+    let mut round: u64 = 0;
+    loop {
+        let mut n: u64 = 0;
+        while n < burst {
+            n = black_box(n.wrapping_add(1));
+        }
+        round += 1;
+        trace::info(format!("round {round}"));
+    }
+}

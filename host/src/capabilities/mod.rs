@@ -56,9 +56,6 @@ pub struct TaskCtx {
     pub(crate) feedback: Option<String>,
     /// The model every LLM call of this attempt is pinned to (an escalated retry).
     pub(crate) model_override: Option<String>,
-    /// When the guest last entered or left the host (CPU accounting skips ticks spent
-    /// waiting there).
-    pub(crate) last_call_at: std::time::Instant,
     /// Set when this context serves a validator component rather than the task's agent.
     pub(crate) validator: Option<ValidatorScope>,
 }
@@ -143,7 +140,6 @@ impl TaskCtx {
             slot: None,
             feedback: None,
             model_override: None,
-            last_call_at: std::time::Instant::now(),
             validator: None,
         }
     }
@@ -192,7 +188,6 @@ impl TaskCtx {
     /// Returns the call's start time.
     pub(crate) fn admit(&mut self) -> wasmtime::Result<i64> {
         self.host_calls += 1;
-        self.last_call_at = std::time::Instant::now();
         let limit = self.run.limits.max_host_calls;
         if self.host_calls > limit {
             let kill = Kill::HostCalls { limit };
@@ -257,8 +252,7 @@ impl TaskCtx {
     {
         let nondet = self.nondet_event();
         let event = self.event(call);
-        let seq = self
-            .run
+        self.run
             .ledger
             .write(move |w| {
                 if let Some(n) = nondet {
@@ -269,10 +263,7 @@ impl TaskCtx {
                 Ok(seq)
             })
             .await
-            .map_err(|e| wasmtime::format_err!("ledger write failed, stopping the agent: {e}"));
-        // The call is over: CPU accounting restarts from here.
-        self.last_call_at = std::time::Instant::now();
-        seq
+            .map_err(|e| wasmtime::format_err!("ledger write failed, stopping the agent: {e}"))
     }
 
     /// The pending clock/random reads as one `wasi.nondet` event, if there are any.
@@ -287,7 +278,7 @@ impl TaskCtx {
             "wasi.nondet",
             true,
             Value::Null,
-            Value::Array(reads),
+            wasi::nondet_response(&reads),
         )))
     }
 }

@@ -6,26 +6,49 @@
 //! ledger as one `wasi.nondet` event (a read only matters once it can influence an
 //! effect, and the trait methods are synchronous). On a replay the recorded values
 //! are handed back in order instead ([`NondetLog::set_replay`]); a read of another
-//! kind than the one recorded is non-determinism, reported at the next host call. Everything else in WASI is linked with nothing granted: no
-//! preopened directories, no environment, no arguments, no sockets.
+//! kind than the one recorded is non-determinism, reported at the next host call.
+//!
+//! Reads are held compactly ([`NondetRead`], one per WASI call) and recorded in a
+//! compact binary form ([`nondet_response`]); what one agent may hold between two host
+//! calls is bounded by `limits.max_nondet_bytes`, past which it is stopped.
+//!
+//! Everything else in WASI is linked with nothing granted: no preopened directories,
+//! no environment, no arguments, no sockets.
 
+pub use crate::durability::nondet::{NondetRead, nondet_response, reads_of_event};
 use rand::{Rng, SeedableRng, TryRng};
-use serde_json::{Value, json};
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock};
 
+/// Host memory one held read is counted as: the entry itself plus its bytes.
+fn held_bytes(read: &NondetRead) -> usize {
+    std::mem::size_of::<NondetRead>()
+        + match read {
+            NondetRead::Random(b) | NondetRead::InsecureRandom(b) => b.len(),
+            _ => 0,
+        }
+}
+
 /// Clock and random values read by a guest and not yet written to the ledger, and
 /// the recorded values still to hand back during a replay.
+///
+/// What it holds is bounded: past [`NondetLog::set_limit`] bytes a read is no longer
+/// kept, the log reports [`NondetLog::overflowed`], and the host stops the guest at its
+/// next host call or tick (within microseconds: every WASI call is a host call).
 #[derive(Clone, Default)]
 pub struct NondetLog(Arc<Mutex<NondetState>>);
 
 #[derive(Default)]
 struct NondetState {
-    pending: Vec<Value>,
-    replay: VecDeque<Value>,
+    pending: Vec<NondetRead>,
+    pending_bytes: usize,
+    /// 0 = unbounded (only before a store sets it).
+    limit: usize,
+    overflowed: bool,
+    replay: VecDeque<NondetRead>,
     divergence: Option<String>,
 }
 
@@ -33,17 +56,36 @@ struct NondetState {
 pub const MAX_RANDOM_BYTES: u64 = 1 << 20;
 
 impl NondetLog {
-    fn push(&self, v: Value) {
-        self.0.lock().unwrap().pending.push(v);
+    fn push(&self, read: NondetRead) {
+        let mut st = self.0.lock().unwrap();
+        let size = held_bytes(&read);
+        if st.limit > 0 && st.pending_bytes + size > st.limit {
+            st.overflowed = true;
+            return;
+        }
+        st.pending_bytes += size;
+        st.pending.push(read);
+    }
+
+    /// Bound the bytes of reads held between two recorded calls.
+    pub fn set_limit(&self, bytes: usize) {
+        self.0.lock().unwrap().limit = bytes;
+    }
+
+    /// Whether a read was refused because the held reads reached the limit.
+    pub fn overflowed(&self) -> bool {
+        self.0.lock().unwrap().overflowed
     }
 
     /// Take everything recorded so far.
-    pub fn take(&self) -> Vec<Value> {
-        std::mem::take(&mut self.0.lock().unwrap().pending)
+    pub fn take(&self) -> Vec<NondetRead> {
+        let mut st = self.0.lock().unwrap();
+        st.pending_bytes = 0;
+        std::mem::take(&mut st.pending)
     }
 
     /// Hand these recorded values back, in order, before reading live ones.
-    pub fn set_replay(&self, values: VecDeque<Value>) {
+    pub fn set_replay(&self, values: VecDeque<NondetRead>) {
         self.0.lock().unwrap().replay = values;
     }
 
@@ -57,18 +99,17 @@ impl NondetLog {
         self.0.lock().unwrap().divergence.take()
     }
 
-    /// The next recorded value of kind `key`, if replaying. A recorded value of
-    /// another kind means the guest diverged: replay stops and the divergence is kept.
-    fn replayed(&self, key: &str) -> Option<Value> {
+    /// The next recorded read, if replaying and it is of kind `kind`. A recorded read
+    /// of another kind means the guest diverged: replay stops and the divergence is kept.
+    fn replayed(&self, kind: &str) -> Option<NondetRead> {
         let mut st = self.0.lock().unwrap();
         let front = st.replay.front()?;
-        if let Some(v) = front.get(key) {
-            let v = v.clone();
-            st.replay.pop_front();
-            return Some(v);
+        if front.kind() == kind {
+            return st.replay.pop_front();
         }
         st.divergence = Some(format!(
-            "the guest read {key} where the ledger recorded {front}"
+            "the guest read {kind} where the ledger recorded {}",
+            front.kind()
         ));
         st.replay.clear();
         None
@@ -84,10 +125,13 @@ impl HostWallClock for RecordingWallClock {
     }
 
     fn now(&self) -> Duration {
+        if let Some(NondetRead::Wall(ns)) = self.0.replayed("wall_ns") {
+            return Duration::from_nanos(ns);
+        }
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
-        self.0.push(json!({ "wall_ns": now.as_nanos() as u64 }));
+        self.0.push(NondetRead::Wall(now.as_nanos() as u64));
         now
     }
 }
@@ -115,13 +159,13 @@ impl HostMonotonicClock for RecordingMonotonicClock {
     }
 
     fn now(&self) -> u64 {
-        if let Some(ns) = self.log.replayed("monotonic_ns").and_then(|v| v.as_u64()) {
+        if let Some(NondetRead::Monotonic(ns)) = self.log.replayed("monotonic_ns") {
             *self.base.lock().unwrap() = (ns, Instant::now());
             return ns;
         }
         let (base, at) = *self.base.lock().unwrap();
         let ns = base + at.elapsed().as_nanos() as u64;
-        self.log.push(json!({ "monotonic_ns": ns }));
+        self.log.push(NondetRead::Monotonic(ns));
         ns
     }
 }
@@ -144,16 +188,20 @@ impl RecordingRng {
     }
 
     fn record(&self, bytes: &[u8]) {
-        self.log.push(json!({ self.label: hex::encode(bytes) }));
+        let bytes = bytes.to_vec();
+        self.log.push(if self.label == "random" {
+            NondetRead::Random(bytes)
+        } else {
+            NondetRead::InsecureRandom(bytes)
+        });
     }
 
     /// Fill `dst` from the replay if a recorded value of the same size is next.
     fn take_replayed(&self, dst: &mut [u8]) -> bool {
-        match self
-            .log
-            .replayed(self.label)
-            .and_then(|v| v.as_str().and_then(|h| hex::decode(h).ok()))
-        {
+        match self.log.replayed(self.label).and_then(|read| match read {
+            NondetRead::Random(b) | NondetRead::InsecureRandom(b) => Some(b),
+            _ => None,
+        }) {
             Some(bytes) if bytes.len() == dst.len() => {
                 dst.copy_from_slice(&bytes);
                 true
@@ -213,14 +261,11 @@ pub fn build_ctx(
     stdout: crate::runtime::stdio::BoundedCapture,
     stderr: crate::runtime::stdio::BoundedCapture,
 ) -> wasmtime_wasi::WasiCtx {
-    let seed: u128 = match log
-        .replayed("insecure_seed")
-        .and_then(|v| v.as_str().and_then(|s| s.parse().ok()))
-    {
-        Some(seed) => seed,
-        None => {
+    let seed: u128 = match log.replayed("insecure_seed") {
+        Some(NondetRead::InsecureSeed(seed)) => seed,
+        _ => {
             let seed: u128 = rand::random();
-            log.push(json!({ "insecure_seed": seed.to_string() }));
+            log.push(NondetRead::InsecureSeed(seed));
             seed
         }
     };

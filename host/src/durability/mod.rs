@@ -7,6 +7,7 @@
 
 pub mod fault;
 pub mod fork;
+pub mod nondet;
 pub mod recovery;
 pub mod replay;
 

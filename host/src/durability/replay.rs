@@ -12,6 +12,7 @@
 //! reached the guest (a crash right after the commit) is simply delivered during the
 //! replay — the guest had not acted on it yet, so there is nothing to diverge from.
 
+use super::nondet::{NondetRead, reads_of_event};
 use crate::ledger::query::EventRow;
 use serde_json::Value;
 use std::collections::VecDeque;
@@ -64,13 +65,16 @@ pub struct Replay {
 
 impl Replay {
     /// Split a task's events into the calls to replay and the clock/random values.
-    pub fn from_events(events: Vec<EventRow>) -> (Replay, VecDeque<Value>) {
+    pub fn from_events(events: Vec<EventRow>) -> (Replay, VecDeque<NondetRead>) {
         let mut calls = VecDeque::new();
         let mut nondet = VecDeque::new();
         for e in events {
             if e.kind == "wasi.nondet" {
-                if let Value::Array(values) = e.response {
-                    nondet.extend(values);
+                match reads_of_event(&e.response) {
+                    Ok(reads) => nondet.extend(reads),
+                    // Left out: the guest's reads go live there and the replay reports
+                    // the divergence they cause.
+                    Err(why) => tracing::warn!(seq = e.seq, %why, "unreadable wasi.nondet event"),
                 }
                 continue;
             }
@@ -97,7 +101,7 @@ impl Replay {
     /// Split a task's events into attempts at its `validation.retry` markers: each
     /// attempt's calls, clock/random values, and the marker that started it (none for
     /// the first).
-    pub fn attempts(events: Vec<EventRow>) -> Vec<(Replay, VecDeque<Value>, Option<Value>)> {
+    pub fn attempts(events: Vec<EventRow>) -> Vec<(Replay, VecDeque<NondetRead>, Option<Value>)> {
         let mut out = Vec::new();
         let mut current = Vec::new();
         let mut marker = None;

@@ -427,7 +427,7 @@ async fn apply(run: &RunContext, view: &View, path: &str, text: String) -> anyho
 /// Merge child `child`'s workspace changes into its parent's view — the join of a
 /// `tasks.wait` that saw the child complete. Waits while a critical conflict is pending.
 pub async fn join_workspace(run: &Arc<RunContext>, parent: u64, child: u64) -> anyhow::Result<()> {
-    let Some(root) = run.tools.workspace_root() else {
+    let Some(root) = run.tools.workspace_dir() else {
         return Ok(());
     };
     let files = run

@@ -20,7 +20,7 @@ use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::component::ResourceTable;
-use wasmtime::{Store, UpdateDeadline};
+use wasmtime::{CallHook, Store, UpdateDeadline};
 
 /// Longest error message kept from a trap.
 const MAX_ERROR_CHARS: usize = 2000;
@@ -420,8 +420,10 @@ async fn run_once(
 
 /// A fresh store for one guest — an agent, or a validator component — under the run's
 /// limits: WASI with nothing granted (its clocks and random recorded through the
-/// task's log), the memory limiter, and epoch-based CPU accounting that stops the
-/// guest once it has burnt `limits.cpu_ms` (and yields every tick meanwhile).
+/// task's log), the memory limiter, and CPU accounting ([`super::cpu`]) that stops the
+/// guest once it has burnt `limits.cpu_ms` of real CPU time (it yields to other agents
+/// every tick meanwhile). Every host call is also where a guest that flooded the host
+/// with clock/random reads is stopped (`limits.max_nondet_bytes`).
 pub(crate) fn new_store(
     run: &Arc<RunContext>,
     task: TaskCtx,
@@ -429,33 +431,54 @@ pub(crate) fn new_store(
     stderr: BoundedCapture,
 ) -> Store<AgentState> {
     let limits = &run.limits;
+    task.nondet.set_limit(limits.max_nondet_bytes);
     let state = AgentState {
         wasi: wasi::build_ctx(&task.nondet, stdout, stderr),
         table: ResourceTable::new(),
         task,
         memory_limit: limits.memory_bytes(),
-        cpu_ticks_left: limits.cpu_ms.div_ceil(super::EPOCH_TICK.as_millis() as u64),
+        cpu: super::cpu::CpuMeter::new(Duration::from_millis(limits.cpu_ms)),
     };
     let mut store = Store::new(run.runtime.engine(), state);
     store.limiter(|s| s);
+    store.call_hook(|mut ctx, hook| {
+        let s = ctx.data_mut();
+        match hook {
+            CallHook::CallingWasm | CallHook::ReturningFromHost => s.cpu.resume(),
+            CallHook::ReturningFromWasm => s.cpu.pause(),
+            CallHook::CallingHost => {
+                s.cpu.pause();
+                if s.task.kill.is_none() {
+                    stop_if_over_limits(s)?;
+                }
+            }
+        }
+        Ok(())
+    });
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(|mut ctx| {
-        let s = ctx.data_mut();
-        // A tick counts as CPU only if the guest has run wasm for a whole tick since it
-        // last called the host; time spent waiting in host calls is not the guest's.
-        if s.task.last_call_at.elapsed() < super::EPOCH_TICK {
-            return Ok(UpdateDeadline::Yield(1));
-        }
-        if s.cpu_ticks_left == 0 {
-            let kill = Kill::Cpu {
-                limit_ms: s.task.run.limits.cpu_ms,
-            };
-            let msg = kill.to_string();
-            s.task.kill = Some(kill);
-            return Err(wasmtime::format_err!("{msg}"));
-        }
-        s.cpu_ticks_left -= 1;
+        // The call hook has charged the guest up to this libcall.
+        stop_if_over_limits(ctx.data_mut())?;
         Ok(UpdateDeadline::Yield(1))
     });
     store
+}
+
+/// Stop the guest (a trap naming the limit) if it has used up its CPU time or held
+/// too many clock/random reads in the host.
+fn stop_if_over_limits(s: &mut AgentState) -> wasmtime::Result<()> {
+    let kill = if s.cpu.exhausted() {
+        Kill::Cpu {
+            limit_ms: s.task.run.limits.cpu_ms,
+        }
+    } else if s.task.nondet.overflowed() {
+        Kill::NondetBuffer {
+            limit_bytes: s.task.run.limits.max_nondet_bytes,
+        }
+    } else {
+        return Ok(());
+    };
+    let msg = kill.to_string();
+    s.task.kill = Some(kill);
+    Err(wasmtime::format_err!("{msg}"))
 }

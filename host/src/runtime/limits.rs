@@ -13,11 +13,11 @@ pub struct Limits {
     /// Linear memory an agent may grow to, in MiB. Default 128: enough for real
     /// agents, small enough that a memory bomb hurts nobody.
     pub memory_mb: u64,
-    /// CPU time an agent may spend executing wasm, in milliseconds, measured in
-    /// 10 ms epoch ticks (a tick counts when the guest has run wasm for a whole tick
-    /// since its last host call; waiting in the host is not charged). Default 10 000.
-    /// A guest in an infinite loop is stopped once it has burnt this, and it yields to
-    /// other agents every tick meanwhile.
+    /// CPU time an agent may spend executing wasm, in milliseconds: the real CPU time
+    /// of the thread running it, sampled at every host call and every 10 ms tick
+    /// (waiting in the host is not charged, whatever the pattern of calls). Default
+    /// 10 000. A guest in an infinite loop is stopped within one tick of burning this,
+    /// and it yields to other agents every tick meanwhile.
     pub cpu_ms: u64,
     /// Wall-clock time a task may take, including waiting for the LLM, tools and
     /// children, in milliseconds. Default 600 000 (10 minutes).
@@ -34,6 +34,11 @@ pub struct Limits {
     pub max_depth: u32,
     /// Largest single `checkpoint.save` state, in bytes. Default 4 MiB.
     pub max_checkpoint_bytes: usize,
+    /// Bytes of clock and random reads the host may hold for one agent between two of
+    /// its host calls (they are recorded with the next call). Each read costs its size
+    /// in host memory (a clock read about 40 bytes, a random read its length plus 40).
+    /// A guest past it is stopped. Default 4 MiB.
+    pub max_nondet_bytes: usize,
 }
 
 impl Default for Limits {
@@ -48,6 +53,7 @@ impl Default for Limits {
             max_tasks: 128,
             max_depth: 5,
             max_checkpoint_bytes: 4 << 20,
+            max_nondet_bytes: 4 << 20,
         }
     }
 }
@@ -67,6 +73,9 @@ impl Limits {
         }
         if self.wall_ms == 0 {
             anyhow::bail!("[limits] wall_ms must be positive");
+        }
+        if self.max_nondet_bytes < 4096 {
+            anyhow::bail!("[limits] max_nondet_bytes must be at least 4096");
         }
         if self.max_tasks == 0 {
             anyhow::bail!("[limits] max_tasks must be at least 1 (the root task)");

@@ -7,6 +7,7 @@
 //! (see [`execute`]).
 
 pub mod cache;
+pub mod cpu;
 pub mod execute;
 pub mod limits;
 pub mod state;
@@ -22,7 +23,8 @@ use std::time::Duration;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-/// Length of one epoch tick; CPU limits are counted in these.
+/// Length of one epoch tick: how often a running guest yields to other agents and its
+/// CPU time is checked against its limit.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// Agent instances that may be alive at once in one host (pool slots).

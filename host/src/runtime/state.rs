@@ -1,5 +1,5 @@
 //! What a store holds for one running agent: WASI state (nothing granted), the
-//! capability context, the memory limiter and CPU accounting.
+//! capability context, the memory limiter and CPU accounting ([`super::cpu`]).
 
 use crate::capabilities::TaskCtx;
 use wasmtime::component::ResourceTable;
@@ -14,6 +14,9 @@ pub enum Kill {
     Memory { limit_mb: u64, wanted_bytes: usize },
     /// Made more than `limits.max_host_calls` host calls.
     HostCalls { limit: u64 },
+    /// Read the clock or random so much between two host calls that the reads the
+    /// host holds for the ledger passed `limits.max_nondet_bytes`.
+    NondetBuffer { limit_bytes: usize },
 }
 
 impl std::fmt::Display for Kill {
@@ -36,6 +39,11 @@ impl std::fmt::Display for Kill {
                     "host call limit exceeded ({limit} calls, limits.max_host_calls)"
                 )
             }
+            Kill::NondetBuffer { limit_bytes } => write!(
+                f,
+                "clock/random read limit exceeded ({limit_bytes} bytes of reads held by the host \
+                 between two host calls, limits.max_nondet_bytes)"
+            ),
         }
     }
 }
@@ -46,7 +54,7 @@ pub struct AgentState {
     pub(crate) table: ResourceTable,
     pub(crate) task: TaskCtx,
     pub(crate) memory_limit: usize,
-    pub(crate) cpu_ticks_left: u64,
+    pub(crate) cpu: super::cpu::CpuMeter,
 }
 
 impl AgentState {

@@ -115,11 +115,11 @@ struct TaskTree {
 /// What a task resumes with: its recorded calls and clock/random values.
 pub struct ReplayStart {
     pub replay: crate::durability::replay::Replay,
-    pub nondet: VecDeque<serde_json::Value>,
+    pub nondet: VecDeque<crate::durability::nondet::NondetRead>,
     /// Later attempts (after `validation.retry` markers): calls, values, marker.
     pub later: Vec<(
         crate::durability::replay::Replay,
-        VecDeque<serde_json::Value>,
+        VecDeque<crate::durability::nondet::NondetRead>,
         Option<serde_json::Value>,
     )>,
 }

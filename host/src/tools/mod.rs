@@ -11,6 +11,7 @@ pub mod http_fetch;
 pub mod kv;
 pub mod overlay;
 pub mod workspace;
+pub mod workspace_dir;
 
 use crate::config::ToolsConfig;
 use crate::ledger::Ledger;
@@ -128,7 +129,7 @@ pub struct ToolSet {
     granted: BTreeMap<String, Arc<dyn Tool>>,
     known: Vec<String>,
     /// The granted workspace directory, when `workspace` is granted.
-    workspace_root: Option<std::path::PathBuf>,
+    workspace_dir: Option<workspace_dir::WorkspaceDir>,
 }
 
 impl ToolSet {
@@ -142,7 +143,7 @@ impl ToolSet {
         let mut known: Vec<String> = BUILTIN_TOOLS.iter().map(|s| s.to_string()).collect();
         known.extend(available.keys().cloned());
         let mut granted = BTreeMap::new();
-        let mut workspace_root = None;
+        let mut workspace_dir = None;
         for name in &config.grant {
             let tool: Arc<dyn Tool> = match name.as_str() {
                 "kv" => Arc::new(kv::KvTool),
@@ -151,7 +152,7 @@ impl ToolSet {
                         anyhow::anyhow!("the workspace tool needs a directory: pass --workspace DIR or set [tools] workspace")
                     })?;
                     let tool = workspace::WorkspaceTool::new(dir)?;
-                    workspace_root = Some(tool.root().to_path_buf());
+                    workspace_dir = Some(tool.dir().clone());
                     Arc::new(tool)
                 }
                 "http_fetch" => Arc::new(http_fetch::HttpFetchTool::new(config)?),
@@ -173,7 +174,7 @@ impl ToolSet {
         Ok(ToolSet {
             granted,
             known,
-            workspace_root,
+            workspace_dir,
         })
     }
 
@@ -209,8 +210,8 @@ impl ToolSet {
     }
 
     /// The workspace directory, if the `workspace` tool is granted.
-    pub fn workspace_root(&self) -> Option<&std::path::Path> {
-        self.workspace_root.as_deref()
+    pub fn workspace_dir(&self) -> Option<&workspace_dir::WorkspaceDir> {
+        self.workspace_dir.as_ref()
     }
 
     /// Names of the granted tools.

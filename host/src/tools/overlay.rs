@@ -9,9 +9,12 @@
 //! see or clobber each other's half-done work, and the views survive a crash with the
 //! rest of the ledger.
 
+use super::workspace_dir::WorkspaceDir;
 use crate::ledger::blobs;
 use rusqlite::{Connection, OptionalExtension, params};
-use std::path::{Path, PathBuf};
+
+/// Largest workspace file a view reads from the directory.
+pub const MAX_FILE_BYTES: u64 = super::workspace::MAX_READ_BYTES;
 
 /// One task's view of the workspace.
 #[derive(Clone, Debug)]
@@ -19,8 +22,8 @@ pub struct View {
     pub run_id: String,
     /// The task, its parent, …, the root.
     pub chain: Vec<u64>,
-    /// The workspace directory (the root task's view).
-    pub root: PathBuf,
+    /// The workspace directory (the root task's view), as a capability handle.
+    pub root: WorkspaceDir,
 }
 
 /// One file of a task's own view.
@@ -35,7 +38,7 @@ impl View {
     /// The view of task `task_id`; its ancestry comes from the ledger's `tasks` table.
     pub fn of(
         conn: &Connection,
-        root: &Path,
+        root: &WorkspaceDir,
         run_id: &str,
         task_id: u64,
     ) -> rusqlite::Result<View> {
@@ -56,7 +59,7 @@ impl View {
         Ok(View {
             run_id: run_id.to_string(),
             chain,
-            root: root.to_path_buf(),
+            root: root.clone(),
         })
     }
 
@@ -86,10 +89,11 @@ impl View {
                 return content(conn, &hash).map(Some);
             }
         }
-        let disk = self.root.join(path);
-        match std::fs::read(&disk) {
-            Ok(bytes) => Ok(Some(String::from_utf8_lossy(&bytes).into_owned())),
-            Err(_) => Ok(None),
+        // What the directory has, through the handle that cannot leave it; a path that
+        // escapes (or is not readable) is no file as far as a view is concerned.
+        match self.root.read(path, MAX_FILE_BYTES) {
+            Ok(Some(bytes)) => Ok(Some(String::from_utf8_lossy(&bytes).into_owned())),
+            _ => Ok(None),
         }
     }
 
@@ -124,24 +128,11 @@ impl View {
     /// the new content.
     pub fn write(&self, conn: &Connection, path: &str, text: &str) -> rusqlite::Result<String> {
         if self.is_root() {
-            let disk = self.root.join(path);
-            if let Some(dir) = disk.parent() {
-                std::fs::create_dir_all(dir).map_err(io)?;
-                // A merge writes a path a task wrote earlier: refuse it if a symlink
-                // now leads it out of the workspace.
-                let real = dir.canonicalize().map_err(io)?;
-                if !real.starts_with(&self.root) {
-                    return Err(io(std::io::Error::other(format!(
-                        "`{path}` resolves outside the workspace"
-                    ))));
-                }
-            }
-            if disk.is_symlink() {
-                return Err(io(std::io::Error::other(format!(
-                    "`{path}` is a symlink; a merge does not write through it"
-                ))));
-            }
-            std::fs::write(&disk, text).map_err(io)?;
+            // A merge writes a path a task wrote earlier: through the handle, so a
+            // symlink placed meanwhile cannot lead the write out of the workspace.
+            self.root
+                .write(path, text.as_bytes(), false)
+                .map_err(|e| io(std::io::Error::other(e.to_string())))?;
             return Ok(blobs::sha256_hex(text.as_bytes()));
         }
         let task = self.task_id();
@@ -191,14 +182,8 @@ impl View {
     /// end with `/`.
     pub fn list(&self, conn: &Connection, dir: &str) -> rusqlite::Result<Vec<String>> {
         let mut names = std::collections::BTreeSet::new();
-        if let Ok(entries) = std::fs::read_dir(self.root.join(dir)) {
-            for e in entries.flatten() {
-                let mut name = e.file_name().to_string_lossy().into_owned();
-                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                    name.push('/');
-                }
-                names.insert(name);
-            }
+        if let Ok(Some(entries)) = self.root.list(dir) {
+            names.extend(entries);
         }
         let prefix = if dir.is_empty() {
             String::new()

@@ -1,86 +1,51 @@
 //! `workspace`: read, write, append and list files under the one directory the
 //! operator granted (`--workspace DIR`).
 //!
-//! Paths are relative to that directory. Absolute paths, `..` components and
-//! symlinks that lead outside it are refused, so a guest can touch nothing else.
+//! Paths are relative to that directory. Every access goes through a capability-style
+//! handle on it ([`WorkspaceDir`]): absolute paths, `..` components, symlinks that lead
+//! outside (dangling ones too, and ones swapped in mid-call) and files with other hard
+//! links are refused, so a guest can touch nothing else.
 //!
 //! Only the root task writes the directory itself. Every other task works in its own
 //! copy-on-write view (`super::overlay`), merged into its parent's when the parent
 //! waits for it (`crate::merge`).
 
 use super::overlay::View;
+use super::workspace_dir::{WorkspaceDir, WorkspaceError, normalise};
 use super::{SideEffect, Tool, ToolCallCtx, ToolError, ToolInfo, str_arg};
 use serde_json::json;
-use std::path::{Component, Path, PathBuf};
+use std::path::Path;
 
 /// Largest file `read` returns, in bytes.
 pub const MAX_READ_BYTES: u64 = 4 << 20;
 
 /// The built-in `workspace` tool, rooted at one directory.
 pub struct WorkspaceTool {
-    root: PathBuf,
+    dir: WorkspaceDir,
 }
 
 impl WorkspaceTool {
     /// A workspace rooted at `dir` (created if missing).
     pub fn new(dir: &Path) -> anyhow::Result<WorkspaceTool> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| anyhow::anyhow!("cannot create workspace {}: {e}", dir.display()))?;
-        let root = dir
-            .canonicalize()
-            .map_err(|e| anyhow::anyhow!("bad workspace {}: {e}", dir.display()))?;
-        Ok(WorkspaceTool { root })
+        Ok(WorkspaceTool {
+            dir: WorkspaceDir::open(dir)?,
+        })
     }
 
     /// The directory this workspace is rooted at.
     pub fn root(&self) -> &Path {
-        &self.root
+        self.dir.root()
     }
 
-    /// Resolve a guest path inside the root, or refuse it; also returns the normalised
-    /// relative path (`/`-separated, "" for the root) that names it in task views.
-    fn resolve(&self, rel: &str) -> Result<(PathBuf, String), ToolError> {
-        let rel_path = Path::new(rel);
-        let mut clean = PathBuf::new();
-        for c in rel_path.components() {
-            match c {
-                Component::Normal(part) => clean.push(part),
-                Component::CurDir => {}
-                _ => {
-                    return Err(ToolError::Denied(format!(
-                        "path `{rel}` leaves the workspace (absolute paths and `..` are not allowed)"
-                    )));
-                }
-            }
-        }
-        let full = self.root.join(&clean);
-        // Follow symlinks on the longest existing prefix and check it stays inside.
-        let mut existing = full.clone();
-        while !existing.exists() {
-            if !existing.pop() {
-                break;
-            }
-        }
-        let real = existing
-            .canonicalize()
-            .map_err(|e| ToolError::Failed(format!("cannot resolve `{rel}`: {e}")))?;
-        if !real.starts_with(&self.root) {
-            return Err(ToolError::Denied(format!(
-                "path `{rel}` resolves outside the workspace"
-            )));
-        }
-        let key = clean
-            .components()
-            .map(|c| c.as_os_str().to_string_lossy().into_owned())
-            .collect::<Vec<_>>()
-            .join("/");
-        Ok((full, key))
+    /// The capability handle on the directory.
+    pub fn dir(&self) -> &WorkspaceDir {
+        &self.dir
     }
 
     /// The calling task's view, from the ledger.
     fn view(&self, ctx: &ToolCallCtx) -> Result<View, ToolError> {
         ctx.ledger
-            .with_reader(|conn| View::of(conn, &self.root, &ctx.run_id, ctx.task_id))
+            .with_reader(|conn| View::of(conn, &self.dir, &ctx.run_id, ctx.task_id))
             .map_err(|e| ToolError::Failed(format!("cannot read the ledger: {e}")))?
             .map_err(|e| ToolError::Failed(format!("cannot read the task's view: {e}")))
     }
@@ -148,8 +113,22 @@ impl WorkspaceTool {
     }
 }
 
-fn io_err(e: std::io::Error) -> ToolError {
-    ToolError::Failed(e.to_string())
+fn ws_err(e: WorkspaceError) -> ToolError {
+    if e.is_denial() {
+        ToolError::Denied(e.to_string())
+    } else {
+        ToolError::Failed(e.to_string())
+    }
+}
+
+/// Run blocking file I/O off the async workers.
+async fn blocking<R: Send + 'static>(
+    f: impl FnOnce() -> Result<R, WorkspaceError> + Send + 'static,
+) -> Result<R, ToolError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ToolError::Failed(format!("workspace I/O task failed: {e}")))?
+        .map_err(ws_err)
 }
 
 #[async_trait::async_trait]
@@ -186,57 +165,35 @@ impl Tool for WorkspaceTool {
     async fn call(&self, ctx: &ToolCallCtx, args: serde_json::Value) -> Result<String, ToolError> {
         let op = str_arg(&args, "op")?;
         let path_arg = args.get("path").and_then(|v| v.as_str()).unwrap_or(".");
-        let (path, key) = self.resolve(path_arg)?;
+        let key = normalise(path_arg).map_err(ws_err)?;
         let view = self.view(ctx)?;
         if !view.is_root() {
             return self.call_in_view(ctx, view, op, path_arg, key, &args).await;
         }
+        let dir = self.dir.clone();
         match op {
             "read" => {
-                let meta = tokio::fs::metadata(&path).await.map_err(io_err)?;
-                if meta.len() > MAX_READ_BYTES {
-                    return Err(ToolError::Failed(format!(
-                        "file larger than {MAX_READ_BYTES} bytes"
-                    )));
-                }
-                tokio::fs::read_to_string(&path).await.map_err(io_err)
+                let bytes = blocking(move || dir.read(&key, MAX_READ_BYTES))
+                    .await?
+                    .ok_or_else(|| ToolError::Failed(format!("no such file: `{path_arg}`")))?;
+                String::from_utf8(bytes)
+                    .map_err(|_| ToolError::Failed(format!("`{path_arg}` is not UTF-8 text")))
             }
             "write" | "append" => {
-                let content = str_arg(&args, "content")?;
-                if let Some(parent) = path.parent() {
-                    tokio::fs::create_dir_all(parent).await.map_err(io_err)?;
-                }
-                if op == "write" {
-                    tokio::fs::write(&path, content).await.map_err(io_err)?;
-                } else {
-                    use tokio::io::AsyncWriteExt;
-                    let mut f = tokio::fs::OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(&path)
-                        .await
-                        .map_err(io_err)?;
-                    f.write_all(content.as_bytes()).await.map_err(io_err)?;
-                    f.sync_data().await.map_err(io_err)?;
-                }
-                let after = tokio::fs::read(&path).await.map_err(io_err)?;
+                let content = str_arg(&args, "content")?.to_string();
+                let written = content.len();
+                let append = op == "append";
+                let after = blocking(move || dir.write(&key, content.as_bytes(), append)).await?;
                 ctx.emit(super::Effect::FileModified {
                     path: path_arg.to_string(),
                     hash: crate::ledger::blobs::sha256_hex(&after),
                 });
-                Ok(json!({ "written": content.len() }).to_string())
+                Ok(json!({ "written": written }).to_string())
             }
             "list" => {
-                let mut entries = tokio::fs::read_dir(&path).await.map_err(io_err)?;
-                let mut names = Vec::new();
-                while let Some(e) = entries.next_entry().await.map_err(io_err)? {
-                    let mut name = e.file_name().to_string_lossy().into_owned();
-                    if e.file_type().await.map(|t| t.is_dir()).unwrap_or(false) {
-                        name.push('/');
-                    }
-                    names.push(name);
-                }
-                names.sort();
+                let names = blocking(move || dir.list(&key))
+                    .await?
+                    .ok_or_else(|| ToolError::Failed(format!("no such directory: `{path_arg}`")))?;
                 Ok(serde_json::to_string(&names).unwrap_or_default())
             }
             other => Err(ToolError::InvalidArgs(format!(
