@@ -55,6 +55,10 @@ enum Command {
         /// When a resumed task's replay diverges: fail or from-checkpoint.
         #[arg(long, value_parser = parse_policy)]
         on_divergence: Option<agentflow::durability::DivergencePolicy>,
+        /// Wall-clock time each task may take (sets [limits] wall_ms; default 10m), e.g.
+        /// 30s, 500ms, 2h.
+        #[arg(long, value_parser = agentflow::runtime::limits::parse_duration_ms, value_name = "DURATION")]
+        timeout: Option<u64>,
         /// Print one JSON object on stdout instead of the output and a summary.
         #[arg(long)]
         json: bool,
@@ -275,9 +279,14 @@ fn real_main() -> anyhow::Result<ExitCode> {
             on_divergence,
             max_concurrency,
             require_approval_over_usd,
+            timeout,
             json,
         } => {
             let mut config = load_config(config.as_deref())?;
+            if let Some(ms) = timeout {
+                config.limits.wall_ms = ms;
+            }
+            let limits = config.limits.summary();
             build_validator_crates(&mut config)?;
             let input = match (input, input_file) {
                 (Some(text), _) => text,
@@ -308,6 +317,9 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 )
                 .await
             })?;
+            if !json {
+                eprintln!("{limits}");
+            }
             print_report(&report, json)
         }
         Command::Resume {

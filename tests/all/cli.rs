@@ -270,3 +270,71 @@ pub(crate) fn resume_only_run(db: &std::path::Path, config: &std::path::Path) ->
     );
     serde_json::from_slice(&resumed.stdout).unwrap()
 }
+
+/// A guest blocked in `sleep` holds its slot until `wall_ms`: the default is printed
+/// before a run, `--timeout` sets it, and `inspect` shows the time blocked.
+#[test]
+fn timeout_bounds_a_sleeping_guest_and_inspect_shows_blocked_time() {
+    let dir = TempDir::new("cli-timeout");
+    let db = dir.join("t.db");
+    let sleeper = r#"[{"sleep_ms": 20000}]"#;
+    let started = std::time::Instant::now();
+    let out = agentflow()
+        .arg("run")
+        .arg(example("scripted"))
+        .args(["--input", sleeper, "--timeout", "1500ms", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    let err = stderr(&out);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("limits: cpu 10s (cpu_ms), wall 1.5s per task (wall_ms, --timeout)"),
+        "the limits are shown before the run: {err}"
+    );
+    assert!(
+        err.contains("wall-clock time limit exceeded (1500 ms"),
+        "{err}"
+    );
+    assert!(took < std::time::Duration::from_secs(15), "took {took:?}");
+    let out = agentflow()
+        .args(["inspect", "--db"])
+        .arg(&db)
+        .arg(run_id_of(&db))
+        .output()
+        .unwrap();
+    let text = stdout(&out);
+    let line = text
+        .lines()
+        .find(|l| l.contains("blocked in host calls"))
+        .unwrap_or_else(|| panic!("no usage line: {text}"));
+    // Blocked for (about) the whole 1.5 s, using next to no CPU.
+    let secs = |label: &str| -> f64 {
+        let rest = &line[line.find(label).unwrap() + label.len()..];
+        rest.trim_start()
+            .split('s')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert!(secs("blocked in host calls") >= 1.4, "{line}");
+    assert!(secs("cpu") < 1.0, "{line}");
+    assert!(line.contains("of 1.50s"), "{line}");
+    // A bad duration is one clear line.
+    let out = agentflow()
+        .arg("run")
+        .arg(example("scripted"))
+        .args(["--timeout", "30"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("give a unit"), "{}", stderr(&out));
+}
+
+fn run_id_of(db: &std::path::Path) -> String {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.query_row("SELECT run_id FROM runs", [], |r| r.get(0))
+        .unwrap()
+}

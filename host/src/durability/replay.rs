@@ -23,6 +23,7 @@ pub const AUXILIARY: &[&str] = &[
     "llm.decision",
     "llm.model_version_changed",
     "task.stdio",
+    "task.usage",
     "replay.diverged",
     "approval.requested",
     "approval.decided",

@@ -25,6 +25,23 @@ pub struct TaskView {
     pub refused: Vec<String>,
     /// The scheduler's choice per LLM call, and why.
     pub decisions: Vec<String>,
+    /// CPU and time blocked in the host, summed over the task's attempts:
+    /// `{cpu_ms, blocked_ms, wall_ms, wall_limit_ms}` (absent before any attempt ended).
+    pub usage: Option<serde_json::Value>,
+}
+
+/// Add one attempt's `task.usage` record into the task's total.
+fn add_usage(total: &mut Option<serde_json::Value>, attempt: &serde_json::Value) {
+    let total = total.get_or_insert_with(|| serde_json::json!({}));
+    for key in ["cpu_ms", "blocked_ms", "wall_ms"] {
+        let sum = total[key].as_u64().unwrap_or(0) + attempt[key].as_u64().unwrap_or(0);
+        total[key] = sum.into();
+    }
+    total["wall_limit_ms"] = attempt["wall_limit_ms"].clone();
+}
+
+fn seconds(ms: u64) -> String {
+    format!("{:.2}s", ms as f64 / 1000.0)
 }
 
 /// Load everything `inspect` shows for a run (id or unique prefix).
@@ -46,7 +63,12 @@ pub fn load(conn: &Connection, run: &str) -> Result<Option<RunView>, LedgerError
             let mut steps = Vec::new();
             let mut refused = Vec::new();
             let mut decisions = Vec::new();
+            let mut usage = None;
             for e in &evs {
+                if e.kind == "task.usage" {
+                    add_usage(&mut usage, &e.response);
+                    continue;
+                }
                 if e.kind == "validation.result" {
                     let verdict = e.response["result"]["verdict"].as_str().unwrap_or("?");
                     let mark = match verdict {
@@ -137,6 +159,7 @@ pub fn load(conn: &Connection, run: &str) -> Result<Option<RunView>, LedgerError
                 calls,
                 refused,
                 decisions,
+                usage,
             }
         })
         .collect();
@@ -251,6 +274,17 @@ pub fn render(view: &RunView) -> String {
                 status_word(&tk.status)
             );
             let inner = format!("{prefix}{cont}");
+            if let Some(u) = &t.usage {
+                let ms = |k: &str| u[k].as_u64().unwrap_or(0);
+                let _ = writeln!(
+                    out,
+                    "{inner}   cpu {} · blocked in host calls {} · wall {} of {} (limits.wall_ms / --timeout)",
+                    seconds(ms("cpu_ms")),
+                    seconds(ms("blocked_ms")),
+                    seconds(ms("wall_ms")),
+                    seconds(ms("wall_limit_ms"))
+                );
+            }
             if let Some(e) = &tk.error {
                 let _ = writeln!(out, "{inner}   error: {}", clip(e, 160));
             }

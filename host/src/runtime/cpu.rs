@@ -12,9 +12,13 @@
 //! of host calls. The epoch callback (every tick) and every host call check the total
 //! against `limits.cpu_ms`, so the limit holds within one tick.
 //!
+//! The meter also keeps the wall time the guest spent outside wasm — in host calls
+//! (waiting for an LLM, a child, a sleep) and yielding — which `inspect` shows as the
+//! time a task was blocked.
+//!
 //! Not for: wall-clock limits (`limits.wall_ms`, a timeout around the whole call).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// CPU time of the calling OS thread, in nanoseconds.
 pub fn thread_cpu_ns() -> u64 {
@@ -39,6 +43,9 @@ pub struct CpuMeter {
     used_ns: u64,
     /// Thread CPU time when the current segment of guest execution began.
     segment_start: Option<u64>,
+    /// When the guest last entered the host, while it is there.
+    in_host_since: Option<Instant>,
+    host_wait: Duration,
 }
 
 impl CpuMeter {
@@ -48,7 +55,26 @@ impl CpuMeter {
             limit,
             used_ns: 0,
             segment_start: None,
+            in_host_since: None,
+            host_wait: Duration::ZERO,
         }
+    }
+
+    /// The guest called into the host (a host call or a tick's yield).
+    pub fn enter_host(&mut self) {
+        self.in_host_since = Some(Instant::now());
+    }
+
+    /// The host returned to the guest.
+    pub fn leave_host(&mut self) {
+        if let Some(since) = self.in_host_since.take() {
+            self.host_wait += since.elapsed();
+        }
+    }
+
+    /// Wall time spent in host calls and yields so far (the current one included).
+    pub fn host_wait(&self) -> Duration {
+        self.host_wait + self.in_host_since.map(|s| s.elapsed()).unwrap_or_default()
     }
 
     /// The guest starts (or resumes) running on this thread.

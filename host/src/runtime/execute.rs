@@ -316,6 +316,7 @@ async fn run_once(
         instance.call_run(&mut store, input).await
     };
     let wall_ms = run.timeout_ms(task_id);
+    let attempt_started = std::time::Instant::now();
     let result = tokio::time::timeout(Duration::from_millis(wall_ms), call).await;
 
     let (stderr_text, _) = stderr.contents();
@@ -379,7 +380,8 @@ async fn run_once(
         }
     };
 
-    // Flush the last clock/random reads and keep what the guest printed.
+    // Flush the last clock/random reads, keep what the guest printed and what it used
+    // (CPU, time blocked in the host), as auxiliary events replay skips.
     let mut tail_events: Vec<EventRecord> = Vec::new();
     if let Some(e) = store.data().task.nondet_event() {
         tail_events.push(e);
@@ -399,6 +401,20 @@ async fn run_once(
             }),
         ));
     }
+    let cpu = &store.data().cpu;
+    tail_events.push(EventRecord::note(
+        run.run_id.clone(),
+        task_id,
+        "task.usage",
+        true,
+        serde_json::Value::Null,
+        json!({
+            "cpu_ms": cpu.used().as_millis() as u64,
+            "blocked_ms": cpu.host_wait().as_millis() as u64,
+            "wall_ms": attempt_started.elapsed().as_millis() as u64,
+            "wall_limit_ms": wall_ms,
+        }),
+    ));
     let diverged = store.data().task.diverged.clone();
     drop(store);
     if !tail_events.is_empty() {
@@ -444,10 +460,15 @@ pub(crate) fn new_store(
     store.call_hook(|mut ctx, hook| {
         let s = ctx.data_mut();
         match hook {
-            CallHook::CallingWasm | CallHook::ReturningFromHost => s.cpu.resume(),
+            CallHook::CallingWasm => s.cpu.resume(),
+            CallHook::ReturningFromHost => {
+                s.cpu.leave_host();
+                s.cpu.resume();
+            }
             CallHook::ReturningFromWasm => s.cpu.pause(),
             CallHook::CallingHost => {
                 s.cpu.pause();
+                s.cpu.enter_host();
                 if s.task.kill.is_none() {
                     stop_if_over_limits(s)?;
                 }

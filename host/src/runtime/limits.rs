@@ -20,7 +20,9 @@ pub struct Limits {
     /// and it yields to other agents every tick meanwhile.
     pub cpu_ms: u64,
     /// Wall-clock time a task may take, including waiting for the LLM, tools and
-    /// children, in milliseconds. Default 600 000 (10 minutes).
+    /// children, in milliseconds. Default 600 000 (10 minutes); `agentflow run
+    /// --timeout 30s` sets it per run. A guest blocked in `sleep` holds its execution
+    /// slot until then; `inspect` shows how long each task was blocked.
     pub wall_ms: u64,
     /// Host calls (LLM, tools, spawn, trace, checkpoint) one agent may make. Default 10 000.
     pub max_host_calls: u64,
@@ -83,8 +85,80 @@ impl Limits {
         Ok(())
     }
 
+    /// The limits a person needs to know before a run, on one line.
+    pub fn summary(&self) -> String {
+        format!(
+            "limits: cpu {} (cpu_ms), wall {} per task (wall_ms, --timeout), memory {} MiB (memory_mb), {} tasks (max_tasks)",
+            format_ms(self.cpu_ms),
+            format_ms(self.wall_ms),
+            self.memory_mb,
+            self.max_tasks
+        )
+    }
+
     /// Memory cap in bytes.
     pub fn memory_bytes(&self) -> usize {
         (self.memory_mb as usize) << 20
+    }
+}
+
+/// A duration for people: `1500` → `1.5s`, `600000` → `10m`.
+pub fn format_ms(ms: u64) -> String {
+    match ms {
+        ms if ms % 3_600_000 == 0 && ms > 0 => format!("{}h", ms / 3_600_000),
+        ms if ms % 60_000 == 0 && ms > 0 => format!("{}m", ms / 60_000),
+        ms if ms >= 1000 => format!("{}s", ms as f64 / 1000.0),
+        ms => format!("{ms}ms"),
+    }
+}
+
+/// Parse a duration given on the command line: a number with a unit, `ms`, `s`, `m`
+/// or `h` (`500ms`, `30s`, `1.5m`, `2h`). Returns milliseconds.
+pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .ok_or_else(|| format!("`{text}`: give a unit, e.g. 30s, 500ms, 10m or 2h"))?;
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}`: expected a number then ms, s, m or h"))?;
+    let scale = match unit {
+        "ms" => 1.0,
+        "s" => 1000.0,
+        "m" => 60_000.0,
+        "h" => 3_600_000.0,
+        other => return Err(format!("`{text}`: unknown unit `{other}` (ms, s, m or h)")),
+    };
+    let ms = (value * scale).round();
+    if !(1.0..=u64::MAX as f64).contains(&ms) {
+        return Err(format!("`{text}`: must be at least 1ms"));
+    }
+    Ok(ms as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units_and_print_back() {
+        assert_eq!(parse_duration_ms("500ms"), Ok(500));
+        assert_eq!(parse_duration_ms("30s"), Ok(30_000));
+        assert_eq!(parse_duration_ms("1.5m"), Ok(90_000));
+        assert_eq!(parse_duration_ms("2h"), Ok(7_200_000));
+        assert!(parse_duration_ms("30").unwrap_err().contains("unit"));
+        assert!(
+            parse_duration_ms("3d")
+                .unwrap_err()
+                .contains("unknown unit")
+        );
+        assert!(parse_duration_ms("0s").is_err());
+        assert!(parse_duration_ms("s").is_err());
+        assert_eq!(format_ms(600_000), "10m");
+        assert_eq!(format_ms(1500), "1.5s");
+        assert_eq!(format_ms(10_000), "10s");
+        assert_eq!(format_ms(250), "250ms");
+        assert!(Limits::default().summary().contains("wall 10m per task"));
     }
 }

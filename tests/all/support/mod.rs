@@ -81,11 +81,12 @@ pub fn events(host: &Host, run_id: &str) -> Vec<EventRow> {
     query::events(&conn, run_id, None).unwrap()
 }
 
-/// The kinds of a task's events, without clock/random flushes.
+/// The kinds of a task's events, without clock/random flushes and the closing
+/// resource-usage record.
 pub fn kinds(events: &[EventRow], task: u64) -> Vec<String> {
     events
         .iter()
-        .filter(|e| e.task_id == task && e.kind != "wasi.nondet")
+        .filter(|e| e.task_id == task && e.kind != "wasi.nondet" && e.kind != "task.usage")
         .map(|e| e.kind.clone())
         .collect()
 }
