@@ -356,19 +356,33 @@ async fn check_lists_the_resumable_runs() {
     );
 }
 
-#[test]
-fn after_a_cli_run_the_db_file_alone_lists_the_run() {
-    let dir = TempDir::new("integrity-wal");
-    let db = dir.join("cli.db");
+/// `agentflow run hello --json --db DB`: the run id.
+fn run_hello(db: &Path, input: &str) -> String {
     let out = agentflow()
         .arg("run")
         .arg(example("hello"))
-        .args(["--input", "there", "--json", "--db"])
-        .arg(&db)
+        .args(["--input", input, "--json", "--db"])
+        .arg(db)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    report["run_id"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn after_a_cli_run_the_db_file_alone_lists_the_run() {
+    let dir = TempDir::new("integrity-wal");
+    let db = dir.join("cli.db");
+    let first = run_hello(&db, "first");
+    // Another connection stays open (a dashboard, an `sqlite3` shell), so the CLI's
+    // connections closing is not the last close that would fold the WAL in by itself.
+    let watcher = rusqlite::Connection::open(&db).unwrap();
+    let seen: i64 = watcher
+        .query_row("SELECT COUNT(*) FROM runs", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(seen, 1);
+    let second = run_hello(&db, "second");
     let wal = dir.join("cli.db-wal");
     assert_eq!(
         std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0),
@@ -379,7 +393,12 @@ fn after_a_cli_run_the_db_file_alone_lists_the_run() {
     let elsewhere = TempDir::new("integrity-wal-copy");
     let copy = elsewhere.join("copy.db");
     std::fs::copy(&db, &copy).unwrap();
-    assert_eq!(listed_runs(&copy), [report["run_id"].as_str().unwrap()]);
+    drop(watcher);
+    let mut listed = listed_runs(&copy);
+    listed.sort();
+    let mut expected = vec![first, second];
+    expected.sort();
+    assert_eq!(listed, expected);
 }
 
 #[test]
