@@ -151,6 +151,12 @@ async fn a_dropped_events_table_is_refused_not_recreated_and_replayed_live() {
     assert_eq!(code, Some(1), "{report}");
     assert_eq!(report["ok"], false);
     assert_eq!(report["missing_tables"], json!(["events"]));
+    let text = agentflow().arg("check").arg(&db).output().unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("problem    table `events` is missing") && text.contains("DAMAGED"),
+        "{text}"
+    );
 }
 
 /// Overwrite the root page of index `index` with garbage, in the file itself (after

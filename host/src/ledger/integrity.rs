@@ -27,7 +27,8 @@ pub struct CheckReport {
     pub missing_tables: Vec<String>,
     /// Number of runs recorded.
     pub runs: usize,
-    /// Runs that did not finish and `agentflow resume` would continue.
+    /// Runs that did not finish (status `running`): the ones `agentflow resume` would
+    /// continue, once the ledger is `ok`.
     pub resumable: Vec<ResumableRun>,
     /// What is wrong, one sentence each (empty when `ok`).
     pub problems: Vec<String>,
@@ -173,8 +174,13 @@ pub fn render(report: &CheckReport) -> String {
         None => "unknown".into(),
     };
     out += &format!("schema     version {version}\n");
+    let resumable = if report.ok {
+        "resumable"
+    } else {
+        "unfinished (not resumable from this file)"
+    };
     out += &format!(
-        "runs       {} recorded, {} resumable\n",
+        "runs       {} recorded, {} {resumable}\n",
         report.runs,
         report.resumable.len()
     );
@@ -193,12 +199,22 @@ pub fn render(report: &CheckReport) -> String {
     for p in &report.problems {
         out += &format!("problem    {p}\n");
     }
-    out += if report.ok {
-        "status     ok\n"
-    } else {
-        "status     DAMAGED: restore the ledger from a backup (`agentflow backup`)\n"
-    };
+    out += &format!("status     {}\n", verdict(report));
     out
+}
+
+/// The one-line verdict: ok, or what to do.
+fn verdict(report: &CheckReport) -> &'static str {
+    let newer = report
+        .schema_version
+        .is_some_and(|v| v > report.known_version);
+    if report.ok {
+        "ok"
+    } else if newer && report.problems.len() == 1 {
+        "NOT USABLE by this agentflow: use the newer agentflow that wrote it"
+    } else {
+        "DAMAGED: agentflow refuses to replay from it; restore a copy made with `agentflow backup`"
+    }
 }
 
 /// Copy the ledger at `from` to the new file `to` (`VACUUM INTO`): one consistent

@@ -71,7 +71,7 @@ pub enum LedgerError {
          its runs are safe in {path}-wal until that process exits"
     )]
     CheckpointBusy { path: PathBuf },
-    #[error("no ledger at {path} (pass --db, or run an agent first)")]
+    #[error("no ledger at {path} (check the path; run an agent first to create one)")]
     NoLedger { path: PathBuf },
     #[error("backup target {path} exists: pick a new file (a backup never overwrites one)")]
     BackupExists { path: PathBuf },

@@ -375,3 +375,36 @@ CREATE TABLE task_validators (
     PRIMARY KEY (run_id, task_id)
 );
 ";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_numbered_one_by_one_up_to_the_current_version() {
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.to, i as i64 + 1, "migration {}: {}", i + 1, m.what);
+        }
+        assert_eq!(MIGRATIONS.last().map(|m| m.to), Some(SCHEMA_VERSION));
+    }
+
+    #[test]
+    fn a_new_schema_has_every_expected_table_and_migrations_create_only_new_ones() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        assert_eq!(missing_table(&conn, SCHEMA_VERSION).unwrap(), None);
+        for m in MIGRATIONS {
+            for part in m.sql.split("CREATE TABLE ").skip(1) {
+                let part = part.trim_start_matches("IF NOT EXISTS ");
+                let name = part
+                    .split(|c: char| !c.is_alphanumeric() && c != '_')
+                    .next();
+                assert!(
+                    name.is_some_and(|n| m.adds_tables.contains(&n)),
+                    "migration {} creates {name:?} without listing it in adds_tables",
+                    m.to
+                );
+            }
+        }
+    }
+}
