@@ -144,6 +144,8 @@ pub struct Host {
     ledger: Ledger,
     scheduler: Arc<Scheduler>,
     registered_tools: Vec<Arc<dyn Tool>>,
+    /// Set by [`Host::close`], which has checkpointed the ledger already.
+    closed: bool,
 }
 
 impl Host {
@@ -159,6 +161,7 @@ impl Host {
             ledger,
             scheduler,
             registered_tools: Vec::new(),
+            closed: false,
         })
     }
 
@@ -254,20 +257,20 @@ impl Host {
         let tools = ToolSet::build(&stored.tools, &self.registered_tools)?;
         let run_id = uuid::Uuid::new_v4().simple().to_string();
         let hash = context_hash(&agent.hash, input, &stored);
-        self.ledger
-            .create_run(NewRun {
-                run_id: run_id.clone(),
-                agent: agent.name.clone(),
-                component_hash: agent.hash.clone(),
-                input: input.to_string(),
-                config_json: serde_json::to_string(&stored)?,
-                context_hash: hash.clone(),
-                budget_usd: Some(budget_usd),
-                component: agent.bytes.clone(),
-            })
-            .await?;
+        let new_run = NewRun {
+            run_id: run_id.clone(),
+            agent: agent.name.clone(),
+            component_hash: agent.hash.clone(),
+            input: input.to_string(),
+            config_json: serde_json::to_string(&stored)?,
+            context_hash: hash.clone(),
+            budget_usd: Some(budget_usd),
+            component: agent.bytes.clone(),
+        };
         let run = self.run_context(run_id, &stored, tools, hash);
-        let root = run.create_root(&agent, input).await?;
+        let root_task = run.register_root(&agent, input);
+        let root = root_task.task_id;
+        self.ledger.create_run(new_run, root_task).await?;
         let slot = run.take_slot().await;
         let outcome = runtime::execute::execute_task(
             run.clone(),
@@ -318,6 +321,7 @@ impl Host {
         at: u64,
         model: Option<String>,
     ) -> anyhow::Result<RunReport> {
+        self.ledger.quick_check()?;
         let reader = self.ledger.reader()?;
         let row = ledger::query::run(&reader, run_id)?.ok_or_else(|| {
             anyhow::anyhow!("no run `{run_id}` in {}", self.ledger.path().display())
@@ -436,8 +440,13 @@ impl Host {
     /// unfinished task is re-instantiated and replays its recorded calls — LLM calls
     /// are not re-sent, tools not re-run, clock and random give the recorded values —
     /// then continues live. Finished tasks are not re-run.
+    ///
+    /// The ledger must pass `PRAGMA quick_check` first: replaying from a damaged record
+    /// could re-run recorded calls live. A run killed before its root task was written
+    /// starts that task from the recorded input.
     pub async fn resume(&self, run_id: &str, opts: ResumeOptions) -> anyhow::Result<RunReport> {
         let started = Instant::now();
+        self.ledger.quick_check()?;
         let reader = self.ledger.reader()?;
         let row = ledger::query::run(&reader, run_id)?.ok_or_else(|| {
             anyhow::anyhow!("no run `{run_id}` in {}", self.ledger.path().display())
@@ -476,8 +485,13 @@ impl Host {
         }
         let tools = ToolSet::build(&stored.tools, &self.registered_tools)?;
         let run = self.run_context(run_id.clone(), &stored, tools, stored_hash);
-        let all_events = ledger::query::events(&reader, &run_id, None)?;
         let tasks = ledger::query::resume_tasks(&reader, &run_id)?;
+        if tasks.is_empty() {
+            return self
+                .start_missing_root(run, root_agent, &row.input, started)
+                .await;
+        }
+        let all_events = ledger::query::events(&reader, &run_id, None)?;
         run.restore_tree(&tasks);
         for e in &all_events {
             run.budget
@@ -550,6 +564,56 @@ impl Host {
                 .ok_or_else(|| anyhow::anyhow!("run {run_id} has no root task"))?,
         };
         self.conclude(run, started, outcome).await
+    }
+}
+
+impl Host {
+    /// Resume a run whose host was killed after writing the run but before its root
+    /// task (ledgers of hosts that wrote the two apart): nothing of it ran, so the
+    /// root starts live from the recorded input.
+    async fn start_missing_root(
+        &self,
+        run: Arc<RunContext>,
+        agent: Arc<LoadedAgent>,
+        input: &str,
+        started: Instant,
+    ) -> anyhow::Result<RunReport> {
+        tracing::info!(run = %run.run_id, "the run has no root task yet: starting it from the recorded input");
+        let root = run.create_root(&agent, input).await?;
+        let slot = run.take_slot().await;
+        let outcome = runtime::execute::execute_task(
+            run.clone(),
+            root,
+            0,
+            agent,
+            input.to_string(),
+            None,
+            slot,
+        )
+        .await;
+        self.conclude(run, started, outcome).await
+    }
+
+    /// Close the host: checkpoint the ledger's write-ahead log into the database file
+    /// (waiting up to 5 s for other connections), so the `.db` file alone holds every
+    /// run. The CLI calls this before it exits; dropping a host tries the same briefly.
+    pub fn close(mut self) -> Result<(), ledger::LedgerError> {
+        self.closed = true;
+        self.ledger.checkpoint(std::time::Duration::from_secs(5))
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if self.closed {
+            return;
+        }
+        if let Err(e) = self
+            .ledger
+            .checkpoint(std::time::Duration::from_millis(200))
+        {
+            tracing::debug!(error = %e, "ledger checkpoint on drop skipped");
+        }
     }
 }
 

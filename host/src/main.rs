@@ -1,6 +1,6 @@
 //! The `agentflow` command line: parse, call the library, print. No logic lives here.
 
-use agentflow::ledger::{Ledger, query};
+use agentflow::ledger::{Ledger, integrity, query};
 use agentflow::observe::inspect;
 use agentflow::{Host, HostConfig, RunOptions, Status};
 use anyhow::{Context, bail};
@@ -234,6 +234,24 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check a ledger: integrity (PRAGMA quick_check), schema version, the runs that
+    /// can be resumed. Exit status 1 when it is damaged.
+    Check {
+        /// The ledger database.
+        db: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Copy a ledger to a new file: one consistent snapshot, even while hosts write to
+    /// it, complete without its -wal file. The copy is checked like `agentflow check`.
+    Backup {
+        /// The ledger database.
+        db: PathBuf,
+        /// The new file to write (never overwritten).
+        to: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Show a run's task tree: model, cost, tokens, duration and reasoning steps.
     Inspect {
         /// Run id (or a unique prefix).
@@ -302,20 +320,23 @@ fn real_main() -> anyhow::Result<ExitCode> {
             let runtime = tokio::runtime::Runtime::new()?;
             let report = runtime.block_on(async {
                 let host = Host::new(config, &db)?;
-                host.run_file(
-                    &wasm,
-                    &input,
-                    RunOptions {
-                        grants,
-                        workspace,
-                        max_depth,
-                        budget_usd,
-                        on_divergence,
-                        max_concurrency,
-                        approval_over_usd: require_approval_over_usd,
-                    },
-                )
-                .await
+                let report = host
+                    .run_file(
+                        &wasm,
+                        &input,
+                        RunOptions {
+                            grants,
+                            workspace,
+                            max_depth,
+                            budget_usd,
+                            on_divergence,
+                            max_concurrency,
+                            approval_over_usd: require_approval_over_usd,
+                        },
+                    )
+                    .await;
+                close(host);
+                report
             })?;
             if !json {
                 eprintln!("{limits}");
@@ -335,14 +356,17 @@ fn real_main() -> anyhow::Result<ExitCode> {
             let runtime = tokio::runtime::Runtime::new()?;
             let report = runtime.block_on(async {
                 let host = Host::new(config, &db)?;
-                host.resume(
-                    &run,
-                    agentflow::ResumeOptions {
-                        allow_changed,
-                        agent_file: agent,
-                    },
-                )
-                .await
+                let report = host
+                    .resume(
+                        &run,
+                        agentflow::ResumeOptions {
+                            allow_changed,
+                            agent_file: agent,
+                        },
+                    )
+                    .await;
+                close(host);
+                report
             })?;
             print_report(&report, json)
         }
@@ -358,7 +382,9 @@ fn real_main() -> anyhow::Result<ExitCode> {
             let runtime = tokio::runtime::Runtime::new()?;
             let (plan, compensations, report) = runtime.block_on(async {
                 let host = Host::new(config, &db)?;
-                host.recover(&run, apply).await
+                let result = host.recover(&run, apply).await;
+                close(host);
+                result
             })?;
             if json {
                 println!(
@@ -389,7 +415,9 @@ fn real_main() -> anyhow::Result<ExitCode> {
             let runtime = tokio::runtime::Runtime::new()?;
             let report = runtime.block_on(async {
                 let host = Host::new(config, &db)?;
-                host.fork(&run, at, model).await
+                let report = host.fork(&run, at, model).await;
+                close(host);
+                report
             })?;
             print_report(&report, json)
         }
@@ -508,6 +536,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
             };
             let ledger = Ledger::open(&db)?;
             let row = agentflow::merge::resolve::resolve(&ledger, id, decision, note)?;
+            checkpoint(&ledger);
             println!(
                 "resolved conflict {id} ({}) of run {}: {}",
                 row.subject,
@@ -559,6 +588,17 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 print!("{}", agentflow::observe::models::render(&models));
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { db, json } => {
+            let report = integrity::check(&db)?;
+            print_check(&report, json)
+        }
+        Command::Backup { db, to, json } => {
+            let report = integrity::backup(&db, &to)?;
+            if !json {
+                println!("backed up {} to {}", db.display(), to.display());
+            }
+            print_check(&report, json)
         }
         Command::Inspect { run, db, json } => {
             let conn = open_existing(&db)?;
@@ -643,7 +683,9 @@ fn indent(text: &str) -> String {
 fn decide(db: &Path, id: u64, approve: bool, note: Option<String>) -> anyhow::Result<ExitCode> {
     require_ledger(db)?;
     let ledger = Ledger::open(db)?;
-    match ledger.decide_approval_blocking(id, approve, note)? {
+    let decided = ledger.decide_approval_blocking(id, approve, note)?;
+    checkpoint(&ledger);
+    match decided {
         Some((run, task)) => {
             println!(
                 "{} approval {id}: run {run} task {task}",
@@ -659,7 +701,9 @@ fn decide(db: &Path, id: u64, approve: bool, note: Option<String>) -> anyhow::Re
 fn review(db: &Path, id: u64, retry: bool, note: Option<String>) -> anyhow::Result<ExitCode> {
     require_ledger(db)?;
     let ledger = Ledger::open(db)?;
-    match agentflow::validation::review::decide_blocking(&ledger, id, retry, note)? {
+    let decided = agentflow::validation::review::decide_blocking(&ledger, id, retry, note)?;
+    checkpoint(&ledger);
+    match decided {
         Some((run, task)) => {
             println!(
                 "{} review {id}: run {run} task {task}",
@@ -668,6 +712,35 @@ fn review(db: &Path, id: u64, retry: bool, note: Option<String>) -> anyhow::Resu
             Ok(ExitCode::SUCCESS)
         }
         None => bail!("no pending review {id} (see `agentflow reviews`)"),
+    }
+}
+
+/// Print a ledger check; exit status 1 when the ledger is damaged.
+fn print_check(report: &integrity::CheckReport, json: bool) -> anyhow::Result<ExitCode> {
+    if json {
+        println!("{}", serde_json::to_string(report)?);
+    } else {
+        print!("{}", integrity::render(report));
+    }
+    Ok(if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Close a host before exiting: its ledger's WAL goes into the `.db` file, so the file
+/// alone holds every run. Failing to is worth a warning, not an error: nothing is lost.
+fn close(host: Host) {
+    if let Err(e) = host.close() {
+        eprintln!("agentflow: warning: {e}");
+    }
+}
+
+/// [`close`] for the commands that open only the ledger.
+fn checkpoint(ledger: &Ledger) {
+    if let Err(e) = ledger.checkpoint(std::time::Duration::from_secs(5)) {
+        eprintln!("agentflow: warning: {e}");
     }
 }
 

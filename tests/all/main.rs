@@ -8,6 +8,7 @@ mod constraints;
 mod durability;
 mod guests;
 mod hostile;
+mod integrity;
 mod ledger;
 mod limits;
 mod merge;

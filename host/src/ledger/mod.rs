@@ -12,6 +12,7 @@
 //! capabilities' job.
 
 pub mod blobs;
+pub mod integrity;
 pub mod query;
 pub mod schema;
 
@@ -36,12 +37,44 @@ pub enum LedgerError {
         path: PathBuf,
         source: rusqlite::Error,
     },
-    #[error("ledger at {path} has schema version {found}, this host understands {expected}")]
-    SchemaVersion {
+    #[error(
+        "ledger at {path} is unversioned and its meta table says schema version {found}; \
+         this agentflow migrates only unversioned ledgers of schema 2 (is it an agentflow ledger?)"
+    )]
+    SchemaVersion { path: PathBuf, found: String },
+    #[error(
+        "ledger schema version {found} is newer than this agentflow (knows up to {known}): \
+         {path} was written by a newer agentflow; use that one"
+    )]
+    NewerSchema {
         path: PathBuf,
         found: i64,
-        expected: i64,
+        known: i64,
     },
+    #[error(
+        "ledger at {path} is damaged: table `{table}` is missing (schema version {version}); \
+         refusing to use it, since replaying without its record would re-run recorded calls live; \
+         restore it from a backup (`agentflow check {path}` shows what is wrong)"
+    )]
+    MissingTable {
+        path: PathBuf,
+        table: &'static str,
+        version: i64,
+    },
+    #[error(
+        "ledger at {path} failed its integrity check (PRAGMA quick_check: {detail}); \
+         refusing to replay from it; restore it from a backup (`agentflow check {path}` shows what is wrong)"
+    )]
+    Damaged { path: PathBuf, detail: String },
+    #[error(
+        "could not checkpoint the ledger's WAL into {path} (another process is still using it); \
+         its runs are safe in {path}-wal until that process exits"
+    )]
+    CheckpointBusy { path: PathBuf },
+    #[error("no ledger at {path} (check the path; run an agent first to create one)")]
+    NoLedger { path: PathBuf },
+    #[error("backup target {path} exists: pick a new file (a backup never overwrites one)")]
+    BackupExists { path: PathBuf },
 }
 
 /// The replay-matching hash of a call's identity (canonical JSON, SHA-256).
@@ -239,30 +272,7 @@ impl Ledger {
             let _ = std::fs::create_dir_all(dir);
         }
         let conn = open_connection(&path)?;
-        conn.execute_batch(schema::SCHEMA)?;
-        let found: Option<String> = conn
-            .query_row(
-                "SELECT value FROM meta WHERE key = 'schema_version'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()?;
-        match found.and_then(|v| v.parse::<i64>().ok()) {
-            None => {
-                conn.execute(
-                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?1)",
-                    [schema::SCHEMA_VERSION.to_string()],
-                )?;
-            }
-            Some(v) if v != schema::SCHEMA_VERSION => {
-                return Err(LedgerError::SchemaVersion {
-                    path,
-                    found: v,
-                    expected: schema::SCHEMA_VERSION,
-                });
-            }
-            Some(_) => {}
-        }
+        schema::prepare(&conn, &path)?;
         let (jobs, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("agentflow-ledger".into())
@@ -278,6 +288,42 @@ impl Ledger {
     /// Path of the database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Run `PRAGMA quick_check` on the ledger; `Damaged` with what it found unless "ok".
+    pub fn quick_check(&self) -> Result<(), LedgerError> {
+        let conn = self.reader()?;
+        let found = integrity::quick_check(&conn)?;
+        if found == ["ok"] {
+            return Ok(());
+        }
+        Err(LedgerError::Damaged {
+            path: self.path.clone(),
+            detail: found.join("; "),
+        })
+    }
+
+    /// Copy everything in the write-ahead log into the database file and truncate the
+    /// log (`PRAGMA wal_checkpoint(TRUNCATE)`), so the `.db` file alone holds every
+    /// committed run. Waits up to `wait` for other connections to let go.
+    pub fn checkpoint(&self, wait: std::time::Duration) -> Result<(), LedgerError> {
+        // Never create the file: a host dropped after its ledger was removed does nothing.
+        let conn = Connection::open_with_flags(
+            &self.path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| LedgerError::Open {
+            path: self.path.clone(),
+            source,
+        })?;
+        conn.busy_timeout(wait)?;
+        let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+        if busy != 0 {
+            return Err(LedgerError::CheckpointBusy {
+                path: self.path.clone(),
+            });
+        }
+        Ok(())
     }
 
     /// A new read-only connection for queries.
@@ -371,8 +417,9 @@ impl Ledger {
         self.jobs.send(job).map_err(|_| LedgerError::WriterGone)
     }
 
-    /// Record a new run.
-    pub async fn create_run(&self, run: NewRun) -> Result<(), LedgerError> {
+    /// Record a new run together with its root task, in one transaction: a run is
+    /// never on disk without the task that resume starts from.
+    pub async fn create_run(&self, run: NewRun, root: NewTask) -> Result<(), LedgerError> {
         self.write(move |w| {
             blobs::put(&w.conn, &run.component)?;
             w.conn.execute(
@@ -380,7 +427,7 @@ impl Ledger {
                  VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6, ?7, ?8)",
                 params![run.run_id, run.agent, run.component_hash, run.input, run.config_json, run.context_hash, run.budget_usd, now_ms()],
             )?;
-            Ok(())
+            w.insert_task(&root)
         })
         .await
     }
@@ -409,22 +456,7 @@ impl Ledger {
 
     /// Record a new task (status `pending`); its input goes to `blobs`.
     pub async fn create_task(&self, task: NewTask) -> Result<(), LedgerError> {
-        self.write(move |w| {
-            let input_hash = blobs::put(&w.conn, task.input.as_bytes())?;
-            if let Some(bytes) = &task.component {
-                blobs::put(&w.conn, bytes)?;
-            }
-            w.conn.execute(
-                "INSERT INTO tasks (run_id, task_id, parent_id, depth, agent, component_hash, description, status, input_hash,
-                                    spawn_key, dedup_key, depends_on, budget_usd, resources, timeout_ms, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-                params![task.run_id, task.task_id as i64, task.parent_id.map(|p| p as i64), task.depth, task.agent,
-                        task.component_hash, task.description, input_hash, task.spawn_key, task.dedup_key,
-                        task.depends_on, task.budget_usd, task.resources, task.timeout_ms.map(|t| t as i64), now_ms()],
-            )?;
-            Ok(())
-        })
-        .await
+        self.write(move |w| w.insert_task(&task)).await
     }
 
     /// Mark a task as running with the input it runs on (its own, plus the outputs of
@@ -563,6 +595,23 @@ impl Writer {
     /// The write connection (inside the current group transaction).
     pub fn conn(&self) -> &Connection {
         &self.conn
+    }
+
+    /// Insert a new task (status `pending`), its input and component into `blobs`.
+    fn insert_task(&self, task: &NewTask) -> rusqlite::Result<()> {
+        let input_hash = blobs::put(&self.conn, task.input.as_bytes())?;
+        if let Some(bytes) = &task.component {
+            blobs::put(&self.conn, bytes)?;
+        }
+        self.conn.execute(
+            "INSERT INTO tasks (run_id, task_id, parent_id, depth, agent, component_hash, description, status, input_hash,
+                                spawn_key, dedup_key, depends_on, budget_usd, resources, timeout_ms, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+            params![task.run_id, task.task_id as i64, task.parent_id.map(|p| p as i64), task.depth, task.agent,
+                    task.component_hash, task.description, input_hash, task.spawn_key, task.dedup_key,
+                    task.depends_on, task.budget_usd, task.resources, task.timeout_ms.map(|t| t as i64), now_ms()],
+        )?;
+        Ok(())
     }
 
     fn savepoint<R>(

@@ -1,10 +1,188 @@
-//! The ledger's SQLite schema, created (idempotently) when a ledger is opened.
+//! The ledger's SQLite schema and its numbered migrations.
+//!
+//! The version lives in `PRAGMA user_version`. A brand new file gets [`SCHEMA`] at
+//! [`SCHEMA_VERSION`]; an older ledger is brought up by [`MIGRATIONS`], one transaction
+//! each. Nothing is ever re-created behind the operator's back: a ledger whose version
+//! is newer than this host knows, or that lacks a table its version must have, is
+//! refused (replaying without its record would re-run recorded calls live).
 //!
 //! The README documents these tables for operators who query the ledger with
 //! `sqlite3`; keep the two in step. Timestamps are milliseconds since the Unix epoch.
 
-/// Bumped on every incompatible schema change.
-pub const SCHEMA_VERSION: i64 = 2;
+use super::LedgerError;
+use rusqlite::{Connection, OptionalExtension};
+use std::path::Path;
+
+/// The schema version this host writes (`PRAGMA user_version`). Version 0 is the
+/// unversioned ledger of hosts from before migrations (its tables match version 1).
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// The `meta.schema_version` value unversioned ledgers carry; any other value there
+/// means the file was not written by an agentflow this host can migrate.
+const LEGACY_META_VERSION: &str = "2";
+
+/// One step of the schema's history: run `sql` on a ledger at version `to - 1`, which
+/// then is at version `to` and has `adds_tables` too.
+pub struct Migration {
+    pub to: i64,
+    pub what: &'static str,
+    pub sql: &'static str,
+    pub adds_tables: &'static [&'static str],
+}
+
+/// Every migration, in order; the last one's `to` is [`SCHEMA_VERSION`].
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    to: 1,
+    what: "version the ledger (user_version) and restore its derived index and view",
+    sql: "CREATE INDEX IF NOT EXISTS events_by_kind ON events(run_id, kind);
+          CREATE VIEW IF NOT EXISTS event_summary AS
+              SELECT run_id, task_id, seq, kind, status, model, tokens_in, tokens_out, cost_usd,
+                     finished_at - started_at AS duration_ms, substr(request, 1, 120) AS request_head
+              FROM events;",
+    adds_tables: &[],
+}];
+
+/// The tables of an unversioned (version 0) ledger, which hold its record.
+const BASE_TABLES: &[&str] = &[
+    "meta",
+    "runs",
+    "tasks",
+    "events",
+    "blobs",
+    "approvals",
+    "kv",
+    "checkpoints",
+    "workspace_files",
+    "merges",
+    "reviews",
+    "task_validators",
+];
+
+/// The tables a ledger at `version` must have.
+pub fn expected_tables(version: i64) -> Vec<&'static str> {
+    let added = MIGRATIONS
+        .iter()
+        .filter(|m| m.to <= version)
+        .flat_map(|m| m.adds_tables.iter().copied());
+    BASE_TABLES.iter().copied().chain(added).collect()
+}
+
+/// Whether this host knows schema `version` (0, the unversioned ledger, up to
+/// [`SCHEMA_VERSION`]).
+pub fn is_known(version: i64) -> bool {
+    (0..=SCHEMA_VERSION).contains(&version)
+}
+
+/// The ledger's schema version (`PRAGMA user_version`).
+pub fn version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+}
+
+/// The names of the ledger's tables.
+pub fn tables(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare("SELECT name FROM sqlite_master WHERE type = 'table'")?;
+    let names = stmt.query_map([], |r| r.get(0))?;
+    names.collect()
+}
+
+/// The first table a ledger at `version` must have but `conn` lacks.
+pub fn missing_table(conn: &Connection, version: i64) -> rusqlite::Result<Option<&'static str>> {
+    let present = tables(conn)?;
+    Ok(expected_tables(version)
+        .into_iter()
+        .find(|t| !present.iter().any(|p| p == t)))
+}
+
+/// Bring the ledger at `path` to [`SCHEMA_VERSION`]: create the schema in a new file,
+/// run pending migrations in an older one, refuse a newer or damaged one.
+pub fn prepare(conn: &Connection, path: &Path) -> Result<(), LedgerError> {
+    let found = version(conn)?;
+    check_known(path, found)?;
+    if found == SCHEMA_VERSION {
+        return require_tables(conn, path, found);
+    }
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    match upgrade(conn, path) {
+        Ok(()) => Ok(conn.execute_batch("COMMIT")?),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+/// Refuse a version this host does not know.
+fn check_known(path: &Path, found: i64) -> Result<(), LedgerError> {
+    if !is_known(found) {
+        return Err(LedgerError::NewerSchema {
+            path: path.to_owned(),
+            found,
+            known: SCHEMA_VERSION,
+        });
+    }
+    Ok(())
+}
+
+/// Refuse a ledger that lacks a table its version must have.
+fn require_tables(conn: &Connection, path: &Path, version: i64) -> Result<(), LedgerError> {
+    match missing_table(conn, version)? {
+        Some(table) => Err(LedgerError::MissingTable {
+            path: path.to_owned(),
+            table,
+            version,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Inside the write transaction of [`prepare`] (another process may have migrated
+/// the file meanwhile, so the version is read again).
+fn upgrade(conn: &Connection, path: &Path) -> Result<(), LedgerError> {
+    let found = version(conn)?;
+    check_known(path, found)?;
+    if found == 0 && tables(conn)?.is_empty() {
+        conn.execute_batch(SCHEMA)?;
+        set_version(conn, SCHEMA_VERSION)?;
+        return Ok(());
+    }
+    if found == 0 {
+        check_legacy_meta(conn, path)?;
+    }
+    require_tables(conn, path, found)?;
+    for m in MIGRATIONS.iter().filter(|m| m.to > found) {
+        tracing::info!(ledger = %path.display(), to = m.to, what = m.what, "migrating the ledger");
+        conn.execute_batch(m.sql)?;
+        set_version(conn, m.to)?;
+    }
+    require_tables(conn, path, SCHEMA_VERSION)
+}
+
+/// An unversioned ledger must carry the `meta.schema_version` every earlier host wrote.
+fn check_legacy_meta(conn: &Connection, path: &Path) -> Result<(), LedgerError> {
+    let has_meta = tables(conn)?.iter().any(|t| t == "meta");
+    if !has_meta {
+        return Ok(()); // reported by require_tables, naming the table
+    }
+    let value: Option<String> = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    match value {
+        Some(v) if v != LEGACY_META_VERSION => Err(LedgerError::SchemaVersion {
+            path: path.to_owned(),
+            found: v,
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn set_version(conn: &Connection, version: i64) -> rusqlite::Result<()> {
+    // PRAGMA takes no parameters; `version` is an integer, never text from outside.
+    conn.execute_batch(&format!("PRAGMA user_version = {version}"))
+}
 
 /// Connection settings: WAL so readers never block the writer, `synchronous=FULL` so a
 /// committed append survives power loss, foreign keys on.
@@ -15,14 +193,15 @@ PRAGMA foreign_keys = ON;
 PRAGMA busy_timeout = 5000;
 ";
 
-/// Tables and indexes.
+/// The whole current schema, for a brand new ledger (no `IF NOT EXISTS`: a file that
+/// already has tables goes through [`MIGRATIONS`] instead).
 pub const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS meta (
+CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
 
-CREATE TABLE IF NOT EXISTS runs (
+CREATE TABLE runs (
     run_id         TEXT PRIMARY KEY,
     agent          TEXT NOT NULL,
     component_hash TEXT NOT NULL,
@@ -42,7 +221,7 @@ CREATE TABLE IF NOT EXISTS runs (
     finished_at    INTEGER
 );
 
-CREATE TABLE IF NOT EXISTS tasks (
+CREATE TABLE tasks (
     run_id         TEXT    NOT NULL REFERENCES runs(run_id),
     task_id        INTEGER NOT NULL,
     parent_id      INTEGER,
@@ -72,7 +251,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     UNIQUE (run_id, spawn_key)
 );
 
-CREATE TABLE IF NOT EXISTS events (
+CREATE TABLE events (
     run_id       TEXT    NOT NULL,
     task_id      INTEGER NOT NULL,
     seq          INTEGER NOT NULL,
@@ -90,15 +269,15 @@ CREATE TABLE IF NOT EXISTS events (
     PRIMARY KEY (run_id, task_id, seq),
     FOREIGN KEY (run_id, task_id) REFERENCES tasks(run_id, task_id)
 );
-CREATE INDEX IF NOT EXISTS events_by_kind ON events(run_id, kind);
+CREATE INDEX events_by_kind ON events(run_id, kind);
 
-CREATE TABLE IF NOT EXISTS blobs (
+CREATE TABLE blobs (
     hash TEXT PRIMARY KEY,
     size INTEGER NOT NULL,
     data BLOB NOT NULL
 );
 
-CREATE TABLE IF NOT EXISTS approvals (
+CREATE TABLE approvals (
     id                 INTEGER PRIMARY KEY,
     run_id             TEXT    NOT NULL,
     task_id            INTEGER NOT NULL,
@@ -112,7 +291,7 @@ CREATE TABLE IF NOT EXISTS approvals (
     UNIQUE (run_id, task_id)
 );
 
-CREATE TABLE IF NOT EXISTS kv (
+CREATE TABLE kv (
     run_id     TEXT NOT NULL,
     key        TEXT NOT NULL,
     value      TEXT NOT NULL,
@@ -120,7 +299,7 @@ CREATE TABLE IF NOT EXISTS kv (
     PRIMARY KEY (run_id, key)
 );
 
-CREATE TABLE IF NOT EXISTS checkpoints (
+CREATE TABLE checkpoints (
     run_id     TEXT    NOT NULL,
     task_id    INTEGER NOT NULL,
     number     INTEGER NOT NULL,
@@ -135,7 +314,7 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 
 -- Copy-on-write views of the granted workspace: a task other than the root writes here,
 -- not to the directory; reads fall through to the parent's view and finally the disk.
-CREATE TABLE IF NOT EXISTS workspace_files (
+CREATE TABLE workspace_files (
     run_id       TEXT    NOT NULL,
     task_id      INTEGER NOT NULL,
     path         TEXT    NOT NULL,
@@ -146,7 +325,7 @@ CREATE TABLE IF NOT EXISTS workspace_files (
 );
 
 -- Merges of a child's work into its parent: one row per changed file (or text proposal).
-CREATE TABLE IF NOT EXISTS merges (
+CREATE TABLE merges (
     id          INTEGER PRIMARY KEY,
     run_id      TEXT    NOT NULL,
     parent_task INTEGER NOT NULL,
@@ -166,13 +345,13 @@ CREATE TABLE IF NOT EXISTS merges (
 );
 
 -- Events with their large strings resolved is what most queries want; see README.
-CREATE VIEW IF NOT EXISTS event_summary AS
+CREATE VIEW event_summary AS
     SELECT run_id, task_id, seq, kind, status, model, tokens_in, tokens_out, cost_usd,
            finished_at - started_at AS duration_ms, substr(request, 1, 120) AS request_head
     FROM events;
 
 -- Validation failures waiting for a human's decision (`[retry] ... = human`).
-CREATE TABLE IF NOT EXISTS reviews (
+CREATE TABLE reviews (
     id           INTEGER PRIMARY KEY,
     run_id       TEXT    NOT NULL,
     task_id      INTEGER NOT NULL,
@@ -189,10 +368,43 @@ CREATE TABLE IF NOT EXISTS reviews (
 );
 
 -- Validators a child carries from its spawn request (JSON array of ValidatorConfig).
-CREATE TABLE IF NOT EXISTS task_validators (
+CREATE TABLE task_validators (
     run_id     TEXT    NOT NULL,
     task_id    INTEGER NOT NULL,
     validators TEXT    NOT NULL,
     PRIMARY KEY (run_id, task_id)
 );
 ";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_numbered_one_by_one_up_to_the_current_version() {
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.to, i as i64 + 1, "migration {}: {}", i + 1, m.what);
+        }
+        assert_eq!(MIGRATIONS.last().map(|m| m.to), Some(SCHEMA_VERSION));
+    }
+
+    #[test]
+    fn a_new_schema_has_every_expected_table_and_migrations_create_only_new_ones() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        assert_eq!(missing_table(&conn, SCHEMA_VERSION).unwrap(), None);
+        for m in MIGRATIONS {
+            for part in m.sql.split("CREATE TABLE ").skip(1) {
+                let part = part.trim_start_matches("IF NOT EXISTS ");
+                let name = part
+                    .split(|c: char| !c.is_alphanumeric() && c != '_')
+                    .next();
+                assert!(
+                    name.is_some_and(|n| m.adds_tables.contains(&n)),
+                    "migration {} creates {name:?} without listing it in adds_tables",
+                    m.to
+                );
+            }
+        }
+    }
+}

@@ -257,8 +257,9 @@ impl RunContext {
         })
     }
 
-    /// Register the root task (id 1) and record it; returns its id.
-    pub async fn create_root(&self, agent: &LoadedAgent, input: &str) -> anyhow::Result<u64> {
+    /// Register the root task (id 1) in the tree and return its record, for the
+    /// caller to write together with the run (`Ledger::create_run`).
+    pub fn register_root(&self, agent: &LoadedAgent, input: &str) -> NewTask {
         let id = {
             let mut tree = self.tree.lock().unwrap();
             let id = tree.next_id;
@@ -275,29 +276,36 @@ impl RunContext {
             );
             id
         };
-        self.ledger
-            .create_task(NewTask {
-                run_id: self.run_id.clone(),
-                task_id: id,
-                parent_id: None,
-                depth: 0,
-                agent: agent.name.clone(),
-                component_hash: agent.hash.clone(),
-                description: "root".into(),
-                input: input.to_string(),
-                spawn_key: None,
-                dedup_key: None,
-                depends_on: "[]".into(),
-                component: None,
-                budget_usd: None,
-                resources: "[]".into(),
-                timeout_ms: None,
-            })
-            .await?;
         self.stored_components
             .lock()
             .unwrap()
             .insert(agent.hash.clone());
+        NewTask {
+            run_id: self.run_id.clone(),
+            task_id: id,
+            parent_id: None,
+            depth: 0,
+            agent: agent.name.clone(),
+            component_hash: agent.hash.clone(),
+            description: "root".into(),
+            input: input.to_string(),
+            spawn_key: None,
+            dedup_key: None,
+            depends_on: "[]".into(),
+            component: None,
+            budget_usd: None,
+            resources: "[]".into(),
+            timeout_ms: None,
+        }
+    }
+
+    /// Register the root task and record it on its own (a resumed run that has none:
+    /// its host was killed between writing the run and the task); returns its id.
+    pub async fn create_root(&self, agent: &LoadedAgent, input: &str) -> anyhow::Result<u64> {
+        let mut task = self.register_root(agent, input);
+        task.component = Some(agent.bytes.clone()); // `--agent` may name a new one
+        let id = task.task_id;
+        self.ledger.create_task(task).await?;
         Ok(id)
     }
 
