@@ -34,6 +34,13 @@ pub struct Limits {
     pub max_depth: u32,
     /// Largest single `checkpoint.save` state, in bytes. Default 4 MiB.
     pub max_checkpoint_bytes: usize,
+    /// Bytes kept of each guest text field of `trace.log` (the message) and
+    /// `trace.step` (thought, action, observation). Past it the text is cut with a
+    /// visible marker, the event records `truncated_bytes`, and the host never prints
+    /// more than this. Default 64 KiB. Left out of the stored config when it is the
+    /// default, so runs recorded before the key existed keep their context hash.
+    #[serde(skip_serializing_if = "is_default_trace_bytes")]
+    pub max_trace_bytes: usize,
 }
 
 impl Default for Limits {
@@ -48,8 +55,16 @@ impl Default for Limits {
             max_tasks: 128,
             max_depth: 5,
             max_checkpoint_bytes: 4 << 20,
+            max_trace_bytes: DEFAULT_MAX_TRACE_BYTES,
         }
     }
+}
+
+/// Default of `max_trace_bytes`: 64 KiB per field.
+pub const DEFAULT_MAX_TRACE_BYTES: usize = 64 << 10;
+
+fn is_default_trace_bytes(bytes: &usize) -> bool {
+    *bytes == DEFAULT_MAX_TRACE_BYTES
 }
 
 /// Hard ceiling on `memory_mb`: the pooling allocator reserves this much address
@@ -70,6 +85,9 @@ impl Limits {
         }
         if self.max_tasks == 0 {
             anyhow::bail!("[limits] max_tasks must be at least 1 (the root task)");
+        }
+        if self.max_trace_bytes == 0 {
+            anyhow::bail!("[limits] max_trace_bytes must be at least 1");
         }
         Ok(())
     }
