@@ -21,6 +21,7 @@ pub mod bindings;
 pub mod capabilities;
 pub mod config;
 pub mod durability;
+pub mod guest_text;
 pub mod ledger;
 pub mod merge;
 pub mod observe;

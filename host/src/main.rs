@@ -1,5 +1,6 @@
 //! The `agentflow` command line: parse, call the library, print. No logic lives here.
 
+use agentflow::guest_text::escape_guest_text;
 use agentflow::ledger::{Ledger, integrity, query};
 use agentflow::observe::inspect;
 use agentflow::{Host, HostConfig, RunOptions, Status};
@@ -275,7 +276,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             let msg = format!("{e:#}").replace('\n', " ");
-            eprintln!("agentflow: error: {msg}");
+            eprintln!("agentflow: error: {}", escape_guest_text(&msg));
             ExitCode::from(2)
         }
     }
@@ -493,8 +494,8 @@ fn real_main() -> anyhow::Result<ExitCode> {
                         a.task_id,
                         a.status,
                         format!("${:.4}", a.estimated_cost_usd),
-                        a.reason,
-                        a.description
+                        escape_guest_text(&a.reason),
+                        escape_guest_text(&a.description)
                     );
                 }
             }
@@ -563,7 +564,12 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 for c in &checkpoints {
                     println!(
                         "{:<6} {:<4} {:<6} {:<6} {:>8}  {}",
-                        c.task_id, c.number, c.event_seq, c.step, c.state_size, c.note
+                        c.task_id,
+                        c.number,
+                        c.event_seq,
+                        c.step,
+                        c.state_size,
+                        escape_guest_text(&c.note)
                     );
                 }
             }
@@ -643,14 +649,14 @@ fn print_conflicts(rows: &[agentflow::merge::MergeRow], json: bool) -> anyhow::R
             r.id,
             r.category.as_str(),
             r.status,
-            r.subject,
+            escape_guest_text(&r.subject),
             r.run_id,
             r.parent_task,
             r.child_task,
-            r.reasoning
+            escape_guest_text(&r.reasoning)
         );
         if let Some(res) = &r.resolution {
-            println!("  resolution: {res}");
+            println!("  resolution: {}", escape_guest_text(res));
         }
         println!(
             "  --- task {} (parent) vs base:\n{}",
@@ -672,9 +678,10 @@ fn print_conflicts(rows: &[agentflow::merge::MergeRow], json: bool) -> anyhow::R
     Ok(())
 }
 
+/// Each line of `text` indented, its control characters escaped.
 fn indent(text: &str) -> String {
     text.lines()
-        .map(|l| format!("    {l}"))
+        .map(|l| format!("    {}", escape_guest_text(l)))
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -791,7 +798,7 @@ fn print_report(report: &agentflow::RunReport, json: bool) -> anyhow::Result<Exi
             report.duration_ms as f64 / 1000.0
         );
         if let Some(e) = &report.error {
-            eprintln!("agentflow: agent failed: {}", e.replace('\n', " "));
+            eprintln!("agentflow: agent failed: {}", escape_guest_text(e));
         }
     }
     Ok(if report.status == Status::Completed {

@@ -338,3 +338,79 @@ fn run_id_of(db: &std::path::Path) -> String {
     conn.query_row("SELECT run_id FROM runs", [], |r| r.get(0))
         .unwrap()
 }
+
+/// A guest's texts reach the host's stderr and `inspect` escaped: a newline, carriage
+/// return or terminal escape in them cannot start or overwrite a host log line.
+#[test]
+fn guest_text_cannot_forge_host_log_lines() {
+    const FORGED: &str = "2026-12-01T00:00:00Z  INFO agentflow: run completed";
+    let dir = TempDir::new("cli-forge");
+    let db = dir.join("forge.db");
+    let out = agentflow()
+        .env("AGENTFLOW_LOG", "info")
+        .env("NO_COLOR", "1")
+        .arg("run")
+        .arg(example("hostile"))
+        .args(["--input", "log-forge", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert_not_forged(&err, FORGED);
+    assert!(
+        err.contains(&format!("harmless\\n{FORGED}\\r\\u{{1b}}[2K{FORGED}")),
+        "the log line and the failure are shown escaped: {err}"
+    );
+    let runs = agentflow()
+        .args(["runs", "--json", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    let runs: serde_json::Value = serde_json::from_str(stdout(&runs).trim()).unwrap();
+    let run_id = runs[0]["run_id"].as_str().unwrap();
+    let inspect = agentflow()
+        .args(["inspect", run_id, "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(inspect.status.success(), "{}", stderr(&inspect));
+    let shown = stdout(&inspect);
+    assert_not_forged(&shown, FORGED);
+    assert!(shown.contains("harmless"), "{shown}");
+}
+
+/// No line of `text` is (or, through a carriage return or escape, overwrites with)
+/// the forged one.
+fn assert_not_forged(text: &str, forged: &str) {
+    for line in text.lines() {
+        assert!(!line.starts_with(forged), "forged line printed: {text}");
+    }
+    assert!(!text.contains('\r'), "raw carriage return printed: {text}");
+    assert!(!text.contains('\u{1b}'), "raw escape printed: {text}");
+}
+
+/// 168 MB of trace logs leave the host's stderr (and its ledger) bounded by
+/// `[limits] max_trace_bytes` (64 KiB per message by default).
+#[test]
+fn trace_flood_does_not_flood_the_hosts_stderr() {
+    let dir = TempDir::new("cli-flood");
+    let db = dir.join("flood.db");
+    let out = agentflow()
+        .env("AGENTFLOW_LOG", "info")
+        .env("NO_COLOR", "1")
+        .arg("run")
+        .arg(example("hostile"))
+        .args(["--input", "log-flood", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "flooded");
+    assert!(
+        out.stderr.len() < 21 * ((64 << 10) + 400),
+        "{} bytes on stderr",
+        out.stderr.len()
+    );
+    assert!(stderr(&out).contains("max_trace_bytes"));
+}

@@ -297,3 +297,45 @@ async fn cpu_limit_holds_however_often_the_guest_calls_the_host() {
         "stopped after {took:?} of wall time"
     );
 }
+
+/// 20 × 8 MiB trace logs and an 8 MiB step: the ledger keeps `[limits] max_trace_bytes`
+/// (default 64 KiB) of each field, with a marker and the bytes dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_flood_is_bounded_in_the_ledger() {
+    const CAP: usize = 64 << 10;
+    const BIG: usize = 8 << 20;
+    let dir = TempDir::new("hostile-log-flood");
+    // Hashing 168 MB for replay identities takes a debug build a while on a busy
+    // machine: the wall-clock limit is not what this test is about.
+    let host = host(&dir, &LIMITS.replace("wall_ms = 30000", "wall_ms = 300000"));
+    let report = hostile(&host, "log-flood").await;
+    assert_eq!(report.status, Status::Completed, "{report:?}");
+    assert_eq!(report.output.as_deref(), Some("flooded"));
+    let evs = events(&host, &report.run_id);
+    let logs: Vec<_> = evs.iter().filter(|e| e.kind == "trace.log").collect();
+    assert_eq!(logs.len(), 20);
+    for e in &logs {
+        let message = e.request["message"].as_str().unwrap();
+        assert!(message.len() <= CAP + 200, "{} bytes kept", message.len());
+        assert!(message.contains("truncated") && message.contains("max_trace_bytes"));
+        assert_eq!(e.request["truncated_bytes"], BIG - CAP);
+    }
+    let step = evs.iter().find(|e| e.kind == "trace.step").unwrap();
+    for field in ["thought", "action", "observation"] {
+        assert!(step.request[field].as_str().unwrap().len() <= CAP + 200);
+    }
+    assert_eq!(step.request["truncated_bytes"], 3 * (BIG - CAP));
+    let conn = host.ledger().reader().unwrap();
+    let stored: i64 = conn
+        .query_row(
+            "SELECT COALESCE(SUM(size), 0) FROM blobs
+              WHERE hash != (SELECT component_hash FROM runs WHERE run_id = ?1)",
+            [&report.run_id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        stored < 2 << 20,
+        "{stored} bytes of blobs for 168 MB of trace"
+    );
+}

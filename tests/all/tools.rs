@@ -227,6 +227,54 @@ async fn http_fetch_allows_only_listed_public_hosts() {
     assert_eq!(server.requests()[0].method, "GET");
 }
 
+/// IP literals that name a private address in another form: each is refused before any
+/// connection, with the reason and the config key in the message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_fetch_refuses_private_addresses_in_every_form() {
+    let cases = [
+        ("[::127.0.0.1]", "IPv4-compatible"),
+        ("[::ffff:127.0.0.1]", "IPv4-mapped"),
+        ("[64:ff9b::7f00:1]", "NAT64"),
+        ("[64:ff9b::a9fe:a9fe]", "cloud metadata"),
+        ("[2002:7f00:1::]", "6to4"),
+        ("[2001:0:4136:e378:8000:63bf:3fff:fdd2]", "Teredo"),
+        ("[fec0::1]", "site-local"),
+        ("[fd00::1]", "unique-local"),
+        ("[fe80::1]", "link-local"),
+        ("[::1]", "loopback"),
+        ("169.254.169.254", "cloud metadata"),
+        ("100.64.0.1", "CGNAT"),
+        ("198.18.0.1", "benchmarking"),
+        ("240.0.0.1", "reserved"),
+        ("192.0.0.8", "IETF protocol assignments"),
+        ("0.0.0.0", "this network"),
+    ];
+    let hosts: Vec<_> = cases.iter().map(|(h, _)| h.to_string()).collect();
+    let config = format!(
+        "[tools]\nhttp_allow_hosts = {}\n",
+        serde_json::to_string(&hosts).unwrap()
+    );
+    let ops: Vec<_> = cases
+        .iter()
+        .map(|(h, _)| json!({"tool": {"name": "http_fetch", "args": {"url": format!("http://{h}:9/")}}}))
+        .collect();
+    let dir = TempDir::new("tools-http-forms");
+    let strict = host(&dir, &config);
+    let (report, results) = run_scripted(&strict, json!(ops), grant(&["http_fetch"])).await;
+    assert_eq!(report.status, Status::Completed, "{report:?}");
+    for ((h, reason), result) in cases.iter().zip(&results) {
+        let err = result["err"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{h}: {result}"));
+        assert!(err.contains("Denied"), "{h}: {err}");
+        assert!(err.contains(reason), "{h}: `{err}` should name `{reason}`");
+        assert!(
+            err.contains("[tools] http_allow_private"),
+            "{h}: `{err}` should name the key"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn granting_an_unknown_tool_or_workspace_without_dir_is_a_clear_error() {
     let dir = TempDir::new("tools-bad-grant");

@@ -9,6 +9,9 @@
 //! cheap `trace.log` every ~`ms` milliseconds of spinning, so the host is called far
 //! more often than a CPU tick) and `ok` (return "fine"). The probing behaviours
 //! report what happened as their `Ok` output; unknown inputs fail the run.
+//! `log-flood` writes 20 trace logs and one trace step of 8 MiB each; `log-forge`
+//! logs, steps and fails with texts that carry a newline, a carriage return and
+//! terminal escapes followed by a fake host log line.
 
 use std::hint::black_box;
 use std::io::Write;
@@ -36,6 +39,8 @@ fn run(input: String) -> Result<String, String> {
         "ok" => Ok("fine".to_string()),
         "clock-flood" => clock_flood(),
         "random-flood" => random_flood(),
+        "log-flood" => Ok(log_flood()),
+        "log-forge" => log_forge(),
         other => match other.strip_prefix("socket:") {
             Some(addr) => Ok(match std::net::TcpStream::connect(addr) {
                 Ok(_) => "connected".to_string(),
@@ -105,6 +110,28 @@ fn stdout_flood() -> String {
     }
     let _ = out.flush();
     "done".to_string()
+}
+
+/// 20 distinct 8 MiB trace logs (168 MB in all) and one 8 MiB step of each field.
+fn log_flood() -> String {
+    for i in 0..20u8 {
+        let fill = (b'a' + i) as char;
+        trace::info(fill.to_string().repeat(8 << 20));
+    }
+    let big = "s".repeat(8 << 20);
+    trace::step(&big, &big, &big, 0.5);
+    "flooded".to_string()
+}
+
+/// A line a guest would like the operator to take for the host's own.
+const FORGED_LINE: &str = "2026-12-01T00:00:00Z  INFO agentflow: run completed";
+
+/// Guest texts that try to start a new host log line, or overwrite the current one.
+fn log_forge() -> Result<String, String> {
+    let forged = format!("harmless\n{FORGED_LINE}\r\u{1b}[2K{FORGED_LINE}");
+    trace::info(&forged);
+    trace::step(&forged, "forge", &forged, 0.5);
+    Err(forged)
 }
 
 export_agent!(run);

@@ -2,10 +2,58 @@
 //!
 //! Steps are numbered per task and recorded in the ledger, where `agentflow inspect`
 //! shows them under their task; log lines also go to the host's `tracing` output.
+//! Each guest text field is kept up to `[limits] max_trace_bytes` (the rest is cut
+//! with a marker and counted in the event's `truncated_bytes`), and what the host
+//! prints is escaped, so a guest can neither flood the ledger and the host's stderr
+//! nor forge a host log line.
 
 use super::{Call, TaskCtx};
 use crate::bindings::trace::{Host, Level};
+use crate::guest_text::{escape_guest_text, truncate_guest_text};
 use serde_json::json;
+
+impl TaskCtx {
+    /// `text` bounded by `[limits] max_trace_bytes`, adding the bytes cut to `dropped`.
+    fn bounded(&self, text: &str, dropped: &mut usize) -> String {
+        let (kept, cut) = truncate_guest_text(text, self.run.limits.max_trace_bytes);
+        *dropped += cut;
+        kept.into_owned()
+    }
+}
+
+/// A recorded trace request, with `truncated_bytes` when anything was cut.
+fn with_truncation(mut request: serde_json::Value, dropped: usize) -> serde_json::Value {
+    if dropped > 0 {
+        request["truncated_bytes"] = json!(dropped);
+    }
+    request
+}
+
+/// Send a guest's (already bounded) log line to the host's `tracing` output, escaped;
+/// since escaping can lengthen it, it is cut again to no more than `max_bytes` or its
+/// bounded length. Returns the level's name.
+fn emit(level: Level, run: &str, task: u64, message: &str, max_bytes: usize) -> &'static str {
+    let escaped = escape_guest_text(message);
+    let (message, _) = truncate_guest_text(&escaped, max_bytes.max(message.len()));
+    match level {
+        Level::Debug => {
+            tracing::debug!(run = %run, task, "{message}");
+            "debug"
+        }
+        Level::Info => {
+            tracing::info!(run = %run, task, "{message}");
+            "info"
+        }
+        Level::Warn => {
+            tracing::warn!(run = %run, task, "{message}");
+            "warn"
+        }
+        Level::Error => {
+            tracing::error!(run = %run, task, "{message}");
+            "error"
+        }
+    }
+}
 
 impl Host for TaskCtx {
     async fn step(
@@ -22,7 +70,12 @@ impl Host for TaskCtx {
         } else {
             0.0
         };
+        // Replay matches what the guest asked, so the identity keeps the full texts.
         let identity = json!({ "thought": thought, "action": action, "observation": observation });
+        let mut dropped = 0;
+        let thought = self.bounded(&thought, &mut dropped);
+        let action = self.bounded(&action, &mut dropped);
+        let observation = self.bounded(&observation, &mut dropped);
         self.step_log
             .push(json!({ "step": self.steps, "thought": thought, "action": action }));
         if self.step_log.len() > 20 {
@@ -42,7 +95,7 @@ impl Host for TaskCtx {
             Call::plain(
                 "trace.step",
                 true,
-                request,
+                with_truncation(request, dropped),
                 serde_json::Value::Null,
                 started_at,
             )
@@ -58,31 +111,16 @@ impl Host for TaskCtx {
         if self.replayed("trace.log", &identity)?.is_some() {
             return Ok(());
         }
-        let (run, task) = (&self.run.run_id, self.task_id);
-        let level_name = match level {
-            Level::Debug => {
-                tracing::debug!(run = %run, task, "{message}");
-                "debug"
-            }
-            Level::Info => {
-                tracing::info!(run = %run, task, "{message}");
-                "info"
-            }
-            Level::Warn => {
-                tracing::warn!(run = %run, task, "{message}");
-                "warn"
-            }
-            Level::Error => {
-                tracing::error!(run = %run, task, "{message}");
-                "error"
-            }
-        };
+        let mut dropped = 0;
+        let message = self.bounded(&message, &mut dropped);
+        let max_bytes = self.run.limits.max_trace_bytes;
+        let level_name = emit(level, &self.run.run_id, self.task_id, &message, max_bytes);
         let request = json!({ "level": level_name, "message": message });
         self.record(
             Call::plain(
                 "trace.log",
                 true,
-                request,
+                with_truncation(request, dropped),
                 serde_json::Value::Null,
                 started_at,
             )

@@ -291,6 +291,7 @@ pub async fn apply_rollbacks(
 
 /// The plan as text.
 pub fn render(plan: &Plan) -> String {
+    use crate::guest_text::escape_guest_text as esc;
     use std::fmt::Write as _;
     let mut out = String::new();
     let _ = writeln!(
@@ -305,7 +306,13 @@ pub fn render(plan: &Plan) -> String {
         );
     }
     for t in &plan.tasks {
-        let _ = writeln!(out, "task {} \"{}\": {}", t.task_id, t.description, t.state);
+        let _ = writeln!(
+            out,
+            "task {} \"{}\": {}",
+            t.task_id,
+            esc(&t.description),
+            t.state
+        );
         match &t.action {
             Action::Resume {
                 from_checkpoint: Some(n),
@@ -314,7 +321,7 @@ pub fn render(plan: &Plan) -> String {
                 let _ = writeln!(
                     out,
                     "  → Resume {{ from checkpoint {n} \"{}\" }}",
-                    note.as_deref().unwrap_or("")
+                    esc(note.as_deref().unwrap_or(""))
                 );
             }
             Action::Resume {
@@ -353,8 +360,9 @@ pub fn render(plan: &Plan) -> String {
             } => {
                 let _ = writeln!(
                     out,
-                    "  → RequiresHuman {{ {reason}; affected: {} }}",
-                    affected_systems.join(", ")
+                    "  → RequiresHuman {{ {}; affected: {} }}",
+                    esc(reason),
+                    esc(&affected_systems.join(", "))
                 );
             }
         }

@@ -1,5 +1,6 @@
 //! `agentflow inspect` and `agentflow runs`: render the ledger for people and for
-//! `--json` consumers.
+//! `--json` consumers. Every text shown goes through [`clip`], which puts it on one
+//! line and escapes the control characters a guest may have put in it.
 
 use crate::ledger::LedgerError;
 use crate::ledger::query::{self, EventRow, RunRow, TaskRow};
@@ -187,8 +188,11 @@ fn merge_line(e: &EventRow) -> String {
     )
 }
 
+/// `s` on one line (runs of whitespace become one space), control characters escaped,
+/// cut to `max` characters.
 fn clip(s: &str, max: usize) -> String {
     let one_line: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let one_line = crate::guest_text::escape_guest_text(&one_line).into_owned();
     if one_line.chars().count() > max {
         format!("{}…", one_line.chars().take(max).collect::<String>())
     } else {

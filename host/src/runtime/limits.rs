@@ -39,8 +39,24 @@ pub struct Limits {
     /// Bytes of clock and random reads the host may hold for one agent between two of
     /// its host calls (they are recorded with the next call). Each read costs its size
     /// in host memory (a clock read about 40 bytes, a random read its length plus 40).
-    /// A guest past it is stopped. Default 4 MiB.
+    /// A guest past it is stopped. Default 4 MiB. Left out of the stored config when it
+    /// is the default, so runs recorded before the key existed keep their context hash.
+    #[serde(skip_serializing_if = "is_default_nondet_bytes")]
     pub max_nondet_bytes: usize,
+    /// Bytes kept of each guest text field of `trace.log` (the message) and
+    /// `trace.step` (thought, action, observation). Past it the text is cut with a
+    /// visible marker, the event records `truncated_bytes`, and the host never prints
+    /// more than this. Default 64 KiB. Left out of the stored config when it is the
+    /// default, so runs recorded before the key existed keep their context hash.
+    #[serde(skip_serializing_if = "is_default_trace_bytes")]
+    pub max_trace_bytes: usize,
+}
+
+/// Default of `max_nondet_bytes`.
+pub const DEFAULT_MAX_NONDET_BYTES: usize = 4 << 20;
+
+fn is_default_nondet_bytes(n: &usize) -> bool {
+    *n == DEFAULT_MAX_NONDET_BYTES
 }
 
 impl Default for Limits {
@@ -55,9 +71,17 @@ impl Default for Limits {
             max_tasks: 128,
             max_depth: 5,
             max_checkpoint_bytes: 4 << 20,
-            max_nondet_bytes: 4 << 20,
+            max_nondet_bytes: DEFAULT_MAX_NONDET_BYTES,
+            max_trace_bytes: DEFAULT_MAX_TRACE_BYTES,
         }
     }
+}
+
+/// Default of `max_trace_bytes`: 64 KiB per field.
+pub const DEFAULT_MAX_TRACE_BYTES: usize = 64 << 10;
+
+fn is_default_trace_bytes(bytes: &usize) -> bool {
+    *bytes == DEFAULT_MAX_TRACE_BYTES
 }
 
 /// Hard ceiling on `memory_mb`: the pooling allocator reserves this much address
@@ -81,6 +105,9 @@ impl Limits {
         }
         if self.max_tasks == 0 {
             anyhow::bail!("[limits] max_tasks must be at least 1 (the root task)");
+        }
+        if self.max_trace_bytes == 0 {
+            anyhow::bail!("[limits] max_trace_bytes must be at least 1");
         }
         Ok(())
     }

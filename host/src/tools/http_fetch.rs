@@ -1,11 +1,15 @@
 //! `http_fetch`: HTTP GET to hosts on the operator's allowlist.
 //!
 //! The host name must match `[tools] http_allow_hosts` (exact, or `*.example.com`).
-//! The name is resolved by the host and every address is checked: private,
-//! loopback, link-local, unspecified and multicast addresses are refused unless
-//! `http_allow_private` is set. The connection is pinned to the checked address (no
-//! DNS rebinding) and redirects are not followed (no escape through a redirect).
+//! The name is resolved by the host and every address is checked by
+//! [`super::ip_policy::classify`]: private, loopback, link-local, CGNAT, reserved,
+//! multicast and the IPv6 forms that carry such an IPv4 address (mapped, compatible,
+//! NAT64, 6to4, Teredo) are refused unless `http_allow_private` is set. The
+//! connection is pinned to the checked address (no DNS rebinding, no proxy), the
+//! response must come from that address (else the call fails closed), and redirects
+//! are not followed (no escape through a redirect).
 
+pub use super::ip_policy::{classify, is_private};
 use super::{SideEffect, Tool, ToolCallCtx, ToolError, ToolInfo, str_arg};
 use crate::config::ToolsConfig;
 use serde_json::json;
@@ -37,36 +41,54 @@ impl HttpFetchTool {
         let host = host.to_ascii_lowercase();
         self.allow_hosts
             .iter()
-            .any(|pattern| match pattern.strip_prefix("*.") {
-                Some(suffix) => host.ends_with(&format!(".{suffix}")),
-                None => *pattern == host,
-            })
+            .any(|pattern| pattern_matches(pattern, &host))
     }
 }
 
-/// Whether an address is one a sandboxed agent must not reach by default.
-pub fn is_private(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            v4.is_private()
-                || v4.is_loopback()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64 // 100.64/10 CGNAT
-                || v4.octets()[0] == 0
+/// An allowlist entry or URL host without the brackets of an IPv6 literal.
+fn unbracket(host: &str) -> &str {
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
+/// Whether allowlist `pattern` names `host`. IP literals compare as addresses, so
+/// `[::127.0.0.1]` matches the URL host `::7f00:1` the URL parser normalises it to.
+fn pattern_matches(pattern: &str, host: &str) -> bool {
+    if let Some(suffix) = pattern.strip_prefix("*.") {
+        return host.ends_with(&format!(".{suffix}"));
+    }
+    match (unbracket(pattern).parse::<IpAddr>(), host.parse::<IpAddr>()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => unbracket(pattern) == host,
+    }
+}
+
+/// The first resolved address that is refused, as a denial naming why and the key
+/// that would allow it.
+fn refuse_private(host: &str, addrs: &[SocketAddr]) -> Result<(), ToolError> {
+    for addr in addrs {
+        if let Some(refusal) = classify(addr.ip()) {
+            return Err(ToolError::Denied(format!(
+                "`{host}` resolves to {}, which is {refusal}: refused; set [tools] http_allow_private = true to allow private addresses",
+                addr.ip()
+            )));
         }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_private(IpAddr::V4(v4));
-            }
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (v6.segments()[0] & 0xfe00) == 0xfc00 // unique local
-                || (v6.segments()[0] & 0xffc0) == 0xfe80 // link local
+    }
+    Ok(())
+}
+
+/// Fail closed unless the response came from the address that was checked.
+fn check_peer(expected: SocketAddr, actual: Option<SocketAddr>) -> Result<(), ToolError> {
+    match actual {
+        Some(peer)
+            if peer.ip().to_canonical() == expected.ip().to_canonical()
+                && peer.port() == expected.port() =>
+        {
+            Ok(())
         }
+        other => Err(ToolError::Denied(format!(
+            "the response came from {}, not from the checked address {expected}: refused",
+            other.map_or_else(|| "an unknown peer".to_string(), |p| p.to_string())
+        ))),
     }
 }
 
@@ -98,10 +120,8 @@ impl Tool for HttpFetchTool {
         }
         let host = url
             .host_str()
-            .ok_or_else(|| ToolError::InvalidArgs("url has no host".into()))?
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
+            .ok_or_else(|| ToolError::InvalidArgs("url has no host".into()))?;
+        let host = unbracket(host).to_string();
         if !self.host_allowed(&host) {
             return Err(ToolError::Denied(format!(
                 "host `{host}` is not on the allowlist ([tools] http_allow_hosts)"
@@ -115,16 +135,13 @@ impl Tool for HttpFetchTool {
         let addr = *addrs
             .first()
             .ok_or_else(|| ToolError::Failed(format!("`{host}` has no address")))?;
-        if !self.allow_private
-            && let Some(bad) = addrs.iter().find(|a| is_private(a.ip()))
-        {
-            return Err(ToolError::Denied(format!(
-                "`{host}` resolves to {} (private, loopback or link-local); set [tools] http_allow_private to allow",
-                bad.ip()
-            )));
+        if !self.allow_private {
+            refuse_private(&host, &addrs)?;
         }
+        // Pinned to the checked address; no proxy (a proxy would connect elsewhere).
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
             .timeout(Duration::from_secs(30))
             .resolve(&host, addr)
             .build()
@@ -134,6 +151,7 @@ impl Tool for HttpFetchTool {
             .send()
             .await
             .map_err(|e| ToolError::Failed(format!("request failed: {e}")))?;
+        check_peer(addr, response.remote_addr())?;
         let status = response.status().as_u16();
         ctx.emit(super::Effect::APICall {
             endpoint: raw.to_string(),
@@ -161,5 +179,52 @@ impl Tool for HttpFetchTool {
             "truncated": truncated,
         })
         .to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_literal_allowlist_entries_match_normalised_hosts() {
+        assert!(pattern_matches("[::127.0.0.1]", "::7f00:1"));
+        assert!(pattern_matches("::ffff:127.0.0.1", "::ffff:7f00:1"));
+        assert!(pattern_matches("127.0.0.1", "127.0.0.1"));
+        assert!(pattern_matches("*.example.com", "api.example.com"));
+        assert!(!pattern_matches("*.example.com", "example.com"));
+        assert!(!pattern_matches("[::1]", "::2"));
+    }
+
+    #[test]
+    fn refusals_name_the_address_the_reason_and_the_key() {
+        let addrs: [SocketAddr; 2] =
+            ["93.184.216.34:80", "[64:ff9b::7f00:1]:80"].map(|a| a.parse().unwrap());
+        let Err(ToolError::Denied(msg)) = refuse_private("two.example", &addrs) else {
+            panic!("refused");
+        };
+        assert!(msg.contains("64:ff9b::7f00:1"), "{msg}");
+        assert!(msg.contains("NAT64") && msg.contains("loopback"), "{msg}");
+        assert!(msg.contains("[tools] http_allow_private"), "{msg}");
+        assert!(refuse_private("one.example", &addrs[..1]).is_ok());
+    }
+
+    #[test]
+    fn a_response_from_another_peer_fails_closed() {
+        let checked: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        assert!(check_peer(checked, Some(checked)).is_ok());
+        let mapped: SocketAddr = "[::ffff:127.0.0.1]:8080".parse().unwrap();
+        assert!(check_peer(checked, Some(mapped)).is_ok());
+        let others: [Option<SocketAddr>; 3] = [
+            Some("127.0.0.2:8080".parse().unwrap()),
+            Some("127.0.0.1:81".parse().unwrap()),
+            None,
+        ];
+        for other in others {
+            assert!(
+                matches!(check_peer(checked, other), Err(ToolError::Denied(_))),
+                "{other:?}"
+            );
+        }
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod cloud;
 pub mod http_fetch;
+pub mod ip_policy;
 pub mod kv;
 pub mod overlay;
 pub mod workspace;

@@ -66,6 +66,7 @@ pub fn list(conn: &rusqlite::Connection, all: bool) -> rusqlite::Result<Vec<Revi
 
 /// The reviews as a table.
 pub fn render(rows: &[ReviewRow]) -> String {
+    use crate::guest_text::escape_guest_text;
     use std::fmt::Write as _;
     let mut out = format!(
         "{:<5} {:<34} {:<5} {:<7} {:<9} validator [category]: reason\n",
@@ -73,6 +74,7 @@ pub fn render(rows: &[ReviewRow]) -> String {
     );
     for r in rows {
         let reason: String = r.reason.chars().take(160).collect();
+        let reason = escape_guest_text(&reason);
         let _ = writeln!(
             out,
             "{:<5} {:<34} {:<5} {:<7} {:<9} {} [{}]: {reason}",
@@ -86,7 +88,7 @@ pub fn render(rows: &[ReviewRow]) -> String {
             .chars()
             .take(160)
             .collect();
-        let _ = writeln!(out, "      output: {excerpt}");
+        let _ = writeln!(out, "      output: {}", escape_guest_text(&excerpt));
         if r.status == "pending" {
             let _ = writeln!(
                 out,
@@ -94,7 +96,7 @@ pub fn render(rows: &[ReviewRow]) -> String {
                 r.id, r.id
             );
         } else if let Some(note) = &r.note {
-            let _ = writeln!(out, "      note: {note}");
+            let _ = writeln!(out, "      note: {}", escape_guest_text(note));
         }
     }
     out
