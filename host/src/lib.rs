@@ -386,7 +386,11 @@ impl Host {
             tokens_in: row.tokens_in as u64,
             tokens_out: row.tokens_out as u64,
             cost_usd: row.cost_usd,
-            duration_ms: started.elapsed().as_millis() as u64,
+            // The ledger's own start and end, so `inspect` shows the same duration.
+            duration_ms: row
+                .finished_at
+                .map(|end| (end - row.started_at).max(0) as u64)
+                .unwrap_or_else(|| started.elapsed().as_millis() as u64),
         })
     }
 

@@ -283,7 +283,10 @@ fn main() -> ExitCode {
 }
 
 fn real_main() -> anyhow::Result<ExitCode> {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return Ok(usage_error(e)),
+    };
     match cli.command {
         Command::Run {
             agent,
@@ -493,7 +496,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
                         a.run_id,
                         a.task_id,
                         a.status,
-                        format!("${:.4}", a.estimated_cost_usd),
+                        inspect::usd(a.estimated_cost_usd),
                         escape_guest_text(&a.reason),
                         escape_guest_text(&a.description)
                     );
@@ -775,6 +778,29 @@ fn parse_policy(s: &str) -> Result<agentflow::durability::DivergencePolicy, Stri
     }
 }
 
+/// A command-line mistake as one line (help and version print as clap renders them).
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = e.print();
+        return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+            ExitCode::from(2)
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
+    let text = e.to_string();
+    let first = text.lines().next().unwrap_or("bad arguments");
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    eprintln!("agentflow: error: {first} (see `agentflow --help`)");
+    ExitCode::from(2)
+}
+
 /// Print a run's report: the output on stdout and a summary on stderr, or one JSON object.
 fn print_report(report: &agentflow::RunReport, json: bool) -> anyhow::Result<ExitCode> {
     if json {
@@ -784,7 +810,7 @@ fn print_report(report: &agentflow::RunReport, json: bool) -> anyhow::Result<Exi
             println!("{out}");
         }
         eprintln!(
-            "run {}  {}  tasks {}  tokens {}  cost ${:.4}  {:.2}s",
+            "run {}  {}  tasks {}  tokens {}  cost {}  {:.3}s",
             report.run_id,
             match report.status {
                 Status::Completed => "ok",
@@ -794,7 +820,7 @@ fn print_report(report: &agentflow::RunReport, json: bool) -> anyhow::Result<Exi
             },
             report.tasks,
             inspect::group_digits(report.tokens as i64),
-            report.cost_usd,
+            inspect::usd(report.cost_usd),
             report.duration_ms as f64 / 1000.0
         );
         if let Some(e) = &report.error {

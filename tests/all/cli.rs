@@ -414,3 +414,108 @@ fn trace_flood_does_not_flood_the_hosts_stderr() {
     );
     assert!(stderr(&out).contains("max_trace_bytes"));
 }
+
+/// The CLI's rough edges: a missing `--db` directory, clap's value errors, ambiguous
+/// and wildcard-looking run ids, sub-cent costs, readable errors and the duration.
+#[test]
+fn cli_edges_missing_dir_one_line_errors_prefixes_costs_and_durations() {
+    let dir = TempDir::new("cli-edges");
+    // --db in a directory that does not exist: an error, and nothing is created.
+    let missing = dir.join("no-such-dir");
+    let out = agentflow()
+        .arg("run")
+        .arg(example("hello"))
+        .arg("--db")
+        .arg(missing.join("a.db"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
+    assert!(!missing.exists(), "the directory was created");
+    // A clap value error is one line.
+    let out = agentflow()
+        .arg("run")
+        .arg(example("hello"))
+        .args(["--max-depth", "deep"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("--max-depth"), "{err}");
+
+    // A run with a refused tool call, on the mock model.
+    let db = dir.join("e.db");
+    let ops = r#"[{"llm": {"prompt": "hi"}}, {"tool": {"name": "kv", "args": {"op": "get", "key": "k"}}}]"#;
+    let out = agentflow()
+        .arg("run")
+        .arg(example("scripted"))
+        .args(["--input", ops, "--json", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let run_id = report["run_id"].as_str().unwrap().to_string();
+    let cost = report["cost_usd"].as_f64().unwrap();
+    assert!(cost > 0.0 && cost < 0.001, "a sub-cent cost: {cost}");
+    let inspect = |id: &str| {
+        agentflow()
+            .args(["inspect", "--db"])
+            .arg(&db)
+            .arg(id)
+            .output()
+            .unwrap()
+    };
+    let out = inspect(&run_id);
+    let text = stdout(&out);
+    let run_line = text.lines().next().unwrap();
+    let shown: f64 = run_line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix('$'))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (shown - cost).abs() <= cost * 0.1,
+        "inspect shows ${shown} for a cost of {cost}: {run_line}"
+    );
+    let ms = report["duration_ms"].as_u64().unwrap();
+    assert!(
+        run_line.contains(&format!("{:.3}s", ms as f64 / 1000.0)),
+        "the same duration as --json ({ms} ms): {run_line}"
+    );
+    assert!(
+        text.contains("tools.call refused: not-granted:"),
+        "errors in their readable form: {text}"
+    );
+    assert!(!text.contains("NotGranted("), "no Debug forms: {text}");
+
+    // A second run whose id shares a prefix with the first: the prefix is ambiguous.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let twin = format!("{}{}", &run_id[..6], "f".repeat(26));
+    conn.execute_batch(&format!(
+        "CREATE TEMP TABLE t AS SELECT * FROM runs WHERE run_id = '{run_id}';
+         UPDATE t SET run_id = '{twin}'; INSERT INTO runs SELECT * FROM t;"
+    ))
+    .unwrap();
+    drop(conn);
+    let out = inspect(&run_id[..6]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("ambiguous") && err.contains(&run_id) && err.contains(&twin),
+        "{err}"
+    );
+    // The full id still finds it; `%` and `_` are characters, not wildcards.
+    assert!(inspect(&run_id).status.success());
+    for pattern in ["%", "_", &format!("{}%", &run_id[..2])] {
+        let out = inspect(pattern);
+        assert_eq!(out.status.code(), Some(2), "{pattern}");
+        assert!(
+            stderr(&out).contains("no run"),
+            "{pattern}: {}",
+            stderr(&out)
+        );
+    }
+}

@@ -74,7 +74,7 @@ async fn duplicates_cycles_and_budget_shares_are_typed_refusals() {
             .unwrap(),
     );
     assert!(
-        text.contains("tasks.spawn refused") && text.contains("DuplicateTask"),
+        text.contains("tasks.spawn refused: duplicate-task"),
         "{text}"
     );
 }
@@ -413,7 +413,7 @@ async fn webscraper_runaway_hits_the_depth_limit_and_falls_back() {
         .unwrap();
     let text = agentflow::observe::inspect::render(&view);
     assert!(
-        text.contains("✗ tasks.spawn refused: MaxDepthExceeded(3)"),
+        text.contains("✗ tasks.spawn refused: max-depth-exceeded: 3"),
         "{text}"
     );
 }

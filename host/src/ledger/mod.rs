@@ -73,6 +73,15 @@ pub enum LedgerError {
     CheckpointBusy { path: PathBuf },
     #[error("no ledger at {path} (check the path; run an agent first to create one)")]
     NoLedger { path: PathBuf },
+    #[error("cannot create a ledger at {path}: directory {dir} does not exist (create it first)")]
+    NoDirectory { path: PathBuf, dir: PathBuf },
+    #[error("run id prefix `{prefix}` is ambiguous: it matches {}{} (give more characters)",
+            candidates.join(", "), if *more { ", …" } else { "" })]
+    AmbiguousRun {
+        prefix: String,
+        candidates: Vec<String>,
+        more: bool,
+    },
     #[error("backup target {path} exists: pick a new file (a backup never overwrites one)")]
     BackupExists { path: PathBuf },
 }
@@ -268,8 +277,14 @@ impl Ledger {
     /// Open (or create) the ledger at `path` and start its writer thread.
     pub fn open(path: impl AsRef<Path>) -> Result<Ledger, LedgerError> {
         let path = path.as_ref().to_owned();
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            let _ = std::fs::create_dir_all(dir);
+        // A mistyped `--db` directory is an error, not a new tree of directories.
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.is_dir()
+        {
+            return Err(LedgerError::NoDirectory {
+                path: path.clone(),
+                dir: dir.to_path_buf(),
+            });
         }
         let conn = open_connection(&path)?;
         schema::prepare(&conn, &path)?;

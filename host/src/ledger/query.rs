@@ -111,16 +111,25 @@ pub fn runs(conn: &Connection, limit: usize) -> Result<Vec<RunRow>, LedgerError>
 
 /// One run by id, or by a unique prefix of its id.
 pub fn run(conn: &Connection, id_or_prefix: &str) -> Result<Option<RunRow>, LedgerError> {
+    // A literal prefix comparison: `%` and `_` in what the user typed are characters,
+    // not wildcards.
+    const SHOWN: usize = 5;
     let mut stmt = conn.prepare(&format!(
-        "SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?1 OR run_id LIKE ?2 || '%' LIMIT 2"
+        "SELECT {RUN_COLUMNS} FROM runs
+         WHERE run_id = ?1 OR substr(run_id, 1, length(?1)) = ?1
+         ORDER BY run_id = ?1 DESC, started_at LIMIT {}",
+        SHOWN + 1
     ))?;
     let rows: Vec<RunRow> = stmt
-        .query_map(params![id_or_prefix, id_or_prefix], run_row)?
+        .query_map(params![id_or_prefix], run_row)?
         .collect::<Result<_, _>>()?;
-    Ok(if rows.len() == 1 {
-        rows.into_iter().next()
-    } else {
-        rows.into_iter().find(|r| r.run_id == id_or_prefix)
+    if rows.len() <= 1 || rows[0].run_id == id_or_prefix {
+        return Ok(rows.into_iter().next());
+    }
+    Err(LedgerError::AmbiguousRun {
+        prefix: id_or_prefix.to_string(),
+        more: rows.len() > SHOWN,
+        candidates: rows.into_iter().take(SHOWN).map(|r| r.run_id).collect(),
     })
 }
 

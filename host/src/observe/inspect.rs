@@ -144,14 +144,7 @@ pub fn load(conn: &Connection, run: &str) -> Result<Option<RunView>, LedgerError
                         || e.kind == "llm.complete"
                         || e.kind == "tools.call")
                 {
-                    refused.push(format!(
-                        "{} refused: {}",
-                        e.kind,
-                        e.response
-                            .get("error")
-                            .and_then(|v| v.as_str())
-                            .unwrap_or("?")
-                    ));
+                    refused.push(format!("{} refused: {}", e.kind, error_text(&e.response)));
                 }
             }
             TaskView {
@@ -213,10 +206,38 @@ pub fn group_digits(n: i64) -> String {
     if n < 0 { format!("-{out}") } else { out }
 }
 
+/// A duration to the millisecond, as `--json` reports it (`duration_ms`).
 fn duration(start: Option<i64>, end: Option<i64>) -> String {
     match (start, end) {
-        (Some(s), Some(e)) => format!("{:.1}s", (e - s) as f64 / 1000.0),
+        (Some(s), Some(e)) => format!("{:.3}s", (e - s) as f64 / 1000.0),
         _ => "…".into(),
+    }
+}
+
+/// A cost in USD: four decimals, or as many as it takes to show two significant
+/// digits of a sub-cent cost (`$0.000015`), never rounding a real cost to `$0.0000`.
+pub fn usd(x: f64) -> String {
+    if x == 0.0 || x.abs() >= 0.001 {
+        return format!("${x:.4}");
+    }
+    let decimals = ((-x.abs().log10()).ceil() as usize + 1).min(12);
+    format!("${x:.decimals$}")
+}
+
+/// A recorded host-call error as a person reads it: the WIT error's name and its
+/// detail (`provider-unavailable: connection refused`), not the Rust `Debug` form.
+pub fn error_text(response: &serde_json::Value) -> String {
+    match response.get("error_kind").and_then(|k| k.as_str()) {
+        Some(kind) => match response.get("detail") {
+            Some(serde_json::Value::String(d)) if !d.is_empty() => format!("{kind}: {d}"),
+            Some(serde_json::Value::Null) | None => kind.to_string(),
+            Some(d) => format!("{kind}: {d}"),
+        },
+        None => response
+            .get("error")
+            .and_then(|v| v.as_str())
+            .unwrap_or("?")
+            .to_string(),
     }
 }
 
@@ -233,11 +254,11 @@ pub fn render(view: &RunView) -> String {
     let r = &view.run;
     let _ = writeln!(
         out,
-        "run {} {} \"{}\"  ${:.4}  {} tok  {}  {}",
+        "run {} {} \"{}\"  {}  {} tok  {}  {}",
         &r.run_id[..r.run_id.len().min(8)],
         r.agent,
         clip(&r.input, 60),
-        r.cost_usd,
+        usd(r.cost_usd),
         group_digits(r.tokens_in + r.tokens_out),
         duration(Some(r.started_at), r.finished_at),
         status_word(&r.status)
@@ -268,11 +289,11 @@ pub fn render(view: &RunView) -> String {
             let tk = &t.task;
             let _ = writeln!(
                 out,
-                "{prefix}{branch}task {} \"{}\"  {}  ${:.4}  {} tok  {}  {}",
+                "{prefix}{branch}task {} \"{}\"  {}  {}  {} tok  {}  {}",
                 tk.task_id,
                 clip(&tk.description, 50),
                 tk.model.as_deref().unwrap_or("-"),
-                tk.cost_usd,
+                usd(tk.cost_usd),
                 group_digits(tk.tokens_in + tk.tokens_out),
                 duration(tk.started_at, tk.finished_at),
                 status_word(&tk.status)
@@ -332,7 +353,7 @@ pub fn render_runs(runs: &[RunRow]) -> String {
             r.run_id,
             clip(&r.agent, 14),
             r.status,
-            format!("${:.4}", r.cost_usd),
+            usd(r.cost_usd),
             group_digits(r.tokens_in + r.tokens_out),
             duration(Some(r.started_at), r.finished_at),
             clip(&r.input, 40)
