@@ -72,6 +72,9 @@ pub struct ResumeOptions {
     /// Run this component instead of the one stored with the run (its hash is part of
     /// the run's context, so a different one needs `allow_changed`).
     pub agent_file: Option<PathBuf>,
+    /// Continue a failed run: re-run its failed tasks, replaying their records up to
+    /// where each failure began ([`durability::reopen`]).
+    pub retry_failed: bool,
 }
 
 /// What a run stores about its configuration, enough to resume it from the ledger.
@@ -133,7 +136,13 @@ pub struct RunReport {
     pub tokens: u64,
     pub tokens_in: u64,
     pub tokens_out: u64,
+    /// The run's whole cost as the ledger records it (a fork's included).
     pub cost_usd: f64,
+    /// For a fork: the part of `cost_usd` copied from the original run's record (spent
+    /// there, not again); 0 otherwise.
+    pub copied_cost_usd: f64,
+    /// `cost_usd` less `copied_cost_usd`: what this run spent itself.
+    pub new_cost_usd: f64,
     pub duration_ms: u64,
 }
 
@@ -376,6 +385,11 @@ impl Host {
         let reader = self.ledger.reader()?;
         let row = ledger::query::run(&reader, &run_id)?
             .ok_or_else(|| anyhow::anyhow!("run {run_id} vanished from the ledger"))?;
+        let copied = ledger::query::events(&reader, &run_id, Some(1))?
+            .iter()
+            .filter(|e| e.kind == "fork.copied")
+            .filter_map(|e| e.response["cost_usd"].as_f64())
+            .sum::<f64>();
         Ok(RunReport {
             run_id,
             status,
@@ -386,6 +400,8 @@ impl Host {
             tokens_in: row.tokens_in as u64,
             tokens_out: row.tokens_out as u64,
             cost_usd: row.cost_usd,
+            copied_cost_usd: copied,
+            new_cost_usd: (row.cost_usd - copied).max(0.0),
             // The ledger's own start and end, so `inspect` shows the same duration.
             duration_ms: row
                 .finished_at
@@ -433,12 +449,43 @@ impl Host {
             .tasks
             .iter()
             .any(|t| matches!(t.action, durability::recovery::Action::RequiresHuman { .. }));
-        let report = if plan.run_status == "running" && !needs_human {
+        // A failed run whose plan says to resume continues: its failed tasks re-run.
+        let resumes = plan
+            .tasks
+            .iter()
+            .any(|t| matches!(t.action, durability::recovery::Action::Resume { .. }));
+        let report = if needs_human {
+            None
+        } else if plan.run_status == "running" {
             Some(self.resume(&plan.run_id, ResumeOptions::default()).await?)
+        } else if plan.run_status == "failed" && resumes {
+            let options = ResumeOptions {
+                retry_failed: true,
+                ..Default::default()
+            };
+            Some(self.resume(&plan.run_id, options).await?)
         } else {
             None
         };
         Ok((plan, done, report))
+    }
+
+    /// Mark a failed run's failed tasks for a re-run ([`durability::reopen`]); returns
+    /// how many. The run is `running` again afterwards, ready for [`Host::resume`].
+    pub async fn reopen_failed(&self, run_id: &str) -> anyhow::Result<usize> {
+        let reader = self.ledger.reader()?;
+        let tasks = ledger::query::resume_tasks(&reader, run_id)?;
+        let events = ledger::query::events(&reader, run_id, None)?;
+        let reopen = durability::reopen::plan(&tasks, &events);
+        if reopen.is_empty() {
+            anyhow::bail!("run {run_id} has no failed task to re-run");
+        }
+        let count = reopen.len();
+        let run_id = run_id.to_string();
+        self.ledger
+            .write(move |w| durability::reopen::apply(w, &run_id, &reopen))
+            .await?;
+        Ok(count)
     }
 
     /// Resume a run that did not finish (the host crashed or was killed): every
@@ -457,9 +504,27 @@ impl Host {
             anyhow::anyhow!("no run `{run_id}` in {}", self.ledger.path().display())
         })?;
         let run_id = row.run_id.clone();
+        if row.status == "failed" && opts.retry_failed {
+            drop(reader);
+            let reopened = self.reopen_failed(&run_id).await?;
+            tracing::info!(run = %run_id, tasks = reopened, "re-running failed tasks");
+            return Box::pin(self.resume(
+                &run_id,
+                ResumeOptions {
+                    retry_failed: false,
+                    ..opts
+                },
+            ))
+            .await;
+        }
         if row.status != "running" {
+            let hint = if row.status == "failed" {
+                " (pass --retry-failed to re-run its failed tasks)"
+            } else {
+                ""
+            };
             anyhow::bail!(
-                "run {run_id} is {}: only runs that did not finish can be resumed",
+                "run {run_id} is {}: only runs that did not finish can be resumed{hint}",
                 row.status
             );
         }
@@ -506,6 +571,9 @@ impl Host {
             std::collections::HashMap::new();
         for e in all_events {
             by_task.entry(e.task_id).or_default().push(e);
+        }
+        for events in by_task.values_mut() {
+            *events = durability::reopen::without_superseded(std::mem::take(events));
         }
         let replay_for = |task_id: u64, events: Vec<ledger::query::EventRow>| {
             let mut attempts = durability::replay::Replay::attempts(events);

@@ -79,6 +79,10 @@ enum Command {
         /// Run this component instead of the one stored with the run.
         #[arg(long)]
         agent: Option<PathBuf>,
+        /// Continue a failed run: re-run its failed tasks, replaying their recorded
+        /// calls up to where each failure began.
+        #[arg(long)]
+        retry_failed: bool,
         #[arg(long)]
         json: bool,
     },
@@ -353,6 +357,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
             config,
             allow_changed,
             agent,
+            retry_failed,
             json,
         } => {
             let config = load_config(config.as_deref())?;
@@ -366,6 +371,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
                         agentflow::ResumeOptions {
                             allow_changed,
                             agent_file: agent,
+                            retry_failed,
                         },
                     )
                     .await;
@@ -820,7 +826,16 @@ fn print_report(report: &agentflow::RunReport, json: bool) -> anyhow::Result<Exi
             },
             report.tasks,
             inspect::group_digits(report.tokens as i64),
-            inspect::usd(report.cost_usd),
+            if report.copied_cost_usd > 0.0 {
+                format!(
+                    "{} ({} copied from the forked run, {} new)",
+                    inspect::usd(report.cost_usd),
+                    inspect::usd(report.copied_cost_usd),
+                    inspect::usd(report.new_cost_usd)
+                )
+            } else {
+                inspect::usd(report.cost_usd)
+            },
             report.duration_ms as f64 / 1000.0
         );
         if let Some(e) = &report.error {

@@ -282,6 +282,7 @@ async fn a_changed_component_is_refused_or_diverges() {
     let changed = ResumeOptions {
         allow_changed: false,
         agent_file: Some(example("hello")),
+        ..Default::default()
     };
     let err = host
         .resume(&run_id, changed)
@@ -296,6 +297,7 @@ async fn a_changed_component_is_refused_or_diverges() {
     let forced = ResumeOptions {
         allow_changed: true,
         agent_file: Some(example("hello")),
+        ..Default::default()
     };
     let report = host.resume(&run_id, forced).await.unwrap();
     assert_eq!(report.status, Status::Failed);
@@ -684,6 +686,27 @@ fn fork_with_another_model_and_diff() {
         )
         .unwrap();
     assert_eq!((forked_from.as_str(), fork_seq), (a.as_str(), at));
+    // The fork's cost tells the copied prefix (the first call, spent by the original)
+    // from what it spent itself (the second call, on the larger model).
+    let first_call: f64 = conn
+        .query_row(
+            "SELECT cost_usd FROM events WHERE run_id = ?1 AND task_id = 1 AND kind = 'llm.complete' ORDER BY seq LIMIT 1",
+            [&a],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let (copied, new, total) = (
+        forked["copied_cost_usd"].as_f64().unwrap(),
+        forked["new_cost_usd"].as_f64().unwrap(),
+        forked["cost_usd"].as_f64().unwrap(),
+    );
+    assert!(first_call > 0.0);
+    assert!(
+        (copied - first_call).abs() < 1e-12,
+        "copied {copied} = {first_call}"
+    );
+    assert!(new > 0.0 && (copied + new - total).abs() < 1e-9, "{forked}");
+    assert_eq!(original["copied_cost_usd"], 0.0);
 
     let diff = agentflow()
         .args(["diff", &a, &b, "--json", "--db"])
@@ -705,4 +728,141 @@ fn fork_with_another_model_and_diff() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&text.stdout).contains("no divergence"));
+}
+
+/// One OpenAI-compatible endpoint with no provider retries, so a 500 fails the call.
+fn one_endpoint(server: &crate::support::fake_http::FakeServer) -> String {
+    format!(
+        r#"
+[llm.endpoints.a.openai]
+base_url = "{}/v1"
+retry = {{ max_retries = 0 }}
+[[llm.models]]
+name = "only"
+provider = "a"
+input_per_mtok = 1.0
+output_per_mtok = 1.0
+"#,
+        server.url()
+    )
+}
+
+fn openai_reply(text: &str) -> crate::support::fake_http::FakeResponse {
+    crate::support::fake_http::FakeResponse::json(
+        200,
+        json!({
+            "id": "c1", "object": "chat.completion", "model": "only",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 5}
+        })
+        .to_string(),
+    )
+}
+
+/// A root that makes a tool call, then waits for a child whose LLM call fails (the
+/// provider is down) and fails with it.
+fn failing_tree() -> Value {
+    let child = json!([{"llm": {"prompt": "hi"}}, {"fail_if_err": null}]);
+    json!([
+        {"tool": {"name": "kv", "args": {"op": "put", "key": "k", "value": "v"}}},
+        {"spawn_wait": {"description": "asker", "input": child.to_string()}},
+        {"fail_if_err": null},
+    ])
+}
+
+fn count(host: &agentflow::Host, run_id: &str, task: u64, kind: &str) -> usize {
+    events(host, run_id)
+        .iter()
+        .filter(|e| e.task_id == task && e.kind == kind)
+        .count()
+}
+
+/// A run that failed because its provider was down is continued with
+/// `resume --retry-failed`: the failed child and the root that failed with it re-run,
+/// replaying what succeeded (the tool call is not made again) and making the failed
+/// LLM call again live, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_run_is_continued_by_retry_failed() {
+    use crate::support::fake_http::{FakeResponse, FakeServer};
+    let server = FakeServer::start(vec![
+        FakeResponse::text(500, "provider down"),
+        openai_reply("hello again"),
+    ])
+    .await;
+    let dir = TempDir::new("retry-failed");
+    let host = host(&dir, &one_endpoint(&server));
+    let opts = RunOptions {
+        grants: vec!["kv".into()],
+        ..Default::default()
+    };
+    let (failed, _) = run_scripted(&host, failing_tree(), opts).await;
+    assert_eq!(failed.status, Status::Failed, "{failed:?}");
+    assert_eq!(server.requests().len(), 1);
+    // A plain resume refuses a failed run, and says how to continue it.
+    let err = host
+        .resume(&failed.run_id, ResumeOptions::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--retry-failed"), "{err}");
+
+    let retry = ResumeOptions {
+        retry_failed: true,
+        ..Default::default()
+    };
+    let report = host.resume(&failed.run_id, retry).await.unwrap();
+    assert_eq!(report.status, Status::Completed, "{report:?}");
+    assert_eq!(report.run_id, failed.run_id, "the same run continues");
+    let results: Vec<Value> = serde_json::from_str(report.output.as_deref().unwrap()).unwrap();
+    let child: Vec<Value> =
+        serde_json::from_str(results[1]["completed"].as_str().unwrap()).unwrap();
+    assert_eq!(child[0]["ok"]["text"], "hello again");
+    // The failed LLM call was made again, once; the tool call was replayed, not re-run.
+    assert_eq!(server.requests().len(), 2);
+    assert_eq!(count(&host, &report.run_id, 1, "tools.call"), 1);
+    assert_eq!(count(&host, &report.run_id, 1, "task.reopened"), 1);
+    assert_eq!(count(&host, &report.run_id, 2, "task.reopened"), 1);
+    assert_eq!(count(&host, &report.run_id, 2, "llm.complete"), 2);
+    // Nothing is left to retry.
+    let again = ResumeOptions {
+        retry_failed: true,
+        ..Default::default()
+    };
+    assert!(host.resume(&report.run_id, again).await.is_err());
+}
+
+/// `recover --apply` on a failed run whose plan says "resume" continues it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recover_apply_resumes_a_failed_run_whose_plan_says_resume() {
+    use crate::support::fake_http::{FakeResponse, FakeServer};
+    let server = FakeServer::start(vec![
+        FakeResponse::text(500, "provider down"),
+        openai_reply("back"),
+    ])
+    .await;
+    let dir = TempDir::new("recover-failed");
+    let host = host(&dir, &one_endpoint(&server));
+    let opts = RunOptions {
+        grants: vec!["kv".into()],
+        ..Default::default()
+    };
+    let (failed, _) = run_scripted(&host, failing_tree(), opts).await;
+    assert_eq!(failed.status, Status::Failed);
+    let (plan, _) = host
+        .recover(&failed.run_id, false)
+        .await
+        .map(|(p, n, _)| (p, n))
+        .unwrap();
+    assert!(
+        plan.tasks.iter().all(|t| matches!(
+            t.action,
+            agentflow::durability::recovery::Action::Resume { .. }
+        )),
+        "{plan:?}"
+    );
+    let (_, compensations, report) = host.recover(&failed.run_id, true).await.unwrap();
+    assert_eq!(compensations, 0);
+    let report = report.expect("the run was resumed");
+    assert_eq!(report.status, Status::Completed, "{report:?}");
+    assert_eq!(server.requests().len(), 2);
 }

@@ -3,7 +3,8 @@
 //! executed in order; its output is a JSON array with one result per operation.
 //! Each operation exercises one host import (or WASI clocks/randomness), and host
 //! errors are reported as `{"err": "<Debug of the error>"}` results instead of
-//! failing the run; only `{"fail": "msg"}` fails it. An input that is not a JSON
+//! failing the run; only `{"fail": "msg"}` fails it, and `{"fail_if_err": null}` when
+//! the operation before it gave an error or a failed child. An input that is not a JSON
 //! array (e.g. the `""` a test gives a child) is echoed back as `child:<input>`.
 
 use std::collections::hash_map::RandomState;
@@ -43,6 +44,8 @@ enum Op {
         ids: Vec<TaskId>,
     },
     Fail(String),
+    /// Fail the run if the previous operation's result was an error or a failed child.
+    FailIfErr,
     Clock,
     Random,
     /// Sleep this many milliseconds (WASI monotonic clock).
@@ -171,9 +174,18 @@ fn run(input: String) -> Result<String, String> {
     let Ok(Value::Array(raw_ops)) = serde_json::from_str::<Value>(&input) else {
         return Ok(format!("child:{input}"));
     };
-    let mut results = Vec::with_capacity(raw_ops.len());
+    let mut results: Vec<Value> = Vec::with_capacity(raw_ops.len());
     for (i, raw) in raw_ops.into_iter().enumerate() {
         let op: Op = serde_json::from_value(raw).map_err(|e| format!("bad op #{i}: {e}"))?;
+        if matches!(op, Op::FailIfErr) {
+            if let Some(last) = results.last()
+                && (last.get("err").is_some() || last.get("failed").is_some())
+            {
+                return Err(format!("op #{i}: the previous operation failed: {last}"));
+            }
+            results.push(Value::Null);
+            continue;
+        }
         results.push(execute(op)?);
     }
     Ok(Value::Array(results).to_string())
@@ -279,6 +291,7 @@ fn execute(op: Op) -> Result<Value, String> {
             Err(e) => err(e),
         },
         Op::Fail(msg) => return Err(msg),
+        Op::FailIfErr => Value::Null,
         Op::Clock => {
             let ms = SystemTime::now()
                 .duration_since(UNIX_EPOCH)

@@ -93,6 +93,22 @@ pub async fn copy_prefix(
                  WHERE run_id = ?1 AND ((task_id = 1 AND event_seq <= ?3) OR task_id IN (SELECT value FROM json_each(?4)))",
                 params![run_id, new_run_id, cut as i64, serde_json::to_string(&copied).unwrap_or_default()],
             )?;
+            // What the copied record cost the original run, so the fork's report can
+            // tell it apart from what the fork spends itself.
+            let (cost, tokens): (f64, i64) = w.conn().query_row(
+                "SELECT COALESCE(SUM(cost_usd), 0), COALESCE(SUM(tokens_in + tokens_out), 0)
+                 FROM events WHERE run_id = ?1",
+                [&new_run_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            w.append_event(crate::ledger::EventRecord::note(
+                new_run_id.clone(),
+                1,
+                "fork.copied",
+                true,
+                serde_json::json!({ "from": run_id, "through_seq": cut }),
+                serde_json::json!({ "cost_usd": cost, "tokens": tokens }),
+            ))?;
             Ok(cut)
         })
         .await

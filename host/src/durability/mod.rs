@@ -9,6 +9,7 @@ pub mod fault;
 pub mod fork;
 pub mod nondet;
 pub mod recovery;
+pub mod reopen;
 pub mod replay;
 
 /// What to do when a replaying guest makes a call the ledger did not record.

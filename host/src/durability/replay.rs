@@ -24,6 +24,8 @@ pub const AUXILIARY: &[&str] = &[
     "llm.model_version_changed",
     "task.stdio",
     "task.usage",
+    "task.reopened",
+    "fork.copied",
     "replay.diverged",
     "approval.requested",
     "approval.decided",

@@ -1,0 +1,154 @@
+//! Continuing a failed run (`agentflow resume --retry-failed`, `recover --apply`):
+//! which tasks to re-run and how much of each one's record to replay.
+//!
+//! A failed task is re-run when every task above it failed too (a parent that
+//! completed has already dealt with the failure; re-running its child would change
+//! nothing it saw). Each re-run task replays its record — tools are not run again, the
+//! LLM is not asked again, clock and random give the recorded values — up to where its
+//! failure began, then continues live:
+//! * a task that saw a re-run child fail (`tasks.wait` answered `failed`) stops
+//!   replaying just before that wait, so it waits for the child's new outcome;
+//! * a task whose last call was a failed LLM call (the provider was down, a quota was
+//!   spent) makes that call again live — an LLM call changes nothing in the world;
+//! * anything else (a trap, a limit, a failed tool) replays in full, so no recorded
+//!   effect is ever repeated.
+//!
+//! The cut is a `task.reopened` event naming the last replayed sequence number; the
+//! events between the cut and the marker are kept in the ledger for the record but
+//! never replayed again ([`without_superseded`]).
+
+use crate::ledger::query::{EventRow, ResumeTask};
+use crate::ledger::{EventRecord, Writer};
+use serde_json::json;
+use std::collections::{HashMap, HashSet};
+
+/// One task to re-run and where its replay stops.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reopen {
+    pub task_id: u64,
+    /// The last recorded sequence number the re-run replays (0: none).
+    pub keep_through: u64,
+    pub previous_error: Option<String>,
+}
+
+/// Which failed tasks of a run to re-run, each with its cut.
+pub fn plan(tasks: &[ResumeTask], events: &[EventRow]) -> Vec<Reopen> {
+    let by_id: HashMap<u64, &ResumeTask> = tasks.iter().map(|t| (t.task_id, t)).collect();
+    let failed_up_to_root = |t: &ResumeTask| {
+        let mut at = Some(t);
+        let mut seen = HashSet::new();
+        while let Some(task) = at {
+            if task.status != "failed" || !seen.insert(task.task_id) {
+                return false;
+            }
+            at = task.parent_id.and_then(|p| by_id.get(&p).copied());
+        }
+        true
+    };
+    let reopened: HashSet<u64> = tasks
+        .iter()
+        .filter(|t| failed_up_to_root(t))
+        .map(|t| t.task_id)
+        .collect();
+    let is_call = |e: &&EventRow| !super::replay::AUXILIARY.contains(&e.kind.as_str());
+    let mut out: Vec<Reopen> = tasks
+        .iter()
+        .filter(|t| reopened.contains(&t.task_id))
+        .map(|t| {
+            let own: Vec<&EventRow> =
+                without_superseded_refs(events.iter().filter(|e| e.task_id == t.task_id).collect());
+            let calls: Vec<&EventRow> = own.iter().copied().filter(is_call).collect();
+            let saw_child_fail = calls.iter().find(|e| {
+                e.kind == "tasks.wait"
+                    && e.request["task_id"]
+                        .as_u64()
+                        .is_some_and(|c| reopened.contains(&c))
+                    && e.response.get("failed").is_some()
+            });
+            let cut_before = match (saw_child_fail, calls.last()) {
+                (Some(wait), _) => Some(wait.seq),
+                (None, Some(last)) if !last.ok && last.kind.starts_with("llm.") => Some(last.seq),
+                _ => None,
+            };
+            let keep_through = match cut_before {
+                Some(seq) => own
+                    .iter()
+                    .map(|e| e.seq)
+                    .filter(|s| *s < seq)
+                    .max()
+                    .unwrap_or(0),
+                None => own.iter().map(|e| e.seq).max().unwrap_or(0),
+            };
+            Reopen {
+                task_id: t.task_id,
+                keep_through,
+                previous_error: t.error.clone(),
+            }
+        })
+        .collect();
+    out.sort_by_key(|r| r.task_id);
+    out
+}
+
+/// Record the re-runs: a `task.reopened` marker per task, the tasks and the run
+/// marked running again. Runs inside the caller's transaction.
+pub fn apply(w: &mut Writer, run_id: &str, reopen: &[Reopen]) -> rusqlite::Result<()> {
+    for r in reopen {
+        w.append_event(EventRecord::note(
+            run_id.to_string(),
+            r.task_id,
+            "task.reopened",
+            true,
+            json!({ "keep_through_seq": r.keep_through }),
+            json!({ "previous_error": r.previous_error }),
+        ))?;
+        w.conn().execute(
+            "UPDATE tasks SET status = 'running', error = NULL, output = NULL, finished_at = NULL
+             WHERE run_id = ?1 AND task_id = ?2",
+            rusqlite::params![run_id, r.task_id as i64],
+        )?;
+    }
+    w.conn().execute(
+        "UPDATE runs SET status = 'running', error = NULL, output = NULL, finished_at = NULL
+         WHERE run_id = ?1",
+        [run_id],
+    )?;
+    Ok(())
+}
+
+/// A task's events without those a `task.reopened` marker superseded (recorded after
+/// its cut and before it): what a replay of the task may use.
+pub fn without_superseded(events: Vec<EventRow>) -> Vec<EventRow> {
+    let cuts = cuts(events.iter());
+    events
+        .into_iter()
+        .filter(|e| !superseded(&cuts, e))
+        .collect()
+}
+
+fn without_superseded_refs(events: Vec<&EventRow>) -> Vec<&EventRow> {
+    let cuts = cuts(events.iter().copied());
+    events
+        .into_iter()
+        .filter(|e| !superseded(&cuts, e))
+        .collect()
+}
+
+/// `(keep_through, marker_seq)` per marker, per task.
+fn cuts<'a>(events: impl Iterator<Item = &'a EventRow>) -> Vec<(u64, u64, u64)> {
+    events
+        .filter(|e| e.kind == "task.reopened")
+        .map(|e| {
+            (
+                e.task_id,
+                e.request["keep_through_seq"].as_u64().unwrap_or(0),
+                e.seq,
+            )
+        })
+        .collect()
+}
+
+fn superseded(cuts: &[(u64, u64, u64)], e: &EventRow) -> bool {
+    cuts.iter()
+        .any(|(task, keep, marker)| e.task_id == *task && e.seq > *keep && e.seq < *marker)
+}
