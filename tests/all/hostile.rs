@@ -339,3 +339,40 @@ async fn trace_flood_is_bounded_in_the_ledger() {
         "{stored} bytes of blobs for 168 MB of trace"
     );
 }
+
+/// A guest that puts distinct 1 MiB values into `kv` forever would fill the disk
+/// through the ledger; `limits.max_ledger_bytes` stops it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ledger_flood_through_kv_is_stopped_by_the_ledger_quota() {
+    let dir = TempDir::new("hostile-kv-flood");
+    let host = host(
+        &dir,
+        "[limits]\nmax_ledger_bytes = 8388608\nmemory_mb = 64\ncpu_ms = 60000\n",
+    );
+    let opts = RunOptions {
+        grants: vec!["kv".into()],
+        ..Default::default()
+    };
+    let report = host
+        .run_file(&example("hostile"), "kv-flood", opts)
+        .await
+        .unwrap();
+    failed_with(&report, "limits.max_ledger_bytes");
+    let puts = events(&host, &report.run_id)
+        .into_iter()
+        .filter(|e| e.kind == "tools.call")
+        .count();
+    // Each put is recorded twice (its intent, then its result, both naming the value;
+    // the ledger stores the value once), so 8 MiB of records is about four puts.
+    assert!(
+        (3..=5).contains(&puts),
+        "stopped right after 8 MiB of records ({puts} puts of 1 MiB)"
+    );
+    let mut bytes = 0;
+    for f in ["ledger.db", "ledger.db-wal"] {
+        bytes += std::fs::metadata(dir.join(f)).map(|m| m.len()).unwrap_or(0);
+    }
+    assert!(bytes < 64 << 20, "ledger is {} MiB", bytes >> 20);
+    // The host goes on serving.
+    assert_eq!(hostile(&host, "ok").await.output.as_deref(), Some("fine"));
+}

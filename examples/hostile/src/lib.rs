@@ -7,7 +7,8 @@
 //! (open a TCP connection), `clock-flood` (read the clock forever, no other host
 //! call), `random-flood` (read random bytes forever), `cpu-dodge:<ms>` (spin, with a
 //! cheap `trace.log` every ~`ms` milliseconds of spinning, so the host is called far
-//! more often than a CPU tick) and `ok` (return "fine"). The probing behaviours
+//! more often than a CPU tick), `kv-flood` (put distinct 1 MiB values into `kv` forever,
+//! filling the ledger) and `ok` (return "fine"). The probing behaviours
 //! report what happened as their `Ok` output; unknown inputs fail the run.
 //! `log-flood` writes 20 trace logs and one trace step of 8 MiB each; `log-forge`
 //! logs, steps and fails with texts that carry a newline, a carriage return and
@@ -39,6 +40,7 @@ fn run(input: String) -> Result<String, String> {
         "ok" => Ok("fine".to_string()),
         "clock-flood" => clock_flood(),
         "random-flood" => random_flood(),
+        "kv-flood" => kv_flood(),
         "log-flood" => Ok(log_flood()),
         "log-forge" => log_forge(),
         other => match other.strip_prefix("socket:") {
@@ -174,4 +176,16 @@ fn cpu_dodge(ms: u64) -> ! {
         round += 1;
         trace::info(format!("round {round}"));
     }
+}
+
+/// Distinct 1 MiB values, so content addressing cannot fold them into one blob.
+fn kv_flood() -> Result<String, String> {
+    let body = "z".repeat((1 << 20) - 32);
+    for i in 0u64.. {
+        let value = format!("{i}:{body}");
+        if let Err(e) = tools::call("kv", &serde_json::json!({"op": "put", "key": format!("k{i}"), "value": value})) {
+            return Err(format!("kv put {i} failed: {e}"));
+        }
+    }
+    unreachable!()
 }

@@ -58,6 +58,9 @@ pub struct TaskCtx {
     pub(crate) model_override: Option<String>,
     /// Set when this context serves a validator component rather than the task's agent.
     pub(crate) validator: Option<ValidatorScope>,
+    /// Approximate bytes of ledger records this agent's calls have caused
+    /// (`limits.max_ledger_bytes`).
+    pub(crate) ledger_bytes: u64,
 }
 
 /// A validator component's scope: who it is and the tools it may call. Its calls are
@@ -141,6 +144,7 @@ impl TaskCtx {
             feedback: None,
             model_override: None,
             validator: None,
+            ledger_bytes: 0,
         }
     }
 
@@ -252,6 +256,16 @@ impl TaskCtx {
     {
         let nondet = self.nondet_event();
         let event = self.event(call);
+        // Counted now, enforced at the guest's next host call: what happened is
+        // recorded first.
+        self.ledger_bytes += [Some(&event), nondet.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                crate::ledger::blobs::approx_json_bytes(&e.request)
+                    + crate::ledger::blobs::approx_json_bytes(&e.response)
+            })
+            .sum::<u64>();
         self.run
             .ledger
             .write(move |w| {

@@ -17,6 +17,22 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// About how many bytes `value` takes as JSON (strings by length, a few bytes per
+/// other node), without serializing it.
+pub fn approx_json_bytes(value: &Value) -> u64 {
+    match value {
+        Value::String(s) => s.len() as u64 + 2,
+        Value::Array(items) => 2 + items.iter().map(|v| approx_json_bytes(v) + 1).sum::<u64>(),
+        Value::Object(map) => {
+            2 + map
+                .iter()
+                .map(|(k, v)| k.len() as u64 + 4 + approx_json_bytes(v))
+                .sum::<u64>()
+        }
+        _ => 8,
+    }
+}
+
 /// Store bytes (once) and return their hash.
 pub fn put(conn: &Connection, bytes: &[u8]) -> rusqlite::Result<String> {
     let hash = sha256_hex(bytes);

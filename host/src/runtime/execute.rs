@@ -485,8 +485,8 @@ pub(crate) fn new_store(
     store
 }
 
-/// Stop the guest (a trap naming the limit) if it has used up its CPU time or held
-/// too many clock/random reads in the host.
+/// Stop the guest (a trap naming the limit) if it has used up its CPU time, held too
+/// many clock/random reads in the host or caused too many bytes of ledger records.
 fn stop_if_over_limits(s: &mut AgentState) -> wasmtime::Result<()> {
     let kill = if s.cpu.exhausted() {
         Kill::Cpu {
@@ -495,6 +495,10 @@ fn stop_if_over_limits(s: &mut AgentState) -> wasmtime::Result<()> {
     } else if s.task.nondet.overflowed() {
         Kill::NondetBuffer {
             limit_bytes: s.task.run.limits.max_nondet_bytes,
+        }
+    } else if s.task.ledger_bytes > s.task.run.limits.max_ledger_bytes {
+        Kill::LedgerBytes {
+            limit_bytes: s.task.run.limits.max_ledger_bytes,
         }
     } else {
         return Ok(());

@@ -43,6 +43,12 @@ pub struct Limits {
     /// is the default, so runs recorded before the key existed keep their context hash.
     #[serde(skip_serializing_if = "is_default_nondet_bytes")]
     pub max_nondet_bytes: usize,
+    /// Bytes of ledger records one agent may cause (requests and responses of its host
+    /// calls, clock/random reads), so a guest cannot fill the disk through the ledger
+    /// (e.g. a loop of large, distinct `kv` puts). Past it the agent is stopped at its
+    /// next host call. Default 256 MiB. Left out of the stored config when default.
+    #[serde(skip_serializing_if = "is_default_ledger_bytes")]
+    pub max_ledger_bytes: u64,
     /// Bytes kept of each guest text field of `trace.log` (the message) and
     /// `trace.step` (thought, action, observation). Past it the text is cut with a
     /// visible marker, the event records `truncated_bytes`, and the host never prints
@@ -59,6 +65,13 @@ fn is_default_nondet_bytes(n: &usize) -> bool {
     *n == DEFAULT_MAX_NONDET_BYTES
 }
 
+/// Default of `max_ledger_bytes`.
+pub const DEFAULT_MAX_LEDGER_BYTES: u64 = 256 << 20;
+
+fn is_default_ledger_bytes(n: &u64) -> bool {
+    *n == DEFAULT_MAX_LEDGER_BYTES
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
@@ -72,6 +85,7 @@ impl Default for Limits {
             max_depth: 5,
             max_checkpoint_bytes: 4 << 20,
             max_nondet_bytes: DEFAULT_MAX_NONDET_BYTES,
+            max_ledger_bytes: DEFAULT_MAX_LEDGER_BYTES,
             max_trace_bytes: DEFAULT_MAX_TRACE_BYTES,
         }
     }

@@ -17,6 +17,8 @@ pub enum Kill {
     /// Read the clock or random so much between two host calls that the reads the
     /// host holds for the ledger passed `limits.max_nondet_bytes`.
     NondetBuffer { limit_bytes: usize },
+    /// Its host calls' records passed `limits.max_ledger_bytes`.
+    LedgerBytes { limit_bytes: u64 },
 }
 
 impl std::fmt::Display for Kill {
@@ -43,6 +45,11 @@ impl std::fmt::Display for Kill {
                 f,
                 "clock/random read limit exceeded ({limit_bytes} bytes of reads held by the host \
                  between two host calls, limits.max_nondet_bytes)"
+            ),
+            Kill::LedgerBytes { limit_bytes } => write!(
+                f,
+                "ledger quota exceeded (its host calls recorded more than {limit_bytes} bytes, \
+                 limits.max_ledger_bytes)"
             ),
         }
     }
