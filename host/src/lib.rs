@@ -368,6 +368,18 @@ impl Host {
         outcome: TaskOutcome,
     ) -> anyhow::Result<RunReport> {
         let run_id = run.run_id.clone();
+        // How the budget was used, for operators and for tests of the reservation
+        // discipline: the most ever committed at once never passes the limit.
+        let (limit, spent, peak) = run.budget.root_summary();
+        let summary = ledger::EventRecord::note(
+            run_id.clone(),
+            1,
+            "budget.summary",
+            true,
+            serde_json::Value::Null,
+            serde_json::json!({ "limit_usd": limit, "spent_usd": spent, "peak_committed_usd": peak }),
+        );
+        self.ledger.append(summary).await?;
         run.finish(1, outcome.clone()).await;
         let orphans = run.cancel_unfinished().await;
         if orphans > 0 {

@@ -119,12 +119,20 @@ async fn concurrency_queues_children_and_fail_fast_refuses() {
     }
 }
 
+/// Fifty children race for one budget. Every reply runs to `max_tokens`, so each
+/// call costs exactly what it reserved: without check-and-reserve under one lock,
+/// parallel calls would pass the limit. The run must spend the budget down to less
+/// than one call, never past it, and never have more committed at once than it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_parallel_children_never_overspend_one_budget() {
     let dir = TempDir::new("con-budget-race");
+    let long_reply = "spend ".repeat(4000);
     let host = host(
         &dir,
-        "[limits]\nmax_tasks = 64\n[constraints]\nmax_concurrent_tasks = 64\n",
+        &format!(
+            "[limits]\nmax_tasks = 64\n[constraints]\nmax_concurrent_tasks = 64\n\
+             [[llm.mock.rules]]\ncontains = \"call\"\nreply = \"{long_reply}\"\n"
+        ),
     );
     let budget = 0.02;
     // Each child keeps asking for expensive calls until refused.
@@ -139,6 +147,10 @@ async fn fifty_parallel_children_never_overspend_one_budget() {
         ..Default::default()
     };
     let (report, r) = run_scripted(&host, json!(ops), opts).await;
+    // The budget is checked first: whatever else went wrong, it must hold.
+    let all = events(&host, &report.run_id);
+    let spent: f64 = all.iter().map(|e| e.cost_usd).sum();
+    assert!(spent <= budget + 1e-12, "spent {spent} > budget {budget}");
     assert_eq!(report.status, Status::Completed, "{report:?}");
     let outputs: Vec<Value> = r[50..]
         .iter()
@@ -148,6 +160,10 @@ async fn fifty_parallel_children_never_overspend_one_budget() {
     for out in &outputs {
         for call in out.as_array().unwrap() {
             if call["ok"].is_object() {
+                assert_eq!(
+                    call["ok"]["output_tokens"], 2000,
+                    "every reply hits max_tokens"
+                );
                 ok += 1;
             } else if call["err"]
                 .as_str()
@@ -158,18 +174,28 @@ async fn fifty_parallel_children_never_overspend_one_budget() {
             }
         }
     }
-    let conn = host.ledger().reader().unwrap();
-    let spent: f64 = conn
-        .query_row(
-            "SELECT COALESCE(SUM(cost_usd), 0) FROM events WHERE run_id = ?1",
-            [&report.run_id],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let one_call = all
+        .iter()
+        .filter(|e| e.kind == "llm.complete")
+        .map(|e| e.cost_usd)
+        .fold(0.0, f64::max);
+    let summary = all
+        .iter()
+        .find(|e| e.kind == "budget.summary")
+        .expect("the run records its budget summary");
+    let peak = summary.response["peak_committed_usd"].as_f64().unwrap();
     println!(
-        "budget race: 50 children, {ok} calls admitted, {refused} refused, spent ${spent:.6} of ${budget}"
+        "budget race: 50 children, {ok} calls admitted, {refused} refused, spent ${spent:.6} \
+         of ${budget} (one call ${one_call:.6}), peak committed ${peak:.6}"
     );
-    assert!(spent <= budget + 1e-12, "spent {spent} > budget {budget}");
+    assert!(
+        spent > budget - one_call,
+        "the budget was used up to less than one call: spent {spent}, one call {one_call}"
+    );
+    assert!(
+        peak <= budget + 1e-12,
+        "committed {peak} at once > budget {budget}"
+    );
     assert!(
         ok > 0 && refused > 0,
         "the race was real: {ok} admitted, {refused} refused"

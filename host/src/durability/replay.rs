@@ -26,6 +26,7 @@ pub const AUXILIARY: &[&str] = &[
     "task.usage",
     "task.reopened",
     "fork.copied",
+    "budget.summary",
     "replay.diverged",
     "approval.requested",
     "approval.decided",

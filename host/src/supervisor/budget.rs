@@ -22,6 +22,14 @@ struct Node {
     reserved: f64,
     /// Shares carved out for live children.
     carved: f64,
+    /// The most ever committed at once (spent + reserved + carved): never above `limit`.
+    peak: f64,
+}
+
+impl Node {
+    fn note_peak(&mut self) {
+        self.peak = self.peak.max(self.spent + self.reserved + self.carved);
+    }
 }
 
 /// Run-wide token accounting (optional `[budget] tokens`).
@@ -103,6 +111,7 @@ impl Budget {
                 ));
             }
             node.carved += share;
+            node.note_peak();
         }
         nodes.insert(
             child,
@@ -170,6 +179,7 @@ impl Budget {
             ));
         }
         node.reserved += amount;
+        node.note_peak();
         tok.reserved += tokens;
         Ok(Reservation {
             owner,
@@ -189,6 +199,7 @@ impl Budget {
         if let Some(n) = nodes.get_mut(&reservation.owner) {
             n.reserved = (n.reserved - reservation.amount).max(0.0);
             n.spent += actual;
+            n.note_peak();
         }
     }
 
@@ -209,10 +220,22 @@ impl Budget {
         Self::available(&nodes[&owner]).max(0.0)
     }
 
+    /// The run budget's limit, what the run spent and the most it ever had committed
+    /// at once (spent + reserved + carved for children), in USD.
+    pub fn root_summary(&self) -> (f64, f64, f64) {
+        let nodes = self.0.lock().unwrap();
+        let root = &nodes[&1];
+        (root.limit.unwrap_or(0.0), self_spent(&nodes), root.peak)
+    }
+
     /// Total spent so far by the whole run.
     pub fn spent(&self) -> f64 {
         self.0.lock().unwrap().values().map(|n| n.spent).sum()
     }
+}
+
+fn self_spent(nodes: &HashMap<u64, Node>) -> f64 {
+    nodes.values().map(|n| n.spent).sum()
 }
 
 #[cfg(test)]

@@ -82,11 +82,12 @@ pub fn events(host: &Host, run_id: &str) -> Vec<EventRow> {
 }
 
 /// The kinds of a task's events, without clock/random flushes and the closing
-/// resource-usage record.
+/// resource-usage and budget records.
 pub fn kinds(events: &[EventRow], task: u64) -> Vec<String> {
+    const NOT_CALLS: &[&str] = &["wasi.nondet", "task.usage", "budget.summary"];
     events
         .iter()
-        .filter(|e| e.task_id == task && e.kind != "wasi.nondet" && e.kind != "task.usage")
+        .filter(|e| e.task_id == task && !NOT_CALLS.contains(&e.kind.as_str()))
         .map(|e| e.kind.clone())
         .collect()
 }
