@@ -11,6 +11,7 @@ mod hostile;
 mod ledger;
 mod limits;
 mod merge;
+mod provider_failures;
 mod providers;
 mod scheduler;
 mod tools;
