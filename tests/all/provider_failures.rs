@@ -284,6 +284,76 @@ async fn llm_attempt_events_are_host_bookkeeping_not_guest_calls() {
     assert_eq!(replay.remaining(), 1, "replay sees only the llm.complete");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_judges_timed_out_attempt_is_recorded_and_charged_to_its_task() {
+    let producer =
+        FakeServer::start(vec![FakeResponse::json(200, ok_body("primary-v1", 10, 5))]).await;
+    let judge_reply = json!({
+        "model": "judge-v1",
+        "choices": [{"message": {"content": "score: 9"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 50, "completion_tokens": 3}
+    })
+    .to_string();
+    let judge = FakeServer::start(vec![
+        FakeResponse::json(200, judge_reply.clone()).with_delay(2_000),
+        FakeResponse::json(200, judge_reply),
+    ])
+    .await;
+    let dir = TempDir::new("pf-judge");
+    let mut toml = catalog(&producer.url(), "{ max_retries = 0 }", 5_000, None);
+    toml.push_str(&format!(
+        r#"
+[llm.endpoints.j.openai]
+base_url = "{}/v1"
+timeout_ms = 300
+retry = {{ max_retries = 1, initial_backoff_ms = 10 }}
+[[llm.models]]
+name = "judge"
+provider = "j"
+input_per_mtok = 300.0
+output_per_mtok = 300.0
+quality = 0.4
+expected_latency_ms = 900
+[[validators]]
+kind = "judge"
+agents = ["hello"]
+model = "judge"
+rubric = "The greeting must be friendly."
+"#,
+        judge.url()
+    ));
+    let host = host(&dir, &toml);
+    let report = host
+        .run_file(&example("hello"), "world", RunOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(report.status, Status::Completed, "{report:?}");
+    assert_eq!(
+        judge.request_count(),
+        2,
+        "the judge's call was retried once"
+    );
+    let events = events(&host, &report.run_id);
+    let attempts = of_kind(&events, "llm.attempt");
+    assert_eq!(attempts.len(), 1, "{attempts:?}");
+    let attempt = &attempts[0];
+    assert_eq!(
+        (attempt.task_id, attempt.model.as_deref()),
+        (1, Some("judge"))
+    );
+    assert_eq!(attempt.response["error_kind"], "timeout");
+    assert_eq!(attempt.response["tokens_estimated"], true);
+    assert!(
+        attempt.tokens_in > 0 && attempt.cost_usd > 0.0,
+        "{attempt:?}"
+    );
+    let judged = of_kind(&events, "validation.judge").remove(0);
+    assert!(judged.ok, "{:?}", judged.response);
+    let recorded: f64 = events.iter().map(|e| e.cost_usd).sum();
+    assert!((report.cost_usd - recorded).abs() < 1e-9);
+    assert!(report.cost_usd >= attempt.cost_usd + judged.cost_usd);
+}
+
 /// `agentflow run` of the scripted agent, killed after `crash_after` ledger events if set.
 fn run_cli(
     config: &std::path::Path,

@@ -8,11 +8,10 @@
 //! the real usage, and the reply is recorded before the guest sees it.
 //!
 //! Every attempt the provider made that failed (a 429, a 5xx, a timeout, a 2xx it
-//! could not use) is recorded as an `llm.attempt` event — status, error, the wait
-//! before the next try, the attempt's latency — which replay skips. A timed-out
-//! attempt may still have been billed: its prompt tokens are estimated, charged to
-//! the budget and recorded on its event with `tokens_estimated: true`. Health and the
-//! performance DB get the latency of the attempt that answered, not the retry waits.
+//! could not use) is recorded as an `llm.attempt` event, and a timed-out attempt's
+//! estimated prompt is charged to the budget (see [`crate::supervisor::attempts`]).
+//! Health and the performance DB get the latency of the attempt that answered, not
+//! the retry waits.
 
 use super::{Call, TaskCtx};
 use crate::bindings::llm::{
@@ -21,6 +20,7 @@ use crate::bindings::llm::{
 use crate::config::Price;
 use crate::providers::{self, ChatMessage, ChatRequest, FailedAttempt, ProviderError, ToolDef};
 use crate::scheduler::{self, SchedError, SchedRequest};
+use crate::supervisor::attempts::{ATTEMPT_KIND, AttemptCharge, attempt_records};
 use serde_json::json;
 use std::time::Instant;
 
@@ -148,26 +148,6 @@ fn replayed_result(rec: &crate::durability::replay::RecordedCall) -> Result<Resp
     })
 }
 
-/// What failed attempts cost: the estimated prompt tokens of the timed-out ones.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-struct AttemptCharge {
-    tokens: u64,
-    cost_usd: f64,
-}
-
-/// The estimated charge of one failed attempt. Only a timeout may have been billed
-/// (the provider got the prompt and may have processed it) without telling us its
-/// usage; any other failure was refused or never arrived.
-fn estimated_charge(attempt: &FailedAttempt, price: &Price, prompt_tokens: u64) -> AttemptCharge {
-    match attempt.error {
-        ProviderError::Timeout => AttemptCharge {
-            tokens: prompt_tokens,
-            cost_usd: price.cost(prompt_tokens, 0),
-        },
-        _ => AttemptCharge::default(),
-    }
-}
-
 /// The `llm.attempt` events of a provider call's failed attempts on `model`, and
 /// what they are charged in total.
 fn attempt_events(
@@ -177,35 +157,24 @@ fn attempt_events(
     prompt_tokens: u64,
     started_at: i64,
 ) -> (Vec<Call>, AttemptCharge) {
-    let mut total = AttemptCharge::default();
-    let calls = attempts
-        .iter()
-        .map(|attempt| {
-            let charge = estimated_charge(attempt, price, prompt_tokens);
-            total.tokens += charge.tokens;
-            total.cost_usd += charge.cost_usd;
-            let response = json!({
-                "status": attempt.status,
-                "error": attempt.error.to_string(),
-                "error_kind": error_json(&provider_error(&attempt.error))["error_kind"],
-                "wait_ms": attempt.wait_ms,
-                "latency_ms": attempt.latency_ms,
-                "tokens_estimated": charge.tokens > 0,
-            });
+    let (records, charged) = attempt_records(model, attempts, price, prompt_tokens);
+    let calls = records
+        .into_iter()
+        .map(|record| {
             let mut call = Call::plain(
-                "llm.attempt",
+                ATTEMPT_KIND,
                 false,
-                json!({ "model": model, "attempt": attempt.attempt }),
-                response,
+                record.request,
+                record.response,
                 started_at,
             );
             call.model = Some(model.to_string());
-            call.tokens_in = u32::try_from(charge.tokens).unwrap_or(u32::MAX);
-            call.cost_usd = charge.cost_usd;
+            call.tokens_in = record.tokens_in;
+            call.cost_usd = record.cost_usd;
             call
         })
         .collect();
-    (calls, total)
+    (calls, charged)
 }
 
 fn to_chat(req: &Request, model: String) -> ChatRequest {

@@ -165,6 +165,20 @@ impl Completion {
     }
 }
 
+impl ProviderError {
+    /// A short, stable name of the variant for the ledger (`rate-limited`, `timeout`, ...).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProviderError::RateLimited { .. } => "rate-limited",
+            ProviderError::Unavailable(_) => "provider-unavailable",
+            ProviderError::Timeout => "timeout",
+            ProviderError::InvalidRequest(_) => "invalid-request",
+            ProviderError::Auth(_) => "auth",
+            ProviderError::Malformed(_) => "malformed-response",
+        }
+    }
+}
+
 /// One LLM backend.
 #[async_trait::async_trait]
 pub trait LlmProvider: Send + Sync {
