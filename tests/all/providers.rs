@@ -714,6 +714,20 @@ async fn openai_garbage_and_empty_200s_are_retried_then_answered() {
 }
 
 #[tokio::test]
+async fn openai_refusal_is_an_answer_not_a_malformed_reply() {
+    let server = FakeServer::start(vec![FakeResponse::json(
+        200,
+        r#"{"choices":[{"message":{"role":"assistant","content":null,"refusal":"I can't help with that."},"finish_reason":"stop"}]}"#,
+    )])
+    .await;
+    let provider = openai(&server, fast_retry(2), 5_000);
+    let response = provider.complete(&request("m", "q")).await.unwrap();
+    assert_eq!(response.text, "I can't help with that.");
+    assert_eq!(response.finish_reason, FinishReason::ContentFilter);
+    assert_eq!(server.request_count(), 1, "not retried");
+}
+
+#[tokio::test]
 async fn every_failed_attempt_is_reported_with_status_wait_and_latency() {
     let server = FakeServer::start(vec![
         FakeResponse::json(429, "{}").with_header("retry-after-ms", "60"),

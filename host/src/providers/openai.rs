@@ -2,7 +2,7 @@
 //! endpoint (OpenAI itself, vLLM, Ollama, llama.cpp server, ...). It maps a
 //! [`ChatRequest`] to the wire format, sends it with bounded retries and parses the
 //! first choice into a [`ChatResponse`]; an answer without choices, or whose choice
-//! has neither content nor tool calls, is malformed (and retried).
+//! has neither content, a refusal nor tool calls, is malformed (and retried).
 //!
 //! It is not for streaming, multiple choices or the Responses API, and it does not
 //! choose models or compute cost. A missing API key is allowed (local servers need
@@ -162,6 +162,9 @@ struct WireChoice {
 struct WireMessage {
     #[serde(default)]
     content: Option<String>,
+    /// Set instead of `content` when the model refuses (structured outputs).
+    #[serde(default)]
+    refusal: Option<String>,
     #[serde(default)]
     tool_calls: Option<Vec<WireToolCall>>,
 }
@@ -199,13 +202,18 @@ fn parse_response(request: &ChatRequest, body: &str) -> Result<ChatResponse, Pro
         .next()
         .ok_or_else(|| ProviderError::Malformed("no choices in the response".to_string()))?;
     let no_tool_calls = choice.message.tool_calls.as_ref().is_none_or(Vec::is_empty);
-    if choice.message.content.is_none() && no_tool_calls {
+    let refused = choice.message.content.is_none() && choice.message.refusal.is_some();
+    if choice.message.content.is_none() && !refused && no_tool_calls {
         return Err(ProviderError::Malformed(format!(
             "the choice has neither content nor tool calls (body: {})",
             body_excerpt(body)
         )));
     }
-    let text = choice.message.content.unwrap_or_default();
+    let text = choice
+        .message
+        .content
+        .or(choice.message.refusal)
+        .unwrap_or_default();
     let tool_calls: Vec<ToolCall> = choice
         .message
         .tool_calls
@@ -223,6 +231,7 @@ fn parse_response(request: &ChatRequest, body: &str) -> Result<ChatResponse, Pro
         })
         .collect();
     let finish_reason = match choice.finish_reason.as_deref() {
+        _ if refused => FinishReason::ContentFilter,
         Some("stop") => FinishReason::Stop,
         Some("length") => FinishReason::Length,
         Some("tool_calls" | "function_call") => FinishReason::ToolCalls,
