@@ -12,6 +12,7 @@ mod integrity;
 mod ledger;
 mod limits;
 mod merge;
+mod provider_failures;
 mod providers;
 mod scheduler;
 mod tools;

@@ -1,6 +1,8 @@
 //! End-to-end tests of the LLM providers: `openai` and `anthropic` against a scripted
-//! local HTTP server (success, retries, typed errors, tool calls, key redaction) and
-//! the deterministic `mock` provider (rules, built-ins, truncation, latency).
+//! local HTTP server (success, retries and the server's waits on 429/5xx/529, garbage
+//! 2xx answers, the report of failed attempts, typed errors, tool calls, key
+//! redaction) and the deterministic `mock` provider (rules, built-ins, truncation,
+//! latency).
 //!
 //! They never reach a real API and need no API key.
 
@@ -9,10 +11,10 @@ use agentflow::providers::anthropic::{AnthropicConfig, AnthropicProvider};
 use agentflow::providers::mock::{MockConfig, MockProvider, MockRule};
 use agentflow::providers::openai::{OpenAiConfig, OpenAiProvider};
 use agentflow::providers::{
-    ChatMessage, ChatRequest, FinishReason, LlmProvider, ProviderError, RetryPolicy, Role,
-    ToolCall, ToolDef,
+    ChatMessage, ChatRequest, FailedAttempt, FinishReason, LlmProvider, ProviderError, RetryPolicy,
+    Role, ToolCall, ToolDef,
 };
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// An environment variable no test sets, so configs never pick up a real key.
 const UNSET_ENV: &str = "AGENTFLOW_TEST_UNSET_API_KEY";
@@ -202,7 +204,11 @@ async fn openai_malformed_body_is_typed() {
     let provider = openai(&server, fast_retry(2), 5_000);
     let err = provider.complete(&request("m", "q")).await.unwrap_err();
     assert!(matches!(err, ProviderError::Malformed(_)), "{err:?}");
-    assert_eq!(server.request_count(), 1, "a malformed 2xx is not retried");
+    assert_eq!(
+        server.request_count(),
+        3,
+        "a malformed 2xx is retried like a transport error, within max_retries"
+    );
 
     let server = FakeServer::start(vec![FakeResponse::json(200, r#"{"choices":[]}"#)]).await;
     let provider = openai(&server, fast_retry(0), 5_000);
@@ -430,7 +436,12 @@ async fn anthropic_malformed_body_is_typed() {
     let provider = anthropic(&server, fast_retry(2), 5_000);
     let err = provider.complete(&request("m", "q")).await.unwrap_err();
     assert!(matches!(err, ProviderError::Malformed(_)), "{err:?}");
-    assert_eq!(server.request_count(), 1);
+    assert_eq!(server.request_count(), 3, "retried within max_retries");
+
+    let server = FakeServer::start(vec![FakeResponse::json(200, r#"{"content": []}"#)]).await;
+    let provider = anthropic(&server, fast_retry(0), 5_000);
+    let err = provider.complete(&request("m", "q")).await.unwrap_err();
+    assert!(matches!(err, ProviderError::Malformed(_)), "{err:?}");
 }
 
 #[tokio::test]
@@ -536,6 +547,231 @@ fn configs_deserialize_with_defaults() {
     assert_eq!(anthropic.version, "2023-06-01");
     assert_eq!(anthropic.default_max_tokens, 1024);
     assert_eq!(anthropic.retry.max_retry_after_ms, 30_000);
+}
+
+// ---------------------------------------------------------------- failures as real providers send them
+
+/// `t` seconds after the Unix epoch as an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`).
+fn http_date(t: u64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let (days, secs) = (t / 86_400, t % 86_400);
+    // Civil from days (Howard Hinnant).
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    format!(
+        "{}, {day:02} {} {year} {:02}:{:02}:{:02} GMT",
+        DAYS[(days % 7) as usize],
+        MONTHS[(month - 1) as usize],
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+#[test]
+fn http_date_formats_like_the_rfc_example() {
+    assert_eq!(http_date(784_111_777), "Sun, 06 Nov 1994 08:49:37 GMT");
+}
+
+/// Time `provider` takes to get through the script, and the reply.
+async fn timed(provider: &dyn LlmProvider) -> (Duration, agentflow::providers::Completion) {
+    let started = Instant::now();
+    let completion = provider.complete_traced(&request("m", "q")).await;
+    (started.elapsed(), completion)
+}
+
+#[tokio::test]
+async fn openai_503_honours_retry_after_seconds() {
+    let server = FakeServer::start(vec![
+        FakeResponse::json(503, r#"{"error":"overloaded"}"#).with_header("retry-after", "1"),
+        openai_ok("done"),
+    ])
+    .await;
+    let provider = openai(&server, fast_retry(3), 5_000);
+    let (elapsed, completion) = timed(&provider).await;
+    assert_eq!(completion.result.unwrap().text, "done");
+    assert!(
+        elapsed >= Duration::from_millis(950),
+        "waited only {elapsed:?}"
+    );
+    assert_eq!(completion.failed_attempts[0].wait_ms, Some(1000));
+}
+
+#[tokio::test]
+async fn openai_503_honours_retry_after_as_an_http_date() {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let server = FakeServer::start(vec![
+        FakeResponse::json(503, "{}").with_header("retry-after", http_date(now + 2)),
+        openai_ok("done"),
+    ])
+    .await;
+    let provider = openai(&server, fast_retry(3), 5_000);
+    let (elapsed, completion) = timed(&provider).await;
+    assert_eq!(completion.result.unwrap().text, "done");
+    // Whole seconds: 2 s from `now`, read within the same or the next second.
+    assert!(
+        elapsed >= Duration::from_millis(950),
+        "waited only {elapsed:?}"
+    );
+    assert!(elapsed < Duration::from_millis(3_500), "waited {elapsed:?}");
+}
+
+#[tokio::test]
+async fn anthropic_529_honours_retry_after_ms() {
+    let server = FakeServer::start(vec![
+        FakeResponse::json(
+            529,
+            r#"{"type":"error","error":{"type":"overloaded_error"}}"#,
+        )
+        .with_header("retry-after-ms", "450.5"),
+        anthropic_ok("done"),
+    ])
+    .await;
+    let provider = anthropic(&server, fast_retry(3), 5_000);
+    let (elapsed, completion) = timed(&provider).await;
+    assert_eq!(completion.result.unwrap().text, "done");
+    assert!(
+        elapsed >= Duration::from_millis(440),
+        "waited only {elapsed:?}"
+    );
+    let first = &completion.failed_attempts[0];
+    assert_eq!((first.status, first.wait_ms), (Some(529), Some(451)));
+}
+
+#[tokio::test]
+async fn openai_429_prefers_retry_after_ms_for_sub_second_waits() {
+    let server = FakeServer::start(vec![
+        FakeResponse::json(429, "{}")
+            .with_header("retry-after", "3")
+            .with_header("retry-after-ms", "250"),
+        openai_ok("done"),
+    ])
+    .await;
+    let provider = openai(&server, fast_retry(3), 5_000);
+    let (elapsed, completion) = timed(&provider).await;
+    assert_eq!(completion.result.unwrap().text, "done");
+    assert!(
+        elapsed >= Duration::from_millis(240) && elapsed < Duration::from_millis(2_000),
+        "waited {elapsed:?}"
+    );
+}
+
+#[tokio::test]
+async fn server_waits_on_5xx_are_capped_by_the_policy() {
+    let server = FakeServer::start(vec![
+        FakeResponse::json(503, "{}").with_header("retry-after", "3600"),
+        openai_ok("done"),
+    ])
+    .await;
+    let retry = RetryPolicy {
+        max_retry_after_ms: 200,
+        ..fast_retry(3)
+    };
+    let provider = openai(&server, retry, 5_000);
+    let (elapsed, completion) = timed(&provider).await;
+    assert_eq!(completion.result.unwrap().text, "done");
+    assert!(
+        elapsed >= Duration::from_millis(190) && elapsed < Duration::from_millis(2_000),
+        "waited {elapsed:?}"
+    );
+    assert_eq!(completion.failed_attempts[0].wait_ms, Some(200));
+}
+
+#[tokio::test]
+async fn openai_garbage_and_empty_200s_are_retried_then_answered() {
+    let server = FakeServer::start(vec![
+        FakeResponse::text(200, "<html>upstream hiccup</html>"),
+        FakeResponse::json(200, r#"{"choices":[]}"#),
+        FakeResponse::json(200, r#"{"choices":[{"message":{"role":"assistant"}}]}"#),
+        openai_ok("finally"),
+    ])
+    .await;
+    let provider = openai(&server, fast_retry(3), 5_000);
+    let (_, completion) = timed(&provider).await;
+    assert_eq!(completion.result.unwrap().text, "finally");
+    assert_eq!(server.request_count(), 4);
+    let attempts = &completion.failed_attempts;
+    assert_eq!(attempts.len(), 3);
+    for (i, a) in attempts.iter().enumerate() {
+        assert_eq!(a.attempt, i as u32 + 1);
+        assert_eq!(a.status, Some(200));
+        assert!(matches!(a.error, ProviderError::Malformed(_)), "{a:?}");
+        assert!(a.wait_ms.is_some());
+    }
+}
+
+#[tokio::test]
+async fn openai_refusal_is_an_answer_not_a_malformed_reply() {
+    let server = FakeServer::start(vec![FakeResponse::json(
+        200,
+        r#"{"choices":[{"message":{"role":"assistant","content":null,"refusal":"I can't help with that."},"finish_reason":"stop"}]}"#,
+    )])
+    .await;
+    let provider = openai(&server, fast_retry(2), 5_000);
+    let response = provider.complete(&request("m", "q")).await.unwrap();
+    assert_eq!(response.text, "I can't help with that.");
+    assert_eq!(response.finish_reason, FinishReason::ContentFilter);
+    assert_eq!(server.request_count(), 1, "not retried");
+}
+
+#[tokio::test]
+async fn every_failed_attempt_is_reported_with_status_wait_and_latency() {
+    let server = FakeServer::start(vec![
+        FakeResponse::json(429, "{}").with_header("retry-after-ms", "60"),
+        FakeResponse::json(502, "bad gateway").with_delay(40),
+        openai_ok("late").with_delay(1_000),
+    ])
+    .await;
+    let provider = openai(&server, fast_retry(2), 300);
+    let (_, completion) = timed(&provider).await;
+    assert_eq!(completion.result.unwrap_err(), ProviderError::Timeout);
+    let attempts: Vec<&FailedAttempt> = completion.failed_attempts.iter().collect();
+    assert_eq!(attempts.len(), 3, "{attempts:?}");
+    assert_eq!(
+        (attempts[0].status, attempts[0].wait_ms),
+        (Some(429), Some(60))
+    );
+    assert_eq!(attempts[1].status, Some(502));
+    assert_eq!(attempts[1].wait_ms, Some(20), "backoff doubles: 10, 20");
+    assert!(attempts[1].latency_ms >= 40, "{:?}", attempts[1]);
+    assert_eq!(attempts[2].status, None);
+    assert_eq!(attempts[2].error, ProviderError::Timeout);
+    assert_eq!(
+        attempts[2].wait_ms, None,
+        "the last attempt waits for nothing"
+    );
+    assert!(attempts[2].latency_ms >= 290, "{:?}", attempts[2]);
+}
+
+#[tokio::test]
+async fn the_final_attempt_latency_excludes_earlier_waits() {
+    let server = FakeServer::start(vec![
+        FakeResponse::json(429, "{}").with_header("retry-after-ms", "1000"),
+        openai_ok("fast"),
+    ])
+    .await;
+    let provider = openai(&server, fast_retry(1), 5_000);
+    let (elapsed, completion) = timed(&provider).await;
+    assert!(completion.result.is_ok());
+    assert!(elapsed >= Duration::from_millis(1000), "{elapsed:?}");
+    assert!(
+        completion.final_attempt_latency < Duration::from_millis(800),
+        "{:?}",
+        completion.final_attempt_latency
+    );
 }
 
 // ---------------------------------------------------------------- mock

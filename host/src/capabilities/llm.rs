@@ -6,13 +6,21 @@
 //! worst-case cost, the decision is recorded in the ledger (candidates, scores,
 //! reservation, reason), the provider is called, quota/budget/health are settled with
 //! the real usage, and the reply is recorded before the guest sees it.
+//!
+//! Every attempt the provider made that failed (a 429, a 5xx, a timeout, a 2xx it
+//! could not use) is recorded as an `llm.attempt` event, and a timed-out attempt's
+//! estimated prompt is charged to the budget (see [`crate::supervisor::attempts`]).
+//! Health and the performance DB get the latency of the attempt that answered, not
+//! the retry waits.
 
 use super::{Call, TaskCtx};
 use crate::bindings::llm::{
     FinishReason, Host, LlmError, Message, Priority, Request, Response, Role, ToolCall, Usage,
 };
-use crate::providers::{self, ChatMessage, ChatRequest, ProviderError, ToolDef};
+use crate::config::Price;
+use crate::providers::{self, ChatMessage, ChatRequest, FailedAttempt, ProviderError, ToolDef};
 use crate::scheduler::{self, SchedError, SchedRequest};
+use crate::supervisor::attempts::{ATTEMPT_KIND, AttemptCharge, attempt_records};
 use serde_json::json;
 use std::time::Instant;
 
@@ -138,6 +146,35 @@ fn replayed_result(rec: &crate::durability::replay::RecordedCall) -> Result<Resp
         },
         finish_reason: finish(reply.finish_reason),
     })
+}
+
+/// The `llm.attempt` events of a provider call's failed attempts on `model`, and
+/// what they are charged in total.
+fn attempt_events(
+    model: &str,
+    attempts: &[FailedAttempt],
+    price: &Price,
+    prompt_tokens: u64,
+    started_at: i64,
+) -> (Vec<Call>, AttemptCharge) {
+    let (records, charged) = attempt_records(model, attempts, price, prompt_tokens);
+    let calls = records
+        .into_iter()
+        .map(|record| {
+            let mut call = Call::plain(
+                ATTEMPT_KIND,
+                false,
+                record.request,
+                record.response,
+                started_at,
+            );
+            call.model = Some(model.to_string());
+            call.tokens_in = record.tokens_in;
+            call.cost_usd = record.cost_usd;
+            call
+        })
+        .collect();
+    (calls, charged)
 }
 
 fn to_chat(req: &Request, model: String) -> ChatRequest {
@@ -318,14 +355,23 @@ impl Host for TaskCtx {
             };
             let provider = scheduler.provider(&spec);
             let sent = Instant::now();
-            match provider.complete(&chat).await {
+            let completion = provider.complete_traced(&chat).await;
+            let duration = sent.elapsed();
+            let (attempt_calls, charged) = attempt_events(
+                &grant.model,
+                &completion.failed_attempts,
+                &price,
+                sreq.estimated_input_tokens,
+                started_at,
+            );
+            match completion.result {
                 Ok(reply) => {
-                    let latency = sent.elapsed();
+                    let latency = completion.final_attempt_latency;
                     let cost = price.cost(reply.input_tokens as u64, reply.output_tokens as u64);
                     self.run.budget.settle(
                         reservation,
-                        cost,
-                        (reply.input_tokens + reply.output_tokens) as u64,
+                        cost + charged.cost_usd,
+                        (reply.input_tokens + reply.output_tokens) as u64 + charged.tokens,
                     );
                     let change = scheduler.succeeded(
                         &grant,
@@ -334,6 +380,9 @@ impl Host for TaskCtx {
                         latency,
                         cost,
                     );
+                    for call in attempt_calls {
+                        self.record(call).await?;
+                    }
                     if let Some(change) = &change {
                         self.record(Call::plain(
                             "llm.model_version_changed",
@@ -366,6 +415,7 @@ impl Host for TaskCtx {
                     let mut response_json = serde_json::to_value(&reply)?;
                     response_json["cost_usd"] = json!(cost);
                     response_json["latency_ms"] = json!(latency.as_millis() as u64);
+                    response_json["duration_ms"] = json!(duration.as_millis() as u64);
                     if !failures.is_empty() {
                         response_json["failed_attempts"] = json!(failures);
                     }
@@ -385,9 +435,23 @@ impl Host for TaskCtx {
                     return Ok(Ok(response));
                 }
                 Err(err) => {
-                    self.run.budget.settle(reservation, 0.0, 0);
-                    scheduler.failed(&grant, sreq.task_type.as_deref(), &err, sent.elapsed());
-                    failures.push(json!({ "model": grant.model, "error": err.to_string() }));
+                    self.run
+                        .budget
+                        .settle(reservation, charged.cost_usd, charged.tokens);
+                    scheduler.failed(
+                        &grant,
+                        sreq.task_type.as_deref(),
+                        &err,
+                        completion.final_attempt_latency,
+                    );
+                    for call in attempt_calls {
+                        self.record(call).await?;
+                    }
+                    failures.push(json!({
+                        "model": grant.model,
+                        "error": err.to_string(),
+                        "attempts": completion.failed_attempts.len(),
+                    }));
                     let retry = worth_a_fallback(&err);
                     last_error = Some(provider_error(&err));
                     if !retry {

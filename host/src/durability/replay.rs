@@ -21,6 +21,7 @@ use std::collections::VecDeque;
 pub const AUXILIARY: &[&str] = &[
     "wasi.nondet",
     "llm.decision",
+    "llm.attempt",
     "llm.model_version_changed",
     "task.stdio",
     "task.usage",

@@ -132,6 +132,9 @@ pub fn load(conn: &Connection, run: &str) -> Result<Option<RunView>, LedgerError
                             .unwrap_or("")
                     ));
                 }
+                if e.kind == "llm.attempt" {
+                    decisions.push(attempt_line(e));
+                }
                 if e.kind == "merge.decided" || e.kind == "merge.resolved" {
                     decisions.push(merge_line(e));
                 }
@@ -158,6 +161,35 @@ pub fn load(conn: &Connection, run: &str) -> Result<Option<RunView>, LedgerError
         })
         .collect();
     Ok(Some(RunView { run, tasks }))
+}
+
+/// One line for a failed LLM attempt, e.g. `↻ llm attempt 1 on m: 429 rate limited
+/// … after 12 ms, waited 1.0s`; a timed-out attempt adds its estimated charge.
+fn attempt_line(e: &EventRow) -> String {
+    let r = &e.response;
+    let status = r["status"]
+        .as_u64()
+        .map(|s| format!("{s} "))
+        .unwrap_or_default();
+    let next = match r["wait_ms"].as_u64() {
+        Some(ms) => format!("waited {:.1}s", ms as f64 / 1000.0),
+        None => "gave up".to_string(),
+    };
+    let estimate = if r["tokens_estimated"] == true {
+        format!(
+            "; ~{} prompt tokens estimated, ${:.6} charged",
+            e.tokens_in, e.cost_usd
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "↻ llm attempt {} on {}: {status}{} after {} ms, {next}{estimate}",
+        e.request["attempt"].as_u64().unwrap_or(0),
+        e.model.as_deref().unwrap_or("?"),
+        clip(r["error"].as_str().unwrap_or("?"), 80),
+        r["latency_ms"].as_u64().unwrap_or(0),
+    )
 }
 
 /// One line for a merge decision or a human's resolution.

@@ -1,7 +1,8 @@
 //! The `anthropic` provider: Anthropic's Messages API (`POST {base_url}/v1/messages`).
 //! It maps a [`ChatRequest`] to the wire format (system messages to the top-level
 //! `system`, tool results to `tool_result` blocks), sends it with bounded retries and
-//! parses the content blocks into a [`ChatResponse`].
+//! parses the content blocks into a [`ChatResponse`]; an answer with no content
+//! blocks and no stop reason is malformed (and retried).
 //!
 //! It is not for streaming, images, prompt caching or extended thinking, and it does
 //! not choose models or compute cost. It refuses to start without an API key.
@@ -9,8 +10,8 @@
 use super::openai::parse_schema;
 use super::retry::{body_excerpt, http_client, resolve_api_key, send_with_retry};
 use super::{
-    ChatRequest, ChatResponse, FinishReason, LlmProvider, ProviderError, RetryPolicy, Role,
-    ToolCall, estimate_tokens,
+    ChatRequest, ChatResponse, Completion, FinishReason, LlmProvider, ProviderError, RetryPolicy,
+    Role, ToolCall, estimate_tokens,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -220,6 +221,12 @@ struct WireUsage {
 fn parse_response(request: &ChatRequest, body: &str) -> Result<ChatResponse, ProviderError> {
     let wire: WireResponse = serde_json::from_str(body)
         .map_err(|e| ProviderError::Malformed(format!("{e} (body: {})", body_excerpt(body))))?;
+    if wire.content.is_empty() && wire.stop_reason.is_none() {
+        return Err(ProviderError::Malformed(format!(
+            "no content blocks and no stop reason (body: {})",
+            body_excerpt(body)
+        )));
+    }
     let mut text = String::new();
     let mut tool_calls = Vec::new();
     for block in wire.content {
@@ -280,16 +287,24 @@ impl LlmProvider for AnthropicProvider {
         "anthropic"
     }
 
-    async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
-        let body = self.request_body(request)?;
-        let text = send_with_retry(&self.retry, self.name(), || {
-            self.client
-                .post(&self.url)
-                .header("x-api-key", self.api_key.clone())
-                .header("anthropic-version", &self.version)
-                .json(&body)
-        })
-        .await?;
-        parse_response(request, &text)
+    async fn complete_traced(&self, request: &ChatRequest) -> Completion {
+        let sent = std::time::Instant::now();
+        let body = match self.request_body(request) {
+            Ok(body) => body,
+            Err(error) => return Completion::single(Err(error), sent),
+        };
+        send_with_retry(
+            &self.retry,
+            self.name(),
+            || {
+                self.client
+                    .post(&self.url)
+                    .header("x-api-key", self.api_key.clone())
+                    .header("anthropic-version", &self.version)
+                    .json(&body)
+            },
+            |text| parse_response(request, text),
+        )
+        .await
     }
 }

@@ -7,14 +7,14 @@
 //! its answers, and it knows nothing about prices (cost is computed by the caller).
 
 use super::{
-    ChatRequest, ChatResponse, FinishReason, LlmProvider, ProviderError, Role, ToolCall,
+    ChatRequest, ChatResponse, Completion, FinishReason, LlmProvider, Role, ToolCall,
     estimate_tokens,
 };
 use anyhow::Context as _;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// `[llm.mock]` settings.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -267,7 +267,8 @@ impl LlmProvider for MockProvider {
         "mock"
     }
 
-    async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
+    async fn complete_traced(&self, request: &ChatRequest) -> Completion {
+        let sent = Instant::now();
         if !self.latency.is_zero() {
             tokio::time::sleep(self.latency).await;
         }
@@ -293,14 +294,15 @@ impl LlmProvider for MockProvider {
             output_tokens = limit;
             finish_reason = FinishReason::Length;
         }
-        Ok(ChatResponse {
+        let reply = ChatResponse {
             text,
             tool_calls,
             model: request.model.clone(),
             input_tokens,
             output_tokens,
             finish_reason,
-        })
+        };
+        Completion::single(Ok(reply), sent)
     }
 }
 

@@ -4,8 +4,10 @@
 //!
 //! This module knows nothing about wasmtime, the ledger or budgets: it turns a
 //! [`ChatRequest`] into a [`ChatResponse`] or a typed [`ProviderError`], with bounded
-//! retries for 429 (honouring `retry-after`), 5xx and timeouts. Choosing the model,
-//! reserving budget and recording the call is the `llm` capability's job.
+//! retries for 429, 5xx (honouring `retry-after` / `retry-after-ms`), timeouts and
+//! 2xx answers it cannot understand, and reports every failed attempt in a
+//! [`Completion`]. Choosing the model, reserving budget and recording the call (and
+//! its failed attempts) is the `llm` capability's job.
 
 pub mod anthropic;
 pub mod mock;
@@ -14,6 +16,7 @@ mod retry;
 
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 pub use retry::RetryPolicy;
 
@@ -116,13 +119,78 @@ pub enum ProviderError {
     Malformed(String),
 }
 
+/// One attempt of a provider call that failed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FailedAttempt {
+    /// 1 for the first request of the call, 2 for the first retry, ...
+    pub attempt: u32,
+    /// The HTTP status, when the server answered at all.
+    pub status: Option<u16>,
+    pub error: ProviderError,
+    /// How long the provider waited before the next attempt; `None` when it gave up.
+    pub wait_ms: Option<u64>,
+    /// How long this attempt itself took (sending, waiting for and reading the answer).
+    pub latency_ms: u64,
+}
+
+/// What one provider call did: its result, the attempts that failed on the way
+/// (the last one is the error when the call failed), and how long the attempt that
+/// produced the result took, without the failed attempts and waits before it.
+#[derive(Clone, Debug)]
+pub struct Completion {
+    pub result: Result<ChatResponse, ProviderError>,
+    pub failed_attempts: Vec<FailedAttempt>,
+    pub final_attempt_latency: Duration,
+}
+
+impl Completion {
+    /// A call made of one attempt that started at `sent`.
+    pub fn single(result: Result<ChatResponse, ProviderError>, sent: Instant) -> Completion {
+        let latency = sent.elapsed();
+        let failed_attempts = match &result {
+            Ok(_) => Vec::new(),
+            Err(error) => vec![FailedAttempt {
+                attempt: 1,
+                status: None,
+                error: error.clone(),
+                wait_ms: None,
+                latency_ms: latency.as_millis() as u64,
+            }],
+        };
+        Completion {
+            result,
+            failed_attempts,
+            final_attempt_latency: latency,
+        }
+    }
+}
+
+impl ProviderError {
+    /// A short, stable name of the variant for the ledger (`rate-limited`, `timeout`, ...).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProviderError::RateLimited { .. } => "rate-limited",
+            ProviderError::Unavailable(_) => "provider-unavailable",
+            ProviderError::Timeout => "timeout",
+            ProviderError::InvalidRequest(_) => "invalid-request",
+            ProviderError::Auth(_) => "auth",
+            ProviderError::Malformed(_) => "malformed-response",
+        }
+    }
+}
+
 /// One LLM backend.
 #[async_trait::async_trait]
 pub trait LlmProvider: Send + Sync {
     /// Short name used in config and in the ledger (`mock`, `openai`, `anthropic`).
     fn name(&self) -> &str;
+    /// Send one request, retrying transient failures within the provider's policy,
+    /// and report every attempt that failed.
+    async fn complete_traced(&self, request: &ChatRequest) -> Completion;
     /// Send one request, retrying transient failures within the provider's policy.
-    async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError>;
+    async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
+        self.complete_traced(request).await.result
+    }
 }
 
 /// Provider selection and settings, as found under `[llm]` in the host config.

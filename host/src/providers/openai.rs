@@ -1,7 +1,8 @@
 //! The `openai` provider: any OpenAI-compatible `POST {base_url}/chat/completions`
 //! endpoint (OpenAI itself, vLLM, Ollama, llama.cpp server, ...). It maps a
 //! [`ChatRequest`] to the wire format, sends it with bounded retries and parses the
-//! first choice into a [`ChatResponse`].
+//! first choice into a [`ChatResponse`]; an answer without choices, or whose choice
+//! has neither content, a refusal nor tool calls, is malformed (and retried).
 //!
 //! It is not for streaming, multiple choices or the Responses API, and it does not
 //! choose models or compute cost. A missing API key is allowed (local servers need
@@ -9,8 +10,8 @@
 
 use super::retry::{body_excerpt, http_client, resolve_api_key, send_with_retry};
 use super::{
-    ChatRequest, ChatResponse, FinishReason, LlmProvider, ProviderError, RetryPolicy, Role,
-    ToolCall, estimate_tokens,
+    ChatRequest, ChatResponse, Completion, FinishReason, LlmProvider, ProviderError, RetryPolicy,
+    Role, ToolCall, estimate_tokens,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -161,6 +162,9 @@ struct WireChoice {
 struct WireMessage {
     #[serde(default)]
     content: Option<String>,
+    /// Set instead of `content` when the model refuses (structured outputs).
+    #[serde(default)]
+    refusal: Option<String>,
     #[serde(default)]
     tool_calls: Option<Vec<WireToolCall>>,
 }
@@ -197,7 +201,19 @@ fn parse_response(request: &ChatRequest, body: &str) -> Result<ChatResponse, Pro
         .into_iter()
         .next()
         .ok_or_else(|| ProviderError::Malformed("no choices in the response".to_string()))?;
-    let text = choice.message.content.unwrap_or_default();
+    let no_tool_calls = choice.message.tool_calls.as_ref().is_none_or(Vec::is_empty);
+    let refused = choice.message.content.is_none() && choice.message.refusal.is_some();
+    if choice.message.content.is_none() && !refused && no_tool_calls {
+        return Err(ProviderError::Malformed(format!(
+            "the choice has neither content nor tool calls (body: {})",
+            body_excerpt(body)
+        )));
+    }
+    let text = choice
+        .message
+        .content
+        .or(choice.message.refusal)
+        .unwrap_or_default();
     let tool_calls: Vec<ToolCall> = choice
         .message
         .tool_calls
@@ -215,6 +231,7 @@ fn parse_response(request: &ChatRequest, body: &str) -> Result<ChatResponse, Pro
         })
         .collect();
     let finish_reason = match choice.finish_reason.as_deref() {
+        _ if refused => FinishReason::ContentFilter,
         Some("stop") => FinishReason::Stop,
         Some("length") => FinishReason::Length,
         Some("tool_calls" | "function_call") => FinishReason::ToolCalls,
@@ -255,16 +272,24 @@ impl LlmProvider for OpenAiProvider {
         "openai"
     }
 
-    async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
-        let body = request_body(request)?;
-        let text = send_with_retry(&self.retry, self.name(), || {
-            let builder = self.client.post(&self.url).json(&body);
-            match &self.api_key {
-                Some(key) => builder.bearer_auth(key),
-                None => builder,
-            }
-        })
-        .await?;
-        parse_response(request, &text)
+    async fn complete_traced(&self, request: &ChatRequest) -> Completion {
+        let sent = std::time::Instant::now();
+        let body = match request_body(request) {
+            Ok(body) => body,
+            Err(error) => return Completion::single(Err(error), sent),
+        };
+        send_with_retry(
+            &self.retry,
+            self.name(),
+            || {
+                let builder = self.client.post(&self.url).json(&body);
+                match &self.api_key {
+                    Some(key) => builder.bearer_auth(key),
+                    None => builder,
+                }
+            },
+            |text| parse_response(request, text),
+        )
+        .await
     }
 }

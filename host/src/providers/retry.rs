@@ -1,14 +1,16 @@
 //! Bounded retries for the HTTP providers: one helper that sends a request built by
-//! a closure, waits and retries on 429 (honouring `retry-after`), 5xx, connection
-//! failures and timeouts, and maps what is left to a typed [`ProviderError`].
+//! a closure, waits and retries on 429 and 5xx (honouring `retry-after-ms` and
+//! `retry-after`, capped by the policy), connection failures, timeouts and 2xx
+//! answers the provider's parser rejects, maps what is left to a typed
+//! [`ProviderError`], and reports every failed attempt.
 //!
 //! This module is not for request or response shapes (each provider owns its wire
-//! format), nor for budgets or ledgers; it only returns the body of a 2xx answer.
-//! It never logs request headers, so API keys cannot leak through its logs.
+//! format and hands in its parser), nor for budgets or ledgers. It never logs
+//! request headers, so API keys cannot leak through its logs.
 
-use super::ProviderError;
+use super::{ChatResponse, Completion, FailedAttempt, ProviderError};
 use serde::Deserialize;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How hard a provider tries before giving up on a transient failure.
 #[derive(Clone, Debug, Deserialize)]
@@ -20,7 +22,8 @@ pub struct RetryPolicy {
     pub initial_backoff_ms: u64,
     /// Upper bound of the exponential backoff.
     pub max_backoff_ms: u64,
-    /// Upper bound on how long a `retry-after` header can make us wait.
+    /// Upper bound on how long a `retry-after` or `retry-after-ms` header can make us
+    /// wait.
     pub max_retry_after_ms: u64,
 }
 
@@ -79,56 +82,68 @@ pub(crate) fn body_excerpt(body: &str) -> String {
     }
 }
 
-/// One failed attempt: the error to report if we stop here, whether trying again
-/// may help, and how long the server asked us to wait (already capped).
+/// One failed attempt: the error to report if we stop here, the HTTP status if the
+/// server answered, whether trying again may help, and how long the server asked us
+/// to wait (already capped).
 struct Failure {
     error: ProviderError,
+    status: Option<u16>,
     retryable: bool,
     wait_ms: Option<u64>,
 }
 
-/// Send the request built by `build` until it gets a 2xx answer or the policy
-/// gives up, and return the 2xx body text. `provider` only labels log lines.
+/// Send the request built by `build` until `parse` accepts a 2xx answer or the
+/// policy gives up. A 2xx body that `parse` rejects (unparseable, no choices, no
+/// content) is retried like a transport error. `provider` only labels log lines.
 ///
 /// The closure is called once per attempt, so it must build a fresh request each
 /// time (a `reqwest::RequestBuilder` cannot be reused).
-pub(crate) async fn send_with_retry<F>(
+pub(crate) async fn send_with_retry<B, P>(
     policy: &RetryPolicy,
     provider: &str,
-    build: F,
-) -> Result<String, ProviderError>
+    build: B,
+    parse: P,
+) -> Completion
 where
-    F: Fn() -> reqwest::RequestBuilder,
+    B: Fn() -> reqwest::RequestBuilder,
+    P: Fn(&str) -> Result<ChatResponse, ProviderError>,
 {
+    let mut failed_attempts = Vec::new();
     let mut attempt: u32 = 0;
     loop {
-        let failure = match build().send().await {
-            Ok(response) => {
-                let status = response.status();
-                if status.is_success() {
-                    match response.text().await {
-                        Ok(text) => return Ok(text),
-                        Err(err) => transport_failure(&err),
-                    }
-                } else {
-                    let retry_after_ms = response
-                        .headers()
-                        .get(reqwest::header::RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(parse_retry_after_ms);
-                    let body = response.text().await.unwrap_or_default();
-                    status_failure(policy, attempt, status.as_u16(), retry_after_ms, &body)
-                }
+        let sent = Instant::now();
+        let outcome = attempt_once(policy, attempt, build(), &parse).await;
+        let latency = sent.elapsed();
+        let failure = match outcome {
+            Ok(reply) => {
+                return Completion {
+                    result: Ok(reply),
+                    failed_attempts,
+                    final_attempt_latency: latency,
+                };
             }
-            Err(err) => transport_failure(&err),
+            Err(failure) => failure,
         };
-
-        if !failure.retryable || attempt >= policy.max_retries {
-            return Err(failure.error);
-        }
-        let wait_ms = failure
-            .wait_ms
-            .unwrap_or_else(|| policy.backoff_ms(attempt));
+        let gives_up = !failure.retryable || attempt >= policy.max_retries;
+        let wait_ms = (!gives_up).then(|| {
+            failure
+                .wait_ms
+                .unwrap_or_else(|| policy.backoff_ms(attempt))
+        });
+        failed_attempts.push(FailedAttempt {
+            attempt: attempt + 1,
+            status: failure.status,
+            error: failure.error.clone(),
+            wait_ms,
+            latency_ms: latency.as_millis() as u64,
+        });
+        let Some(wait_ms) = wait_ms else {
+            return Completion {
+                result: Err(failure.error),
+                failed_attempts,
+                final_attempt_latency: latency,
+            };
+        };
         tracing::warn!(
             provider,
             attempt = attempt + 1,
@@ -142,68 +157,124 @@ where
     }
 }
 
-/// Classify a non-2xx HTTP answer.
+/// Send one request and parse its answer, or classify why that failed.
+async fn attempt_once<P>(
+    policy: &RetryPolicy,
+    attempt: u32,
+    request: reqwest::RequestBuilder,
+    parse: &P,
+) -> Result<ChatResponse, Failure>
+where
+    P: Fn(&str) -> Result<ChatResponse, ProviderError>,
+{
+    let response = request.send().await.map_err(|e| transport_failure(&e))?;
+    let status = response.status().as_u16();
+    if !response.status().is_success() {
+        let server_wait_ms = server_wait_ms(response.headers());
+        let body = response.text().await.unwrap_or_default();
+        return Err(status_failure(
+            policy,
+            attempt,
+            status,
+            server_wait_ms,
+            &body,
+        ));
+    }
+    let body = response.text().await.map_err(|e| transport_failure(&e))?;
+    parse(&body).map_err(|error| Failure {
+        // A 2xx nobody can use: the next attempt may well be fine.
+        retryable: matches!(error, ProviderError::Malformed(_)),
+        error,
+        status: Some(status),
+        wait_ms: None,
+    })
+}
+
+/// How long the server asked us to wait: `retry-after-ms` (milliseconds, fractions
+/// allowed, as OpenAI sends it), else `retry-after` (seconds or an HTTP date).
+fn server_wait_ms(headers: &reqwest::header::HeaderMap) -> Option<u64> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    header("retry-after-ms")
+        .and_then(parse_retry_after_ms_header)
+        .or_else(|| header(reqwest::header::RETRY_AFTER.as_str()).and_then(parse_retry_after_ms))
+}
+
+/// Parse a `retry-after-ms` value: non-negative milliseconds, rounded up.
+fn parse_retry_after_ms_header(value: &str) -> Option<u64> {
+    let millis: f64 = value.trim().parse().ok()?;
+    (millis.is_finite() && millis >= 0.0).then(|| millis.ceil() as u64)
+}
+
+/// Classify a non-2xx HTTP answer. The server's wait (`server_wait_ms`) is honoured
+/// on 429 and on every 5xx (503, Anthropic's 529, ...), capped by the policy.
 fn status_failure(
     policy: &RetryPolicy,
     attempt: u32,
     status: u16,
-    retry_after_ms: Option<u64>,
+    server_wait_ms: Option<u64>,
     body: &str,
 ) -> Failure {
     let excerpt = body_excerpt(body);
+    let capped_wait = server_wait_ms.map(|ms| ms.min(policy.max_retry_after_ms));
+    let failure = |error, retryable, wait_ms| Failure {
+        error,
+        status: Some(status),
+        retryable,
+        wait_ms,
+    };
     match status {
-        429 => Failure {
-            error: ProviderError::RateLimited {
-                retry_after_ms: retry_after_ms.unwrap_or_else(|| policy.backoff_ms(attempt)),
+        429 => failure(
+            ProviderError::RateLimited {
+                retry_after_ms: server_wait_ms.unwrap_or_else(|| policy.backoff_ms(attempt)),
             },
-            retryable: true,
-            wait_ms: retry_after_ms.map(|ms| ms.min(policy.max_retry_after_ms)),
-        },
-        500..=599 => Failure {
-            error: ProviderError::Unavailable(format!("HTTP {status}: {excerpt}")),
-            retryable: true,
-            wait_ms: None,
-        },
-        401 | 403 => Failure {
-            error: ProviderError::Auth(format!("HTTP {status}: {excerpt}")),
-            retryable: false,
-            wait_ms: None,
-        },
-        400..=499 => Failure {
-            error: ProviderError::InvalidRequest(format!("HTTP {status}: {excerpt}")),
-            retryable: false,
-            wait_ms: None,
-        },
-        _ => Failure {
-            error: ProviderError::Unavailable(format!("unexpected HTTP {status}: {excerpt}")),
-            retryable: false,
-            wait_ms: None,
-        },
+            true,
+            capped_wait,
+        ),
+        500..=599 => failure(
+            ProviderError::Unavailable(format!("HTTP {status}: {excerpt}")),
+            true,
+            capped_wait,
+        ),
+        401 | 403 => failure(
+            ProviderError::Auth(format!("HTTP {status}: {excerpt}")),
+            false,
+            None,
+        ),
+        400..=499 => failure(
+            ProviderError::InvalidRequest(format!("HTTP {status}: {excerpt}")),
+            false,
+            None,
+        ),
+        _ => failure(
+            ProviderError::Unavailable(format!("unexpected HTTP {status}: {excerpt}")),
+            false,
+            None,
+        ),
     }
 }
 
 /// Classify a failure to send the request or to read the answer.
 fn transport_failure(err: &reqwest::Error) -> Failure {
-    if err.is_timeout() {
-        Failure {
-            error: ProviderError::Timeout,
-            retryable: true,
-            wait_ms: None,
-        }
+    let (error, retryable) = if err.is_timeout() {
+        (ProviderError::Timeout, true)
     } else if err.is_builder() {
-        Failure {
-            error: ProviderError::InvalidRequest(format!("could not build the request: {err}")),
-            retryable: false,
-            wait_ms: None,
-        }
+        (
+            ProviderError::InvalidRequest(format!("could not build the request: {err}")),
+            false,
+        )
     } else {
         // Connection refused/reset, a body cut short, a TLS failure: all transient
         // as far as we can tell, so worth another attempt.
-        Failure {
-            error: ProviderError::Unavailable(format!("connection failed: {}", error_chain(err))),
-            retryable: true,
-            wait_ms: None,
-        }
+        (
+            ProviderError::Unavailable(format!("connection failed: {}", error_chain(err))),
+            true,
+        )
+    };
+    Failure {
+        error,
+        status: None,
+        retryable,
+        wait_ms: None,
     }
 }
 
@@ -294,6 +365,38 @@ mod tests {
             Some(0)
         );
         assert_eq!(parse_retry_after_ms("soon"), None);
+        assert_eq!(parse_retry_after_ms_header("250"), Some(250));
+        assert_eq!(parse_retry_after_ms_header(" 12.2 "), Some(13));
+        assert_eq!(parse_retry_after_ms_header("-1"), None);
+    }
+
+    #[test]
+    fn retry_after_ms_wins_over_retry_after() {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert("retry-after", "2".parse().unwrap());
+        assert_eq!(server_wait_ms(&headers), Some(2000));
+        headers.insert("retry-after-ms", "150.5".parse().unwrap());
+        assert_eq!(server_wait_ms(&headers), Some(151));
+    }
+
+    #[test]
+    fn server_waits_count_on_5xx_and_are_capped() {
+        let policy = RetryPolicy::default();
+        let overloaded = status_failure(&policy, 0, 529, Some(700), "overloaded");
+        assert_eq!(
+            (overloaded.wait_ms, overloaded.retryable),
+            (Some(700), true)
+        );
+        let huge = status_failure(&policy, 0, 503, Some(3_600_000), "");
+        assert_eq!(huge.wait_ms, Some(policy.max_retry_after_ms));
+        let limited = status_failure(&policy, 0, 429, Some(3_600_000), "");
+        assert_eq!(limited.wait_ms, Some(policy.max_retry_after_ms));
+        assert_eq!(
+            limited.error,
+            ProviderError::RateLimited {
+                retry_after_ms: 3_600_000
+            }
+        );
     }
 
     #[test]

@@ -2,8 +2,12 @@
 //! rather than the guest: one prompt to one catalog model, the worst case reserved
 //! from the task's budget before the call and settled after it, and the call recorded
 //! as an event of the task (its own kind, skipped by replay) whatever the outcome.
+//! The provider's failed attempts are recorded before it as `llm.attempt` events of
+//! the task, and timed-out ones are charged their estimated prompt (see
+//! [`super::attempts`]).
 
 use super::RunContext;
+use super::attempts::{ATTEMPT_KIND, attempt_records};
 use crate::ledger::{EventRecord, now_ms};
 use crate::providers::{ChatMessage, ChatRequest, Role};
 use crate::scheduler::catalog::ModelSpec;
@@ -53,43 +57,67 @@ pub async fn call<T>(
         .reserve(c.task_id, price.cost(est_in, max_out), est_in + max_out)
         .map_err(|why| format!("no budget for the {}: {why}", c.task_type))?;
     let started_at = now_ms();
-    let (result, mut response, tokens, cost) =
-        match run.scheduler.provider(c.model).complete(&chat).await {
-            Err(e) => {
-                run.budget.settle(reservation, 0.0, 0);
-                (
-                    Err(format!("the {} call failed: {e}", c.task_type)),
-                    json!({ "error": e.to_string() }),
-                    (0, 0),
-                    0.0,
-                )
+    let completion = run.scheduler.provider(c.model).complete_traced(&chat).await;
+    let (attempts, charged) =
+        attempt_records(&c.model.name, &completion.failed_attempts, &price, est_in);
+    let (result, mut response, tokens, cost) = match completion.result {
+        Err(e) => {
+            run.budget
+                .settle(reservation, charged.cost_usd, charged.tokens);
+            (
+                Err(format!("the {} call failed: {e}", c.task_type)),
+                json!({ "error": e.to_string() }),
+                (0, 0),
+                0.0,
+            )
+        }
+        Ok(reply) => {
+            let cost = price.cost(reply.input_tokens as u64, reply.output_tokens as u64);
+            run.budget.settle(
+                reservation,
+                cost + charged.cost_usd,
+                (reply.input_tokens + reply.output_tokens) as u64 + charged.tokens,
+            );
+            let (result, extra) = interpret(&reply.text);
+            let mut response = json!({ "text": reply.text });
+            if let (Some(r), Value::Object(extra)) = (response.as_object_mut(), extra) {
+                r.extend(extra);
             }
-            Ok(reply) => {
-                let cost = price.cost(reply.input_tokens as u64, reply.output_tokens as u64);
-                run.budget.settle(
-                    reservation,
-                    cost,
-                    (reply.input_tokens + reply.output_tokens) as u64,
-                );
-                let (result, extra) = interpret(&reply.text);
-                let mut response = json!({ "text": reply.text });
-                if let (Some(r), Value::Object(extra)) = (response.as_object_mut(), extra) {
-                    r.extend(extra);
-                }
-                (
-                    result,
-                    response,
-                    (reply.input_tokens, reply.output_tokens),
-                    cost,
-                )
-            }
-        };
+            (
+                result,
+                response,
+                (reply.input_tokens, reply.output_tokens),
+                cost,
+            )
+        }
+    };
     if let (Err(why), Some(r)) = (&result, response.as_object_mut()) {
         r.entry("error").or_insert_with(|| json!(why));
     }
     let mut request = c.request;
     if let Some(r) = request.as_object_mut() {
         r.insert("prompt".into(), json!(c.prompt));
+    }
+    for attempt in attempts {
+        let event = EventRecord {
+            run_id: run.run_id.clone(),
+            task_id: c.task_id,
+            kind: ATTEMPT_KIND.into(),
+            ok: false,
+            request: attempt.request,
+            response: attempt.response,
+            identity: None,
+            model: Some(c.model.name.clone()),
+            tokens_in: attempt.tokens_in,
+            tokens_out: 0,
+            cost_usd: attempt.cost_usd,
+            started_at,
+            finished_at: now_ms(),
+        };
+        run.ledger
+            .append(event)
+            .await
+            .map_err(|e| format!("cannot record a failed {} attempt: {e}", c.task_type))?;
     }
     let event = EventRecord {
         run_id: run.run_id.clone(),

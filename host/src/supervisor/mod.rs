@@ -10,6 +10,7 @@
 //! resources, sequences) allow it. Its outcome reaches `tasks.wait` through a watch
 //! channel. Cancelling a task cancels its descendants.
 
+pub mod attempts;
 pub mod budget;
 pub mod constraints;
 pub mod host_llm;
