@@ -866,3 +866,204 @@ async fn recover_apply_resumes_a_failed_run_whose_plan_says_resume() {
     assert_eq!(report.status, Status::Completed, "{report:?}");
     assert_eq!(server.requests().len(), 2);
 }
+
+/// The wall-clock reads recorded for task 1, in order, in milliseconds.
+fn recorded_wall_ms(db: &Path, run_id: &str) -> Vec<u64> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let events = agentflow::ledger::query::events(&conn, run_id, Some(1)).unwrap();
+    events
+        .iter()
+        .filter(|e| e.kind == "wasi.nondet")
+        .flat_map(|e| agentflow::durability::nondet::reads_of_event(&e.response).unwrap())
+        .filter_map(|r| match r {
+            agentflow::durability::nondet::NondetRead::Wall(ns) => Some(ns / 1_000_000),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Clock and random reads replay: a run killed after its reads were recorded resumes
+/// with the recorded clock values (not the clock at resume time), and a fork that
+/// replays a prefix sees the original's clock and random values.
+#[test]
+fn recorded_clock_and_random_reads_replay_identically() {
+    let dir = TempDir::new("nondet-replay");
+    let db = dir.join("n.db");
+    let ops = json!([
+        {"clock": null},
+        {"random": null},
+        {"sleep_ms": 20},
+        {"clock": null},
+        {"llm": {"prompt": "first"}},
+        {"llm": {"prompt": "second"}},
+    ])
+    .to_string();
+    let run = |args: &[&str], crash_after: Option<u32>| {
+        let mut cmd = agentflow();
+        cmd.args(args).arg("--db").arg(&db);
+        if let Some(n) = crash_after {
+            cmd.env("AGENTFLOW_CRASH_AFTER_EVENTS", n.to_string());
+        }
+        cmd.output().unwrap()
+    };
+    let scripted = example("scripted");
+    let scripted = scripted.to_str().unwrap();
+    let original = report(&run(&["run", scripted, "--input", &ops, "--json"], None));
+    let a = original["run_id"].as_str().unwrap().to_string();
+    let before: Vec<Value> = serde_json::from_str(original["output"].as_str().unwrap()).unwrap();
+
+    // A fork replaying through the first LLM call sees the same clock and random.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let at: i64 = conn
+        .query_row(
+            "SELECT seq FROM events WHERE run_id = ?1 AND task_id = 1 AND kind = 'llm.complete' ORDER BY seq LIMIT 1",
+            [&a],
+            |r| r.get(0),
+        )
+        .unwrap();
+    drop(conn);
+    std::thread::sleep(std::time::Duration::from_millis(30)); // the real clock moves on
+    let forked = report(&run(&["fork", &a, "--at", &at.to_string(), "--json"], None));
+    let after: Vec<Value> = serde_json::from_str(forked["output"].as_str().unwrap()).unwrap();
+    assert_eq!(after[0], before[0], "first clock read replayed");
+    assert_eq!(after[1], before[1], "random replayed");
+    assert_eq!(after[3], before[3], "second clock read replayed");
+
+    // Killed once the first LLM call (and the reads before it) is recorded, then resumed.
+    let crashed = run(&["run", scripted, "--input", &ops, "--json"], Some(4));
+    assert!(!crashed.status.success(), "the crash happened");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let b: String = conn
+        .query_row(
+            "SELECT run_id FROM runs WHERE status = 'running'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    drop(conn);
+    let recorded = recorded_wall_ms(&db, &b);
+    assert_eq!(
+        recorded.len(),
+        2,
+        "both clock reads were recorded before the crash"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(30));
+    let resumed = report(&run(&["resume", &b, "--json"], None));
+    assert_eq!(resumed["status"], "completed", "{resumed}");
+    let out: Vec<Value> = serde_json::from_str(resumed["output"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        out[0],
+        json!(recorded[0]),
+        "the recorded clock, not today's"
+    );
+    assert_eq!(out[3], json!(recorded[1]));
+    assert_eq!(
+        recorded_wall_ms(&db, &b),
+        recorded,
+        "replayed reads were not recorded again"
+    );
+}
+
+/// A run resumed under a different model catalog is refused (its replay would ask other
+/// models), unless the operator says `--allow-changed`.
+#[test]
+fn a_changed_model_catalog_is_refused_on_resume() {
+    let dir = TempDir::new("catalog-changed");
+    let db = dir.join("c.db");
+    let ops = json!([{"llm": {"prompt": "first"}}, {"llm": {"prompt": "second"}}]).to_string();
+    let crashed = agentflow()
+        .arg("run")
+        .arg(example("scripted"))
+        .args(["--input", &ops, "--db"])
+        .arg(&db)
+        .env("AGENTFLOW_CRASH_AFTER_EVENTS", "4")
+        .output()
+        .unwrap();
+    assert!(!crashed.status.success());
+    let run_id = only_run_id(&db);
+    let config = dir.join("more-models.toml");
+    std::fs::write(
+        &config,
+        "[[llm.models]]\nname = \"mock-extra\"\nprovider = \"mock\"\ninput_per_mtok = 0.5\noutput_per_mtok = 0.5\n",
+    )
+    .unwrap();
+    let resume = |extra: &[&str]| {
+        agentflow()
+            .args(["resume", &run_id, "--json", "--db"])
+            .arg(&db)
+            .arg("--config")
+            .arg(&config)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let refused = resume(&[]);
+    assert_eq!(refused.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("model catalog") && err.contains("--allow-changed"),
+        "{err}"
+    );
+    let forced = resume(&["--allow-changed"]);
+    assert_eq!(report(&forced)["status"], "completed");
+}
+
+/// `agentflow recover <run> --apply` through the CLI continues a failed run whose plan
+/// says resume (the provider was down, then came back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recover_apply_through_the_cli_continues_a_failed_run() {
+    use crate::support::fake_http::{FakeResponse, FakeServer};
+    let server = FakeServer::start(vec![
+        FakeResponse::text(500, "provider down"),
+        openai_reply("back"),
+    ])
+    .await;
+    let dir = TempDir::new("recover-cli");
+    let db = dir.join("r.db");
+    let config = dir.join("c.toml");
+    std::fs::write(&config, one_endpoint(&server)).unwrap();
+    let cli = |args: Vec<String>| {
+        let mut cmd = agentflow();
+        cmd.args(&args)
+            .arg("--db")
+            .arg(&db)
+            .arg("--config")
+            .arg(&config);
+        tokio::task::spawn_blocking(move || cmd.output().unwrap())
+    };
+    let input = failing_tree().to_string();
+    let failed = cli(vec![
+        "run".into(),
+        example("scripted").display().to_string(),
+        "--grant".into(),
+        "kv".into(),
+        "--input".into(),
+        input,
+        "--json".into(),
+    ])
+    .await
+    .unwrap();
+    let failed = report(&failed);
+    assert_eq!(failed["status"], "failed", "{failed}");
+    let run_id = failed["run_id"].as_str().unwrap().to_string();
+    let plan = cli(vec!["recover".into(), run_id.clone()]).await.unwrap();
+    let plan = String::from_utf8_lossy(&plan.stdout).into_owned();
+    assert!(plan.contains("Resume"), "{plan}");
+    let applied = cli(vec![
+        "recover".into(),
+        run_id.clone(),
+        "--apply".into(),
+        "--json".into(),
+    ])
+    .await
+    .unwrap();
+    assert!(
+        applied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    let applied = report(&applied);
+    assert_eq!(applied["resumed"]["status"], "completed", "{applied}");
+    assert_eq!(applied["resumed"]["run_id"], run_id.as_str());
+    assert_eq!(server.requests().len(), 2);
+}
