@@ -43,6 +43,30 @@ fn only_run_id(db: &Path) -> String {
         .unwrap()
 }
 
+/// Tool intents at `db` with no recorded result: calls a crash left in doubt.
+fn in_doubt_intents(db: &Path) -> usize {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.query_row(
+        "SELECT COUNT(*) FROM events i WHERE i.kind = 'tools.intent' AND NOT EXISTS (
+             SELECT 1 FROM events c WHERE c.run_id = i.run_id AND c.task_id = i.task_id
+               AND c.kind = 'tools.call' AND c.seq > i.seq)",
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .unwrap() as usize
+}
+
+/// LLM calls recorded in the ledger at `db`.
+fn llm_calls(db: &Path) -> usize {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.query_row(
+        "SELECT COUNT(*) FROM events WHERE kind = 'llm.complete'",
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .unwrap() as usize
+}
+
 fn report(out: &Output) -> Value {
     let text = String::from_utf8_lossy(&out.stdout);
     serde_json::from_str(text.trim()).unwrap_or_else(|e| {
@@ -54,17 +78,37 @@ fn report(out: &Output) -> Value {
 }
 
 /// Checks of one crashed-and-resumed run; returns (duplicates, losses) of side effects.
-fn check_run(db: &Path, ws: &Path, baseline: &Value, label: &str) -> (usize, usize) {
+///
+/// Effects are counted where they happen: `cloud.calls` has one line per real
+/// invocation of the cloud API (the tool itself skips a repeated idempotency key in
+/// `cloud.log`, which would hide a host that re-ran recorded calls). Each resource
+/// needs one invocation; an extra one is allowed only for a call the crash left in
+/// doubt (`in_doubt`: intents without a result when the host died) — any other is a
+/// duplicated side effect. A resource missing from `cloud.log` is a lost one. After a
+/// crash at the `tool-effect` point (the tool acted, its result not recorded) the
+/// in-doubt call must have been re-invoked and seen as a repeat by the cloud.
+fn check_run(
+    db: &Path,
+    ws: &Path,
+    baseline: &Value,
+    label: &str,
+    in_doubt: usize,
+) -> (usize, usize) {
+    let calls = std::fs::read_to_string(ws.join("cloud.calls")).unwrap_or_default();
     let log = std::fs::read_to_string(ws.join("cloud.log")).unwrap_or_default();
-    let mut duplicates = 0;
+    let mut invocations = 0;
     let mut losses = 0;
     for i in 1..=3 {
-        let n = log
-            .lines()
-            .filter(|l| l.starts_with(&format!("create shop-node-{i} ")))
-            .count();
-        duplicates += n.saturating_sub(1);
-        losses += usize::from(n == 0);
+        let create = format!("create shop-node-{i} ");
+        invocations += calls.lines().filter(|l| l.starts_with(&create)).count();
+        losses += usize::from(!log.lines().any(|l| l.starts_with(&create)));
+    }
+    let duplicates = invocations.saturating_sub(3).saturating_sub(in_doubt);
+    if label.starts_with("at tool-effect") {
+        assert!(
+            calls.lines().any(|l| l.ends_with("repeated=true")),
+            "{label}: the call that acted before the crash was re-invoked as a repeat"
+        );
     }
     let conn = rusqlite::Connection::open(db).unwrap();
     let run_id = only_run_id(db);
@@ -125,9 +169,25 @@ fn check_run(db: &Path, ws: &Path, baseline: &Value, label: &str) -> (usize, usi
 
 #[test]
 fn crash_at_every_ledger_event_of_a_multi_agent_run_then_resume() {
+    // The LLM is a real HTTP provider (a local fake server), so the requests the host
+    // sends are counted where they arrive.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt.block_on(crate::support::fake_http::FakeServer::start(vec![
+        openai_reply("resource ready"),
+    ]));
+    let config_dir = TempDir::new("crash-config");
+    let config = config_dir.join("llm.toml");
+    std::fs::write(&config, one_endpoint(&server)).unwrap();
+    let config_args = ["--config", config.to_str().unwrap()];
     let base_dir = TempDir::new("crash-baseline");
-    let baseline = deploy(&base_dir.join("b.db"), &base_dir.join("ws"), &[], &[]);
+    let baseline = deploy(
+        &base_dir.join("b.db"),
+        &base_dir.join("ws"),
+        &[],
+        &config_args,
+    );
     assert!(baseline.status.success());
+    let baseline_requests = server.requests().len();
     let baseline = report(&baseline);
     let conn = rusqlite::Connection::open(base_dir.join("b.db")).unwrap();
     let total: u64 = conn
@@ -168,23 +228,41 @@ fn crash_at_every_ledger_event_of_a_multi_agent_run_then_resume() {
             ],
             None => vec![(var.as_str(), value.clone())],
         };
-        let crashed = deploy(&db, &ws, &env, &[]);
+        let crashed = deploy(&db, &ws, &env, &config_args);
         assert!(!crashed.status.success(), "{label}: the host was killed");
+        let marker = match value.split_once(':') {
+            Some((point, k)) => format!("aborting at point `{point}` (hit {k})"),
+            None => format!("(AGENTFLOW_CRASH_AFTER_EVENTS={value})"),
+        };
+        let stderr = String::from_utf8_lossy(&crashed.stderr);
+        assert!(
+            stderr.contains(&marker),
+            "{label}: the crash happened at its point: {stderr}"
+        );
         kills += 1;
+        let in_doubt = in_doubt_intents(&db);
+        let recorded_llm = llm_calls(&db);
+        let before_resume = server.requests().len();
         let resumed = agentflow()
             .arg("resume")
             .arg(only_run_id(&db))
             .args(["--json", "--db"])
             .arg(&db)
+            .args(config_args)
             .output()
             .unwrap();
+        assert_eq!(
+            server.requests().len() - before_resume,
+            baseline_requests - recorded_llm,
+            "{label}: the resume sent exactly the LLM calls not yet recorded"
+        );
         assert!(
             resumed.status.success(),
             "{label}: {}",
             String::from_utf8_lossy(&resumed.stderr)
         );
         assert_eq!(report(&resumed)["output"], baseline["output"], "{label}");
-        let (d, l) = check_run(&db, &ws, &baseline, label);
+        let (d, l) = check_run(&db, &ws, &baseline, label, in_doubt);
         duplicates += d;
         losses += l;
     }
@@ -241,6 +319,7 @@ fn sigkill_a_running_host_then_resume() {
     child.kill().unwrap(); // SIGKILL on unix
     let status = child.wait().unwrap();
     assert!(!status.success(), "killed mid-run");
+    let in_doubt = in_doubt_intents(&db);
     let resumed = agentflow()
         .arg("resume")
         .arg(only_run_id(&db))
@@ -256,7 +335,7 @@ fn sigkill_a_running_host_then_resume() {
         String::from_utf8_lossy(&resumed.stderr)
     );
     assert_eq!(report(&resumed)["output"], baseline["output"]);
-    assert_eq!(check_run(&db, &ws, &baseline, "sigkill"), (0, 0));
+    assert_eq!(check_run(&db, &ws, &baseline, "sigkill", in_doubt), (0, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,6 @@
 //! `cloud`: a simulated cloud provider for demos and crash tests. It keeps its state
-//! in `cloud.log` in the run's workspace, one line per action.
+//! in `cloud.log` in the run's workspace, one line per action (and every invocation,
+//! repeats included, in `cloud.calls`, the simulated cloud's API log).
 //!
 //! `{"op": "create", "resource": NAME}` provisions a resource and returns its id;
 //! `{"op": "destroy", "id": ID}` removes one (the undo of `create`). Every line carries
@@ -130,6 +131,16 @@ impl Tool for CloudTool {
         };
         let marker = format!(" key={}\n", ctx.idempotency_key);
         let repeated = existing.contains(&marker);
+        // The simulated cloud's API log: every invocation, repeats included, so a test
+        // can count real calls (`cloud.log` holds each action once).
+        let call = format!("{} repeated={repeated}\n", line.trim_end());
+        let mut calls = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log.with_file_name("cloud.calls"))
+            .await
+            .map_err(failed)?;
+        calls.write_all(call.as_bytes()).await.map_err(failed)?;
         if !repeated {
             let mut f = tokio::fs::OpenOptions::new()
                 .create(true)
