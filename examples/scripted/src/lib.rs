@@ -50,6 +50,9 @@ enum Op {
     Random,
     /// Sleep this many milliseconds (WASI monotonic clock).
     SleepMs(u64),
+    /// Poll the run's `kv` store until `key` is set (another task's signal), up to
+    /// `timeout_ms`; the result is the value, or `null` on timeout.
+    WaitKv { key: String, timeout_ms: u64 },
 }
 
 #[derive(Deserialize)]
@@ -271,6 +274,20 @@ fn execute(op: Op) -> Result<Value, String> {
         Op::SleepMs(ms) => {
             std::thread::sleep(std::time::Duration::from_millis(ms));
             Value::Null
+        }
+        Op::WaitKv { key, timeout_ms } => {
+            let start = std::time::Instant::now();
+            loop {
+                match tools::call("kv", &json!({"op": "get", "key": key})) {
+                    Ok(v) if v != "null" => break json!(v),
+                    Ok(_) => {}
+                    Err(e) => break err(e),
+                }
+                if start.elapsed() > std::time::Duration::from_millis(timeout_ms) {
+                    break Value::Null;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
         }
         Op::SpawnWait(s) => match s.spawn() {
             Ok(id) => outcome(tasks::wait(id)),
