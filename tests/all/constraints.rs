@@ -11,15 +11,6 @@ fn tasks(host: &agentflow::Host, run: &str) -> Vec<agentflow::ledger::query::Tas
     agentflow::ledger::query::tasks(&host.ledger().reader().unwrap(), run).unwrap()
 }
 
-/// Did tasks `a` and `b` run at the same time?
-fn overlap(a: &agentflow::ledger::query::TaskRow, b: &agentflow::ledger::query::TaskRow) -> bool {
-    // Timestamps are recorded around the execution (start before, end after the slot
-    // is given back), so allow 150 ms of slack; the sleepers run for 400 ms.
-    let (sa, ea) = (a.started_at.unwrap(), a.finished_at.unwrap() - 150);
-    let (sb, eb) = (b.started_at.unwrap(), b.finished_at.unwrap() - 150);
-    sa < eb && sb < ea
-}
-
 fn spawn(desc: &str, input: Value, extra: Value) -> Value {
     let input = match input {
         Value::String(s) => s,
@@ -79,24 +70,44 @@ async fn duplicates_cycles_and_budget_shares_are_typed_refusals() {
     );
 }
 
+/// Two slots: the root holds one while it spawns, the first sleeper the other (it
+/// signals through `kv` that it runs, and holds on until the root says `go`), so a
+/// fail-fast spawn is refused then, and the other sleepers queue rather than fail. A
+/// gauge the sleepers enter and leave proves at most two ever run at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrency_queues_children_and_fail_fast_refuses() {
     let dir = TempDir::new("con-concurrency");
-    let host = host(&dir, "[constraints]\nmax_concurrent_tasks = 2\n");
-    // Long enough that the five spawns finish while the first sleeper still holds its
-    // slot, even on a loaded machine.
-    let sleeper = json!([{"sleep_ms": 1500}]);
+    let mut host = host(&dir, "[constraints]\nmax_concurrent_tasks = 2\n");
+    let gauge = Gauge::default();
+    host.register_tool(std::sync::Arc::new(gauge.clone()));
+    let sleeper = |i: usize| {
+        Gauge::around(
+            "sleepers",
+            &format!("sleeper {i}"),
+            vec![
+                json!({"tool": {"name": "kv", "args": {"op": "put", "key": format!("running-{i}"), "value": "yes"}}}),
+                json!({"wait_kv": {"key": "go", "timeout_ms": 20000}}),
+            ],
+        )
+    };
+    let tools = json!({"tools": ["kv", "gauge"]});
     let mut ops: Vec<Value> = (0..4)
-        .map(|i| spawn(&format!("sleeper {i}"), sleeper.clone(), json!({})))
+        .map(|i| spawn(&format!("sleeper {i}"), sleeper(i), tools.clone()))
         .collect();
+    ops.push(json!({"wait_kv": {"key": "running-0", "timeout_ms": 20000}}));
     ops.push(spawn("impatient", json!(""), json!({"fail_fast": true})));
+    ops.push(json!({"tool": {"name": "kv", "args": {"op": "put", "key": "go", "value": "now"}}}));
     ops.extend((2..6).map(|id| json!({"wait": id})));
-    let (report, r) = run_scripted(&host, json!(ops), RunOptions::default()).await;
+    let opts = RunOptions {
+        grants: vec!["kv".into(), "gauge".into()],
+        ..Default::default()
+    };
+    let (report, r) = run_scripted(&host, json!(ops), opts).await;
     assert_eq!(report.status, Status::Completed, "{report:?}");
     assert!(
-        r[4]["err"].as_str().unwrap().contains("ResourceExhausted"),
+        r[5]["err"].as_str().unwrap().contains("ResourceExhausted"),
         "{}",
-        r[4]
+        r[5]
     );
     let t = tasks(&host, &report.run_id);
     let children: Vec<_> = t.iter().filter(|t| t.parent_id == Some(1)).collect();
@@ -105,18 +116,11 @@ async fn concurrency_queues_children_and_fail_fast_refuses() {
         children.iter().all(|c| c.status == "completed"),
         "queued, not refused"
     );
-    // The root holds a slot while it spawns, so at most 2 sleepers ever overlap.
-    for c in &children {
-        let concurrent = children
-            .iter()
-            .filter(|o| o.task_id != c.task_id && overlap(c, o))
-            .count();
-        assert!(
-            concurrent < 2,
-            "task {} overlapped {concurrent} others",
-            c.task_id
-        );
-    }
+    let most = gauge.max("sleepers");
+    assert!(
+        (1..=2).contains(&most),
+        "at most two sleepers ran at once ({most})"
+    );
 }
 
 /// Fifty children race for one budget. Every reply runs to `max_tokens`, so each
@@ -223,46 +227,56 @@ async fn a_childs_share_caps_its_subtree() {
     );
 }
 
+/// Every dependency type orders children, checked with a gauge the children enter
+/// and leave (exact counts and order, no timestamps): each child holds for 200 ms
+/// inside, so a broken constraint would show as an overlap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_dependency_type_orders_children() {
     let dir = TempDir::new("con-deps");
-    let host = host(&dir, "");
-    let sleep = json!([{"sleep_ms": 400}]);
+    let mut host = host(&dir, "");
+    let gauge = Gauge::default();
+    host.register_tool(std::sync::Arc::new(gauge.clone()));
+    let hold = |key: &str, who: &str| Gauge::around(key, who, vec![json!({"sleep_ms": 200})]);
+    let t = |extra: Value| {
+        let mut e = extra;
+        e["tools"] = json!(["gauge"]);
+        e
+    };
     let ops = json!([
-        spawn("first", sleep.clone(), json!({})),                                          // 2
-        spawn("after first", sleep.clone(), json!({"after": [2]})),                        // 3
-        spawn("gets data", json!("input"), json!({"data_from": [2]})),             // 4 (not JSON → echoes)
-        spawn("exclusive one", sleep.clone(), json!({})),                                  // 5
-        spawn("exclusive two", sleep.clone(), json!({"exclusive_with": [5]})),             // 6
-        spawn("db writer a", sleep.clone(), json!({"resources": ["db"]})),                 // 7
-        spawn("db writer b", sleep.clone(), json!({"resources": ["db"]})),                 // 8
-        spawn("step one", sleep.clone(), json!({"sequence": "migrate"})),                  // 9
-        spawn("step two", sleep.clone(), json!({"sequence": "migrate"})),                  // 10
-        spawn("step three", sleep.clone(), json!({"sequence": "migrate"})),                // 11
+        spawn("first", hold("order", "first"), t(json!({}))),                                  // 2
+        spawn("after first", hold("order", "after first"), t(json!({"after": [2]}))),          // 3
+        spawn("gets data", json!("input"), json!({"data_from": [2]})),                         // 4 (not JSON → echoes)
+        spawn("exclusive one", hold("exclusive", "excl-one"), t(json!({}))),                        // 5
+        spawn("exclusive two", hold("exclusive", "excl-two"), t(json!({"exclusive_with": [5]}))),   // 6
+        spawn("db writer a", hold("db", "a"), t(json!({"resources": ["db"]}))),                // 7
+        spawn("db writer b", hold("db", "b"), t(json!({"resources": ["db"]}))),                // 8
+        spawn("step one", hold("migrate", "step-one"), t(json!({"sequence": "migrate"}))),          // 9
+        spawn("step two", hold("migrate", "step-two"), t(json!({"sequence": "migrate"}))),          // 10
+        spawn("step three", hold("migrate", "step-three"), t(json!({"sequence": "migrate"}))),      // 11
         {"wait": 3}, {"wait": 4}, {"wait": 6}, {"wait": 8}, {"wait": 11}, {"wait": 10}, {"wait": 9}, {"wait": 7}, {"wait": 5},
     ]);
-    let (report, r) = run_scripted(&host, ops, RunOptions::default()).await;
+    let opts = RunOptions {
+        grants: vec!["gauge".into()],
+        ..Default::default()
+    };
+    let (report, r) = run_scripted(&host, ops, opts).await;
     assert_eq!(report.status, Status::Completed, "{report:?}");
-    let t = tasks(&host, &report.run_id);
-    let task = |id: u64| t.iter().find(|x| x.task_id == id).unwrap();
     assert!(
-        task(3).started_at.unwrap() >= task(2).finished_at.unwrap(),
+        gauge.position("leave", "first") < gauge.position("enter", "after first"),
         "Sequential"
     );
     let data = r[11]["completed"].as_str().unwrap();
     assert!(
-        data.starts_with("child:input") && data.contains("[null]"),
+        data.starts_with("child:input") && data.contains(r#"[{"ok":"1"},null,{"ok":"0"}]"#),
         "DataDependency gets the output: {data}"
     );
-    assert!(!overlap(task(5), task(6)), "MutualExclusion");
-    assert!(!overlap(task(7), task(8)), "ConflictingResources");
+    assert_eq!(gauge.max("exclusive"), 1, "MutualExclusion");
+    assert_eq!(gauge.max("db"), 1, "ConflictingResources");
+    assert_eq!(gauge.max("migrate"), 1, "RequiredSequence: one at a time");
     assert!(
-        task(10).started_at.unwrap() >= task(9).finished_at.unwrap(),
-        "RequiredSequence"
-    );
-    assert!(
-        task(11).started_at.unwrap() >= task(10).finished_at.unwrap(),
-        "RequiredSequence"
+        gauge.position("leave", "step-one") < gauge.position("enter", "step-two")
+            && gauge.position("leave", "step-two") < gauge.position("enter", "step-three"),
+        "RequiredSequence: in order"
     );
 }
 
@@ -547,27 +561,55 @@ async fn cycles_can_be_judged_by_an_embeddings_endpoint() {
     assert_eq!(req.json()["input"], json!(["anything at all", "root"]));
 }
 
+/// A child that has spawned a grandchild (a spinning agent) and is waiting for it is
+/// cancelled: both end `cancelled`, the grandchild stopped while it ran. The child
+/// signals through the run's `kv` store once the grandchild exists, so the root cancels
+/// at the right moment without guessing with sleeps.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_a_child_cancels_its_descendants() {
-    let dir = TempDir::new("con-cancel-tree");
+    let dir = TempDir::new("limits-cancel-tree");
+    let hostile = example("hostile");
     let toml = format!(
-        "[limits]\ncpu_ms = 60000\n[agents]\nspinner = {:?}\n",
-        example("hostile").to_str().unwrap()
+        "[limits]\ncpu_ms = 30000\n[agents]\nspinner = {:?}\n",
+        hostile.to_str().unwrap()
     );
     let host = host(&dir, &toml);
-    let middle = json!([{"spawn": {"description": "spin forever", "input": "loop", "agent": "spinner"}}, {"wait": 3}]);
-    let ops = json!([spawn("middle manager", middle, json!({})), {"sleep_ms": 300}, {"cancel": 2}, {"wait": 2}]);
+    let child = json!([
+        {"spawn": {"description": "grandchild", "input": "loop", "agent": "spinner"}},
+        {"tool": {"name": "kv", "args": {"op": "put", "key": "grandchild", "value": "spawned"}}},
+        {"wait": 3},
+    ]);
+    let ops = json!([
+        {"spawn": {"description": "child", "input": child.to_string(), "tools": ["kv"]}},
+        {"wait_kv": {"key": "grandchild", "timeout_ms": 20000}},
+        {"cancel": 2},
+        {"wait": 2},
+    ]);
+    let opts = RunOptions {
+        grants: vec!["kv".into()],
+        ..Default::default()
+    };
     let started = std::time::Instant::now();
-    let (report, r) = run_scripted(&host, ops, RunOptions::default()).await;
+    let (report, results) = run_scripted(&host, ops, opts).await;
     assert_eq!(report.status, Status::Completed, "{report:?}");
-    assert_eq!(r[2], json!(true));
-    assert_eq!(r[3], json!("cancelled"));
-    let t = tasks(&host, &report.run_id);
-    assert_eq!(t.len(), 3);
-    assert_eq!(t[1].status, "cancelled");
     assert_eq!(
-        t[2].status, "cancelled",
-        "the grandchild went with its parent"
+        results[1],
+        json!("\"spawned\""),
+        "the grandchild existed: {results:?}"
     );
-    assert!(started.elapsed().as_secs() < 10);
+    assert_eq!(results[2], json!(true));
+    assert_eq!(results[3], json!("cancelled"));
+    let conn = host.ledger().reader().unwrap();
+    let tasks = agentflow::ledger::query::tasks(&conn, &report.run_id).unwrap();
+    assert_eq!(tasks.len(), 3);
+    assert_eq!(tasks[1].status, "cancelled", "the child");
+    assert_eq!(tasks[2].status, "cancelled", "the grandchild");
+    assert!(
+        tasks[2].started_at.is_some(),
+        "the grandchild was running when cancelled"
+    );
+    assert!(
+        started.elapsed().as_secs() < 20,
+        "promptly, not by the CPU limit"
+    );
 }

@@ -91,3 +91,75 @@ pub fn kinds(events: &[EventRow], task: u64) -> Vec<String> {
         .map(|e| e.kind.clone())
         .collect()
 }
+
+/// A test tool that measures concurrency exactly, so tests check ordering and limits
+/// with counters the tasks update instead of timestamps and sleeps:
+/// `{"op": "enter"|"leave", "key": K, "who": W}`. It keeps, per key, how many tasks are
+/// inside and the most that ever were, and one log of every enter/leave in order.
+#[derive(Clone, Default)]
+pub struct Gauge(std::sync::Arc<std::sync::Mutex<GaugeState>>);
+
+#[derive(Default)]
+pub struct GaugeState {
+    pub active: std::collections::HashMap<String, i64>,
+    pub max: std::collections::HashMap<String, i64>,
+    /// `(op, key, who)` in the order they happened.
+    pub log: Vec<(String, String, String)>,
+}
+
+impl Gauge {
+    /// The most tasks ever inside `key` at once.
+    pub fn max(&self, key: &str) -> i64 {
+        self.0.lock().unwrap().max.get(key).copied().unwrap_or(0)
+    }
+
+    /// Position of `op` by `who` in the log.
+    pub fn position(&self, op: &str, who: &str) -> usize {
+        let st = self.0.lock().unwrap();
+        st.log
+            .iter()
+            .position(|(o, _, w)| o == op && w == who)
+            .unwrap_or_else(|| panic!("no {op} by {who} in {:?}", st.log))
+    }
+
+    /// The scripted ops that enter `key` as `who`, run `inner`, and leave.
+    pub fn around(key: &str, who: &str, inner: Vec<serde_json::Value>) -> serde_json::Value {
+        let g = |op: &str| serde_json::json!({"tool": {"name": "gauge", "args": {"op": op, "key": key, "who": who}}});
+        let mut ops = vec![g("enter")];
+        ops.extend(inner);
+        ops.push(g("leave"));
+        serde_json::Value::Array(ops)
+    }
+}
+
+#[async_trait::async_trait]
+impl agentflow::tools::Tool for Gauge {
+    fn info(&self) -> agentflow::tools::ToolInfo {
+        agentflow::tools::ToolInfo {
+            name: "gauge".into(),
+            description: "test concurrency gauge".into(),
+            args_schema: serde_json::json!({}),
+            side_effect: agentflow::tools::SideEffect::None,
+            undo: None,
+        }
+    }
+
+    async fn call(
+        &self,
+        _ctx: &agentflow::tools::ToolCallCtx,
+        args: serde_json::Value,
+    ) -> Result<String, agentflow::tools::ToolError> {
+        let field = |k: &str| args[k].as_str().unwrap_or_default().to_string();
+        let (op, key, who) = (field("op"), field("key"), field("who"));
+        let mut st = self.0.lock().unwrap();
+        let now = {
+            let active = st.active.entry(key.clone()).or_default();
+            *active += if op == "enter" { 1 } else { -1 };
+            *active
+        };
+        let max = st.max.entry(key.clone()).or_default();
+        *max = (*max).max(now);
+        st.log.push((op, key, who));
+        Ok(now.to_string())
+    }
+}
