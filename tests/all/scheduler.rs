@@ -53,6 +53,29 @@ expected_latency_ms = 500
     )
 }
 
+/// Poll the scheduler's view of `model` until `ready` holds (at most 10 s): tests wait
+/// for the state they need, not for a guessed duration.
+async fn wait_for_model(
+    host: &Host,
+    model: &str,
+    ready: impl Fn(&agentflow::scheduler::health::HealthView) -> bool,
+) {
+    let started = std::time::Instant::now();
+    loop {
+        let status = host.scheduler().status();
+        let m = status.iter().find(|s| s.spec.name == model).unwrap();
+        if ready(&m.health) {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{model} never got there: {:?}",
+            m.health
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 async fn llm_once(host: &Host, op: Value) -> (agentflow::RunReport, Value) {
     let (report, results) = run_scripted(host, json!([{ "llm": op }]), RunOptions::default()).await;
     assert_eq!(report.status, Status::Completed, "{report:?}");
@@ -178,7 +201,11 @@ async fn failures_fall_back_then_open_the_breaker_then_probe() {
     assert_eq!(r["ok"]["model"], "backup");
 
     // After the cooldown one half-open probe goes to primary; it fails and re-opens.
-    tokio::time::sleep(Duration::from_millis(1600)).await;
+    // Wait for the scheduler to say so, not for a guessed time.
+    wait_for_model(&host, "primary", |h| {
+        serde_json::to_value(h.breaker).unwrap() == "half-open"
+    })
+    .await;
     let (report, r) = llm_once(&host, json!({"prompt": "hello"})).await;
     assert_eq!(r["ok"]["model"], "backup");
     assert_eq!(bad.requests().len(), 3, "exactly one probe");
@@ -220,7 +247,7 @@ async fn rate_limits_cool_the_model_down_for_retry_after() {
         "{}",
         skipped.response
     );
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    wait_for_model(&host, "primary", |h| h.cooldown_ms == 0).await;
     let (_, r) = llm_once(&host, json!({"prompt": "hello"})).await;
     assert_eq!(r["ok"]["model"], "primary", "back after retry-after");
     assert_eq!(busy.requests().len(), 2);
