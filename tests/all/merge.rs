@@ -49,28 +49,40 @@ async fn parallel_children_write_to_isolated_views_merged_at_join() {
         );
         ops.push(child(
             &format!("edit section {k} of the shared file"),
+            // Each child signals once it has written, and reads only after the parent
+            // has looked: the ordering comes from kv signals, not sleeps.
             json!([
                 write("shared.txt", &mine),
                 write(&format!("own-{k}.txt"), &format!("from child {k}")),
-                {"sleep_ms": 300},
+                {"tool": {"name": "kv", "args": {"op": "put", "key": format!("wrote-{k}"), "value": "yes"}}},
+                {"wait_kv": {"key": "parent-read", "timeout_ms": 20000}},
                 read("shared.txt"),
                 {"tool": {"name": "workspace", "args": {"op": "list", "path": "."}}},
             ]),
         ));
     }
-    ops.push(json!({"sleep_ms": 150}));
+    for k in 0..3 {
+        ops.push(json!({"wait_kv": {"key": format!("wrote-{k}"), "timeout_ms": 20000}}));
+    }
     ops.push(read("shared.txt"));
+    ops.push(json!({"tool": {"name": "kv", "args": {"op": "put", "key": "parent-read", "value": "yes"}}}));
     ops.extend([json!({"wait": 2}), json!({"wait": 3}), json!({"wait": 4})]);
     ops.push(read("shared.txt"));
-    let (report, results) = run_scripted(&host, Value::Array(ops), ws_opts(&dir)).await;
+    let mut opts = ws_opts(&dir);
+    opts.grants.push("kv".into());
+    let (report, results) = run_scripted(&host, Value::Array(ops), opts).await;
     assert_eq!(report.status, Status::Completed, "{report:?}");
+    assert!(
+        results[3..6].iter().all(|r| r == &json!("\"yes\"")),
+        "every child had written when the parent looked: {results:?}"
+    );
     assert_eq!(
-        results[4]["ok"], base,
+        results[6]["ok"], base,
         "the parent does not see its children's unmerged work"
     );
     for (k, line) in [1, 6, 11].into_iter().enumerate() {
-        let r = child_results(&results[5 + k]);
-        let seen = r[3]["ok"].as_str().unwrap();
+        let r = child_results(&results[8 + k]);
+        let seen = r[4]["ok"].as_str().unwrap();
         assert!(
             seen.contains(&format!("line {line} by child {k}")),
             "child {k} sees its own change: {seen}"
@@ -80,7 +92,7 @@ async fn parallel_children_write_to_isolated_views_merged_at_join() {
             1,
             "child {k} sees no sibling's change: {seen}"
         );
-        let listed: Vec<String> = serde_json::from_str(r[4]["ok"].as_str().unwrap()).unwrap();
+        let listed: Vec<String> = serde_json::from_str(r[5]["ok"].as_str().unwrap()).unwrap();
         assert!(
             listed.contains(&format!("own-{k}.txt")) && listed.contains(&"shared.txt".to_string()),
             "child {k} lists its own new file: {listed:?}"
@@ -106,7 +118,7 @@ async fn parallel_children_write_to_isolated_views_merged_at_join() {
         );
     }
     assert_eq!(
-        results[8]["ok"], merged,
+        results[11]["ok"], merged,
         "the parent's view is the merged file"
     );
     let conn = host.ledger().reader().unwrap();
