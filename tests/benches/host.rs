@@ -1,15 +1,18 @@
 //! `cargo bench -p agentflow-tests`: the host's figures, printed in one run.
 //!
-//! 1. Agent start (instantiate + a trivial `run`): raw wasmtime (`InstancePre` + pooling,
-//!    same component, WASI only) vs the host (`Host::run`: run and task rows in the
-//!    durable ledger, limits, recording WASI).
+//! 1. Agent start (instantiate + a trivial `run` of `scripted` with `[]`): raw wasmtime
+//!    (`InstancePre` + pooling, same component, WASI only) vs the host (`Host::run` on a
+//!    running host: run and task rows in the durable ledger, limits, recording WASI) vs
+//!    from nothing (`Host::new` + component load from the on-disk cache + the run).
 //! 2. Host-call round trip with the durable ledger on (`trace.log`, and a mock
 //!    `llm.complete`), from the per-call slope of runs with 0 and N calls.
 //! 3. A tree of 111 agents (root → 10 → 10 each), each doing 5 steps of one mock LLM
-//!    call + one `kv` tool call, durable ledger on: wall time and per-step cost.
+//!    call + one `kv` tool call, durable ledger on: wall time, per-step amortised
+//!    throughput, and per-call latency from the ledger's timestamps.
 //! 4. Scheduler decision latency with 50 models in the catalog (plan: filter, predict,
 //!    score; and plan + quota reservation + release).
-//! 5. Replay: resuming a task with 10,000 recorded calls (time to resume, events/s).
+//! 5. Replay: resuming a task with 10,000 recorded calls, a mix of LLM, `kv` tool and
+//!    `trace.log` calls, through `Host::resume` and through the CLI's `agentflow resume`.
 //! 6. Spawn decisions with 10,000 tasks already in the run's tree (all checks, the
 //!    ledger commit of the new task and of the call, measured from inside the guest).
 //! 7. Validation overhead per task for programmatic validators (json-schema + length +
@@ -17,7 +20,12 @@
 //!    run time of a one-task run with and without them, interleaved.
 //! 8. Merge: 10 children each change one region of the same 2,000-line workspace file;
 //!    the joins (three-way merges into the parent's view, decisions recorded) timed
-//!    from inside the guest, and the bare `diffy` classification of one such merge.
+//!    from inside the guest once every child has signalled it wrote (no sleep timed),
+//!    and the bare `diffy` classification of one such merge.
+//!
+//! Every figure is printed as the median of its samples with min, max and the number
+//! of samples; figures that divide one long run by its count of operations say
+//! "amortised" (throughput), and latency figures stand beside them.
 //!
 //! `AGENTFLOW_BENCH_ONLY=7,8` (any list of section numbers) runs only those sections.
 
@@ -51,6 +59,32 @@ fn fmt(d: Duration) -> String {
     }
 }
 
+/// Samples of one figure.
+struct Samples(Vec<Duration>);
+
+impl Samples {
+    fn median(&self) -> Duration {
+        let mut v = self.0.clone();
+        v.sort();
+        v[v.len() / 2]
+    }
+
+    /// `median (min …, max …, n=…)`.
+    fn line(&self) -> String {
+        let (min, max) = (
+            self.0.iter().min().copied().unwrap_or_default(),
+            self.0.iter().max().copied().unwrap_or_default(),
+        );
+        format!(
+            "{:>10}  (min {}, max {}, n={})",
+            fmt(self.median()),
+            fmt(min),
+            fmt(max),
+            self.0.len()
+        )
+    }
+}
+
 fn scratch(name: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("bench-{name}-{}", std::process::id()));
@@ -59,7 +93,7 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-async fn raw_start(iterations: u32) -> Duration {
+async fn raw_start(iterations: u32) -> Samples {
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(100)
         .total_memories(100)
@@ -68,7 +102,9 @@ async fn raw_start(iterations: u32) -> Duration {
     let mut config = Config::new();
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     let engine = Engine::new(&config).unwrap();
-    let component = Component::from_file(&engine, example("hostile")).unwrap();
+    // `scripted` with input `[]` makes no host call: the trivial run of every start
+    // figure. (Its imports of agentflow interfaces are stubbed as traps here.)
+    let component = Component::from_file(&engine, example("scripted")).unwrap();
     let mut linker = Linker::<RawState>::new(&engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).unwrap();
     linker.define_unknown_imports_as_traps(&component).unwrap();
@@ -86,19 +122,21 @@ async fn raw_start(iterations: u32) -> Duration {
             .get_typed_func::<(String,), (Result<String, String>,)>(&mut store, "run")
             .unwrap();
         let (out,) = run
-            .call_async(&mut store, ("ok".to_string(),))
+            .call_async(&mut store, ("[]".to_string(),))
             .await
             .unwrap();
-        assert_eq!(out.unwrap(), "fine");
+        assert_eq!(out.unwrap(), "[]");
     };
     for _ in 0..20 {
         once().await;
     }
-    let start = Instant::now();
+    let mut samples = Vec::new();
     for _ in 0..iterations {
+        let start = Instant::now();
         once().await;
+        samples.push(start.elapsed());
     }
-    start.elapsed() / iterations
+    Samples(samples)
 }
 
 fn host(dir: &std::path::Path, toml: &str) -> Host {
@@ -107,27 +145,64 @@ fn host(dir: &std::path::Path, toml: &str) -> Host {
     Host::new(config, dir.join("bench.db")).unwrap()
 }
 
-async fn host_start(iterations: u32) -> Duration {
+async fn host_start(iterations: u32) -> Samples {
     let dir = scratch("start");
     let host = host(&dir, "");
-    let agent = host.runtime().load_file(&example("hostile")).unwrap();
+    let agent = host.runtime().load_file(&example("scripted")).unwrap();
     for _ in 0..10 {
-        host.run(agent.clone(), "ok", RunOptions::default())
+        host.run(agent.clone(), "[]", RunOptions::default())
             .await
             .unwrap();
     }
-    let start = Instant::now();
+    let mut samples = Vec::new();
     for _ in 0..iterations {
+        let start = Instant::now();
         let r = host
-            .run(agent.clone(), "ok", RunOptions::default())
+            .run(agent.clone(), "[]", RunOptions::default())
             .await
             .unwrap();
         assert_eq!(r.status, Status::Completed);
+        samples.push(start.elapsed());
     }
-    start.elapsed() / iterations
+    Samples(samples)
 }
 
-async fn call_round_trip(op: serde_json::Value, n: usize) -> Duration {
+/// A start from nothing but the files: `Host::new` on a fresh ledger, the component
+/// loaded (its compiled code from the on-disk cache) and one trivial run.
+async fn cold_start(iterations: u32) -> Samples {
+    let cache = scratch("cold-cache");
+    let mut samples = Vec::new();
+    for i in 0..iterations + 2 {
+        let dir = scratch(&format!("cold-{i}"));
+        let start = Instant::now();
+        let config = HostConfig {
+            cache_dir: Some(cache.clone()),
+            ..Default::default()
+        };
+        let host = Host::new(config, dir.join("bench.db")).unwrap();
+        let r = host
+            .run_file(&example("scripted"), "[]", RunOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(r.status, Status::Completed);
+        if i >= 2 {
+            samples.push(start.elapsed()); // the first two fill the component cache
+        }
+    }
+    Samples(samples)
+}
+
+/// Amortised cost of one host call: the slope between a run with no calls and one with
+/// `n`, measured `repeats` times.
+async fn call_round_trip(op: serde_json::Value, n: usize, repeats: usize) -> Samples {
+    let mut samples = Vec::new();
+    for _ in 0..repeats {
+        samples.push(call_slope(op.clone(), n).await);
+    }
+    Samples(samples)
+}
+
+async fn call_slope(op: serde_json::Value, n: usize) -> Duration {
     let dir = scratch("calls");
     let host = host(
         &dir,
@@ -152,8 +227,21 @@ async fn call_round_trip(op: serde_json::Value, n: usize) -> Duration {
     (t1.elapsed().saturating_sub(base)) / n as u32
 }
 
-async fn tree() -> (Duration, u64, i64) {
-    let dir = scratch("tree");
+/// The tree `repeats` times: wall times, tasks, events of the last run, and the
+/// per-call latencies (LLM and tool calls) from the last run's ledger timestamps.
+async fn trees(repeats: usize) -> (Samples, u64, i64, Samples) {
+    let mut walls = Vec::new();
+    let (mut tasks, mut events, mut latencies) = (0, 0, Vec::new());
+    for i in 0..repeats {
+        let (wall, t, e, lat) = tree(i).await;
+        walls.push(wall);
+        (tasks, events, latencies) = (t, e, lat);
+    }
+    (Samples(walls), tasks, events, Samples(latencies))
+}
+
+async fn tree(i: usize) -> (Duration, u64, i64, Vec<Duration>) {
+    let dir = scratch(&format!("tree-{i}"));
     let host = host(&dir, "[limits]\nmax_tasks = 200\n[budget]\nusd = 100.0\n");
     let agent = host.runtime().load_file(&example("fanout")).unwrap();
     let opts = RunOptions {
@@ -175,10 +263,32 @@ async fn tree() -> (Duration, u64, i64) {
             |row| row.get(0),
         )
         .unwrap();
-    (wall, r.tasks, events)
+    let latencies: Vec<Duration> = conn
+        .prepare(
+            "SELECT finished_at - started_at FROM events
+             WHERE run_id = ?1 AND kind IN ('llm.complete', 'tools.call')",
+        )
+        .unwrap()
+        .query_map([&r.run_id], |row| row.get::<_, i64>(0))
+        .unwrap()
+        .map(|ms| Duration::from_millis(ms.unwrap().max(0) as u64))
+        .collect();
+    (wall, r.tasks, events, latencies)
 }
 
-async fn decision_latency(iterations: u32) -> (Duration, Duration) {
+/// Scheduler decisions, amortised over batches of `iterations`: plan alone, and plan +
+/// quota reservation + release; `batches` samples each.
+async fn decision_latency(iterations: u32, batches: usize) -> (Samples, Samples) {
+    let (mut plans, mut decides) = (Vec::new(), Vec::new());
+    for _ in 0..batches {
+        let (p, d) = decision_batch(iterations).await;
+        plans.push(p);
+        decides.push(d);
+    }
+    (Samples(plans), Samples(decides))
+}
+
+async fn decision_batch(iterations: u32) -> (Duration, Duration) {
     use agentflow::scheduler::{Priority, SchedRequest};
     let dir = scratch("decide");
     let mut toml = String::new();
@@ -224,41 +334,97 @@ async fn decision_latency(iterations: u32) -> (Duration, Duration) {
     (plan_only, start.elapsed() / iterations)
 }
 
-async fn resume_10k() -> (Duration, Duration, u64) {
-    let dir = scratch("replay");
-    let host = host(&dir, "[limits]\nmax_host_calls = 100000\ncpu_ms = 600000\n");
-    let agent = host.runtime().load_file(&example("scripted")).unwrap();
-    let n = 10_000;
-    let ops = serde_json::Value::Array(
-        (0..n)
-            .map(|i| serde_json::json!({"log": format!("call {i}")}))
-            .collect(),
-    )
-    .to_string();
-    let start = Instant::now();
-    let r = host.run(agent, &ops, RunOptions::default()).await.unwrap();
-    let live = start.elapsed();
-    assert_eq!(r.status, Status::Completed, "{r:?}");
-    // Make it look interrupted right after its last call: the task replays all 10,000.
-    let conn = rusqlite::Connection::open(dir.join("bench.db")).unwrap();
-    conn.execute("DELETE FROM events WHERE kind = 'task.stdio'", [])
-        .unwrap();
+/// The `agentflow` binary, built once (release) for the CLI resume figure.
+fn agentflow_bin() -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "agentflow",
+            "--bin",
+            "agentflow",
+        ])
+        .status()
+        .expect("cargo build agentflow");
+    assert!(status.success());
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("../release/agentflow")
+}
+
+/// Mark the run interrupted right after its last call, so a resume replays it all.
+fn make_interrupted(db: &std::path::Path) {
+    let conn = rusqlite::Connection::open(db).unwrap();
     conn.execute("UPDATE runs SET status = 'running', output = NULL", [])
         .unwrap();
     conn.execute("UPDATE tasks SET status = 'running', output = NULL", [])
         .unwrap();
-    let events: u64 = conn
+}
+
+/// A task with 10,000 recorded calls, a mix of LLM calls, `kv` tool calls (each with
+/// its intent) and `trace.log`: the live run, then resumes that replay all of it —
+/// through `Host::resume` and through the CLI's `agentflow resume` (process start,
+/// ledger open, component load from the cache, replay) — `repeats` times each.
+async fn resume_mix(repeats: usize) -> (Duration, Samples, Samples, u64) {
+    let dir = scratch("replay");
+    let toml = "[limits]\nmax_host_calls = 100000\ncpu_ms = 600000\n[budget]\nusd = 1000.0\n";
+    let host = host(&dir, toml);
+    let agent = host.runtime().load_file(&example("scripted")).unwrap();
+    let n = 10_000;
+    let ops = serde_json::Value::Array(
+        (0..n)
+            .map(|i| match i % 3 {
+                0 => serde_json::json!({"llm": {"prompt": format!("call {i}"), "max_tokens": 16}}),
+                1 => serde_json::json!({"tool": {"name": "kv", "args": {"op": "put", "key": format!("k{i}"), "value": "v"}}}),
+                _ => serde_json::json!({"log": format!("call {i}")}),
+            })
+            .collect(),
+    )
+    .to_string();
+    let opts = RunOptions {
+        grants: vec!["kv".into()],
+        ..Default::default()
+    };
+    let start = Instant::now();
+    let r = host.run(agent, &ops, opts).await.unwrap();
+    let live = start.elapsed();
+    assert_eq!(r.status, Status::Completed, "{r:?}");
+    let db = dir.join("bench.db");
+    let events: u64 = rusqlite::Connection::open(&db)
+        .unwrap()
         .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
         .unwrap();
-    drop(conn);
-    let start = Instant::now();
-    let resumed = host
-        .resume(&r.run_id, agentflow::ResumeOptions::default())
-        .await
-        .unwrap();
-    let resume = start.elapsed();
-    assert_eq!(resumed.output, r.output, "the replay reproduces the run");
-    (live, resume, events)
+    let mut library = Vec::new();
+    for _ in 0..repeats {
+        make_interrupted(&db);
+        let start = Instant::now();
+        let resumed = host
+            .resume(&r.run_id, agentflow::ResumeOptions::default())
+            .await
+            .unwrap();
+        library.push(start.elapsed());
+        assert_eq!(resumed.output, r.output, "the replay reproduces the run");
+    }
+    drop(host);
+    let bin = agentflow_bin();
+    let mut cli = Vec::new();
+    for _ in 0..repeats {
+        make_interrupted(&db);
+        let start = Instant::now();
+        let out = std::process::Command::new(&bin)
+            .args(["resume", &r.run_id, "--json", "--db"])
+            .arg(&db)
+            .env("AGENTFLOW_CACHE_DIR", dir.join("cache"))
+            .output()
+            .unwrap();
+        cli.push(start.elapsed());
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    (live, Samples(library), Samples(cli), events)
 }
 
 async fn spawn_with_10k_tasks() -> (Duration, u32) {
@@ -305,7 +471,7 @@ async fn spawn_with_10k_tasks() -> (Duration, u32) {
 
 /// Median wall time of a one-task `scripted` run (output `[]`) without and with three
 /// programmatic validators, runs interleaved so drift hits both alike.
-async fn validation_overhead(iterations: usize) -> (Duration, Duration) {
+async fn validation_overhead(iterations: usize) -> (Samples, Samples) {
     let plain_dir = scratch("val-plain");
     let plain = host(&plain_dir, "");
     let checked_dir = scratch("val-checked");
@@ -356,9 +522,7 @@ must_not_match = ["*TODO*"]
         3 * (iterations + 10),
         "every verdict recorded"
     );
-    a.sort();
-    b.sort();
-    (a[a.len() / 2], b[b.len() / 2])
+    (Samples(a), Samples(b))
 }
 
 /// The 2,000-line file and the version child `k` writes (one line changed in its region).
@@ -374,8 +538,18 @@ fn merge_versions(k: usize) -> (String, String) {
     (base, mine)
 }
 
-async fn merge_10_children() -> (Duration, Duration) {
-    let dir = scratch("merge");
+async fn merges(repeats: usize) -> (Samples, Samples) {
+    let (mut joins, mut classify) = (Vec::new(), Vec::new());
+    for i in 0..repeats {
+        let (j, c) = merge_10_children(i).await;
+        joins.push(j);
+        classify.extend(c);
+    }
+    (Samples(joins), Samples(classify))
+}
+
+async fn merge_10_children(i: usize) -> (Duration, Vec<Duration>) {
+    let dir = scratch(&format!("merge-{i}"));
     let ws = dir.join("ws");
     std::fs::create_dir_all(&ws).unwrap();
     std::fs::write(ws.join("big.rs"), merge_versions(0).0).unwrap();
@@ -383,14 +557,20 @@ async fn merge_10_children() -> (Duration, Duration) {
     let mut ops = Vec::new();
     for k in 0..10 {
         let (_, mine) = merge_versions(k);
-        let child_ops = serde_json::json!([{"tool": {"name": "workspace",
-            "args": {"op": "write", "path": "big.rs", "content": mine}}}]);
+        let child_ops = serde_json::json!([
+            {"tool": {"name": "workspace", "args": {"op": "write", "path": "big.rs", "content": mine}}},
+            {"tool": {"name": "kv", "args": {"op": "put", "key": format!("done-{k}"), "value": "yes"}}},
+        ]);
         ops.push(
             serde_json::json!({"spawn": {"description": format!("change region {k}"),
                                               "input": child_ops.to_string()}}),
         );
     }
-    ops.push(serde_json::json!({"sleep_ms": 2000}));
+    // Wait until every child has written (its kv signal), so the timed waits are the
+    // joins alone, not the children's work or a guessed sleep.
+    for k in 0..10 {
+        ops.push(serde_json::json!({"wait_kv": {"key": format!("done-{k}"), "timeout_ms": 60000}}));
+    }
     ops.push(serde_json::json!("clock"));
     for id in 2..12 {
         ops.push(serde_json::json!({"wait": id}));
@@ -401,7 +581,7 @@ async fn merge_10_children() -> (Duration, Duration) {
             &example("scripted"),
             &serde_json::Value::Array(ops).to_string(),
             RunOptions {
-                grants: vec!["workspace".into()],
+                grants: vec!["workspace".into(), "kv".into()],
                 workspace: Some(ws.clone()),
                 ..Default::default()
             },
@@ -417,7 +597,7 @@ async fn merge_10_children() -> (Duration, Duration) {
         10,
         "all ten changes merged"
     );
-    let (t0, t1) = (results[11].as_u64().unwrap(), results[22].as_u64().unwrap());
+    let (t0, t1) = (results[20].as_u64().unwrap(), results[31].as_u64().unwrap());
     let joins = Duration::from_millis(t1 - t0);
     // The bare classification of the last merge: base, nine changes merged, the tenth.
     let (base, tenth) = merge_versions(9);
@@ -426,13 +606,15 @@ async fn merge_10_children() -> (Duration, Duration) {
         ours = diffy::merge(&base, &ours, &merge_versions(k).1).unwrap();
     }
     let config = agentflow::merge::MergeConfig::default();
-    let start = Instant::now();
+    let mut classify = Vec::new();
     for _ in 0..20 {
+        let start = Instant::now();
         let c =
             agentflow::merge::classify(&config, Some("big.rs"), Some(&base), Some(&ours), &tenth);
+        classify.push(start.elapsed());
         assert!(matches!(c, agentflow::merge::Classified::Trivial { .. }));
     }
-    (joins, start.elapsed() / 20)
+    (joins, classify)
 }
 
 fn main() {
@@ -442,7 +624,7 @@ fn main() {
         .unwrap();
     rt.block_on(async {
         println!(
-            "agentflow host benchmark ({} cores)",
+            "agentflow host benchmark ({} cores); each figure: median (min, max, n=samples)",
             std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1)
@@ -451,113 +633,77 @@ fn main() {
         let want = |n: &str| only.is_empty() || only.split(',').any(|s| s.trim() == n);
         if want("1") {
             let raw = raw_start(2000).await;
-            let full = host_start(300).await;
-            println!("1. agent start (instantiate + trivial run)");
-            println!(
-                "   raw wasmtime InstancePre + pooling       {:>12}",
-                fmt(raw)
-            );
-            println!(
-                "   host: Host::run (run+task rows, durable) {:>12}",
-                fmt(full)
-            );
+            let warm = host_start(300).await;
+            let cold = cold_start(20).await;
+            println!("1. agent start (instantiate + trivial run), latency per start");
+            println!("   raw wasmtime InstancePre + pooling         {}", raw.line());
+            println!("   Host::run on a running host (durable rows)  {}", warm.line());
+            println!("   Host::new + component load (cache) + run    {}", cold.line());
         }
         if want("2") {
-            let log = call_round_trip(serde_json::json!({"log": "x"}), 2000).await;
+            let log = call_round_trip(serde_json::json!({"log": "x"}), 2000, 5).await;
             let llm = call_round_trip(
                 serde_json::json!({"llm": {"prompt": "hi", "max_tokens": 16}}),
                 1000,
+                5,
             )
             .await;
-            println!("2. host-call round trip, durable ledger on (fsync per commit)");
-            println!(
-                "   trace.log                                {:>12}",
-                fmt(log)
-            );
-            println!(
-                "   llm.complete (mock provider)             {:>12}",
-                fmt(llm)
-            );
+            println!("2. host-call round trip, durable ledger on; amortised per call (slope of a run with N calls over one with none)");
+            println!("   trace.log (N=2000)                          {}", log.line());
+            println!("   llm.complete, mock provider (N=1000)        {}", llm.line());
         }
         if want("3") {
-            let (wall, tasks, events) = tree().await;
-            let steps = tasks * 5;
+            let (walls, tasks, events, latency) = trees(3).await;
+            let steps = tasks as u32 * 5;
+            let per_step = Samples(walls.0.iter().map(|w| *w / steps).collect());
             println!("3. tree of {tasks} agents × 5 steps (mock LLM + kv tool), durable ledger on");
-            println!(
-                "   total wall time                          {:>12}",
-                fmt(wall)
-            );
-            println!(
-                "   per step (1 LLM + 1 tool call)           {:>12}",
-                fmt(wall / steps as u32)
-            );
-            println!("   ledger events written                    {:>12}", events);
+            println!("   total wall time                             {}", walls.line());
+            println!("   per step, amortised throughput (wall/steps) {}", per_step.line());
+            println!("   per call latency (ledger timestamps, 1 ms)  {}", latency.line());
+            println!("   ledger events written per run               {events:>10}");
         }
         if want("4") {
-            let (plan, decide) = decision_latency(5000).await;
-            println!("4. scheduler decision, 50 models in the catalog");
-            println!(
-                "   plan (filter, predict, score)            {:>12}",
-                fmt(plan)
-            );
-            println!(
-                "   plan + quota reservation + release       {:>12}",
-                fmt(decide)
-            );
+            let (plan, decide) = decision_latency(1000, 5).await;
+            println!("4. scheduler decision, 50 models in the catalog; amortised over batches of 1000");
+            println!("   plan (filter, predict, score)               {}", plan.line());
+            println!("   plan + quota reservation + release          {}", decide.line());
         }
         if want("5") {
-            let (live, resume, events) = resume_10k().await;
-            println!("5. resume a task with 10,000 recorded calls (trace.log)");
+            let (live, library, cli, events) = resume_mix(3).await;
+            let rate = |d: Duration| events as f64 / d.as_secs_f64();
+            println!("5. resume a task with 10,000 recorded calls (1/3 LLM, 1/3 kv tool + intent, 1/3 trace.log; {events} events)");
+            println!("   original live run                           {:>10}", fmt(live));
+            println!("   Host::resume (load ledger + replay all)     {}", library.line());
+            println!("   agentflow resume (CLI process, replay all)  {}", cli.line());
             println!(
-                "   original live run                        {:>12}",
-                fmt(live)
-            );
-            println!(
-                "   resume (load ledger + replay all)        {:>12}",
-                fmt(resume)
-            );
-            println!(
-                "   replay speed                             {:>9.0} ev/s",
-                events as f64 / resume.as_secs_f64()
+                "   replay speed, median                        {:>7.0} ev/s (library), {:.0} ev/s (CLI)",
+                rate(library.median()),
+                rate(cli.median())
             );
         }
         if want("6") {
             let (per_spawn, n) = spawn_with_10k_tasks().await;
-            println!("6. spawn decision with 10,000 tasks in the tree ({n} spawns measured)");
+            println!("6. spawn decision with 10,000 tasks in the tree; amortised over {n} spawns (1 run)");
             println!(
-                "   per spawn (all checks + ledger commits)  {:>12}",
+                "   per spawn (all checks + ledger commits)     {:>10}",
                 fmt(per_spawn)
             );
         }
         if want("7") {
             let (plain, checked) = validation_overhead(300).await;
+            println!("7. validation overhead per task: json-schema + length + pattern");
+            println!("   one-task run, no validators                 {}", plain.line());
+            println!("   one-task run, 3 programmatic validators     {}", checked.line());
             println!(
-                "7. validation overhead per task: json-schema + length + pattern (median of 300)"
-            );
-            println!(
-                "   one-task run, no validators              {:>12}",
-                fmt(plain)
-            );
-            println!(
-                "   one-task run, 3 programmatic validators  {:>12}",
-                fmt(checked)
-            );
-            println!(
-                "   overhead per task                        {:>12}",
-                fmt(checked.saturating_sub(plain))
+                "   overhead per task (difference of medians)   {:>10}",
+                fmt(checked.median().saturating_sub(plain.median()))
             );
         }
         if want("8") {
-            let (joins, classify) = merge_10_children().await;
+            let (joins, classify) = merges(3).await;
             println!("8. merge: 10 children each change one region of a 2,000-line file");
-            println!(
-                "   10 joins (3-way merge into the workspace) {:>11}",
-                fmt(joins)
-            );
-            println!(
-                "   one 3-way classification (diffy)         {:>12}",
-                fmt(classify)
-            );
+            println!("   10 joins (3-way merge into the workspace)   {}", joins.line());
+            println!("   one 3-way classification (diffy)            {}", classify.line());
         }
     });
 }
