@@ -281,6 +281,18 @@ impl Host {
         let root_task = run.register_root(&agent, input);
         let root = root_task.task_id;
         self.ledger.create_run(new_run, root_task).await?;
+        self.run_root(run, root, agent, input, started).await
+    }
+
+    /// Execute root task `root` live from `input`, then conclude the run.
+    async fn run_root(
+        &self,
+        run: Arc<RunContext>,
+        root: u64,
+        agent: Arc<LoadedAgent>,
+        input: &str,
+        started: Instant,
+    ) -> anyhow::Result<RunReport> {
         let slot = run.take_slot().await;
         let outcome = runtime::execute::execute_task(
             run.clone(),
@@ -665,18 +677,7 @@ impl Host {
     ) -> anyhow::Result<RunReport> {
         tracing::info!(run = %run.run_id, "the run has no root task yet: starting it from the recorded input");
         let root = run.create_root(&agent, input).await?;
-        let slot = run.take_slot().await;
-        let outcome = runtime::execute::execute_task(
-            run.clone(),
-            root,
-            0,
-            agent,
-            input.to_string(),
-            None,
-            slot,
-        )
-        .await;
-        self.conclude(run, started, outcome).await
+        self.run_root(run, root, agent, input, started).await
     }
 
     /// Close the host: checkpoint the ledger's write-ahead log into the database file

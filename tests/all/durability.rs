@@ -857,19 +857,24 @@ fn count(host: &agentflow::Host, run_id: &str, task: u64, kind: &str) -> usize {
         .count()
 }
 
-/// A run that failed because its provider was down is continued with
-/// `resume --retry-failed`: the failed child and the root that failed with it re-run,
-/// replaying what succeeded (the tool call is not made again) and making the failed
-/// LLM call again live, once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_run_is_continued_by_retry_failed() {
+/// `failing_tree` run against a provider that is down for one request, then answers
+/// `reply`: the server, the scratch dir, the host and the failed run's report.
+async fn failed_tree_run(
+    label: &str,
+    reply: &str,
+) -> (
+    crate::support::fake_http::FakeServer,
+    TempDir,
+    agentflow::Host,
+    agentflow::RunReport,
+) {
     use crate::support::fake_http::{FakeResponse, FakeServer};
     let server = FakeServer::start(vec![
         FakeResponse::text(500, "provider down"),
-        openai_reply("hello again"),
+        openai_reply(reply),
     ])
     .await;
-    let dir = TempDir::new("retry-failed");
+    let dir = TempDir::new(label);
     let host = host(&dir, &one_endpoint(&server));
     let opts = RunOptions {
         grants: vec!["kv".into()],
@@ -877,6 +882,16 @@ async fn a_failed_run_is_continued_by_retry_failed() {
     };
     let (failed, _) = run_scripted(&host, failing_tree(), opts).await;
     assert_eq!(failed.status, Status::Failed, "{failed:?}");
+    (server, dir, host, failed)
+}
+
+/// A run that failed because its provider was down is continued with
+/// `resume --retry-failed`: the failed child and the root that failed with it re-run,
+/// replaying what succeeded (the tool call is not made again) and making the failed
+/// LLM call again live, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_run_is_continued_by_retry_failed() {
+    let (server, _dir, host, failed) = failed_tree_run("retry-failed", "hello again").await;
     assert_eq!(server.requests().len(), 1);
     // A plain resume refuses a failed run, and says how to continue it.
     let err = host
@@ -914,20 +929,7 @@ async fn a_failed_run_is_continued_by_retry_failed() {
 /// `recover --apply` on a failed run whose plan says "resume" continues it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recover_apply_resumes_a_failed_run_whose_plan_says_resume() {
-    use crate::support::fake_http::{FakeResponse, FakeServer};
-    let server = FakeServer::start(vec![
-        FakeResponse::text(500, "provider down"),
-        openai_reply("back"),
-    ])
-    .await;
-    let dir = TempDir::new("recover-failed");
-    let host = host(&dir, &one_endpoint(&server));
-    let opts = RunOptions {
-        grants: vec!["kv".into()],
-        ..Default::default()
-    };
-    let (failed, _) = run_scripted(&host, failing_tree(), opts).await;
-    assert_eq!(failed.status, Status::Failed);
+    let (server, _dir, host, failed) = failed_tree_run("recover-failed", "back").await;
     let (plan, _) = host
         .recover(&failed.run_id, false)
         .await
