@@ -2,8 +2,9 @@
 //! `max_checkpoint_bytes` from the config, `http_fetch` without redirects, with its
 //! body cap and its `*.domain` allowlist entries, and the `agentflow run` flags
 //! `--max-depth`, `--budget-usd`, `--max-concurrency`, `--require-approval-over-usd`
-//! (with `deny`) and `--input-file`. (That keys stay out of the logs, the ledger and the
-//! performance DB is `cli::run_against_an_openai_compatible_server`.)
+//! (with `deny`) and `--input-file`; and provider keys kept out of the logs, the ledger
+//! and the performance DB (an Anthropic key from the environment here, an OpenAI key
+//! from the config in `cli::run_against_an_openai_compatible_server`).
 
 use crate::cli::{agentflow, wait_for_listing};
 use crate::support::fake_http::{FakeResponse, FakeServer};
@@ -529,4 +530,96 @@ fn cli_input_file_is_the_agents_input() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
+
+/// `provider = "anthropic"` with its key taken from `$ANTHROPIC_API_KEY`: the key is
+/// sent (`x-api-key`) but appears nowhere in the host's output at its most verbose
+/// log level, in `inspect`, in the ledger (and its `-wal`) or in the performance DB.
+/// (The same for an OpenAI key in the config file:
+/// `cli::run_against_an_openai_compatible_server`.)
+#[test]
+fn an_anthropic_key_from_the_environment_stays_out_of_logs_ledger_and_perf_db() {
+    const KEY: &str = "sk-ant-claims-secret-0451";
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt.block_on(FakeServer::start(vec![FakeResponse::json(
+        200,
+        json!({
+            "id": "msg_1",
+            "type": "message",
+            "role": "assistant",
+            "model": "claude-test",
+            "content": [{"type": "text", "text": "Hello from Anthropic"}],
+            "stop_reason": "end_turn",
+            "usage": {"input_tokens": 30, "output_tokens": 5}
+        })
+        .to_string(),
+    )]));
+    let dir = TempDir::new("claims-anthropic-key");
+    let config = dir.join("a.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[llm]\nprovider = \"anthropic\"\n[llm.anthropic]\nbase_url = \"{}\"\n[llm.prices.claude-test]\ninput_per_mtok = 3.0\noutput_per_mtok = 15.0\n",
+            server.url()
+        ),
+    )
+    .unwrap();
+    let db = dir.join("k.db");
+    let out = agentflow()
+        .env("AGENTFLOW_LOG", "trace")
+        .env("ANTHROPIC_API_KEY", KEY)
+        .arg("run")
+        .arg(example("hello"))
+        .args(["--input", "x", "--json", "--config"])
+        .arg(&config)
+        .arg("--db")
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["output"], "Hello from Anthropic");
+    let requests = server.requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(
+        requests[0].header("x-api-key"),
+        Some(KEY),
+        "the key was used"
+    );
+    assert!(stderr(&out).contains("TRACE"), "{}", stderr(&out));
+    let inspect = agentflow()
+        .args([
+            "inspect",
+            report["run_id"].as_str().unwrap(),
+            "--json",
+            "--db",
+        ])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(inspect.status.success(), "{}", stderr(&inspect));
+    let perf = agentflow::scheduler::perf::path_for_ledger(&db);
+    assert!(perf.exists(), "{}", perf.display());
+    let mut places = vec![
+        ("stdout of run".to_string(), out.stdout.clone()),
+        ("stderr of run".to_string(), out.stderr.clone()),
+        ("inspect --json".to_string(), inspect.stdout.clone()),
+    ];
+    for file in [
+        db.clone(),
+        dir.join("k.db-wal"),
+        perf.clone(),
+        perf.with_extension("db-wal"),
+    ] {
+        places.push((
+            file.display().to_string(),
+            std::fs::read(&file).unwrap_or_default(),
+        ));
+    }
+    for (place, bytes) in places {
+        assert!(
+            !bytes.windows(KEY.len()).any(|w| w == KEY.as_bytes()),
+            "the key is in {place}"
+        );
+    }
 }
