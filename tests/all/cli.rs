@@ -181,6 +181,7 @@ fn run_against_an_openai_compatible_server() {
     .unwrap();
     let db = dir.join("o.db");
     let out = agentflow()
+        .env("AGENTFLOW_LOG", "trace")
         .arg("run")
         .arg(example("hello"))
         .args(["--input", "x", "--json", "--config"])
@@ -220,14 +221,41 @@ fn run_against_an_openai_compatible_server() {
         models[0]["stats"]["calls"], 1,
         "the provider retried the 429 itself: one call"
     );
-    // The key never lands in the ledger.
-    let bytes = std::fs::read(&db).unwrap();
-    let wal = std::fs::read(dir.join("o.db-wal")).unwrap_or_default();
+    // The key never lands in the ledger, the performance DB or the host's output
+    // (its most verbose logs, the HTTP client's included).
     let needle = b"sk-secret-123";
     assert!(
-        !bytes.windows(needle.len()).any(|w| w == needle)
-            && !wal.windows(needle.len()).any(|w| w == needle)
+        stderr(&out).contains("DEBUG"),
+        "the trace log was on: {}",
+        stderr(&out)
     );
+    let perf = agentflow::scheduler::perf::path_for_ledger(&db);
+    assert!(perf.exists(), "{} was written", perf.display());
+    let mut places = vec![
+        ("stdout of run".to_string(), out.stdout.clone()),
+        ("stderr of run".to_string(), out.stderr.clone()),
+        (
+            "stdout of models".to_string(),
+            serde_json::to_vec(&models).unwrap(),
+        ),
+    ];
+    for file in [
+        db.clone(),
+        dir.join("o.db-wal"),
+        perf.clone(),
+        perf.with_extension("db-wal"),
+    ] {
+        places.push((
+            file.display().to_string(),
+            std::fs::read(&file).unwrap_or_default(),
+        ));
+    }
+    for (place, bytes) in places {
+        assert!(
+            !bytes.windows(needle.len()).any(|w| w == needle),
+            "the key is in {place}"
+        );
+    }
 }
 
 /// Poll `agentflow <listing> --json --db DB` (approvals, conflicts, reviews) until it

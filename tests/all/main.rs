@@ -3,6 +3,7 @@
 
 mod support;
 
+mod claims;
 mod cli;
 mod constraints;
 mod durability;

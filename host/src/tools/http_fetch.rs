@@ -197,6 +197,28 @@ mod tests {
     }
 
     #[test]
+    fn wildcard_entries_match_subdomains_only() {
+        let tool = HttpFetchTool::new(&ToolsConfig {
+            http_allow_hosts: vec!["*.Example.test".into()],
+            ..ToolsConfig::default()
+        })
+        .unwrap();
+        for allowed in ["a.example.test", "A.EXAMPLE.TEST", "deep.a.example.test"] {
+            assert!(tool.host_allowed(allowed), "{allowed}");
+        }
+        for refused in [
+            "example.test",
+            "evil-example.test",
+            "aexample.test",
+            "example.test.evil",
+            "a.example.testx",
+            "",
+        ] {
+            assert!(!tool.host_allowed(refused), "{refused}");
+        }
+    }
+
+    #[test]
     fn refusals_name_the_address_the_reason_and_the_key() {
         let addrs: [SocketAddr; 2] =
             ["93.184.216.34:80", "[64:ff9b::7f00:1]:80"].map(|a| a.parse().unwrap());
