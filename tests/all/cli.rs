@@ -349,7 +349,7 @@ fn timeout_bounds_a_sleeping_guest_and_inspect_shows_blocked_time() {
     };
     assert!(secs("blocked in host calls") >= 1.4, "{line}");
     assert!(secs("cpu") < 1.0, "{line}");
-    assert!(line.contains("of 1.50s"), "{line}");
+    assert!(line.contains("of 1.500s"), "{line}");
     // A bad duration is one clear line.
     let out = agentflow()
         .arg("run")

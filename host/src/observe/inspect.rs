@@ -42,7 +42,7 @@ fn add_usage(total: &mut Option<serde_json::Value>, attempt: &serde_json::Value)
 }
 
 fn seconds(ms: u64) -> String {
-    format!("{:.2}s", ms as f64 / 1000.0)
+    format!("{:.3}s", ms as f64 / 1000.0)
 }
 
 /// Load everything `inspect` shows for a run (id or unique prefix).
