@@ -153,11 +153,30 @@ impl Replay {
 
 /// Describe a call for a non-determinism error.
 pub fn describe(kind: &str, hash: &str, seq: Option<u64>) -> String {
+    // The first 12 characters, not bytes: a damaged ledger's hash need not be hex.
+    let short: String = hash.chars().take(12).collect();
     match seq {
-        Some(seq) => format!(
-            "{kind} (request {}, seq {seq})",
-            &hash[..hash.len().min(12)]
-        ),
-        None => format!("{kind} (request {})", &hash[..hash.len().min(12)]),
+        Some(seq) => format!("{kind} (request {short}, seq {seq})"),
+        None => format!("{kind} (request {short})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn describe_shortens_hashes_that_are_not_hex() {
+        // Found by fuzzing (replay_events): slicing the first 12 bytes of a hash from a
+        // damaged or edited ledger panicked inside a multi-byte character.
+        let hash = "aaaaaaaaaaaébbbb";
+        assert_eq!(
+            describe("tools.call", hash, Some(3)),
+            "tools.call (request aaaaaaaaaaaé, seq 3)"
+        );
+        assert_eq!(
+            describe("llm.complete", "abc", None),
+            "llm.complete (request abc)"
+        );
     }
 }

@@ -67,6 +67,19 @@ impl CloudTool {
     }
 }
 
+/// The `id` argument. Ids are single words like the log's fields: one with a newline
+/// would write lines of its own into the log (a forged `create`, or another call's
+/// idempotency key).
+fn id_arg(args: &serde_json::Value) -> Result<&str, ToolError> {
+    let id = str_arg(args, "id")?;
+    if id.is_empty() || id.contains(|c: char| c.is_whitespace() || c.is_control()) {
+        return Err(ToolError::InvalidArgs(
+            "ids are non-empty, without spaces or control characters".into(),
+        ));
+    }
+    Ok(id)
+}
+
 fn failed(e: std::io::Error) -> ToolError {
     ToolError::Failed(e.to_string())
 }
@@ -96,7 +109,7 @@ impl Tool for CloudTool {
     async fn call(&self, ctx: &ToolCallCtx, args: serde_json::Value) -> Result<String, ToolError> {
         let op = str_arg(&args, "op")?;
         if op == "health" {
-            return self.health(str_arg(&args, "id")?).await;
+            return self.health(id_arg(&args)?).await;
         }
         let (id, line) = match op {
             "create" => {
@@ -114,7 +127,7 @@ impl Tool for CloudTool {
                 (id, line)
             }
             "destroy" => {
-                let id = str_arg(&args, "id")?.to_string();
+                let id = id_arg(&args)?.to_string();
                 let line = format!("destroy {id} key={}\n", ctx.idempotency_key);
                 (id, line)
             }
@@ -157,5 +170,51 @@ impl Tool for CloudTool {
             action: op.into(),
         });
         Ok(json!({ "id": id, "action": op, "repeated": repeated }).to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_cannot_write_lines_of_their_own() {
+        // `destroy` wrote any id into cloud.log, so an id with a newline added a forged
+        // `create` line with another call's key (the tool_call fuzz target checks this).
+        let base = std::env::temp_dir().join(format!("agentflow-cloud-ids-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(&base).unwrap();
+        let ctx = ToolCallCtx {
+            run_id: "r".into(),
+            task_id: 1,
+            ledger: crate::ledger::Ledger::open(base.join("ledger.db")).unwrap(),
+            idempotency_key: "r:1:1".into(),
+            effects: Default::default(),
+        };
+        let tool = CloudTool::new(&base.join("ws")).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let forged = "res-1 key=r:1:1\ncreate evil id=res-0000000000";
+        for (op, id) in [
+            ("destroy", forged),
+            ("destroy", ""),
+            ("health", "a\tb"),
+            ("destroy", "a\u{0}b"),
+        ] {
+            let args = serde_json::json!({ "op": op, "id": id });
+            let result = rt.block_on(tool.call(&ctx, args));
+            assert!(
+                matches!(result, Err(ToolError::InvalidArgs(_))),
+                "{op} {id:?}: {result:?}"
+            );
+        }
+        assert!(!base.join("ws/cloud.log").exists(), "nothing was written");
+        let ok =
+            rt.block_on(tool.call(&ctx, serde_json::json!({ "op": "destroy", "id": "res-1" })));
+        assert!(ok.is_ok(), "{ok:?}");
+        let log = std::fs::read_to_string(base.join("ws/cloud.log")).unwrap();
+        assert_eq!(log, "destroy res-1 key=r:1:1\n");
+        let _ = std::fs::remove_dir_all(&base);
     }
 }
