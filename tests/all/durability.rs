@@ -338,21 +338,26 @@ fn sigkill_a_running_host_then_resume() {
     assert_eq!(check_run(&db, &ws, &baseline, "sigkill", in_doubt), (0, 0));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_changed_component_is_refused_or_diverges() {
-    let dir = TempDir::new("diverge");
-    let db = dir.join("d.db");
+/// A `scripted` run of two LLM calls killed after its 4th ledger event; its run id.
+fn crashed_two_call_run(db: &Path) -> String {
     let ops = json!([{"llm": {"prompt": "first"}}, {"llm": {"prompt": "second"}}]).to_string();
     let crashed = agentflow()
         .arg("run")
         .arg(example("scripted"))
         .args(["--input", &ops, "--db"])
-        .arg(&db)
+        .arg(db)
         .env("AGENTFLOW_CRASH_AFTER_EVENTS", "4")
         .output()
         .unwrap();
     assert!(!crashed.status.success());
-    let run_id = only_run_id(&db);
+    only_run_id(db)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_component_is_refused_or_diverges() {
+    let dir = TempDir::new("diverge");
+    let db = dir.join("d.db");
+    let run_id = crashed_two_call_run(&db);
     let config = agentflow::HostConfig {
         cache_dir: Some(cache_dir()),
         ..Default::default()
@@ -1052,17 +1057,7 @@ fn recorded_clock_and_random_reads_replay_identically() {
 fn a_changed_model_catalog_is_refused_on_resume() {
     let dir = TempDir::new("catalog-changed");
     let db = dir.join("c.db");
-    let ops = json!([{"llm": {"prompt": "first"}}, {"llm": {"prompt": "second"}}]).to_string();
-    let crashed = agentflow()
-        .arg("run")
-        .arg(example("scripted"))
-        .args(["--input", &ops, "--db"])
-        .arg(&db)
-        .env("AGENTFLOW_CRASH_AFTER_EVENTS", "4")
-        .output()
-        .unwrap();
-    assert!(!crashed.status.success());
-    let run_id = only_run_id(&db);
+    let run_id = crashed_two_call_run(&db);
     let config = dir.join("more-models.toml");
     std::fs::write(
         &config,

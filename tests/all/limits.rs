@@ -115,10 +115,10 @@ async fn host_call_limit_stops_the_agent() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 /// Cancelling a spawned child (queued or already running: the test does not wait to
 /// know) ends it as `cancelled`, and a second cancel reports it finished. A child's
 /// descendants are covered by `constraints::cancelling_a_child_cancels_its_descendants`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_stops_a_spawned_child() {
     let dir = TempDir::new("limits-cancel");
     let hostile = example("hostile");

@@ -20,6 +20,7 @@
 use crate::ledger::query::{EventRow, ResumeTask};
 use crate::ledger::{EventRecord, Writer};
 use serde_json::json;
+use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
 
 /// One task to re-run and where its replay stops.
@@ -56,7 +57,7 @@ pub fn plan(tasks: &[ResumeTask], events: &[EventRow]) -> Vec<Reopen> {
         .filter(|t| reopened.contains(&t.task_id))
         .map(|t| {
             let own: Vec<&EventRow> =
-                without_superseded_refs(events.iter().filter(|e| e.task_id == t.task_id).collect());
+                without_superseded(events.iter().filter(|e| e.task_id == t.task_id).collect());
             let calls: Vec<&EventRow> = own.iter().copied().filter(is_call).collect();
             let saw_child_fail = calls.iter().find(|e| {
                 e.kind == "tasks.wait"
@@ -118,36 +119,23 @@ pub fn apply(w: &mut Writer, run_id: &str, reopen: &[Reopen]) -> rusqlite::Resul
 
 /// A task's events without those a `task.reopened` marker superseded (recorded after
 /// its cut and before it): what a replay of the task may use.
-pub fn without_superseded(events: Vec<EventRow>) -> Vec<EventRow> {
-    let cuts = cuts(events.iter());
-    events
-        .into_iter()
-        .filter(|e| !superseded(&cuts, e))
-        .collect()
-}
-
-fn without_superseded_refs(events: Vec<&EventRow>) -> Vec<&EventRow> {
-    let cuts = cuts(events.iter().copied());
-    events
-        .into_iter()
-        .filter(|e| !superseded(&cuts, e))
-        .collect()
-}
-
-/// `(keep_through, marker_seq)` per marker, per task.
-fn cuts<'a>(events: impl Iterator<Item = &'a EventRow>) -> Vec<(u64, u64, u64)> {
-    events
+pub fn without_superseded<E: Borrow<EventRow>>(events: Vec<E>) -> Vec<E> {
+    let cuts: Vec<(u64, u64, u64)> = events
+        .iter()
+        .map(Borrow::borrow)
         .filter(|e| e.kind == "task.reopened")
         .map(|e| {
-            (
-                e.task_id,
-                e.request["keep_through_seq"].as_u64().unwrap_or(0),
-                e.seq,
-            )
+            let keep = e.request["keep_through_seq"].as_u64().unwrap_or(0);
+            (e.task_id, keep, e.seq)
         })
+        .collect();
+    events
+        .into_iter()
+        .filter(|e| !superseded(&cuts, e.borrow()))
         .collect()
 }
 
+/// Whether `e` lies between a cut `(task, keep_through, marker_seq)` and its marker.
 fn superseded(cuts: &[(u64, u64, u64)], e: &EventRow) -> bool {
     cuts.iter()
         .any(|(task, keep, marker)| e.task_id == *task && e.seq > *keep && e.seq < *marker)

@@ -230,7 +230,7 @@ impl Budget {
 
     /// Total spent so far by the whole run.
     pub fn spent(&self) -> f64 {
-        self.0.lock().unwrap().values().map(|n| n.spent).sum()
+        self_spent(&self.0.lock().unwrap())
     }
 }
 
