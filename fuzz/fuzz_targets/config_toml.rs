@@ -27,7 +27,7 @@ fuzz_target!(|data: &[u8]| {
         "validated memory cap is positive"
     );
     for ms in [limits.cpu_ms, limits.wall_ms] {
-        let _ = agentflow::runtime::limits::format_ms(ms);
+        let _ = agentflow::supervisor::limits::format_ms(ms);
     }
     for price in config.llm.prices.values() {
         let _ = price.cost(u64::MAX, u64::MAX);

@@ -6,8 +6,9 @@
 //! same bytes.
 #![no_main]
 
-use agentflow::durability::nondet::{NondetRead, nondet_response, reads_of_event};
-use agentflow::durability::replay::{AUXILIARY, Replay, describe};
+use agentflow::replay::nondet::{NondetRead, nondet_response, reads_of_event};
+use agentflow::ledger::kinds::AUXILIARY;
+use agentflow::replay::{Replay, describe};
 use agentflow::ledger::query::EventRow;
 use arbitrary::Arbitrary;
 use base64::Engine as _;

@@ -3,9 +3,17 @@
 //! Every field has a safe default, so an empty file (or none) is a valid config: the
 //! built-in mock LLM, no tools granted, no network, conservative limits. Unknown keys
 //! are rejected so a typo does not silently fall back to a default.
+//!
+//! Each section's type lives in the module it configures (`[llm]` in
+//! [`crate::scheduler::catalog`], `[tools]` in [`crate::tools`], `[limits]` in
+//! [`crate::supervisor::limits`], …); this module only assembles them.
 
-use crate::providers::ProvidersConfig;
-use crate::runtime::limits::Limits;
+pub use crate::durability::DurabilityConfig;
+pub use crate::providers::Price;
+pub use crate::scheduler::catalog::LlmConfig;
+pub use crate::supervisor::budget::BudgetConfig;
+pub use crate::supervisor::limits::Limits;
+pub use crate::tools::ToolsConfig;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -34,10 +42,10 @@ pub struct HostConfig {
     pub constraints: crate::supervisor::constraints::ConstraintsConfig,
     /// Output validators (`[[validators]]`), run on each task's output in order.
     #[serde(default)]
-    pub validators: Vec<crate::validation::ValidatorConfig>,
+    pub validators: Vec<crate::checks::ValidatorConfig>,
     /// Retries of tasks whose output failed validation (`[retry]`).
     #[serde(default)]
-    pub retry: crate::validation::RetryConfig,
+    pub retry: crate::attempts::RetryConfig,
     /// How parallel children's work is merged (`[merge]`).
     #[serde(default)]
     pub merge: crate::merge::MergeConfig,
@@ -48,112 +56,6 @@ pub struct HostConfig {
     /// `~/.cache/agentflow`.
     #[serde(default)]
     pub cache_dir: Option<PathBuf>,
-}
-
-/// `[llm]`: providers, the model catalog, quotas and the scheduler's settings.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LlmConfig {
-    /// `provider`, `[llm.mock]`, `[llm.openai]`, `[llm.anthropic]`.
-    #[serde(flatten)]
-    pub providers: ProvidersConfig,
-    /// Further provider endpoints by name, e.g. `[llm.endpoints.local.openai]` with
-    /// `base_url = ...`; catalog models name them in `provider`.
-    #[serde(default)]
-    pub endpoints: BTreeMap<String, crate::providers::EndpointConfig>,
-    /// The model catalog (`[[llm.models]]`); built in for the mock provider.
-    #[serde(default)]
-    pub models: Vec<crate::scheduler::catalog::ModelSpec>,
-    /// Prices in USD per million tokens, by model name (`[llm.prices.NAME]`), for a
-    /// config without `[[llm.models]]`: each priced model joins the catalog on `provider`.
-    #[serde(default)]
-    pub prices: BTreeMap<String, Price>,
-    /// Quotas per provider name (`[llm.quotas.NAME] tpm = .., rpm = ..`).
-    #[serde(default)]
-    pub quotas: BTreeMap<String, crate::scheduler::QuotaConfig>,
-    /// Scoring weights, breaker, quota window (`[llm.scheduler]`).
-    #[serde(default)]
-    pub scheduler: crate::scheduler::SchedulerConfig,
-    /// Output tokens assumed when a request gives no `max-output-tokens`, for budgets
-    /// and quotas (default 1024).
-    #[serde(default = "default_max_output")]
-    pub default_max_output_tokens: u32,
-}
-
-fn default_max_output() -> u32 {
-    1024
-}
-
-/// A model's price, USD per million tokens.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Price {
-    pub input_per_mtok: f64,
-    pub output_per_mtok: f64,
-}
-
-impl Price {
-    /// Cost of a call with these token counts.
-    pub fn cost(&self, input_tokens: u64, output_tokens: u64) -> f64 {
-        (input_tokens as f64 * self.input_per_mtok + output_tokens as f64 * self.output_per_mtok)
-            / 1_000_000.0
-    }
-}
-
-/// `[tools]`: which built-in tools a run is granted, and their scopes.
-#[derive(Clone, Debug, Default, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ToolsConfig {
-    /// Granted tool names (`kv`, `workspace`, `http_fetch`). Nothing is granted by default.
-    #[serde(default)]
-    pub grant: Vec<String>,
-    /// Directory the `workspace` tool may read and write (`--workspace DIR`).
-    #[serde(default)]
-    pub workspace: Option<PathBuf>,
-    /// Hosts `http_fetch` may GET (exact names, or `*.example.com`).
-    #[serde(default)]
-    pub http_allow_hosts: Vec<String>,
-    /// Allow `http_fetch` to reach private, loopback and link-local addresses. Off by default.
-    #[serde(default)]
-    pub http_allow_private: bool,
-    /// Largest body `http_fetch` returns, in bytes (default 1 MiB).
-    #[serde(default)]
-    pub http_max_bytes: Option<usize>,
-}
-
-/// `[durability]`.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DurabilityConfig {
-    /// When a resumed task's replay diverges: `fail` (default) or `from-checkpoint`.
-    #[serde(default)]
-    pub on_divergence: crate::durability::DivergencePolicy,
-}
-
-/// `[budget]`: the run's total spending limit.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BudgetConfig {
-    /// Total USD a run may spend on LLM calls (reserved before each call). Default 1.00.
-    #[serde(default = "default_budget")]
-    pub usd: f64,
-    /// Total tokens (in + out) a run may use on LLM calls, reserved like the cost.
-    /// Default: no token limit.
-    #[serde(default)]
-    pub tokens: Option<u64>,
-}
-
-fn default_budget() -> f64 {
-    1.0
-}
-
-impl Default for BudgetConfig {
-    fn default() -> Self {
-        BudgetConfig {
-            usd: default_budget(),
-            tokens: None,
-        }
-    }
 }
 
 impl HostConfig {

@@ -17,8 +17,10 @@
 //! # Ok(()) }
 //! ```
 
+pub mod attempts;
 pub mod bindings;
 pub mod capabilities;
+pub mod checks;
 pub mod config;
 pub mod durability;
 pub mod guest_text;
@@ -26,11 +28,11 @@ pub mod ledger;
 pub mod merge;
 pub mod observe;
 pub mod providers;
+pub mod replay;
 pub mod runtime;
 pub mod scheduler;
 pub mod supervisor;
 pub mod tools;
-pub mod validation;
 
 pub use config::HostConfig;
 pub use ledger::Status;
@@ -57,7 +59,7 @@ pub struct RunOptions {
     /// Override `[budget] usd`.
     pub budget_usd: Option<f64>,
     /// Override `[durability] on_divergence`.
-    pub on_divergence: Option<durability::DivergencePolicy>,
+    pub on_divergence: Option<replay::DivergencePolicy>,
     /// Override `[constraints] max_concurrent_tasks`.
     pub max_concurrency: Option<u32>,
     /// Override `[constraints.approval] cost_over_usd`.
@@ -80,11 +82,11 @@ pub struct ResumeOptions {
 /// What a run stores about its configuration, enough to resume it from the ledger.
 #[derive(Clone, Debug, Serialize, serde::Deserialize)]
 struct StoredRunConfig {
-    limits: runtime::limits::Limits,
+    limits: supervisor::limits::Limits,
     budget_usd: f64,
-    tools: config::ToolsConfig,
+    tools: tools::ToolsConfig,
     agents: std::collections::BTreeMap<String, PathBuf>,
-    on_divergence: durability::DivergencePolicy,
+    on_divergence: replay::DivergencePolicy,
     catalog: Vec<scheduler::catalog::ModelSpec>,
     /// A fork's model: every live LLM call is pinned to it.
     #[serde(default)]
@@ -97,10 +99,10 @@ struct StoredRunConfig {
     budget_tokens: Option<u64>,
     /// Output validators.
     #[serde(default)]
-    validators: Vec<validation::ValidatorConfig>,
+    validators: Vec<checks::ValidatorConfig>,
     /// Retries after validation failures.
     #[serde(default)]
-    retry: validation::RetryConfig,
+    retry: attempts::RetryConfig,
     /// How parallel work is merged (`[merge]`).
     #[serde(default)]
     merge: merge::MergeConfig,
@@ -225,7 +227,7 @@ impl Host {
             limits.max_depth = d;
         }
         limits.validate()?;
-        validation::component::preload(&self.runtime, &self.config.validators)?;
+        attempts::component::preload(&self.runtime, &self.config.validators)?;
         let budget_usd = opts.budget_usd.unwrap_or(self.config.budget.usd);
         if !(budget_usd.is_finite() && budget_usd >= 0.0) {
             anyhow::bail!("--budget-usd must be a non-negative number");
@@ -278,7 +280,7 @@ impl Host {
             component: agent.bytes.clone(),
         };
         let run = self.run_context(run_id, &stored, tools, hash);
-        let root_task = run.register_root(&agent, input);
+        let root_task = run.register_root(&agent.component_ref(), input);
         let root = root_task.task_id;
         self.ledger.create_run(new_run, root_task).await?;
         self.run_root(run, root, agent, input, started).await
@@ -294,16 +296,15 @@ impl Host {
         started: Instant,
     ) -> anyhow::Result<RunReport> {
         let slot = run.take_slot().await;
-        let outcome = runtime::execute::execute_task(
-            run.clone(),
-            root,
-            0,
-            agent,
-            input.to_string(),
-            None,
+        let start = supervisor::TaskStart {
+            id: root,
+            depth: 0,
+            agent: agent.component_ref(),
+            input: input.to_string(),
+            replay: None,
             slot,
-        )
-        .await;
+        };
+        let outcome = run.runner.run_task(run.clone(), start).await;
         self.conclude(run, started, outcome).await
     }
 
@@ -317,7 +318,11 @@ impl Host {
         RunContext::new(
             run_id,
             self.ledger.clone(),
-            self.runtime.clone(),
+            Arc::new(attempts::Runner {
+                runtime: self.runtime.clone(),
+                retry: stored.retry.clone(),
+                merge: Arc::new(stored.merge.clone()),
+            }),
             self.scheduler.clone(),
             self.config.llm.default_max_output_tokens,
             tools,
@@ -329,8 +334,6 @@ impl Host {
             stored.model_override.clone(),
             stored.constraints.clone(),
             stored.validators.clone(),
-            stored.retry.clone(),
-            stored.merge.clone(),
         )
     }
 
@@ -397,7 +400,7 @@ impl Host {
         if orphans > 0 {
             tracing::info!(run = %run_id, orphans, "cancelled children the root did not wait for");
         }
-        durability::fault::point("root-finished");
+        ledger::fault::point("root-finished");
         let (status, output, error) = match outcome {
             TaskOutcome::Completed(o) => (Status::Completed, Some(o), None),
             TaskOutcome::Failed(e) => (Status::Failed, None, Some(e)),
@@ -600,7 +603,7 @@ impl Host {
             *events = durability::reopen::without_superseded(std::mem::take(events));
         }
         let replay_for = |task_id: u64, events: Vec<ledger::query::EventRow>| {
-            let mut attempts = durability::replay::Replay::attempts(events);
+            let mut attempts = replay::Replay::attempts(events);
             for (replay, _, _) in attempts.iter_mut() {
                 replay.attach_states(|c| {
                     ledger::query::checkpoint_state(&reader, &run_id, task_id, c.seq)
@@ -645,7 +648,7 @@ impl Host {
             if t.parent_id.is_none() {
                 root = Some((agent, run_input.unwrap_or(input), replay));
             } else {
-                run.resume_task(t, agent, input, run_input, replay);
+                run.resume_task(t, agent.component_ref(), input, run_input, replay);
                 resumed += 1;
             }
         }
@@ -653,8 +656,15 @@ impl Host {
         let outcome = match root {
             Some((agent, input, replay)) => {
                 let slot = run.take_slot().await;
-                runtime::execute::execute_task(run.clone(), 1, 0, agent, input, Some(replay), slot)
-                    .await
+                let start = supervisor::TaskStart {
+                    id: 1,
+                    depth: 0,
+                    agent: agent.component_ref(),
+                    input,
+                    replay: Some(replay),
+                    slot,
+                };
+                run.runner.run_task(run.clone(), start).await
             }
             None => run
                 .outcome(1)
@@ -676,7 +686,7 @@ impl Host {
         started: Instant,
     ) -> anyhow::Result<RunReport> {
         tracing::info!(run = %run.run_id, "the run has no root task yet: starting it from the recorded input");
-        let root = run.create_root(&agent, input).await?;
+        let root = run.create_root(&agent.component_ref(), input).await?;
         self.run_root(run, root, agent, input, started).await
     }
 

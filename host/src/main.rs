@@ -55,10 +55,10 @@ enum Command {
         require_approval_over_usd: Option<f64>,
         /// When a resumed task's replay diverges: fail or from-checkpoint.
         #[arg(long, value_parser = parse_policy)]
-        on_divergence: Option<agentflow::durability::DivergencePolicy>,
+        on_divergence: Option<agentflow::replay::DivergencePolicy>,
         /// Wall-clock time each task may take (sets [limits] wall_ms; default 10m), e.g.
         /// 30s, 500ms, 2h.
-        #[arg(long, value_parser = agentflow::runtime::limits::parse_duration_ms, value_name = "DURATION")]
+        #[arg(long, value_parser = agentflow::supervisor::limits::parse_duration_ms, value_name = "DURATION")]
         timeout: Option<u64>,
         /// Print one JSON object on stdout instead of the output and a summary.
         #[arg(long)]
@@ -462,8 +462,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
             let runtime = tokio::runtime::Runtime::new()?;
             let report = runtime.block_on(async {
                 let host = Host::new(config, &db)?;
-                agentflow::validation::calibrate::calibrate(host.scheduler(), &judge, &labelled)
-                    .await
+                agentflow::attempts::calibrate::calibrate(host.scheduler(), &judge, &labelled).await
             })?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
@@ -512,11 +511,11 @@ fn real_main() -> anyhow::Result<ExitCode> {
         }
         Command::Reviews { db, all, json } => {
             let conn = open_existing(&db)?;
-            let rows = agentflow::validation::review::list(&conn, all)?;
+            let rows = agentflow::attempts::review::list(&conn, all)?;
             if json {
                 println!("{}", serde_json::to_string(&rows)?);
             } else {
-                print!("{}", agentflow::validation::review::render(&rows));
+                print!("{}", agentflow::attempts::review::render(&rows));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -717,7 +716,7 @@ fn decide(db: &Path, id: u64, approve: bool, note: Option<String>) -> anyhow::Re
 fn review(db: &Path, id: u64, retry: bool, note: Option<String>) -> anyhow::Result<ExitCode> {
     require_ledger(db)?;
     let ledger = Ledger::open(db)?;
-    let decided = agentflow::validation::review::decide_blocking(&ledger, id, retry, note)?;
+    let decided = agentflow::attempts::review::decide_blocking(&ledger, id, retry, note)?;
     checkpoint(&ledger);
     match decided {
         Some((run, task)) => {
@@ -776,10 +775,10 @@ fn require_ledger(db: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn parse_policy(s: &str) -> Result<agentflow::durability::DivergencePolicy, String> {
+fn parse_policy(s: &str) -> Result<agentflow::replay::DivergencePolicy, String> {
     match s {
-        "fail" => Ok(agentflow::durability::DivergencePolicy::Fail),
-        "from-checkpoint" => Ok(agentflow::durability::DivergencePolicy::FromCheckpoint),
+        "fail" => Ok(agentflow::replay::DivergencePolicy::Fail),
+        "from-checkpoint" => Ok(agentflow::replay::DivergencePolicy::FromCheckpoint),
         other => Err(format!("`{other}`: expected fail or from-checkpoint")),
     }
 }

@@ -961,9 +961,9 @@ fn recorded_wall_ms(db: &Path, run_id: &str) -> Vec<u64> {
     events
         .iter()
         .filter(|e| e.kind == "wasi.nondet")
-        .flat_map(|e| agentflow::durability::nondet::reads_of_event(&e.response).unwrap())
+        .flat_map(|e| agentflow::replay::nondet::reads_of_event(&e.response).unwrap())
         .filter_map(|r| match r {
-            agentflow::durability::nondet::NondetRead::Wall(ns) => Some(ns / 1_000_000),
+            agentflow::replay::nondet::NondetRead::Wall(ns) => Some(ns / 1_000_000),
             _ => None,
         })
         .collect()

@@ -277,10 +277,10 @@ async fn llm_attempt_events_are_host_bookkeeping_not_guest_calls() {
     )
     .await;
     assert_eq!(report.status, Status::Completed, "{report:?}");
-    assert!(agentflow::durability::replay::AUXILIARY.contains(&"llm.attempt"));
+    assert!(agentflow::ledger::kinds::AUXILIARY.contains(&"llm.attempt"));
     let events = events(&host, &report.run_id);
     assert_eq!(of_kind(&events, "llm.attempt").len(), 1);
-    let (replay, _) = agentflow::durability::replay::Replay::from_events(events);
+    let (replay, _) = agentflow::replay::Replay::from_events(events);
     assert_eq!(replay.remaining(), 1, "replay sees only the llm.complete");
 }
 

@@ -205,10 +205,10 @@ fn bad_validators_are_config_errors() {
         .unwrap();
     assert!(format!("{err:#}").contains("human"), "{err:#}");
     assert_eq!(
-        agentflow::validation::parse_score("Score: 8.5 because"),
+        agentflow::attempts::parse_score("Score: 8.5 because"),
         Some(8.5)
     );
-    assert_eq!(agentflow::validation::parse_score("no number"), None);
+    assert_eq!(agentflow::attempts::parse_score("no number"), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -914,7 +914,7 @@ semantic = "human"
     for _ in 0..200 {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         pending =
-            agentflow::validation::review::list(&host.ledger().reader().unwrap(), false).unwrap();
+            agentflow::attempts::review::list(&host.ledger().reader().unwrap(), false).unwrap();
         if !pending.is_empty() {
             break;
         }
@@ -925,7 +925,7 @@ semantic = "human"
     let ledger = host.ledger().clone();
     let id = pending[0].id;
     tokio::task::spawn_blocking(move || {
-        agentflow::validation::review::decide_blocking(
+        agentflow::attempts::review::decide_blocking(
             &ledger,
             id,
             false,

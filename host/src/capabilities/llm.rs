@@ -9,7 +9,7 @@
 //!
 //! Every attempt the provider made that failed (a 429, a 5xx, a timeout, a 2xx it
 //! could not use) is recorded as an `llm.attempt` event, and a timed-out attempt's
-//! estimated prompt is charged to the budget (see [`crate::supervisor::attempts`]).
+//! estimated prompt is charged to the budget (see [`crate::supervisor::llm_attempts`]).
 //! Health and the performance DB get the latency of the attempt that answered, not
 //! the retry waits.
 
@@ -17,10 +17,10 @@ use super::{Call, TaskCtx};
 use crate::bindings::llm::{
     FinishReason, Host, LlmError, Message, Priority, Request, Response, Role, ToolCall, Usage,
 };
-use crate::config::Price;
+use crate::providers::Price;
 use crate::providers::{self, ChatMessage, ChatRequest, FailedAttempt, ProviderError, ToolDef};
 use crate::scheduler::{self, SchedError, SchedRequest};
-use crate::supervisor::attempts::{ATTEMPT_KIND, AttemptCharge, attempt_records};
+use crate::supervisor::llm_attempts::{ATTEMPT_KIND, AttemptCharge, attempt_records};
 use serde_json::json;
 use std::time::Instant;
 
@@ -115,7 +115,7 @@ fn error_from_json(v: &serde_json::Value) -> LlmError {
 }
 
 /// The guest-visible result of a recorded `llm.complete`.
-fn replayed_result(rec: &crate::durability::replay::RecordedCall) -> Result<Response, LlmError> {
+fn replayed_result(rec: &crate::replay::RecordedCall) -> Result<Response, LlmError> {
     if !rec.ok {
         return Err(error_from_json(&rec.response));
     }

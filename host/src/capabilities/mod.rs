@@ -8,20 +8,23 @@
 //! checked on the first line of the functions that need them.
 
 pub mod checkpoint;
+mod kill;
 pub mod llm;
+pub mod stdio;
 pub mod tasks;
 pub mod tools;
 pub mod trace;
 pub mod wasi;
 
-use crate::durability::replay::{RecordedCall, Replay, describe};
 use crate::ledger::{EventRecord, now_ms};
-use crate::runtime::LoadedAgent;
-use crate::runtime::state::{AgentState, Kill};
-use crate::supervisor::RunContext;
+use crate::merge::MergeConfig;
+use crate::replay::{RecordedCall, Replay, describe};
+use crate::supervisor::{ComponentRef, RunContext};
 use serde_json::Value;
 use std::sync::Arc;
-use wasmtime::component::{HasData, Linker};
+use wasmtime::component::HasData;
+
+pub use kill::Kill;
 
 /// Capability state of one running agent (one task).
 pub struct TaskCtx {
@@ -29,7 +32,9 @@ pub struct TaskCtx {
     pub(crate) task_id: u64,
     pub(crate) depth: u32,
     /// The component this task runs (children spawned with `agent-ref::same` reuse it).
-    pub(crate) agent: Arc<LoadedAgent>,
+    pub(crate) agent: ComponentRef,
+    /// How children's work is merged into this task's (`[merge]`).
+    pub(crate) merge: Arc<MergeConfig>,
     /// Clock and random reads not yet written to the ledger.
     pub(crate) nondet: wasi::NondetLog,
     pub(crate) host_calls: u64,
@@ -121,13 +126,15 @@ impl TaskCtx {
         run: Arc<RunContext>,
         task_id: u64,
         depth: u32,
-        agent: Arc<LoadedAgent>,
+        agent: ComponentRef,
+        merge: Arc<MergeConfig>,
     ) -> TaskCtx {
         TaskCtx {
             run,
             task_id,
             depth,
             agent,
+            merge,
             nondet: wasi::NondetLog::default(),
             host_calls: 0,
             steps: 0,
@@ -302,12 +309,4 @@ pub struct HasTask;
 
 impl HasData for HasTask {
     type Data<'a> = &'a mut TaskCtx;
-}
-
-/// Add the agentflow capabilities to a linker.
-pub fn add_to_linker(linker: &mut Linker<AgentState>) -> anyhow::Result<()> {
-    crate::bindings::Agent::add_to_linker::<AgentState, HasTask>(linker, |s: &mut AgentState| {
-        &mut s.task
-    })
-    .map_err(|e| anyhow::anyhow!("linking agentflow capabilities: {e}"))
 }

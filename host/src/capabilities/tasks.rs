@@ -158,7 +158,7 @@ impl Host for TaskCtx {
             validators: Vec::new(),
         };
         let run = self.run.clone();
-        let result = match crate::validation::spawned::parse(&req.validators) {
+        let result = match crate::checks::spawned::parse(&req.validators) {
             Err(why) => Err(supervisor::SpawnRefusal::InvalidRequest(why)),
             Ok(validators) => {
                 let spawn = supervisor::SpawnRequest {
@@ -201,7 +201,7 @@ impl Host for TaskCtx {
         // The join: a completed child's workspace changes merge into this task's view
         // (waiting here while a critical conflict is with a human).
         if matches!(outcome, Some(TaskOutcome::Completed(_))) {
-            crate::merge::join_workspace(&run, self.task_id, id)
+            crate::merge::join_workspace(&run, &self.merge, self.task_id, id)
                 .await
                 .map_err(|e| {
                     wasmtime::format_err!("cannot merge task {id}'s workspace changes: {e:#}")
@@ -243,9 +243,10 @@ impl Host for TaskCtx {
         let run = self.run.clone();
         let call = self.host_calls;
         let had_slot = self.slot.take().is_some();
-        let merged = crate::merge::merge_proposals(&run, self.task_id, call, &base, &ids)
-            .await
-            .map_err(|e| wasmtime::format_err!("cannot merge proposals: {e:#}"))?;
+        let merged =
+            crate::merge::merge_proposals(&run, &self.merge, self.task_id, call, &base, &ids)
+                .await
+                .map_err(|e| wasmtime::format_err!("cannot merge proposals: {e:#}"))?;
         if had_slot {
             self.slot = run.take_slot().await;
         }

@@ -13,7 +13,7 @@
 
 use super::{Call, TaskCtx};
 use crate::bindings::tools::{Host, SideEffect, ToolError, ToolInfo};
-use crate::durability::replay::RecordedCall;
+use crate::replay::RecordedCall;
 use crate::tools::{self as tool_impl, ToolCallCtx};
 use serde_json::{Value, json};
 
@@ -105,7 +105,7 @@ impl TaskCtx {
         };
         let effects = std::mem::take(&mut *ctx.effects.lock().unwrap());
         if !effects.is_empty() {
-            crate::durability::fault::point("tool-effect");
+            crate::ledger::fault::point("tool-effect");
         }
         let mut response = match &result {
             Ok(out) => json!({ "ok": out }),

@@ -15,7 +15,7 @@
 //! Everything else in WASI is linked with nothing granted: no preopened directories,
 //! no environment, no arguments, no sockets.
 
-pub use crate::durability::nondet::{NondetRead, nondet_response, reads_of_event};
+pub use crate::replay::nondet::{NondetRead, nondet_response, reads_of_event};
 use rand::{Rng, SeedableRng, TryRng};
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -258,8 +258,8 @@ impl TryRng for RecordingRng {
 /// recorded into `log`, stdout/stderr into bounded captures.
 pub fn build_ctx(
     log: &NondetLog,
-    stdout: crate::runtime::stdio::BoundedCapture,
-    stderr: crate::runtime::stdio::BoundedCapture,
+    stdout: crate::capabilities::stdio::BoundedCapture,
+    stderr: crate::capabilities::stdio::BoundedCapture,
 ) -> wasmtime_wasi::WasiCtx {
     let seed: u128 = match log.replayed("insecure_seed") {
         Some(NondetRead::InsecureSeed(seed)) => seed,

@@ -51,7 +51,7 @@ pub fn plan(tasks: &[ResumeTask], events: &[EventRow]) -> Vec<Reopen> {
         .filter(|t| failed_up_to_root(t))
         .map(|t| t.task_id)
         .collect();
-    let is_call = |e: &&EventRow| !super::replay::AUXILIARY.contains(&e.kind.as_str());
+    let is_call = |e: &&EventRow| !crate::ledger::kinds::AUXILIARY.contains(&e.kind.as_str());
     let mut out: Vec<Reopen> = tasks
         .iter()
         .filter(|t| reopened.contains(&t.task_id))

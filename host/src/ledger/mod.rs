@@ -12,7 +12,9 @@
 //! capabilities' job.
 
 pub mod blobs;
+pub mod fault;
 pub mod integrity;
+pub mod kinds;
 pub mod query;
 pub mod schema;
 
@@ -244,7 +246,7 @@ const MAX_IDLE_READERS: usize = 4;
 /// event but those that accompany a call (replay's auxiliary kinds) and the intents
 /// recorded before side-effecting tool calls.
 static FINISH_TASK_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    let not_calls = crate::durability::replay::AUXILIARY
+    let not_calls = kinds::AUXILIARY
         .iter()
         .chain(&["tools.intent"])
         .map(|k| format!("'{k}'"))
@@ -745,7 +747,7 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
             tracing::error!(error = ?commit, "ledger commit failed");
         } else {
             // Fault injection (tests): may abort the process right after this commit.
-            crate::durability::fault::events_committed(writer.group_events);
+            crate::ledger::fault::events_committed(writer.group_events);
         }
         writer.group_events = 0;
         let replies = std::mem::take(&mut writer.pending_replies);

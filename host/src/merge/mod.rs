@@ -24,9 +24,9 @@
 
 pub mod resolve;
 
+use crate::checks::glob;
 use crate::ledger::{EventRecord, blobs, now_ms};
 use crate::supervisor::RunContext;
-use crate::supervisor::constraints::glob;
 use crate::supervisor::host_llm::{self, HostCall};
 use crate::tools::overlay::{self, View};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -267,6 +267,7 @@ fn description(conn: &Connection, run_id: &str, task: u64) -> String {
 #[allow(clippy::too_many_arguments)]
 async fn decide(
     run: &Arc<RunContext>,
+    cfg: &MergeConfig,
     parent: u64,
     child: u64,
     subject: &str,
@@ -281,12 +282,12 @@ async fn decide(
     if let Some(row) = recorded {
         return Ok(row);
     }
-    let classified = classify(&run.merge, path, base.as_deref(), ours.as_deref(), &theirs);
+    let classified = classify(cfg, path, base.as_deref(), ours.as_deref(), &theirs);
     let (category, result, reasoning) = match classified {
         Classified::Unchanged => (Category::Unchanged, ours.clone(), "unchanged".to_string()),
         Classified::Trivial { result, why } => (Category::Trivial, Some(result), why),
         Classified::Critical { why } => (Category::Critical, None, why),
-        Classified::Conflict { .. } if !run.merge.llm => (
+        Classified::Conflict { .. } if !cfg.llm => (
             Category::Critical,
             None,
             "overlapping edits and the LLM merge is off ([merge] llm = false)".into(),
@@ -306,7 +307,7 @@ async fn decide(
                 ours_label: format!("task {parent}: {}", labels.0),
                 theirs_label: format!("task {child}: {}", labels.1),
             };
-            match llm_merge(run, parent, &sides).await {
+            match llm_merge(run, cfg, parent, &sides).await {
                 Ok((text, why)) => match check_merged(run, &text) {
                     Ok(()) => (Category::Semantic, Some(text), why),
                     Err(failed) => (
@@ -392,7 +393,7 @@ async fn decide(
         })
         .await?;
     tracing::info!(run = %run.run_id, parent, child, merge = row.id, category = category.as_str(), "merge decided");
-    crate::durability::fault::point("merge-decided");
+    crate::ledger::fault::point("merge-decided");
     Ok(row)
 }
 
@@ -426,7 +427,12 @@ async fn apply(run: &RunContext, view: &View, path: &str, text: String) -> anyho
 
 /// Merge child `child`'s workspace changes into its parent's view — the join of a
 /// `tasks.wait` that saw the child complete. Waits while a critical conflict is pending.
-pub async fn join_workspace(run: &Arc<RunContext>, parent: u64, child: u64) -> anyhow::Result<()> {
+pub async fn join_workspace(
+    run: &Arc<RunContext>,
+    cfg: &MergeConfig,
+    parent: u64,
+    child: u64,
+) -> anyhow::Result<()> {
     let Some(root) = run.tools.workspace_dir() else {
         return Ok(());
     };
@@ -446,6 +452,7 @@ pub async fn join_workspace(run: &Arc<RunContext>, parent: u64, child: u64) -> a
             .with_reader(|conn| view.read(conn, &file.path))??;
         let row = decide(
             run,
+            cfg,
             parent,
             child,
             &file.path,
@@ -482,6 +489,7 @@ pub struct ProposalMerge {
 /// of `base`, in order. `call` distinguishes merges of the same children.
 pub async fn merge_proposals(
     run: &Arc<RunContext>,
+    cfg: &MergeConfig,
     parent: u64,
     call: u64,
     base: &str,
@@ -518,6 +526,7 @@ pub async fn merge_proposals(
         let subject = format!("proposal@{call}");
         let mut row = decide(
             run,
+            cfg,
             parent,
             id,
             &subject,
@@ -601,11 +610,12 @@ pub fn parse_merge_reply(reply: &str) -> Result<(String, String), String> {
 /// Ask the merge model; its call is a `merge.llm` event charged to the parent's budget.
 async fn llm_merge(
     run: &Arc<RunContext>,
+    cfg: &MergeConfig,
     parent: u64,
     sides: &Sides<'_>,
 ) -> Result<(String, String), String> {
     let scheduler = &run.scheduler;
-    let model = match &run.merge.model {
+    let model = match &cfg.model {
         Some(m) => scheduler.model(m).cloned(),
         None => {
             let mut models: Vec<_> = scheduler.models().to_vec();
@@ -645,7 +655,7 @@ fn check_merged(run: &RunContext, text: &str) -> Result<(), String> {
         .iter()
         .filter(|v| v.agents.iter().any(|a| a == "merge"))
     {
-        if let crate::validation::Verdict::Fail(why) = crate::validation::programmatic(v, text) {
+        if let crate::checks::Verdict::Fail(why) = crate::checks::programmatic(v, text) {
             return Err(format!("validator `{}`: {why}", v.kind));
         }
     }

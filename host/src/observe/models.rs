@@ -2,7 +2,7 @@
 //! read from the performance DB beside the ledger (so it works from another process
 //! than the host that made the calls).
 
-use crate::HostConfig;
+use crate::config::HostConfig;
 use crate::scheduler::catalog::{self, ModelSpec};
 use crate::scheduler::perf::{self, StoredStats};
 use serde::Serialize;

@@ -9,11 +9,10 @@
 pub mod cache;
 pub mod cpu;
 pub mod execute;
-pub mod limits;
 pub mod state;
-pub mod stdio;
 
 use crate::bindings::AgentPre;
+use crate::supervisor::ComponentRef;
 use anyhow::Context as _;
 use state::AgentState;
 use std::collections::HashMap;
@@ -43,6 +42,24 @@ pub struct LoadedAgent {
     pub(crate) pre: AgentPre<AgentState>,
 }
 
+impl LoadedAgent {
+    /// The component as the supervisor knows it (name and content).
+    pub fn component_ref(&self) -> ComponentRef {
+        ComponentRef {
+            name: self.name.clone(),
+            hash: self.hash.clone(),
+            bytes: self.bytes.clone(),
+        }
+    }
+}
+
+/// A compiled, pre-linked validator component.
+pub struct LoadedValidator {
+    /// SHA-256 of the component bytes.
+    pub hash: String,
+    pub(crate) pre: crate::bindings::validator::ValidatorPre<AgentState>,
+}
+
 /// Engine, linker and the loaded components.
 pub struct Runtime {
     engine: Engine,
@@ -50,7 +67,7 @@ pub struct Runtime {
     cache: cache::ComponentCache,
     loaded: Mutex<HashMap<String, Arc<LoadedAgent>>>,
     /// Validator components by path, compiled once per host.
-    validators: Mutex<HashMap<String, Arc<crate::validation::component::LoadedValidator>>>,
+    validators: Mutex<HashMap<String, Arc<LoadedValidator>>>,
 }
 
 impl Runtime {
@@ -63,7 +80,7 @@ impl Runtime {
             .total_memories(DEFAULT_POOL_SLOTS * 2)
             .total_tables(DEFAULT_POOL_SLOTS * 4)
             .total_stacks(DEFAULT_POOL_SLOTS)
-            .max_memory_size((limits::MAX_MEMORY_MB as usize) << 20)
+            .max_memory_size((crate::supervisor::limits::MAX_MEMORY_MB as usize) << 20)
             .max_unused_warm_slots(64);
         let mut config = Config::new();
         config
@@ -76,7 +93,7 @@ impl Runtime {
         let mut linker = Linker::<AgentState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| anyhow::anyhow!("linking WASI: {e}"))?;
-        crate::capabilities::add_to_linker(&mut linker)?;
+        add_capabilities(&mut linker)?;
         let cache = cache::ComponentCache::new(&engine, cache_dir);
         let runtime = Arc::new(Runtime {
             engine,
@@ -104,6 +121,15 @@ impl Runtime {
             .unwrap_or_else(|| "agent".into());
         self.load_bytes(&name, &bytes)
             .with_context(|| format!("cannot load agent {}", path.display()))
+    }
+
+    /// The compiled form of a component the supervisor names: the one already loaded
+    /// with that hash, or compiled now from its bytes.
+    pub fn get(&self, agent: &ComponentRef) -> anyhow::Result<Arc<LoadedAgent>> {
+        if let Some(loaded) = self.loaded.lock().unwrap().get(&agent.hash) {
+            return Ok(loaded.clone());
+        }
+        self.load_bytes(&agent.name, &agent.bytes)
     }
 
     /// Load an agent component from bytes; identical bytes are compiled once.
@@ -146,10 +172,7 @@ impl Runtime {
 
     /// Load a validator component (world `agentflow:agent/validator`) from a file;
     /// each path is read, compiled and linked once per host.
-    pub fn load_validator(
-        &self,
-        path: &Path,
-    ) -> anyhow::Result<Arc<crate::validation::component::LoadedValidator>> {
+    pub fn load_validator(&self, path: &Path) -> anyhow::Result<Arc<LoadedValidator>> {
         let key = path.display().to_string();
         if let Some(v) = self.validators.lock().unwrap().get(&key) {
             return Ok(v.clone());
@@ -183,7 +206,7 @@ impl Runtime {
                  (is it an agent rather than a validator?): {e}"
             )
         })?;
-        let loaded = Arc::new(crate::validation::component::LoadedValidator { hash, pre });
+        let loaded = Arc::new(LoadedValidator { hash, pre });
         self.validators.lock().unwrap().insert(key, loaded.clone());
         Ok(loaded)
     }
@@ -214,4 +237,13 @@ fn start_epoch_ticker(runtime: Weak<Runtime>) {
             }
         })
         .expect("spawn epoch ticker");
+}
+
+/// Add the agentflow capabilities to a linker.
+fn add_capabilities(linker: &mut Linker<AgentState>) -> anyhow::Result<()> {
+    crate::bindings::Agent::add_to_linker::<AgentState, crate::capabilities::HasTask>(
+        linker,
+        |s: &mut AgentState| &mut s.task,
+    )
+    .map_err(|e| anyhow::anyhow!("linking agentflow capabilities: {e}"))
 }

@@ -5,8 +5,43 @@
 //! three mock models (so everything works offline), or — for a config that only names
 //! a provider, a default model and prices — one entry per priced model on that provider.
 
-use crate::config::{LlmConfig, Price};
+use crate::providers::{EndpointConfig, Price, ProvidersConfig};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// `[llm]`: providers, the model catalog, quotas and the scheduler's settings.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmConfig {
+    /// `provider`, `[llm.mock]`, `[llm.openai]`, `[llm.anthropic]`.
+    #[serde(flatten)]
+    pub providers: ProvidersConfig,
+    /// Further provider endpoints by name, e.g. `[llm.endpoints.local.openai]` with
+    /// `base_url = ...`; catalog models name them in `provider`.
+    #[serde(default)]
+    pub endpoints: BTreeMap<String, EndpointConfig>,
+    /// The model catalog (`[[llm.models]]`); built in for the mock provider.
+    #[serde(default)]
+    pub models: Vec<ModelSpec>,
+    /// Prices in USD per million tokens, by model name (`[llm.prices.NAME]`), for a
+    /// config without `[[llm.models]]`: each priced model joins the catalog on `provider`.
+    #[serde(default)]
+    pub prices: BTreeMap<String, Price>,
+    /// Quotas per provider name (`[llm.quotas.NAME] tpm = .., rpm = ..`).
+    #[serde(default)]
+    pub quotas: BTreeMap<String, super::QuotaConfig>,
+    /// Scoring weights, breaker, quota window (`[llm.scheduler]`).
+    #[serde(default)]
+    pub scheduler: super::SchedulerConfig,
+    /// Output tokens assumed when a request gives no `max-output-tokens`, for budgets
+    /// and quotas (default 1024).
+    #[serde(default = "default_max_output")]
+    pub default_max_output_tokens: u32,
+}
+
+fn default_max_output() -> u32 {
+    1024
+}
 
 /// One `[[llm.models]]` entry.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]

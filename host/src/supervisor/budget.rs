@@ -40,6 +40,32 @@ struct Tokens {
     reserved: u64,
 }
 
+/// `[budget]`: the run's total spending limit.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetConfig {
+    /// Total USD a run may spend on LLM calls (reserved before each call). Default 1.00.
+    #[serde(default = "default_budget")]
+    pub usd: f64,
+    /// Total tokens (in + out) a run may use on LLM calls, reserved like the cost.
+    /// Default: no token limit.
+    #[serde(default)]
+    pub tokens: Option<u64>,
+}
+
+fn default_budget() -> f64 {
+    1.0
+}
+
+impl Default for BudgetConfig {
+    fn default() -> Self {
+        BudgetConfig {
+            usd: default_budget(),
+            tokens: None,
+        }
+    }
+}
+
 /// The run's budget tree, in USD, plus an optional run-wide token limit.
 #[derive(Debug)]
 pub struct Budget(Mutex<HashMap<u64, Node>>, Mutex<Tokens>);

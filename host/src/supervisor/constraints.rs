@@ -9,6 +9,7 @@
 //! the two descriptions' embeddings (an OpenAI-compatible `/embeddings` endpoint) is
 //! used instead.
 
+use crate::checks::glob;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
@@ -154,35 +155,6 @@ pub fn lexical_similarity(a: &str, b: &str) -> f64 {
     let inter = wa.intersection(&wb).count() as f64;
     let union = wa.union(&wb).count() as f64;
     inter / union
-}
-
-/// Case-insensitive glob with `*`.
-pub fn glob(pattern: &str, text: &str) -> bool {
-    let (p, t) = (pattern.to_lowercase(), text.to_lowercase());
-    let parts: Vec<&str> = p.split('*').collect();
-    if parts.len() == 1 {
-        return p == t;
-    }
-    let mut rest = t.as_str();
-    for (i, part) in parts.iter().enumerate() {
-        if part.is_empty() {
-            continue;
-        }
-        if i == 0 {
-            let Some(r) = rest.strip_prefix(part) else {
-                return false;
-            };
-            rest = r;
-        } else if i == parts.len() - 1 {
-            return rest.ends_with(part);
-        } else {
-            let Some(pos) = rest.find(part) else {
-                return false;
-            };
-            rest = &rest[pos + part.len()..];
-        }
-    }
-    true
 }
 
 /// Cosine similarities of `text` to each of `others`, by embeddings.

@@ -7,7 +7,7 @@
 //! [`super::attempts`]).
 
 use super::RunContext;
-use super::attempts::{ATTEMPT_KIND, attempt_records};
+use super::llm_attempts::{ATTEMPT_KIND, attempt_records};
 use crate::ledger::{EventRecord, now_ms};
 use crate::providers::{ChatMessage, ChatRequest, Role};
 use crate::scheduler::catalog::ModelSpec;

@@ -10,22 +10,57 @@
 //! resources, sequences) allow it. Its outcome reaches `tasks.wait` through a watch
 //! channel. Cancelling a task cancels its descendants.
 
-pub mod attempts;
 pub mod budget;
 pub mod constraints;
 pub mod host_llm;
+pub mod limits;
+pub mod llm_attempts;
 
 use crate::ledger::{Ledger, NewTask, Status};
-use crate::runtime::limits::Limits;
-use crate::runtime::{LoadedAgent, Runtime};
 use crate::scheduler::Scheduler;
 use crate::tools::ToolSet;
 use budget::Budget;
 use constraints::{ConstraintsConfig, DependencyFailure};
+use limits::Limits;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+
+/// A component a task runs, as the supervisor knows it: its name and content. Its
+/// compiled form belongs to the runtime ([`crate::runtime::Runtime::get`]).
+#[derive(Clone, Debug)]
+pub struct ComponentRef {
+    /// Display name (file stem or registered name).
+    pub name: String,
+    /// SHA-256 of the component bytes.
+    pub hash: String,
+    /// The component bytes (stored in the ledger so a run can resume from it alone).
+    pub bytes: Arc<[u8]>,
+}
+
+/// What the layer that runs tasks needs to start one.
+pub struct TaskStart {
+    pub id: u64,
+    pub depth: u32,
+    pub agent: ComponentRef,
+    pub input: String,
+    /// The task's record to replay first, when resuming.
+    pub replay: Option<ReplayStart>,
+    /// Its execution slot, already taken.
+    pub slot: Option<OwnedSemaphorePermit>,
+}
+
+/// What runs tasks for the supervisor. Implemented above it ([`crate::attempts`]), so
+/// that the supervisor decides and records while the layers above instantiate the
+/// component, validate the output and retry.
+#[async_trait::async_trait]
+pub trait TaskRunner: Send + Sync {
+    /// Load a component registered under `[agents]`, from its file.
+    fn load_agent(&self, path: &Path) -> anyhow::Result<ComponentRef>;
+    /// Run a task to its outcome. Does not record the end ([`RunContext::finish`] does).
+    async fn run_task(&self, run: Arc<RunContext>, start: TaskStart) -> TaskOutcome;
+}
 
 /// How a task ended.
 #[derive(Clone, Debug, PartialEq)]
@@ -66,7 +101,7 @@ pub struct SpawnRequest {
     pub estimated_cost_usd: Option<f64>,
     pub tools: Vec<String>,
     /// Validators of the child's output, in addition to the run's.
-    pub validators: Vec<crate::validation::ValidatorConfig>,
+    pub validators: Vec<crate::checks::ValidatorConfig>,
 }
 
 /// Why a spawn was refused.
@@ -115,12 +150,12 @@ struct TaskTree {
 
 /// What a task resumes with: its recorded calls and clock/random values.
 pub struct ReplayStart {
-    pub replay: crate::durability::replay::Replay,
-    pub nondet: VecDeque<crate::durability::nondet::NondetRead>,
+    pub replay: crate::replay::Replay,
+    pub nondet: VecDeque<crate::replay::nondet::NondetRead>,
     /// Later attempts (after `validation.retry` markers): calls, values, marker.
     pub later: Vec<(
-        crate::durability::replay::Replay,
-        VecDeque<crate::durability::nondet::NondetRead>,
+        crate::replay::Replay,
+        VecDeque<crate::replay::nondet::NondetRead>,
         Option<serde_json::Value>,
     )>,
 }
@@ -166,7 +201,8 @@ pub fn parse_deps(text: &str) -> Vec<Dependency> {
 pub struct RunContext {
     pub run_id: String,
     pub ledger: Ledger,
-    pub runtime: Arc<Runtime>,
+    /// Runs the tasks this supervisor starts.
+    pub runner: Arc<dyn TaskRunner>,
     /// Chooses the model of every LLM call (shared by all runs of the host).
     pub scheduler: Arc<Scheduler>,
     /// Output tokens assumed for budgets and quotas when a request sets no maximum.
@@ -179,17 +215,13 @@ pub struct RunContext {
     /// Hash of the component, input and behaviour-relevant config of the run.
     pub context_hash: String,
     /// What to do when a replay diverges.
-    pub divergence: crate::durability::DivergencePolicy,
+    pub divergence: crate::replay::DivergencePolicy,
     /// A fork's model: live LLM calls are pinned to it.
     pub model_override: Option<String>,
     /// The spawn rules (`[constraints]`).
     pub constraints: ConstraintsConfig,
     /// Output validators (`[[validators]]`).
-    pub validators: Vec<crate::validation::ValidatorConfig>,
-    /// Retries after validation failures (`[retry]`).
-    pub retry: crate::validation::RetryConfig,
-    /// How children's work is merged into their parent (`[merge]`).
-    pub merge: crate::merge::MergeConfig,
+    pub validators: Vec<crate::checks::ValidatorConfig>,
     /// One permit per task allowed to execute at once.
     pub slots: Arc<Semaphore>,
     /// Locks for shared resources and mutual exclusion, by name.
@@ -211,7 +243,7 @@ impl RunContext {
     pub fn new(
         run_id: String,
         ledger: Ledger,
-        runtime: Arc<Runtime>,
+        runner: Arc<dyn TaskRunner>,
         scheduler: Arc<Scheduler>,
         default_max_output_tokens: u32,
         tools: ToolSet,
@@ -219,17 +251,15 @@ impl RunContext {
         (budget_usd, budget_tokens): (f64, Option<u64>),
         agents: BTreeMap<String, PathBuf>,
         context_hash: String,
-        divergence: crate::durability::DivergencePolicy,
+        divergence: crate::replay::DivergencePolicy,
         model_override: Option<String>,
         constraints: ConstraintsConfig,
-        validators: Vec<crate::validation::ValidatorConfig>,
-        retry: crate::validation::RetryConfig,
-        merge: crate::merge::MergeConfig,
+        validators: Vec<crate::checks::ValidatorConfig>,
     ) -> Arc<RunContext> {
         Arc::new(RunContext {
             run_id,
             ledger,
-            runtime,
+            runner,
             scheduler,
             default_max_output_tokens,
             tools,
@@ -240,8 +270,6 @@ impl RunContext {
             divergence,
             model_override,
             validators,
-            retry,
-            merge,
             slots: Arc::new(Semaphore::new(
                 constraints.max_concurrent_tasks.max(1) as usize
             )),
@@ -260,7 +288,7 @@ impl RunContext {
 
     /// Register the root task (id 1) in the tree and return its record, for the
     /// caller to write together with the run (`Ledger::create_run`).
-    pub fn register_root(&self, agent: &LoadedAgent, input: &str) -> NewTask {
+    pub fn register_root(&self, agent: &ComponentRef, input: &str) -> NewTask {
         let id = {
             let mut tree = self.tree.lock().unwrap();
             let id = tree.next_id;
@@ -302,7 +330,7 @@ impl RunContext {
 
     /// Register the root task and record it on its own (a resumed run that has none:
     /// its host was killed between writing the run and the task); returns its id.
-    pub async fn create_root(&self, agent: &LoadedAgent, input: &str) -> anyhow::Result<u64> {
+    pub async fn create_root(&self, agent: &ComponentRef, input: &str) -> anyhow::Result<u64> {
         let mut task = self.register_root(agent, input);
         task.component = Some(agent.bytes.clone()); // `--agent` may name a new one
         let id = task.task_id;
@@ -332,7 +360,7 @@ impl RunContext {
         self: &Arc<Self>,
         parent: u64,
         parent_depth: u32,
-        parent_agent: &Arc<LoadedAgent>,
+        parent_agent: &ComponentRef,
         req: SpawnRequest,
         spawn_key: String,
     ) -> Result<u64, SpawnRefusal> {
@@ -351,8 +379,8 @@ impl RunContext {
                         self.agents.keys().cloned().collect::<Vec<_>>().join(", ")
                     ))
                 })?;
-                self.runtime
-                    .load_file(path)
+                self.runner
+                    .load_agent(path)
                     .map_err(|e| SpawnRefusal::UnknownAgent(format!("`{name}`: {e:#}")))?
             }
         };
@@ -554,8 +582,7 @@ impl RunContext {
         };
         let recorded = match recorded {
             Ok(()) => {
-                crate::validation::spawned::store(&self.ledger, &self.run_id, id, &req.validators)
-                    .await
+                crate::checks::spawned::store(&self.ledger, &self.run_id, id, &req.validators).await
             }
             other => other,
         };
@@ -567,7 +594,7 @@ impl RunContext {
         if let Some(t) = req.timeout_ms {
             self.timeouts.lock().unwrap().insert(id, t);
         }
-        crate::durability::fault::point("spawn-created");
+        crate::ledger::fault::point("spawn-created");
         self.resources.lock().unwrap().insert(id, resources);
         self.start_task(id, depth, agent, req.input, rx_deps, None, None);
         Ok(id)
@@ -645,7 +672,7 @@ impl RunContext {
         self: &Arc<Self>,
         id: u64,
         depth: u32,
-        agent: Arc<LoadedAgent>,
+        agent: ComponentRef,
         input: String,
         rx_deps: Vec<(u64, bool, watch::Receiver<Option<TaskOutcome>>)>,
         run_input: Option<String>,
@@ -701,16 +728,15 @@ impl RunContext {
             }
             let slot = run.take_slot().await;
             let input = run_input.unwrap_or(input);
-            let outcome = crate::runtime::execute::execute_task(
-                run.clone(),
+            let start = TaskStart {
                 id,
                 depth,
                 agent,
                 input,
                 replay,
                 slot,
-            )
-            .await;
+            };
+            let outcome = run.runner.run_task(run.clone(), start).await;
             drop(guards);
             run.finish(id, outcome).await;
         });
@@ -778,7 +804,7 @@ impl RunContext {
     pub fn resume_task(
         self: &Arc<Self>,
         task: &crate::ledger::query::ResumeTask,
-        agent: Arc<LoadedAgent>,
+        agent: ComponentRef,
         input: String,
         run_input: Option<String>,
         replay: ReplayStart,

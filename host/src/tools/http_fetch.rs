@@ -9,9 +9,9 @@
 //! response must come from that address (else the call fails closed), and redirects
 //! are not followed (no escape through a redirect).
 
+use super::ToolsConfig;
 pub use super::ip_policy::{classify, is_private};
 use super::{SideEffect, Tool, ToolCallCtx, ToolError, ToolInfo, str_arg};
-use crate::config::ToolsConfig;
 use serde_json::json;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;

@@ -14,11 +14,32 @@ pub mod overlay;
 pub mod workspace;
 pub mod workspace_dir;
 
-use crate::config::ToolsConfig;
 use crate::ledger::Ledger;
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
+
+/// `[tools]`: which built-in tools a run is granted, and their scopes.
+#[derive(Clone, Debug, Default, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolsConfig {
+    /// Granted tool names (`kv`, `workspace`, `http_fetch`). Nothing is granted by default.
+    #[serde(default)]
+    pub grant: Vec<String>,
+    /// Directory the `workspace` tool may read and write (`--workspace DIR`).
+    #[serde(default)]
+    pub workspace: Option<PathBuf>,
+    /// Hosts `http_fetch` may GET (exact names, or `*.example.com`).
+    #[serde(default)]
+    pub http_allow_hosts: Vec<String>,
+    /// Allow `http_fetch` to reach private, loopback and link-local addresses. Off by default.
+    #[serde(default)]
+    pub http_allow_private: bool,
+    /// Largest body `http_fetch` returns, in bytes (default 1 MiB).
+    #[serde(default)]
+    pub http_max_bytes: Option<usize>,
+}
 
 /// Names of the built-in tools.
 pub const BUILTIN_TOOLS: &[&str] = &["kv", "workspace", "http_fetch", "cloud"];

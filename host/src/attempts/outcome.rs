@@ -15,7 +15,8 @@
 //! `recovery.compensate` event, so `agentflow recover` never reverts them twice), and
 //! the task fails with the validator's category (default `degraded`).
 
-use super::{ValidatorConfig, Verdict};
+use super::Runner;
+use crate::checks::{ValidatorConfig, Verdict};
 use crate::durability::recovery::{self, Action, Plan, TaskPlan};
 use crate::ledger::{EventRecord, query};
 use crate::runtime::LoadedAgent;
@@ -90,6 +91,7 @@ fn fill(args: &Value, output: &str, id: Option<&str>) -> Value {
 
 /// Check the world after task `task_id`: the validator's tool, or its component.
 pub async fn check(
+    runner: &Runner,
     run: &Arc<RunContext>,
     task_id: u64,
     agent: &Arc<LoadedAgent>,
@@ -98,7 +100,7 @@ pub async fn check(
     output: &str,
 ) -> Verdict {
     let Some(name) = &v.tool else {
-        return super::component::check(run, task_id, agent, v, input, output)
+        return super::component::check(runner, run, task_id, agent, v, input, output)
             .await
             .0;
     };

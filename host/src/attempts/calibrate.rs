@@ -7,7 +7,8 @@
 //! the config's model catalog. Calibration calls are not part of any run, so they are
 //! not in the ledger; they are recorded in the performance DB like any LLM call.
 
-use super::{ValidatorConfig, judge_model, judge_prompt, parse_score};
+use super::validate::{judge_model, judge_prompt, parse_score};
+use crate::checks::ValidatorConfig;
 use crate::providers::{ChatMessage, ChatRequest, Role};
 use crate::scheduler::Scheduler;
 use serde::{Deserialize, Serialize};

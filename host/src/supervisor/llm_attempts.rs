@@ -8,7 +8,7 @@
 //! It builds event parts and sums charges; writing them and settling the budget is
 //! the caller's job.
 
-use crate::config::Price;
+use crate::providers::Price;
 use crate::providers::{FailedAttempt, ProviderError};
 use serde_json::{Value, json};
 

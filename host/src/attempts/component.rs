@@ -17,12 +17,12 @@
 //! Components are compiled and linked once per host
 //! ([`crate::runtime::Runtime::load_validator`]), through the on-disk component cache.
 
-use super::{Category, ValidatorConfig, Verdict};
+use super::Runner;
 use crate::bindings::validator as wit;
+use crate::capabilities::stdio::BoundedCapture;
 use crate::capabilities::{TaskCtx, ValidatorScope};
-use crate::runtime::state::AgentState;
-use crate::runtime::stdio::BoundedCapture;
-use crate::runtime::{LoadedAgent, Runtime};
+use crate::checks::{Category, ValidatorConfig, Verdict};
+use crate::runtime::{LoadedAgent, LoadedValidator, Runtime};
 use crate::supervisor::RunContext;
 use std::path::Path;
 use std::sync::Arc;
@@ -30,13 +30,6 @@ use std::time::Duration;
 
 /// Longest reason a validator component may give, in characters.
 pub const MAX_REASON_CHARS: usize = 4000;
-
-/// A compiled, pre-linked validator component.
-pub struct LoadedValidator {
-    /// SHA-256 of the component bytes.
-    pub hash: String,
-    pub(crate) pre: wit::ValidatorPre<AgentState>,
-}
 
 /// Load the component a validator config names (once per host), with an error that
 /// names the validator and the file.
@@ -75,6 +68,7 @@ fn category(c: wit::Category) -> Category {
 /// Run validator component `v` on `output` (of task `task_id`, given `input`). Returns
 /// its verdict and the category it reported, if any.
 pub async fn check(
+    runner: &Runner,
     run: &Arc<RunContext>,
     task_id: u64,
     agent: &Arc<LoadedAgent>,
@@ -82,7 +76,7 @@ pub async fn check(
     input: &str,
     output: &str,
 ) -> (Verdict, Option<Category>) {
-    let loaded = match load(&run.runtime, v) {
+    let loaded = match load(&runner.runtime, v) {
         Ok(l) => l,
         Err(e) => return (Verdict::Uncertain(format!("{e:#}")), None),
     };
@@ -93,7 +87,13 @@ pub async fn check(
         .filter(|g| granted.contains(g))
         .cloned()
         .collect();
-    let mut task = TaskCtx::new(run.clone(), task_id, 0, agent.clone());
+    let mut task = TaskCtx::new(
+        run.clone(),
+        task_id,
+        0,
+        agent.component_ref(),
+        runner.merge.clone(),
+    );
     task.validator = Some(ValidatorScope {
         label: v.label(),
         grant,
@@ -103,7 +103,8 @@ pub async fn check(
     let _slot = run.take_slot().await;
     let stdout = BoundedCapture::new(run.limits.max_stdio_bytes);
     let stderr = BoundedCapture::new(run.limits.max_stdio_bytes);
-    let mut store = crate::runtime::execute::new_store(run, task, stdout, stderr.clone());
+    let mut store =
+        crate::runtime::execute::new_store(runner.runtime.engine(), task, stdout, stderr.clone());
     let call = async {
         let instance = loaded.pre.instantiate_async(&mut store).await?;
         instance.call_validate(&mut store, input, output).await

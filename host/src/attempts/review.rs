@@ -11,7 +11,7 @@
 //! validation again, and the same review row (already decided, or still pending) is
 //! found instead of a new one being asked for.
 
-use super::Failure;
+use crate::checks::Failure;
 use crate::ledger::{EventRecord, Ledger, LedgerError, now_ms};
 use crate::supervisor::RunContext;
 use rusqlite::{OptionalExtension, params};

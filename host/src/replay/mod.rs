@@ -12,38 +12,13 @@
 //! reached the guest (a crash right after the commit) is simply delivered during the
 //! replay — the guest had not acted on it yet, so there is nothing to diverge from.
 
-use super::nondet::{NondetRead, reads_of_event};
+pub mod nondet;
+
+use crate::ledger::kinds::AUXILIARY;
 use crate::ledger::query::EventRow;
+use nondet::{NondetRead, reads_of_event};
 use serde_json::Value;
 use std::collections::VecDeque;
-
-/// Events that accompany a host call but are not calls themselves.
-pub const AUXILIARY: &[&str] = &[
-    "wasi.nondet",
-    "llm.decision",
-    "llm.attempt",
-    "llm.model_version_changed",
-    "task.stdio",
-    "task.usage",
-    "task.reopened",
-    "fork.copied",
-    "budget.summary",
-    "replay.diverged",
-    "approval.requested",
-    "approval.decided",
-    "recovery.compensate",
-    "validation.result",
-    "validation.judge",
-    "validation.retry",
-    "validation.outcome",
-    "validation.rollback",
-    "validator.call",
-    "review.requested",
-    "review.decided",
-    "merge.decided",
-    "merge.llm",
-    "merge.resolved",
-];
 
 /// One recorded host call.
 #[derive(Clone, Debug)]
@@ -179,4 +154,16 @@ mod tests {
             "llm.complete (request abc)"
         );
     }
+}
+
+/// What to do when a replaying guest makes a call the ledger did not record.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DivergencePolicy {
+    /// Fail the task with the non-determinism error (default).
+    #[default]
+    Fail,
+    /// Restart the guest live from its last semantic checkpoint; the history after it
+    /// stays in the ledger as history.
+    FromCheckpoint,
 }

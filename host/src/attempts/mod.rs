@@ -1,0 +1,363 @@
+//! Run a task to its outcome: attempts, validation, retries, human review, escalation
+//! and outcome checks, above the runtime (which runs one attempt in a fresh store,
+//! [`crate::runtime::execute`]).
+//!
+//! A completed output passes the run's validators ([`validate`]): programmatic checks
+//! ([`crate::checks`]), the ledger check for hallucinated success, validator components
+//! ([`component`]), an LLM judge, outcome checks that roll a task's subtree back when
+//! the world is wrong ([`outcome`]). A failure is retried as `[retry]` says — with the
+//! validator's feedback, on a better model, or after a human's decision ([`review`]).
+
+pub mod calibrate;
+pub mod component;
+pub mod outcome;
+pub mod review;
+pub mod validate;
+
+use crate::bindings::checkpoint::Checkpoint;
+use crate::checks::Category;
+use crate::ledger::EventRecord;
+use crate::merge::MergeConfig;
+use crate::replay::DivergencePolicy;
+use crate::runtime::execute::{AttemptSetup, run_once};
+use crate::runtime::{LoadedAgent, Runtime};
+use crate::supervisor::{
+    ComponentRef, ReplayStart, RunContext, TaskOutcome, TaskRunner, TaskStart,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::path::Path;
+use std::sync::Arc;
+
+pub use validate::{parse_score, validate};
+
+/// What to do when validation fails, per category (`[retry]`).
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    /// Fail the task.
+    #[default]
+    None,
+    /// Run it again with the validator's feedback added to every LLM prompt.
+    Feedback,
+    /// Run it again on the highest-quality model of the catalog, with the feedback.
+    Escalate,
+    /// Wait (durably) for a human's decision: `agentflow retry ID --note ...` runs it
+    /// again with the note as feedback, `agentflow reject ID` fails it.
+    Human,
+}
+
+/// `[retry]`: bounded, budget-aware retries of tasks whose output failed validation.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Attempts per task, the first included (default 1: no retries).
+    pub max_attempts: u32,
+    pub syntactic: Strategy,
+    pub semantic: Strategy,
+    pub partial: Strategy,
+    #[serde(rename = "hallucinated-success")]
+    pub hallucinated_success: Strategy,
+    pub degraded: Strategy,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            max_attempts: 1,
+            syntactic: Strategy::Feedback,
+            semantic: Strategy::Escalate,
+            partial: Strategy::Feedback,
+            hallucinated_success: Strategy::Feedback,
+            degraded: Strategy::Escalate,
+        }
+    }
+}
+
+impl RetryConfig {
+    /// The strategy for a category.
+    pub fn strategy(&self, c: Category) -> Strategy {
+        match c {
+            Category::Syntactic => self.syntactic,
+            Category::Semantic => self.semantic,
+            Category::Partial => self.partial,
+            Category::HallucinatedSuccess => self.hallucinated_success,
+            Category::Degraded => self.degraded,
+        }
+    }
+}
+
+/// Runs a run's tasks for its supervisor: the runtime that instantiates components,
+/// the run's `[retry]` rules and its `[merge]` settings (for the capabilities).
+pub struct Runner {
+    pub runtime: Arc<Runtime>,
+    pub retry: RetryConfig,
+    pub merge: Arc<MergeConfig>,
+}
+
+#[async_trait::async_trait]
+impl TaskRunner for Runner {
+    fn load_agent(&self, path: &Path) -> anyhow::Result<ComponentRef> {
+        Ok(self.runtime.load_file(path)?.component_ref())
+    }
+
+    async fn run_task(&self, run: Arc<RunContext>, start: TaskStart) -> TaskOutcome {
+        let agent = match self.runtime.get(&start.agent) {
+            Ok(agent) => agent,
+            Err(e) => return TaskOutcome::Failed(format!("cannot load the component: {e:#}")),
+        };
+        execute_task(
+            self,
+            run,
+            start.id,
+            start.depth,
+            agent,
+            start.input,
+            start.replay,
+            start.slot,
+        )
+        .await
+    }
+}
+
+/// Execute task `task_id` of `run` — replaying its record first when `replay` is given
+/// — and return how it ended. Does not record the end itself (the caller does, through
+/// `RunContext::finish`). A replay that diverges fails the task, or restarts it live
+/// from its last checkpoint, as the run's divergence policy says. A completed output
+/// passes the run's validators; a failure is retried (with the validator's feedback,
+/// or on a better model) as `[retry]` allows and the budget permits — each retry a
+/// `validation.retry` event that a resume replays like the rest.
+#[allow(clippy::too_many_arguments)]
+pub async fn execute_task(
+    runner: &Runner,
+    run: Arc<RunContext>,
+    task_id: u64,
+    depth: u32,
+    agent: Arc<LoadedAgent>,
+    input: String,
+    mut replay: Option<ReplayStart>,
+    slot: Option<tokio::sync::OwnedSemaphorePermit>,
+) -> TaskOutcome {
+    if let Err(e) = run
+        .ledger
+        .start_task(run.run_id.clone(), task_id, input.clone())
+        .await
+    {
+        return TaskOutcome::Failed(format!("cannot record task start: {e}"));
+    }
+    let mut later: std::collections::VecDeque<_> = replay
+        .as_mut()
+        .map(|r| std::mem::take(&mut r.later))
+        .unwrap_or_default()
+        .into();
+    let mut setup = AttemptSetup {
+        replay,
+        slot,
+        ..Default::default()
+    };
+    let mut attempt = 1;
+    loop {
+        let result = run_once(
+            &runner.runtime,
+            &runner.merge,
+            &run,
+            task_id,
+            depth,
+            &agent,
+            &input,
+            setup,
+        )
+        .await;
+        let outcome = match result.diverged {
+            Some(divergence) => {
+                return after_divergence(runner, &run, task_id, depth, &agent, &input, divergence)
+                    .await;
+            }
+            None => result.outcome,
+        };
+        let TaskOutcome::Completed(output) = outcome else {
+            return outcome;
+        };
+        // A later attempt is already recorded: this one failed validation before a crash.
+        if let Some((replay, nondet, marker)) = later.pop_front() {
+            let marker = marker.unwrap_or_default();
+            setup = AttemptSetup {
+                replay: Some(ReplayStart {
+                    replay,
+                    nondet,
+                    later: Vec::new(),
+                }),
+                slot: run.take_slot().await,
+                feedback: marker["feedback"].as_str().map(str::to_string),
+                model: marker["model"].as_str().map(str::to_string),
+                ..Default::default()
+            };
+            attempt += 1;
+            continue;
+        }
+        let failure = match validate(runner, &run, task_id, &agent, &input, &output).await {
+            Ok(()) => return TaskOutcome::Completed(output),
+            Err(failure) => failure,
+        };
+        let strategy = runner.retry.strategy(failure.category);
+        if attempt >= runner.retry.max_attempts || strategy == Strategy::None {
+            return TaskOutcome::Failed(failure.to_string());
+        }
+        if run.budget.remaining(task_id) <= 0.0 {
+            return TaskOutcome::Failed(format!("{failure}; no budget left to retry"));
+        }
+        let human = match strategy {
+            Strategy::Human => {
+                match review::await_decision(&run, task_id, attempt, &failure, &output).await {
+                    Ok(note) => note.map(|n| format!("Guidance from a human reviewer: {n}\n")),
+                    Err(why) => return TaskOutcome::Failed(why),
+                }
+            }
+            _ => None,
+        };
+        let excerpt: String = output.chars().take(1000).collect();
+        let feedback = format!(
+            "{}Feedback on your previous attempt: it was rejected by the validator `{}` ({}): {}\nYour previous answer was:\n{excerpt}\nProduce a corrected answer.",
+            human.as_deref().unwrap_or_default(),
+            failure.validator,
+            failure.category.as_str(),
+            failure.reason
+        );
+        let model = match strategy {
+            Strategy::Escalate => {
+                let mut models: Vec<_> = run.scheduler.models().to_vec();
+                models.sort_by(|a, b| {
+                    b.quality
+                        .partial_cmp(&a.quality)
+                        .unwrap_or(std::cmp::Ordering::Equal)
+                });
+                models.first().map(|m| m.name.clone())
+            }
+            _ => None,
+        };
+        let marker = json!({
+            "attempt": attempt + 1,
+            "strategy": strategy,
+            "category": failure.category,
+            "validator": failure.validator,
+            "reason": failure.reason,
+            "feedback": feedback,
+            "model": model,
+        });
+        let event = EventRecord {
+            model: model.clone(),
+            ..EventRecord::note(
+                run.run_id.clone(),
+                task_id,
+                "validation.retry",
+                true,
+                serde_json::Value::Null,
+                marker,
+            )
+        };
+        if let Err(e) = run.ledger.append(event).await {
+            return TaskOutcome::Failed(format!("{failure}; cannot record the retry: {e}"));
+        }
+        tracing::info!(run = %run.run_id, task = task_id, attempt = attempt + 1, ?strategy, "retrying after a validation failure");
+        setup = AttemptSetup {
+            slot: run.take_slot().await,
+            feedback: Some(feedback),
+            model,
+            ..Default::default()
+        };
+        attempt += 1;
+    }
+}
+
+/// A replay diverged: record it, then fail or restart from the last checkpoint.
+async fn after_divergence(
+    runner: &Runner,
+    run: &Arc<RunContext>,
+    task_id: u64,
+    depth: u32,
+    agent: &Arc<LoadedAgent>,
+    input: &str,
+    divergence: String,
+) -> TaskOutcome {
+    let restart = match run.divergence {
+        DivergencePolicy::Fail => None,
+        DivergencePolicy::FromCheckpoint => last_checkpoint(run, task_id),
+    };
+    let note = json!({ "error": divergence, "policy": run.divergence,
+                       "restart_from_checkpoint": restart.as_ref().map(|(n, c)| json!({ "number": n, "note": c.note, "step": c.step })) });
+    let event = EventRecord::note(
+        run.run_id.clone(),
+        task_id,
+        "replay.diverged",
+        false,
+        serde_json::Value::Null,
+        note,
+    );
+    if let Err(e) = run.ledger.append(event).await {
+        return TaskOutcome::Failed(format!("{divergence}; and the ledger failed: {e}"));
+    }
+    match restart {
+        None if run.divergence == DivergencePolicy::FromCheckpoint => {
+            TaskOutcome::Failed(format!("{divergence} (no checkpoint to restart from)"))
+        }
+        None => TaskOutcome::Failed(divergence),
+        Some(checkpoint) => {
+            let setup = AttemptSetup {
+                restart: Some(checkpoint),
+                slot: run.take_slot().await,
+                ..Default::default()
+            };
+            let outcome = run_once(
+                &runner.runtime,
+                &runner.merge,
+                run,
+                task_id,
+                depth,
+                agent,
+                input,
+                setup,
+            )
+            .await
+            .outcome;
+            validated(runner, run, task_id, agent, input, outcome).await
+        }
+    }
+}
+
+/// Pass a completed task's output through the run's validators (no retries).
+async fn validated(
+    runner: &Runner,
+    run: &Arc<RunContext>,
+    task_id: u64,
+    agent: &Arc<LoadedAgent>,
+    input: &str,
+    outcome: TaskOutcome,
+) -> TaskOutcome {
+    match outcome {
+        TaskOutcome::Completed(output) => {
+            match validate(runner, run, task_id, agent, input, &output).await {
+                Ok(()) => TaskOutcome::Completed(output),
+                Err(failure) => TaskOutcome::Failed(failure.to_string()),
+            }
+        }
+        other => other,
+    }
+}
+
+/// The task's latest checkpoint in the ledger, with its number.
+fn last_checkpoint(run: &RunContext, task_id: u64) -> Option<(u32, Checkpoint)> {
+    let conn = run.ledger.reader().ok()?;
+    let row = crate::ledger::query::checkpoints(&conn, &run.run_id, Some(task_id))
+        .ok()?
+        .pop()?;
+    let state = crate::ledger::query::blob(&conn, &row.state_hash).ok()??;
+    Some((
+        row.number,
+        Checkpoint {
+            state,
+            note: row.note,
+            step: row.step,
+            saved_at_ms: row.saved_at as u64,
+        },
+    ))
+}
