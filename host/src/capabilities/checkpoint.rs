@@ -7,7 +7,7 @@
 //! as its event. `load` returns the latest checkpoint of the task — after a resume
 //! from a checkpoint, the one the task restarts from.
 
-use super::{Call, TaskCtx};
+use super::TaskCtx;
 use crate::bindings::checkpoint::{Checkpoint, Host};
 use crate::ledger::{blobs, now_ms};
 use rusqlite::params;
@@ -19,34 +19,24 @@ impl Host for TaskCtx {
         state: Vec<u8>,
         note: String,
     ) -> wasmtime::Result<Result<u32, String>> {
-        let started_at = self.admit()?;
+        let hash = blobs::sha256_hex(&state);
+        let identity = json!({ "note": note, "state_hash": hash });
+        let mut call = self.begin("checkpoint.save", identity)?;
         let limit = self.run.limits.max_checkpoint_bytes;
         if state.len() > limit {
             let msg = format!(
                 "checkpoint state is {} bytes, more than limits.max_checkpoint_bytes ({limit})",
                 state.len()
             );
-            let identity = json!({ "note": note, "state_hash": blobs::sha256_hex(&state) });
-            if self.replayed("checkpoint.save", &identity)?.is_some() {
+            if call.replayed().is_some() {
                 return Ok(Err(msg));
             }
             let request = json!({ "note": note, "size": state.len() });
-            self.record(
-                Call::plain(
-                    "checkpoint.save",
-                    false,
-                    request,
-                    json!({ "error": msg }),
-                    started_at,
-                )
-                .with_identity(identity),
-            )
-            .await?;
+            call.finish(self, false, request, json!({ "error": msg }))
+                .await?;
             return Ok(Err(msg));
         }
-        let hash = blobs::sha256_hex(&state);
-        let identity = json!({ "note": note, "state_hash": hash });
-        if let Some(rec) = self.replayed("checkpoint.save", &identity)? {
+        if let Some(rec) = call.replayed() {
             if !rec.ok {
                 return Ok(Err(rec.response["error"]
                     .as_str()
@@ -78,9 +68,11 @@ impl Host for TaskCtx {
         let (run_id, task_id) = (self.run.run_id.clone(), self.task_id);
         let (bytes, note_row) = (state.clone(), note.clone());
         let host_state = host_state.to_string();
-        self.record_with(
-            Call::plain("checkpoint.save", true, request, json!({ "number": number }), started_at)
-                .with_identity(identity),
+        call.finish_with(
+            self,
+            true,
+            request,
+            json!({ "number": number }),
             move |w, seq| {
                 let hash = blobs::put(w.conn(), &bytes)?;
                 w.conn().execute(
@@ -103,12 +95,9 @@ impl Host for TaskCtx {
     }
 
     async fn load(&mut self) -> wasmtime::Result<Option<Checkpoint>> {
-        let started_at = self.admit()?;
+        let mut call = self.begin("checkpoint.load", serde_json::Value::Null)?;
         let found = self.last_checkpoint.clone();
-        if self
-            .replayed("checkpoint.load", &serde_json::Value::Null)?
-            .is_some()
-        {
+        if call.replayed().is_some() {
             return Ok(found);
         }
         let response = match &found {
@@ -116,14 +105,8 @@ impl Host for TaskCtx {
                                "state_hash": blobs::sha256_hex(&c.state) }),
             None => serde_json::Value::Null,
         };
-        self.record(Call::plain(
-            "checkpoint.load",
-            true,
-            serde_json::Value::Null,
-            response,
-            started_at,
-        ))
-        .await?;
+        call.finish(self, true, serde_json::Value::Null, response)
+            .await?;
         Ok(found)
     }
 }

@@ -206,7 +206,6 @@ fn to_chat(req: &Request, model: String) -> ChatRequest {
 
 impl Host for TaskCtx {
     async fn complete(&mut self, req: Request) -> wasmtime::Result<Result<Response, LlmError>> {
-        let started_at = self.admit()?;
         let mut template = to_chat(&req, String::new());
         if let Some(feedback) = &self.feedback {
             template.messages.push(ChatMessage {
@@ -248,26 +247,20 @@ impl Host for TaskCtx {
         // What the guest asked, independent of host state (budget, health): the replay key.
         let identity =
             json!({ "chat": template, "pin": req.model, "allow_fallback": req.allow_fallback });
-        if let Some(rec) = self.replayed("llm.complete", &identity)? {
+        let mut durable = self.begin("llm.complete", identity)?;
+        if let Some(rec) = durable.replayed() {
             return Ok(replayed_result(&rec));
         }
+        let started_at = durable.started_at;
         let scheduler = self.run.scheduler.clone();
 
         let plan = match scheduler.plan(&sreq) {
             Ok(plan) => plan,
             Err(e) => {
                 let e = sched_error(e);
-                self.record(
-                    Call::plain(
-                        "llm.complete",
-                        false,
-                        request_json,
-                        error_json(&e),
-                        started_at,
-                    )
-                    .with_identity(identity),
-                )
-                .await?;
+                durable
+                    .finish(self, false, request_json, error_json(&e))
+                    .await?;
                 return Ok(Err(e));
             }
         };
@@ -419,19 +412,14 @@ impl Host for TaskCtx {
                     if !failures.is_empty() {
                         response_json["failed_attempts"] = json!(failures);
                     }
-                    let call = Call {
-                        kind: "llm.complete",
-                        ok: true,
-                        request: request_json,
-                        response: response_json,
+                    let event = Call {
                         model: Some(grant.model.clone()),
                         tokens_in: reply.input_tokens,
                         tokens_out: reply.output_tokens,
                         cost_usd: cost,
-                        started_at,
-                        identity: Some(identity),
+                        ..durable.call(true, request_json, response_json)
                     };
-                    self.record(call).await?;
+                    durable.finish_call(self, event).await?;
                     return Ok(Ok(response));
                 }
                 Err(err) => {
@@ -464,10 +452,9 @@ impl Host for TaskCtx {
             .unwrap_or_else(|| LlmError::NoViableModel("no model could take the call".into()));
         let mut response = error_json(&e);
         response["failed_attempts"] = json!(failures);
-        let mut call = Call::plain("llm.complete", false, request_json, response, started_at)
-            .with_identity(identity);
-        call.model = tried.last().cloned();
-        self.record(call).await?;
+        let mut event = durable.call(false, request_json, response);
+        event.model = tried.last().cloned();
+        durable.finish_call(self, event).await?;
         Ok(Err(e))
     }
 }

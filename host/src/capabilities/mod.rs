@@ -1,13 +1,15 @@
 //! The host side of each WIT interface, one module per interface, plus WASI's clocks
 //! and random made recordable.
 //!
-//! Every guest call enters through exactly one of these modules. Each host function
-//! does the same three things: count the call against the agent's limit
-//! ([`TaskCtx::admit`]), perform it (asking the supervisor or a provider), then append
-//! it to the ledger ([`TaskCtx::record`]) — and only then answer the guest. Grants are
-//! checked on the first line of the functions that need them.
+//! Every guest call enters through exactly one of these modules, and every host
+//! function takes the same path ([`durable`]): begin the call (count it against the
+//! agent's limit, and when replaying take its recorded result), perform it live
+//! (asking the supervisor or a provider), then append it to the ledger — and only then
+//! answer the guest. Grants are checked on the first line of the functions that need
+//! them.
 
 pub mod checkpoint;
+mod durable;
 mod kill;
 pub mod llm;
 pub mod stdio;
@@ -18,8 +20,9 @@ pub mod wasi;
 
 use crate::ledger::{EventRecord, now_ms};
 use crate::merge::MergeConfig;
-use crate::replay::{RecordedCall, Replay, describe};
+use crate::replay::Replay;
 use crate::supervisor::{ComponentRef, RunContext};
+pub(crate) use durable::{DurableCall, Recorded};
 use serde_json::Value;
 use std::sync::Arc;
 use wasmtime::component::HasData;
@@ -153,60 +156,6 @@ impl TaskCtx {
             validator: None,
             ledger_bytes: 0,
         }
-    }
-
-    /// During a replay: the recorded result of this call, after checking that the
-    /// guest made the same call as recorded (kind and identity hash). `None` when
-    /// live — including the moment the record runs out, from which on the task is live.
-    pub(crate) fn replayed(
-        &mut self,
-        kind: &str,
-        identity: &Value,
-    ) -> wasmtime::Result<Option<RecordedCall>> {
-        if self.replay.is_none() {
-            return Ok(None);
-        }
-        if let Some(why) = self.nondet.take_divergence() {
-            return Err(self.diverge(format!("non-determinism in clock/random reads: {why}")));
-        }
-        let hash = crate::ledger::identity_hash(identity);
-        let replay = self.replay.as_mut().expect("checked above");
-        match replay.peek() {
-            None => {
-                self.replay = None;
-                Ok(None)
-            }
-            Some(rec) if rec.kind == kind && rec.request_hash == hash => Ok(replay.pop()),
-            Some(rec) => {
-                let msg = format!(
-                    "non-determinism: the guest called {} but the ledger recorded {}",
-                    describe(kind, &hash, None),
-                    describe(&rec.kind, &rec.request_hash, Some(rec.seq))
-                );
-                Err(self.diverge(msg))
-            }
-        }
-    }
-
-    /// Record a divergence and return the trap that stops the guest.
-    pub(crate) fn diverge(&mut self, msg: String) -> wasmtime::Error {
-        self.diverged = Some(msg.clone());
-        self.replay = None;
-        wasmtime::format_err!("{msg}")
-    }
-
-    /// Count one host call; past `limits.max_host_calls` the agent is stopped (trap).
-    /// Returns the call's start time.
-    pub(crate) fn admit(&mut self) -> wasmtime::Result<i64> {
-        self.host_calls += 1;
-        let limit = self.run.limits.max_host_calls;
-        if self.host_calls > limit {
-            let kill = Kill::HostCalls { limit };
-            let msg = kill.to_string();
-            self.kill = Some(kill);
-            return Err(wasmtime::format_err!("{msg}"));
-        }
-        Ok(now_ms())
     }
 
     /// Whether this context may call tool `name`: any granted tool for an agent, only

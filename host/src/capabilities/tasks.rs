@@ -3,7 +3,7 @@
 //! The supervisor (`crate::supervisor`) decides and runs; this module translates
 //! between WIT types and the supervisor's, and records each call.
 
-use super::{Call, TaskCtx};
+use super::TaskCtx;
 use crate::bindings::tasks::{
     AgentRef, Dependency, Host, MergeCategory, MergeResult, Outcome, SpawnError, SpawnRequest,
     TaskId,
@@ -100,7 +100,6 @@ fn outcome_json(o: &Option<TaskOutcome>) -> serde_json::Value {
 
 impl Host for TaskCtx {
     async fn spawn(&mut self, req: SpawnRequest) -> wasmtime::Result<Result<TaskId, SpawnError>> {
-        let started_at = self.admit()?;
         let request = json!({
             "description": req.description,
             "agent": match &req.agent { AgentRef::Same => "same".to_string(), AgentRef::Named(n) => n.clone() },
@@ -124,7 +123,8 @@ impl Host for TaskCtx {
             // Only when present, so that older records keep their identity.
             request["validators"] = json!(req.validators);
         }
-        if let Some(rec) = self.replayed("tasks.spawn", &request)? {
+        let mut call = self.begin("tasks.spawn", request.clone())?;
+        if let Some(rec) = call.replayed() {
             return Ok(match rec.response["task_id"].as_u64() {
                 Some(id) if rec.ok => Ok(id),
                 _ => Err(refusal_from_json(&rec.response)),
@@ -173,20 +173,13 @@ impl Host for TaskCtx {
             Ok(id) => json!({ "task_id": id }),
             Err(e) => refusal_json(e),
         };
-        self.record(Call::plain(
-            "tasks.spawn",
-            result.is_ok(),
-            request,
-            response,
-            started_at,
-        ))
-        .await?;
+        call.finish(self, result.is_ok(), request, response).await?;
         Ok(result.map_err(refusal))
     }
 
     async fn wait(&mut self, id: TaskId) -> wasmtime::Result<Outcome> {
-        let started_at = self.admit()?;
-        if let Some(rec) = self.replayed("tasks.wait", &json!({ "task_id": id }))? {
+        let mut call = self.begin("tasks.wait", json!({ "task_id": id }))?;
+        if let Some(rec) = call.replayed() {
             let outcome = outcome_from_json(&rec.response);
             if matches!(outcome, Outcome::Completed(_)) {
                 self.children_done.push(id);
@@ -214,14 +207,8 @@ impl Host for TaskCtx {
         if ok {
             self.children_done.push(id);
         }
-        self.record(Call::plain(
-            "tasks.wait",
-            ok,
-            json!({ "task_id": id }),
-            outcome_json(&outcome),
-            started_at,
-        ))
-        .await?;
+        call.finish(self, ok, json!({ "task_id": id }), outcome_json(&outcome))
+            .await?;
         Ok(match outcome {
             Some(TaskOutcome::Completed(s)) => Outcome::Completed(s),
             Some(TaskOutcome::Failed(s)) => Outcome::Failed(s),
@@ -235,18 +222,24 @@ impl Host for TaskCtx {
         base: String,
         ids: Vec<TaskId>,
     ) -> wasmtime::Result<Result<MergeResult, String>> {
-        let started_at = self.admit()?;
         let request = json!({ "base": base, "ids": ids });
-        if let Some(rec) = self.replayed("tasks.merge", &request)? {
+        let mut call = self.begin("tasks.merge", request.clone())?;
+        if let Some(rec) = call.replayed() {
             return Ok(merge_from_json(rec.ok, &rec.response));
         }
         let run = self.run.clone();
-        let call = self.host_calls;
+        let call_number = self.host_calls;
         let had_slot = self.slot.take().is_some();
-        let merged =
-            crate::merge::merge_proposals(&run, &self.merge, self.task_id, call, &base, &ids)
-                .await
-                .map_err(|e| wasmtime::format_err!("cannot merge proposals: {e:#}"))?;
+        let merged = crate::merge::merge_proposals(
+            &run,
+            &self.merge,
+            self.task_id,
+            call_number,
+            &base,
+            &ids,
+        )
+        .await
+        .map_err(|e| wasmtime::format_err!("cannot merge proposals: {e:#}"))?;
         if had_slot {
             self.slot = run.take_slot().await;
         }
@@ -254,31 +247,24 @@ impl Host for TaskCtx {
             Ok(m) => json!({ "text": m.text, "category": m.category, "reasoning": m.reasoning }),
             Err(e) => json!({ "error": e }),
         };
-        self.record(Call::plain(
-            "tasks.merge",
-            merged.is_ok(),
-            request,
-            response.clone(),
-            started_at,
-        ))
-        .await?;
+        call.finish(self, merged.is_ok(), request, response.clone())
+            .await?;
         Ok(merge_from_json(merged.is_ok(), &response))
     }
 
     async fn cancel(&mut self, id: TaskId) -> wasmtime::Result<bool> {
-        let started_at = self.admit()?;
-        if let Some(rec) = self.replayed("tasks.cancel", &json!({ "task_id": id }))? {
+        let mut call = self.begin("tasks.cancel", json!({ "task_id": id }))?;
+        if let Some(rec) = call.replayed() {
             return Ok(rec.response["cancelled"].as_bool().unwrap_or(false));
         }
         let run = self.run.clone();
         let cancelled = run.cancel(Some(self.task_id), id).await;
-        self.record(Call::plain(
-            "tasks.cancel",
+        call.finish(
+            self,
             true,
             json!({ "task_id": id }),
             json!({ "cancelled": cancelled }),
-            started_at,
-        ))
+        )
         .await?;
         Ok(cancelled)
     }

@@ -11,7 +11,7 @@
 //! compensable and irreversible ones the task stops, and `agentflow recover` plans
 //! what to do.
 
-use super::{Call, TaskCtx};
+use super::{DurableCall, Recorded, TaskCtx};
 use crate::bindings::tools::{Host, SideEffect, ToolError, ToolInfo};
 use crate::replay::RecordedCall;
 use crate::tools::{self as tool_impl, ToolCallCtx};
@@ -79,11 +79,10 @@ impl TaskCtx {
     /// Run a granted tool live with `key`, then record its result (and effects).
     async fn run_tool(
         &mut self,
+        call: DurableCall,
         name: &str,
         args_json: &str,
         key: String,
-        identity: Value,
-        started_at: i64,
     ) -> wasmtime::Result<Result<String, ToolError>> {
         let request = json!({ "name": name, "args": args_json, "idempotency_key": key });
         let tool = self.run.tools.get(name);
@@ -114,12 +113,7 @@ impl TaskCtx {
         if !effects.is_empty() {
             response["effects"] = json!(effects);
         }
-        let seq = self
-            .record(
-                Call::plain("tools.call", result.is_ok(), request, response, started_at)
-                    .with_identity(identity),
-            )
-            .await?;
+        let seq = call.finish(self, result.is_ok(), request, response).await?;
         self.tool_seqs.push(seq);
         Ok(result.map_err(to_wit))
     }
@@ -127,7 +121,7 @@ impl TaskCtx {
 
 impl Host for TaskCtx {
     async fn list(&mut self) -> wasmtime::Result<Vec<ToolInfo>> {
-        let started_at = self.admit()?;
+        let mut call = self.begin("tools.list", Value::Null)?;
         let mut infos = self.run.tools.list();
         infos.retain(|i| self.tool_allowed(&i.name));
         let to_wit = |i: tool_impl::ToolInfo| ToolInfo {
@@ -136,14 +130,10 @@ impl Host for TaskCtx {
             args_schema: i.args_schema.to_string(),
             side_effect: side_effect(i.side_effect),
         };
-        if self.replayed("tools.list", &Value::Null)?.is_some() {
+        if call.replayed().is_some() {
             return Ok(infos.into_iter().map(to_wit).collect());
         }
-        self.record(
-            Call::plain("tools.list", true, Value::Null, json!(infos), started_at)
-                .with_identity(Value::Null),
-        )
-        .await?;
+        call.finish(self, true, Value::Null, json!(infos)).await?;
         Ok(infos.into_iter().map(to_wit).collect())
     }
 
@@ -152,8 +142,15 @@ impl Host for TaskCtx {
         name: String,
         args_json: String,
     ) -> wasmtime::Result<Result<String, ToolError>> {
-        let started_at = self.admit()?;
         let identity = json!({ "name": name, "args": args_json });
+        let info = self.run.tools.info(&name);
+        let class = self.run.tools.side_effect_of(&name, &args_json);
+        let effectful = class.is_some_and(|c| c != tool_impl::SideEffect::None);
+        let mut call = if effectful {
+            self.begin_effect("tools.call", "tools.intent", identity)?
+        } else {
+            self.begin("tools.call", identity)?
+        };
         let key = format!("{}/{}/{}", self.run.run_id, self.task_id, self.host_calls);
         if !self.tool_allowed(&name) {
             // A validator component asked for a tool outside its own grant.
@@ -161,62 +158,34 @@ impl Host for TaskCtx {
                 "`{name}` is not in this validator's `grant` (add it there and grant it to the run)"
             ));
             let request = json!({ "name": name, "args": args_json });
-            self.record(Call::plain(
-                "tools.call",
-                false,
-                request,
-                error_json(&err),
-                started_at,
-            ))
-            .await?;
+            call.finish(self, false, request, error_json(&err)).await?;
             return Ok(Err(to_wit(err)));
         }
-        let info = self.run.tools.info(&name);
-        let class = self.run.tools.side_effect_of(&name, &args_json);
-        let effectful = class.is_some_and(|c| c != tool_impl::SideEffect::None);
-
-        if effectful && self.replay.is_some() {
-            // A recorded intent: its result follows, or the outcome is in doubt.
-            let intent_next = self
-                .replay
-                .as_ref()
-                .and_then(|r| r.peek())
-                .is_some_and(|r| r.kind == "tools.intent");
-            if intent_next {
-                let Some(intent) = self.replayed("tools.intent", &identity)? else {
-                    unreachable!("an intent was next")
-                };
-                if let Some(rec) = self.replayed("tools.call", &identity)? {
-                    self.tool_seqs.push(rec.seq);
-                    return Ok(replayed_result(&rec));
-                }
-                // The record ends at the intent: did the tool act? Decide by its class.
-                let class = intent.request["side_effect"]
-                    .as_str()
-                    .unwrap_or("irreversible")
-                    .to_string();
-                let recorded_key = intent.request["idempotency_key"]
-                    .as_str()
-                    .unwrap_or(&key)
-                    .to_string();
-                if class == "none" || class == "idempotent" {
-                    tracing::info!(run = %self.run.run_id, task = self.task_id, tool = %name, "re-running in-doubt {class} call with its idempotency key");
-                    return self
-                        .run_tool(&name, &args_json, recorded_key, identity, started_at)
-                        .await;
-                }
-                let msg = format!(
-                    "in doubt: {class} tool `{name}` (intent seq {}, key {recorded_key}) may or may not have acted \
-                     before the host stopped; see `agentflow recover {}`",
-                    intent.seq, self.run.run_id
-                );
-                self.in_doubt = Some(msg.clone());
-                return Err(wasmtime::format_err!("{msg}"));
-            }
-        }
-        if let Some(rec) = self.replayed("tools.call", &identity)? {
+        if let Some(rec) = call.replayed() {
             self.tool_seqs.push(rec.seq);
             return Ok(replayed_result(&rec));
+        }
+        if let Recorded::InDoubt(intent) = &call.recorded {
+            // The record ends at the intent: did the tool act? Decide by its class.
+            let class = intent.request["side_effect"]
+                .as_str()
+                .unwrap_or("irreversible")
+                .to_string();
+            let recorded_key = intent.request["idempotency_key"]
+                .as_str()
+                .unwrap_or(&key)
+                .to_string();
+            if class == "none" || class == "idempotent" {
+                tracing::info!(run = %self.run.run_id, task = self.task_id, tool = %name, "re-running in-doubt {class} call with its idempotency key");
+                return self.run_tool(call, &name, &args_json, recorded_key).await;
+            }
+            let msg = format!(
+                "in doubt: {class} tool `{name}` (intent seq {}, key {recorded_key}) may or may not have acted \
+                 before the host stopped; see `agentflow recover {}`",
+                intent.seq, self.run.run_id
+            );
+            self.in_doubt = Some(msg.clone());
+            return Err(wasmtime::format_err!("{msg}"));
         }
         if let (Some(info), Some(class)) = (info, class.filter(|_| effectful)) {
             let intent = json!({
@@ -226,13 +195,8 @@ impl Host for TaskCtx {
                 "side_effect": class_name(class),
                 "undo": info.undo,
             });
-            self.record(
-                Call::plain("tools.intent", true, intent, Value::Null, started_at)
-                    .with_identity(identity.clone()),
-            )
-            .await?;
+            call.write_intent(self, "tools.intent", intent).await?;
         }
-        self.run_tool(&name, &args_json, key, identity, started_at)
-            .await
+        self.run_tool(call, &name, &args_json, key).await
     }
 }

@@ -7,7 +7,7 @@
 //! prints is escaped, so a guest can neither flood the ledger and the host's stderr
 //! nor forge a host log line.
 
-use super::{Call, TaskCtx};
+use super::TaskCtx;
 use crate::bindings::trace::{Host, Level};
 use crate::guest_text::{escape_guest_text, truncate_guest_text};
 use serde_json::json;
@@ -63,15 +63,15 @@ impl Host for TaskCtx {
         observation: String,
         confidence: f32,
     ) -> wasmtime::Result<()> {
-        let started_at = self.admit()?;
+        // Replay matches what the guest asked, so the identity keeps the full texts.
+        let identity = json!({ "thought": thought, "action": action, "observation": observation });
+        let mut call = self.begin("trace.step", identity)?;
         self.steps += 1;
         let confidence = if confidence.is_finite() {
             confidence.clamp(0.0, 1.0)
         } else {
             0.0
         };
-        // Replay matches what the guest asked, so the identity keeps the full texts.
-        let identity = json!({ "thought": thought, "action": action, "observation": observation });
         let mut dropped = 0;
         let thought = self.bounded(&thought, &mut dropped);
         let action = self.bounded(&action, &mut dropped);
@@ -81,7 +81,7 @@ impl Host for TaskCtx {
         if self.step_log.len() > 20 {
             self.step_log.remove(0);
         }
-        if self.replayed("trace.step", &identity)?.is_some() {
+        if call.replayed().is_some() {
             return Ok(());
         }
         let request = json!({
@@ -91,24 +91,16 @@ impl Host for TaskCtx {
             "observation": observation,
             "confidence": confidence,
         });
-        self.record(
-            Call::plain(
-                "trace.step",
-                true,
-                with_truncation(request, dropped),
-                serde_json::Value::Null,
-                started_at,
-            )
-            .with_identity(identity),
-        )
-        .await?;
+        let request = with_truncation(request, dropped);
+        call.finish(self, true, request, serde_json::Value::Null)
+            .await?;
         Ok(())
     }
 
     async fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
-        let started_at = self.admit()?;
         let identity = json!({ "level": format!("{level:?}"), "message": message });
-        if self.replayed("trace.log", &identity)?.is_some() {
+        let mut call = self.begin("trace.log", identity)?;
+        if call.replayed().is_some() {
             return Ok(());
         }
         let mut dropped = 0;
@@ -116,17 +108,9 @@ impl Host for TaskCtx {
         let max_bytes = self.run.limits.max_trace_bytes;
         let level_name = emit(level, &self.run.run_id, self.task_id, &message, max_bytes);
         let request = json!({ "level": level_name, "message": message });
-        self.record(
-            Call::plain(
-                "trace.log",
-                true,
-                with_truncation(request, dropped),
-                serde_json::Value::Null,
-                started_at,
-            )
-            .with_identity(identity),
-        )
-        .await?;
+        let request = with_truncation(request, dropped);
+        call.finish(self, true, request, serde_json::Value::Null)
+            .await?;
         Ok(())
     }
 }
