@@ -1,0 +1,224 @@
+//! Starting a task: wait for its dependencies and its approval, take its locks (shared
+//! resources, mutual exclusion) and an execution slot, then hand it to the
+//! [`super::TaskRunner`]; and rebuilding the tree of a run being resumed.
+
+use super::constraints::{self, DependencyFailure};
+use super::spawn::{Dependency, parse_deps};
+use super::tree::TaskNode;
+use super::{ComponentRef, ReplayStart, RunContext, TaskOutcome, TaskStart};
+use std::sync::Arc;
+use tokio::sync::{OwnedSemaphorePermit, watch};
+
+impl RunContext {
+    fn lock_for(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks
+            .lock()
+            .unwrap()
+            .entry(name.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Wait until a human decides on task `id`'s approval, if it needs one. `Err` is
+    /// the outcome of a denied (or unreadable) request.
+    async fn await_approval(&self, id: u64) -> Result<(), TaskOutcome> {
+        let waiting_for = format!(
+            "approval of task {id} of run {} (agentflow approvals)",
+            self.run_id
+        );
+        self.ledger
+            .poll_decision(&waiting_for, |conn| {
+                Ok(
+                    match crate::ledger::query::approval_of(conn, &self.run_id, id)? {
+                        None => Some(Ok(())),
+                        Some(a) if a.status == "approved" => Some(Ok(())),
+                        Some(a) if a.status == "denied" => Some(Err(TaskOutcome::Failed(format!(
+                            "denied by a human (approval {}): {}",
+                            a.id,
+                            a.note.unwrap_or_default()
+                        )))),
+                        Some(_) => None,
+                    },
+                )
+            })
+            .await
+            .unwrap_or_else(|e| Err(TaskOutcome::Failed(format!("cannot read approvals: {e}"))))
+    }
+
+    /// Take a task slot (queueing when all are busy).
+    pub async fn take_slot(&self) -> Option<OwnedSemaphorePermit> {
+        self.slots.clone().acquire_owned().await.ok()
+    }
+
+    /// Start task `id` on its own tokio task: wait for its dependencies, then run it
+    /// (replaying its record first when resuming; `run_input` is the input it already
+    /// started with, if it had started).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn start_task(
+        self: &Arc<Self>,
+        id: u64,
+        depth: u32,
+        agent: ComponentRef,
+        input: String,
+        rx_deps: Vec<(u64, bool, watch::Receiver<Option<TaskOutcome>>)>,
+        run_input: Option<String>,
+        replay: Option<ReplayStart>,
+    ) {
+        let run = self.clone();
+        let handle = tokio::spawn(async move {
+            let mut input = input;
+            for (dep_id, data, mut rx) in rx_deps {
+                let outcome = rx
+                    .wait_for(|o| o.is_some())
+                    .await
+                    .ok()
+                    .and_then(|o| o.clone());
+                match outcome {
+                    Some(TaskOutcome::Completed(out)) => {
+                        if data {
+                            input.push_str("\n\n");
+                            input.push_str(&out);
+                        }
+                    }
+                    other => {
+                        let outcome = match run.constraints.on_dependency_failure {
+                            DependencyFailure::Fail => TaskOutcome::Failed(format!(
+                                "dependency task {dep_id} did not complete: {other:?}"
+                            )),
+                            DependencyFailure::Cancel => TaskOutcome::Cancelled,
+                        };
+                        run.finish(id, outcome).await;
+                        return;
+                    }
+                }
+            }
+            if let Err(outcome) = run.await_approval(id).await {
+                run.finish(id, outcome).await;
+                return;
+            }
+            // Shared resources and mutual exclusion: every lock in name order (no
+            // deadlock between tasks), including this task's own.
+            let mut names = run
+                .resources
+                .lock()
+                .unwrap()
+                .get(&id)
+                .cloned()
+                .unwrap_or_default();
+            names.push(format!("task:{id}"));
+            names.sort();
+            names.dedup();
+            let mut guards = Vec::new();
+            for name in &names {
+                guards.push(run.lock_for(name).lock_owned().await);
+            }
+            let slot = run.take_slot().await;
+            let input = run_input.unwrap_or(input);
+            let start = TaskStart {
+                id,
+                depth,
+                agent,
+                input,
+                replay,
+                slot,
+            };
+            let outcome = run.runner.run_task(run.clone(), start).await;
+            drop(guards);
+            run.finish(id, outcome).await;
+        });
+        if let Some(node) = self.tree.lock().unwrap().nodes.get_mut(&id) {
+            node.abort = Some(handle.abort_handle());
+        }
+    }
+
+    /// Rebuild the task tree of a run being resumed: every task of the ledger, with
+    /// the outcome of those that finished.
+    pub fn restore_tree(&self, tasks: &[crate::ledger::query::ResumeTask]) {
+        let mut tree = self.tree.lock().unwrap();
+        for t in tasks {
+            let outcome = match t.status.as_str() {
+                "completed" => Some(TaskOutcome::Completed(t.output.clone().unwrap_or_default())),
+                "failed" => Some(TaskOutcome::Failed(t.error.clone().unwrap_or_default())),
+                "cancelled" => Some(TaskOutcome::Cancelled),
+                _ => None,
+            };
+            let outcome_known = outcome.is_some();
+            tree.nodes.insert(
+                t.task_id,
+                TaskNode {
+                    parent: t.parent_id,
+                    description: t.description.clone(),
+                    children: Vec::new(),
+                    outcome: watch::channel(outcome).0,
+                    abort: None,
+                },
+            );
+            if let Some(k) = &t.dedup_key {
+                tree.dedup.insert(k.clone(), t.task_id);
+            }
+            if let Some(k) = &t.spawn_key {
+                tree.spawn_keys.insert(k.clone(), t.task_id);
+            }
+            if let Some(parent) = t.parent_id {
+                tree.descriptions
+                    .entry(constraints::normalise(&t.description))
+                    .or_insert(t.task_id);
+                let _ = self.budget.add_child(parent, t.task_id, t.budget_usd);
+                if outcome_known {
+                    self.budget.close_child(t.task_id);
+                }
+            }
+            if let Some(ms) = t.timeout_ms {
+                self.timeouts.lock().unwrap().insert(t.task_id, ms);
+            }
+            let names: Vec<String> = serde_json::from_str(&t.resources).unwrap_or_default();
+            self.resources.lock().unwrap().insert(t.task_id, names);
+            tree.next_id = tree.next_id.max(t.task_id + 1);
+        }
+        for t in tasks {
+            if let Some(p) = t.parent_id.and_then(|p| tree.nodes.get_mut(&p)) {
+                p.children.push(t.task_id);
+            }
+        }
+        let mut stored = self.stored_components.lock().unwrap();
+        for t in tasks {
+            stored.insert(t.component_hash.clone());
+        }
+    }
+
+    /// Resume an unfinished non-root task (its dependencies, then a replay of its record).
+    pub fn resume_task(
+        self: &Arc<Self>,
+        task: &crate::ledger::query::ResumeTask,
+        agent: ComponentRef,
+        input: String,
+        run_input: Option<String>,
+        replay: ReplayStart,
+    ) {
+        let rx_deps = {
+            let tree = self.tree.lock().unwrap();
+            parse_deps(&task.depends_on)
+                .into_iter()
+                .filter_map(|d| {
+                    let (dep, data) = match d {
+                        Dependency::After(i) => (i, false),
+                        Dependency::DataFrom(i) => (i, true),
+                        Dependency::ExclusiveWith(_) => return None,
+                    };
+                    tree.nodes
+                        .get(&dep)
+                        .map(|n| (dep, data, n.outcome.subscribe()))
+                })
+                .collect()
+        };
+        self.start_task(
+            task.task_id,
+            task.depth,
+            agent,
+            input,
+            rx_deps,
+            run_input,
+            Some(replay),
+        );
+    }
+}

@@ -1,0 +1,194 @@
+//! The task tree of a run: who spawned whom, each task's outcome (a watch channel
+//! `tasks.wait` listens on), recording a task's end, waiting and cancelling (a
+//! cancelled task's descendants are cancelled with it).
+
+use super::{RunContext, TaskOutcome};
+use crate::ledger::Status;
+use std::collections::{HashMap, HashSet};
+use tokio::sync::watch;
+
+pub(super) struct TaskNode {
+    pub(super) parent: Option<u64>,
+    pub(super) description: String,
+    pub(super) children: Vec<u64>,
+    pub(super) outcome: watch::Sender<Option<TaskOutcome>>,
+    pub(super) abort: Option<tokio::task::AbortHandle>,
+}
+
+#[derive(Default)]
+pub(super) struct TaskTree {
+    pub(super) next_id: u64,
+    pub(super) nodes: HashMap<u64, TaskNode>,
+    pub(super) dedup: HashMap<String, u64>,
+    /// `parent:call-number` → child, so a replaying parent finds its child again.
+    pub(super) spawn_keys: HashMap<String, u64>,
+    /// Normalised description → task, for duplicate detection.
+    pub(super) descriptions: HashMap<String, u64>,
+    /// (parent, sequence name) → the last child spawned in that sequence.
+    pub(super) sequences: HashMap<(u64, String), u64>,
+    /// Tasks whose end is being recorded (the first outcome wins).
+    pub(super) finishing: HashSet<u64>,
+}
+
+impl TaskTree {
+    pub(super) fn is_ancestor_or_self(&self, candidate: u64, of: u64) -> bool {
+        let mut cur = Some(of);
+        while let Some(id) = cur {
+            if id == candidate {
+                return true;
+            }
+            cur = self.nodes.get(&id).and_then(|n| n.parent);
+        }
+        false
+    }
+}
+
+impl RunContext {
+    /// The outcome of a finished task.
+    pub fn outcome(&self, id: u64) -> Option<TaskOutcome> {
+        self.tree
+            .lock()
+            .unwrap()
+            .nodes
+            .get(&id)
+            .and_then(|n| n.outcome.borrow().clone())
+    }
+
+    /// Whether task `id` has finished.
+    pub fn is_finished(&self, id: u64) -> bool {
+        self.tree
+            .lock()
+            .unwrap()
+            .nodes
+            .get(&id)
+            .is_some_and(|n| n.outcome.borrow().is_some())
+    }
+
+    /// Record `events` of task `id` together with its end, in one commit: for records
+    /// that are recomputed when lost (a crash before the end resumes the task, which
+    /// produces them again), such as the verdicts of validators that passed.
+    pub fn defer(&self, id: u64, events: Vec<crate::ledger::EventRecord>) {
+        self.deferred
+            .lock()
+            .unwrap()
+            .entry(id)
+            .or_default()
+            .extend(events);
+    }
+
+    /// Record a task's end and wake whoever waits for it. The first outcome wins (a
+    /// cancelled task stays cancelled).
+    pub async fn finish(&self, id: u64, outcome: TaskOutcome) {
+        // The end is recorded in the ledger before anyone waiting is woken, so what a
+        // dependent does next is always after its dependency's end in the ledger.
+        let first = {
+            let mut tree = self.tree.lock().unwrap();
+            let open = tree
+                .nodes
+                .get(&id)
+                .is_some_and(|n| n.outcome.borrow().is_none());
+            open && tree.finishing.insert(id)
+        };
+        if !first {
+            return;
+        }
+        self.budget.close_child(id);
+        let (status, output, error) = match outcome.clone() {
+            TaskOutcome::Completed(out) => (Status::Completed, Some(out), None),
+            TaskOutcome::Failed(e) => (Status::Failed, None, Some(e)),
+            TaskOutcome::Cancelled => (Status::Cancelled, None, None),
+        };
+        let events = self
+            .deferred
+            .lock()
+            .unwrap()
+            .remove(&id)
+            .unwrap_or_default();
+        if let Err(e) = self
+            .ledger
+            .finish_task(self.run_id.clone(), id, status, output, error, events)
+            .await
+        {
+            tracing::error!(run = %self.run_id, task = id, error = %e, "cannot record task end");
+        }
+        let tree = self.tree.lock().unwrap();
+        if let Some(node) = tree.nodes.get(&id) {
+            node.outcome.send_replace(Some(outcome));
+        }
+    }
+
+    /// Wait for task `id`; `None` if the caller may not wait for it (unknown, itself
+    /// or one of its ancestors, which would deadlock).
+    pub async fn wait(&self, caller: u64, id: u64) -> Option<TaskOutcome> {
+        let mut rx = {
+            let tree = self.tree.lock().unwrap();
+            if !tree.nodes.contains_key(&id) || tree.is_ancestor_or_self(id, caller) {
+                return None;
+            }
+            tree.nodes[&id].outcome.subscribe()
+        };
+        rx.wait_for(|o| o.is_some())
+            .await
+            .ok()
+            .and_then(|o| o.clone())
+    }
+
+    /// Cancel task `id` and all its descendants; false if it had already finished or
+    /// may not be cancelled by `caller` (itself or an ancestor).
+    pub async fn cancel(&self, caller: Option<u64>, id: u64) -> bool {
+        let targets: Vec<u64> = {
+            let tree = self.tree.lock().unwrap();
+            let Some(node) = tree.nodes.get(&id) else {
+                return false;
+            };
+            if let Some(c) = caller
+                && tree.is_ancestor_or_self(id, c)
+            {
+                return false;
+            }
+            if node.outcome.borrow().is_some() {
+                return false;
+            }
+            let mut order = Vec::new();
+            let mut stack = vec![id];
+            while let Some(t) = stack.pop() {
+                order.push(t);
+                if let Some(n) = tree.nodes.get(&t) {
+                    stack.extend(n.children.iter().copied());
+                }
+            }
+            for t in &order {
+                if let Some(abort) = tree.nodes.get(t).and_then(|n| n.abort.as_ref()) {
+                    abort.abort();
+                }
+            }
+            order
+        };
+        for t in targets.into_iter().rev() {
+            self.finish(t, TaskOutcome::Cancelled).await;
+        }
+        true
+    }
+
+    /// Cancel every task that has not finished (used when the root returns).
+    pub async fn cancel_unfinished(&self) -> usize {
+        let open: Vec<u64> = {
+            let tree = self.tree.lock().unwrap();
+            let mut ids: Vec<u64> = tree
+                .nodes
+                .iter()
+                .filter(|(_, n)| n.outcome.borrow().is_none() && n.parent.is_some())
+                .map(|(id, _)| *id)
+                .collect();
+            ids.sort_unstable();
+            ids
+        };
+        let mut n = 0;
+        for id in open {
+            if self.cancel(None, id).await {
+                n += 1;
+            }
+        }
+        n
+    }
+}
