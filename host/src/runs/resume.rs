@@ -1,0 +1,303 @@
+//! Resuming a run from the ledger, and what builds on it: forking a run at an event,
+//! recovering a run with side effects in doubt, re-running a failed run's failed tasks.
+
+use crate::ledger::{self, Status};
+use crate::runs::stored::{StoredRunConfig, context_hash};
+use crate::runtime::LoadedAgent;
+use crate::supervisor::{self, RunContext};
+use crate::tools::ToolSet;
+use crate::{Host, ResumeOptions, RunReport};
+use crate::{durability, replay};
+use std::sync::Arc;
+use std::time::Instant;
+
+impl Host {
+    /// Fork a run at root event `at`: a new run replays the original's record up to
+    /// there and continues live, with every live LLM call pinned to `model` if given.
+    /// Returns the new run's report.
+    pub async fn fork(
+        &self,
+        run_id: &str,
+        at: u64,
+        model: Option<String>,
+    ) -> anyhow::Result<RunReport> {
+        self.ledger.quick_check()?;
+        let reader = self.ledger.reader()?;
+        let row = ledger::query::run(&reader, run_id)?.ok_or_else(|| {
+            anyhow::anyhow!("no run `{run_id}` in {}", self.ledger.path().display())
+        })?;
+        if let Some(m) = &model
+            && self.scheduler.model(m).is_none()
+        {
+            anyhow::bail!("--model {m}: not in the model catalog (see `agentflow models`)");
+        }
+        let (config_json, _) = ledger::query::run_config(&reader, &row.run_id)?
+            .ok_or_else(|| anyhow::anyhow!("run {} has no stored config", row.run_id))?;
+        let mut stored: StoredRunConfig = serde_json::from_str(&config_json)?;
+        stored.catalog = self.scheduler.models().to_vec();
+        stored.model_override = model;
+        let hash = context_hash(&row.component_hash, &row.input, &stored);
+        let new_id = uuid::Uuid::new_v4().simple().to_string();
+        durability::fork::copy_prefix(
+            &self.ledger,
+            row.run_id.clone(),
+            new_id.clone(),
+            at,
+            serde_json::to_string(&stored)?,
+            hash,
+        )
+        .await?;
+        self.resume(&new_id, ResumeOptions::default()).await
+    }
+
+    /// Compute a run's recovery plan; with `apply`, run its rollbacks (compensations in
+    /// reverse order, the rolled-back tasks then cancelled) and, when the run is still
+    /// unfinished and nothing needs a human, resume it. Returns the plan, the number of
+    /// compensations run and the resumed run's report.
+    pub async fn recover(
+        &self,
+        run_id: &str,
+        apply: bool,
+    ) -> anyhow::Result<(durability::recovery::Plan, usize, Option<RunReport>)> {
+        let reader = self.ledger.reader()?;
+        let plan = durability::recovery::plan(&reader, run_id)?;
+        if !apply {
+            return Ok((plan, 0, None));
+        }
+        let (config_json, _) = ledger::query::run_config(&reader, &plan.run_id)?
+            .ok_or_else(|| anyhow::anyhow!("run {} has no stored config", plan.run_id))?;
+        let stored: StoredRunConfig = serde_json::from_str(&config_json)?;
+        let tools = ToolSet::build(&stored.tools, &self.registered_tools)?;
+        let done = durability::recovery::apply_rollbacks(&plan, &tools, &self.ledger).await?;
+        for t in &plan.tasks {
+            if let durability::recovery::Action::Rollback { tasks, .. } = &t.action {
+                for id in tasks {
+                    self.ledger
+                        .finish_task(
+                            plan.run_id.clone(),
+                            *id,
+                            Status::Cancelled,
+                            None,
+                            Some("rolled back by recovery".into()),
+                            Vec::new(),
+                        )
+                        .await?;
+                }
+            }
+        }
+        let needs_human = plan
+            .tasks
+            .iter()
+            .any(|t| matches!(t.action, durability::recovery::Action::RequiresHuman { .. }));
+        // A failed run whose plan says to resume continues: its failed tasks re-run.
+        let resumes = plan
+            .tasks
+            .iter()
+            .any(|t| matches!(t.action, durability::recovery::Action::Resume { .. }));
+        let report = if needs_human {
+            None
+        } else if plan.run_status == "running" {
+            Some(self.resume(&plan.run_id, ResumeOptions::default()).await?)
+        } else if plan.run_status == "failed" && resumes {
+            let options = ResumeOptions {
+                retry_failed: true,
+                ..Default::default()
+            };
+            Some(self.resume(&plan.run_id, options).await?)
+        } else {
+            None
+        };
+        Ok((plan, done, report))
+    }
+
+    /// Mark a failed run's failed tasks for a re-run ([`durability::reopen`]); returns
+    /// how many. The run is `running` again afterwards, ready for [`Host::resume`].
+    pub async fn reopen_failed(&self, run_id: &str) -> anyhow::Result<usize> {
+        let reader = self.ledger.reader()?;
+        let tasks = ledger::query::resume_tasks(&reader, run_id)?;
+        let events = ledger::query::events(&reader, run_id, None)?;
+        let reopen = durability::reopen::plan(&tasks, &events);
+        if reopen.is_empty() {
+            anyhow::bail!("run {run_id} has no failed task to re-run");
+        }
+        let count = reopen.len();
+        let run_id = run_id.to_string();
+        self.ledger
+            .write(move |w| durability::reopen::apply(w, &run_id, &reopen))
+            .await?;
+        Ok(count)
+    }
+
+    /// Resume a run that did not finish (the host crashed or was killed): every
+    /// unfinished task is re-instantiated and replays its recorded calls — LLM calls
+    /// are not re-sent, tools not re-run, clock and random give the recorded values —
+    /// then continues live. Finished tasks are not re-run.
+    ///
+    /// The ledger must pass `PRAGMA quick_check` first: replaying from a damaged record
+    /// could re-run recorded calls live. A run killed before its root task was written
+    /// starts that task from the recorded input.
+    pub async fn resume(&self, run_id: &str, opts: ResumeOptions) -> anyhow::Result<RunReport> {
+        let started = Instant::now();
+        self.ledger.quick_check()?;
+        let reader = self.ledger.reader()?;
+        let row = ledger::query::run(&reader, run_id)?.ok_or_else(|| {
+            anyhow::anyhow!("no run `{run_id}` in {}", self.ledger.path().display())
+        })?;
+        let run_id = row.run_id.clone();
+        if row.status == "failed" && opts.retry_failed {
+            drop(reader);
+            let reopened = self.reopen_failed(&run_id).await?;
+            tracing::info!(run = %run_id, tasks = reopened, "re-running failed tasks");
+            return Box::pin(self.resume(
+                &run_id,
+                ResumeOptions {
+                    retry_failed: false,
+                    ..opts
+                },
+            ))
+            .await;
+        }
+        if row.status != "running" {
+            let hint = if row.status == "failed" {
+                " (pass --retry-failed to re-run its failed tasks)"
+            } else {
+                ""
+            };
+            anyhow::bail!(
+                "run {run_id} is {}: only runs that did not finish can be resumed{hint}",
+                row.status
+            );
+        }
+        let (config_json, stored_hash) = ledger::query::run_config(&reader, &run_id)?
+            .ok_or_else(|| anyhow::anyhow!("run {run_id} has no stored config"))?;
+        let mut stored: StoredRunConfig = serde_json::from_str(&config_json).map_err(|e| {
+            anyhow::anyhow!("run {run_id} was recorded by an incompatible host: {e}")
+        })?;
+        let load_stored = |hash: &str, name: &str| -> anyhow::Result<Arc<LoadedAgent>> {
+            let bytes = ledger::query::blob(&reader, hash)?.ok_or_else(|| {
+                anyhow::anyhow!("component {hash} of run {run_id} is missing from the ledger")
+            })?;
+            self.runtime.load_bytes(name, &bytes)
+        };
+        let root_agent = match &opts.agent_file {
+            Some(path) => self.runtime.load_file(path)?,
+            None => load_stored(&row.component_hash, &row.agent)?,
+        };
+        stored.catalog = self.scheduler.models().to_vec();
+        let hash_now = context_hash(&root_agent.hash, &row.input, &stored);
+        if hash_now != stored_hash && !opts.allow_changed {
+            anyhow::bail!(
+                "run {run_id} was started with a different context (component {} now {}, or a different model catalog): \
+                 refusing to resume, since replay would diverge; pass --allow-changed to resume anyway",
+                &row.component_hash[..12],
+                &root_agent.hash[..12]
+            );
+        }
+        let tools = ToolSet::build(&stored.tools, &self.registered_tools)?;
+        let run = self.run_context(run_id.clone(), &stored, tools, stored_hash);
+        let tasks = ledger::query::resume_tasks(&reader, &run_id)?;
+        if tasks.is_empty() {
+            return self
+                .start_missing_root(run, root_agent, &row.input, started)
+                .await;
+        }
+        let all_events = ledger::query::events(&reader, &run_id, None)?;
+        run.restore_tree(&tasks);
+        for e in &all_events {
+            run.budget
+                .charge(e.task_id, e.cost_usd, (e.tokens_in + e.tokens_out) as u64);
+        }
+        let mut by_task: std::collections::HashMap<u64, Vec<ledger::query::EventRow>> =
+            std::collections::HashMap::new();
+        for e in all_events {
+            by_task.entry(e.task_id).or_default().push(e);
+        }
+        for events in by_task.values_mut() {
+            *events = durability::reopen::without_superseded(std::mem::take(events));
+        }
+        let replay_for = |task_id: u64, events: Vec<ledger::query::EventRow>| {
+            let mut attempts = replay::Replay::attempts(events);
+            for (replay, _, _) in attempts.iter_mut() {
+                replay.attach_states(|c| {
+                    ledger::query::checkpoint_state(&reader, &run_id, task_id, c.seq)
+                        .ok()
+                        .flatten()
+                });
+            }
+            let (replay, nondet, _) = attempts.remove(0);
+            supervisor::ReplayStart {
+                replay,
+                nondet,
+                later: attempts,
+            }
+        };
+        let text = |hash: &str| -> anyhow::Result<String> {
+            Ok(
+                String::from_utf8_lossy(&ledger::query::blob(&reader, hash)?.unwrap_or_default())
+                    .into_owned(),
+            )
+        };
+        let mut root = None;
+        let mut resumed = 0;
+        for t in &tasks {
+            if matches!(t.status.as_str(), "completed" | "failed" | "cancelled") {
+                continue;
+            }
+            let parent_done = t.parent_id.is_some_and(|p| run.is_finished(p));
+            if parent_done {
+                continue; // an orphan: cancelled when the run concludes
+            }
+            let agent = if t.component_hash == row.component_hash {
+                root_agent.clone()
+            } else {
+                load_stored(&t.component_hash, &t.agent)?
+            };
+            let input = text(&t.input_hash)?;
+            let run_input = match &t.run_input_hash {
+                Some(h) => Some(text(h)?),
+                None => None,
+            };
+            let replay = replay_for(t.task_id, by_task.remove(&t.task_id).unwrap_or_default());
+            if t.parent_id.is_none() {
+                root = Some((agent, run_input.unwrap_or(input), replay));
+            } else {
+                run.resume_task(t, agent.component_ref(), input, run_input, replay);
+                resumed += 1;
+            }
+        }
+        tracing::info!(run = %run_id, children = resumed, root = root.is_some(), "resuming");
+        let outcome = match root {
+            Some((agent, input, replay)) => {
+                let slot = run.take_slot().await;
+                let start = supervisor::TaskStart {
+                    id: 1,
+                    depth: 0,
+                    agent: agent.component_ref(),
+                    input,
+                    replay: Some(replay),
+                    slot,
+                };
+                run.runner.run_task(run.clone(), start).await
+            }
+            None => run
+                .outcome(1)
+                .ok_or_else(|| anyhow::anyhow!("run {run_id} has no root task"))?,
+        };
+        self.conclude(run, started, outcome).await
+    }
+
+    /// Resume a run whose host was killed after writing the run but before its root
+    /// task (ledgers of hosts that wrote the two apart): nothing of it ran, so the
+    /// root starts live from the recorded input.
+    async fn start_missing_root(
+        &self,
+        run: Arc<RunContext>,
+        agent: Arc<LoadedAgent>,
+        input: &str,
+        started: Instant,
+    ) -> anyhow::Result<RunReport> {
+        tracing::info!(run = %run.run_id, "the run has no root task yet: starting it from the recorded input");
+        let root = run.create_root(&agent.component_ref(), input).await?;
+        self.run_root(run, root, agent, input, started).await
+    }
+}
