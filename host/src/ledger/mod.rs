@@ -12,6 +12,7 @@
 //! capabilities' job.
 
 pub mod blobs;
+pub mod existing;
 pub mod integrity;
 pub mod query;
 pub mod schema;
