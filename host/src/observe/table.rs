@@ -3,9 +3,10 @@
 //!
 //! Plain columns, built with `comfy-table` and no borders: a header line, then one line
 //! per row, each column as wide as its widest cell and followed by two spaces, no
-//! trailing whitespace. The output stays easy to read with `grep` and `awk`. A cell is
-//! one line: callers escape guest text (see [`crate::guest_text`]) and clip long text
-//! before handing it over.
+//! trailing whitespace. The output stays easy to read with `grep` and `awk`, and a row
+//! is always one line (a line break in a cell becomes a space), so a caller may put
+//! lines of its own after a row (see `validation::review::render`). Callers still
+//! escape guest text (see [`crate::guest_text`]) and clip long text.
 
 use comfy_table::CellAlignment;
 use comfy_table::presets::NOTHING;
@@ -54,8 +55,11 @@ impl Table {
         I: IntoIterator,
         I::Item: ToString,
     {
-        self.inner
-            .add_row(cells.into_iter().map(|c| c.to_string()).collect::<Vec<_>>());
+        let cells: Vec<String> = cells
+            .into_iter()
+            .map(|c| c.to_string().replace(['\n', '\r'], " "))
+            .collect();
+        self.inner.add_row(cells);
         self
     }
 
@@ -96,6 +100,13 @@ mod tests {
              alpha   $1.0000  first\n\
              b      $12.5000\n"
         );
+    }
+
+    #[test]
+    fn a_row_is_one_line_whatever_its_cells_hold() {
+        let mut t = Table::new().left("id").left("note");
+        t.row(["1", "two\nlines\r"]);
+        assert_eq!(t.lines(), ["id  note", "1   two lines"]);
     }
 
     #[test]
