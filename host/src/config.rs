@@ -67,6 +67,14 @@ impl HostConfig {
             .map_err(|e| anyhow::anyhow!("invalid config {}: {e}", path.display()))
     }
 
+    /// The config file at `path` (`--config`), or the defaults without one.
+    pub fn from_file_or_default(path: Option<&Path>) -> anyhow::Result<HostConfig> {
+        match path {
+            Some(path) => Self::from_file(path),
+            None => Ok(HostConfig::default()),
+        }
+    }
+
     /// Parse a config from TOML text.
     pub fn from_toml(text: &str) -> anyhow::Result<HostConfig> {
         let config: HostConfig = toml::from_str(text)?;

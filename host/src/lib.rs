@@ -13,7 +13,8 @@
 //! They follow a guest call's data flow: a capability asks the layers below it, and the
 //! ledger records.
 //!
-//! 1. `guest_text`, `bindings` — escaping guest text; the WIT bindings.
+//! 1. `guest_text`, [`table`], `bindings` — escaping guest text; the one text-table
+//!    printer; the WIT bindings.
 //! 2. [`ledger`] — the SQLite record: runs, tasks, events and their kinds, blobs. Owns
 //!    all SQL; knows nothing of durability policy.
 //! 3. [`replay`] — matching a resumed guest's calls against the record; clock/random.
@@ -61,6 +62,7 @@ mod runs;
 pub mod runtime;
 pub mod scheduler;
 pub mod supervisor;
+pub mod table;
 pub mod tools;
 
 pub use config::HostConfig;

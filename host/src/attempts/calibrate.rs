@@ -48,6 +48,11 @@ pub struct Calibration {
     pub results: Vec<Judged>,
 }
 
+/// The judge [`calibrate`] runs: the first `kind = "judge"` entry of `[[validators]]`.
+pub fn first_judge(validators: &[ValidatorConfig]) -> Option<&ValidatorConfig> {
+    validators.iter().find(|v| v.kind == "judge")
+}
+
 /// Run `judge` over the labelled file.
 pub async fn calibrate(
     scheduler: &Scheduler,

@@ -64,22 +64,38 @@ pub fn list(conn: &rusqlite::Connection, all: bool) -> rusqlite::Result<Vec<Revi
     rows.collect()
 }
 
-/// The reviews as a table.
+/// The reviews as a table, each row followed by the output's excerpt and the decision
+/// to make (or the note it was made with).
 pub fn render(rows: &[ReviewRow]) -> String {
     use crate::guest_text::escape_guest_text;
-    use std::fmt::Write as _;
-    let mut out = format!(
-        "{:<5} {:<34} {:<5} {:<7} {:<9} validator [category]: reason\n",
-        "id", "run", "task", "attempt", "status"
-    );
+    let mut table = crate::table::Table::new()
+        .left("id")
+        .left("run")
+        .left("task")
+        .left("attempt")
+        .left("status")
+        .left("validator [category]: reason");
     for r in rows {
         let reason: String = r.reason.chars().take(160).collect();
-        let reason = escape_guest_text(&reason);
-        let _ = writeln!(
-            out,
-            "{:<5} {:<34} {:<5} {:<7} {:<9} {} [{}]: {reason}",
-            r.id, r.run_id, r.task_id, r.attempt, r.status, r.validator, r.category
-        );
+        table.row([
+            r.id.to_string(),
+            r.run_id.clone(),
+            r.task_id.to_string(),
+            r.attempt.to_string(),
+            r.status.clone(),
+            format!(
+                "{} [{}]: {}",
+                r.validator,
+                r.category,
+                escape_guest_text(&reason)
+            ),
+        ]);
+    }
+    let mut lines = table.lines().into_iter();
+    let mut out = lines.next().unwrap_or_default() + "\n";
+    for (r, line) in rows.iter().zip(lines) {
+        out += &line;
+        out += "\n";
         let excerpt: String = r
             .output
             .split_whitespace()
@@ -88,15 +104,14 @@ pub fn render(rows: &[ReviewRow]) -> String {
             .chars()
             .take(160)
             .collect();
-        let _ = writeln!(out, "      output: {}", escape_guest_text(&excerpt));
+        out += &format!("      output: {}\n", escape_guest_text(&excerpt));
         if r.status == "pending" {
-            let _ = writeln!(
-                out,
-                "      decide: agentflow retry {} --note \"guidance\" | agentflow reject {} --note \"why\"",
+            out += &format!(
+                "      decide: agentflow retry {} --note \"guidance\" | agentflow reject {} --note \"why\"\n",
                 r.id, r.id
             );
         } else if let Some(note) = &r.note {
-            let _ = writeln!(out, "      note: {}", escape_guest_text(note));
+            out += &format!("      note: {}\n", escape_guest_text(note));
         }
     }
     out

@@ -12,6 +12,7 @@
 //! capabilities' job.
 
 pub mod blobs;
+pub mod existing;
 pub mod fault;
 pub mod integrity;
 pub mod kinds;

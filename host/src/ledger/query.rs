@@ -320,6 +320,18 @@ pub struct CheckpointRow {
     pub saved_at: i64,
 }
 
+/// The checkpoints of the run `id_or_prefix` names (see [`run`]), oldest first;
+/// `None` when no run has that id.
+pub fn run_checkpoints(
+    conn: &Connection,
+    id_or_prefix: &str,
+) -> Result<Option<Vec<CheckpointRow>>, LedgerError> {
+    match run(conn, id_or_prefix)? {
+        Some(row) => Ok(Some(checkpoints(conn, &row.run_id, None)?)),
+        None => Ok(None),
+    }
+}
+
 /// The checkpoints of a run (or of one task), oldest first.
 pub fn checkpoints(
     conn: &Connection,

@@ -372,24 +372,24 @@ pub fn render(view: &RunView) -> String {
 
 /// The run list as a table.
 pub fn render_runs(runs: &[RunRow]) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:<34} {:<14} {:<10} {:>10} {:>9} {:>8}  input",
-        "run", "agent", "status", "cost", "tokens", "time"
-    );
+    let mut table = crate::table::Table::new()
+        .left("run")
+        .left("agent")
+        .left("status")
+        .right("cost")
+        .right("tokens")
+        .right("time")
+        .left("input");
     for r in runs {
-        let _ = writeln!(
-            out,
-            "{:<34} {:<14} {:<10} {:>10} {:>9} {:>8}  {}",
-            r.run_id,
+        table.row([
+            r.run_id.clone(),
             clip(&r.agent, 14),
-            r.status,
+            r.status.clone(),
             usd(r.cost_usd),
             group_digits(r.tokens_in + r.tokens_out),
             duration(Some(r.started_at), r.finished_at),
-            clip(&r.input, 40)
-        );
+            clip(&r.input, 40),
+        ]);
     }
-    out
+    table.render()
 }

@@ -1,5 +1,6 @@
 //! Showing an operator what happened: the run list and the task tree of a run with
-//! model, cost, tokens, duration and the recorded reasoning steps.
+//! model, cost, tokens, duration and the recorded reasoning steps, and the table printer
+//! of every listing.
 //!
 //! Read-only: everything here comes from the ledger.
 

@@ -6,7 +6,6 @@ use crate::config::HostConfig;
 use crate::scheduler::catalog::{self, ModelSpec};
 use crate::scheduler::perf::{self, StoredStats};
 use serde::Serialize;
-use std::fmt::Write as _;
 use std::path::Path;
 
 /// One model as `agentflow models` shows it.
@@ -42,22 +41,19 @@ pub fn load(config: &HostConfig, db: &Path) -> anyhow::Result<Vec<ModelView>> {
 
 /// The models as a table.
 pub fn render(models: &[ModelView]) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:<16} {:<10} {:>8} {:>8} {:>8} {:>5} {:<10} {:>6} {:>7} {:>9} {:>14}  version",
-        "model",
-        "provider",
-        "$in/M",
-        "$out/M",
-        "context",
-        "qual",
-        "breaker",
-        "calls",
-        "errors",
-        "avg ms",
-        "tok/min used"
-    );
+    let mut table = crate::table::Table::new()
+        .left("model")
+        .left("provider")
+        .right("$in/M")
+        .right("$out/M")
+        .right("context")
+        .right("qual")
+        .left("breaker")
+        .right("calls")
+        .right("errors")
+        .right("avg ms")
+        .right("tok/min used")
+        .left("version");
     for m in models {
         let s = &m.stats;
         let health = s.health.as_ref();
@@ -74,29 +70,27 @@ pub fn render(models: &[ModelView]) -> String {
             Some(tpm) => format!("{}/{}", s.tokens_last_minute, tpm),
             None => s.tokens_last_minute.to_string(),
         };
-        let _ = writeln!(
-            out,
-            "{:<16} {:<10} {:>8.2} {:>8.2} {:>8} {:>5.2} {:<10} {:>6} {:>7} {:>9} {:>14}  {}{}",
-            m.spec.name,
-            m.spec.provider,
-            m.spec.input_per_mtok,
-            m.spec.output_per_mtok,
-            m.spec.context_window,
-            m.spec.quality,
-            breaker,
-            s.calls,
-            s.errors,
+        let changes = if s.version_changes.is_empty() {
+            String::new()
+        } else {
+            format!(" ({} change(s))", s.version_changes.len())
+        };
+        table.row([
+            m.spec.name.clone(),
+            m.spec.provider.clone(),
+            format!("{:.2}", m.spec.input_per_mtok),
+            format!("{:.2}", m.spec.output_per_mtok),
+            m.spec.context_window.to_string(),
+            format!("{:.2}", m.spec.quality),
+            breaker.to_string(),
+            s.calls.to_string(),
+            s.errors.to_string(),
             s.avg_latency_ms
                 .map(|v| v.to_string())
                 .unwrap_or_else(|| "-".into()),
             quota,
-            version,
-            if s.version_changes.is_empty() {
-                String::new()
-            } else {
-                format!(" ({} change(s))", s.version_changes.len())
-            }
-        );
+            format!("{version}{changes}"),
+        ]);
     }
-    out
+    table.render()
 }

@@ -1,0 +1,327 @@
+//! The `agentflow` command line as clap parses it: the subcommands, their flags, and
+//! the value parsers that turn arguments into library types. Nothing here runs.
+
+use agentflow::replay::DivergencePolicy;
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Run AI agents compiled to WebAssembly components: sandboxed, budgeted, recorded.
+#[derive(Parser)]
+#[command(name = "agentflow", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// `--db`, shared by every command that works on a ledger.
+#[derive(Args)]
+pub struct Db {
+    /// Ledger database.
+    #[arg(
+        long = "db",
+        id = "db",
+        value_name = "DB",
+        default_value = "agentflow.db"
+    )]
+    pub path: PathBuf,
+}
+
+/// `--json`, shared by every command that prints a result.
+#[derive(Args)]
+pub struct Json {
+    /// Print JSON on stdout instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run an agent (a .wasm component, or a Rust agent crate directory to build first).
+    Run {
+        /// Path to a component (.wasm) or to an agent crate directory.
+        agent: PathBuf,
+        /// The agent's input.
+        #[arg(long, conflicts_with = "input_file")]
+        input: Option<String>,
+        /// Read the agent's input from a file.
+        #[arg(long)]
+        input_file: Option<PathBuf>,
+        #[command(flatten)]
+        db: Db,
+        /// Host configuration (TOML).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Grant a tool to the run (kv, workspace, http_fetch); repeatable.
+        #[arg(long = "grant", value_name = "TOOL")]
+        grants: Vec<String>,
+        /// Directory the workspace tool may use.
+        #[arg(long)]
+        workspace: Option<PathBuf>,
+        /// Deepest allowed sub-agent (root = 0).
+        #[arg(long)]
+        max_depth: Option<u32>,
+        /// Total USD the run may spend on LLM calls.
+        #[arg(long)]
+        budget_usd: Option<f64>,
+        /// Tasks of the run executing at once (more are queued).
+        #[arg(long)]
+        max_concurrency: Option<u32>,
+        /// Children whose estimated cost is over this (USD) wait for a human's approval.
+        #[arg(long)]
+        require_approval_over_usd: Option<f64>,
+        /// When a resumed task's replay diverges: fail or from-checkpoint.
+        #[arg(long, value_parser = parse_policy)]
+        on_divergence: Option<DivergencePolicy>,
+        /// Wall-clock time each task may take (sets [limits] wall_ms; default 10m), e.g.
+        /// 30s, 500ms, 2h.
+        #[arg(long, value_parser = agentflow::supervisor::limits::parse_duration_ms, value_name = "DURATION")]
+        timeout: Option<u64>,
+        #[command(flatten)]
+        out: Json,
+    },
+    /// Resume a run that did not finish (crash, kill): replay its ledger, continue live.
+    Resume {
+        /// Run id (or a unique prefix).
+        run: String,
+        #[command(flatten)]
+        db: Db,
+        /// Host configuration (TOML): providers and model catalog.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Resume even if the component or behaviour-relevant config changed.
+        #[arg(long)]
+        allow_changed: bool,
+        /// Run this component instead of the one stored with the run.
+        #[arg(long)]
+        agent: Option<PathBuf>,
+        /// Continue a failed run: re-run its failed tasks, replaying their recorded
+        /// calls up to where each failure began.
+        #[arg(long)]
+        retry_failed: bool,
+        #[command(flatten)]
+        out: Json,
+    },
+    /// Print a run's recovery plan (Resume / Rollback / RequiresHuman per task); with
+    /// --apply, run the rollbacks and resume the run when nothing needs a human.
+    Recover {
+        run: String,
+        #[command(flatten)]
+        db: Db,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        apply: bool,
+        #[command(flatten)]
+        out: Json,
+    },
+    /// Start a new run that replays <run> up to root event --at and continues live
+    /// (optionally pinned to another model): "what would it have done with …?"
+    Fork {
+        run: String,
+        /// Root task event seq to replay up to (see `agentflow inspect --json`).
+        #[arg(long)]
+        at: u64,
+        /// Model every live LLM call of the fork uses.
+        #[arg(long)]
+        model: Option<String>,
+        #[command(flatten)]
+        db: Db,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        out: Json,
+    },
+    /// Compare two runs: the first divergence and the differences in outcome, cost, tokens.
+    Diff {
+        a: String,
+        b: String,
+        #[command(flatten)]
+        db: Db,
+        #[command(flatten)]
+        out: Json,
+    },
+    /// Calibrate a judge: run the first judge validator of <judge-config> over labelled
+    /// outputs (JSON lines `{task, output, label: pass|fail}`) and report its
+    /// false-positive and false-negative rates.
+    Eval {
+        judge_config: PathBuf,
+        labelled: PathBuf,
+        #[command(flatten)]
+        db: Db,
+        #[command(flatten)]
+        out: Json,
+    },
+    /// List merge conflicts waiting for a human (or every merge with --all), with each
+    /// side's diff against the common base and the reasoning.
+    Conflicts {
+        #[command(flatten)]
+        db: Db,
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        out: Json,
+    },
+    /// Resolve a pending conflict: keep one task's version (`--take TASK`) or use a
+    /// file's content (`--file F`); the waiting join continues (resume the run if its
+    /// host stopped).
+    Resolve {
+        id: u64,
+        #[arg(long, conflicts_with = "file", required_unless_present = "file")]
+        take: Option<u64>,
+        #[arg(long)]
+        file: Option<PathBuf>,
+        #[arg(long)]
+        note: Option<String>,
+        #[command(flatten)]
+        db: Db,
+    },
+    /// List approval requests (pending ones, or all with --all).
+    Approvals {
+        #[command(flatten)]
+        db: Db,
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        out: Json,
+    },
+    /// Approve a pending request: the waiting task starts (resume the run if its host stopped).
+    Approve {
+        id: u64,
+        #[arg(long)]
+        note: Option<String>,
+        #[command(flatten)]
+        db: Db,
+    },
+    /// Deny a pending request: the waiting task fails with the note.
+    Deny {
+        id: u64,
+        #[arg(long)]
+        note: Option<String>,
+        #[command(flatten)]
+        db: Db,
+    },
+    /// List validation failures waiting for a human (`[retry] <category> = "human"`),
+    /// pending ones or all with --all.
+    Reviews {
+        #[command(flatten)]
+        db: Db,
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        out: Json,
+    },
+    /// Retry the task of a pending review, with --note as guidance for the new attempt
+    /// (resume the run if its host stopped).
+    Retry {
+        id: u64,
+        #[arg(long)]
+        note: Option<String>,
+        #[command(flatten)]
+        db: Db,
+    },
+    /// Reject the output of a pending review: the task fails with the note.
+    Reject {
+        id: u64,
+        #[arg(long)]
+        note: Option<String>,
+        #[command(flatten)]
+        db: Db,
+    },
+    /// List a run's semantic checkpoints.
+    Checkpoints {
+        run: String,
+        #[command(flatten)]
+        db: Db,
+        #[command(flatten)]
+        out: Json,
+    },
+    /// List runs, newest first.
+    Runs {
+        #[command(flatten)]
+        db: Db,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[command(flatten)]
+        out: Json,
+    },
+    /// Show the model catalog with each model's health, quota use and statistics.
+    Models {
+        /// Host configuration (TOML) holding the catalog; default: the built-in mock catalog.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        db: Db,
+        #[command(flatten)]
+        out: Json,
+    },
+    /// Check a ledger: integrity (PRAGMA quick_check), schema version, the runs that
+    /// can be resumed. Exit status 1 when it is damaged.
+    Check {
+        /// The ledger database.
+        db: PathBuf,
+        #[command(flatten)]
+        out: Json,
+    },
+    /// Copy a ledger to a new file: one consistent snapshot, even while hosts write to
+    /// it, complete without its -wal file. The copy is checked like `agentflow check`.
+    Backup {
+        /// The ledger database.
+        db: PathBuf,
+        /// The new file to write (never overwritten).
+        to: PathBuf,
+        #[command(flatten)]
+        out: Json,
+    },
+    /// Show a run's task tree: model, cost, tokens, duration and reasoning steps.
+    Inspect {
+        /// Run id (or a unique prefix).
+        run: String,
+        #[command(flatten)]
+        db: Db,
+        #[command(flatten)]
+        out: Json,
+    },
+}
+
+/// The agent's input: `--input`, the content of `--input-file`, or empty.
+pub fn input(text: Option<String>, file: Option<PathBuf>) -> anyhow::Result<String> {
+    Ok(match (text, file) {
+        (Some(text), _) => text,
+        (None, Some(path)) => std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read input file {}", path.display()))?,
+        (None, None) => String::new(),
+    })
+}
+
+fn parse_policy(s: &str) -> Result<DivergencePolicy, String> {
+    match s {
+        "fail" => Ok(DivergencePolicy::Fail),
+        "from-checkpoint" => Ok(DivergencePolicy::FromCheckpoint),
+        other => Err(format!("`{other}`: expected fail or from-checkpoint")),
+    }
+}
+
+/// A command-line mistake as one line (help and version print as clap renders them).
+pub fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = e.print();
+        return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+            ExitCode::from(2)
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
+    let text = e.to_string();
+    let first = text.lines().next().unwrap_or("bad arguments");
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    eprintln!("agentflow: error: {first} (see `agentflow --help`)");
+    ExitCode::from(2)
+}

@@ -1,0 +1,45 @@
+//! Running one command's host or ledger and closing it again: the process-level
+//! plumbing (a tokio runtime, the WAL checkpoint on the way out) that a library
+//! should not do for its caller.
+
+use agentflow::ledger::{Ledger, existing};
+use agentflow::{Host, HostConfig};
+use std::path::Path;
+
+/// Start a host on the ledger `db`, run `f` with it on a new tokio runtime, then close
+/// the host (see [`close`]).
+pub fn with_host<T>(
+    config: HostConfig,
+    db: &Path,
+    f: impl AsyncFnOnce(&Host) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let host = Host::new(config, db)?;
+        let result = f(&host).await;
+        close(host);
+        result
+    })
+}
+
+/// Open the existing ledger `db`, run `f` with it, then checkpoint its WAL (see
+/// [`close`]).
+pub fn with_ledger<T>(
+    db: &Path,
+    f: impl FnOnce(&Ledger) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let ledger = existing::open(db)?;
+    let result = f(&ledger)?;
+    if let Err(e) = ledger.checkpoint(std::time::Duration::from_secs(5)) {
+        eprintln!("agentflow: warning: {e}");
+    }
+    Ok(result)
+}
+
+/// Close a host before exiting: its ledger's WAL goes into the `.db` file, so the file
+/// alone holds every run. Failing to is worth a warning, not an error: nothing is lost.
+fn close(host: Host) {
+    if let Err(e) = host.close() {
+        eprintln!("agentflow: warning: {e}");
+    }
+}

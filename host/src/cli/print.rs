@@ -1,0 +1,271 @@
+//! What the commands print: a run's report, a ledger check, the listings of
+//! approvals, checkpoints and conflicts, a calibration, an operator's decision. Text
+//! for people (every table through [`Table`]), or JSON with `--json`. Guest text is
+//! escaped before it reaches the terminal.
+
+use agentflow::attempts::calibrate::Calibration;
+use agentflow::guest_text::escape_guest_text;
+use agentflow::ledger::integrity::{self, CheckReport};
+use agentflow::ledger::query::{ApprovalRow, CheckpointRow};
+use agentflow::merge::MergeRow;
+use agentflow::observe::inspect;
+use agentflow::table::Table;
+use agentflow::{RunReport, Status};
+use serde::Serialize;
+use std::process::ExitCode;
+
+/// `value` as one line of JSON with `--json`, else `text(value)` as it is.
+pub fn json_or<T: Serialize + ?Sized>(
+    json: bool,
+    value: &T,
+    text: impl FnOnce(&T) -> String,
+) -> anyhow::Result<ExitCode> {
+    if json {
+        println!("{}", serde_json::to_string(value)?);
+    } else {
+        print!("{}", text(value));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A run's report: the output on stdout and a summary on stderr, or one JSON object.
+/// Exit status 1 unless the run completed.
+pub fn report(report: &RunReport, json: bool) -> anyhow::Result<ExitCode> {
+    if json {
+        println!("{}", serde_json::to_string(report)?);
+    } else {
+        if let Some(out) = &report.output {
+            println!("{out}");
+        }
+        eprintln!(
+            "run {}  {}  tasks {}  tokens {}  cost {}  {:.3}s",
+            report.run_id,
+            match report.status {
+                Status::Completed => "ok",
+                Status::Failed => "failed",
+                Status::Cancelled => "cancelled",
+                _ => "?",
+            },
+            report.tasks,
+            inspect::group_digits(report.tokens as i64),
+            if report.copied_cost_usd > 0.0 {
+                format!(
+                    "{} ({} copied from the forked run, {} new)",
+                    inspect::usd(report.cost_usd),
+                    inspect::usd(report.copied_cost_usd),
+                    inspect::usd(report.new_cost_usd)
+                )
+            } else {
+                inspect::usd(report.cost_usd)
+            },
+            report.duration_ms as f64 / 1000.0
+        );
+        if let Some(e) = &report.error {
+            eprintln!("agentflow: agent failed: {}", escape_guest_text(e));
+        }
+    }
+    Ok(if report.status == Status::Completed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// A ledger check; exit status 1 when the ledger is damaged.
+pub fn check(report: &CheckReport, json: bool) -> anyhow::Result<ExitCode> {
+    json_or(json, report, integrity::render)?;
+    Ok(if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// A recovery plan and, with `--apply`, what was run and resumed.
+pub fn recovery(
+    plan: &agentflow::durability::recovery::Plan,
+    compensations: usize,
+    resumed: Option<&RunReport>,
+    apply: bool,
+    json: bool,
+) {
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "plan": plan, "compensations_run": compensations, "resumed": resumed })
+        );
+        return;
+    }
+    print!("{}", agentflow::durability::recovery::render(plan));
+    if apply {
+        println!("applied: {compensations} compensation(s) run");
+        if let Some(r) = resumed {
+            println!("resumed: run {} {:?}", r.run_id, r.status);
+        }
+    }
+}
+
+/// A judge's calibration: its false-positive and false-negative rates.
+pub fn calibration(report: &Calibration) -> String {
+    format!(
+        "judge {} (threshold {}) on {} labelled outputs\n\
+         false-positive rate {:.1}% ({} bad passed of {}), false-negative rate {:.1}% ({} good failed of {}), {} uncertain\n",
+        report.model,
+        report.threshold,
+        report.examples,
+        report.false_positive_rate * 100.0,
+        report.false_positives,
+        report.false_positives + report.true_negatives,
+        report.false_negative_rate * 100.0,
+        report.false_negatives,
+        report.false_negatives + report.true_positives,
+        report.uncertain
+    )
+}
+
+/// The approvals as a table.
+pub fn approvals(rows: &[ApprovalRow]) -> String {
+    let mut table = Table::new()
+        .left("id")
+        .left("run")
+        .left("task")
+        .left("status")
+        .right("est. cost")
+        .left("reason / description");
+    for a in rows {
+        table.row([
+            a.id.to_string(),
+            a.run_id.clone(),
+            a.task_id.to_string(),
+            a.status.clone(),
+            inspect::usd(a.estimated_cost_usd),
+            format!(
+                "{} / \"{}\"",
+                escape_guest_text(&a.reason),
+                escape_guest_text(&a.description)
+            ),
+        ]);
+    }
+    table.render()
+}
+
+/// A run's checkpoints as a table.
+pub fn checkpoints(rows: &[CheckpointRow]) -> String {
+    let mut table = Table::new()
+        .left("task")
+        .left("#")
+        .left("seq")
+        .left("step")
+        .right("bytes")
+        .left("note");
+    for c in rows {
+        table.row([
+            c.task_id.to_string(),
+            c.number.to_string(),
+            c.event_seq.to_string(),
+            c.step.to_string(),
+            c.state_size.to_string(),
+            escape_guest_text(&c.note).into_owned(),
+        ]);
+    }
+    table.render()
+}
+
+/// What an operator's decision did (`approved approval 3: run … task 2`), or the
+/// error when nothing was pending under `id` (`listing` is the command that shows what is).
+pub fn decided(
+    verb: &str,
+    what: &str,
+    id: u64,
+    decided: Option<(String, u64)>,
+    listing: &str,
+) -> anyhow::Result<ExitCode> {
+    match decided {
+        Some((run, task)) => {
+            println!("{verb} {what} {id}: run {run} task {task}");
+            Ok(ExitCode::SUCCESS)
+        }
+        None => anyhow::bail!("no pending {what} {id} (see `agentflow {listing}`)"),
+    }
+}
+
+/// Merge conflicts as text (with each side's diff against the base) or JSON.
+pub fn conflicts(rows: &[MergeRow], json: bool) -> anyhow::Result<ExitCode> {
+    use agentflow::merge::resolve::diff;
+    if json {
+        let out: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "id": r.id, "run_id": r.run_id, "parent_task": r.parent_task,
+                    "child_task": r.child_task, "subject": r.subject, "category": r.category,
+                    "status": r.status, "reasoning": r.reasoning, "resolution": r.resolution,
+                    "ours_diff": diff(r.base.as_deref(), r.ours.as_deref()),
+                    "theirs_diff": diff(r.base.as_deref(), Some(&r.theirs)),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string(&out)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if rows.is_empty() {
+        println!("no pending conflicts");
+    }
+    for r in rows {
+        println!(
+            "conflict {} [{}] {}: {} of run {} (parent task {} ← child task {})\n  why: {}",
+            r.id,
+            r.category.as_str(),
+            r.status,
+            escape_guest_text(&r.subject),
+            r.run_id,
+            r.parent_task,
+            r.child_task,
+            escape_guest_text(&r.reasoning)
+        );
+        if let Some(res) = &r.resolution {
+            println!("  resolution: {}", escape_guest_text(res));
+        }
+        println!(
+            "  --- task {} (parent) vs base:\n{}",
+            r.parent_task,
+            indent(&diff(r.base.as_deref(), r.ours.as_deref()))
+        );
+        println!(
+            "  --- task {} (child) vs base:\n{}",
+            r.child_task,
+            indent(&diff(r.base.as_deref(), Some(&r.theirs)))
+        );
+        if r.status == "pending" {
+            println!(
+                "  resolve: agentflow resolve {} --take {} | --take {} | --file F",
+                r.id, r.parent_task, r.child_task
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Each line of `text` indented, its control characters escaped.
+fn indent(text: &str) -> String {
+    text.lines()
+        .map(|l| format!("    {}", escape_guest_text(l)))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A resolved conflict, with the resolution it was given.
+pub fn resolved(id: u64, row: MergeRow) -> ExitCode {
+    println!(
+        "resolved conflict {id} ({}) of run {}: {}",
+        row.subject,
+        row.run_id,
+        row.resolution.unwrap_or_default()
+    );
+    ExitCode::SUCCESS
+}
+
+/// The error for a run id (or prefix) that names no run of the ledger `db`.
+pub fn no_run(run: &str, db: &std::path::Path) -> anyhow::Error {
+    anyhow::anyhow!("no run `{run}` in {} (see `agentflow runs`)", db.display())
+}
