@@ -849,7 +849,7 @@ fn print_report(report: &agentflow::RunReport, json: bool) -> anyhow::Result<Exi
     })
 }
 
-fn open_existing(db: &Path) -> anyhow::Result<rusqlite::Connection> {
+fn open_existing(db: &Path) -> anyhow::Result<agentflow::ledger::Connection> {
     if !db.exists() {
         bail!(
             "no ledger at {} (run an agent first, or pass --db)",

@@ -6,9 +6,9 @@
 //! scheduler decisions are left out.
 
 use crate::durability::replay::AUXILIARY;
+use crate::ledger::Connection;
 use crate::ledger::LedgerError;
 use crate::ledger::query::{self, EventRow, RunRow};
-use rusqlite::Connection;
 use serde::Serialize;
 use std::fmt::Write as _;
 
