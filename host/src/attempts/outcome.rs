@@ -27,7 +27,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 /// Task `task_id` and its descendants.
-pub(crate) fn subtree(conn: &rusqlite::Connection, run_id: &str, task_id: u64) -> Vec<u64> {
+pub(crate) fn subtree(conn: &crate::ledger::Connection, run_id: &str, task_id: u64) -> Vec<u64> {
     let tasks = query::tasks(conn, run_id).unwrap_or_default();
     let mut out = vec![task_id];
     let mut seen: HashSet<u64> = HashSet::from([task_id]);

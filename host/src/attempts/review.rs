@@ -12,56 +12,17 @@
 //! found instead of a new one being asked for.
 
 use crate::checks::Failure;
-use crate::ledger::{EventRecord, Ledger, LedgerError, now_ms};
+use crate::ledger::reviews::{self, NewReview, ReviewDecision};
+use crate::ledger::{Connection, EventRecord, Ledger, LedgerError, SqlResult};
 use crate::supervisor::RunContext;
-use rusqlite::{OptionalExtension, params};
-use serde::Serialize;
 use serde_json::json;
 use std::sync::Arc;
 
-/// One row of `reviews`.
-#[derive(Clone, Debug, Serialize)]
-pub struct ReviewRow {
-    pub id: u64,
-    pub run_id: String,
-    pub task_id: u64,
-    pub attempt: u32,
-    pub validator: String,
-    pub category: String,
-    pub reason: String,
-    pub output: String,
-    pub status: String,
-    pub note: Option<String>,
-    pub requested_at: i64,
-    pub decided_at: Option<i64>,
-}
-
-const COLUMNS: &str = "id, run_id, task_id, attempt, validator, category, reason, output, status, note, requested_at, decided_at";
-
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ReviewRow> {
-    Ok(ReviewRow {
-        id: r.get::<_, i64>(0)? as u64,
-        run_id: r.get(1)?,
-        task_id: r.get::<_, i64>(2)? as u64,
-        attempt: r.get::<_, i64>(3)? as u32,
-        validator: r.get(4)?,
-        category: r.get(5)?,
-        reason: r.get(6)?,
-        output: r.get(7)?,
-        status: r.get(8)?,
-        note: r.get(9)?,
-        requested_at: r.get(10)?,
-        decided_at: r.get(11)?,
-    })
-}
+pub use crate::ledger::reviews::ReviewRow;
 
 /// Reviews, pending ones only unless `all`, oldest first.
-pub fn list(conn: &rusqlite::Connection, all: bool) -> rusqlite::Result<Vec<ReviewRow>> {
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {COLUMNS} FROM reviews WHERE ?1 OR status = 'pending' ORDER BY id"
-    ))?;
-    let rows = stmt.query_map([all], row)?;
-    rows.collect()
+pub fn list(conn: &Connection, all: bool) -> SqlResult<Vec<ReviewRow>> {
+    reviews::reviews(conn, all)
 }
 
 /// The reviews as a table, each row followed by the output's excerpt and the decision
@@ -134,23 +95,18 @@ async fn request(
     );
     run.ledger
         .write(move |w| {
-            let existing: Option<i64> = w
-                .conn()
-                .query_row(
-                    "SELECT id FROM reviews WHERE run_id = ?1 AND task_id = ?2 AND attempt = ?3",
-                    params![run_id, task_id as i64, attempt],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if let Some(id) = existing {
-                return Ok(id as u64);
+            if let Some(id) = w.review_of(&run_id, task_id, attempt)? {
+                return Ok(id);
             }
-            w.conn().execute(
-                "INSERT INTO reviews (run_id, task_id, attempt, validator, category, reason, output, status, requested_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8)",
-                params![run_id, task_id as i64, attempt, validator, category, reason, output, now_ms()],
-            )?;
-            let id = w.conn().last_insert_rowid() as u64;
+            let id = w.insert_review(&NewReview {
+                run_id: &run_id,
+                task_id,
+                attempt,
+                validator: &validator,
+                category: &category,
+                reason: &reason,
+                output: &output,
+            })?;
             w.append_event(EventRecord::note(
                 run_id,
                 task_id,
@@ -183,23 +139,16 @@ pub async fn await_decision(
     let decided = run
         .ledger
         .poll_decision(&waiting_for, |conn| {
-            let found: Option<(String, Option<String>)> = conn
-                .query_row(
-                    "SELECT status, note FROM reviews WHERE id = ?1",
-                    [id as i64],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?;
-            Ok(match found {
-                Some((status, _)) if status == "pending" => None,
+            Ok(match reviews::review_decision(conn, id)? {
+                Some(d) if d.status == "pending" => None,
                 other => Some(other),
             })
         })
         .await
         .map_err(|e| format!("{failure}; cannot read review {id}: {e}"))?;
     match decided {
-        Some((status, note)) if status == "retry" => Ok(note),
-        Some((_, note)) => Err(format!(
+        Some(ReviewDecision { status, note }) if status == "retry" => Ok(note),
+        Some(ReviewDecision { note, .. }) => Err(format!(
             "{failure}; rejected by a human (review {id}){}",
             note.map(|n| format!(": {n}")).unwrap_or_default()
         )),
@@ -216,30 +165,19 @@ pub fn decide_blocking(
     note: Option<String>,
 ) -> Result<Option<(String, u64)>, LedgerError> {
     ledger.write_blocking(move |w| {
-        let found: Option<(String, i64)> = w
-            .conn()
-            .query_row(
-                "SELECT run_id, task_id FROM reviews WHERE id = ?1 AND status = 'pending'",
-                [id as i64],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        let Some((run_id, task_id)) = found else {
+        let Some((run_id, task_id)) = w.pending_review(id)? else {
             return Ok(None);
         };
         let status = if retry { "retry" } else { "rejected" };
-        w.conn().execute(
-            "UPDATE reviews SET status = ?2, note = ?3, decided_at = ?4 WHERE id = ?1",
-            params![id as i64, status, note, now_ms()],
-        )?;
+        w.decide_review(id, status, note.as_deref())?;
         w.append_event(EventRecord::note(
             run_id.clone(),
-            task_id as u64,
+            task_id,
             "review.decided",
             retry,
             json!({ "review_id": id }),
             json!({ "decision": status, "note": note }),
         ))?;
-        Ok(Some((run_id, task_id as u64)))
+        Ok(Some((run_id, task_id)))
     })
 }

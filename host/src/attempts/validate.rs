@@ -18,7 +18,7 @@ use std::sync::Arc;
 /// task type it was asked for. Reads only the events of the tasks concerned.
 fn ledger_facts(
     run: &RunContext,
-    conn: Option<&rusqlite::Connection>,
+    conn: Option<&crate::ledger::Connection>,
     task_id: u64,
     with_tools: bool,
 ) -> (HashSet<String>, Option<String>, Option<String>) {

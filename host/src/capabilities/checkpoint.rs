@@ -9,8 +9,8 @@
 
 use super::TaskCtx;
 use crate::bindings::checkpoint::{Checkpoint, Host};
+use crate::ledger::checkpoints::NewCheckpoint;
 use crate::ledger::{blobs, now_ms};
-use rusqlite::params;
 use serde_json::json;
 
 impl Host for TaskCtx {
@@ -74,13 +74,17 @@ impl Host for TaskCtx {
             request,
             json!({ "number": number }),
             move |w, seq| {
-                let hash = blobs::put(w.conn(), &bytes)?;
-                w.conn().execute(
-                    "INSERT INTO checkpoints (run_id, task_id, number, event_seq, note, state_hash, step, host_state, saved_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                    params![run_id, task_id as i64, number, seq as i64, note_row, hash, step, host_state, saved_at],
-                )?;
-                Ok(())
+                w.save_checkpoint(&NewCheckpoint {
+                    run_id: &run_id,
+                    task_id,
+                    number,
+                    event_seq: seq,
+                    note: &note_row,
+                    state: &bytes,
+                    step,
+                    host_state: &host_state,
+                    saved_at,
+                })
             },
         )
         .await?;

@@ -81,7 +81,7 @@ impl DurableCall {
         extra: F,
     ) -> wasmtime::Result<u64>
     where
-        F: FnOnce(&mut crate::ledger::Writer, u64) -> rusqlite::Result<()> + Send + 'static,
+        F: FnOnce(&mut crate::ledger::Writer, u64) -> crate::ledger::SqlResult<()> + Send + 'static,
     {
         let call = self.call(ok, request, response);
         ctx.record_with(call, extra).await

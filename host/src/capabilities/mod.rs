@@ -208,7 +208,7 @@ impl TaskCtx {
     /// event's sequence number (e.g. to index a checkpoint).
     pub(crate) async fn record_with<F>(&mut self, call: Call, extra: F) -> wasmtime::Result<u64>
     where
-        F: FnOnce(&mut crate::ledger::Writer, u64) -> rusqlite::Result<()> + Send + 'static,
+        F: FnOnce(&mut crate::ledger::Writer, u64) -> crate::ledger::SqlResult<()> + Send + 'static,
     {
         let nondet = self.nondet_event();
         let event = self.event(call);

@@ -7,7 +7,7 @@
 //! resumed run validates the child exactly as the original would have.
 
 use super::ValidatorConfig;
-use crate::ledger::Ledger;
+use crate::ledger::{self, Connection, Ledger};
 
 /// Parse and check the validators of a spawn request. `Err` is the
 /// `invalid-request` message.
@@ -45,27 +45,17 @@ pub async fn store(
     let json = serde_json::to_string(validators).map_err(|e| e.to_string())?;
     let run_id = run_id.to_string();
     ledger
-        .write(move |w| {
-            w.conn().execute(
-                "INSERT OR REPLACE INTO task_validators (run_id, task_id, validators) VALUES (?1, ?2, ?3)",
-                rusqlite::params![run_id, task_id as i64, json],
-            )?;
-            Ok(())
-        })
+        .write(move |w| w.store_task_validators(&run_id, task_id, &json))
         .await
         .map_err(|e| e.to_string())
 }
 
 /// The validators task `task_id` of run `run_id` carries from its spawn request
 /// (none for most).
-pub fn of_task(conn: &rusqlite::Connection, run_id: &str, task_id: u64) -> Vec<ValidatorConfig> {
-    let text: Option<String> = conn
-        .query_row(
-            "SELECT validators FROM task_validators WHERE run_id = ?1 AND task_id = ?2",
-            rusqlite::params![run_id, task_id as i64],
-            |r| r.get(0),
-        )
-        .ok();
+pub fn of_task(conn: &Connection, run_id: &str, task_id: u64) -> Vec<ValidatorConfig> {
+    let text = ledger::validators::of_task(conn, run_id, task_id)
+        .ok()
+        .flatten();
     text.and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or_default()
 }

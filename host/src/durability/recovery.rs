@@ -131,7 +131,7 @@ pub fn reverts(task_id: u64, evs: &[&EventRow]) -> Vec<Revert> {
 }
 
 /// Compute the recovery plan of a run.
-pub fn plan(conn: &rusqlite::Connection, run_id: &str) -> anyhow::Result<Plan> {
+pub fn plan(conn: &crate::ledger::Connection, run_id: &str) -> anyhow::Result<Plan> {
     let run = query::run(conn, run_id)?.ok_or_else(|| anyhow::anyhow!("no run `{run_id}`"))?;
     let tasks = query::resume_tasks(conn, &run.run_id)?;
     let events = query::events(conn, &run.run_id, None)?;

@@ -18,7 +18,7 @@
 //! never replayed again ([`without_superseded`]).
 
 use crate::ledger::query::{EventRow, ResumeTask};
-use crate::ledger::{EventRecord, Writer};
+use crate::ledger::{EventRecord, SqlResult, Writer};
 use serde_json::json;
 use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
@@ -93,7 +93,7 @@ pub fn plan(tasks: &[ResumeTask], events: &[EventRow]) -> Vec<Reopen> {
 
 /// Record the re-runs: a `task.reopened` marker per task, the tasks and the run
 /// marked running again. Runs inside the caller's transaction.
-pub fn apply(w: &mut Writer, run_id: &str, reopen: &[Reopen]) -> rusqlite::Result<()> {
+pub fn apply(w: &mut Writer, run_id: &str, reopen: &[Reopen]) -> SqlResult<()> {
     for r in reopen {
         w.append_event(EventRecord::note(
             run_id.to_string(),
@@ -103,18 +103,9 @@ pub fn apply(w: &mut Writer, run_id: &str, reopen: &[Reopen]) -> rusqlite::Resul
             json!({ "keep_through_seq": r.keep_through }),
             json!({ "previous_error": r.previous_error }),
         ))?;
-        w.conn().execute(
-            "UPDATE tasks SET status = 'running', error = NULL, output = NULL, finished_at = NULL
-             WHERE run_id = ?1 AND task_id = ?2",
-            rusqlite::params![run_id, r.task_id as i64],
-        )?;
+        w.reopen_task(run_id, r.task_id)?;
     }
-    w.conn().execute(
-        "UPDATE runs SET status = 'running', error = NULL, output = NULL, finished_at = NULL
-         WHERE run_id = ?1",
-        [run_id],
-    )?;
-    Ok(())
+    w.reopen_run(run_id)
 }
 
 /// A task's events without those a `task.reopened` marker superseded (recorded after

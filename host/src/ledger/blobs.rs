@@ -48,6 +48,13 @@ pub fn get(conn: &Connection, hash: &str) -> rusqlite::Result<Option<Vec<u8>>> {
         .optional()
 }
 
+/// A blob as text ("" if it is missing, which a consistent ledger never has).
+pub fn text(conn: &Connection, hash: &str) -> rusqlite::Result<String> {
+    Ok(get(conn, hash)?
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default())
+}
+
 /// Move large strings of `value` into `blobs`, in place.
 pub fn externalize(conn: &Connection, value: &mut Value) -> rusqlite::Result<()> {
     match value {

@@ -10,84 +10,43 @@
 //! Reading (`agentflow runs`, `inspect`) uses separate read-only connections; see
 //! [`query`]. This module is not for deciding *what* to record: that is the
 //! capabilities' job.
+//!
+//! Every SQL statement of the host is in this module: other modules call typed
+//! functions — [`Writer`] methods inside a write job, functions taking a read
+//! [`Connection`] — grouped by topic: [`kv`], [`workspace`] (copy-on-write views),
+//! [`merges`], [`reviews`] (approvals and reviews), [`checkpoints`], [`validators`],
+//! [`tasks`], [`fork`], and [`perf`] (the performance DB beside the ledger).
 
 pub mod blobs;
+pub mod checkpoints;
+mod error;
 pub mod existing;
 pub mod fault;
+pub mod fork;
 pub mod integrity;
 pub mod kinds;
+pub mod kv;
+pub mod merges;
+pub mod perf;
 pub mod query;
+pub mod reviews;
 pub mod schema;
+pub mod tasks;
+pub mod validators;
+pub mod workspace;
+mod writer;
 
-use rusqlite::{Connection, OptionalExtension, params};
+pub use error::{LedgerError, SqlError, SqlResult};
+/// A connection to the ledger: a read connection from [`Ledger::reader`] or
+/// [`Ledger::with_reader`], or the writer's inside a write job. Callers pass it to the
+/// typed functions of this module; they never run statements on it themselves.
+pub use rusqlite::Connection;
+use rusqlite::params;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{SystemTime, UNIX_EPOCH};
-
-/// Errors from the ledger.
-#[derive(Debug, thiserror::Error)]
-pub enum LedgerError {
-    #[error("ledger database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    #[error("ledger commit failed: {0}")]
-    Commit(String),
-    #[error("ledger writer has stopped")]
-    WriterGone,
-    #[error("cannot open ledger at {path}: {source}")]
-    Open {
-        path: PathBuf,
-        source: rusqlite::Error,
-    },
-    #[error(
-        "ledger at {path} is unversioned and its meta table says schema version {found}; \
-         this agentflow migrates only unversioned ledgers of schema 2 (is it an agentflow ledger?)"
-    )]
-    SchemaVersion { path: PathBuf, found: String },
-    #[error(
-        "ledger schema version {found} is newer than this agentflow (knows up to {known}): \
-         {path} was written by a newer agentflow; use that one"
-    )]
-    NewerSchema {
-        path: PathBuf,
-        found: i64,
-        known: i64,
-    },
-    #[error(
-        "ledger at {path} is damaged: table `{table}` is missing (schema version {version}); \
-         refusing to use it, since replaying without its record would re-run recorded calls live; \
-         restore it from a backup (`agentflow check {path}` shows what is wrong)"
-    )]
-    MissingTable {
-        path: PathBuf,
-        table: &'static str,
-        version: i64,
-    },
-    #[error(
-        "ledger at {path} failed its integrity check (PRAGMA quick_check: {detail}); \
-         refusing to replay from it; restore it from a backup (`agentflow check {path}` shows what is wrong)"
-    )]
-    Damaged { path: PathBuf, detail: String },
-    #[error(
-        "could not checkpoint the ledger's WAL into {path} (another process is still using it); \
-         its runs are safe in {path}-wal until that process exits"
-    )]
-    CheckpointBusy { path: PathBuf },
-    #[error("no ledger at {path} (check the path; run an agent first to create one)")]
-    NoLedger { path: PathBuf },
-    #[error("cannot create a ledger at {path}: directory {dir} does not exist (create it first)")]
-    NoDirectory { path: PathBuf, dir: PathBuf },
-    #[error("run id prefix `{prefix}` is ambiguous: it matches {}{} (give more characters)",
-            candidates.join(", "), if *more { ", …" } else { "" })]
-    AmbiguousRun {
-        prefix: String,
-        candidates: Vec<String>,
-        more: bool,
-    },
-    #[error("backup target {path} exists: pick a new file (a backup never overwrites one)")]
-    BackupExists { path: PathBuf },
-}
 
 /// The replay-matching hash of a call's identity (canonical JSON, SHA-256).
 pub fn identity_hash(identity: &serde_json::Value) -> String {
@@ -392,7 +351,7 @@ impl Ledger {
     pub async fn write<R, F>(&self, f: F) -> Result<R, LedgerError>
     where
         R: Send + 'static,
-        F: FnOnce(&mut Writer) -> rusqlite::Result<R> + Send + 'static,
+        F: FnOnce(&mut Writer) -> SqlResult<R> + Send + 'static,
     {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.submit(f, tx)?;
@@ -403,7 +362,7 @@ impl Ledger {
     pub fn write_blocking<R, F>(&self, f: F) -> Result<R, LedgerError>
     where
         R: Send + 'static,
-        F: FnOnce(&mut Writer) -> rusqlite::Result<R> + Send + 'static,
+        F: FnOnce(&mut Writer) -> SqlResult<R> + Send + 'static,
     {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.submit(f, tx)?;
@@ -417,7 +376,7 @@ impl Ledger {
     ) -> Result<(), LedgerError>
     where
         R: Send + 'static,
-        F: FnOnce(&mut Writer) -> rusqlite::Result<R> + Send + 'static,
+        F: FnOnce(&mut Writer) -> SqlResult<R> + Send + 'static,
     {
         let job: Job = Box::new(move |w: &mut Writer| {
             // Each job runs in its own savepoint so one failing job does not undo the
@@ -526,80 +485,6 @@ impl Ledger {
         .await
     }
 
-    /// Ask a human to approve task `task_id` before it starts; returns the approval id.
-    /// An `approval.requested` event is appended to the task.
-    pub async fn request_approval(
-        &self,
-        run_id: String,
-        task_id: u64,
-        reason: String,
-        estimated_cost_usd: f64,
-        description: String,
-    ) -> Result<u64, LedgerError> {
-        self.write(move |w| {
-            w.conn.execute(
-                "INSERT INTO approvals (run_id, task_id, description, reason, estimated_cost_usd, status, requested_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6)",
-                params![run_id, task_id as i64, description, reason, estimated_cost_usd, now_ms()],
-            )?;
-            let id = w.conn.last_insert_rowid() as u64;
-            w.append_event(EventRecord::note(run_id, task_id, "approval.requested", true, serde_json::json!({ "approval_id": id, "reason": reason, "estimated_cost_usd": estimated_cost_usd }), serde_json::Value::Null))?;
-            Ok(id)
-        })
-        .await
-    }
-
-    /// Decide a pending approval (by id); the decision is appended to the task's events.
-    /// Returns `(run_id, task_id)`, or `None` if no pending approval has that id.
-    pub async fn decide_approval(
-        &self,
-        id: u64,
-        approve: bool,
-        note: Option<String>,
-    ) -> Result<Option<(String, u64)>, LedgerError> {
-        self.write(move |w| {
-            let found: Option<(String, i64)> = w
-                .conn
-                .query_row(
-                    "SELECT run_id, task_id FROM approvals WHERE id = ?1 AND status = 'pending'",
-                    [id as i64],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?;
-            let Some((run_id, task_id)) = found else {
-                return Ok(None);
-            };
-            let status = if approve { "approved" } else { "denied" };
-            w.conn.execute(
-                "UPDATE approvals SET status = ?2, note = ?3, decided_at = ?4 WHERE id = ?1",
-                params![id as i64, status, note, now_ms()],
-            )?;
-            w.append_event(EventRecord::note(
-                run_id.clone(),
-                task_id as u64,
-                "approval.decided",
-                approve,
-                serde_json::json!({ "approval_id": id }),
-                serde_json::json!({ "decision": status, "note": note }),
-            ))?;
-            Ok(Some((run_id, task_id as u64)))
-        })
-        .await
-    }
-
-    /// Blocking variant of [`Ledger::decide_approval`], for the CLI.
-    pub fn decide_approval_blocking(
-        &self,
-        id: u64,
-        approve: bool,
-        note: Option<String>,
-    ) -> Result<Option<(String, u64)>, LedgerError> {
-        tokio::runtime::Builder::new_current_thread()
-            .build()
-            .map_err(|_| LedgerError::WriterGone)?
-            .block_on(self.decide_approval(id, approve, note))
-    }
-
     /// Append one host call; returns its sequence number within the task. Returns
     /// only once the event is committed.
     pub async fn append(&self, event: EventRecord) -> Result<u64, LedgerError> {
@@ -608,116 +493,6 @@ impl Ledger {
 }
 
 type Reply = Box<dyn FnOnce(&Result<(), String>) + Send>;
-
-impl Writer {
-    /// The write connection (inside the current group transaction).
-    pub fn conn(&self) -> &Connection {
-        &self.conn
-    }
-
-    /// Insert a new task (status `pending`), its input and component into `blobs`.
-    fn insert_task(&self, task: &NewTask) -> rusqlite::Result<()> {
-        let input_hash = blobs::put(&self.conn, task.input.as_bytes())?;
-        if let Some(bytes) = &task.component {
-            blobs::put(&self.conn, bytes)?;
-        }
-        self.conn.execute(
-            "INSERT INTO tasks (run_id, task_id, parent_id, depth, agent, component_hash, description, status, input_hash,
-                                spawn_key, dedup_key, depends_on, budget_usd, resources, timeout_ms, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-            params![task.run_id, task.task_id as i64, task.parent_id.map(|p| p as i64), task.depth, task.agent,
-                    task.component_hash, task.description, input_hash, task.spawn_key, task.dedup_key,
-                    task.depends_on, task.budget_usd, task.resources, task.timeout_ms.map(|t| t as i64), now_ms()],
-        )?;
-        Ok(())
-    }
-
-    fn savepoint<R>(
-        &mut self,
-        f: impl FnOnce(&mut Writer) -> rusqlite::Result<R>,
-    ) -> rusqlite::Result<R> {
-        self.conn.execute_batch("SAVEPOINT job")?;
-        let seq_backup = self.next_seq.clone();
-        match f(self) {
-            Ok(r) => {
-                self.conn.execute_batch("RELEASE job")?;
-                Ok(r)
-            }
-            Err(e) => {
-                let _ = self.conn.execute_batch("ROLLBACK TO job; RELEASE job");
-                self.next_seq = seq_backup;
-                Err(e)
-            }
-        }
-    }
-
-    /// Append an event inside the current transaction, assigning the next sequence
-    /// number of its task.
-    pub fn append_event(&mut self, mut event: EventRecord) -> rusqlite::Result<u64> {
-        let key = (event.run_id.clone(), event.task_id);
-        let seq = match self.next_seq.get(&key) {
-            Some(s) => *s,
-            None => {
-                let max: i64 = self.conn.query_row(
-                    "SELECT COALESCE(MAX(seq), 0) FROM events WHERE run_id = ?1 AND task_id = ?2",
-                    params![event.run_id, event.task_id as i64],
-                    |r| r.get(0),
-                )?;
-                max as u64 + 1
-            }
-        };
-        let request_hash = identity_hash(event.identity.as_ref().unwrap_or(&event.request));
-        blobs::externalize(&self.conn, &mut event.request)?;
-        blobs::externalize(&self.conn, &mut event.response)?;
-        let insert = |seq: u64| {
-            self.conn
-            .prepare_cached(
-                "INSERT INTO events (run_id, task_id, seq, kind, status, request, response, request_hash, model,
-                                     tokens_in, tokens_out, cost_usd, started_at, finished_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-            )?
-            .execute(params![
-                event.run_id,
-                event.task_id as i64,
-                seq as i64,
-                event.kind,
-                if event.ok { "ok" } else { "error" },
-                event.request.to_string(),
-                event.response.to_string(),
-                request_hash,
-                event.model,
-                event.tokens_in,
-                event.tokens_out,
-                event.cost_usd,
-                event.started_at,
-                event.finished_at,
-            ])
-        };
-        // Another process (the CLI deciding an approval or a conflict while this host
-        // runs) may have appended to the task since the sequence was cached: take the
-        // next free number then.
-        let seq = match insert(seq) {
-            Err(rusqlite::Error::SqliteFailure(e, _))
-                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
-            {
-                let max: i64 = self.conn.query_row(
-                    "SELECT COALESCE(MAX(seq), 0) FROM events WHERE run_id = ?1 AND task_id = ?2",
-                    params![event.run_id, event.task_id as i64],
-                    |r| r.get(0),
-                )?;
-                insert(max as u64 + 1)?;
-                max as u64 + 1
-            }
-            other => {
-                other?;
-                seq
-            }
-        };
-        self.next_seq.insert(key, seq + 1);
-        self.group_events += 1;
-        Ok(seq)
-    }
-}
 
 fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
     let mut writer = Writer {

@@ -8,6 +8,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde::Serialize;
 use std::path::Path;
 
+pub use super::reviews::{ApprovalRow, approval_of, approvals};
+
 /// Open a read-only connection to the ledger at `path`.
 pub fn open_reader(path: &Path) -> Result<Connection, LedgerError> {
     let conn = Connection::open_with_flags(
@@ -205,13 +207,7 @@ pub fn events(
 
 /// A value of the run's key-value store.
 pub fn kv_get(conn: &Connection, run_id: &str, key: &str) -> Result<Option<String>, LedgerError> {
-    Ok(conn
-        .query_row(
-            "SELECT value FROM kv WHERE run_id = ?1 AND key = ?2",
-            params![run_id, key],
-            |r| r.get(0),
-        )
-        .optional()?)
+    Ok(super::kv::get(conn, run_id, key)?)
 }
 
 /// A blob by hash.
@@ -356,61 +352,5 @@ pub fn checkpoints(
             saved_at: r.get(8)?,
         })
     })?;
-    Ok(rows.collect::<Result<_, _>>()?)
-}
-
-/// One row of `approvals`.
-#[derive(Clone, Debug, Serialize)]
-pub struct ApprovalRow {
-    pub id: u64,
-    pub run_id: String,
-    pub task_id: u64,
-    pub description: String,
-    pub reason: String,
-    pub estimated_cost_usd: f64,
-    pub status: String,
-    pub note: Option<String>,
-    pub requested_at: i64,
-    pub decided_at: Option<i64>,
-}
-
-fn approval_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApprovalRow> {
-    Ok(ApprovalRow {
-        id: r.get::<_, i64>(0)? as u64,
-        run_id: r.get(1)?,
-        task_id: r.get::<_, i64>(2)? as u64,
-        description: r.get(3)?,
-        reason: r.get(4)?,
-        estimated_cost_usd: r.get(5)?,
-        status: r.get(6)?,
-        note: r.get(7)?,
-        requested_at: r.get(8)?,
-        decided_at: r.get(9)?,
-    })
-}
-
-const APPROVAL_COLUMNS: &str = "id, run_id, task_id, description, reason, estimated_cost_usd, status, note, requested_at, decided_at";
-
-/// The approval request of a task, if it has one.
-pub fn approval_of(
-    conn: &Connection,
-    run_id: &str,
-    task_id: u64,
-) -> Result<Option<ApprovalRow>, LedgerError> {
-    Ok(conn
-        .query_row(
-            &format!("SELECT {APPROVAL_COLUMNS} FROM approvals WHERE run_id = ?1 AND task_id = ?2"),
-            params![run_id, task_id as i64],
-            approval_row,
-        )
-        .optional()?)
-}
-
-/// Approvals, pending ones only unless `all`.
-pub fn approvals(conn: &Connection, all: bool) -> Result<Vec<ApprovalRow>, LedgerError> {
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE ?1 OR status = 'pending' ORDER BY id"
-    ))?;
-    let rows = stmt.query_map([all], approval_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }

@@ -25,11 +25,11 @@
 pub mod resolve;
 
 use crate::checks::glob;
-use crate::ledger::{EventRecord, blobs, now_ms};
+use crate::ledger::merges::{self, MergeRecord, NewMerge};
+use crate::ledger::{Connection, EventRecord, tasks};
 use crate::supervisor::RunContext;
 use crate::supervisor::host_llm::{self, HostCall};
 use crate::tools::overlay::{self, View};
-use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -200,67 +200,32 @@ pub struct MergeRow {
     pub resolution: Option<String>,
 }
 
-const MERGE_COLUMNS: &str = "id, run_id, parent_task, child_task, subject, category, status, \
-     base_hash, ours_hash, theirs_hash, result_hash, reasoning, resolution";
-
-fn merge_row(conn: &Connection, r: &rusqlite::Row<'_>) -> rusqlite::Result<MergeRow> {
-    let text = |h: Option<String>| h.map(|h| overlay::content(conn, &h)).transpose();
-    Ok(MergeRow {
-        id: r.get::<_, i64>(0)? as u64,
-        run_id: r.get(1)?,
-        parent_task: r.get::<_, i64>(2)? as u64,
-        child_task: r.get::<_, i64>(3)? as u64,
-        subject: r.get(4)?,
-        category: Category::parse(&r.get::<_, String>(5)?),
-        status: r.get(6)?,
-        base: text(r.get(7)?)?,
-        ours: text(r.get(8)?)?,
-        theirs: overlay::content(conn, &r.get::<_, String>(9)?)?,
-        result: text(r.get(10)?)?,
-        reasoning: r.get(11)?,
-        resolution: r.get(12)?,
-    })
-}
-
-/// Rows of `merges` matching a `WHERE` clause.
-pub fn rows(
-    conn: &Connection,
-    clause: &str,
-    args: impl rusqlite::Params,
-) -> rusqlite::Result<Vec<MergeRow>> {
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {MERGE_COLUMNS} FROM merges WHERE {clause} ORDER BY id"
-    ))?;
-    let raw = stmt.query_map(args, |r| merge_row(conn, r))?;
-    raw.collect()
-}
-
-fn find_row(
-    conn: &Connection,
-    run_id: &str,
-    parent: u64,
-    child: u64,
-    subject: &str,
-) -> rusqlite::Result<Option<MergeRow>> {
-    Ok(rows(
-        conn,
-        "run_id = ?1 AND parent_task = ?2 AND child_task = ?3 AND subject = ?4",
-        params![run_id, parent as i64, child as i64, subject],
-    )?
-    .pop())
+impl From<MergeRecord> for MergeRow {
+    fn from(r: MergeRecord) -> MergeRow {
+        MergeRow {
+            id: r.id,
+            run_id: r.run_id,
+            parent_task: r.parent_task,
+            child_task: r.child_task,
+            subject: r.subject,
+            category: Category::parse(&r.category),
+            status: r.status,
+            base: r.base,
+            ours: r.ours,
+            theirs: r.theirs,
+            result: r.result,
+            reasoning: r.reasoning,
+            resolution: r.resolution,
+        }
+    }
 }
 
 /// The description of a task, for the merge model and for operators.
 fn description(conn: &Connection, run_id: &str, task: u64) -> String {
-    conn.query_row(
-        "SELECT description FROM tasks WHERE run_id = ?1 AND task_id = ?2",
-        params![run_id, task as i64],
-        |r| r.get::<_, String>(0),
-    )
-    .optional()
-    .ok()
-    .flatten()
-    .unwrap_or_default()
+    tasks::description_of(conn, run_id, task)
+        .ok()
+        .flatten()
+        .unwrap_or_default()
 }
 
 /// Decide one subject (or return the decision already recorded) and record it.
@@ -278,9 +243,9 @@ async fn decide(
 ) -> anyhow::Result<MergeRow> {
     let recorded = run
         .ledger
-        .with_reader(|conn| find_row(conn, &run.run_id, parent, child, subject))??;
+        .with_reader(|conn| merges::merge_of(conn, &run.run_id, parent, child, subject))??;
     if let Some(row) = recorded {
-        return Ok(row);
+        return Ok(row.into());
     }
     let classified = classify(cfg, path, base.as_deref(), ours.as_deref(), &theirs);
     let (category, result, reasoning) = match classified {
@@ -354,33 +319,19 @@ async fn decide(
                 reasoning,
                 ..
             } = recorded;
-            let put = |t: &Option<String>| {
-                t.as_ref()
-                    .map(|t| blobs::put(w.conn(), t.as_bytes()))
-                    .transpose()
-            };
-            let (b, o, r) = (put(&base)?, put(&ours)?, put(&result)?);
-            let t = blobs::put(w.conn(), theirs.as_bytes())?;
-            w.conn().execute(
-                "INSERT INTO merges (run_id, parent_task, child_task, subject, category, status,
-                   base_hash, ours_hash, theirs_hash, result_hash, reasoning, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-                params![
-                    run_id,
-                    parent as i64,
-                    child as i64,
-                    subject,
-                    category.as_str(),
-                    status,
-                    b,
-                    o,
-                    t,
-                    r,
-                    reasoning,
-                    now_ms()
-                ],
-            )?;
-            let id = w.conn().last_insert_rowid() as u64;
+            let id = w.insert_merge(&NewMerge {
+                run_id: &run_id,
+                parent_task: parent,
+                child_task: child,
+                subject: &subject,
+                category: category.as_str(),
+                status,
+                base: base.as_deref(),
+                ours: ours.as_deref(),
+                theirs: &theirs,
+                result: result.as_deref(),
+                reasoning: &reasoning,
+            })?;
             w.append_event(EventRecord::note(
                 run_id.clone(),
                 parent,
@@ -407,7 +358,7 @@ async fn wait_resolved(run: &RunContext, id: u64) -> anyhow::Result<MergeRow> {
         .ledger
         .poll_decision(&waiting_for, |conn| {
             // A row that vanished cannot be decided: return it as it was (None).
-            Ok(match rows(conn, "id = ?1", [id as i64])?.pop() {
+            Ok(match merges::merge(conn, id)?.map(MergeRow::from) {
                 Some(row) if row.status == "pending" => None,
                 other => Some(other),
             })
@@ -420,7 +371,7 @@ async fn wait_resolved(run: &RunContext, id: u64) -> anyhow::Result<MergeRow> {
 async fn apply(run: &RunContext, view: &View, path: &str, text: String) -> anyhow::Result<()> {
     let (view, path) = (view.clone(), path.to_string());
     run.ledger
-        .write(move |w| view.write(w.conn(), &path, &text).map(|_| ()))
+        .write(move |w| view.write(w, &path, &text).map(|_| ()))
         .await?;
     Ok(())
 }
@@ -500,15 +451,7 @@ pub async fn merge_proposals(
     let mut worst = Category::Unchanged;
     let mut reasoning = Vec::new();
     for &id in ids {
-        let is_child = conn
-            .query_row(
-                "SELECT parent_id FROM tasks WHERE run_id = ?1 AND task_id = ?2",
-                params![run.run_id, id as i64],
-                |r| r.get::<_, Option<i64>>(0),
-            )
-            .optional()?
-            .flatten()
-            == Some(parent as i64);
+        let is_child = tasks::parent_of(&conn, &run.run_id, id)? == Some(parent);
         if !is_child {
             return Ok(Err(format!("task {id} is not a child of this task")));
         }

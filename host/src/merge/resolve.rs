@@ -3,9 +3,9 @@
 //! ledger update plus a `merge.resolved` event; the waiting join (in a running host, or
 //! in the next `agentflow resume`) picks it up and applies it.
 
-use super::{MergeRow, rows};
-use crate::ledger::{EventRecord, Ledger, blobs, now_ms};
-use rusqlite::{Connection, params};
+use super::MergeRow;
+use crate::ledger::merges;
+use crate::ledger::{Connection, EventRecord, Ledger, SqlResult};
 use serde_json::json;
 
 /// How a human resolves a conflict.
@@ -18,8 +18,11 @@ pub enum Decision {
 }
 
 /// Pending conflicts (or all merges with `all`), oldest first.
-pub fn conflicts(conn: &Connection, all: bool) -> rusqlite::Result<Vec<MergeRow>> {
-    rows(conn, "?1 OR status = 'pending'", [all])
+pub fn conflicts(conn: &Connection, all: bool) -> SqlResult<Vec<MergeRow>> {
+    Ok(merges::merges(conn, all)?
+        .into_iter()
+        .map(MergeRow::from)
+        .collect())
 }
 
 /// A unified diff from `from` to `to`.
@@ -36,8 +39,8 @@ pub fn resolve(
     note: Option<String>,
 ) -> anyhow::Result<MergeRow> {
     let conn = ledger.reader()?;
-    let row = rows(&conn, "id = ?1", [id as i64])?
-        .pop()
+    let row = merges::merge(&conn, id)?
+        .map(MergeRow::from)
         .ok_or_else(|| anyhow::anyhow!("no conflict with id {id} (see agentflow conflicts)"))?;
     if row.status != "pending" {
         anyhow::bail!("conflict {id} is not pending (it is {})", row.status);
@@ -69,13 +72,8 @@ pub fn resolve(
         row.subject.clone(),
     );
     let updated = ledger.write_blocking(move |w| {
-        let hash = blobs::put(w.conn(), text.as_bytes())?;
-        let n = w.conn().execute(
-            "UPDATE merges SET status = 'resolved', result_hash = ?2, resolution = ?3, decided_at = ?4
-             WHERE id = ?1 AND status = 'pending'",
-            params![id as i64, hash, resolution, now_ms()],
-        )?;
-        if n == 1 {
+        let resolved = w.resolve_merge(id, &text, &resolution)?;
+        if resolved {
             w.append_event(EventRecord::note(
                 run_id,
                 parent,
@@ -85,13 +83,13 @@ pub fn resolve(
                 json!({ "resolution": resolution }),
             ))?;
         }
-        Ok(n)
+        Ok(resolved)
     })?;
-    if updated != 1 {
+    if !updated {
         anyhow::bail!("conflict {id} was decided meanwhile");
     }
     let conn = ledger.reader()?;
-    Ok(rows(&conn, "id = ?1", [id as i64])?
-        .pop()
+    Ok(merges::merge(&conn, id)?
+        .map(MergeRow::from)
         .expect("just updated"))
 }

@@ -5,10 +5,10 @@
 //! request hash) and what it got back (response, model); clock/random flushes and
 //! scheduler decisions are left out.
 
+use crate::ledger::Connection;
 use crate::ledger::LedgerError;
 use crate::ledger::kinds::AUXILIARY;
 use crate::ledger::query::{self, EventRow, RunRow};
-use rusqlite::Connection;
 use serde::Serialize;
 use std::fmt::Write as _;
 

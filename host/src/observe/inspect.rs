@@ -2,9 +2,9 @@
 //! `--json` consumers. Every text shown goes through [`clip`], which puts it on one
 //! line and escapes the control characters a guest may have put in it.
 
+use crate::ledger::Connection;
 use crate::ledger::LedgerError;
 use crate::ledger::query::{self, EventRow, RunRow, TaskRow};
-use rusqlite::Connection;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

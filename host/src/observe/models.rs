@@ -3,6 +3,7 @@
 //! than the host that made the calls).
 
 use crate::config::HostConfig;
+use crate::ledger::perf::PerfStore;
 use crate::scheduler::catalog::{self, ModelSpec};
 use crate::scheduler::perf::{self, StoredStats};
 use serde::Serialize;
@@ -19,19 +20,16 @@ pub struct ModelView {
 /// The catalog of `config` with the statistics stored beside the ledger `db`.
 pub fn load(config: &HostConfig, db: &Path) -> anyhow::Result<Vec<ModelView>> {
     let perf_path = perf::path_for_ledger(db);
-    let conn = if perf_path.exists() {
-        Some(rusqlite::Connection::open_with_flags(
-            &perf_path,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )?)
+    let store = if perf_path.exists() {
+        Some(PerfStore::open_read_only(&perf_path)?)
     } else {
         None
     };
     catalog::catalog(&config.llm)
         .into_iter()
         .map(|spec| {
-            let stats = match &conn {
-                Some(c) => perf::stored_stats(c, &spec.name)?,
+            let stats = match &store {
+                Some(store) => store.stored_stats(&spec.name)?,
                 None => StoredStats::default(),
             };
             Ok(ModelView { spec, stats })

@@ -5,8 +5,6 @@
 //! Writes commit before the guest sees the answer, like every ledger write.
 
 use super::{SideEffect, Tool, ToolCallCtx, ToolError, ToolInfo, str_arg};
-use crate::ledger::now_ms;
-use rusqlite::{OptionalExtension, params};
 use serde_json::json;
 
 /// Largest key, in bytes.
@@ -50,15 +48,7 @@ impl Tool for KvTool {
             "get" => {
                 let value: Option<String> = ctx
                     .ledger
-                    .write(move |w| {
-                        w.conn()
-                            .query_row(
-                                "SELECT value FROM kv WHERE run_id = ?1 AND key = ?2",
-                                params![run_id, key],
-                                |r| r.get(0),
-                            )
-                            .optional()
-                    })
+                    .write(move |w| w.kv_get(&run_id, &key))
                     .await
                     .map_err(|e| ToolError::Failed(e.to_string()))?;
                 Ok(serde_json::to_string(&value).unwrap_or_else(|_| "null".into()))
@@ -75,14 +65,7 @@ impl Tool for KvTool {
                     )));
                 }
                 ctx.ledger
-                    .write(move |w| {
-                        w.conn().execute(
-                            "INSERT INTO kv (run_id, key, value, updated_at) VALUES (?1, ?2, ?3, ?4)
-                             ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-                            params![run_id, key, value, now_ms()],
-                        )?;
-                        Ok(())
-                    })
+                    .write(move |w| w.kv_put(&run_id, &key, &value))
                     .await
                     .map_err(|e| ToolError::Failed(e.to_string()))?;
                 ctx.emit(super::Effect::DatabaseMutation {

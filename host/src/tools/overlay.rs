@@ -10,8 +10,7 @@
 //! rest of the ledger.
 
 use super::workspace_dir::WorkspaceDir;
-use crate::ledger::blobs;
-use rusqlite::{Connection, OptionalExtension, params};
+use crate::ledger::{Connection, SqlError, SqlResult, Writer, blobs, tasks, workspace};
 
 /// Largest workspace file a view reads from the directory.
 pub const MAX_FILE_BYTES: u64 = super::workspace::MAX_READ_BYTES;
@@ -41,16 +40,11 @@ impl View {
         root: &WorkspaceDir,
         run_id: &str,
         task_id: u64,
-    ) -> rusqlite::Result<View> {
+    ) -> SqlResult<View> {
         let mut chain = vec![task_id];
         let mut at = task_id;
-        while let Some(parent) = conn
-            .prepare_cached("SELECT parent_id FROM tasks WHERE run_id = ?1 AND task_id = ?2")?
-            .query_row(params![run_id, at as i64], |r| r.get::<_, Option<i64>>(0))
-            .optional()?
-            .flatten()
-        {
-            at = parent as u64;
+        while let Some(parent) = tasks::parent_of(conn, run_id, at)? {
+            at = parent;
             if chain.contains(&at) {
                 break;
             }
@@ -83,7 +77,7 @@ impl View {
     }
 
     /// The content of `path` (normalised, relative) as this view sees it.
-    pub fn read(&self, conn: &Connection, path: &str) -> rusqlite::Result<Option<String>> {
+    pub fn read(&self, conn: &Connection, path: &str) -> SqlResult<Option<String>> {
         for task in &self.chain[..self.chain.len() - 1] {
             if let Some(hash) = own_hash(conn, &self.run_id, *task, path)? {
                 return content(conn, &hash).map(Some);
@@ -101,32 +95,23 @@ impl View {
     /// the task has not written copies the parent's content into the task's view (as
     /// base and content), so a later change the task derives from it is merged against
     /// what it actually read, not against whatever the parent has merged meanwhile.
-    pub fn read_snapshot(&self, conn: &Connection, path: &str) -> rusqlite::Result<Option<String>> {
+    pub fn read_snapshot(&self, w: &Writer, path: &str) -> SqlResult<Option<String>> {
+        let conn = w.conn();
         if self.is_root() || own_hash(conn, &self.run_id, self.task_id(), path)?.is_some() {
             return self.read(conn, path);
         }
         let Some(text) = self.read(conn, path)? else {
             return Ok(None);
         };
-        let hash = blobs::put(conn, text.as_bytes())?;
-        conn.prepare_cached(
-            "INSERT INTO workspace_files (run_id, task_id, path, base_hash, content_hash, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?4, ?5)",
-        )?
-        .execute(params![
-            self.run_id,
-            self.task_id() as i64,
-            path,
-            hash,
-            crate::ledger::now_ms()
-        ])?;
+        let hash = w.put_blob(text.as_bytes())?;
+        w.snapshot_workspace_file(&self.run_id, self.task_id(), path, &hash)?;
         Ok(Some(text))
     }
 
     /// Write `path` in this view: the directory for the root, the ledger otherwise
     /// (keeping the parent's content as the base the first time). Returns the hash of
     /// the new content.
-    pub fn write(&self, conn: &Connection, path: &str, text: &str) -> rusqlite::Result<String> {
+    pub fn write(&self, w: &Writer, path: &str, text: &str) -> SqlResult<String> {
         if self.is_root() {
             // A merge writes a path a task wrote earlier: through the handle, so a
             // symlink placed meanwhile cannot lead the write out of the workspace.
@@ -136,51 +121,23 @@ impl View {
             return Ok(blobs::sha256_hex(text.as_bytes()));
         }
         let task = self.task_id();
-        let hash = blobs::put(conn, text.as_bytes())?;
-        let touched: bool = conn
-            .prepare_cached(
-                "SELECT 1 FROM workspace_files WHERE run_id = ?1 AND task_id = ?2 AND path = ?3",
-            )?
-            .query_row(params![self.run_id, task as i64, path], |_| Ok(true))
-            .optional()?
-            .unwrap_or(false);
-        if touched {
-            conn.prepare_cached(
-                "UPDATE workspace_files SET content_hash = ?4, updated_at = ?5
-                 WHERE run_id = ?1 AND task_id = ?2 AND path = ?3",
-            )?
-            .execute(params![
-                self.run_id,
-                task as i64,
-                path,
-                hash,
-                crate::ledger::now_ms()
-            ])?;
+        let hash = w.put_blob(text.as_bytes())?;
+        if w.has_workspace_file(&self.run_id, task, path)? {
+            w.update_workspace_file(&self.run_id, task, path, &hash)?;
         } else {
             let base = match self.parent() {
-                Some(parent) => parent.read(conn, path)?,
+                Some(parent) => parent.read(w.conn(), path)?,
                 None => None,
             };
-            let base_hash = base.map(|b| blobs::put(conn, b.as_bytes())).transpose()?;
-            conn.prepare_cached(
-                "INSERT INTO workspace_files (run_id, task_id, path, base_hash, content_hash, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(params![
-                self.run_id,
-                task as i64,
-                path,
-                base_hash,
-                hash,
-                crate::ledger::now_ms()
-            ])?;
+            let base_hash = base.map(|b| w.put_blob(b.as_bytes())).transpose()?;
+            w.insert_workspace_file(&self.run_id, task, path, base_hash.as_deref(), &hash)?;
         }
         Ok(hash)
     }
 
     /// Names in directory `dir` ("" for the top) as this view sees them; directories
     /// end with `/`.
-    pub fn list(&self, conn: &Connection, dir: &str) -> rusqlite::Result<Vec<String>> {
+    pub fn list(&self, conn: &Connection, dir: &str) -> SqlResult<Vec<String>> {
         let mut names = std::collections::BTreeSet::new();
         if let Ok(Some(entries)) = self.root.list(dir) {
             names.extend(entries);
@@ -204,47 +161,28 @@ impl View {
     }
 }
 
-fn io(e: std::io::Error) -> rusqlite::Error {
-    rusqlite::Error::ToSqlConversionFailure(Box::new(e))
+fn io(e: std::io::Error) -> SqlError {
+    SqlError::ToSqlConversionFailure(Box::new(e))
 }
 
-fn own_hash(
-    conn: &Connection,
-    run_id: &str,
-    task: u64,
-    path: &str,
-) -> rusqlite::Result<Option<String>> {
-    conn.prepare_cached(
-        "SELECT content_hash FROM workspace_files WHERE run_id = ?1 AND task_id = ?2 AND path = ?3",
-    )?
-    .query_row(params![run_id, task as i64, path], |r| r.get(0))
-    .optional()
+fn own_hash(conn: &Connection, run_id: &str, task: u64, path: &str) -> SqlResult<Option<String>> {
+    workspace::file_hash(conn, run_id, task, path)
 }
 
 /// The text of a blob ("" if it is missing, which a consistent ledger never has).
-pub fn content(conn: &Connection, hash: &str) -> rusqlite::Result<String> {
-    Ok(blobs::get(conn, hash)?
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default())
+pub fn content(conn: &Connection, hash: &str) -> SqlResult<String> {
+    blobs::text(conn, hash)
 }
 
 /// The files task `task` wrote in its own view, with their bases, by path.
-pub fn own_files(conn: &Connection, run_id: &str, task: u64) -> rusqlite::Result<Vec<OwnFile>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT path, base_hash, content_hash FROM workspace_files
-         WHERE run_id = ?1 AND task_id = ?2 ORDER BY path",
-    )?;
-    let rows: Vec<(String, Option<String>, String)> = stmt
-        .query_map(params![run_id, task as i64], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })?
-        .collect::<Result<_, _>>()?;
-    rows.into_iter()
-        .map(|(path, base, hash)| {
+pub fn own_files(conn: &Connection, run_id: &str, task: u64) -> SqlResult<Vec<OwnFile>> {
+    workspace::files(conn, run_id, task)?
+        .into_iter()
+        .map(|row| {
             Ok(OwnFile {
-                path,
-                base: base.map(|h| content(conn, &h)).transpose()?,
-                content: content(conn, &hash)?,
+                path: row.path,
+                base: row.base_hash.map(|h| content(conn, &h)).transpose()?,
+                content: content(conn, &row.content_hash)?,
             })
         })
         .collect()

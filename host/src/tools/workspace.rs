@@ -65,7 +65,7 @@ impl WorkspaceTool {
             "read" => {
                 let text = ctx
                     .ledger
-                    .write(move |w| view.read_snapshot(w.conn(), &key))
+                    .write(move |w| view.read_snapshot(w, &key))
                     .await
                     .map_err(ledger_err)?
                     .ok_or_else(|| ToolError::Failed(format!("no such file: `{path_arg}`")))?;
@@ -84,11 +84,11 @@ impl WorkspaceTool {
                     .ledger
                     .write(move |w| {
                         let text = if append {
-                            view.read_snapshot(w.conn(), &key)?.unwrap_or_default() + &content
+                            view.read_snapshot(w, &key)?.unwrap_or_default() + &content
                         } else {
                             content
                         };
-                        view.write(w.conn(), &key, &text)
+                        view.write(w, &key, &text)
                     })
                     .await
                     .map_err(ledger_err)?;

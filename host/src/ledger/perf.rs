@@ -1,0 +1,275 @@
+//! The performance DB: per model × task type, what LLM calls cost and how they went.
+//!
+//! A SQLite file beside the ledger (`<ledger>-perf.db`), separate from the write-ahead
+//! record: statistics, kept with `synchronous = NORMAL`. Its tables: `calls` (one row per
+//! finished call), `quality` (validators' scores), `model_versions` (version changes
+//! providers reported) and `health` (each model's latest health snapshot). The scheduler
+//! keeps the aggregates in memory (`crate::scheduler::perf`); this is their storage.
+
+use super::{SqlResult, now_ms};
+use rusqlite::{Connection, OpenFlags, params};
+use serde::Serialize;
+use std::path::Path;
+
+const SCHEMA: &str = "
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = NORMAL;
+PRAGMA busy_timeout = 5000;
+CREATE TABLE IF NOT EXISTS calls (
+    id          INTEGER PRIMARY KEY,
+    model       TEXT    NOT NULL,
+    task_type   TEXT    NOT NULL,
+    ok          INTEGER NOT NULL,
+    error       TEXT,
+    tokens_in   INTEGER NOT NULL,
+    tokens_out  INTEGER NOT NULL,
+    latency_ms  INTEGER NOT NULL,
+    cost_usd    REAL    NOT NULL,
+    at          INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS calls_by_model ON calls(model, at);
+CREATE TABLE IF NOT EXISTS quality (
+    id        INTEGER PRIMARY KEY,
+    model     TEXT NOT NULL,
+    task_type TEXT NOT NULL,
+    score     REAL NOT NULL,
+    source    TEXT NOT NULL,
+    at        INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS model_versions (
+    id       INTEGER PRIMARY KEY,
+    model    TEXT NOT NULL,
+    previous TEXT NOT NULL,
+    observed TEXT NOT NULL,
+    at       INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS health (
+    model       TEXT PRIMARY KEY,
+    snapshot    TEXT NOT NULL,
+    updated_at  INTEGER NOT NULL
+);
+";
+
+/// Running sums for one model × task type.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Aggregate {
+    pub calls: u64,
+    pub errors: u64,
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+    pub latency_ms: u64,
+    pub cost_usd: f64,
+}
+
+/// One finished call.
+#[derive(Clone, Debug)]
+pub struct CallStat<'a> {
+    pub model: &'a str,
+    pub task_type: &'a str,
+    pub ok: bool,
+    pub error: Option<String>,
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+    pub latency_ms: u64,
+    pub cost_usd: f64,
+}
+
+/// The totals of one model × task type, as stored.
+#[derive(Clone, Debug)]
+pub struct CallTotals {
+    pub model: String,
+    pub task_type: String,
+    pub totals: Aggregate,
+}
+
+/// The quality scores of one model, as stored.
+#[derive(Clone, Debug)]
+pub struct QualityTotals {
+    pub model: String,
+    pub scores: u64,
+    pub sum: f64,
+}
+
+/// Per-model statistics read back from a performance DB file (for `agentflow models`).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct StoredStats {
+    pub calls: u64,
+    pub errors: u64,
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+    pub cost_usd: f64,
+    pub avg_latency_ms: Option<u64>,
+    pub tokens_last_minute: u64,
+    pub requests_last_minute: u64,
+    pub quality_scores: u64,
+    pub version_changes: Vec<serde_json::Value>,
+    pub health: Option<serde_json::Value>,
+}
+
+/// An open performance DB.
+pub struct PerfStore {
+    conn: Connection,
+}
+
+impl PerfStore {
+    /// Open (or create) the DB at `path`; [`PerfStore::create_tables`] makes it usable.
+    pub fn open(path: &Path) -> SqlResult<PerfStore> {
+        Ok(PerfStore {
+            conn: Connection::open(path)?,
+        })
+    }
+
+    /// Open an existing DB read-only (for `agentflow models`).
+    pub fn open_read_only(path: &Path) -> SqlResult<PerfStore> {
+        Ok(PerfStore {
+            conn: Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?,
+        })
+    }
+
+    /// Set the pragmas and create the tables that are missing.
+    pub fn create_tables(&self) -> SqlResult<()> {
+        self.conn.execute_batch(SCHEMA)
+    }
+
+    /// The stored totals per model × task type.
+    pub fn call_totals(&self) -> SqlResult<Vec<CallTotals>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT model, task_type, COUNT(*), SUM(1 - ok), SUM(tokens_in), SUM(tokens_out), SUM(latency_ms), SUM(cost_usd)
+             FROM calls GROUP BY model, task_type",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(CallTotals {
+                model: r.get(0)?,
+                task_type: r.get(1)?,
+                totals: Aggregate {
+                    calls: r.get::<_, i64>(2)? as u64,
+                    errors: r.get::<_, i64>(3)? as u64,
+                    tokens_in: r.get::<_, i64>(4)? as u64,
+                    tokens_out: r.get::<_, i64>(5)? as u64,
+                    latency_ms: r.get::<_, i64>(6)? as u64,
+                    cost_usd: r.get(7)?,
+                },
+            })
+        })?;
+        rows.collect()
+    }
+
+    /// The stored quality scores per model.
+    pub fn quality_totals(&self) -> SqlResult<Vec<QualityTotals>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT model, COUNT(*), SUM(score) FROM quality GROUP BY model")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(QualityTotals {
+                model: r.get(0)?,
+                scores: r.get::<_, i64>(1)? as u64,
+                sum: r.get(2)?,
+            })
+        })?;
+        rows.collect()
+    }
+
+    /// Record one finished call.
+    pub fn insert_call(&self, stat: &CallStat<'_>) -> SqlResult<()> {
+        self.conn.execute(
+            "INSERT INTO calls (model, task_type, ok, error, tokens_in, tokens_out, latency_ms, cost_usd, at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                stat.model,
+                stat.task_type,
+                stat.ok,
+                stat.error,
+                stat.tokens_in as i64,
+                stat.tokens_out as i64,
+                stat.latency_ms as i64,
+                stat.cost_usd,
+                now_ms()
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Record a quality score of a model's output on a task type.
+    pub fn insert_quality(
+        &self,
+        model: &str,
+        task_type: &str,
+        score: f64,
+        source: &str,
+    ) -> SqlResult<()> {
+        self.conn.execute(
+            "INSERT INTO quality (model, task_type, score, source, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![model, task_type, score, source, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// Record a model version change.
+    pub fn insert_version(&self, model: &str, previous: &str, observed: &str) -> SqlResult<()> {
+        self.conn.execute(
+            "INSERT INTO model_versions (model, previous, observed, at) VALUES (?1, ?2, ?3, ?4)",
+            params![model, previous, observed, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// Save a model's health snapshot (JSON), replacing the previous one.
+    pub fn save_health(&self, model: &str, snapshot: &serde_json::Value) -> SqlResult<()> {
+        self.conn.execute(
+            "INSERT INTO health (model, snapshot, updated_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (model) DO UPDATE SET snapshot = excluded.snapshot, updated_at = excluded.updated_at",
+            params![model, snapshot.to_string(), now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// The stored statistics of `model`.
+    pub fn stored_stats(&self, model: &str) -> SqlResult<StoredStats> {
+        let now = now_ms();
+        let mut s = self.conn.query_row(
+            "SELECT COUNT(*), COALESCE(SUM(1 - ok), 0), COALESCE(SUM(tokens_in), 0), COALESCE(SUM(tokens_out), 0),
+                    COALESCE(SUM(cost_usd), 0), AVG(CASE WHEN ok THEN latency_ms END)
+             FROM calls WHERE model = ?1",
+            [model],
+            |r| {
+                Ok(StoredStats {
+                    calls: r.get::<_, i64>(0)? as u64,
+                    errors: r.get::<_, i64>(1)? as u64,
+                    tokens_in: r.get::<_, i64>(2)? as u64,
+                    tokens_out: r.get::<_, i64>(3)? as u64,
+                    cost_usd: r.get(4)?,
+                    avg_latency_ms: r.get::<_, Option<f64>>(5)?.map(|v| v as u64),
+                    ..Default::default()
+                })
+            },
+        )?;
+        (s.tokens_last_minute, s.requests_last_minute) = self.conn.query_row(
+            "SELECT COALESCE(SUM(tokens_in + tokens_out), 0), COUNT(*) FROM calls WHERE model = ?1 AND at >= ?2",
+            params![model, now - 60_000],
+            |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+        )?;
+        s.quality_scores = self.conn.query_row(
+            "SELECT COUNT(*) FROM quality WHERE model = ?1",
+            [model],
+            |r| r.get::<_, i64>(0),
+        )? as u64;
+        let mut stmt = self.conn.prepare(
+            "SELECT previous, observed, at FROM model_versions WHERE model = ?1 ORDER BY id",
+        )?;
+        s.version_changes = stmt
+            .query_map([model], |r| {
+                Ok(serde_json::json!({ "previous": r.get::<_, String>(0)?, "observed": r.get::<_, String>(1)?, "at": r.get::<_, i64>(2)? }))
+            })?
+            .collect::<Result<_, _>>()?;
+        s.health = self
+            .conn
+            .query_row(
+                "SELECT snapshot FROM health WHERE model = ?1",
+                [model],
+                |r| r.get::<_, String>(0),
+            )
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
+        Ok(s)
+    }
+}

@@ -1,0 +1,123 @@
+//! The writer thread's side of a write: each job's savepoint, and the statements every
+//! write shares — appending an event with the next sequence number of its task,
+//! inserting a task, storing a blob.
+
+use super::{EventRecord, NewTask, SqlResult, Writer, blobs, identity_hash, now_ms};
+use rusqlite::{Connection, params};
+
+impl Writer {
+    /// The write connection (inside the current group transaction).
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Store bytes in `blobs` (once) and return their hash.
+    pub fn put_blob(&self, bytes: &[u8]) -> SqlResult<String> {
+        blobs::put(&self.conn, bytes)
+    }
+
+    /// Insert a new task (status `pending`), its input and component into `blobs`.
+    pub(super) fn insert_task(&self, task: &NewTask) -> SqlResult<()> {
+        let input_hash = blobs::put(&self.conn, task.input.as_bytes())?;
+        if let Some(bytes) = &task.component {
+            blobs::put(&self.conn, bytes)?;
+        }
+        self.conn.execute(
+            "INSERT INTO tasks (run_id, task_id, parent_id, depth, agent, component_hash, description, status, input_hash,
+                                spawn_key, dedup_key, depends_on, budget_usd, resources, timeout_ms, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+            params![task.run_id, task.task_id as i64, task.parent_id.map(|p| p as i64), task.depth, task.agent,
+                    task.component_hash, task.description, input_hash, task.spawn_key, task.dedup_key,
+                    task.depends_on, task.budget_usd, task.resources, task.timeout_ms.map(|t| t as i64), now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// Run `f` in a savepoint of its own: if it fails, what it wrote is undone and the
+    /// rest of its group still commits.
+    pub(super) fn savepoint<R>(
+        &mut self,
+        f: impl FnOnce(&mut Writer) -> SqlResult<R>,
+    ) -> SqlResult<R> {
+        self.conn.execute_batch("SAVEPOINT job")?;
+        let seq_backup = self.next_seq.clone();
+        match f(self) {
+            Ok(r) => {
+                self.conn.execute_batch("RELEASE job")?;
+                Ok(r)
+            }
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK TO job; RELEASE job");
+                self.next_seq = seq_backup;
+                Err(e)
+            }
+        }
+    }
+
+    /// Append an event inside the current transaction, assigning the next sequence
+    /// number of its task.
+    pub fn append_event(&mut self, mut event: EventRecord) -> SqlResult<u64> {
+        let key = (event.run_id.clone(), event.task_id);
+        let seq = match self.next_seq.get(&key) {
+            Some(s) => *s,
+            None => {
+                let max: i64 = self.conn.query_row(
+                    "SELECT COALESCE(MAX(seq), 0) FROM events WHERE run_id = ?1 AND task_id = ?2",
+                    params![event.run_id, event.task_id as i64],
+                    |r| r.get(0),
+                )?;
+                max as u64 + 1
+            }
+        };
+        let request_hash = identity_hash(event.identity.as_ref().unwrap_or(&event.request));
+        blobs::externalize(&self.conn, &mut event.request)?;
+        blobs::externalize(&self.conn, &mut event.response)?;
+        let insert = |seq: u64| {
+            self.conn
+            .prepare_cached(
+                "INSERT INTO events (run_id, task_id, seq, kind, status, request, response, request_hash, model,
+                                     tokens_in, tokens_out, cost_usd, started_at, finished_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+            )?
+            .execute(params![
+                event.run_id,
+                event.task_id as i64,
+                seq as i64,
+                event.kind,
+                if event.ok { "ok" } else { "error" },
+                event.request.to_string(),
+                event.response.to_string(),
+                request_hash,
+                event.model,
+                event.tokens_in,
+                event.tokens_out,
+                event.cost_usd,
+                event.started_at,
+                event.finished_at,
+            ])
+        };
+        // Another process (the CLI deciding an approval or a conflict while this host
+        // runs) may have appended to the task since the sequence was cached: take the
+        // next free number then.
+        let seq = match insert(seq) {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                let max: i64 = self.conn.query_row(
+                    "SELECT COALESCE(MAX(seq), 0) FROM events WHERE run_id = ?1 AND task_id = ?2",
+                    params![event.run_id, event.task_id as i64],
+                    |r| r.get(0),
+                )?;
+                insert(max as u64 + 1)?;
+                max as u64 + 1
+            }
+            other => {
+                other?;
+                seq
+            }
+        };
+        self.next_seq.insert(key, seq + 1);
+        self.group_events += 1;
+        Ok(seq)
+    }
+}
