@@ -7,13 +7,13 @@
 //! as its event. `load` returns the latest checkpoint of the task — after a resume
 //! from a checkpoint, the one the task restarts from.
 
-use super::TaskCtx;
+use super::views::CheckpointView;
 use crate::bindings::checkpoint::{Checkpoint, Host};
 use crate::ledger::checkpoints::NewCheckpoint;
 use crate::ledger::{blobs, now_ms};
 use serde_json::json;
 
-impl Host for TaskCtx {
+impl Host for CheckpointView<'_> {
     async fn save(
         &mut self,
         state: Vec<u8>,
@@ -21,8 +21,8 @@ impl Host for TaskCtx {
     ) -> wasmtime::Result<Result<u32, String>> {
         let hash = blobs::sha256_hex(&state);
         let identity = json!({ "note": note, "state_hash": hash });
-        let mut call = self.begin("checkpoint.save", identity)?;
-        let limit = self.run.limits.max_checkpoint_bytes;
+        let mut call = self.site.begin("checkpoint.save", identity)?;
+        let limit = self.site.run.limits.max_checkpoint_bytes;
         if state.len() > limit {
             let msg = format!(
                 "checkpoint state is {} bytes, more than limits.max_checkpoint_bytes ({limit})",
@@ -32,7 +32,7 @@ impl Host for TaskCtx {
                 return Ok(Err(msg));
             }
             let request = json!({ "note": note, "size": state.len() });
-            call.finish(self, false, request, json!({ "error": msg }))
+            call.finish(self.site, false, request, json!({ "error": msg }))
                 .await?;
             return Ok(Err(msg));
         }
@@ -44,32 +44,34 @@ impl Host for TaskCtx {
                     .to_string()));
             }
             let number = rec.response["number"].as_u64().unwrap_or(0) as u32;
-            self.checkpoints = number;
-            self.last_checkpoint = Some(Checkpoint {
+            self.progress.checkpoints = number;
+            self.progress.last_checkpoint = Some(Checkpoint {
                 state,
                 note,
-                step: rec.request["step"].as_u64().unwrap_or(self.steps as u64) as u32,
+                step: rec.request["step"]
+                    .as_u64()
+                    .unwrap_or(self.trace.steps as u64) as u32,
                 saved_at_ms: rec.request["saved_at"].as_u64().unwrap_or(0),
             });
             return Ok(Ok(number));
         }
-        let number = self.checkpoints + 1;
-        let step = self.steps;
+        let number = self.progress.checkpoints + 1;
+        let step = self.trace.steps;
         let saved_at = now_ms();
         let host_state = json!({
             "step": step,
-            "recent_steps": self.step_log,
-            "tool_outputs": self.tool_seqs,
-            "children_done": self.children_done,
-            "context_hash": self.run.context_hash,
+            "recent_steps": self.trace.step_log,
+            "tool_outputs": self.progress.tool_seqs,
+            "children_done": self.progress.children_done,
+            "context_hash": self.site.run.context_hash,
         });
         let request =
             json!({ "note": note, "size": state.len(), "state_hash": hash, "step": step });
-        let (run_id, task_id) = (self.run.run_id.clone(), self.task_id);
+        let (run_id, task_id) = (self.site.run.run_id.clone(), self.site.task_id);
         let (bytes, note_row) = (state.clone(), note.clone());
         let host_state = host_state.to_string();
         call.finish_with(
-            self,
+            self.site,
             true,
             request,
             json!({ "number": number }),
@@ -88,8 +90,8 @@ impl Host for TaskCtx {
             },
         )
         .await?;
-        self.checkpoints = number;
-        self.last_checkpoint = Some(Checkpoint {
+        self.progress.checkpoints = number;
+        self.progress.last_checkpoint = Some(Checkpoint {
             state,
             note,
             step,
@@ -99,17 +101,19 @@ impl Host for TaskCtx {
     }
 
     async fn load(&mut self) -> wasmtime::Result<Option<Checkpoint>> {
-        let mut call = self.begin("checkpoint.load", serde_json::Value::Null)?;
-        let found = self.last_checkpoint.clone();
+        let mut call = self
+            .site
+            .begin("checkpoint.load", serde_json::Value::Null)?;
+        let found = self.progress.last_checkpoint.clone();
         if call.replayed().is_some() {
             return Ok(found);
         }
         let response = match &found {
-            Some(c) => json!({ "number": self.checkpoints, "note": c.note, "step": c.step,
+            Some(c) => json!({ "number": self.progress.checkpoints, "note": c.note, "step": c.step,
                                "state_hash": blobs::sha256_hex(&c.state) }),
             None => serde_json::Value::Null,
         };
-        call.finish(self, true, serde_json::Value::Null, response)
+        call.finish(self.site, true, serde_json::Value::Null, response)
             .await?;
         Ok(found)
     }

@@ -1,7 +1,7 @@
 //! The one path of every host function: admit → replay-or-execute → record.
 //!
-//! A host function begins a [`DurableCall`] with [`TaskCtx::begin`] (or
-//! [`TaskCtx::begin_effect`] for a call with side effects). Beginning counts the call
+//! A host function begins a [`DurableCall`] with [`CallSite::begin`] (or
+//! [`CallSite::begin_effect`] for a call with side effects). Beginning counts the call
 //! against `limits.max_host_calls` and, while the task replays its record, matches it
 //! against the next recorded call (kind and identity hash): a match is returned as
 //! [`Recorded::Result`] for the function to answer the guest with, instead of running
@@ -13,7 +13,7 @@
 //! This is the shape of Golem's durable call session: a new WIT function brings its
 //! own logic and one session; the kind and identity are given once, at the start.
 
-use super::{Call, TaskCtx};
+use super::{Call, CallSite};
 use crate::ledger::now_ms;
 use crate::replay::{RecordedCall, describe};
 use serde_json::Value;
@@ -61,20 +61,20 @@ impl DurableCall {
     /// Record the live call's result; returns its sequence number.
     pub async fn finish(
         self,
-        ctx: &mut TaskCtx,
+        site: &mut CallSite,
         ok: bool,
         request: Value,
         response: Value,
     ) -> wasmtime::Result<u64> {
         let call = self.call(ok, request, response);
-        ctx.record(call).await
+        site.record(call).await
     }
 
     /// Like [`DurableCall::finish`], running `extra` in the same transaction with the
     /// event's sequence number (e.g. to index a checkpoint).
     pub async fn finish_with<F>(
         self,
-        ctx: &mut TaskCtx,
+        site: &mut CallSite,
         ok: bool,
         request: Value,
         response: Value,
@@ -84,36 +84,36 @@ impl DurableCall {
         F: FnOnce(&mut crate::ledger::Writer, u64) -> crate::ledger::SqlResult<()> + Send + 'static,
     {
         let call = self.call(ok, request, response);
-        ctx.record_with(call, extra).await
+        site.record_with(call, extra).await
     }
 
     /// Record the live call's result given as a whole [`Call`] (model usage, cost);
     /// its kind, identity and start are the session's.
-    pub async fn finish_call(self, ctx: &mut TaskCtx, call: Call) -> wasmtime::Result<u64> {
+    pub async fn finish_call(self, site: &mut CallSite, call: Call) -> wasmtime::Result<u64> {
         let call = Call {
             kind: self.kind,
             identity: Some(self.identity),
             started_at: self.started_at,
             ..call
         };
-        ctx.record(call).await
+        site.record(call).await
     }
 
     /// Record the intent of a side-effecting call before it runs (`intent_kind`, e.g.
     /// `tools.intent`): a crash after this and before the result leaves it in doubt.
     pub async fn write_intent(
         &self,
-        ctx: &mut TaskCtx,
+        site: &mut CallSite,
         intent_kind: &'static str,
         request: Value,
     ) -> wasmtime::Result<u64> {
         let call = Call::plain(intent_kind, true, request, Value::Null, self.started_at)
             .with_identity(self.identity.clone());
-        ctx.record(call).await
+        site.record(call).await
     }
 }
 
-impl TaskCtx {
+impl CallSite {
     /// Begin host call `kind`, identified for replay by `identity` (what the guest
     /// asked, independent of host state).
     pub(crate) fn begin(

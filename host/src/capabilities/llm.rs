@@ -13,7 +13,7 @@
 //! Health and the performance DB get the latency of the attempt that answered, not
 //! the retry waits.
 
-use super::{Call, TaskCtx};
+use super::{Call, views::LlmView};
 use crate::bindings::llm::{
     FinishReason, Host, LlmError, Message, Priority, Request, Response, Role, ToolCall, Usage,
 };
@@ -204,10 +204,10 @@ fn to_chat(req: &Request, model: String) -> ChatRequest {
     }
 }
 
-impl Host for TaskCtx {
+impl Host for LlmView<'_> {
     async fn complete(&mut self, req: Request) -> wasmtime::Result<Result<Response, LlmError>> {
         let mut template = to_chat(&req, String::new());
-        if let Some(feedback) = &self.feedback {
+        if let Some(feedback) = &self.llm.feedback {
             template.messages.push(ChatMessage {
                 role: providers::Role::User,
                 content: feedback.clone(),
@@ -223,43 +223,44 @@ impl Host for TaskCtx {
             estimated_input_tokens,
             max_output_tokens: req
                 .max_output_tokens
-                .unwrap_or(self.run.default_max_output_tokens)
+                .unwrap_or(self.site.run.default_max_output_tokens)
                 as u64,
             priority: priority(req.priority),
             capabilities: req.capabilities.clone(),
             min_context_window: req.min_context_window,
             task_type: req.task_type.clone(),
             pinned: self
+                .llm
                 .model_override
                 .clone()
-                .or_else(|| self.run.model_override.clone())
+                .or_else(|| self.site.run.model_override.clone())
                 .or_else(|| req.model.clone()),
             allow_fallback: (req.model.is_none()
-                && self.run.model_override.is_none()
-                && self.model_override.is_none())
+                && self.site.run.model_override.is_none()
+                && self.llm.model_override.is_none())
                 || req.allow_fallback,
             max_cost_usd: req.max_cost_usd,
             max_latency_ms: req.max_latency_ms.map(u64::from),
             max_wait_ms: req.max_wait_ms.map(u64::from),
-            budget_remaining: self.run.budget.remaining(self.task_id),
+            budget_remaining: self.site.run.budget.remaining(self.site.task_id),
         };
         let request_json = json!({ "chat": template, "scheduling": sreq });
         // What the guest asked, independent of host state (budget, health): the replay key.
         let identity =
             json!({ "chat": template, "pin": req.model, "allow_fallback": req.allow_fallback });
-        let mut durable = self.begin("llm.complete", identity)?;
+        let mut durable = self.site.begin("llm.complete", identity)?;
         if let Some(rec) = durable.replayed() {
             return Ok(replayed_result(&rec));
         }
         let started_at = durable.started_at;
-        let scheduler = self.run.scheduler.clone();
+        let scheduler = self.site.run.scheduler.clone();
 
         let plan = match scheduler.plan(&sreq) {
             Ok(plan) => plan,
             Err(e) => {
                 let e = sched_error(e);
                 durable
-                    .finish(self, false, request_json, error_json(&e))
+                    .finish(self.site, false, request_json, error_json(&e))
                     .await?;
                 return Ok(Err(e));
             }
@@ -289,8 +290,8 @@ impl Host for TaskCtx {
                 .clone();
             let price = spec.price();
             let worst = price.cost(sreq.estimated_input_tokens, sreq.max_output_tokens);
-            let reservation = match self.run.budget.reserve(
-                self.task_id,
+            let reservation = match self.site.run.budget.reserve(
+                self.site.task_id,
                 worst,
                 sreq.estimated_input_tokens + sreq.max_output_tokens,
             ) {
@@ -340,7 +341,7 @@ impl Host for TaskCtx {
                 started_at,
             );
             decision_call.model = Some(grant.model.clone());
-            self.record(decision_call).await?;
+            self.site.record(decision_call).await?;
 
             let chat = ChatRequest {
                 model: spec.provider_model_id().to_string(),
@@ -361,7 +362,7 @@ impl Host for TaskCtx {
                 Ok(reply) => {
                     let latency = completion.final_attempt_latency;
                     let cost = price.cost(reply.input_tokens as u64, reply.output_tokens as u64);
-                    self.run.budget.settle(
+                    self.site.run.budget.settle(
                         reservation,
                         cost + charged.cost_usd,
                         (reply.input_tokens + reply.output_tokens) as u64 + charged.tokens,
@@ -374,17 +375,18 @@ impl Host for TaskCtx {
                         cost,
                     );
                     for call in attempt_calls {
-                        self.record(call).await?;
+                        self.site.record(call).await?;
                     }
                     if let Some(change) = &change {
-                        self.record(Call::plain(
-                            "llm.model_version_changed",
-                            true,
-                            json!({ "model": grant.model }),
-                            json!(change),
-                            started_at,
-                        ))
-                        .await?;
+                        self.site
+                            .record(Call::plain(
+                                "llm.model_version_changed",
+                                true,
+                                json!({ "model": grant.model }),
+                                json!(change),
+                                started_at,
+                            ))
+                            .await?;
                     }
                     let response = Response {
                         text: reply.text.clone(),
@@ -419,11 +421,12 @@ impl Host for TaskCtx {
                         cost_usd: cost,
                         ..durable.call(true, request_json, response_json)
                     };
-                    durable.finish_call(self, event).await?;
+                    durable.finish_call(self.site, event).await?;
                     return Ok(Ok(response));
                 }
                 Err(err) => {
-                    self.run
+                    self.site
+                        .run
                         .budget
                         .settle(reservation, charged.cost_usd, charged.tokens);
                     scheduler.failed(
@@ -433,7 +436,7 @@ impl Host for TaskCtx {
                         completion.final_attempt_latency,
                     );
                     for call in attempt_calls {
-                        self.record(call).await?;
+                        self.site.record(call).await?;
                     }
                     failures.push(json!({
                         "model": grant.model,
@@ -454,7 +457,7 @@ impl Host for TaskCtx {
         response["failed_attempts"] = json!(failures);
         let mut event = durable.call(false, request_json, response);
         event.model = tried.last().cloned();
-        durable.finish_call(self, event).await?;
+        durable.finish_call(self.site, event).await?;
         Ok(Err(e))
     }
 }

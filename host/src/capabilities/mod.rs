@@ -16,6 +16,7 @@ pub mod stdio;
 pub mod tasks;
 pub mod tools;
 pub mod trace;
+pub mod views;
 pub mod wasi;
 
 use crate::ledger::{EventRecord, now_ms};
@@ -25,31 +26,29 @@ use crate::supervisor::{ComponentRef, RunContext};
 pub(crate) use durable::{DurableCall, Recorded};
 use serde_json::Value;
 use std::sync::Arc;
-use wasmtime::component::HasData;
 
 pub use kill::Kill;
 
-/// Capability state of one running agent (one task).
+/// Capability state of one running agent (one task), in slices: the durable call path
+/// every interface shares ([`CallSite`]) and the state each interface owns. Each WIT
+/// interface is linked with a view of only the slices it uses ([`views`]), the way
+/// wasmtime-wasi gives each interface its own view of a store.
 pub struct TaskCtx {
+    pub(crate) site: CallSite,
+    pub(crate) trace: TraceState,
+    pub(crate) progress: Progress,
+    pub(crate) llm: LlmScope,
+    pub(crate) tasks: TaskScope,
+}
+
+/// The durable call path's state, shared by every interface: whose calls these are,
+/// how many there were, the record being replayed, and why the host stopped the agent.
+pub struct CallSite {
     pub(crate) run: Arc<RunContext>,
     pub(crate) task_id: u64,
-    pub(crate) depth: u32,
-    /// The component this task runs (children spawned with `agent-ref::same` reuse it).
-    pub(crate) agent: ComponentRef,
-    /// How children's work is merged into this task's (`[merge]`).
-    pub(crate) merge: Arc<MergeConfig>,
     /// Clock and random reads not yet written to the ledger.
     pub(crate) nondet: wasi::NondetLog,
     pub(crate) host_calls: u64,
-    pub(crate) steps: u32,
-    pub(crate) checkpoints: u32,
-    pub(crate) last_checkpoint: Option<crate::bindings::checkpoint::Checkpoint>,
-    /// The last reasoning steps (number, thought, action), for checkpoints' host state.
-    pub(crate) step_log: Vec<Value>,
-    /// Ledger seqs of this task's tool results so far.
-    pub(crate) tool_seqs: Vec<u64>,
-    /// Children whose completed outcome this task has received.
-    pub(crate) children_done: Vec<u64>,
     /// Set when the host stops the agent for breaking a limit.
     pub(crate) kill: Option<Kill>,
     /// The recorded calls still to replay (resume), or `None` when live.
@@ -58,17 +57,51 @@ pub struct TaskCtx {
     pub(crate) diverged: Option<String>,
     /// Set when a side-effecting call's outcome is unknown and the task must stop.
     pub(crate) in_doubt: Option<String>,
-    /// The task's execution slot; given back while it waits for a child.
-    pub(crate) slot: Option<tokio::sync::OwnedSemaphorePermit>,
-    /// Validator feedback from a failed attempt, added to every LLM prompt of this one.
-    pub(crate) feedback: Option<String>,
-    /// The model every LLM call of this attempt is pinned to (an escalated retry).
-    pub(crate) model_override: Option<String>,
     /// Set when this context serves a validator component rather than the task's agent.
     pub(crate) validator: Option<ValidatorScope>,
     /// Approximate bytes of ledger records this agent's calls have caused
     /// (`limits.max_ledger_bytes`).
     pub(crate) ledger_bytes: u64,
+}
+
+/// `trace`'s state: the reasoning steps so far.
+#[derive(Default)]
+pub struct TraceState {
+    pub(crate) steps: u32,
+    /// The last reasoning steps (number, thought, action), for checkpoints' host state.
+    pub(crate) step_log: Vec<Value>,
+}
+
+/// What a checkpoint's host state records of the task's progress, written by the
+/// interfaces that make it (`tools`, `tasks`) and by `checkpoint` itself.
+#[derive(Default)]
+pub struct Progress {
+    pub(crate) checkpoints: u32,
+    pub(crate) last_checkpoint: Option<crate::bindings::checkpoint::Checkpoint>,
+    /// Ledger seqs of this task's tool results so far.
+    pub(crate) tool_seqs: Vec<u64>,
+    /// Children whose completed outcome this task has received.
+    pub(crate) children_done: Vec<u64>,
+}
+
+/// `llm`'s scope for this attempt.
+#[derive(Default)]
+pub struct LlmScope {
+    /// Validator feedback from a failed attempt, added to every LLM prompt of this one.
+    pub(crate) feedback: Option<String>,
+    /// The model every LLM call of this attempt is pinned to (an escalated retry).
+    pub(crate) model_override: Option<String>,
+}
+
+/// `tasks`' scope: where the task sits in the tree and what its children inherit.
+pub struct TaskScope {
+    pub(crate) depth: u32,
+    /// The component this task runs (children spawned with `agent-ref::same` reuse it).
+    pub(crate) agent: ComponentRef,
+    /// How children's work is merged into this task's (`[merge]`).
+    pub(crate) merge: Arc<MergeConfig>,
+    /// The task's execution slot; given back while it waits for a child.
+    pub(crate) slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// A validator component's scope: who it is and the tools it may call. Its calls are
@@ -133,31 +166,32 @@ impl TaskCtx {
         merge: Arc<MergeConfig>,
     ) -> TaskCtx {
         TaskCtx {
-            run,
-            task_id,
-            depth,
-            agent,
-            merge,
-            nondet: wasi::NondetLog::default(),
-            host_calls: 0,
-            steps: 0,
-            checkpoints: 0,
-            last_checkpoint: None,
-            step_log: Vec::new(),
-            tool_seqs: Vec::new(),
-            children_done: Vec::new(),
-            kill: None,
-            replay: None,
-            diverged: None,
-            in_doubt: None,
-            slot: None,
-            feedback: None,
-            model_override: None,
-            validator: None,
-            ledger_bytes: 0,
+            site: CallSite {
+                run,
+                task_id,
+                nondet: wasi::NondetLog::default(),
+                host_calls: 0,
+                kill: None,
+                replay: None,
+                diverged: None,
+                in_doubt: None,
+                validator: None,
+                ledger_bytes: 0,
+            },
+            trace: TraceState::default(),
+            progress: Progress::default(),
+            llm: LlmScope::default(),
+            tasks: TaskScope {
+                depth,
+                agent,
+                merge,
+                slot: None,
+            },
         }
     }
+}
 
+impl CallSite {
     /// Whether this context may call tool `name`: any granted tool for an agent, only
     /// the validator's own grant for a validator component.
     pub(crate) fn tool_allowed(&self, name: &str) -> bool {
@@ -204,7 +238,7 @@ impl TaskCtx {
         self.record_with(call, |_, _| Ok(())).await
     }
 
-    /// Like [`TaskCtx::record`], running `extra` in the same transaction with the
+    /// Like [`CallSite::record`], running `extra` in the same transaction with the
     /// event's sequence number (e.g. to index a checkpoint).
     pub(crate) async fn record_with<F>(&mut self, call: Call, extra: F) -> wasmtime::Result<u64>
     where
@@ -251,11 +285,4 @@ impl TaskCtx {
             wasi::nondet_response(&reads),
         )))
     }
-}
-
-/// Projects a store's data onto the capability state.
-pub struct HasTask;
-
-impl HasData for HasTask {
-    type Data<'a> = &'a mut TaskCtx;
 }

@@ -3,7 +3,7 @@
 //! The supervisor (`crate::supervisor`) decides and runs; this module translates
 //! between WIT types and the supervisor's, and records each call.
 
-use super::TaskCtx;
+use super::views::TasksView;
 use crate::bindings::tasks::{
     AgentRef, Dependency, Host, MergeCategory, MergeResult, Outcome, SpawnError, SpawnRequest,
     TaskId,
@@ -98,7 +98,7 @@ fn outcome_json(o: &Option<TaskOutcome>) -> serde_json::Value {
     }
 }
 
-impl Host for TaskCtx {
+impl Host for TasksView<'_> {
     async fn spawn(&mut self, req: SpawnRequest) -> wasmtime::Result<Result<TaskId, SpawnError>> {
         let request = json!({
             "description": req.description,
@@ -123,14 +123,14 @@ impl Host for TaskCtx {
             // Only when present, so that older records keep their identity.
             request["validators"] = json!(req.validators);
         }
-        let mut call = self.begin("tasks.spawn", request.clone())?;
+        let mut call = self.site.begin("tasks.spawn", request.clone())?;
         if let Some(rec) = call.replayed() {
             return Ok(match rec.response["task_id"].as_u64() {
                 Some(id) if rec.ok => Ok(id),
                 _ => Err(refusal_from_json(&rec.response)),
             });
         }
-        let spawn_key = format!("{}:{}", self.task_id, self.host_calls);
+        let spawn_key = format!("{}:{}", self.site.task_id, self.site.host_calls);
         let spawn = supervisor::SpawnRequest {
             description: req.description,
             agent: match req.agent {
@@ -157,7 +157,7 @@ impl Host for TaskCtx {
             tools: req.tools,
             validators: Vec::new(),
         };
-        let run = self.run.clone();
+        let run = self.site.run.clone();
         let result = match crate::checks::spawned::parse(&req.validators) {
             Err(why) => Err(supervisor::SpawnRefusal::InvalidRequest(why)),
             Ok(validators) => {
@@ -165,50 +165,62 @@ impl Host for TaskCtx {
                     validators,
                     ..spawn
                 };
-                run.spawn(self.task_id, self.depth, &self.agent, spawn, spawn_key)
-                    .await
+                run.spawn(
+                    self.site.task_id,
+                    self.tasks.depth,
+                    &self.tasks.agent,
+                    spawn,
+                    spawn_key,
+                )
+                .await
             }
         };
         let response = match &result {
             Ok(id) => json!({ "task_id": id }),
             Err(e) => refusal_json(e),
         };
-        call.finish(self, result.is_ok(), request, response).await?;
+        call.finish(self.site, result.is_ok(), request, response)
+            .await?;
         Ok(result.map_err(refusal))
     }
 
     async fn wait(&mut self, id: TaskId) -> wasmtime::Result<Outcome> {
-        let mut call = self.begin("tasks.wait", json!({ "task_id": id }))?;
+        let mut call = self.site.begin("tasks.wait", json!({ "task_id": id }))?;
         if let Some(rec) = call.replayed() {
             let outcome = outcome_from_json(&rec.response);
             if matches!(outcome, Outcome::Completed(_)) {
-                self.children_done.push(id);
+                self.progress.children_done.push(id);
             }
             return Ok(outcome);
         }
-        let run = self.run.clone();
+        let run = self.site.run.clone();
         // Give the execution slot back while waiting, so waiting parents cannot starve
         // their own children of slots.
-        let had_slot = self.slot.take().is_some();
-        let outcome = run.wait(self.task_id, id).await;
+        let had_slot = self.tasks.slot.take().is_some();
+        let outcome = run.wait(self.site.task_id, id).await;
         // The join: a completed child's workspace changes merge into this task's view
         // (waiting here while a critical conflict is with a human).
         if matches!(outcome, Some(TaskOutcome::Completed(_))) {
-            crate::merge::join_workspace(&run, &self.merge, self.task_id, id)
+            crate::merge::join_workspace(&run, &self.tasks.merge, self.site.task_id, id)
                 .await
                 .map_err(|e| {
                     wasmtime::format_err!("cannot merge task {id}'s workspace changes: {e:#}")
                 })?;
         }
         if had_slot {
-            self.slot = run.take_slot().await;
+            self.tasks.slot = run.take_slot().await;
         }
         let ok = matches!(outcome, Some(TaskOutcome::Completed(_)));
         if ok {
-            self.children_done.push(id);
+            self.progress.children_done.push(id);
         }
-        call.finish(self, ok, json!({ "task_id": id }), outcome_json(&outcome))
-            .await?;
+        call.finish(
+            self.site,
+            ok,
+            json!({ "task_id": id }),
+            outcome_json(&outcome),
+        )
+        .await?;
         Ok(match outcome {
             Some(TaskOutcome::Completed(s)) => Outcome::Completed(s),
             Some(TaskOutcome::Failed(s)) => Outcome::Failed(s),
@@ -223,17 +235,17 @@ impl Host for TaskCtx {
         ids: Vec<TaskId>,
     ) -> wasmtime::Result<Result<MergeResult, String>> {
         let request = json!({ "base": base, "ids": ids });
-        let mut call = self.begin("tasks.merge", request.clone())?;
+        let mut call = self.site.begin("tasks.merge", request.clone())?;
         if let Some(rec) = call.replayed() {
             return Ok(merge_from_json(rec.ok, &rec.response));
         }
-        let run = self.run.clone();
-        let call_number = self.host_calls;
-        let had_slot = self.slot.take().is_some();
+        let run = self.site.run.clone();
+        let call_number = self.site.host_calls;
+        let had_slot = self.tasks.slot.take().is_some();
         let merged = crate::merge::merge_proposals(
             &run,
-            &self.merge,
-            self.task_id,
+            &self.tasks.merge,
+            self.site.task_id,
             call_number,
             &base,
             &ids,
@@ -241,26 +253,26 @@ impl Host for TaskCtx {
         .await
         .map_err(|e| wasmtime::format_err!("cannot merge proposals: {e:#}"))?;
         if had_slot {
-            self.slot = run.take_slot().await;
+            self.tasks.slot = run.take_slot().await;
         }
         let response = match &merged {
             Ok(m) => json!({ "text": m.text, "category": m.category, "reasoning": m.reasoning }),
             Err(e) => json!({ "error": e }),
         };
-        call.finish(self, merged.is_ok(), request, response.clone())
+        call.finish(self.site, merged.is_ok(), request, response.clone())
             .await?;
         Ok(merge_from_json(merged.is_ok(), &response))
     }
 
     async fn cancel(&mut self, id: TaskId) -> wasmtime::Result<bool> {
-        let mut call = self.begin("tasks.cancel", json!({ "task_id": id }))?;
+        let mut call = self.site.begin("tasks.cancel", json!({ "task_id": id }))?;
         if let Some(rec) = call.replayed() {
             return Ok(rec.response["cancelled"].as_bool().unwrap_or(false));
         }
-        let run = self.run.clone();
-        let cancelled = run.cancel(Some(self.task_id), id).await;
+        let run = self.site.run.clone();
+        let cancelled = run.cancel(Some(self.site.task_id), id).await;
         call.finish(
-            self,
+            self.site,
             true,
             json!({ "task_id": id }),
             json!({ "cancelled": cancelled }),

@@ -11,7 +11,7 @@
 //! compensable and irreversible ones the task stops, and `agentflow recover` plans
 //! what to do.
 
-use super::{DurableCall, Recorded, TaskCtx};
+use super::{DurableCall, Recorded, views::ToolsView};
 use crate::bindings::tools::{Host, SideEffect, ToolError, ToolInfo};
 use crate::replay::RecordedCall;
 use crate::tools::{self as tool_impl, ToolCallCtx};
@@ -75,7 +75,7 @@ fn class_name(s: tool_impl::SideEffect) -> &'static str {
     }
 }
 
-impl TaskCtx {
+impl ToolsView<'_> {
     /// Run a granted tool live with `key`, then record its result (and effects).
     async fn run_tool(
         &mut self,
@@ -85,11 +85,11 @@ impl TaskCtx {
         key: String,
     ) -> wasmtime::Result<Result<String, ToolError>> {
         let request = json!({ "name": name, "args": args_json, "idempotency_key": key });
-        let tool = self.run.tools.get(name);
+        let tool = self.site.run.tools.get(name);
         let ctx = ToolCallCtx {
-            run_id: self.run.run_id.clone(),
-            task_id: self.task_id,
-            ledger: self.run.ledger.clone(),
+            run_id: self.site.run.run_id.clone(),
+            task_id: self.site.task_id,
+            ledger: self.site.run.ledger.clone(),
             idempotency_key: key,
             effects: Default::default(),
         };
@@ -113,17 +113,19 @@ impl TaskCtx {
         if !effects.is_empty() {
             response["effects"] = json!(effects);
         }
-        let seq = call.finish(self, result.is_ok(), request, response).await?;
-        self.tool_seqs.push(seq);
+        let seq = call
+            .finish(self.site, result.is_ok(), request, response)
+            .await?;
+        self.progress.tool_seqs.push(seq);
         Ok(result.map_err(to_wit))
     }
 }
 
-impl Host for TaskCtx {
+impl Host for ToolsView<'_> {
     async fn list(&mut self) -> wasmtime::Result<Vec<ToolInfo>> {
-        let mut call = self.begin("tools.list", Value::Null)?;
-        let mut infos = self.run.tools.list();
-        infos.retain(|i| self.tool_allowed(&i.name));
+        let mut call = self.site.begin("tools.list", Value::Null)?;
+        let mut infos = self.site.run.tools.list();
+        infos.retain(|i| self.site.tool_allowed(&i.name));
         let to_wit = |i: tool_impl::ToolInfo| ToolInfo {
             name: i.name,
             description: i.description,
@@ -133,7 +135,8 @@ impl Host for TaskCtx {
         if call.replayed().is_some() {
             return Ok(infos.into_iter().map(to_wit).collect());
         }
-        call.finish(self, true, Value::Null, json!(infos)).await?;
+        call.finish(self.site, true, Value::Null, json!(infos))
+            .await?;
         Ok(infos.into_iter().map(to_wit).collect())
     }
 
@@ -143,26 +146,31 @@ impl Host for TaskCtx {
         args_json: String,
     ) -> wasmtime::Result<Result<String, ToolError>> {
         let identity = json!({ "name": name, "args": args_json });
-        let info = self.run.tools.info(&name);
-        let class = self.run.tools.side_effect_of(&name, &args_json);
+        let info = self.site.run.tools.info(&name);
+        let class = self.site.run.tools.side_effect_of(&name, &args_json);
         let effectful = class.is_some_and(|c| c != tool_impl::SideEffect::None);
         let mut call = if effectful {
-            self.begin_effect("tools.call", "tools.intent", identity)?
+            self.site
+                .begin_effect("tools.call", "tools.intent", identity)?
         } else {
-            self.begin("tools.call", identity)?
+            self.site.begin("tools.call", identity)?
         };
-        let key = format!("{}/{}/{}", self.run.run_id, self.task_id, self.host_calls);
-        if !self.tool_allowed(&name) {
+        let key = format!(
+            "{}/{}/{}",
+            self.site.run.run_id, self.site.task_id, self.site.host_calls
+        );
+        if !self.site.tool_allowed(&name) {
             // A validator component asked for a tool outside its own grant.
             let err = tool_impl::ToolError::NotGranted(format!(
                 "`{name}` is not in this validator's `grant` (add it there and grant it to the run)"
             ));
             let request = json!({ "name": name, "args": args_json });
-            call.finish(self, false, request, error_json(&err)).await?;
+            call.finish(self.site, false, request, error_json(&err))
+                .await?;
             return Ok(Err(to_wit(err)));
         }
         if let Some(rec) = call.replayed() {
-            self.tool_seqs.push(rec.seq);
+            self.progress.tool_seqs.push(rec.seq);
             return Ok(replayed_result(&rec));
         }
         if let Recorded::InDoubt(intent) = &call.recorded {
@@ -176,15 +184,15 @@ impl Host for TaskCtx {
                 .unwrap_or(&key)
                 .to_string();
             if class == "none" || class == "idempotent" {
-                tracing::info!(run = %self.run.run_id, task = self.task_id, tool = %name, "re-running in-doubt {class} call with its idempotency key");
+                tracing::info!(run = %self.site.run.run_id, task = self.site.task_id, tool = %name, "re-running in-doubt {class} call with its idempotency key");
                 return self.run_tool(call, &name, &args_json, recorded_key).await;
             }
             let msg = format!(
                 "in doubt: {class} tool `{name}` (intent seq {}, key {recorded_key}) may or may not have acted \
                  before the host stopped; see `agentflow recover {}`",
-                intent.seq, self.run.run_id
+                intent.seq, self.site.run.run_id
             );
-            self.in_doubt = Some(msg.clone());
+            self.site.in_doubt = Some(msg.clone());
             return Err(wasmtime::format_err!("{msg}"));
         }
         if let (Some(info), Some(class)) = (info, class.filter(|_| effectful)) {
@@ -195,7 +203,7 @@ impl Host for TaskCtx {
                 "side_effect": class_name(class),
                 "undo": info.undo,
             });
-            call.write_intent(self, "tools.intent", intent).await?;
+            call.write_intent(self.site, "tools.intent", intent).await?;
         }
         self.run_tool(call, &name, &args_json, key).await
     }

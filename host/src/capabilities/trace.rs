@@ -7,15 +7,15 @@
 //! prints is escaped, so a guest can neither flood the ledger and the host's stderr
 //! nor forge a host log line.
 
-use super::TaskCtx;
+use super::views::TraceView;
 use crate::bindings::trace::{Host, Level};
 use crate::guest_text::{escape_guest_text, truncate_guest_text};
 use serde_json::json;
 
-impl TaskCtx {
+impl TraceView<'_> {
     /// `text` bounded by `[limits] max_trace_bytes`, adding the bytes cut to `dropped`.
     fn bounded(&self, text: &str, dropped: &mut usize) -> String {
-        let (kept, cut) = truncate_guest_text(text, self.run.limits.max_trace_bytes);
+        let (kept, cut) = truncate_guest_text(text, self.site.run.limits.max_trace_bytes);
         *dropped += cut;
         kept.into_owned()
     }
@@ -55,7 +55,7 @@ fn emit(level: Level, run: &str, task: u64, message: &str, max_bytes: usize) -> 
     }
 }
 
-impl Host for TaskCtx {
+impl Host for TraceView<'_> {
     async fn step(
         &mut self,
         thought: String,
@@ -65,8 +65,8 @@ impl Host for TaskCtx {
     ) -> wasmtime::Result<()> {
         // Replay matches what the guest asked, so the identity keeps the full texts.
         let identity = json!({ "thought": thought, "action": action, "observation": observation });
-        let mut call = self.begin("trace.step", identity)?;
-        self.steps += 1;
+        let mut call = self.site.begin("trace.step", identity)?;
+        self.trace.steps += 1;
         let confidence = if confidence.is_finite() {
             confidence.clamp(0.0, 1.0)
         } else {
@@ -76,40 +76,47 @@ impl Host for TaskCtx {
         let thought = self.bounded(&thought, &mut dropped);
         let action = self.bounded(&action, &mut dropped);
         let observation = self.bounded(&observation, &mut dropped);
-        self.step_log
-            .push(json!({ "step": self.steps, "thought": thought, "action": action }));
-        if self.step_log.len() > 20 {
-            self.step_log.remove(0);
+        self.trace
+            .step_log
+            .push(json!({ "step": self.trace.steps, "thought": thought, "action": action }));
+        if self.trace.step_log.len() > 20 {
+            self.trace.step_log.remove(0);
         }
         if call.replayed().is_some() {
             return Ok(());
         }
         let request = json!({
-            "step": self.steps,
+            "step": self.trace.steps,
             "thought": thought,
             "action": action,
             "observation": observation,
             "confidence": confidence,
         });
         let request = with_truncation(request, dropped);
-        call.finish(self, true, request, serde_json::Value::Null)
+        call.finish(self.site, true, request, serde_json::Value::Null)
             .await?;
         Ok(())
     }
 
     async fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
         let identity = json!({ "level": format!("{level:?}"), "message": message });
-        let mut call = self.begin("trace.log", identity)?;
+        let mut call = self.site.begin("trace.log", identity)?;
         if call.replayed().is_some() {
             return Ok(());
         }
         let mut dropped = 0;
         let message = self.bounded(&message, &mut dropped);
-        let max_bytes = self.run.limits.max_trace_bytes;
-        let level_name = emit(level, &self.run.run_id, self.task_id, &message, max_bytes);
+        let max_bytes = self.site.run.limits.max_trace_bytes;
+        let level_name = emit(
+            level,
+            &self.site.run.run_id,
+            self.site.task_id,
+            &message,
+            max_bytes,
+        );
         let request = json!({ "level": level_name, "message": message });
         let request = with_truncation(request, dropped);
-        call.finish(self, true, request, serde_json::Value::Null)
+        call.finish(self.site, true, request, serde_json::Value::Null)
             .await?;
         Ok(())
     }

@@ -82,17 +82,17 @@ pub async fn run_once(
         agent.component_ref(),
         merge.clone(),
     );
-    task.slot = slot;
-    task.feedback = feedback;
-    task.model_override = model;
+    task.tasks.slot = slot;
+    task.llm.feedback = feedback;
+    task.llm.model_override = model;
     if let Some(start) = replay {
-        task.nondet.set_replay(start.nondet);
-        task.replay = Some(start.replay);
+        task.site.nondet.set_replay(start.nondet);
+        task.site.replay = Some(start.replay);
     }
     if let Some((number, checkpoint)) = restart {
-        task.checkpoints = number;
-        task.steps = checkpoint.step;
-        task.last_checkpoint = Some(checkpoint);
+        task.progress.checkpoints = number;
+        task.trace.steps = checkpoint.step;
+        task.progress.last_checkpoint = Some(checkpoint);
     }
     let stdout = BoundedCapture::new(limits.max_stdio_bytes);
     let stderr = BoundedCapture::new(limits.max_stdio_bytes);
@@ -115,18 +115,19 @@ pub async fn run_once(
             if store
                 .data()
                 .task
+                .site
                 .replay
                 .as_ref()
                 .is_some_and(|r| r.remaining() > 0) =>
         {
-            let replay = store.data().task.replay.as_ref().expect("checked");
+            let replay = store.data().task.site.replay.as_ref().expect("checked");
             let next = replay.peek().expect("remaining > 0");
             let msg = format!(
                 "non-determinism: the guest finished, but the ledger recorded {} more call(s), next {}",
                 replay.remaining(),
                 crate::replay::describe(&next.kind, &next.request_hash, Some(next.seq))
             );
-            store.data_mut().task.diverged = Some(msg.clone());
+            store.data_mut().task.site.diverged = Some(msg.clone());
             TaskOutcome::Failed(msg)
         }
         Ok(Ok(Ok(output))) => {
@@ -141,11 +142,11 @@ pub async fn run_once(
             }
         }
         Ok(Ok(Err(message))) => TaskOutcome::Failed(shorten(message, limits.max_output_bytes)),
-        Ok(Err(_)) if store.data().task.diverged.is_some() => {
-            TaskOutcome::Failed(store.data().task.diverged.clone().unwrap_or_default())
+        Ok(Err(_)) if store.data().task.site.diverged.is_some() => {
+            TaskOutcome::Failed(store.data().task.site.diverged.clone().unwrap_or_default())
         }
-        Ok(Err(_)) if store.data().task.in_doubt.is_some() => {
-            TaskOutcome::Failed(store.data().task.in_doubt.clone().unwrap_or_default())
+        Ok(Err(_)) if store.data().task.site.in_doubt.is_some() => {
+            TaskOutcome::Failed(store.data().task.site.in_doubt.clone().unwrap_or_default())
         }
         Ok(Err(err)) => {
             let mut msg = match store.data().kill() {
@@ -170,7 +171,7 @@ pub async fn run_once(
     // Flush the last clock/random reads, keep what the guest printed and what it used
     // (CPU, time blocked in the host), as auxiliary events replay skips.
     let mut tail_events: Vec<EventRecord> = Vec::new();
-    if let Some(e) = store.data().task.nondet_event() {
+    if let Some(e) = store.data().task.site.nondet_event() {
         tail_events.push(e);
     }
     let (out_text, out_dropped) = stdout.contents();
@@ -202,7 +203,7 @@ pub async fn run_once(
             "wall_limit_ms": wall_ms,
         }),
     ));
-    let diverged = store.data().task.diverged.clone();
+    let diverged = store.data().task.site.diverged.clone();
     drop(store);
     if !tail_events.is_empty() {
         let result = run
@@ -233,10 +234,10 @@ pub(crate) fn new_store(
     stdout: BoundedCapture,
     stderr: BoundedCapture,
 ) -> Store<AgentState> {
-    let limits = task.run.limits.clone();
-    task.nondet.set_limit(limits.max_nondet_bytes);
+    let limits = task.site.run.limits.clone();
+    task.site.nondet.set_limit(limits.max_nondet_bytes);
     let state = AgentState {
-        wasi: wasi::build_ctx(&task.nondet, stdout, stderr),
+        wasi: wasi::build_ctx(&task.site.nondet, stdout, stderr),
         table: ResourceTable::new(),
         task,
         memory_limit: limits.memory_bytes(),
@@ -256,7 +257,7 @@ pub(crate) fn new_store(
             CallHook::CallingHost => {
                 s.cpu.pause();
                 s.cpu.enter_host();
-                if s.task.kill.is_none() {
+                if s.task.site.kill.is_none() {
                     stop_if_over_limits(s)?;
                 }
             }
@@ -277,20 +278,20 @@ pub(crate) fn new_store(
 fn stop_if_over_limits(s: &mut AgentState) -> wasmtime::Result<()> {
     let kill = if s.cpu.exhausted() {
         Kill::Cpu {
-            limit_ms: s.task.run.limits.cpu_ms,
+            limit_ms: s.task.site.run.limits.cpu_ms,
         }
-    } else if s.task.nondet.overflowed() {
+    } else if s.task.site.nondet.overflowed() {
         Kill::NondetBuffer {
-            limit_bytes: s.task.run.limits.max_nondet_bytes,
+            limit_bytes: s.task.site.run.limits.max_nondet_bytes,
         }
-    } else if s.task.ledger_bytes > s.task.run.limits.max_ledger_bytes {
+    } else if s.task.site.ledger_bytes > s.task.site.run.limits.max_ledger_bytes {
         Kill::LedgerBytes {
-            limit_bytes: s.task.run.limits.max_ledger_bytes,
+            limit_bytes: s.task.site.run.limits.max_ledger_bytes,
         }
     } else {
         return Ok(());
     };
     let msg = kill.to_string();
-    s.task.kill = Some(kill);
+    s.task.site.kill = Some(kill);
     Err(wasmtime::format_err!("{msg}"))
 }

@@ -240,11 +240,25 @@ fn start_epoch_ticker(runtime: Weak<Runtime>) {
         .expect("spawn epoch ticker");
 }
 
-/// Add the agentflow capabilities to a linker.
+/// Add the agentflow capabilities to a linker: each interface with its own view of the
+/// task's state ([`crate::capabilities::views`]).
 fn add_capabilities(linker: &mut Linker<AgentState>) -> anyhow::Result<()> {
-    crate::bindings::Agent::add_to_linker::<AgentState, crate::capabilities::HasTask>(
-        linker,
-        |s: &mut AgentState| &mut s.task,
-    )
-    .map_err(|e| anyhow::anyhow!("linking agentflow capabilities: {e}"))
+    use crate::bindings::{checkpoint, llm, tasks, tools, trace};
+    use crate::capabilities::views::{HasCheckpoint, HasLlm, HasTasks, HasTools, HasTrace};
+    let linked = llm::add_to_linker::<AgentState, HasLlm>(linker, |s| s.task.llm_view())
+        .and_then(|()| {
+            tools::add_to_linker::<AgentState, HasTools>(linker, |s| s.task.tools_view())
+        })
+        .and_then(|()| {
+            tasks::add_to_linker::<AgentState, HasTasks>(linker, |s| s.task.tasks_view())
+        })
+        .and_then(|()| {
+            trace::add_to_linker::<AgentState, HasTrace>(linker, |s| s.task.trace_view())
+        })
+        .and_then(|()| {
+            checkpoint::add_to_linker::<AgentState, HasCheckpoint>(linker, |s| {
+                s.task.checkpoint_view()
+            })
+        });
+    linked.map_err(|e| anyhow::anyhow!("linking agentflow capabilities: {e}"))
 }

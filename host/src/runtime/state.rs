@@ -17,7 +17,7 @@ pub struct AgentState {
 impl AgentState {
     /// Why the agent was stopped, if the host stopped it.
     pub fn kill(&self) -> Option<&Kill> {
-        self.task.kill.as_ref()
+        self.task.site.kill.as_ref()
     }
 }
 
@@ -43,7 +43,7 @@ impl wasmtime::ResourceLimiter for AgentState {
                 wanted_bytes: desired,
             };
             let msg = kill.to_string();
-            self.task.kill = Some(kill);
+            self.task.site.kill = Some(kill);
             return Err(wasmtime::format_err!("{msg}"));
         }
         Ok(true)
