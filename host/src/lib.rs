@@ -299,26 +299,17 @@ impl Host {
         tools: ToolSet,
         hash: String,
     ) -> Arc<RunContext> {
-        RunContext::new(
-            run_id,
-            self.ledger.clone(),
-            Arc::new(attempts::Runner {
+        let services = supervisor::RunServices {
+            ledger: self.ledger.clone(),
+            scheduler: self.scheduler.clone(),
+            tools,
+            runner: Arc::new(attempts::Runner {
                 runtime: self.runtime.clone(),
                 retry: stored.retry.clone(),
                 merge: Arc::new(stored.merge.clone()),
             }),
-            self.scheduler.clone(),
-            self.config.llm.default_max_output_tokens,
-            tools,
-            stored.limits.clone(),
-            (stored.budget_usd, stored.budget_tokens),
-            stored.agents.clone(),
-            hash,
-            stored.on_divergence,
-            stored.model_override.clone(),
-            stored.constraints.clone(),
-            stored.validators.clone(),
-        )
+        };
+        RunContext::new(run_id, services, stored.settings(hash, &self.config))
     }
 
     /// Record the root's end: cancel children left running, finish the run, report.

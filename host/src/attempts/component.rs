@@ -101,15 +101,15 @@ pub async fn check(
     // A validator component is a running guest like any other: it takes an execution
     // slot, so `max_concurrent_tasks` bounds validators too.
     let _slot = run.take_slot().await;
-    let stdout = BoundedCapture::new(run.limits.max_stdio_bytes);
-    let stderr = BoundedCapture::new(run.limits.max_stdio_bytes);
+    let stdout = BoundedCapture::new(run.settings.limits.max_stdio_bytes);
+    let stderr = BoundedCapture::new(run.settings.limits.max_stdio_bytes);
     let mut store =
         crate::runtime::execute::new_store(runner.runtime.engine(), task, stdout, stderr.clone());
     let call = async {
         let instance = loaded.pre.instantiate_async(&mut store).await?;
         instance.call_validate(&mut store, input, output).await
     };
-    let wall_ms = run.limits.wall_ms;
+    let wall_ms = run.settings.limits.wall_ms;
     let result = tokio::time::timeout(Duration::from_millis(wall_ms), call).await;
     let verdict = match result {
         Err(_) => (

@@ -279,11 +279,11 @@ async fn after_divergence(
     input: &str,
     divergence: String,
 ) -> TaskOutcome {
-    let restart = match run.divergence {
+    let restart = match run.settings.divergence {
         DivergencePolicy::Fail => None,
         DivergencePolicy::FromCheckpoint => last_checkpoint(run, task_id),
     };
-    let note = json!({ "error": divergence, "policy": run.divergence,
+    let note = json!({ "error": divergence, "policy": run.settings.divergence,
                        "restart_from_checkpoint": restart.as_ref().map(|(n, c)| json!({ "number": n, "note": c.note, "step": c.step })) });
     let event = EventRecord::note(
         run.run_id.clone(),
@@ -297,7 +297,7 @@ async fn after_divergence(
         return TaskOutcome::Failed(format!("{divergence}; and the ledger failed: {e}"));
     }
     match restart {
-        None if run.divergence == DivergencePolicy::FromCheckpoint => {
+        None if run.settings.divergence == DivergencePolicy::FromCheckpoint => {
             TaskOutcome::Failed(format!("{divergence} (no checkpoint to restart from)"))
         }
         None => TaskOutcome::Failed(divergence),

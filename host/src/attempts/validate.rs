@@ -201,7 +201,7 @@ pub async fn validate(
     output: &str,
 ) -> Result<(), Failure> {
     // The root has no spawn request: without configured validators it needs no reading.
-    let configured = run.validators.iter().any(|v| {
+    let configured = run.settings.validators.iter().any(|v| {
         (v.agents.is_empty() || v.agents.iter().any(|a| *a == agent.name))
             && (!v.root_only || task_id == 1)
     });
@@ -216,6 +216,7 @@ pub async fn validate(
             .unwrap_or_default()
     };
     let mut validators: Vec<&ValidatorConfig> = run
+        .settings
         .validators
         .iter()
         .filter(|v| {

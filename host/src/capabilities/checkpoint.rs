@@ -22,7 +22,7 @@ impl Host for CheckpointView<'_> {
         let hash = blobs::sha256_hex(&state);
         let identity = json!({ "note": note, "state_hash": hash });
         let mut call = self.site.begin("checkpoint.save", identity)?;
-        let limit = self.site.run.limits.max_checkpoint_bytes;
+        let limit = self.site.run.settings.limits.max_checkpoint_bytes;
         if state.len() > limit {
             let msg = format!(
                 "checkpoint state is {} bytes, more than limits.max_checkpoint_bytes ({limit})",
@@ -63,7 +63,7 @@ impl Host for CheckpointView<'_> {
             "recent_steps": self.trace.step_log,
             "tool_outputs": self.progress.tool_seqs,
             "children_done": self.progress.children_done,
-            "context_hash": self.site.run.context_hash,
+            "context_hash": self.site.run.settings.context_hash,
         });
         let request =
             json!({ "note": note, "size": state.len(), "state_hash": hash, "step": step });

@@ -207,7 +207,7 @@ impl CallSite {
     /// Returns the call's start time.
     fn admit(&mut self) -> wasmtime::Result<i64> {
         self.host_calls += 1;
-        let limit = self.run.limits.max_host_calls;
+        let limit = self.run.settings.limits.max_host_calls;
         if self.host_calls > limit {
             let kill = super::Kill::HostCalls { limit };
             let msg = kill.to_string();

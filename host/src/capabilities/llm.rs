@@ -223,7 +223,7 @@ impl Host for LlmView<'_> {
             estimated_input_tokens,
             max_output_tokens: req
                 .max_output_tokens
-                .unwrap_or(self.site.run.default_max_output_tokens)
+                .unwrap_or(self.site.run.settings.default_max_output_tokens)
                 as u64,
             priority: priority(req.priority),
             capabilities: req.capabilities.clone(),
@@ -233,10 +233,10 @@ impl Host for LlmView<'_> {
                 .llm
                 .model_override
                 .clone()
-                .or_else(|| self.site.run.model_override.clone())
+                .or_else(|| self.site.run.settings.model_override.clone())
                 .or_else(|| req.model.clone()),
             allow_fallback: (req.model.is_none()
-                && self.site.run.model_override.is_none()
+                && self.site.run.settings.model_override.is_none()
                 && self.llm.model_override.is_none())
                 || req.allow_fallback,
             max_cost_usd: req.max_cost_usd,

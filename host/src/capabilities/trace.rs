@@ -15,7 +15,7 @@ use serde_json::json;
 impl TraceView<'_> {
     /// `text` bounded by `[limits] max_trace_bytes`, adding the bytes cut to `dropped`.
     fn bounded(&self, text: &str, dropped: &mut usize) -> String {
-        let (kept, cut) = truncate_guest_text(text, self.site.run.limits.max_trace_bytes);
+        let (kept, cut) = truncate_guest_text(text, self.site.run.settings.limits.max_trace_bytes);
         *dropped += cut;
         kept.into_owned()
     }
@@ -106,7 +106,7 @@ impl Host for TraceView<'_> {
         }
         let mut dropped = 0;
         let message = self.bounded(&message, &mut dropped);
-        let max_bytes = self.site.run.limits.max_trace_bytes;
+        let max_bytes = self.site.run.settings.limits.max_trace_bytes;
         let level_name = emit(
             level,
             &self.site.run.run_id,

@@ -594,6 +594,7 @@ fn check_merged(run: &RunContext, text: &str) -> Result<(), String> {
         return Err("it still has conflict markers".into());
     }
     for v in run
+        .settings
         .validators
         .iter()
         .filter(|v| v.agents.iter().any(|a| a == "merge"))

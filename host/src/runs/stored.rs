@@ -52,3 +52,25 @@ pub(crate) fn context_hash(component_hash: &str, input: &str, config: &StoredRun
     });
     ledger::blobs::sha256_hex(format!("{component_hash}\n{input}\n{behaviour}").as_bytes())
 }
+
+impl StoredRunConfig {
+    /// The supervisor's settings for a run with this config and context hash.
+    pub(crate) fn settings(
+        &self,
+        context_hash: String,
+        host: &crate::config::HostConfig,
+    ) -> supervisor::RunSettings {
+        supervisor::RunSettings {
+            limits: self.limits.clone(),
+            budget_usd: self.budget_usd,
+            budget_tokens: self.budget_tokens,
+            agents: self.agents.clone(),
+            context_hash,
+            divergence: self.on_divergence,
+            model_override: self.model_override.clone(),
+            constraints: self.constraints.clone(),
+            validators: self.validators.clone(),
+            default_max_output_tokens: host.llm.default_max_output_tokens,
+        }
+    }
+}

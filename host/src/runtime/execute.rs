@@ -74,7 +74,7 @@ pub async fn run_once(
         feedback,
         model,
     } = setup;
-    let limits = run.limits.clone();
+    let limits = run.settings.limits.clone();
     let mut task = TaskCtx::new(
         run.clone(),
         task_id,
@@ -234,7 +234,7 @@ pub(crate) fn new_store(
     stdout: BoundedCapture,
     stderr: BoundedCapture,
 ) -> Store<AgentState> {
-    let limits = task.site.run.limits.clone();
+    let limits = task.site.run.settings.limits.clone();
     task.site.nondet.set_limit(limits.max_nondet_bytes);
     let state = AgentState {
         wasi: wasi::build_ctx(&task.site.nondet, stdout, stderr),
@@ -278,15 +278,15 @@ pub(crate) fn new_store(
 fn stop_if_over_limits(s: &mut AgentState) -> wasmtime::Result<()> {
     let kill = if s.cpu.exhausted() {
         Kill::Cpu {
-            limit_ms: s.task.site.run.limits.cpu_ms,
+            limit_ms: s.task.site.run.settings.limits.cpu_ms,
         }
     } else if s.task.site.nondet.overflowed() {
         Kill::NondetBuffer {
-            limit_bytes: s.task.site.run.limits.max_nondet_bytes,
+            limit_bytes: s.task.site.run.settings.limits.max_nondet_bytes,
         }
-    } else if s.task.site.ledger_bytes > s.task.site.run.limits.max_ledger_bytes {
+    } else if s.task.site.ledger_bytes > s.task.site.run.settings.limits.max_ledger_bytes {
         Kill::LedgerBytes {
-            limit_bytes: s.task.site.run.limits.max_ledger_bytes,
+            limit_bytes: s.task.site.run.settings.limits.max_ledger_bytes,
         }
     } else {
         return Ok(());

@@ -26,7 +26,7 @@ use crate::tools::ToolSet;
 use budget::Budget;
 use constraints::ConstraintsConfig;
 use limits::Limits;
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
@@ -86,19 +86,14 @@ pub struct ReplayStart {
     )>,
 }
 
-/// Everything the tasks of one run share.
-pub struct RunContext {
-    pub run_id: String,
-    pub ledger: Ledger,
-    /// Runs the tasks this supervisor starts.
-    pub runner: Arc<dyn TaskRunner>,
-    /// Chooses the model of every LLM call (shared by all runs of the host).
-    pub scheduler: Arc<Scheduler>,
-    /// Output tokens assumed for budgets and quotas when a request sets no maximum.
-    pub default_max_output_tokens: u32,
-    pub tools: ToolSet,
+/// What a run was configured with, as the supervisor and the capabilities read it
+/// (the stored run config's slice below the runtime).
+#[derive(Clone, Debug)]
+pub struct RunSettings {
     pub limits: Limits,
-    pub budget: Budget,
+    /// The run's spending limit in USD, and in tokens if any.
+    pub budget_usd: f64,
+    pub budget_tokens: Option<u64>,
     /// Agents spawnable by name (`[agents]`).
     pub agents: BTreeMap<String, PathBuf>,
     /// Hash of the component, input and behaviour-relevant config of the run.
@@ -111,63 +106,59 @@ pub struct RunContext {
     pub constraints: ConstraintsConfig,
     /// Output validators (`[[validators]]`).
     pub validators: Vec<crate::checks::ValidatorConfig>,
+    /// Output tokens assumed for budgets and quotas when a request sets no maximum.
+    pub default_max_output_tokens: u32,
+}
+
+/// The services a run uses: its ledger, the model scheduler and tools (shared with
+/// the host's other runs), and what runs its tasks.
+pub struct RunServices {
+    pub ledger: Ledger,
+    pub scheduler: Arc<Scheduler>,
+    pub tools: ToolSet,
+    pub runner: Arc<dyn TaskRunner>,
+}
+
+/// Everything the tasks of one run share: its services, its settings, its budget and
+/// its task tree.
+pub struct RunContext {
+    pub run_id: String,
+    pub ledger: Ledger,
+    /// Chooses the model of every LLM call (shared by all runs of the host).
+    pub scheduler: Arc<Scheduler>,
+    pub tools: ToolSet,
+    /// Runs the tasks this supervisor starts.
+    pub runner: Arc<dyn TaskRunner>,
+    pub settings: RunSettings,
+    pub budget: Budget,
     /// One permit per task allowed to execute at once.
     pub slots: Arc<Semaphore>,
     /// Locks for shared resources and mutual exclusion, by name.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// Per-task wall-clock limits set at spawn.
-    timeouts: Mutex<HashMap<u64, u64>>,
-    /// Locks each task takes while it runs.
-    resources: Mutex<HashMap<u64, Vec<String>>>,
-    /// Events to record with a task's end, in the same commit (see [`RunContext::defer`]).
-    deferred: Mutex<HashMap<u64, Vec<crate::ledger::EventRecord>>>,
-    /// Components already stored in the ledger's `blobs`.
-    stored_components: Mutex<HashSet<String>>,
     tree: Mutex<TaskTree>,
 }
 
 impl RunContext {
     /// A run with an empty task tree.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        run_id: String,
-        ledger: Ledger,
-        runner: Arc<dyn TaskRunner>,
-        scheduler: Arc<Scheduler>,
-        default_max_output_tokens: u32,
-        tools: ToolSet,
-        limits: Limits,
-        (budget_usd, budget_tokens): (f64, Option<u64>),
-        agents: BTreeMap<String, PathBuf>,
-        context_hash: String,
-        divergence: crate::replay::DivergencePolicy,
-        model_override: Option<String>,
-        constraints: ConstraintsConfig,
-        validators: Vec<crate::checks::ValidatorConfig>,
-    ) -> Arc<RunContext> {
+    pub fn new(run_id: String, services: RunServices, settings: RunSettings) -> Arc<RunContext> {
+        let RunServices {
+            ledger,
+            scheduler,
+            tools,
+            runner,
+        } = services;
         Arc::new(RunContext {
             run_id,
             ledger,
-            runner,
             scheduler,
-            default_max_output_tokens,
             tools,
-            limits,
-            budget: Budget::with_tokens(budget_usd, budget_tokens),
-            agents,
-            context_hash,
-            divergence,
-            model_override,
-            validators,
+            runner,
+            budget: Budget::with_tokens(settings.budget_usd, settings.budget_tokens),
             slots: Arc::new(Semaphore::new(
-                constraints.max_concurrent_tasks.max(1) as usize
+                settings.constraints.max_concurrent_tasks.max(1) as usize,
             )),
-            constraints,
+            settings,
             locks: Mutex::new(HashMap::new()),
-            timeouts: Mutex::new(HashMap::new()),
-            resources: Mutex::new(HashMap::new()),
-            stored_components: Mutex::new(HashSet::new()),
-            deferred: Mutex::new(HashMap::new()),
             tree: Mutex::new(TaskTree {
                 next_id: 1,
                 ..Default::default()
@@ -194,9 +185,10 @@ impl RunContext {
             );
             id
         };
-        self.stored_components
+        self.tree
             .lock()
             .unwrap()
+            .stored_components
             .insert(agent.hash.clone());
         NewTask {
             run_id: self.run_id.clone(),
@@ -234,7 +226,9 @@ impl RunContext {
 
     /// The wall-clock limit of a task, in ms.
     pub fn timeout_ms(&self, id: u64) -> u64 {
-        let own = self.timeouts.lock().unwrap().get(&id).copied();
-        own.map_or(self.limits.wall_ms, |t| t.min(self.limits.wall_ms))
+        let own = self.tree.lock().unwrap().timeouts.get(&id).copied();
+        own.map_or(self.settings.limits.wall_ms, |t| {
+            t.min(self.settings.limits.wall_ms)
+        })
     }
 }

@@ -124,10 +124,15 @@ impl RunContext {
         let agent = match &req.agent {
             AgentChoice::Same => parent_agent.clone(),
             AgentChoice::Named(name) => {
-                let path = self.agents.get(name).ok_or_else(|| {
+                let path = self.settings.agents.get(name).ok_or_else(|| {
                     SpawnRefusal::UnknownAgent(format!(
                         "`{name}` is not registered (add it under [agents]; known: {})",
-                        self.agents.keys().cloned().collect::<Vec<_>>().join(", ")
+                        self.settings
+                            .agents
+                            .keys()
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ))
                 })?;
                 self.runner
@@ -136,7 +141,7 @@ impl RunContext {
             }
         };
         let depth = parent_depth + 1;
-        let c = &self.constraints;
+        let c = &self.settings.constraints;
         let norm = constraints::normalise(&req.description);
         self.check_depth(depth)?;
         let ancestors = {
@@ -226,8 +231,8 @@ impl RunContext {
             }
         }
         let component = {
-            let mut stored = self.stored_components.lock().unwrap();
-            if stored.insert(agent.hash.clone()) {
+            let mut tree = self.tree.lock().unwrap();
+            if tree.stored_components.insert(agent.hash.clone()) {
                 Some(agent.bytes.clone())
             } else {
                 None
@@ -281,18 +286,20 @@ impl RunContext {
             return Err(SpawnRefusal::InvalidRequest(format!("ledger: {e}")));
         }
         if let Some(t) = req.timeout_ms {
-            self.timeouts.lock().unwrap().insert(id, t);
+            self.tree.lock().unwrap().timeouts.insert(id, t);
         }
         crate::ledger::fault::point("spawn-created");
-        self.resources.lock().unwrap().insert(id, resources);
+        self.tree.lock().unwrap().resources.insert(id, resources);
         self.start_task(id, depth, agent, req.input, rx_deps, None, None);
         Ok(id)
     }
 
     /// Check 1, depth: a child may not be deeper than `limits.max_depth`.
     fn check_depth(&self, depth: u32) -> Result<(), SpawnRefusal> {
-        if depth > self.limits.max_depth {
-            return Err(SpawnRefusal::MaxDepthExceeded(self.limits.max_depth));
+        if depth > self.settings.limits.max_depth {
+            return Err(SpawnRefusal::MaxDepthExceeded(
+                self.settings.limits.max_depth,
+            ));
         }
         Ok(())
     }
@@ -308,7 +315,7 @@ impl RunContext {
         if let Some(existing) = req.dedup_key.as_ref().and_then(|k| tree.dedup.get(k)) {
             return Err(SpawnRefusal::DuplicateTask(*existing));
         }
-        if self.constraints.dedup_descriptions
+        if self.settings.constraints.dedup_descriptions
             && req.dedup_key.is_none()
             && let Some(existing) = tree.descriptions.get(norm)
         {
@@ -319,8 +326,8 @@ impl RunContext {
 
     /// The run's task count stays within `limits.max_tasks` (part of 2).
     fn check_task_count(&self, tree: &TaskTree) -> Result<(), SpawnRefusal> {
-        if tree.nodes.len() as u64 >= self.limits.max_tasks as u64 {
-            return Err(SpawnRefusal::TooManyTasks(self.limits.max_tasks));
+        if tree.nodes.len() as u64 >= self.settings.limits.max_tasks as u64 {
+            return Err(SpawnRefusal::TooManyTasks(self.settings.limits.max_tasks));
         }
         Ok(())
     }
@@ -331,7 +338,7 @@ impl RunContext {
         if req.fail_fast && self.slots.available_permits() == 0 {
             return Err(SpawnRefusal::ResourceExhausted(format!(
                 "all {} task slots are busy (constraints.max_concurrent_tasks)",
-                self.constraints.max_concurrent_tasks
+                self.settings.constraints.max_concurrent_tasks
             )));
         }
         Ok(())
@@ -367,7 +374,7 @@ impl RunContext {
         req: &SpawnRequest,
         ancestors: &[(u64, String)],
     ) -> Result<(), SpawnRefusal> {
-        let c = &self.constraints;
+        let c = &self.settings.constraints;
         if c.similarity_threshold > 1.0 {
             return Ok(());
         }

@@ -81,7 +81,7 @@ impl RunContext {
                         }
                     }
                     other => {
-                        let outcome = match run.constraints.on_dependency_failure {
+                        let outcome = match run.settings.constraints.on_dependency_failure {
                             DependencyFailure::Fail => TaskOutcome::Failed(format!(
                                 "dependency task {dep_id} did not complete: {other:?}"
                             )),
@@ -99,9 +99,10 @@ impl RunContext {
             // Shared resources and mutual exclusion: every lock in name order (no
             // deadlock between tasks), including this task's own.
             let mut names = run
-                .resources
+                .tree
                 .lock()
                 .unwrap()
+                .resources
                 .get(&id)
                 .cloned()
                 .unwrap_or_default();
@@ -169,10 +170,10 @@ impl RunContext {
                 }
             }
             if let Some(ms) = t.timeout_ms {
-                self.timeouts.lock().unwrap().insert(t.task_id, ms);
+                tree.timeouts.insert(t.task_id, ms);
             }
             let names: Vec<String> = serde_json::from_str(&t.resources).unwrap_or_default();
-            self.resources.lock().unwrap().insert(t.task_id, names);
+            tree.resources.insert(t.task_id, names);
             tree.next_id = tree.next_id.max(t.task_id + 1);
         }
         for t in tasks {
@@ -180,9 +181,8 @@ impl RunContext {
                 p.children.push(t.task_id);
             }
         }
-        let mut stored = self.stored_components.lock().unwrap();
         for t in tasks {
-            stored.insert(t.component_hash.clone());
+            tree.stored_components.insert(t.component_hash.clone());
         }
     }
 

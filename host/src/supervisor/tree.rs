@@ -28,6 +28,14 @@ pub(super) struct TaskTree {
     pub(super) sequences: HashMap<(u64, String), u64>,
     /// Tasks whose end is being recorded (the first outcome wins).
     pub(super) finishing: HashSet<u64>,
+    /// Per-task wall-clock limits set at spawn.
+    pub(super) timeouts: HashMap<u64, u64>,
+    /// Locks each task takes while it runs.
+    pub(super) resources: HashMap<u64, Vec<String>>,
+    /// Events to record with a task's end, in the same commit (see [`RunContext::defer`]).
+    pub(super) deferred: HashMap<u64, Vec<crate::ledger::EventRecord>>,
+    /// Components already stored in the ledger's `blobs`.
+    pub(super) stored_components: HashSet<String>,
 }
 
 impl TaskTree {
@@ -68,9 +76,10 @@ impl RunContext {
     /// that are recomputed when lost (a crash before the end resumes the task, which
     /// produces them again), such as the verdicts of validators that passed.
     pub fn defer(&self, id: u64, events: Vec<crate::ledger::EventRecord>) {
-        self.deferred
+        self.tree
             .lock()
             .unwrap()
+            .deferred
             .entry(id)
             .or_default()
             .extend(events);
@@ -99,9 +108,10 @@ impl RunContext {
             TaskOutcome::Cancelled => (Status::Cancelled, None, None),
         };
         let events = self
-            .deferred
+            .tree
             .lock()
             .unwrap()
+            .deferred
             .remove(&id)
             .unwrap_or_default();
         if let Err(e) = self
