@@ -210,7 +210,7 @@ pub async fn execute_task(
             Strategy::Human => {
                 match review::await_decision(&run, task_id, attempt, &failure, &output).await {
                     Ok(note) => note.map(|n| format!("Guidance from a human reviewer: {n}\n")),
-                    Err(why) => return TaskOutcome::Failed(why),
+                    Err(why) => return TaskOutcome::Failed(why.to_string()),
                 }
             }
             _ => None,

@@ -120,6 +120,18 @@ async fn request(
         .await
 }
 
+/// How waiting for a human's review ends when it gives no retry: each carries the
+/// task's failure message.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum ReviewEnd {
+    /// The human rejected the output.
+    #[error("{0}")]
+    Rejected(String),
+    /// The review could not be asked for or read.
+    #[error("{0}")]
+    Ledger(String),
+}
+
 /// Wait for a human's decision on the failed `attempt` of task `task_id`. `Ok` is the
 /// reviewer's note (the retry's feedback), `Err` the task's failure message.
 pub async fn await_decision(
@@ -128,10 +140,10 @@ pub async fn await_decision(
     attempt: u32,
     failure: &Failure,
     output: &str,
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, ReviewEnd> {
     let id = request(run, task_id, attempt, failure, output)
         .await
-        .map_err(|e| format!("{failure}; cannot ask for a review: {e}"))?;
+        .map_err(|e| ReviewEnd::Ledger(format!("{failure}; cannot ask for a review: {e}")))?;
     let waiting_for = format!(
         "review {id} of task {task_id} of run {} (agentflow reviews)",
         run.run_id
@@ -145,14 +157,16 @@ pub async fn await_decision(
             })
         })
         .await
-        .map_err(|e| format!("{failure}; cannot read review {id}: {e}"))?;
+        .map_err(|e| ReviewEnd::Ledger(format!("{failure}; cannot read review {id}: {e}")))?;
     match decided {
         Some(ReviewDecision { status, note }) if status == "retry" => Ok(note),
-        Some(ReviewDecision { note, .. }) => Err(format!(
+        Some(ReviewDecision { note, .. }) => Err(ReviewEnd::Rejected(format!(
             "{failure}; rejected by a human (review {id}){}",
             note.map(|n| format!(": {n}")).unwrap_or_default()
-        )),
-        None => Err(format!("{failure}; review {id} disappeared")),
+        ))),
+        None => Err(ReviewEnd::Ledger(format!(
+            "{failure}; review {id} disappeared"
+        ))),
     }
 }
 

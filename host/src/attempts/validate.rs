@@ -131,7 +131,7 @@ async fn judge(
     })
     .await;
     match scored {
-        Err(why) => (Verdict::Uncertain(why), None),
+        Err(why) => (Verdict::Uncertain(why.to_string()), None),
         Ok((s, _)) if s >= threshold => (Verdict::Pass, Some(s)),
         Ok((s, excerpt)) => (
             Verdict::Fail(format!("judge score {s} < {threshold}: {excerpt}")),

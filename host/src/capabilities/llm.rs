@@ -298,7 +298,7 @@ impl Host for LlmView<'_> {
                 Ok(r) => r,
                 Err(msg) => {
                     scheduler.release(&grant);
-                    last_error = Some(LlmError::BudgetExceeded(msg));
+                    last_error = Some(LlmError::BudgetExceeded(msg.to_string()));
                     continue;
                 }
             };

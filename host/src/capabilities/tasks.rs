@@ -159,7 +159,7 @@ impl Host for TasksView<'_> {
         };
         let run = self.site.run.clone();
         let result = match crate::checks::spawned::parse(&req.validators) {
-            Err(why) => Err(supervisor::SpawnRefusal::InvalidRequest(why)),
+            Err(why) => Err(supervisor::SpawnRefusal::InvalidRequest(why.to_string())),
             Ok(validators) => {
                 let spawn = supervisor::SpawnRequest {
                     validators,

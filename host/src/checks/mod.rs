@@ -195,7 +195,7 @@ pub(crate) fn programmatic(v: &ValidatorConfig, output: &str) -> Verdict {
             Err(e) => Verdict::Fail(format!("output is not JSON: {e}")),
             Ok(value) => match schema::check(v.schema.as_ref().expect("validated"), &value, "") {
                 Ok(()) => Verdict::Pass,
-                Err(why) => Verdict::Fail(why),
+                Err(why) => Verdict::Fail(why.to_string()),
             },
         },
         "length" => {

@@ -19,8 +19,18 @@ fn type_ok(t: &str, v: &Value) -> bool {
     }
 }
 
-/// Check `value` against `schema`; the first violation, with its path.
-pub fn check(schema: &Value, value: &Value, path: &str) -> Result<(), String> {
+/// Where and how a value breaks a JSON schema (the message names the path).
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct SchemaViolation(pub String);
+
+/// Check `value` (at `path`, `""` for the root) against `schema`; the first
+/// violation, with its path.
+pub fn check(schema: &Value, value: &Value, path: &str) -> Result<(), SchemaViolation> {
+    check_at(schema, value, path).map_err(SchemaViolation)
+}
+
+fn check_at(schema: &Value, value: &Value, path: &str) -> Result<(), String> {
     let at = if path.is_empty() { "$" } else { path };
     if let Some(t) = schema.get("type") {
         let ok = match t {
@@ -97,7 +107,7 @@ pub fn check(schema: &Value, value: &Value, path: &str) -> Result<(), String> {
         let props = schema.get("properties").and_then(Value::as_object);
         for (k, v) in obj {
             match props.and_then(|p| p.get(k)) {
-                Some(sub) => check(sub, v, &format!("{at}.{k}"))?,
+                Some(sub) => check_at(sub, v, &format!("{at}.{k}"))?,
                 None if schema.get("additionalProperties") == Some(&Value::Bool(false)) => {
                     return Err(format!("{at}: unexpected property `{k}`"));
                 }
@@ -123,7 +133,7 @@ pub fn check(schema: &Value, value: &Value, path: &str) -> Result<(), String> {
         }
         if let Some(sub) = schema.get("items") {
             for (i, item) in items.iter().enumerate() {
-                check(sub, item, &format!("{at}[{i}]"))?;
+                check_at(sub, item, &format!("{at}[{i}]"))?;
             }
         }
     }
@@ -152,24 +162,24 @@ mod tests {
         let schema = json!({"type": "object", "required": ["tests"], "properties": {
             "tests": {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 3}}
         }});
-        assert!(check(&schema, &json!({"tests": ["abc"]}), "").is_ok());
+        assert!(check_at(&schema, &json!({"tests": ["abc"]}), "").is_ok());
         assert!(
-            check(&schema, &json!({"tests": []}), "")
+            check_at(&schema, &json!({"tests": []}), "")
                 .unwrap_err()
                 .contains("minItems")
         );
         assert!(
-            check(&schema, &json!({"tests": ["a"]}), "")
+            check_at(&schema, &json!({"tests": ["a"]}), "")
                 .unwrap_err()
                 .contains("$.tests[0]")
         );
         assert!(
-            check(&schema, &json!([1]), "")
+            check_at(&schema, &json!([1]), "")
                 .unwrap_err()
                 .contains("expected type")
         );
         assert!(
-            check(&schema, &json!({}), "")
+            check_at(&schema, &json!({}), "")
                 .unwrap_err()
                 .contains("missing required")
         );

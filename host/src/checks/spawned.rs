@@ -9,9 +9,14 @@
 use super::ValidatorConfig;
 use crate::ledger::{self, Connection, Ledger};
 
+/// Why a spawn request's validators were refused.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidValidator(pub String);
+
 /// Parse and check the validators of a spawn request. `Err` is the
 /// `invalid-request` message.
-pub fn parse(specs: &[String]) -> Result<Vec<ValidatorConfig>, String> {
+pub fn parse(specs: &[String]) -> Result<Vec<ValidatorConfig>, InvalidValidator> {
     specs
         .iter()
         .enumerate()
@@ -29,7 +34,8 @@ pub fn parse(specs: &[String]) -> Result<Vec<ValidatorConfig>, String> {
             }
             Ok(v)
         })
-        .collect()
+        .collect::<Result<_, String>>()
+        .map_err(InvalidValidator)
 }
 
 /// Record task `task_id`'s own validators (before it starts).
@@ -38,16 +44,15 @@ pub async fn store(
     run_id: &str,
     task_id: u64,
     validators: &[ValidatorConfig],
-) -> Result<(), String> {
+) -> Result<(), ledger::LedgerError> {
     if validators.is_empty() {
         return Ok(());
     }
-    let json = serde_json::to_string(validators).map_err(|e| e.to_string())?;
+    let json = serde_json::to_string(validators).expect("validator configs serialize to JSON");
     let run_id = run_id.to_string();
     ledger
         .write(move |w| w.store_task_validators(&run_id, task_id, &json))
         .await
-        .map_err(|e| e.to_string())
 }
 
 /// The validators task `task_id` of run `run_id` carries from its spawn request

@@ -581,7 +581,9 @@ async fn llm_merge(
         kind: "merge.llm",
         request: json!({ "subject": sides.subject }),
     };
-    host_llm::call(run, call, |text| (parse_merge_reply(text), Value::Null)).await
+    host_llm::call(run, call, |text| (parse_merge_reply(text), Value::Null))
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// A merged text must carry no conflict markers and pass the validators declared for

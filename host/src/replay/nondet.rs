@@ -12,6 +12,11 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
+/// Why a recorded `wasi.nondet` event could not be read back.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct NondetDecodeError(pub String);
+
 /// One clock or random read, as recorded.
 #[derive(Clone, Debug, PartialEq)]
 pub enum NondetRead {
@@ -128,7 +133,11 @@ pub fn nondet_response(reads: &[NondetRead]) -> Value {
 
 /// The reads a `wasi.nondet` event recorded: the compact format, or the earlier one
 /// (a JSON array of one-key objects, random bytes in hex) for ledgers written before.
-pub fn reads_of_event(response: &Value) -> Result<Vec<NondetRead>, String> {
+pub fn reads_of_event(response: &Value) -> Result<Vec<NondetRead>, NondetDecodeError> {
+    reads_of(response).map_err(NondetDecodeError)
+}
+
+fn reads_of(response: &Value) -> Result<Vec<NondetRead>, String> {
     if let Value::Array(items) = response {
         return items.iter().map(legacy_read).collect();
     }

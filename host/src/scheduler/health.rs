@@ -70,6 +70,17 @@ pub struct HealthView {
     pub observed_version: Option<String>,
 }
 
+/// Why a model takes no call now.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum Unavailable {
+    #[error("cooling down after a 429 for {ms_left} ms more")]
+    CoolingDown { ms_left: u64 },
+    #[error("circuit open after {failures} consecutive failures ({ms_left} ms left)")]
+    CircuitOpen { failures: u32, ms_left: u64 },
+    #[error("circuit half-open: a probe call is in flight")]
+    ProbeInFlight,
+}
+
 impl Health {
     /// A healthy model with an empty history of at most `window` samples. The first
     /// model version the provider reports becomes the baseline; later different ones
@@ -90,13 +101,12 @@ impl Health {
     }
 
     /// Whether a call may go to this model now, or why not.
-    pub fn admit(&mut self, now: Instant) -> Result<Admission, String> {
+    pub fn admit(&mut self, now: Instant) -> Result<Admission, Unavailable> {
         if let Some(until) = self.cooldown_until {
             if now < until {
-                return Err(format!(
-                    "cooling down after a 429 for {} ms more",
-                    until.duration_since(now).as_millis()
-                ));
+                return Err(Unavailable::CoolingDown {
+                    ms_left: until.duration_since(now).as_millis() as u64,
+                });
             }
             self.cooldown_until = None;
         }
@@ -105,20 +115,17 @@ impl Health {
             Breaker::Open => {
                 let until = self.open_until.unwrap_or(now);
                 if now < until {
-                    Err(format!(
-                        "circuit open after {} consecutive failures ({} ms left)",
-                        self.consecutive_failures,
-                        until.duration_since(now).as_millis()
-                    ))
+                    Err(Unavailable::CircuitOpen {
+                        failures: self.consecutive_failures,
+                        ms_left: until.duration_since(now).as_millis() as u64,
+                    })
                 } else {
                     self.breaker = Breaker::HalfOpen;
                     self.probe_in_flight = false;
                     self.admit(now)
                 }
             }
-            Breaker::HalfOpen if self.probe_in_flight => {
-                Err("circuit half-open: a probe call is in flight".into())
-            }
+            Breaker::HalfOpen if self.probe_in_flight => Err(Unavailable::ProbeInFlight),
             Breaker::HalfOpen => Ok(Admission::Probe),
         }
     }
@@ -268,11 +275,16 @@ mod tests {
             assert_eq!(h.admit(t0), Ok(Admission::Normal));
             h.failure(Duration::from_millis(5), None, t0, 3, cool);
         }
-        assert!(h.admit(t0).unwrap_err().contains("circuit open"));
+        assert!(
+            h.admit(t0)
+                .unwrap_err()
+                .to_string()
+                .contains("circuit open")
+        );
         let later = t0 + cool;
         assert_eq!(h.admit(later), Ok(Admission::Probe));
         h.take_probe();
-        assert!(h.admit(later).unwrap_err().contains("probe"));
+        assert!(h.admit(later).unwrap_err().to_string().contains("probe"));
         h.failure(Duration::from_millis(5), None, later, 3, cool);
         assert!(h.admit(later).is_err(), "a failed probe re-opens");
         let again = later + cool;
@@ -300,6 +312,7 @@ mod tests {
         assert!(
             h.admit(t0 + Duration::from_secs(1))
                 .unwrap_err()
+                .to_string()
                 .contains("429")
         );
         assert_eq!(h.admit(t0 + Duration::from_secs(2)), Ok(Admission::Normal));

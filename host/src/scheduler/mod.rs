@@ -270,7 +270,7 @@ impl Scheduler {
                     let admission = match state.health.get_mut(name).expect("health").admit(now) {
                         Ok(a) => a,
                         Err(why) => {
-                            skipped.push((name.clone(), why));
+                            skipped.push((name.clone(), why.to_string()));
                             continue;
                         }
                     };

@@ -95,7 +95,7 @@ impl Scheduler {
                     req.budget_remaining
                 ))
             } else {
-                health.admit(now).err()
+                health.admit(now).err().map(|why| why.to_string())
             };
             reports.push(report);
         }

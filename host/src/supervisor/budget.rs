@@ -81,6 +81,49 @@ pub struct Reservation {
 
 const EPSILON: f64 = 1e-12;
 
+/// Why a budget refused a child's share or a call's reservation.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum BudgetError {
+    /// A child asked for more than its spawner's owner has left.
+    #[error("requested share ${requested:.6} but task {owner}'s budget has ${left:.6} left")]
+    Share {
+        owner: u64,
+        requested: f64,
+        left: f64,
+    },
+    /// The run's token limit would be passed.
+    #[error(
+        "run token budget {limit}: used {used}, reserved {reserved}; this call may use up to {wanted}"
+    )]
+    Tokens {
+        limit: u64,
+        used: u64,
+        reserved: u64,
+        wanted: u64,
+    },
+    /// The owner's USD budget (the run's, or a task's share) would be passed.
+    #[error(
+        "{} ${limit:.6}: spent ${spent:.6}, reserved ${reserved:.6}, carved for children ${carved:.6}; this call may cost up to ${wanted:.6}",
+        owner_name(*owner)
+    )]
+    Usd {
+        owner: u64,
+        limit: f64,
+        spent: f64,
+        reserved: f64,
+        carved: f64,
+        wanted: f64,
+    },
+}
+
+fn owner_name(owner: u64) -> String {
+    if owner == 1 {
+        "run budget".to_string()
+    } else {
+        format!("task {owner}'s share")
+    }
+}
+
 impl Budget {
     /// A budget of `limit` USD for the run (the root task, id 1).
     pub fn new(limit: f64) -> Budget {
@@ -125,16 +168,23 @@ impl Budget {
     }
 
     /// Register a child; with a share, carve it out of the parent's owner (or refuse).
-    pub fn add_child(&self, parent: u64, child: u64, share: Option<f64>) -> Result<(), String> {
+    pub fn add_child(
+        &self,
+        parent: u64,
+        child: u64,
+        share: Option<f64>,
+    ) -> Result<(), BudgetError> {
         let mut nodes = self.0.lock().unwrap();
         if let Some(share) = share {
             let owner = Self::owner(&nodes, parent);
             let node = nodes.get_mut(&owner).expect("owners exist");
             let left = Self::available(node);
             if share > left + EPSILON {
-                return Err(format!(
-                    "requested share ${share:.6} but task {owner}'s budget has ${left:.6} left"
-                ));
+                return Err(BudgetError::Share {
+                    owner,
+                    requested: share,
+                    left,
+                });
             }
             node.carved += share;
             node.note_peak();
@@ -176,33 +226,31 @@ impl Budget {
 
     /// Reserve `amount` USD and `tokens` tokens for a call of `task`, or say why it
     /// does not fit.
-    pub fn reserve(&self, task: u64, amount: f64, tokens: u64) -> Result<Reservation, String> {
+    pub fn reserve(&self, task: u64, amount: f64, tokens: u64) -> Result<Reservation, BudgetError> {
         let mut nodes = self.0.lock().unwrap();
         let mut tok = self.1.lock().unwrap();
         if let Some(limit) = tok.limit
             && tok.used + tok.reserved + tokens > limit
         {
-            return Err(format!(
-                "run token budget {limit}: used {}, reserved {}; this call may use up to {tokens}",
-                tok.used, tok.reserved
-            ));
+            return Err(BudgetError::Tokens {
+                limit,
+                used: tok.used,
+                reserved: tok.reserved,
+                wanted: tokens,
+            });
         }
         let owner = Self::owner(&nodes, task);
         let node = nodes.get_mut(&owner).expect("owners exist");
         let left = Self::available(node);
         if amount > left + EPSILON {
-            return Err(format!(
-                "{} ${:.6}: spent ${:.6}, reserved ${:.6}, carved for children ${:.6}; this call may cost up to ${amount:.6}",
-                if owner == 1 {
-                    "run budget".to_string()
-                } else {
-                    format!("task {owner}'s share")
-                },
-                node.limit.unwrap_or(0.0),
-                node.spent,
-                node.reserved,
-                node.carved
-            ));
+            return Err(BudgetError::Usd {
+                owner,
+                limit: node.limit.unwrap_or(0.0),
+                spent: node.spent,
+                reserved: node.reserved,
+                carved: node.carved,
+                wanted: amount,
+            });
         }
         node.reserved += amount;
         node.note_peak();
@@ -300,7 +348,12 @@ mod token_tests {
     fn tokens_are_reserved_then_settled() {
         let b = Budget::with_tokens(1.0, Some(100));
         let r = b.reserve(1, 0.0, 80).unwrap();
-        assert!(b.reserve(1, 0.0, 30).unwrap_err().contains("token budget"));
+        assert!(
+            b.reserve(1, 0.0, 30)
+                .unwrap_err()
+                .to_string()
+                .contains("token budget")
+        );
         b.settle(r, 0.0, 50);
         assert!(b.reserve(1, 0.0, 30).is_ok());
     }

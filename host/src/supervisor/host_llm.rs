@@ -28,6 +28,29 @@ pub struct HostCall<'a> {
     pub request: Value,
 }
 
+/// Why a host-made LLM call has no result.
+#[derive(Debug, thiserror::Error)]
+pub enum HostCallError {
+    #[error("no budget for the {task_type}: {source}")]
+    NoBudget {
+        task_type: &'static str,
+        source: crate::supervisor::budget::BudgetError,
+    },
+    #[error("the {task_type} call failed: {message}")]
+    Provider {
+        task_type: &'static str,
+        message: String,
+    },
+    /// The reply did not do (the caller's `interpret` said why).
+    #[error("{0}")]
+    Rejected(String),
+    #[error("cannot record the {task_type} call: {source}")]
+    Ledger {
+        task_type: &'static str,
+        source: crate::ledger::LedgerError,
+    },
+}
+
 /// Make the call. `interpret` turns the reply's text into the caller's result plus
 /// fields to add to the event's response; the event is `ok` when the result is. `Err`
 /// says why there is no result: no budget, the provider failed, the reply did not do,
@@ -36,7 +59,7 @@ pub async fn call<T>(
     run: &Arc<RunContext>,
     c: HostCall<'_>,
     interpret: impl FnOnce(&str) -> (Result<T, String>, Value),
-) -> Result<T, String> {
+) -> Result<T, HostCallError> {
     let chat = ChatRequest {
         model: c.model.provider_model_id().to_string(),
         messages: vec![ChatMessage {
@@ -55,7 +78,10 @@ pub async fn call<T>(
     let reservation = run
         .budget
         .reserve(c.task_id, price.cost(est_in, max_out), est_in + max_out)
-        .map_err(|why| format!("no budget for the {}: {why}", c.task_type))?;
+        .map_err(|source| HostCallError::NoBudget {
+            task_type: c.task_type,
+            source,
+        })?;
     let started_at = now_ms();
     let completion = run.scheduler.provider(c.model).complete_traced(&chat).await;
     let (attempts, charged) =
@@ -65,7 +91,10 @@ pub async fn call<T>(
             run.budget
                 .settle(reservation, charged.cost_usd, charged.tokens);
             (
-                Err(format!("the {} call failed: {e}", c.task_type)),
+                Err(HostCallError::Provider {
+                    task_type: c.task_type,
+                    message: e.to_string(),
+                }),
                 json!({ "error": e.to_string() }),
                 (0, 0),
                 0.0,
@@ -79,6 +108,7 @@ pub async fn call<T>(
                 (reply.input_tokens + reply.output_tokens) as u64 + charged.tokens,
             );
             let (result, extra) = interpret(&reply.text);
+            let result = result.map_err(HostCallError::Rejected);
             let mut response = json!({ "text": reply.text });
             if let (Some(r), Value::Object(extra)) = (response.as_object_mut(), extra) {
                 r.extend(extra);
@@ -92,7 +122,7 @@ pub async fn call<T>(
         }
     };
     if let (Err(why), Some(r)) = (&result, response.as_object_mut()) {
-        r.entry("error").or_insert_with(|| json!(why));
+        r.entry("error").or_insert_with(|| json!(why.to_string()));
     }
     let mut request = c.request;
     if let Some(r) = request.as_object_mut() {
@@ -117,7 +147,10 @@ pub async fn call<T>(
         run.ledger
             .append(event)
             .await
-            .map_err(|e| format!("cannot record a failed {} attempt: {e}", c.task_type))?;
+            .map_err(|source| HostCallError::Ledger {
+                task_type: c.task_type,
+                source,
+            })?;
     }
     let event = EventRecord {
         run_id: run.run_id.clone(),
@@ -137,6 +170,9 @@ pub async fn call<T>(
     run.ledger
         .append(event)
         .await
-        .map_err(|e| format!("cannot record the {} call: {e}", c.task_type))?;
+        .map_err(|source| HostCallError::Ledger {
+            task_type: c.task_type,
+            source,
+        })?;
     result
 }

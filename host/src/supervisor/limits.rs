@@ -6,6 +6,11 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Why a command-line duration could not be read.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct BadDuration(pub String);
+
 /// Limits applied to each agent of a run.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -155,7 +160,11 @@ pub fn format_ms(ms: u64) -> String {
 
 /// Parse a duration given on the command line: a number with a unit, `ms`, `s`, `m`
 /// or `h` (`500ms`, `30s`, `1.5m`, `2h`). Returns milliseconds.
-pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
+pub fn parse_duration_ms(text: &str) -> Result<u64, BadDuration> {
+    duration_ms(text).map_err(BadDuration)
+}
+
+fn duration_ms(text: &str) -> Result<u64, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -188,10 +197,11 @@ mod tests {
         assert_eq!(parse_duration_ms("30s"), Ok(30_000));
         assert_eq!(parse_duration_ms("1.5m"), Ok(90_000));
         assert_eq!(parse_duration_ms("2h"), Ok(7_200_000));
-        assert!(parse_duration_ms("30").unwrap_err().contains("unit"));
+        assert!(parse_duration_ms("30").unwrap_err().0.contains("unit"));
         assert!(
             parse_duration_ms("3d")
                 .unwrap_err()
+                .0
                 .contains("unknown unit")
         );
         assert!(parse_duration_ms("0s").is_err());

@@ -195,7 +195,7 @@ impl RunContext {
             let id = tree.next_id;
             self.budget
                 .add_child(parent, id, req.budget_usd)
-                .map_err(SpawnRefusal::BudgetExceeded)?;
+                .map_err(|e| SpawnRefusal::BudgetExceeded(e.to_string()))?;
             tree.next_id += 1;
             tree.nodes.insert(
                 id,
@@ -257,8 +257,7 @@ impl RunContext {
                 resources: serde_json::to_string(&resources).unwrap_or_default(),
                 timeout_ms: req.timeout_ms,
             })
-            .await
-            .map_err(|e| e.to_string());
+            .await;
         let recorded = match (created, &approval) {
             (Ok(()), Some(reason)) => self
                 .ledger
@@ -270,8 +269,7 @@ impl RunContext {
                     req.description.clone(),
                 )
                 .await
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
+                .map(|_| ()),
             (other, _) => other,
         };
         let recorded = match recorded {
