@@ -52,10 +52,10 @@ impl DurableCall {
         }
     }
 
-    /// The call's event, for a call without model usage.
+    /// The call's event, to complete (model usage, cost) and pass to
+    /// [`DurableCall::finish_call`], which adds the identity.
     pub fn call(&self, ok: bool, request: Value, response: Value) -> Call {
         Call::plain(self.kind, ok, request, response, self.started_at)
-            .with_identity(self.identity.clone())
     }
 
     /// Record the live call's result; returns its sequence number.
@@ -66,7 +66,9 @@ impl DurableCall {
         request: Value,
         response: Value,
     ) -> wasmtime::Result<u64> {
-        let call = self.call(ok, request, response);
+        let call = self
+            .call(ok, request, response)
+            .with_identity(self.identity);
         site.record(call).await
     }
 
@@ -83,7 +85,9 @@ impl DurableCall {
     where
         F: FnOnce(&mut crate::ledger::Writer, u64) -> crate::ledger::SqlResult<()> + Send + 'static,
     {
-        let call = self.call(ok, request, response);
+        let call = self
+            .call(ok, request, response)
+            .with_identity(self.identity);
         site.record_with(call, extra).await
     }
 
