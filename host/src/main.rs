@@ -903,26 +903,22 @@ fn build_agent_crate(dir: &Path) -> anyhow::Result<PathBuf> {
             dir.display()
         );
     }
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    // The component is the `.wasm` that cargo reports for this crate's artifact.
+    let local = manifest.canonicalize().ok();
     let mut found = None;
-    for line in stdout.lines() {
-        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+    for message in cargo_metadata::Message::parse_stream(output.stdout.as_slice()) {
+        let Ok(cargo_metadata::Message::CompilerArtifact(artifact)) = message else {
             continue;
         };
-        if msg["reason"] != "compiler-artifact" {
+        if artifact.manifest_path.as_std_path().canonicalize().ok() != local {
             continue;
         }
-        let is_local = msg["manifest_path"]
-            .as_str()
-            .map(|m| Path::new(m).canonicalize().ok() == manifest.canonicalize().ok())
-            .unwrap_or(false);
-        if !is_local {
-            continue;
-        }
-        for f in msg["filenames"].as_array().into_iter().flatten() {
-            if let Some(f) = f.as_str().filter(|f| f.ends_with(".wasm")) {
-                found = Some(PathBuf::from(f));
-            }
+        if let Some(wasm) = artifact
+            .filenames
+            .into_iter()
+            .rfind(|f| f.extension() == Some("wasm"))
+        {
+            found = Some(wasm.into_std_path_buf());
         }
     }
     found.ok_or_else(|| {

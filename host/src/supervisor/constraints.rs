@@ -8,6 +8,15 @@
 //! still count ("worker r.1.1" under "worker r.1" scores 0.83, below the default 0.85). With `[constraints.embeddings]` set, the cosine similarity of
 //! the two descriptions' embeddings (an OpenAI-compatible `/embeddings` endpoint) is
 //! used instead.
+//!
+//! [`glob`] is the one pattern language of the config (`description_matches`, the
+//! validators' `must_match`/`must_not_match` and `claims`, `[merge]`'s critical paths and
+//! lines): only `*` is special, case is ignored, and it runs on free text (a model's
+//! output, a task's description, a diff line) more often than on paths. It is
+//! hand-written rather than `globset`, whose path globs give `?`, `[…]`, `{a,b}` and `\`
+//! a meaning: existing patterns such as `*what?*` or `*[TODO]*` would change what they
+//! match or stop compiling, and its case folding is ASCII-only where this one folds
+//! Unicode. The matcher is the twenty lines below.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -156,7 +165,8 @@ pub fn lexical_similarity(a: &str, b: &str) -> f64 {
     inter / union
 }
 
-/// Case-insensitive glob with `*`.
+/// Case-insensitive glob with `*` (matching any text, `/` and newlines included); every
+/// other character is literal.
 pub fn glob(pattern: &str, text: &str) -> bool {
     let (p, t) = (pattern.to_lowercase(), text.to_lowercase());
     let parts: Vec<&str> = p.split('*').collect();
