@@ -96,7 +96,7 @@ struct StoredRunConfig {
     #[serde(default)]
     budget_tokens: Option<u64>,
     /// Output validators.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "validation::stored_validators")]
     validators: Vec<validation::ValidatorConfig>,
     /// Retries after validation failures.
     #[serde(default)]

@@ -451,7 +451,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
             let judge = config
                 .validators
                 .iter()
-                .find(|v| v.kind == "judge")
+                .find(|v| v.judge().is_some())
                 .cloned()
                 .ok_or_else(|| {
                     anyhow::anyhow!(
@@ -864,10 +864,12 @@ fn open_existing(db: &Path) -> anyhow::Result<rusqlite::Connection> {
 /// Validator components given as crate directories are built like agents.
 fn build_validator_crates(config: &mut HostConfig) -> anyhow::Result<()> {
     for v in &mut config.validators {
-        if let Some(dir) = v.component.as_deref().map(PathBuf::from)
-            && dir.is_dir()
+        if let Some(component) = v.component_mut()
+            && Path::new(component).is_dir()
         {
-            v.component = Some(build_agent_crate(&dir)?.display().to_string());
+            *component = build_agent_crate(Path::new(component))?
+                .display()
+                .to_string();
         }
     }
     Ok(())

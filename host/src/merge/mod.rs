@@ -646,7 +646,7 @@ fn check_merged(run: &RunContext, text: &str) -> Result<(), String> {
         .filter(|v| v.agents.iter().any(|a| a == "merge"))
     {
         if let crate::validation::Verdict::Fail(why) = crate::validation::programmatic(v, text) {
-            return Err(format!("validator `{}`: {why}", v.kind));
+            return Err(format!("validator `{}`: {why}", v.kind.name()));
         }
     }
     Ok(())

@@ -6,7 +6,7 @@
 //! stored in the ledger's `task_validators` table before the child starts, so a
 //! resumed run validates the child exactly as the original would have.
 
-use super::ValidatorConfig;
+use super::{ValidatorConfig, ValidatorKind};
 use crate::ledger::Ledger;
 
 /// Parse and check the validators of a spawn request. `Err` is the
@@ -20,11 +20,11 @@ pub fn parse(specs: &[String]) -> Result<Vec<ValidatorConfig>, String> {
                 .map_err(|e| format!("validators[{i}] is not a validator config: {e}"))?;
             v.validate()
                 .map_err(|e| format!("validators[{i}]: {e:#}"))?;
-            if v.kind == "component" || v.kind == "outcome" {
+            if let ValidatorKind::Component(_) | ValidatorKind::Outcome(_) = v.kind {
                 // The operator, not an agent, decides which components and tools check outputs.
                 return Err(format!(
                     "validators[{i}]: kind `{}` can only be configured by the operator ([[validators]])",
-                    v.kind
+                    v.kind.name()
                 ));
             }
             Ok(v)
@@ -66,6 +66,7 @@ pub fn of_task(conn: &rusqlite::Connection, run_id: &str, task_id: u64) -> Vec<V
             |r| r.get(0),
         )
         .ok();
-    text.and_then(|t| serde_json::from_str(&t).ok())
+    // Read like the run's config: an earlier host's flat entries too.
+    text.and_then(|t| super::stored_validators(&mut serde_json::Deserializer::from_str(&t)).ok())
         .unwrap_or_default()
 }
