@@ -2,8 +2,12 @@
 //! wasm32-wasip2 and tells the tests where the components are. Tests therefore
 //! always run the current sources, never checked-in binaries.
 
+use cargo_metadata::Message;
+use cargo_metadata::camino::Utf8Path;
+use std::collections::BTreeSet;
+use std::io::BufReader;
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
@@ -52,18 +56,37 @@ fn main() {
     ] {
         cmd.env_remove(var);
     }
-    let status = cmd
-        .status()
+    // Cargo says where it put each component: no guessing of its target-dir layout.
+    cmd.arg("--message-format=json-render-diagnostics")
+        .stdout(Stdio::piped());
+    let mut child = cmd
+        .spawn()
         .expect("cannot run cargo to build the example agents");
+    let stdout = child.stdout.take().unwrap();
+    let mut components = Vec::new();
+    for message in Message::parse_stream(BufReader::new(stdout)) {
+        if let Message::CompilerArtifact(artifact) =
+            message.expect("cannot read cargo's build messages")
+        {
+            components.extend(
+                artifact
+                    .filenames
+                    .into_iter()
+                    .filter(|f| f.extension() == Some("wasm")),
+            );
+        }
+    }
+    let status = child.wait().expect("cargo did not finish");
     if !status.success() {
         panic!(
             "building the example agents for wasm32-wasip2 failed. If the target is missing, run:\n    \
              rustup target add wasm32-wasip2"
         );
     }
-    let out = target_dir.join("wasm32-wasip2").join("release");
-    println!(
-        "cargo:rustc-env=AGENTFLOW_EXAMPLES_WASM_DIR={}",
-        out.display()
-    );
+    // `tests/lib.rs` finds each example as `<crate>.wasm` in one directory.
+    let dirs: BTreeSet<&Utf8Path> = components.iter().filter_map(|f| f.parent()).collect();
+    let [out] = dirs.into_iter().collect::<Vec<_>>()[..] else {
+        panic!("expected the example components in one directory, cargo reported {components:?}");
+    };
+    println!("cargo:rustc-env=AGENTFLOW_EXAMPLES_WASM_DIR={out}");
 }

@@ -886,10 +886,12 @@ async fn mock_rule_from_config_wins() {
 
 #[tokio::test]
 async fn mock_rules_file_in_toml_loads() {
-    let path = std::env::temp_dir().join(format!(
-        "agentflow-mock-rules-{}-toml.toml",
-        std::process::id()
-    ));
+    let file = tempfile::Builder::new()
+        .prefix("agentflow-mock-rules-")
+        .suffix(".toml")
+        .tempfile()
+        .unwrap();
+    let path = file.path().to_path_buf();
     std::fs::write(
         &path,
         r#"
@@ -911,15 +913,16 @@ reply = "pong"
     assert_eq!(provider.complete(&req).await.unwrap().text, "pong");
     req.task_type = Some("classify".to_string());
     assert_eq!(provider.complete(&req).await.unwrap().text, "positive");
-    std::fs::remove_file(&path).ok();
 }
 
 #[tokio::test]
 async fn mock_rules_file_in_json_loads_and_errors_name_the_file() {
-    let path = std::env::temp_dir().join(format!(
-        "agentflow-mock-rules-{}-json.json",
-        std::process::id()
-    ));
+    let file = tempfile::Builder::new()
+        .prefix("agentflow-mock-rules-")
+        .suffix(".json")
+        .tempfile()
+        .unwrap();
+    let path = file.path().to_path_buf();
     std::fs::write(&path, r#"[{"contains": "ping", "reply": "pong"}]"#).unwrap();
     let provider = mock(MockConfig {
         rules_file: Some(path.clone()),
@@ -944,9 +947,9 @@ async fn mock_rules_file_in_json_loads_and_errors_name_the_file() {
         format!("{err:#}").contains(&path.display().to_string()),
         "{err:#}"
     );
-    std::fs::remove_file(&path).ok();
 
-    let missing = std::env::temp_dir().join("agentflow-no-such-rules-file.toml");
+    let scratch = tempfile::tempdir().unwrap();
+    let missing = scratch.path().join("no-such-rules-file.toml");
     let err = MockProvider::new(MockConfig {
         rules_file: Some(missing.clone()),
         ..MockConfig::default()

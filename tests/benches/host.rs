@@ -85,12 +85,22 @@ impl Samples {
     }
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("bench-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A scratch directory under cargo's tmpdir, removed when dropped.
+struct Scratch(tempfile::TempDir);
+
+impl std::ops::Deref for Scratch {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        self.0.path()
+    }
+}
+
+fn scratch(name: &str) -> Scratch {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("bench-{name}-"))
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap();
+    Scratch(dir)
 }
 
 async fn raw_start(iterations: u32) -> Samples {
@@ -176,7 +186,7 @@ async fn cold_start(iterations: u32) -> Samples {
         let dir = scratch(&format!("cold-{i}"));
         let start = Instant::now();
         let config = HostConfig {
-            cache_dir: Some(cache.clone()),
+            cache_dir: Some(cache.to_path_buf()),
             ..Default::default()
         };
         let host = Host::new(config, dir.join("bench.db")).unwrap();

@@ -50,7 +50,7 @@ pub struct Calibration {
 
 /// The judge [`calibrate`] runs: the first `kind = "judge"` entry of `[[validators]]`.
 pub fn first_judge(validators: &[ValidatorConfig]) -> Option<&ValidatorConfig> {
-    validators.iter().find(|v| v.kind == "judge")
+    validators.iter().find(|v| v.judge().is_some())
 }
 
 /// Run `judge` over the labelled file.
@@ -61,9 +61,12 @@ pub async fn calibrate(
 ) -> anyhow::Result<Calibration> {
     let text = std::fs::read_to_string(labelled)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", labelled.display()))?;
-    let model = judge_model(scheduler, judge, None)
+    let spec = judge
+        .judge()
+        .ok_or_else(|| anyhow::anyhow!("validator `{}` is not a judge", judge.label()))?;
+    let model = judge_model(scheduler, spec, None)
         .ok_or_else(|| anyhow::anyhow!("no judge model in the catalog"))?;
-    let threshold = judge.threshold.unwrap_or(7.0);
+    let threshold = spec.threshold();
     let provider = scheduler.provider(&model);
     let mut results = Vec::new();
     for (i, line) in text
@@ -89,7 +92,7 @@ pub async fn calibrate(
             model: model.provider_model_id().to_string(),
             messages: vec![ChatMessage {
                 role: Role::User,
-                content: judge_prompt(judge, &ex.task, &ex.output),
+                content: judge_prompt(spec, &ex.task, &ex.output),
                 tool_call_id: None,
             }],
             temperature: Some(0.0),

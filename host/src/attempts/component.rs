@@ -35,8 +35,7 @@ pub const MAX_REASON_CHARS: usize = 4000;
 /// names the validator and the file.
 pub fn load(runtime: &Runtime, v: &ValidatorConfig) -> anyhow::Result<Arc<LoadedValidator>> {
     let path = v
-        .component
-        .as_deref()
+        .component()
         .ok_or_else(|| anyhow::anyhow!("[[validators]] {}: no `component` to load", v.label()))?;
     runtime.load_validator(Path::new(path)).map_err(|e| {
         anyhow::anyhow!(
@@ -49,7 +48,7 @@ pub fn load(runtime: &Runtime, v: &ValidatorConfig) -> anyhow::Result<Arc<Loaded
 /// Load every validator component of `validators`: a bad one is a config error before
 /// the run starts, not a surprise at its end.
 pub fn preload(runtime: &Runtime, validators: &[ValidatorConfig]) -> anyhow::Result<()> {
-    for v in validators.iter().filter(|v| v.component.is_some()) {
+    for v in validators.iter().filter(|v| v.component().is_some()) {
         load(runtime, v)?;
     }
     Ok(())
@@ -82,7 +81,7 @@ pub async fn check(
     };
     let granted = run.tools.granted_names();
     let grant: Vec<String> = v
-        .grant
+        .grant()
         .iter()
         .filter(|g| granted.contains(g))
         .cloned()

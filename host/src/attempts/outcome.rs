@@ -16,7 +16,7 @@
 //! the task fails with the validator's category (default `degraded`).
 
 use super::Runner;
-use crate::checks::{ValidatorConfig, Verdict};
+use crate::checks::{OutcomeCheck, ValidatorConfig, ValidatorKind, Verdict};
 use crate::durability::recovery::{self, Action, Plan, TaskPlan};
 use crate::ledger::{EventRecord, query};
 use crate::runtime::LoadedAgent;
@@ -99,7 +99,12 @@ pub async fn check(
     input: &str,
     output: &str,
 ) -> Verdict {
-    let Some(name) = &v.tool else {
+    let ValidatorKind::Outcome(OutcomeCheck {
+        tool: Some(name),
+        args,
+        ..
+    }) = &v.kind
+    else {
         return super::component::check(runner, run, task_id, agent, v, input, output)
             .await
             .0;
@@ -108,7 +113,7 @@ pub async fn check(
         Ok(t) => t,
         Err(e) => return Verdict::Uncertain(format!("outcome tool `{name}`: {e}")),
     };
-    let args = v.args.clone().unwrap_or(Value::Object(Default::default()));
+    let args = args.clone().unwrap_or(Value::Object(Default::default()));
     let per_effect = args.to_string().contains("{effect.id}");
     let targets: Vec<Option<String>> = if per_effect {
         let ids = effect_ids(run, task_id);

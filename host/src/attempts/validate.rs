@@ -4,7 +4,9 @@
 //! fails the task with its category and reason.
 
 use super::{Runner, component, outcome};
-use crate::checks::{Category, Failure, ValidatorConfig, Verdict, glob, programmatic};
+use crate::checks::{
+    Category, Failure, JudgeCheck, ValidatorConfig, ValidatorKind, Verdict, glob, programmatic,
+};
 use crate::ledger::{EventRecord, query};
 use crate::supervisor::RunContext;
 use crate::supervisor::host_llm::{self, HostCall};
@@ -99,22 +101,23 @@ async fn judge(
     run: &Arc<RunContext>,
     task_id: u64,
     v: &ValidatorConfig,
+    spec: &JudgeCheck,
     producer: Option<&str>,
     input: &str,
     output: &str,
 ) -> (Verdict, Option<f64>) {
     let scheduler = &run.scheduler;
-    let Some(model) = judge_model(scheduler, v, producer) else {
+    let Some(model) = judge_model(scheduler, spec, producer) else {
         return (
             Verdict::Uncertain("no judge model in the catalog".into()),
             None,
         );
     };
-    let threshold = v.threshold.unwrap_or(7.0);
+    let threshold = spec.threshold();
     let call = HostCall {
         task_id,
         model: &model,
-        prompt: judge_prompt(v, input, output),
+        prompt: judge_prompt(spec, input, output),
         max_output_tokens: 300,
         task_type: "judge",
         kind: "validation.judge",
@@ -144,10 +147,10 @@ async fn judge(
 /// than the producer's.
 pub(crate) fn judge_model(
     scheduler: &crate::scheduler::Scheduler,
-    v: &ValidatorConfig,
+    spec: &JudgeCheck,
     producer: Option<&str>,
 ) -> Option<crate::scheduler::catalog::ModelSpec> {
-    match &v.model {
+    match &spec.model {
         Some(m) => scheduler.model(m).cloned(),
         None => {
             let mut models: Vec<_> = scheduler
@@ -169,11 +172,11 @@ pub(crate) fn judge_model(
 }
 
 /// The judge's prompt for one output.
-pub(crate) fn judge_prompt(v: &ValidatorConfig, input: &str, output: &str) -> String {
+pub(crate) fn judge_prompt(spec: &JudgeCheck, input: &str, output: &str) -> String {
     format!(
         "You are a strict judge.\nTask given to the agent:\n{input}\n\nThe agent's output:\n{output}\n\n\
          Criteria:\n{}\n\nReply with a line `score: N` (N from 0 to 10) followed by your reasons.",
-        v.rubric.as_deref().unwrap_or_default()
+        spec.rubric
     )
 }
 
@@ -229,7 +232,9 @@ pub async fn validate(
         return Ok(());
     }
     validators.sort_by_key(|v| v.rank());
-    let with_tools = validators.iter().any(|v| v.kind == "claims");
+    let with_tools = validators
+        .iter()
+        .any(|v| matches!(v.kind, ValidatorKind::Claims(_)));
     let (tools, producer, task_type) = run
         .ledger
         .with_reader(|conn| ledger_facts(run, Some(conn), task_id, with_tools))
@@ -242,8 +247,8 @@ pub async fn validate(
             flush(run, &mut pending).await?;
         }
         let mut category = v.category.unwrap_or_else(|| v.default_category());
-        let (verdict, score) = match v.kind.as_str() {
-            "component" => {
+        let (verdict, score) = match &v.kind {
+            ValidatorKind::Component(_) => {
                 let (verdict, reported) =
                     component::check(runner, run, task_id, agent, v, input, output).await;
                 if v.category.is_none()
@@ -253,12 +258,12 @@ pub async fn validate(
                 }
                 (verdict, None)
             }
-            "outcome" => (
+            ValidatorKind::Outcome(_) => (
                 outcome::check(runner, run, task_id, agent, v, input, output).await,
                 None,
             ),
-            "claims" => {
-                let unbacked = v
+            ValidatorKind::Claims(c) => {
+                let unbacked = c
                     .claims
                     .iter()
                     .find(|c| glob(&c.pattern, output) && !tools.contains(&c.tool))
@@ -269,15 +274,19 @@ pub async fn validate(
                         )
                     })
                     .or_else(|| {
-                        v.expected_tools
+                        c.expected_tools
                             .iter()
                             .find(|t| !tools.contains(*t))
                             .map(|t| format!("expected tool `{t}` never succeeded"))
                     });
                 (unbacked.map_or(Verdict::Pass, Verdict::Fail), None)
             }
-            "judge" => judge(run, task_id, v, producer.as_deref(), input, output).await,
-            _ => (programmatic(v, output), None),
+            ValidatorKind::Judge(spec) => {
+                judge(run, task_id, v, spec, producer.as_deref(), input, output).await
+            }
+            ValidatorKind::JsonSchema(_) | ValidatorKind::Length(_) | ValidatorKind::Pattern(_) => {
+                (programmatic(v, output), None)
+            }
         };
         let quality = match (&verdict, score) {
             (_, Some(s)) => s / 10.0,
@@ -298,13 +307,13 @@ pub async fn validate(
             task_id,
             "validation.result",
             !matches!(verdict, Verdict::Fail(_)),
-            json!({ "validator": v.label(), "kind": v.kind }),
+            json!({ "validator": v.label(), "kind": v.kind.name() }),
             json!({ "result": verdict, "category": category, "score": score, "model": producer }),
         );
         pending.push(event);
         if let Verdict::Fail(mut reason) = verdict {
             flush(run, &mut pending).await?;
-            if v.kind == "outcome" {
+            if let ValidatorKind::Outcome(_) = v.kind {
                 reason.push_str(&outcome::roll_back(run, task_id, &v.label()).await);
             }
             return Err(Failure {

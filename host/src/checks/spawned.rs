@@ -6,7 +6,7 @@
 //! stored in the ledger's `task_validators` table before the child starts, so a
 //! resumed run validates the child exactly as the original would have.
 
-use super::ValidatorConfig;
+use super::{ValidatorConfig, ValidatorKind};
 use crate::ledger::{self, Connection, Ledger};
 
 /// Why a spawn request's validators were refused.
@@ -25,11 +25,11 @@ pub fn parse(specs: &[String]) -> Result<Vec<ValidatorConfig>, InvalidValidator>
                 .map_err(|e| format!("validators[{i}] is not a validator config: {e}"))?;
             v.validate()
                 .map_err(|e| format!("validators[{i}]: {e:#}"))?;
-            if v.kind == "component" || v.kind == "outcome" {
+            if let ValidatorKind::Component(_) | ValidatorKind::Outcome(_) = v.kind {
                 // The operator, not an agent, decides which components and tools check outputs.
                 return Err(format!(
                     "validators[{i}]: kind `{}` can only be configured by the operator ([[validators]])",
-                    v.kind
+                    v.kind.name()
                 ));
             }
             Ok(v)
@@ -61,6 +61,7 @@ pub fn of_task(conn: &Connection, run_id: &str, task_id: u64) -> Vec<ValidatorCo
     let text = ledger::validators::of_task(conn, run_id, task_id)
         .ok()
         .flatten();
-    text.and_then(|t| serde_json::from_str(&t).ok())
+    // Read like the run's config: an earlier host's flat entries too.
+    text.and_then(|t| super::stored_validators(&mut serde_json::Deserializer::from_str(&t)).ok())
         .unwrap_or_default()
 }

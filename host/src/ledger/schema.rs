@@ -6,6 +6,16 @@
 //! is newer than this host knows, or that lacks a table its version must have, is
 //! refused (replaying without its record would re-run recorded calls live).
 //!
+//! Hand-written rather than `rusqlite_migration`. That crate's model is "version N =
+//! the first N migrations ran, from an empty file", which is not this ledger's: version 0
+//! is either a new file (which gets [`SCHEMA`] whole) or an unversioned ledger of an
+//! earlier host (migrated, after its `meta` row is checked), and a new file never
+//! replays history. It also reads `user_version` before opening its (deferred)
+//! transaction, while here the version is read again inside `BEGIN IMMEDIATE`, because
+//! a host and the `agentflow` CLI may open one ledger at once. Its versions that build
+//! with this rusqlite (0.37) stop at 2.3. What is left for it to do is the loop in
+//! `upgrade`.
+//!
 //! The README documents these tables for operators who query the ledger with
 //! `sqlite3`; keep the two in step. Timestamps are milliseconds since the Unix epoch.
 

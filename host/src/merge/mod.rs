@@ -602,7 +602,7 @@ fn check_merged(run: &RunContext, text: &str) -> Result<(), String> {
         .filter(|v| v.agents.iter().any(|a| a == "merge"))
     {
         if let crate::checks::Verdict::Fail(why) = crate::checks::programmatic(v, text) {
-            return Err(format!("validator `{}`: {why}", v.kind));
+            return Err(format!("validator `{}`: {why}", v.kind.name()));
         }
     }
     Ok(())

@@ -291,8 +291,9 @@ fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-/// Parse a `retry-after` value: delta-seconds, or an IMF-fixdate HTTP date
-/// (`Sun, 06 Nov 1994 08:49:37 GMT`). A date in the past means "now".
+/// Parse a `retry-after` value: delta-seconds, or an HTTP date (IMF-fixdate
+/// `Sun, 06 Nov 1994 08:49:37 GMT`, or the obsolete RFC 850 and asctime forms that
+/// RFC 9110 asks recipients to accept). A date in the past means "now".
 fn parse_retry_after_ms(value: &str) -> Option<u64> {
     let value = value.trim();
     if let Ok(seconds) = value.parse::<u64>() {
@@ -309,43 +310,11 @@ fn parse_retry_after_ms(value: &str) -> Option<u64> {
     Some(at.saturating_sub(now).saturating_mul(1000))
 }
 
-/// Seconds since the Unix epoch of an IMF-fixdate, e.g. `Sun, 06 Nov 1994 08:49:37 GMT`.
+/// Seconds since the Unix epoch of an HTTP date (`httpdate` checks the weekday
+/// against the date and refuses impossible ones such as 31 Feb).
 fn parse_http_date(value: &str) -> Option<u64> {
-    let parts: Vec<&str> = value.split_whitespace().collect();
-    let [_weekday, day, month, year, time, zone] = parts.as_slice() else {
-        return None;
-    };
-    if !zone.eq_ignore_ascii_case("GMT") && !zone.eq_ignore_ascii_case("UTC") {
-        return None;
-    }
-    let day: u64 = day.parse().ok()?;
-    const MONTHS: [&str; 12] = [
-        "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
-    ];
-    let month = MONTHS.iter().position(|m| m.eq_ignore_ascii_case(month))? as u64 + 1;
-    let year: u64 = year.parse().ok()?;
-    let hms: Vec<u64> = time
-        .split(':')
-        .map(|p| p.parse().ok())
-        .collect::<Option<_>>()?;
-    let [h, m, s] = hms.as_slice() else {
-        return None;
-    };
-    if !(1..=31).contains(&day) || year < 1970 || *h > 23 || *m > 59 || *s > 60 {
-        return None;
-    }
-    // Days from civil (Howard Hinnant), restricted to years >= 1970.
-    let (y, mo) = if month <= 2 {
-        (year - 1, month + 9)
-    } else {
-        (year, month - 3)
-    };
-    let era = y / 400;
-    let yoe = y - era * 400;
-    let doy = (153 * mo + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = (era * 146_097 + doe).checked_sub(719_468)?;
-    Some(days * 86_400 + h * 3600 + m * 60 + s)
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(UNIX_EPOCH).ok()?.as_secs())
 }
 
 #[cfg(test)]
@@ -364,6 +333,19 @@ mod tests {
             parse_retry_after_ms("Sun, 06 Nov 1994 08:49:37 GMT"),
             Some(0)
         );
+        // The obsolete forms name the same instant; a wrong weekday is no date.
+        assert_eq!(
+            parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT"),
+            Some(784_111_777)
+        );
+        assert_eq!(
+            parse_http_date("Sun Nov  6 08:49:37 1994"),
+            Some(784_111_777)
+        );
+        assert_eq!(parse_http_date("Mon, 06 Nov 1994 08:49:37 GMT"), None);
+        let later = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(120));
+        let wait = parse_retry_after_ms(&later).unwrap();
+        assert!((118_000..=120_000).contains(&wait), "{wait}");
         assert_eq!(parse_retry_after_ms("soon"), None);
         assert_eq!(parse_retry_after_ms_header("250"), Some(250));
         assert_eq!(parse_retry_after_ms_header(" 12.2 "), Some(13));

@@ -24,7 +24,7 @@ pub(crate) struct StoredRunConfig {
     #[serde(default)]
     pub(crate) budget_tokens: Option<u64>,
     /// Output validators.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "checks::stored_validators")]
     pub(crate) validators: Vec<checks::ValidatorConfig>,
     /// Retries after validation failures.
     #[serde(default)]

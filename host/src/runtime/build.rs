@@ -19,10 +19,12 @@ pub fn component(agent: PathBuf) -> anyhow::Result<PathBuf> {
 /// Validator components given as crate directories are built like agents.
 pub fn build_validator_crates(validators: &mut [ValidatorConfig]) -> anyhow::Result<()> {
     for v in validators {
-        if let Some(dir) = v.component.as_deref().map(PathBuf::from)
-            && dir.is_dir()
+        if let Some(component) = v.component_mut()
+            && Path::new(component).is_dir()
         {
-            v.component = Some(build_agent_crate(&dir)?.display().to_string());
+            *component = build_agent_crate(Path::new(component))?
+                .display()
+                .to_string();
         }
     }
     Ok(())
@@ -58,26 +60,22 @@ pub fn build_agent_crate(dir: &Path) -> anyhow::Result<PathBuf> {
             dir.display()
         );
     }
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    // The component is the `.wasm` that cargo reports for this crate's artifact.
+    let local = manifest.canonicalize().ok();
     let mut found = None;
-    for line in stdout.lines() {
-        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+    for message in cargo_metadata::Message::parse_stream(output.stdout.as_slice()) {
+        let Ok(cargo_metadata::Message::CompilerArtifact(artifact)) = message else {
             continue;
         };
-        if msg["reason"] != "compiler-artifact" {
+        if artifact.manifest_path.as_std_path().canonicalize().ok() != local {
             continue;
         }
-        let is_local = msg["manifest_path"]
-            .as_str()
-            .map(|m| Path::new(m).canonicalize().ok() == manifest.canonicalize().ok())
-            .unwrap_or(false);
-        if !is_local {
-            continue;
-        }
-        for f in msg["filenames"].as_array().into_iter().flatten() {
-            if let Some(f) = f.as_str().filter(|f| f.ends_with(".wasm")) {
-                found = Some(PathBuf::from(f));
-            }
+        if let Some(wasm) = artifact
+            .filenames
+            .into_iter()
+            .rfind(|f| f.extension() == Some("wasm"))
+        {
+            found = Some(wasm.into_std_path_buf());
         }
     }
     found.ok_or_else(|| {

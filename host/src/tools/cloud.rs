@@ -181,9 +181,8 @@ mod tests {
     fn ids_cannot_write_lines_of_their_own() {
         // `destroy` wrote any id into cloud.log, so an id with a newline added a forged
         // `create` line with another call's key (the tool_call fuzz target checks this).
-        let base = std::env::temp_dir().join(format!("agentflow-cloud-ids-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&base);
-        std::fs::create_dir_all(&base).unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let base = scratch.path();
         let ctx = ToolCallCtx {
             run_id: "r".into(),
             task_id: 1,
@@ -215,6 +214,5 @@ mod tests {
         assert!(ok.is_ok(), "{ok:?}");
         let log = std::fs::read_to_string(base.join("ws/cloud.log")).unwrap();
         assert_eq!(log, "destroy res-1 key=r:1:1\n");
-        let _ = std::fs::remove_dir_all(&base);
     }
 }

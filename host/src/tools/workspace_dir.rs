@@ -241,24 +241,15 @@ mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
 
-    struct Scratch(PathBuf);
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
-    fn scratch(name: &str) -> (Scratch, WorkspaceDir, PathBuf) {
-        let base = std::env::temp_dir().join(format!(
-            "agentflow-wsdir-{name}-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let _ = std::fs::remove_dir_all(&base);
-        let outside = base.join("outside");
+    fn scratch(name: &str) -> (tempfile::TempDir, WorkspaceDir, PathBuf) {
+        let base = tempfile::Builder::new()
+            .prefix(&format!("agentflow-wsdir-{name}-"))
+            .tempdir()
+            .unwrap();
+        let outside = base.path().join("outside");
         std::fs::create_dir_all(&outside).unwrap();
-        let ws = WorkspaceDir::open(&base.join("ws")).unwrap();
-        (Scratch(base), ws, outside)
+        let ws = WorkspaceDir::open(&base.path().join("ws")).unwrap();
+        (base, ws, outside)
     }
 
     #[test]
