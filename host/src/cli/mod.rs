@@ -1,7 +1,9 @@
 //! The binary's side of the command line: what clap parses ([`args`]), what the
-//! commands print ([`print`]) and the host or ledger each command runs on ([`host`]).
+//! commands print ([`print`]), the host or ledger each command runs on ([`host`]), and
+//! building agent and validator crates given as directories ([`build`]).
 //! Everything a command computes lives in the `agentflow` library.
 
 pub mod args;
+pub mod build;
 pub mod host;
 pub mod print;

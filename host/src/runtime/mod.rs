@@ -6,7 +6,6 @@
 //! capabilities (`crate::capabilities`); this module only runs it, within its limits
 //! (see [`execute`]).
 
-pub mod build;
 pub mod cache;
 pub mod cpu;
 pub mod execute;

@@ -2,7 +2,7 @@
 //! with cargo (which reports on the process's stderr), so that `agentflow run` takes
 //! a crate as readily as a `.wasm` component.
 
-use crate::checks::ValidatorConfig;
+use agentflow::checks::ValidatorConfig;
 use anyhow::{Context, bail};
 use std::path::{Path, PathBuf};
 
