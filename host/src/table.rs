@@ -5,7 +5,7 @@
 //! per row, each column as wide as its widest cell and followed by two spaces, no
 //! trailing whitespace. The output stays easy to read with `grep` and `awk`, and a row
 //! is always one line (a line break in a cell becomes a space), so a caller may put
-//! lines of its own after a row (see `validation::review::render`). Callers still
+//! lines of its own after a row (see `attempts::review::render`). Callers still
 //! escape guest text (see [`crate::guest_text`]) and clip long text.
 
 use comfy_table::CellAlignment;

@@ -3,7 +3,7 @@
 //! (`wit/validator.wit`) that platform teams write to check outputs their own way.
 //!
 //! A validator component is sandboxed exactly like an agent: its own store built by
-//! [`crate::runtime::execute::new_store`] — the run's memory and CPU limits, WASI with
+//! `runtime::execute::new_store` — the run's memory and CPU limits, WASI with
 //! nothing granted — and the run's wall-clock limit around the call. It may call only
 //! the tools in its `grant` that the run was granted too (deny by default: with no
 //! `grant` it has no tools), through the same `tools`/`trace` host implementations

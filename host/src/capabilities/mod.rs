@@ -2,7 +2,7 @@
 //! and random made recordable.
 //!
 //! Every guest call enters through exactly one of these modules, and every host
-//! function takes the same path ([`durable`]): begin the call (count it against the
+//! function takes the same path (`durable.rs`): begin the call (count it against the
 //! agent's limit, and when replaying take its recorded result), perform it live
 //! (asking the supervisor or a provider), then append it to the ledger — and only then
 //! answer the guest. Grants are checked on the first line of the functions that need

@@ -1,9 +1,9 @@
 //! The supervisor of a run: its task tree, its budgets and the rules every spawn passes.
 //!
-//! `tasks.spawn` passes six checks ([`spawn`]); a child is recorded in the ledger before
+//! `tasks.spawn` passes six checks (`spawn.rs`); a child is recorded in the ledger before
 //! it starts and runs on its own tokio task after its dependencies (`after`,
-//! `data-from`, `exclusive-with`, shared resources, sequences) allow it ([`start`]).
-//! Its outcome reaches `tasks.wait` through the task tree ([`tree`]); cancelling a task
+//! `data-from`, `exclusive-with`, shared resources, sequences) allow it (`start.rs`).
+//! Its outcome reaches `tasks.wait` through the task tree (`tree.rs`); cancelling a task
 //! cancels its descendants. The supervisor decides and records; running a task is the
 //! [`TaskRunner`]'s, implemented by the layers above ([`crate::attempts`]).
 
