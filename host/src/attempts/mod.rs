@@ -2,7 +2,7 @@
 //! and outcome checks, above the runtime (which runs one attempt in a fresh store,
 //! [`crate::runtime::execute`]).
 //!
-//! A completed output passes the run's validators ([`validate`]): programmatic checks
+//! A completed output passes the run's validators ([`validate()`]): programmatic checks
 //! ([`crate::checks`]), the ledger check for hallucinated success, validator components
 //! ([`component`]), an LLM judge, outcome checks that roll a task's subtree back when
 //! the world is wrong ([`outcome`]). A failure is retried as `[retry]` says — with the

@@ -4,7 +4,7 @@
 //! as an event of the task (its own kind, skipped by replay) whatever the outcome.
 //! The provider's failed attempts are recorded before it as `llm.attempt` events of
 //! the task, and timed-out ones are charged their estimated prompt (see
-//! [`super::attempts`]).
+//! [`super::llm_attempts`]).
 
 use super::RunContext;
 use super::llm_attempts::{ATTEMPT_KIND, attempt_records};
