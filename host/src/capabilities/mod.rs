@@ -18,7 +18,7 @@ pub mod tools;
 pub mod trace;
 pub mod wasi;
 
-use crate::ledger::{EventRecord, now_ms};
+use crate::ledger::{EventKind, EventRecord, now_ms};
 use crate::merge::MergeConfig;
 use crate::replay::Replay;
 use crate::supervisor::{ComponentRef, RunContext};
@@ -81,7 +81,7 @@ pub(crate) struct ValidatorScope {
 
 /// One host call as the capabilities describe it to [`TaskCtx::record`].
 pub(crate) struct Call {
-    pub kind: &'static str,
+    pub kind: EventKind,
     pub ok: bool,
     pub request: Value,
     pub response: Value,
@@ -97,7 +97,7 @@ pub(crate) struct Call {
 impl Call {
     /// A call without model usage.
     pub fn plain(
-        kind: &'static str,
+        kind: EventKind,
         ok: bool,
         request: Value,
         response: Value,
@@ -172,7 +172,7 @@ impl TaskCtx {
         if let Some(v) = &self.validator {
             e.request =
                 serde_json::json!({ "validator": v.label, "call": e.kind, "request": e.request });
-            e.kind = "validator.call".into();
+            e.kind = EventKind::ValidatorCall;
             e.identity = None;
         }
         e
@@ -182,7 +182,7 @@ impl TaskCtx {
         self.scoped(EventRecord {
             run_id: self.run.run_id.clone(),
             task_id: self.task_id,
-            kind: call.kind.to_string(),
+            kind: call.kind,
             ok: call.ok,
             request: call.request,
             response: call.response,
@@ -245,7 +245,7 @@ impl TaskCtx {
         Some(self.scoped(EventRecord::note(
             self.run.run_id.clone(),
             self.task_id,
-            "wasi.nondet",
+            EventKind::WasiNondet,
             true,
             Value::Null,
             wasi::nondet_response(&reads),

@@ -13,6 +13,7 @@
 
 use super::{DurableCall, Recorded, TaskCtx};
 use crate::bindings::tools::{Host, SideEffect, ToolError, ToolInfo};
+use crate::ledger::EventKind;
 use crate::replay::RecordedCall;
 use crate::tools::{self as tool_impl, ToolCallCtx};
 use serde_json::{Value, json};
@@ -121,7 +122,7 @@ impl TaskCtx {
 
 impl Host for TaskCtx {
     async fn list(&mut self) -> wasmtime::Result<Vec<ToolInfo>> {
-        let mut call = self.begin("tools.list", Value::Null)?;
+        let mut call = self.begin(EventKind::ToolsList, Value::Null)?;
         let mut infos = self.run.tools.list();
         infos.retain(|i| self.tool_allowed(&i.name));
         let to_wit = |i: tool_impl::ToolInfo| ToolInfo {
@@ -147,9 +148,9 @@ impl Host for TaskCtx {
         let class = self.run.tools.side_effect_of(&name, &args_json);
         let effectful = class.is_some_and(|c| c != tool_impl::SideEffect::None);
         let mut call = if effectful {
-            self.begin_effect("tools.call", "tools.intent", identity)?
+            self.begin_effect(EventKind::ToolsCall, EventKind::ToolsIntent, identity)?
         } else {
-            self.begin("tools.call", identity)?
+            self.begin(EventKind::ToolsCall, identity)?
         };
         let key = format!("{}/{}/{}", self.run.run_id, self.task_id, self.host_calls);
         if !self.tool_allowed(&name) {
@@ -195,7 +196,8 @@ impl Host for TaskCtx {
                 "side_effect": class_name(class),
                 "undo": info.undo,
             });
-            call.write_intent(self, "tools.intent", intent).await?;
+            call.write_intent(self, EventKind::ToolsIntent, intent)
+                .await?;
         }
         self.run_tool(call, &name, &args_json, key).await
     }

@@ -26,7 +26,7 @@ pub mod resolve;
 
 use crate::checks::glob;
 use crate::ledger::merges::{self, MergeRecord, NewMerge};
-use crate::ledger::{Connection, EventRecord, tasks};
+use crate::ledger::{Connection, EventKind, EventRecord, MergeStatus, tasks};
 use crate::supervisor::RunContext;
 use crate::supervisor::host_llm::{self, HostCall};
 use crate::tools::overlay::{self, View};
@@ -190,8 +190,7 @@ pub struct MergeRow {
     pub child_task: u64,
     pub subject: String,
     pub category: Category,
-    /// `merged`, `pending` (a human must decide) or `resolved` (a human did).
-    pub status: String,
+    pub status: MergeStatus,
     pub base: Option<String>,
     pub ours: Option<String>,
     pub theirs: String,
@@ -286,9 +285,9 @@ async fn decide(
         }
     };
     let status = if result.is_some() {
-        "merged"
+        MergeStatus::Merged
     } else {
-        "pending"
+        MergeStatus::Pending
     };
     let mut row = MergeRow {
         id: 0,
@@ -297,7 +296,7 @@ async fn decide(
         child_task: child,
         subject: subject.to_string(),
         category,
-        status: status.to_string(),
+        status,
         base,
         ours,
         theirs,
@@ -335,8 +334,8 @@ async fn decide(
             w.append_event(EventRecord::note(
                 run_id.clone(),
                 parent,
-                "merge.decided",
-                status == "merged",
+                EventKind::MergeDecided,
+                status == MergeStatus::Merged,
                 json!({ "merge_id": id, "child": child, "subject": subject }),
                 json!({ "category": category, "status": status, "reasoning": reasoning }),
             ))?;
@@ -359,7 +358,7 @@ async fn wait_resolved(run: &RunContext, id: u64) -> anyhow::Result<MergeRow> {
         .poll_decision(&waiting_for, |conn| {
             // A row that vanished cannot be decided: return it as it was (None).
             Ok(match merges::merge(conn, id)?.map(MergeRow::from) {
-                Some(row) if row.status == "pending" => None,
+                Some(row) if row.status == MergeStatus::Pending => None,
                 other => Some(other),
             })
         })
@@ -578,7 +577,7 @@ async fn llm_merge(
         prompt: merge_prompt(sides),
         max_output_tokens: max_out,
         task_type: "merge",
-        kind: "merge.llm",
+        kind: EventKind::MergeLlm,
         request: json!({ "subject": sides.subject }),
     };
     host_llm::call(run, call, |text| (parse_merge_reply(text), Value::Null)).await
