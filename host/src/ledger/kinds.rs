@@ -1,5 +1,5 @@
 //! The kinds of ledger events: [`EventKind`], and for each kind — in one place,
-//! [`EventKind::declared`] — the name stored in `events.kind`, how replay treats it
+//! `EventKind::declared` — the name stored in `events.kind`, how replay treats it
 //! ([`ReplayClass`]) and how durable its write must be ([`Durability`]).
 
 use rusqlite::types::{FromSql, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
@@ -10,7 +10,7 @@ use std::fmt;
 /// (`llm.complete`, `tools.call`), or what the host recorded beside the calls
 /// (`wasi.nondet`, `validation.retry`, `merge.decided`, …).
 ///
-/// Each kind declares, in [`EventKind::declared`]:
+/// Each kind declares, in one match (`EventKind::declared`):
 ///
 /// * its **name**, as stored in `events.kind` ([`EventKind::as_str`]). Names never
 ///   change: ledgers written by earlier hosts must still read.
