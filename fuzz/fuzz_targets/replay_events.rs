@@ -7,7 +7,7 @@
 #![no_main]
 
 use agentflow::replay::nondet::{NondetRead, nondet_response, reads_of_event};
-use agentflow::ledger::kinds::AUXILIARY;
+use agentflow::ledger::EventKind;
 use agentflow::replay::{Replay, describe};
 use agentflow::ledger::query::EventRow;
 use arbitrary::Arbitrary;
@@ -158,7 +158,7 @@ impl Event {
         EventRow {
             task_id: 1,
             seq,
-            kind,
+            kind: EventKind::from(kind),
             ok: self.ok,
             request_hash: self.request_hash.clone(),
             request: self.request.value(0),
@@ -223,7 +223,7 @@ fuzz_target!(|input: Input| {
                 round_trip(&reads);
                 expected_reads.extend(reads);
             }
-        } else if !AUXILIARY.contains(&row.kind.as_str()) {
+        } else if row.kind.is_replayed() {
             expected_calls.push(row.seq);
         }
     }

@@ -68,7 +68,7 @@ pub mod tools;
 pub use config::HostConfig;
 pub use ledger::Status;
 
-use ledger::{Ledger, NewRun};
+use ledger::{EventKind, Ledger, NewRun};
 use runs::stored::{StoredRunConfig, context_hash};
 use runtime::{LoadedAgent, Runtime};
 use scheduler::Scheduler;
@@ -326,7 +326,7 @@ impl Host {
         let summary = ledger::EventRecord::note(
             run_id.clone(),
             1,
-            "budget.summary",
+            EventKind::BudgetSummary,
             true,
             serde_json::Value::Null,
             serde_json::json!({ "limit_usd": limit, "spent_usd": spent, "peak_committed_usd": peak }),
@@ -351,7 +351,7 @@ impl Host {
             .ok_or_else(|| anyhow::anyhow!("run {run_id} vanished from the ledger"))?;
         let copied = ledger::query::events(&reader, &run_id, Some(1))?
             .iter()
-            .filter(|e| e.kind == "fork.copied")
+            .filter(|e| e.kind == EventKind::ForkCopied)
             .filter_map(|e| e.response["cost_usd"].as_f64())
             .sum::<f64>();
         Ok(RunReport {

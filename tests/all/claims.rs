@@ -90,7 +90,7 @@ async fn config_wall_ms_stops_a_sleeping_task_naming_the_key() {
     assert!(took < Duration::from_secs(20), "not promptly: {took:?}");
     let conn = host.ledger().reader().unwrap();
     let tasks = agentflow::ledger::query::tasks(&conn, &report.run_id).unwrap();
-    assert_eq!(tasks[0].status, "failed");
+    assert_eq!(tasks[0].status, Status::Failed);
     assert!(
         tasks[0]
             .error

@@ -113,7 +113,7 @@ async fn concurrency_queues_children_and_fail_fast_refuses() {
     let children: Vec<_> = t.iter().filter(|t| t.parent_id == Some(1)).collect();
     assert_eq!(children.len(), 4);
     assert!(
-        children.iter().all(|c| c.status == "completed"),
+        children.iter().all(|c| c.status == Status::Completed),
         "queued, not refused"
     );
     let most = gauge.max("sleepers");
@@ -282,7 +282,7 @@ async fn every_dependency_type_orders_children() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_dependency_fails_or_cancels_its_dependents() {
-    for (policy, expected) in [("fail", "failed"), ("cancel", "cancelled")] {
+    for (policy, expected) in [("fail", Status::Failed), ("cancel", Status::Cancelled)] {
         let dir = TempDir::new("con-depfail");
         let host = host(
             &dir,
@@ -361,7 +361,7 @@ async fn approvals_hold_a_child_until_a_human_decides() {
     let kinds: Vec<String> = events(&host, &report.run_id)
         .into_iter()
         .filter(|e| e.task_id == 3)
-        .map(|e| e.kind)
+        .map(|e| e.kind.to_string())
         .collect();
     assert!(
         kinds.contains(&"approval.requested".to_string())
@@ -602,8 +602,8 @@ async fn cancelling_a_child_cancels_its_descendants() {
     let conn = host.ledger().reader().unwrap();
     let tasks = agentflow::ledger::query::tasks(&conn, &report.run_id).unwrap();
     assert_eq!(tasks.len(), 3);
-    assert_eq!(tasks[1].status, "cancelled", "the child");
-    assert_eq!(tasks[2].status, "cancelled", "the grandchild");
+    assert_eq!(tasks[1].status, Status::Cancelled, "the child");
+    assert_eq!(tasks[2].status, Status::Cancelled, "the grandchild");
     assert!(
         tasks[2].started_at.is_some(),
         "the grandchild was running when cancelled"

@@ -50,7 +50,7 @@ async fn researcher_spawns_one_child_per_sub_question_and_summarises() {
     for t in &tasks[1..] {
         assert_eq!(t.parent_id, Some(1));
         assert_eq!(t.depth, 1);
-        assert_eq!(t.status, "completed");
+        assert_eq!(t.status, Status::Completed);
     }
     // Children ran concurrently: all three were spawned before the first wait.
     let events = events(&host, &report.run_id);

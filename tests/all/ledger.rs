@@ -182,9 +182,9 @@ async fn runs_and_tasks_record_status_and_totals() {
     let runs = agentflow::ledger::query::runs(&conn, 10).unwrap();
     assert_eq!(runs.len(), 2);
     let ok_row = runs.iter().find(|r| r.run_id == ok.run_id).unwrap();
-    assert_eq!(ok_row.status, "completed");
+    assert_eq!(ok_row.status, Status::Completed);
     assert!(ok_row.tokens_in > 0 && ok_row.cost_usd > 0.0 && ok_row.finished_at.is_some());
     let failed_row = runs.iter().find(|r| r.run_id == failed.run_id).unwrap();
-    assert_eq!(failed_row.status, "failed");
+    assert_eq!(failed_row.status, Status::Failed);
     assert_eq!(failed_row.error.as_deref(), Some("on purpose"));
 }

@@ -143,5 +143,5 @@ async fn cancel_stops_a_spawned_child() {
     assert!(started.elapsed().as_secs() < 10);
     let conn = host.ledger().reader().unwrap();
     let tasks = agentflow::ledger::query::tasks(&conn, &report.run_id).unwrap();
-    assert_eq!(tasks[1].status, "cancelled");
+    assert_eq!(tasks[1].status, Status::Cancelled);
 }

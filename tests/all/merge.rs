@@ -125,8 +125,8 @@ async fn parallel_children_write_to_isolated_views_merged_at_join() {
     let rows = conflicts(&conn, true).unwrap();
     assert_eq!(rows.len(), 6, "{rows:?}");
     assert!(
-        rows.iter()
-            .all(|r| r.category.as_str() == "trivial" && r.status == "merged")
+        rows.iter().all(|r| r.category.as_str() == "trivial"
+            && r.status == agentflow::ledger::MergeStatus::Merged)
     );
     assert!(
         rows.iter()

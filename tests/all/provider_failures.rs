@@ -277,7 +277,7 @@ async fn llm_attempt_events_are_host_bookkeeping_not_guest_calls() {
     )
     .await;
     assert_eq!(report.status, Status::Completed, "{report:?}");
-    assert!(agentflow::ledger::kinds::AUXILIARY.contains(&"llm.attempt"));
+    assert!(!agentflow::ledger::EventKind::from("llm.attempt").is_replayed());
     let events = events(&host, &report.run_id);
     assert_eq!(of_kind(&events, "llm.attempt").len(), 1);
     let (replay, _) = agentflow::replay::Replay::from_events(events);

@@ -16,7 +16,7 @@ pub mod validate;
 
 use crate::bindings::checkpoint::Checkpoint;
 use crate::checks::Category;
-use crate::ledger::EventRecord;
+use crate::ledger::{EventKind, EventRecord};
 use crate::merge::MergeConfig;
 use crate::replay::DivergencePolicy;
 use crate::runtime::execute::{AttemptSetup, run_once};
@@ -249,7 +249,7 @@ pub async fn execute_task(
             ..EventRecord::note(
                 run.run_id.clone(),
                 task_id,
-                "validation.retry",
+                EventKind::ValidationRetry,
                 true,
                 serde_json::Value::Null,
                 marker,
@@ -288,7 +288,7 @@ async fn after_divergence(
     let event = EventRecord::note(
         run.run_id.clone(),
         task_id,
-        "replay.diverged",
+        EventKind::ReplayDiverged,
         false,
         serde_json::Value::Null,
         note,

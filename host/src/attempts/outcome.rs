@@ -18,7 +18,7 @@
 use super::Runner;
 use crate::checks::{OutcomeCheck, ValidatorConfig, ValidatorKind, Verdict};
 use crate::durability::recovery::{self, Action, Plan, TaskPlan};
-use crate::ledger::{EventRecord, query};
+use crate::ledger::{EventKind, EventRecord, Status, query};
 use crate::runtime::LoadedAgent;
 use crate::supervisor::RunContext;
 use crate::tools::{ToolCallCtx, ToolError};
@@ -53,7 +53,7 @@ fn effect_ids(run: &RunContext, task_id: u64) -> Vec<String> {
     let mut events: Vec<_> = query::events(&conn, &run.run_id, None)
         .unwrap_or_default()
         .into_iter()
-        .filter(|e| tasks.contains(&e.task_id) && e.kind == "tools.call" && e.ok)
+        .filter(|e| tasks.contains(&e.task_id) && e.kind == EventKind::ToolsCall && e.ok)
         .collect();
     events.sort_by_key(|e| std::cmp::Reverse((e.finished_at, e.seq)));
     let mut ids = Vec::new();
@@ -155,7 +155,7 @@ pub async fn check(
             ..EventRecord::note(
                 run.run_id.clone(),
                 task_id,
-                "validation.outcome",
+                EventKind::ValidationOutcome,
                 !matches!(verdict, Verdict::Fail(_)),
                 json!({ "validator": v.label(), "tool": name, "args": args }),
                 match &result {
@@ -188,7 +188,7 @@ pub async fn roll_back(run: &Arc<RunContext>, task_id: u64, validator: &str) -> 
         let evs: Vec<_> = events.iter().filter(|e| e.task_id == *t).collect();
         let done: HashSet<u64> = evs
             .iter()
-            .filter(|e| e.kind == "recovery.compensate")
+            .filter(|e| e.kind == EventKind::RecoveryCompensate)
             .filter_map(|e| e.request["reverts_seq"].as_u64())
             .collect();
         for r in recovery::reverts(*t, &evs) {
@@ -207,7 +207,7 @@ pub async fn roll_back(run: &Arc<RunContext>, task_id: u64, validator: &str) -> 
     let count = side_effects.len();
     let plan = Plan {
         run_id: run.run_id.clone(),
-        run_status: "running".into(),
+        run_status: Status::Running,
         tasks: vec![TaskPlan {
             task_id,
             description: format!("outcome validator `{validator}` failed"),
@@ -227,7 +227,7 @@ pub async fn roll_back(run: &Arc<RunContext>, task_id: u64, validator: &str) -> 
     let event = EventRecord::note(
         run.run_id.clone(),
         task_id,
-        "validation.rollback",
+        EventKind::ValidationRollback,
         result.is_ok(),
         json!({ "validator": validator, "tasks": tasks }),
         json!({ "effects": count, "result": summary }),

@@ -13,7 +13,9 @@
 
 use crate::checks::Failure;
 use crate::ledger::reviews::{self, NewReview, ReviewDecision};
-use crate::ledger::{Connection, EventRecord, Ledger, LedgerError, SqlResult};
+use crate::ledger::{
+    Connection, EventKind, EventRecord, Ledger, LedgerError, ReviewStatus, SqlResult,
+};
 use crate::supervisor::RunContext;
 use serde_json::json;
 use std::sync::Arc;
@@ -43,7 +45,7 @@ pub fn render(rows: &[ReviewRow]) -> String {
             r.run_id.clone(),
             r.task_id.to_string(),
             r.attempt.to_string(),
-            r.status.clone(),
+            r.status.to_string(),
             format!(
                 "{} [{}]: {}",
                 r.validator,
@@ -66,7 +68,7 @@ pub fn render(rows: &[ReviewRow]) -> String {
             .take(160)
             .collect();
         out += &format!("      output: {}\n", escape_guest_text(&excerpt));
-        if r.status == "pending" {
+        if r.status == ReviewStatus::Pending {
             out += &format!(
                 "      decide: agentflow retry {} --note \"guidance\" | agentflow reject {} --note \"why\"\n",
                 r.id, r.id
@@ -110,7 +112,7 @@ async fn request(
             w.append_event(EventRecord::note(
                 run_id,
                 task_id,
-                "review.requested",
+                EventKind::ReviewRequested,
                 true,
                 json!({ "review_id": id, "attempt": attempt }),
                 json!({ "validator": validator, "category": category, "reason": reason }),
@@ -152,14 +154,17 @@ pub async fn await_decision(
         .ledger
         .poll_decision(&waiting_for, |conn| {
             Ok(match reviews::review_decision(conn, id)? {
-                Some(d) if d.status == "pending" => None,
+                Some(d) if d.status == ReviewStatus::Pending => None,
                 other => Some(other),
             })
         })
         .await
         .map_err(|e| ReviewEnd::Ledger(format!("{failure}; cannot read review {id}: {e}")))?;
     match decided {
-        Some(ReviewDecision { status, note }) if status == "retry" => Ok(note),
+        Some(ReviewDecision {
+            status: ReviewStatus::Retry,
+            note,
+        }) => Ok(note),
         Some(ReviewDecision { note, .. }) => Err(ReviewEnd::Rejected(format!(
             "{failure}; rejected by a human (review {id}){}",
             note.map(|n| format!(": {n}")).unwrap_or_default()
@@ -182,12 +187,16 @@ pub fn decide_blocking(
         let Some((run_id, task_id)) = w.pending_review(id)? else {
             return Ok(None);
         };
-        let status = if retry { "retry" } else { "rejected" };
+        let status = if retry {
+            ReviewStatus::Retry
+        } else {
+            ReviewStatus::Rejected
+        };
         w.decide_review(id, status, note.as_deref())?;
         w.append_event(EventRecord::note(
             run_id.clone(),
             task_id,
-            "review.decided",
+            EventKind::ReviewDecided,
             retry,
             json!({ "review_id": id }),
             json!({ "decision": status, "note": note }),

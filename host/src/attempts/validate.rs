@@ -7,7 +7,7 @@ use super::{Runner, component, outcome};
 use crate::checks::{
     Category, Failure, JudgeCheck, ValidatorConfig, ValidatorKind, Verdict, glob, programmatic,
 };
-use crate::ledger::{EventRecord, query};
+use crate::ledger::{EventKind, EventRecord, query};
 use crate::supervisor::RunContext;
 use crate::supervisor::host_llm::{self, HostCall};
 use serde_json::json;
@@ -31,11 +31,11 @@ fn ledger_facts(
     let mut models: std::collections::HashMap<String, usize> = Default::default();
     let mut task_type = None;
     for e in &own {
-        if e.kind == "validation.retry" {
+        if e.kind == EventKind::ValidationRetry {
             models.clear();
             task_type = None;
         }
-        if e.kind == "llm.complete" && e.ok {
+        if e.kind == EventKind::LlmComplete && e.ok {
             if let Some(m) = &e.model {
                 *models.entry(m.clone()).or_default() += 1;
             }
@@ -49,7 +49,7 @@ fn ledger_facts(
     if with_tools {
         let mut add = |events: &[query::EventRow]| {
             for e in events {
-                if e.kind == "tools.call"
+                if e.kind == EventKind::ToolsCall
                     && e.ok
                     && let Some(name) = e.request["name"].as_str()
                 {
@@ -120,7 +120,7 @@ async fn judge(
         prompt: judge_prompt(spec, input, output),
         max_output_tokens: 300,
         task_type: "judge",
-        kind: "validation.judge",
+        kind: EventKind::ValidationJudge,
         request: json!({ "validator": v.label(), "threshold": threshold }),
     };
     let scored = host_llm::call(run, call, |text| {
@@ -305,7 +305,7 @@ pub async fn validate(
         let event = EventRecord::note(
             run.run_id.clone(),
             task_id,
-            "validation.result",
+            EventKind::ValidationResult,
             !matches!(verdict, Verdict::Fail(_)),
             json!({ "validator": v.label(), "kind": v.kind.name() }),
             json!({ "result": verdict, "category": category, "score": score, "model": producer }),

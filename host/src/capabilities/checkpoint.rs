@@ -10,7 +10,7 @@
 use super::views::CheckpointView;
 use crate::bindings::checkpoint::{Checkpoint, Host};
 use crate::ledger::checkpoints::NewCheckpoint;
-use crate::ledger::{blobs, now_ms};
+use crate::ledger::{EventKind, blobs, now_ms};
 use serde_json::json;
 
 impl Host for CheckpointView<'_> {
@@ -21,7 +21,7 @@ impl Host for CheckpointView<'_> {
     ) -> wasmtime::Result<Result<u32, String>> {
         let hash = blobs::sha256_hex(&state);
         let identity = json!({ "note": note, "state_hash": hash });
-        let mut call = self.site.begin("checkpoint.save", identity)?;
+        let mut call = self.site.begin(EventKind::CheckpointSave, identity)?;
         let limit = self.site.run.settings.limits.max_checkpoint_bytes;
         if state.len() > limit {
             let msg = format!(
@@ -103,7 +103,7 @@ impl Host for CheckpointView<'_> {
     async fn load(&mut self) -> wasmtime::Result<Option<Checkpoint>> {
         let mut call = self
             .site
-            .begin("checkpoint.load", serde_json::Value::Null)?;
+            .begin(EventKind::CheckpointLoad, serde_json::Value::Null)?;
         let found = self.progress.last_checkpoint.clone();
         if call.replayed().is_some() {
             return Ok(found);

@@ -14,7 +14,7 @@
 //! own logic and one session; the kind and identity are given once, at the start.
 
 use super::{Call, CallSite};
-use crate::ledger::now_ms;
+use crate::ledger::{EventKind, now_ms};
 use crate::replay::{RecordedCall, describe};
 use serde_json::Value;
 
@@ -31,7 +31,7 @@ pub(crate) enum Recorded {
 
 /// A host call between its start and its record.
 pub(crate) struct DurableCall {
-    kind: &'static str,
+    kind: EventKind,
     identity: Value,
     /// When the call started (ms since the epoch).
     pub started_at: i64,
@@ -55,7 +55,7 @@ impl DurableCall {
     /// The call's event, to complete (model usage, cost) and pass to
     /// [`DurableCall::finish_call`], which adds the identity.
     pub fn call(&self, ok: bool, request: Value, response: Value) -> Call {
-        Call::plain(self.kind, ok, request, response, self.started_at)
+        Call::plain(self.kind.clone(), ok, request, response, self.started_at)
     }
 
     /// Record the live call's result; returns its sequence number.
@@ -108,7 +108,7 @@ impl DurableCall {
     pub async fn write_intent(
         &self,
         site: &mut CallSite,
-        intent_kind: &'static str,
+        intent_kind: EventKind,
         request: Value,
     ) -> wasmtime::Result<u64> {
         let call = Call::plain(intent_kind, true, request, Value::Null, self.started_at)
@@ -122,11 +122,11 @@ impl CallSite {
     /// asked, independent of host state).
     pub(crate) fn begin(
         &mut self,
-        kind: &'static str,
+        kind: EventKind,
         identity: Value,
     ) -> wasmtime::Result<DurableCall> {
         let started_at = self.admit()?;
-        let recorded = match self.replayed(kind, &identity)? {
+        let recorded = match self.replayed(&kind, &identity)? {
             Some(rec) => Recorded::Result(rec),
             None => Recorded::Live,
         };
@@ -143,8 +143,8 @@ impl CallSite {
     /// the call is [`Recorded::InDoubt`].
     pub(crate) fn begin_effect(
         &mut self,
-        kind: &'static str,
-        intent_kind: &'static str,
+        kind: EventKind,
+        intent_kind: EventKind,
         identity: Value,
     ) -> wasmtime::Result<DurableCall> {
         let intent_next = self
@@ -156,10 +156,10 @@ impl CallSite {
             return self.begin(kind, identity);
         }
         let started_at = self.admit()?;
-        let Some(intent) = self.replayed(intent_kind, &identity)? else {
+        let Some(intent) = self.replayed(&intent_kind, &identity)? else {
             unreachable!("an intent was next")
         };
-        let recorded = match self.replayed(kind, &identity)? {
+        let recorded = match self.replayed(&kind, &identity)? {
             Some(rec) => Recorded::Result(rec),
             None => Recorded::InDoubt(intent),
         };
@@ -174,7 +174,11 @@ impl CallSite {
     /// During a replay: the recorded result of this call, after checking that the
     /// guest made the same call as recorded (kind and identity hash). `None` when
     /// live — including the moment the record runs out, from which on the task is live.
-    fn replayed(&mut self, kind: &str, identity: &Value) -> wasmtime::Result<Option<RecordedCall>> {
+    fn replayed(
+        &mut self,
+        kind: &EventKind,
+        identity: &Value,
+    ) -> wasmtime::Result<Option<RecordedCall>> {
         if self.replay.is_none() {
             return Ok(None);
         }
@@ -188,7 +192,7 @@ impl CallSite {
                 self.replay = None;
                 Ok(None)
             }
-            Some(rec) if rec.kind == kind && rec.request_hash == hash => Ok(replay.pop()),
+            Some(rec) if rec.kind == *kind && rec.request_hash == hash => Ok(replay.pop()),
             Some(rec) => {
                 let msg = format!(
                     "non-determinism: the guest called {} but the ledger recorded {}",

@@ -17,10 +17,11 @@ use super::{Call, views::LlmView};
 use crate::bindings::llm::{
     FinishReason, Host, LlmError, Message, Priority, Request, Response, Role, ToolCall, Usage,
 };
+use crate::ledger::EventKind;
 use crate::providers::Price;
 use crate::providers::{self, ChatMessage, ChatRequest, FailedAttempt, ProviderError, ToolDef};
 use crate::scheduler::{self, SchedError, SchedRequest};
-use crate::supervisor::llm_attempts::{ATTEMPT_KIND, AttemptCharge, attempt_records};
+use crate::supervisor::llm_attempts::{AttemptCharge, attempt_records};
 use serde_json::json;
 use std::time::Instant;
 
@@ -162,7 +163,7 @@ fn attempt_events(
         .into_iter()
         .map(|record| {
             let mut call = Call::plain(
-                ATTEMPT_KIND,
+                EventKind::LlmAttempt,
                 false,
                 record.request,
                 record.response,
@@ -248,7 +249,7 @@ impl Host for LlmView<'_> {
         // What the guest asked, independent of host state (budget, health): the replay key.
         let identity =
             json!({ "chat": template, "pin": req.model, "allow_fallback": req.allow_fallback });
-        let mut durable = self.site.begin("llm.complete", identity)?;
+        let mut durable = self.site.begin(EventKind::LlmComplete, identity)?;
         if let Some(rec) = durable.replayed() {
             return Ok(replayed_result(&rec));
         }
@@ -334,7 +335,7 @@ impl Host for LlmView<'_> {
                                  "waited_ms": grant.waited_ms, "at_ms": reserved_at },
             });
             let mut decision_call = Call::plain(
-                "llm.decision",
+                EventKind::LlmDecision,
                 true,
                 json!({ "scheduling": sreq }),
                 decision,
@@ -380,7 +381,7 @@ impl Host for LlmView<'_> {
                     if let Some(change) = &change {
                         self.site
                             .record(Call::plain(
-                                "llm.model_version_changed",
+                                EventKind::LlmModelVersionChanged,
                                 true,
                                 json!({ "model": grant.model }),
                                 json!(change),

@@ -19,7 +19,7 @@ pub mod trace;
 pub mod views;
 pub mod wasi;
 
-use crate::ledger::{EventRecord, now_ms};
+use crate::ledger::{EventKind, EventRecord, now_ms};
 use crate::merge::MergeConfig;
 use crate::replay::Replay;
 use crate::supervisor::{ComponentRef, RunContext};
@@ -114,7 +114,7 @@ pub(crate) struct ValidatorScope {
 
 /// One host call as the capabilities describe it to [`TaskCtx::record`].
 pub(crate) struct Call {
-    pub kind: &'static str,
+    pub kind: EventKind,
     pub ok: bool,
     pub request: Value,
     pub response: Value,
@@ -130,7 +130,7 @@ pub(crate) struct Call {
 impl Call {
     /// A call without model usage.
     pub fn plain(
-        kind: &'static str,
+        kind: EventKind,
         ok: bool,
         request: Value,
         response: Value,
@@ -206,7 +206,7 @@ impl CallSite {
         if let Some(v) = &self.validator {
             e.request =
                 serde_json::json!({ "validator": v.label, "call": e.kind, "request": e.request });
-            e.kind = "validator.call".into();
+            e.kind = EventKind::ValidatorCall;
             e.identity = None;
         }
         e
@@ -216,7 +216,7 @@ impl CallSite {
         self.scoped(EventRecord {
             run_id: self.run.run_id.clone(),
             task_id: self.task_id,
-            kind: call.kind.to_string(),
+            kind: call.kind,
             ok: call.ok,
             request: call.request,
             response: call.response,
@@ -279,7 +279,7 @@ impl CallSite {
         Some(self.scoped(EventRecord::note(
             self.run.run_id.clone(),
             self.task_id,
-            "wasi.nondet",
+            EventKind::WasiNondet,
             true,
             Value::Null,
             wasi::nondet_response(&reads),

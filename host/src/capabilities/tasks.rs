@@ -8,6 +8,7 @@ use crate::bindings::tasks::{
     AgentRef, Dependency, Host, MergeCategory, MergeResult, Outcome, SpawnError, SpawnRequest,
     TaskId,
 };
+use crate::ledger::EventKind;
 use crate::supervisor::{self, SpawnRefusal, TaskOutcome};
 use serde_json::json;
 
@@ -123,7 +124,7 @@ impl Host for TasksView<'_> {
             // Only when present, so that older records keep their identity.
             request["validators"] = json!(req.validators);
         }
-        let mut call = self.site.begin("tasks.spawn", request.clone())?;
+        let mut call = self.site.begin(EventKind::TasksSpawn, request.clone())?;
         if let Some(rec) = call.replayed() {
             return Ok(match rec.response["task_id"].as_u64() {
                 Some(id) if rec.ok => Ok(id),
@@ -185,7 +186,9 @@ impl Host for TasksView<'_> {
     }
 
     async fn wait(&mut self, id: TaskId) -> wasmtime::Result<Outcome> {
-        let mut call = self.site.begin("tasks.wait", json!({ "task_id": id }))?;
+        let mut call = self
+            .site
+            .begin(EventKind::TasksWait, json!({ "task_id": id }))?;
         if let Some(rec) = call.replayed() {
             let outcome = outcome_from_json(&rec.response);
             if matches!(outcome, Outcome::Completed(_)) {
@@ -235,7 +238,7 @@ impl Host for TasksView<'_> {
         ids: Vec<TaskId>,
     ) -> wasmtime::Result<Result<MergeResult, String>> {
         let request = json!({ "base": base, "ids": ids });
-        let mut call = self.site.begin("tasks.merge", request.clone())?;
+        let mut call = self.site.begin(EventKind::TasksMerge, request.clone())?;
         if let Some(rec) = call.replayed() {
             return Ok(merge_from_json(rec.ok, &rec.response));
         }
@@ -265,7 +268,9 @@ impl Host for TasksView<'_> {
     }
 
     async fn cancel(&mut self, id: TaskId) -> wasmtime::Result<bool> {
-        let mut call = self.site.begin("tasks.cancel", json!({ "task_id": id }))?;
+        let mut call = self
+            .site
+            .begin(EventKind::TasksCancel, json!({ "task_id": id }))?;
         if let Some(rec) = call.replayed() {
             return Ok(rec.response["cancelled"].as_bool().unwrap_or(false));
         }

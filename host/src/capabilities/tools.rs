@@ -13,6 +13,7 @@
 
 use super::{DurableCall, Recorded, views::ToolsView};
 use crate::bindings::tools::{Host, SideEffect, ToolError, ToolInfo};
+use crate::ledger::EventKind;
 use crate::replay::RecordedCall;
 use crate::tools::{self as tool_impl, ToolCallCtx};
 use serde_json::{Value, json};
@@ -123,7 +124,7 @@ impl ToolsView<'_> {
 
 impl Host for ToolsView<'_> {
     async fn list(&mut self) -> wasmtime::Result<Vec<ToolInfo>> {
-        let mut call = self.site.begin("tools.list", Value::Null)?;
+        let mut call = self.site.begin(EventKind::ToolsList, Value::Null)?;
         let mut infos = self.site.run.tools.list();
         infos.retain(|i| self.site.tool_allowed(&i.name));
         let to_wit = |i: tool_impl::ToolInfo| ToolInfo {
@@ -151,9 +152,9 @@ impl Host for ToolsView<'_> {
         let effectful = class.is_some_and(|c| c != tool_impl::SideEffect::None);
         let mut call = if effectful {
             self.site
-                .begin_effect("tools.call", "tools.intent", identity)?
+                .begin_effect(EventKind::ToolsCall, EventKind::ToolsIntent, identity)?
         } else {
-            self.site.begin("tools.call", identity)?
+            self.site.begin(EventKind::ToolsCall, identity)?
         };
         let key = format!(
             "{}/{}/{}",
@@ -203,7 +204,8 @@ impl Host for ToolsView<'_> {
                 "side_effect": class_name(class),
                 "undo": info.undo,
             });
-            call.write_intent(self.site, "tools.intent", intent).await?;
+            call.write_intent(self.site, EventKind::ToolsIntent, intent)
+                .await?;
         }
         self.run_tool(call, &name, &args_json, key).await
     }

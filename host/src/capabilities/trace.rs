@@ -10,6 +10,7 @@
 use super::views::TraceView;
 use crate::bindings::trace::{Host, Level};
 use crate::guest_text::{escape_guest_text, truncate_guest_text};
+use crate::ledger::EventKind;
 use serde_json::json;
 
 impl TraceView<'_> {
@@ -65,7 +66,7 @@ impl Host for TraceView<'_> {
     ) -> wasmtime::Result<()> {
         // Replay matches what the guest asked, so the identity keeps the full texts.
         let identity = json!({ "thought": thought, "action": action, "observation": observation });
-        let mut call = self.site.begin("trace.step", identity)?;
+        let mut call = self.site.begin(EventKind::TraceStep, identity)?;
         self.trace.steps += 1;
         let confidence = if confidence.is_finite() {
             confidence.clamp(0.0, 1.0)
@@ -100,7 +101,7 @@ impl Host for TraceView<'_> {
 
     async fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
         let identity = json!({ "level": format!("{level:?}"), "message": message });
-        let mut call = self.site.begin("trace.log", identity)?;
+        let mut call = self.site.begin(EventKind::TraceLog, identity)?;
         if call.replayed().is_some() {
             return Ok(());
         }

@@ -5,6 +5,7 @@
 
 use agentflow::attempts::calibrate::Calibration;
 use agentflow::guest_text::escape_guest_text;
+use agentflow::ledger::MergeStatus;
 use agentflow::ledger::integrity::{self, CheckReport};
 use agentflow::ledger::query::{ApprovalRow, CheckpointRow};
 use agentflow::merge::MergeRow;
@@ -137,7 +138,7 @@ pub fn approvals(rows: &[ApprovalRow]) -> String {
             a.id.to_string(),
             a.run_id.clone(),
             a.task_id.to_string(),
-            a.status.clone(),
+            a.status.to_string(),
             inspect::usd(a.estimated_cost_usd),
             format!(
                 "{} / \"{}\"",
@@ -236,7 +237,7 @@ pub fn conflicts(rows: &[MergeRow], json: bool) -> anyhow::Result<ExitCode> {
             r.child_task,
             indent(&diff(r.base.as_deref(), Some(&r.theirs)))
         );
-        if r.status == "pending" {
+        if r.status == MergeStatus::Pending {
             println!(
                 "  resolve: agentflow resolve {} --take {} | --take {} | --file F",
                 r.id, r.parent_task, r.child_task

@@ -7,7 +7,7 @@
 //! replays that prefix and continues live from there — with another model if one is
 //! given. The new run records where it came from (`forked_from`, `fork_seq`).
 
-use crate::ledger::{Ledger, LedgerError};
+use crate::ledger::{EventKind, Ledger, LedgerError};
 
 /// Copy the prefix of `run_id` up to root event `at` into a new run `new_run_id` with
 /// the given config and context hash. Returns the seq actually used as the cut.
@@ -27,7 +27,7 @@ pub async fn copy_prefix(
             w.append_event(crate::ledger::EventRecord::note(
                 new_run_id.clone(),
                 1,
-                "fork.copied",
+                EventKind::ForkCopied,
                 true,
                 serde_json::json!({ "from": run_id, "through_seq": copy.cut }),
                 serde_json::json!({ "cost_usd": copy.cost_usd, "tokens": copy.tokens }),

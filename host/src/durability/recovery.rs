@@ -14,7 +14,7 @@
 //! it) and the tasks that depend on it.
 
 use crate::ledger::query::{self, EventRow, ResumeTask};
-use crate::ledger::{EventRecord, Ledger, now_ms};
+use crate::ledger::{EventKind, EventRecord, Ledger, Status, now_ms};
 use crate::supervisor::parse_deps;
 use crate::tools::{ToolCallCtx, ToolSet};
 use serde::Serialize;
@@ -65,7 +65,7 @@ pub struct TaskPlan {
 #[derive(Clone, Debug, Serialize)]
 pub struct Plan {
     pub run_id: String,
-    pub run_status: String,
+    pub run_status: Status,
     pub tasks: Vec<TaskPlan>,
 }
 
@@ -93,10 +93,12 @@ fn downstream(tasks: &[ResumeTask], id: u64) -> Vec<u64> {
 
 /// The intent at the end of a task's record that has no result, if any.
 fn dangling_intent(events: &[&EventRow]) -> Option<EventRow> {
-    let last_intent = events.iter().rposition(|e| e.kind == "tools.intent")?;
-    let answered = events[last_intent + 1..]
+    let last_intent = events
         .iter()
-        .any(|e| e.kind == "tools.call" && e.request_hash == events[last_intent].request_hash);
+        .rposition(|e| e.kind == EventKind::ToolsIntent)?;
+    let answered = events[last_intent + 1..].iter().any(|e| {
+        e.kind == EventKind::ToolsCall && e.request_hash == events[last_intent].request_hash
+    });
     (!answered).then(|| events[last_intent].clone())
 }
 
@@ -105,11 +107,11 @@ fn dangling_intent(events: &[&EventRow]) -> Option<EventRow> {
 pub fn reverts(task_id: u64, evs: &[&EventRow]) -> Vec<Revert> {
     let mut out: Vec<Revert> = Vec::new();
     for e in evs {
-        if e.kind != "tools.call" || !e.ok {
+        if e.kind != EventKind::ToolsCall || !e.ok {
             continue;
         }
         let intent = evs.iter().find(|i| {
-            i.kind == "tools.intent" && i.request_hash == e.request_hash && i.seq < e.seq
+            i.kind == EventKind::ToolsIntent && i.request_hash == e.request_hash && i.seq < e.seq
         });
         let Some(undo) = intent.and_then(|i| i.request["undo"].as_str()) else {
             continue;
@@ -138,13 +140,13 @@ pub fn plan(conn: &crate::ledger::Connection, run_id: &str) -> anyhow::Result<Pl
     let checkpoints = query::checkpoints(conn, &run.run_id, None)?;
     let mut plans = Vec::new();
     for t in &tasks {
-        let unfinished = matches!(t.status.as_str(), "pending" | "running");
-        if !(t.status == "failed" || unfinished && run.status == "running") {
+        let unfinished = matches!(t.status, Status::Pending | Status::Running);
+        if !(t.status == Status::Failed || unfinished && run.status == Status::Running) {
             continue;
         }
         let evs: Vec<&EventRow> = events.iter().filter(|e| e.task_id == t.task_id).collect();
         let intent = dangling_intent(&evs);
-        let already_compensated = evs.iter().any(|e| e.kind == "recovery.compensate");
+        let already_compensated = evs.iter().any(|e| e.kind == EventKind::RecoveryCompensate);
         let class = intent
             .as_ref()
             .and_then(|i| i.request["side_effect"].as_str().map(str::to_string));
@@ -270,7 +272,7 @@ pub async fn apply_rollbacks(
                     ..EventRecord::note(
                         plan.run_id.clone(),
                         r.task_id,
-                        "recovery.compensate",
+                        EventKind::RecoveryCompensate,
                         result.is_ok(),
                         json!({ "tool": r.tool, "args": args, "reverts_seq": r.seq }),
                         match &result {

@@ -18,7 +18,7 @@
 //! never replayed again ([`without_superseded`]).
 
 use crate::ledger::query::{EventRow, ResumeTask};
-use crate::ledger::{EventRecord, SqlResult, Writer};
+use crate::ledger::{EventKind, EventRecord, SqlResult, Status, Writer};
 use serde_json::json;
 use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
@@ -39,7 +39,7 @@ pub fn plan(tasks: &[ResumeTask], events: &[EventRow]) -> Vec<Reopen> {
         let mut at = Some(t);
         let mut seen = HashSet::new();
         while let Some(task) = at {
-            if task.status != "failed" || !seen.insert(task.task_id) {
+            if task.status != Status::Failed || !seen.insert(task.task_id) {
                 return false;
             }
             at = task.parent_id.and_then(|p| by_id.get(&p).copied());
@@ -51,7 +51,7 @@ pub fn plan(tasks: &[ResumeTask], events: &[EventRow]) -> Vec<Reopen> {
         .filter(|t| failed_up_to_root(t))
         .map(|t| t.task_id)
         .collect();
-    let is_call = |e: &&EventRow| !crate::ledger::kinds::AUXILIARY.contains(&e.kind.as_str());
+    let is_call = |e: &&EventRow| e.kind.is_replayed();
     let mut out: Vec<Reopen> = tasks
         .iter()
         .filter(|t| reopened.contains(&t.task_id))
@@ -60,7 +60,7 @@ pub fn plan(tasks: &[ResumeTask], events: &[EventRow]) -> Vec<Reopen> {
                 without_superseded(events.iter().filter(|e| e.task_id == t.task_id).collect());
             let calls: Vec<&EventRow> = own.iter().copied().filter(is_call).collect();
             let saw_child_fail = calls.iter().find(|e| {
-                e.kind == "tasks.wait"
+                e.kind == EventKind::TasksWait
                     && e.request["task_id"]
                         .as_u64()
                         .is_some_and(|c| reopened.contains(&c))
@@ -68,7 +68,9 @@ pub fn plan(tasks: &[ResumeTask], events: &[EventRow]) -> Vec<Reopen> {
             });
             let cut_before = match (saw_child_fail, calls.last()) {
                 (Some(wait), _) => Some(wait.seq),
-                (None, Some(last)) if !last.ok && last.kind.starts_with("llm.") => Some(last.seq),
+                (None, Some(last)) if !last.ok && last.kind.as_str().starts_with("llm.") => {
+                    Some(last.seq)
+                }
                 _ => None,
             };
             let keep_through = match cut_before {
@@ -98,7 +100,7 @@ pub fn apply(w: &mut Writer, run_id: &str, reopen: &[Reopen]) -> SqlResult<()> {
         w.append_event(EventRecord::note(
             run_id.to_string(),
             r.task_id,
-            "task.reopened",
+            EventKind::TaskReopened,
             true,
             json!({ "keep_through_seq": r.keep_through }),
             json!({ "previous_error": r.previous_error }),
@@ -114,7 +116,7 @@ pub fn without_superseded<E: Borrow<EventRow>>(events: Vec<E>) -> Vec<E> {
     let cuts: Vec<(u64, u64, u64)> = events
         .iter()
         .map(Borrow::borrow)
-        .filter(|e| e.kind == "task.reopened")
+        .filter(|e| e.kind == EventKind::TaskReopened)
         .map(|e| {
             let keep = e.request["keep_through_seq"].as_u64().unwrap_or(0);
             (e.task_id, keep, e.seq)

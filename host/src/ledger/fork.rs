@@ -5,7 +5,7 @@
 //! its result), every child spawned within that prefix with all its descendants and
 //! their whole records, and the checkpoints of what was copied.
 
-use super::{SqlResult, Writer, now_ms};
+use super::{EventKind, SqlResult, Writer, now_ms};
 use rusqlite::params;
 
 /// What [`Writer::copy_run_prefix`] copied.
@@ -41,14 +41,14 @@ impl Writer {
     ) -> SqlResult<PrefixCopy> {
         let conn = &self.conn;
         // Never cut between an intent and its result: cut before the intent instead.
-        let kind_at: Option<String> = conn
+        let kind_at: Option<EventKind> = conn
             .query_row(
                 "SELECT kind FROM events WHERE run_id = ?1 AND task_id = 1 AND seq = ?2",
                 params![run_id, at as i64],
                 |r| r.get(0),
             )
             .ok();
-        let cut = if kind_at.as_deref() == Some("tools.intent") {
+        let cut = if kind_at == Some(EventKind::ToolsIntent) {
             at.saturating_sub(1)
         } else {
             at
@@ -65,10 +65,12 @@ impl Writer {
         {
             let mut stmt = conn.prepare(
                 "SELECT json_extract(response, '$.task_id') FROM events
-                 WHERE run_id = ?1 AND task_id = 1 AND kind = 'tasks.spawn' AND status = 'ok' AND seq <= ?2",
+                 WHERE run_id = ?1 AND task_id = 1 AND kind = ?3 AND status = 'ok' AND seq <= ?2",
             )?;
             let mut frontier: Vec<i64> = stmt
-                .query_map(params![run_id, cut as i64], |r| r.get(0))?
+                .query_map(params![run_id, cut as i64, EventKind::TasksSpawn], |r| {
+                    r.get(0)
+                })?
                 .collect::<Result<_, _>>()?;
             let mut children =
                 conn.prepare("SELECT task_id FROM tasks WHERE run_id = ?1 AND parent_id = ?2")?;

@@ -3,7 +3,7 @@
 //! result in `blobs`. `crate::merge` decides; this records and reads its decisions,
 //! and a human's resolution of a pending one.
 
-use super::{Connection, SqlResult, Writer, blobs, now_ms};
+use super::{Connection, MergeStatus, SqlResult, Writer, blobs, now_ms};
 use rusqlite::params;
 
 /// One row of `merges`, contents resolved from `blobs`.
@@ -16,8 +16,7 @@ pub struct MergeRecord {
     pub subject: String,
     /// `unchanged`, `trivial`, `semantic` or `critical`.
     pub category: String,
-    /// `merged`, `pending` (a human must decide) or `resolved` (a human did).
-    pub status: String,
+    pub status: MergeStatus,
     pub base: Option<String>,
     pub ours: Option<String>,
     pub theirs: String,
@@ -95,7 +94,7 @@ pub struct NewMerge<'a> {
     pub child_task: u64,
     pub subject: &'a str,
     pub category: &'a str,
-    pub status: &'a str,
+    pub status: MergeStatus,
     pub base: Option<&'a str>,
     pub ours: Option<&'a str>,
     pub theirs: &'a str,

@@ -31,18 +31,20 @@ pub mod perf;
 pub mod query;
 pub mod reviews;
 pub mod schema;
+mod status;
 pub mod tasks;
 pub mod validators;
 pub mod workspace;
 mod writer;
 
 pub use error::{LedgerError, SqlError, SqlResult};
+pub use kinds::EventKind;
 /// A connection to the ledger: a read connection from [`Ledger::reader`] or
 /// [`Ledger::with_reader`], or the writer's inside a write job. Callers pass it to the
 /// typed functions of this module; they never run statements on it themselves.
 pub use rusqlite::Connection;
 use rusqlite::params;
-use serde::{Deserialize, Serialize};
+pub use status::{ApprovalStatus, MergeStatus, ReviewStatus, Status};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -59,30 +61,6 @@ pub fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
-}
-
-/// Final or current state of a run or task.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    Pending,
-    Running,
-    Completed,
-    Failed,
-    Cancelled,
-}
-
-impl Status {
-    /// The value stored in the `status` columns.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Pending => "pending",
-            Status::Running => "running",
-            Status::Completed => "completed",
-            Status::Failed => "failed",
-            Status::Cancelled => "cancelled",
-        }
-    }
 }
 
 /// A new run.
@@ -133,7 +111,7 @@ pub struct EventRecord {
     pub run_id: String,
     pub task_id: u64,
     /// `interface.function`, e.g. `llm.complete`, `tools.call`, `wasi.nondet`.
-    pub kind: String,
+    pub kind: EventKind,
     pub ok: bool,
     pub request: serde_json::Value,
     pub response: serde_json::Value,
@@ -153,7 +131,7 @@ impl EventRecord {
     pub fn note(
         run_id: impl Into<String>,
         task_id: u64,
-        kind: &str,
+        kind: EventKind,
         ok: bool,
         request: serde_json::Value,
         response: serde_json::Value,
@@ -162,7 +140,7 @@ impl EventRecord {
         EventRecord {
             run_id: run_id.into(),
             task_id,
-            kind: kind.to_string(),
+            kind,
             ok,
             request,
             response,
@@ -203,12 +181,12 @@ pub struct Ledger {
 const MAX_IDLE_READERS: usize = 4;
 
 /// Records a task's end with its totals. `host_calls` counts the guest's calls: every
-/// event but those that accompany a call (replay's auxiliary kinds) and the intents
-/// recorded before side-effecting tool calls.
+/// event but those of a kind whose replay class is not [`kinds::ReplayClass::Call`] —
+/// those that accompany a call, and the intents recorded before side-effecting tool calls.
 static FINISH_TASK_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    let not_calls = kinds::AUXILIARY
+    let not_calls = EventKind::ALL
         .iter()
-        .chain(&["tools.intent"])
+        .filter(|k| k.replay_class() != kinds::ReplayClass::Call)
         .map(|k| format!("'{k}'"))
         .collect::<Vec<_>>()
         .join(", ");

@@ -3,7 +3,7 @@
 //! Opens its own read-only connections (WAL lets them read while the writer
 //! writes). Nothing here writes.
 
-use super::{LedgerError, blobs};
+use super::{EventKind, LedgerError, Status, blobs};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde::Serialize;
 use std::path::Path;
@@ -31,7 +31,7 @@ pub struct RunRow {
     pub agent: String,
     pub component_hash: String,
     pub input: String,
-    pub status: String,
+    pub status: Status,
     pub output: Option<String>,
     pub error: Option<String>,
     pub budget_usd: Option<f64>,
@@ -50,7 +50,7 @@ pub struct TaskRow {
     pub depth: u32,
     pub agent: String,
     pub description: String,
-    pub status: String,
+    pub status: Status,
     pub output: Option<String>,
     pub error: Option<String>,
     pub tokens_in: i64,
@@ -67,7 +67,7 @@ pub struct TaskRow {
 pub struct EventRow {
     pub task_id: u64,
     pub seq: u64,
-    pub kind: String,
+    pub kind: EventKind,
     pub ok: bool,
     /// Hash of the call's identity, used to match calls on replay.
     pub request_hash: String,
@@ -224,7 +224,7 @@ pub struct ResumeTask {
     pub agent: String,
     pub component_hash: String,
     pub description: String,
-    pub status: String,
+    pub status: Status,
     pub input_hash: String,
     pub run_input_hash: Option<String>,
     pub output: Option<String>,

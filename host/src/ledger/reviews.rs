@@ -4,7 +4,10 @@
 //! decisions are written by the writer; a waiting host reads the decision from a read
 //! connection of its own ([`Ledger::poll_decision`]).
 
-use super::{EventRecord, Ledger, LedgerError, SqlResult, Writer, now_ms};
+use super::{
+    ApprovalStatus, EventKind, EventRecord, Ledger, LedgerError, ReviewStatus, SqlResult, Writer,
+    now_ms,
+};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
@@ -26,7 +29,7 @@ impl Ledger {
                 params![run_id, task_id as i64, description, reason, estimated_cost_usd, now_ms()],
             )?;
             let id = w.conn.last_insert_rowid() as u64;
-            w.append_event(EventRecord::note(run_id, task_id, "approval.requested", true, serde_json::json!({ "approval_id": id, "reason": reason, "estimated_cost_usd": estimated_cost_usd }), serde_json::Value::Null))?;
+            w.append_event(EventRecord::note(run_id, task_id, EventKind::ApprovalRequested, true, serde_json::json!({ "approval_id": id, "reason": reason, "estimated_cost_usd": estimated_cost_usd }), serde_json::Value::Null))?;
             Ok(id)
         })
         .await
@@ -52,7 +55,11 @@ impl Ledger {
             let Some((run_id, task_id)) = found else {
                 return Ok(None);
             };
-            let status = if approve { "approved" } else { "denied" };
+            let status = if approve {
+                ApprovalStatus::Approved
+            } else {
+                ApprovalStatus::Denied
+            };
             w.conn.execute(
                 "UPDATE approvals SET status = ?2, note = ?3, decided_at = ?4 WHERE id = ?1",
                 params![id as i64, status, note, now_ms()],
@@ -60,7 +67,7 @@ impl Ledger {
             w.append_event(EventRecord::note(
                 run_id.clone(),
                 task_id as u64,
-                "approval.decided",
+                EventKind::ApprovalDecided,
                 approve,
                 serde_json::json!({ "approval_id": id }),
                 serde_json::json!({ "decision": status, "note": note }),
@@ -93,7 +100,7 @@ pub struct ApprovalRow {
     pub description: String,
     pub reason: String,
     pub estimated_cost_usd: f64,
-    pub status: String,
+    pub status: ApprovalStatus,
     pub note: Option<String>,
     pub requested_at: i64,
     pub decided_at: Option<i64>,
@@ -151,7 +158,7 @@ pub struct ReviewRow {
     pub category: String,
     pub reason: String,
     pub output: String,
-    pub status: String,
+    pub status: ReviewStatus,
     pub note: Option<String>,
     pub requested_at: i64,
     pub decided_at: Option<i64>,
@@ -188,7 +195,7 @@ pub fn reviews(conn: &Connection, all: bool) -> SqlResult<Vec<ReviewRow>> {
 /// Where a review stands: `pending`, `retry` or `rejected`, with the reviewer's note.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ReviewDecision {
-    pub status: String,
+    pub status: ReviewStatus,
     pub note: Option<String>,
 }
 
@@ -266,7 +273,12 @@ impl Writer {
     }
 
     /// Record the decision on review `id` (`retry` or `rejected`) with its note.
-    pub fn decide_review(&self, id: u64, status: &str, note: Option<&str>) -> SqlResult<()> {
+    pub fn decide_review(
+        &self,
+        id: u64,
+        status: ReviewStatus,
+        note: Option<&str>,
+    ) -> SqlResult<()> {
         self.conn.execute(
             "UPDATE reviews SET status = ?2, note = ?3, decided_at = ?4 WHERE id = ?1",
             params![id as i64, status, note, now_ms()],

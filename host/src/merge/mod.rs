@@ -21,17 +21,23 @@
 //! `blobs`) and a `merge.decided` event, committed before it is applied, so a restarted
 //! run applies the recorded decision again (applying is idempotent) instead of deciding
 //! twice, and a pending conflict survives restarts.
+//!
+//! The LLM merge of a semantic conflict (prompt, reply, checks) is `llm`; a human's
+//! side of critical conflicts is [`resolve`].
 
+mod llm;
 pub mod resolve;
+
+pub use llm::parse_merge_reply;
 
 use crate::checks::glob;
 use crate::ledger::merges::{self, MergeRecord, NewMerge};
-use crate::ledger::{Connection, EventRecord, tasks};
+use crate::ledger::{Connection, EventKind, EventRecord, MergeStatus, tasks};
 use crate::supervisor::RunContext;
-use crate::supervisor::host_llm::{self, HostCall};
 use crate::tools::overlay::{self, View};
+use llm::{Sides, check_merged, llm_merge};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 use std::sync::Arc;
 
 /// `[merge]`: how parallel work is merged.
@@ -190,8 +196,7 @@ pub struct MergeRow {
     pub child_task: u64,
     pub subject: String,
     pub category: Category,
-    /// `merged`, `pending` (a human must decide) or `resolved` (a human did).
-    pub status: String,
+    pub status: MergeStatus,
     pub base: Option<String>,
     pub ours: Option<String>,
     pub theirs: String,
@@ -286,9 +291,9 @@ async fn decide(
         }
     };
     let status = if result.is_some() {
-        "merged"
+        MergeStatus::Merged
     } else {
-        "pending"
+        MergeStatus::Pending
     };
     let mut row = MergeRow {
         id: 0,
@@ -297,7 +302,7 @@ async fn decide(
         child_task: child,
         subject: subject.to_string(),
         category,
-        status: status.to_string(),
+        status,
         base,
         ours,
         theirs,
@@ -335,8 +340,8 @@ async fn decide(
             w.append_event(EventRecord::note(
                 run_id.clone(),
                 parent,
-                "merge.decided",
-                status == "merged",
+                EventKind::MergeDecided,
+                status == MergeStatus::Merged,
                 json!({ "merge_id": id, "child": child, "subject": subject }),
                 json!({ "category": category, "status": status, "reasoning": reasoning }),
             ))?;
@@ -359,7 +364,7 @@ async fn wait_resolved(run: &RunContext, id: u64) -> anyhow::Result<MergeRow> {
         .poll_decision(&waiting_for, |conn| {
             // A row that vanished cannot be decided: return it as it was (None).
             Ok(match merges::merge(conn, id)?.map(MergeRow::from) {
-                Some(row) if row.status == "pending" => None,
+                Some(row) if row.status == MergeStatus::Pending => None,
                 other => Some(other),
             })
         })
@@ -499,115 +504,6 @@ pub async fn merge_proposals(
     }))
 }
 
-/// The three versions the merge model sees.
-struct Sides<'a> {
-    subject: &'a str,
-    base: &'a str,
-    ours: &'a str,
-    theirs: &'a str,
-    ours_label: String,
-    theirs_label: String,
-}
-
-/// The merge model's prompt.
-fn merge_prompt(s: &Sides<'_>) -> String {
-    format!(
-        "You are merging parallel edits to `{}`.\n\nBase version:\n{}\n\n\
-         Change A ({}), as a diff from the base:\n{}\n\nChange B ({}), as a diff from the base:\n{}\n\n\
-         Reply with the whole merged text between a line `MERGED:` and a line `END MERGED`, \
-         keeping the intent of both changes, then a line `REASONING:` and why. If the changes \
-         contradict each other so that no merge keeps both intents, reply `CONTRADICTORY:` and why.",
-        s.subject,
-        s.base,
-        s.ours_label,
-        diffy::create_patch(s.base, s.ours),
-        s.theirs_label,
-        diffy::create_patch(s.base, s.theirs),
-    )
-}
-
-/// Parse the merge model's reply: `Ok((merged, reasoning))` or `Err(why it cannot merge)`.
-pub fn parse_merge_reply(reply: &str) -> Result<(String, String), String> {
-    if let Some(at) = reply.find("CONTRADICTORY:") {
-        return Err(format!(
-            "the merge model judged the changes contradictory: {}",
-            reply[at + 14..].trim()
-        ));
-    }
-    let start = reply
-        .find("MERGED:")
-        .ok_or_else(|| "the merge model's reply has no `MERGED:` section".to_string())?;
-    let rest = &reply[start + 7..];
-    let rest = rest.strip_prefix('\n').unwrap_or(rest);
-    let end = rest
-        .find("END MERGED")
-        .ok_or_else(|| "the merge model's reply has no `END MERGED` line".to_string())?;
-    let merged = rest[..end].to_string();
-    let reasoning = rest[end..]
-        .find("REASONING:")
-        .map(|r| rest[end + r + 10..].trim().to_string())
-        .unwrap_or_default();
-    Ok((merged, reasoning))
-}
-
-/// Ask the merge model; its call is a `merge.llm` event charged to the parent's budget.
-async fn llm_merge(
-    run: &Arc<RunContext>,
-    cfg: &MergeConfig,
-    parent: u64,
-    sides: &Sides<'_>,
-) -> Result<(String, String), String> {
-    let scheduler = &run.scheduler;
-    let model = match &cfg.model {
-        Some(m) => scheduler.model(m).cloned(),
-        None => {
-            let mut models: Vec<_> = scheduler.models().to_vec();
-            models.sort_by(|a, b| {
-                b.quality
-                    .partial_cmp(&a.quality)
-                    .unwrap_or(std::cmp::Ordering::Equal)
-            });
-            models.into_iter().next()
-        }
-    }
-    .ok_or_else(|| "no merge model in the catalog".to_string())?;
-    let max_out = (crate::providers::estimate_tokens(sides.theirs) * 2 + 400).min(32_000);
-    let call = HostCall {
-        task_id: parent,
-        model: &model,
-        prompt: merge_prompt(sides),
-        max_output_tokens: max_out,
-        task_type: "merge",
-        kind: "merge.llm",
-        request: json!({ "subject": sides.subject }),
-    };
-    host_llm::call(run, call, |text| (parse_merge_reply(text), Value::Null))
-        .await
-        .map_err(|e| e.to_string())
-}
-
-/// A merged text must carry no conflict markers and pass the validators declared for
-/// agent `merge` (programmatic ones: schema, length, patterns).
-fn check_merged(run: &RunContext, text: &str) -> Result<(), String> {
-    if text
-        .lines()
-        .any(|l| l.starts_with("<<<<<<<") || l.starts_with(">>>>>>>"))
-    {
-        return Err("it still has conflict markers".into());
-    }
-    for v in run
-        .settings
-        .validators
-        .iter()
-        .filter(|v| v.agents.iter().any(|a| a == "merge"))
-    {
-        if let crate::checks::Verdict::Fail(why) = crate::checks::programmatic(v, text) {
-            return Err(format!("validator `{}`: {why}", v.kind.name()));
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -655,15 +551,5 @@ mod tests {
             classify(&c, Some("x.sql"), Some(""), Some(""), "DROP TABLE users;\n"),
             Classified::Critical { .. }
         ));
-    }
-
-    #[test]
-    fn merge_replies() {
-        let (text, why) =
-            parse_merge_reply("MERGED:\nfn a() {}\nEND MERGED\nREASONING: both kept").unwrap();
-        assert_eq!(text, "fn a() {}\n");
-        assert_eq!(why, "both kept");
-        assert!(parse_merge_reply("CONTRADICTORY: one deletes what the other edits").is_err());
-        assert!(parse_merge_reply("sure, here you go").is_err());
     }
 }

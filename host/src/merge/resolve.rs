@@ -5,7 +5,7 @@
 
 use super::MergeRow;
 use crate::ledger::merges;
-use crate::ledger::{Connection, EventRecord, Ledger, SqlResult};
+use crate::ledger::{Connection, EventKind, EventRecord, Ledger, MergeStatus, SqlResult};
 use serde_json::json;
 
 /// How a human resolves a conflict.
@@ -42,7 +42,7 @@ pub fn resolve(
     let row = merges::merge(&conn, id)?
         .map(MergeRow::from)
         .ok_or_else(|| anyhow::anyhow!("no conflict with id {id} (see agentflow conflicts)"))?;
-    if row.status != "pending" {
+    if row.status != MergeStatus::Pending {
         anyhow::bail!("conflict {id} is not pending (it is {})", row.status);
     }
     let (text, how) = match decision {
@@ -77,7 +77,7 @@ pub fn resolve(
             w.append_event(EventRecord::note(
                 run_id,
                 parent,
-                "merge.resolved",
+                EventKind::MergeResolved,
                 true,
                 json!({ "merge_id": id, "child": child, "subject": subject }),
                 json!({ "resolution": resolution }),

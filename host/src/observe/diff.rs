@@ -6,8 +6,8 @@
 //! scheduler decisions are left out.
 
 use crate::ledger::Connection;
+use crate::ledger::EventKind;
 use crate::ledger::LedgerError;
-use crate::ledger::kinds::AUXILIARY;
 use crate::ledger::query::{self, EventRow, RunRow};
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -16,7 +16,7 @@ use std::fmt::Write as _;
 #[derive(Debug, Serialize)]
 pub struct CallView {
     pub seq: u64,
-    pub kind: String,
+    pub kind: EventKind,
     pub model: Option<String>,
     pub response: String,
 }
@@ -72,7 +72,7 @@ fn comparable(v: &serde_json::Value) -> serde_json::Value {
 fn calls(conn: &Connection, run: &str, task: u64) -> Result<Vec<EventRow>, LedgerError> {
     Ok(query::events(conn, run, Some(task))?
         .into_iter()
-        .filter(|e| !AUXILIARY.contains(&e.kind.as_str()))
+        .filter(|e| e.kind.is_replayed())
         .collect())
 }
 

@@ -5,6 +5,7 @@
 use crate::ledger::Connection;
 use crate::ledger::LedgerError;
 use crate::ledger::query::{self, EventRow, RunRow, TaskRow};
+use crate::ledger::{EventKind, Status};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -66,11 +67,11 @@ pub fn load(conn: &Connection, run: &str) -> Result<Option<RunView>, LedgerError
             let mut decisions = Vec::new();
             let mut usage = None;
             for e in &evs {
-                if e.kind == "task.usage" {
+                if e.kind == EventKind::TaskUsage {
                     add_usage(&mut usage, &e.response);
                     continue;
                 }
-                if e.kind == "validation.result" {
+                if e.kind == EventKind::ValidationResult {
                     let verdict = e.response["result"]["verdict"].as_str().unwrap_or("?");
                     let mark = match verdict {
                         "pass" => "✓",
@@ -88,26 +89,28 @@ pub fn load(conn: &Connection, run: &str) -> Result<Option<RunView>, LedgerError
                             .unwrap_or_default()
                     ));
                 }
-                match e.kind.as_str() {
-                    "validator.call" if e.request["call"] == "trace.step" => {
+                match e.kind {
+                    EventKind::ValidatorCall
+                        if e.request["call"] == EventKind::TraceStep.as_str() =>
+                    {
                         decisions.push(format!(
                             "  validator {} thought: {}",
                             e.request["validator"].as_str().unwrap_or("?"),
                             e.request["request"]["thought"].as_str().unwrap_or("")
                         ));
                     }
-                    "validation.rollback" => decisions.push(format!(
+                    EventKind::ValidationRollback => decisions.push(format!(
                         "↺ outcome validator {} failed{}",
                         e.request["validator"].as_str().unwrap_or("?"),
                         e.response["result"].as_str().unwrap_or("")
                     )),
-                    "review.requested" => decisions.push(format!(
+                    EventKind::ReviewRequested => decisions.push(format!(
                         "⏸ review {} asked of a human (attempt {}): {}",
                         e.request["review_id"],
                         e.request["attempt"],
                         e.response["reason"].as_str().unwrap_or("")
                     )),
-                    "review.decided" => decisions.push(format!(
+                    EventKind::ReviewDecided => decisions.push(format!(
                         "review {} decided: {}{}",
                         e.request["review_id"],
                         e.response["decision"].as_str().unwrap_or("?"),
@@ -118,7 +121,7 @@ pub fn load(conn: &Connection, run: &str) -> Result<Option<RunView>, LedgerError
                     )),
                     _ => {}
                 }
-                if e.kind == "llm.decision" {
+                if e.kind == EventKind::LlmDecision {
                     decisions.push(format!(
                         "llm #{} → {}: {}",
                         e.seq,
@@ -132,20 +135,20 @@ pub fn load(conn: &Connection, run: &str) -> Result<Option<RunView>, LedgerError
                             .unwrap_or("")
                     ));
                 }
-                if e.kind == "llm.attempt" {
+                if e.kind == EventKind::LlmAttempt {
                     decisions.push(attempt_line(e));
                 }
-                if e.kind == "merge.decided" || e.kind == "merge.resolved" {
+                if e.kind == EventKind::MergeDecided || e.kind == EventKind::MergeResolved {
                     decisions.push(merge_line(e));
                 }
-                *calls.entry(e.kind.clone()).or_insert(0) += 1;
-                if e.kind == "trace.step" {
+                *calls.entry(e.kind.to_string()).or_insert(0) += 1;
+                if e.kind == EventKind::TraceStep {
                     steps.push(e.request.clone());
                 }
                 if !e.ok
-                    && (e.kind == "tasks.spawn"
-                        || e.kind == "llm.complete"
-                        || e.kind == "tools.call")
+                    && (e.kind == EventKind::TasksSpawn
+                        || e.kind == EventKind::LlmComplete
+                        || e.kind == EventKind::ToolsCall)
                 {
                     refused.push(format!("{} refused: {}", e.kind, error_text(&e.response)));
                 }
@@ -199,7 +202,7 @@ fn merge_line(e: &EventRow) -> String {
         e.request["child"].as_u64().unwrap_or(0),
         e.request["subject"].as_str().unwrap_or("?")
     );
-    if e.kind == "merge.resolved" {
+    if e.kind == EventKind::MergeResolved {
         return format!(
             "⇄ merge {what}: resolved by a human: {}",
             e.response["resolution"].as_str().unwrap_or("")
@@ -273,10 +276,10 @@ pub fn error_text(response: &serde_json::Value) -> String {
     }
 }
 
-fn status_word(s: &str) -> &str {
+fn status_word(s: Status) -> &'static str {
     match s {
-        "completed" => "ok",
-        other => other,
+        Status::Completed => "ok",
+        other => other.as_str(),
     }
 }
 
@@ -293,7 +296,7 @@ pub fn render(view: &RunView) -> String {
         usd(r.cost_usd),
         group_digits(r.tokens_in + r.tokens_out),
         duration(Some(r.started_at), r.finished_at),
-        status_word(&r.status)
+        status_word(r.status)
     );
     if let Some(e) = &r.error {
         let _ = writeln!(out, "  error: {}", clip(e, 200));
@@ -328,7 +331,7 @@ pub fn render(view: &RunView) -> String {
                 usd(tk.cost_usd),
                 group_digits(tk.tokens_in + tk.tokens_out),
                 duration(tk.started_at, tk.finished_at),
-                status_word(&tk.status)
+                status_word(tk.status)
             );
             let inner = format!("{prefix}{cont}");
             if let Some(u) = &t.usage {
@@ -384,7 +387,7 @@ pub fn render_runs(runs: &[RunRow]) -> String {
         table.row([
             r.run_id.clone(),
             clip(&r.agent, 14),
-            r.status.clone(),
+            r.status.to_string(),
             usd(r.cost_usd),
             group_digits(r.tokens_in + r.tokens_out),
             duration(Some(r.started_at), r.finished_at),

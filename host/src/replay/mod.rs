@@ -14,7 +14,7 @@
 
 pub mod nondet;
 
-use crate::ledger::kinds::AUXILIARY;
+use crate::ledger::EventKind;
 use crate::ledger::query::EventRow;
 use nondet::{NondetRead, reads_of_event};
 use serde_json::Value;
@@ -24,7 +24,7 @@ use std::collections::VecDeque;
 #[derive(Clone, Debug)]
 pub struct RecordedCall {
     pub seq: u64,
-    pub kind: String,
+    pub kind: EventKind,
     pub ok: bool,
     pub request_hash: String,
     pub request: Value,
@@ -49,7 +49,7 @@ impl Replay {
         let mut calls = VecDeque::new();
         let mut nondet = VecDeque::new();
         for e in events {
-            if e.kind == "wasi.nondet" {
+            if e.kind == EventKind::WasiNondet {
                 match reads_of_event(&e.response) {
                     Ok(reads) => nondet.extend(reads),
                     // Left out: the guest's reads go live there and the replay reports
@@ -58,7 +58,7 @@ impl Replay {
                 }
                 continue;
             }
-            if AUXILIARY.contains(&e.kind.as_str()) {
+            if !e.kind.is_replayed() {
                 continue;
             }
             calls.push_back(RecordedCall {
@@ -86,7 +86,7 @@ impl Replay {
         let mut current = Vec::new();
         let mut marker = None;
         for e in events {
-            if e.kind == "validation.retry" {
+            if e.kind == EventKind::ValidationRetry {
                 let (r, n) = Replay::from_events(std::mem::take(&mut current));
                 out.push((r, n, marker.take()));
                 marker = Some(e.response.clone());
@@ -119,15 +119,15 @@ impl Replay {
         for c in self
             .calls
             .iter_mut()
-            .filter(|c| c.kind == "checkpoint.save" && c.ok)
+            .filter(|c| c.kind == EventKind::CheckpointSave && c.ok)
         {
             c.state = state_of(c);
         }
     }
 }
 
-/// Describe a call for a non-determinism error.
-pub fn describe(kind: &str, hash: &str, seq: Option<u64>) -> String {
+/// Describe a call (of kind `kind`) for a non-determinism error.
+pub fn describe(kind: impl std::fmt::Display, hash: &str, seq: Option<u64>) -> String {
     // The first 12 characters, not bytes: a damaged ledger's hash need not be hex.
     let short: String = hash.chars().take(12).collect();
     match seq {
@@ -146,11 +146,11 @@ mod tests {
         // damaged or edited ledger panicked inside a multi-byte character.
         let hash = "aaaaaaaaaaaébbbb";
         assert_eq!(
-            describe("tools.call", hash, Some(3)),
+            describe(EventKind::ToolsCall, hash, Some(3)),
             "tools.call (request aaaaaaaaaaaé, seq 3)"
         );
         assert_eq!(
-            describe("llm.complete", "abc", None),
+            describe(EventKind::LlmComplete, "abc", None),
             "llm.complete (request abc)"
         );
     }

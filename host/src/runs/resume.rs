@@ -96,9 +96,9 @@ impl Host {
             .any(|t| matches!(t.action, durability::recovery::Action::Resume { .. }));
         let report = if needs_human {
             None
-        } else if plan.run_status == "running" {
+        } else if plan.run_status == Status::Running {
             Some(self.resume(&plan.run_id, ResumeOptions::default()).await?)
-        } else if plan.run_status == "failed" && resumes {
+        } else if plan.run_status == Status::Failed && resumes {
             let options = ResumeOptions {
                 retry_failed: true,
                 ..Default::default()
@@ -144,7 +144,7 @@ impl Host {
             anyhow::anyhow!("no run `{run_id}` in {}", self.ledger.path().display())
         })?;
         let run_id = row.run_id.clone();
-        if row.status == "failed" && opts.retry_failed {
+        if row.status == Status::Failed && opts.retry_failed {
             drop(reader);
             let reopened = self.reopen_failed(&run_id).await?;
             tracing::info!(run = %run_id, tasks = reopened, "re-running failed tasks");
@@ -157,8 +157,8 @@ impl Host {
             ))
             .await;
         }
-        if row.status != "running" {
-            let hint = if row.status == "failed" {
+        if row.status != Status::Running {
+            let hint = if row.status == Status::Failed {
                 " (pass --retry-failed to re-run its failed tasks)"
             } else {
                 ""
@@ -240,7 +240,7 @@ impl Host {
         let mut root = None;
         let mut resumed = 0;
         for t in &tasks {
-            if matches!(t.status.as_str(), "completed" | "failed" | "cancelled") {
+            if t.status.is_finished() {
                 continue;
             }
             let parent_done = t.parent_id.is_some_and(|p| run.is_finished(p));

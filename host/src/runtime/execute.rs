@@ -14,7 +14,7 @@ use super::state::AgentState;
 use crate::bindings::checkpoint::Checkpoint;
 use crate::capabilities::stdio::BoundedCapture;
 use crate::capabilities::{Kill, TaskCtx, wasi};
-use crate::ledger::EventRecord;
+use crate::ledger::{EventKind, EventRecord};
 use crate::supervisor::{ReplayStart, RunContext, TaskOutcome};
 use serde_json::json;
 use std::sync::Arc;
@@ -180,7 +180,7 @@ pub async fn run_once(
         tail_events.push(EventRecord::note(
             run.run_id.clone(),
             task_id,
-            "task.stdio",
+            EventKind::TaskStdio,
             true,
             serde_json::Value::Null,
             json!({
@@ -193,7 +193,7 @@ pub async fn run_once(
     tail_events.push(EventRecord::note(
         run.run_id.clone(),
         task_id,
-        "task.usage",
+        EventKind::TaskUsage,
         true,
         serde_json::Value::Null,
         json!({

@@ -7,8 +7,8 @@
 //! [`super::llm_attempts`]).
 
 use super::RunContext;
-use super::llm_attempts::{ATTEMPT_KIND, attempt_records};
-use crate::ledger::{EventRecord, now_ms};
+use super::llm_attempts::attempt_records;
+use crate::ledger::{EventKind, EventRecord, now_ms};
 use crate::providers::{ChatMessage, ChatRequest, Role};
 use crate::scheduler::catalog::ModelSpec;
 use serde_json::{Value, json};
@@ -23,7 +23,7 @@ pub struct HostCall<'a> {
     /// The request's task type (for mock rules and the performance DB).
     pub task_type: &'static str,
     /// The event's kind, e.g. `validation.judge` or `merge.llm`.
-    pub kind: &'static str,
+    pub kind: EventKind,
     /// Fields the event's request shows besides the prompt.
     pub request: Value,
 }
@@ -132,7 +132,7 @@ pub async fn call<T>(
         let event = EventRecord {
             run_id: run.run_id.clone(),
             task_id: c.task_id,
-            kind: ATTEMPT_KIND.into(),
+            kind: EventKind::LlmAttempt,
             ok: false,
             request: attempt.request,
             response: attempt.response,
@@ -155,7 +155,7 @@ pub async fn call<T>(
     let event = EventRecord {
         run_id: run.run_id.clone(),
         task_id: c.task_id,
-        kind: c.kind.into(),
+        kind: c.kind,
         ok: result.is_ok(),
         request,
         response,

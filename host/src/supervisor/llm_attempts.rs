@@ -12,9 +12,6 @@ use crate::providers::Price;
 use crate::providers::{FailedAttempt, ProviderError};
 use serde_json::{Value, json};
 
-/// The ledger kind of a failed attempt; replay skips it (an auxiliary kind).
-pub const ATTEMPT_KIND: &str = "llm.attempt";
-
 /// What failed attempts are charged.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct AttemptCharge {

@@ -6,6 +6,7 @@ use super::constraints::{self, DependencyFailure};
 use super::spawn::{Dependency, parse_deps};
 use super::tree::TaskNode;
 use super::{ComponentRef, ReplayStart, RunContext, TaskOutcome, TaskStart};
+use crate::ledger::{ApprovalStatus, Status};
 use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, watch};
 
@@ -31,12 +32,14 @@ impl RunContext {
                 Ok(
                     match crate::ledger::query::approval_of(conn, &self.run_id, id)? {
                         None => Some(Ok(())),
-                        Some(a) if a.status == "approved" => Some(Ok(())),
-                        Some(a) if a.status == "denied" => Some(Err(TaskOutcome::Failed(format!(
-                            "denied by a human (approval {}): {}",
-                            a.id,
-                            a.note.unwrap_or_default()
-                        )))),
+                        Some(a) if a.status == ApprovalStatus::Approved => Some(Ok(())),
+                        Some(a) if a.status == ApprovalStatus::Denied => {
+                            Some(Err(TaskOutcome::Failed(format!(
+                                "denied by a human (approval {}): {}",
+                                a.id,
+                                a.note.unwrap_or_default()
+                            ))))
+                        }
                         Some(_) => None,
                     },
                 )
@@ -137,11 +140,13 @@ impl RunContext {
     pub fn restore_tree(&self, tasks: &[crate::ledger::query::ResumeTask]) {
         let mut tree = self.tree.lock().unwrap();
         for t in tasks {
-            let outcome = match t.status.as_str() {
-                "completed" => Some(TaskOutcome::Completed(t.output.clone().unwrap_or_default())),
-                "failed" => Some(TaskOutcome::Failed(t.error.clone().unwrap_or_default())),
-                "cancelled" => Some(TaskOutcome::Cancelled),
-                _ => None,
+            let outcome = match t.status {
+                Status::Completed => {
+                    Some(TaskOutcome::Completed(t.output.clone().unwrap_or_default()))
+                }
+                Status::Failed => Some(TaskOutcome::Failed(t.error.clone().unwrap_or_default())),
+                Status::Cancelled => Some(TaskOutcome::Cancelled),
+                Status::Pending | Status::Running => None,
             };
             let outcome_known = outcome.is_some();
             tree.nodes.insert(

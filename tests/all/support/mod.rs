@@ -78,7 +78,7 @@ pub fn kinds(events: &[EventRow], task: u64) -> Vec<String> {
     events
         .iter()
         .filter(|e| e.task_id == task && !NOT_CALLS.contains(&e.kind.as_str()))
-        .map(|e| e.kind.clone())
+        .map(|e| e.kind.to_string())
         .collect()
 }
 
