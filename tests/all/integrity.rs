@@ -2,14 +2,13 @@
 //! before replay; `agentflow check` and `backup`; the `.db` file alone after a clean
 //! exit; a run killed between its run row and its root task.
 
-use crate::cli::agentflow;
+use crate::support::cli::*;
 use crate::support::*;
 use agentflow::ledger::{Ledger, schema};
 use agentflow::tools::{SideEffect, Tool, ToolCallCtx, ToolError, ToolInfo};
-use agentflow::{Host, HostConfig, ResumeOptions, RunOptions, Status};
+use agentflow::{Host, ResumeOptions, RunOptions, Status};
 use serde_json::{Value, json};
 use std::path::Path;
-use std::process::Output;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -32,25 +31,11 @@ impl Tool for Counter {
     }
 }
 
-fn config() -> HostConfig {
-    HostConfig {
-        cache_dir: Some(cache_dir()),
-        ..Default::default()
-    }
-}
-
 /// A host on `db` with the counting tool installed.
 fn counting_host(db: &Path, runs: &Arc<AtomicU64>) -> anyhow::Result<Host> {
-    let mut host = Host::new(config(), db)?;
+    let mut host = host_at(db)?;
     host.register_tool(Arc::new(Counter(runs.clone())));
     Ok(host)
-}
-
-fn grant_counter() -> RunOptions {
-    RunOptions {
-        grants: vec!["counter".into()],
-        ..Default::default()
-    }
 }
 
 /// Run the counter once, then make the run look as if its host had crashed before the
@@ -58,7 +43,7 @@ fn grant_counter() -> RunOptions {
 async fn crashed_run(db: &Path, runs: &Arc<AtomicU64>) -> String {
     let host = counting_host(db, runs).unwrap();
     let ops = json!([{"tool": {"name": "counter", "args": {}}}, {"log": "after"}]);
-    let (report, _) = run_scripted(&host, ops, grant_counter()).await;
+    let (report, _) = run_scripted(&host, ops, grant(&["counter"])).await;
     assert_eq!(report.status, Status::Completed, "{report:?}");
     drop(host);
     let conn = rusqlite::Connection::open(db).unwrap();
@@ -70,17 +55,6 @@ async fn crashed_run(db: &Path, runs: &Arc<AtomicU64>) -> String {
     report.run_id
 }
 
-fn sql<T: rusqlite::types::FromSql>(db: &Path, query: &str) -> T {
-    rusqlite::Connection::open(db)
-        .unwrap()
-        .query_row(query, [], |r| r.get(0))
-        .unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
 /// `agentflow check DB --json`: its exit code and report.
 fn check(db: &Path) -> (Option<i32>, Value) {
     let out = agentflow()
@@ -88,21 +62,15 @@ fn check(db: &Path) -> (Option<i32>, Value) {
         .arg(db)
         .output()
         .unwrap();
-    let report = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("check --json: {e}: {}", stderr(&out)));
-    (out.status.code(), report)
+    (out.status.code(), stdout_json(&out))
 }
 
 /// `agentflow runs --json --db DB`: the run ids listed.
 fn listed_runs(db: &Path) -> Vec<String> {
-    let out = agentflow()
-        .args(["runs", "--json", "--db"])
-        .arg(db)
-        .output()
-        .unwrap();
+    let out = agentflow_on(db, ["runs", "--json"]);
     assert!(out.status.success(), "runs: {}", stderr(&out));
-    let runs: Value = serde_json::from_slice(&out.stdout).unwrap();
-    runs.as_array()
+    stdout_json(&out)
+        .as_array()
         .unwrap()
         .iter()
         .map(|r| r["run_id"].as_str().unwrap().to_string())
@@ -136,11 +104,7 @@ async fn a_dropped_events_table_is_refused_not_recreated_and_replayed_live() {
     );
     assert_eq!(recreated, 0, "the table is not silently re-created");
 
-    let out = agentflow()
-        .args(["resume", &run_id, "--db"])
-        .arg(&db)
-        .output()
-        .unwrap();
+    let out = agentflow_on(&db, ["resume", &run_id]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("table `events` is missing"),
@@ -151,8 +115,7 @@ async fn a_dropped_events_table_is_refused_not_recreated_and_replayed_live() {
     assert_eq!(code, Some(1), "{report}");
     assert_eq!(report["ok"], false);
     assert_eq!(report["missing_tables"], json!(["events"]));
-    let text = agentflow().arg("check").arg(&db).output().unwrap();
-    let text = String::from_utf8_lossy(&text.stdout);
+    let text = stdout(&agentflow().arg("check").arg(&db).output().unwrap());
     assert!(
         text.contains("problem    table `events` is missing") && text.contains("DAMAGED"),
         "{text}"
@@ -258,11 +221,7 @@ async fn an_unversioned_ledger_is_migrated_and_still_resumes_and_inspects() {
     assert_eq!(runs.load(Ordering::SeqCst), 1, "replayed, not re-run");
     drop(host);
 
-    let out = agentflow()
-        .args(["inspect", &run_id, "--db"])
-        .arg(&db)
-        .output()
-        .unwrap();
+    let out = agentflow_on(&db, ["inspect", &run_id]);
     assert!(out.status.success(), "{}", stderr(&out));
     let (code, report) = check(&db);
     assert_eq!(code, Some(0), "{report}");
@@ -354,8 +313,7 @@ async fn check_lists_the_resumable_runs() {
         .collect();
     assert_eq!(resumable, [crashed.as_str()], "not {}", done.run_id);
 
-    let text = agentflow().arg("check").arg(&db).output().unwrap();
-    let text = String::from_utf8_lossy(&text.stdout);
+    let text = stdout(&agentflow().arg("check").arg(&db).output().unwrap());
     assert!(
         text.contains(&format!("agentflow resume {crashed}")) && text.contains("status     ok"),
         "{text}"
@@ -364,16 +322,9 @@ async fn check_lists_the_resumable_runs() {
 
 /// `agentflow run hello --json --db DB`: the run id.
 fn run_hello(db: &Path, input: &str) -> String {
-    let out = agentflow()
-        .arg("run")
-        .arg(example("hello"))
-        .args(["--input", input, "--json", "--db"])
-        .arg(db)
-        .output()
-        .unwrap();
+    let out = run_example(db, "hello", ["--input", input, "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    report["run_id"].as_str().unwrap().to_string()
+    stdout_json(&out)["run_id"].as_str().unwrap().to_string()
 }
 
 #[test]
@@ -411,13 +362,7 @@ fn after_a_cli_run_the_db_file_alone_lists_the_run() {
 fn backup_while_another_process_writes() {
     let dir = TempDir::new("integrity-backup");
     let db = dir.join("ledger.db");
-    let first = agentflow()
-        .arg("run")
-        .arg(example("hello"))
-        .args(["--input", "first", "--db"])
-        .arg(&db)
-        .output()
-        .unwrap();
+    let first = run_example(&db, "hello", ["--input", "first"]);
     assert!(first.status.success(), "{}", stderr(&first));
     // A second process writes for a while: many steps with sleeps between them.
     let ops: Vec<Value> = (0..60)
@@ -457,7 +402,7 @@ fn backup_while_another_process_writes() {
         .unwrap();
     let still_running = writer.try_wait().unwrap().is_none();
     assert!(out.status.success(), "backup: {}", stderr(&out));
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = stdout_json(&out);
     assert_eq!(report["ok"], true, "{report}");
     assert!(writer.wait().unwrap().success());
     assert!(
@@ -495,7 +440,7 @@ async fn a_run_killed_before_its_root_task_resumes_from_its_input() {
     let runs = Arc::new(AtomicU64::new(0));
     let host = counting_host(&db, &runs).unwrap();
     let ops = json!([{"tool": {"name": "counter", "args": {}}}, {"log": "after"}]);
-    let (done, _) = run_scripted(&host, ops, grant_counter()).await;
+    let (done, _) = run_scripted(&host, ops, grant(&["counter"])).await;
     assert_eq!(done.status, Status::Completed);
     // The state an older host left when killed between writing the run and its root:
     // a run row, no task, nothing recorded.
