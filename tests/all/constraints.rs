@@ -349,17 +349,8 @@ fn approvals_survive_a_host_restart() {
     let db = dir.join("a.db");
     let config = dir.file("c.toml", "[constraints.approval]\ndepth_over = 0\n");
     let ops = json!([spawn("needs a human", json!(""), json!({})), {"wait": 2}]).to_string();
-    let mut child = agentflow()
-        .arg("run")
-        .arg(example("scripted"))
-        .args(["--input", &ops, "--db"])
-        .arg(&db)
-        .arg("--config")
-        .arg(&config)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let config_arg = config.to_str().unwrap();
+    let mut child = spawn_example(&db, "scripted", ["--input", &ops, "--config", config_arg]);
     let pending = wait_for_listing("approvals", &db);
     assert_eq!(pending[0]["task_id"], 2, "{pending}");
     assert!(

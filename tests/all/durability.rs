@@ -257,19 +257,20 @@ fn sigkill_a_running_host_then_resume() {
         &["--config", config.to_str().unwrap()],
     ));
     let (db, ws) = (dir.join("k.db"), dir.join("ws"));
-    let mut child = agentflow()
-        .arg("run")
-        .arg(example("deployer"))
-        .args(["--input", DEPLOY, "--grant", "cloud", "--workspace"])
-        .arg(&ws)
-        .arg("--db")
-        .arg(&db)
-        .arg("--config")
-        .arg(&config)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_example(
+        &db,
+        "deployer",
+        [
+            "--input",
+            DEPLOY,
+            "--grant",
+            "cloud",
+            "--workspace",
+            ws.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+        ],
+    );
     // Wait until the children are provisioning, then SIGKILL.
     let started = std::time::Instant::now();
     loop {
@@ -385,13 +386,10 @@ async fn from_checkpoint_policy_restarts_the_guest_from_its_last_checkpoint() {
     assert!(!crashed.status.success());
     let run_id = only_run_id(&db);
     // Make the recorded `llm a` differ from what the guest will ask: a divergence.
-    rusqlite::Connection::open(&db)
-        .unwrap()
-        .execute(
-            "UPDATE events SET request_hash = 'tampered' WHERE kind = 'llm.complete'",
-            [],
-        )
-        .unwrap();
+    sql_batch(
+        &db,
+        "UPDATE events SET request_hash = 'tampered' WHERE kind = 'llm.complete'",
+    );
     let host = host_at(&db).unwrap();
     let report = host
         .resume(&run_id, ResumeOptions::default())

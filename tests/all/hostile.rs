@@ -273,10 +273,7 @@ async fn cpu_limit_holds_however_often_the_guest_calls_the_host() {
     let report = hostile(&host, "cpu-dodge:2").await;
     let took = started.elapsed();
     failed_with(&report, "CPU time limit exceeded (1000 ms");
-    let calls = events(&host, &report.run_id)
-        .into_iter()
-        .filter(|e| e.kind == "trace.log")
-        .count();
+    let calls = of_kind(&events(&host, &report.run_id), "trace.log").len();
     assert!(
         calls > 100,
         "the guest called the host often ({calls} calls) and was still charged"
@@ -344,10 +341,7 @@ async fn ledger_flood_through_kv_is_stopped_by_the_ledger_quota() {
         .await
         .unwrap();
     failed_with(&report, "limits.max_ledger_bytes");
-    let puts = events(&host, &report.run_id)
-        .into_iter()
-        .filter(|e| e.kind == "tools.call")
-        .count();
+    let puts = of_kind(&events(&host, &report.run_id), "tools.call").len();
     // Each put is recorded twice (its intent, then its result, both naming the value;
     // the ledger stores the value once), so 8 MiB of records is about four puts.
     assert!(

@@ -46,12 +46,11 @@ async fn crashed_run(db: &Path, runs: &Arc<AtomicU64>) -> String {
     let (report, _) = run_scripted(&host, ops, grant(&["counter"])).await;
     assert_eq!(report.status, Status::Completed, "{report:?}");
     drop(host);
-    let conn = rusqlite::Connection::open(db).unwrap();
-    conn.execute_batch(
+    sql_batch(
+        db,
         "UPDATE runs SET status = 'running', output = NULL, finished_at = NULL;
          UPDATE tasks SET status = 'running', output = NULL, finished_at = NULL;",
-    )
-    .unwrap();
+    );
     report.run_id
 }
 
@@ -83,10 +82,7 @@ async fn a_dropped_events_table_is_refused_not_recreated_and_replayed_live() {
     let db = dir.join("ledger.db");
     let runs = Arc::new(AtomicU64::new(0));
     let run_id = crashed_run(&db, &runs).await;
-    rusqlite::Connection::open(&db)
-        .unwrap()
-        .execute_batch("DROP TABLE events")
-        .unwrap();
+    sql_batch(&db, "DROP TABLE events");
 
     let refused = match counting_host(&db, &runs) {
         Ok(host) => host.resume(&run_id, ResumeOptions::default()).await.err(),
@@ -190,14 +186,12 @@ async fn an_unversioned_ledger_is_migrated_and_still_resumes_and_inspects() {
     let run_id = crashed_run(&db, &runs).await;
     // What hosts before migrations left: today's tables, no user_version, the old
     // meta row, and (say) the index lost.
-    rusqlite::Connection::open(&db)
-        .unwrap()
-        .execute_batch(
-            "PRAGMA user_version = 0;
+    sql_batch(
+        &db,
+        "PRAGMA user_version = 0;
              INSERT INTO meta (key, value) VALUES ('schema_version', '2');
              DROP INDEX events_by_kind;",
-        )
-        .unwrap();
+    );
     let (code, report) = check(&db);
     assert_eq!(code, Some(0), "an old ledger is not damaged: {report}");
     assert_eq!(report["schema_version"], 0);
@@ -248,10 +242,7 @@ fn new_files_get_the_current_schema_and_newer_or_incomplete_ones_are_refused() {
     }
 
     let newer = dir.join("empty.db");
-    rusqlite::Connection::open(&newer)
-        .unwrap()
-        .execute_batch("PRAGMA user_version = 7")
-        .unwrap();
+    sql_batch(&newer, "PRAGMA user_version = 7");
     let error = Ledger::open(&newer).err().expect("refused").to_string();
     assert!(
         error.contains("ledger schema version 7 is newer than this agentflow (knows up to 1)"),
@@ -261,19 +252,13 @@ fn new_files_get_the_current_schema_and_newer_or_incomplete_ones_are_refused() {
     assert_eq!(code, Some(1), "{report}");
 
     let incomplete = dir.join("absent.db");
-    rusqlite::Connection::open(&incomplete)
-        .unwrap()
-        .execute_batch("DROP TABLE checkpoints")
-        .unwrap();
+    sql_batch(&incomplete, "DROP TABLE checkpoints");
     let error = Ledger::open(&incomplete)
         .err()
         .expect("refused")
         .to_string();
     assert!(error.contains("table `checkpoints` is missing"), "{error}");
-    rusqlite::Connection::open(&incomplete)
-        .unwrap()
-        .execute_batch("PRAGMA user_version = 0")
-        .unwrap();
+    sql_batch(&incomplete, "PRAGMA user_version = 0");
     let error = Ledger::open(&incomplete)
         .err()
         .expect("refused")
@@ -368,17 +353,7 @@ fn backup_while_another_process_writes() {
     let ops: Vec<Value> = (0..60)
         .flat_map(|i| [json!({"log": format!("step {i}")}), json!({"sleep_ms": 25})])
         .collect();
-    let mut writer = agentflow()
-        .arg("run")
-        .arg(example("scripted"))
-        .arg("--input")
-        .arg(Value::Array(ops).to_string())
-        .arg("--db")
-        .arg(&db)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut writer = spawn_example(&db, "scripted", ["--input", &Value::Array(ops).to_string()]);
     let mut started = false;
     for _ in 0..400 {
         let count: i64 = sql(
@@ -444,13 +419,11 @@ async fn a_run_killed_before_its_root_task_resumes_from_its_input() {
     assert_eq!(done.status, Status::Completed);
     // The state an older host left when killed between writing the run and its root:
     // a run row, no task, nothing recorded.
-    rusqlite::Connection::open(&db)
-        .unwrap()
-        .execute_batch(
-            "DELETE FROM events; DELETE FROM tasks;
+    sql_batch(
+        &db,
+        "DELETE FROM events; DELETE FROM tasks;
              UPDATE runs SET status = 'running', output = NULL, finished_at = NULL;",
-        )
-        .unwrap();
+    );
     drop(host); // a fresh host: nothing cached about the run
     let host = counting_host(&db, &runs).unwrap();
     let resumed = host
@@ -472,13 +445,11 @@ async fn a_new_run_and_its_root_task_are_written_in_one_transaction() {
     let runs = Arc::new(AtomicU64::new(0));
     let host = counting_host(&db, &runs).unwrap();
     // Make writing the root task fail: the run row must not stay behind without it.
-    rusqlite::Connection::open(&db)
-        .unwrap()
-        .execute_batch(
-            "CREATE TRIGGER no_tasks BEFORE INSERT ON tasks
+    sql_batch(
+        &db,
+        "CREATE TRIGGER no_tasks BEFORE INSERT ON tasks
              BEGIN SELECT RAISE(ABORT, 'injected: cannot write the root task'); END;",
-        )
-        .unwrap();
+    );
     let error = host
         .run_file(&example("hello"), "x", RunOptions::default())
         .await
@@ -486,10 +457,7 @@ async fn a_new_run_and_its_root_task_are_written_in_one_transaction() {
     assert!(format!("{error:#}").contains("injected"), "{error:#}");
     assert_eq!(sql::<i64>(&db, "SELECT COUNT(*) FROM runs"), 0);
 
-    rusqlite::Connection::open(&db)
-        .unwrap()
-        .execute_batch("DROP TRIGGER no_tasks")
-        .unwrap();
+    sql_batch(&db, "DROP TRIGGER no_tasks");
     let report = host
         .run_file(&example("hello"), "x", RunOptions::default())
         .await

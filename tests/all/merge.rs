@@ -299,10 +299,7 @@ async fn each_merge_category_trivial_semantic_and_critical() {
     );
     assert!(secret.resolution.as_deref().unwrap().contains("checked"));
     // The merge model's calls are in the ledger, charged to the parent.
-    let llm: Vec<_> = events(&host, &report.run_id)
-        .into_iter()
-        .filter(|e| e.kind == "merge.llm")
-        .collect();
+    let llm = of_kind(&events(&host, &report.run_id), "merge.llm");
     assert_eq!(
         llm.len(),
         3,
@@ -383,20 +380,20 @@ fn a_human_resolves_a_critical_conflict_across_a_host_restart() {
         read("deploy/prod.toml"),
     ])
     .to_string();
-    let mut cmd = agentflow();
-    cmd.arg("run")
-        .arg(example("scripted"))
-        .args(["--input", &ops, "--db"])
-        .arg(&db)
-        .arg("--config")
-        .arg(&config)
-        .args(["--grant", "workspace", "--workspace"])
-        .arg(&ws);
-    let mut host_process = cmd
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut host_process = spawn_example(
+        &db,
+        "scripted",
+        [
+            "--input",
+            &ops,
+            "--config",
+            config.to_str().unwrap(),
+            "--grant",
+            "workspace",
+            "--workspace",
+            ws.to_str().unwrap(),
+        ],
+    );
     let pending = wait_for_listing("conflicts", &db);
     assert_eq!(pending[0]["subject"], "deploy/prod.toml", "{pending}");
     assert_eq!(pending[0]["category"], "critical");

@@ -404,10 +404,7 @@ async fn history_predicts_tokens_and_quality_scores_count() {
     let (_dir, host) = temp_host("sched-history", "");
     let op = json!({"llm": {"prompt": "Summarize this:\nfirst line.\nsecond line.", "task_type": "summarize"}});
     let (report, _) = run_scripted(&host, json!([op, op, op, op]), RunOptions::default()).await;
-    let decisions: Vec<_> = events(&host, &report.run_id)
-        .into_iter()
-        .filter(|e| e.kind == "llm.decision")
-        .collect();
+    let decisions = of_kind(&events(&host, &report.run_id), "llm.decision");
     let prediction = |d: &agentflow::ledger::query::EventRow| {
         d.response["candidates"]
             .as_array()

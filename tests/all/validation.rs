@@ -910,17 +910,8 @@ max_attempts = 2
 semantic = "human"
 "#,
     );
-    let mut child = agentflow()
-        .arg("run")
-        .arg(example("hello"))
-        .args(["--input", "world", "--db"])
-        .arg(&db)
-        .arg("--config")
-        .arg(&config)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let config_arg = config.to_str().unwrap();
+    let mut child = spawn_example(&db, "hello", ["--input", "world", "--config", config_arg]);
     let pending = wait_for_listing("reviews", &db);
     assert_eq!(pending[0]["task_id"], 1, "{pending}");
     assert_eq!(pending[0]["attempt"], 1, "{pending}");

@@ -5,7 +5,7 @@ use super::{cache_dir, example, only_run_id};
 use serde_json::Value;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 
 /// The `agentflow` binary, built once for these tests.
@@ -43,6 +43,25 @@ pub fn run_example(
         .arg("--db")
         .arg(db)
         .output()
+        .unwrap()
+}
+
+/// `agentflow run <example AGENT> ARGS --db DB` started in the background, its output
+/// discarded.
+pub fn spawn_example(
+    db: &Path,
+    agent: &str,
+    args: impl IntoIterator<Item = impl AsRef<OsStr>>,
+) -> Child {
+    agentflow()
+        .arg("run")
+        .arg(example(agent))
+        .args(args)
+        .arg("--db")
+        .arg(db)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
         .unwrap()
 }
 

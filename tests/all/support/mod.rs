@@ -148,6 +148,14 @@ pub fn sql<T: rusqlite::types::FromSql>(db: &Path, query: &str) -> T {
         .unwrap()
 }
 
+/// Run these SQL statements on the ledger file `db` (to damage or rewind it).
+pub fn sql_batch(db: &Path, statements: &str) {
+    rusqlite::Connection::open(db)
+        .unwrap()
+        .execute_batch(statements)
+        .unwrap();
+}
+
 /// The id of the (first) run in the ledger file `db`.
 pub fn only_run_id(db: &Path) -> String {
     sql(db, "SELECT run_id FROM runs")
