@@ -5,7 +5,7 @@ use super::fake_http::FakeResponse;
 use serde_json::json;
 
 /// An OpenAI chat-completion body: `text` from `model`, with this token usage.
-pub fn openai_body(model: &str, text: &str, prompt_tokens: u32, completion_tokens: u32) -> String {
+fn openai_body(model: &str, text: &str, prompt_tokens: u32, completion_tokens: u32) -> String {
     json!({
         "id": "chatcmpl-1",
         "object": "chat.completion",
