@@ -6,29 +6,14 @@
 //! and the performance DB (an Anthropic key from the environment here, an OpenAI key
 //! from the config in `cli::run_against_an_openai_compatible_server`).
 
-use crate::cli::{agentflow, wait_for_listing};
+use crate::support::cli::*;
 use crate::support::fake_http::{FakeResponse, FakeServer};
+use crate::support::llm::{anthropic_ok, openai_ok};
 use crate::support::*;
 use agentflow::{RunOptions, Status};
 use serde_json::{Value, json};
 use std::path::Path;
-use std::process::Output;
 use std::time::{Duration, Instant};
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn grant(tools: &[&str]) -> RunOptions {
-    RunOptions {
-        grants: tools.iter().map(|s| s.to_string()).collect(),
-        ..Default::default()
-    }
-}
 
 fn fetch(url: &str) -> Value {
     json!({"tool": {"name": "http_fetch", "args": {"url": url}}})
@@ -42,20 +27,16 @@ fn fetched(result: &Value) -> Value {
     serde_json::from_str(text).unwrap()
 }
 
-/// `agentflow run <scripted> --input OPS --json --db DB <extra>`: the exit code and the
-/// JSON report.
+/// `agentflow run <scripted> --input OPS --json <extra> --db DB`: the exit code, the
+/// JSON report and stderr.
 fn run_scripted_cli(db: &Path, ops: &Value, extra: &[&str]) -> (Option<i32>, Value, String) {
-    let out = agentflow()
-        .arg("run")
-        .arg(example("scripted"))
-        .args(["--input", &ops.to_string(), "--json", "--db"])
-        .arg(db)
-        .args(extra)
-        .output()
-        .unwrap();
-    let report = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {} / {}", stdout(&out), stderr(&out)));
-    (out.status.code(), report, stderr(&out))
+    let ops = ops.to_string();
+    let out = run_example(
+        db,
+        "scripted",
+        ["--input", &ops, "--json"].iter().chain(extra),
+    );
+    (out.status.code(), stdout_json(&out), stderr(&out))
 }
 
 /// The scripted agent's per-operation results from a `--json` report.
@@ -71,8 +52,7 @@ fn results_of(report: &Value) -> Vec<Value> {
 /// the limit completes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_wall_ms_stops_a_sleeping_task_naming_the_key() {
-    let dir = TempDir::new("claims-wall");
-    let host = host(&dir, "[limits]\nwall_ms = 1500\n");
+    let (_dir, host) = temp_host("claims-wall", "[limits]\nwall_ms = 1500\n");
     let started = Instant::now();
     let (report, _) =
         run_scripted(&host, json!([{"sleep_ms": 30000}]), RunOptions::default()).await;
@@ -88,8 +68,7 @@ async fn config_wall_ms_stops_a_sleeping_task_naming_the_key() {
         "stopped early: {took:?}"
     );
     assert!(took < Duration::from_secs(20), "not promptly: {took:?}");
-    let conn = host.ledger().reader().unwrap();
-    let tasks = agentflow::ledger::query::tasks(&conn, &report.run_id).unwrap();
+    let tasks = tasks(&host, &report.run_id);
     assert_eq!(tasks[0].status, Status::Failed);
     assert!(
         tasks[0]
@@ -111,8 +90,10 @@ async fn config_wall_ms_stops_a_sleeping_task_naming_the_key() {
 /// names the key (and is not stored); one under it is saved and loads back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkpoints_over_max_checkpoint_bytes_are_refused_naming_the_key() {
-    let dir = TempDir::new("claims-checkpoint");
-    let host = host(&dir, "[limits]\nmax_checkpoint_bytes = 1000\n");
+    let (_dir, host) = temp_host(
+        "claims-checkpoint",
+        "[limits]\nmax_checkpoint_bytes = 1000\n",
+    );
     // The SDK saves the state as JSON: a string of N characters is N + 2 bytes.
     let small = "s".repeat(990); // 992 bytes
     let big = "b".repeat(999); // 1001 bytes
@@ -157,11 +138,7 @@ async fn http_fetch_returns_a_redirect_without_following_it() {
         FakeResponse::text(200, "the second page"),
     ])
     .await;
-    let dir = TempDir::new("claims-http-redirect");
-    let host = host(
-        &dir,
-        "[tools]\nhttp_allow_hosts = [\"127.0.0.1\"]\nhttp_allow_private = true\n",
-    );
+    let (_dir, host) = temp_host("claims-http-redirect", ALLOW_LOCAL_HTTP);
     let ops = json!([fetch(&format!("{}/first", server.url()))]);
     let (report, r) = run_scripted(&host, ops, grant(&["http_fetch"])).await;
     assert_eq!(report.status, Status::Completed, "{report:?}");
@@ -186,10 +163,9 @@ async fn http_fetch_truncates_the_body_at_http_max_bytes() {
         FakeResponse::text(200, "short"),
     ])
     .await;
-    let dir = TempDir::new("claims-http-cap");
-    let host = host(
-        &dir,
-        "[tools]\nhttp_allow_hosts = [\"127.0.0.1\"]\nhttp_allow_private = true\nhttp_max_bytes = 100\n",
+    let (_dir, host) = temp_host(
+        "claims-http-cap",
+        &format!("{ALLOW_LOCAL_HTTP}http_max_bytes = 100\n"),
     );
     let url = format!("{}/big", server.url());
     let (report, r) = run_scripted(
@@ -214,9 +190,8 @@ async fn http_fetch_truncates_the_body_at_http_max_bytes() {
 /// `tools::http_fetch::tests::wildcard_entries_match_subdomains_only`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_fetch_wildcard_entries_admit_subdomains_only() {
-    let dir = TempDir::new("claims-http-wildcard");
-    let host = host(
-        &dir,
+    let (_dir, host) = temp_host(
+        "claims-http-wildcard",
         "[tools]\nhttp_allow_hosts = [\"*.example.test\", \"*.localhost\"]\n",
     );
     let ops = json!([
@@ -274,12 +249,7 @@ fn cli_max_depth_refuses_a_spawn_past_it() {
     assert!(inner.contains("MaxDepthExceeded(1)"), "{inner}");
     assert_eq!(report["tasks"], 2, "the grandchild was never created");
     let run_id = report["run_id"].as_str().unwrap();
-    let out = agentflow()
-        .args(["inspect", run_id, "--db"])
-        .arg(&db)
-        .output()
-        .unwrap();
-    let text = stdout(&out);
+    let text = stdout(&agentflow_on(&db, ["inspect", run_id]));
     assert!(
         text.contains("tasks.spawn refused: max-depth-exceeded: 1"),
         "{text}"
@@ -300,21 +270,20 @@ fn cli_max_depth_refuses_a_spawn_past_it() {
 #[test]
 fn cli_budget_usd_refuses_the_llm_call_before_it_is_sent() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let server = rt.block_on(FakeServer::start(vec![FakeResponse::json(
-        200,
-        r#"{"model":"gpt-test","choices":[{"message":{"content":"paid answer"},"finish_reason":"stop"}],
-            "usage":{"prompt_tokens":10,"completion_tokens":5}}"#,
+    let server = rt.block_on(FakeServer::start(vec![openai_ok(
+        "gpt-test",
+        "paid answer",
+        10,
+        5,
     )]));
     let dir = TempDir::new("claims-cli-budget");
-    let config = dir.join("c.toml");
-    std::fs::write(
-        &config,
+    let config = dir.file(
+        "c.toml",
         format!(
             "[llm]\nprovider = \"openai\"\n[llm.openai]\nbase_url = \"{}/v1\"\n[llm.prices.gpt-test]\ninput_per_mtok = 2.0\noutput_per_mtok = 8.0\n",
             server.url()
         ),
-    )
-    .unwrap();
+    );
     let config = config.to_str().unwrap();
     let db = dir.join("b.db");
     let ops = json!([{"llm": {"prompt": "hello", "max_tokens": 1000}}]);
@@ -440,17 +409,13 @@ fn cli_require_approval_over_usd_then_deny_fails_the_child_and_the_run_goes_on()
         "{pending}"
     );
     let id = pending[0]["id"].to_string();
-    let denied = agentflow()
-        .args(["deny", &id, "--note", "too pricey", "--db"])
-        .arg(&db)
-        .output()
-        .unwrap();
+    let denied = agentflow_on(&db, ["deny", &id, "--note", "too pricey"]);
     assert!(denied.status.success(), "{}", stderr(&denied));
     assert!(stdout(&denied).contains(&format!("denied approval {id}")));
 
     let out = run.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = stdout_json(&out);
     assert_eq!(report["status"], "completed");
     let r = results_of(&report);
     let failed = r[1]["failed"]
@@ -462,20 +427,11 @@ fn cli_require_approval_over_usd_then_deny_fails_the_child_and_the_run_goes_on()
     );
     assert_eq!(r[3]["completed"], "child:", "under the threshold: no wait");
 
-    let all = agentflow()
-        .args(["approvals", "--all", "--json", "--db"])
-        .arg(&db)
-        .output()
-        .unwrap();
-    let all: Value = serde_json::from_slice(&all.stdout).unwrap();
+    let all = stdout_json(&agentflow_on(&db, ["approvals", "--all", "--json"]));
     assert_eq!(all.as_array().unwrap().len(), 1, "{all}");
     assert_eq!(all[0]["status"], "denied");
     assert_eq!(all[0]["note"], "too pricey");
-    let again = agentflow()
-        .args(["deny", &id, "--db"])
-        .arg(&db)
-        .output()
-        .unwrap();
+    let again = agentflow_on(&db, ["deny", &id]);
     assert_eq!(again.status.code(), Some(2), "already decided");
 }
 
@@ -485,37 +441,22 @@ fn cli_require_approval_over_usd_then_deny_fails_the_child_and_the_run_goes_on()
 fn cli_input_file_is_the_agents_input() {
     let dir = TempDir::new("claims-cli-input");
     let db = dir.join("i.db");
-    let file = dir.join("input.txt");
     let content = "first line\nsecond line: ünïcode\n";
-    std::fs::write(&file, content).unwrap();
-    let out = agentflow()
-        .arg("run")
-        .arg(example("scripted"))
-        .arg("--input-file")
-        .arg(&file)
-        .args(["--json", "--db"])
-        .arg(&db)
-        .output()
-        .unwrap();
+    let file = dir.file("input.txt", content);
+    let out = run_example(
+        &db,
+        "scripted",
+        ["--input-file", file.to_str().unwrap(), "--json"],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = stdout_json(&out);
     // The scripted agent echoes an input that is not a list of operations.
     assert_eq!(report["output"], format!("child:{content}"));
-    let conn = rusqlite::Connection::open(&db).unwrap();
-    let recorded: String = conn
-        .query_row("SELECT input FROM runs", [], |r| r.get(0))
-        .unwrap();
+    let recorded: String = sql(&db, "SELECT input FROM runs");
     assert_eq!(recorded, content);
 
-    let out = agentflow()
-        .arg("run")
-        .arg(example("scripted"))
-        .arg("--input-file")
-        .arg(dir.join("missing.txt"))
-        .arg("--db")
-        .arg(&db)
-        .output()
-        .unwrap();
+    let missing = dir.join("missing.txt");
+    let out = run_example(&db, "scripted", ["--input-file", missing.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).contains("cannot read input file"),
@@ -541,29 +482,20 @@ fn cli_input_file_is_the_agents_input() {
 fn an_anthropic_key_from_the_environment_stays_out_of_logs_ledger_and_perf_db() {
     const KEY: &str = "sk-ant-claims-secret-0451";
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let server = rt.block_on(FakeServer::start(vec![FakeResponse::json(
-        200,
-        json!({
-            "id": "msg_1",
-            "type": "message",
-            "role": "assistant",
-            "model": "claude-test",
-            "content": [{"type": "text", "text": "Hello from Anthropic"}],
-            "stop_reason": "end_turn",
-            "usage": {"input_tokens": 30, "output_tokens": 5}
-        })
-        .to_string(),
+    let server = rt.block_on(FakeServer::start(vec![anthropic_ok(
+        "claude-test",
+        "Hello from Anthropic",
+        30,
+        5,
     )]));
     let dir = TempDir::new("claims-anthropic-key");
-    let config = dir.join("a.toml");
-    std::fs::write(
-        &config,
+    let config = dir.file(
+        "a.toml",
         format!(
             "[llm]\nprovider = \"anthropic\"\n[llm.anthropic]\nbase_url = \"{}\"\n[llm.prices.claude-test]\ninput_per_mtok = 3.0\noutput_per_mtok = 15.0\n",
             server.url()
         ),
-    )
-    .unwrap();
+    );
     let db = dir.join("k.db");
     let out = agentflow()
         .env("AGENTFLOW_LOG", "trace")
@@ -577,7 +509,7 @@ fn an_anthropic_key_from_the_environment_stays_out_of_logs_ledger_and_perf_db() 
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = stdout_json(&out);
     assert_eq!(report["output"], "Hello from Anthropic");
     let requests = server.requests();
     assert_eq!(requests.len(), 1);
@@ -587,16 +519,10 @@ fn an_anthropic_key_from_the_environment_stays_out_of_logs_ledger_and_perf_db() 
         "the key was used"
     );
     assert!(stderr(&out).contains("TRACE"), "{}", stderr(&out));
-    let inspect = agentflow()
-        .args([
-            "inspect",
-            report["run_id"].as_str().unwrap(),
-            "--json",
-            "--db",
-        ])
-        .arg(&db)
-        .output()
-        .unwrap();
+    let inspect = agentflow_on(
+        &db,
+        ["inspect", report["run_id"].as_str().unwrap(), "--json"],
+    );
     assert!(inspect.status.success(), "{}", stderr(&inspect));
     let perf = agentflow::scheduler::perf::path_for_ledger(&db);
     assert!(perf.exists(), "{}", perf.display());

@@ -1,51 +1,22 @@
 //! The `agentflow` binary: run (text and --json), runs, inspect, errors and exit codes,
 //! and a real OpenAI-compatible provider (a local fake server) behind it.
 
+use crate::support::cli::*;
 use crate::support::fake_http::{FakeResponse, FakeServer};
+use crate::support::llm::openai_ok;
 use crate::support::*;
-use std::path::PathBuf;
-use std::process::{Command, Output};
-use std::sync::OnceLock;
-
-/// The `agentflow` binary, built once for these tests.
-pub(crate) fn agentflow() -> Command {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    let bin = BIN.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "agentflow", "--bin", "agentflow"])
-            .status()
-            .expect("cargo build agentflow");
-        assert!(status.success());
-        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("../debug/agentflow")
-    });
-    let mut cmd = Command::new(bin);
-    cmd.env("AGENTFLOW_CACHE_DIR", cache_dir());
-    cmd
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 #[test]
 fn run_json_runs_and_inspect() {
     let dir = TempDir::new("cli");
     let db = dir.join("cli.db");
-    let out = agentflow()
-        .arg("run")
-        .arg(example("researcher"))
-        .args(["--input", "Why sandbox agents?", "--json", "--db"])
-        .arg(&db)
-        .output()
-        .unwrap();
+    let out = run_example(
+        &db,
+        "researcher",
+        ["--input", "Why sandbox agents?", "--json"],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
-    let report: serde_json::Value =
-        serde_json::from_str(stdout(&out).trim()).expect("one JSON object");
+    let report = stdout_json(&out);
     for key in [
         "run_id",
         "status",
@@ -61,13 +32,7 @@ fn run_json_runs_and_inspect() {
     assert_eq!(report["tasks"], 4);
     let run_id = report["run_id"].as_str().unwrap();
 
-    let plain = agentflow()
-        .arg("run")
-        .arg(example("hello"))
-        .args(["--input", "there", "--db"])
-        .arg(&db)
-        .output()
-        .unwrap();
+    let plain = run_example(&db, "hello", ["--input", "there"]);
     assert!(plain.status.success());
     assert!(stdout(&plain).contains("there"));
     assert!(
@@ -76,19 +41,10 @@ fn run_json_runs_and_inspect() {
         stderr(&plain)
     );
 
-    let runs = agentflow()
-        .args(["runs", "--json", "--db"])
-        .arg(&db)
-        .output()
-        .unwrap();
-    let runs: serde_json::Value = serde_json::from_str(&stdout(&runs)).unwrap();
+    let runs = stdout_json(&agentflow_on(&db, ["runs", "--json"]));
     assert_eq!(runs.as_array().unwrap().len(), 2);
 
-    let inspect = agentflow()
-        .args(["inspect", &run_id[..8], "--db"])
-        .arg(&db)
-        .output()
-        .unwrap();
+    let inspect = agentflow_on(&db, ["inspect", &run_id[..8]]);
     assert!(inspect.status.success(), "{}", stderr(&inspect));
     let text = stdout(&inspect);
     assert!(text.starts_with(&format!("run {}", &run_id[..8])), "{text}");
@@ -99,12 +55,7 @@ fn run_json_runs_and_inspect() {
         "{text}"
     );
 
-    let json = agentflow()
-        .args(["inspect", run_id, "--json", "--db"])
-        .arg(&db)
-        .output()
-        .unwrap();
-    let view: serde_json::Value = serde_json::from_str(&stdout(&json)).unwrap();
+    let view = stdout_json(&agentflow_on(&db, ["inspect", run_id, "--json"]));
     assert_eq!(view["tasks"].as_array().unwrap().len(), 4);
 }
 
@@ -112,22 +63,14 @@ fn run_json_runs_and_inspect() {
 fn errors_are_one_line_with_nonzero_exit() {
     let dir = TempDir::new("cli-errors");
     let db = dir.join("e.db");
-    let junk = dir.join("junk.wasm");
-    std::fs::write(&junk, b"not wasm at all").unwrap();
-    let out = agentflow()
-        .arg("run")
-        .arg(&junk)
-        .arg("--db")
-        .arg(&db)
-        .output()
-        .unwrap();
+    let junk = dir.file("junk.wasm", b"not wasm at all");
+    let out = agentflow_on(&db, ["run", junk.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("not a WebAssembly file"), "{err}");
 
-    let bad_config = dir.join("bad.toml");
-    std::fs::write(&bad_config, "[limits]\nmemroy_mb = 3\n").unwrap();
+    let bad_config = dir.file("bad.toml", "[limits]\nmemroy_mb = 3\n");
     let out = agentflow()
         .arg("run")
         .arg(example("hello"))
@@ -139,21 +82,11 @@ fn errors_are_one_line_with_nonzero_exit() {
     assert!(stderr(&out).contains("memroy_mb"), "{}", stderr(&out));
 
     // A failing agent: exit 1, the reason on stderr.
-    let out = agentflow()
-        .arg("run")
-        .arg(example("hostile"))
-        .args(["--input", "trap", "--db"])
-        .arg(&db)
-        .output()
-        .unwrap();
+    let out = run_example(&db, "hostile", ["--input", "trap"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("agent trapped"));
 
-    let out = agentflow()
-        .args(["inspect", "nope", "--db"])
-        .arg(&db)
-        .output()
-        .unwrap();
+    let out = agentflow_on(&db, ["inspect", "nope"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("no run `nope`"));
 }
@@ -163,22 +96,16 @@ fn run_against_an_openai_compatible_server() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let server = rt.block_on(FakeServer::start(vec![
         FakeResponse::json(429, r#"{"error":"slow down"}"#).with_header("retry-after", "1"),
-        FakeResponse::json(
-            200,
-            r#"{"model":"gpt-test","choices":[{"message":{"content":"Hello from the server"},"finish_reason":"stop"}],
-                "usage":{"prompt_tokens":1000,"completion_tokens":500}}"#,
-        ),
+        openai_ok("gpt-test", "Hello from the server", 1000, 500),
     ]));
     let dir = TempDir::new("cli-openai");
-    let config = dir.join("openai.toml");
-    std::fs::write(
-        &config,
+    let config = dir.file(
+        "openai.toml",
         format!(
             "[llm]\nprovider = \"openai\"\n[llm.openai]\nbase_url = \"{}/v1\"\napi_key = \"sk-secret-123\"\n[llm.prices.gpt-test]\ninput_per_mtok = 2.0\noutput_per_mtok = 8.0\n",
             server.url()
         ),
-    )
-    .unwrap();
+    );
     let db = dir.join("o.db");
     let out = agentflow()
         .env("AGENTFLOW_LOG", "trace")
@@ -191,7 +118,7 @@ fn run_against_an_openai_compatible_server() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    let report: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    let report = stdout_json(&out);
     assert_eq!(report["output"], "Hello from the server");
     assert_eq!(report["tokens"], 1500);
     let cost = report["cost_usd"].as_f64().unwrap();
@@ -207,15 +134,12 @@ fn run_against_an_openai_compatible_server() {
         Some("Bearer sk-secret-123")
     );
     // `agentflow models` shows the call, read back from the performance DB.
-    let models = agentflow()
-        .args(["models", "--json", "--config"])
-        .arg(&config)
-        .arg("--db")
-        .arg(&db)
-        .output()
-        .unwrap();
+    let models = agentflow_on(
+        &db,
+        ["models", "--json", "--config", config.to_str().unwrap()],
+    );
     assert!(models.status.success(), "{}", stderr(&models));
-    let models: serde_json::Value = serde_json::from_str(&stdout(&models)).unwrap();
+    let models = stdout_json(&models);
     assert_eq!(models[0]["name"], "gpt-test");
     assert_eq!(
         models[0]["stats"]["calls"], 1,
@@ -258,47 +182,6 @@ fn run_against_an_openai_compatible_server() {
     }
 }
 
-/// Poll `agentflow <listing> --json --db DB` (approvals, conflicts, reviews) until it
-/// lists something; `Null` if nothing came within 20 s.
-pub(crate) fn wait_for_listing(listing: &str, db: &std::path::Path) -> serde_json::Value {
-    for _ in 0..400 {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        let out = agentflow()
-            .args([listing, "--json", "--db"])
-            .arg(db)
-            .output()
-            .unwrap();
-        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout)
-            && v.as_array().is_some_and(|a| !a.is_empty())
-        {
-            return v;
-        }
-    }
-    serde_json::Value::Null
-}
-
-/// Resume the ledger's only run with `agentflow resume --json`; the report, after
-/// checking the command succeeded.
-pub(crate) fn resume_only_run(db: &std::path::Path, config: &std::path::Path) -> serde_json::Value {
-    let run_id: String = rusqlite::Connection::open(db)
-        .unwrap()
-        .query_row("SELECT run_id FROM runs", [], |r| r.get(0))
-        .unwrap();
-    let resumed = agentflow()
-        .args(["resume", &run_id, "--json", "--db"])
-        .arg(db)
-        .arg("--config")
-        .arg(config)
-        .output()
-        .unwrap();
-    assert!(
-        resumed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&resumed.stderr)
-    );
-    serde_json::from_slice(&resumed.stdout).unwrap()
-}
-
 /// A guest blocked in `sleep` holds its slot until `wall_ms`: the default is printed
 /// before a run, `--timeout` sets it, and `inspect` shows the time blocked.
 #[test]
@@ -325,12 +208,7 @@ fn timeout_bounds_a_sleeping_guest_and_inspect_shows_blocked_time() {
         "{err}"
     );
     assert!(took < std::time::Duration::from_secs(15), "took {took:?}");
-    let out = agentflow()
-        .args(["inspect", "--db"])
-        .arg(&db)
-        .arg(run_id_of(&db))
-        .output()
-        .unwrap();
+    let out = agentflow_on(&db, ["inspect", &only_run_id(&db)]);
     let text = stdout(&out);
     let line = text
         .lines()
@@ -360,12 +238,6 @@ fn timeout_bounds_a_sleeping_guest_and_inspect_shows_blocked_time() {
     assert!(stderr(&out).contains("give a unit"), "{}", stderr(&out));
 }
 
-fn run_id_of(db: &std::path::Path) -> String {
-    let conn = rusqlite::Connection::open(db).unwrap();
-    conn.query_row("SELECT run_id FROM runs", [], |r| r.get(0))
-        .unwrap()
-}
-
 /// A guest's texts reach the host's stderr and `inspect` escaped: a newline, carriage
 /// return or terminal escape in them cannot start or overwrite a host log line.
 #[test]
@@ -389,18 +261,9 @@ fn guest_text_cannot_forge_host_log_lines() {
         err.contains(&format!("harmless\\n{FORGED}\\r\\u{{1b}}[2K{FORGED}")),
         "the log line and the failure are shown escaped: {err}"
     );
-    let runs = agentflow()
-        .args(["runs", "--json", "--db"])
-        .arg(&db)
-        .output()
-        .unwrap();
-    let runs: serde_json::Value = serde_json::from_str(stdout(&runs).trim()).unwrap();
+    let runs = stdout_json(&agentflow_on(&db, ["runs", "--json"]));
     let run_id = runs[0]["run_id"].as_str().unwrap();
-    let inspect = agentflow()
-        .args(["inspect", run_id, "--db"])
-        .arg(&db)
-        .output()
-        .unwrap();
+    let inspect = agentflow_on(&db, ["inspect", run_id]);
     assert!(inspect.status.success(), "{}", stderr(&inspect));
     let shown = stdout(&inspect);
     assert_not_forged(&shown, FORGED);
@@ -474,26 +337,13 @@ fn cli_edges_missing_dir_one_line_errors_prefixes_costs_and_durations() {
     // A run with a refused tool call, on the mock model.
     let db = dir.join("e.db");
     let ops = r#"[{"llm": {"prompt": "hi"}}, {"tool": {"name": "kv", "args": {"op": "get", "key": "k"}}}]"#;
-    let out = agentflow()
-        .arg("run")
-        .arg(example("scripted"))
-        .args(["--input", ops, "--json", "--db"])
-        .arg(&db)
-        .output()
-        .unwrap();
+    let out = run_example(&db, "scripted", ["--input", ops, "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = stdout_json(&out);
     let run_id = report["run_id"].as_str().unwrap().to_string();
     let cost = report["cost_usd"].as_f64().unwrap();
     assert!(cost > 0.0 && cost < 0.001, "a sub-cent cost: {cost}");
-    let inspect = |id: &str| {
-        agentflow()
-            .args(["inspect", "--db"])
-            .arg(&db)
-            .arg(id)
-            .output()
-            .unwrap()
-    };
+    let inspect = |id: &str| agentflow_on(&db, ["inspect", id]);
     let out = inspect(&run_id);
     let text = stdout(&out);
     let run_line = text.lines().next().unwrap();

@@ -2,14 +2,10 @@
 //! budgets under a 50-child race, every dependency type, approvals (also across a
 //! host restart), per-task timeouts.
 
-use crate::cli::{agentflow, resume_only_run, wait_for_listing};
+use crate::support::cli::*;
 use crate::support::*;
 use agentflow::{RunOptions, Status};
 use serde_json::{Value, json};
-
-fn tasks(host: &agentflow::Host, run: &str) -> Vec<agentflow::ledger::query::TaskRow> {
-    agentflow::ledger::query::tasks(&host.ledger().reader().unwrap(), run).unwrap()
-}
 
 fn spawn(desc: &str, input: Value, extra: Value) -> Value {
     let input = match input {
@@ -27,8 +23,7 @@ fn spawn(desc: &str, input: Value, extra: Value) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicates_cycles_and_budget_shares_are_typed_refusals() {
-    let dir = TempDir::new("con-checks");
-    let host = host(&dir, "");
+    let (_dir, host) = temp_host("con-checks", "");
     let grandchild = json!([{"spawn": {"description": "Research the history of the Rust language again", "input": ""}}]);
     let ops = json!([
         spawn("Fetch the page", json!(""), json!({})),
@@ -58,12 +53,7 @@ async fn duplicates_cycles_and_budget_shares_are_typed_refusals() {
     );
     assert!(r[5]["ok"].is_u64());
     // The refusals are visible to an operator.
-    let conn = host.ledger().reader().unwrap();
-    let text = agentflow::observe::inspect::render(
-        &agentflow::observe::inspect::load(&conn, &report.run_id)
-            .unwrap()
-            .unwrap(),
-    );
+    let text = inspect_text(&host, &report.run_id);
     assert!(
         text.contains("tasks.spawn refused: duplicate-task"),
         "{text}"
@@ -76,8 +66,10 @@ async fn duplicates_cycles_and_budget_shares_are_typed_refusals() {
 /// gauge the sleepers enter and leave proves at most two ever run at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrency_queues_children_and_fail_fast_refuses() {
-    let dir = TempDir::new("con-concurrency");
-    let mut host = host(&dir, "[constraints]\nmax_concurrent_tasks = 2\n");
+    let (_dir, mut host) = temp_host(
+        "con-concurrency",
+        "[constraints]\nmax_concurrent_tasks = 2\n",
+    );
     let gauge = Gauge::default();
     host.register_tool(std::sync::Arc::new(gauge.clone()));
     let sleeper = |i: usize| {
@@ -98,11 +90,7 @@ async fn concurrency_queues_children_and_fail_fast_refuses() {
     ops.push(spawn("impatient", json!(""), json!({"fail_fast": true})));
     ops.push(json!({"tool": {"name": "kv", "args": {"op": "put", "key": "go", "value": "now"}}}));
     ops.extend((2..6).map(|id| json!({"wait": id})));
-    let opts = RunOptions {
-        grants: vec!["kv".into(), "gauge".into()],
-        ..Default::default()
-    };
-    let (report, r) = run_scripted(&host, json!(ops), opts).await;
+    let (report, r) = run_scripted(&host, json!(ops), grant(&["kv", "gauge"])).await;
     assert_eq!(report.status, Status::Completed, "{report:?}");
     assert!(
         r[5]["err"].as_str().unwrap().contains("ResourceExhausted"),
@@ -129,10 +117,9 @@ async fn concurrency_queues_children_and_fail_fast_refuses() {
 /// than one call, never past it, and never have more committed at once than it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_parallel_children_never_overspend_one_budget() {
-    let dir = TempDir::new("con-budget-race");
     let long_reply = "spend ".repeat(4000);
-    let host = host(
-        &dir,
+    let (_dir, host) = temp_host(
+        "con-budget-race",
         &format!(
             "[limits]\nmax_tasks = 64\n[constraints]\nmax_concurrent_tasks = 64\n\
              [[llm.mock.rules]]\ncontains = \"call\"\nreply = \"{long_reply}\"\n"
@@ -209,8 +196,7 @@ async fn fifty_parallel_children_never_overspend_one_budget() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_childs_share_caps_its_subtree() {
-    let dir = TempDir::new("con-share");
-    let host = host(&dir, "");
+    let (_dir, host) = temp_host("con-share", "");
     let child = json!([
         {"llm": {"prompt": "fits", "max_tokens": 100}},
         {"llm": {"prompt": "does not fit", "max_tokens": 100000, "priority": "quality"}},
@@ -232,8 +218,7 @@ async fn a_childs_share_caps_its_subtree() {
 /// inside, so a broken constraint would show as an overlap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_dependency_type_orders_children() {
-    let dir = TempDir::new("con-deps");
-    let mut host = host(&dir, "");
+    let (_dir, mut host) = temp_host("con-deps", "");
     let gauge = Gauge::default();
     host.register_tool(std::sync::Arc::new(gauge.clone()));
     let hold = |key: &str, who: &str| Gauge::around(key, who, vec![json!({"sleep_ms": 200})]);
@@ -255,11 +240,7 @@ async fn every_dependency_type_orders_children() {
         spawn("step three", hold("migrate", "step-three"), t(json!({"sequence": "migrate"}))),      // 11
         {"wait": 3}, {"wait": 4}, {"wait": 6}, {"wait": 8}, {"wait": 11}, {"wait": 10}, {"wait": 9}, {"wait": 7}, {"wait": 5},
     ]);
-    let opts = RunOptions {
-        grants: vec!["gauge".into()],
-        ..Default::default()
-    };
-    let (report, r) = run_scripted(&host, ops, opts).await;
+    let (report, r) = run_scripted(&host, ops, grant(&["gauge"])).await;
     assert_eq!(report.status, Status::Completed, "{report:?}");
     assert!(
         gauge.position("leave", "first") < gauge.position("enter", "after first"),
@@ -283,9 +264,8 @@ async fn every_dependency_type_orders_children() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_dependency_fails_or_cancels_its_dependents() {
     for (policy, expected) in [("fail", Status::Failed), ("cancel", Status::Cancelled)] {
-        let dir = TempDir::new("con-depfail");
-        let host = host(
-            &dir,
+        let (_dir, host) = temp_host(
+            "con-depfail",
             &format!("[constraints]\non_dependency_failure = \"{policy}\"\n"),
         );
         let ops = json!([
@@ -301,8 +281,7 @@ async fn a_failed_dependency_fails_or_cancels_its_dependents() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_task_timeouts_stop_slow_children() {
-    let dir = TempDir::new("con-timeout");
-    let host = host(&dir, "");
+    let (_dir, host) = temp_host("con-timeout", "");
     let ops = json!([spawn("slow", json!([{"sleep_ms": 5000}]), json!({"timeout_ms": 200})), {"wait": 2}]);
     let started = std::time::Instant::now();
     let (_, r) = run_scripted(&host, ops, RunOptions::default()).await;
@@ -319,9 +298,8 @@ async fn per_task_timeouts_stop_slow_children() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approvals_hold_a_child_until_a_human_decides() {
-    let dir = TempDir::new("con-approve");
-    let host = host(
-        &dir,
+    let (_dir, host) = temp_host(
+        "con-approve",
         "[constraints.approval]\ncost_over_usd = 0.5\ndescription_matches = [\"*delete*\"]\n",
     );
     let ledger = host.ledger().clone();
@@ -358,11 +336,7 @@ async fn approvals_hold_a_child_until_a_human_decides() {
             && r[4]["failed"].as_str().unwrap().contains("checked by test")
     );
     assert_eq!(r[5]["completed"], "child:", "no rule matched: no wait");
-    let kinds: Vec<String> = events(&host, &report.run_id)
-        .into_iter()
-        .filter(|e| e.task_id == 3)
-        .map(|e| e.kind.to_string())
-        .collect();
+    let kinds = kinds(&events(&host, &report.run_id), 3);
     assert!(
         kinds.contains(&"approval.requested".to_string())
             && kinds.contains(&"approval.decided".to_string())
@@ -373,20 +347,10 @@ async fn approvals_hold_a_child_until_a_human_decides() {
 fn approvals_survive_a_host_restart() {
     let dir = TempDir::new("con-approve-restart");
     let db = dir.join("a.db");
-    let config = dir.join("c.toml");
-    std::fs::write(&config, "[constraints.approval]\ndepth_over = 0\n").unwrap();
+    let config = dir.file("c.toml", "[constraints.approval]\ndepth_over = 0\n");
     let ops = json!([spawn("needs a human", json!(""), json!({})), {"wait": 2}]).to_string();
-    let mut child = agentflow()
-        .arg("run")
-        .arg(example("scripted"))
-        .args(["--input", &ops, "--db"])
-        .arg(&db)
-        .arg("--config")
-        .arg(&config)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let config_arg = config.to_str().unwrap();
+    let mut child = spawn_example(&db, "scripted", ["--input", &ops, "--config", config_arg]);
     let pending = wait_for_listing("approvals", &db);
     assert_eq!(pending[0]["task_id"], 2, "{pending}");
     assert!(
@@ -398,30 +362,17 @@ fn approvals_survive_a_host_restart() {
     child.kill().unwrap(); // the host stops while the child waits
     child.wait().unwrap();
     let id = pending[0]["id"].to_string();
-    let approved = agentflow()
-        .args(["approve", &id, "--note", "ok", "--db"])
-        .arg(&db)
-        .output()
-        .unwrap();
-    assert!(
-        approved.status.success(),
-        "{}",
-        String::from_utf8_lossy(&approved.stderr)
-    );
+    let approved = agentflow_on(&db, ["approve", &id, "--note", "ok"]);
+    assert!(approved.status.success(), "{}", stderr(&approved));
     let report = resume_only_run(&db, &config);
     let results: Vec<Value> = serde_json::from_str(report["output"].as_str().unwrap()).unwrap();
     assert_eq!(results[1]["completed"], "child:");
-    let again = agentflow()
-        .args(["approve", &id, "--db"])
-        .arg(&db)
-        .output()
-        .unwrap();
+    let again = agentflow_on(&db, ["approve", &id]);
     assert_eq!(again.status.code(), Some(2), "already decided");
 }
 
 fn webscraper_config(extra: &str) -> String {
-    let rules = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../examples/webscraper/mock-rules.toml");
+    let rules = repo_path("examples/webscraper/mock-rules.toml");
     format!(
         "[limits]\nmax_depth = 3\n[budget]\nusd = 0.05\n[llm.mock]\nrules_file = {:?}\n{extra}",
         rules.to_str().unwrap()
@@ -430,8 +381,7 @@ fn webscraper_config(extra: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webscraper_runaway_hits_the_depth_limit_and_falls_back() {
-    let dir = TempDir::new("con-webscraper");
-    let host = host(&dir, &webscraper_config(""));
+    let (_dir, host) = temp_host("con-webscraper", &webscraper_config(""));
     let report = host
         .run_file(
             &example("webscraper"),
@@ -447,11 +397,7 @@ async fn webscraper_runaway_hits_the_depth_limit_and_falls_back() {
         out.contains("pragmatic plan (spawn: maximum depth exceeded (limit 3))"),
         "{out}"
     );
-    let conn = host.ledger().reader().unwrap();
-    let view = agentflow::observe::inspect::load(&conn, &report.run_id)
-        .unwrap()
-        .unwrap();
-    let text = agentflow::observe::inspect::render(&view);
+    let text = inspect_text(&host, &report.run_id);
     assert!(
         text.contains("✗ tasks.spawn refused: max-depth-exceeded: 3"),
         "{text}"
@@ -460,9 +406,8 @@ async fn webscraper_runaway_hits_the_depth_limit_and_falls_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webscraper_expensive_delegation_waits_for_approval_and_a_denial_falls_back() {
-    let dir = TempDir::new("con-webscraper-approval");
-    let host = host(
-        &dir,
+    let (_dir, host) = temp_host(
+        "con-webscraper-approval",
         &webscraper_config("[constraints.approval]\ncost_over_usd = 1.0\n"),
     );
     let ledger = host.ledger().clone();
@@ -510,8 +455,7 @@ async fn webscraper_expensive_delegation_waits_for_approval_and_a_denial_falls_b
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_token_budget_refuses_calls_that_would_exceed_it() {
-    let dir = TempDir::new("con-tokens");
-    let host = host(&dir, "[budget]\ntokens = 300\n");
+    let (_dir, host) = temp_host("con-tokens", "[budget]\ntokens = 300\n");
     let call = json!({"llm": {"prompt": "hello", "max_tokens": 100}});
     let calls: Vec<Value> = (0..10).map(|_| call.clone()).collect();
     let (report, r) = run_scripted(&host, json!(calls), RunOptions::default()).await;
@@ -534,9 +478,8 @@ async fn cycles_can_be_judged_by_an_embeddings_endpoint() {
     // Every text embeds to the same vector: everything is similar to everything.
     let body = json!({"data": [{"embedding": [1.0, 0.0]}, {"embedding": [1.0, 0.0]}]}).to_string();
     let server = FakeServer::start(vec![FakeResponse::json(200, body)]).await;
-    let dir = TempDir::new("con-embeddings");
-    let host = host(
-        &dir,
+    let (_dir, host) = temp_host(
+        "con-embeddings",
         &format!(
             "[constraints.embeddings]\nbase_url = \"{}/v1\"\nmodel = \"embed-test\"\n",
             server.url()
@@ -567,13 +510,12 @@ async fn cycles_can_be_judged_by_an_embeddings_endpoint() {
 /// at the right moment without guessing with sleeps.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_a_child_cancels_its_descendants() {
-    let dir = TempDir::new("limits-cancel-tree");
     let hostile = example("hostile");
     let toml = format!(
         "[limits]\ncpu_ms = 30000\n[agents]\nspinner = {:?}\n",
         hostile.to_str().unwrap()
     );
-    let host = host(&dir, &toml);
+    let (_dir, host) = temp_host("limits-cancel-tree", &toml);
     let child = json!([
         {"spawn": {"description": "grandchild", "input": "loop", "agent": "spinner"}},
         {"tool": {"name": "kv", "args": {"op": "put", "key": "grandchild", "value": "spawned"}}},
@@ -585,12 +527,8 @@ async fn cancelling_a_child_cancels_its_descendants() {
         {"cancel": 2},
         {"wait": 2},
     ]);
-    let opts = RunOptions {
-        grants: vec!["kv".into()],
-        ..Default::default()
-    };
     let started = std::time::Instant::now();
-    let (report, results) = run_scripted(&host, ops, opts).await;
+    let (report, results) = run_scripted(&host, ops, grant(&["kv"])).await;
     assert_eq!(report.status, Status::Completed, "{report:?}");
     assert_eq!(
         results[1],
@@ -599,8 +537,7 @@ async fn cancelling_a_child_cancels_its_descendants() {
     );
     assert_eq!(results[2], json!(true));
     assert_eq!(results[3], json!("cancelled"));
-    let conn = host.ledger().reader().unwrap();
-    let tasks = agentflow::ledger::query::tasks(&conn, &report.run_id).unwrap();
+    let tasks = tasks(&host, &report.run_id);
     assert_eq!(tasks.len(), 3);
     assert_eq!(tasks[1].status, Status::Cancelled, "the child");
     assert_eq!(tasks[2].status, Status::Cancelled, "the grandchild");

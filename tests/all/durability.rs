@@ -3,10 +3,12 @@
 //! happened exactly once and the outcome is the uncrashed one; divergence and its
 //! policies; in-doubt side effects by class; checkpoints.
 
-use crate::cli::agentflow;
+use crate::support::cli::*;
+use crate::support::fake_http::{FakeResponse, FakeServer};
+use crate::support::llm::openai_ok;
 use crate::support::*;
 use agentflow::tools::{SideEffect, Tool, ToolCallCtx, ToolError, ToolInfo};
-use agentflow::{ResumeOptions, RunOptions, Status};
+use agentflow::{ResumeOptions, Status};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::process::Output;
@@ -37,44 +39,22 @@ fn deploy(db: &Path, ws: &Path, env: &[(&str, String)], extra: &[&str]) -> Outpu
     cmd.output().unwrap()
 }
 
-fn only_run_id(db: &Path) -> String {
-    let conn = rusqlite::Connection::open(db).unwrap();
-    conn.query_row("SELECT run_id FROM runs", [], |r| r.get(0))
-        .unwrap()
-}
-
 /// Tool intents at `db` with no recorded result: calls a crash left in doubt.
 fn in_doubt_intents(db: &Path) -> usize {
-    let conn = rusqlite::Connection::open(db).unwrap();
-    conn.query_row(
+    sql::<i64>(
+        db,
         "SELECT COUNT(*) FROM events i WHERE i.kind = 'tools.intent' AND NOT EXISTS (
              SELECT 1 FROM events c WHERE c.run_id = i.run_id AND c.task_id = i.task_id
                AND c.kind = 'tools.call' AND c.seq > i.seq)",
-        [],
-        |r| r.get::<_, i64>(0),
-    )
-    .unwrap() as usize
+    ) as usize
 }
 
 /// LLM calls recorded in the ledger at `db`.
 fn llm_calls(db: &Path) -> usize {
-    let conn = rusqlite::Connection::open(db).unwrap();
-    conn.query_row(
+    sql::<i64>(
+        db,
         "SELECT COUNT(*) FROM events WHERE kind = 'llm.complete'",
-        [],
-        |r| r.get::<_, i64>(0),
-    )
-    .unwrap() as usize
-}
-
-fn report(out: &Output) -> Value {
-    let text = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(text.trim()).unwrap_or_else(|e| {
-        panic!(
-            "not a report ({e}): {text} / {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
+    ) as usize
 }
 
 /// Checks of one crashed-and-resumed run; returns (duplicates, losses) of side effects.
@@ -172,12 +152,9 @@ fn crash_at_every_ledger_event_of_a_multi_agent_run_then_resume() {
     // The LLM is a real HTTP provider (a local fake server), so the requests the host
     // sends are counted where they arrive.
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let server = rt.block_on(crate::support::fake_http::FakeServer::start(vec![
-        openai_reply("resource ready"),
-    ]));
+    let server = rt.block_on(FakeServer::start(vec![openai_reply("resource ready")]));
     let config_dir = TempDir::new("crash-config");
-    let config = config_dir.join("llm.toml");
-    std::fs::write(&config, one_endpoint(&server)).unwrap();
+    let config = config_dir.file("llm.toml", one_endpoint(&server));
     let config_args = ["--config", config.to_str().unwrap()];
     let base_dir = TempDir::new("crash-baseline");
     let baseline = deploy(
@@ -188,11 +165,8 @@ fn crash_at_every_ledger_event_of_a_multi_agent_run_then_resume() {
     );
     assert!(baseline.status.success());
     let baseline_requests = server.requests().len();
-    let baseline = report(&baseline);
-    let conn = rusqlite::Connection::open(base_dir.join("b.db")).unwrap();
-    let total: u64 = conn
-        .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
-        .unwrap();
+    let baseline = stdout_json(&baseline);
+    let total: u64 = sql(&base_dir.join("b.db"), "SELECT COUNT(*) FROM events");
     assert!(total >= 30, "a multi-agent run with many events ({total})");
 
     let mut points: Vec<(String, String, String)> = (1..=total)
@@ -234,34 +208,32 @@ fn crash_at_every_ledger_event_of_a_multi_agent_run_then_resume() {
             Some((point, k)) => format!("aborting at point `{point}` (hit {k})"),
             None => format!("(AGENTFLOW_CRASH_AFTER_EVENTS={value})"),
         };
-        let stderr = String::from_utf8_lossy(&crashed.stderr);
+        let err = stderr(&crashed);
         assert!(
-            stderr.contains(&marker),
-            "{label}: the crash happened at its point: {stderr}"
+            err.contains(&marker),
+            "{label}: the crash happened at its point: {err}"
         );
         kills += 1;
         let in_doubt = in_doubt_intents(&db);
         let recorded_llm = llm_calls(&db);
         let before_resume = server.requests().len();
-        let resumed = agentflow()
-            .arg("resume")
-            .arg(only_run_id(&db))
-            .args(["--json", "--db"])
-            .arg(&db)
-            .args(config_args)
-            .output()
-            .unwrap();
+        let resumed = agentflow_on(
+            &db,
+            ["resume", &only_run_id(&db), "--json"]
+                .iter()
+                .chain(&config_args),
+        );
         assert_eq!(
             server.requests().len() - before_resume,
             baseline_requests - recorded_llm,
             "{label}: the resume sent exactly the LLM calls not yet recorded"
         );
-        assert!(
-            resumed.status.success(),
-            "{label}: {}",
-            String::from_utf8_lossy(&resumed.stderr)
+        assert!(resumed.status.success(), "{label}: {}", stderr(&resumed));
+        assert_eq!(
+            stdout_json(&resumed)["output"],
+            baseline["output"],
+            "{label}"
         );
-        assert_eq!(report(&resumed)["output"], baseline["output"], "{label}");
         let (d, l) = check_run(&db, &ws, &baseline, label, in_doubt);
         duplicates += d;
         losses += l;
@@ -276,29 +248,29 @@ fn crash_at_every_ledger_event_of_a_multi_agent_run_then_resume() {
 #[test]
 fn sigkill_a_running_host_then_resume() {
     let dir = TempDir::new("sigkill");
-    let config = dir.join("slow.toml");
-    std::fs::write(&config, "[llm.mock]\nlatency_ms = 150\n").unwrap();
+    let config = dir.file("slow.toml", "[llm.mock]\nlatency_ms = 150\n");
     let base = TempDir::new("sigkill-base");
-    let baseline = report(&deploy(
+    let baseline = stdout_json(&deploy(
         &base.join("b.db"),
         &base.join("ws"),
         &[],
         &["--config", config.to_str().unwrap()],
     ));
     let (db, ws) = (dir.join("k.db"), dir.join("ws"));
-    let mut child = agentflow()
-        .arg("run")
-        .arg(example("deployer"))
-        .args(["--input", DEPLOY, "--grant", "cloud", "--workspace"])
-        .arg(&ws)
-        .arg("--db")
-        .arg(&db)
-        .arg("--config")
-        .arg(&config)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_example(
+        &db,
+        "deployer",
+        [
+            "--input",
+            DEPLOY,
+            "--grant",
+            "cloud",
+            "--workspace",
+            ws.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+        ],
+    );
     // Wait until the children are provisioning, then SIGKILL.
     let started = std::time::Instant::now();
     loop {
@@ -320,21 +292,8 @@ fn sigkill_a_running_host_then_resume() {
     let status = child.wait().unwrap();
     assert!(!status.success(), "killed mid-run");
     let in_doubt = in_doubt_intents(&db);
-    let resumed = agentflow()
-        .arg("resume")
-        .arg(only_run_id(&db))
-        .args(["--json", "--db"])
-        .arg(&db)
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(
-        resumed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&resumed.stderr)
-    );
-    assert_eq!(report(&resumed)["output"], baseline["output"]);
+    let resumed = resume_only_run(&db, &config);
+    assert_eq!(resumed["output"], baseline["output"]);
     assert_eq!(check_run(&db, &ws, &baseline, "sigkill", in_doubt), (0, 0));
 }
 
@@ -358,11 +317,7 @@ async fn a_changed_component_is_refused_or_diverges() {
     let dir = TempDir::new("diverge");
     let db = dir.join("d.db");
     let run_id = crashed_two_call_run(&db);
-    let config = agentflow::HostConfig {
-        cache_dir: Some(cache_dir()),
-        ..Default::default()
-    };
-    let host = agentflow::Host::new(config, &db).unwrap();
+    let host = host_at(&db).unwrap();
     let changed = ResumeOptions {
         allow_changed: false,
         agent_file: Some(example("hello")),
@@ -431,18 +386,11 @@ async fn from_checkpoint_policy_restarts_the_guest_from_its_last_checkpoint() {
     assert!(!crashed.status.success());
     let run_id = only_run_id(&db);
     // Make the recorded `llm a` differ from what the guest will ask: a divergence.
-    rusqlite::Connection::open(&db)
-        .unwrap()
-        .execute(
-            "UPDATE events SET request_hash = 'tampered' WHERE kind = 'llm.complete'",
-            [],
-        )
-        .unwrap();
-    let config = agentflow::HostConfig {
-        cache_dir: Some(cache_dir()),
-        ..Default::default()
-    };
-    let host = agentflow::Host::new(config, &db).unwrap();
+    sql_batch(
+        &db,
+        "UPDATE events SET request_hash = 'tampered' WHERE kind = 'llm.complete'",
+    );
+    let host = host_at(&db).unwrap();
     let report = host
         .resume(&run_id, ResumeOptions::default())
         .await
@@ -454,10 +402,7 @@ async fn from_checkpoint_policy_restarts_the_guest_from_its_last_checkpoint() {
         json!({"done": "planning"}),
         "the restarted guest loads its checkpoint"
     );
-    let diverged = events(&host, &run_id)
-        .into_iter()
-        .find(|e| e.kind == "replay.diverged")
-        .unwrap();
+    let diverged = first_event(&host, &run_id, "replay.diverged");
     assert_eq!(diverged.response["policy"], "from-checkpoint");
     assert_eq!(
         diverged.response["restart_from_checkpoint"]["note"],
@@ -510,23 +455,18 @@ async fn in_doubt_side_effects_are_handled_by_class() {
         (SideEffect::Compensable, false),
         (SideEffect::Irreversible, false),
     ] {
-        let dir = TempDir::new("in-doubt");
+        let (dir, mut host) = temp_host("in-doubt", "");
         let runs = Arc::new(AtomicU64::new(0));
         let keys = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let mut host = host(&dir, "");
         host.register_tool(Arc::new(Counting {
             class,
             runs: runs.clone(),
             keys: keys.clone(),
         }));
-        let opts = RunOptions {
-            grants: vec!["counter".into()],
-            ..Default::default()
-        };
         let (report, _) = run_scripted(
             &host,
             json!([{"tool": {"name": "counter", "args": {}}}, {"log": "after"}]),
-            opts,
+            grant(&["counter"]),
         )
         .await;
         assert_eq!(report.status, Status::Completed);
@@ -621,25 +561,20 @@ async fn in_doubt_side_effects_are_handled_by_class() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_task_with_compensable_effects_rolls_back_in_reverse_order() {
-    let dir = TempDir::new("rollback");
+    let (_dir, mut host) = temp_host("rollback", "");
     let runs = Arc::new(AtomicU64::new(0));
     let keys = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let mut host = host(&dir, "");
     host.register_tool(Arc::new(Counting {
         class: SideEffect::Compensable,
         runs: runs.clone(),
         keys: keys.clone(),
     }));
-    let opts = RunOptions {
-        grants: vec!["counter".into()],
-        ..Default::default()
-    };
     let ops = json!([
         {"tool": {"name": "counter", "args": {"n": 1}}},
         {"tool": {"name": "counter", "args": {"n": 2}}},
         {"fail": "half-way"}
     ]);
-    let (report, _) = run_scripted(&host, ops, opts).await;
+    let (report, _) = run_scripted(&host, ops, grant(&["counter"])).await;
     assert_eq!(report.status, Status::Failed);
     let (plan, compensations, resumed) = host.recover(&report.run_id, true).await.unwrap();
     let agentflow::durability::recovery::Action::Rollback { side_effects, .. } =
@@ -672,12 +607,7 @@ fn checkpoints_carry_host_state_and_are_listed() {
     let out = deploy(&db, &dir.join("ws"), &[], &[]);
     assert!(out.status.success());
     let run_id = only_run_id(&db);
-    let listed = agentflow()
-        .args(["checkpoints", &run_id, "--json", "--db"])
-        .arg(&db)
-        .output()
-        .unwrap();
-    let list: Value = serde_json::from_str(&String::from_utf8_lossy(&listed.stdout)).unwrap();
+    let list = stdout_json(&agentflow_on(&db, ["checkpoints", &run_id, "--json"]));
     let list = list.as_array().unwrap();
     assert_eq!(list.len(), 2, "{list:?}");
     assert_eq!(list[0]["note"], "planned 3 resources");
@@ -691,24 +621,18 @@ fn checkpoints_carry_host_state_and_are_listed() {
             .len()
             == 64
     );
-    let text = agentflow()
-        .args(["checkpoints", &run_id, "--db"])
-        .arg(&db)
-        .output()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&text.stdout).contains("planned 3 resources"));
+    let text = stdout(&agentflow_on(&db, ["checkpoints", &run_id]));
+    assert!(text.contains("planned 3 resources"));
 }
 
 #[test]
 fn fork_with_another_model_and_diff() {
     let dir = TempDir::new("fork");
     let db = dir.join("f.db");
-    let config = dir.join("c.toml");
-    std::fs::write(
-        &config,
+    let config = dir.file(
+        "c.toml",
         "[[llm.mock.rules]]\nmodel = \"mock-large\"\nreply = \"LARGE says: {input}\"\n",
-    )
-    .unwrap();
+    );
     let ops = json!([
         {"llm": {"prompt": "first"}},
         {"step": {"thought": "t", "action": "a", "observation": "o", "confidence": 0.5}},
@@ -724,12 +648,8 @@ fn fork_with_another_model_and_diff() {
             .arg(&config)
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        report(&out)
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        stdout_json(&out)
     };
     let original = run(&[
         "run",
@@ -793,12 +713,7 @@ fn fork_with_another_model_and_diff() {
     assert!(new > 0.0 && (copied + new - total).abs() < 1e-9, "{forked}");
     assert_eq!(original["copied_cost_usd"], 0.0);
 
-    let diff = agentflow()
-        .args(["diff", &a, &b, "--json", "--db"])
-        .arg(&db)
-        .output()
-        .unwrap();
-    let diff: Value = serde_json::from_str(&String::from_utf8_lossy(&diff.stdout)).unwrap();
+    let diff = stdout_json(&agentflow_on(&db, ["diff", &a, &b, "--json"]));
     assert_eq!(diff["first_divergence"]["task_id"], 1);
     assert_eq!(diff["first_divergence"]["call"], 3);
     assert_eq!(diff["first_divergence"]["b"]["model"], "mock-large");
@@ -807,16 +722,12 @@ fn fork_with_another_model_and_diff() {
         diff["cost_delta_usd"].as_f64().unwrap() > 0.0,
         "the large model costs more"
     );
-    let text = agentflow()
-        .args(["diff", &a, &a, "--db"])
-        .arg(&db)
-        .output()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&text.stdout).contains("no divergence"));
+    let text = stdout(&agentflow_on(&db, ["diff", &a, &a]));
+    assert!(text.contains("no divergence"));
 }
 
 /// One OpenAI-compatible endpoint with no provider retries, so a 500 fails the call.
-fn one_endpoint(server: &crate::support::fake_http::FakeServer) -> String {
+fn one_endpoint(server: &FakeServer) -> String {
     format!(
         r#"
 [llm.endpoints.a.openai]
@@ -832,16 +743,9 @@ output_per_mtok = 1.0
     )
 }
 
-fn openai_reply(text: &str) -> crate::support::fake_http::FakeResponse {
-    crate::support::fake_http::FakeResponse::json(
-        200,
-        json!({
-            "id": "c1", "object": "chat.completion", "model": "only",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 10, "completion_tokens": 5}
-        })
-        .to_string(),
-    )
+/// A reply of the `only` model.
+fn openai_reply(text: &str) -> FakeResponse {
+    openai_ok("only", text, 10, 5)
 }
 
 /// A root that makes a tool call, then waits for a child whose LLM call fails (the
@@ -867,25 +771,14 @@ fn count(host: &agentflow::Host, run_id: &str, task: u64, kind: &str) -> usize {
 async fn failed_tree_run(
     label: &str,
     reply: &str,
-) -> (
-    crate::support::fake_http::FakeServer,
-    TempDir,
-    agentflow::Host,
-    agentflow::RunReport,
-) {
-    use crate::support::fake_http::{FakeResponse, FakeServer};
+) -> (FakeServer, TempDir, agentflow::Host, agentflow::RunReport) {
     let server = FakeServer::start(vec![
         FakeResponse::text(500, "provider down"),
         openai_reply(reply),
     ])
     .await;
-    let dir = TempDir::new(label);
-    let host = host(&dir, &one_endpoint(&server));
-    let opts = RunOptions {
-        grants: vec!["kv".into()],
-        ..Default::default()
-    };
-    let (failed, _) = run_scripted(&host, failing_tree(), opts).await;
+    let (dir, host) = temp_host(label, &one_endpoint(&server));
+    let (failed, _) = run_scripted(&host, failing_tree(), grant(&["kv"])).await;
     assert_eq!(failed.status, Status::Failed, "{failed:?}");
     (server, dir, host, failed)
 }
@@ -995,7 +888,7 @@ fn recorded_clock_and_random_reads_replay_identically() {
     };
     let scripted = example("scripted");
     let scripted = scripted.to_str().unwrap();
-    let original = report(&run(&["run", scripted, "--input", &ops, "--json"], None));
+    let original = stdout_json(&run(&["run", scripted, "--input", &ops, "--json"], None));
     let a = original["run_id"].as_str().unwrap().to_string();
     let before: Vec<Value> = serde_json::from_str(original["output"].as_str().unwrap()).unwrap();
 
@@ -1010,7 +903,7 @@ fn recorded_clock_and_random_reads_replay_identically() {
         .unwrap();
     drop(conn);
     std::thread::sleep(std::time::Duration::from_millis(30)); // the real clock moves on
-    let forked = report(&run(&["fork", &a, "--at", &at.to_string(), "--json"], None));
+    let forked = stdout_json(&run(&["fork", &a, "--at", &at.to_string(), "--json"], None));
     let after: Vec<Value> = serde_json::from_str(forked["output"].as_str().unwrap()).unwrap();
     assert_eq!(after[0], before[0], "first clock read replayed");
     assert_eq!(after[1], before[1], "random replayed");
@@ -1019,15 +912,7 @@ fn recorded_clock_and_random_reads_replay_identically() {
     // Killed once the first LLM call (and the reads before it) is recorded, then resumed.
     let crashed = run(&["run", scripted, "--input", &ops, "--json"], Some(4));
     assert!(!crashed.status.success(), "the crash happened");
-    let conn = rusqlite::Connection::open(&db).unwrap();
-    let b: String = conn
-        .query_row(
-            "SELECT run_id FROM runs WHERE status = 'running'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    drop(conn);
+    let b: String = sql(&db, "SELECT run_id FROM runs WHERE status = 'running'");
     let recorded = recorded_wall_ms(&db, &b);
     assert_eq!(
         recorded.len(),
@@ -1035,7 +920,7 @@ fn recorded_clock_and_random_reads_replay_identically() {
         "both clock reads were recorded before the crash"
     );
     std::thread::sleep(std::time::Duration::from_millis(30));
-    let resumed = report(&run(&["resume", &b, "--json"], None));
+    let resumed = stdout_json(&run(&["resume", &b, "--json"], None));
     assert_eq!(resumed["status"], "completed", "{resumed}");
     let out: Vec<Value> = serde_json::from_str(resumed["output"].as_str().unwrap()).unwrap();
     assert_eq!(
@@ -1058,12 +943,10 @@ fn a_changed_model_catalog_is_refused_on_resume() {
     let dir = TempDir::new("catalog-changed");
     let db = dir.join("c.db");
     let run_id = crashed_two_call_run(&db);
-    let config = dir.join("more-models.toml");
-    std::fs::write(
-        &config,
+    let config = dir.file(
+        "more-models.toml",
         "[[llm.models]]\nname = \"mock-extra\"\nprovider = \"mock\"\ninput_per_mtok = 0.5\noutput_per_mtok = 0.5\n",
-    )
-    .unwrap();
+    );
     let resume = |extra: &[&str]| {
         agentflow()
             .args(["resume", &run_id, "--json", "--db"])
@@ -1076,20 +959,19 @@ fn a_changed_model_catalog_is_refused_on_resume() {
     };
     let refused = resume(&[]);
     assert_eq!(refused.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&refused.stderr);
+    let err = stderr(&refused);
     assert!(
         err.contains("model catalog") && err.contains("--allow-changed"),
         "{err}"
     );
     let forced = resume(&["--allow-changed"]);
-    assert_eq!(report(&forced)["status"], "completed");
+    assert_eq!(stdout_json(&forced)["status"], "completed");
 }
 
 /// `agentflow recover <run> --apply` through the CLI continues a failed run whose plan
 /// says resume (the provider was down, then came back).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recover_apply_through_the_cli_continues_a_failed_run() {
-    use crate::support::fake_http::{FakeResponse, FakeServer};
     let server = FakeServer::start(vec![
         FakeResponse::text(500, "provider down"),
         openai_reply("back"),
@@ -1097,8 +979,7 @@ async fn recover_apply_through_the_cli_continues_a_failed_run() {
     .await;
     let dir = TempDir::new("recover-cli");
     let db = dir.join("r.db");
-    let config = dir.join("c.toml");
-    std::fs::write(&config, one_endpoint(&server)).unwrap();
+    let config = dir.file("c.toml", one_endpoint(&server));
     let cli = |args: Vec<String>| {
         let mut cmd = agentflow();
         cmd.args(&args)
@@ -1120,11 +1001,11 @@ async fn recover_apply_through_the_cli_continues_a_failed_run() {
     ])
     .await
     .unwrap();
-    let failed = report(&failed);
+    let failed = stdout_json(&failed);
     assert_eq!(failed["status"], "failed", "{failed}");
     let run_id = failed["run_id"].as_str().unwrap().to_string();
     let plan = cli(vec!["recover".into(), run_id.clone()]).await.unwrap();
-    let plan = String::from_utf8_lossy(&plan.stdout).into_owned();
+    let plan = stdout(&plan);
     assert!(plan.contains("Resume"), "{plan}");
     let applied = cli(vec![
         "recover".into(),
@@ -1134,12 +1015,8 @@ async fn recover_apply_through_the_cli_continues_a_failed_run() {
     ])
     .await
     .unwrap();
-    assert!(
-        applied.status.success(),
-        "{}",
-        String::from_utf8_lossy(&applied.stderr)
-    );
-    let applied = report(&applied);
+    assert!(applied.status.success(), "{}", stderr(&applied));
+    let applied = stdout_json(&applied);
     assert_eq!(applied["resumed"]["status"], "completed", "{applied}");
     assert_eq!(applied["resumed"]["run_id"], run_id.as_str());
     assert_eq!(server.requests().len(), 2);

@@ -5,8 +5,7 @@ use agentflow::{RunOptions, Status};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hello_makes_one_llm_call_and_returns_its_reply() {
-    let dir = TempDir::new("hello");
-    let host = host(&dir, "");
+    let (_dir, host) = temp_host("hello", "");
     let report = host
         .run_file(&example("hello"), "world", RunOptions::default())
         .await
@@ -31,8 +30,7 @@ async fn hello_makes_one_llm_call_and_returns_its_reply() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn researcher_spawns_one_child_per_sub_question_and_summarises() {
-    let dir = TempDir::new("researcher");
-    let host = host(&dir, "");
+    let (_dir, host) = temp_host("researcher", "");
     let report = host
         .run_file(
             &example("researcher"),
@@ -79,15 +77,10 @@ async fn researcher_spawns_one_child_per_sub_question_and_summarises() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fanout_builds_a_tree_and_uses_kv() {
-    let dir = TempDir::new("fanout");
-    let host = host(&dir, "");
-    let opts = RunOptions {
-        grants: vec!["kv".into()],
-        ..Default::default()
-    };
+    let (_dir, host) = temp_host("fanout", "");
     let input = r#"{"depth": 2, "fanout": 3, "steps": 2}"#;
     let report = host
-        .run_file(&example("fanout"), input, opts)
+        .run_file(&example("fanout"), input, grant(&["kv"]))
         .await
         .unwrap();
     assert_eq!(report.status, Status::Completed, "{report:?}");

@@ -36,8 +36,7 @@ fn failed_with(report: &RunReport, needle: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn infinite_loop_is_stopped_while_another_agent_runs() {
-    let dir = TempDir::new("hostile-loop");
-    let host = host(&dir, LIMITS);
+    let (_dir, host) = temp_host("hostile-loop", LIMITS);
     let started = Instant::now();
     let looping = async {
         let r = hostile(&host, "loop").await;
@@ -65,8 +64,7 @@ async fn infinite_loop_is_stopped_while_another_agent_runs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_bomb_hits_the_memory_cap() {
-    let dir = TempDir::new("hostile-memory");
-    let host = host(&dir, LIMITS);
+    let (_dir, host) = temp_host("hostile-memory", LIMITS);
     failed_with(&hostile(&host, "memory").await, "memory limit exceeded");
     // The host is still fine.
     assert_eq!(hostile(&host, "ok").await.output.as_deref(), Some("fine"));
@@ -74,8 +72,7 @@ async fn memory_bomb_hits_the_memory_cap() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traps_and_panics_become_failed_tasks() {
-    let dir = TempDir::new("hostile-trap");
-    let host = host(&dir, LIMITS);
+    let (_dir, host) = temp_host("hostile-trap", LIMITS);
     failed_with(&hostile(&host, "trap").await, "agent trapped");
     let panicked = hostile(&host, "panic").await;
     failed_with(&panicked, "agent trapped");
@@ -84,12 +81,10 @@ async fn traps_and_panics_become_failed_tasks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spawn_bomb_is_capped_by_max_tasks_and_depth() {
-    let dir = TempDir::new("hostile-spawn");
-    let host = host(&dir, LIMITS);
+    let (_dir, host) = temp_host("hostile-spawn", LIMITS);
     let report = hostile(&host, "spawn-bomb").await;
     assert!(report.tasks <= 20, "max_tasks holds: {report:?}");
-    let conn = host.ledger().reader().unwrap();
-    let tasks = agentflow::ledger::query::tasks(&conn, &report.run_id).unwrap();
+    let tasks = tasks(&host, &report.run_id);
     assert!(tasks.len() <= 20);
     assert!(tasks.iter().all(|t| t.depth <= 3), "max_depth holds");
     let refused = events(&host, &report.run_id)
@@ -104,30 +99,27 @@ async fn spawn_bomb_is_capped_by_max_tasks_and_depth() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_output_is_refused() {
-    let dir = TempDir::new("hostile-output");
     // Enough memory to build the 64 MiB string, so the output limit is what stops it.
-    let host = host(&dir, "[limits]\nmemory_mb = 512\n");
+    let (_dir, host) = temp_host("hostile-output", "[limits]\nmemory_mb = 512\n");
     failed_with(&hostile(&host, "big-output").await, "output too large");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stdout_flood_is_bounded() {
-    let dir = TempDir::new("hostile-stdout");
-    let host = host(&dir, "[limits]\nmax_stdio_bytes = 4096\ncpu_ms = 60000\n");
+    let (_dir, host) = temp_host(
+        "hostile-stdout",
+        "[limits]\nmax_stdio_bytes = 4096\ncpu_ms = 60000\n",
+    );
     let report = hostile(&host, "stdout-flood").await;
     assert_eq!(report.status, Status::Completed, "{report:?}");
-    let stdio = events(&host, &report.run_id)
-        .into_iter()
-        .find(|e| e.kind == "task.stdio")
-        .unwrap();
+    let stdio = first_event(&host, &report.run_id, "task.stdio");
     assert_eq!(stdio.response["stdout"].as_str().unwrap().len(), 4096);
     assert!(stdio.response["stdout_dropped_bytes"].as_u64().unwrap() > 1_000_000);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_files_no_env_no_sockets() {
-    let dir = TempDir::new("hostile-sandbox");
-    let host = host(&dir, LIMITS);
+    let (_dir, host) = temp_host("hostile-sandbox", LIMITS);
     let file = hostile(&host, "read-file").await;
     assert!(
         file.output.as_deref().unwrap().starts_with("error:"),
@@ -147,8 +139,7 @@ async fn no_files_no_env_no_sockets() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_components_are_refused_clearly() {
-    let dir = TempDir::new("hostile-malformed");
-    let host = host(&dir, "");
+    let (_dir, host) = temp_host("hostile-malformed", "");
     let rt = host.runtime();
     let err = rt
         .load_bytes("junk", b"definitely not wasm")
@@ -184,9 +175,8 @@ async fn malformed_components_are_refused_clearly() {
 /// its resident set is sampled every 10 ms (the kernel's high-water mark included) and
 /// the process is killed past 1 GiB or 90 s. Returns the JSON report and the peak RSS.
 fn guarded_cli_run(dir: &TempDir, mode: &str, limits: &str) -> (serde_json::Value, u64) {
-    let config = dir.join("agentflow.toml");
-    std::fs::write(&config, limits).unwrap();
-    let mut child = crate::cli::agentflow()
+    let config = dir.file("agentflow.toml", limits);
+    let mut child = crate::support::cli::agentflow()
         .arg("run")
         .arg(example("hostile"))
         .args(["--input", mode, "--json", "--db"])
@@ -275,19 +265,15 @@ fn clock_and_random_floods_are_stopped_and_the_host_stays_small() {
 /// CPU time is charged, and `cpu_ms` stops it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cpu_limit_holds_however_often_the_guest_calls_the_host() {
-    let dir = TempDir::new("hostile-cpu-dodge");
-    let host = host(
-        &dir,
+    let (_dir, host) = temp_host(
+        "hostile-cpu-dodge",
         "[limits]\ncpu_ms = 1000\nmax_host_calls = 1000000\nwall_ms = 120000\n",
     );
     let started = Instant::now();
     let report = hostile(&host, "cpu-dodge:2").await;
     let took = started.elapsed();
     failed_with(&report, "CPU time limit exceeded (1000 ms");
-    let calls = events(&host, &report.run_id)
-        .into_iter()
-        .filter(|e| e.kind == "trace.log")
-        .count();
+    let calls = of_kind(&events(&host, &report.run_id), "trace.log").len();
     assert!(
         calls > 100,
         "the guest called the host often ({calls} calls) and was still charged"
@@ -304,10 +290,12 @@ async fn cpu_limit_holds_however_often_the_guest_calls_the_host() {
 async fn trace_flood_is_bounded_in_the_ledger() {
     const CAP: usize = 64 << 10;
     const BIG: usize = 8 << 20;
-    let dir = TempDir::new("hostile-log-flood");
     // Hashing 168 MB for replay identities takes a debug build a while on a busy
     // machine: the wall-clock limit is not what this test is about.
-    let host = host(&dir, &LIMITS.replace("wall_ms = 30000", "wall_ms = 300000"));
+    let (_dir, host) = temp_host(
+        "hostile-log-flood",
+        &LIMITS.replace("wall_ms = 30000", "wall_ms = 300000"),
+    );
     let report = hostile(&host, "log-flood").await;
     assert_eq!(report.status, Status::Completed, "{report:?}");
     assert_eq!(report.output.as_deref(), Some("flooded"));
@@ -344,24 +332,16 @@ async fn trace_flood_is_bounded_in_the_ledger() {
 /// through the ledger; `limits.max_ledger_bytes` stops it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ledger_flood_through_kv_is_stopped_by_the_ledger_quota() {
-    let dir = TempDir::new("hostile-kv-flood");
-    let host = host(
-        &dir,
+    let (dir, host) = temp_host(
+        "hostile-kv-flood",
         "[limits]\nmax_ledger_bytes = 8388608\nmemory_mb = 64\ncpu_ms = 60000\n",
     );
-    let opts = RunOptions {
-        grants: vec!["kv".into()],
-        ..Default::default()
-    };
     let report = host
-        .run_file(&example("hostile"), "kv-flood", opts)
+        .run_file(&example("hostile"), "kv-flood", grant(&["kv"]))
         .await
         .unwrap();
     failed_with(&report, "limits.max_ledger_bytes");
-    let puts = events(&host, &report.run_id)
-        .into_iter()
-        .filter(|e| e.kind == "tools.call")
-        .count();
+    let puts = of_kind(&events(&host, &report.run_id), "tools.call").len();
     // Each put is recorded twice (its intent, then its result, both naming the value;
     // the ledger stores the value once), so 8 MiB of records is about four puts.
     assert!(

@@ -2,14 +2,13 @@
 //! before replay; `agentflow check` and `backup`; the `.db` file alone after a clean
 //! exit; a run killed between its run row and its root task.
 
-use crate::cli::agentflow;
+use crate::support::cli::*;
 use crate::support::*;
 use agentflow::ledger::{Ledger, schema};
 use agentflow::tools::{SideEffect, Tool, ToolCallCtx, ToolError, ToolInfo};
-use agentflow::{Host, HostConfig, ResumeOptions, RunOptions, Status};
+use agentflow::{Host, ResumeOptions, RunOptions, Status};
 use serde_json::{Value, json};
 use std::path::Path;
-use std::process::Output;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -32,25 +31,11 @@ impl Tool for Counter {
     }
 }
 
-fn config() -> HostConfig {
-    HostConfig {
-        cache_dir: Some(cache_dir()),
-        ..Default::default()
-    }
-}
-
 /// A host on `db` with the counting tool installed.
 fn counting_host(db: &Path, runs: &Arc<AtomicU64>) -> anyhow::Result<Host> {
-    let mut host = Host::new(config(), db)?;
+    let mut host = host_at(db)?;
     host.register_tool(Arc::new(Counter(runs.clone())));
     Ok(host)
-}
-
-fn grant_counter() -> RunOptions {
-    RunOptions {
-        grants: vec!["counter".into()],
-        ..Default::default()
-    }
 }
 
 /// Run the counter once, then make the run look as if its host had crashed before the
@@ -58,27 +43,15 @@ fn grant_counter() -> RunOptions {
 async fn crashed_run(db: &Path, runs: &Arc<AtomicU64>) -> String {
     let host = counting_host(db, runs).unwrap();
     let ops = json!([{"tool": {"name": "counter", "args": {}}}, {"log": "after"}]);
-    let (report, _) = run_scripted(&host, ops, grant_counter()).await;
+    let (report, _) = run_scripted(&host, ops, grant(&["counter"])).await;
     assert_eq!(report.status, Status::Completed, "{report:?}");
     drop(host);
-    let conn = rusqlite::Connection::open(db).unwrap();
-    conn.execute_batch(
+    sql_batch(
+        db,
         "UPDATE runs SET status = 'running', output = NULL, finished_at = NULL;
          UPDATE tasks SET status = 'running', output = NULL, finished_at = NULL;",
-    )
-    .unwrap();
+    );
     report.run_id
-}
-
-fn sql<T: rusqlite::types::FromSql>(db: &Path, query: &str) -> T {
-    rusqlite::Connection::open(db)
-        .unwrap()
-        .query_row(query, [], |r| r.get(0))
-        .unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// `agentflow check DB --json`: its exit code and report.
@@ -88,21 +61,15 @@ fn check(db: &Path) -> (Option<i32>, Value) {
         .arg(db)
         .output()
         .unwrap();
-    let report = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("check --json: {e}: {}", stderr(&out)));
-    (out.status.code(), report)
+    (out.status.code(), stdout_json(&out))
 }
 
 /// `agentflow runs --json --db DB`: the run ids listed.
 fn listed_runs(db: &Path) -> Vec<String> {
-    let out = agentflow()
-        .args(["runs", "--json", "--db"])
-        .arg(db)
-        .output()
-        .unwrap();
+    let out = agentflow_on(db, ["runs", "--json"]);
     assert!(out.status.success(), "runs: {}", stderr(&out));
-    let runs: Value = serde_json::from_slice(&out.stdout).unwrap();
-    runs.as_array()
+    stdout_json(&out)
+        .as_array()
         .unwrap()
         .iter()
         .map(|r| r["run_id"].as_str().unwrap().to_string())
@@ -115,10 +82,7 @@ async fn a_dropped_events_table_is_refused_not_recreated_and_replayed_live() {
     let db = dir.join("ledger.db");
     let runs = Arc::new(AtomicU64::new(0));
     let run_id = crashed_run(&db, &runs).await;
-    rusqlite::Connection::open(&db)
-        .unwrap()
-        .execute_batch("DROP TABLE events")
-        .unwrap();
+    sql_batch(&db, "DROP TABLE events");
 
     let refused = match counting_host(&db, &runs) {
         Ok(host) => host.resume(&run_id, ResumeOptions::default()).await.err(),
@@ -136,11 +100,7 @@ async fn a_dropped_events_table_is_refused_not_recreated_and_replayed_live() {
     );
     assert_eq!(recreated, 0, "the table is not silently re-created");
 
-    let out = agentflow()
-        .args(["resume", &run_id, "--db"])
-        .arg(&db)
-        .output()
-        .unwrap();
+    let out = agentflow_on(&db, ["resume", &run_id]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("table `events` is missing"),
@@ -151,8 +111,7 @@ async fn a_dropped_events_table_is_refused_not_recreated_and_replayed_live() {
     assert_eq!(code, Some(1), "{report}");
     assert_eq!(report["ok"], false);
     assert_eq!(report["missing_tables"], json!(["events"]));
-    let text = agentflow().arg("check").arg(&db).output().unwrap();
-    let text = String::from_utf8_lossy(&text.stdout);
+    let text = stdout(&agentflow().arg("check").arg(&db).output().unwrap());
     assert!(
         text.contains("problem    table `events` is missing") && text.contains("DAMAGED"),
         "{text}"
@@ -227,14 +186,12 @@ async fn an_unversioned_ledger_is_migrated_and_still_resumes_and_inspects() {
     let run_id = crashed_run(&db, &runs).await;
     // What hosts before migrations left: today's tables, no user_version, the old
     // meta row, and (say) the index lost.
-    rusqlite::Connection::open(&db)
-        .unwrap()
-        .execute_batch(
-            "PRAGMA user_version = 0;
+    sql_batch(
+        &db,
+        "PRAGMA user_version = 0;
              INSERT INTO meta (key, value) VALUES ('schema_version', '2');
              DROP INDEX events_by_kind;",
-        )
-        .unwrap();
+    );
     let (code, report) = check(&db);
     assert_eq!(code, Some(0), "an old ledger is not damaged: {report}");
     assert_eq!(report["schema_version"], 0);
@@ -258,11 +215,7 @@ async fn an_unversioned_ledger_is_migrated_and_still_resumes_and_inspects() {
     assert_eq!(runs.load(Ordering::SeqCst), 1, "replayed, not re-run");
     drop(host);
 
-    let out = agentflow()
-        .args(["inspect", &run_id, "--db"])
-        .arg(&db)
-        .output()
-        .unwrap();
+    let out = agentflow_on(&db, ["inspect", &run_id]);
     assert!(out.status.success(), "{}", stderr(&out));
     let (code, report) = check(&db);
     assert_eq!(code, Some(0), "{report}");
@@ -289,10 +242,7 @@ fn new_files_get_the_current_schema_and_newer_or_incomplete_ones_are_refused() {
     }
 
     let newer = dir.join("empty.db");
-    rusqlite::Connection::open(&newer)
-        .unwrap()
-        .execute_batch("PRAGMA user_version = 7")
-        .unwrap();
+    sql_batch(&newer, "PRAGMA user_version = 7");
     let error = Ledger::open(&newer).err().expect("refused").to_string();
     assert!(
         error.contains("ledger schema version 7 is newer than this agentflow (knows up to 1)"),
@@ -302,19 +252,13 @@ fn new_files_get_the_current_schema_and_newer_or_incomplete_ones_are_refused() {
     assert_eq!(code, Some(1), "{report}");
 
     let incomplete = dir.join("absent.db");
-    rusqlite::Connection::open(&incomplete)
-        .unwrap()
-        .execute_batch("DROP TABLE checkpoints")
-        .unwrap();
+    sql_batch(&incomplete, "DROP TABLE checkpoints");
     let error = Ledger::open(&incomplete)
         .err()
         .expect("refused")
         .to_string();
     assert!(error.contains("table `checkpoints` is missing"), "{error}");
-    rusqlite::Connection::open(&incomplete)
-        .unwrap()
-        .execute_batch("PRAGMA user_version = 0")
-        .unwrap();
+    sql_batch(&incomplete, "PRAGMA user_version = 0");
     let error = Ledger::open(&incomplete)
         .err()
         .expect("refused")
@@ -354,8 +298,7 @@ async fn check_lists_the_resumable_runs() {
         .collect();
     assert_eq!(resumable, [crashed.as_str()], "not {}", done.run_id);
 
-    let text = agentflow().arg("check").arg(&db).output().unwrap();
-    let text = String::from_utf8_lossy(&text.stdout);
+    let text = stdout(&agentflow().arg("check").arg(&db).output().unwrap());
     assert!(
         text.contains(&format!("agentflow resume {crashed}")) && text.contains("status     ok"),
         "{text}"
@@ -364,16 +307,9 @@ async fn check_lists_the_resumable_runs() {
 
 /// `agentflow run hello --json --db DB`: the run id.
 fn run_hello(db: &Path, input: &str) -> String {
-    let out = agentflow()
-        .arg("run")
-        .arg(example("hello"))
-        .args(["--input", input, "--json", "--db"])
-        .arg(db)
-        .output()
-        .unwrap();
+    let out = run_example(db, "hello", ["--input", input, "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    report["run_id"].as_str().unwrap().to_string()
+    stdout_json(&out)["run_id"].as_str().unwrap().to_string()
 }
 
 #[test]
@@ -411,29 +347,13 @@ fn after_a_cli_run_the_db_file_alone_lists_the_run() {
 fn backup_while_another_process_writes() {
     let dir = TempDir::new("integrity-backup");
     let db = dir.join("ledger.db");
-    let first = agentflow()
-        .arg("run")
-        .arg(example("hello"))
-        .args(["--input", "first", "--db"])
-        .arg(&db)
-        .output()
-        .unwrap();
+    let first = run_example(&db, "hello", ["--input", "first"]);
     assert!(first.status.success(), "{}", stderr(&first));
     // A second process writes for a while: many steps with sleeps between them.
     let ops: Vec<Value> = (0..60)
         .flat_map(|i| [json!({"log": format!("step {i}")}), json!({"sleep_ms": 25})])
         .collect();
-    let mut writer = agentflow()
-        .arg("run")
-        .arg(example("scripted"))
-        .arg("--input")
-        .arg(Value::Array(ops).to_string())
-        .arg("--db")
-        .arg(&db)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut writer = spawn_example(&db, "scripted", ["--input", &Value::Array(ops).to_string()]);
     let mut started = false;
     for _ in 0..400 {
         let count: i64 = sql(
@@ -457,7 +377,7 @@ fn backup_while_another_process_writes() {
         .unwrap();
     let still_running = writer.try_wait().unwrap().is_none();
     assert!(out.status.success(), "backup: {}", stderr(&out));
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = stdout_json(&out);
     assert_eq!(report["ok"], true, "{report}");
     assert!(writer.wait().unwrap().success());
     assert!(
@@ -495,17 +415,15 @@ async fn a_run_killed_before_its_root_task_resumes_from_its_input() {
     let runs = Arc::new(AtomicU64::new(0));
     let host = counting_host(&db, &runs).unwrap();
     let ops = json!([{"tool": {"name": "counter", "args": {}}}, {"log": "after"}]);
-    let (done, _) = run_scripted(&host, ops, grant_counter()).await;
+    let (done, _) = run_scripted(&host, ops, grant(&["counter"])).await;
     assert_eq!(done.status, Status::Completed);
     // The state an older host left when killed between writing the run and its root:
     // a run row, no task, nothing recorded.
-    rusqlite::Connection::open(&db)
-        .unwrap()
-        .execute_batch(
-            "DELETE FROM events; DELETE FROM tasks;
+    sql_batch(
+        &db,
+        "DELETE FROM events; DELETE FROM tasks;
              UPDATE runs SET status = 'running', output = NULL, finished_at = NULL;",
-        )
-        .unwrap();
+    );
     drop(host); // a fresh host: nothing cached about the run
     let host = counting_host(&db, &runs).unwrap();
     let resumed = host
@@ -527,13 +445,11 @@ async fn a_new_run_and_its_root_task_are_written_in_one_transaction() {
     let runs = Arc::new(AtomicU64::new(0));
     let host = counting_host(&db, &runs).unwrap();
     // Make writing the root task fail: the run row must not stay behind without it.
-    rusqlite::Connection::open(&db)
-        .unwrap()
-        .execute_batch(
-            "CREATE TRIGGER no_tasks BEFORE INSERT ON tasks
+    sql_batch(
+        &db,
+        "CREATE TRIGGER no_tasks BEFORE INSERT ON tasks
              BEGIN SELECT RAISE(ABORT, 'injected: cannot write the root task'); END;",
-        )
-        .unwrap();
+    );
     let error = host
         .run_file(&example("hello"), "x", RunOptions::default())
         .await
@@ -541,10 +457,7 @@ async fn a_new_run_and_its_root_task_are_written_in_one_transaction() {
     assert!(format!("{error:#}").contains("injected"), "{error:#}");
     assert_eq!(sql::<i64>(&db, "SELECT COUNT(*) FROM runs"), 0);
 
-    rusqlite::Connection::open(&db)
-        .unwrap()
-        .execute_batch("DROP TRIGGER no_tasks")
-        .unwrap();
+    sql_batch(&db, "DROP TRIGGER no_tasks");
     let report = host
         .run_file(&example("hello"), "x", RunOptions::default())
         .await

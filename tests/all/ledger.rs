@@ -38,8 +38,7 @@ impl Tool for LedgerProbe {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_result_is_committed_before_the_guest_sees_it_and_in_order() {
-    let dir = TempDir::new("ledger-order");
-    let mut host = host(&dir, "");
+    let (_dir, mut host) = temp_host("ledger-order", "");
     host.register_tool(Arc::new(LedgerProbe));
     let ops = json!([
         {"llm": {"prompt": "first"}},
@@ -52,11 +51,7 @@ async fn every_result_is_committed_before_the_guest_sees_it_and_in_order() {
         {"tools_list": null},
         {"tool": {"name": "probe", "args": {}}},
     ]);
-    let opts = RunOptions {
-        grants: vec!["probe".into()],
-        ..Default::default()
-    };
-    let (report, results) = run_scripted(&host, ops, opts).await;
+    let (report, results) = run_scripted(&host, ops, grant(&["probe"])).await;
     assert_eq!(report.status, Status::Completed, "{report:?}");
     // The guest saw each probe's answer only after everything before it was on disk.
     let seen = |i: usize| -> Vec<String> {
@@ -120,8 +115,7 @@ async fn every_result_is_committed_before_the_guest_sees_it_and_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_large_context_is_stored_once() {
-    let dir = TempDir::new("ledger-blobs");
-    let host = host(&dir, "");
+    let (_dir, host) = temp_host("ledger-blobs", "");
     let long = "context ".repeat(500);
     let ops = json!([
         {"llm": {"prompt": long}},
@@ -162,8 +156,7 @@ async fn repeated_large_context_is_stored_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_and_tasks_record_status_and_totals() {
-    let dir = TempDir::new("ledger-runs");
-    let host = host(&dir, "");
+    let (_dir, host) = temp_host("ledger-runs", "");
     let (ok, _) = run_scripted(
         &host,
         json!([{"llm": {"prompt": "x"}}]),

@@ -7,17 +7,12 @@ use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn llm_calls_past_the_budget_are_refused_before_they_are_sent() {
-    use crate::support::fake_http::{FakeResponse, FakeServer};
+    use crate::support::fake_http::FakeServer;
+    use crate::support::llm::openai_ok;
     // The provider is a real HTTP endpoint, so "never sent" is observed where it counts.
-    let reply = json!({
-        "id": "c1", "object": "chat.completion", "model": "only",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "cheap"}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 10, "completion_tokens": 5}
-    });
-    let server = FakeServer::start(vec![FakeResponse::json(200, reply.to_string())]).await;
-    let dir = TempDir::new("limits-budget");
-    let host = host(
-        &dir,
+    let server = FakeServer::start(vec![openai_ok("only", "cheap", 10, 5)]).await;
+    let (_dir, host) = temp_host(
+        "limits-budget",
         &format!(
             "[llm.endpoints.a.openai]\nbase_url = \"{}/v1\"\n[[llm.models]]\nname = \"only\"\nprovider = \"a\"\ninput_per_mtok = 1.0\noutput_per_mtok = 1.0\n",
             server.url()
@@ -48,8 +43,7 @@ async fn llm_calls_past_the_budget_are_refused_before_they_are_sent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn depth_and_task_limits_are_typed_spawn_errors() {
-    let dir = TempDir::new("limits-depth");
-    let host = host(&dir, "[limits]\nmax_tasks = 3\n");
+    let (_dir, host) = temp_host("limits-depth", "[limits]\nmax_tasks = 3\n");
     let child = |n: u32| json!({"spawn": {"description": format!("child {n}"), "input": ""}});
     let (report, results) = run_scripted(
         &host,
@@ -84,8 +78,7 @@ async fn depth_and_task_limits_are_typed_spawn_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dedup_key_returns_the_existing_task() {
-    let dir = TempDir::new("limits-dedup");
-    let host = host(&dir, "");
+    let (_dir, host) = temp_host("limits-dedup", "");
     let spawn = json!({"spawn": {"description": "same work", "input": "", "dedup_key": "k"}});
     let (_, results) = run_scripted(&host, json!([spawn, spawn]), RunOptions::default()).await;
     let first = results[0]["ok"].as_u64().unwrap();
@@ -100,8 +93,7 @@ async fn dedup_key_returns_the_existing_task() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_call_limit_stops_the_agent() {
-    let dir = TempDir::new("limits-calls");
-    let host = host(&dir, "[limits]\nmax_host_calls = 5\n");
+    let (_dir, host) = temp_host("limits-calls", "[limits]\nmax_host_calls = 5\n");
     let ops: Vec<_> = (0..10)
         .map(|i| json!({"log": format!("line {i}")}))
         .collect();
@@ -120,13 +112,12 @@ async fn host_call_limit_stops_the_agent() {
 /// descendants are covered by `constraints::cancelling_a_child_cancels_its_descendants`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_stops_a_spawned_child() {
-    let dir = TempDir::new("limits-cancel");
     let hostile = example("hostile");
     let toml = format!(
         "[limits]\ncpu_ms = 20000\n[agents]\nspinner = {:?}\n",
         hostile.to_str().unwrap()
     );
-    let host = host(&dir, &toml);
+    let (_dir, host) = temp_host("limits-cancel", &toml);
     let ops = json!([
         {"spawn": {"description": "spin", "input": "loop", "agent": "spinner"}},
         {"clock": null},
@@ -141,7 +132,6 @@ async fn cancel_stops_a_spawned_child() {
     assert_eq!(results[3], json!("cancelled"));
     assert_eq!(results[4], json!(false), "already finished");
     assert!(started.elapsed().as_secs() < 10);
-    let conn = host.ledger().reader().unwrap();
-    let tasks = agentflow::ledger::query::tasks(&conn, &report.run_id).unwrap();
+    let tasks = tasks(&host, &report.run_id);
     assert_eq!(tasks[1].status, Status::Cancelled);
 }

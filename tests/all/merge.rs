@@ -2,7 +2,7 @@
 //! trivial / semantic / critical merges at join, text proposals through the SDK, and a
 //! human resolution across a host restart.
 
-use crate::cli::{agentflow, resume_only_run, wait_for_listing};
+use crate::support::cli::*;
 use crate::support::*;
 use agentflow::merge::resolve::{Decision, conflicts, resolve};
 use agentflow::{RunOptions, Status};
@@ -20,12 +20,18 @@ fn child(description: &str, ops: Value) -> Value {
     json!({"spawn": {"description": description, "input": ops.to_string()}})
 }
 
+/// The `workspace` tool granted, on `dir/ws`.
 fn ws_opts(dir: &TempDir) -> RunOptions {
     RunOptions {
-        grants: vec!["workspace".into()],
         workspace: Some(dir.join("ws")),
-        ..Default::default()
+        ..grant(&["workspace"])
     }
+}
+
+/// `[llm.mock]` answering with the refactor example's rules.
+fn refactor_rules() -> String {
+    let rules = repo_path("examples/refactor/mock-rules.toml");
+    format!("[llm.mock]\nrules_file = {:?}\n", rules.to_str().unwrap())
 }
 
 /// A child's result list, from the parent's `wait` result.
@@ -293,10 +299,7 @@ async fn each_merge_category_trivial_semantic_and_critical() {
     );
     assert!(secret.resolution.as_deref().unwrap().contains("checked"));
     // The merge model's calls are in the ledger, charged to the parent.
-    let llm: Vec<_> = events(&host, &report.run_id)
-        .into_iter()
-        .filter(|e| e.kind == "merge.llm")
-        .collect();
+    let llm = of_kind(&events(&host, &report.run_id), "merge.llm");
     assert_eq!(
         llm.len(),
         3,
@@ -307,9 +310,8 @@ async fn each_merge_category_trivial_semantic_and_critical() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn text_proposals_merge_through_the_sdk() {
-    let dir = TempDir::new("merge-proposals");
-    let host = host(
-        &dir,
+    let (_dir, host) = temp_host(
+        "merge-proposals",
         r#"
 [[llm.mock.rules]]
 contains = "merging parallel edits to `proposal@"
@@ -371,28 +373,27 @@ fn a_human_resolves_a_critical_conflict_across_a_host_restart() {
     let ws = dir.join("ws");
     std::fs::create_dir_all(ws.join("deploy")).unwrap();
     std::fs::write(ws.join("deploy/prod.toml"), "replicas = 2\n").unwrap();
-    let config = dir.join("c.toml");
-    std::fs::write(&config, "[merge]\ncritical_paths = [\"deploy/*\"]\n").unwrap();
+    let config = dir.file("c.toml", "[merge]\ncritical_paths = [\"deploy/*\"]\n");
     let ops = json!([
         child("scale production up", json!([write("deploy/prod.toml", "replicas = 20\n")])),
         {"wait": 2},
         read("deploy/prod.toml"),
     ])
     .to_string();
-    let mut cmd = agentflow();
-    cmd.arg("run")
-        .arg(example("scripted"))
-        .args(["--input", &ops, "--db"])
-        .arg(&db)
-        .arg("--config")
-        .arg(&config)
-        .args(["--grant", "workspace", "--workspace"])
-        .arg(&ws);
-    let mut host_process = cmd
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut host_process = spawn_example(
+        &db,
+        "scripted",
+        [
+            "--input",
+            &ops,
+            "--config",
+            config.to_str().unwrap(),
+            "--grant",
+            "workspace",
+            "--workspace",
+            ws.to_str().unwrap(),
+        ],
+    );
     let pending = wait_for_listing("conflicts", &db);
     assert_eq!(pending[0]["subject"], "deploy/prod.toml", "{pending}");
     assert_eq!(pending[0]["category"], "critical");
@@ -410,42 +411,20 @@ fn a_human_resolves_a_critical_conflict_across_a_host_restart() {
         "replicas = 2\n",
         "nothing reached the workspace before the decision"
     );
-    let text = agentflow()
-        .args(["conflicts", "--db"])
-        .arg(&db)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&text.stdout);
+    let text = stdout(&agentflow_on(&db, ["conflicts"]));
     assert!(
         text.contains("[critical] pending: deploy/prod.toml") && text.contains("agentflow resolve"),
         "{text}"
     );
     let id = pending[0]["id"].to_string();
-    let wrong = agentflow()
-        .args(["resolve", &id, "--take", "7", "--db"])
-        .arg(&db)
-        .output()
-        .unwrap();
+    let wrong = agentflow_on(&db, ["resolve", &id, "--take", "7"]);
     assert_eq!(wrong.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&wrong.stderr).contains("not a side"));
-    let resolved = agentflow()
-        .args([
-            "resolve",
-            &id,
-            "--take",
-            "2",
-            "--note",
-            "approved by ops",
-            "--db",
-        ])
-        .arg(&db)
-        .output()
-        .unwrap();
-    assert!(
-        resolved.status.success(),
-        "{}",
-        String::from_utf8_lossy(&resolved.stderr)
+    assert!(stderr(&wrong).contains("not a side"));
+    let resolved = agentflow_on(
+        &db,
+        ["resolve", &id, "--take", "2", "--note", "approved by ops"],
     );
+    assert!(resolved.status.success(), "{}", stderr(&resolved));
     let report = resume_only_run(&db, &config);
     let results: Vec<Value> = serde_json::from_str(report["output"].as_str().unwrap()).unwrap();
     assert_eq!(results[2]["ok"], "replicas = 20\n", "{results:?}");
@@ -453,24 +432,18 @@ fn a_human_resolves_a_critical_conflict_across_a_host_restart() {
         std::fs::read_to_string(ws.join("deploy/prod.toml")).unwrap(),
         "replicas = 20\n"
     );
-    let again = agentflow()
-        .args(["resolve", &id, "--take", "2", "--db"])
-        .arg(&db)
-        .output()
-        .unwrap();
+    let again = agentflow_on(&db, ["resolve", &id, "--take", "2"]);
     assert_eq!(again.status.code(), Some(2), "already resolved");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refactor_example_merges_three_edits_of_one_function_and_escalates_the_critical_file() {
     let dir = TempDir::new("merge-refactor");
-    let rules = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../examples/refactor/mock-rules.toml");
     let host = std::sync::Arc::new(host(
         &dir,
         &format!(
-            "[merge]\ncritical_paths = [\"deploy/*\"]\n[llm.mock]\nrules_file = {:?}\n",
-            rules.to_str().unwrap()
+            "[merge]\ncritical_paths = [\"deploy/*\"]\n{}",
+            refactor_rules()
         ),
     ));
     let resolver = {
@@ -534,11 +507,7 @@ async fn refactor_example_merges_three_edits_of_one_function_and_escalates_the_c
         "{rows:?}"
     );
     assert_eq!(rows[3].reasoning, "the changes touch different lines");
-    let text = agentflow::observe::inspect::render(
-        &agentflow::observe::inspect::load(&conn, &report.run_id)
-            .unwrap()
-            .unwrap(),
-    );
+    let text = inspect_text(&host, &report.run_id);
     assert!(
         text.contains("⇄ merge task 3 src/pricing.rs: semantic merged — The cap applies first")
             && text.contains("⇄ merge task 6 deploy/limits.toml: critical pending")
@@ -551,17 +520,13 @@ async fn refactor_example_merges_three_edits_of_one_function_and_escalates_the_c
 fn resolving_from_the_cli_while_the_host_runs_lets_the_run_finish() {
     let dir = TempDir::new("merge-cli-live");
     let db = dir.join("r.db");
-    let config = dir.join("c.toml");
-    let rules = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../examples/refactor/mock-rules.toml");
-    std::fs::write(
-        &config,
+    let config = dir.file(
+        "c.toml",
         format!(
-            "[tools]\ngrant = [\"workspace\"]\n[merge]\ncritical_paths = [\"deploy/*\"]\n[llm.mock]\nrules_file = {:?}\n",
-            rules.to_str().unwrap()
+            "[tools]\ngrant = [\"workspace\"]\n[merge]\ncritical_paths = [\"deploy/*\"]\n{}",
+            refactor_rules()
         ),
-    )
-    .unwrap();
+    );
     let host_process = agentflow()
         .arg("run")
         .arg(example("refactor"))
@@ -582,29 +547,16 @@ fn resolving_from_the_cli_while_the_host_runs_lets_the_run_finish() {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
-        let out = agentflow()
-            .args(["conflicts", "--json", "--db"])
-            .arg(&db)
-            .output()
-            .unwrap();
+        let out = agentflow_on(&db, ["conflicts", "--json"]);
         let Ok(Value::Array(pending)) = serde_json::from_slice::<Value>(&out.stdout) else {
             continue;
         };
         for c in pending {
             let id = c["id"].to_string();
-            let done = agentflow()
-                .args([
-                    "resolve",
-                    &id,
-                    "--take",
-                    "1",
-                    "--note",
-                    "keep the limit",
-                    "--db",
-                ])
-                .arg(&db)
-                .output()
-                .unwrap();
+            let done = agentflow_on(
+                &db,
+                ["resolve", &id, "--take", "1", "--note", "keep the limit"],
+            );
             assert!(done.status.success());
             resolved.push(c["subject"].as_str().unwrap().to_string());
         }
@@ -618,36 +570,25 @@ fn resolving_from_the_cli_while_the_host_runs_lets_the_run_finish() {
         "only the critical file went to a human"
     );
     let out = host_process.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        stdout.contains("== deploy/limits.toml ==\nmax_order_cents = 1000000"),
-        "the parent's version was kept: {stdout}"
+        text.contains("== deploy/limits.toml ==\nmax_order_cents = 1000000"),
+        "the parent's version was kept: {text}"
     );
 }
 
 #[test]
 fn a_crash_at_every_merge_decision_resumes_without_deciding_twice() {
-    let rules = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../examples/refactor/mock-rules.toml");
     let mut expected: Option<(String, String)> = None;
     // Five decisions: four for src/pricing.rs, one for deploy/limits.toml (not critical here).
     for crash_at in 0..=5 {
         let dir = TempDir::new(&format!("merge-crash-{crash_at}"));
         let db = dir.join("r.db");
-        let config = dir.join("c.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[tools]\ngrant = [\"workspace\"]\n[llm.mock]\nrules_file = {:?}\n",
-                rules.to_str().unwrap()
-            ),
-        )
-        .unwrap();
+        let config = dir.file(
+            "c.toml",
+            format!("[tools]\ngrant = [\"workspace\"]\n{}", refactor_rules()),
+        );
         let mut run = agentflow();
         run.arg("run")
             .arg(example("refactor"))
@@ -667,21 +608,19 @@ fn a_crash_at_every_merge_decision_resumes_without_deciding_twice() {
                 !first.status.success(),
                 "crash point {crash_at} was reached"
             );
-            let run_id: String = rusqlite::Connection::open(&db)
-                .unwrap()
-                .query_row("SELECT run_id FROM runs", [], |r| r.get(0))
-                .unwrap();
-            let resumed = agentflow()
-                .args(["resume", &run_id, "--db"])
-                .arg(&db)
-                .arg("--config")
-                .arg(&config)
-                .output()
-                .unwrap();
+            let resumed = agentflow_on(
+                &db,
+                [
+                    "resume",
+                    &only_run_id(&db),
+                    "--config",
+                    config.to_str().unwrap(),
+                ],
+            );
             assert!(
                 resumed.status.success(),
                 "crash {crash_at}: {}",
-                String::from_utf8_lossy(&resumed.stderr)
+                stderr(&resumed)
             );
         } else {
             assert!(first.status.success());
@@ -711,8 +650,7 @@ fn a_crash_at_every_merge_decision_resumes_without_deciding_twice() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grandchild_change_reaches_the_workspace_through_each_join() {
-    let dir = TempDir::new("merge-grandchild");
-    let host = host(&dir, "");
+    let (dir, host) = temp_host("merge-grandchild", "");
     let grandchild = child(
         "write the greeting file",
         json!([write("a.txt", "hello\n")]),
@@ -744,9 +682,7 @@ async fn a_grandchild_change_reaches_the_workspace_through_each_join() {
         std::fs::read_to_string(ws.join("b.txt")).unwrap(),
         "signed\n"
     );
-    let conn = host.ledger().reader().unwrap();
-    let calls: Vec<i64> = agentflow::ledger::query::tasks(&conn, &report.run_id)
-        .unwrap()
+    let calls: Vec<i64> = tasks(&host, &report.run_id)
         .iter()
         .map(|t| t.host_calls)
         .collect();
@@ -755,7 +691,7 @@ async fn a_grandchild_change_reaches_the_workspace_through_each_join() {
         vec![2, 5, 1],
         "guest calls only: no intents, merge decisions or clock flushes"
     );
-    let rows: Vec<(u64, u64, String)> = conflicts(&conn, true)
+    let rows: Vec<(u64, u64, String)> = conflicts(&host.ledger().reader().unwrap(), true)
         .unwrap()
         .into_iter()
         .map(|r| (r.parent_task, r.child_task, r.subject))

@@ -5,21 +5,12 @@
 //! the retry waits, timed-out attempts' prompts estimated and charged, and a resume
 //! over a ledger holding `llm.attempt` events. Providers are local fake servers.
 
-use crate::cli::agentflow;
+use crate::support::cli::*;
 use crate::support::fake_http::{FakeResponse, FakeServer};
+use crate::support::llm::{openai_ok, reply_from};
 use crate::support::*;
-use agentflow::ledger::query::EventRow;
-use agentflow::{Host, RunOptions, Status};
+use agentflow::{RunOptions, Status};
 use serde_json::{Value, json};
-
-fn ok_body(model: &str, prompt: u32, completion: u32) -> String {
-    json!({
-        "model": model,
-        "choices": [{"message": {"content": format!("reply from {model}")}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": prompt, "completion_tokens": completion}
-    })
-    .to_string()
-}
 
 /// A catalog of `primary` (cheap, good: chosen first) on `primary_url` with
 /// `primary_retry` and `primary_timeout_ms`, plus `backup` on `backup_url` when given.
@@ -63,18 +54,6 @@ expected_latency_ms = 500
     toml
 }
 
-fn of_kind(events: &[EventRow], kind: &str) -> Vec<EventRow> {
-    events.iter().filter(|e| e.kind == kind).cloned().collect()
-}
-
-fn inspect_text(host: &Host, run_id: &str) -> String {
-    let conn = host.ledger().reader().unwrap();
-    let view = agentflow::observe::inspect::load(&conn, run_id)
-        .unwrap()
-        .unwrap();
-    agentflow::observe::inspect::render(&view)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_200s_are_retried_then_count_against_health_and_fall_back() {
     let garbage = FakeServer::start(vec![
@@ -82,11 +61,10 @@ async fn garbage_200s_are_retried_then_count_against_health_and_fall_back() {
         FakeResponse::json(200, r#"{"choices":[]}"#),
     ])
     .await;
-    let good = FakeServer::start(vec![FakeResponse::json(200, ok_body("backup-v1", 10, 5))]).await;
-    let dir = TempDir::new("pf-garbage");
+    let good = FakeServer::start(vec![reply_from("backup-v1", 10, 5)]).await;
     let retry = "{ max_retries = 2, initial_backoff_ms = 10 }";
-    let host = host(
-        &dir,
+    let (_dir, host) = temp_host(
+        "pf-garbage",
         &catalog(&garbage.url(), retry, 5_000, Some(&good.url())),
     );
     let (report, results) = run_scripted(
@@ -124,12 +102,11 @@ async fn failed_attempts_are_events_shown_by_inspect_and_waits_are_not_latency()
     let busy_then_fast = FakeServer::start(vec![
         FakeResponse::json(429, r#"{"error":"slow down"}"#).with_header("retry-after", "1"),
         FakeResponse::json(429, r#"{"error":"slow down"}"#).with_header("retry-after", "1"),
-        FakeResponse::json(200, ok_body("primary-v1", 10, 5)).with_delay(10),
+        reply_from("primary-v1", 10, 5).with_delay(10),
     ])
     .await;
-    let dir = TempDir::new("pf-attempts");
-    let host = host(
-        &dir,
+    let (_dir, host) = temp_host(
+        "pf-attempts",
         &catalog(&busy_then_fast.url(), "{ max_retries = 3 }", 5_000, None),
     );
     let (report, results) = run_scripted(
@@ -186,14 +163,16 @@ async fn failed_attempts_are_events_shown_by_inspect_and_waits_are_not_latency()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timed_out_attempts_are_estimated_and_charged_to_the_budget() {
     let slow_then_fast = FakeServer::start(vec![
-        FakeResponse::json(200, ok_body("primary-v1", 10, 5)).with_delay(2_000),
-        FakeResponse::json(200, ok_body("primary-v1", 10, 5)).with_delay(2_000),
-        FakeResponse::json(200, ok_body("primary-v1", 10, 5)),
+        reply_from("primary-v1", 10, 5).with_delay(2_000),
+        reply_from("primary-v1", 10, 5).with_delay(2_000),
+        reply_from("primary-v1", 10, 5),
     ])
     .await;
-    let dir = TempDir::new("pf-timeout");
     let retry = "{ max_retries = 1, initial_backoff_ms = 10 }";
-    let host = host(&dir, &catalog(&slow_then_fast.url(), retry, 300, None));
+    let (_dir, host) = temp_host(
+        "pf-timeout",
+        &catalog(&slow_then_fast.url(), retry, 300, None),
+    );
     let budget = 1.0;
     let (report, results) = run_scripted(
         &host,
@@ -262,12 +241,11 @@ async fn timed_out_attempts_are_estimated_and_charged_to_the_budget() {
 async fn llm_attempt_events_are_host_bookkeeping_not_guest_calls() {
     let server = FakeServer::start(vec![
         FakeResponse::json(503, "{}").with_header("retry-after-ms", "20"),
-        FakeResponse::json(200, ok_body("primary-v1", 10, 5)),
+        reply_from("primary-v1", 10, 5),
     ])
     .await;
-    let dir = TempDir::new("pf-aux");
-    let host = host(
-        &dir,
+    let (_dir, host) = temp_host(
+        "pf-aux",
         &catalog(&server.url(), "{ max_retries = 1 }", 5_000, None),
     );
     let (report, _) = run_scripted(
@@ -286,19 +264,9 @@ async fn llm_attempt_events_are_host_bookkeeping_not_guest_calls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_judges_timed_out_attempt_is_recorded_and_charged_to_its_task() {
-    let producer =
-        FakeServer::start(vec![FakeResponse::json(200, ok_body("primary-v1", 10, 5))]).await;
-    let judge_reply = json!({
-        "model": "judge-v1",
-        "choices": [{"message": {"content": "score: 9"}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 50, "completion_tokens": 3}
-    })
-    .to_string();
-    let judge = FakeServer::start(vec![
-        FakeResponse::json(200, judge_reply.clone()).with_delay(2_000),
-        FakeResponse::json(200, judge_reply),
-    ])
-    .await;
+    let producer = FakeServer::start(vec![reply_from("primary-v1", 10, 5)]).await;
+    let judge_reply = openai_ok("judge-v1", "score: 9", 50, 3);
+    let judge = FakeServer::start(vec![judge_reply.clone().with_delay(2_000), judge_reply]).await;
     let dir = TempDir::new("pf-judge");
     let mut toml = catalog(&producer.url(), "{ max_retries = 0 }", 5_000, None);
     toml.push_str(&format!(
@@ -375,14 +343,7 @@ fn run_cli(
 }
 
 fn output_of(out: &std::process::Output) -> Value {
-    let text = String::from_utf8_lossy(&out.stdout);
-    let report: Value = serde_json::from_str(text.trim()).unwrap_or_else(|e| {
-        panic!(
-            "not a report ({e}): {text} / {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    report["output"].clone()
+    stdout_json(out)["output"].clone()
 }
 
 #[test]
@@ -391,50 +352,28 @@ fn a_run_with_failed_attempts_resumes_after_a_crash_at_every_event() {
     let script = || {
         vec![
             FakeResponse::json(429, "{}").with_header("retry-after-ms", "30"),
-            FakeResponse::json(200, ok_body("primary-v1", 10, 5)),
+            reply_from("primary-v1", 10, 5),
         ]
     };
     let ops = json!([{"llm": {"prompt": "first"}}, {"llm": {"prompt": "second"}}]).to_string();
     let base_dir = TempDir::new("pf-resume-base");
     let server = rt.block_on(FakeServer::start(script()));
-    let config = base_dir.join("c.toml");
-    std::fs::write(
-        &config,
+    let config = base_dir.file(
+        "c.toml",
         catalog(&server.url(), "{ max_retries = 2 }", 5_000, None),
-    )
-    .unwrap();
+    );
     let db = base_dir.join("b.db");
     let baseline = run_cli(&config, &db, &ops, None);
-    assert!(
-        baseline.status.success(),
-        "{}",
-        String::from_utf8_lossy(&baseline.stderr)
-    );
+    assert!(baseline.status.success(), "{}", stderr(&baseline));
     let baseline_output = output_of(&baseline);
-    let conn = rusqlite::Connection::open(&db).unwrap();
-    let total: u64 = conn
-        .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
-        .unwrap();
-    let attempts: u64 = conn
-        .query_row(
-            "SELECT COUNT(*) FROM events WHERE kind = 'llm.attempt'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let total: u64 = sql(&db, "SELECT COUNT(*) FROM events");
+    let attempts: u64 = sql(
+        &db,
+        "SELECT COUNT(*) FROM events WHERE kind = 'llm.attempt'",
+    );
     assert_eq!(attempts, 1);
 
-    let inspect = agentflow()
-        .arg("inspect")
-        .arg(
-            conn.query_row("SELECT run_id FROM runs", [], |r| r.get::<_, String>(0))
-                .unwrap(),
-        )
-        .arg("--db")
-        .arg(&db)
-        .output()
-        .unwrap();
-    let shown = String::from_utf8_lossy(&inspect.stdout);
+    let shown = stdout(&agentflow_on(&db, ["inspect", &only_run_id(&db)]));
     assert!(
         shown.contains("↻ llm attempt 1 on primary: 429 "),
         "{shown}"
@@ -443,35 +382,30 @@ fn a_run_with_failed_attempts_resumes_after_a_crash_at_every_event() {
     for k in 1..=total {
         let dir = TempDir::new("pf-resume");
         let server = rt.block_on(FakeServer::start(script()));
-        let config = dir.join("c.toml");
-        std::fs::write(
-            &config,
+        let config = dir.file(
+            "c.toml",
             catalog(&server.url(), "{ max_retries = 2 }", 5_000, None),
-        )
-        .unwrap();
+        );
         let db = dir.join("r.db");
         let crashed = run_cli(&config, &db, &ops, Some(k));
         assert!(
             !crashed.status.success(),
             "after event {k}: the host was killed"
         );
-        let run_id: String = rusqlite::Connection::open(&db)
-            .unwrap()
-            .query_row("SELECT run_id FROM runs", [], |r| r.get(0))
-            .unwrap();
-        let resumed = agentflow()
-            .arg("resume")
-            .arg(&run_id)
-            .args(["--json", "--config"])
-            .arg(&config)
-            .arg("--db")
-            .arg(&db)
-            .output()
-            .unwrap();
+        let resumed = agentflow_on(
+            &db,
+            [
+                "resume",
+                &only_run_id(&db),
+                "--json",
+                "--config",
+                config.to_str().unwrap(),
+            ],
+        );
         assert!(
             resumed.status.success(),
             "after event {k}: {}",
-            String::from_utf8_lossy(&resumed.stderr)
+            stderr(&resumed)
         );
         assert_eq!(output_of(&resumed), baseline_output, "after event {k}");
     }

@@ -7,6 +7,7 @@
 //! They never reach a real API and need no API key.
 
 use crate::support::fake_http::*;
+use crate::support::llm;
 use agentflow::providers::anthropic::{AnthropicConfig, AnthropicProvider};
 use agentflow::providers::mock::{MockConfig, MockProvider, MockRule};
 use agentflow::providers::openai::{OpenAiConfig, OpenAiProvider};
@@ -59,6 +60,7 @@ fn weather_tool() -> ToolDef {
 
 // ---------------------------------------------------------------- openai
 
+/// An OpenAI provider (with a key) on `server`.
 fn openai(server: &FakeServer, retry: RetryPolicy, timeout_ms: u64) -> OpenAiProvider {
     OpenAiProvider::new(OpenAiConfig {
         base_url: format!("{}/v1", server.url()),
@@ -70,22 +72,9 @@ fn openai(server: &FakeServer, retry: RetryPolicy, timeout_ms: u64) -> OpenAiPro
     .expect("openai provider")
 }
 
+/// The OpenAI tests' answer: `text` from `gpt-test-0613`, 21 + 7 tokens.
 fn openai_ok(text: &str) -> FakeResponse {
-    FakeResponse::json(
-        200,
-        serde_json::json!({
-            "id": "chatcmpl-1",
-            "object": "chat.completion",
-            "model": "gpt-test-0613",
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": text},
-                "finish_reason": "stop"
-            }],
-            "usage": {"prompt_tokens": 21, "completion_tokens": 7, "total_tokens": 28}
-        })
-        .to_string(),
-    )
+    llm::openai_ok("gpt-test-0613", text, 21, 7)
 }
 
 #[tokio::test]
@@ -303,6 +292,7 @@ async fn openai_tool_calls_are_parsed_and_tools_sent() {
 
 // ---------------------------------------------------------------- anthropic
 
+/// An Anthropic provider (with a key) on `server`.
 fn anthropic(server: &FakeServer, retry: RetryPolicy, timeout_ms: u64) -> AnthropicProvider {
     AnthropicProvider::new(AnthropicConfig {
         base_url: server.url(),
@@ -315,20 +305,9 @@ fn anthropic(server: &FakeServer, retry: RetryPolicy, timeout_ms: u64) -> Anthro
     .expect("anthropic provider")
 }
 
+/// The Anthropic tests' answer: `text` from `claude-test-20250101`, 30 + 5 tokens.
 fn anthropic_ok(text: &str) -> FakeResponse {
-    FakeResponse::json(
-        200,
-        serde_json::json!({
-            "id": "msg_1",
-            "type": "message",
-            "role": "assistant",
-            "model": "claude-test-20250101",
-            "content": [{"type": "text", "text": text}],
-            "stop_reason": "end_turn",
-            "usage": {"input_tokens": 30, "output_tokens": 5}
-        })
-        .to_string(),
-    )
+    llm::anthropic_ok("claude-test-20250101", text, 30, 5)
 }
 
 #[tokio::test]

@@ -3,19 +3,11 @@
 //! Real HTTP providers are local fake servers started by the tests.
 
 use crate::support::fake_http::{FakeResponse, FakeServer};
+use crate::support::llm::reply_from;
 use crate::support::*;
 use agentflow::{Host, RunOptions, Status};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-
-fn ok_body(model: &str, prompt: u32, completion: u32) -> String {
-    json!({
-        "model": model,
-        "choices": [{"message": {"content": format!("reply from {model}")}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": prompt, "completion_tokens": completion}
-    })
-    .to_string()
-}
 
 /// A config with two OpenAI-compatible endpoints: `primary` (good, cheap model) and
 /// `backup`, no provider-level retries so failures reach the scheduler at once.
@@ -92,8 +84,7 @@ fn chosen(host: &Host, run_id: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn priority_changes_the_choice() {
-    let dir = TempDir::new("sched-priority");
-    let host = host(&dir, "");
+    let (_dir, host) = temp_host("sched-priority", "");
     let mut picks = Vec::new();
     for p in ["balanced", "cost", "quality", "latency"] {
         let (_, r) = llm_once(&host, json!({"prompt": "hi", "priority": p})).await;
@@ -107,8 +98,7 @@ async fn priority_changes_the_choice() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hard_constraints_filter_the_catalog() {
-    let dir = TempDir::new("sched-constraints");
-    let host = host(&dir, "");
+    let (_dir, host) = temp_host("sched-constraints", "");
     let model = |r: &Value| {
         r["ok"]["model"]
             .as_str()
@@ -152,9 +142,8 @@ async fn hard_constraints_filter_the_catalog() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_fall_back_then_open_the_breaker_then_probe() {
     let bad = FakeServer::start(vec![FakeResponse::json(500, r#"{"error":"boom"}"#)]).await;
-    let good = FakeServer::start(vec![FakeResponse::json(200, ok_body("backup-v1", 10, 5))]).await;
-    let dir = TempDir::new("sched-breaker");
-    let host = host(&dir, &two_endpoints(&bad, &good, ""));
+    let good = FakeServer::start(vec![reply_from("backup-v1", 10, 5)]).await;
+    let (_dir, host) = temp_host("sched-breaker", &two_endpoints(&bad, &good, ""));
 
     // Two calls: primary (best score) fails, the fallback answers within the same call.
     for expected_bad_requests in [1, 2] {
@@ -168,10 +157,7 @@ async fn failures_fall_back_then_open_the_breaker_then_probe() {
     assert_eq!(r["ok"]["model"], "backup");
     assert_eq!(chosen(&host, &report.run_id), ["backup"]);
     assert_eq!(bad.requests().len(), 2);
-    let decision = events(&host, &report.run_id)
-        .into_iter()
-        .find(|e| e.kind == "llm.decision")
-        .unwrap();
+    let decision = first_event(&host, &report.run_id, "llm.decision");
     let primary = decision.response["candidates"]
         .as_array()
         .unwrap()
@@ -209,10 +195,7 @@ async fn failures_fall_back_then_open_the_breaker_then_probe() {
     let (report, r) = llm_once(&host, json!({"prompt": "hello"})).await;
     assert_eq!(r["ok"]["model"], "backup");
     assert_eq!(bad.requests().len(), 3, "exactly one probe");
-    let decision = events(&host, &report.run_id)
-        .into_iter()
-        .find(|e| e.kind == "llm.decision")
-        .unwrap();
+    let decision = first_event(&host, &report.run_id, "llm.decision");
     assert_eq!(decision.response["reservation"]["probe"], true);
     let status = host.scheduler().status();
     let p = status.iter().find(|s| s.spec.name == "primary").unwrap();
@@ -224,21 +207,17 @@ async fn failures_fall_back_then_open_the_breaker_then_probe() {
 async fn rate_limits_cool_the_model_down_for_retry_after() {
     let busy = FakeServer::start(vec![
         FakeResponse::json(429, r#"{"error":"slow down"}"#).with_header("retry-after", "1"),
-        FakeResponse::json(200, ok_body("primary-v1", 10, 5)),
+        reply_from("primary-v1", 10, 5),
     ])
     .await;
-    let good = FakeServer::start(vec![FakeResponse::json(200, ok_body("backup-v1", 10, 5))]).await;
-    let dir = TempDir::new("sched-429");
-    let host = host(&dir, &two_endpoints(&busy, &good, ""));
+    let good = FakeServer::start(vec![reply_from("backup-v1", 10, 5)]).await;
+    let (_dir, host) = temp_host("sched-429", &two_endpoints(&busy, &good, ""));
     let (_, r) = llm_once(&host, json!({"prompt": "hello"})).await;
     assert_eq!(r["ok"]["model"], "backup", "429 falls back within the call");
     let (report, r) = llm_once(&host, json!({"prompt": "hello"})).await;
     assert_eq!(r["ok"]["model"], "backup");
     assert_eq!(busy.requests().len(), 1, "cooling down: not asked again");
-    let skipped = events(&host, &report.run_id)
-        .into_iter()
-        .find(|e| e.kind == "llm.decision")
-        .unwrap();
+    let skipped = first_event(&host, &report.run_id, "llm.decision");
     assert!(
         skipped
             .response
@@ -255,13 +234,9 @@ async fn rate_limits_cool_the_model_down_for_retry_after() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_replies_time_out_and_fall_back() {
-    let slow = FakeServer::start(vec![
-        FakeResponse::json(200, ok_body("primary-v1", 10, 5)).with_delay(2000),
-    ])
-    .await;
-    let good = FakeServer::start(vec![FakeResponse::json(200, ok_body("backup-v1", 10, 5))]).await;
-    let dir = TempDir::new("sched-timeout");
-    let host = host(&dir, &two_endpoints(&slow, &good, ""));
+    let slow = FakeServer::start(vec![reply_from("primary-v1", 10, 5).with_delay(2000)]).await;
+    let good = FakeServer::start(vec![reply_from("backup-v1", 10, 5)]).await;
+    let (_dir, host) = temp_host("sched-timeout", &two_endpoints(&slow, &good, ""));
     let started = Instant::now();
     let (report, r) = llm_once(&host, json!({"prompt": "hello"})).await;
     assert_eq!(r["ok"]["model"], "backup");
@@ -269,10 +244,7 @@ async fn slow_replies_time_out_and_fall_back() {
         started.elapsed() < Duration::from_millis(1900),
         "the 300 ms timeout cut the slow call"
     );
-    let complete = events(&host, &report.run_id)
-        .into_iter()
-        .find(|e| e.kind == "llm.complete")
-        .unwrap();
+    let complete = first_event(&host, &report.run_id, "llm.complete");
     assert!(
         complete.response["failed_attempts"][0]["error"]
             .as_str()
@@ -284,13 +256,12 @@ async fn slow_replies_time_out_and_fall_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn model_version_changes_are_recorded_and_visible() {
     let server = FakeServer::start(vec![
-        FakeResponse::json(200, ok_body("primary-2024-01", 10, 5)),
-        FakeResponse::json(200, ok_body("primary-2024-06", 10, 5)),
+        reply_from("primary-2024-01", 10, 5),
+        reply_from("primary-2024-06", 10, 5),
     ])
     .await;
-    let dir = TempDir::new("sched-version");
     let toml = two_endpoints(&server, &server, "");
-    let host = host(&dir, &toml);
+    let (dir, host) = temp_host("sched-version", &toml);
     let (first, _) = llm_once(&host, json!({"prompt": "a"})).await;
     let (second, _) = llm_once(&host, json!({"prompt": "b"})).await;
     assert!(
@@ -298,10 +269,7 @@ async fn model_version_changes_are_recorded_and_visible() {
             .iter()
             .any(|e| e.kind == "llm.model_version_changed")
     );
-    let change = events(&host, &second.run_id)
-        .into_iter()
-        .find(|e| e.kind == "llm.model_version_changed")
-        .unwrap();
+    let change = first_event(&host, &second.run_id, "llm.model_version_changed");
     assert_eq!(change.response["previous"], "primary-2024-01");
     assert_eq!(change.response["observed"], "primary-2024-06");
     let config = agentflow::HostConfig::from_toml(&toml).unwrap();
@@ -316,9 +284,7 @@ async fn model_version_changes_are_recorded_and_visible() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_parallel_agents_never_exceed_the_token_quota_in_any_window() {
     // Every call uses exactly 25 tokens (5 in, 20 out); 250 tokens per 1 s window.
-    let server =
-        FakeServer::start(vec![FakeResponse::json(200, ok_body("quota-model", 5, 20))]).await;
-    let dir = TempDir::new("sched-quota");
+    let server = FakeServer::start(vec![reply_from("quota-model", 5, 20)]).await;
     let toml = format!(
         r#"
 [limits]
@@ -336,7 +302,7 @@ tpm = 250
 "#,
         server.url()
     );
-    let host = host(&dir, &toml);
+    let (_dir, host) = temp_host("sched-quota", &toml);
     let call =
         json!({"llm": {"prompt": "quota test call", "max_tokens": 20, "max_wait_ms": 30000}});
     let child = json!([call, call, call]).to_string();
@@ -405,9 +371,8 @@ tpm = 250
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quota_without_waiting_is_a_typed_error() {
-    let dir = TempDir::new("sched-quota-err");
-    let host = host(
-        &dir,
+    let (_dir, host) = temp_host(
+        "sched-quota-err",
         r#"
 [[llm.models]]
 name = "tiny"
@@ -436,14 +401,10 @@ rpm = 1
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_predicts_tokens_and_quality_scores_count() {
-    let dir = TempDir::new("sched-history");
-    let host = host(&dir, "");
+    let (_dir, host) = temp_host("sched-history", "");
     let op = json!({"llm": {"prompt": "Summarize this:\nfirst line.\nsecond line.", "task_type": "summarize"}});
     let (report, _) = run_scripted(&host, json!([op, op, op, op]), RunOptions::default()).await;
-    let decisions: Vec<_> = events(&host, &report.run_id)
-        .into_iter()
-        .filter(|e| e.kind == "llm.decision")
-        .collect();
+    let decisions = of_kind(&events(&host, &report.run_id), "llm.decision");
     let prediction = |d: &agentflow::ledger::query::EventRow| {
         d.response["candidates"]
             .as_array()
@@ -477,14 +438,9 @@ async fn history_predicts_tokens_and_quality_scores_count() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inspect_shows_the_model_chosen_per_call_and_why() {
-    let dir = TempDir::new("sched-inspect");
-    let host = host(&dir, "");
+    let (_dir, host) = temp_host("sched-inspect", "");
     let (report, _) = llm_once(&host, json!({"prompt": "hi", "priority": "quality"})).await;
-    let conn = host.ledger().reader().unwrap();
-    let view = agentflow::observe::inspect::load(&conn, &report.run_id)
-        .unwrap()
-        .unwrap();
-    let text = agentflow::observe::inspect::render(&view);
+    let text = inspect_text(&host, &report.run_id);
     assert!(
         text.contains("→ mock-large: mock-large ranks first for priority Quality"),
         "{text}"
@@ -512,8 +468,7 @@ async fn bad_catalogs_are_clear_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provider_quotas_span_all_its_models() {
-    let dir = TempDir::new("sched-provider-quota");
-    let host = host(&dir, "[llm.quotas.mock]\nrpm = 2\n");
+    let (_dir, host) = temp_host("sched-provider-quota", "[llm.quotas.mock]\nrpm = 2\n");
     let ops = json!([
         {"llm": {"prompt": "a", "priority": "cost"}},
         {"llm": {"prompt": "b", "priority": "quality"}},

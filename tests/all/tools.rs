@@ -5,17 +5,9 @@ use crate::support::*;
 use agentflow::{RunOptions, Status};
 use serde_json::json;
 
-fn grant(tools: &[&str]) -> RunOptions {
-    RunOptions {
-        grants: tools.iter().map(|s| s.to_string()).collect(),
-        ..Default::default()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ungranted_tools_are_invisible_and_refused() {
-    let dir = TempDir::new("tools-deny");
-    let host = host(&dir, "");
+    let (_dir, host) = temp_host("tools-deny", "");
     let ops = json!([
         {"tools_list": null},
         {"tool": {"name": "kv", "args": {"op": "put", "key": "a", "value": "b"}}},
@@ -34,8 +26,7 @@ async fn ungranted_tools_are_invisible_and_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kv_puts_and_gets_within_the_run() {
-    let dir = TempDir::new("tools-kv");
-    let host = host(&dir, "");
+    let (_dir, host) = temp_host("tools-kv", "");
     let ops = json!([
         {"tools_list": null},
         {"tool": {"name": "kv", "args": {"op": "get", "key": "colour"}}},
@@ -61,8 +52,7 @@ async fn kv_puts_and_gets_within_the_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workspace_stays_inside_its_directory() {
-    let dir = TempDir::new("tools-workspace");
-    let host = host(&dir, "");
+    let (dir, host) = temp_host("tools-workspace", "");
     let ws = dir.join("ws");
     std::fs::create_dir_all(&ws).unwrap();
     std::fs::write(dir.join("secret.txt"), "top secret").unwrap();
@@ -109,8 +99,7 @@ async fn workspace_stays_inside_its_directory() {
 /// `tools::workspace_dir::tests::a_symlink_swapped_in_during_writes_never_leads_out`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workspace_links_and_paths_out_are_refused_for_root_child_and_join() {
-    let dir = TempDir::new("tools-ws-links");
-    let host = host(&dir, "");
+    let (dir, host) = temp_host("tools-ws-links", "");
     let (ws, outside) = (dir.join("ws"), dir.join("outside"));
     std::fs::create_dir_all(&ws).unwrap();
     std::fs::create_dir_all(&outside).unwrap();
@@ -216,10 +205,7 @@ async fn http_fetch_allows_only_listed_public_hosts() {
     assert_eq!(server.requests().len(), 0, "nothing reached the server");
 
     let dir2 = TempDir::new("tools-http-open");
-    let open = host(
-        &dir2,
-        "[tools]\nhttp_allow_hosts = [\"127.0.0.1\"]\nhttp_allow_private = true\n",
-    );
+    let open = host(&dir2, ALLOW_LOCAL_HTTP);
     let (_, results) = run_scripted(&open, ops, grant(&["http_fetch"])).await;
     let body: serde_json::Value = serde_json::from_str(results[0]["ok"].as_str().unwrap()).unwrap();
     assert_eq!(body["status"], 200);
@@ -277,8 +263,7 @@ async fn http_fetch_refuses_private_addresses_in_every_form() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn granting_an_unknown_tool_or_workspace_without_dir_is_a_clear_error() {
-    let dir = TempDir::new("tools-bad-grant");
-    let host = host(&dir, "");
+    let (_dir, host) = temp_host("tools-bad-grant", "");
     let err = host
         .run_file(&example("hello"), "x", grant(&["rm_rf"]))
         .await

@@ -1,7 +1,7 @@
 //! Validators: programmatic checks, hallucinated success from the ledger, an LLM judge;
 //! verdicts recorded, shown by inspect, fed to the performance DB.
 
-use crate::cli::{resume_only_run, wait_for_listing};
+use crate::support::cli::*;
 use crate::support::*;
 use agentflow::{RunOptions, Status};
 use serde_json::json;
@@ -16,9 +16,8 @@ fn results(host: &agentflow::Host, run: &str) -> Vec<serde_json::Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn programmatic_validators_pass_or_fail_with_a_category() {
-    let dir = TempDir::new("val-prog");
-    let host = host(
-        &dir,
+    let (_dir, host) = temp_host(
+        "val-prog",
         r#"
 [[validators]]
 name = "is-array"
@@ -64,12 +63,7 @@ schema = { type = "object" }
         "the pattern ran first and passed"
     );
     assert_eq!(r[1]["category"], "syntactic");
-    let conn = host.ledger().reader().unwrap();
-    let text = agentflow::observe::inspect::render(
-        &agentflow::observe::inspect::load(&conn, &hello.run_id)
-            .unwrap()
-            .unwrap(),
-    );
+    let text = inspect_text(&host, &hello.run_id);
     assert!(
         text.contains("✓ validator greets [semantic] pass")
             && text.contains("✗ validator object-only [syntactic] fail"),
@@ -94,9 +88,8 @@ claims = [{ pattern = "*deployed*", tool = "cloud" }, { pattern = "*greet*", too
 "#,
     );
     let opts = RunOptions {
-        grants: vec!["cloud".into()],
         workspace: Some(ws),
-        ..Default::default()
+        ..grant(&["cloud"])
     };
     let deployed = host
         .run_file(
@@ -130,9 +123,8 @@ async fn an_llm_judge_on_another_model_scores_the_output() {
         ("Score: 9/10, thorough", Status::Completed),
         ("looks fine", Status::Completed),
     ] {
-        let dir = TempDir::new("val-judge");
-        let host = host(
-            &dir,
+        let (_dir, host) = temp_host(
+            "val-judge",
             &format!(
                 r#"
 [llm.mock]
@@ -213,9 +205,8 @@ fn bad_validators_are_config_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_with_the_validators_feedback_passes() {
-    let dir = TempDir::new("val-retry-feedback");
-    let host = host(
-        &dir,
+    let (_dir, host) = temp_host(
+        "val-retry-feedback",
         r#"
 [llm.mock]
 rules = [{ contains = "feedback on your previous attempt", reply = "A revised, friendly greeting." }]
@@ -263,9 +254,8 @@ semantic = "feedback"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_escalates_to_a_better_model() {
-    let dir = TempDir::new("val-retry-escalate");
-    let host = host(
-        &dir,
+    let (_dir, host) = temp_host(
+        "val-retry-escalate",
         r#"
 [llm.mock]
 rules = [{ model = "mock-large", reply = "LARGE: a careful greeting." }]
@@ -293,7 +283,6 @@ semantic = "escalate"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_are_bounded_and_stop_when_the_budget_runs_out() {
-    let dir = TempDir::new("val-retry-bounded");
     let toml = r#"
 [[validators]]
 agents = ["hello"]
@@ -303,7 +292,7 @@ must_match = ["never*"]
 max_attempts = 4
 semantic = "feedback"
 "#;
-    let host = host(&dir, toml);
+    let (_dir, host) = temp_host("val-retry-bounded", toml);
     let report = host
         .run_file(&example("hello"), "world", RunOptions::default())
         .await
@@ -316,8 +305,7 @@ semantic = "feedback"
         "4 attempts in all"
     );
     // A budget that covers about one attempt stops the loop early.
-    let dir2 = TempDir::new("val-retry-budget");
-    let host2 = crate::support::host(&dir2, toml);
+    let (_dir2, host2) = temp_host("val-retry-budget", toml);
     let opts = RunOptions {
         budget_usd: Some(0.00012),
         ..Default::default()
@@ -345,9 +333,8 @@ semantic = "feedback"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_during_a_retry_resumes_without_redoing_finished_attempts() {
-    let dir = TempDir::new("val-retry-resume");
-    let host = host(
-        &dir,
+    let (dir, host) = temp_host(
+        "val-retry-resume",
         r#"
 [llm.mock]
 rules = [{ contains = "feedback on your previous attempt", reply = "A revised, friendly greeting." }]
@@ -407,10 +394,9 @@ semantic = "feedback"
 /// boundary: a score equal to `threshold` passes, one below fails.
 fn judge_calibration_counts_a_keyword_mock_judges_errors_and_its_threshold_boundary() {
     let dir = TempDir::new("val-eval");
-    let config = dir.join("judge.toml");
     // The mock judge likes any output that mentions an assertion.
-    std::fs::write(
-        &config,
+    let config = dir.file(
+        "judge.toml",
         r#"
 [llm.mock]
 rules = [{ task_type = "judge", contains = "at-threshold", reply = "score: 7" }, { task_type = "judge", contains = "under-threshold", reply = "score: 6" }, { task_type = "judge", contains = "assert", reply = "score: 9" }, { task_type = "judge", reply = "score: 2" }]
@@ -419,9 +405,7 @@ kind = "judge"
 rubric = "A test must check the behaviour it claims to test."
 threshold = 7
 "#,
-    )
-    .unwrap();
-    let labelled = dir.join("labelled.jsonl");
+    );
     let rows = [
         (r#"assert_eq!(add(2, 2), 4);"#, "pass"),
         (r#"assert!(parse("x").is_err());"#, "pass"),
@@ -438,21 +422,17 @@ threshold = 7
                 + "\n"
         })
         .collect();
-    std::fs::write(&labelled, text).unwrap();
-    let out = crate::cli::agentflow()
-        .arg("eval")
-        .arg(&config)
-        .arg(&labelled)
-        .args(["--json", "--db"])
-        .arg(dir.join("e.db"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let labelled = dir.file("labelled.jsonl", text);
+    let eval = |file: &std::path::Path, format: &[&str]| {
+        let (config, file) = (config.to_str().unwrap(), file.to_str().unwrap());
+        agentflow_on(
+            &dir.join("e.db"),
+            ["eval", config, file].iter().chain(format),
+        )
+    };
+    let out = eval(&labelled, &["--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report = stdout_json(&out);
     assert_eq!(report["examples"], 7);
     assert_eq!(
         report["false_positives"], 1,
@@ -465,18 +445,10 @@ threshold = 7
     assert!((report["false_positive_rate"].as_f64().unwrap() - 0.25).abs() < 1e-9);
     assert!((report["false_negative_rate"].as_f64().unwrap() - 1.0 / 3.0).abs() < 1e-9);
     assert_eq!(report["model"], "mock-large");
-    let text = crate::cli::agentflow()
-        .arg("eval")
-        .arg(&config)
-        .arg(&labelled)
-        .arg("--db")
-        .arg(dir.join("e.db"))
-        .output()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&text.stdout).contains("false-positive rate 25.0%"));
+    let text = stdout(&eval(&labelled, &[]));
+    assert!(text.contains("false-positive rate 25.0%"));
 
     // The boundary: scored exactly 7 (the threshold) passes, 6 fails.
-    let boundary = dir.join("boundary.jsonl");
     let rows = [
         ("at-threshold output", "pass"),
         ("under-threshold output", "fail"),
@@ -488,16 +460,8 @@ threshold = 7
                 + "\n"
         })
         .collect();
-    std::fs::write(&boundary, text).unwrap();
-    let out = crate::cli::agentflow()
-        .arg("eval")
-        .arg(&config)
-        .arg(&boundary)
-        .args(["--json", "--db"])
-        .arg(dir.join("e.db"))
-        .output()
-        .unwrap();
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let boundary = dir.file("boundary.jsonl", text);
+    let report = stdout_json(&eval(&boundary, &["--json"]));
     assert_eq!(report["examples"], 2);
     assert_eq!(
         report["false_negatives"], 0,
@@ -528,16 +492,12 @@ grant = ["kv", "workspace"]
 }
 
 fn validator_calls(host: &agentflow::Host, run: &str) -> Vec<agentflow::ledger::query::EventRow> {
-    events(host, run)
-        .into_iter()
-        .filter(|e| e.kind == "validator.call")
-        .collect()
+    of_kind(&events(host, run), "validator.call")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_validator_component_passes_or_fails_with_its_category() {
-    let dir = TempDir::new("val-component");
-    let host = host(&dir, &probe_config(""));
+    let (_dir, host) = temp_host("val-component", &probe_config(""));
     let (ok, _) = run_scripted(&host, json!([{"log": "x"}]), RunOptions::default()).await;
     assert_eq!(ok.status, Status::Completed, "{ok:?}");
     let r = results(&host, &ok.run_id);
@@ -568,10 +528,9 @@ async fn a_validator_component_passes_or_fails_with_its_category() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_validator_component_uses_granted_tools_and_is_denied_the_others() {
-    let dir = TempDir::new("val-component-tools");
     // probe-denied has no `grant`: deny by default, although the run has kv.
-    let host = host(
-        &dir,
+    let (_dir, host) = temp_host(
+        "val-component-tools",
         &probe_config(&format!(
             "[[validators]]\nname = \"probe-denied\"\nagents = [\"scripted\"]\nkind = \"component\"\ncomponent = {:?}\n",
             example("probe-validator").to_str().unwrap()
@@ -632,8 +591,10 @@ async fn a_validator_component_uses_granted_tools_and_is_denied_the_others() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hostile_validator_component_is_uncertain_and_the_host_keeps_going() {
-    let dir = TempDir::new("val-component-hostile");
-    let host = host(&dir, &probe_config("[limits]\ncpu_ms = 300\n"));
+    let (_dir, host) = temp_host(
+        "val-component-hostile",
+        &probe_config("[limits]\ncpu_ms = 300\n"),
+    );
     let (trapped, _) =
         run_scripted(&host, json!([{"log": "probe:trap"}]), RunOptions::default()).await;
     assert_eq!(trapped.status, Status::Completed, "{trapped:?}");
@@ -664,8 +625,7 @@ async fn a_hostile_validator_component_is_uncertain_and_the_host_keeps_going() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_validator_component_is_a_clear_error_before_the_run() {
     let dir = TempDir::new("val-component-malformed");
-    let junk = dir.join("junk.wasm");
-    std::fs::write(&junk, b"not wasm at all").unwrap();
+    let junk = dir.file("junk.wasm", b"not wasm at all");
     for (component, expected) in [
         (junk.clone(), "not a WebAssembly file"),
         (example("hello"), "validator components may import only"),
@@ -797,8 +757,7 @@ args = {{ op = "health", id = "{{effect.id}}" }}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_child_carries_its_own_validators_from_the_spawn() {
-    let dir = TempDir::new("val-spawned");
-    let host = host(&dir, "");
+    let (_dir, host) = temp_host("val-spawned", "");
     let never = json!({"name": "says-never", "kind": "pattern", "must_match": ["*never*"]});
     let ops = json!([
         {"spawn_wait": {"description": "checked child", "input": "", "validators": [never]}},
@@ -845,7 +804,6 @@ async fn a_child_carries_its_own_validators_from_the_spawn() {
 
 #[test]
 fn a_childs_own_validators_survive_a_crash_before_it_starts() {
-    use crate::cli::agentflow;
     let dir = TempDir::new("val-spawned-crash");
     let db = dir.join("s.db");
     let never = json!({"name": "says-never", "kind": "pattern", "must_match": ["*never*"]});
@@ -864,21 +822,9 @@ fn a_childs_own_validators_survive_a_crash_before_it_starts() {
         .output()
         .unwrap();
     assert!(!crashed.status.success());
-    let run_id: String = rusqlite::Connection::open(&db)
-        .unwrap()
-        .query_row("SELECT run_id FROM runs", [], |r| r.get(0))
-        .unwrap();
-    let resumed = agentflow()
-        .args(["resume", &run_id, "--json", "--db"])
-        .arg(&db)
-        .output()
-        .unwrap();
-    assert!(
-        resumed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&resumed.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&resumed.stdout).unwrap();
+    let resumed = agentflow_on(&db, ["resume", &only_run_id(&db), "--json"]);
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    let report = stdout_json(&resumed);
     let results: Vec<serde_json::Value> =
         serde_json::from_str(report["output"].as_str().unwrap()).unwrap();
     let failed = results[0]["failed"].as_str().unwrap_or_default();
@@ -947,12 +893,10 @@ semantic = "human"
 
 #[test]
 fn a_human_review_survives_a_host_restart() {
-    use crate::cli::agentflow;
     let dir = TempDir::new("val-human-restart");
     let db = dir.join("h.db");
-    let config = dir.join("c.toml");
-    std::fs::write(
-        &config,
+    let config = dir.file(
+        "c.toml",
         r#"
 [llm.mock]
 rules = [{ contains = "guidance from a human reviewer: say revised", reply = "A revised, friendly greeting." }]
@@ -965,19 +909,9 @@ must_match = ["*revised*"]
 max_attempts = 2
 semantic = "human"
 "#,
-    )
-    .unwrap();
-    let mut child = agentflow()
-        .arg("run")
-        .arg(example("hello"))
-        .args(["--input", "world", "--db"])
-        .arg(&db)
-        .arg("--config")
-        .arg(&config)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    );
+    let config_arg = config.to_str().unwrap();
+    let mut child = spawn_example(&db, "hello", ["--input", "world", "--config", config_arg]);
     let pending = wait_for_listing("reviews", &db);
     assert_eq!(pending[0]["task_id"], 1, "{pending}");
     assert_eq!(pending[0]["attempt"], 1, "{pending}");
@@ -985,16 +919,8 @@ semantic = "human"
     child.kill().unwrap(); // SIGKILL while the task waits for the human
     child.wait().unwrap();
     let id = pending[0]["id"].to_string();
-    let decided = agentflow()
-        .args(["retry", &id, "--note", "say revised", "--db"])
-        .arg(&db)
-        .output()
-        .unwrap();
-    assert!(
-        decided.status.success(),
-        "{}",
-        String::from_utf8_lossy(&decided.stderr)
-    );
+    let decided = agentflow_on(&db, ["retry", &id, "--note", "say revised"]);
+    assert!(decided.status.success(), "{}", stderr(&decided));
     let report = resume_only_run(&db, &config);
     let run_id = report["run_id"].as_str().unwrap().to_string();
     assert_eq!(report["status"], "completed", "{report}");
@@ -1019,44 +945,29 @@ semantic = "human"
         )
         .unwrap();
     assert_eq!(strategy, "human");
-    let listed = agentflow()
-        .args(["reviews", "--all", "--db"])
-        .arg(&db)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&listed.stdout);
+    let text = stdout(&agentflow_on(&db, ["reviews", "--all"]));
     assert!(
         text.contains(" retry ") && text.contains("note: say revised"),
         "{text}"
     );
-    let inspect = agentflow()
-        .args(["inspect", &run_id, "--db"])
-        .arg(&db)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&inspect.stdout);
+    let text = stdout(&agentflow_on(&db, ["inspect", &run_id]));
     assert!(
         text.contains(&format!("review {id} decided: retry — say revised")),
         "{text}"
     );
-    let again = agentflow()
-        .args(["reject", &id, "--db"])
-        .arg(&db)
-        .output()
-        .unwrap();
+    let again = agentflow_on(&db, ["reject", &id]);
     assert_eq!(again.status.code(), Some(2), "already decided");
 }
 
 /// The testwriter example's own config, its paths made absolute, written into `dir`.
 fn testwriter_config(dir: &TempDir) -> std::path::PathBuf {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let config = std::fs::read_to_string(root.join("examples/testwriter/agentflow.toml"))
+    let config = std::fs::read_to_string(repo_path("examples/testwriter/agentflow.toml"))
         .unwrap()
         .replace(
             "\"examples/testwriter/mock-rules.toml\"",
             &format!(
                 "{:?}",
-                root.join("examples/testwriter/mock-rules.toml")
+                repo_path("examples/testwriter/mock-rules.toml")
                     .to_str()
                     .unwrap()
             ),
@@ -1064,16 +975,13 @@ fn testwriter_config(dir: &TempDir) -> std::path::PathBuf {
         .replace(
             "\"examples/assert-check\"",
             // A crate directory: `agentflow run` builds the validator like an agent.
-            &format!("{:?}", root.join("examples/assert-check").to_str().unwrap()),
+            &format!("{:?}", repo_path("examples/assert-check").to_str().unwrap()),
         );
-    let path = dir.join("agentflow.toml");
-    std::fs::write(&path, config).unwrap();
-    path
+    dir.file("agentflow.toml", config)
 }
 
 #[test]
 fn a_crash_after_a_validator_component_ran_resumes_without_confusing_its_calls() {
-    use crate::cli::agentflow;
     let dir = TempDir::new("val-component-crash");
     let db = dir.join("c.db");
     let config = testwriter_config(&dir);
@@ -1103,22 +1011,7 @@ fn a_crash_after_a_validator_component_ran_resumes_without_confusing_its_calls()
         "the crash came after the retry"
     );
     assert!(count("validator.call") >= 1);
-    let run_id: String = conn
-        .query_row("SELECT run_id FROM runs", [], |r| r.get(0))
-        .unwrap();
-    let resumed = agentflow()
-        .args(["resume", &run_id, "--json", "--db"])
-        .arg(&db)
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(
-        resumed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&resumed.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&resumed.stdout).unwrap();
+    let report = resume_only_run(&db, &config);
     assert_eq!(report["status"], "completed", "{report}");
     assert!(report["output"].as_str().unwrap().contains("assert_eq!"));
     // Attempt 1 replayed (its validator's events skipped), not redone; no divergence.
@@ -1136,30 +1029,22 @@ fn a_crash_after_a_validator_component_ran_resumes_without_confusing_its_calls()
 
 #[test]
 fn the_testwriter_example_retries_an_assertless_test_on_a_better_model() {
-    use crate::cli::agentflow;
     let dir = TempDir::new("val-testwriter");
     let db = dir.join("t.db");
     let config_path = testwriter_config(&dir);
-    let out = agentflow()
-        .arg("run")
-        .arg(example("testwriter"))
-        .args([
+    let out = run_example(
+        &db,
+        "testwriter",
+        [
             "--input",
             "fn parse_port(s: &str) -> Option<u16>",
             "--json",
-            "--db",
-        ])
-        .arg(&db)
-        .arg("--config")
-        .arg(&config_path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+            "--config",
+            config_path.to_str().unwrap(),
+        ],
     );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report = stdout_json(&out);
     assert_eq!(report["status"], "completed", "{report}");
     assert!(
         report["output"]

@@ -1,9 +1,11 @@
 //! Shared helpers for the end-to-end tests (fake servers, fixtures). Not tests
 //! themselves, and nothing here is specific to one test module.
 
+pub mod cli;
 pub mod fake_http;
+pub mod llm;
 
-use agentflow::ledger::query::{self, EventRow};
+use agentflow::ledger::query::{self, EventRow, TaskRow};
 use agentflow::{Host, HostConfig, RunOptions, RunReport};
 use std::path::{Path, PathBuf};
 
@@ -27,6 +29,13 @@ impl TempDir {
     pub fn join(&self, p: &str) -> PathBuf {
         self.0.path().join(p)
     }
+
+    /// Write `content` to the file `name` in this directory; its path.
+    pub fn file(&self, name: &str, content: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.join(name);
+        std::fs::write(&path, content).unwrap();
+        path
+    }
 }
 
 /// Compiled components are cached here across tests (and test runs).
@@ -39,12 +48,45 @@ pub fn example(name: &str) -> PathBuf {
     agentflow_tests::example(name)
 }
 
+/// A path in the repository (e.g. `examples/refactor/mock-rules.toml`).
+pub fn repo_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+}
+
 /// A host on a fresh ledger in `dir`, configured by `toml`.
 pub fn host(dir: &TempDir, toml: &str) -> Host {
     let mut config = HostConfig::from_toml(toml).expect("test config");
     config.cache_dir = Some(cache_dir());
     Host::new(config, dir.join("ledger.db")).expect("host")
 }
+
+/// A new scratch directory named after `label` and a [`host`] on a ledger in it.
+pub fn temp_host(label: &str, toml: &str) -> (TempDir, Host) {
+    let dir = TempDir::new(label);
+    let host = host(&dir, toml);
+    (dir, host)
+}
+
+/// A host on the ledger `db` with the default configuration (and the test cache).
+pub fn host_at(db: &Path) -> anyhow::Result<Host> {
+    let config = HostConfig {
+        cache_dir: Some(cache_dir()),
+        ..Default::default()
+    };
+    Host::new(config, db)
+}
+
+/// Run options granting these tools.
+pub fn grant(tools: &[&str]) -> RunOptions {
+    RunOptions {
+        grants: tools.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+/// `[tools]` allowing `http_fetch` to reach the local fake servers.
+pub const ALLOW_LOCAL_HTTP: &str =
+    "[tools]\nhttp_allow_hosts = [\"127.0.0.1\"]\nhttp_allow_private = true\n";
 
 /// Run the `scripted` agent with these operations; returns the report and the parsed
 /// per-operation results (empty when the run failed).
@@ -69,6 +111,54 @@ pub async fn run_scripted(
 pub fn events(host: &Host, run_id: &str) -> Vec<EventRow> {
     let conn = host.ledger().reader().unwrap();
     query::events(&conn, run_id, None).unwrap()
+}
+
+/// The events of one kind, in order.
+pub fn of_kind(events: &[EventRow], kind: &str) -> Vec<EventRow> {
+    events.iter().filter(|e| e.kind == kind).cloned().collect()
+}
+
+/// The first event of `kind` in a run (panics if there is none).
+pub fn first_event(host: &Host, run_id: &str, kind: &str) -> EventRow {
+    events(host, run_id)
+        .into_iter()
+        .find(|e| e.kind == kind)
+        .unwrap_or_else(|| panic!("no {kind} event in run {run_id}"))
+}
+
+/// All tasks of a run.
+pub fn tasks(host: &Host, run_id: &str) -> Vec<TaskRow> {
+    query::tasks(&host.ledger().reader().unwrap(), run_id).unwrap()
+}
+
+/// `inspect`'s text view of a run.
+pub fn inspect_text(host: &Host, run_id: &str) -> String {
+    let conn = host.ledger().reader().unwrap();
+    let view = agentflow::observe::inspect::load(&conn, run_id)
+        .unwrap()
+        .unwrap();
+    agentflow::observe::inspect::render(&view)
+}
+
+/// The single value `query` selects from the ledger file `db` (its first row).
+pub fn sql<T: rusqlite::types::FromSql>(db: &Path, query: &str) -> T {
+    rusqlite::Connection::open(db)
+        .unwrap()
+        .query_row(query, [], |r| r.get(0))
+        .unwrap()
+}
+
+/// Run these SQL statements on the ledger file `db` (to damage or rewind it).
+pub fn sql_batch(db: &Path, statements: &str) {
+    rusqlite::Connection::open(db)
+        .unwrap()
+        .execute_batch(statements)
+        .unwrap();
+}
+
+/// The id of the (first) run in the ledger file `db`.
+pub fn only_run_id(db: &Path) -> String {
+    sql(db, "SELECT run_id FROM runs")
 }
 
 /// The kinds of a task's events, without clock/random flushes and the closing

@@ -1,0 +1,113 @@
+//! Running the `agentflow` binary: built once, pointed at the test component cache;
+//! its output as text or JSON; polling its listings and resuming through it.
+
+use super::{cache_dir, example, only_run_id};
+use serde_json::Value;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+
+/// The `agentflow` binary, built once for these tests.
+pub fn agentflow() -> Command {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    let bin = BIN.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", "agentflow", "--bin", "agentflow"])
+            .status()
+            .expect("cargo build agentflow");
+        assert!(status.success());
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("../debug/agentflow")
+    });
+    let mut cmd = Command::new(bin);
+    cmd.env("AGENTFLOW_CACHE_DIR", cache_dir());
+    cmd
+}
+
+/// `agentflow ARGS --db DB`, run to completion.
+pub fn agentflow_on(db: &Path, args: impl IntoIterator<Item = impl AsRef<OsStr>>) -> Output {
+    agentflow().args(args).arg("--db").arg(db).output().unwrap()
+}
+
+/// `agentflow run <example AGENT> ARGS --db DB`, run to completion.
+pub fn run_example(
+    db: &Path,
+    agent: &str,
+    args: impl IntoIterator<Item = impl AsRef<OsStr>>,
+) -> Output {
+    agentflow()
+        .arg("run")
+        .arg(example(agent))
+        .args(args)
+        .arg("--db")
+        .arg(db)
+        .output()
+        .unwrap()
+}
+
+/// `agentflow run <example AGENT> ARGS --db DB` started in the background, its output
+/// discarded.
+pub fn spawn_example(
+    db: &Path,
+    agent: &str,
+    args: impl IntoIterator<Item = impl AsRef<OsStr>>,
+) -> Child {
+    agentflow()
+        .arg("run")
+        .arg(example(agent))
+        .args(args)
+        .arg("--db")
+        .arg(db)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// The command's stdout as text.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The command's stderr as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The command's stdout parsed as JSON (panics with both streams if it is not).
+pub fn stdout_json(o: &Output) -> Value {
+    let text = stdout(o);
+    serde_json::from_str(text.trim())
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {text} / {}", stderr(o)))
+}
+
+/// Poll `agentflow <listing> --json --db DB` (approvals, conflicts, reviews) until it
+/// lists something; `Null` if nothing came within 20 s.
+pub fn wait_for_listing(listing: &str, db: &Path) -> Value {
+    for _ in 0..400 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let out = agentflow_on(db, [listing, "--json"]);
+        if let Ok(v) = serde_json::from_slice::<Value>(&out.stdout)
+            && v.as_array().is_some_and(|a| !a.is_empty())
+        {
+            return v;
+        }
+    }
+    Value::Null
+}
+
+/// Resume the ledger's only run with `agentflow resume --json`; the report, after
+/// checking the command succeeded.
+pub fn resume_only_run(db: &Path, config: &Path) -> Value {
+    let run_id = only_run_id(db);
+    let resumed = agentflow()
+        .args(["resume", &run_id, "--json", "--db"])
+        .arg(db)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    serde_json::from_slice(&resumed.stdout).unwrap()
+}
