@@ -207,13 +207,13 @@ impl ValidatorConfig {
     /// host's shape, or the flat one earlier hosts wrote, every kind's keys present
     /// (null or empty where unused), so that a run they recorded resumes with its
     /// validators.
-    pub fn from_stored(value: Value) -> Result<Self, String> {
+    pub fn from_stored(value: Value) -> Result<Self, serde_json::Error> {
         match ValidatorConfig::deserialize(&value) {
             Ok(v) => Ok(v),
             Err(e) => serde_json::from_value::<FlatValidatorConfig>(value)
                 .ok()
                 .and_then(FlatValidatorConfig::into_config)
-                .ok_or_else(|| e.to_string()),
+                .ok_or(e),
         }
     }
 
@@ -579,7 +579,9 @@ mod tests {
         // Config is held to today's shape: the same flat entry is refused there.
         assert!(serde_json::from_str::<ValidatorConfig>(&flat("length", "")).is_err());
         // Something no host wrote stays an error.
-        let err = ValidatorConfig::from_stored(serde_json::json!({"kind": "judge"})).unwrap_err();
+        let err = ValidatorConfig::from_stored(serde_json::json!({"kind": "judge"}))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("judge needs `rubric`"), "{err}");
     }
 }

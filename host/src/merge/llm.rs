@@ -37,22 +37,30 @@ fn merge_prompt(s: &Sides<'_>) -> String {
     )
 }
 
-/// Parse the merge model's reply: `Ok((merged, reasoning))` or `Err(why it cannot merge)`.
-pub fn parse_merge_reply(reply: &str) -> Result<(String, String), String> {
+/// Why the merge model's reply gives no merge.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum MergeReplyError {
+    #[error("the merge model judged the changes contradictory: {0}")]
+    Contradictory(String),
+    #[error("the merge model's reply has no `MERGED:` section")]
+    NoMergedSection,
+    #[error("the merge model's reply has no `END MERGED` line")]
+    NoEndLine,
+}
+
+/// Parse the merge model's reply: `Ok((merged, reasoning))` or why it cannot merge.
+pub fn parse_merge_reply(reply: &str) -> Result<(String, String), MergeReplyError> {
     if let Some(at) = reply.find("CONTRADICTORY:") {
-        return Err(format!(
-            "the merge model judged the changes contradictory: {}",
-            reply[at + 14..].trim()
+        return Err(MergeReplyError::Contradictory(
+            reply[at + 14..].trim().to_string(),
         ));
     }
     let start = reply
         .find("MERGED:")
-        .ok_or_else(|| "the merge model's reply has no `MERGED:` section".to_string())?;
+        .ok_or(MergeReplyError::NoMergedSection)?;
     let rest = &reply[start + 7..];
     let rest = rest.strip_prefix('\n').unwrap_or(rest);
-    let end = rest
-        .find("END MERGED")
-        .ok_or_else(|| "the merge model's reply has no `END MERGED` line".to_string())?;
+    let end = rest.find("END MERGED").ok_or(MergeReplyError::NoEndLine)?;
     let merged = rest[..end].to_string();
     let reasoning = rest[end..]
         .find("REASONING:")
@@ -92,9 +100,12 @@ pub(super) async fn llm_merge(
         kind: EventKind::MergeLlm,
         request: json!({ "subject": sides.subject }),
     };
-    host_llm::call(run, call, |text| (parse_merge_reply(text), Value::Null))
-        .await
-        .map_err(|e| e.to_string())
+    host_llm::call(run, call, |text| {
+        let parsed = parse_merge_reply(text).map_err(|e| e.to_string());
+        (parsed, Value::Null)
+    })
+    .await
+    .map_err(|e| e.to_string())
 }
 
 /// A merged text must carry no conflict markers and pass the validators declared for

@@ -28,7 +28,7 @@
 mod llm;
 pub mod resolve;
 
-pub use llm::parse_merge_reply;
+pub use llm::{MergeReplyError, parse_merge_reply};
 
 use crate::checks::glob;
 use crate::ledger::merges::{self, MergeRecord, NewMerge};
