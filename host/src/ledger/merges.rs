@@ -5,17 +5,47 @@
 
 use super::{Connection, MergeStatus, SqlResult, Writer, blobs, now_ms};
 use rusqlite::params;
+use serde::{Deserialize, Serialize};
+
+/// How a subject was merged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MergeCategory {
+    Unchanged,
+    Trivial,
+    Semantic,
+    Critical,
+}
+
+impl MergeCategory {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MergeCategory::Unchanged => "unchanged",
+            MergeCategory::Trivial => "trivial",
+            MergeCategory::Semantic => "semantic",
+            MergeCategory::Critical => "critical",
+        }
+    }
+
+    pub fn parse(s: &str) -> MergeCategory {
+        match s {
+            "unchanged" => MergeCategory::Unchanged,
+            "trivial" => MergeCategory::Trivial,
+            "semantic" => MergeCategory::Semantic,
+            _ => MergeCategory::Critical,
+        }
+    }
+}
 
 /// One row of `merges`, contents resolved from `blobs`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct MergeRecord {
     pub id: u64,
     pub run_id: String,
     pub parent_task: u64,
     pub child_task: u64,
     pub subject: String,
-    /// `unchanged`, `trivial`, `semantic` or `critical`.
-    pub category: String,
+    pub category: MergeCategory,
     pub status: MergeStatus,
     pub base: Option<String>,
     pub ours: Option<String>,
@@ -36,7 +66,7 @@ fn merge_row(conn: &Connection, r: &rusqlite::Row<'_>) -> SqlResult<MergeRecord>
         parent_task: r.get::<_, i64>(2)? as u64,
         child_task: r.get::<_, i64>(3)? as u64,
         subject: r.get(4)?,
-        category: r.get(5)?,
+        category: MergeCategory::parse(&r.get::<_, String>(5)?),
         status: r.get(6)?,
         base: text(r.get(7)?)?,
         ours: text(r.get(8)?)?,

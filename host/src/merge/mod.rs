@@ -31,7 +31,11 @@ pub mod resolve;
 pub use llm::{MergeReplyError, parse_merge_reply};
 
 use crate::checks::glob;
-use crate::ledger::merges::{self, MergeRecord, NewMerge};
+/// How a subject was merged (stored in `merges.category`).
+pub use crate::ledger::merges::MergeCategory as Category;
+/// One row of `merges`, contents resolved.
+pub use crate::ledger::merges::MergeRecord as MergeRow;
+use crate::ledger::merges::{self, NewMerge};
 use crate::ledger::{Connection, EventKind, EventRecord, MergeStatus, tasks};
 use crate::supervisor::RunContext;
 use crate::tools::overlay::{self, View};
@@ -61,36 +65,6 @@ impl Default for MergeConfig {
             critical_paths: Vec::new(),
             critical_patterns: Vec::new(),
             llm: true,
-        }
-    }
-}
-
-/// How a subject was merged.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Category {
-    Unchanged,
-    Trivial,
-    Semantic,
-    Critical,
-}
-
-impl Category {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Category::Unchanged => "unchanged",
-            Category::Trivial => "trivial",
-            Category::Semantic => "semantic",
-            Category::Critical => "critical",
-        }
-    }
-
-    fn parse(s: &str) -> Category {
-        match s {
-            "unchanged" => Category::Unchanged,
-            "trivial" => Category::Trivial,
-            "semantic" => Category::Semantic,
-            _ => Category::Critical,
         }
     }
 }
@@ -187,44 +161,6 @@ pub fn classify(
     }
 }
 
-/// One row of `merges`, contents resolved.
-#[derive(Clone, Debug, Serialize)]
-pub struct MergeRow {
-    pub id: u64,
-    pub run_id: String,
-    pub parent_task: u64,
-    pub child_task: u64,
-    pub subject: String,
-    pub category: Category,
-    pub status: MergeStatus,
-    pub base: Option<String>,
-    pub ours: Option<String>,
-    pub theirs: String,
-    pub result: Option<String>,
-    pub reasoning: String,
-    pub resolution: Option<String>,
-}
-
-impl From<MergeRecord> for MergeRow {
-    fn from(r: MergeRecord) -> MergeRow {
-        MergeRow {
-            id: r.id,
-            run_id: r.run_id,
-            parent_task: r.parent_task,
-            child_task: r.child_task,
-            subject: r.subject,
-            category: Category::parse(&r.category),
-            status: r.status,
-            base: r.base,
-            ours: r.ours,
-            theirs: r.theirs,
-            result: r.result,
-            reasoning: r.reasoning,
-            resolution: r.resolution,
-        }
-    }
-}
-
 /// The description of a task, for the merge model and for operators.
 fn description(conn: &Connection, run_id: &str, task: u64) -> String {
     tasks::description_of(conn, run_id, task)
@@ -250,7 +186,7 @@ async fn decide(
         .ledger
         .with_reader(|conn| merges::merge_of(conn, &run.run_id, parent, child, subject))??;
     if let Some(row) = recorded {
-        return Ok(row.into());
+        return Ok(row);
     }
     let classified = classify(cfg, path, base.as_deref(), ours.as_deref(), &theirs);
     let (category, result, reasoning) = match classified {
@@ -363,7 +299,7 @@ async fn wait_resolved(run: &RunContext, id: u64) -> anyhow::Result<MergeRow> {
         .ledger
         .poll_decision(&waiting_for, |conn| {
             // A row that vanished cannot be decided: return it as it was (None).
-            Ok(match merges::merge(conn, id)?.map(MergeRow::from) {
+            Ok(match merges::merge(conn, id)? {
                 Some(row) if row.status == MergeStatus::Pending => None,
                 other => Some(other),
             })

@@ -19,10 +19,7 @@ pub enum Decision {
 
 /// Pending conflicts (or all merges with `all`), oldest first.
 pub fn conflicts(conn: &Connection, all: bool) -> SqlResult<Vec<MergeRow>> {
-    Ok(merges::merges(conn, all)?
-        .into_iter()
-        .map(MergeRow::from)
-        .collect())
+    merges::merges(conn, all)
 }
 
 /// A unified diff from `from` to `to`.
@@ -40,7 +37,6 @@ pub fn resolve(
 ) -> anyhow::Result<MergeRow> {
     let conn = ledger.reader()?;
     let row = merges::merge(&conn, id)?
-        .map(MergeRow::from)
         .ok_or_else(|| anyhow::anyhow!("no conflict with id {id} (see agentflow conflicts)"))?;
     if row.status != MergeStatus::Pending {
         anyhow::bail!("conflict {id} is not pending (it is {})", row.status);
@@ -89,7 +85,5 @@ pub fn resolve(
         anyhow::bail!("conflict {id} was decided meanwhile");
     }
     let conn = ledger.reader()?;
-    Ok(merges::merge(&conn, id)?
-        .map(MergeRow::from)
-        .expect("just updated"))
+    Ok(merges::merge(&conn, id)?.expect("just updated"))
 }

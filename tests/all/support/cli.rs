@@ -30,20 +30,29 @@ pub fn agentflow_on(db: &Path, args: impl IntoIterator<Item = impl AsRef<OsStr>>
     agentflow().args(args).arg("--db").arg(db).output().unwrap()
 }
 
+/// The command `agentflow run <example AGENT> ARGS --db DB`.
+fn example_command(
+    db: &Path,
+    agent: &str,
+    args: impl IntoIterator<Item = impl AsRef<OsStr>>,
+) -> Command {
+    let mut command = agentflow();
+    command
+        .arg("run")
+        .arg(example(agent))
+        .args(args)
+        .arg("--db")
+        .arg(db);
+    command
+}
+
 /// `agentflow run <example AGENT> ARGS --db DB`, run to completion.
 pub fn run_example(
     db: &Path,
     agent: &str,
     args: impl IntoIterator<Item = impl AsRef<OsStr>>,
 ) -> Output {
-    agentflow()
-        .arg("run")
-        .arg(example(agent))
-        .args(args)
-        .arg("--db")
-        .arg(db)
-        .output()
-        .unwrap()
+    example_command(db, agent, args).output().unwrap()
 }
 
 /// `agentflow run <example AGENT> ARGS --db DB` started in the background, its output
@@ -53,12 +62,7 @@ pub fn spawn_example(
     agent: &str,
     args: impl IntoIterator<Item = impl AsRef<OsStr>>,
 ) -> Child {
-    agentflow()
-        .arg("run")
-        .arg(example(agent))
-        .args(args)
-        .arg("--db")
-        .arg(db)
+    example_command(db, agent, args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
