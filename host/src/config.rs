@@ -9,6 +9,7 @@
 //! [`crate::supervisor::limits`], …); this module only assembles them.
 
 pub use crate::durability::DurabilityConfig;
+pub use crate::ledger::{LedgerConfig, SyncMode};
 pub use crate::providers::Price;
 pub use crate::scheduler::catalog::LlmConfig;
 pub use crate::supervisor::budget::BudgetConfig;
@@ -52,6 +53,9 @@ pub struct HostConfig {
     /// Durability settings (`[durability]`).
     #[serde(default)]
     pub durability: DurabilityConfig,
+    /// How the ledger file is written: `sync = "full" | "normal"` (`[ledger]`).
+    #[serde(default)]
+    pub ledger: LedgerConfig,
     /// Where compiled components are cached; default `$XDG_CACHE_HOME/agentflow` or
     /// `~/.cache/agentflow`.
     #[serde(default)]

@@ -149,7 +149,7 @@ impl Host {
     pub fn new(config: HostConfig, db: impl AsRef<Path>) -> anyhow::Result<Host> {
         config.validate()?;
         let runtime = Runtime::new(Some(config.cache_dir()))?;
-        let ledger = Ledger::open(db.as_ref())?;
+        let ledger = Ledger::open_with(db.as_ref(), &config.ledger)?;
         let scheduler = Arc::new(build_scheduler(&config, db.as_ref())?);
         Ok(Host {
             config,
@@ -331,8 +331,10 @@ impl Host {
             serde_json::Value::Null,
             serde_json::json!({ "limit_usd": limit, "spent_usd": spent, "peak_committed_usd": peak }),
         );
-        self.ledger.append(summary).await?;
-        run.finish(1, outcome.clone()).await;
+        self.ledger.record(summary).await?;
+        // Committed without an fsync: the run's end below is the barrier.
+        run.finish_as(1, outcome.clone(), ledger::Commit::Visible)
+            .await;
         let orphans = run.cancel_unfinished().await;
         if orphans > 0 {
             tracing::info!(run = %run_id, orphans, "cancelled children the root did not wait for");
@@ -346,14 +348,12 @@ impl Host {
         self.ledger
             .finish_run(run_id.clone(), status, output.clone(), error.clone())
             .await?;
-        let reader = self.ledger.reader()?;
-        let row = ledger::query::run(&reader, &run_id)?
-            .ok_or_else(|| anyhow::anyhow!("run {run_id} vanished from the ledger"))?;
-        let copied = ledger::query::events(&reader, &run_id, Some(1))?
-            .iter()
-            .filter(|e| e.kind == EventKind::ForkCopied)
-            .filter_map(|e| e.response["cost_usd"].as_f64())
-            .sum::<f64>();
+        let (row, copied) = self.ledger.with_reader(|reader| {
+            let row = ledger::query::run(reader, &run_id)?;
+            let copied = ledger::fork::copied_cost(reader, &run_id)?;
+            anyhow::Ok((row, copied))
+        })??;
+        let row = row.ok_or_else(|| anyhow::anyhow!("run {run_id} vanished from the ledger"))?;
         Ok(RunReport {
             run_id,
             status,

@@ -155,7 +155,7 @@ pub async fn check(
     };
     // The validator's last clock/random reads, recorded as its own (`validator.call`).
     if let Some(e) = store.data().task.site.nondet_event()
-        && let Err(e) = run.ledger.append(e).await
+        && let Err(e) = run.ledger.record(e).await
     {
         tracing::error!(run = %run.run_id, task = task_id, error = %e, "cannot record a validator's clock reads");
     }

@@ -255,7 +255,7 @@ pub async fn execute_task(
                 marker,
             )
         };
-        if let Err(e) = run.ledger.append(event).await {
+        if let Err(e) = run.ledger.record(event).await {
             return TaskOutcome::Failed(format!("{failure}; cannot record the retry: {e}"));
         }
         tracing::info!(run = %run.run_id, task = task_id, attempt = attempt + 1, ?strategy, "retrying after a validation failure");
@@ -281,7 +281,13 @@ async fn after_divergence(
 ) -> TaskOutcome {
     let restart = match run.settings.divergence {
         DivergencePolicy::Fail => None,
-        DivergencePolicy::FromCheckpoint => last_checkpoint(run, task_id),
+        DivergencePolicy::FromCheckpoint => {
+            // Checkpoints are buffered writes: read back only what has committed.
+            if let Err(e) = run.ledger.flush().await {
+                return TaskOutcome::Failed(format!("{divergence}; and the ledger failed: {e}"));
+            }
+            last_checkpoint(run, task_id)
+        }
     };
     let note = json!({ "error": divergence, "policy": run.settings.divergence,
                        "restart_from_checkpoint": restart.as_ref().map(|(n, c)| json!({ "number": n, "note": c.note, "step": c.step })) });
@@ -293,7 +299,7 @@ async fn after_divergence(
         serde_json::Value::Null,
         note,
     );
-    if let Err(e) = run.ledger.append(event).await {
+    if let Err(e) = run.ledger.record(event).await {
         return TaskOutcome::Failed(format!("{divergence}; and the ledger failed: {e}"));
     }
     match restart {

@@ -164,7 +164,7 @@ pub async fn check(
                 },
             )
         };
-        if let Err(e) = run.ledger.append(event).await {
+        if let Err(e) = run.ledger.record(event).await {
             return Verdict::Uncertain(format!("cannot record the outcome check: {e}"));
         }
         if !matches!(verdict, Verdict::Pass) {
@@ -232,7 +232,7 @@ pub async fn roll_back(run: &Arc<RunContext>, task_id: u64, validator: &str) -> 
         json!({ "validator": validator, "tasks": tasks }),
         json!({ "effects": count, "result": summary }),
     );
-    if let Err(e) = run.ledger.append(event).await {
+    if let Err(e) = run.ledger.record(event).await {
         tracing::error!(run = %run.run_id, task = task_id, error = %e, "cannot record a rollback");
     }
     summary

@@ -235,6 +235,9 @@ pub async fn validate(
     let with_tools = validators
         .iter()
         .any(|v| matches!(v.kind, ValidatorKind::Claims(_)));
+    // The facts include buffered events (the model that produced the output): read
+    // them once the task's writes have committed.
+    let _ = run.ledger.flush().await;
     let (tools, producer, task_type) = run
         .ledger
         .with_reader(|conn| ledger_facts(run, Some(conn), task_id, with_tools))

@@ -58,14 +58,15 @@ impl DurableCall {
         Call::plain(self.kind.clone(), ok, request, response, self.started_at)
     }
 
-    /// Record the live call's result; returns its sequence number.
+    /// Record the live call's result; returns its sequence number when the call is an
+    /// effect (written durably), `None` when it was buffered (see [`CallSite::record`]).
     pub async fn finish(
         self,
         site: &mut CallSite,
         ok: bool,
         request: Value,
         response: Value,
-    ) -> wasmtime::Result<u64> {
+    ) -> wasmtime::Result<Option<u64>> {
         let call = self
             .call(ok, request, response)
             .with_identity(self.identity);
@@ -81,7 +82,7 @@ impl DurableCall {
         request: Value,
         response: Value,
         extra: F,
-    ) -> wasmtime::Result<u64>
+    ) -> wasmtime::Result<Option<u64>>
     where
         F: FnOnce(&mut crate::ledger::Writer, u64) -> crate::ledger::SqlResult<()> + Send + 'static,
     {
@@ -93,7 +94,11 @@ impl DurableCall {
 
     /// Record the live call's result given as a whole [`Call`] (model usage, cost);
     /// its kind, identity and start are the session's.
-    pub async fn finish_call(self, site: &mut CallSite, call: Call) -> wasmtime::Result<u64> {
+    pub async fn finish_call(
+        self,
+        site: &mut CallSite,
+        call: Call,
+    ) -> wasmtime::Result<Option<u64>> {
         let call = Call {
             kind: self.kind,
             identity: Some(self.identity),
@@ -110,7 +115,7 @@ impl DurableCall {
         site: &mut CallSite,
         intent_kind: EventKind,
         request: Value,
-    ) -> wasmtime::Result<u64> {
+    ) -> wasmtime::Result<Option<u64>> {
         let call = Call::plain(intent_kind, true, request, Value::Null, self.started_at)
             .with_identity(self.identity.clone());
         site.record(call).await
@@ -211,9 +216,10 @@ impl CallSite {
         wasmtime::format_err!("{msg}")
     }
 
-    /// Count one host call; past `limits.max_host_calls` the agent is stopped (trap).
-    /// Returns the call's start time.
+    /// Count one host call; past `limits.max_host_calls` the agent is stopped (trap),
+    /// as it is after a failed buffered write of its. Returns the call's start time.
     fn admit(&mut self) -> wasmtime::Result<i64> {
+        self.check_writes()?;
         self.host_calls += 1;
         let limit = self.run.settings.limits.max_host_calls;
         if self.host_calls > limit {

@@ -62,6 +62,9 @@ pub struct CallSite {
     /// Approximate bytes of ledger records this agent's calls have caused
     /// (`limits.max_ledger_bytes`).
     pub(crate) ledger_bytes: u64,
+    /// Set by the ledger writer when one of this agent's buffered writes failed: the
+    /// agent is stopped at its next host call.
+    pub(crate) write_failure: Arc<std::sync::OnceLock<String>>,
 }
 
 /// `trace`'s state: the reasoning steps so far.
@@ -177,6 +180,7 @@ impl TaskCtx {
                 in_doubt: None,
                 validator: None,
                 ledger_bytes: 0,
+                write_failure: Default::default(),
             },
             trace: TraceState::default(),
             progress: Progress::default(),
@@ -231,19 +235,35 @@ impl CallSite {
     }
 
     /// Append a finished host call to the ledger — preceded, in the same transaction,
-    /// by the clock and random reads the guest made since the last call — and return
-    /// its sequence number once committed. A ledger failure stops the agent: the host
-    /// never hands a guest a result it has not recorded.
-    pub(crate) async fn record(&mut self, call: Call) -> wasmtime::Result<u64> {
+    /// by the clock and random reads the guest made since the last call — as its
+    /// kind's durability class says (see [`crate::ledger`]):
+    ///
+    /// * an effect (a tool intent or result, a spawn) returns its sequence number
+    ///   once committed durably, so the host never hands a guest the result of an
+    ///   effect it has not recorded; its commit is the barrier that makes every
+    ///   earlier buffered write of the run durable too;
+    /// * anything else is buffered: sent to the writer without waiting (`None`). A
+    ///   buffered write that fails stops the agent at its next host call.
+    ///
+    /// A ledger failure stops the agent.
+    pub(crate) async fn record(&mut self, call: Call) -> wasmtime::Result<Option<u64>> {
         self.record_with(call, |_, _| Ok(())).await
     }
 
     /// Like [`CallSite::record`], running `extra` in the same transaction with the
     /// event's sequence number (e.g. to index a checkpoint).
-    pub(crate) async fn record_with<F>(&mut self, call: Call, extra: F) -> wasmtime::Result<u64>
+    pub(crate) async fn record_with<F>(
+        &mut self,
+        call: Call,
+        extra: F,
+    ) -> wasmtime::Result<Option<u64>>
     where
         F: FnOnce(&mut crate::ledger::Writer, u64) -> crate::ledger::SqlResult<()> + Send + 'static,
     {
+        self.check_writes()?;
+        // The class of the call itself, also for a validator's call (recorded as
+        // `validator.call`): a validator's side effect is durable like an agent's.
+        let durable = call.kind.durability() == crate::ledger::kinds::Durability::Effect;
         let nondet = self.nondet_event();
         let event = self.event(call);
         // Counted now, enforced at the guest's next host call: what happened is
@@ -256,18 +276,42 @@ impl CallSite {
                     + crate::ledger::blobs::approx_json_bytes(&e.response)
             })
             .sum::<u64>();
+        let write = move |w: &mut crate::ledger::Writer| {
+            if let Some(n) = nondet {
+                w.append_event(n)?;
+            }
+            let seq = w.append_event(event)?;
+            extra(w, seq)?;
+            Ok(seq)
+        };
+        let failed = |e: crate::ledger::LedgerError| {
+            wasmtime::format_err!("ledger write failed, stopping the agent: {e}")
+        };
+        if durable {
+            return self.run.ledger.write(write).await.map(Some).map_err(failed);
+        }
+        let slot = self.write_failure.clone();
         self.run
             .ledger
-            .write(move |w| {
-                if let Some(n) = nondet {
-                    w.append_event(n)?;
-                }
-                let seq = w.append_event(event)?;
-                extra(w, seq)?;
-                Ok(seq)
-            })
+            .write_buffered(
+                move |w| write(w).map(|_| ()),
+                move |e| {
+                    let _ = slot.set(e);
+                },
+            )
             .await
-            .map_err(|e| wasmtime::format_err!("ledger write failed, stopping the agent: {e}"))
+            .map_err(failed)?;
+        Ok(None)
+    }
+
+    /// Stop the agent if one of its buffered ledger writes has failed.
+    pub(crate) fn check_writes(&self) -> wasmtime::Result<()> {
+        match self.write_failure.get() {
+            Some(e) => Err(wasmtime::format_err!(
+                "ledger write failed, stopping the agent: {e}"
+            )),
+            None => Ok(()),
+        }
     }
 
     /// The pending clock/random reads as one `wasi.nondet` event, if there are any.

@@ -114,10 +114,13 @@ impl ToolsView<'_> {
         if !effects.is_empty() {
             response["effects"] = json!(effects);
         }
-        let seq = call
+        // A tool result is an effect, written durably: it always has its seq.
+        if let Some(seq) = call
             .finish(self.site, result.is_ok(), request, response)
-            .await?;
-        self.progress.tool_seqs.push(seq);
+            .await?
+        {
+            self.progress.tool_seqs.push(seq);
+        }
         Ok(result.map_err(to_wit))
     }
 }

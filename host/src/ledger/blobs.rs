@@ -36,9 +36,15 @@ pub fn approx_json_bytes(value: &Value) -> u64 {
 /// Store bytes (once) and return their hash.
 pub fn put(conn: &Connection, bytes: &[u8]) -> rusqlite::Result<String> {
     let hash = sha256_hex(bytes);
+    put_hashed(conn, &hash, bytes)?;
+    Ok(hash)
+}
+
+/// Store `bytes` under `hash`, which the caller has computed ([`sha256_hex`]).
+pub fn put_hashed(conn: &Connection, hash: &str, bytes: &[u8]) -> rusqlite::Result<()> {
     conn.prepare_cached("INSERT OR IGNORE INTO blobs (hash, size, data) VALUES (?1, ?2, ?3)")?
         .execute(params![hash, bytes.len() as i64, bytes])?;
-    Ok(hash)
+    Ok(())
 }
 
 /// Fetch a blob by hash.

@@ -2,7 +2,13 @@
 //!
 //! * `AGENTFLOW_CRASH_AFTER_EVENTS=N` — abort the process (no unwinding, no flushing,
 //!   like SIGKILL) right after the commit that brings the number of events this
-//!   process appended to N or more.
+//!   process appended to N or more (the writer ends its group at the job that reaches
+//!   N, so buffered writes after it are not committed).
+//! * `AGENTFLOW_CRASH_AT=buffered-unflushed` — each buffered write is a hit, taken
+//!   after it ran in the writer's open transaction, before that commits: the crash
+//!   loses it (and every write after it).
+//! * `AGENTFLOW_CRASH_AT=barrier` — each durable write arriving while buffered writes
+//!   wait uncommitted is a hit, taken before either is committed.
 //! * `AGENTFLOW_CRASH_AT=POINT` — abort at a named point:
 //!   `tool-effect` (a side-effecting tool has acted, its result is not yet recorded),
 //!   `spawn-created` (a child task row exists, the parent's spawn is not yet recorded),
@@ -43,6 +49,16 @@ fn plan() -> &'static Plan {
 fn die(why: &str) -> ! {
     eprintln!("agentflow: fault injection: aborting {why}");
     std::process::abort();
+}
+
+/// Whether committing `uncommitted` more events would reach the
+/// `AGENTFLOW_CRASH_AFTER_EVENTS` limit: the writer then commits its group at once,
+/// so the crash comes right after the N-th event even when buffered writes would
+/// otherwise have joined the group.
+pub fn crash_due(uncommitted: u64) -> bool {
+    plan()
+        .after_events
+        .is_some_and(|limit| EVENTS.load(Ordering::SeqCst) + uncommitted >= limit)
 }
 
 /// Called by the ledger writer after each successful commit of `n` events.

@@ -27,6 +27,16 @@ const EVENT_COLUMNS: &str =
     "task_id, seq, kind, status, request, response, request_hash, model, tokens_in,
     tokens_out, cost_usd, started_at, finished_at";
 
+/// What the events copied into run `run_id` by a fork cost the original run (0 for
+/// a run that is not a fork).
+pub fn copied_cost(conn: &rusqlite::Connection, run_id: &str) -> SqlResult<f64> {
+    conn.prepare_cached(
+        "SELECT COALESCE(SUM(json_extract(response, '$.cost_usd')), 0.0) FROM events
+         WHERE run_id = ?1 AND task_id = 1 AND kind = ?2",
+    )?
+    .query_row(params![run_id, EventKind::ForkCopied], |r| r.get(0))
+}
+
 impl Writer {
     /// Create run `new_run_id` (running, with `config_json` and `context_hash`, and
     /// recording where it came from) holding the prefix of run `run_id` up to root

@@ -1,15 +1,36 @@
 //! The write-ahead ledger: every run, task and host call, in SQLite.
 //!
-//! One writer thread owns the only write connection. Callers send it closures and
-//! wait for the reply, which is sent only after the transaction holding their write
-//! has committed (`synchronous=FULL`), so a result is durable before the guest sees
-//! it. Appends that arrive together share one transaction (group commit), which keeps
+//! One writer thread owns the only write connection. Callers send it closures; each
+//! write says how it must be committed ([`Commit`]), after the durability class of
+//! what it records ([`kinds::Durability`]):
+//!
+//! * [`Commit::Durable`] — the caller's reply is sent only once the transaction
+//!   holding the write has committed and, with `[ledger] sync = "full"` (the
+//!   default), been fsynced. Effects the world can see (tool intents and results,
+//!   spawns, humans' decisions, run and task ends) are written this way.
+//! * [`Commit::Visible`] — the reply waits for the commit (readers see the write)
+//!   but not for an fsync: a run's start, a barrier before reading back.
+//! * [`Commit::Buffered`] — the caller does not wait at all: the write joins the
+//!   open group, which commits within [`LINGER`] or as soon as a caller waits. LLM
+//!   replies, trace steps, clock/random reads and the other buffered kinds.
+//!
+//! **The output-commit barrier.** The writer runs jobs in the order they were sent,
+//! one transaction at a time, and an fsync of SQLite's write-ahead log makes every
+//! earlier commit durable too. So a durable write is never on disk without every
+//! write sent before it: each effect intent, each wait for a human and each run end
+//! is a barrier that makes the run's earlier buffered events durable first. After a
+//! crash, a buffered event that was not yet durable is simply missing: a reply not
+//! yet durable is asked again (and paid again) on resume, and nothing outside the
+//! host can have depended on it, because nothing leaves the host before a barrier.
+//!
+//! Appends that arrive together share one transaction (group commit), which keeps
 //! the fsync count low when many agents run at once. Sequence numbers are assigned by
 //! the writer from committed state, never from a caller-side buffer.
 //!
 //! Reading (`agentflow runs`, `inspect`) uses separate read-only connections; see
-//! [`query`]. This module is not for deciding *what* to record: that is the
-//! capabilities' job.
+//! [`query`]. Code that reads back what it may just have written buffered calls
+//! [`Ledger::flush`] first. This module is not for deciding *what* to record: that
+//! is the capabilities' job.
 //!
 //! Every SQL statement of the host is in this module: other modules call typed
 //! functions — [`Writer`] methods inside a write job, functions taking a read
@@ -155,16 +176,70 @@ impl EventRecord {
     }
 }
 
-type Job = Box<dyn FnOnce(&mut Writer) + Send>;
+/// How a write is committed, and what its caller waits for (see the module doc).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Commit {
+    /// Wait until committed and, with `sync = "full"`, fsynced.
+    Durable,
+    /// Wait until committed (visible to readers), not for an fsync.
+    Visible,
+    /// Do not wait: committed with the next group, within [`LINGER`].
+    Buffered,
+}
+
+/// `[ledger]`: how the ledger file is written.
+#[derive(Clone, Debug, Default, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerConfig {
+    /// When a durable write is on disk: see [`SyncMode`].
+    #[serde(default)]
+    pub sync: SyncMode,
+}
+
+/// `[ledger] sync`: SQLite's `synchronous` setting for durable writes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    /// Every durable commit fsyncs the write-ahead log: a durable write survives a
+    /// process crash *and* a power loss or kernel panic (default).
+    #[default]
+    Full,
+    /// No fsync on commit (`synchronous = NORMAL` in WAL mode): a committed write
+    /// survives a crash of the host process (it is in the OS's page cache), but a
+    /// power loss may lose the last commits — the ledger stays consistent, never
+    /// corrupt. The exactly-once guarantee for effects then holds for process
+    /// crashes only.
+    Normal,
+}
+
+/// How long the writer keeps a group of buffered writes open for more to join
+/// before it commits them, when no caller is waiting.
+pub const LINGER: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// Most buffered writes queued and not yet committed; past it, a buffered write
+/// waits for its commit (backpressure on a guest that logs faster than the disk).
+const MAX_IN_FLIGHT: usize = 16_384;
+
+/// A job for the writer thread.
+struct Job {
+    commit: Commit,
+    run: Box<dyn FnOnce(&mut Writer) + Send>,
+}
 
 /// State owned by the writer thread.
 pub struct Writer {
     conn: Connection,
     next_seq: HashMap<(String, u64), u64>,
+    /// Changes to `next_seq` since the group began, oldest first, to undo them when a
+    /// job's savepoint or the group's transaction rolls back.
+    seq_undo: Vec<((String, u64), Option<u64>)>,
     /// Replies of the current group, sent once it has committed.
     pending_replies: Vec<Reply>,
     /// Events appended in the current group (for fault injection).
     group_events: u64,
+    /// Blobs known to be stored already (hashes), so large repeated payloads — a
+    /// run's component above all — are not bound and re-inserted every time.
+    known_blobs: std::collections::HashSet<String>,
 }
 
 /// Handle to the ledger; cheap to clone.
@@ -175,6 +250,8 @@ pub struct Ledger {
     /// Read connections kept for [`Ledger::with_reader`] (a fresh connection parses
     /// the schema on its first query, which costs more than most hot-path reads).
     readers: std::sync::Arc<std::sync::Mutex<Vec<Connection>>>,
+    /// Buffered writes sent and not yet committed.
+    in_flight: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Read connections [`Ledger::with_reader`] keeps for reuse.
@@ -202,7 +279,7 @@ static FINISH_TASK_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|
 });
 
 /// Most jobs committed in one transaction.
-const MAX_GROUP: usize = 512;
+const MAX_GROUP: usize = 4096;
 
 fn open_connection(path: &Path) -> Result<Connection, LedgerError> {
     let conn = Connection::open(path).map_err(|source| LedgerError::Open {
@@ -214,8 +291,14 @@ fn open_connection(path: &Path) -> Result<Connection, LedgerError> {
 }
 
 impl Ledger {
-    /// Open (or create) the ledger at `path` and start its writer thread.
+    /// Open (or create) the ledger at `path` with the default settings
+    /// (`sync = "full"`) and start its writer thread.
     pub fn open(path: impl AsRef<Path>) -> Result<Ledger, LedgerError> {
+        Ledger::open_with(path, &LedgerConfig::default())
+    }
+
+    /// Open (or create) the ledger at `path` with `config` and start its writer thread.
+    pub fn open_with(path: impl AsRef<Path>, config: &LedgerConfig) -> Result<Ledger, LedgerError> {
         let path = path.as_ref().to_owned();
         // A mistyped `--db` directory is an error, not a new tree of directories.
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
@@ -229,14 +312,16 @@ impl Ledger {
         let conn = open_connection(&path)?;
         schema::prepare(&conn, &path)?;
         let (jobs, rx) = mpsc::channel::<Job>();
+        let sync = config.sync;
         std::thread::Builder::new()
             .name("agentflow-ledger".into())
-            .spawn(move || writer_loop(conn, rx))
+            .spawn(move || writer_loop(conn, rx, sync))
             .expect("spawn ledger writer thread");
         Ok(Ledger {
             jobs,
             path,
             readers: Default::default(),
+            in_flight: Default::default(),
         })
     }
 
@@ -287,7 +372,8 @@ impl Ledger {
     }
 
     /// Wait for a decision another process records in the ledger — a human deciding
-    /// an approval, a review or a conflict from the CLI: `check` reads it (`None` while
+    /// an approval, a review or a conflict from the CLI — after making every earlier
+    /// write durable (the barrier before a wait for a human): `check` reads it (`None` while
     /// it is pending) every 100 ms on a read connection of its own. `waiting_for` is
     /// logged once, when the first check finds nothing decided yet.
     pub async fn poll_decision<T>(
@@ -295,6 +381,8 @@ impl Ledger {
         waiting_for: &str,
         mut check: impl FnMut(&Connection) -> Result<Option<T>, LedgerError>,
     ) -> Result<T, LedgerError> {
+        // A wait for a human is a barrier: what the run did before it is durable first.
+        self.write(|_| Ok(())).await?;
         let conn = self.reader()?;
         let mut announced = false;
         loop {
@@ -325,15 +413,77 @@ impl Ledger {
     }
 
     /// Run `f` on the writer thread inside the current group transaction and return
-    /// its result once that transaction has committed.
+    /// its result once that transaction has committed durably ([`Commit::Durable`]).
     pub async fn write<R, F>(&self, f: F) -> Result<R, LedgerError>
     where
         R: Send + 'static,
         F: FnOnce(&mut Writer) -> SqlResult<R> + Send + 'static,
     {
+        self.write_as(Commit::Durable, f).await
+    }
+
+    /// Like [`Ledger::write`], committed as `commit` says: [`Commit::Buffered`] here
+    /// still waits for the commit (use [`Ledger::write_buffered`] not to wait).
+    pub async fn write_as<R, F>(&self, commit: Commit, f: F) -> Result<R, LedgerError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Writer) -> SqlResult<R> + Send + 'static,
+    {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.submit(f, tx)?;
+        let commit = match commit {
+            Commit::Buffered => Commit::Visible,
+            other => other,
+        };
+        self.submit(commit, f, tx)?;
         rx.await.map_err(|_| LedgerError::WriterGone)?
+    }
+
+    /// Send `f` to the writer without waiting for it ([`Commit::Buffered`]): it runs
+    /// after every write sent before it and commits with its group, at the latest
+    /// within [`LINGER`], or with the next durable write (the barrier). If it fails —
+    /// itself or its group's commit — `failed` is called with the error.
+    ///
+    /// When too many buffered writes are waiting for the disk, this waits for this
+    /// one's commit instead (backpressure).
+    pub async fn write_buffered<F>(
+        &self,
+        f: F,
+        failed: impl FnOnce(String) + Send + 'static,
+    ) -> Result<(), LedgerError>
+    where
+        F: FnOnce(&mut Writer) -> SqlResult<()> + Send + 'static,
+    {
+        use std::sync::atomic::Ordering;
+        let queued = self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let in_flight = self.in_flight.clone();
+        let job = Job {
+            commit: Commit::Buffered,
+            run: Box::new(move |w: &mut Writer| {
+                let result = w.savepoint(f).map_err(|e| e.to_string());
+                w.pending_replies
+                    .push(Box::new(move |commit: &Result<(), String>| {
+                        in_flight.fetch_sub(1, Ordering::Relaxed);
+                        let error = match (commit, result) {
+                            (Ok(()), Ok(())) => return,
+                            (Ok(()), Err(e)) => e,
+                            (Err(e), _) => e.clone(),
+                        };
+                        tracing::error!(error = %error, "buffered ledger write failed");
+                        failed(error)
+                    }));
+            }),
+        };
+        self.jobs.send(job).map_err(|_| LedgerError::WriterGone)?;
+        if queued >= MAX_IN_FLIGHT {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Wait until every write sent before this call has committed, so a read
+    /// connection sees them (no fsync is waited for).
+    pub async fn flush(&self) -> Result<(), LedgerError> {
+        self.write_as(Commit::Visible, |_| Ok(())).await
     }
 
     /// Blocking variant of [`Ledger::write`], for code outside the async runtime.
@@ -343,12 +493,13 @@ impl Ledger {
         F: FnOnce(&mut Writer) -> SqlResult<R> + Send + 'static,
     {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.submit(f, tx)?;
+        self.submit(Commit::Durable, f, tx)?;
         rx.blocking_recv().map_err(|_| LedgerError::WriterGone)?
     }
 
     fn submit<R, F>(
         &self,
+        commit: Commit,
         f: F,
         reply: tokio::sync::oneshot::Sender<Result<R, LedgerError>>,
     ) -> Result<(), LedgerError>
@@ -356,7 +507,7 @@ impl Ledger {
         R: Send + 'static,
         F: FnOnce(&mut Writer) -> SqlResult<R> + Send + 'static,
     {
-        let job: Job = Box::new(move |w: &mut Writer| {
+        let run = Box::new(move |w: &mut Writer| {
             // Each job runs in its own savepoint so one failing job does not undo the
             // others of its group. The reply is held until the group commits.
             let result = w.savepoint(f);
@@ -369,14 +520,18 @@ impl Ledger {
                     let _ = reply.send(out);
                 }));
         });
-        self.jobs.send(job).map_err(|_| LedgerError::WriterGone)
+        self.jobs
+            .send(Job { commit, run })
+            .map_err(|_| LedgerError::WriterGone)
     }
 
-    /// Record a new run together with its root task, in one transaction: a run is
-    /// never on disk without the task that resume starts from.
+    /// Record a new run together with its root task, in one transaction (one
+    /// commit): a run is never on disk without the task that resume starts from.
+    /// The commit is [`Commit::Visible`]: nothing outside the host depends on a run's
+    /// start, and its first effect (or its end) makes it durable.
     pub async fn create_run(&self, run: NewRun, root: NewTask) -> Result<(), LedgerError> {
-        self.write(move |w| {
-            blobs::put(&w.conn, &run.component)?;
+        self.write_as(Commit::Visible, move |w| {
+            w.put_blob_hashed(&run.component_hash, &run.component)?;
             w.conn.execute(
                 "INSERT INTO runs (run_id, agent, component_hash, input, status, config_json, context_hash, budget_usd, started_at)
                  VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6, ?7, ?8)",
@@ -414,29 +569,44 @@ impl Ledger {
         self.write(move |w| w.insert_task(&task)).await
     }
 
+    /// Record a new task like [`Ledger::create_task`], committed as `commit` says. A
+    /// spawn creates its child [`Commit::Visible`]: the durable `tasks.spawn` event
+    /// that follows is the barrier that makes the row durable.
+    pub async fn create_task_as(&self, task: NewTask, commit: Commit) -> Result<(), LedgerError> {
+        self.write_as(commit, move |w| w.insert_task(&task)).await
+    }
+
     /// Mark a task as running with the input it runs on (its own, plus the outputs of
     /// `data-from` dependencies). A resumed task keeps its first start time; a task that
     /// already ended (say, cancelled while it was starting) is never set back to running.
+    ///
+    /// Buffered ([`Commit::Buffered`]): the start is made durable by the task's first
+    /// effect or its end; a failure is logged.
     pub async fn start_task(
         &self,
         run_id: String,
         task_id: u64,
         run_input: String,
     ) -> Result<(), LedgerError> {
-        self.write(move |w| {
-            let hash = blobs::put(&w.conn, run_input.as_bytes())?;
-            w.conn.execute(
-                "UPDATE tasks SET status = 'running', started_at = COALESCE(started_at, ?3), run_input_hash = ?4
-                 WHERE run_id = ?1 AND task_id = ?2 AND status IN ('pending', 'running')",
-                params![run_id, task_id as i64, now_ms(), hash],
-            )?;
-            Ok(())
-        })
+        self.write_buffered(
+            move |w| {
+                let hash = w.put_blob(run_input.as_bytes())?;
+                w.conn
+                    .prepare_cached(
+                        "UPDATE tasks SET status = 'running', started_at = COALESCE(started_at, ?3), run_input_hash = ?4
+                         WHERE run_id = ?1 AND task_id = ?2 AND status IN ('pending', 'running')",
+                    )?
+                    .execute(params![run_id, task_id as i64, now_ms(), hash])?;
+                Ok(())
+            },
+            |_| {},
+        )
         .await
     }
 
     /// Record how a task ended. Its totals are summed from its events, so they are
     /// right even for a task that was cancelled mid-call.
+    #[allow(clippy::too_many_arguments)]
     pub async fn finish_task(
         &self,
         run_id: String,
@@ -445,8 +615,9 @@ impl Ledger {
         output: Option<String>,
         error: Option<String>,
         events: Vec<EventRecord>,
+        commit: Commit,
     ) -> Result<(), LedgerError> {
-        self.write(move |w| {
+        self.write_as(commit, move |w| {
             for e in events {
                 w.append_event(e)?;
             }
@@ -458,51 +629,118 @@ impl Ledger {
                 error,
                 now_ms()
             ])?;
+            w.forget_task(&run_id, task_id);
             Ok(())
         })
         .await
     }
 
     /// Append one host call; returns its sequence number within the task. Returns
-    /// only once the event is committed.
+    /// only once the event is committed durably.
     pub async fn append(&self, event: EventRecord) -> Result<u64, LedgerError> {
         self.write(move |w| w.append_event(event)).await
+    }
+
+    /// Append an event as its kind's durability class says: an effect as
+    /// [`Ledger::append`] does; a buffered kind without waiting (a failure is logged).
+    pub async fn record(&self, event: EventRecord) -> Result<(), LedgerError> {
+        match event.kind.durability() {
+            kinds::Durability::Effect => self.append(event).await.map(|_| ()),
+            kinds::Durability::Buffered => {
+                self.write_buffered(move |w| w.append_event(event).map(|_| ()), |_| {})
+                    .await
+            }
+        }
     }
 }
 
 type Reply = Box<dyn FnOnce(&Result<(), String>) + Send>;
 
-fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
+/// The writer thread: takes jobs in order and commits them in groups. A group
+/// commits as soon as the queue is empty and some caller waits for it; a group of
+/// buffered writes only stays open up to [`LINGER`] for more to join. A durable job
+/// arriving while the open group is not synced first commits that group, then starts
+/// a synced one (SQLite applies `synchronous` per transaction, from its start).
+fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, sync: SyncMode) {
     let mut writer = Writer {
         conn,
         next_seq: HashMap::new(),
+        seq_undo: Vec::new(),
         pending_replies: Vec::new(),
         group_events: 0,
+        known_blobs: Default::default(),
     };
-    while let Ok(first) = rx.recv() {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(job) => group.push(job),
+    let mut synced_now = true; // the PRAGMAS open the connection with FULL
+    let mut carried: Option<Job> = None;
+    loop {
+        let first = match carried.take() {
+            Some(job) => job,
+            None => match rx.recv() {
+                Ok(job) => job,
                 Err(_) => break,
+            },
+        };
+        let synced = sync == SyncMode::Full && first.commit == Commit::Durable;
+        if synced != synced_now {
+            let pragma = if synced {
+                "PRAGMA synchronous = FULL"
+            } else {
+                "PRAGMA synchronous = NORMAL"
+            };
+            if let Err(e) = writer.conn.execute_batch(pragma) {
+                tracing::error!(error = %e, "cannot set the ledger's synchronous mode");
             }
+            synced_now = synced;
         }
         let begin = writer.conn.execute_batch("BEGIN IMMEDIATE");
-        let seq_backup = writer.next_seq.clone();
-        for job in group {
-            job(&mut writer);
+        let opened = std::time::Instant::now();
+        let mut waited_for = first.commit != Commit::Buffered;
+        let mut buffered = usize::from(!waited_for);
+        (first.run)(&mut writer);
+        if buffered > 0 {
+            crate::ledger::fault::point("buffered-unflushed");
+        }
+        let mut jobs = 1;
+        while jobs < MAX_GROUP && !crate::ledger::fault::crash_due(writer.group_events) {
+            let next = if waited_for {
+                rx.try_recv().ok()
+            } else {
+                let left = LINGER.saturating_sub(opened.elapsed());
+                rx.recv_timeout(left).ok()
+            };
+            let Some(job) = next else { break };
+            if job.commit == Commit::Durable && buffered > 0 {
+                // The barrier: buffered writes are pending and a durable one arrives.
+                crate::ledger::fault::point("barrier");
+            }
+            if job.commit == Commit::Durable && !synced && sync == SyncMode::Full {
+                // This group's buffered writes commit now, and the durable job's
+                // synced commit makes them durable with it.
+                carried = Some(job);
+                break;
+            }
+            let is_buffered = job.commit == Commit::Buffered;
+            waited_for |= !is_buffered;
+            (job.run)(&mut writer);
+            jobs += 1;
+            if is_buffered {
+                buffered += 1;
+                crate::ledger::fault::point("buffered-unflushed");
+            }
         }
         let commit = begin
             .and_then(|_| writer.conn.execute_batch("COMMIT"))
             .map_err(|e| e.to_string());
         if commit.is_err() {
             let _ = writer.conn.execute_batch("ROLLBACK");
-            writer.next_seq = seq_backup;
+            writer.undo_seqs(0);
+            writer.known_blobs.clear();
             tracing::error!(error = ?commit, "ledger commit failed");
         } else {
             // Fault injection (tests): may abort the process right after this commit.
             crate::ledger::fault::events_committed(writer.group_events);
         }
+        writer.seq_undo.clear();
         writer.group_events = 0;
         let replies = std::mem::take(&mut writer.pending_replies);
         for reply in replies {

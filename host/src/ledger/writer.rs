@@ -5,6 +5,9 @@
 use super::{EventRecord, NewTask, SqlResult, Writer, blobs, identity_hash, now_ms};
 use rusqlite::{Connection, params};
 
+/// Blobs at least this large are remembered as stored by the writer.
+const KNOWN_BLOB_MIN: usize = 4096;
+
 impl Writer {
     /// The write connection (inside the current group transaction).
     pub fn conn(&self) -> &Connection {
@@ -16,21 +19,60 @@ impl Writer {
         blobs::put(&self.conn, bytes)
     }
 
+    /// Store bytes whose hash the caller knows (a component's) in `blobs`. A large
+    /// blob this writer has stored before is not sent to SQLite again (a component
+    /// is megabytes).
+    pub fn put_blob_hashed(&mut self, hash: &str, bytes: &[u8]) -> SqlResult<()> {
+        debug_assert_eq!(
+            blobs::sha256_hex(bytes),
+            hash,
+            "a blob's hash is its content's"
+        );
+        if !self.known_blobs.contains(hash) {
+            blobs::put_hashed(&self.conn, hash, bytes)?;
+            // Only large blobs are remembered: small ones are cheap to re-insert.
+            // Forgotten on any rollback (`savepoint`, a failed commit).
+            if bytes.len() >= KNOWN_BLOB_MIN {
+                self.known_blobs.insert(hash.to_string());
+            }
+        }
+        Ok(())
+    }
+
     /// Insert a new task (status `pending`), its input and component into `blobs`.
-    pub(super) fn insert_task(&self, task: &NewTask) -> SqlResult<()> {
+    pub(super) fn insert_task(&mut self, task: &NewTask) -> SqlResult<()> {
         let input_hash = blobs::put(&self.conn, task.input.as_bytes())?;
         if let Some(bytes) = &task.component {
-            blobs::put(&self.conn, bytes)?;
+            self.put_blob_hashed(&task.component_hash, bytes)?;
         }
-        self.conn.execute(
+        self.conn.prepare_cached(
             "INSERT INTO tasks (run_id, task_id, parent_id, depth, agent, component_hash, description, status, input_hash,
                                 spawn_key, dedup_key, depends_on, budget_usd, resources, timeout_ms, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-            params![task.run_id, task.task_id as i64, task.parent_id.map(|p| p as i64), task.depth, task.agent,
+        )?.execute(params![task.run_id, task.task_id as i64, task.parent_id.map(|p| p as i64), task.depth, task.agent,
                     task.component_hash, task.description, input_hash, task.spawn_key, task.dedup_key,
                     task.depends_on, task.budget_usd, task.resources, task.timeout_ms.map(|t| t as i64), now_ms()],
         )?;
         Ok(())
+    }
+
+    /// Forget the cached next sequence number of a task that ended.
+    pub(super) fn forget_task(&mut self, run_id: &str, task_id: u64) {
+        let key = (run_id.to_string(), task_id);
+        if let Some(old) = self.next_seq.remove(&key) {
+            self.seq_undo.push((key, Some(old)));
+        }
+    }
+
+    /// Undo the changes to `next_seq` made after `mark` (a length of `seq_undo`).
+    pub(super) fn undo_seqs(&mut self, mark: usize) {
+        while self.seq_undo.len() > mark {
+            let (key, old) = self.seq_undo.pop().expect("longer than mark");
+            match old {
+                Some(v) => self.next_seq.insert(key, v),
+                None => self.next_seq.remove(&key),
+            };
+        }
     }
 
     /// Run `f` in a savepoint of its own: if it fails, what it wrote is undone and the
@@ -39,16 +81,17 @@ impl Writer {
         &mut self,
         f: impl FnOnce(&mut Writer) -> SqlResult<R>,
     ) -> SqlResult<R> {
-        self.conn.execute_batch("SAVEPOINT job")?;
-        let seq_backup = self.next_seq.clone();
+        self.conn.prepare_cached("SAVEPOINT job")?.execute([])?;
+        let mark = self.seq_undo.len();
         match f(self) {
             Ok(r) => {
-                self.conn.execute_batch("RELEASE job")?;
+                self.conn.prepare_cached("RELEASE job")?.execute([])?;
                 Ok(r)
             }
             Err(e) => {
                 let _ = self.conn.execute_batch("ROLLBACK TO job; RELEASE job");
-                self.next_seq = seq_backup;
+                self.undo_seqs(mark);
+                self.known_blobs.clear();
                 Err(e)
             }
         }
@@ -116,7 +159,8 @@ impl Writer {
                 seq
             }
         };
-        self.next_seq.insert(key, seq + 1);
+        let old = self.next_seq.insert(key.clone(), seq + 1);
+        self.seq_undo.push((key, old));
         self.group_events += 1;
         Ok(seq)
     }

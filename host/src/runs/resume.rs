@@ -80,6 +80,7 @@ impl Host {
                             None,
                             Some("rolled back by recovery".into()),
                             Vec::new(),
+                            ledger::Commit::Durable,
                         )
                         .await?;
                 }

@@ -204,16 +204,28 @@ pub async fn run_once(
         }),
     ));
     let diverged = store.data().task.site.diverged.clone();
+    // A buffered write of the agent failed after its last host call: the record is
+    // incomplete, so the task cannot count as completed.
+    let outcome = match (store.data().task.site.write_failure.get(), outcome) {
+        (Some(e), TaskOutcome::Completed(_)) => {
+            TaskOutcome::Failed(format!("ledger write failed, stopping the agent: {e}"))
+        }
+        (_, outcome) => outcome,
+    };
     drop(store);
     if !tail_events.is_empty() {
+        // Buffered: the task's end, durable, follows them.
         let result = run
             .ledger
-            .write(move |w| {
-                for e in tail_events {
-                    w.append_event(e)?;
-                }
-                Ok(())
-            })
+            .write_buffered(
+                move |w| {
+                    for e in tail_events {
+                        w.append_event(e)?;
+                    }
+                    Ok(())
+                },
+                |_| {},
+            )
             .await;
         if let Err(e) = result {
             tracing::error!(run = %run.run_id, task = task_id, error = %e, "cannot record task stdio");

@@ -145,7 +145,7 @@ pub async fn call<T>(
             finished_at: now_ms(),
         };
         run.ledger
-            .append(event)
+            .record(event)
             .await
             .map_err(|source| HostCallError::Ledger {
                 task_type: c.task_type,
@@ -168,7 +168,7 @@ pub async fn call<T>(
         finished_at: now_ms(),
     };
     run.ledger
-        .append(event)
+        .record(event)
         .await
         .map_err(|source| HostCallError::Ledger {
             task_type: c.task_type,

@@ -238,25 +238,29 @@ impl RunContext {
                 None
             }
         };
+        // Committed without an fsync: the parent's `tasks.spawn`, durable, follows it.
         let created = self
             .ledger
-            .create_task(NewTask {
-                run_id: self.run_id.clone(),
-                task_id: id,
-                parent_id: Some(parent),
-                depth,
-                agent: agent.name.clone(),
-                component_hash: agent.hash.clone(),
-                description: req.description.clone(),
-                input: req.input.clone(),
-                spawn_key: Some(spawn_key),
-                dedup_key: req.dedup_key.clone(),
-                depends_on: deps_json(&depends_on),
-                component,
-                budget_usd: req.budget_usd,
-                resources: serde_json::to_string(&resources).unwrap_or_default(),
-                timeout_ms: req.timeout_ms,
-            })
+            .create_task_as(
+                NewTask {
+                    run_id: self.run_id.clone(),
+                    task_id: id,
+                    parent_id: Some(parent),
+                    depth,
+                    agent: agent.name.clone(),
+                    component_hash: agent.hash.clone(),
+                    description: req.description.clone(),
+                    input: req.input.clone(),
+                    spawn_key: Some(spawn_key),
+                    dedup_key: req.dedup_key.clone(),
+                    depends_on: deps_json(&depends_on),
+                    component,
+                    budget_usd: req.budget_usd,
+                    resources: serde_json::to_string(&resources).unwrap_or_default(),
+                    timeout_ms: req.timeout_ms,
+                },
+                crate::ledger::Commit::Visible,
+            )
             .await;
         let recorded = match (created, &approval) {
             (Ok(()), Some(reason)) => self

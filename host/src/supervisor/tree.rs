@@ -85,9 +85,16 @@ impl RunContext {
             .extend(events);
     }
 
-    /// Record a task's end and wake whoever waits for it. The first outcome wins (a
-    /// cancelled task stays cancelled).
+    /// Record a task's end (durably) and wake whoever waits for it. The first outcome
+    /// wins (a cancelled task stays cancelled).
     pub async fn finish(&self, id: u64, outcome: TaskOutcome) {
+        self.finish_as(id, outcome, crate::ledger::Commit::Durable)
+            .await
+    }
+
+    /// [`RunContext::finish`], committed as `commit` says: the root's end is
+    /// [`crate::ledger::Commit::Visible`] when the run's end, durable, follows it.
+    pub async fn finish_as(&self, id: u64, outcome: TaskOutcome, commit: crate::ledger::Commit) {
         // The end is recorded in the ledger before anyone waiting is woken, so what a
         // dependent does next is always after its dependency's end in the ledger.
         let first = {
@@ -116,7 +123,15 @@ impl RunContext {
             .unwrap_or_default();
         if let Err(e) = self
             .ledger
-            .finish_task(self.run_id.clone(), id, status, output, error, events)
+            .finish_task(
+                self.run_id.clone(),
+                id,
+                status,
+                output,
+                error,
+                events,
+                commit,
+            )
             .await
         {
             tracing::error!(run = %self.run_id, task = id, error = %e, "cannot record task end");
