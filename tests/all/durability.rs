@@ -254,6 +254,63 @@ fn crash_at_every_ledger_event_of_a_multi_agent_run_then_resume() {
     assert_eq!((duplicates, losses), (0, 0));
 }
 
+/// `[ledger] sync = "normal"` (no fsync on commit) keeps the guarantee for a crash of
+/// the host process: killed at the ledger's own points and mid-effect, every resumed
+/// run completes with each side effect exactly once.
+#[test]
+fn sync_normal_survives_process_crashes_at_the_barrier_and_mid_effect() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt.block_on(FakeServer::start(vec![openai_reply("resource ready")]));
+    let config_dir = TempDir::new("sync-normal-config");
+    let toml = format!("{}\n[ledger]\nsync = \"normal\"\n", one_endpoint(&server));
+    let config = config_dir.file("llm.toml", toml);
+    let config_args = ["--config", config.to_str().unwrap()];
+    let base_dir = TempDir::new("sync-normal-baseline");
+    let baseline = deploy(
+        &base_dir.join("b.db"),
+        &base_dir.join("ws"),
+        &[],
+        &config_args,
+    );
+    assert!(baseline.status.success(), "{}", stderr(&baseline));
+    let baseline = stdout_json(&baseline);
+    for (point, k) in [
+        ("barrier", 1),
+        ("buffered-unflushed", 4),
+        ("tool-effect", 2),
+        ("root-finished", 1),
+    ] {
+        let label = format!("sync=normal, at {point} #{k}");
+        let dir = TempDir::new("sync-normal");
+        let (db, ws) = (dir.join("c.db"), dir.join("ws"));
+        let env = [
+            ("AGENTFLOW_CRASH_AT", point.to_string()),
+            ("AGENTFLOW_CRASH_AT_COUNT", k.to_string()),
+        ];
+        let crashed = deploy(&db, &ws, &env, &config_args);
+        assert!(!crashed.status.success(), "{label}: the host was killed");
+        assert!(
+            stderr(&crashed).contains(&format!("aborting at point `{point}` (hit {k})")),
+            "{label}: {}",
+            stderr(&crashed)
+        );
+        let in_doubt = in_doubt_intents(&db);
+        let resumed = agentflow_on(
+            &db,
+            ["resume", &only_run_id(&db), "--json"]
+                .iter()
+                .chain(&config_args),
+        );
+        assert!(resumed.status.success(), "{label}: {}", stderr(&resumed));
+        assert_eq!(
+            stdout_json(&resumed)["output"],
+            baseline["output"],
+            "{label}"
+        );
+        assert_eq!(check_run(&db, &ws, &baseline, &label, in_doubt), (0, 0));
+    }
+}
+
 #[test]
 fn sigkill_a_running_host_then_resume() {
     let dir = TempDir::new("sigkill");

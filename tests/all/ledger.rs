@@ -1,5 +1,6 @@
-//! The ledger: every host call present, in the guest's order, committed before the
-//! guest saw the result; large texts stored once.
+//! The ledger: every host call present, in the guest's order; everything before an
+//! effect committed before the effect runs (the output-commit barrier); large texts
+//! stored once.
 
 use crate::support::*;
 use agentflow::tools::{SideEffect, Tool, ToolCallCtx, ToolError, ToolInfo};
@@ -7,8 +8,9 @@ use agentflow::{RunOptions, Status};
 use serde_json::json;
 use std::sync::Arc;
 
-/// A tool that looks at the ledger *on disk* (a separate read connection) and reports
-/// how many events of the calling task are committed at the moment it is called.
+/// A side-effecting tool that looks at the ledger *on disk* (a separate read
+/// connection) and reports which events of the calling task are committed at the
+/// moment it runs.
 struct LedgerProbe;
 
 #[async_trait::async_trait]
@@ -18,7 +20,7 @@ impl Tool for LedgerProbe {
             name: "probe".into(),
             description: "count committed events of the caller".into(),
             args_schema: json!({}),
-            side_effect: SideEffect::None,
+            side_effect: SideEffect::Idempotent,
             undo: None,
         }
     }
@@ -37,7 +39,7 @@ impl Tool for LedgerProbe {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_result_is_committed_before_the_guest_sees_it_and_in_order() {
+async fn everything_before_an_effect_is_committed_before_it_runs_and_in_order() {
     let (_dir, mut host) = temp_host("ledger-order", "");
     host.register_tool(Arc::new(LedgerProbe));
     let ops = json!([
@@ -53,26 +55,41 @@ async fn every_result_is_committed_before_the_guest_sees_it_and_in_order() {
     ]);
     let (report, results) = run_scripted(&host, ops, grant(&["probe"])).await;
     assert_eq!(report.status, Status::Completed, "{report:?}");
-    // The guest saw each probe's answer only after everything before it was on disk.
+    // LLM replies, trace steps, checkpoints and the like are buffered (the guest does
+    // not wait for their commit), but a side effect runs only once its intent — and
+    // with it everything the task did before — is committed: the probe sees it all.
     let seen = |i: usize| -> Vec<String> {
         serde_json::from_str(results[i]["ok"].as_str().unwrap()).unwrap()
     };
-    assert_eq!(seen(1), vec!["llm.decision", "llm.complete"]);
+    assert_eq!(
+        seen(1),
+        vec!["llm.decision", "llm.complete", "tools.intent"]
+    );
     assert_eq!(
         seen(4),
-        vec!["llm.decision", "llm.complete", "tools.call", "trace.step"]
+        vec![
+            "llm.decision",
+            "llm.complete",
+            "tools.intent",
+            "tools.call",
+            "trace.step",
+            "tools.intent"
+        ]
     );
     assert_eq!(
         seen(8),
         vec![
             "llm.decision",
             "llm.complete",
+            "tools.intent",
             "tools.call",
             "trace.step",
+            "tools.intent",
             "tools.call",
             "checkpoint.save",
             "checkpoint.load",
-            "tools.list"
+            "tools.list",
+            "tools.intent"
         ]
     );
     // The final ledger has every call in the guest's order, with dense sequence numbers.
@@ -82,12 +99,15 @@ async fn every_result_is_committed_before_the_guest_sees_it_and_in_order() {
         vec![
             "llm.decision",
             "llm.complete",
+            "tools.intent",
             "tools.call",
             "trace.step",
+            "tools.intent",
             "tools.call",
             "checkpoint.save",
             "checkpoint.load",
             "tools.list",
+            "tools.intent",
             "tools.call"
         ]
     );

@@ -748,3 +748,97 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, sync: SyncMode) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `synchronous` setting each kind of write commits under.
+    fn modes(sync: SyncMode) -> Vec<(Commit, i64)> {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open_with(dir.path().join("l.db"), &LedgerConfig { sync }).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let read = |w: &mut Writer| w.conn().query_row("PRAGMA synchronous", [], |r| r.get(0));
+        rt.block_on(async {
+            let (tx, rx) = std::sync::mpsc::channel();
+            ledger
+                .write_buffered(
+                    move |w| {
+                        tx.send(read(w)?).unwrap();
+                        Ok(())
+                    },
+                    |e| panic!("{e}"),
+                )
+                .await
+                .unwrap();
+            let durable = ledger.write(read).await.unwrap();
+            let visible = ledger.write_as(Commit::Visible, read).await.unwrap();
+            let buffered = rx.recv().unwrap();
+            vec![
+                (Commit::Buffered, buffered),
+                (Commit::Durable, durable),
+                (Commit::Visible, visible),
+            ]
+        })
+    }
+
+    #[test]
+    fn only_durable_writes_are_fsynced_and_only_with_sync_full() {
+        // SQLite's values: 1 = NORMAL (no fsync on commit in WAL mode), 2 = FULL.
+        assert_eq!(
+            modes(SyncMode::Full),
+            vec![
+                (Commit::Buffered, 1),
+                (Commit::Durable, 2),
+                (Commit::Visible, 1)
+            ]
+        );
+        assert_eq!(
+            modes(SyncMode::Normal),
+            vec![
+                (Commit::Buffered, 1),
+                (Commit::Durable, 1),
+                (Commit::Visible, 1)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_failed_buffered_write_is_reported_and_does_not_undo_its_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(dir.path().join("l.db")).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let failure = std::sync::Arc::new(std::sync::OnceLock::new());
+        let slot = failure.clone();
+        rt.block_on(async {
+            ledger
+                .write_buffered(|w| w.put_blob(b"kept").map(|_| ()), |e| panic!("{e}"))
+                .await
+                .unwrap();
+            ledger
+                .write_buffered(
+                    |w| {
+                        w.conn()
+                            .execute("INSERT INTO no_such_table VALUES (1)", [])?;
+                        Ok(())
+                    },
+                    move |e| {
+                        let _ = slot.set(e);
+                    },
+                )
+                .await
+                .unwrap();
+            ledger.flush().await.unwrap();
+        });
+        assert!(failure.get().unwrap().contains("no_such_table"));
+        let kept = ledger
+            .with_reader(|c| blobs::get(c, &blobs::sha256_hex(b"kept")))
+            .unwrap()
+            .unwrap();
+        assert_eq!(kept.as_deref(), Some(&b"kept"[..]));
+    }
+}
