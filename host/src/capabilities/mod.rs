@@ -81,7 +81,8 @@ pub struct TraceState {
 pub struct Progress {
     pub(crate) checkpoints: u32,
     pub(crate) last_checkpoint: Option<crate::bindings::checkpoint::Checkpoint>,
-    /// Ledger seqs of this task's tool results so far.
+    /// Ledger seqs of this task's side-effecting tool results so far (a read-only
+    /// tool's result is buffered and has no seq yet).
     pub(crate) tool_seqs: Vec<u64>,
     /// Children whose completed outcome this task has received.
     pub(crate) children_done: Vec<u64>,
@@ -128,6 +129,9 @@ pub(crate) struct Call {
     pub started_at: i64,
     /// What identifies the call for replay (default: the request).
     pub identity: Option<Value>,
+    /// How durable its record must be, when not its kind's class: a read-only tool's
+    /// result is buffered, though `tools.call` is an effect's kind.
+    pub durability: Option<crate::ledger::kinds::Durability>,
 }
 
 impl Call {
@@ -150,6 +154,7 @@ impl Call {
             cost_usd: 0.0,
             started_at,
             identity: None,
+            durability: None,
         }
     }
 
@@ -263,7 +268,8 @@ impl CallSite {
         self.check_writes()?;
         // The class of the call itself, also for a validator's call (recorded as
         // `validator.call`): a validator's side effect is durable like an agent's.
-        let durable = call.kind.durability() == crate::ledger::kinds::Durability::Effect;
+        let durable = call.durability.unwrap_or_else(|| call.kind.durability())
+            == crate::ledger::kinds::Durability::Effect;
         let nondet = self.nondet_event();
         let event = self.event(call);
         // Counted now, enforced at the guest's next host call: what happened is

@@ -87,6 +87,11 @@ impl ToolsView<'_> {
     ) -> wasmtime::Result<Result<String, ToolError>> {
         let request = json!({ "name": name, "args": args_json, "idempotency_key": key });
         let tool = self.site.run.tools.get(name);
+        // A read-only tool changed nothing in the world: its result is buffered like an
+        // LLM reply (asked again if a crash loses it). Any other's is an effect.
+        let read_only = tool.as_ref().map_or(true, |t| {
+            t.info().side_effect == tool_impl::SideEffect::None
+        });
         let ctx = ToolCallCtx {
             run_id: self.site.run.run_id.clone(),
             task_id: self.site.task_id,
@@ -114,11 +119,13 @@ impl ToolsView<'_> {
         if !effects.is_empty() {
             response["effects"] = json!(effects);
         }
-        // A tool result is an effect, written durably: it always has its seq.
-        if let Some(seq) = call
-            .finish(self.site, result.is_ok(), request, response)
-            .await?
-        {
+        let mut event = call.call(result.is_ok(), request, response);
+        if read_only {
+            event.durability = Some(crate::ledger::kinds::Durability::Buffered);
+        }
+        // An effect's result is written durably and has its seq; a read-only one's
+        // is buffered, and the checkpoints' list of tool results keeps effects only.
+        if let Some(seq) = call.finish_call(self.site, event).await? {
             self.progress.tool_seqs.push(seq);
         }
         Ok(result.map_err(to_wit))

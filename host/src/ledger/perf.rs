@@ -107,23 +107,47 @@ pub struct StoredStats {
 }
 
 /// An open performance DB.
+///
+/// Finished calls are buffered and inserted in one transaction per [`FLUSH_ROWS`]
+/// calls or [`FLUSH_AFTER`] (checked at the next call), and when the store is dropped:
+/// an LLM call on the agents' path costs a push, not a commit. A crash loses at most
+/// the buffered statistics, which only inform the scheduler's estimates.
 pub struct PerfStore {
     conn: Connection,
+    pending: std::cell::RefCell<Vec<PendingCall>>,
+    flushed_at: std::cell::Cell<std::time::Instant>,
+}
+
+/// Most finished calls buffered before they are inserted.
+pub const FLUSH_ROWS: usize = 256;
+/// Longest a finished call stays buffered while calls keep coming.
+pub const FLUSH_AFTER: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// A finished call waiting to be inserted.
+struct PendingCall {
+    model: String,
+    task_type: String,
+    ok: bool,
+    error: Option<String>,
+    tokens_in: u64,
+    tokens_out: u64,
+    latency_ms: u64,
+    cost_usd: f64,
+    at: i64,
 }
 
 impl PerfStore {
     /// Open (or create) the DB at `path`; [`PerfStore::create_tables`] makes it usable.
     pub fn open(path: &Path) -> SqlResult<PerfStore> {
-        Ok(PerfStore {
-            conn: Connection::open(path)?,
-        })
+        Ok(PerfStore::with(Connection::open(path)?))
     }
 
     /// Open an existing DB read-only (for `agentflow models`).
     pub fn open_read_only(path: &Path) -> SqlResult<PerfStore> {
-        Ok(PerfStore {
-            conn: Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?,
-        })
+        Ok(PerfStore::with(Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )?))
     }
 
     /// Set the pragmas and create the tables that are missing.
@@ -133,6 +157,7 @@ impl PerfStore {
 
     /// The stored totals per model × task type.
     pub fn call_totals(&self) -> SqlResult<Vec<CallTotals>> {
+        self.flush()?;
         let mut stmt = self.conn.prepare(
             "SELECT model, task_type, COUNT(*), SUM(1 - ok), SUM(tokens_in), SUM(tokens_out), SUM(latency_ms), SUM(cost_usd)
              FROM calls GROUP BY model, task_type",
@@ -169,24 +194,65 @@ impl PerfStore {
         rows.collect()
     }
 
-    /// Record one finished call.
+    fn with(conn: Connection) -> PerfStore {
+        PerfStore {
+            conn,
+            pending: Default::default(),
+            flushed_at: std::cell::Cell::new(std::time::Instant::now()),
+        }
+    }
+
+    /// Record one finished call (buffered: see [`PerfStore`]).
     pub fn insert_call(&self, stat: &CallStat<'_>) -> SqlResult<()> {
-        self.conn.execute(
-            "INSERT INTO calls (model, task_type, ok, error, tokens_in, tokens_out, latency_ms, cost_usd, at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![
-                stat.model,
-                stat.task_type,
-                stat.ok,
-                stat.error,
-                stat.tokens_in as i64,
-                stat.tokens_out as i64,
-                stat.latency_ms as i64,
-                stat.cost_usd,
-                now_ms()
-            ],
-        )?;
+        let len = {
+            let mut pending = self.pending.borrow_mut();
+            pending.push(PendingCall {
+                model: stat.model.to_string(),
+                task_type: stat.task_type.to_string(),
+                ok: stat.ok,
+                error: stat.error.clone(),
+                tokens_in: stat.tokens_in,
+                tokens_out: stat.tokens_out,
+                latency_ms: stat.latency_ms,
+                cost_usd: stat.cost_usd,
+                at: now_ms(),
+            });
+            pending.len()
+        };
+        if len >= FLUSH_ROWS || self.flushed_at.get().elapsed() >= FLUSH_AFTER {
+            self.flush()?;
+        }
         Ok(())
+    }
+
+    /// Insert the buffered finished calls, in one transaction.
+    pub fn flush(&self) -> SqlResult<()> {
+        self.flushed_at.set(std::time::Instant::now());
+        let pending = std::mem::take(&mut *self.pending.borrow_mut());
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let tx = self.conn.unchecked_transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO calls (model, task_type, ok, error, tokens_in, tokens_out, latency_ms, cost_usd, at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?;
+            for c in &pending {
+                insert.execute(params![
+                    c.model,
+                    c.task_type,
+                    c.ok,
+                    c.error,
+                    c.tokens_in as i64,
+                    c.tokens_out as i64,
+                    c.latency_ms as i64,
+                    c.cost_usd,
+                    c.at
+                ])?;
+            }
+        }
+        tx.commit()
     }
 
     /// Record a quality score of a model's output on a task type.
@@ -225,6 +291,7 @@ impl PerfStore {
 
     /// The stored statistics of `model`.
     pub fn stored_stats(&self, model: &str) -> SqlResult<StoredStats> {
+        self.flush()?;
         let now = now_ms();
         let mut s = self.conn.query_row(
             "SELECT COUNT(*), COALESCE(SUM(1 - ok), 0), COALESCE(SUM(tokens_in), 0), COALESCE(SUM(tokens_out), 0),
@@ -271,5 +338,13 @@ impl PerfStore {
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok());
         Ok(s)
+    }
+}
+
+impl Drop for PerfStore {
+    fn drop(&mut self) {
+        if let Err(e) = self.flush() {
+            tracing::warn!(error = %e, "cannot write the performance DB's last calls");
+        }
     }
 }
