@@ -22,7 +22,7 @@ pub mod quota;
 mod report;
 
 pub use config::{QuotaConfig, SchedulerConfig, Weights};
-pub use report::{CandidateReport, Exclusion, Name, Prediction};
+pub use report::{CandidateReport, Exclusion, Name, Prediction, Ranked};
 
 use crate::providers::{self, LlmProvider, ProviderError};
 use catalog::ModelSpec;
@@ -80,7 +80,7 @@ pub struct Plan {
     pub priority: Priority,
     pub weights: Weights,
     /// Viable model names, best first.
-    pub ranked: Vec<String>,
+    pub ranked: Ranked,
     pub candidates: Vec<CandidateReport>,
 }
 
@@ -127,6 +127,8 @@ pub struct Scheduler {
     index: HashMap<String, usize>,
     /// Each model's name and provider as its decision reports show them.
     names: Vec<(Name, Name)>,
+    /// The models' names, shared by every plan's [`Ranked`].
+    catalog_names: Arc<[String]>,
     providers: HashMap<String, Arc<dyn LlmProvider>>,
     config: SchedulerConfig,
     /// `config.weights` by [`Priority`] (balanced, cost, quality, latency).
@@ -218,10 +220,12 @@ impl Scheduler {
             .iter()
             .map(|m| (Name::new(&m.name), Name::new(&m.provider)))
             .collect();
+        let catalog_names = models.iter().map(|m| m.name.clone()).collect();
         Ok(Scheduler {
             models,
             index,
             names,
+            catalog_names,
             providers,
             config,
             weights,
@@ -282,11 +286,7 @@ impl Scheduler {
             let mut retry_at: Option<Instant> = None;
             {
                 let mut state = self.state.lock().unwrap();
-                for name in plan.ranked.iter().filter(|n| !tried.contains(n)) {
-                    let i = *self
-                        .index
-                        .get(name)
-                        .expect("ranked models are in the catalog");
+                for (i, name) in plan.ranked.positions().filter(|(_, n)| !tried.contains(n)) {
                     let spec = &self.models[i];
                     let admission = match state.health[i].admit(now) {
                         Ok(a) => a,

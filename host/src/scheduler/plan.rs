@@ -154,15 +154,19 @@ impl Scheduler {
             );
         }
         // The pinned model first, then by score (a stable sort: ties keep catalog order).
-        ranked.sort_by(|&a, &b| {
+        let mut keyed: Vec<(usize, Option<f64>)> =
+            ranked.iter().map(|&i| (i, reports[i].score)).collect();
+        keyed.sort_by(|&(a, score_a), &(b, score_b)| {
             let (pin_a, pin_b) = (pinned == Some(a), pinned == Some(b));
             pin_b.cmp(&pin_a).then(
-                reports[b]
-                    .score
-                    .partial_cmp(&reports[a].score)
+                score_b
+                    .partial_cmp(&score_a)
                     .unwrap_or(std::cmp::Ordering::Equal),
             )
         });
+        for (slot, (i, _)) in ranked.iter_mut().zip(keyed) {
+            *slot = i;
+        }
         if let (Some(pin), Some(pin_at)) = (&req.pinned, pinned) {
             let pinned_viable = ranked.first() == Some(&pin_at);
             if !pinned_viable && !req.allow_fallback {
@@ -200,10 +204,7 @@ impl Scheduler {
         Ok(Plan {
             priority: req.priority,
             weights,
-            ranked: ranked
-                .iter()
-                .map(|&i| self.models[i].name.clone())
-                .collect(),
+            ranked: Ranked::new(self.catalog_names.clone(), ranked),
             candidates: reports,
         })
     }
@@ -273,7 +274,7 @@ mod tests {
         let plan = s.plan(&vision).unwrap();
         let lacks = Some(r#"lacks capabilities ["vision"]"#.to_string());
         assert_eq!(excluded(&plan), [lacks.clone(), None, lacks]);
-        assert_eq!(plan.ranked, ["mock-large"]);
+        assert_eq!(plan.ranked.iter().collect::<Vec<_>>(), ["mock-large"]);
 
         let pinned = SchedRequest {
             pinned: Some("mock-fast".into()),
@@ -293,7 +294,11 @@ mod tests {
         let plan = s.plan(&pinned).unwrap();
         let other = Some("another model is pinned".to_string());
         assert_eq!(excluded(&plan), [other.clone(), other, None]);
-        assert_eq!(plan.ranked, ["mock-fast"]);
+        assert_eq!(plan.ranked.iter().collect::<Vec<_>>(), ["mock-fast"]);
+        assert_eq!(
+            serde_json::to_value(&plan).unwrap()["ranked"],
+            serde_json::json!(["mock-fast"])
+        );
 
         let unknown = SchedRequest {
             pinned: Some("gpt-9".into()),

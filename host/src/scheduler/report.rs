@@ -64,6 +64,57 @@ impl Serialize for Name {
     }
 }
 
+/// The viable models of a plan, best first: positions in the catalog, shown (and
+/// serialized) as the models' names, which it shares with the catalog.
+#[derive(Clone)]
+pub struct Ranked {
+    names: Arc<[String]>,
+    order: Vec<usize>,
+}
+
+impl Ranked {
+    pub(super) fn new(names: Arc<[String]>, order: Vec<usize>) -> Ranked {
+        Ranked { names, order }
+    }
+
+    /// The names, best first.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &String> + ExactSizeIterator + Clone {
+        self.order.iter().map(|&i| &self.names[i])
+    }
+
+    /// The best.
+    pub fn first(&self) -> Option<&String> {
+        self.iter().next()
+    }
+
+    /// How many models are viable.
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+
+    /// Catalog position and name of each, best first.
+    pub(super) fn positions(&self) -> impl Iterator<Item = (usize, &String)> {
+        self.order.iter().map(|&i| (i, &self.names[i]))
+    }
+}
+
+impl fmt::Debug for Ranked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl Serialize for Ranked {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter())
+    }
+}
+
 /// How one catalog model fared in a decision.
 #[derive(Clone, Debug, Serialize)]
 pub struct CandidateReport {
