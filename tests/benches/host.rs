@@ -28,6 +28,16 @@
 //! "amortised" (throughput), and latency figures stand beside them.
 //!
 //! `AGENTFLOW_BENCH_ONLY=7,8` (any list of section numbers) runs only those sections.
+//!
+//! Instruction counts: when `valgrind` is on `PATH`, sections 3 and 5 also print the
+//! instructions (callgrind `Ir`, all threads) of one tree and of one resume (of a task
+//! with 1,000 recorded calls), figures that repeat on a noisy machine. The bench runs
+//! itself again under `valgrind --tool=callgrind` for each (`AGENTFLOW_BENCH_CALLGRIND=
+//! tree|replay`, a few minutes each); see `callgrind.rs` for what is counted and how.
+//! Without valgrind those lines say so.
+
+#[path = "callgrind.rs"]
+mod callgrind;
 
 use agentflow::{Host, HostConfig, RunOptions, Status};
 use agentflow_tests::example;
@@ -259,8 +269,7 @@ async fn tree(i: usize) -> (Duration, u64, i64, Vec<Duration>) {
         ..Default::default()
     };
     let start = Instant::now();
-    let r = host
-        .run(agent, r#"{"depth": 2, "fanout": 10, "steps": 5}"#, opts)
+    let r = callgrind::tree(host.run(agent, r#"{"depth": 2, "fanout": 10, "steps": 5}"#, opts))
         .await
         .unwrap();
     let wall = start.elapsed();
@@ -380,7 +389,7 @@ async fn resume_mix(repeats: usize) -> (Duration, Samples, Samples, u64) {
     let toml = "[limits]\nmax_host_calls = 100000\ncpu_ms = 600000\n[budget]\nusd = 1000.0\n";
     let host = host(&dir, toml);
     let agent = host.runtime().load_file(&example("scripted")).unwrap();
-    let n = 10_000;
+    let n = callgrind::replay_calls(10_000);
     let ops = serde_json::Value::Array(
         (0..n)
             .map(|i| match i % 3 {
@@ -408,10 +417,10 @@ async fn resume_mix(repeats: usize) -> (Duration, Samples, Samples, u64) {
     for _ in 0..repeats {
         make_interrupted(&db);
         let start = Instant::now();
-        let resumed = host
-            .resume(&r.run_id, agentflow::ResumeOptions::default())
-            .await
-            .unwrap();
+        let resumed =
+            callgrind::replay(host.resume(&r.run_id, agentflow::ResumeOptions::default()))
+                .await
+                .unwrap();
         library.push(start.elapsed());
         assert_eq!(resumed.output, r.output, "the replay reproduces the run");
     }
@@ -671,6 +680,7 @@ fn main() {
             println!("   per step, amortised throughput (wall/steps) {}", per_step.line());
             println!("   per call latency (ledger timestamps, 1 ms)  {}", latency.line());
             println!("   ledger events written per run               {events:>10}");
+            callgrind::report("3", "tree", "one tree");
         }
         if want("4") {
             let (plan, decide) = decision_latency(1000, 5).await;
@@ -690,6 +700,7 @@ fn main() {
                 rate(library.median()),
                 rate(cli.median())
             );
+            callgrind::report("5", "replay", callgrind::REPLAY_LABEL);
         }
         if want("6") {
             let (per_spawn, n) = spawn_with_10k_tasks().await;

@@ -47,6 +47,10 @@ pub struct VersionChange {
 pub struct Health {
     samples: VecDeque<Sample>,
     window: usize,
+    /// Successful samples in `samples`, and their p95 latency: kept up to date on every
+    /// sample, as every decision reads them for every model.
+    ok_samples: usize,
+    ok_p95: Option<u64>,
     consecutive_failures: u32,
     breaker: Breaker,
     open_until: Option<Instant>,
@@ -89,6 +93,8 @@ impl Health {
         Health {
             samples: VecDeque::new(),
             window: window.max(1),
+            ok_samples: 0,
+            ok_p95: None,
             consecutive_failures: 0,
             breaker: Breaker::Closed,
             open_until: None,
@@ -149,6 +155,8 @@ impl Health {
         while self.samples.len() > self.window {
             self.samples.pop_front();
         }
+        self.ok_samples = self.samples.iter().filter(|s| s.ok).count();
+        self.ok_p95 = self.percentile(0.95);
     }
 
     /// Record a success; returns a version change if the provider reported a new one.
@@ -229,8 +237,8 @@ impl Health {
 
     /// Observed p95 latency once there are at least `min` successful samples.
     pub fn p95_if(&self, min: usize) -> Option<u64> {
-        if self.samples.iter().filter(|s| s.ok).count() >= min {
-            self.percentile(0.95)
+        if self.ok_samples >= min {
+            self.ok_p95
         } else {
             None
         }

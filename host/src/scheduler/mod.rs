@@ -19,8 +19,10 @@ pub mod health;
 pub mod perf;
 mod plan;
 pub mod quota;
+mod report;
 
 pub use config::{QuotaConfig, SchedulerConfig, Weights};
+pub use report::{CandidateReport, Exclusion, Name, Prediction, Ranked};
 
 use crate::providers::{self, LlmProvider, ProviderError};
 use catalog::ModelSpec;
@@ -42,6 +44,18 @@ pub enum Priority {
     Latency,
 }
 
+impl Priority {
+    /// Its name in `[llm.scheduler.weights]`.
+    fn key(self) -> &'static str {
+        match self {
+            Priority::Balanced => "balanced",
+            Priority::Cost => "cost",
+            Priority::Quality => "quality",
+            Priority::Latency => "latency",
+        }
+    }
+}
+
 /// One call as the scheduler sees it.
 #[derive(Clone, Debug, Serialize)]
 pub struct SchedRequest {
@@ -60,31 +74,13 @@ pub struct SchedRequest {
     pub budget_remaining: f64,
 }
 
-/// How one catalog model fared in a decision.
-#[derive(Clone, Debug, Serialize)]
-pub struct CandidateReport {
-    pub model: String,
-    pub provider: String,
-    pub score: Option<f64>,
-    pub cost_score: f64,
-    pub quality_score: f64,
-    pub latency_score: f64,
-    pub predicted_output_tokens: u64,
-    pub prediction: String,
-    pub predicted_cost_usd: f64,
-    pub worst_case_cost_usd: f64,
-    pub latency_ms: u64,
-    pub quality: f64,
-    pub excluded: Option<String>,
-}
-
 /// The ranked viable models for a call, and the report of every candidate.
 #[derive(Clone, Debug, Serialize)]
 pub struct Plan {
     pub priority: Priority,
     pub weights: Weights,
     /// Viable model names, best first.
-    pub ranked: Vec<String>,
+    pub ranked: Ranked,
     pub candidates: Vec<CandidateReport>,
 }
 
@@ -117,17 +113,26 @@ pub enum SchedError {
     BudgetExceeded(String),
 }
 
+/// What changes between calls. Per-model state is indexed like the catalog.
 struct State {
-    health: HashMap<String, Health>,
-    model_quota: HashMap<String, Window>,
+    health: Vec<Health>,
+    model_quota: Vec<Window>,
     provider_quota: HashMap<String, Window>,
 }
 
 /// The scheduler of one host (shared by all its runs).
 pub struct Scheduler {
     models: Vec<ModelSpec>,
+    /// Catalog position by model name.
+    index: HashMap<String, usize>,
+    /// Each model's name and provider as its decision reports show them.
+    names: Vec<(Name, Name)>,
+    /// The models' names, shared by every plan's [`Ranked`].
+    catalog_names: Arc<[String]>,
     providers: HashMap<String, Arc<dyn LlmProvider>>,
     config: SchedulerConfig,
+    /// `config.weights` by [`Priority`] (balanced, cost, quality, latency).
+    weights: [Weights; 4],
     state: Mutex<State>,
     perf: PerfDb,
 }
@@ -157,8 +162,8 @@ impl Scheduler {
         }
         let window = Duration::from_millis(config.quota_window_ms.max(1));
         let mut state = State {
-            health: HashMap::new(),
-            model_quota: HashMap::new(),
+            health: Vec::with_capacity(models.len()),
+            model_quota: Vec::with_capacity(models.len()),
             provider_quota: HashMap::new(),
         };
         for (i, m) in models.iter().enumerate() {
@@ -181,27 +186,49 @@ impl Scheduler {
                     m.name
                 );
             }
-            state
-                .health
-                .insert(m.name.clone(), Health::new(config.health_window));
-            state
-                .model_quota
-                .insert(m.name.clone(), Window::new(m.tpm, m.rpm, window));
+            state.health.push(Health::new(config.health_window));
+            state.model_quota.push(Window::new(m.tpm, m.rpm, window));
         }
         for (name, q) in quotas {
             state
                 .provider_quota
                 .insert(name.clone(), Window::new(q.tpm, q.rpm, window));
         }
-        for p in ["balanced", "cost", "quality", "latency"] {
-            if !config.weights.contains_key(p) {
-                anyhow::bail!("[llm.scheduler.weights] is missing `{p}`");
-            }
+        let mut weights = [Weights {
+            cost: 0.0,
+            quality: 0.0,
+            latency: 0.0,
+        }; 4];
+        for p in [
+            Priority::Balanced,
+            Priority::Cost,
+            Priority::Quality,
+            Priority::Latency,
+        ] {
+            let key = p.key();
+            let Some(w) = config.weights.get(key) else {
+                anyhow::bail!("[llm.scheduler.weights] is missing `{key}`");
+            };
+            weights[p as usize] = *w;
         }
+        let index = models
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.name.clone(), i))
+            .collect();
+        let names = models
+            .iter()
+            .map(|m| (Name::new(&m.name), Name::new(&m.provider)))
+            .collect();
+        let catalog_names = models.iter().map(|m| m.name.clone()).collect();
         Ok(Scheduler {
             models,
+            index,
+            names,
+            catalog_names,
             providers,
             config,
+            weights,
             state: Mutex::new(state),
             perf,
         })
@@ -214,7 +241,7 @@ impl Scheduler {
 
     /// A model of the catalog.
     pub fn model(&self, name: &str) -> Option<&ModelSpec> {
-        self.models.iter().find(|m| m.name == name)
+        self.index.get(name).map(|&i| &self.models[i])
     }
 
     /// The provider that serves `model`.
@@ -239,13 +266,7 @@ impl Scheduler {
     }
 
     fn weights(&self, p: Priority) -> Weights {
-        let key = match p {
-            Priority::Balanced => "balanced",
-            Priority::Cost => "cost",
-            Priority::Quality => "quality",
-            Priority::Latency => "latency",
-        };
-        self.config.weights[key]
+        self.weights[p as usize]
     }
 
     /// Reserve quota on the best ranked model that has room (skipping `tried`); wait up
@@ -265,39 +286,29 @@ impl Scheduler {
             let mut retry_at: Option<Instant> = None;
             {
                 let mut state = self.state.lock().unwrap();
-                for name in plan.ranked.iter().filter(|n| !tried.contains(n)) {
-                    let spec = self.model(name).expect("ranked models are in the catalog");
-                    let admission = match state.health.get_mut(name).expect("health").admit(now) {
+                for (i, name) in plan.ranked.positions().filter(|(_, n)| !tried.contains(n)) {
+                    let spec = &self.models[i];
+                    let admission = match state.health[i].admit(now) {
                         Ok(a) => a,
                         Err(why) => {
                             skipped.push((name.clone(), why.to_string()));
                             continue;
                         }
                     };
-                    let model_check = state
-                        .model_quota
-                        .get_mut(name)
-                        .expect("quota")
-                        .check(tokens, now);
+                    let model_check = state.model_quota[i].check(tokens, now);
                     let provider_check = match state.provider_quota.get_mut(&spec.provider) {
                         Some(w) => w.check(tokens, now),
                         None => Ok(()),
                     };
                     match (model_check, provider_check) {
                         (Ok(()), Ok(())) => {
-                            let model_quota = Some(
-                                state
-                                    .model_quota
-                                    .get_mut(name)
-                                    .expect("quota")
-                                    .add(tokens, now),
-                            );
+                            let model_quota = Some(state.model_quota[i].add(tokens, now));
                             let provider_quota = state
                                 .provider_quota
                                 .get_mut(&spec.provider)
                                 .map(|w| w.add(tokens, now));
                             if admission == Admission::Probe {
-                                state.health.get_mut(name).expect("health").take_probe();
+                                state.health[i].take_probe();
                             }
                             return Ok(Grant {
                                 model: name.clone(),
@@ -342,7 +353,11 @@ impl Scheduler {
     }
 
     fn reconcile(&self, state: &mut State, grant: &Grant, actual_tokens: u64) {
-        if let (Some(id), Some(w)) = (grant.model_quota, state.model_quota.get_mut(&grant.model)) {
+        let window = self
+            .index
+            .get(&grant.model)
+            .map(|&i| &mut state.model_quota[i]);
+        if let (Some(id), Some(w)) = (grant.model_quota, window) {
             w.reconcile(id, actual_tokens);
         }
         if let (Some(id), Some(w)) = (
@@ -353,8 +368,13 @@ impl Scheduler {
         }
     }
 
-    fn save_health(&self, state: &State, model: &str) {
-        if let Some(h) = state.health.get(model)
+    /// A model's health, if it is in the catalog.
+    fn health<'s>(&self, state: &'s mut State, model: &str) -> Option<&'s mut Health> {
+        self.index.get(model).map(|&i| &mut state.health[i])
+    }
+
+    fn save_health(&self, state: &mut State, model: &str) {
+        if let Some(h) = self.health(state, model)
             && let Ok(v) = serde_json::to_value(h.view(Instant::now()))
         {
             self.perf.save_health(model, &v);
@@ -377,11 +397,10 @@ impl Scheduler {
             grant,
             (reply.input_tokens + reply.output_tokens) as u64,
         );
-        let change = state
-            .health
-            .get_mut(&grant.model)
+        let change = self
+            .health(&mut state, &grant.model)
             .and_then(|h| h.success(&grant.model, latency, &reply.model));
-        self.save_health(&state, &grant.model);
+        self.save_health(&mut state, &grant.model);
         drop(state);
         if let Some(c) = &change {
             self.perf.record_version(&c.model, &c.previous, &c.observed);
@@ -417,7 +436,7 @@ impl Scheduler {
             }
             _ => None,
         };
-        if let Some(h) = state.health.get_mut(&grant.model) {
+        if let Some(h) = self.health(&mut state, &grant.model) {
             h.failure(
                 latency,
                 retry_after,
@@ -426,7 +445,7 @@ impl Scheduler {
                 Duration::from_millis(self.config.breaker_cooldown_ms),
             );
         }
-        self.save_health(&state, &grant.model);
+        self.save_health(&mut state, &grant.model);
         drop(state);
         self.perf.record_call(&perf::CallStat {
             model: &grant.model,
@@ -446,7 +465,7 @@ impl Scheduler {
         let mut state = self.state.lock().unwrap();
         self.reconcile(&mut state, grant, 0);
         if grant.probe
-            && let Some(h) = state.health.get_mut(&grant.model)
+            && let Some(h) = self.health(&mut state, &grant.model)
         {
             h.release_probe();
         }
@@ -461,17 +480,15 @@ impl Scheduler {
     pub fn status(&self) -> Vec<ModelStatus> {
         let now = Instant::now();
         let mut state = self.state.lock().unwrap();
+        let aggregates = self.perf_aggregates();
         self.models
             .iter()
-            .map(|m| {
-                let (quota_tokens_used, quota_requests_used) = state
-                    .model_quota
-                    .get_mut(&m.name)
-                    .map(|w| w.usage(now))
-                    .unwrap_or((0, 0));
+            .enumerate()
+            .map(|(i, m)| {
+                let (quota_tokens_used, quota_requests_used) = state.model_quota[i].usage(now);
                 let mut stats = perf::Aggregate::default();
-                for ((model, _), agg) in self.perf_aggregates() {
-                    if model == m.name {
+                for ((model, _), agg) in &aggregates {
+                    if *model == m.name {
                         stats.calls += agg.calls;
                         stats.errors += agg.errors;
                         stats.tokens_in += agg.tokens_in;
@@ -482,7 +499,7 @@ impl Scheduler {
                 }
                 ModelStatus {
                     spec: m.clone(),
-                    health: state.health[&m.name].view(now),
+                    health: state.health[i].view(now),
                     quota_tokens_used,
                     quota_requests_used,
                     stats,

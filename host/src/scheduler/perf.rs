@@ -5,8 +5,10 @@
 //! scores through [`PerfDb::record_quality`]; version changes reported by providers are
 //! kept too. The scheduler predicts a call's tokens from the history of the same model
 //! and task type, and blends quality scores into the model's prior. Aggregates live in
-//! memory (loaded at open) so a decision never waits for SQL. This is statistics, not
-//! the write-ahead record — `synchronous = NORMAL` is enough here.
+//! memory (loaded at open) so a decision never waits for SQL; a decision reads them
+//! for every model of the catalog under one lock ([`PerfDb::read`]), without building
+//! keys. This is statistics, not the write-ahead record — `synchronous = NORMAL` is
+//! enough here.
 
 use crate::ledger::perf::PerfStore;
 pub use crate::ledger::perf::{Aggregate, CallStat, StoredStats};
@@ -18,8 +20,39 @@ use std::sync::Mutex;
 pub struct PerfDb {
     path: PathBuf,
     store: Mutex<PerfStore>,
-    calls: Mutex<HashMap<(String, String), Aggregate>>,
+    /// Call totals by task type, then model.
+    calls: Mutex<HashMap<String, HashMap<String, Aggregate>>>,
+    /// Quality scores by model: how many, and their sum.
     quality: Mutex<HashMap<String, (u64, f64)>>,
+}
+
+/// The history of every model on one task type, as one decision reads it.
+pub struct History<'a> {
+    calls: Option<&'a HashMap<String, Aggregate>>,
+    quality: &'a HashMap<String, (u64, f64)>,
+}
+
+impl History<'_> {
+    /// History of a model on the task type.
+    pub fn aggregate(&self, model: &str) -> Aggregate {
+        self.calls
+            .and_then(|c| c.get(model))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Quality of a model, as [`PerfDb::quality`].
+    pub fn quality(&self, model: &str, prior: f64) -> f64 {
+        blend(prior, self.quality.get(model))
+    }
+}
+
+/// The prior blended with recorded scores (the prior counts as two scores).
+fn blend(prior: f64, scores: Option<&(u64, f64)>) -> f64 {
+    match scores {
+        Some((n, sum)) => (prior * 2.0 + sum) / (2.0 + *n as f64),
+        None => prior,
+    }
 }
 
 /// Path of the performance DB that goes with a ledger file.
@@ -37,11 +70,13 @@ impl PerfDb {
         let store = PerfStore::open(path)
             .map_err(|e| anyhow::anyhow!("cannot open performance DB {}: {e}", path.display()))?;
         store.create_tables()?;
-        let calls: HashMap<_, _> = store
-            .call_totals()?
-            .into_iter()
-            .map(|t| ((t.model, t.task_type), t.totals))
-            .collect();
+        let mut calls: HashMap<String, HashMap<String, Aggregate>> = HashMap::new();
+        for t in store.call_totals()? {
+            calls
+                .entry(t.task_type)
+                .or_default()
+                .insert(t.model, t.totals);
+        }
         let quality: HashMap<_, _> = store
             .quality_totals()?
             .into_iter()
@@ -64,9 +99,14 @@ impl PerfDb {
     pub fn record_call(&self, stat: &CallStat<'_>) {
         {
             let mut calls = self.calls.lock().unwrap();
-            let agg = calls
-                .entry((stat.model.to_string(), stat.task_type.to_string()))
-                .or_default();
+            if !calls.contains_key(stat.task_type) {
+                calls.insert(stat.task_type.to_string(), HashMap::new());
+            }
+            let models = calls.get_mut(stat.task_type).expect("inserted above");
+            if !models.contains_key(stat.model) {
+                models.insert(stat.model.to_string(), Aggregate::default());
+            }
+            let agg = models.get_mut(stat.model).expect("inserted above");
             agg.calls += 1;
             agg.errors += u64::from(!stat.ok);
             agg.tokens_in += stat.tokens_in;
@@ -123,17 +163,26 @@ impl PerfDb {
         self.calls
             .lock()
             .unwrap()
-            .get(&(model.to_string(), task_type.to_string()))
+            .get(task_type)
+            .and_then(|c| c.get(model))
             .copied()
             .unwrap_or_default()
     }
 
     /// Quality: the prior blended with recorded scores (the prior counts as two scores).
     pub fn quality(&self, model: &str, prior: f64) -> f64 {
-        match self.quality.lock().unwrap().get(model) {
-            Some((n, sum)) => (prior * 2.0 + sum) / (2.0 + *n as f64),
-            None => prior,
-        }
+        blend(prior, self.quality.lock().unwrap().get(model))
+    }
+
+    /// Call `f` with the history of every model on `task_type` (call totals and quality
+    /// scores, each locked once for all models).
+    pub fn read<R>(&self, task_type: &str, f: impl FnOnce(&History<'_>) -> R) -> R {
+        let calls = self.calls.lock().unwrap();
+        let quality = self.quality.lock().unwrap();
+        f(&History {
+            calls: calls.get(task_type),
+            quality: &quality,
+        })
     }
 }
 
@@ -144,7 +193,11 @@ impl PerfDb {
             .lock()
             .unwrap()
             .iter()
-            .map(|(k, v)| (k.clone(), *v))
+            .flat_map(|(task_type, models)| {
+                models
+                    .iter()
+                    .map(|(model, agg)| ((model.clone(), task_type.clone()), *agg))
+            })
             .collect()
     }
 }
