@@ -340,6 +340,7 @@ impl Host {
             tracing::info!(run = %run_id, orphans, "cancelled children the root did not wait for");
         }
         ledger::fault::point("root-finished");
+        self.scheduler.flush_stats();
         let (status, output, error) = match outcome {
             TaskOutcome::Completed(o) => (Status::Completed, Some(o), None),
             TaskOutcome::Failed(e) => (Status::Failed, None, Some(e)),

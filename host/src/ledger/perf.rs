@@ -108,13 +108,16 @@ pub struct StoredStats {
 
 /// An open performance DB.
 ///
-/// Finished calls are buffered and inserted in one transaction per [`FLUSH_ROWS`]
-/// calls or [`FLUSH_AFTER`] (checked at the next call), and when the store is dropped:
+/// Finished calls (and health snapshots) are buffered and inserted in one transaction
+/// per [`FLUSH_ROWS`] calls or [`FLUSH_AFTER`] (checked at the next call), at the end
+/// of each run, and when the store is dropped:
 /// an LLM call on the agents' path costs a push, not a commit. A crash loses at most
 /// the buffered statistics, which only inform the scheduler's estimates.
 pub struct PerfStore {
     conn: Connection,
     pending: std::cell::RefCell<Vec<PendingCall>>,
+    /// Each model's latest health snapshot not yet written, with its time.
+    pending_health: std::cell::RefCell<std::collections::HashMap<String, (String, i64)>>,
     flushed_at: std::cell::Cell<std::time::Instant>,
 }
 
@@ -198,6 +201,7 @@ impl PerfStore {
         PerfStore {
             conn,
             pending: Default::default(),
+            pending_health: Default::default(),
             flushed_at: std::cell::Cell::new(std::time::Instant::now()),
         }
     }
@@ -229,7 +233,8 @@ impl PerfStore {
     pub fn flush(&self) -> SqlResult<()> {
         self.flushed_at.set(std::time::Instant::now());
         let pending = std::mem::take(&mut *self.pending.borrow_mut());
-        if pending.is_empty() {
+        let health = std::mem::take(&mut *self.pending_health.borrow_mut());
+        if pending.is_empty() && health.is_empty() {
             return Ok(());
         }
         let tx = self.conn.unchecked_transaction()?;
@@ -250,6 +255,13 @@ impl PerfStore {
                     c.cost_usd,
                     c.at
                 ])?;
+            }
+            let mut upsert = tx.prepare_cached(
+                "INSERT INTO health (model, snapshot, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (model) DO UPDATE SET snapshot = excluded.snapshot, updated_at = excluded.updated_at",
+            )?;
+            for (model, (snapshot, at)) in &health {
+                upsert.execute(params![model, snapshot, at])?;
             }
         }
         tx.commit()
@@ -280,12 +292,13 @@ impl PerfStore {
     }
 
     /// Save a model's health snapshot (JSON), replacing the previous one.
+    ///
+    /// Buffered like finished calls: only each model's latest snapshot is written, at
+    /// the next flush.
     pub fn save_health(&self, model: &str, snapshot: &serde_json::Value) -> SqlResult<()> {
-        self.conn.execute(
-            "INSERT INTO health (model, snapshot, updated_at) VALUES (?1, ?2, ?3)
-             ON CONFLICT (model) DO UPDATE SET snapshot = excluded.snapshot, updated_at = excluded.updated_at",
-            params![model, snapshot.to_string(), now_ms()],
-        )?;
+        self.pending_health
+            .borrow_mut()
+            .insert(model.to_string(), (snapshot.to_string(), now_ms()));
         Ok(())
     }
 

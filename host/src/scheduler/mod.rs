@@ -509,6 +509,11 @@ impl Scheduler {
             .collect()
     }
 
+    /// Write the performance statistics buffered so far (see `ledger::perf::PerfStore`).
+    pub fn flush_stats(&self) {
+        self.perf.flush();
+    }
+
     fn perf_aggregates(&self) -> Vec<((String, String), perf::Aggregate)> {
         self.perf.all_aggregates()
     }

@@ -153,6 +153,14 @@ impl PerfDb {
             .insert_version(model, previous, observed);
     }
 
+    /// Write the buffered finished calls now (the end of a run), so other processes
+    /// (`agentflow models`) see them.
+    pub fn flush(&self) {
+        if let Err(e) = self.store.lock().unwrap().flush() {
+            tracing::warn!(error = %e, "cannot write performance DB");
+        }
+    }
+
     /// Save a model's health snapshot (JSON) for `agentflow models`.
     pub fn save_health(&self, model: &str, snapshot: &serde_json::Value) {
         let _ = self.store.lock().unwrap().save_health(model, snapshot);
