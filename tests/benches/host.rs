@@ -165,9 +165,9 @@ fn host(dir: &std::path::Path, toml: &str) -> Host {
     Host::new(config, dir.join("bench.db")).unwrap()
 }
 
-async fn host_start(iterations: u32) -> Samples {
+async fn host_start(iterations: u32, toml: &str) -> Samples {
     let dir = scratch("start");
-    let host = host(&dir, "");
+    let host = host(&dir, toml);
     let agent = host.runtime().load_file(&example("scripted")).unwrap();
     for _ in 0..10 {
         host.run(agent.clone(), "[]", RunOptions::default())
@@ -214,19 +214,24 @@ async fn cold_start(iterations: u32) -> Samples {
 
 /// Amortised cost of one host call: the slope between a run with no calls and one with
 /// `n`, measured `repeats` times.
-async fn call_round_trip(op: serde_json::Value, n: usize, repeats: usize) -> Samples {
+async fn call_round_trip(
+    op: serde_json::Value,
+    n: usize,
+    repeats: usize,
+    extra_toml: &str,
+) -> Samples {
     let mut samples = Vec::new();
     for _ in 0..repeats {
-        samples.push(call_slope(op.clone(), n).await);
+        samples.push(call_slope(op.clone(), n, extra_toml).await);
     }
     Samples(samples)
 }
 
-async fn call_slope(op: serde_json::Value, n: usize) -> Duration {
+async fn call_slope(op: serde_json::Value, n: usize, extra_toml: &str) -> Duration {
     let dir = scratch("calls");
     let host = host(
         &dir,
-        "[limits]\nmax_host_calls = 100000\ncpu_ms = 600000\n[budget]\nusd = 100.0\n",
+        &format!("[limits]\nmax_host_calls = 100000\ncpu_ms = 600000\n[budget]\nusd = 100.0\n{extra_toml}"),
     );
     let agent = host.runtime().load_file(&example("scripted")).unwrap();
     let ops = |k: usize| serde_json::Value::Array(vec![op.clone(); k]).to_string();
@@ -249,20 +254,23 @@ async fn call_slope(op: serde_json::Value, n: usize) -> Duration {
 
 /// The tree `repeats` times: wall times, tasks, events of the last run, and the
 /// per-call latencies (LLM and tool calls) from the last run's ledger timestamps.
-async fn trees(repeats: usize) -> (Samples, u64, i64, Samples) {
+async fn trees(repeats: usize, extra_toml: &str) -> (Samples, u64, i64, Samples) {
     let mut walls = Vec::new();
     let (mut tasks, mut events, mut latencies) = (0, 0, Vec::new());
     for i in 0..repeats {
-        let (wall, t, e, lat) = tree(i).await;
+        let (wall, t, e, lat) = tree(i, extra_toml).await;
         walls.push(wall);
         (tasks, events, latencies) = (t, e, lat);
     }
     (Samples(walls), tasks, events, Samples(latencies))
 }
 
-async fn tree(i: usize) -> (Duration, u64, i64, Vec<Duration>) {
+async fn tree(i: usize, extra_toml: &str) -> (Duration, u64, i64, Vec<Duration>) {
     let dir = scratch(&format!("tree-{i}"));
-    let host = host(&dir, "[limits]\nmax_tasks = 200\n[budget]\nusd = 100.0\n");
+    let host = host(
+        &dir,
+        &format!("[limits]\nmax_tasks = 200\n[budget]\nusd = 100.0\n{extra_toml}"),
+    );
     let agent = host.runtime().load_file(&example("fanout")).unwrap();
     let opts = RunOptions {
         grants: vec!["kv".into()],
@@ -636,6 +644,16 @@ async fn merge_10_children(i: usize) -> (Duration, Vec<Duration>) {
     (joins, classify)
 }
 
+/// `[ledger] sync = "normal"`: no fsync on commit (process crashes only).
+const SYNC_NORMAL: &str = "[ledger]\nsync = \"normal\"\n";
+/// The tree with its concurrency limit raised above its size (default 16).
+const WIDE: &str = "[constraints]\nmax_concurrent_tasks = 128\n";
+
+/// Print a figure's target and the figure it replaces (this machine, before issue 18).
+fn was(target: &str, before: &str) {
+    println!("      target {target}; was {before}");
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -652,40 +670,56 @@ fn main() {
         let want = |n: &str| only.is_empty() || only.split(',').any(|s| s.trim() == n);
         if want("1") {
             let raw = raw_start(2000).await;
-            let warm = host_start(300).await;
+            let warm = host_start(300, "").await;
+            let warm_normal = host_start(300, SYNC_NORMAL).await;
             let cold = cold_start(20).await;
+            let target = raw.median() * 2 + Duration::from_micros(150);
             println!("1. agent start (instantiate + trivial run), latency per start");
             println!("   raw wasmtime InstancePre + pooling         {}", raw.line());
-            println!("   Host::run on a running host (durable rows)  {}", warm.line());
+            println!("   Host::run on a running host (durable run)   {}", warm.line());
+            was(&format!("≤ 2× raw + 150 µs = {}; the run's end is one fsync", fmt(target)), "2.51 ms");
+            println!("   Host::run, [ledger] sync = \"normal\"        {}", warm_normal.line());
+            was(&format!("≤ {}", fmt(target)), "2.51 ms (sync full)");
             println!("   Host::new + component load (cache) + run    {}", cold.line());
         }
         if want("2") {
-            let log = call_round_trip(serde_json::json!({"log": "x"}), 2000, 5).await;
-            let llm = call_round_trip(
-                serde_json::json!({"llm": {"prompt": "hi", "max_tokens": 16}}),
-                1000,
-                5,
-            )
-            .await;
+            let log_op = serde_json::json!({"log": "x"});
+            let llm_op = serde_json::json!({"llm": {"prompt": "hi", "max_tokens": 16}});
+            let log = call_round_trip(log_op.clone(), 10_000, 5, "").await;
+            let llm = call_round_trip(llm_op.clone(), 1000, 5, "").await;
+            let log_normal = call_round_trip(log_op, 10_000, 5, SYNC_NORMAL).await;
+            let llm_normal = call_round_trip(llm_op, 1000, 5, SYNC_NORMAL).await;
             println!("2. host-call round trip, durable ledger on; amortised per call (slope of a run with N calls over one with none)");
-            println!("   trace.log (N=2000)                          {}", log.line());
+            println!("   trace.log (N=10000)                         {}", log.line());
+            was("≤ 5 µs", "141 µs (N=2000)");
             println!("   llm.complete, mock provider (N=1000)        {}", llm.line());
+            was("≤ 25 µs", "542.7 µs");
+            println!("   trace.log, sync = \"normal\"                 {}", log_normal.line());
+            println!("   llm.complete, sync = \"normal\"              {}", llm_normal.line());
         }
         if want("3") {
-            let (walls, tasks, events, latency) = trees(3).await;
+            let (walls, tasks, events, latency) = trees(3, "").await;
             let steps = tasks as u32 * 5;
             let per_step = Samples(walls.0.iter().map(|w| *w / steps).collect());
+            let (normal, ..) = trees(3, SYNC_NORMAL).await;
+            let (wide, ..) = trees(3, WIDE).await;
+            let (wide_normal, ..) = trees(3, &format!("{WIDE}{SYNC_NORMAL}")).await;
             println!("3. tree of {tasks} agents × 5 steps (mock LLM + kv tool), durable ledger on");
             println!("   total wall time                             {}", walls.line());
+            was("≤ 25 ms", "277.7 ms");
             println!("   per step, amortised throughput (wall/steps) {}", per_step.line());
             println!("   per call latency (ledger timestamps, 1 ms)  {}", latency.line());
             println!("   ledger events written per run               {events:>10}");
+            println!("   total wall time, sync = \"normal\"          {}", normal.line());
+            println!("   total, max_concurrent_tasks = 128           {}", wide.line());
+            println!("   total, 128 concurrent, sync = \"normal\"    {}", wide_normal.line());
             callgrind::report("3", "tree", "one tree");
         }
         if want("4") {
             let (plan, decide) = decision_latency(1000, 5).await;
             println!("4. scheduler decision, 50 models in the catalog; amortised over batches of 1000");
             println!("   plan (filter, predict, score)               {}", plan.line());
+            was("≤ 15 µs", "20.4 µs");
             println!("   plan + quota reservation + release          {}", decide.line());
         }
         if want("5") {
