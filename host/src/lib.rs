@@ -75,7 +75,6 @@ use scheduler::Scheduler;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
 use supervisor::{RunContext, TaskOutcome};
 use tools::{Tool, ToolSet};
 
@@ -205,7 +204,6 @@ impl Host {
         input: &str,
         opts: RunOptions,
     ) -> anyhow::Result<RunReport> {
-        let started = Instant::now();
         let mut limits = self.config.limits.clone();
         if let Some(d) = opts.max_depth {
             limits.max_depth = d;
@@ -267,7 +265,7 @@ impl Host {
         let root_task = run.register_root(&agent.component_ref(), input);
         let root = root_task.task_id;
         self.ledger.create_run(new_run, root_task).await?;
-        self.run_root(run, root, agent, input, started).await
+        self.run_root(run, root, agent, input).await
     }
 
     /// Execute root task `root` live from `input`, then conclude the run.
@@ -277,7 +275,6 @@ impl Host {
         root: u64,
         agent: Arc<LoadedAgent>,
         input: &str,
-        started: Instant,
     ) -> anyhow::Result<RunReport> {
         let slot = run.take_slot().await;
         let start = supervisor::TaskStart {
@@ -289,7 +286,7 @@ impl Host {
             slot,
         };
         let outcome = run.runner.run_task(run.clone(), start).await;
-        self.conclude(run, started, outcome).await
+        self.conclude(run, outcome).await
     }
 
     fn run_context(
@@ -316,7 +313,6 @@ impl Host {
     async fn conclude(
         &self,
         run: Arc<RunContext>,
-        started: Instant,
         outcome: TaskOutcome,
     ) -> anyhow::Result<RunReport> {
         let run_id = run.run_id.clone();
@@ -332,8 +328,8 @@ impl Host {
             serde_json::json!({ "limit_usd": limit, "spent_usd": spent, "peak_committed_usd": peak }),
         );
         self.ledger.record(summary).await?;
-        // Committed without an fsync: the run's end below is the barrier.
-        run.finish_as(1, outcome.clone(), ledger::Commit::Visible)
+        // Not waited for: the run's end below, durable, is its barrier.
+        run.finish_as(1, outcome.clone(), ledger::Commit::Buffered)
             .await;
         let orphans = run.cancel_unfinished().await;
         if orphans > 0 {
@@ -346,32 +342,25 @@ impl Host {
             TaskOutcome::Failed(e) => (Status::Failed, None, Some(e)),
             TaskOutcome::Cancelled => (Status::Cancelled, None, None),
         };
-        self.ledger
+        let totals = self
+            .ledger
             .finish_run(run_id.clone(), status, output.clone(), error.clone())
-            .await?;
-        let (row, copied) = self.ledger.with_reader(|reader| {
-            let row = ledger::query::run(reader, &run_id)?;
-            let copied = ledger::fork::copied_cost(reader, &run_id)?;
-            anyhow::Ok((row, copied))
-        })??;
-        let row = row.ok_or_else(|| anyhow::anyhow!("run {run_id} vanished from the ledger"))?;
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("run {run_id} vanished from the ledger"))?;
         Ok(RunReport {
             run_id,
             status,
             output,
             error,
             tasks: run.task_count(),
-            tokens: (row.tokens_in + row.tokens_out) as u64,
-            tokens_in: row.tokens_in as u64,
-            tokens_out: row.tokens_out as u64,
-            cost_usd: row.cost_usd,
-            copied_cost_usd: copied,
-            new_cost_usd: (row.cost_usd - copied).max(0.0),
+            tokens: (totals.tokens_in + totals.tokens_out) as u64,
+            tokens_in: totals.tokens_in as u64,
+            tokens_out: totals.tokens_out as u64,
+            cost_usd: totals.cost_usd,
+            copied_cost_usd: totals.copied_cost_usd,
+            new_cost_usd: (totals.cost_usd - totals.copied_cost_usd).max(0.0),
             // The ledger's own start and end, so `inspect` shows the same duration.
-            duration_ms: row
-                .finished_at
-                .map(|end| (end - row.started_at).max(0) as u64)
-                .unwrap_or_else(|| started.elapsed().as_millis() as u64),
+            duration_ms: (totals.finished_at - totals.started_at).max(0) as u64,
         })
     }
 }

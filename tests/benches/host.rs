@@ -231,7 +231,9 @@ async fn call_slope(op: serde_json::Value, n: usize, extra_toml: &str) -> Durati
     let dir = scratch("calls");
     let host = host(
         &dir,
-        &format!("[limits]\nmax_host_calls = 100000\ncpu_ms = 600000\n[budget]\nusd = 100.0\n{extra_toml}"),
+        &format!(
+            "[limits]\nmax_host_calls = 100000\ncpu_ms = 600000\n[budget]\nusd = 100.0\n{extra_toml}"
+        ),
     );
     let agent = host.runtime().load_file(&example("scripted")).unwrap();
     let ops = |k: usize| serde_json::Value::Array(vec![op.clone(); k]).to_string();

@@ -99,6 +99,18 @@ pub struct NewRun {
     pub component: std::sync::Arc<[u8]>,
 }
 
+/// A run's totals as recorded with its end ([`Ledger::finish_run`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RunTotals {
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+    pub cost_usd: f64,
+    pub started_at: i64,
+    pub finished_at: i64,
+    /// What the events a fork copied into the run cost the original run.
+    pub copied_cost_usd: f64,
+}
+
 /// A new task of a run.
 #[derive(Clone, Debug)]
 pub struct NewTask {
@@ -527,8 +539,10 @@ impl Ledger {
 
     /// Record a new run together with its root task, in one transaction (one
     /// commit): a run is never on disk without the task that resume starts from.
-    /// The commit is [`Commit::Visible`]: nothing outside the host depends on a run's
-    /// start, and its first effect (or its end) makes it durable.
+    /// The commit is [`Commit::Visible`] — committed before the agent starts, so a
+    /// crash at any later point leaves a run to resume, but not fsynced: nothing
+    /// outside the host depends on a run's start, and its first effect (or its end)
+    /// makes it durable.
     pub async fn create_run(&self, run: NewRun, root: NewTask) -> Result<(), LedgerError> {
         self.write_as(Commit::Visible, move |w| {
             w.put_blob_hashed(&run.component_hash, &run.component)?;
@@ -542,24 +556,46 @@ impl Ledger {
         .await
     }
 
-    /// Record the end of a run with its totals (summed over its tasks).
+    /// Record the end of a run with its totals (summed over its tasks), durably, and
+    /// return them as stored — `None` if the run is not in the ledger.
     pub async fn finish_run(
         &self,
         run_id: String,
         status: Status,
         output: Option<String>,
         error: Option<String>,
-    ) -> Result<(), LedgerError> {
+    ) -> Result<Option<RunTotals>, LedgerError> {
         self.write(move |w| {
-            w.conn.execute(
-                "UPDATE runs SET status = ?2, output = ?3, error = ?4, finished_at = ?5,
-                    tokens_in = (SELECT COALESCE(SUM(tokens_in), 0) FROM tasks WHERE run_id = ?1),
-                    tokens_out = (SELECT COALESCE(SUM(tokens_out), 0) FROM tasks WHERE run_id = ?1),
-                    cost_usd = (SELECT COALESCE(SUM(cost_usd), 0) FROM tasks WHERE run_id = ?1)
-                 WHERE run_id = ?1",
-                params![run_id, status.as_str(), output, error, now_ms()],
-            )?;
-            Ok(())
+            let totals = w
+                .conn
+                .prepare_cached(
+                    "UPDATE runs SET status = ?2, output = ?3, error = ?4, finished_at = ?5,
+                        tokens_in = (SELECT COALESCE(SUM(tokens_in), 0) FROM tasks WHERE run_id = ?1),
+                        tokens_out = (SELECT COALESCE(SUM(tokens_out), 0) FROM tasks WHERE run_id = ?1),
+                        cost_usd = (SELECT COALESCE(SUM(cost_usd), 0) FROM tasks WHERE run_id = ?1)
+                     WHERE run_id = ?1
+                     RETURNING tokens_in, tokens_out, cost_usd, started_at, finished_at",
+                )?
+                .query_row(
+                    params![run_id, status.as_str(), output, error, now_ms()],
+                    |r| {
+                        Ok(RunTotals {
+                            tokens_in: r.get(0)?,
+                            tokens_out: r.get(1)?,
+                            cost_usd: r.get(2)?,
+                            started_at: r.get(3)?,
+                            finished_at: r.get(4)?,
+                            copied_cost_usd: 0.0,
+                        })
+                    },
+                );
+            let mut totals = match totals {
+                Ok(t) => t,
+                Err(rusqlite::Error::QueryReturnedNoRows) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            totals.copied_cost_usd = fork::copied_cost(&w.conn, &run_id)?;
+            Ok(Some(totals))
         })
         .await
     }
@@ -617,7 +653,7 @@ impl Ledger {
         events: Vec<EventRecord>,
         commit: Commit,
     ) -> Result<(), LedgerError> {
-        self.write_as(commit, move |w| {
+        let write = move |w: &mut Writer| {
             for e in events {
                 w.append_event(e)?;
             }
@@ -631,8 +667,12 @@ impl Ledger {
             ])?;
             w.forget_task(&run_id, task_id);
             Ok(())
-        })
-        .await
+        };
+        match commit {
+            // The root's end, when the run's end follows: no wait at all.
+            Commit::Buffered => self.write_buffered(write, |_| {}).await,
+            _ => self.write_as(commit, write).await,
+        }
     }
 
     /// Append one host call; returns its sequence number within the task. Returns

@@ -9,7 +9,6 @@ use crate::tools::ToolSet;
 use crate::{Host, ResumeOptions, RunReport};
 use crate::{durability, replay};
 use std::sync::Arc;
-use std::time::Instant;
 
 impl Host {
     /// Fork a run at root event `at`: a new run replays the original's record up to
@@ -138,7 +137,6 @@ impl Host {
     /// could re-run recorded calls live. A run killed before its root task was written
     /// starts that task from the recorded input.
     pub async fn resume(&self, run_id: &str, opts: ResumeOptions) -> anyhow::Result<RunReport> {
-        let started = Instant::now();
         self.ledger.quick_check()?;
         let reader = self.ledger.reader()?;
         let row = ledger::query::run(&reader, run_id)?.ok_or_else(|| {
@@ -198,9 +196,7 @@ impl Host {
         let run = self.run_context(run_id.clone(), &stored, tools, stored_hash);
         let tasks = ledger::query::resume_tasks(&reader, &run_id)?;
         if tasks.is_empty() {
-            return self
-                .start_missing_root(run, root_agent, &row.input, started)
-                .await;
+            return self.start_missing_root(run, root_agent, &row.input).await;
         }
         let all_events = ledger::query::events(&reader, &run_id, None)?;
         run.restore_tree(&tasks);
@@ -284,7 +280,7 @@ impl Host {
                 .outcome(1)
                 .ok_or_else(|| anyhow::anyhow!("run {run_id} has no root task"))?,
         };
-        self.conclude(run, started, outcome).await
+        self.conclude(run, outcome).await
     }
 
     /// Resume a run whose host was killed after writing the run but before its root
@@ -295,10 +291,9 @@ impl Host {
         run: Arc<RunContext>,
         agent: Arc<LoadedAgent>,
         input: &str,
-        started: Instant,
     ) -> anyhow::Result<RunReport> {
         tracing::info!(run = %run.run_id, "the run has no root task yet: starting it from the recorded input");
         let root = run.create_root(&agent.component_ref(), input).await?;
-        self.run_root(run, root, agent, input, started).await
+        self.run_root(run, root, agent, input).await
     }
 }

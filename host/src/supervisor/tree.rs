@@ -93,7 +93,7 @@ impl RunContext {
     }
 
     /// [`RunContext::finish`], committed as `commit` says: the root's end is
-    /// [`crate::ledger::Commit::Visible`] when the run's end, durable, follows it.
+    /// [`crate::ledger::Commit::Buffered`] when the run's end, durable, follows it.
     pub async fn finish_as(&self, id: u64, outcome: TaskOutcome, commit: crate::ledger::Commit) {
         // The end is recorded in the ledger before anyone waiting is woken, so what a
         // dependent does next is always after its dependency's end in the ledger.
