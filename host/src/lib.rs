@@ -349,11 +349,7 @@ impl Host {
         let reader = self.ledger.reader()?;
         let row = ledger::query::run(&reader, &run_id)?
             .ok_or_else(|| anyhow::anyhow!("run {run_id} vanished from the ledger"))?;
-        let copied = ledger::query::events(&reader, &run_id, Some(1))?
-            .iter()
-            .filter(|e| e.kind == EventKind::ForkCopied)
-            .filter_map(|e| e.response["cost_usd"].as_f64())
-            .sum::<f64>();
+        let copied = ledger::query::copied_cost(&reader, &run_id)?;
         Ok(RunReport {
             run_id,
             status,

@@ -52,7 +52,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The replay-matching hash of a call's identity (canonical JSON, SHA-256).
 pub fn identity_hash(identity: &serde_json::Value) -> String {
-    blobs::sha256_hex(identity.to_string().as_bytes())
+    blobs::sha256_hex_json(identity)
 }
 
 /// Milliseconds since the Unix epoch.
