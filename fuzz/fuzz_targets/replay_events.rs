@@ -231,7 +231,6 @@ fuzz_target!(|input: Input| {
     let (mut replay, nondet) = Replay::from_events(rows.clone());
     assert_eq!(replay.remaining(), expected_calls.len());
     assert_eq!(Vec::from(nondet), expected_reads);
-    replay.attach_states(|c| Some(c.request_hash.as_bytes().to_vec()));
     let mut seen = Vec::new();
     while let Some(call) = replay.pop() {
         let _ = describe(&call.kind, &call.request_hash, Some(call.seq));

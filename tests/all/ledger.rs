@@ -174,6 +174,69 @@ async fn repeated_large_context_is_stored_once() {
     );
 }
 
+/// A resume replays calls whose recorded payloads are in `blobs` (a long LLM reply, a
+/// long tool result, long requests), which it reads only as those calls replay: the
+/// guest gets the recorded values back and nothing runs again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_replays_payloads_stored_as_blobs() {
+    let dir = TempDir::new("ledger-blob-replay");
+    let host = host(&dir, "");
+    let long = "word ".repeat(120);
+    let ops = json!([
+        {"llm": {"prompt": format!("Summarize:\n{long}"), "max_tokens": 2000}},
+        {"tool": {"name": "kv", "args": {"op": "put", "key": "k", "value": long}}},
+        {"tool": {"name": "kv", "args": {"op": "get", "key": "k"}}},
+        {"log": long},
+        {"save": {"state": {"text": long}, "note": "long"}},
+        {"load": null},
+    ]);
+    let (report, results) = run_scripted(&host, ops, grant(&["kv"])).await;
+    assert_eq!(report.status, Status::Completed, "{report:?}");
+    let reply = results[0]["ok"]["text"].as_str().unwrap();
+    assert!(
+        reply.len() > 256 && reply.starts_with("Summary: word"),
+        "{reply}"
+    );
+    assert_eq!(results[2], json!({"ok": json!(long).to_string()}));
+    assert_eq!(results[5], json!({"text": long}));
+    let db = dir.join("ledger.db");
+    let in_blobs = |kind: &str| -> i64 {
+        sql(
+            &db,
+            &format!(
+                "SELECT COUNT(*) FROM events WHERE kind = '{kind}' AND response LIKE '%\"$blob\"%'"
+            ),
+        )
+    };
+    assert_eq!(in_blobs("llm.complete"), 1, "the reply is a blob reference");
+    assert_eq!(
+        in_blobs("tools.call"),
+        1,
+        "the `get` result is a blob reference"
+    );
+    let calls =
+        "SELECT COUNT(*) FROM events WHERE kind IN ('llm.complete', 'tools.call', 'tools.intent')";
+    let recorded: i64 = sql(&db, calls);
+    drop(host);
+
+    sql_batch(
+        &db,
+        "UPDATE runs SET status = 'running', output = NULL, finished_at = NULL;
+         UPDATE tasks SET status = 'running', output = NULL, finished_at = NULL;",
+    );
+    let host = host_at(&db).unwrap();
+    let resumed = host
+        .resume(&report.run_id, agentflow::ResumeOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(resumed.status, Status::Completed, "{resumed:?}");
+    assert_eq!(
+        resumed.output, report.output,
+        "the same values, read back from blobs"
+    );
+    assert_eq!(sql::<i64>(&db, calls), recorded, "nothing ran again");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_and_tasks_record_status_and_totals() {
     let (_dir, host) = temp_host("ledger-runs", "");

@@ -37,21 +37,21 @@ impl Host for CheckpointView<'_> {
             return Ok(Err(msg));
         }
         if let Some(rec) = call.replayed() {
+            let response = rec.response()?;
             if !rec.ok {
-                return Ok(Err(rec.response["error"]
+                return Ok(Err(response["error"]
                     .as_str()
                     .unwrap_or("checkpoint refused")
                     .to_string()));
             }
-            let number = rec.response["number"].as_u64().unwrap_or(0) as u32;
+            let number = response["number"].as_u64().unwrap_or(0) as u32;
+            let request = rec.request()?;
             self.progress.checkpoints = number;
             self.progress.last_checkpoint = Some(Checkpoint {
                 state,
                 note,
-                step: rec.request["step"]
-                    .as_u64()
-                    .unwrap_or(self.trace.steps as u64) as u32,
-                saved_at_ms: rec.request["saved_at"].as_u64().unwrap_or(0),
+                step: request["step"].as_u64().unwrap_or(self.trace.steps as u64) as u32,
+                saved_at_ms: request["saved_at"].as_u64().unwrap_or(0),
             });
             return Ok(Ok(number));
         }

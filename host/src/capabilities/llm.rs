@@ -115,20 +115,23 @@ fn error_from_json(v: &serde_json::Value) -> LlmError {
     }
 }
 
-/// The guest-visible result of a recorded `llm.complete`.
-fn replayed_result(rec: &crate::replay::RecordedCall) -> Result<Response, LlmError> {
+/// The guest-visible result of a recorded `llm.complete` (the reply decoded straight
+/// from the stored text); a trap only when the ledger cannot be read.
+fn replayed_result(
+    rec: &crate::replay::RecordedCall,
+) -> wasmtime::Result<Result<Response, LlmError>> {
     if !rec.ok {
-        return Err(error_from_json(&rec.response));
+        return Ok(Err(error_from_json(&rec.response()?)));
     }
-    let reply: providers::ChatResponse = match serde_json::from_value(rec.response.clone()) {
+    let reply: providers::ChatResponse = match rec.response_as()? {
         Ok(r) => r,
         Err(e) => {
-            return Err(LlmError::MalformedResponse(format!(
+            return Ok(Err(LlmError::MalformedResponse(format!(
                 "recorded reply unreadable: {e}"
-            )));
+            ))));
         }
     };
-    Ok(Response {
+    Ok(Ok(Response {
         text: reply.text,
         tool_calls: reply
             .tool_calls
@@ -146,7 +149,7 @@ fn replayed_result(rec: &crate::replay::RecordedCall) -> Result<Response, LlmErr
             cost_usd: rec.cost_usd,
         },
         finish_reason: finish(reply.finish_reason),
-    })
+    }))
 }
 
 /// The `llm.attempt` events of a provider call's failed attempts on `model`, and
@@ -215,6 +218,13 @@ impl Host for LlmView<'_> {
                 tool_call_id: None,
             });
         }
+        // What the guest asked, independent of host state (budget, health): the replay key.
+        let identity =
+            json!({ "chat": template, "pin": req.model, "allow_fallback": req.allow_fallback });
+        let mut durable = self.site.begin(EventKind::LlmComplete, identity)?;
+        if let Some(rec) = durable.replayed() {
+            return replayed_result(&rec);
+        }
         let estimated_input_tokens: u64 = template
             .messages
             .iter()
@@ -246,13 +256,6 @@ impl Host for LlmView<'_> {
             budget_remaining: self.site.run.budget.remaining(self.site.task_id),
         };
         let request_json = json!({ "chat": template, "scheduling": sreq });
-        // What the guest asked, independent of host state (budget, health): the replay key.
-        let identity =
-            json!({ "chat": template, "pin": req.model, "allow_fallback": req.allow_fallback });
-        let mut durable = self.site.begin(EventKind::LlmComplete, identity)?;
-        if let Some(rec) = durable.replayed() {
-            return Ok(replayed_result(&rec));
-        }
         let started_at = durable.started_at;
         let scheduler = self.site.run.scheduler.clone();
 

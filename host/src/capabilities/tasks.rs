@@ -126,9 +126,10 @@ impl Host for TasksView<'_> {
         }
         let mut call = self.site.begin(EventKind::TasksSpawn, request.clone())?;
         if let Some(rec) = call.replayed() {
-            return Ok(match rec.response["task_id"].as_u64() {
+            let response = rec.response()?;
+            return Ok(match response["task_id"].as_u64() {
                 Some(id) if rec.ok => Ok(id),
-                _ => Err(refusal_from_json(&rec.response)),
+                _ => Err(refusal_from_json(&response)),
             });
         }
         let spawn_key = format!("{}:{}", self.site.task_id, self.site.host_calls);
@@ -190,7 +191,7 @@ impl Host for TasksView<'_> {
             .site
             .begin(EventKind::TasksWait, json!({ "task_id": id }))?;
         if let Some(rec) = call.replayed() {
-            let outcome = outcome_from_json(&rec.response);
+            let outcome = outcome_from_json(&rec.response()?);
             if matches!(outcome, Outcome::Completed(_)) {
                 self.progress.children_done.push(id);
             }
@@ -240,7 +241,7 @@ impl Host for TasksView<'_> {
         let request = json!({ "base": base, "ids": ids });
         let mut call = self.site.begin(EventKind::TasksMerge, request.clone())?;
         if let Some(rec) = call.replayed() {
-            return Ok(merge_from_json(rec.ok, &rec.response));
+            return Ok(merge_from_json(rec.ok, &rec.response()?));
         }
         let run = self.site.run.clone();
         let call_number = self.site.host_calls;
@@ -272,7 +273,7 @@ impl Host for TasksView<'_> {
             .site
             .begin(EventKind::TasksCancel, json!({ "task_id": id }))?;
         if let Some(rec) = call.replayed() {
-            return Ok(rec.response["cancelled"].as_bool().unwrap_or(false));
+            return Ok(rec.response()?["cancelled"].as_bool().unwrap_or(false));
         }
         let run = self.site.run.clone();
         let cancelled = run.cancel(Some(self.site.task_id), id).await;

@@ -38,23 +38,23 @@ fn error_json(e: &tool_impl::ToolError) -> Value {
     json!({ "error": format!("{e:?}"), "error_kind": kind, "detail": msg })
 }
 
-fn replayed_result(rec: &RecordedCall) -> Result<String, ToolError> {
-    if let Some(out) = rec.response.get("ok").and_then(Value::as_str) {
-        return Ok(out.to_string());
+/// The guest-visible result of a recorded `tools.call`; a trap only when the ledger
+/// cannot be read.
+fn replayed_result(rec: &RecordedCall) -> wasmtime::Result<Result<String, ToolError>> {
+    let mut response = rec.response()?;
+    if let Some(Value::String(out)) = response.get_mut("ok") {
+        return Ok(Ok(std::mem::take(out)));
     }
-    let detail = rec.response["detail"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    Err(
-        match rec.response["error_kind"].as_str().unwrap_or_default() {
+    let detail = response["detail"].as_str().unwrap_or_default().to_string();
+    Ok(Err(
+        match response["error_kind"].as_str().unwrap_or_default() {
             "not-granted" => ToolError::NotGranted(detail),
             "not-found" => ToolError::NotFound(detail),
             "invalid-args" => ToolError::InvalidArgs(detail),
             "denied" => ToolError::Denied(detail),
             _ => ToolError::Failed(detail),
         },
-    )
+    ))
 }
 
 fn to_wit(e: tool_impl::ToolError) -> ToolError {
@@ -157,7 +157,6 @@ impl Host for ToolsView<'_> {
         args_json: String,
     ) -> wasmtime::Result<Result<String, ToolError>> {
         let identity = json!({ "name": name, "args": args_json });
-        let info = self.site.run.tools.info(&name);
         let class = self.site.run.tools.side_effect_of(&name, &args_json);
         let effectful = class.is_some_and(|c| c != tool_impl::SideEffect::None);
         let mut call = if effectful {
@@ -166,10 +165,6 @@ impl Host for ToolsView<'_> {
         } else {
             self.site.begin(EventKind::ToolsCall, identity)?
         };
-        let key = format!(
-            "{}/{}/{}",
-            self.site.run.run_id, self.site.task_id, self.site.host_calls
-        );
         if !self.site.tool_allowed(&name) {
             // A validator component asked for a tool outside its own grant.
             let err = tool_impl::ToolError::NotGranted(format!(
@@ -182,15 +177,20 @@ impl Host for ToolsView<'_> {
         }
         if let Some(rec) = call.replayed() {
             self.progress.tool_seqs.push(rec.seq);
-            return Ok(replayed_result(&rec));
+            return replayed_result(&rec);
         }
+        let key = format!(
+            "{}/{}/{}",
+            self.site.run.run_id, self.site.task_id, self.site.host_calls
+        );
         if let Recorded::InDoubt(intent) = &call.recorded {
             // The record ends at the intent: did the tool act? Decide by its class.
-            let class = intent.request["side_effect"]
+            let request = intent.request()?;
+            let class = request["side_effect"]
                 .as_str()
                 .unwrap_or("irreversible")
                 .to_string();
-            let recorded_key = intent.request["idempotency_key"]
+            let recorded_key = request["idempotency_key"]
                 .as_str()
                 .unwrap_or(&key)
                 .to_string();
@@ -206,6 +206,7 @@ impl Host for ToolsView<'_> {
             self.site.in_doubt = Some(msg.clone());
             return Err(wasmtime::format_err!("{msg}"));
         }
+        let info = self.site.run.tools.info(&name);
         if let (Some(info), Some(class)) = (info, class.filter(|_| effectful)) {
             let intent = json!({
                 "name": name,

@@ -17,10 +17,9 @@
 //! events between the cut and the marker are kept in the ledger for the record but
 //! never replayed again ([`without_superseded`]).
 
-use crate::ledger::query::{EventRow, ResumeTask};
+use crate::ledger::query::{EventRow, ResumeTask, StoredEvent};
 use crate::ledger::{EventKind, EventRecord, SqlResult, Status, Writer};
 use serde_json::json;
-use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
 
 /// One task to re-run and where its replay stops.
@@ -110,26 +109,69 @@ pub fn apply(w: &mut Writer, run_id: &str, reopen: &[Reopen]) -> SqlResult<()> {
     w.reopen_run(run_id)
 }
 
+/// What [`without_superseded`] reads of an event: where it is, and for a
+/// `task.reopened` marker, the last sequence number the re-run keeps.
+pub trait Cut {
+    fn task_and_seq(&self) -> (u64, u64);
+    /// `Some(keep_through)` for a `task.reopened` marker, `None` for anything else.
+    fn keep_through(&self) -> Option<u64>;
+}
+
+impl Cut for EventRow {
+    fn task_and_seq(&self) -> (u64, u64) {
+        (self.task_id, self.seq)
+    }
+    fn keep_through(&self) -> Option<u64> {
+        (self.kind == EventKind::TaskReopened)
+            .then(|| self.request["keep_through_seq"].as_u64().unwrap_or(0))
+    }
+}
+
+impl Cut for StoredEvent {
+    fn task_and_seq(&self) -> (u64, u64) {
+        (self.task_id, self.seq)
+    }
+    fn keep_through(&self) -> Option<u64> {
+        // The marker's request is small and never in `blobs`: parsed as stored.
+        (self.kind == EventKind::TaskReopened).then(|| {
+            self.request.parse()["keep_through_seq"]
+                .as_u64()
+                .unwrap_or(0)
+        })
+    }
+}
+
+impl<T: Cut> Cut for &T {
+    fn task_and_seq(&self) -> (u64, u64) {
+        (**self).task_and_seq()
+    }
+    fn keep_through(&self) -> Option<u64> {
+        (**self).keep_through()
+    }
+}
+
 /// A task's events without those a `task.reopened` marker superseded (recorded after
 /// its cut and before it): what a replay of the task may use.
-pub fn without_superseded<E: Borrow<EventRow>>(events: Vec<E>) -> Vec<E> {
+pub fn without_superseded<E: Cut>(events: Vec<E>) -> Vec<E> {
     let cuts: Vec<(u64, u64, u64)> = events
         .iter()
-        .map(Borrow::borrow)
-        .filter(|e| e.kind == EventKind::TaskReopened)
-        .map(|e| {
-            let keep = e.request["keep_through_seq"].as_u64().unwrap_or(0);
-            (e.task_id, keep, e.seq)
+        .filter_map(|e| {
+            let (task, seq) = e.task_and_seq();
+            e.keep_through().map(|keep| (task, keep, seq))
         })
         .collect();
+    if cuts.is_empty() {
+        return events;
+    }
     events
         .into_iter()
-        .filter(|e| !superseded(&cuts, e.borrow()))
+        .filter(|e| !superseded(&cuts, e.task_and_seq()))
         .collect()
 }
 
-/// Whether `e` lies between a cut `(task, keep_through, marker_seq)` and its marker.
-fn superseded(cuts: &[(u64, u64, u64)], e: &EventRow) -> bool {
+/// Whether the event at `(task, seq)` lies between a cut `(task, keep_through,
+/// marker_seq)` and its marker.
+fn superseded(cuts: &[(u64, u64, u64)], (task_id, seq): (u64, u64)) -> bool {
     cuts.iter()
-        .any(|(task, keep, marker)| e.task_id == *task && e.seq > *keep && e.seq < *marker)
+        .any(|(task, keep, marker)| task_id == *task && seq > *keep && seq < *marker)
 }

@@ -17,6 +17,24 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// The hex SHA-256 of `value` as compact JSON (the bytes `value.to_string()` gives),
+/// hashed as it is written, without building the text.
+pub fn sha256_hex_json(value: &Value) -> String {
+    struct Hashing(Sha256);
+    impl std::io::Write for Hashing {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.update(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut hashing = Hashing(Sha256::new());
+    serde_json::to_writer(&mut hashing, value).expect("a JSON value always serializes");
+    hex::encode(hashing.0.finalize())
+}
+
 /// About how many bytes `value` takes as JSON (strings by length, a few bytes per
 /// other node), without serializing it.
 pub fn approx_json_bytes(value: &Value) -> u64 {
@@ -105,4 +123,21 @@ pub fn internalize(conn: &Connection, value: &mut Value) -> rusqlite::Result<()>
         _ => {}
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_hash_is_the_hash_of_the_compact_text() {
+        let value = serde_json::json!({
+            "chat": { "messages": [{ "role": "user", "content": "héllo \"x\"\n" }] },
+            "pin": null, "n": 1.5, "z": [1, -2, true],
+        });
+        assert_eq!(
+            sha256_hex_json(&value),
+            sha256_hex(value.to_string().as_bytes())
+        );
+    }
 }

@@ -73,7 +73,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The replay-matching hash of a call's identity (canonical JSON, SHA-256).
 pub fn identity_hash(identity: &serde_json::Value) -> String {
-    blobs::sha256_hex(identity.to_string().as_bytes())
+    blobs::sha256_hex_json(identity)
 }
 
 /// Milliseconds since the Unix epoch.
@@ -592,7 +592,7 @@ impl Ledger {
             let mut totals = match totals {
                 Ok(t) => t,
                 Err(rusqlite::Error::QueryReturnedNoRows) => return Ok(None),
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(e),
             };
             totals.copied_cost_usd = fork::copied_cost(&w.conn, &run_id)?;
             Ok(Some(totals))

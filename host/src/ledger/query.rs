@@ -205,6 +205,113 @@ pub fn events(
     Ok(out)
 }
 
+/// A JSON payload of an event row (`request`, `response`) as stored: text whose long
+/// strings may be `{"$blob": hash}` references into `blobs` ([`blobs::externalize`]).
+/// A replay keeps it as text and parses it — loading its blobs — only when a replayed
+/// call reads it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StoredJson(Box<str>);
+
+impl StoredJson {
+    /// A payload as stored.
+    pub fn new(text: &str) -> StoredJson {
+        StoredJson(text.into())
+    }
+
+    /// The stored text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether the text may hold blob references. A test on the text (the key as
+    /// serde_json writes it), so a string `"$blob"` says yes too, which only costs a
+    /// lookup that finds nothing to resolve.
+    pub fn has_blob_refs(&self) -> bool {
+        self.0.contains("\"$blob\"")
+    }
+
+    /// The payload parsed, blob references left as they are (`Null` if the text is not
+    /// JSON, as [`events`] reads it).
+    pub fn parse(&self) -> serde_json::Value {
+        serde_json::from_str(&self.0).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The payload parsed with its blob references resolved from `conn`: what
+    /// [`EventRow`] holds.
+    pub fn resolve(&self, conn: &Connection) -> Result<serde_json::Value, LedgerError> {
+        let mut value = self.parse();
+        if self.has_blob_refs() {
+            blobs::internalize(conn, &mut value)?;
+        }
+        Ok(value)
+    }
+}
+
+/// One row of `events` as a replay reads it: what matching and answering a call
+/// needs, the payloads as stored ([`StoredJson`]) — no timestamps, nothing parsed.
+#[derive(Clone, Debug)]
+pub struct StoredEvent {
+    pub task_id: u64,
+    pub seq: u64,
+    pub kind: EventKind,
+    pub ok: bool,
+    /// Hash of the call's identity, used to match calls on replay.
+    pub request_hash: String,
+    pub request: StoredJson,
+    pub response: StoredJson,
+    pub model: Option<String>,
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+    pub cost_usd: f64,
+}
+
+/// Column `i` of a row as borrowed text.
+fn text_at<'r>(r: &'r rusqlite::Row<'_>, i: usize) -> rusqlite::Result<&'r str> {
+    Ok(r.get_ref(i)?.as_str()?)
+}
+
+/// The events of a run in task then sequence order, for replaying it: one query, the
+/// payloads left as stored and their blobs unread (see [`StoredJson`]); those of an
+/// event whose kind `wants_payloads` refuses are left empty, unread.
+pub fn stored_events(
+    conn: &Connection,
+    run_id: &str,
+    wants_payloads: impl Fn(&EventKind) -> bool,
+) -> Result<Vec<StoredEvent>, LedgerError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT task_id, seq, kind, status, request, response, model, tokens_in, tokens_out, cost_usd,
+                request_hash
+         FROM events WHERE run_id = ?1 ORDER BY task_id, seq",
+    )?;
+    let mut rows = stmt.query([run_id])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let kind = EventKind::parse(text_at(r, 2)?);
+        let (request, response) = if wants_payloads(&kind) {
+            (
+                StoredJson::new(text_at(r, 4)?),
+                StoredJson::new(text_at(r, 5)?),
+            )
+        } else {
+            Default::default()
+        };
+        out.push(StoredEvent {
+            task_id: r.get::<_, i64>(0)? as u64,
+            seq: r.get::<_, i64>(1)? as u64,
+            kind,
+            ok: text_at(r, 3)? == "ok",
+            request,
+            response,
+            model: r.get(6)?,
+            tokens_in: r.get(7)?,
+            tokens_out: r.get(8)?,
+            cost_usd: r.get(9)?,
+            request_hash: r.get(10)?,
+        });
+    }
+    Ok(out)
+}
+
 /// A value of the run's key-value store.
 pub fn kv_get(conn: &Connection, run_id: &str, key: &str) -> Result<Option<String>, LedgerError> {
     Ok(super::kv::get(conn, run_id, key)?)

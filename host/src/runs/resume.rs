@@ -198,35 +198,33 @@ impl Host {
         if tasks.is_empty() {
             return self.start_missing_root(run, root_agent, &row.input).await;
         }
-        let all_events = ledger::query::events(&reader, &run_id, None)?;
+        // One query for the run's whole record, reading only the payloads the replay
+        // and the reopen cuts use; they stay text until replayed.
+        let all_events = ledger::query::stored_events(&reader, &run_id, |kind| {
+            replay::Replay::reads_payloads_of(kind) || *kind == ledger::EventKind::TaskReopened
+        })?;
         run.restore_tree(&tasks);
-        for e in &all_events {
-            run.budget
-                .charge(e.task_id, e.cost_usd, (e.tokens_in + e.tokens_out) as u64);
-        }
-        let mut by_task: std::collections::HashMap<u64, Vec<ledger::query::EventRow>> =
+        let mut by_task: std::collections::HashMap<u64, Vec<ledger::query::StoredEvent>> =
             std::collections::HashMap::new();
         for e in all_events {
+            let tokens = (e.tokens_in + e.tokens_out) as u64;
+            // Charging nothing changes nothing: only the events that spent are charged.
+            if e.cost_usd != 0.0 || tokens != 0 {
+                run.budget.charge(e.task_id, e.cost_usd, tokens);
+            }
             by_task.entry(e.task_id).or_default().push(e);
         }
         for events in by_task.values_mut() {
             *events = durability::reopen::without_superseded(std::mem::take(events));
         }
-        let replay_for = |task_id: u64, events: Vec<ledger::query::EventRow>| {
-            let mut attempts = replay::Replay::attempts(events);
-            for (replay, _, _) in attempts.iter_mut() {
-                replay.attach_states(|c| {
-                    ledger::query::checkpoint_state(&reader, &run_id, task_id, c.seq)
-                        .ok()
-                        .flatten()
-                });
-            }
+        let replay_for = |events: Vec<ledger::query::StoredEvent>| -> anyhow::Result<_> {
+            let mut attempts = replay::Replay::attempts_stored(events, &reader, &self.ledger)?;
             let (replay, nondet, _) = attempts.remove(0);
-            supervisor::ReplayStart {
+            Ok(supervisor::ReplayStart {
                 replay,
                 nondet,
                 later: attempts,
-            }
+            })
         };
         let text = |hash: &str| -> anyhow::Result<String> {
             Ok(
@@ -249,15 +247,19 @@ impl Host {
             } else {
                 load_stored(&t.component_hash, &t.agent)?
             };
-            let input = text(&t.input_hash)?;
             let run_input = match &t.run_input_hash {
                 Some(h) => Some(text(h)?),
                 None => None,
             };
-            let replay = replay_for(t.task_id, by_task.remove(&t.task_id).unwrap_or_default());
+            let replay = replay_for(by_task.remove(&t.task_id).unwrap_or_default())?;
             if t.parent_id.is_none() {
-                root = Some((agent, run_input.unwrap_or(input), replay));
+                let input = match run_input {
+                    Some(input) => input,
+                    None => text(&t.input_hash)?,
+                };
+                root = Some((agent, input, replay));
             } else {
+                let input = text(&t.input_hash)?;
                 run.resume_task(t, agent.component_ref(), input, run_input, replay);
                 resumed += 1;
             }
