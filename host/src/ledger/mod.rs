@@ -264,6 +264,8 @@ pub struct Ledger {
     readers: std::sync::Arc<std::sync::Mutex<Vec<Connection>>>,
     /// Buffered writes sent and not yet committed.
     in_flight: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Set once [`Ledger::quick_check_once`] found the file sound.
+    checked: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Read connections [`Ledger::with_reader`] keeps for reuse.
@@ -334,12 +336,26 @@ impl Ledger {
             path,
             readers: Default::default(),
             in_flight: Default::default(),
+            checked: Default::default(),
         })
     }
 
     /// Path of the database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// [`Ledger::quick_check`] the first time it is called on this ledger handle (a
+    /// host resuming many runs checks its file once: it is the file's only writer
+    /// from then on, and a full check reads the whole file).
+    pub fn quick_check_once(&self) -> Result<(), LedgerError> {
+        use std::sync::atomic::Ordering;
+        if self.checked.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.quick_check()?;
+        self.checked.store(true, Ordering::Release);
+        Ok(())
     }
 
     /// Run `PRAGMA quick_check` on the ledger; `Damaged` with what it found unless "ok".

@@ -20,7 +20,7 @@ impl Host {
         at: u64,
         model: Option<String>,
     ) -> anyhow::Result<RunReport> {
-        self.ledger.quick_check()?;
+        self.ledger.quick_check_once()?;
         let reader = self.ledger.reader()?;
         let row = ledger::query::run(&reader, run_id)?.ok_or_else(|| {
             anyhow::anyhow!("no run `{run_id}` in {}", self.ledger.path().display())
@@ -133,11 +133,11 @@ impl Host {
     /// are not re-sent, tools not re-run, clock and random give the recorded values —
     /// then continues live. Finished tasks are not re-run.
     ///
-    /// The ledger must pass `PRAGMA quick_check` first: replaying from a damaged record
-    /// could re-run recorded calls live. A run killed before its root task was written
+    /// The ledger must pass `PRAGMA quick_check` first (once per host, at its first
+    /// resume): replaying from a damaged record could re-run recorded calls live. A run killed before its root task was written
     /// starts that task from the recorded input.
     pub async fn resume(&self, run_id: &str, opts: ResumeOptions) -> anyhow::Result<RunReport> {
-        self.ledger.quick_check()?;
+        self.ledger.quick_check_once()?;
         let reader = self.ledger.reader()?;
         let row = ledger::query::run(&reader, run_id)?.ok_or_else(|| {
             anyhow::anyhow!("no run `{run_id}` in {}", self.ledger.path().display())
