@@ -52,6 +52,9 @@ pub struct HostConfig {
     /// Durability settings (`[durability]`).
     #[serde(default)]
     pub durability: DurabilityConfig,
+    /// The wasmtime instance pool (`[runtime]`).
+    #[serde(default)]
+    pub runtime: crate::runtime::RuntimeConfig,
     /// Where compiled components are cached; default `$XDG_CACHE_HOME/agentflow` or
     /// `~/.cache/agentflow`.
     #[serde(default)]
@@ -85,6 +88,7 @@ impl HostConfig {
     /// Reject values that cannot work, with the key to fix.
     pub fn validate(&self) -> anyhow::Result<()> {
         self.limits.validate()?;
+        self.runtime.validate()?;
         for v in &self.validators {
             v.validate()?;
         }
