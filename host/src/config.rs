@@ -56,6 +56,9 @@ pub struct HostConfig {
     /// How the ledger file is written: `sync = "full" | "normal"` (`[ledger]`).
     #[serde(default)]
     pub ledger: LedgerConfig,
+    /// The wasmtime instance pool (`[runtime]`).
+    #[serde(default)]
+    pub runtime: crate::runtime::RuntimeConfig,
     /// Where compiled components are cached; default `$XDG_CACHE_HOME/agentflow` or
     /// `~/.cache/agentflow`.
     #[serde(default)]
@@ -89,6 +92,7 @@ impl HostConfig {
     /// Reject values that cannot work, with the key to fix.
     pub fn validate(&self) -> anyhow::Result<()> {
         self.limits.validate()?;
+        self.runtime.validate()?;
         for v in &self.validators {
             v.validate()?;
         }

@@ -147,7 +147,7 @@ impl Host {
     /// A host with the given config and ledger file.
     pub fn new(config: HostConfig, db: impl AsRef<Path>) -> anyhow::Result<Host> {
         config.validate()?;
-        let runtime = Runtime::new(Some(config.cache_dir()))?;
+        let runtime = Runtime::new(Some(config.cache_dir()), &config.runtime)?;
         let ledger = Ledger::open_with(db.as_ref(), &config.ledger)?;
         let scheduler = Arc::new(build_scheduler(&config, db.as_ref())?);
         Ok(Host {

@@ -13,8 +13,10 @@
 //!    score; and plan + quota reservation + release).
 //! 5. Replay: resuming a task with 10,000 recorded calls, a mix of LLM, `kv` tool and
 //!    `trace.log` calls, through `Host::resume` and through the CLI's `agentflow resume`.
-//! 6. Spawn decisions with 10,000 tasks already in the run's tree (all checks, the
-//!    ledger commit of the new task and of the call, measured from inside the guest).
+//! 6. Spawn decisions with 10,000 tasks already in the run's tree: the whole spawn
+//!    from inside the guest (all checks, the ledger commits of the new task and of the
+//!    call) with the ledger on disk and on tmpfs, and the supervisor's decision alone
+//!    (`spawn.rs`).
 //! 7. Validation overhead per task for programmatic validators (json-schema + length +
 //!    pattern, their verdicts `validation.result` events in one durable commit): median
 //!    run time of a one-task run with and without them, interleaved.
@@ -22,6 +24,8 @@
 //!    the joins (three-way merges into the parent's view, decisions recorded) timed
 //!    from inside the guest once every child has signalled it wrote (no sleep timed),
 //!    and the bare `diffy` classification of one such merge.
+//! 9. 10,000 live agents: a fan-out whose children all wait in `tasks.wait` at once;
+//!    the host's resident memory per waiting agent (`live.rs`).
 //!
 //! Every figure is printed as the median of its samples with min, max and the number
 //! of samples; figures that divide one long run by its count of operations say
@@ -38,6 +42,11 @@
 
 #[path = "callgrind.rs"]
 mod callgrind;
+
+#[path = "live.rs"]
+mod live;
+#[path = "spawn.rs"]
+mod spawn;
 
 use agentflow::{Host, HostConfig, RunOptions, Status};
 use agentflow_tests::example;
@@ -102,6 +111,17 @@ impl std::ops::Deref for Scratch {
     type Target = std::path::Path;
     fn deref(&self) -> &std::path::Path {
         self.0.path()
+    }
+}
+
+/// A scratch directory on tmpfs (`/dev/shm`) where there is one, else like [`scratch`].
+fn tmpfs_scratch(name: &str) -> Scratch {
+    match tempfile::Builder::new()
+        .prefix(&format!("bench-{name}-"))
+        .tempdir_in("/dev/shm")
+    {
+        Ok(dir) => Scratch(dir),
+        Err(_) => scratch(name),
     }
 }
 
@@ -456,48 +476,6 @@ async fn resume_mix(repeats: usize) -> (Duration, Samples, Samples, u64) {
     (live, Samples(library), Samples(cli), events)
 }
 
-async fn spawn_with_10k_tasks() -> (Duration, u32) {
-    let dir = scratch("spawn10k");
-    let host = host(
-        &dir,
-        "[limits]\nmax_tasks = 20000\nmax_host_calls = 20000\nwall_ms = 600000\n[constraints]\nmax_concurrent_tasks = 16\n",
-    );
-    let agent = host.runtime().load_file(&example("scripted")).unwrap();
-    let (before, measured) = (10_000u32, 500u32);
-    // Every task waits on a long-sleeping blocker, so none runs: what is measured is
-    // the spawn decision itself (all checks) plus its ledger commits.
-    let blocker = serde_json::json!([{"sleep_ms": 600000}]).to_string();
-    let mut ops: Vec<serde_json::Value> =
-        vec![serde_json::json!({"spawn": {"description": "blocker", "input": blocker}})];
-    ops.extend((0..before).map(|i| {
-        serde_json::json!({"spawn": {"description": format!("prefill {i}"), "input": "", "after": [2]}})
-    }));
-    ops.push(serde_json::json!({"clock": null}));
-    ops.extend((0..measured).map(|i| {
-        serde_json::json!({"spawn": {"description": format!("measured {i}"), "input": "", "after": [2]}})
-    }));
-    ops.push(serde_json::json!({"clock": null}));
-    let r = host
-        .run(
-            agent,
-            &serde_json::Value::Array(ops).to_string(),
-            RunOptions::default(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(r.status, Status::Completed, "{r:?}");
-    let results: Vec<serde_json::Value> =
-        serde_json::from_str(r.output.as_deref().unwrap()).unwrap();
-    let t0 = results[before as usize + 1].as_u64().unwrap();
-    let t1 = results[(before + measured + 2) as usize].as_u64().unwrap();
-    assert!(
-        results[before as usize + 2]["ok"].is_u64(),
-        "{}",
-        results[before as usize + 2]
-    );
-    (Duration::from_millis(t1 - t0) / measured, measured)
-}
-
 /// Median wall time of a one-task `scripted` run (output `[]`) without and with three
 /// programmatic validators, runs interleaved so drift hits both alike.
 async fn validation_overhead(iterations: usize) -> (Samples, Samples) {
@@ -739,11 +717,20 @@ fn main() {
             callgrind::report("5", "replay", callgrind::REPLAY_LABEL);
         }
         if want("6") {
-            let (per_spawn, n) = spawn_with_10k_tasks().await;
-            println!("6. spawn decision with 10,000 tasks in the tree; amortised over {n} spawns (1 run)");
+            let disk = spawn::from_the_guest(&scratch("spawn10k")).await;
+            let shm = tmpfs_scratch("spawn10k-shm");
+            let tmpfs = spawn::from_the_guest(&shm).await;
+            let (spawns, rows) = spawn::on_the_host(&tmpfs_scratch("spawn10k-host")).await;
+            println!("6. spawn decision with 10,000 tasks in the tree");
+            println!("   from the guest, amortised over 500 spawns (1 run):");
+            println!("   per spawn, ledger on disk (checks + commits) {:>10}", fmt(disk));
+            println!("   per spawn, ledger on tmpfs (no fsync cost)   {:>10}", fmt(tmpfs));
+            println!("   on the host, ledger on tmpfs, per call:");
+            println!("   RunContext::spawn (decision + task row)     {}", spawns.line());
+            println!("   Ledger::create_task of an equal row          {}", rows.line());
             println!(
-                "   per spawn (all checks + ledger commits)     {:>10}",
-                fmt(per_spawn)
+                "   decision alone (difference of medians)      {:>10}",
+                fmt(spawns.median().saturating_sub(rows.median()))
             );
         }
         if want("7") {
@@ -761,6 +748,27 @@ fn main() {
             println!("8. merge: 10 children each change one region of a 2,000-line file");
             println!("   10 joins (3-way merge into the workspace)   {}", joins.line());
             println!("   one 3-way classification (diffy)            {}", classify.line());
+        }
+        if want("9") {
+            let n = std::env::var("AGENTFLOW_BENCH_LIVE_AGENTS")
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(10_000);
+            let r = live::live_agents(&tmpfs_scratch("live"), n).await;
+            println!("9. {} live agents, each waiting in tasks.wait (default pool, limits raised in the run's config)", r.agents);
+            println!("   all children waiting after                  {:>10}", fmt(r.all_waiting_after));
+            println!("   whole run (spawn, wait, release, join)      {:>10}", fmt(r.total));
+            println!(
+                "   host RSS at rest → all waiting              {:>7} MiB → {} MiB (peak {} MiB)",
+                r.rss_before_kib >> 10,
+                r.rss_waiting_kib >> 10,
+                r.hwm_kib >> 10
+            );
+            println!("   RSS per waiting agent                       {:>7.0} KiB", r.per_agent_kib());
+            println!(
+                "   instances: pooled {}, on demand {}; memory maps {}",
+                r.pooled, r.on_demand, r.maps
+            );
         }
     });
 }

@@ -3,7 +3,7 @@
 //! (`wit/validator.wit`) that platform teams write to check outputs their own way.
 //!
 //! A validator component is sandboxed exactly like an agent: its own store built by
-//! `runtime::execute::new_store` — the run's memory and CPU limits, WASI with
+//! `Runtime::new_store` — the run's memory and CPU limits, WASI with
 //! nothing granted — and the run's wall-clock limit around the call. It may call only
 //! the tools in its `grant` that the run was granted too (deny by default: with no
 //! `grant` it has no tools), through the same `tools`/`trace` host implementations
@@ -102,10 +102,12 @@ pub async fn check(
     let _slot = run.take_slot().await;
     let stdout = BoundedCapture::new(run.settings.limits.max_stdio_bytes);
     let stderr = BoundedCapture::new(run.settings.limits.max_stdio_bytes);
-    let mut store =
-        crate::runtime::execute::new_store(runner.runtime.engine(), task, stdout, stderr.clone());
+    let mut store = runner.runtime.new_store(task, stdout, stderr.clone());
     let call = async {
-        let instance = loaded.pre.instantiate_async(&mut store).await?;
+        let instance = runner
+            .runtime
+            .instantiate_validator(&mut store, &loaded)
+            .await?;
         instance.call_validate(&mut store, input, output).await
     };
     let wall_ms = run.settings.limits.wall_ms;

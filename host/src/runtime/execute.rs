@@ -96,10 +96,10 @@ pub async fn run_once(
     }
     let stdout = BoundedCapture::new(limits.max_stdio_bytes);
     let stderr = BoundedCapture::new(limits.max_stdio_bytes);
-    let mut store = new_store(runtime.engine(), task, stdout.clone(), stderr.clone());
+    let mut store = runtime.new_store(task, stdout.clone(), stderr.clone());
 
     let call = async {
-        let instance = agent.pre.instantiate_async(&mut store).await?;
+        let instance = runtime.instantiate_agent(&mut store, agent).await?;
         instance.call_run(&mut store, input).await
     };
     let wall_ms = run.timeout_ms(task_id);
@@ -234,27 +234,113 @@ pub async fn run_once(
     Attempt { outcome, diverged }
 }
 
-/// A fresh store for one guest — an agent, or a validator component — under the run's
-/// limits: WASI with nothing granted (its clocks and random recorded through the
-/// task's log), the memory limiter, and CPU accounting ([`super::cpu`]) that stops the
-/// guest once it has burnt `limits.cpu_ms` of real CPU time (it yields to other agents
-/// every tick meanwhile). Every host call is also where a guest that flooded the host
-/// with clock/random reads is stopped (`limits.max_nondet_bytes`).
-pub(crate) fn new_store(
-    engine: &Engine,
-    task: TaskCtx,
-    stdout: BoundedCapture,
-    stderr: BoundedCapture,
-) -> Store<AgentState> {
-    let limits = task.site.run.settings.limits.clone();
-    task.site.nondet.set_limit(limits.max_nondet_bytes);
-    let state = AgentState {
-        wasi: wasi::build_ctx(&task.site.nondet, stdout, stderr),
-        table: ResourceTable::new(),
-        task,
-        memory_limit: limits.memory_bytes(),
-        cpu: super::cpu::CpuMeter::new(Duration::from_millis(limits.cpu_ms)),
-    };
+impl super::Runtime {
+    /// A fresh store for one guest — an agent, or a validator component — under the
+    /// run's limits, in a pool slot when one is free and on demand otherwise
+    /// ([`super::pool`]): WASI with nothing granted (its clocks and random recorded
+    /// through the task's log), the memory limiter, and CPU accounting ([`super::cpu`])
+    /// that stops the guest once it has burnt `limits.cpu_ms` of real CPU time (it
+    /// yields to other agents every tick meanwhile). Every host call is also where a
+    /// guest that flooded the host with clock/random reads is stopped
+    /// (`limits.max_nondet_bytes`).
+    pub(crate) fn new_store(
+        &self,
+        task: TaskCtx,
+        stdout: BoundedCapture,
+        stderr: BoundedCapture,
+    ) -> Store<AgentState> {
+        let limits = &task.site.run.settings.limits;
+        task.site.nondet.set_limit(limits.max_nondet_bytes);
+        let state = AgentState {
+            wasi: wasi::build_ctx(&task.site.nondet, stdout, stderr),
+            table: ResourceTable::new(),
+            memory_limit: limits.memory_bytes(),
+            cpu: super::cpu::CpuMeter::new(Duration::from_millis(limits.cpu_ms)),
+            task,
+            slot: self.placement.take(),
+        };
+        // Building the on-demand engine fails only if wasmtime cannot build an engine
+        // at all, which `Runtime::new` has done once already (instantiating then
+        // reports the error).
+        let engine = if state.slot.is_pooled() {
+            self.engine()
+        } else {
+            self.on_demand().map_or(self.engine(), |d| &d.engine)
+        };
+        configured_store(engine, state)
+    }
+
+    /// Instantiate `agent` in `store`; when the pool has no room for it after all, the
+    /// agent moves to an on-demand instance.
+    pub(crate) async fn instantiate_agent(
+        &self,
+        store: &mut Store<AgentState>,
+        agent: &LoadedAgent,
+    ) -> wasmtime::Result<crate::bindings::Agent> {
+        if store.data().slot.is_pooled() {
+            match agent.pre.instantiate_async(&mut *store).await {
+                Err(e) if super::pool::is_pool_full(&e) => self.move_on_demand(store)?,
+                other => return other,
+            }
+        }
+        let pre = self
+            .on_demand_agent(agent)
+            .map_err(|e| wasmtime::format_err!("{e:#}"))?;
+        pre.instantiate_async(store).await
+    }
+
+    /// Instantiate a validator component in `store`, like [`Self::instantiate_agent`].
+    pub(crate) async fn instantiate_validator(
+        &self,
+        store: &mut Store<AgentState>,
+        validator: &super::LoadedValidator,
+    ) -> wasmtime::Result<crate::bindings::validator::Validator> {
+        if store.data().slot.is_pooled() {
+            match validator.pre.instantiate_async(&mut *store).await {
+                Err(e) if super::pool::is_pool_full(&e) => self.move_on_demand(store)?,
+                other => return other,
+            }
+        }
+        let pre = self
+            .on_demand_validator(validator)
+            .map_err(|e| wasmtime::format_err!("{e:#}"))?;
+        pre.instantiate_async(store).await
+    }
+
+    /// Replace a pooled store whose instantiation found no room by an on-demand one
+    /// holding the same state.
+    fn move_on_demand(&self, store: &mut Store<AgentState>) -> wasmtime::Result<()> {
+        let d = self
+            .on_demand()
+            .map_err(|e| wasmtime::format_err!("{e:#}"))?;
+        let placeholder = {
+            let t = &store.data().task;
+            AgentState {
+                wasi: wasmtime_wasi::WasiCtx::builder().build(),
+                table: ResourceTable::new(),
+                task: TaskCtx::new(
+                    t.site.run.clone(),
+                    t.site.task_id,
+                    t.tasks.depth,
+                    t.tasks.agent.clone(),
+                    t.tasks.merge.clone(),
+                ),
+                memory_limit: 0,
+                cpu: super::cpu::CpuMeter::new(Duration::ZERO),
+                slot: self.placement.on_demand(),
+            }
+        };
+        let mut state = std::mem::replace(store.data_mut(), placeholder);
+        // The pool permit goes with the old store, the on-demand count with the state.
+        std::mem::swap(&mut state.slot, &mut store.data_mut().slot);
+        *store = configured_store(&d.engine, state);
+        Ok(())
+    }
+}
+
+/// A store for `state` with the limiter, the CPU accounting call hook and the epoch
+/// callback.
+fn configured_store(engine: &Engine, state: AgentState) -> Store<AgentState> {
     let mut store = Store::new(engine, state);
     store.limiter(|s| s);
     store.call_hook(|mut ctx, hook| {

@@ -1,5 +1,6 @@
-//! The wasmtime side of the host: one engine, one linker, compiled components cached
-//! on disk and kept as `InstancePre`s, a pooling allocator, and an epoch ticker.
+//! The wasmtime side of the host: an engine with a pooling allocator and its linker,
+//! compiled components cached on disk and kept as `InstancePre`s, an on-demand engine
+//! for agents beyond the pool ([`pool`]), and an epoch ticker.
 //!
 //! Starting an agent is a fresh `Store` plus `instantiate_async` on a pre-linked
 //! component, which costs microseconds. What an agent may do is decided by the
@@ -9,6 +10,7 @@
 pub mod cache;
 pub mod cpu;
 pub mod execute;
+pub mod pool;
 pub mod state;
 
 use crate::bindings::AgentPre;
@@ -17,17 +19,16 @@ use anyhow::Context as _;
 use state::AgentState;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+pub use pool::{InstanceCounts, RuntimeConfig};
+
 /// Length of one epoch tick: how often a running guest yields to other agents and its
 /// CPU time is checked against its limit.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
-
-/// Agent instances that may be alive at once in one host (pool slots).
-pub const DEFAULT_POOL_SLOTS: u32 = 1000;
 
 /// A compiled, pre-linked agent component.
 pub struct LoadedAgent {
@@ -40,6 +41,8 @@ pub struct LoadedAgent {
     /// The component bytes (stored in the ledger so a run can resume from it alone).
     pub bytes: Arc<[u8]>,
     pub(crate) pre: AgentPre<AgentState>,
+    /// The same component compiled and linked for on-demand instances, when first needed.
+    on_demand: Mutex<Option<AgentPre<AgentState>>>,
 }
 
 impl LoadedAgent {
@@ -58,47 +61,57 @@ pub struct LoadedValidator {
     /// SHA-256 of the component bytes.
     pub hash: String,
     pub(crate) pre: crate::bindings::validator::ValidatorPre<AgentState>,
+    /// The same component compiled and linked for on-demand instances, when first needed.
+    on_demand: Mutex<Option<crate::bindings::validator::ValidatorPre<AgentState>>>,
+    bytes: Arc<[u8]>,
 }
 
-/// Engine, linker and the loaded components.
-pub struct Runtime {
+/// The engine of on-demand instances, its linker and its compiled components' cache.
+struct OnDemand {
     engine: Engine,
     linker: Linker<AgentState>,
     cache: cache::ComponentCache,
+}
+
+/// Engines, linkers and the loaded components.
+pub struct Runtime {
+    /// Instances in pool slots.
+    engine: Engine,
+    linker: Linker<AgentState>,
+    /// Instances beyond the pool; built the first time the pool is full.
+    on_demand: OnceLock<OnDemand>,
+    placement: pool::Placement,
+    cache: cache::ComponentCache,
+    cache_dir: Option<PathBuf>,
     loaded: Mutex<HashMap<String, Arc<LoadedAgent>>>,
     /// Validator components by path, compiled once per host.
     validators: Mutex<HashMap<String, Arc<LoadedValidator>>>,
 }
 
 impl Runtime {
-    /// Build the engine (pooling allocator, epoch interruption) and the linker (WASI
-    /// p2 with nothing granted, plus the agentflow capabilities).
-    pub fn new(cache_dir: Option<PathBuf>) -> anyhow::Result<Arc<Runtime>> {
+    /// Build the engine (a pool of `config.pool_instances` slots, epoch interruption)
+    /// and the linker (WASI p2 with nothing granted, plus the agentflow capabilities).
+    pub fn new(cache_dir: Option<PathBuf>, config: &RuntimeConfig) -> anyhow::Result<Arc<Runtime>> {
+        config.validate()?;
+        let slots = config.pool_instances;
         let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(DEFAULT_POOL_SLOTS)
-            .total_core_instances(DEFAULT_POOL_SLOTS * 4)
-            .total_memories(DEFAULT_POOL_SLOTS * 2)
-            .total_tables(DEFAULT_POOL_SLOTS * 4)
-            .total_stacks(DEFAULT_POOL_SLOTS)
+        pool.total_component_instances(slots)
+            .total_core_instances(slots * 4)
+            .total_memories(slots * 2)
+            .total_tables(slots * 4)
+            .total_stacks(slots)
             .max_memory_size((crate::supervisor::limits::MAX_MEMORY_MB as usize) << 20)
             .max_unused_warm_slots(64);
-        let mut config = Config::new();
-        config
-            .epoch_interruption(true)
-            .wasm_component_model(true)
-            .memory_reservation(8 << 30)
-            .memory_guard_size(64 << 10)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("wasmtime engine: {e}"))?;
-        let mut linker = Linker::<AgentState>::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-            .map_err(|e| anyhow::anyhow!("linking WASI: {e}"))?;
-        add_capabilities(&mut linker)?;
-        let cache = cache::ComponentCache::new(&engine, cache_dir);
+        let engine = engine(InstanceAllocationStrategy::Pooling(pool))?;
+        let linker = linker(&engine)?;
+        let cache = cache::ComponentCache::new(&engine, cache_dir.clone());
         let runtime = Arc::new(Runtime {
             engine,
             linker,
+            on_demand: OnceLock::new(),
+            placement: pool::Placement::new(slots),
             cache,
+            cache_dir,
             loaded: Mutex::new(HashMap::new()),
             validators: Mutex::new(HashMap::new()),
         });
@@ -106,9 +119,67 @@ impl Runtime {
         Ok(runtime)
     }
 
-    /// The engine.
+    /// The engine of pooled instances.
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// Live instances, pooled and on demand.
+    pub fn instances(&self) -> InstanceCounts {
+        self.placement.counts()
+    }
+
+    /// The on-demand engine and its linker, built on first use.
+    fn on_demand(&self) -> anyhow::Result<&OnDemand> {
+        if let Some(d) = self.on_demand.get() {
+            return Ok(d);
+        }
+        let engine = engine(InstanceAllocationStrategy::OnDemand)?;
+        let linker = linker(&engine)?;
+        let cache = cache::ComponentCache::new(&engine, self.cache_dir.clone());
+        Ok(self.on_demand.get_or_init(|| OnDemand {
+            engine,
+            linker,
+            cache,
+        }))
+    }
+
+    /// `agent` compiled and linked for on-demand instances (once; from the on-disk
+    /// cache when it holds it).
+    pub(crate) fn on_demand_agent(
+        &self,
+        agent: &LoadedAgent,
+    ) -> anyhow::Result<AgentPre<AgentState>> {
+        let mut slot = agent.on_demand.lock().unwrap();
+        if let Some(pre) = slot.as_ref() {
+            return Ok(pre.clone());
+        }
+        let d = self.on_demand()?;
+        let (component, _) = d
+            .cache
+            .load(&d.engine, &agent.hash, &agent.bytes)
+            .map_err(|e| anyhow::anyhow!("on-demand engine: {e:#}"))?;
+        let pre = pre_link(&d.linker, &component)?;
+        Ok(slot.insert(pre).clone())
+    }
+
+    /// `validator` compiled and linked for on-demand instances, like
+    /// [`Self::on_demand_agent`].
+    pub(crate) fn on_demand_validator(
+        &self,
+        validator: &LoadedValidator,
+    ) -> anyhow::Result<crate::bindings::validator::ValidatorPre<AgentState>> {
+        let mut slot = validator.on_demand.lock().unwrap();
+        if let Some(pre) = slot.as_ref() {
+            return Ok(pre.clone());
+        }
+        let d = self.on_demand()?;
+        let (component, _) = d
+            .cache
+            .load(&d.engine, &validator.hash, &validator.bytes)
+            .map_err(|e| anyhow::anyhow!("on-demand engine: {e:#}"))?;
+        let pre = validator_pre(&d.linker, &component)?;
+        Ok(slot.insert(pre).clone())
     }
 
     /// Load an agent component from a file.
@@ -139,13 +210,14 @@ impl Runtime {
             return Ok(agent.clone());
         }
         let (component, from_cache) = self.compile(&hash, bytes)?;
-        let pre = self.pre_link(&component)?;
+        let pre = pre_link(&self.linker, &component)?;
         let agent = Arc::new(LoadedAgent {
             name: name.to_string(),
             hash: hash.clone(),
             from_cache,
             bytes: Arc::from(bytes),
             pre,
+            on_demand: Mutex::new(None),
         });
         self.loaded.lock().unwrap().insert(hash, agent.clone());
         Ok(agent)
@@ -193,46 +265,94 @@ impl Runtime {
                 );
             }
         }
-        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
-            anyhow::anyhow!(
-                "the component does not fit the agentflow:agent/validator world: {e}\n\
-                 (validators may import only wasi:* p2 interfaces, agentflow:agent/tools and \
-                 agentflow:agent/trace, and must export `validate`)"
-            )
-        })?;
-        let pre = crate::bindings::validator::ValidatorPre::new(instance_pre).map_err(|e| {
-            anyhow::anyhow!(
-                "the component does not export `validate: func(task: string, output: string) -> report` \
-                 (is it an agent rather than a validator?): {e}"
-            )
-        })?;
-        let loaded = Arc::new(LoadedValidator { hash, pre });
+        let pre = validator_pre(&self.linker, &component)?;
+        let loaded = Arc::new(LoadedValidator {
+            hash,
+            pre,
+            on_demand: Mutex::new(None),
+            bytes: Arc::from(bytes),
+        });
         self.validators.lock().unwrap().insert(key, loaded.clone());
         Ok(loaded)
     }
-
-    fn pre_link(&self, component: &Component) -> anyhow::Result<AgentPre<AgentState>> {
-        let instance_pre = self.linker.instantiate_pre(component).map_err(|e| {
-            anyhow::anyhow!(
-                "the component does not fit the agentflow:agent/agent world: {e}\n\
-                 (agents may import only wasi:* p2 interfaces and agentflow:agent/*, and must export `run`)"
-            )
-        })?;
-        AgentPre::new(instance_pre).map_err(|e| {
-            anyhow::anyhow!("the component does not export `run: func(input: string) -> result<string, string>`: {e}")
-        })
-    }
 }
 
-/// Advance the engine's epoch every [`EPOCH_TICK`] while the runtime is alive.
+/// An engine with the host's settings (epoch interruption, 8 GiB memory reservations
+/// with a 64 KiB guard) and the given allocation strategy. The pooled engine maps a
+/// component's initial memory image copy-on-write (shared pages, quick reuse of warm
+/// slots); the on-demand one copies it into each instance instead, which takes two
+/// memory maps fewer per instance — what bounds how many a process can hold
+/// (`vm.max_map_count`). That setting is part of the compiled code, so each engine
+/// compiles (and caches) its own.
+fn engine(strategy: InstanceAllocationStrategy) -> anyhow::Result<Engine> {
+    let cow = matches!(strategy, InstanceAllocationStrategy::Pooling(_));
+    let mut config = Config::new();
+    config
+        .epoch_interruption(true)
+        .wasm_component_model(true)
+        .memory_reservation(pool::MEMORY_RESERVATION)
+        .memory_guard_size(64 << 10)
+        .memory_init_cow(cow)
+        .allocation_strategy(strategy);
+    Engine::new(&config).map_err(|e| anyhow::anyhow!("wasmtime engine: {e}"))
+}
+
+/// The linker: WASI p2 with nothing granted, plus the agentflow capabilities.
+fn linker(engine: &Engine) -> anyhow::Result<Linker<AgentState>> {
+    let mut linker = Linker::<AgentState>::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+        .map_err(|e| anyhow::anyhow!("linking WASI: {e}"))?;
+    add_capabilities(&mut linker)?;
+    Ok(linker)
+}
+
+fn pre_link(
+    linker: &Linker<AgentState>,
+    component: &Component,
+) -> anyhow::Result<AgentPre<AgentState>> {
+    let instance_pre = linker.instantiate_pre(component).map_err(|e| {
+        anyhow::anyhow!(
+            "the component does not fit the agentflow:agent/agent world: {e}\n\
+             (agents may import only wasi:* p2 interfaces and agentflow:agent/*, and must export `run`)"
+        )
+    })?;
+    AgentPre::new(instance_pre).map_err(|e| {
+        anyhow::anyhow!("the component does not export `run: func(input: string) -> result<string, string>`: {e}")
+    })
+}
+
+fn validator_pre(
+    linker: &Linker<AgentState>,
+    component: &Component,
+) -> anyhow::Result<crate::bindings::validator::ValidatorPre<AgentState>> {
+    let instance_pre = linker.instantiate_pre(component).map_err(|e| {
+        anyhow::anyhow!(
+            "the component does not fit the agentflow:agent/validator world: {e}\n\
+             (validators may import only wasi:* p2 interfaces, agentflow:agent/tools and \
+             agentflow:agent/trace, and must export `validate`)"
+        )
+    })?;
+    crate::bindings::validator::ValidatorPre::new(instance_pre).map_err(|e| {
+        anyhow::anyhow!(
+            "the component does not export `validate: func(task: string, output: string) -> report` \
+             (is it an agent rather than a validator?): {e}"
+        )
+    })
+}
+
+/// Advance the engines' epochs every [`EPOCH_TICK`] while the runtime is alive.
 fn start_epoch_ticker(runtime: Weak<Runtime>) {
     std::thread::Builder::new()
         .name("agentflow-epoch".into())
         .spawn(move || {
             while let Some(rt) = runtime.upgrade() {
                 let engine = rt.engine.clone();
+                let on_demand = rt.on_demand.get().map(|d| d.engine.clone());
                 drop(rt);
                 engine.increment_epoch();
+                if let Some(e) = on_demand {
+                    e.increment_epoch();
+                }
                 std::thread::sleep(EPOCH_TICK);
             }
         })

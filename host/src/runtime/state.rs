@@ -1,5 +1,6 @@
 //! What a store holds for one running agent: WASI state (nothing granted), the
-//! capability context, the memory limiter and CPU accounting ([`super::cpu`]).
+//! capability context, the memory limiter, CPU accounting ([`super::cpu`]) and where
+//! its instance lives ([`super::pool`]).
 
 use crate::capabilities::{Kill, TaskCtx};
 use wasmtime::component::ResourceTable;
@@ -12,6 +13,9 @@ pub struct AgentState {
     pub(crate) task: TaskCtx,
     pub(crate) memory_limit: usize,
     pub(crate) cpu: super::cpu::CpuMeter,
+    /// Its pool slot, or its count among the on-demand instances; given back when the
+    /// store drops.
+    pub(crate) slot: super::pool::PoolSlot,
 }
 
 impl AgentState {

@@ -134,27 +134,53 @@ pub fn normalise(text: &str) -> String {
         .join(" ")
 }
 
-/// Words and adjacent word pairs of a description.
-fn features(text: &str) -> BTreeSet<String> {
-    let words: Vec<String> = text
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(|w| w.to_lowercase())
-        .collect();
-    let mut out: BTreeSet<String> = words.iter().cloned().collect();
-    out.extend(words.windows(2).map(|p| format!("{} {}", p[0], p[1])));
-    out
+/// The words and adjacent word pairs of a description (lower-case, sorted, each
+/// once): what lexical similarity compares.
+pub struct Features(Vec<String>);
+
+impl Features {
+    /// The features of `text`.
+    pub fn of(text: &str) -> Features {
+        let words: Vec<String> = text
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .map(|w| w.to_lowercase())
+            .collect();
+        let mut out: Vec<String> = words
+            .windows(2)
+            .map(|p| format!("{} {}", p[0], p[1]))
+            .collect();
+        out.extend(words);
+        out.sort_unstable();
+        out.dedup();
+        Features(out)
+    }
+
+    /// Jaccard similarity of two feature sets (1.0 for two empty ones).
+    pub fn similarity(&self, other: &Features) -> f64 {
+        let (a, b) = (&self.0, &other.0);
+        if a.is_empty() && b.is_empty() {
+            return 1.0;
+        }
+        let (mut i, mut j, mut inter) = (0, 0, 0usize);
+        while i < a.len() && j < b.len() {
+            match a[i].cmp(&b[j]) {
+                std::cmp::Ordering::Less => i += 1,
+                std::cmp::Ordering::Greater => j += 1,
+                std::cmp::Ordering::Equal => {
+                    inter += 1;
+                    i += 1;
+                    j += 1;
+                }
+            }
+        }
+        inter as f64 / (a.len() + b.len() - inter) as f64
+    }
 }
 
 /// Jaccard similarity of the features (1.0 for two empty descriptions).
 pub fn lexical_similarity(a: &str, b: &str) -> f64 {
-    let (wa, wb) = (features(a), features(b));
-    if wa.is_empty() && wb.is_empty() {
-        return 1.0;
-    }
-    let inter = wa.intersection(&wb).count() as f64;
-    let union = wa.union(&wb).count() as f64;
-    inter / union
+    Features::of(a).similarity(&Features::of(b))
 }
 
 /// Cosine similarities of `text` to each of `others`, by embeddings.

@@ -6,6 +6,7 @@
 //! → approval (the child waits for a human) — then the child is recorded in the ledger
 //! and started ([`RunContext::start_task`]).
 
+use super::start::Approval;
 use super::tree::{TaskNode, TaskTree};
 use super::{ComponentRef, RunContext, constraints};
 use crate::ledger::NewTask;
@@ -144,14 +145,27 @@ impl RunContext {
         let c = &self.settings.constraints;
         let norm = constraints::normalise(&req.description);
         self.check_depth(depth)?;
-        let ancestors = {
+        // One look at the tree for the checks that read it. The lexical cycle check is
+        // made here too (it reads only the spawner's ancestors), but reported in its
+        // place, after concurrency and budget.
+        let (cycle, ancestors) = {
             let tree = self.tree.lock().unwrap();
             self.check_duplicate(&tree, &req, &norm)?;
             self.check_task_count(&tree)?;
-            ancestor_chain(&tree, parent)
+            match &c.embeddings {
+                _ if c.similarity_threshold > 1.0 => (None, Vec::new()),
+                None => (
+                    lexical_cycle(&tree, parent, &req.description, c.similarity_threshold),
+                    Vec::new(),
+                ),
+                Some(_) => (None, ancestor_chain(&tree, parent)),
+            }
         };
         self.check_concurrency(&req)?;
         self.check_budget(parent, &req)?;
+        if let Some(ancestor) = cycle {
+            return Err(SpawnRefusal::CircularDependency(ancestor));
+        }
         self.check_cycles(&req, &ancestors).await?;
         let estimated = req.estimated_cost_usd.or(req.budget_usd).unwrap_or(0.0);
         let approval = c
@@ -159,7 +173,7 @@ impl RunContext {
             .reason(&req.description, depth, estimated, &req.tools);
 
         let mut depends_on = req.depends_on.clone();
-        let (id, rx_deps) = {
+        let (id, rx_deps, component) = {
             let mut tree = self.tree.lock().unwrap();
             // Re-check what a concurrent spawn may have changed since the first look.
             self.check_duplicate(&tree, &req, &norm)?;
@@ -218,7 +232,14 @@ impl RunContext {
                 tree.sequences.insert((parent, name.clone()), id);
             }
             tree.spawn_keys.insert(spawn_key.clone(), id);
-            (id, deps)
+            // The component goes into the ledger's blobs with the first task running it.
+            let component = if tree.stored_components.contains(&agent.hash) {
+                None
+            } else {
+                tree.stored_components.insert(agent.hash.clone());
+                Some(agent.bytes.clone())
+            };
+            (id, deps, component)
         };
         let mut resources: Vec<String> = req
             .resources
@@ -230,14 +251,6 @@ impl RunContext {
                 resources.push(format!("task:{x}"));
             }
         }
-        let component = {
-            let mut tree = self.tree.lock().unwrap();
-            if tree.stored_components.insert(agent.hash.clone()) {
-                Some(agent.bytes.clone())
-            } else {
-                None
-            }
-        };
         // Committed without an fsync: the parent's `tasks.spawn`, durable, follows it.
         let created = self
             .ledger
@@ -287,12 +300,19 @@ impl RunContext {
             self.budget.close_child(id);
             return Err(SpawnRefusal::InvalidRequest(format!("ledger: {e}")));
         }
-        if let Some(t) = req.timeout_ms {
-            self.tree.lock().unwrap().timeouts.insert(id, t);
-        }
         crate::ledger::fault::point("spawn-created");
-        self.tree.lock().unwrap().resources.insert(id, resources);
-        self.start_task(id, depth, agent, req.input, rx_deps, None, None);
+        {
+            let mut tree = self.tree.lock().unwrap();
+            if let Some(t) = req.timeout_ms {
+                tree.timeouts.insert(id, t);
+            }
+            tree.resources.insert(id, resources);
+        }
+        let approval = match approval {
+            Some(_) => Approval::MayNeed,
+            None => Approval::NotNeeded,
+        };
+        self.start_task(id, depth, agent, req.input, rx_deps, None, None, approval);
         Ok(id)
     }
 
@@ -369,27 +389,25 @@ impl RunContext {
         Ok(())
     }
 
-    /// Check 5, cycles: a description too similar to an ancestor's (lexically, or by
-    /// embeddings when configured) is a loop.
+    /// Check 5, cycles, by embeddings (when `[constraints.embeddings]` is set): a
+    /// description too similar to an ancestor's is a loop. The lexical check is
+    /// [`lexical_cycle`], made under the tree's lock.
     async fn check_cycles(
         &self,
         req: &SpawnRequest,
         ancestors: &[(u64, String)],
     ) -> Result<(), SpawnRefusal> {
         let c = &self.settings.constraints;
-        if c.similarity_threshold > 1.0 {
+        let Some(cfg) = &c.embeddings else {
+            return Ok(());
+        };
+        if ancestors.is_empty() {
             return Ok(());
         }
         let descriptions: Vec<String> = ancestors.iter().map(|(_, d)| d.clone()).collect();
-        let scores = match &c.embeddings {
-            Some(cfg) => constraints::embedding_similarities(cfg, &req.description, &descriptions)
-                .await
-                .map_err(|e| SpawnRefusal::InvalidRequest(format!("embeddings endpoint: {e:#}")))?,
-            None => descriptions
-                .iter()
-                .map(|d| constraints::lexical_similarity(&req.description, d))
-                .collect(),
-        };
+        let scores = constraints::embedding_similarities(cfg, &req.description, &descriptions)
+            .await
+            .map_err(|e| SpawnRefusal::InvalidRequest(format!("embeddings endpoint: {e:#}")))?;
         if let Some(((id, _), _)) = ancestors
             .iter()
             .zip(&scores)
@@ -399,6 +417,21 @@ impl RunContext {
         }
         Ok(())
     }
+}
+
+/// Check 5, cycles, lexically: the nearest of the spawner and its ancestors whose
+/// description is at least `threshold` similar to `description`.
+fn lexical_cycle(tree: &TaskTree, parent: u64, description: &str, threshold: f64) -> Option<u64> {
+    let features = constraints::Features::of(description);
+    let mut cur = Some(parent);
+    while let Some(id) = cur {
+        let node = &tree.nodes[&id];
+        if features.similarity(&constraints::Features::of(&node.description)) >= threshold {
+            return Some(id);
+        }
+        cur = node.parent;
+    }
+    None
 }
 
 /// The spawner and its ancestors, nearest first, with their descriptions.

@@ -10,6 +10,15 @@ use crate::ledger::{ApprovalStatus, Status};
 use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, watch};
 
+/// Whether a task may have to wait for a human before it starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Approval {
+    /// Spawned by this host without an approval request: nothing to read.
+    NotNeeded,
+    /// Spawned with a request, or restored from the ledger: the ledger says.
+    MayNeed,
+}
+
 impl RunContext {
     fn lock_for(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
         self.locks
@@ -53,9 +62,10 @@ impl RunContext {
         self.slots.clone().acquire_owned().await.ok()
     }
 
-    /// Start task `id` on its own tokio task: wait for its dependencies, then run it
-    /// (replaying its record first when resuming; `run_input` is the input it already
-    /// started with, if it had started).
+    /// Start task `id` on its own tokio task: wait for its dependencies (and for a
+    /// human, when `approval` says it may need one), then run it (replaying its record
+    /// first when resuming; `run_input` is the input it already started with, if it
+    /// had started).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn start_task(
         self: &Arc<Self>,
@@ -66,6 +76,7 @@ impl RunContext {
         rx_deps: Vec<(u64, bool, watch::Receiver<Option<TaskOutcome>>)>,
         run_input: Option<String>,
         replay: Option<ReplayStart>,
+        approval: Approval,
     ) {
         let run = self.clone();
         let handle = tokio::spawn(async move {
@@ -95,7 +106,9 @@ impl RunContext {
                     }
                 }
             }
-            if let Err(outcome) = run.await_approval(id).await {
+            if approval == Approval::MayNeed
+                && let Err(outcome) = run.await_approval(id).await
+            {
                 run.finish(id, outcome).await;
                 return;
             }
@@ -224,6 +237,7 @@ impl RunContext {
             rx_deps,
             run_input,
             Some(replay),
+            Approval::MayNeed,
         );
     }
 }

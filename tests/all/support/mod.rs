@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod fake_http;
+pub mod guard;
 pub mod llm;
 
 use agentflow::ledger::query::{self, EventRow, TaskRow};
