@@ -40,6 +40,7 @@
 
 pub mod blobs;
 pub mod checkpoints;
+mod commit;
 mod error;
 pub mod existing;
 pub mod fault;
@@ -50,6 +51,7 @@ pub mod kv;
 pub mod merges;
 pub mod perf;
 pub mod query;
+mod records;
 pub mod reviews;
 pub mod schema;
 mod status;
@@ -58,8 +60,10 @@ pub mod validators;
 pub mod workspace;
 mod writer;
 
+pub use commit::{Commit, LINGER, LedgerConfig, SyncMode};
 pub use error::{LedgerError, SqlError, SqlResult};
 pub use kinds::EventKind;
+pub use records::{EventRecord, NewRun, NewTask, RunTotals};
 /// A connection to the ledger: a read connection from [`Ledger::reader`] or
 /// [`Ledger::with_reader`], or the writer's inside a write job. Callers pass it to the
 /// typed functions of this module; they never run statements on it themselves.
@@ -70,6 +74,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{SystemTime, UNIX_EPOCH};
+use writer::Reply;
 
 /// The replay-matching hash of a call's identity (canonical JSON, SHA-256).
 pub fn identity_hash(identity: &serde_json::Value) -> String {
@@ -83,150 +88,6 @@ pub fn now_ms() -> i64 {
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
-
-/// A new run.
-#[derive(Clone, Debug)]
-pub struct NewRun {
-    pub run_id: String,
-    pub agent: String,
-    pub component_hash: String,
-    pub input: String,
-    pub config_json: String,
-    /// Hash of what determines the run's behaviour (component, input, config).
-    pub context_hash: String,
-    pub budget_usd: Option<f64>,
-    /// The component itself, stored in `blobs` so the run can be resumed from the ledger alone.
-    pub component: std::sync::Arc<[u8]>,
-}
-
-/// A run's totals as recorded with its end ([`Ledger::finish_run`]).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct RunTotals {
-    pub tokens_in: i64,
-    pub tokens_out: i64,
-    pub cost_usd: f64,
-    pub started_at: i64,
-    pub finished_at: i64,
-    /// What the events a fork copied into the run cost the original run.
-    pub copied_cost_usd: f64,
-}
-
-/// A new task of a run.
-#[derive(Clone, Debug)]
-pub struct NewTask {
-    pub run_id: String,
-    pub task_id: u64,
-    pub parent_id: Option<u64>,
-    pub depth: u32,
-    pub agent: String,
-    pub component_hash: String,
-    pub description: String,
-    pub input: String,
-    /// `parent:call-number` of the spawn that created it: unique per run, so a parent
-    /// replaying after a crash finds its child instead of spawning a twin.
-    pub spawn_key: Option<String>,
-    pub dedup_key: Option<String>,
-    /// JSON list of dependencies (`{"after": id}` / `{"data_from": id}`).
-    pub depends_on: String,
-    /// The component, when it is not yet in `blobs`.
-    pub component: Option<std::sync::Arc<[u8]>>,
-    /// Its own budget share (USD), if it was given one.
-    pub budget_usd: Option<f64>,
-    /// JSON list of the locks it takes while running (resources, exclusions).
-    pub resources: String,
-    /// Its own wall-clock limit (ms).
-    pub timeout_ms: Option<u64>,
-}
-
-/// One host call, as appended to `events`.
-#[derive(Clone, Debug)]
-pub struct EventRecord {
-    pub run_id: String,
-    pub task_id: u64,
-    /// `interface.function`, e.g. `llm.complete`, `tools.call`, `wasi.nondet`.
-    pub kind: EventKind,
-    pub ok: bool,
-    pub request: serde_json::Value,
-    pub response: serde_json::Value,
-    /// What identifies the call for replay matching (hashed into `request_hash`);
-    /// `None` means the whole request.
-    pub identity: Option<serde_json::Value>,
-    pub model: Option<String>,
-    pub tokens_in: u32,
-    pub tokens_out: u32,
-    pub cost_usd: f64,
-    pub started_at: i64,
-    pub finished_at: i64,
-}
-
-impl EventRecord {
-    /// An event without model usage (no model, tokens or cost), timed now.
-    pub fn note(
-        run_id: impl Into<String>,
-        task_id: u64,
-        kind: EventKind,
-        ok: bool,
-        request: serde_json::Value,
-        response: serde_json::Value,
-    ) -> EventRecord {
-        let now = now_ms();
-        EventRecord {
-            run_id: run_id.into(),
-            task_id,
-            kind,
-            ok,
-            request,
-            response,
-            identity: None,
-            model: None,
-            tokens_in: 0,
-            tokens_out: 0,
-            cost_usd: 0.0,
-            started_at: now,
-            finished_at: now,
-        }
-    }
-}
-
-/// How a write is committed, and what its caller waits for (see the module doc).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Commit {
-    /// Wait until committed and, with `sync = "full"`, fsynced.
-    Durable,
-    /// Wait until committed (visible to readers), not for an fsync.
-    Visible,
-    /// Do not wait: committed with the next group, within [`LINGER`].
-    Buffered,
-}
-
-/// `[ledger]`: how the ledger file is written.
-#[derive(Clone, Debug, Default, serde::Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct LedgerConfig {
-    /// When a durable write is on disk: see [`SyncMode`].
-    #[serde(default)]
-    pub sync: SyncMode,
-}
-
-/// `[ledger] sync`: SQLite's `synchronous` setting for durable writes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SyncMode {
-    /// Every durable commit fsyncs the write-ahead log: a durable write survives a
-    /// process crash *and* a power loss or kernel panic (default).
-    #[default]
-    Full,
-    /// No fsync on commit (`synchronous = NORMAL` in WAL mode): a committed write
-    /// survives a crash of the host process (it is in the OS's page cache), but a
-    /// power loss may lose the last commits — the ledger stays consistent, never
-    /// corrupt. The exactly-once guarantee for effects then holds for process
-    /// crashes only.
-    Normal,
-}
-
-/// How long the writer keeps a group of buffered writes open for more to join
-/// before it commits them, when no caller is waiting.
-pub const LINGER: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// Most buffered writes queued and not yet committed; past it, a buffered write
 /// waits for its commit (backpressure on a guest that logs faster than the disk).
@@ -329,7 +190,7 @@ impl Ledger {
         let sync = config.sync;
         std::thread::Builder::new()
             .name("agentflow-ledger".into())
-            .spawn(move || writer_loop(conn, rx, sync))
+            .spawn(move || writer::writer_loop(conn, rx, sync))
             .expect("spawn ledger writer thread");
         Ok(Ledger {
             jobs,
@@ -707,194 +568,5 @@ impl Ledger {
                     .await
             }
         }
-    }
-}
-
-type Reply = Box<dyn FnOnce(&Result<(), String>) + Send>;
-
-/// The writer thread: takes jobs in order and commits them in groups. A group
-/// commits as soon as the queue is empty and some caller waits for it; a group of
-/// buffered writes only stays open up to [`LINGER`] for more to join. A durable job
-/// arriving while the open group is not synced first commits that group, then starts
-/// a synced one (SQLite applies `synchronous` per transaction, from its start).
-fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, sync: SyncMode) {
-    let mut writer = Writer {
-        conn,
-        next_seq: HashMap::new(),
-        seq_undo: Vec::new(),
-        pending_replies: Vec::new(),
-        group_events: 0,
-        known_blobs: Default::default(),
-    };
-    let mut synced_now = true; // the PRAGMAS open the connection with FULL
-    let mut carried: Option<Job> = None;
-    loop {
-        let first = match carried.take() {
-            Some(job) => job,
-            None => match rx.recv() {
-                Ok(job) => job,
-                Err(_) => break,
-            },
-        };
-        let synced = sync == SyncMode::Full && first.commit == Commit::Durable;
-        if synced != synced_now {
-            let pragma = if synced {
-                "PRAGMA synchronous = FULL"
-            } else {
-                "PRAGMA synchronous = NORMAL"
-            };
-            if let Err(e) = writer.conn.execute_batch(pragma) {
-                tracing::error!(error = %e, "cannot set the ledger's synchronous mode");
-            }
-            synced_now = synced;
-        }
-        let begin = writer.conn.execute_batch("BEGIN IMMEDIATE");
-        let opened = std::time::Instant::now();
-        let mut waited_for = first.commit != Commit::Buffered;
-        let mut buffered = usize::from(!waited_for);
-        (first.run)(&mut writer);
-        if buffered > 0 {
-            crate::ledger::fault::point("buffered-unflushed");
-        }
-        let mut jobs = 1;
-        while jobs < MAX_GROUP && !crate::ledger::fault::crash_due(writer.group_events) {
-            let next = if waited_for {
-                rx.try_recv().ok()
-            } else {
-                let left = LINGER.saturating_sub(opened.elapsed());
-                rx.recv_timeout(left).ok()
-            };
-            let Some(job) = next else { break };
-            if job.commit == Commit::Durable && buffered > 0 {
-                // The barrier: buffered writes are pending and a durable one arrives.
-                crate::ledger::fault::point("barrier");
-            }
-            if job.commit == Commit::Durable && !synced && sync == SyncMode::Full {
-                // This group's buffered writes commit now, and the durable job's
-                // synced commit makes them durable with it.
-                carried = Some(job);
-                break;
-            }
-            let is_buffered = job.commit == Commit::Buffered;
-            waited_for |= !is_buffered;
-            (job.run)(&mut writer);
-            jobs += 1;
-            if is_buffered {
-                buffered += 1;
-                crate::ledger::fault::point("buffered-unflushed");
-            }
-        }
-        let commit = begin
-            .and_then(|_| writer.conn.execute_batch("COMMIT"))
-            .map_err(|e| e.to_string());
-        if commit.is_err() {
-            let _ = writer.conn.execute_batch("ROLLBACK");
-            writer.undo_seqs(0);
-            writer.known_blobs.clear();
-            tracing::error!(error = ?commit, "ledger commit failed");
-        } else {
-            // Fault injection (tests): may abort the process right after this commit.
-            crate::ledger::fault::events_committed(writer.group_events);
-        }
-        writer.seq_undo.clear();
-        writer.group_events = 0;
-        let replies = std::mem::take(&mut writer.pending_replies);
-        for reply in replies {
-            reply(&commit);
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The `synchronous` setting each kind of write commits under.
-    fn modes(sync: SyncMode) -> Vec<(Commit, i64)> {
-        let dir = tempfile::tempdir().unwrap();
-        let ledger = Ledger::open_with(dir.path().join("l.db"), &LedgerConfig { sync }).unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        let read = |w: &mut Writer| w.conn().query_row("PRAGMA synchronous", [], |r| r.get(0));
-        rt.block_on(async {
-            let (tx, rx) = std::sync::mpsc::channel();
-            ledger
-                .write_buffered(
-                    move |w| {
-                        tx.send(read(w)?).unwrap();
-                        Ok(())
-                    },
-                    |e| panic!("{e}"),
-                )
-                .await
-                .unwrap();
-            let durable = ledger.write(read).await.unwrap();
-            let visible = ledger.write_as(Commit::Visible, read).await.unwrap();
-            let buffered = rx.recv().unwrap();
-            vec![
-                (Commit::Buffered, buffered),
-                (Commit::Durable, durable),
-                (Commit::Visible, visible),
-            ]
-        })
-    }
-
-    #[test]
-    fn only_durable_writes_are_fsynced_and_only_with_sync_full() {
-        // SQLite's values: 1 = NORMAL (no fsync on commit in WAL mode), 2 = FULL.
-        assert_eq!(
-            modes(SyncMode::Full),
-            vec![
-                (Commit::Buffered, 1),
-                (Commit::Durable, 2),
-                (Commit::Visible, 1)
-            ]
-        );
-        assert_eq!(
-            modes(SyncMode::Normal),
-            vec![
-                (Commit::Buffered, 1),
-                (Commit::Durable, 1),
-                (Commit::Visible, 1)
-            ]
-        );
-    }
-
-    #[test]
-    fn a_failed_buffered_write_is_reported_and_does_not_undo_its_group() {
-        let dir = tempfile::tempdir().unwrap();
-        let ledger = Ledger::open(dir.path().join("l.db")).unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        let failure = std::sync::Arc::new(std::sync::OnceLock::new());
-        let slot = failure.clone();
-        rt.block_on(async {
-            ledger
-                .write_buffered(|w| w.put_blob(b"kept").map(|_| ()), |e| panic!("{e}"))
-                .await
-                .unwrap();
-            ledger
-                .write_buffered(
-                    |w| {
-                        w.conn()
-                            .execute("INSERT INTO no_such_table VALUES (1)", [])?;
-                        Ok(())
-                    },
-                    move |e| {
-                        let _ = slot.set(e);
-                    },
-                )
-                .await
-                .unwrap();
-            ledger.flush().await.unwrap();
-        });
-        assert!(failure.get().unwrap().contains("no_such_table"));
-        let kept = ledger
-            .with_reader(|c| blobs::get(c, &blobs::sha256_hex(b"kept")))
-            .unwrap()
-            .unwrap();
-        assert_eq!(kept.as_deref(), Some(&b"kept"[..]));
     }
 }

@@ -1,9 +1,14 @@
-//! The writer thread's side of a write: each job's savepoint, and the statements every
-//! write shares — appending an event with the next sequence number of its task,
-//! inserting a task, storing a blob.
+//! The writer thread: its loop (groups, linger, the synced commit of the barrier),
+//! each job's savepoint, and the statements every write shares — appending an event
+//! with the next sequence number of its task, inserting a task, storing a blob.
 
-use super::{EventRecord, NewTask, SqlResult, Writer, blobs, identity_hash, now_ms};
+use super::{
+    Commit, EventRecord, Job, LINGER, MAX_GROUP, NewTask, SqlResult, SyncMode, Writer, blobs,
+    identity_hash, now_ms,
+};
 use rusqlite::{Connection, params};
+use std::collections::HashMap;
+use std::sync::mpsc;
 
 /// Blobs at least this large are remembered as stored by the writer.
 const KNOWN_BLOB_MIN: usize = 4096;
@@ -163,5 +168,196 @@ impl Writer {
         self.seq_undo.push((key, old));
         self.group_events += 1;
         Ok(seq)
+    }
+}
+
+/// A job's reply, sent once its group's commit is known.
+pub(super) type Reply = Box<dyn FnOnce(&Result<(), String>) + Send>;
+
+/// The writer thread: takes jobs in order and commits them in groups. A group
+/// commits as soon as the queue is empty and some caller waits for it; a group of
+/// buffered writes only stays open up to [`LINGER`] for more to join. A durable job
+/// arriving while the open group is not synced first commits that group, then starts
+/// a synced one (SQLite applies `synchronous` per transaction, from its start).
+pub(super) fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, sync: SyncMode) {
+    let mut writer = Writer {
+        conn,
+        next_seq: HashMap::new(),
+        seq_undo: Vec::new(),
+        pending_replies: Vec::new(),
+        group_events: 0,
+        known_blobs: Default::default(),
+    };
+    let mut synced_now = true; // the PRAGMAS open the connection with FULL
+    let mut carried: Option<Job> = None;
+    loop {
+        let first = match carried.take() {
+            Some(job) => job,
+            None => match rx.recv() {
+                Ok(job) => job,
+                Err(_) => break,
+            },
+        };
+        let synced = sync == SyncMode::Full && first.commit == Commit::Durable;
+        if synced != synced_now {
+            let pragma = if synced {
+                "PRAGMA synchronous = FULL"
+            } else {
+                "PRAGMA synchronous = NORMAL"
+            };
+            if let Err(e) = writer.conn.execute_batch(pragma) {
+                tracing::error!(error = %e, "cannot set the ledger's synchronous mode");
+            }
+            synced_now = synced;
+        }
+        let begin = writer.conn.execute_batch("BEGIN IMMEDIATE");
+        let opened = std::time::Instant::now();
+        let mut waited_for = first.commit != Commit::Buffered;
+        let mut buffered = usize::from(!waited_for);
+        (first.run)(&mut writer);
+        if buffered > 0 {
+            crate::ledger::fault::point("buffered-unflushed");
+        }
+        let mut jobs = 1;
+        while jobs < MAX_GROUP && !crate::ledger::fault::crash_due(writer.group_events) {
+            let next = if waited_for {
+                rx.try_recv().ok()
+            } else {
+                let left = LINGER.saturating_sub(opened.elapsed());
+                rx.recv_timeout(left).ok()
+            };
+            let Some(job) = next else { break };
+            if job.commit == Commit::Durable && buffered > 0 {
+                // The barrier: buffered writes are pending and a durable one arrives.
+                crate::ledger::fault::point("barrier");
+            }
+            if job.commit == Commit::Durable && !synced && sync == SyncMode::Full {
+                // This group's buffered writes commit now, and the durable job's
+                // synced commit makes them durable with it.
+                carried = Some(job);
+                break;
+            }
+            let is_buffered = job.commit == Commit::Buffered;
+            waited_for |= !is_buffered;
+            (job.run)(&mut writer);
+            jobs += 1;
+            if is_buffered {
+                buffered += 1;
+                crate::ledger::fault::point("buffered-unflushed");
+            }
+        }
+        let commit = begin
+            .and_then(|_| writer.conn.execute_batch("COMMIT"))
+            .map_err(|e| e.to_string());
+        if commit.is_err() {
+            let _ = writer.conn.execute_batch("ROLLBACK");
+            writer.undo_seqs(0);
+            writer.known_blobs.clear();
+            tracing::error!(error = ?commit, "ledger commit failed");
+        } else {
+            // Fault injection (tests): may abort the process right after this commit.
+            crate::ledger::fault::events_committed(writer.group_events);
+        }
+        writer.seq_undo.clear();
+        writer.group_events = 0;
+        let replies = std::mem::take(&mut writer.pending_replies);
+        for reply in replies {
+            reply(&commit);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::{Ledger, LedgerConfig};
+
+    /// The `synchronous` setting each kind of write commits under.
+    fn modes(sync: SyncMode) -> Vec<(Commit, i64)> {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open_with(dir.path().join("l.db"), &LedgerConfig { sync }).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let read = |w: &mut Writer| w.conn().query_row("PRAGMA synchronous", [], |r| r.get(0));
+        rt.block_on(async {
+            let (tx, rx) = std::sync::mpsc::channel();
+            ledger
+                .write_buffered(
+                    move |w| {
+                        tx.send(read(w)?).unwrap();
+                        Ok(())
+                    },
+                    |e| panic!("{e}"),
+                )
+                .await
+                .unwrap();
+            let durable = ledger.write(read).await.unwrap();
+            let visible = ledger.write_as(Commit::Visible, read).await.unwrap();
+            let buffered = rx.recv().unwrap();
+            vec![
+                (Commit::Buffered, buffered),
+                (Commit::Durable, durable),
+                (Commit::Visible, visible),
+            ]
+        })
+    }
+
+    #[test]
+    fn only_durable_writes_are_fsynced_and_only_with_sync_full() {
+        // SQLite's values: 1 = NORMAL (no fsync on commit in WAL mode), 2 = FULL.
+        assert_eq!(
+            modes(SyncMode::Full),
+            vec![
+                (Commit::Buffered, 1),
+                (Commit::Durable, 2),
+                (Commit::Visible, 1)
+            ]
+        );
+        assert_eq!(
+            modes(SyncMode::Normal),
+            vec![
+                (Commit::Buffered, 1),
+                (Commit::Durable, 1),
+                (Commit::Visible, 1)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_failed_buffered_write_is_reported_and_does_not_undo_its_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(dir.path().join("l.db")).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let failure = std::sync::Arc::new(std::sync::OnceLock::new());
+        let slot = failure.clone();
+        rt.block_on(async {
+            ledger
+                .write_buffered(|w| w.put_blob(b"kept").map(|_| ()), |e| panic!("{e}"))
+                .await
+                .unwrap();
+            ledger
+                .write_buffered(
+                    |w| {
+                        w.conn()
+                            .execute("INSERT INTO no_such_table VALUES (1)", [])?;
+                        Ok(())
+                    },
+                    move |e| {
+                        let _ = slot.set(e);
+                    },
+                )
+                .await
+                .unwrap();
+            ledger.flush().await.unwrap();
+        });
+        assert!(failure.get().unwrap().contains("no_such_table"));
+        let kept = ledger
+            .with_reader(|c| blobs::get(c, &blobs::sha256_hex(b"kept")))
+            .unwrap()
+            .unwrap();
+        assert_eq!(kept.as_deref(), Some(&b"kept"[..]));
     }
 }

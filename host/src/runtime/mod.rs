@@ -150,17 +150,7 @@ impl Runtime {
         &self,
         agent: &LoadedAgent,
     ) -> anyhow::Result<AgentPre<AgentState>> {
-        let mut slot = agent.on_demand.lock().unwrap();
-        if let Some(pre) = slot.as_ref() {
-            return Ok(pre.clone());
-        }
-        let d = self.on_demand()?;
-        let (component, _) = d
-            .cache
-            .load(&d.engine, &agent.hash, &agent.bytes)
-            .map_err(|e| anyhow::anyhow!("on-demand engine: {e:#}"))?;
-        let pre = pre_link(&d.linker, &component)?;
-        Ok(slot.insert(pre).clone())
+        self.on_demand_pre(&agent.on_demand, &agent.hash, &agent.bytes, pre_link)
     }
 
     /// `validator` compiled and linked for on-demand instances, like
@@ -169,16 +159,33 @@ impl Runtime {
         &self,
         validator: &LoadedValidator,
     ) -> anyhow::Result<crate::bindings::validator::ValidatorPre<AgentState>> {
-        let mut slot = validator.on_demand.lock().unwrap();
+        self.on_demand_pre(
+            &validator.on_demand,
+            &validator.hash,
+            &validator.bytes,
+            validator_pre,
+        )
+    }
+
+    /// The component `hash` (`bytes`) compiled for the on-demand engine and linked by
+    /// `link`, kept in `slot` after the first time.
+    fn on_demand_pre<P: Clone>(
+        &self,
+        slot: &std::sync::Mutex<Option<P>>,
+        hash: &str,
+        bytes: &[u8],
+        link: impl FnOnce(&Linker<AgentState>, &Component) -> anyhow::Result<P>,
+    ) -> anyhow::Result<P> {
+        let mut slot = slot.lock().unwrap();
         if let Some(pre) = slot.as_ref() {
             return Ok(pre.clone());
         }
         let d = self.on_demand()?;
         let (component, _) = d
             .cache
-            .load(&d.engine, &validator.hash, &validator.bytes)
+            .load(&d.engine, hash, bytes)
             .map_err(|e| anyhow::anyhow!("on-demand engine: {e:#}"))?;
-        let pre = validator_pre(&d.linker, &component)?;
+        let pre = link(&d.linker, &component)?;
         Ok(slot.insert(pre).clone())
     }
 
