@@ -58,7 +58,7 @@ pub mod merge;
 pub mod observe;
 pub mod providers;
 pub mod replay;
-mod runs;
+pub mod runs;
 pub mod runtime;
 pub mod scheduler;
 pub mod supervisor;
@@ -135,6 +135,8 @@ pub struct RunReport {
 /// can run many agents at once.
 pub struct Host {
     config: HostConfig,
+    /// `config` as each run records it ([`runs::recorded`]).
+    recorded_config: serde_json::Value,
     runtime: Arc<Runtime>,
     ledger: Ledger,
     scheduler: Arc<Scheduler>,
@@ -150,8 +152,10 @@ impl Host {
         let runtime = Runtime::new(Some(config.cache_dir()), &config.runtime)?;
         let ledger = Ledger::open_with(db.as_ref(), &config.ledger)?;
         let scheduler = Arc::new(build_scheduler(&config, db.as_ref())?);
+        let recorded_config = runs::recorded::record(&config)?;
         Ok(Host {
             config,
+            recorded_config,
             runtime,
             ledger,
             scheduler,
@@ -237,6 +241,7 @@ impl Host {
             validators: self.config.validators.clone(),
             retry: self.config.retry.clone(),
             merge: self.config.merge.clone(),
+            host: Some(self.recorded_config.clone()),
             constraints: {
                 let mut c = self.config.constraints.clone();
                 if let Some(n) = opts.max_concurrency {

@@ -91,8 +91,8 @@ fn real_main() -> anyhow::Result<ExitCode> {
             retry_failed,
             out,
         } => {
-            let config = HostConfig::from_file_or_default(config.as_deref())?;
             existing::require(&db.path)?;
+            let config = run_config(config.as_deref(), &db.path, &run)?;
             let options = ResumeOptions {
                 allow_changed,
                 agent_file: agent,
@@ -110,8 +110,8 @@ fn real_main() -> anyhow::Result<ExitCode> {
             apply,
             out,
         } => {
-            let config = HostConfig::from_file_or_default(config.as_deref())?;
             existing::require(&db.path)?;
+            let config = run_config(config.as_deref(), &db.path, &run)?;
             let (plan, compensations, resumed) = with_host(config, &db.path, async |host| {
                 host.recover(&run, apply).await
             })?;
@@ -126,8 +126,8 @@ fn real_main() -> anyhow::Result<ExitCode> {
             config,
             out,
         } => {
-            let config = HostConfig::from_file_or_default(config.as_deref())?;
             existing::require(&db.path)?;
+            let config = run_config(config.as_deref(), &db.path, &run)?;
             let report = with_host(config, &db.path, async |host| {
                 host.fork(&run, at, model).await
             })?;
@@ -242,4 +242,29 @@ fn real_main() -> anyhow::Result<ExitCode> {
             json_or(out.json, &view, inspect::render)
         }
     }
+}
+
+/// The configuration to resume, recover or fork run `run` with: the `--config` file
+/// (its validator crates built) when given — `resume` then refuses it if it differs
+/// from the recorded one — else the configuration the run was started with.
+fn run_config(
+    path: Option<&std::path::Path>,
+    db: &std::path::Path,
+    run: &str,
+) -> anyhow::Result<HostConfig> {
+    if let Some(path) = path {
+        let mut config = HostConfig::from_file(path)?;
+        build::build_validator_crates(&mut config.validators)?;
+        return Ok(config);
+    }
+    Ok(match agentflow::runs::recorded::of_run(db, run)? {
+        Some(config) => config,
+        None => {
+            tracing::warn!(
+                run,
+                "the run recorded no configuration (an older host): using the defaults; give --config"
+            );
+            HostConfig::default()
+        }
+    })
 }

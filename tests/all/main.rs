@@ -15,6 +15,7 @@ mod limits;
 mod merge;
 mod provider_failures;
 mod providers;
+mod same_run;
 mod scheduler;
 mod tools;
 mod validation;

@@ -87,10 +87,11 @@ pub enum Command {
         run: String,
         #[command(flatten)]
         db: Db,
-        /// Host configuration (TOML): providers and model catalog.
+        /// Host configuration (TOML). Default: the one the run was started with, as
+        /// recorded in the ledger; a file that differs is refused, key by key.
         #[arg(long)]
         config: Option<PathBuf>,
-        /// Resume even if the component or behaviour-relevant config changed.
+        /// Resume even if the component or the configuration changed.
         #[arg(long)]
         allow_changed: bool,
         /// Run this component instead of the one stored with the run.

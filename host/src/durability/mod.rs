@@ -13,7 +13,7 @@ pub mod reopen;
 pub use crate::replay::DivergencePolicy;
 
 /// `[durability]`.
-#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[derive(Clone, Debug, Default, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DurabilityConfig {
     /// When a resumed task's replay diverges: `fail` (default) or `from-checkpoint`.

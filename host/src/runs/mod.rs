@@ -1,5 +1,8 @@
 //! The `Host` API's work on runs beyond starting one: what a run stores to be resumed
-//! ([`stored`]) and resuming, forking, recovering and reopening runs ([`resume`]).
+//! ([`stored`]), the host configuration it was started with ([`recorded`]), and
+//! resuming, forking, recovering and reopening runs ([`resume`]).
+
+pub mod recorded;
 
 pub(crate) mod resume;
 pub(crate) mod stored;

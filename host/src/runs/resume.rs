@@ -2,6 +2,7 @@
 //! recovering a run with side effects in doubt, re-running a failed run's failed tasks.
 
 use crate::ledger::{self, Status};
+use crate::runs::recorded;
 use crate::runs::stored::{StoredRunConfig, context_hash};
 use crate::runtime::LoadedAgent;
 use crate::supervisor::{self, RunContext};
@@ -35,6 +36,8 @@ impl Host {
         let mut stored: StoredRunConfig = serde_json::from_str(&config_json)?;
         stored.catalog = self.scheduler.models().to_vec();
         stored.model_override = model;
+        // A fork is a new run: it runs on this host's configuration and records it.
+        stored.host = Some(self.recorded_config.clone());
         let hash = context_hash(&row.component_hash, &row.input, &stored);
         let new_id = uuid::Uuid::new_v4().simple().to_string();
         durability::fork::copy_prefix(
@@ -172,6 +175,20 @@ impl Host {
         let mut stored: StoredRunConfig = serde_json::from_str(&config_json).map_err(|e| {
             anyhow::anyhow!("run {run_id} was recorded by an incompatible host: {e}")
         })?;
+        if let Some(recorded) = &stored.host {
+            let changes = recorded::changes(recorded, &self.recorded_config);
+            if !changes.is_empty() && !opts.allow_changed {
+                anyhow::bail!(
+                    "run {run_id} was started with a different configuration; refusing to resume \
+                     (leave out --config to resume on the recorded one, or pass --allow-changed \
+                     to resume on this one):{}",
+                    recorded::describe(&changes)
+                );
+            }
+            if !changes.is_empty() {
+                tracing::warn!(run = %run_id, "resuming on a changed configuration:{}", recorded::describe(&changes));
+            }
+        }
         let load_stored = |hash: &str, name: &str| -> anyhow::Result<Arc<LoadedAgent>> {
             let bytes = ledger::query::blob(&reader, hash)?.ok_or_else(|| {
                 anyhow::anyhow!("component {hash} of run {run_id} is missing from the ledger")
