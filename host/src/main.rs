@@ -5,6 +5,7 @@
 mod cli;
 
 use agentflow::attempts::{calibrate, review};
+use agentflow::durability::settle;
 use agentflow::guest_text::escape_guest_text;
 use agentflow::ledger::{existing, integrity, query};
 use agentflow::merge::resolve::{self, Decision};
@@ -116,12 +117,22 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 host.recover(&run, apply).await
             })?;
             print::recovery(&plan, compensations, resumed.as_ref(), apply, out.json);
+            let waits = agentflow::durability::recovery::waits_for_human(&plan);
+            if apply && !waits.is_empty() {
+                eprintln!(
+                    "agentflow: run {} waits for a human: check the affected system, then {}",
+                    plan.run_id,
+                    waits.join("; and ")
+                );
+                return Ok(ExitCode::from(3));
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Fork {
             run,
             at,
             model,
+            live_effects,
             db,
             config,
             out,
@@ -129,9 +140,39 @@ fn real_main() -> anyhow::Result<ExitCode> {
             existing::require(&db.path)?;
             let config = run_config(config.as_deref(), &db.path, &run)?;
             let report = with_host(config, &db.path, async |host| {
-                host.fork(&run, at, model).await
+                host.fork(&run, at, model, live_effects).await
             })?;
             print::report(&report, out.json)
+        }
+        Command::Settle {
+            run,
+            intent,
+            happened,
+            did_not_happen: _,
+            result,
+            note,
+            db,
+            out,
+        } => {
+            let answer = if happened {
+                let result = match result {
+                    Some(text) => Some(serde_json::from_str(&text).map_err(|e| {
+                        anyhow::anyhow!("--result must be JSON (quote a string: '\"done\"'): {e}")
+                    })?),
+                    None => None,
+                };
+                settle::Answer::Happened { result }
+            } else {
+                settle::Answer::DidNotHappen
+            };
+            existing::require(&db.path)?;
+            let settled = with_ledger(&db.path, |l| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?
+                    .block_on(settle::settle(l, &run, intent, answer, note))
+            })?;
+            json_or(out.json, &settled, print::settled)
         }
         Command::Diff { a, b, db, out } => {
             let d = observe::diff::diff(&existing::reader(&db.path)?, &a, &b)?;

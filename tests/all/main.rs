@@ -17,5 +17,6 @@ mod provider_failures;
 mod providers;
 mod same_run;
 mod scheduler;
+mod settle;
 mod tools;
 mod validation;

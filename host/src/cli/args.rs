@@ -117,6 +117,34 @@ pub enum Command {
         #[command(flatten)]
         out: Json,
     },
+    /// Settle a side effect in doubt after a crash (`recover` says RequiresHuman): say
+    /// whether the call happened, then resume the run.
+    Settle {
+        /// Run id (or a unique prefix).
+        run: String,
+        /// The in-doubt intent's event seq (shown by `agentflow recover`).
+        intent: u64,
+        /// The call acted: the guest gets --result (JSON; default null) on resume.
+        #[arg(
+            long,
+            conflicts_with = "did_not_happen",
+            required_unless_present = "did_not_happen"
+        )]
+        happened: bool,
+        /// The call did not act: it runs again on resume.
+        #[arg(long)]
+        did_not_happen: bool,
+        /// The call's result as the guest should see it (JSON), with --happened.
+        #[arg(long, requires = "happened", value_name = "JSON")]
+        result: Option<String>,
+        /// Why (recorded with the answer).
+        #[arg(long)]
+        note: Option<String>,
+        #[command(flatten)]
+        db: Db,
+        #[command(flatten)]
+        out: Json,
+    },
     /// Start a new run that replays <run> up to root event --at and continues live
     /// (optionally pinned to another model): "what would it have done with …?"
     Fork {
@@ -127,6 +155,10 @@ pub enum Command {
         /// Model every live LLM call of the fork uses.
         #[arg(long)]
         model: Option<String>,
+        /// Fork even though the run made side-effecting calls after --at: the fork
+        /// makes them again, live.
+        #[arg(long)]
+        live_effects: bool,
         #[command(flatten)]
         db: Db,
         #[arg(long)]

@@ -15,11 +15,15 @@ impl Host {
     /// Fork a run at root event `at`: a new run replays the original's record up to
     /// there and continues live, with every live LLM call pinned to `model` if given.
     /// Returns the new run's report.
+    ///
+    /// Refused when the original performed side effects after the fork point (the
+    /// fork would perform them again, live) unless `live_effects`.
     pub async fn fork(
         &self,
         run_id: &str,
         at: u64,
         model: Option<String>,
+        live_effects: bool,
     ) -> anyhow::Result<RunReport> {
         self.ledger.quick_check_once()?;
         let reader = self.ledger.reader()?;
@@ -30,6 +34,21 @@ impl Host {
             && self.scheduler.model(m).is_none()
         {
             anyhow::bail!("--model {m}: not in the model catalog (see `agentflow models`)");
+        }
+        let later = durability::fork::effects_after(&reader, &row.run_id, at)?;
+        if !later.is_empty() && !live_effects {
+            let calls: Vec<String> = later
+                .iter()
+                .map(|e| format!("{} (task {}, seq {})", e.tool, e.task_id, e.seq))
+                .collect();
+            anyhow::bail!(
+                "run {} made {} side-effecting call(s) after event {at}: {}; a fork continues live \
+                 from there and would make them again — fork at an earlier event, or pass \
+                 --live-effects to let it",
+                row.run_id,
+                later.len(),
+                calls.join(", ")
+            );
         }
         let (config_json, _) = ledger::query::run_config(&reader, &row.run_id)?
             .ok_or_else(|| anyhow::anyhow!("run {} has no stored config", row.run_id))?;
