@@ -74,7 +74,11 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 on_divergence,
                 max_concurrency,
                 approval_over_usd: require_approval_over_usd,
+                run_id: Some(agentflow::new_run_id()),
             };
+            if let Some(id) = &options.run_id {
+                eprintln!("agentflow: run {id} started (ledger {})", db.path.display());
+            }
             let report = with_host(config, &db.path, async |host| {
                 host.run_file(&wasm, &input, options).await
             })?;
@@ -173,6 +177,22 @@ fn real_main() -> anyhow::Result<ExitCode> {
                     .block_on(settle::settle(l, &run, intent, answer, note))
             })?;
             json_or(out.json, &settled, print::settled)
+        }
+        Command::Cancel {
+            run,
+            task,
+            note,
+            db,
+            out,
+        } => {
+            existing::require(&db.path)?;
+            let cancelled = with_ledger(&db.path, |l| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?
+                    .block_on(agentflow::runs::cancel::cancel(l, &run, task, note))
+            })?;
+            json_or(out.json, &cancelled, agentflow::runs::cancel::render)
         }
         Command::Diff { a, b, db, out } => {
             let d = observe::diff::diff(&existing::reader(&db.path)?, &a, &b)?;

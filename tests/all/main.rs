@@ -15,6 +15,7 @@ mod limits;
 mod merge;
 mod provider_failures;
 mod providers;
+mod run_status;
 mod same_run;
 mod scheduler;
 mod settle;

@@ -117,6 +117,22 @@ pub enum Command {
         #[command(flatten)]
         out: Json,
     },
+    /// Cancel a run, or with --task a subtree: its host stops the tasks (or, with no
+    /// live host, the ledger marks them cancelled); compensations are offered, not run.
+    Cancel {
+        /// Run id (or a unique prefix).
+        run: String,
+        /// Cancel this task and its descendants instead of the whole run.
+        #[arg(long)]
+        task: Option<u64>,
+        /// Why (recorded as the tasks' error).
+        #[arg(long)]
+        note: Option<String>,
+        #[command(flatten)]
+        db: Db,
+        #[command(flatten)]
+        out: Json,
+    },
     /// Settle a side effect in doubt after a crash (`recover` says RequiresHuman): say
     /// whether the call happened, then resume the run.
     Settle {

@@ -102,13 +102,17 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
     })
 }
 
-/// All runs, newest first.
+/// All runs, newest first; a `running` run whose host stopped shows as
+/// [`Status::Interrupted`].
 pub fn runs(conn: &Connection, limit: usize) -> Result<Vec<RunRow>, LedgerError> {
     let mut stmt = conn.prepare(&format!(
         "SELECT {RUN_COLUMNS} FROM runs ORDER BY started_at DESC, rowid DESC LIMIT ?1"
     ))?;
-    let rows = stmt.query_map([limit as i64], run_row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let mut rows: Vec<RunRow> = stmt
+        .query_map([limit as i64], run_row)?
+        .collect::<Result<_, _>>()?;
+    super::leases::mark_interrupted(conn, &mut rows)?;
+    Ok(rows)
 }
 
 /// One run by id, or by a unique prefix of its id.
@@ -460,4 +464,9 @@ pub fn checkpoints(
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Whether cancel request `id` was carried out ([`super::cancels`]).
+pub fn is_cancel_done(conn: &Connection, id: i64) -> Result<bool, LedgerError> {
+    super::cancels::is_done(conn, id)
 }

@@ -2,6 +2,8 @@
 //! ([`stored`]), the host configuration it was started with ([`recorded`]), and
 //! resuming, forking, recovering and reopening runs ([`resume`]).
 
+pub mod cancel;
+pub(crate) mod lease;
 pub mod recorded;
 
 pub(crate) mod resume;

@@ -189,6 +189,18 @@ impl Host {
                 row.status
             );
         }
+        if let Some(lease) = ledger::leases::lease(&reader, &run_id)?
+            && !lease.is_stale(ledger::now_ms())
+            && &lease.holder != self.leases.holder()
+        {
+            anyhow::bail!(
+                "run {run_id} is being executed by host `{}` (pid {}, heartbeat {} s ago): resuming \
+                 it now would run it twice; resume it once that host stopped",
+                lease.holder.host,
+                lease.holder.pid,
+                (ledger::now_ms() - lease.heartbeat_at) / 1000
+            );
+        }
         let (config_json, stored_hash) = ledger::query::run_config(&reader, &run_id)?
             .ok_or_else(|| anyhow::anyhow!("run {run_id} has no stored config"))?;
         let mut stored: StoredRunConfig = serde_json::from_str(&config_json).map_err(|e| {
@@ -230,6 +242,7 @@ impl Host {
         }
         let tools = ToolSet::build(&stored.tools, &self.registered_tools)?;
         let run = self.run_context(run_id.clone(), &stored, tools, stored_hash);
+        let _lease = self.leases.take(&run).await?;
         let tasks = ledger::query::resume_tasks(&reader, &run_id)?;
         if tasks.is_empty() {
             return self.start_missing_root(run, root_agent, &row.input).await;
@@ -312,7 +325,7 @@ impl Host {
                     replay: Some(replay),
                     slot,
                 };
-                run.runner.run_task(run.clone(), start).await
+                run.run_root(start).await
             }
             None => run
                 .outcome(1)
