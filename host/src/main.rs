@@ -55,6 +55,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
             max_concurrency,
             require_approval_over_usd,
             timeout,
+            detach,
             out,
         } => {
             let mut config = HostConfig::from_file_or_default(config.as_deref())?;
@@ -73,6 +74,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 on_divergence,
                 max_concurrency,
                 approval_over_usd: require_approval_over_usd,
+                detach: detach.on,
             };
             let report = with_host(config, &db.path, async |host| {
                 host.run_file(&wasm, &input, options).await
@@ -80,7 +82,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
             if !out.json {
                 eprintln!("{limits}");
             }
-            print::report(&report, out.json)
+            print::report(&report, out.json, &db.path)
         }
         Command::Resume {
             run,
@@ -89,6 +91,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
             allow_changed,
             agent,
             retry_failed,
+            detach,
             out,
         } => {
             let config = HostConfig::from_file_or_default(config.as_deref())?;
@@ -97,11 +100,12 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 allow_changed,
                 agent_file: agent,
                 retry_failed,
+                detach: detach.on,
             };
             let report = with_host(config, &db.path, async |host| {
                 host.resume(&run, options).await
             })?;
-            print::report(&report, out.json)
+            print::report(&report, out.json, &db.path)
         }
         Command::Recover {
             run,
@@ -131,7 +135,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
             let report = with_host(config, &db.path, async |host| {
                 host.fork(&run, at, model).await
             })?;
-            print::report(&report, out.json)
+            print::report(&report, out.json, &db.path)
         }
         Command::Diff { a, b, db, out } => {
             let d = observe::diff::diff(&existing::reader(&db.path)?, &a, &b)?;

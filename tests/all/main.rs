@@ -18,3 +18,4 @@ mod providers;
 mod scheduler;
 mod tools;
 mod validation;
+mod waits;

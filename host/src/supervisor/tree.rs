@@ -136,10 +136,13 @@ impl RunContext {
         {
             tracing::error!(run = %self.run_id, task = id, error = %e, "cannot record task end");
         }
-        let tree = self.tree.lock().unwrap();
-        if let Some(node) = tree.nodes.get(&id) {
-            node.outcome.send_replace(Some(outcome));
+        {
+            let tree = self.tree.lock().unwrap();
+            if let Some(node) = tree.nodes.get(&id) {
+                node.outcome.send_replace(Some(outcome));
+            }
         }
+        self.mark_finished(id);
     }
 
     /// Wait for task `id`; `None` if the caller may not wait for it (unknown, itself
@@ -152,6 +155,8 @@ impl RunContext {
             }
             tree.nodes[&id].outcome.subscribe()
         };
+        // Blocked on `id`: while it waits for a human, so does the caller's wall clock.
+        let _blocked = self.blocked_on(caller, vec![id]);
         rx.wait_for(|o| o.is_some())
             .await
             .ok()

@@ -1,0 +1,234 @@
+//! Waiting for humans: a wait for an approval does not count against the waiting
+//! tasks' wall-clock limit nor hold an execution slot; the host says what it waits for
+//! (a notice, `inspect`); `run --detach` stops a run whose every task waits for a
+//! human (exit status 3), and `resume` continues it once decided.
+
+use crate::support::cli::*;
+use crate::support::*;
+use agentflow::supervisor::{DecisionKind, HumanWait};
+use agentflow::{RunOptions, Status};
+use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn spawn(desc: &str, input: Value, extra: Value) -> Value {
+    let input = match input {
+        Value::String(s) => s,
+        other => other.to_string(),
+    };
+    let mut s = json!({"description": desc, "input": input});
+    if let (Some(m), Some(x)) = (s.as_object_mut(), extra.as_object()) {
+        for (k, v) in x {
+            m.insert(k.clone(), v.clone());
+        }
+    }
+    json!({ "spawn": s })
+}
+
+/// Poll the ledger until it holds a pending approval; panics after 20 s.
+async fn pending_approval(host: &agentflow::Host) -> agentflow::ledger::query::ApprovalRow {
+    for _ in 0..400 {
+        let conn = host.ledger().reader().unwrap();
+        if let Some(a) = agentflow::ledger::query::approvals(&conn, false)
+            .unwrap()
+            .pop()
+        {
+            return a;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no approval was asked for within 20 s");
+}
+
+/// The root waits for a child that waits for a grandchild needing approval; nobody
+/// answers for longer than `wall_ms` (2 s). Neither waiting ancestor times out, the
+/// operator is told (a notice with the command), `inspect` shows the grandchild as
+/// waiting, and once approved the run completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_for_approval_longer_than_wall_ms_then_approve_completes() {
+    let (_dir, mut host) = temp_host(
+        "wait-wall",
+        "[limits]\nwall_ms = 2000\n[constraints.approval]\ncost_over_usd = 0.5\n",
+    );
+    let notices: Arc<Mutex<Vec<HumanWait>>> = Arc::default();
+    let seen = notices.clone();
+    host.set_notices(Arc::new(move |w| seen.lock().unwrap().push(w.clone())));
+    let host = Arc::new(host);
+    let grandchild = spawn("expensive part", json!(""), json!({"estimated_cost": 0.9}));
+    let child = json!([grandchild, {"wait": 3}]);
+    let ops = json!([spawn("delegate the work", child, json!({})), {"wait": 2}]);
+    let h = host.clone();
+    let run = tokio::spawn(async move {
+        h.run_file(
+            &example("scripted"),
+            &ops.to_string(),
+            RunOptions::default(),
+        )
+        .await
+        .unwrap()
+    });
+    let approval = pending_approval(&host).await;
+    assert_eq!(approval.task_id, 3);
+    let asked = Instant::now();
+    // Nobody answers for longer than wall_ms: with the clock running, the root and the
+    // child (blocked on the grandchild) would have failed by now.
+    while asked.elapsed() < Duration::from_millis(3500) {
+        assert!(!run.is_finished(), "the run ended while a human was asked");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let text = inspect_text(&host, &approval.run_id);
+    assert!(
+        text.contains(&format!(
+            "waiting: approval {} (cost over $0.5)",
+            approval.id
+        )),
+        "{text}"
+    );
+    let waits = notices.lock().unwrap().clone();
+    assert_eq!(waits.len(), 1, "{waits:?}");
+    assert_eq!(waits[0].kind, DecisionKind::Approval);
+    assert_eq!((waits[0].task_id, waits[0].id), (3, approval.id));
+    assert_eq!(
+        waits[0].commands[0],
+        format!("agentflow approve {}", approval.id)
+    );
+    host.ledger()
+        .decide_approval(approval.id, true, None)
+        .await
+        .unwrap();
+    let report = run.await.unwrap();
+    assert_eq!(report.status, Status::Completed, "{report:?}");
+    let results: Vec<Value> = serde_json::from_str(report.output.as_deref().unwrap()).unwrap();
+    let child: Vec<Value> =
+        serde_json::from_str(results[1]["completed"].as_str().unwrap()).unwrap();
+    assert_eq!(child[1]["completed"], "child:", "{child:?}");
+    // The wall-clock records: the root's wait for a human is not counted against it.
+    let usage = of_kind(&events(&host, &report.run_id), "task.usage");
+    let root = usage.iter().find(|e| e.task_id == 1).unwrap();
+    assert!(
+        root.response["human_wait_ms"].as_u64().unwrap() >= 3000,
+        "{}",
+        root.response
+    );
+    // Decided: nothing waits any more.
+    let text = inspect_text(&host, &report.run_id);
+    assert!(!text.contains("waiting:"), "{text}");
+}
+
+/// One execution slot: a child waiting for approval does not hold it, so its sibling
+/// runs (and completes) before anyone decides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_waiting_for_approval_holds_no_execution_slot() {
+    let (_dir, host) = temp_host(
+        "wait-slot",
+        "[constraints]\nmax_concurrent_tasks = 1\n[constraints.approval]\ndescription_matches = [\"*gated*\"]\n",
+    );
+    let host = Arc::new(host);
+    let sibling =
+        json!([{"tool": {"name": "kv", "args": {"op": "put", "key": "sibling", "value": "ran"}}}]);
+    let ops = json!([
+        spawn("gated work", json!(""), json!({})),
+        spawn("sibling work", sibling, json!({})),
+        {"wait": 3},
+        {"wait": 2},
+    ]);
+    let h = host.clone();
+    let run = tokio::spawn(async move {
+        h.run_file(&example("scripted"), &ops.to_string(), grant(&["kv"]))
+            .await
+            .unwrap()
+    });
+    let approval = pending_approval(&host).await;
+    assert_eq!(approval.task_id, 2);
+    // Decide only once the sibling has completed (or after 20 s, to end the test).
+    let mut sibling_done = false;
+    for _ in 0..400 {
+        let done = tasks(&host, &approval.run_id)
+            .iter()
+            .any(|t| t.task_id == 3 && t.status == Status::Completed);
+        if done {
+            sibling_done = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let still_pending =
+        agentflow::ledger::query::approvals(&host.ledger().reader().unwrap(), false)
+            .unwrap()
+            .len();
+    host.ledger()
+        .decide_approval(approval.id, true, None)
+        .await
+        .unwrap();
+    let report = run.await.unwrap();
+    assert!(
+        sibling_done,
+        "the sibling never ran while task 2 waited for approval"
+    );
+    assert_eq!(still_pending, 1, "the sibling ran before the decision");
+    assert_eq!(report.status, Status::Completed, "{report:?}");
+    let results: Vec<Value> = serde_json::from_str(report.output.as_deref().unwrap()).unwrap();
+    assert_eq!(results[3]["completed"], "child:");
+}
+
+/// `run --detach`: the only child waits for approval, the root for it, so the host
+/// stops (exit 3, status waiting, the approve command on stderr); `inspect` shows the
+/// wait; `approve` then `resume` finishes the run.
+#[test]
+fn run_detach_stops_waiting_then_approve_and_resume_finish() {
+    let dir = TempDir::new("wait-detach");
+    let db = dir.join("d.db");
+    let config = dir.file("c.toml", "[constraints.approval]\ndepth_over = 0\n");
+    let ops = json!([spawn("needs a human", json!(""), json!({})), {"wait": 2}]).to_string();
+    let config_arg = config.to_str().unwrap();
+    let started = Instant::now();
+    let out = run_example(
+        &db,
+        "scripted",
+        ["--input", &ops, "--config", config_arg, "--detach"],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(60));
+    let approve = format!("agentflow approve 1 --db {}", db.display());
+    assert!(
+        err.contains("waits for approval 1 (depth 1 is over 0)"),
+        "{err}"
+    );
+    assert!(err.contains(&approve), "{err}");
+    assert!(err.contains("  waiting  "), "the report's status: {err}");
+    let run_id = only_run_id(&db);
+    assert!(
+        err.contains(&format!("agentflow resume {run_id} --db")),
+        "{err}"
+    );
+    let status: String = sql(&db, "SELECT status FROM runs");
+    assert_eq!(status, "running", "the run stays unfinished in the ledger");
+    let text = stdout(&agentflow_on(&db, ["inspect", &run_id]));
+    assert!(
+        text.contains("waiting: approval 1 (depth 1 is over 0)"),
+        "{text}"
+    );
+    let inspected = stdout_json(&agentflow_on(&db, ["inspect", &run_id, "--json"]));
+    let child = &inspected["tasks"][1];
+    assert_eq!(child["waiting"]["kind"], "approval", "{child}");
+    assert_eq!(child["waiting"]["id"], 1, "{child}");
+    // Resuming before anyone decided parks it again, with the same decision.
+    let again = agentflow_on(&db, ["resume", &run_id, "--detach", "--json"]);
+    assert_eq!(again.status.code(), Some(3), "{}", stderr(&again));
+    let report = stdout_json(&again);
+    assert_eq!(report["status"], "waiting", "{report}");
+    assert_eq!(report["waiting"][0]["commands"][0], approve, "{report}");
+    let approved = agentflow_on(&db, ["approve", "1"]);
+    assert!(approved.status.success(), "{}", stderr(&approved));
+    let report = resume_only_run(&db, &config);
+    assert_eq!(report["status"], "completed", "{report}");
+    let results: Vec<Value> = serde_json::from_str(report["output"].as_str().unwrap()).unwrap();
+    assert_eq!(results[0]["ok"], 2);
+    assert_eq!(results[1]["completed"], "child:", "{results:?}");
+    let spawns: i64 = sql(
+        &db,
+        "SELECT COUNT(*) FROM events WHERE kind = 'tasks.spawn'",
+    );
+    assert_eq!(spawns, 1, "the spawn was replayed, not made again");
+}
