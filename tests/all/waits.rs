@@ -232,3 +232,114 @@ fn run_detach_stops_waiting_then_approve_and_resume_finish() {
     );
     assert_eq!(spawns, 1, "the spawn was replayed, not made again");
 }
+
+/// `run --detach` while the root's output waits for a human review (`[retry] semantic
+/// = "human"`): exit 3 with the retry command; `retry`, then `resume`, completes it
+/// with the reviewer's guidance.
+#[test]
+fn run_detach_on_a_review_then_retry_and_resume_finish() {
+    let dir = TempDir::new("wait-detach-review");
+    let db = dir.join("r.db");
+    let config = dir.file(
+        "c.toml",
+        r#"
+[llm.mock]
+rules = [{ contains = "guidance from a human reviewer: say revised", reply = "A revised, friendly greeting." }]
+[[validators]]
+name = "revised"
+agents = ["hello"]
+kind = "pattern"
+must_match = ["*revised*"]
+[retry]
+max_attempts = 2
+semantic = "human"
+"#,
+    );
+    let config_arg = config.to_str().unwrap();
+    let out = run_example(
+        &db,
+        "hello",
+        ["--input", "world", "--config", config_arg, "--no-wait"],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("task 1 waits for review 1 (revised [semantic]"),
+        "{err}"
+    );
+    let retry = format!(
+        "agentflow retry 1 --note \"guidance\" --db {}",
+        db.display()
+    );
+    assert!(err.contains(&retry), "{err}");
+    let run_id = only_run_id(&db);
+    let text = stdout(&agentflow_on(&db, ["inspect", &run_id]));
+    assert!(
+        text.contains("waiting: review 1 (revised [semantic])"),
+        "{text}"
+    );
+    let decided = agentflow_on(&db, ["retry", "1", "--note", "say revised"]);
+    assert!(decided.status.success(), "{}", stderr(&decided));
+    let report = resume_only_run(&db, &config);
+    assert_eq!(report["status"], "completed", "{report}");
+    assert_eq!(report["output"], "A revised, friendly greeting.");
+}
+
+/// `run --detach` while a join waits for a human to resolve a critical conflict: exit
+/// 3 with the resolve commands; `resolve`, then `resume`, completes it.
+#[test]
+fn run_detach_on_a_conflict_then_resolve_and_resume_finish() {
+    let dir = TempDir::new("wait-detach-conflict");
+    let db = dir.join("m.db");
+    let ws = dir.join("ws");
+    std::fs::create_dir_all(ws.join("deploy")).unwrap();
+    std::fs::write(ws.join("deploy/prod.toml"), "replicas = 2\n").unwrap();
+    let config = dir.file("c.toml", "[merge]\ncritical_paths = [\"deploy/*\"]\n");
+    let write = json!([{"tool": {"name": "workspace", "args": {"op": "write", "path": "deploy/prod.toml", "content": "replicas = 20\n"}}}]);
+    let ops = json!([
+        spawn("scale production up", write, json!({})),
+        {"wait": 2},
+        {"tool": {"name": "workspace", "args": {"op": "read", "path": "deploy/prod.toml"}}},
+    ])
+    .to_string();
+    let out = run_example(
+        &db,
+        "scripted",
+        [
+            "--input",
+            &ops,
+            "--config",
+            config.to_str().unwrap(),
+            "--grant",
+            "workspace",
+            "--workspace",
+            ws.to_str().unwrap(),
+            "--detach",
+        ],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("task 1 waits for conflict 1 (critical: deploy/prod.toml)"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "agentflow resolve 1 --take 2 --db {}",
+            db.display()
+        )),
+        "{err}"
+    );
+    let run_id = only_run_id(&db);
+    let text = stdout(&agentflow_on(&db, ["inspect", &run_id]));
+    assert!(
+        text.contains("waiting: conflict 1 (critical: deploy/prod.toml)"),
+        "{text}"
+    );
+    let resolved = agentflow_on(&db, ["resolve", "1", "--take", "2"]);
+    assert!(resolved.status.success(), "{}", stderr(&resolved));
+    let report = resume_only_run(&db, &config);
+    assert_eq!(report["status"], "completed", "{report}");
+    let results: Vec<Value> = serde_json::from_str(report["output"].as_str().unwrap()).unwrap();
+    assert_eq!(results[2]["ok"], "replicas = 20\n", "{results:?}");
+}

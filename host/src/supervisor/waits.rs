@@ -135,6 +135,9 @@ pub(super) struct WaitState {
 impl WaitState {
     /// Whether `task` is blocked on a human, itself or through the tasks it waits for.
     fn on_human(&self, task: u64) -> bool {
+        if self.human.is_empty() {
+            return false;
+        }
         let mut seen = HashSet::new();
         let mut stack = vec![task];
         while let Some(t) = stack.pop() {
