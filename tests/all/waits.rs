@@ -343,3 +343,29 @@ fn run_detach_on_a_conflict_then_resolve_and_resume_finish() {
     let results: Vec<Value> = serde_json::from_str(report["output"].as_str().unwrap()).unwrap();
     assert_eq!(results[2]["ok"], "replicas = 20\n", "{results:?}");
 }
+
+/// A child still waiting for approval when its run ends is cancelled with it: its
+/// approval is no longer pending (not listed, and `approve` says there is nothing to
+/// approve) instead of being "approved" for a task that will never run.
+#[test]
+fn an_approval_whose_task_ended_is_not_pending() {
+    let dir = TempDir::new("wait-moot");
+    let db = dir.join("m.db");
+    let config = dir.file("c.toml", "[constraints.approval]\ndepth_over = 0\n");
+    let ops = json!([spawn("needs a human", json!(""), json!({}))]).to_string();
+    let out = run_example(
+        &db,
+        "scripted",
+        ["--input", &ops, "--config", config.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let status: String = sql(&db, "SELECT status FROM tasks WHERE task_id = 2");
+    assert_eq!(status, "cancelled");
+    let listed = stdout_json(&agentflow_on(&db, ["approvals", "--json"]));
+    assert_eq!(listed, json!([]), "{listed}");
+    let all = stdout_json(&agentflow_on(&db, ["approvals", "--all", "--json"]));
+    assert_eq!(all[0]["status"], "pending", "{all}");
+    let approve = agentflow_on(&db, ["approve", "1"]);
+    assert_eq!(approve.status.code(), Some(2), "{}", stdout(&approve));
+    assert!(stderr(&approve).contains("no pending approval 1"));
+}
