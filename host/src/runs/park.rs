@@ -29,7 +29,7 @@ impl Host {
         let parked = tokio::select! {
             biased;
             outcome = root => Err(outcome),
-            waits = run.parked() => Ok(waits),
+            waits = run.park_when_all_wait() => Ok(waits),
         };
         match parked {
             Err(outcome) => self.conclude(run, outcome).await,
@@ -37,14 +37,13 @@ impl Host {
         }
     }
 
-    /// Stop a run whose every task waits for a human: its tasks stop where they wait,
-    /// the ledger is flushed, and the report says `waiting`, with the decisions.
+    /// Report a run whose every task waits for a human, its tasks stopped where they
+    /// wait: the ledger flushed, the status `waiting`, with the decisions.
     async fn park(
         &self,
         run: Arc<RunContext>,
         waiting: Vec<HumanWait>,
     ) -> anyhow::Result<RunReport> {
-        run.stop_parked();
         self.ledger.flush().await?;
         self.scheduler.flush_stats();
         let run_id = run.run_id.clone();

@@ -9,11 +9,10 @@
 //!   for an hour does not time the task or its waiting ancestors out;
 //! - the operator is told, once, what it waits for and the command that answers it
 //!   ([`NoticeSink`], set by the CLI);
-//! - a run whose live tasks are *all* blocked on a human is *parked*
-//!   ([`RunContext::parked`]): nothing can move until someone decides, and no call
-//!   with an effect is in flight, so a host may stop (`run --detach`) and a later
-//!   `resume` replays each task's record and continues once the decision is in the
-//!   ledger.
+//! - a run whose live tasks are *all* blocked on a human is *parked*: nothing can move
+//!   until someone decides, and no call with an effect is in flight, so a host may stop
+//!   it there ([`RunContext::park_when_all_wait`], `run --detach`) and a later `resume`
+//!   replays each task's record and continues once the decision is in the ledger.
 //!
 //! Execution slots are not held across a human wait: an approval is waited for before
 //! the task takes its slot, a review between attempts (each attempt takes a slot of
@@ -263,27 +262,28 @@ impl RunContext {
         self.waits.lock().unwrap().on_human(id)
     }
 
-    /// Resolves, with the pending decisions, once every live task of the run is blocked
-    /// on a human.
-    pub async fn parked(&self) -> Vec<HumanWait> {
+    /// Resolves once every live task of the run is blocked on a human, having stopped
+    /// the run's task tree where each task waits — recording nothing: the run stays
+    /// unfinished in the ledger, for `resume` — and returns the pending decisions. The
+    /// root task, run by the caller, is the caller's to drop.
+    pub async fn park_when_all_wait(&self) -> Vec<HumanWait> {
         let mut changed = self.waits_changed.subscribe();
         loop {
-            if let Some(waits) = self.waits.lock().unwrap().parked() {
-                return waits;
+            {
+                let waits = self.waits.lock().unwrap();
+                if let Some(pending) = waits.parked() {
+                    // Still under the lock, which a task takes to leave a wait: none
+                    // has gone on past its decision (nor to any call) before it stops.
+                    for node in self.tree.lock().unwrap().nodes.values() {
+                        if let Some(abort) = &node.abort {
+                            abort.abort();
+                        }
+                    }
+                    return pending;
+                }
             }
             if changed.changed().await.is_err() {
                 std::future::pending::<()>().await;
-            }
-        }
-    }
-
-    /// Stop every task of a parked run where it waits, recording nothing: the run stays
-    /// unfinished in the ledger, for `resume`.
-    pub fn stop_parked(&self) {
-        let tree = self.tree.lock().unwrap();
-        for node in tree.nodes.values() {
-            if let Some(abort) = &node.abort {
-                abort.abort();
             }
         }
     }
