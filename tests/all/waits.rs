@@ -369,3 +369,154 @@ fn an_approval_whose_task_ended_is_not_pending() {
     assert_eq!(approve.status.code(), Some(2), "{}", stdout(&approve));
     assert!(stderr(&approve).contains("no pending approval 1"));
 }
+
+/// `agentflow run <scripted> ARGS --db DB`, which must exit within 60 s (a host that
+/// fails to see its run parked would wait for the human forever).
+fn run_scripted_within_60s(db: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let mut child = agentflow()
+        .arg("run")
+        .arg(example("scripted"))
+        .args(args)
+        .arg("--db")
+        .arg(db)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(60) {
+            child.kill().unwrap();
+            let out = child.wait_with_output().unwrap();
+            panic!("the host did not stop within 60 s: {}", stderr(&out));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// The root waits for a child whose dependency waits for approval: blocked through the
+/// dependency, neither the root's clock nor the dependent's runs (`wall_ms` 2 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_through_a_dependency_on_a_task_awaiting_approval_does_not_time_out() {
+    let (_dir, host) = temp_host(
+        "wait-dep",
+        "[limits]\nwall_ms = 2000\n[constraints.approval]\ndescription_matches = [\"*gated*\"]\n",
+    );
+    let host = Arc::new(host);
+    let ops = json!([
+        spawn("gated work", json!(""), json!({})),
+        spawn("then the rest", json!(""), json!({"after": [2]})),
+        {"wait": 3},
+    ]);
+    let h = host.clone();
+    let run = tokio::spawn(async move {
+        h.run_file(
+            &example("scripted"),
+            &ops.to_string(),
+            RunOptions::default(),
+        )
+        .await
+        .unwrap()
+    });
+    let approval = pending_approval(&host).await;
+    let asked = Instant::now();
+    while asked.elapsed() < Duration::from_millis(3500) {
+        assert!(!run.is_finished(), "the run ended while a human was asked");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    host.ledger()
+        .decide_approval(approval.id, true, None)
+        .await
+        .unwrap();
+    let report = run.await.unwrap();
+    assert_eq!(report.status, Status::Completed, "{report:?}");
+    let results: Vec<Value> = serde_json::from_str(report.output.as_deref().unwrap()).unwrap();
+    assert_eq!(results[2]["completed"], "child:", "{results:?}");
+}
+
+/// `--detach` stops only when *every* task waits for a human: a sibling still working
+/// (1.5 s of sleep) finishes first, and is recorded completed, not cut off.
+#[test]
+fn run_detach_waits_for_the_tasks_still_working() {
+    let dir = TempDir::new("wait-detach-sibling");
+    let db = dir.join("s.db");
+    let config = dir.file(
+        "c.toml",
+        "[constraints.approval]\ndescription_matches = [\"*gated*\"]\n",
+    );
+    let ops = json!([
+        spawn("gated work", json!(""), json!({})),
+        spawn("slow sibling", json!([{"sleep_ms": 1500}]), json!({})),
+        {"wait": 3},
+        {"wait": 2},
+    ])
+    .to_string();
+    let config_arg = config.to_str().unwrap();
+    let out = run_scripted_within_60s(&db, &["--input", &ops, "--config", config_arg, "--detach"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let sibling: String = sql(&db, "SELECT status FROM tasks WHERE task_id = 3");
+    assert_eq!(sibling, "completed");
+    let waits: i64 = sql(
+        &db,
+        "SELECT COUNT(*) FROM events WHERE task_id = 1 AND kind = 'tasks.wait'",
+    );
+    assert_eq!(waits, 1, "the root's wait for the sibling is recorded");
+    let approved = agentflow_on(&db, ["approve", "1"]);
+    assert!(approved.status.success(), "{}", stderr(&approved));
+    let report = resume_only_run(&db, &config);
+    assert_eq!(report["status"], "completed", "{report}");
+    let results: Vec<Value> = serde_json::from_str(report["output"].as_str().unwrap()).unwrap();
+    assert!(results[2]["completed"].is_string(), "{results:?}");
+    assert_eq!(results[3]["completed"], "child:", "{results:?}");
+}
+
+/// A task waiting for a human review holds its shared resource; a sibling queued for
+/// that resource is blocked on it, and so is the root waiting for the sibling: the run
+/// is parked (`--detach` stops). Rejecting the output and resuming finishes the run.
+#[test]
+fn run_detach_sees_a_task_queued_behind_a_lock_held_by_a_waiting_task() {
+    let dir = TempDir::new("wait-detach-lock");
+    let db = dir.join("l.db");
+    let config = dir.file(
+        "c.toml",
+        "[retry]\nmax_attempts = 2\nsemantic = \"human\"\n",
+    );
+    let never = json!({"name": "says-never", "kind": "pattern", "must_match": ["*never*"]});
+    let signal =
+        json!([{"tool": {"name": "kv", "args": {"op": "put", "key": "holder", "value": "in"}}}]);
+    let ops = json!([
+        spawn("checked holder", signal, json!({"resources": ["db"], "validators": [never]})),
+        // The holder runs (so holds the resource) before its sibling is spawned.
+        {"wait_kv": {"key": "holder", "timeout_ms": 30000}},
+        spawn("queued behind it", json!(""), json!({"resources": ["db"]})),
+        {"wait": 3},
+        {"wait": 2},
+    ])
+    .to_string();
+    let config_arg = config.to_str().unwrap();
+    let out = run_scripted_within_60s(
+        &db,
+        &[
+            "--input", &ops, "--config", config_arg, "--grant", "kv", "--detach",
+        ],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("task 2 waits for review 1"), "{err}");
+    let queued: String = sql(&db, "SELECT status FROM tasks WHERE task_id = 3");
+    assert_eq!(queued, "pending", "still queued for the resource");
+    let rejected = agentflow_on(&db, ["reject", "1", "--note", "no"]);
+    assert!(rejected.status.success(), "{}", stderr(&rejected));
+    let report = resume_only_run(&db, &config);
+    assert_eq!(report["status"], "completed", "{report}");
+    let results: Vec<Value> = serde_json::from_str(report["output"].as_str().unwrap()).unwrap();
+    assert_eq!(results[3]["completed"], "child:", "{results:?}");
+    assert!(
+        results[4]["failed"]
+            .as_str()
+            .unwrap()
+            .contains("rejected by a human (review 1): no"),
+        "{results:?}"
+    );
+}

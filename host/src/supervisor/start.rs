@@ -147,7 +147,18 @@ impl RunContext {
             names.dedup();
             let mut guards = Vec::new();
             for name in &names {
-                guards.push(run.lock_for(name).lock_owned().await);
+                let lock = run.lock_for(name);
+                let guard = match lock.clone().try_lock_owned() {
+                    Ok(guard) => guard,
+                    Err(_) => {
+                        // Blocked on the holder: while it waits for a human (a review,
+                        // a conflict), so does this task.
+                        let _blocked = run.lock_holder(name).map(|h| run.blocked_on(id, vec![h]));
+                        lock.lock_owned().await
+                    }
+                };
+                run.hold_lock(name, id);
+                guards.push(guard);
             }
             let slot = run.take_slot().await;
             let input = run_input.unwrap_or(input);
@@ -160,6 +171,7 @@ impl RunContext {
                 slot,
             };
             let outcome = run.runner.run_task(run.clone(), start).await;
+            run.release_locks(&names, id);
             drop(guards);
             run.finish(id, outcome).await;
         });

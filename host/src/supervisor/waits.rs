@@ -1,6 +1,7 @@
 //! Waits for a human, as the supervisor tracks them: a task waiting for an approval, a
 //! review or the resolution of a merge conflict, and the tasks blocked on other tasks
-//! (`tasks.wait` on a child, a child's dependencies before it starts).
+//! (`tasks.wait` on a child, a child's dependencies or a lock's holder before it
+//! starts).
 //!
 //! A task is *blocked on a human* while it is in a human wait itself, or while it waits
 //! for a task that is (transitively). Three things follow from that:
@@ -127,8 +128,10 @@ pub(super) struct WaitState {
     live: HashSet<u64>,
     /// Tasks in a human wait.
     human: HashMap<u64, HumanWait>,
-    /// Tasks waiting for other tasks (`tasks.wait`, dependencies).
+    /// Tasks waiting for other tasks (`tasks.wait`, dependencies, a lock's holder).
     blocked_on: HashMap<u64, Vec<u64>>,
+    /// The task holding each lock (shared resource, mutual exclusion) taken.
+    holders: HashMap<String, u64>,
 }
 
 impl WaitState {
@@ -216,6 +219,30 @@ impl RunContext {
         };
         if wake {
             self.waits_changed.send_modify(|v| *v += 1);
+        }
+    }
+
+    /// The task holding lock `name`, if one does.
+    pub(super) fn lock_holder(&self, name: &str) -> Option<u64> {
+        self.waits.lock().unwrap().holders.get(name).copied()
+    }
+
+    /// Task `id` holds lock `name`.
+    pub(super) fn hold_lock(&self, name: &str, id: u64) {
+        self.waits
+            .lock()
+            .unwrap()
+            .holders
+            .insert(name.to_string(), id);
+    }
+
+    /// Task `id` lets go of the locks `names`.
+    pub(super) fn release_locks(&self, names: &[String], id: u64) {
+        let mut w = self.waits.lock().unwrap();
+        for name in names {
+            if w.holders.get(name) == Some(&id) {
+                w.holders.remove(name);
+            }
         }
     }
 
