@@ -1,7 +1,9 @@
-//! Waiting for humans: a wait for an approval does not count against the waiting
-//! tasks' wall-clock limit nor hold an execution slot; the host says what it waits for
-//! (a notice, `inspect`); `run --detach` stops a run whose every task waits for a
-//! human (exit status 3), and `resume` continues it once decided.
+//! Waiting for humans: a wait for an approval or a conflict does not count against the
+//! wall-clock limit of the tasks blocked on it (through `tasks.wait`, a dependency)
+//! nor hold an execution slot; the host says what it waits for (a notice, `inspect`);
+//! `run --detach` stops a run whose every task waits for a human — an approval, a
+//! review, a conflict, or a lock held by a task that does — with exit status 3, and
+//! `resume` continues it once decided.
 
 use crate::support::cli::*;
 use crate::support::*;
@@ -519,4 +521,73 @@ fn run_detach_sees_a_task_queued_behind_a_lock_held_by_a_waiting_task() {
             .contains("rejected by a human (review 1): no"),
         "{results:?}"
     );
+}
+
+/// The root's own join waits for a human to resolve a critical conflict — inside its
+/// `tasks.wait`, so inside its timed call — for longer than `wall_ms` (2 s): its clock
+/// stops meanwhile, and once resolved the run completes with the chosen version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_waiting_for_a_conflict_longer_than_wall_ms_then_resolve_completes() {
+    let dir = TempDir::new("wait-conflict-wall");
+    std::fs::create_dir_all(dir.join("ws/deploy")).unwrap();
+    std::fs::write(dir.join("ws/deploy/prod.toml"), "replicas = 2\n").unwrap();
+    let host = Arc::new(host(
+        &dir,
+        "[limits]\nwall_ms = 2000\n[merge]\ncritical_paths = [\"deploy/*\"]\n",
+    ));
+    let write = json!([{"tool": {"name": "workspace", "args": {"op": "write", "path": "deploy/prod.toml", "content": "replicas = 20\n"}}}]);
+    let ops = json!([
+        spawn("scale production up", write, json!({})),
+        {"wait": 2},
+        {"tool": {"name": "workspace", "args": {"op": "read", "path": "deploy/prod.toml"}}},
+    ]);
+    let options = RunOptions {
+        workspace: Some(dir.join("ws")),
+        ..grant(&["workspace"])
+    };
+    let h = host.clone();
+    let run = tokio::spawn(async move {
+        h.run_file(&example("scripted"), &ops.to_string(), options)
+            .await
+            .unwrap()
+    });
+    let mut pending = Vec::new();
+    for _ in 0..400 {
+        let conn = host.ledger().reader().unwrap();
+        pending = agentflow::merge::resolve::conflicts(&conn, false).unwrap();
+        if !pending.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(pending.len(), 1, "no conflict went to a human");
+    let asked = Instant::now();
+    while asked.elapsed() < Duration::from_millis(3500) {
+        assert!(!run.is_finished(), "the run ended while a human was asked");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let text = inspect_text(&host, &pending[0].run_id);
+    assert!(
+        text.contains(&format!(
+            "waiting: conflict {} (critical: deploy/prod.toml)",
+            pending[0].id
+        )),
+        "{text}"
+    );
+    let (ledger, id) = (host.ledger().clone(), pending[0].id);
+    tokio::task::spawn_blocking(move || {
+        agentflow::merge::resolve::resolve(
+            &ledger,
+            id,
+            agentflow::merge::resolve::Decision::Take(2),
+            None,
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let report = run.await.unwrap();
+    assert_eq!(report.status, Status::Completed, "{report:?}");
+    let results: Vec<Value> = serde_json::from_str(report.output.as_deref().unwrap()).unwrap();
+    assert_eq!(results[2]["ok"], "replicas = 20\n", "{results:?}");
 }
