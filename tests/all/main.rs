@@ -21,3 +21,4 @@ mod scheduler;
 mod settle;
 mod tools;
 mod validation;
+mod waits;
