@@ -36,7 +36,8 @@
 //! functions — [`Writer`] methods inside a write job, functions taking a read
 //! [`Connection`] — grouped by topic: [`kv`], [`workspace`] (copy-on-write views),
 //! [`merges`], [`reviews`] (approvals and reviews), [`checkpoints`], [`validators`],
-//! [`tasks`], [`fork`], and [`perf`] (the performance DB beside the ledger).
+//! [`tasks`], [`fork`], [`traces`] (the `agent_traces` view), and [`perf`] (the
+//! performance DB beside the ledger).
 
 pub mod blobs;
 pub mod cancels;
@@ -58,6 +59,7 @@ pub mod reviews;
 pub mod schema;
 mod status;
 pub mod tasks;
+pub mod traces;
 pub mod validators;
 pub mod workspace;
 mod writer;

@@ -1,6 +1,7 @@
 //! The ledger's SQLite schema and its numbered migrations.
 //!
-//! The version lives in `PRAGMA user_version`. A brand new file gets [`SCHEMA`] at
+//! The version lives in `PRAGMA user_version`. A brand new file gets [`SCHEMA`], the
+//! tables of version 2 and the `agent_traces` view of version 3 ([`super::traces`]) at
 //! [`SCHEMA_VERSION`]; an older ledger is brought up by [`MIGRATIONS`], one transaction
 //! each. Nothing is ever re-created behind the operator's back: a ledger whose version
 //! is newer than this host knows, or that lacks a table its version must have, is
@@ -25,18 +26,19 @@ use std::path::Path;
 
 /// The schema version this host writes (`PRAGMA user_version`). Version 0 is the
 /// unversioned ledger of hosts from before migrations (its tables match version 1).
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// The `meta.schema_version` value unversioned ledgers carry; any other value there
 /// means the file was not written by an agentflow this host can migrate.
 const LEGACY_META_VERSION: &str = "2";
 
-/// One step of the schema's history: run `sql` on a ledger at version `to - 1`, which
-/// then is at version `to` and has `adds_tables` too.
+/// One step of the schema's history: run `sql()` on a ledger at version `to - 1`, which
+/// then is at version `to` and has `adds_tables` too. (A function, because a view's
+/// SQL names event kinds, which are built from [`super::EventKind`].)
 pub struct Migration {
     pub to: i64,
     pub what: &'static str,
-    pub sql: &'static str,
+    pub sql: fn() -> String,
     pub adds_tables: &'static [&'static str],
 }
 
@@ -44,17 +46,22 @@ pub struct Migration {
 pub const MIGRATIONS: &[Migration] = &[Migration {
     to: 1,
     what: "version the ledger (user_version) and restore its derived index and view",
-    sql: "CREATE INDEX IF NOT EXISTS events_by_kind ON events(run_id, kind);
+    sql: || "CREATE INDEX IF NOT EXISTS events_by_kind ON events(run_id, kind);
           CREATE VIEW IF NOT EXISTS event_summary AS
               SELECT run_id, task_id, seq, kind, status, model, tokens_in, tokens_out, cost_usd,
                      finished_at - started_at AS duration_ms, substr(request, 1, 120) AS request_head
-              FROM events;",
+              FROM events;".to_string(),
     adds_tables: &[],
 }, Migration {
     to: 2,
     what: "leases: which host holds each unfinished run (interrupted runs); operators' cancel requests",
-    sql: LEASES,
+    sql: || LEASES.to_string(),
     adds_tables: &["leases", "cancel_requests"],
+}, Migration {
+    to: 3,
+    what: "the agent_traces view: one row per task with its reasoning trace",
+    sql: super::traces::view_sql,
+    adds_tables: &[],
 }];
 
 /// Version 2's tables: a run's host and its last heartbeat ([`super::leases`]), and
@@ -175,6 +182,7 @@ fn upgrade(conn: &Connection, path: &Path) -> Result<(), LedgerError> {
     if found == 0 && tables(conn)?.is_empty() {
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(LEASES)?;
+        conn.execute_batch(&super::traces::view_sql())?;
         set_version(conn, SCHEMA_VERSION)?;
         return Ok(());
     }
@@ -184,7 +192,7 @@ fn upgrade(conn: &Connection, path: &Path) -> Result<(), LedgerError> {
     require_tables(conn, path, found)?;
     for m in MIGRATIONS.iter().filter(|m| m.to > found) {
         tracing::info!(ledger = %path.display(), to = m.to, what = m.what, "migrating the ledger");
-        conn.execute_batch(m.sql)?;
+        conn.execute_batch(&(m.sql)())?;
         set_version(conn, m.to)?;
     }
     require_tables(conn, path, SCHEMA_VERSION)
@@ -421,6 +429,71 @@ mod tests {
         assert_eq!(MIGRATIONS.last().map(|m| m.to), Some(SCHEMA_VERSION));
     }
 
+    fn has_view(conn: &Connection, name: &str) -> bool {
+        conn.query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'view' AND name = ?1",
+            [name],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap()
+            == 1
+    }
+
+    /// A task of run `r` whose one trace step reads back through `agent_traces`.
+    fn trace_of_one_step(conn: &Connection) -> String {
+        conn.execute_batch(&format!(
+            "INSERT INTO runs (run_id, agent, component_hash, input, status, config_json,
+                               context_hash, started_at)
+                 VALUES ('r', 'a', 'c', '', 'running', '{{}}', 'h', 1);
+             INSERT INTO blobs (hash, size, data) VALUES ('ih', 0, x'');
+             INSERT INTO tasks (run_id, task_id, depth, agent, component_hash, description,
+                                status, input_hash, created_at)
+                 VALUES ('r', 1, 0, 'a', 'c', 'root', 'running', 'ih', 1);
+             INSERT INTO events (run_id, task_id, seq, kind, status, request, response,
+                                 request_hash, started_at, finished_at)
+                 VALUES ('r', 1, 1, '{}', 'ok',
+                         '{{\"step\":1,\"thought\":\"t\",\"action\":\"a\",\"observation\":\"o\",\"confidence\":1.0}}',
+                         'null', 'x', 1, 1);",
+            super::super::EventKind::TraceStep
+        ))
+        .unwrap();
+        conn.query_row(
+            "SELECT reasoning_trace FROM agent_traces WHERE task_id = '1'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    }
+
+    const ONE_STEP: &str =
+        r#"[{"seq":1,"step":1,"thought":"t","action":"a","observation":"o","confidence":1.0}]"#;
+
+    #[test]
+    fn a_new_ledger_gets_the_agent_traces_view() {
+        let conn = Connection::open_in_memory().unwrap();
+        prepare(&conn, Path::new(":memory:")).unwrap();
+        assert_eq!(version(&conn).unwrap(), SCHEMA_VERSION);
+        assert!(has_view(&conn, "agent_traces"));
+        assert!(has_view(&conn, "event_summary"));
+        assert_eq!(trace_of_one_step(&conn), ONE_STEP);
+    }
+
+    #[test]
+    fn migration_3_adds_the_agent_traces_view_to_a_version_2_ledger() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        conn.execute_batch(LEASES).unwrap();
+        set_version(&conn, 2).unwrap();
+        assert!(!has_view(&conn, "agent_traces"));
+        prepare(&conn, Path::new(":memory:")).unwrap();
+        assert_eq!(version(&conn).unwrap(), 3);
+        assert!(has_view(&conn, "agent_traces"));
+        assert_eq!(trace_of_one_step(&conn), ONE_STEP);
+        // Preparing again (another process, a later open) leaves it as it is.
+        prepare(&conn, Path::new(":memory:")).unwrap();
+        assert_eq!(version(&conn).unwrap(), 3);
+    }
+
     #[test]
     fn a_new_schema_has_every_expected_table_and_migrations_create_only_new_ones() {
         let conn = Connection::open_in_memory().unwrap();
@@ -428,7 +501,7 @@ mod tests {
         conn.execute_batch(LEASES).unwrap();
         assert_eq!(missing_table(&conn, SCHEMA_VERSION).unwrap(), None);
         for m in MIGRATIONS {
-            for part in m.sql.split("CREATE TABLE ").skip(1) {
+            for part in (m.sql)().split("CREATE TABLE ").skip(1) {
                 let part = part.trim_start_matches("IF NOT EXISTS ");
                 let name = part
                     .split(|c: char| !c.is_alphanumeric() && c != '_')
