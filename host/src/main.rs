@@ -301,6 +301,19 @@ fn real_main() -> anyhow::Result<ExitCode> {
             }
             print::check(&report, out.json)
         }
+        Command::Why {
+            run,
+            task,
+            effect,
+            tool,
+            db,
+            out,
+        } => {
+            let target = observe::why::Target { task, effect, tool };
+            let why = observe::why::why(&existing::reader(&db.path)?, &run, &target)?
+                .ok_or_else(|| no_run(&run, &db.path))?;
+            json_or(out.json, &why, observe::why::render)
+        }
         Command::Inspect { run, db, out } => {
             let view = inspect::load(&existing::reader(&db.path)?, &run)?
                 .ok_or_else(|| no_run(&run, &db.path))?;

@@ -336,6 +336,27 @@ pub enum Command {
         #[command(flatten)]
         out: Json,
     },
+    /// Why did the run do this? From a side effect (a tool call), walk back through the
+    /// reasoning steps, LLM calls, tool results and spawns that led to it, in its task
+    /// and its ancestors, newest first, with cost.
+    Why {
+        /// Run id (or a unique prefix).
+        run: String,
+        /// The effect's task (default: any task of the run).
+        #[arg(long)]
+        task: Option<u64>,
+        /// The effect's event seq: a tools.intent or tools.call (default: the latest
+        /// tool call).
+        #[arg(long, value_name = "SEQ", conflicts_with = "tool")]
+        effect: Option<u64>,
+        /// Start from the latest call of this tool.
+        #[arg(long, value_name = "NAME")]
+        tool: Option<String>,
+        #[command(flatten)]
+        db: Db,
+        #[command(flatten)]
+        out: Json,
+    },
     /// Show a run's task tree: model, cost, tokens, duration and reasoning steps.
     Inspect {
         /// Run id (or a unique prefix).

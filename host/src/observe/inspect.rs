@@ -292,7 +292,7 @@ fn merge_line(e: &EventRow) -> String {
 
 /// `s` on one line (runs of whitespace become one space), control characters escaped,
 /// cut to `max` characters.
-fn clip(s: &str, max: usize) -> String {
+pub(crate) fn clip(s: &str, max: usize) -> String {
     let one_line: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
     let one_line = crate::guest_text::escape_guest_text(&one_line).into_owned();
     if one_line.chars().count() > max {
