@@ -22,3 +22,4 @@ mod settle;
 mod tools;
 mod validation;
 mod waits;
+mod why;

@@ -43,26 +43,32 @@ pub struct Migration {
 }
 
 /// Every migration, in order; the last one's `to` is [`SCHEMA_VERSION`].
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    to: 1,
-    what: "version the ledger (user_version) and restore its derived index and view",
-    sql: || "CREATE INDEX IF NOT EXISTS events_by_kind ON events(run_id, kind);
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        to: 1,
+        what: "version the ledger (user_version) and restore its derived index and view",
+        sql: || {
+            "CREATE INDEX IF NOT EXISTS events_by_kind ON events(run_id, kind);
           CREATE VIEW IF NOT EXISTS event_summary AS
               SELECT run_id, task_id, seq, kind, status, model, tokens_in, tokens_out, cost_usd,
                      finished_at - started_at AS duration_ms, substr(request, 1, 120) AS request_head
-              FROM events;".to_string(),
-    adds_tables: &[],
-}, Migration {
-    to: 2,
-    what: "leases: which host holds each unfinished run (interrupted runs); operators' cancel requests",
-    sql: || LEASES.to_string(),
-    adds_tables: &["leases", "cancel_requests"],
-}, Migration {
-    to: 3,
-    what: "the agent_traces view: one row per task with its reasoning trace",
-    sql: super::traces::view_sql,
-    adds_tables: &[],
-}];
+              FROM events;".to_string()
+        },
+        adds_tables: &[],
+    },
+    Migration {
+        to: 2,
+        what: "leases: which host holds each unfinished run (interrupted runs); operators' cancel requests",
+        sql: || LEASES.to_string(),
+        adds_tables: &["leases", "cancel_requests"],
+    },
+    Migration {
+        to: 3,
+        what: "the agent_traces view: one row per task with its reasoning trace",
+        sql: super::traces::view_sql,
+        adds_tables: &[],
+    },
+];
 
 /// Version 2's tables: a run's host and its last heartbeat ([`super::leases`]), and
 /// operators' cancel requests for a live host ([`super::cancels`]).

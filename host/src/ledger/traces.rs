@@ -11,9 +11,9 @@
 //! columns; keep the two in step.
 //!
 //! The SQL is built from the kinds' names ([`EventKind::as_str`]), which live in one
-//! place. It uses only SQLite's JSON functions of 3.38 and earlier (no `->>`, no
-//! `ORDER BY` inside an aggregate), so an operator's older `sqlite3` can still read
-//! the ledger: a view it could not parse would make the whole schema unreadable.
+//! place. It avoids newer SQLite syntax (no `->>`, no `ORDER BY` inside an
+//! aggregate), so an operator's older `sqlite3` can still read the ledger: a view it
+//! could not parse would make the whole schema unreadable.
 //!
 //! Strings longer than [`super::blobs::INLINE_LIMIT`] are stored in `blobs` behind a
 //! `{"$blob": hash}` reference; the view resolves the reference for every text field
@@ -182,8 +182,22 @@ mod tests {
     fn the_trace_interleaves_steps_and_tool_calls_in_order_and_resolves_blobs() {
         let conn = ledger();
         let long = "x".repeat(blobs::INLINE_LIMIT + 10);
-        event(&conn, 1, EventKind::LlmComplete, true, json!({}), json!({"text": "plan"}));
-        event(&conn, 2, EventKind::TraceStep, true, step("plan it", "db"), Value::Null);
+        event(
+            &conn,
+            1,
+            EventKind::LlmComplete,
+            true,
+            json!({}),
+            json!({"text": "plan"}),
+        );
+        event(
+            &conn,
+            2,
+            EventKind::TraceStep,
+            true,
+            step("plan it", "db"),
+            Value::Null,
+        );
         event(
             &conn,
             3,
@@ -192,7 +206,14 @@ mod tests {
             json!({"name": "cloud", "args": "{\"op\":\"create\"}"}),
             json!({"ok": "{\"id\":\"res-1\"}"}),
         );
-        event(&conn, 4, EventKind::TraceStep, true, step(&long, "res-1"), Value::Null);
+        event(
+            &conn,
+            4,
+            EventKind::TraceStep,
+            true,
+            step(&long, "res-1"),
+            Value::Null,
+        );
         event(
             &conn,
             5,
@@ -201,8 +222,22 @@ mod tests {
             json!({"name": "cloud", "args": "{}"}),
             json!({"error": "Failed(..)", "error_kind": "failed", "detail": "quota"}),
         );
-        event(&conn, 6, EventKind::LlmComplete, true, json!({}), json!({"text": "ok"}));
-        event(&conn, 7, EventKind::LlmComplete, true, json!({}), json!({"text": "ok"}));
+        event(
+            &conn,
+            6,
+            EventKind::LlmComplete,
+            true,
+            json!({}),
+            json!({"text": "ok"}),
+        );
+        event(
+            &conn,
+            7,
+            EventKind::LlmComplete,
+            true,
+            json!({}),
+            json!({"text": "ok"}),
+        );
 
         let trace = column(&conn, "reasoning_trace");
         assert_eq!(
@@ -251,8 +286,19 @@ mod tests {
             );
         };
         verdict(1, json!({"verdict": "fail", "reason": "wrong"}), json!(2.0));
-        event(&conn, 2, EventKind::ValidationRetry, true, json!({}), json!({}));
-        assert_eq!(column(&conn, "validation_result"), Value::Null, "no verdict yet");
+        event(
+            &conn,
+            2,
+            EventKind::ValidationRetry,
+            true,
+            json!({}),
+            json!({}),
+        );
+        assert_eq!(
+            column(&conn, "validation_result"),
+            Value::Null,
+            "no verdict yet"
+        );
         verdict(3, json!({"verdict": "pass"}), Value::Null);
         verdict(4, json!({"verdict": "pass"}), json!(8.0));
         assert_eq!(column(&conn, "validation_result"), json!("pass"));
@@ -263,7 +309,11 @@ mod tests {
         assert_eq!(all[0]["verdict"], "fail");
         assert_eq!(all[0]["reason"], "wrong");
         assert_eq!(all[0]["score"], 2.0);
-        verdict(5, json!({"verdict": "uncertain", "reason": "?"}), Value::Null);
+        verdict(
+            5,
+            json!({"verdict": "uncertain", "reason": "?"}),
+            Value::Null,
+        );
         assert_eq!(column(&conn, "validation_result"), json!("uncertain"));
         verdict(6, json!({"verdict": "fail", "reason": "no"}), Value::Null);
         assert_eq!(column(&conn, "validation_result"), json!("fail"));

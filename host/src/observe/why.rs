@@ -300,7 +300,8 @@ fn candidates(
         for e in events.of(task)? {
             let effect = e.kind == EventKind::ToolsCall || e.kind == EventKind::ToolsIntent;
             let wanted = match (&target.effect, &target.tool) {
-                (Some(seq), _) => e.seq == *seq,
+                // Any event of the named task (to say what it is), else tool events.
+                (Some(seq), _) => e.seq == *seq && (effect || target.task.is_some()),
                 (None, Some(name)) => effect && field(&e.request, "name") == name,
                 (None, None) => effect,
             };
@@ -331,7 +332,7 @@ fn find_effect(
     if let Some(seq) = target.effect {
         let [(task, seq, _)] = found[..] else {
             if found.is_empty() {
-                anyhow::bail!("no event #{seq} in {where_}");
+                anyhow::bail!("no tool call or intent #{seq} in {where_}");
             }
             let tasks: Vec<String> = found.iter().map(|f| f.0.to_string()).collect();
             anyhow::bail!(
@@ -340,8 +341,14 @@ fn find_effect(
                 tasks.join(", ")
             );
         };
-        let kind = events.of(task)?.iter().find(|e| e.seq == seq).map(|e| &e.kind);
-        if let Some(kind) = kind.filter(|k| **k != EventKind::ToolsCall && **k != EventKind::ToolsIntent) {
+        let kind = events
+            .of(task)?
+            .iter()
+            .find(|e| e.seq == seq)
+            .map(|e| &e.kind);
+        if let Some(kind) =
+            kind.filter(|k| **k != EventKind::ToolsCall && **k != EventKind::ToolsIntent)
+        {
             anyhow::bail!(
                 "event #{seq} of task {task} is a {kind}, not a side effect: give the seq of a tools.intent or tools.call"
             );
@@ -413,7 +420,10 @@ pub fn why(conn: &Connection, run: &str, target: &Target) -> anyhow::Result<Opti
         run_id: run.run_id.clone(),
         by_task: HashMap::new(),
     };
-    let root = tasks.iter().find(|t| t.parent_id.is_none()).map(|t| t.task_id);
+    let root = tasks
+        .iter()
+        .find(|t| t.parent_id.is_none())
+        .map(|t| t.task_id);
     let (mut task, effect, mut before) = match find_effect(&mut events, &tasks, target)? {
         Some((task, seq)) => {
             let (effect, start) = effect_at(events.of(task)?, task, seq)
