@@ -249,7 +249,10 @@ fn new_files_get_the_current_schema_and_newer_or_incomplete_ones_are_refused() {
     sql_batch(&newer, "PRAGMA user_version = 7");
     let error = Ledger::open(&newer).err().expect("refused").to_string();
     assert!(
-        error.contains("ledger schema version 7 is newer than this agentflow (knows up to 1)"),
+        error.contains(&format!(
+            "ledger schema version 7 is newer than this agentflow (knows up to {})",
+            schema::SCHEMA_VERSION
+        )),
         "{error}"
     );
     let (code, report) = check(&newer);
@@ -292,7 +295,7 @@ async fn check_lists_the_resumable_runs() {
     assert_eq!(code, Some(0), "{report}");
     assert_eq!(report["ok"], true);
     assert_eq!(report["quick_check"], json!(["ok"]));
-    assert_eq!(report["schema_version"], 1);
+    assert_eq!(report["schema_version"], schema::SCHEMA_VERSION);
     assert_eq!(report["runs"], 2);
     let resumable: Vec<&str> = report["resumable"]
         .as_array()

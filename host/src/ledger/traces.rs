@@ -63,15 +63,12 @@ pub fn view_sql() -> String {
     let tool_entry = format!(
         "json_object('seq', e.seq, 'tool', {name}, 'args', {args}, \
            'ok', json(CASE e.status WHEN 'ok' THEN 'true' ELSE 'false' END), \
-           'result', {result}, 'error', {error})",
+           'result', {result}, 'error', COALESCE({detail}, {error}))",
         name = text("e.request", "$.name"),
         args = text("e.request", "$.args"),
         result = text("e.response", "$.ok"),
-        error = format!(
-            "COALESCE({}, {})",
-            text("e.response", "$.detail"),
-            text("e.response", "$.error")
-        ),
+        detail = text("e.response", "$.detail"),
+        error = text("e.response", "$.error"),
     );
     let verdict_entry = format!(
         "json_object('seq', e.seq, 'validator', json_extract(e.request, '$.validator'), \
