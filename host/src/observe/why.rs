@@ -34,7 +34,7 @@ pub struct Target {
 }
 
 /// The walk back from one effect.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Default, Serialize)]
 pub struct Why {
     pub run_id: String,
     /// The effect the walk starts from; `None` when the task made no tool call (the
@@ -131,19 +131,16 @@ pub enum Detail {
     },
 }
 
-/// Whether the walk lists events of `kind`.
-fn listed(kind: &EventKind) -> bool {
-    matches!(
-        kind,
-        EventKind::TraceStep
-            | EventKind::TraceLog
-            | EventKind::LlmComplete
-            | EventKind::ToolsCall
-            | EventKind::ToolsIntent
-            | EventKind::TasksSpawn
-            | EventKind::TasksWait
-    )
-}
+/// The kinds of events the walk lists.
+const LISTED: &[EventKind] = &[
+    EventKind::TraceStep,
+    EventKind::TraceLog,
+    EventKind::LlmComplete,
+    EventKind::ToolsCall,
+    EventKind::ToolsIntent,
+    EventKind::TasksSpawn,
+    EventKind::TasksWait,
+];
 
 /// A string field of a payload (`""` when absent or not a string).
 fn field<'a>(v: &'a Value, key: &str) -> &'a str {
@@ -206,19 +203,14 @@ fn tool_result(e: &EventRow) -> Option<String> {
     }
 }
 
-/// What a task's wait got back from its child.
+/// What a task's wait got back from its child (`completed: …`, `failed: …`, `cancelled`).
 fn outcome_of(response: &Value) -> String {
-    match response {
-        Value::String(s) => s.clone(),
-        Value::Object(m) => m
-            .iter()
-            .next()
-            .map(|(k, v)| match v {
-                Value::String(s) => format!("{k}: {s}"),
-                other => format!("{k}: {other}"),
-            })
-            .unwrap_or_default(),
-        other => other.to_string(),
+    match response.as_object().and_then(|m| m.iter().next()) {
+        Some((k, Value::String(s))) => format!("{k}: {s}"),
+        Some((k, v)) => format!("{k}: {v}"),
+        None => response
+            .as_str()
+            .map_or_else(|| response.to_string(), str::to_string),
     }
 }
 
@@ -396,7 +388,7 @@ fn listed_steps(events: &[EventRow], before: Option<u64>) -> Vec<Step> {
     events
         .iter()
         .rev()
-        .filter(|e| before.is_none_or(|b| e.seq < b) && listed(&e.kind))
+        .filter(|e| before.is_none_or(|b| e.seq < b) && LISTED.contains(&e.kind))
         .filter(|e| e.kind != EventKind::ToolsIntent || call_of(events, e).is_none())
         .map(step_of)
         .collect()
@@ -438,12 +430,7 @@ pub fn why(conn: &Connection, run: &str, target: &Target) -> anyhow::Result<Opti
     let mut why = Why {
         run_id: run.run_id.clone(),
         effect,
-        chain: Vec::new(),
-        steps: Vec::new(),
-        llm_calls: 0,
-        tokens_in: 0,
-        tokens_out: 0,
-        cost_usd: 0.0,
+        ..Why::default()
     };
     let mut spawn_seq = None;
     let mut seen = HashSet::new();
