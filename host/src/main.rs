@@ -6,7 +6,7 @@ mod cli;
 
 use agentflow::attempts::{calibrate, review};
 use agentflow::guest_text::escape_guest_text;
-use agentflow::ledger::{existing, integrity, query};
+use agentflow::ledger::{existing, integrity, query, query_events};
 use agentflow::merge::resolve::{self, Decision};
 use agentflow::observe::{self, inspect};
 use agentflow::{HostConfig, ResumeOptions, RunOptions};
@@ -14,6 +14,7 @@ use clap::Parser;
 use cli::args::{Cli, Command, usage_error};
 use cli::build;
 use cli::host::{with_host, with_ledger};
+use cli::out::outln;
 use cli::print::{self, json_or, no_run};
 use std::process::ExitCode;
 
@@ -24,6 +25,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(cli::out::colour_stderr())
         .init();
     match real_main() {
         Ok(code) => code,
@@ -62,9 +64,10 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 config.limits.wall_ms = ms;
             }
             let limits = config.limits.summary();
-            build::build_validator_crates(&mut config.validators)?;
+            let cache_dir = config.cache_dir();
+            build::build_validator_crates(&mut config.validators, &cache_dir)?;
             let input = cli::args::input(input, input_file)?;
-            let wasm = build::component(agent)?;
+            let wasm = build::component(agent, &cache_dir)?;
             let options = RunOptions {
                 grants,
                 workspace,
@@ -115,8 +118,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
             let (plan, compensations, resumed) = with_host(config, &db.path, async |host| {
                 host.recover(&run, apply).await
             })?;
-            print::recovery(&plan, compensations, resumed.as_ref(), apply, out.json);
-            Ok(ExitCode::SUCCESS)
+            print::recovery(&plan, compensations, resumed.as_ref(), apply, out.json)
         }
         Command::Fork {
             run,
@@ -195,10 +197,11 @@ fn real_main() -> anyhow::Result<ExitCode> {
                     std::fs::read_to_string(&f)
                         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", f.display()))?,
                 ),
+                // clap requires one of them.
                 (None, None) => anyhow::bail!("give --take TASK or --file F"),
             };
             let row = with_ledger(&db.path, |l| resolve::resolve(l, id, decision, note))?;
-            Ok(print::resolved(id, row))
+            print::resolved(id, row)
         }
         Command::Approve { id, note, db } => {
             let decided =
@@ -219,9 +222,41 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 .ok_or_else(|| no_run(&run, &db.path))?;
             json_or(out.json, &rows[..], print::checkpoints)
         }
-        Command::Runs { db, limit, out } => {
-            let runs = query::runs(&existing::reader(&db.path)?, limit)?;
+        Command::Runs {
+            db,
+            limit,
+            since,
+            status,
+            agent,
+            out,
+        } => {
+            let filter = query::RunFilter {
+                limit,
+                since_ms: since,
+                status,
+                agent,
+            };
+            let runs = query::runs(&existing::reader(&db.path)?, &filter)?;
             json_or(out.json, &runs[..], inspect::render_runs)
+        }
+        Command::Events { run, task, db, out } => {
+            let reader = existing::reader(&db.path)?;
+            let row = query::run(&reader, &run)?.ok_or_else(|| no_run(&run, &db.path))?;
+            let events = query_events::event_lines(&reader, &row.run_id, task)?;
+            if events.is_empty()
+                && let Some(task) = task
+            {
+                anyhow::bail!("run {} has no task {task}", row.run_id);
+            }
+            json_or(out.json, &events[..], observe::events::render)
+        }
+        Command::Completions { shell } => {
+            // Into a buffer first: clap_complete panics on a failed write.
+            let mut script = Vec::new();
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "agentflow", &mut script);
+            cli::out::write(format_args!("{}", String::from_utf8_lossy(&script)))?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Models { config, db, out } => {
             let config = HostConfig::from_file_or_default(config.as_deref())?;
@@ -232,7 +267,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
         Command::Backup { db, to, out } => {
             let report = integrity::backup(&db, &to)?;
             if !out.json {
-                println!("backed up {} to {}", db.display(), to.display());
+                outln!("backed up {} to {}", db.display(), to.display())?;
             }
             print::check(&report, out.json)
         }

@@ -36,7 +36,8 @@
 //! functions — [`Writer`] methods inside a write job, functions taking a read
 //! [`Connection`] — grouped by topic: [`kv`], [`workspace`] (copy-on-write views),
 //! [`merges`], [`reviews`] (approvals and reviews), [`checkpoints`], [`validators`],
-//! [`tasks`], [`fork`], and [`perf`] (the performance DB beside the ledger).
+//! [`tasks`], [`fork`], [`query_events`] (the `events` listing), and [`perf`] (the
+//! performance DB beside the ledger).
 
 pub mod blobs;
 pub mod checkpoints;
@@ -51,6 +52,7 @@ pub mod kv;
 pub mod merges;
 pub mod perf;
 pub mod query;
+pub mod query_events;
 mod records;
 pub mod reviews;
 pub mod schema;

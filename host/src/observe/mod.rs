@@ -1,9 +1,11 @@
 //! Showing an operator what happened: the run list and the task tree of a run with
-//! model, cost, tokens, duration and the recorded reasoning steps, and the table printer
-//! of every listing.
+//! model, cost, tokens, duration and the recorded reasoning steps, a run's events, the
+//! difference between two runs, the model catalog, and the times the CLI shows and takes.
 //!
 //! Read-only: everything here comes from the ledger.
 
 pub mod diff;
+pub mod events;
 pub mod inspect;
 pub mod models;
+pub mod when;

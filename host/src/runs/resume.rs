@@ -30,6 +30,15 @@ impl Host {
         {
             anyhow::bail!("--model {m}: not in the model catalog (see `agentflow models`)");
         }
+        let last = ledger::query_events::last_seq(&reader, &row.run_id, 1)?.unwrap_or(0);
+        if at > last {
+            anyhow::bail!(
+                "--at {at} is beyond the end of run {}: its root task's events are seq 1 to \
+                 {last} (see `agentflow events {} --task 1`)",
+                row.run_id,
+                row.run_id
+            );
+        }
         let (config_json, _) = ledger::query::run_config(&reader, &row.run_id)?
             .ok_or_else(|| anyhow::anyhow!("run {} has no stored config", row.run_id))?;
         let mut stored: StoredRunConfig = serde_json::from_str(&config_json)?;
