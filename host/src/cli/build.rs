@@ -49,6 +49,31 @@ fn cargo() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
 }
 
+/// `cargo`, without the variables `cargo run` sets for the binary it runs (the quick
+/// start runs `agentflow` that way): build scripts may watch them
+/// (`rerun-if-env-changed`), and an installed `agentflow` would then rebuild what
+/// `cargo run -p agentflow` built, and back.
+fn cargo_command() -> Command {
+    let mut command = Command::new(cargo());
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with("CARGO_PKG_")
+            || [
+                "CARGO_MANIFEST_DIR",
+                "CARGO_MANIFEST_PATH",
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "OUT_DIR",
+            ]
+            .contains(&name)
+        {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
 /// Build an agent crate for wasm32-wasip2 and return the component's path.
 pub fn build_agent_crate(dir: &Path, cache_dir: &Path) -> anyhow::Result<PathBuf> {
     let manifest = dir.join("Cargo.toml");
@@ -59,7 +84,7 @@ pub fn build_agent_crate(dir: &Path, cache_dir: &Path) -> anyhow::Result<PathBuf
         );
     }
     eprintln!("agentflow: building {} for wasm32-wasip2 …", dir.display());
-    let mut command = Command::new(cargo());
+    let mut command = cargo_command();
     command
         .args([
             "build",
