@@ -447,12 +447,12 @@ async fn webscraper_expensive_delegation_waits_for_approval_and_a_denial_falls_b
         "{}",
         approval.reason
     );
-    // The default run budget is $1: approving cannot make the estimate fit, and the
-    // request says so.
+    // The webscraper's run budget is $0.05: approving cannot make the estimate fit,
+    // and the request says so.
     assert!(
         approval
             .reason
-            .contains("the estimate $1.6000 is more than the run's whole budget of $1.0000"),
+            .contains("the estimate $1.6000 is more than the run's whole budget of $0.0500"),
         "{}",
         approval.reason
     );
