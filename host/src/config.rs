@@ -15,12 +15,12 @@ pub use crate::scheduler::catalog::LlmConfig;
 pub use crate::supervisor::budget::BudgetConfig;
 pub use crate::supervisor::limits::Limits;
 pub use crate::tools::ToolsConfig;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// The whole host configuration.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HostConfig {
     /// Per-agent resource limits (`[limits]`).

@@ -58,7 +58,7 @@ pub mod merge;
 pub mod observe;
 pub mod providers;
 pub mod replay;
-mod runs;
+pub mod runs;
 pub mod runtime;
 pub mod scheduler;
 pub mod supervisor;
@@ -95,6 +95,14 @@ pub struct RunOptions {
     pub max_concurrency: Option<u32>,
     /// Override `[constraints.approval] cost_over_usd`.
     pub approval_over_usd: Option<f64>,
+    /// The new run's id (32 lowercase hex digits, as [`new_run_id`] makes), so the
+    /// caller can name the run before it ends; a fresh one when `None`.
+    pub run_id: Option<String>,
+}
+
+/// A fresh run id: 32 lowercase hex digits.
+pub fn new_run_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
 }
 
 /// Choices for resuming a run.
@@ -135,6 +143,10 @@ pub struct RunReport {
 /// can run many agents at once.
 pub struct Host {
     config: HostConfig,
+    /// `config` as each run records it ([`runs::recorded`]).
+    recorded_config: serde_json::Value,
+    /// The leases on the runs this host executes.
+    leases: Arc<runs::lease::LeaseKeeper>,
     runtime: Arc<Runtime>,
     ledger: Ledger,
     scheduler: Arc<Scheduler>,
@@ -150,8 +162,12 @@ impl Host {
         let runtime = Runtime::new(Some(config.cache_dir()), &config.runtime)?;
         let ledger = Ledger::open_with(db.as_ref(), &config.ledger)?;
         let scheduler = Arc::new(build_scheduler(&config, db.as_ref())?);
+        let recorded_config = runs::recorded::record(&config)?;
+        let leases = runs::lease::LeaseKeeper::new(ledger.clone());
         Ok(Host {
             config,
+            recorded_config,
+            leases,
             runtime,
             ledger,
             scheduler,
@@ -237,6 +253,7 @@ impl Host {
             validators: self.config.validators.clone(),
             retry: self.config.retry.clone(),
             merge: self.config.merge.clone(),
+            host: Some(self.recorded_config.clone()),
             constraints: {
                 let mut c = self.config.constraints.clone();
                 if let Some(n) = opts.max_concurrency {
@@ -249,7 +266,11 @@ impl Host {
             },
         };
         let tools = ToolSet::build(&stored.tools, &self.registered_tools)?;
-        let run_id = uuid::Uuid::new_v4().simple().to_string();
+        let run_id = match &opts.run_id {
+            Some(id) if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) => id.clone(),
+            Some(id) => anyhow::bail!("run id `{id}` is not 32 hex digits"),
+            None => new_run_id(),
+        };
         let hash = context_hash(&agent.hash, input, &stored);
         let new_run = NewRun {
             run_id: run_id.clone(),
@@ -265,6 +286,7 @@ impl Host {
         let root_task = run.register_root(&agent.component_ref(), input);
         let root = root_task.task_id;
         self.ledger.create_run(new_run, root_task).await?;
+        let _lease = self.leases.hold(&run);
         self.run_root(run, root, agent, input).await
     }
 
@@ -285,7 +307,7 @@ impl Host {
             replay: None,
             slot,
         };
-        let outcome = run.runner.run_task(run.clone(), start).await;
+        let outcome = run.run_root(start).await;
         self.conclude(run, outcome).await
     }
 

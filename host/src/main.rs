@@ -5,6 +5,7 @@
 mod cli;
 
 use agentflow::attempts::{calibrate, review};
+use agentflow::durability::settle;
 use agentflow::guest_text::escape_guest_text;
 use agentflow::ledger::{existing, integrity, query, query_events};
 use agentflow::merge::resolve::{self, Decision};
@@ -76,7 +77,11 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 on_divergence,
                 max_concurrency,
                 approval_over_usd: require_approval_over_usd,
+                run_id: Some(agentflow::new_run_id()),
             };
+            if let Some(id) = &options.run_id {
+                eprintln!("agentflow: run {id} started (ledger {})", db.path.display());
+            }
             let report = with_host(config, &db.path, async |host| {
                 host.run_file(&wasm, &input, options).await
             })?;
@@ -94,8 +99,8 @@ fn real_main() -> anyhow::Result<ExitCode> {
             retry_failed,
             out,
         } => {
-            let config = HostConfig::from_file_or_default(config.as_deref())?;
             existing::require(&db.path)?;
+            let config = run_config(config.as_deref(), &db.path, &run)?;
             let options = ResumeOptions {
                 allow_changed,
                 agent_file: agent,
@@ -113,27 +118,84 @@ fn real_main() -> anyhow::Result<ExitCode> {
             apply,
             out,
         } => {
-            let config = HostConfig::from_file_or_default(config.as_deref())?;
             existing::require(&db.path)?;
+            let config = run_config(config.as_deref(), &db.path, &run)?;
             let (plan, compensations, resumed) = with_host(config, &db.path, async |host| {
                 host.recover(&run, apply).await
             })?;
-            print::recovery(&plan, compensations, resumed.as_ref(), apply, out.json)
+            print::recovery(&plan, compensations, resumed.as_ref(), apply, out.json)?;
+            let waits = agentflow::durability::recovery::waits_for_human(&plan);
+            if apply && !waits.is_empty() {
+                eprintln!(
+                    "agentflow: run {} waits for a human: check the affected system, then {}",
+                    plan.run_id,
+                    waits.join("; and ")
+                );
+                return Ok(ExitCode::from(3));
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Fork {
             run,
             at,
             model,
+            live_effects,
             db,
             config,
             out,
         } => {
-            let config = HostConfig::from_file_or_default(config.as_deref())?;
             existing::require(&db.path)?;
+            let config = run_config(config.as_deref(), &db.path, &run)?;
             let report = with_host(config, &db.path, async |host| {
-                host.fork(&run, at, model).await
+                host.fork(&run, at, model, live_effects).await
             })?;
             print::report(&report, out.json)
+        }
+        Command::Settle {
+            run,
+            intent,
+            happened,
+            did_not_happen: _,
+            result,
+            note,
+            db,
+            out,
+        } => {
+            let answer = if happened {
+                let result = match result {
+                    Some(text) => Some(serde_json::from_str(&text).map_err(|e| {
+                        anyhow::anyhow!("--result must be JSON (quote a string: '\"done\"'): {e}")
+                    })?),
+                    None => None,
+                };
+                settle::Answer::Happened { result }
+            } else {
+                settle::Answer::DidNotHappen
+            };
+            existing::require(&db.path)?;
+            let settled = with_ledger(&db.path, |l| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?
+                    .block_on(settle::settle(l, &run, intent, answer, note))
+            })?;
+            json_or(out.json, &settled, print::settled)
+        }
+        Command::Cancel {
+            run,
+            task,
+            note,
+            db,
+            out,
+        } => {
+            existing::require(&db.path)?;
+            let cancelled = with_ledger(&db.path, |l| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?
+                    .block_on(agentflow::runs::cancel::cancel(l, &run, task, note))
+            })?;
+            json_or(out.json, &cancelled, agentflow::runs::cancel::render)
         }
         Command::Diff { a, b, db, out } => {
             let d = observe::diff::diff(&existing::reader(&db.path)?, &a, &b)?;
@@ -277,4 +339,30 @@ fn real_main() -> anyhow::Result<ExitCode> {
             json_or(out.json, &view, inspect::render)
         }
     }
+}
+
+/// The configuration to resume, recover or fork run `run` with: the `--config` file
+/// (its validator crates built) when given — `resume` then refuses it if it differs
+/// from the recorded one — else the configuration the run was started with.
+fn run_config(
+    path: Option<&std::path::Path>,
+    db: &std::path::Path,
+    run: &str,
+) -> anyhow::Result<HostConfig> {
+    if let Some(path) = path {
+        let mut config = HostConfig::from_file(path)?;
+        let cache_dir = config.cache_dir();
+        build::build_validator_crates(&mut config.validators, &cache_dir)?;
+        return Ok(config);
+    }
+    Ok(match agentflow::runs::recorded::of_run(db, run)? {
+        Some(config) => config,
+        None => {
+            tracing::warn!(
+                run,
+                "the run recorded no configuration (an older host): using the defaults; give --config"
+            );
+            HostConfig::default()
+        }
+    })
 }

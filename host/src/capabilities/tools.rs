@@ -9,7 +9,8 @@
 //! An intent with no result is *in doubt* — the tool may or may not have acted:
 //! read-only and idempotent tools run again with the same idempotency key; for
 //! compensable and irreversible ones the task stops, and `agentflow recover` plans
-//! what to do.
+//! what to do; once a human settles it (`agentflow settle`), the settlement is its
+//! result — or, when the call did not happen, the call runs live again.
 
 use super::{DurableCall, Recorded, views::ToolsView};
 use crate::bindings::tools::{Host, SideEffect, ToolError, ToolInfo};
@@ -176,8 +177,12 @@ impl Host for ToolsView<'_> {
             return Ok(Err(to_wit(err)));
         }
         if let Some(rec) = call.replayed() {
-            self.progress.tool_seqs.push(rec.seq);
-            return replayed_result(&rec);
+            // A human settled the in-doubt call as never having happened
+            // (`agentflow settle --did-not-happen`): it runs live, as below.
+            if !crate::durability::settle::did_not_happen(&rec.response()?) {
+                self.progress.tool_seqs.push(rec.seq);
+                return replayed_result(&rec);
+            }
         }
         let key = format!(
             "{}/{}/{}",

@@ -90,10 +90,11 @@ pub enum Command {
         run: String,
         #[command(flatten)]
         db: Db,
-        /// Host configuration (TOML): providers and model catalog.
+        /// Host configuration (TOML). Default: the one the run was started with, as
+        /// recorded in the ledger; a file that differs is refused, key by key.
         #[arg(long)]
         config: Option<PathBuf>,
-        /// Resume even if the component or behaviour-relevant config changed.
+        /// Resume even if the component or the configuration changed.
         #[arg(long)]
         allow_changed: bool,
         /// Run this component instead of the one stored with the run.
@@ -122,6 +123,50 @@ pub enum Command {
         #[command(flatten)]
         out: Json,
     },
+    /// Cancel a run, or with --task a subtree: its host stops the tasks (or, with no
+    /// live host, the ledger marks them cancelled); compensations are offered, not run.
+    Cancel {
+        /// Run id (or a unique prefix).
+        run: String,
+        /// Cancel this task and its descendants instead of the whole run.
+        #[arg(long)]
+        task: Option<u64>,
+        /// Why (recorded as the tasks' error).
+        #[arg(long)]
+        note: Option<String>,
+        #[command(flatten)]
+        db: Db,
+        #[command(flatten)]
+        out: Json,
+    },
+    /// Settle a side effect in doubt after a crash (`recover` says RequiresHuman): say
+    /// whether the call happened, then resume the run.
+    Settle {
+        /// Run id (or a unique prefix).
+        run: String,
+        /// The in-doubt intent's event seq (shown by `agentflow recover`).
+        intent: u64,
+        /// The call acted: the guest gets --result (JSON; default null) on resume.
+        #[arg(
+            long,
+            conflicts_with = "did_not_happen",
+            required_unless_present = "did_not_happen"
+        )]
+        happened: bool,
+        /// The call did not act: it runs again on resume.
+        #[arg(long)]
+        did_not_happen: bool,
+        /// The call's result as the guest should see it (JSON), with --happened.
+        #[arg(long, requires = "happened", value_name = "JSON")]
+        result: Option<String>,
+        /// Why (recorded with the answer).
+        #[arg(long)]
+        note: Option<String>,
+        #[command(flatten)]
+        db: Db,
+        #[command(flatten)]
+        out: Json,
+    },
     /// Start a new run that replays <run> up to root event --at and continues live
     /// (optionally pinned to another model): "what would it have done with …?"
     Fork {
@@ -133,6 +178,10 @@ pub enum Command {
         /// Model every live LLM call of the fork uses.
         #[arg(long)]
         model: Option<String>,
+        /// Fork even though the run made side-effecting calls after --at: the fork
+        /// makes them again, live.
+        #[arg(long)]
+        live_effects: bool,
         #[command(flatten)]
         db: Db,
         /// Host configuration (TOML): providers and model catalog.
@@ -279,7 +328,8 @@ pub enum Command {
         /// 2026-12-01T09:30Z) or a duration ago (30m, 2h, 7d).
         #[arg(long, value_name = "WHEN", value_parser = parse_since)]
         since: Option<i64>,
-        /// Only runs with this status: running, completed, failed or cancelled.
+        /// Only runs with this status: running, interrupted (its host stopped),
+        /// completed, failed or cancelled.
         #[arg(long, value_parser = parse_status)]
         status: Option<Status>,
         /// Only runs of this agent (its name as the list shows it).
@@ -363,7 +413,9 @@ fn parse_since(s: &str) -> Result<i64, String> {
 fn parse_status(s: &str) -> Result<Status, String> {
     Status::parse(s)
         .filter(|s| *s != Status::Pending)
-        .ok_or_else(|| format!("`{s}`: expected running, completed, failed or cancelled"))
+        .ok_or_else(|| {
+            format!("`{s}`: expected running, interrupted, completed, failed or cancelled")
+        })
 }
 
 fn parse_policy(s: &str) -> Result<DivergencePolicy, String> {

@@ -274,3 +274,20 @@ pub fn resolved(id: u64, row: MergeRow) -> anyhow::Result<ExitCode> {
 pub fn no_run(run: &str, db: &std::path::Path) -> anyhow::Error {
     anyhow::anyhow!("no run `{run}` in {} (see `agentflow runs`)", db.display())
 }
+
+/// A settled in-doubt call, and the command that continues its run.
+pub fn settled(s: &agentflow::durability::settle::Settled) -> String {
+    format!(
+        "settled: `{}` (task {}, intent seq {}) {}; recorded as event {}\ncontinue with: {}\n",
+        s.tool,
+        s.task_id,
+        s.intent_seq,
+        if s.happened {
+            "happened"
+        } else {
+            "did not happen: it runs again"
+        },
+        s.result_seq,
+        s.next
+    )
+}

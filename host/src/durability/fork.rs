@@ -36,3 +36,65 @@ pub async fn copy_prefix(
         })
         .await
 }
+
+/// A side effect the original run performed after a fork point: the fork, continuing
+/// live from there, would perform it again.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct LaterEffect {
+    pub task_id: u64,
+    pub seq: u64,
+    pub tool: String,
+}
+
+/// The side-effecting tool calls (their intents) of run `run_id` that a fork at root
+/// event `at` does not copy: the root's after the cut, and every call of a task the
+/// root spawned after it (with its descendants). The cut follows
+/// [`copy_prefix`]: an intent at `at` is cut before.
+pub fn effects_after(
+    conn: &crate::ledger::Connection,
+    run_id: &str,
+    at: u64,
+) -> anyhow::Result<Vec<LaterEffect>> {
+    use crate::ledger::query;
+    use std::collections::HashSet;
+    let events = query::events(conn, run_id, None)?;
+    let tasks = query::resume_tasks(conn, run_id)?;
+    let at_intent = events
+        .iter()
+        .any(|e| e.task_id == 1 && e.seq == at && e.kind == EventKind::ToolsIntent);
+    let cut = if at_intent { at.saturating_sub(1) } else { at };
+    // The tasks a fork copies whole: the root's children spawned within the prefix,
+    // and their descendants.
+    let mut copied: HashSet<u64> = HashSet::new();
+    let mut frontier: Vec<u64> = events
+        .iter()
+        .filter(|e| e.task_id == 1 && e.seq <= cut && e.kind == EventKind::TasksSpawn && e.ok)
+        .filter_map(|e| e.response["task_id"].as_u64())
+        .collect();
+    while let Some(id) = frontier.pop() {
+        if copied.insert(id) {
+            frontier.extend(
+                tasks
+                    .iter()
+                    .filter(|t| t.parent_id == Some(id))
+                    .map(|t| t.task_id),
+            );
+        }
+    }
+    Ok(events
+        .iter()
+        .filter(|e| e.kind == EventKind::ToolsIntent)
+        .filter(|e| {
+            if e.task_id == 1 {
+                e.seq > cut
+            } else {
+                !copied.contains(&e.task_id)
+            }
+        })
+        .map(|e| LaterEffect {
+            task_id: e.task_id,
+            seq: e.seq,
+            tool: e.request["name"].as_str().unwrap_or("?").to_string(),
+        })
+        .collect())
+}

@@ -48,6 +48,8 @@ pub enum Action {
     RequiresHuman {
         reason: String,
         affected_systems: Vec<String>,
+        /// The command that records the human's answer ([`super::settle`]).
+        settle: String,
     },
 }
 
@@ -132,6 +134,18 @@ pub fn reverts(task_id: u64, evs: &[&EventRow]) -> Vec<Revert> {
     out
 }
 
+/// The commands a human must run before the plan can go on: one `agentflow settle`
+/// per in-doubt call that only a human can decide.
+pub fn waits_for_human(plan: &Plan) -> Vec<&str> {
+    plan.tasks
+        .iter()
+        .filter_map(|t| match &t.action {
+            Action::RequiresHuman { settle, .. } => Some(settle.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Compute the recovery plan of a run.
 pub fn plan(conn: &crate::ledger::Connection, run_id: &str) -> anyhow::Result<Plan> {
     let run = query::run(conn, run_id)?.ok_or_else(|| anyhow::anyhow!("no run `{run_id}`"))?;
@@ -173,6 +187,10 @@ pub fn plan(conn: &crate::ledger::Connection, run_id: &str) -> anyhow::Result<Pl
                         i.request["name"].as_str().unwrap_or("?"),
                         i.request["args"].as_str().unwrap_or("")
                     )],
+                    settle: format!(
+                        "agentflow settle {} {} --happened [--result JSON] | --did-not-happen",
+                        run.run_id, i.seq
+                    ),
                 }
             }
             Some("compensable") if !already_compensated => {
@@ -359,6 +377,7 @@ pub fn render(plan: &Plan) -> String {
             Action::RequiresHuman {
                 reason,
                 affected_systems,
+                settle,
             } => {
                 let _ = writeln!(
                     out,
@@ -366,6 +385,7 @@ pub fn render(plan: &Plan) -> String {
                     esc(reason),
                     esc(&affected_systems.join(", "))
                 );
+                let _ = writeln!(out, "    once checked: {settle}");
             }
         }
         if !t.downstream.is_empty() {

@@ -40,6 +40,7 @@
 //! performance DB beside the ledger).
 
 pub mod blobs;
+pub mod cancels;
 pub mod checkpoints;
 mod commit;
 mod error;
@@ -49,6 +50,7 @@ pub mod fork;
 pub mod integrity;
 pub mod kinds;
 pub mod kv;
+pub mod leases;
 pub mod merges;
 pub mod perf;
 pub mod query;
@@ -430,6 +432,7 @@ impl Ledger {
                  VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6, ?7, ?8)",
                 params![run.run_id, run.agent, run.component_hash, run.input, run.config_json, run.context_hash, run.budget_usd, now_ms()],
             )?;
+            w.take_lease(&run.run_id, &leases::Holder::this_process())?;
             w.insert_task(&root)
         })
         .await

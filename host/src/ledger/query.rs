@@ -130,20 +130,38 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
     })
 }
 
-/// The runs `filter` selects, newest first.
+/// The runs `filter` selects, newest first; a `running` run whose host stopped shows
+/// as [`Status::Interrupted`] (and `--status running` / `interrupted` tell them apart).
 pub fn runs(conn: &Connection, filter: &RunFilter) -> Result<Vec<RunRow>, LedgerError> {
+    // `interrupted` is never stored: those runs are `running` rows with a stale lease,
+    // told apart after the read, so the limit is applied after it too.
+    let (stored, split) = match filter.status {
+        Some(Status::Interrupted) | Some(Status::Running) => (Some(Status::Running), true),
+        other => (other, false),
+    };
     let mut stmt = conn.prepare(&format!(
         "SELECT {RUN_COLUMNS} FROM runs
          WHERE (?2 IS NULL OR started_at >= ?2) AND (?3 IS NULL OR status = ?3)
            AND (?4 IS NULL OR agent = ?4)
          ORDER BY started_at DESC, rowid DESC LIMIT ?1"
     ))?;
-    let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
-    let rows = stmt.query_map(
-        params![limit, filter.since_ms, filter.status, filter.agent],
-        run_row,
-    )?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let limit = if split {
+        -1 // no limit in SQLite
+    } else {
+        i64::try_from(filter.limit).unwrap_or(i64::MAX)
+    };
+    let mut rows: Vec<RunRow> = stmt
+        .query_map(
+            params![limit, filter.since_ms, stored, filter.agent],
+            run_row,
+        )?
+        .collect::<Result<_, _>>()?;
+    super::leases::mark_interrupted(conn, &mut rows)?;
+    if split {
+        rows.retain(|r| Some(r.status) == filter.status);
+        rows.truncate(filter.limit);
+    }
+    Ok(rows)
 }
 
 /// One run by id, or by a unique prefix of its id.
@@ -495,4 +513,9 @@ pub fn checkpoints(
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Whether cancel request `id` was carried out ([`super::cancels`]).
+pub fn is_cancel_done(conn: &Connection, id: i64) -> Result<bool, LedgerError> {
+    super::cancels::is_done(conn, id)
 }

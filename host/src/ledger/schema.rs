@@ -25,7 +25,7 @@ use std::path::Path;
 
 /// The schema version this host writes (`PRAGMA user_version`). Version 0 is the
 /// unversioned ledger of hosts from before migrations (its tables match version 1).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// The `meta.schema_version` value unversioned ledgers carry; any other value there
 /// means the file was not written by an agentflow this host can migrate.
@@ -50,7 +50,29 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
                      finished_at - started_at AS duration_ms, substr(request, 1, 120) AS request_head
               FROM events;",
     adds_tables: &[],
+}, Migration {
+    to: 2,
+    what: "leases: which host holds each unfinished run (interrupted runs); operators' cancel requests",
+    sql: LEASES,
+    adds_tables: &["leases", "cancel_requests"],
 }];
+
+/// Version 2's tables: a run's host and its last heartbeat ([`super::leases`]), and
+/// operators' cancel requests for a live host ([`super::cancels`]).
+const LEASES: &str = "CREATE TABLE IF NOT EXISTS leases (
+    run_id       TEXT    PRIMARY KEY,
+    host         TEXT    NOT NULL,
+    pid          INTEGER NOT NULL,
+    heartbeat_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cancel_requests (
+    id           INTEGER PRIMARY KEY,
+    run_id       TEXT    NOT NULL,
+    task_id      INTEGER NOT NULL,
+    note         TEXT,
+    requested_at INTEGER NOT NULL,
+    done_at      INTEGER
+);";
 
 /// The tables of an unversioned (version 0) ledger, which hold its record.
 const BASE_TABLES: &[&str] = &[
@@ -152,6 +174,7 @@ fn upgrade(conn: &Connection, path: &Path) -> Result<(), LedgerError> {
     check_known(path, found)?;
     if found == 0 && tables(conn)?.is_empty() {
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(LEASES)?;
         set_version(conn, SCHEMA_VERSION)?;
         return Ok(());
     }
@@ -402,6 +425,7 @@ mod tests {
     fn a_new_schema_has_every_expected_table_and_migrations_create_only_new_ones() {
         let conn = Connection::open_in_memory().unwrap();
         conn.execute_batch(SCHEMA).unwrap();
+        conn.execute_batch(LEASES).unwrap();
         assert_eq!(missing_table(&conn, SCHEMA_VERSION).unwrap(), None);
         for m in MIGRATIONS {
             for part in m.sql.split("CREATE TABLE ").skip(1) {

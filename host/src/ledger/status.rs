@@ -68,6 +68,9 @@ stored_status! {
         Completed = "completed",
         Failed = "failed",
         Cancelled = "cancelled",
+        /// Shown, never stored: a `running` run whose host stopped (its lease expired
+        /// or its process is gone; [`super::leases`]). `agentflow resume` continues it.
+        Interrupted = "interrupted",
     }
 }
 

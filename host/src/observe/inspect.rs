@@ -48,9 +48,10 @@ fn seconds(ms: u64) -> String {
 
 /// Load everything `inspect` shows for a run (id or unique prefix).
 pub fn load(conn: &Connection, run: &str) -> Result<Option<RunView>, LedgerError> {
-    let Some(run) = query::run(conn, run)? else {
+    let Some(mut run) = query::run(conn, run)? else {
         return Ok(None);
     };
+    crate::ledger::leases::mark_interrupted(conn, std::slice::from_mut(&mut run))?;
     let tasks = query::tasks(conn, &run.run_id)?;
     let events = query::events(conn, &run.run_id, None)?;
     let mut by_task: BTreeMap<u64, Vec<EventRow>> = BTreeMap::new();
@@ -300,6 +301,13 @@ pub fn render(view: &RunView) -> String {
     );
     if let Some(e) = &r.error {
         let _ = writeln!(out, "  error: {}", clip(e, 200));
+    }
+    if r.status == Status::Interrupted {
+        let _ = writeln!(
+            out,
+            "  interrupted: its host stopped before the run ended; continue it with `agentflow resume {}`",
+            r.run_id
+        );
     }
     let mut children: BTreeMap<Option<u64>, Vec<&TaskView>> = BTreeMap::new();
     for t in &view.tasks {

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// `[llm.mock]` settings.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MockConfig {
     /// Simulated latency of every call.
@@ -30,7 +30,7 @@ pub struct MockConfig {
 }
 
 /// A scripted answer. Every condition given must match; absent conditions match all.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MockRule {
     /// Case-insensitive substring of the last user message.
@@ -78,6 +78,19 @@ struct RulesFile {
 pub struct MockProvider {
     latency: Duration,
     rules: Vec<MockRule>,
+}
+
+impl MockConfig {
+    /// The same settings with `rules_file`'s rules appended to the inline `rules`:
+    /// what a run records, so resuming it needs neither the file nor the directory
+    /// it was started from.
+    pub fn inlined(&self) -> anyhow::Result<MockConfig> {
+        let mut config = self.clone();
+        if let Some(path) = config.rules_file.take() {
+            config.rules.extend(load_rules_file(&path)?);
+        }
+        Ok(config)
+    }
 }
 
 impl MockProvider {

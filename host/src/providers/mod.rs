@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 pub use retry::RetryPolicy;
 
 /// A model's price, USD per million tokens.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Price {
     pub input_per_mtok: f64,
@@ -210,7 +210,7 @@ pub trait LlmProvider: Send + Sync {
 }
 
 /// Provider selection and settings, as found under `[llm]` in the host config.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProvidersConfig {
     /// `mock` (default), `openai` or `anthropic`.
@@ -226,7 +226,7 @@ pub struct ProvidersConfig {
 
 /// A named provider endpoint (`[llm.endpoints.NAME.openai]` and so on), for catalogs
 /// that route to several servers of the same kind.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub enum EndpointConfig {
     #[serde(rename = "openai")]

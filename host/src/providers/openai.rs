@@ -17,12 +17,14 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 /// `[llm.openai]` settings.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OpenAiConfig {
     /// API root, without the trailing `/chat/completions`.
     pub base_url: String,
-    /// The key itself; prefer `api_key_env` so it stays out of config files.
+    /// The key itself; prefer `api_key_env` so it stays out of config files. Never
+    /// serialized: a run's recorded config (and so the ledger) holds no secret.
+    #[serde(skip_serializing)]
     pub api_key: Option<String>,
     /// Environment variable read when `api_key` is not set.
     pub api_key_env: String,

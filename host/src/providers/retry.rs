@@ -13,7 +13,7 @@ use serde::Deserialize;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How hard a provider tries before giving up on a transient failure.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RetryPolicy {
     /// Retries after the first attempt (so at most `max_retries + 1` requests).

@@ -2,6 +2,7 @@
 //! recovering a run with side effects in doubt, re-running a failed run's failed tasks.
 
 use crate::ledger::{self, Status};
+use crate::runs::recorded;
 use crate::runs::stored::{StoredRunConfig, context_hash};
 use crate::runtime::LoadedAgent;
 use crate::supervisor::{self, RunContext};
@@ -14,11 +15,15 @@ impl Host {
     /// Fork a run at root event `at`: a new run replays the original's record up to
     /// there and continues live, with every live LLM call pinned to `model` if given.
     /// Returns the new run's report.
+    ///
+    /// Refused when the original performed side effects after the fork point (the
+    /// fork would perform them again, live) unless `live_effects`.
     pub async fn fork(
         &self,
         run_id: &str,
         at: u64,
         model: Option<String>,
+        live_effects: bool,
     ) -> anyhow::Result<RunReport> {
         self.ledger.quick_check_once()?;
         let reader = self.ledger.reader()?;
@@ -39,11 +44,28 @@ impl Host {
                 row.run_id
             );
         }
+        let later = durability::fork::effects_after(&reader, &row.run_id, at)?;
+        if !later.is_empty() && !live_effects {
+            let calls: Vec<String> = later
+                .iter()
+                .map(|e| format!("{} (task {}, seq {})", e.tool, e.task_id, e.seq))
+                .collect();
+            anyhow::bail!(
+                "run {} made {} side-effecting call(s) after event {at}: {}; a fork continues live \
+                 from there and would make them again — fork at an earlier event, or pass \
+                 --live-effects to let it",
+                row.run_id,
+                later.len(),
+                calls.join(", ")
+            );
+        }
         let (config_json, _) = ledger::query::run_config(&reader, &row.run_id)?
             .ok_or_else(|| anyhow::anyhow!("run {} has no stored config", row.run_id))?;
         let mut stored: StoredRunConfig = serde_json::from_str(&config_json)?;
         stored.catalog = self.scheduler.models().to_vec();
         stored.model_override = model;
+        // A fork is a new run: it runs on this host's configuration and records it.
+        stored.host = Some(self.recorded_config.clone());
         let hash = context_hash(&row.component_hash, &row.input, &stored);
         let new_id = uuid::Uuid::new_v4().simple().to_string();
         durability::fork::copy_prefix(
@@ -176,11 +198,37 @@ impl Host {
                 row.status
             );
         }
+        if let Some(lease) = ledger::leases::lease(&reader, &run_id)?
+            && !lease.is_stale(ledger::now_ms())
+            && &lease.holder != self.leases.holder()
+        {
+            anyhow::bail!(
+                "run {run_id} is being executed by host `{}` (pid {}, heartbeat {} s ago): resuming \
+                 it now would run it twice; resume it once that host stopped",
+                lease.holder.host,
+                lease.holder.pid,
+                (ledger::now_ms() - lease.heartbeat_at) / 1000
+            );
+        }
         let (config_json, stored_hash) = ledger::query::run_config(&reader, &run_id)?
             .ok_or_else(|| anyhow::anyhow!("run {run_id} has no stored config"))?;
         let mut stored: StoredRunConfig = serde_json::from_str(&config_json).map_err(|e| {
             anyhow::anyhow!("run {run_id} was recorded by an incompatible host: {e}")
         })?;
+        if let Some(recorded) = &stored.host {
+            let changes = recorded::changes(recorded, &self.recorded_config);
+            if !changes.is_empty() && !opts.allow_changed {
+                anyhow::bail!(
+                    "run {run_id} was started with a different configuration; refusing to resume \
+                     (leave out --config to resume on the recorded one, or pass --allow-changed \
+                     to resume on this one):{}",
+                    recorded::describe(&changes)
+                );
+            }
+            if !changes.is_empty() {
+                tracing::warn!(run = %run_id, "resuming on a changed configuration:{}", recorded::describe(&changes));
+            }
+        }
         let load_stored = |hash: &str, name: &str| -> anyhow::Result<Arc<LoadedAgent>> {
             let bytes = ledger::query::blob(&reader, hash)?.ok_or_else(|| {
                 anyhow::anyhow!("component {hash} of run {run_id} is missing from the ledger")
@@ -203,6 +251,7 @@ impl Host {
         }
         let tools = ToolSet::build(&stored.tools, &self.registered_tools)?;
         let run = self.run_context(run_id.clone(), &stored, tools, stored_hash);
+        let _lease = self.leases.take(&run).await?;
         let tasks = ledger::query::resume_tasks(&reader, &run_id)?;
         if tasks.is_empty() {
             return self.start_missing_root(run, root_agent, &row.input).await;
@@ -285,7 +334,7 @@ impl Host {
                     replay: Some(replay),
                     slot,
                 };
-                run.runner.run_task(run.clone(), start).await
+                run.run_root(start).await
             }
             None => run
                 .outcome(1)

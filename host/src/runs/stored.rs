@@ -32,6 +32,10 @@ pub(crate) struct StoredRunConfig {
     /// How parallel work is merged (`[merge]`).
     #[serde(default)]
     pub(crate) merge: merge::MergeConfig,
+    /// The host configuration the run was started with ([`super::recorded`]); absent
+    /// in runs of hosts that did not record it.
+    #[serde(default)]
+    pub(crate) host: Option<serde_json::Value>,
 }
 
 /// Hash of what decides a run's behaviour: the component, the input, the limits and

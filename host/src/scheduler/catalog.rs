@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// `[llm]`: providers, the model catalog, quotas and the scheduler's settings.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LlmConfig {
     /// `provider`, `[llm.mock]`, `[llm.openai]`, `[llm.anthropic]`.
@@ -41,6 +41,21 @@ pub struct LlmConfig {
 
 fn default_max_output() -> u32 {
     1024
+}
+
+impl LlmConfig {
+    /// The same settings with every mock rules file read into its inline rules
+    /// ([`crate::providers::mock::MockConfig::inlined`]).
+    pub fn inlined(&self) -> anyhow::Result<LlmConfig> {
+        let mut config = self.clone();
+        config.providers.mock = config.providers.mock.inlined()?;
+        for endpoint in config.endpoints.values_mut() {
+            if let EndpointConfig::Mock(mock) = endpoint {
+                *mock = mock.inlined()?;
+            }
+        }
+        Ok(config)
+    }
 }
 
 /// One `[[llm.models]]` entry.

@@ -41,7 +41,7 @@ struct Tokens {
 }
 
 /// `[budget]`: the run's total spending limit.
-#[derive(Clone, Debug, serde::Deserialize)]
+#[derive(Clone, Debug, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BudgetConfig {
     /// Total USD a run may spend on LLM calls (reserved before each call). Default 1.00.

@@ -57,6 +57,16 @@ impl RunContext {
             .unwrap_or_else(|e| Err(TaskOutcome::Failed(format!("cannot read approvals: {e}"))))
     }
 
+    /// Run the root task to its outcome — or to `Cancelled` the moment an operator
+    /// cancels it (`agentflow cancel`), dropping what it was doing.
+    pub async fn run_root(self: &Arc<Self>, start: TaskStart) -> TaskOutcome {
+        let id = start.id;
+        tokio::select! {
+            outcome = self.runner.run_task(self.clone(), start) => outcome,
+            () = self.cancelled(id) => TaskOutcome::Cancelled,
+        }
+    }
+
     /// Take a task slot (queueing when all are busy).
     pub async fn take_slot(&self) -> Option<OwnedSemaphorePermit> {
         self.slots.clone().acquire_owned().await.ok()
@@ -159,7 +169,7 @@ impl RunContext {
                 }
                 Status::Failed => Some(TaskOutcome::Failed(t.error.clone().unwrap_or_default())),
                 Status::Cancelled => Some(TaskOutcome::Cancelled),
-                Status::Pending | Status::Running => None,
+                Status::Pending | Status::Running | Status::Interrupted => None,
             };
             let outcome_known = outcome.is_some();
             tree.nodes.insert(

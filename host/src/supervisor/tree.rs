@@ -142,6 +142,24 @@ impl RunContext {
         }
     }
 
+    /// Resolves once task `id` is cancelled (an operator's `agentflow cancel`); never
+    /// for a task that ends otherwise.
+    pub async fn cancelled(&self, id: u64) {
+        let rx = {
+            let tree = self.tree.lock().unwrap();
+            tree.nodes.get(&id).map(|n| n.outcome.subscribe())
+        };
+        if let Some(mut rx) = rx
+            && rx
+                .wait_for(|o| matches!(o, Some(TaskOutcome::Cancelled)))
+                .await
+                .is_ok()
+        {
+            return;
+        }
+        std::future::pending::<()>().await
+    }
+
     /// Wait for task `id`; `None` if the caller may not wait for it (unknown, itself
     /// or one of its ancestors, which would deadlock).
     pub async fn wait(&self, caller: u64, id: u64) -> Option<TaskOutcome> {
