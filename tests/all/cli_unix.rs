@@ -340,6 +340,28 @@ fn runs_filters_events_and_fork_at() {
     assert_eq!(ids(&["--since", &at_hello]).len(), 4, "{at_hello}");
     let after_hello = agentflow::observe::when::utc(started + 1000).replace(' ', "T") + "Z";
     assert_eq!(ids(&["--since", &after_hello]).len(), 3, "{after_hello}");
+    // `interrupted` is a running run whose host stopped (a stale lease): `--status`
+    // tells it from one still running (no lease here: its host never took one).
+    sql_batch(
+        &db,
+        &format!(
+            "CREATE TEMP TABLE r AS SELECT * FROM runs WHERE run_id = '{original}';
+             UPDATE r SET status = 'running', finished_at = NULL;
+             UPDATE r SET run_id = 'bbbb' || substr(run_id, 5);
+             INSERT INTO runs SELECT * FROM r;
+             UPDATE r SET run_id = 'aaaa' || substr(run_id, 5);
+             INSERT INTO runs SELECT * FROM r;
+             INSERT INTO leases (run_id, host, pid, heartbeat_at)
+                 SELECT run_id, 'gone', 1, 0 FROM r;"
+        ),
+    );
+    let (orphan, running) = (
+        format!("aaaa{}", &original[4..]),
+        format!("bbbb{}", &original[4..]),
+    );
+    assert_eq!(ids(&["--status", "interrupted"]), vec![orphan.clone()]);
+    assert_eq!(ids(&["--status", "running"]), vec![running]);
+    assert_eq!(ids(&["--status", "running", "--limit", "0"]).len(), 0);
     for bad in [&["--status", "pending"][..], &["--since", "yesterday"]] {
         let out = agentflow_on(&db, [&["runs"], bad].concat());
         assert_eq!(out.status.code(), Some(2), "{bad:?}");
