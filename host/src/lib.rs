@@ -98,6 +98,10 @@ pub struct RunOptions {
     /// The new run's id (32 lowercase hex digits, as [`new_run_id`] makes), so the
     /// caller can name the run before it ends; a fresh one when `None`.
     pub run_id: Option<String>,
+    /// Stop when every task of the run waits for a human (the report's status is then
+    /// [`Status::Waiting`]; [`Host::resume`] continues once decided). Without it the
+    /// host waits for the decisions.
+    pub detach: bool,
 }
 
 /// A fresh run id: 32 lowercase hex digits.
@@ -116,6 +120,8 @@ pub struct ResumeOptions {
     /// Continue a failed run: re-run its failed tasks, replaying their records up to
     /// where each failure began ([`durability::reopen`]).
     pub retry_failed: bool,
+    /// Stop again when every task waits for a human, as [`RunOptions::detach`].
+    pub detach: bool,
 }
 
 /// What a finished run reports.
@@ -137,6 +143,10 @@ pub struct RunReport {
     /// `cost_usd` less `copied_cost_usd`: what this run spent itself.
     pub new_cost_usd: f64,
     pub duration_ms: u64,
+    /// With status [`Status::Waiting`]: the decisions the run waits for, with the
+    /// commands that give them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub waiting: Vec<supervisor::HumanWait>,
 }
 
 /// The host: runtime, ledger, provider and tools. One per process is typical; it
@@ -151,6 +161,8 @@ pub struct Host {
     ledger: Ledger,
     scheduler: Arc<Scheduler>,
     registered_tools: Vec<Arc<dyn Tool>>,
+    /// Told when a task starts waiting for a human.
+    notices: Option<supervisor::NoticeSink>,
     /// Set by [`Host::close`], which has checkpointed the ledger already.
     closed: bool,
 }
@@ -172,6 +184,7 @@ impl Host {
             ledger,
             scheduler,
             registered_tools: Vec::new(),
+            notices: None,
             closed: false,
         })
     }
@@ -184,6 +197,12 @@ impl Host {
     /// Install a tool; runs still have to be granted it by name.
     pub fn register_tool(&mut self, tool: Arc<dyn Tool>) {
         self.registered_tools.push(tool);
+    }
+
+    /// Tell `sink` whenever a task of a run of this host starts waiting for a human
+    /// (an approval, a review, a merge conflict): what for, and the commands that answer.
+    pub fn set_notices(&mut self, sink: supervisor::NoticeSink) {
+        self.notices = Some(sink);
     }
 
     /// The ledger.
@@ -287,7 +306,7 @@ impl Host {
         let root = root_task.task_id;
         self.ledger.create_run(new_run, root_task).await?;
         let _lease = self.leases.hold(&run);
-        self.run_root(run, root, agent, input).await
+        self.run_root(run, root, agent, input, opts.detach).await
     }
 
     /// Execute root task `root` live from `input`, then conclude the run.
@@ -297,6 +316,7 @@ impl Host {
         root: u64,
         agent: Arc<LoadedAgent>,
         input: &str,
+        detach: bool,
     ) -> anyhow::Result<RunReport> {
         let slot = run.take_slot().await;
         let start = supervisor::TaskStart {
@@ -307,8 +327,7 @@ impl Host {
             replay: None,
             slot,
         };
-        let outcome = run.run_root(start).await;
-        self.conclude(run, outcome).await
+        self.drive_root(run, start, detach).await
     }
 
     fn run_context(
@@ -328,7 +347,11 @@ impl Host {
                 merge: Arc::new(stored.merge.clone()),
             }),
         };
-        RunContext::new(run_id, services, stored.settings(hash, &self.config))
+        let run = RunContext::new(run_id, services, stored.settings(hash, &self.config));
+        if let Some(sink) = &self.notices {
+            run.set_notices(sink.clone());
+        }
+        run
     }
 
     /// Record the root's end: cancel children left running, finish the run, report.
@@ -383,6 +406,7 @@ impl Host {
             new_cost_usd: (totals.cost_usd - totals.copied_cost_usd).max(0.0),
             // The ledger's own start and end, so `inspect` shows the same duration.
             duration_ms: (totals.finished_at - totals.started_at).max(0) as u64,
+            waiting: Vec::new(),
         })
     }
 }

@@ -58,6 +58,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
             max_concurrency,
             require_approval_over_usd,
             timeout,
+            detach,
             out,
         } => {
             let mut config = HostConfig::from_file_or_default(config.as_deref())?;
@@ -78,6 +79,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 max_concurrency,
                 approval_over_usd: require_approval_over_usd,
                 run_id: Some(agentflow::new_run_id()),
+                detach: detach.on,
             };
             if let Some(id) = &options.run_id {
                 eprintln!("agentflow: run {id} started (ledger {})", db.path.display());
@@ -88,7 +90,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
             if !out.json {
                 eprintln!("{limits}");
             }
-            print::report(&report, out.json)
+            print::report(&report, out.json, &db.path)
         }
         Command::Resume {
             run,
@@ -97,6 +99,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
             allow_changed,
             agent,
             retry_failed,
+            detach,
             out,
         } => {
             existing::require(&db.path)?;
@@ -105,11 +108,12 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 allow_changed,
                 agent_file: agent,
                 retry_failed,
+                detach: detach.on,
             };
             let report = with_host(config, &db.path, async |host| {
                 host.resume(&run, options).await
             })?;
-            print::report(&report, out.json)
+            print::report(&report, out.json, &db.path)
         }
         Command::Recover {
             run,
@@ -149,7 +153,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
             let report = with_host(config, &db.path, async |host| {
                 host.fork(&run, at, model, live_effects).await
             })?;
-            print::report(&report, out.json)
+            print::report(&report, out.json, &db.path)
         }
         Command::Settle {
             run,

@@ -23,3 +23,4 @@ mod scheduler;
 mod settle;
 mod tools;
 mod validation;
+mod waits;

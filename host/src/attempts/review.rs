@@ -16,7 +16,7 @@ use crate::ledger::reviews::{self, NewReview, ReviewDecision};
 use crate::ledger::{
     Connection, EventKind, EventRecord, Ledger, LedgerError, ReviewStatus, SqlResult,
 };
-use crate::supervisor::RunContext;
+use crate::supervisor::{HumanWait, RunContext};
 use serde_json::json;
 use std::sync::Arc;
 
@@ -152,12 +152,26 @@ pub async fn await_decision(
     );
     let decided = run
         .ledger
-        .poll_decision(&waiting_for, |conn| {
-            Ok(match reviews::review_decision(conn, id)? {
-                Some(d) if d.status == ReviewStatus::Pending => None,
-                other => Some(other),
-            })
-        })
+        .poll_decision(
+            &waiting_for,
+            |conn| {
+                Ok(match reviews::review_decision(conn, id)? {
+                    Some(d) if d.status == ReviewStatus::Pending => None,
+                    other => Some(other),
+                })
+            },
+            // Pending: the task waits for a human from here on, without a slot (the
+            // attempt's went with its store).
+            |_| {
+                let reason = format!(
+                    "{} [{}]: {}",
+                    failure.validator,
+                    failure.category.as_str(),
+                    failure.reason
+                );
+                Ok(run.waits_for_human(HumanWait::review(&run.run_id, task_id, id, &reason)))
+            },
+        )
         .await
         .map_err(|e| ReviewEnd::Ledger(format!("{failure}; cannot read review {id}: {e}")))?;
     match decided {

@@ -38,6 +38,15 @@ pub struct Json {
     pub json: bool,
 }
 
+/// `--detach`, shared by `run` and `resume`.
+#[derive(Args)]
+pub struct Detach {
+    /// Stop when every task waits for a human (approval, review, conflict): the run
+    /// stays unfinished, exit status 3; decide, then `agentflow resume RUN`.
+    #[arg(long = "detach", visible_alias = "no-wait")]
+    pub on: bool,
+}
+
 #[derive(Subcommand)]
 pub enum Command {
     /// Run an agent (a .wasm component, or a Rust agent crate directory to build first).
@@ -82,6 +91,8 @@ pub enum Command {
         #[arg(long, value_parser = agentflow::supervisor::limits::parse_duration_ms, value_name = "DURATION")]
         timeout: Option<u64>,
         #[command(flatten)]
+        detach: Detach,
+        #[command(flatten)]
         out: Json,
     },
     /// Resume a run that did not finish (crash, kill): replay its ledger, continue live.
@@ -104,6 +115,8 @@ pub enum Command {
         /// calls up to where each failure began.
         #[arg(long)]
         retry_failed: bool,
+        #[command(flatten)]
+        detach: Detach,
         #[command(flatten)]
         out: Json,
     },

@@ -6,8 +6,9 @@ use agentflow::ledger::{Ledger, existing};
 use agentflow::{Host, HostConfig};
 use std::path::Path;
 
-/// Start a host on the ledger `db`, run `f` with it on a new tokio runtime, then close
-/// the host (see [`close`]).
+/// Start a host on the ledger `db` (telling the operator on stderr when a task waits
+/// for a human), run `f` with it on a new tokio runtime, then close the host (see
+/// [`close`]).
 pub fn with_host<T>(
     config: HostConfig,
     db: &Path,
@@ -15,7 +16,10 @@ pub fn with_host<T>(
 ) -> anyhow::Result<T> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
-        let host = Host::new(config, db)?;
+        let mut host = Host::new(config, db)?;
+        // A task waiting for a human says so, with the command that answers it.
+        let db = db.to_path_buf();
+        host.set_notices(std::sync::Arc::new(move |w| super::print::notice(w, &db)));
         let result = f(&host).await;
         close(host);
         result

@@ -11,9 +11,11 @@ use agentflow::ledger::integrity::{self, CheckReport};
 use agentflow::ledger::query::{ApprovalRow, CheckpointRow};
 use agentflow::merge::MergeRow;
 use agentflow::observe::inspect;
+use agentflow::supervisor::HumanWait;
 use agentflow::table::Table;
 use agentflow::{RunReport, Status};
 use serde::Serialize;
+use std::path::Path;
 use std::process::ExitCode;
 
 /// `value` as one line of JSON with `--json`, else `text(value)` as it is.
@@ -31,8 +33,14 @@ pub fn json_or<T: Serialize + ?Sized>(
 }
 
 /// A run's report: the output on stdout and a summary on stderr, or one JSON object.
-/// Exit status 1 unless the run completed.
-pub fn report(report: &RunReport, json: bool) -> anyhow::Result<ExitCode> {
+/// Exit status 0 when the run completed, 3 when it stopped waiting for humans (`--detach`:
+/// the decisions to make and their commands on stderr), else 1.
+pub fn report(report: &RunReport, json: bool, db: &Path) -> anyhow::Result<ExitCode> {
+    let mut report = report.clone();
+    for w in &mut report.waiting {
+        w.commands = w.commands.iter().map(|c| on_db(c, db)).collect();
+    }
+    let report = &report;
     if json {
         outln!("{}", serde_json::to_string(report)?)?;
     } else {
@@ -46,6 +54,7 @@ pub fn report(report: &RunReport, json: bool) -> anyhow::Result<ExitCode> {
                 Status::Completed => "ok",
                 Status::Failed => "failed",
                 Status::Cancelled => "cancelled",
+                Status::Waiting => "waiting",
                 _ => "?",
             },
             report.tasks,
@@ -66,11 +75,58 @@ pub fn report(report: &RunReport, json: bool) -> anyhow::Result<ExitCode> {
             eprintln!("agentflow: agent failed: {}", escape_guest_text(e));
         }
     }
-    Ok(if report.status == Status::Completed {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
+    if report.status == Status::Waiting {
+        eprintln!(
+            "agentflow: run {} waits for a human; decide, then continue it with: {}",
+            report.run_id,
+            on_db(&format!("agentflow resume {}", report.run_id), db)
+        );
+        for w in &report.waiting {
+            eprintln!("  {}", wait_line(w));
+        }
+    }
+    Ok(match report.status {
+        Status::Completed => ExitCode::SUCCESS,
+        Status::Waiting => ExitCode::from(3),
+        _ => ExitCode::from(1),
     })
+}
+
+/// `command --db DB`, the path quoted when it has to be.
+pub fn on_db(command: &str, db: &Path) -> String {
+    let db = db.display().to_string();
+    if db
+        .chars()
+        .any(|c| c.is_whitespace() || "'\"$`\\".contains(c))
+    {
+        format!("{command} --db '{}'", db.replace('\'', "'\\''"))
+    } else {
+        format!("{command} --db {db}")
+    }
+}
+
+/// What a task waits for and how to answer, on one line: `task 3 waits for approval 3
+/// (why): agentflow approve 3 --db X | …` (the commands as given).
+pub fn wait_line(w: &HumanWait) -> String {
+    format!(
+        "task {} waits for {} ({}): {}",
+        w.task_id,
+        w.what(),
+        escape_guest_text(&w.reason),
+        w.commands.join(" | ")
+    )
+}
+
+/// The CLI's notice that a task started waiting for a human, on stderr (at any log
+/// level: the operator has to act on it).
+pub fn notice(w: &HumanWait, db: &Path) {
+    let mut w = w.clone();
+    w.commands = w.commands.iter().map(|c| on_db(c, db)).collect();
+    eprintln!(
+        "agentflow: run {}: {}",
+        &w.run_id[..w.run_id.len().min(8)],
+        wait_line(&w)
+    );
 }
 
 /// A ledger check; exit status 1 when the ledger is damaged.

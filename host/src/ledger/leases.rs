@@ -5,8 +5,9 @@
 //! name and process id) and renews it every [`HEARTBEAT`] while the run is in its
 //! hands. A `running` run is **interrupted** when its lease is older than
 //! [`LEASE_TTL`], or when its holder ran on this machine and that process is gone (so
-//! a crash shows at once on the machine that crashed). A run without a lease (started
-//! by a host from before leases) reads as it is stored.
+//! a crash shows at once on the machine that crashed) — or **waiting** when a human
+//! decision of it is pending (`run --detach` parked it). A run without a lease
+//! (started by a host from before leases) reads as it is stored.
 
 use super::query::RunRow;
 use super::{Connection, LedgerError, SqlResult, Status, Writer, now_ms};
@@ -109,15 +110,31 @@ pub fn lease(conn: &Connection, run_id: &str) -> Result<Option<Lease>, LedgerErr
         .optional()?)
 }
 
-/// Show each `running` run of `rows` whose host stopped as [`Status::Interrupted`].
+/// Show each `running` run of `rows` whose host stopped as [`Status::Waiting`] when
+/// a human decision of it is pending (a run parked by `run --detach`, or whose host
+/// died while it waited), else as [`Status::Interrupted`].
 pub fn mark_interrupted(conn: &Connection, rows: &mut [RunRow]) -> Result<(), LedgerError> {
     let now = now_ms();
     for row in rows.iter_mut().filter(|r| r.status == Status::Running) {
         if lease(conn, &row.run_id)?.is_some_and(|l| l.is_stale(now)) {
-            row.status = Status::Interrupted;
+            row.status = if waits_for_a_human(conn, &row.run_id)? {
+                Status::Waiting
+            } else {
+                Status::Interrupted
+            };
         }
     }
     Ok(())
+}
+
+/// Whether run `run_id` has a pending approval, review or merge conflict.
+fn waits_for_a_human(conn: &Connection, run_id: &str) -> Result<bool, LedgerError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM approvals WHERE run_id = ?1 AND status = 'pending')
+             OR EXISTS (SELECT 1 FROM reviews WHERE run_id = ?1 AND status = 'pending')
+             OR EXISTS (SELECT 1 FROM merges WHERE run_id = ?1 AND status = 'pending')",
+    )?;
+    Ok(stmt.query_row([run_id], |r| r.get(0))?)
 }
 
 #[cfg(test)]

@@ -267,24 +267,28 @@ impl Ledger {
     /// Wait for a decision another process records in the ledger — a human deciding
     /// an approval, a review or a conflict from the CLI — after making every earlier
     /// write durable (the barrier before a wait for a human): `check` reads it (`None` while
-    /// it is pending) every 100 ms on a read connection of its own. `waiting_for` is
-    /// logged once, when the first check finds nothing decided yet.
-    pub async fn poll_decision<T>(
+    /// it is pending) every 100 ms on a read connection of its own. When the first check
+    /// finds nothing decided yet, `waiting_for` is logged and `on_pending` called; what
+    /// it returns (e.g. a guard registering the wait) is kept until the decision comes.
+    pub async fn poll_decision<T, G>(
         &self,
         waiting_for: &str,
         mut check: impl FnMut(&Connection) -> Result<Option<T>, LedgerError>,
+        on_pending: impl FnOnce(&Connection) -> Result<G, LedgerError>,
     ) -> Result<T, LedgerError> {
         // A wait for a human is a barrier: what the run did before it is durable first.
         self.write(|_| Ok(())).await?;
         let conn = self.reader()?;
-        let mut announced = false;
+        let mut on_pending = Some(on_pending);
+        let mut pending = None;
         loop {
             if let Some(decided) = check(&conn)? {
+                drop(pending);
                 return Ok(decided);
             }
-            if !announced {
+            if let Some(announce) = on_pending.take() {
                 tracing::info!("waiting for a human: {waiting_for}");
-                announced = true;
+                pending = Some(announce(&conn)?);
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }

@@ -11,6 +11,16 @@ use super::{
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
+/// The SQL condition that the task of a row of `table` has not ended: a decision
+/// whose task ended (cancelled with its run, say) waits for nobody, so it is neither
+/// listed as pending nor decided.
+fn task_open(table: &str) -> String {
+    format!(
+        "NOT EXISTS (SELECT 1 FROM tasks t WHERE t.run_id = {table}.run_id AND t.task_id = {table}.task_id \
+         AND t.status IN ('completed', 'failed', 'cancelled'))"
+    )
+}
+
 impl Ledger {
     /// Ask a human to approve task `task_id` before it starts; returns the approval id.
     /// An `approval.requested` event is appended to the task.
@@ -47,7 +57,10 @@ impl Ledger {
             let found: Option<(String, i64)> = w
                 .conn
                 .query_row(
-                    "SELECT run_id, task_id FROM approvals WHERE id = ?1 AND status = 'pending'",
+                    &format!(
+                        "SELECT run_id, task_id FROM approvals WHERE id = ?1 AND status = 'pending' AND {}",
+                        task_open("approvals")
+                    ),
                     [id as i64],
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )
@@ -138,10 +151,11 @@ pub fn approval_of(
         .optional()?)
 }
 
-/// Approvals, pending ones only unless `all`.
+/// Approvals: pending ones (of tasks that have not ended) only, unless `all`.
 pub fn approvals(conn: &Connection, all: bool) -> Result<Vec<ApprovalRow>, LedgerError> {
     let mut stmt = conn.prepare(&format!(
-        "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE ?1 OR status = 'pending' ORDER BY id"
+        "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE ?1 OR (status = 'pending' AND {}) ORDER BY id",
+        task_open("approvals")
     ))?;
     let rows = stmt.query_map([all], approval_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -183,10 +197,11 @@ fn review_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ReviewRow> {
     })
 }
 
-/// Reviews, pending ones only unless `all`, oldest first.
+/// Reviews: pending ones (of tasks that have not ended) only unless `all`, oldest first.
 pub fn reviews(conn: &Connection, all: bool) -> SqlResult<Vec<ReviewRow>> {
     let mut stmt = conn.prepare(&format!(
-        "SELECT {REVIEW_COLUMNS} FROM reviews WHERE ?1 OR status = 'pending' ORDER BY id"
+        "SELECT {REVIEW_COLUMNS} FROM reviews WHERE ?1 OR (status = 'pending' AND {}) ORDER BY id",
+        task_open("reviews")
     ))?;
     let rows = stmt.query_map([all], review_row)?;
     rows.collect()
@@ -264,7 +279,10 @@ impl Writer {
         let found: Option<(String, i64)> = self
             .conn
             .query_row(
-                "SELECT run_id, task_id FROM reviews WHERE id = ?1 AND status = 'pending'",
+                &format!(
+                    "SELECT run_id, task_id FROM reviews WHERE id = ?1 AND status = 'pending' AND {}",
+                    task_open("reviews")
+                ),
                 [id as i64],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )

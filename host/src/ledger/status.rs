@@ -65,6 +65,9 @@ stored_status! {
     Status: "run or task status" {
         Pending = "pending",
         Running = "running",
+        /// Not stored: how a host that stopped while every task waited for a human
+        /// (`run --detach`) reports the run, which stays `running` for `resume`.
+        Waiting = "waiting",
         Completed = "completed",
         Failed = "failed",
         Cancelled = "cancelled",

@@ -297,13 +297,34 @@ async fn wait_resolved(run: &RunContext, id: u64) -> anyhow::Result<MergeRow> {
     );
     let row = run
         .ledger
-        .poll_decision(&waiting_for, |conn| {
-            // A row that vanished cannot be decided: return it as it was (None).
-            Ok(match merges::merge(conn, id)? {
-                Some(row) if row.status == MergeStatus::Pending => None,
-                other => Some(other),
-            })
-        })
+        .poll_decision(
+            &waiting_for,
+            |conn| {
+                // A row that vanished cannot be decided: return it as it was (None).
+                Ok(match merges::merge(conn, id)? {
+                    Some(row) if row.status == MergeStatus::Pending => None,
+                    other => Some(other),
+                })
+            },
+            // Pending: the parent waits for a human (inside `tasks.wait` or
+            // `tasks.merge`, which gave its slot back).
+            |conn| {
+                let row = merges::merge(conn, id)?;
+                let (parent, child, reason) = row
+                    .map(|r| {
+                        let why = format!("{}: {}", r.category.as_str(), r.subject);
+                        (r.parent_task, r.child_task, why)
+                    })
+                    .unwrap_or_default();
+                Ok(run.waits_for_human(crate::supervisor::HumanWait::conflict(
+                    &run.run_id,
+                    parent,
+                    child,
+                    id,
+                    &reason,
+                )))
+            },
+        )
         .await?;
     row.ok_or_else(|| anyhow::anyhow!("merge {id} vanished from the ledger"))
 }

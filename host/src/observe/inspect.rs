@@ -6,6 +6,8 @@ use crate::ledger::Connection;
 use crate::ledger::LedgerError;
 use crate::ledger::query::{self, EventRow, RunRow, TaskRow};
 use crate::ledger::{EventKind, Status};
+use crate::supervisor::constraints::short_reason;
+use crate::supervisor::{DecisionKind, HumanWait};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -30,6 +32,71 @@ pub struct TaskView {
     /// CPU and time blocked in the host, summed over the task's attempts:
     /// `{cpu_ms, blocked_ms, wall_ms, wall_limit_ms}` (absent before any attempt ended).
     pub usage: Option<serde_json::Value>,
+    /// The decision an unfinished task waits for (absent when it waits for none).
+    pub waiting: Option<Waiting>,
+}
+
+/// A decision an unfinished task waits for, as the ledger holds it pending: shown as
+/// `waiting: approval 3 (cost over $1)` in place of the task's status.
+#[derive(Debug, Serialize)]
+pub struct Waiting {
+    pub kind: DecisionKind,
+    /// The approval, review or conflict id.
+    pub id: u64,
+    /// Why, in short.
+    pub reason: String,
+    /// The command that answers it (the first of them).
+    pub command: String,
+}
+
+impl Waiting {
+    fn of(w: HumanWait, reason: String) -> Waiting {
+        Waiting {
+            kind: w.kind,
+            id: w.id,
+            reason,
+            command: w.commands.into_iter().next().unwrap_or_default(),
+        }
+    }
+
+    /// `waiting: approval 3 (cost over $1)`.
+    pub fn text(&self) -> String {
+        format!(
+            "waiting: {} {} ({})",
+            self.kind.as_str(),
+            self.id,
+            clip(&self.reason, 60)
+        )
+    }
+}
+
+/// The pending decisions of run `run_id`, by the task that waits for each.
+fn pending_decisions(
+    conn: &Connection,
+    run_id: &str,
+) -> Result<BTreeMap<u64, Waiting>, LedgerError> {
+    let mut out = BTreeMap::new();
+    for a in query::approvals(conn, false)? {
+        if a.run_id == run_id {
+            let w = HumanWait::approval(run_id, a.task_id, a.id, &a.reason);
+            out.insert(a.task_id, Waiting::of(w, short_reason(&a.reason)));
+        }
+    }
+    for r in crate::ledger::reviews::reviews(conn, false)? {
+        if r.run_id == run_id {
+            let w = HumanWait::review(run_id, r.task_id, r.id, &r.reason);
+            let why = format!("{} [{}]", r.validator, r.category);
+            out.insert(r.task_id, Waiting::of(w, why));
+        }
+    }
+    for m in crate::ledger::merges::merges(conn, false)? {
+        if m.run_id == run_id {
+            let w = HumanWait::conflict(run_id, m.parent_task, m.child_task, m.id, "");
+            let why = format!("{}: {}", m.category.as_str(), m.subject);
+            out.insert(m.parent_task, Waiting::of(w, why));
+        }
+    }
+    Ok(out)
 }
 
 /// Add one attempt's `task.usage` record into the task's total.
@@ -54,6 +121,7 @@ pub fn load(conn: &Connection, run: &str) -> Result<Option<RunView>, LedgerError
     crate::ledger::leases::mark_interrupted(conn, std::slice::from_mut(&mut run))?;
     let tasks = query::tasks(conn, &run.run_id)?;
     let events = query::events(conn, &run.run_id, None)?;
+    let mut waiting = pending_decisions(conn, &run.run_id)?;
     let mut by_task: BTreeMap<u64, Vec<EventRow>> = BTreeMap::new();
     for e in events {
         by_task.entry(e.task_id).or_default().push(e);
@@ -154,6 +222,10 @@ pub fn load(conn: &Connection, run: &str) -> Result<Option<RunView>, LedgerError
                     refused.push(format!("{} refused: {}", e.kind, error_text(&e.response)));
                 }
             }
+            let waiting = match task.status.is_finished() {
+                true => None,
+                false => waiting.remove(&task.task_id),
+            };
             TaskView {
                 task,
                 steps,
@@ -161,6 +233,7 @@ pub fn load(conn: &Connection, run: &str) -> Result<Option<RunView>, LedgerError
                 refused,
                 decisions,
                 usage,
+                waiting,
             }
         })
         .collect();
@@ -302,6 +375,13 @@ pub fn render(view: &RunView) -> String {
     if let Some(e) = &r.error {
         let _ = writeln!(out, "  error: {}", clip(e, 200));
     }
+    if r.status == Status::Waiting {
+        let _ = writeln!(
+            out,
+            "  waiting: no host runs it while it waits for a human; answer the decisions below, then `agentflow resume {}`",
+            r.run_id
+        );
+    }
     if r.status == Status::Interrupted {
         let _ = writeln!(
             out,
@@ -339,7 +419,10 @@ pub fn render(view: &RunView) -> String {
                 usd(tk.cost_usd),
                 group_digits(tk.tokens_in + tk.tokens_out),
                 duration(tk.started_at, tk.finished_at),
-                status_word(tk.status)
+                match &t.waiting {
+                    Some(w) => w.text(),
+                    None => status_word(tk.status).to_string(),
+                }
             );
             let inner = format!("{prefix}{cont}");
             if let Some(u) = &t.usage {

@@ -1,10 +1,12 @@
 //! The `Host` API's work on runs beyond starting one: what a run stores to be resumed
-//! ([`stored`]), the host configuration it was started with ([`recorded`]), and
-//! resuming, forking, recovering and reopening runs ([`resume`]).
+//! ([`stored`]), the host configuration it was started with ([`recorded`]), driving a
+//! run's root task and stopping a run that waits for humans ([`park`]), cancelling a
+//! run ([`cancel`]), and resuming, forking, recovering and reopening runs ([`resume`]).
 
 pub mod cancel;
 pub(crate) mod lease;
 pub mod recorded;
 
+pub(crate) mod park;
 pub(crate) mod resume;
 pub(crate) mod stored;

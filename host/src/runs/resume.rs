@@ -254,7 +254,9 @@ impl Host {
         let _lease = self.leases.take(&run).await?;
         let tasks = ledger::query::resume_tasks(&reader, &run_id)?;
         if tasks.is_empty() {
-            return self.start_missing_root(run, root_agent, &row.input).await;
+            return self
+                .start_missing_root(run, root_agent, &row.input, opts.detach)
+                .await;
         }
         // One query for the run's whole record, reading only the payloads the replay
         // and the reopen cuts use; they stay text until replayed.
@@ -334,7 +336,7 @@ impl Host {
                     replay: Some(replay),
                     slot,
                 };
-                run.run_root(start).await
+                return self.drive_root(run, start, opts.detach).await;
             }
             None => run
                 .outcome(1)
@@ -351,9 +353,10 @@ impl Host {
         run: Arc<RunContext>,
         agent: Arc<LoadedAgent>,
         input: &str,
+        detach: bool,
     ) -> anyhow::Result<RunReport> {
         tracing::info!(run = %run.run_id, "the run has no root task yet: starting it from the recorded input");
         let root = run.create_root(&agent.component_ref(), input).await?;
-        self.run_root(run, root, agent, input).await
+        self.run_root(run, root, agent, input, detach).await
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! Limits enforced here: memory (the store's `ResourceLimiter`), CPU (epoch ticks:
 //! the guest yields to other agents every tick and is stopped when its CPU budget is
-//! spent), wall-clock time (a timeout around the whole call), output size, and the
+//! spent), wall-clock time (a timeout around the whole call that stops while the task
+//! is blocked on a human, [`crate::supervisor::waits`]), output size, and the
 //! stdout/stderr bounds. Whatever happens — trap, limit, bad output — becomes a
 //! [`TaskOutcome`] with a clear message; the host itself never goes down with a guest.
 //! Validating the output, retrying and escalating is the layer above
@@ -104,14 +105,17 @@ pub async fn run_once(
     };
     let wall_ms = run.timeout_ms(task_id);
     let attempt_started = std::time::Instant::now();
-    let result = tokio::time::timeout(Duration::from_millis(wall_ms), call).await;
+    // The clock stops while the task is blocked on a human ([`crate::supervisor::waits`]).
+    let (result, counted) = run
+        .within_wall_limit(task_id, Duration::from_millis(wall_ms), call)
+        .await;
 
     let (stderr_text, _) = stderr.contents();
     let outcome = match result {
-        Err(_) => TaskOutcome::Failed(format!(
+        None => TaskOutcome::Failed(format!(
             "wall-clock time limit exceeded ({wall_ms} ms: limits.wall_ms or the spawn's timeout-ms)"
         )),
-        Ok(Ok(Ok(_)))
+        Some(Ok(Ok(_)))
             if store
                 .data()
                 .task
@@ -130,7 +134,7 @@ pub async fn run_once(
             store.data_mut().task.site.diverged = Some(msg.clone());
             TaskOutcome::Failed(msg)
         }
-        Ok(Ok(Ok(output))) => {
+        Some(Ok(Ok(output))) => {
             if output.len() > limits.max_output_bytes {
                 TaskOutcome::Failed(format!(
                     "output too large: {} bytes (limits.max_output_bytes = {})",
@@ -141,14 +145,14 @@ pub async fn run_once(
                 TaskOutcome::Completed(output)
             }
         }
-        Ok(Ok(Err(message))) => TaskOutcome::Failed(shorten(message, limits.max_output_bytes)),
-        Ok(Err(_)) if store.data().task.site.diverged.is_some() => {
+        Some(Ok(Err(message))) => TaskOutcome::Failed(shorten(message, limits.max_output_bytes)),
+        Some(Err(_)) if store.data().task.site.diverged.is_some() => {
             TaskOutcome::Failed(store.data().task.site.diverged.clone().unwrap_or_default())
         }
-        Ok(Err(_)) if store.data().task.site.in_doubt.is_some() => {
+        Some(Err(_)) if store.data().task.site.in_doubt.is_some() => {
             TaskOutcome::Failed(store.data().task.site.in_doubt.clone().unwrap_or_default())
         }
-        Ok(Err(err)) => {
+        Some(Err(err)) => {
             let mut msg = match store.data().kill() {
                 Some(kill) => format!("stopped by the host: {kill}"),
                 None => match err.downcast_ref::<wasmtime::Trap>() {
@@ -200,6 +204,8 @@ pub async fn run_once(
             "cpu_ms": cpu.used().as_millis() as u64,
             "blocked_ms": cpu.host_wait().as_millis() as u64,
             "wall_ms": attempt_started.elapsed().as_millis() as u64,
+            // Of it, the time blocked on a human, which the limit does not count.
+            "human_wait_ms": attempt_started.elapsed().saturating_sub(counted).as_millis() as u64,
             "wall_limit_ms": wall_ms,
         }),
     ));

@@ -117,6 +117,18 @@ impl ApprovalRules {
     }
 }
 
+/// An approval reason made short for one-line views: `cost over $1` for the cost
+/// rule's `estimated cost $1.2000 is over $1.0000`; the other rules' as they are.
+pub fn short_reason(reason: &str) -> String {
+    if let Some(rest) = reason.strip_prefix("estimated cost $")
+        && let Some((_, limit)) = rest.split_once(" is over $")
+        && let Ok(limit) = limit.parse::<f64>()
+    {
+        return format!("cost over ${limit}");
+    }
+    reason.to_string()
+}
+
 /// Lower-case alphanumeric words of a description.
 pub fn words(text: &str) -> BTreeSet<String> {
     text.split(|c: char| !c.is_alphanumeric())
@@ -290,5 +302,8 @@ mod tests {
                 .contains("*delete*")
         );
         assert_eq!(rules.reason("fetch", 1, 0.5, &["kv".into()]), None);
+        let cost = rules.reason("fetch", 1, 1.2, &[]).unwrap();
+        assert_eq!(short_reason(&cost), "cost over $1");
+        assert_eq!(short_reason("depth 3 is over 2"), "depth 3 is over 2");
     }
 }

@@ -15,10 +15,12 @@ pub mod llm_attempts;
 mod spawn;
 mod start;
 mod tree;
+pub mod waits;
 
 use tree::{TaskNode, TaskTree};
 
 pub use spawn::{AgentChoice, Dependency, SpawnRefusal, SpawnRequest, parse_deps};
+pub use waits::{DecisionKind, HumanWait, NoticeSink};
 
 use crate::ledger::{Ledger, NewTask};
 use crate::scheduler::Scheduler;
@@ -136,6 +138,12 @@ pub struct RunContext {
     /// Locks for shared resources and mutual exclusion, by name.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     tree: Mutex<TaskTree>,
+    /// Who waits for a human, and for which tasks ([`waits`]).
+    waits: Mutex<waits::WaitState>,
+    /// Bumped when whether a task is blocked on a human may have changed.
+    waits_changed: watch::Sender<u64>,
+    /// Where to tell the operator that a task waits for a human.
+    notices: std::sync::OnceLock<NoticeSink>,
 }
 
 impl RunContext {
@@ -163,7 +171,16 @@ impl RunContext {
                 next_id: 1,
                 ..Default::default()
             }),
+            waits: Mutex::new(waits::WaitState::default()),
+            waits_changed: watch::channel(0).0,
+            notices: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Tell the operator through `sink` when a task of this run starts waiting for a
+    /// human (once per run context; later calls are ignored).
+    pub fn set_notices(&self, sink: NoticeSink) {
+        let _ = self.notices.set(sink);
     }
 
     /// Register the root task (id 1) in the tree and return its record, for the

@@ -1,6 +1,7 @@
-//! Starting a task: wait for its dependencies and its approval, take its locks (shared
-//! resources, mutual exclusion) and an execution slot, then hand it to the
-//! [`super::TaskRunner`]; and rebuilding the tree of a run being resumed.
+//! Starting a task: wait for its dependencies and its approval (blocked on them, see
+//! [`super::waits`]), take its locks (shared resources, mutual exclusion) and an
+//! execution slot, then hand it to the [`super::TaskRunner`]; and rebuilding the tree
+//! of a run being resumed.
 
 use super::constraints::{self, DependencyFailure};
 use super::spawn::{Dependency, parse_deps};
@@ -37,22 +38,36 @@ impl RunContext {
             self.run_id
         );
         self.ledger
-            .poll_decision(&waiting_for, |conn| {
-                Ok(
-                    match crate::ledger::query::approval_of(conn, &self.run_id, id)? {
-                        None => Some(Ok(())),
-                        Some(a) if a.status == ApprovalStatus::Approved => Some(Ok(())),
-                        Some(a) if a.status == ApprovalStatus::Denied => {
-                            Some(Err(TaskOutcome::Failed(format!(
-                                "denied by a human (approval {}): {}",
-                                a.id,
-                                a.note.unwrap_or_default()
-                            ))))
-                        }
-                        Some(_) => None,
-                    },
-                )
-            })
+            .poll_decision(
+                &waiting_for,
+                |conn| {
+                    Ok(
+                        match crate::ledger::query::approval_of(conn, &self.run_id, id)? {
+                            None => Some(Ok(())),
+                            Some(a) if a.status == ApprovalStatus::Approved => Some(Ok(())),
+                            Some(a) if a.status == ApprovalStatus::Denied => {
+                                Some(Err(TaskOutcome::Failed(format!(
+                                    "denied by a human (approval {}): {}",
+                                    a.id,
+                                    a.note.unwrap_or_default()
+                                ))))
+                            }
+                            Some(_) => None,
+                        },
+                    )
+                },
+                |conn| {
+                    // Pending: the task waits for a human from here on, without a slot.
+                    let a = crate::ledger::query::approval_of(conn, &self.run_id, id)?;
+                    let (approval, reason) = a.map(|a| (a.id, a.reason)).unwrap_or_default();
+                    Ok(self.waits_for_human(super::HumanWait::approval(
+                        &self.run_id,
+                        id,
+                        approval,
+                        &reason,
+                    )))
+                },
+            )
             .await
             .unwrap_or_else(|e| Err(TaskOutcome::Failed(format!("cannot read approvals: {e}"))))
     }
@@ -89,8 +104,11 @@ impl RunContext {
         approval: Approval,
     ) {
         let run = self.clone();
+        self.mark_live(id);
         let handle = tokio::spawn(async move {
             let mut input = input;
+            let deps: Vec<u64> = rx_deps.iter().map(|(dep, _, _)| *dep).collect();
+            let blocked = run.blocked_on(id, deps);
             for (dep_id, data, mut rx) in rx_deps {
                 let outcome = rx
                     .wait_for(|o| o.is_some())
@@ -111,11 +129,13 @@ impl RunContext {
                             )),
                             DependencyFailure::Cancel => TaskOutcome::Cancelled,
                         };
+                        drop(blocked);
                         run.finish(id, outcome).await;
                         return;
                     }
                 }
             }
+            drop(blocked);
             if approval == Approval::MayNeed
                 && let Err(outcome) = run.await_approval(id).await
             {
@@ -137,7 +157,18 @@ impl RunContext {
             names.dedup();
             let mut guards = Vec::new();
             for name in &names {
-                guards.push(run.lock_for(name).lock_owned().await);
+                let lock = run.lock_for(name);
+                let guard = match lock.clone().try_lock_owned() {
+                    Ok(guard) => guard,
+                    Err(_) => {
+                        // Blocked on the holder: while it waits for a human (a review,
+                        // a conflict), so does this task.
+                        let _blocked = run.lock_holder(name).map(|h| run.blocked_on(id, vec![h]));
+                        lock.lock_owned().await
+                    }
+                };
+                run.hold_lock(name, id);
+                guards.push(guard);
             }
             let slot = run.take_slot().await;
             let input = run_input.unwrap_or(input);
@@ -150,6 +181,7 @@ impl RunContext {
                 slot,
             };
             let outcome = run.runner.run_task(run.clone(), start).await;
+            run.release_locks(&names, id);
             drop(guards);
             run.finish(id, outcome).await;
         });
@@ -169,7 +201,7 @@ impl RunContext {
                 }
                 Status::Failed => Some(TaskOutcome::Failed(t.error.clone().unwrap_or_default())),
                 Status::Cancelled => Some(TaskOutcome::Cancelled),
-                Status::Pending | Status::Running | Status::Interrupted => None,
+                Status::Pending | Status::Running | Status::Interrupted | Status::Waiting => None,
             };
             let outcome_known = outcome.is_some();
             tree.nodes.insert(

@@ -136,10 +136,13 @@ impl RunContext {
         {
             tracing::error!(run = %self.run_id, task = id, error = %e, "cannot record task end");
         }
-        let tree = self.tree.lock().unwrap();
-        if let Some(node) = tree.nodes.get(&id) {
-            node.outcome.send_replace(Some(outcome));
+        {
+            let tree = self.tree.lock().unwrap();
+            if let Some(node) = tree.nodes.get(&id) {
+                node.outcome.send_replace(Some(outcome));
+            }
         }
+        self.mark_finished(id);
     }
 
     /// Resolves once task `id` is cancelled (an operator's `agentflow cancel`); never
@@ -170,6 +173,8 @@ impl RunContext {
             }
             tree.nodes[&id].outcome.subscribe()
         };
+        // Blocked on `id`: while it waits for a human, so does the caller's wall clock.
+        let _blocked = self.blocked_on(caller, vec![id]);
         rx.wait_for(|o| o.is_some())
             .await
             .ok()
