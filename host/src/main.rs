@@ -81,11 +81,13 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 run_id: Some(agentflow::new_run_id()),
                 detach: detach.on,
             };
-            if let Some(id) = &options.run_id {
-                eprintln!("agentflow: run {id} started (ledger {})", db.path.display());
-            }
             let report = with_host(config, &db.path, async |host| {
-                host.run_file(&wasm, &input, options).await
+                // The component loads first: a file that is not one starts no run.
+                let agent = host.runtime().load_file(&wasm)?;
+                if let Some(id) = &options.run_id {
+                    eprintln!("agentflow: run {id} started (ledger {})", db.path.display());
+                }
+                host.run(agent, &input, options).await
             })?;
             if !out.json {
                 eprintln!("{limits}");

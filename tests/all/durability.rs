@@ -1043,7 +1043,9 @@ fn a_changed_model_catalog_is_refused_on_resume() {
     assert_eq!(refused.status.code(), Some(2));
     let err = stderr(&refused);
     assert!(
-        err.contains("model catalog") && err.contains("--allow-changed"),
+        err.contains("different configuration")
+            && err.contains("llm.models: recorded")
+            && err.contains("--allow-changed"),
         "{err}"
     );
     let forced = resume(&["--allow-changed"]);

@@ -201,7 +201,7 @@ async fn an_unversioned_ledger_is_migrated_and_still_resumes_and_inspects() {
         sql::<i64>(&db, "PRAGMA user_version"),
         schema::SCHEMA_VERSION
     );
-    assert_eq!(schema::SCHEMA_VERSION, 1);
+    assert_eq!(schema::SCHEMA_VERSION, 2);
     let index: i64 = sql(
         &db,
         "SELECT COUNT(*) FROM sqlite_master WHERE name = 'events_by_kind'",
@@ -219,7 +219,7 @@ async fn an_unversioned_ledger_is_migrated_and_still_resumes_and_inspects() {
     assert!(out.status.success(), "{}", stderr(&out));
     let (code, report) = check(&db);
     assert_eq!(code, Some(0), "{report}");
-    assert_eq!(report["schema_version"], 1);
+    assert_eq!(report["schema_version"], 2);
 }
 
 #[test]
@@ -245,7 +245,7 @@ fn new_files_get_the_current_schema_and_newer_or_incomplete_ones_are_refused() {
     sql_batch(&newer, "PRAGMA user_version = 7");
     let error = Ledger::open(&newer).err().expect("refused").to_string();
     assert!(
-        error.contains("ledger schema version 7 is newer than this agentflow (knows up to 1)"),
+        error.contains("ledger schema version 7 is newer than this agentflow (knows up to 2)"),
         "{error}"
     );
     let (code, report) = check(&newer);
@@ -288,7 +288,7 @@ async fn check_lists_the_resumable_runs() {
     assert_eq!(code, Some(0), "{report}");
     assert_eq!(report["ok"], true);
     assert_eq!(report["quick_check"], json!(["ok"]));
-    assert_eq!(report["schema_version"], 1);
+    assert_eq!(report["schema_version"], 2);
     assert_eq!(report["runs"], 2);
     let resumable: Vec<&str> = report["resumable"]
         .as_array()
