@@ -239,13 +239,13 @@ fn real_main() -> anyhow::Result<ExitCode> {
             let decided = with_ledger(&db.path, |l| {
                 Ok(review::decide_blocking(l, id, true, note)?)
             })?;
-            print::decided("retrying", "review", id, decided, "reviews")
+            print::decided("retrying", "review", id, decided, "reviews", &db.path)
         }
         Command::Reject { id, note, db } => {
             let decided = with_ledger(&db.path, |l| {
                 Ok(review::decide_blocking(l, id, false, note)?)
             })?;
-            print::decided("rejected", "review", id, decided, "reviews")
+            print::decided("rejected", "review", id, decided, "reviews", &db.path)
         }
         Command::Conflicts { db, all, out } => {
             let rows = resolve::conflicts(&existing::reader(&db.path)?, all)?;
@@ -269,7 +269,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 (None, None) => anyhow::bail!("give --take TASK or --file F"),
             };
             let row = with_ledger(&db.path, |l| resolve::resolve(l, id, decision, note))?;
-            print::resolved(id, row)
+            print::resolved(id, row, &db.path)
         }
         Command::Approve { id, note, db } => {
             let decided =
@@ -277,13 +277,13 @@ fn real_main() -> anyhow::Result<ExitCode> {
                     &db.path,
                     |l| Ok(l.decide_approval_blocking(id, true, note)?),
                 )?;
-            print::decided("approved", "approval", id, decided, "approvals")
+            print::decided("approved", "approval", id, decided, "approvals", &db.path)
         }
         Command::Deny { id, note, db } => {
             let decided = with_ledger(&db.path, |l| {
                 Ok(l.decide_approval_blocking(id, false, note)?)
             })?;
-            print::decided("denied", "approval", id, decided, "approvals")
+            print::decided("denied", "approval", id, decided, "approvals", &db.path)
         }
         Command::Checkpoints { run, db, out } => {
             let rows = query::run_checkpoints(&existing::reader(&db.path)?, &run)?

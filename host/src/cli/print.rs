@@ -238,10 +238,12 @@ pub fn decided(
     id: u64,
     decided: Option<(String, u64)>,
     listing: &str,
+    db: &std::path::Path,
 ) -> anyhow::Result<ExitCode> {
     match decided {
         Some((run, task)) => {
             outln!("{verb} {what} {id}: run {run} task {task}")?;
+            next_step(db, &run);
             Ok(ExitCode::SUCCESS)
         }
         None => anyhow::bail!("no pending {what} {id} (see `agentflow {listing}`)"),
@@ -316,14 +318,32 @@ fn indent(text: &str) -> String {
 }
 
 /// A resolved conflict, with the resolution it was given.
-pub fn resolved(id: u64, row: MergeRow) -> anyhow::Result<ExitCode> {
+pub fn resolved(id: u64, row: MergeRow, db: &std::path::Path) -> anyhow::Result<ExitCode> {
     outln!(
         "resolved conflict {id} ({}) of run {}: {}",
         row.subject,
         row.run_id,
         row.resolution.unwrap_or_default()
     )?;
+    next_step(db, &row.run_id);
     Ok(ExitCode::SUCCESS)
+}
+
+/// On stderr, once a human decided: who continues run `run` — the live host that
+/// holds its lease, or the operator with `agentflow resume`.
+fn next_step(db: &std::path::Path, run: &str) {
+    let live = agentflow::ledger::existing::reader(db)
+        .ok()
+        .and_then(|conn| agentflow::ledger::leases::lease(&conn, run).ok().flatten())
+        .is_some_and(|l| !l.is_stale(agentflow::ledger::now_ms()));
+    if live {
+        eprintln!("agentflow: the host running run {run} continues it");
+    } else {
+        eprintln!(
+            "agentflow: no host is running run {run}: continue it with `agentflow resume {run} --db {}`",
+            db.display()
+        );
+    }
 }
 
 /// The error for a run id (or prefix) that names no run of the ledger `db`.
