@@ -18,11 +18,21 @@ fn main() {
         .map(|d| if d.is_absolute() { d } else { root.join(d) })
         .unwrap_or_else(|| root.join("target"))
         .join("wasm-examples");
-    for dir in ["examples", "guest-sdk/src", "guest-sdk/Cargo.toml", "wit"] {
+    // Not the whole `examples/` directory: building an example crate with `agentflow
+    // run examples/<crate>` writes `examples/target`, which would rerun this script
+    // (and relink every test) on the next `cargo test`.
+    for dir in [
+        "examples/Cargo.toml",
+        "examples/Cargo.lock",
+        "guest-sdk/src",
+        "guest-sdk/Cargo.toml",
+        "wit",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
     for entry in std::fs::read_dir(&examples).unwrap().flatten() {
-        if entry.path().is_dir() {
+        // Each example crate (not `examples/target`, which has no Cargo.toml).
+        if entry.path().join("Cargo.toml").is_file() {
             println!(
                 "cargo:rerun-if-changed={}",
                 entry.path().join("src").display()

@@ -93,6 +93,10 @@ impl HostConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
         self.limits.validate()?;
         self.runtime.validate()?;
+        if let Some(provider) = &self.llm.providers.provider {
+            crate::providers::check_name(provider, &self.llm.endpoints)
+                .map_err(|e| anyhow::anyhow!("[llm] provider: {e}"))?;
+        }
         for v in &self.validators {
             v.validate()?;
         }

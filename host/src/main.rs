@@ -7,7 +7,7 @@ mod cli;
 use agentflow::attempts::{calibrate, review};
 use agentflow::durability::settle;
 use agentflow::guest_text::escape_guest_text;
-use agentflow::ledger::{existing, integrity, query};
+use agentflow::ledger::{existing, integrity, query, query_events};
 use agentflow::merge::resolve::{self, Decision};
 use agentflow::observe::{self, inspect};
 use agentflow::{HostConfig, ResumeOptions, RunOptions};
@@ -15,6 +15,7 @@ use clap::Parser;
 use cli::args::{Cli, Command, usage_error};
 use cli::build;
 use cli::host::{with_host, with_ledger};
+use cli::out::outln;
 use cli::print::{self, json_or, no_run};
 use std::process::ExitCode;
 
@@ -25,6 +26,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(cli::out::colour_stderr())
         .init();
     match real_main() {
         Ok(code) => code,
@@ -64,9 +66,10 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 config.limits.wall_ms = ms;
             }
             let limits = config.limits.summary();
-            build::build_validator_crates(&mut config.validators)?;
+            let cache_dir = config.cache_dir();
+            build::build_validator_crates(&mut config.validators, &cache_dir)?;
             let input = cli::args::input(input, input_file)?;
-            let wasm = build::component(agent)?;
+            let wasm = build::component(agent, &cache_dir)?;
             let options = RunOptions {
                 grants,
                 workspace,
@@ -78,11 +81,13 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 run_id: Some(agentflow::new_run_id()),
                 detach: detach.on,
             };
-            if let Some(id) = &options.run_id {
-                eprintln!("agentflow: run {id} started (ledger {})", db.path.display());
-            }
             let report = with_host(config, &db.path, async |host| {
-                host.run_file(&wasm, &input, options).await
+                // The component loads first: a file that is not one starts no run.
+                let agent = host.runtime().load_file(&wasm)?;
+                if let Some(id) = &options.run_id {
+                    eprintln!("agentflow: run {id} started (ledger {})", db.path.display());
+                }
+                host.run(agent, &input, options).await
             })?;
             if !out.json {
                 eprintln!("{limits}");
@@ -124,7 +129,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
             let (plan, compensations, resumed) = with_host(config, &db.path, async |host| {
                 host.recover(&run, apply).await
             })?;
-            print::recovery(&plan, compensations, resumed.as_ref(), apply, out.json);
+            print::recovery(&plan, compensations, resumed.as_ref(), apply, out.json)?;
             let waits = agentflow::durability::recovery::waits_for_human(&plan);
             if apply && !waits.is_empty() {
                 eprintln!(
@@ -234,13 +239,13 @@ fn real_main() -> anyhow::Result<ExitCode> {
             let decided = with_ledger(&db.path, |l| {
                 Ok(review::decide_blocking(l, id, true, note)?)
             })?;
-            print::decided("retrying", "review", id, decided, "reviews")
+            print::decided("retrying", "review", id, decided, "reviews", &db.path)
         }
         Command::Reject { id, note, db } => {
             let decided = with_ledger(&db.path, |l| {
                 Ok(review::decide_blocking(l, id, false, note)?)
             })?;
-            print::decided("rejected", "review", id, decided, "reviews")
+            print::decided("rejected", "review", id, decided, "reviews", &db.path)
         }
         Command::Conflicts { db, all, out } => {
             let rows = resolve::conflicts(&existing::reader(&db.path)?, all)?;
@@ -260,10 +265,11 @@ fn real_main() -> anyhow::Result<ExitCode> {
                     std::fs::read_to_string(&f)
                         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", f.display()))?,
                 ),
+                // clap requires one of them.
                 (None, None) => anyhow::bail!("give --take TASK or --file F"),
             };
             let row = with_ledger(&db.path, |l| resolve::resolve(l, id, decision, note))?;
-            Ok(print::resolved(id, row))
+            print::resolved(id, row, &db.path)
         }
         Command::Approve { id, note, db } => {
             let decided =
@@ -271,22 +277,54 @@ fn real_main() -> anyhow::Result<ExitCode> {
                     &db.path,
                     |l| Ok(l.decide_approval_blocking(id, true, note)?),
                 )?;
-            print::decided("approved", "approval", id, decided, "approvals")
+            print::decided("approved", "approval", id, decided, "approvals", &db.path)
         }
         Command::Deny { id, note, db } => {
             let decided = with_ledger(&db.path, |l| {
                 Ok(l.decide_approval_blocking(id, false, note)?)
             })?;
-            print::decided("denied", "approval", id, decided, "approvals")
+            print::decided("denied", "approval", id, decided, "approvals", &db.path)
         }
         Command::Checkpoints { run, db, out } => {
             let rows = query::run_checkpoints(&existing::reader(&db.path)?, &run)?
                 .ok_or_else(|| no_run(&run, &db.path))?;
             json_or(out.json, &rows[..], print::checkpoints)
         }
-        Command::Runs { db, limit, out } => {
-            let runs = query::runs(&existing::reader(&db.path)?, limit)?;
+        Command::Runs {
+            db,
+            limit,
+            since,
+            status,
+            agent,
+            out,
+        } => {
+            let filter = query::RunFilter {
+                limit,
+                since_ms: since,
+                status,
+                agent,
+            };
+            let runs = query::runs(&existing::reader(&db.path)?, &filter)?;
             json_or(out.json, &runs[..], inspect::render_runs)
+        }
+        Command::Events { run, task, db, out } => {
+            let reader = existing::reader(&db.path)?;
+            let row = query::run(&reader, &run)?.ok_or_else(|| no_run(&run, &db.path))?;
+            let events = query_events::event_lines(&reader, &row.run_id, task)?;
+            if events.is_empty()
+                && let Some(task) = task
+            {
+                anyhow::bail!("run {} has no task {task}", row.run_id);
+            }
+            json_or(out.json, &events[..], observe::events::render)
+        }
+        Command::Completions { shell } => {
+            // Into a buffer first: clap_complete panics on a failed write.
+            let mut script = Vec::new();
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "agentflow", &mut script);
+            cli::out::write(format_args!("{}", String::from_utf8_lossy(&script)))?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Models { config, db, out } => {
             let config = HostConfig::from_file_or_default(config.as_deref())?;
@@ -297,7 +335,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
         Command::Backup { db, to, out } => {
             let report = integrity::backup(&db, &to)?;
             if !out.json {
-                println!("backed up {} to {}", db.display(), to.display());
+                outln!("backed up {} to {}", db.display(), to.display())?;
             }
             print::check(&report, out.json)
         }
@@ -332,7 +370,8 @@ fn run_config(
 ) -> anyhow::Result<HostConfig> {
     if let Some(path) = path {
         let mut config = HostConfig::from_file(path)?;
-        build::build_validator_crates(&mut config.validators)?;
+        let cache_dir = config.cache_dir();
+        build::build_validator_crates(&mut config.validators, &cache_dir)?;
         return Ok(config);
     }
     Ok(match agentflow::runs::recorded::of_run(db, run)? {

@@ -310,6 +310,8 @@ async fn approvals_hold_a_child_until_a_human_decides() {
             let conn = ledger.reader().unwrap();
             for a in agentflow::ledger::query::approvals(&conn, false).unwrap() {
                 let approve = a.reason.contains("estimated cost");
+                // $0.90 of the run's $1: within the whole budget, nothing more to say.
+                assert!(!a.reason.contains("whole budget"), "{}", a.reason);
                 ledger
                     .decide_approval(a.id, approve, Some("checked by test".into()))
                     .await
@@ -442,6 +444,15 @@ async fn webscraper_expensive_delegation_waits_for_approval_and_a_denial_falls_b
         approval
             .reason
             .contains("estimated cost $1.6000 is over $1.0000"),
+        "{}",
+        approval.reason
+    );
+    // The webscraper's run budget is $0.05: approving cannot make the estimate fit,
+    // and the request says so.
+    assert!(
+        approval
+            .reason
+            .contains("the estimate $1.6000 is more than the run's whole budget of $0.0500"),
         "{}",
         approval.reason
     );

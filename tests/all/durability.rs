@@ -781,8 +781,24 @@ fn fork_with_another_model_and_diff() {
 
     let diff = stdout_json(&agentflow_on(&db, ["diff", &a, &b, "--json"]));
     assert_eq!(diff["first_divergence"]["task_id"], 1);
-    assert_eq!(diff["first_divergence"]["call"], 3);
+    // Named by event seq, as `agentflow events` lists it and `fork --at` takes it.
+    let second_call: i64 = conn
+        .query_row(
+            "SELECT MAX(seq) FROM events WHERE run_id = ?1 AND task_id = 1 AND kind = 'llm.complete'",
+            [&a],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(diff["first_divergence"]["seq"], second_call);
+    assert_eq!(diff["first_divergence"]["a"]["seq"], second_call);
+    assert!(diff["first_divergence"].get("call").is_none(), "{diff}");
     assert_eq!(diff["first_divergence"]["b"]["model"], "mock-large");
+    let text = stdout(&agentflow_on(&db, ["diff", &a, &b]));
+    assert!(
+        text.contains(&format!("first divergence: task 1 at seq {second_call}\n")),
+        "{text}"
+    );
+    assert!(!text.contains(", call "), "one numbering: {text}");
     assert_eq!(diff["same_output"], false);
     assert!(
         diff["cost_delta_usd"].as_f64().unwrap() > 0.0,
@@ -1027,7 +1043,9 @@ fn a_changed_model_catalog_is_refused_on_resume() {
     assert_eq!(refused.status.code(), Some(2));
     let err = stderr(&refused);
     assert!(
-        err.contains("model catalog") && err.contains("--allow-changed"),
+        err.contains("different configuration")
+            && err.contains("llm.models: recorded")
+            && err.contains("--allow-changed"),
         "{err}"
     );
     let forced = resume(&["--allow-changed"]);

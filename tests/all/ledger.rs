@@ -255,7 +255,9 @@ async fn runs_and_tasks_record_status_and_totals() {
     assert_eq!(failed.status, Status::Failed);
     assert_eq!(failed.error.as_deref(), Some("on purpose"));
     let conn = host.ledger().reader().unwrap();
-    let runs = agentflow::ledger::query::runs(&conn, 10).unwrap();
+    let runs =
+        agentflow::ledger::query::runs(&conn, &agentflow::ledger::query::RunFilter::newest(10))
+            .unwrap();
     assert_eq!(runs.len(), 2);
     let ok_row = runs.iter().find(|r| r.run_id == ok.run_id).unwrap();
     assert_eq!(ok_row.status, Status::Completed);

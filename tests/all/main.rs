@@ -3,8 +3,10 @@
 
 mod support;
 
+mod builds;
 mod claims;
 mod cli;
+mod cli_unix;
 mod constraints;
 mod durability;
 mod guests;

@@ -229,6 +229,14 @@ fn run_detach_stops_waiting_then_approve_and_resume_finish() {
     assert_eq!(report["waiting"][0]["commands"][0], approve, "{report}");
     let approved = agentflow_on(&db, ["approve", "1"]);
     assert!(approved.status.success(), "{}", stderr(&approved));
+    assert!(
+        stderr(&approved).contains(&format!(
+            "continue it with `agentflow resume {}",
+            only_run_id(&db)
+        )),
+        "{}",
+        stderr(&approved)
+    );
     let report = resume_only_run(&db, &config);
     assert_eq!(report["status"], "completed", "{report}");
     let results: Vec<Value> = serde_json::from_str(report["output"].as_str().unwrap()).unwrap();
@@ -472,6 +480,14 @@ fn run_detach_waits_for_the_tasks_still_working() {
     assert_eq!(waits, 1, "the root's wait for the sibling is recorded");
     let approved = agentflow_on(&db, ["approve", "1"]);
     assert!(approved.status.success(), "{}", stderr(&approved));
+    assert!(
+        stderr(&approved).contains(&format!(
+            "continue it with `agentflow resume {}",
+            only_run_id(&db)
+        )),
+        "{}",
+        stderr(&approved)
+    );
     let report = resume_only_run(&db, &config);
     assert_eq!(report["status"], "completed", "{report}");
     let results: Vec<Value> = serde_json::from_str(report["output"].as_str().unwrap()).unwrap();

@@ -1,6 +1,7 @@
 //! The `agentflow` command line as clap parses it: the subcommands, their flags, and
 //! the value parsers that turn arguments into library types. Nothing here runs.
 
+use agentflow::ledger::Status;
 use agentflow::replay::DivergencePolicy;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -18,11 +19,12 @@ pub struct Cli {
 /// `--db`, shared by every command that works on a ledger.
 #[derive(Args)]
 pub struct Db {
-    /// Ledger database.
+    /// Ledger database (a SQLite file; its performance history is kept beside it).
     #[arg(
         long = "db",
         id = "db",
         value_name = "DB",
+        env = "AGENTFLOW_DB",
         default_value = "agentflow.db"
     )]
     pub path: PathBuf,
@@ -54,8 +56,9 @@ pub enum Command {
         /// The agent's input.
         #[arg(long, conflicts_with = "input_file")]
         input: Option<String>,
-        /// Read the agent's input from a file.
-        #[arg(long)]
+        /// Read the agent's input from a file: its bytes as they are, a final newline
+        /// included (UTF-8).
+        #[arg(long, value_name = "FILE")]
         input_file: Option<PathBuf>,
         #[command(flatten)]
         db: Db,
@@ -120,11 +123,14 @@ pub enum Command {
     /// Print a run's recovery plan (Resume / Rollback / RequiresHuman per task); with
     /// --apply, run the rollbacks and resume the run when nothing needs a human.
     Recover {
+        /// Run id (or a unique prefix).
         run: String,
         #[command(flatten)]
         db: Db,
+        /// Host configuration (TOML): tools for the rollbacks, providers for the resume.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Run the rollbacks and resume the run, instead of only printing the plan.
         #[arg(long)]
         apply: bool,
         #[command(flatten)]
@@ -177,9 +183,10 @@ pub enum Command {
     /// Start a new run that replays <run> up to root event --at and continues live
     /// (optionally pinned to another model): "what would it have done with …?"
     Fork {
+        /// Run id (or a unique prefix).
         run: String,
-        /// Root task event seq to replay up to (see `agentflow inspect --json`).
-        #[arg(long)]
+        /// Root task event seq to replay up to (see `agentflow events <run> --task 1`).
+        #[arg(long, value_name = "SEQ")]
         at: u64,
         /// Model every live LLM call of the fork uses.
         #[arg(long)]
@@ -190,14 +197,18 @@ pub enum Command {
         live_effects: bool,
         #[command(flatten)]
         db: Db,
+        /// Host configuration (TOML): providers and model catalog.
         #[arg(long)]
         config: Option<PathBuf>,
         #[command(flatten)]
         out: Json,
     },
-    /// Compare two runs: the first divergence and the differences in outcome, cost, tokens.
+    /// Compare two runs: the first divergence (by event seq) and the differences in
+    /// outcome, cost, tokens.
     Diff {
+        /// The first run's id (or a unique prefix).
         a: String,
+        /// The second run's id (or a unique prefix).
         b: String,
         #[command(flatten)]
         db: Db,
@@ -208,7 +219,9 @@ pub enum Command {
     /// outputs (JSON lines `{task, output, label: pass|fail}`) and report its
     /// false-positive and false-negative rates.
     Eval {
+        /// Host configuration (TOML) with a `[[validators]]` entry of kind "judge".
         judge_config: PathBuf,
+        /// The labelled outputs: JSON lines `{task, output, label: pass|fail}`.
         labelled: PathBuf,
         #[command(flatten)]
         db: Db,
@@ -220,6 +233,7 @@ pub enum Command {
     Conflicts {
         #[command(flatten)]
         db: Db,
+        /// Every merge, not only the pending conflicts.
         #[arg(long)]
         all: bool,
         #[command(flatten)]
@@ -228,12 +242,17 @@ pub enum Command {
     /// Resolve a pending conflict: keep one task's version (`--take TASK`) or use a
     /// file's content (`--file F`); the waiting join continues (resume the run if its
     /// host stopped).
+    #[command(group(clap::ArgGroup::new("resolution").required(true).args(["take", "file"])))]
     Resolve {
+        /// Conflict id (see `agentflow conflicts`).
         id: u64,
-        #[arg(long, conflicts_with = "file", required_unless_present = "file")]
+        /// Keep this task's version (the parent's or the child's task id).
+        #[arg(long, value_name = "TASK")]
         take: Option<u64>,
+        /// Use this file's content as the resolution.
         #[arg(long)]
         file: Option<PathBuf>,
+        /// Why, kept with the decision.
         #[arg(long)]
         note: Option<String>,
         #[command(flatten)]
@@ -243,6 +262,7 @@ pub enum Command {
     Approvals {
         #[command(flatten)]
         db: Db,
+        /// Every request, decided ones too.
         #[arg(long)]
         all: bool,
         #[command(flatten)]
@@ -250,7 +270,9 @@ pub enum Command {
     },
     /// Approve a pending request: the waiting task starts (resume the run if its host stopped).
     Approve {
+        /// Approval id (see `agentflow approvals`).
         id: u64,
+        /// Why, kept with the decision.
         #[arg(long)]
         note: Option<String>,
         #[command(flatten)]
@@ -258,7 +280,9 @@ pub enum Command {
     },
     /// Deny a pending request: the waiting task fails with the note.
     Deny {
+        /// Approval id (see `agentflow approvals`).
         id: u64,
+        /// Why: the task fails with it.
         #[arg(long)]
         note: Option<String>,
         #[command(flatten)]
@@ -269,6 +293,7 @@ pub enum Command {
     Reviews {
         #[command(flatten)]
         db: Db,
+        /// Every review, decided ones too.
         #[arg(long)]
         all: bool,
         #[command(flatten)]
@@ -277,7 +302,9 @@ pub enum Command {
     /// Retry the task of a pending review, with --note as guidance for the new attempt
     /// (resume the run if its host stopped).
     Retry {
+        /// Review id (see `agentflow reviews`).
         id: u64,
+        /// Guidance for the new attempt.
         #[arg(long)]
         note: Option<String>,
         #[command(flatten)]
@@ -285,7 +312,9 @@ pub enum Command {
     },
     /// Reject the output of a pending review: the task fails with the note.
     Reject {
+        /// Review id (see `agentflow reviews`).
         id: u64,
+        /// Why: the task fails with it.
         #[arg(long)]
         note: Option<String>,
         #[command(flatten)]
@@ -293,20 +322,53 @@ pub enum Command {
     },
     /// List a run's semantic checkpoints.
     Checkpoints {
+        /// Run id (or a unique prefix).
         run: String,
         #[command(flatten)]
         db: Db,
         #[command(flatten)]
         out: Json,
     },
-    /// List runs, newest first.
+    /// List runs, newest first, with their start time (UTC); forks are marked with the
+    /// run and seq they were forked at.
     Runs {
         #[command(flatten)]
         db: Db,
+        /// List at most this many runs.
         #[arg(long, default_value_t = 50)]
         limit: usize,
+        /// Only runs started at or after WHEN: a UTC date or date-time (2026-12-01,
+        /// 2026-12-01T09:30Z) or a duration ago (30m, 2h, 7d).
+        #[arg(long, value_name = "WHEN", value_parser = parse_since)]
+        since: Option<i64>,
+        /// Only runs with this status: running, interrupted (its host stopped),
+        /// completed, failed or cancelled.
+        #[arg(long, value_parser = parse_status)]
+        status: Option<Status>,
+        /// Only runs of this agent (its name as the list shows it).
+        #[arg(long)]
+        agent: Option<String>,
         #[command(flatten)]
         out: Json,
+    },
+    /// List a run's events: task, seq, kind, status, model, tokens and cost of each
+    /// (the seqs `fork --at` takes).
+    Events {
+        /// Run id (or a unique prefix).
+        run: String,
+        /// Only this task's events (the root is task 1).
+        #[arg(long)]
+        task: Option<u64>,
+        #[command(flatten)]
+        db: Db,
+        #[command(flatten)]
+        out: Json,
+    },
+    /// Print a shell completion script, e.g. `agentflow completions bash >
+    /// ~/.local/share/bash-completion/completions/agentflow`.
+    Completions {
+        /// The shell: bash, elvish, fish, powershell or zsh.
+        shell: clap_complete::Shell,
     },
     /// Show the model catalog with each model's health, quota use and statistics.
     Models {
@@ -345,8 +407,8 @@ pub enum Command {
         /// The effect's task (default: any task of the run).
         #[arg(long)]
         task: Option<u64>,
-        /// The effect's event seq: a tools.intent or tools.call (default: the latest
-        /// tool call).
+        /// The effect's event seq, as `agentflow events` lists it: a tools.intent or
+        /// tools.call (default: the latest tool call).
         #[arg(long, value_name = "SEQ", conflicts_with = "tool")]
         effect: Option<u64>,
         /// Start from the latest call of this tool.
@@ -378,6 +440,18 @@ pub fn input(text: Option<String>, file: Option<PathBuf>) -> anyhow::Result<Stri
     })
 }
 
+fn parse_since(s: &str) -> Result<i64, String> {
+    agentflow::observe::when::parse_since(s, agentflow::ledger::now_ms())
+}
+
+fn parse_status(s: &str) -> Result<Status, String> {
+    Status::parse(s)
+        .filter(|s| *s != Status::Pending)
+        .ok_or_else(|| {
+            format!("`{s}`: expected running, interrupted, completed, failed or cancelled")
+        })
+}
+
 fn parse_policy(s: &str) -> Result<DivergencePolicy, String> {
     match s {
         "fail" => Ok(DivergencePolicy::Fail),
@@ -403,8 +477,45 @@ pub fn usage_error(e: clap::Error) -> ExitCode {
         };
     }
     let text = e.to_string();
-    let first = text.lines().next().unwrap_or("bad arguments");
-    let first = first.strip_prefix("error: ").unwrap_or(first);
-    eprintln!("agentflow: error: {first} (see `agentflow --help`)");
+    let mut lines = text.lines();
+    let first = lines.next().unwrap_or("bad arguments");
+    let mut line = first.strip_prefix("error: ").unwrap_or(first).to_string();
+    // The indented lines right after it belong on the one line too: the arguments
+    // "the following required arguments were not provided:" lists, the "[possible
+    // values: …]" of an invalid value.
+    let listed: Vec<&str> = lines
+        .take_while(|l| l.starts_with("  "))
+        .map(str::trim)
+        .collect();
+    if !listed.is_empty() {
+        let separator = if line.ends_with(':') { ", " } else { " " };
+        line = format!("{line} {}", listed.join(separator));
+    }
+    eprintln!("agentflow: error: {line} (see `agentflow --help`)");
     ExitCode::from(2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    /// `agentflow <command> --help` explains every command, argument and option.
+    #[test]
+    fn every_command_and_option_has_help_text() {
+        let cli = Cli::command();
+        cli.clone().debug_assert();
+        let mut missing = Vec::new();
+        for command in cli.get_subcommands() {
+            if command.get_about().is_none() {
+                missing.push(command.get_name().to_string());
+            }
+            for arg in command.get_arguments() {
+                if arg.get_help().is_none() && !arg.is_hide_set() {
+                    missing.push(format!("{} {}", command.get_name(), arg.get_id()));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "no help text: {missing:?}");
+    }
 }

@@ -1,9 +1,11 @@
 //! The binary's side of the command line: what clap parses ([`args`]), what the
-//! commands print ([`print`]), the host or ledger each command runs on ([`host`]), and
-//! building agent and validator crates given as directories ([`build`]).
+//! commands print ([`print`]), the host or ledger each command runs on ([`host`]),
+//! building agent and validator crates given as directories ([`build`]), and writing
+//! to a terminal or a pipe ([`out`]).
 //! Everything a command computes lives in the `agentflow` library.
 
 pub mod args;
 pub mod build;
 pub mod host;
+pub mod out;
 pub mod print;

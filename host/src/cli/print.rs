@@ -3,6 +3,7 @@
 //! for people (every table through [`Table`]), or JSON with `--json`. Guest text is
 //! escaped before it reaches the terminal.
 
+use crate::cli::out::{out, outln};
 use agentflow::attempts::calibrate::Calibration;
 use agentflow::guest_text::escape_guest_text;
 use agentflow::ledger::MergeStatus;
@@ -24,9 +25,9 @@ pub fn json_or<T: Serialize + ?Sized>(
     text: impl FnOnce(&T) -> String,
 ) -> anyhow::Result<ExitCode> {
     if json {
-        println!("{}", serde_json::to_string(value)?);
+        outln!("{}", serde_json::to_string(value)?)?;
     } else {
-        print!("{}", text(value));
+        out!("{}", text(value))?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -41,10 +42,10 @@ pub fn report(report: &RunReport, json: bool, db: &Path) -> anyhow::Result<ExitC
     }
     let report = &report;
     if json {
-        println!("{}", serde_json::to_string(report)?);
+        outln!("{}", serde_json::to_string(report)?)?;
     } else {
-        if let Some(out) = &report.output {
-            println!("{out}");
+        if let Some(output) = &report.output {
+            outln!("{output}")?;
         }
         eprintln!(
             "run {}  {}  tasks {}  tokens {}  cost {}  {:.3}s",
@@ -145,21 +146,22 @@ pub fn recovery(
     resumed: Option<&RunReport>,
     apply: bool,
     json: bool,
-) {
+) -> anyhow::Result<ExitCode> {
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({ "plan": plan, "compensations_run": compensations, "resumed": resumed })
-        );
-        return;
+        )?;
+        return Ok(ExitCode::SUCCESS);
     }
-    print!("{}", agentflow::durability::recovery::render(plan));
+    out!("{}", agentflow::durability::recovery::render(plan))?;
     if apply {
-        println!("applied: {compensations} compensation(s) run");
+        outln!("applied: {compensations} compensation(s) run")?;
         if let Some(r) = resumed {
-            println!("resumed: run {} {:?}", r.run_id, r.status);
+            outln!("resumed: run {} {:?}", r.run_id, r.status)?;
         }
     }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// A judge's calibration: its false-positive and false-negative rates.
@@ -236,10 +238,12 @@ pub fn decided(
     id: u64,
     decided: Option<(String, u64)>,
     listing: &str,
+    db: &std::path::Path,
 ) -> anyhow::Result<ExitCode> {
     match decided {
         Some((run, task)) => {
-            println!("{verb} {what} {id}: run {run} task {task}");
+            outln!("{verb} {what} {id}: run {run} task {task}")?;
+            next_step(db, &run);
             Ok(ExitCode::SUCCESS)
         }
         None => anyhow::bail!("no pending {what} {id} (see `agentflow {listing}`)"),
@@ -262,14 +266,14 @@ pub fn conflicts(rows: &[MergeRow], json: bool) -> anyhow::Result<ExitCode> {
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string(&out)?);
+        outln!("{}", serde_json::to_string(&out)?)?;
         return Ok(ExitCode::SUCCESS);
     }
     if rows.is_empty() {
-        println!("no pending conflicts");
+        outln!("no pending conflicts")?;
     }
     for r in rows {
-        println!(
+        outln!(
             "conflict {} [{}] {}: {} of run {} (parent task {} ← child task {})\n  why: {}",
             r.id,
             r.category.as_str(),
@@ -279,25 +283,27 @@ pub fn conflicts(rows: &[MergeRow], json: bool) -> anyhow::Result<ExitCode> {
             r.parent_task,
             r.child_task,
             escape_guest_text(&r.reasoning)
-        );
+        )?;
         if let Some(res) = &r.resolution {
-            println!("  resolution: {}", escape_guest_text(res));
+            outln!("  resolution: {}", escape_guest_text(res))?;
         }
-        println!(
+        outln!(
             "  --- task {} (parent) vs base:\n{}",
             r.parent_task,
             indent(&diff(r.base.as_deref(), r.ours.as_deref()))
-        );
-        println!(
+        )?;
+        outln!(
             "  --- task {} (child) vs base:\n{}",
             r.child_task,
             indent(&diff(r.base.as_deref(), Some(&r.theirs)))
-        );
+        )?;
         if r.status == MergeStatus::Pending {
-            println!(
+            outln!(
                 "  resolve: agentflow resolve {} --take {} | --take {} | --file F",
-                r.id, r.parent_task, r.child_task
-            );
+                r.id,
+                r.parent_task,
+                r.child_task
+            )?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -312,14 +318,32 @@ fn indent(text: &str) -> String {
 }
 
 /// A resolved conflict, with the resolution it was given.
-pub fn resolved(id: u64, row: MergeRow) -> ExitCode {
-    println!(
+pub fn resolved(id: u64, row: MergeRow, db: &std::path::Path) -> anyhow::Result<ExitCode> {
+    outln!(
         "resolved conflict {id} ({}) of run {}: {}",
         row.subject,
         row.run_id,
         row.resolution.unwrap_or_default()
-    );
-    ExitCode::SUCCESS
+    )?;
+    next_step(db, &row.run_id);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// On stderr, once a human decided: who continues run `run` — the live host that
+/// holds its lease, or the operator with `agentflow resume`.
+fn next_step(db: &std::path::Path, run: &str) {
+    let live = agentflow::ledger::existing::reader(db)
+        .ok()
+        .and_then(|conn| agentflow::ledger::leases::lease(&conn, run).ok().flatten())
+        .is_some_and(|l| !l.is_stale(agentflow::ledger::now_ms()));
+    if live {
+        eprintln!("agentflow: the host running run {run} continues it");
+    } else {
+        eprintln!(
+            "agentflow: no host is running run {run}: continue it with `agentflow resume {run} --db {}`",
+            db.display()
+        );
+    }
 }
 
 /// The error for a run id (or prefix) that names no run of the ledger `db`.

@@ -36,8 +36,8 @@
 //! functions — [`Writer`] methods inside a write job, functions taking a read
 //! [`Connection`] — grouped by topic: [`kv`], [`workspace`] (copy-on-write views),
 //! [`merges`], [`reviews`] (approvals and reviews), [`checkpoints`], [`validators`],
-//! [`tasks`], [`fork`], [`traces`] (the `agent_traces` view), and [`perf`] (the
-//! performance DB beside the ledger).
+//! [`tasks`], [`fork`], [`query_events`] (the `events` listing), [`traces`] (the
+//! `agent_traces` view), and [`perf`] (the performance DB beside the ledger).
 
 pub mod blobs;
 pub mod cancels;
@@ -54,6 +54,7 @@ pub mod leases;
 pub mod merges;
 pub mod perf;
 pub mod query;
+pub mod query_events;
 mod records;
 pub mod reviews;
 pub mod schema;

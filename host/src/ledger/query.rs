@@ -40,6 +40,32 @@ pub struct RunRow {
     pub cost_usd: f64,
     pub started_at: i64,
     pub finished_at: Option<i64>,
+    /// The run this one is a fork of (`agentflow fork`), and the root event seq it was
+    /// forked at.
+    pub forked_from: Option<String>,
+    pub fork_seq: Option<u64>,
+}
+
+/// Which runs [`runs`] lists: at most `limit`, newest first, started at or after
+/// `since_ms` (epoch ms), with this status, of this agent.
+#[derive(Clone, Debug)]
+pub struct RunFilter {
+    pub limit: usize,
+    pub since_ms: Option<i64>,
+    pub status: Option<Status>,
+    pub agent: Option<String>,
+}
+
+impl RunFilter {
+    /// The newest `limit` runs, whatever they are.
+    pub fn newest(limit: usize) -> RunFilter {
+        RunFilter {
+            limit,
+            since_ms: None,
+            status: None,
+            agent: None,
+        }
+    }
 }
 
 /// One row of `tasks`, plus the model it used most.
@@ -82,7 +108,7 @@ pub struct EventRow {
 }
 
 const RUN_COLUMNS: &str = "run_id, agent, component_hash, input, status, output, error, budget_usd,
-    tokens_in, tokens_out, cost_usd, started_at, finished_at";
+    tokens_in, tokens_out, cost_usd, started_at, finished_at, forked_from, fork_seq";
 
 fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
     Ok(RunRow {
@@ -99,19 +125,42 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
         cost_usd: r.get(10)?,
         started_at: r.get(11)?,
         finished_at: r.get(12)?,
+        forked_from: r.get(13)?,
+        fork_seq: r.get::<_, Option<i64>>(14)?.map(|s| s as u64),
     })
 }
 
-/// All runs, newest first; a `running` run whose host stopped shows as
-/// [`Status::Interrupted`].
-pub fn runs(conn: &Connection, limit: usize) -> Result<Vec<RunRow>, LedgerError> {
+/// The runs `filter` selects, newest first; a `running` run whose host stopped shows
+/// as [`Status::Interrupted`] (and `--status running` / `interrupted` tell them apart).
+pub fn runs(conn: &Connection, filter: &RunFilter) -> Result<Vec<RunRow>, LedgerError> {
+    // `interrupted` is never stored: those runs are `running` rows with a stale lease,
+    // told apart after the read, so the limit is applied after it too.
+    let (stored, split) = match filter.status {
+        Some(Status::Interrupted) | Some(Status::Running) => (Some(Status::Running), true),
+        other => (other, false),
+    };
     let mut stmt = conn.prepare(&format!(
-        "SELECT {RUN_COLUMNS} FROM runs ORDER BY started_at DESC, rowid DESC LIMIT ?1"
+        "SELECT {RUN_COLUMNS} FROM runs
+         WHERE (?2 IS NULL OR started_at >= ?2) AND (?3 IS NULL OR status = ?3)
+           AND (?4 IS NULL OR agent = ?4)
+         ORDER BY started_at DESC, rowid DESC LIMIT ?1"
     ))?;
+    let limit = if split {
+        -1 // no limit in SQLite
+    } else {
+        i64::try_from(filter.limit).unwrap_or(i64::MAX)
+    };
     let mut rows: Vec<RunRow> = stmt
-        .query_map([limit as i64], run_row)?
+        .query_map(
+            params![limit, filter.since_ms, stored, filter.agent],
+            run_row,
+        )?
         .collect::<Result<_, _>>()?;
     super::leases::mark_interrupted(conn, &mut rows)?;
+    if split {
+        rows.retain(|r| Some(r.status) == filter.status);
+        rows.truncate(filter.limit);
+    }
     Ok(rows)
 }
 

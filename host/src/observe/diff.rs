@@ -3,7 +3,8 @@
 //!
 //! Calls are compared task by task in sequence order, on what the guest asked (kind,
 //! request hash) and what it got back (response, model); clock/random flushes and
-//! scheduler decisions are left out.
+//! scheduler decisions are left out. Calls are named by their event seq, as
+//! `agentflow events` lists them and `fork --at` takes them.
 
 use crate::ledger::Connection;
 use crate::ledger::EventKind;
@@ -25,8 +26,10 @@ pub struct CallView {
 #[derive(Debug, Serialize)]
 pub struct Divergence {
     pub task_id: u64,
-    /// Position among the task's calls (1-based).
-    pub call: usize,
+    /// The event seq of the differing call in run a (in run b when a has no such
+    /// call): the numbering of `agentflow events` and `fork --at`. Each side's own seq
+    /// is in `a` and `b` (a fork's record has one more event, `fork.copied`).
+    pub seq: u64,
     pub a: Option<CallView>,
     pub b: Option<CallView>,
 }
@@ -107,7 +110,7 @@ pub fn diff(conn: &Connection, a: &str, b: &str) -> anyhow::Result<Diff> {
             if !same {
                 first = Some(Divergence {
                     task_id: task,
-                    call: i + 1,
+                    seq: ea.or(eb).map_or(0, |e| e.seq),
                     a: ea.map(view),
                     b: eb.map(view),
                 });
@@ -148,8 +151,8 @@ pub fn render(d: &Diff) -> String {
         Some(div) => {
             let _ = writeln!(
                 out,
-                "first divergence: task {}, call {}",
-                div.task_id, div.call
+                "first divergence: task {} at seq {}",
+                div.task_id, div.seq
             );
             for (label, side) in [("a", &div.a), ("b", &div.b)] {
                 match side {

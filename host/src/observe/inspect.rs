@@ -464,10 +464,11 @@ pub fn render(view: &RunView) -> String {
     out
 }
 
-/// The run list as a table.
+/// The run list as a table: start time (UTC), forks marked with their origin.
 pub fn render_runs(runs: &[RunRow]) -> String {
     let mut table = crate::table::Table::new()
         .left("run")
+        .left("started (UTC)")
         .left("agent")
         .left("status")
         .right("cost")
@@ -475,8 +476,17 @@ pub fn render_runs(runs: &[RunRow]) -> String {
         .right("time")
         .left("input");
     for r in runs {
+        // A fork is marked with where it came from: `fork of 855562fe@4`.
+        let run = match (&r.forked_from, r.fork_seq) {
+            (Some(from), Some(seq)) => {
+                let from: String = from.chars().take(8).collect();
+                format!("{}  fork of {from}@{seq}", r.run_id)
+            }
+            _ => r.run_id.clone(),
+        };
         table.row([
-            r.run_id.clone(),
+            run,
+            super::when::utc(r.started_at),
             clip(&r.agent, 14),
             r.status.to_string(),
             usd(r.cost_usd),

@@ -1,11 +1,13 @@
 //! Showing an operator what happened: the run list and the task tree of a run with
-//! model, cost, tokens, duration and the recorded reasoning steps ([`inspect`]), how
-//! two runs differ ([`diff`]), the model catalog ([`models`]), and what led to a side
-//! effect ([`why`]).
+//! model, cost, tokens, duration and the recorded reasoning steps, a run's events, the
+//! difference between two runs, the model catalog, the times the CLI shows and takes,
+//! and what led to a side effect ([`why`]).
 //!
 //! Read-only: everything here comes from the ledger.
 
 pub mod diff;
+pub mod events;
 pub mod inspect;
 pub mod models;
+pub mod when;
 pub mod why;

@@ -260,10 +260,46 @@ pub fn build_named(
         "anthropic" => Ok(Arc::new(anthropic::AnthropicProvider::new(
             config.anthropic.clone(),
         )?)),
-        other => anyhow::bail!(
-            "unknown provider `{other}`: expected mock, openai, anthropic or a name under [llm.endpoints]"
-        ),
+        other => Err(unknown_provider(other, endpoints)),
     }
+}
+
+/// Whether `name` names a provider: a built-in kind or an `[llm.endpoints]` entry.
+/// The error says which names there are.
+pub fn check_name(
+    name: &str,
+    endpoints: &std::collections::BTreeMap<String, EndpointConfig>,
+) -> anyhow::Result<()> {
+    if BUILT_IN.contains(&name) || endpoints.contains_key(name) {
+        Ok(())
+    } else {
+        Err(unknown_provider(name, endpoints))
+    }
+}
+
+/// The provider kinds every config has.
+const BUILT_IN: [&str; 3] = ["mock", "openai", "anthropic"];
+
+fn unknown_provider(
+    name: &str,
+    endpoints: &std::collections::BTreeMap<String, EndpointConfig>,
+) -> anyhow::Error {
+    let mut names: Vec<String> = BUILT_IN.iter().map(|n| format!("`{n}`")).collect();
+    names.extend(
+        endpoints
+            .keys()
+            .map(|n| format!("`{n}` ([llm.endpoints.{n}])")),
+    );
+    let last = names.pop().unwrap_or_default();
+    anyhow::anyhow!(
+        "unknown provider `{name}`: the providers are {} or {last}{}",
+        names.join(", "),
+        if endpoints.is_empty() {
+            " (or a name you add under [llm.endpoints])"
+        } else {
+            ""
+        }
+    )
 }
 
 /// Rough token estimate used for budgeting before a call (about four bytes a token).

@@ -35,6 +35,15 @@ impl Host {
         {
             anyhow::bail!("--model {m}: not in the model catalog (see `agentflow models`)");
         }
+        let last = ledger::query_events::last_seq(&reader, &row.run_id, 1)?.unwrap_or(0);
+        if at > last {
+            anyhow::bail!(
+                "--at {at} is beyond the end of run {}: its root task's events are seq 1 to \
+                 {last} (see `agentflow events {} --task 1`)",
+                row.run_id,
+                row.run_id
+            );
+        }
         let later = durability::fork::effects_after(&reader, &row.run_id, at)?;
         if !later.is_empty() && !live_effects {
             let calls: Vec<String> = later

@@ -170,7 +170,19 @@ impl RunContext {
         let estimated = req.estimated_cost_usd.or(req.budget_usd).unwrap_or(0.0);
         let approval = c
             .approval
-            .reason(&req.description, depth, estimated, &req.tools);
+            .reason(&req.description, depth, estimated, &req.tools)
+            .map(|reason| {
+                // The one thing an approver must know: approving cannot make it fit.
+                let (whole, _, _) = self.budget.root_summary();
+                if estimated > whole {
+                    format!(
+                        "{reason}; the estimate ${estimated:.4} is more than the run's whole \
+                         budget of ${whole:.4}"
+                    )
+                } else {
+                    reason
+                }
+            });
 
         let mut depends_on = req.depends_on.clone();
         let (id, rx_deps, component) = {

@@ -12,8 +12,7 @@ use std::sync::OnceLock;
 pub fn agentflow() -> Command {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     let bin = BIN.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
+        let status = cargo()
             .args(["build", "-p", "agentflow", "--bin", "agentflow"])
             .status()
             .expect("cargo build agentflow");
@@ -22,6 +21,39 @@ pub fn agentflow() -> Command {
     });
     let mut cmd = Command::new(bin);
     cmd.env("AGENTFLOW_CACHE_DIR", cache_dir());
+    cmd
+}
+
+/// The variables cargo sets for a test it runs (the package's and its build script's),
+/// which a shell does not have.
+const SET_BY_CARGO_TEST: &[&str] = &[
+    "CARGO_MANIFEST_DIR",
+    "CARGO_MANIFEST_PATH",
+    "CARGO_MANIFEST_LINKS",
+    "CARGO_CRATE_NAME",
+    "CARGO_BIN_NAME",
+    "CARGO_PRIMARY_PACKAGE",
+    "CARGO_TARGET_TMPDIR",
+    "CARGO_RUSTC_CURRENT_DIR",
+    "OUT_DIR",
+];
+
+/// A `cargo` command with the environment of the shell that ran `cargo test`: without
+/// the variables cargo set for this test. Build scripts watch some of them (ring's
+/// `rerun-if-env-changed=CARGO_PKG_NAME`, `OUT_DIR`, …), so a nested build that saw
+/// them would rebuild ring, rustls, reqwest and the host, and the next `cargo test`
+/// would rebuild them all again.
+pub fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        if SET_BY_CARGO_TEST.contains(&name)
+            || name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_BIN_EXE_")
+        {
+            cmd.env_remove(name);
+        }
+    }
     cmd
 }
 
