@@ -257,3 +257,28 @@ temperature = 0.9
         [("temperature".into(), Some(0.9)), ("escalate".into(), None)]
     );
 }
+
+#[test]
+fn a_bad_retry_value_is_a_config_error_naming_its_key() {
+    let dir = TempDir::new("retry-bad-config");
+    for (text, key) in [
+        (
+            "semantic = [\"same\", \"again\"]",
+            "[retry] semantic[1]: unknown strategy `again`",
+        ),
+        ("temperature = 3", "[retry] temperature: 3 is out of range"),
+    ] {
+        let path = dir.file("bad.toml", format!("[retry]\n{text}\n"));
+        let err = agentflow::HostConfig::from_file(&path)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(key), "{text}: {err}");
+        assert!(err.contains("bad.toml"), "{err}");
+    }
+    // The README's example reads.
+    let ok = agentflow::HostConfig::from_toml(
+        "[retry]\nmax_attempts = 4\nsemantic = [\"same\", \"temperature\", \"escalate\"]\ntemperature = [0.7, 1.0]\n",
+    )
+    .unwrap();
+    assert_eq!(ok.retry.temperature, [0.7, 1.0]);
+}
