@@ -17,6 +17,7 @@ mod limits;
 mod merge;
 mod provider_failures;
 mod providers;
+mod retry_strategies;
 mod run_status;
 mod same_run;
 mod scheduler;

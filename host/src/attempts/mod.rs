@@ -5,17 +5,19 @@
 //! A completed output passes the run's validators ([`validate()`]): programmatic checks
 //! ([`crate::checks`]), the ledger check for hallucinated success, validator components
 //! ([`component`]), an LLM judge, outcome checks that roll a task's subtree back when
-//! the world is wrong ([`outcome`]). A failure is retried as `[retry]` says — with the
-//! validator's feedback, on a better model, or after a human's decision ([`review`]).
+//! the world is wrong ([`outcome`]). A failure is retried as `[retry]` says
+//! ([`retry`]) — as it was, at another temperature, with the validator's feedback, on
+//! a better model, or after a human's decision ([`review`]) — each category's
+//! strategies chained across attempts.
 
 pub mod calibrate;
 pub mod component;
 pub mod outcome;
+pub mod retry;
 pub mod review;
 pub mod validate;
 
 use crate::bindings::checkpoint::Checkpoint;
-use crate::checks::Category;
 use crate::ledger::{EventKind, EventRecord};
 use crate::merge::MergeConfig;
 use crate::replay::DivergencePolicy;
@@ -24,68 +26,12 @@ use crate::runtime::{LoadedAgent, Runtime};
 use crate::supervisor::{
     ComponentRef, ReplayStart, RunContext, TaskOutcome, TaskRunner, TaskStart,
 };
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::path::Path;
 use std::sync::Arc;
 
+pub use retry::{Chain, RetryConfig, Strategy};
 pub use validate::{parse_score, validate};
-
-/// What to do when validation fails, per category (`[retry]`).
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Strategy {
-    /// Fail the task.
-    #[default]
-    None,
-    /// Run it again with the validator's feedback added to every LLM prompt.
-    Feedback,
-    /// Run it again on the highest-quality model of the catalog, with the feedback.
-    Escalate,
-    /// Wait (durably) for a human's decision: `agentflow retry ID --note ...` runs it
-    /// again with the note as feedback, `agentflow reject ID` fails it.
-    Human,
-}
-
-/// `[retry]`: bounded, budget-aware retries of tasks whose output failed validation.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct RetryConfig {
-    /// Attempts per task, the first included (default 1: no retries).
-    pub max_attempts: u32,
-    pub syntactic: Strategy,
-    pub semantic: Strategy,
-    pub partial: Strategy,
-    #[serde(rename = "hallucinated-success")]
-    pub hallucinated_success: Strategy,
-    pub degraded: Strategy,
-}
-
-impl Default for RetryConfig {
-    fn default() -> Self {
-        RetryConfig {
-            max_attempts: 1,
-            syntactic: Strategy::Feedback,
-            semantic: Strategy::Escalate,
-            partial: Strategy::Feedback,
-            hallucinated_success: Strategy::Feedback,
-            degraded: Strategy::Escalate,
-        }
-    }
-}
-
-impl RetryConfig {
-    /// The strategy for a category.
-    pub fn strategy(&self, c: Category) -> Strategy {
-        match c {
-            Category::Syntactic => self.syntactic,
-            Category::Semantic => self.semantic,
-            Category::Partial => self.partial,
-            Category::HallucinatedSuccess => self.hallucinated_success,
-            Category::Degraded => self.degraded,
-        }
-    }
-}
 
 /// Runs a run's tasks for its supervisor: the runtime that instantiates components,
 /// the run's `[retry]` rules and its `[merge]` settings (for the capabilities).
@@ -190,6 +136,7 @@ pub async fn execute_task(
                 slot: run.take_slot().await,
                 feedback: marker["feedback"].as_str().map(str::to_string),
                 model: marker["model"].as_str().map(str::to_string),
+                temperature: marker["temperature"].as_f64(),
                 ..Default::default()
             };
             attempt += 1;
@@ -199,7 +146,7 @@ pub async fn execute_task(
             Ok(()) => return TaskOutcome::Completed(output),
             Err(failure) => failure,
         };
-        let strategy = runner.retry.strategy(failure.category);
+        let strategy = runner.retry.strategy(failure.category, attempt + 1);
         if attempt >= runner.retry.max_attempts || strategy == Strategy::None {
             return TaskOutcome::Failed(failure.to_string());
         }
@@ -216,13 +163,15 @@ pub async fn execute_task(
             _ => None,
         };
         let excerpt: String = output.chars().take(1000).collect();
-        let feedback = format!(
+        let feedback = strategy.gives_feedback().then(|| format!(
             "{}Feedback on your previous attempt: it was rejected by the validator `{}` ({}): {}\nYour previous answer was:\n{excerpt}\nProduce a corrected answer.",
             human.as_deref().unwrap_or_default(),
             failure.validator,
             failure.category.as_str(),
             failure.reason
-        );
+        ));
+        let temperature =
+            (strategy == Strategy::Temperature).then(|| runner.retry.temperature_for(attempt + 1));
         let model = match strategy {
             Strategy::Escalate => {
                 let mut models: Vec<_> = run.scheduler.models().to_vec();
@@ -233,6 +182,8 @@ pub async fn execute_task(
                 });
                 models.first().map(|m| m.name.clone())
             }
+            // A re-run keeps the model the failed attempt was answered by.
+            Strategy::Same | Strategy::Temperature => last_attempt_model(&run, task_id).await,
             _ => None,
         };
         let marker = json!({
@@ -243,6 +194,7 @@ pub async fn execute_task(
             "reason": failure.reason,
             "feedback": feedback,
             "model": model,
+            "temperature": temperature,
         });
         let event = EventRecord {
             model: model.clone(),
@@ -261,8 +213,9 @@ pub async fn execute_task(
         tracing::info!(run = %run.run_id, task = task_id, attempt = attempt + 1, ?strategy, "retrying after a validation failure");
         setup = AttemptSetup {
             slot: run.take_slot().await,
-            feedback: Some(feedback),
+            feedback,
             model,
+            temperature,
             ..Default::default()
         };
         attempt += 1;
@@ -348,6 +301,24 @@ async fn validated(
         }
         other => other,
     }
+}
+
+/// The model that answered every LLM call of the task's latest attempt (its calls
+/// since its last `validation.retry` marker), if they were all answered by one.
+async fn last_attempt_model(run: &RunContext, task_id: u64) -> Option<String> {
+    run.ledger.flush().await.ok()?;
+    let conn = run.ledger.reader().ok()?;
+    let events = crate::ledger::query::events(&conn, &run.run_id, Some(task_id)).ok()?;
+    let start = events
+        .iter()
+        .rposition(|e| e.kind == EventKind::ValidationRetry)
+        .map_or(0, |i| i + 1);
+    let mut models = events[start..]
+        .iter()
+        .filter(|e| e.kind == EventKind::LlmComplete && e.ok)
+        .filter_map(|e| e.model.clone());
+    let first = models.next()?;
+    models.all(|m| m == first).then_some(first)
 }
 
 /// The task's latest checkpoint in the ledger, with its number.

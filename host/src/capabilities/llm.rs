@@ -193,7 +193,7 @@ fn to_chat(req: &Request, model: String) -> ChatRequest {
                 tool_call_id: m.tool_call_id.clone(),
             })
             .collect(),
-        temperature: req.temperature,
+        temperature: req.temperature.map(f64::from),
         max_output_tokens: req.max_output_tokens,
         tools: req
             .tools
@@ -211,6 +211,9 @@ fn to_chat(req: &Request, model: String) -> ChatRequest {
 impl Host for LlmView<'_> {
     async fn complete(&mut self, req: Request) -> wasmtime::Result<Result<Response, LlmError>> {
         let mut template = to_chat(&req, String::new());
+        if let Some(t) = self.llm.temperature {
+            template.temperature = Some(t);
+        }
         if let Some(feedback) = &self.llm.feedback {
             template.messages.push(ChatMessage {
                 role: providers::Role::User,

@@ -95,6 +95,9 @@ pub struct LlmScope {
     pub(crate) feedback: Option<String>,
     /// The model every LLM call of this attempt is pinned to (an escalated retry).
     pub(crate) model_override: Option<String>,
+    /// The temperature every LLM call of this attempt is made at, whatever the guest
+    /// asked (a `temperature` retry).
+    pub(crate) temperature: Option<f64>,
 }
 
 /// `tasks`' scope: where the task sits in the tree and what its children inherit.

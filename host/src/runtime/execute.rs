@@ -46,7 +46,7 @@ pub struct Attempt {
 }
 
 /// How one attempt starts: replaying a record, restarting from a checkpoint, with
-/// validator feedback or on an escalated model.
+/// validator feedback, on an escalated model or at a retry's temperature.
 #[derive(Default)]
 pub struct AttemptSetup {
     pub replay: Option<ReplayStart>,
@@ -54,6 +54,8 @@ pub struct AttemptSetup {
     pub slot: Option<tokio::sync::OwnedSemaphorePermit>,
     pub feedback: Option<String>,
     pub model: Option<String>,
+    /// The temperature every LLM call of the attempt is made at (a `temperature` retry).
+    pub temperature: Option<f64>,
 }
 
 /// Run one attempt at task `task_id`.
@@ -74,6 +76,7 @@ pub async fn run_once(
         slot,
         feedback,
         model,
+        temperature,
     } = setup;
     let limits = run.settings.limits.clone();
     let mut task = TaskCtx::new(
@@ -86,6 +89,7 @@ pub async fn run_once(
     task.tasks.slot = slot;
     task.llm.feedback = feedback;
     task.llm.model_override = model;
+    task.llm.temperature = temperature;
     if let Some(start) = replay {
         task.site.nondet.set_replay(start.nondet);
         task.site.replay = Some(start.replay);
