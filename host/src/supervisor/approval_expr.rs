@@ -12,7 +12,13 @@
 //! saying why (deny by default).
 //!
 //! Only operators write these: they come from the host's config file, never from a
-//! guest, and a CEL expression has no side effects and no unbounded loops.
+//! guest, and a CEL expression has no side effects and no unbounded loops. The parser
+//! (`cel` is built on antlr) recurses deeply — a debug build overflows a 2 MiB stack
+//! on 16 nested parentheses — so compiling and evaluating run on a thread of their
+//! own with a 64 MiB stack (reserved, touched only as used), an expression is at most
+//! [`MAX_LEN`] bytes (the parser itself stops nesting at 96), and comprehensions
+//! (`exists`, `all`, ...) nest at most [`MAX_COMPREHENSION_NESTING`] deep, so the
+//! guest-chosen `tools` list cannot make one take exponential time.
 
 use cel::common::ast::{EntryExpr, Expr, IdedExpr};
 use cel::{Context, Program, Value};
@@ -35,9 +41,39 @@ pub struct SpawnFacts<'a> {
     pub agent: &'a str,
 }
 
-/// Compile one expression, refusing a syntax error or a variable other than
-/// [`VARIABLES`]; the error is one line.
-pub fn compile(source: &str) -> Result<Program, String> {
+/// The longest expression accepted, in bytes.
+pub const MAX_LEN: usize = 2000;
+
+/// How deep comprehensions may nest (`tools.exists(a, tools.all(b, ...))` is 2).
+pub const MAX_COMPREHENSION_NESTING: usize = 2;
+
+/// The stack of the thread that compiles and evaluates.
+const STACK_BYTES: usize = 64 << 20;
+
+/// Run `f` on a thread with a [`STACK_BYTES`] stack; `None` if it could not start or
+/// panicked.
+fn on_big_stack<T: Send>(f: impl FnOnce() -> T + Send) -> Option<T> {
+    std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name("approval-expr".into())
+            .stack_size(STACK_BYTES)
+            .spawn_scoped(s, f)
+            .ok()?
+            .join()
+            .ok()
+    })
+}
+
+/// Compile one expression on this thread (see [`on_big_stack`]), refusing a syntax
+/// error, a variable other than [`VARIABLES`], or a size over the limits; the error
+/// is one line.
+fn compile_here(source: &str) -> Result<Program, String> {
+    if source.len() > MAX_LEN {
+        return Err(format!(
+            "{} bytes long, over the limit of {MAX_LEN}",
+            source.len()
+        ));
+    }
     let program = Program::compile(source).map_err(|e| {
         // cel prints `ERROR: <input>:1:11: msg` then the source and a caret line.
         e.to_string()
@@ -47,10 +83,16 @@ pub fn compile(source: &str) -> Result<Program, String> {
             .collect::<Vec<_>>()
             .join("; ")
     })?;
-    let mut unknown = BTreeSet::new();
-    free_variables(program.expression(), &mut Vec::new(), &mut unknown);
-    unknown.retain(|v| !VARIABLES.contains(v));
-    if let Some(name) = unknown.first() {
+    let mut walk = Walk::default();
+    walk.visit(program.expression(), 0);
+    if walk.deepest > MAX_COMPREHENSION_NESTING {
+        return Err(format!(
+            "comprehensions nest {} deep, over the limit of {MAX_COMPREHENSION_NESTING}",
+            walk.deepest
+        ));
+    }
+    walk.free.retain(|v| !VARIABLES.contains(v));
+    if let Some(name) = walk.free.first() {
         return Err(format!(
             "unknown variable `{name}` (the variables are {})",
             VARIABLES.join(", ")
@@ -59,10 +101,16 @@ pub fn compile(source: &str) -> Result<Program, String> {
     Ok(program)
 }
 
+/// Check that one expression compiles; the error is one line.
+pub fn check(source: &str) -> Result<(), String> {
+    on_big_stack(|| compile_here(source).map(drop))
+        .unwrap_or_else(|| Err("the expression parser failed on it".into()))
+}
+
 /// Check every expression of `[constraints.approval] when`.
 pub fn validate(expressions: &[String]) -> anyhow::Result<()> {
     for source in expressions {
-        compile(source)
+        check(source)
             .map_err(|e| anyhow::anyhow!("[constraints.approval] when: `{source}`: {e}"))?;
     }
     Ok(())
@@ -71,83 +119,101 @@ pub fn validate(expressions: &[String]) -> anyhow::Result<()> {
 /// Why `facts` needs approval by `expressions`, if it does: the first expression that
 /// is true, or that cannot give a boolean (deny by default).
 pub fn reason(expressions: &[String], facts: &SpawnFacts) -> Option<String> {
-    let mut context = Context::default();
-    context.add_variable_from_value("cost_usd", facts.cost_usd);
-    context.add_variable_from_value("depth", i64::from(facts.depth));
-    context.add_variable_from_value("tools", facts.tools.to_vec());
-    context.add_variable_from_value("description", facts.description.to_string());
-    context.add_variable_from_value("agent", facts.agent.to_string());
+    if expressions.is_empty() {
+        return None;
+    }
     let held = "so it waits for a human (deny by default)";
-    expressions.iter().find_map(|source| {
-        let program = match compile(source) {
-            Ok(p) => p,
-            Err(e) => return Some(format!("expression `{source}` is invalid ({e}), {held}")),
-        };
-        match program.execute(&context) {
-            Ok(Value::Bool(true)) => Some(format!("expression `{source}` is true")),
-            Ok(Value::Bool(false)) => None,
-            Ok(other) => Some(format!(
-                "expression `{source}` gave {other:?}, not true or false, {held}"
-            )),
-            Err(e) => Some(format!(
-                "expression `{source}` could not be evaluated ({e}), {held}"
-            )),
-        }
+    on_big_stack(|| {
+        let mut context = Context::default();
+        context.add_variable_from_value("cost_usd", facts.cost_usd);
+        context.add_variable_from_value("depth", i64::from(facts.depth));
+        context.add_variable_from_value("tools", facts.tools.to_vec());
+        context.add_variable_from_value("description", facts.description.to_string());
+        context.add_variable_from_value("agent", facts.agent.to_string());
+        expressions.iter().find_map(|source| {
+            let program = match compile_here(source) {
+                Ok(p) => p,
+                Err(e) => return Some(format!("expression `{source}` is invalid ({e}), {held}")),
+            };
+            match program.execute(&context) {
+                Ok(Value::Bool(true)) => Some(format!("expression `{source}` is true")),
+                Ok(Value::Bool(false)) => None,
+                Ok(other) => Some(format!(
+                    "expression `{source}` gave {other:?}, not true or false, {held}"
+                )),
+                Err(e) => Some(format!(
+                    "expression `{source}` could not be evaluated ({e}), {held}"
+                )),
+            }
+        })
+    })
+    .unwrap_or_else(|| {
+        Some(format!(
+            "the approval expressions failed to evaluate, {held}"
+        ))
     })
 }
 
-/// The identifiers `e` reads that no enclosing comprehension (`exists`, `all`, `map`,
-/// `filter`) binds.
-fn free_variables<'a>(e: &'a IdedExpr, bound: &mut Vec<&'a str>, out: &mut BTreeSet<&'a str>) {
-    match &e.expr {
-        Expr::Ident(name) => {
-            if !name.starts_with('@') && !bound.contains(&name.as_str()) {
-                out.insert(name);
-            }
-        }
-        Expr::Call(call) => {
-            if let Some(target) = &call.target {
-                free_variables(target, bound, out);
-            }
-            for arg in &call.args {
-                free_variables(arg, bound, out);
-            }
-        }
-        Expr::Comprehension(c) => {
-            free_variables(&c.iter_range, bound, out);
-            free_variables(&c.accu_init, bound, out);
-            let before = bound.len();
-            bound.push(&c.iter_var);
-            bound.extend(c.iter_var2.as_deref());
-            bound.push(&c.accu_var);
-            for part in [&c.loop_cond, &c.loop_step, &c.result] {
-                free_variables(part, bound, out);
-            }
-            bound.truncate(before);
-        }
-        Expr::List(list) => {
-            for element in &list.elements {
-                free_variables(element, bound, out);
-            }
-        }
-        Expr::Map(map) => entries(map.entries.iter().map(|e| &e.expr), bound, out),
-        Expr::Struct(s) => entries(s.entries.iter().map(|e| &e.expr), bound, out),
-        Expr::Select(select) => free_variables(&select.operand, bound, out),
-        Expr::Literal(_) | Expr::Unspecified => {}
-    }
+/// What an expression reads and how deep its comprehensions nest.
+#[derive(Default)]
+struct Walk<'a> {
+    /// Identifiers bound by the enclosing comprehensions.
+    bound: Vec<&'a str>,
+    /// Identifiers read that no enclosing comprehension binds.
+    free: BTreeSet<&'a str>,
+    deepest: usize,
 }
 
-fn entries<'a>(
-    entries: impl Iterator<Item = &'a EntryExpr>,
-    bound: &mut Vec<&'a str>,
-    out: &mut BTreeSet<&'a str>,
-) {
-    for entry in entries {
-        match entry {
-            EntryExpr::StructField(f) => free_variables(&f.value, bound, out),
-            EntryExpr::MapEntry(m) => {
-                free_variables(&m.key, bound, out);
-                free_variables(&m.value, bound, out);
+impl<'a> Walk<'a> {
+    /// Walk `e`, inside `nesting` comprehensions.
+    fn visit(&mut self, e: &'a IdedExpr, nesting: usize) {
+        match &e.expr {
+            Expr::Ident(name) => {
+                if !name.starts_with('@') && !self.bound.contains(&name.as_str()) {
+                    self.free.insert(name);
+                }
+            }
+            Expr::Call(call) => {
+                if let Some(target) = &call.target {
+                    self.visit(target, nesting);
+                }
+                for arg in &call.args {
+                    self.visit(arg, nesting);
+                }
+            }
+            Expr::Comprehension(c) => {
+                self.deepest = self.deepest.max(nesting + 1);
+                self.visit(&c.iter_range, nesting);
+                self.visit(&c.accu_init, nesting);
+                let before = self.bound.len();
+                self.bound.push(&c.iter_var);
+                self.bound.extend(c.iter_var2.as_deref());
+                self.bound.push(&c.accu_var);
+                for part in [&c.loop_cond, &c.loop_step, &c.result] {
+                    self.visit(part, nesting + 1);
+                }
+                self.bound.truncate(before);
+            }
+            Expr::List(list) => {
+                for element in &list.elements {
+                    self.visit(element, nesting);
+                }
+            }
+            Expr::Map(map) => self.entries(map.entries.iter().map(|e| &e.expr), nesting),
+            Expr::Struct(s) => self.entries(s.entries.iter().map(|e| &e.expr), nesting),
+            Expr::Select(select) => self.visit(&select.operand, nesting),
+            Expr::Literal(_) | Expr::Unspecified => {}
+        }
+    }
+
+    fn entries(&mut self, entries: impl Iterator<Item = &'a EntryExpr>, nesting: usize) {
+        for entry in entries {
+            match entry {
+                EntryExpr::StructField(f) => self.visit(&f.value, nesting),
+                EntryExpr::MapEntry(m) => {
+                    self.visit(&m.key, nesting);
+                    self.visit(&m.value, nesting);
+                }
             }
         }
     }
@@ -198,6 +264,28 @@ mod tests {
             err.contains("cost_usd, depth, tools, description, agent"),
             "{err}"
         );
+        // Too deep for cel's parser on a small stack (an abort, not an error, on a 2 MiB
+        // thread in a debug build): here an error, on any caller's stack.
+        let nested = format!("{}depth{} > 1", "(".repeat(40), ")".repeat(40));
+        validate(&when(&[&nested])).unwrap();
+        let err = validate(&when(&[&format!(
+            "{}1{}",
+            "[".repeat(500),
+            "]".repeat(500)
+        )]))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("Recursion limit"), "{err}");
+        let long = vec!["depth > 1"; 300].join(" || ");
+        let err = validate(&when(&[&long])).unwrap_err().to_string();
+        assert!(err.contains("over the limit of 2000"), "{err}");
+        let err = validate(&when(&[
+            "tools.all(a, tools.all(b, tools.exists(c, a + b + c == '')))",
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("comprehensions nest 3 deep"), "{err}");
+        validate(&when(&["tools.all(a, tools.exists(b, a == b))"])).unwrap();
         // A comprehension's own variable is not a typo; outside it, it is.
         let err = validate(&when(&["tools.all(t, t != '') && t == ''"]))
             .unwrap_err()
