@@ -93,6 +93,7 @@ impl HostConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
         self.limits.validate()?;
         self.runtime.validate()?;
+        self.constraints.approval.validate()?;
         if let Some(provider) = &self.llm.providers.provider {
             crate::providers::check_name(provider, &self.llm.endpoints)
                 .map_err(|e| anyhow::anyhow!("[llm] provider: {e}"))?;

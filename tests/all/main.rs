@@ -3,6 +3,7 @@
 
 mod support;
 
+mod approval_expressions;
 mod builds;
 mod claims;
 mod cli;

@@ -1,5 +1,6 @@
 //! The supervisor's constraint settings (`[constraints]`) and the pure checks behind
-//! them: description normalisation (duplicates), similarity (cycles), approval rules.
+//! them: description normalisation (duplicates), similarity (cycles), approval rules
+//! (the fixed ones here; expressions in [`super::approval_expr`]).
 //!
 //! Similarity is lexical by default: the Jaccard index of the two descriptions'
 //! features — their lower-case alphanumeric words and their pairs of adjacent words —
@@ -9,6 +10,7 @@
 //! the two descriptions' embeddings (an OpenAI-compatible `/embeddings` endpoint) is
 //! used instead.
 
+use super::approval_expr::{self, SpawnFacts};
 use crate::checks::glob;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -80,17 +82,28 @@ pub struct ApprovalRules {
     pub tools: Vec<String>,
     /// Its description matches one of these patterns (`*` matches anything, case-insensitive).
     pub description_matches: Vec<String>,
+    /// Any of these CEL expressions over the spawn is true, or gives no boolean (see
+    /// [`approval_expr`]). Left out of the stored config when empty, so the context
+    /// hash of a run without expressions is what it was before they existed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub when: Vec<String>,
 }
 
 impl ApprovalRules {
-    /// Why a child needs approval, if it does.
-    pub fn reason(
-        &self,
-        description: &str,
-        depth: u32,
-        estimated_cost: f64,
-        tools: &[String],
-    ) -> Option<String> {
+    /// Refuse an expression that does not compile, naming `[constraints.approval] when`.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        approval_expr::validate(&self.when)
+    }
+
+    /// Why a child needs approval, if it does: the fixed rules first, then `when`.
+    pub fn reason(&self, facts: &SpawnFacts) -> Option<String> {
+        let SpawnFacts {
+            description,
+            depth,
+            cost_usd: estimated_cost,
+            tools,
+            ..
+        } = *facts;
         if let Some(limit) = self.cost_over_usd
             && estimated_cost > limit
         {
@@ -113,7 +126,7 @@ impl ApprovalRules {
         {
             return Some(format!("description matches `{p}`"));
         }
-        None
+        approval_expr::reason(&self.when, facts)
     }
 }
 
@@ -276,34 +289,66 @@ mod tests {
             depth_over: Some(2),
             tools: vec!["workspace".into()],
             description_matches: vec!["*delete*".into()],
+            when: vec!["agent == 'deployer'".into()],
+        };
+        let check = |description: &str, depth, cost_usd, tools: &[String]| {
+            rules.reason(&SpawnFacts {
+                cost_usd,
+                depth,
+                tools,
+                description,
+                agent: "scripted",
+            })
         };
         assert!(
-            rules
-                .reason("fetch", 1, 2.0, &[])
+            check("fetch", 1, 2.0, &[])
                 .unwrap()
                 .contains("estimated cost")
         );
+        assert!(check("fetch", 3, 0.0, &[]).unwrap().contains("depth 3"));
         assert!(
-            rules
-                .reason("fetch", 3, 0.0, &[])
-                .unwrap()
-                .contains("depth 3")
-        );
-        assert!(
-            rules
-                .reason("fetch", 1, 0.0, &["workspace".into()])
+            check("fetch", 1, 0.0, &["workspace".into()])
                 .unwrap()
                 .contains("uses tool `workspace`")
         );
         assert!(
-            rules
-                .reason("Delete old rows", 1, 0.0, &[])
+            check("Delete old rows", 1, 0.0, &[])
                 .unwrap()
                 .contains("*delete*")
         );
-        assert_eq!(rules.reason("fetch", 1, 0.5, &["kv".into()]), None);
-        let cost = rules.reason("fetch", 1, 1.2, &[]).unwrap();
+        assert_eq!(check("fetch", 1, 0.5, &["kv".into()]), None);
+        let cost = check("fetch", 1, 1.2, &[]).unwrap();
         assert_eq!(short_reason(&cost), "cost over $1");
         assert_eq!(short_reason("depth 3 is over 2"), "depth 3 is over 2");
+        let deployer = SpawnFacts {
+            cost_usd: 0.0,
+            depth: 1,
+            tools: &[],
+            description: "fetch",
+            agent: "deployer",
+        };
+        assert_eq!(
+            rules.reason(&deployer).unwrap(),
+            "expression `agent == 'deployer'` is true"
+        );
+    }
+
+    #[test]
+    fn stored_configs_round_trip_with_and_without_expressions() {
+        // A run stored before `when` existed loads, and serialises as it did (the
+        // context hash of its resume must not change).
+        let old = r#"{"cost_over_usd":1.0,"depth_over":null,"tools":[],"description_matches":[]}"#;
+        let rules: ApprovalRules = serde_json::from_str(old).unwrap();
+        assert!(rules.when.is_empty());
+        assert_eq!(serde_json::to_string(&rules).unwrap(), old);
+        let with = ApprovalRules {
+            when: vec!["'deploy' in tools".into()],
+            ..rules
+        };
+        let text = serde_json::to_string(&with).unwrap();
+        assert_eq!(serde_json::from_str::<ApprovalRules>(&text).unwrap(), with);
+        let config: ConstraintsConfig =
+            toml::from_str("[approval]\nwhen = [\"depth > 1\"]\n").unwrap();
+        assert_eq!(config.approval.when, ["depth > 1"]);
     }
 }

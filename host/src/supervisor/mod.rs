@@ -7,6 +7,7 @@
 //! cancels its descendants. The supervisor decides and records; running a task is the
 //! [`TaskRunner`]'s, implemented by the layers above ([`crate::attempts`]).
 
+pub mod approval_expr;
 pub mod budget;
 pub mod constraints;
 pub mod host_llm;

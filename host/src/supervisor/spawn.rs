@@ -168,9 +168,21 @@ impl RunContext {
         }
         self.check_cycles(&req, &ancestors).await?;
         let estimated = req.estimated_cost_usd.or(req.budget_usd).unwrap_or(0.0);
+        // `agent` in approval expressions: the `[agents]` name asked for, else the
+        // spawner's own component's name.
+        let agent_name = match &req.agent {
+            AgentChoice::Named(name) => name.as_str(),
+            AgentChoice::Same => agent.name.as_str(),
+        };
         let approval = c
             .approval
-            .reason(&req.description, depth, estimated, &req.tools)
+            .reason(&super::approval_expr::SpawnFacts {
+                cost_usd: estimated,
+                depth,
+                tools: &req.tools,
+                description: &req.description,
+                agent: agent_name,
+            })
             .map(|reason| {
                 // The one thing an approver must know: approving cannot make it fit.
                 let (whole, _, _) = self.budget.root_summary();
