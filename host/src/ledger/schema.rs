@@ -34,7 +34,9 @@ const LEGACY_META_VERSION: &str = "2";
 
 /// One step of the schema's history: run `sql()` on a ledger at version `to - 1`, which
 /// then is at version `to` and has `adds_tables` too. (A function, because a view's
-/// SQL names event kinds, which are built from [`super::EventKind`].)
+/// SQL names event kinds, which are built from [`super::EventKind`].) Its SQL creates
+/// only what is missing (`IF NOT EXISTS`): a new file runs every migration after
+/// [`SCHEMA`].
 pub struct Migration {
     pub to: i64,
     pub what: &'static str,
@@ -180,15 +182,24 @@ fn require_tables(conn: &Connection, path: &Path, version: i64) -> Result<(), Le
     }
 }
 
+/// A new file's schema: [`SCHEMA`] (the version-1 tables), then what every migration
+/// adds — each migration's SQL creates only what is missing (`IF NOT EXISTS`), so on
+/// a new file it adds exactly its tables, indexes and views.
+fn create_new(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(SCHEMA)?;
+    for m in MIGRATIONS {
+        conn.execute_batch(&(m.sql)())?;
+    }
+    Ok(())
+}
+
 /// Inside the write transaction of [`prepare`] (another process may have migrated
 /// the file meanwhile, so the version is read again).
 fn upgrade(conn: &Connection, path: &Path) -> Result<(), LedgerError> {
     let found = version(conn)?;
     check_known(path, found)?;
     if found == 0 && tables(conn)?.is_empty() {
-        conn.execute_batch(SCHEMA)?;
-        conn.execute_batch(LEASES)?;
-        conn.execute_batch(&super::traces::view_sql())?;
+        create_new(conn)?;
         set_version(conn, SCHEMA_VERSION)?;
         return Ok(());
     }
@@ -503,8 +514,7 @@ mod tests {
     #[test]
     fn a_new_schema_has_every_expected_table_and_migrations_create_only_new_ones() {
         let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch(SCHEMA).unwrap();
-        conn.execute_batch(LEASES).unwrap();
+        create_new(&conn).unwrap();
         assert_eq!(missing_table(&conn, SCHEMA_VERSION).unwrap(), None);
         for m in MIGRATIONS {
             for part in (m.sql)().split("CREATE TABLE ").skip(1) {
