@@ -14,7 +14,7 @@ use agentflow::{HostConfig, ResumeOptions, RunOptions};
 use clap::Parser;
 use cli::args::{Cli, Command, usage_error};
 use cli::build;
-use cli::host::{with_host, with_ledger};
+use cli::host::{with_host, with_ledger, with_ledger_async};
 use cli::out::outln;
 use cli::print::{self, json_or, no_run};
 use std::process::ExitCode;
@@ -179,11 +179,8 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 settle::Answer::DidNotHappen
             };
             existing::require(&db.path)?;
-            let settled = with_ledger(&db.path, |l| {
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?
-                    .block_on(settle::settle(l, &run, intent, answer, note))
+            let settled = with_ledger_async(&db.path, async |l| {
+                settle::settle(l, &run, intent, answer, note).await
             })?;
             json_or(out.json, &settled, print::settled)
         }
@@ -195,11 +192,8 @@ fn real_main() -> anyhow::Result<ExitCode> {
             out,
         } => {
             existing::require(&db.path)?;
-            let cancelled = with_ledger(&db.path, |l| {
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?
-                    .block_on(agentflow::runs::cancel::cancel(l, &run, task, note))
+            let cancelled = with_ledger_async(&db.path, async |l| {
+                agentflow::runs::cancel::cancel(l, &run, task, note).await
             })?;
             json_or(out.json, &cancelled, agentflow::runs::cancel::render)
         }

@@ -40,6 +40,19 @@ pub fn with_ledger<T>(
     Ok(result)
 }
 
+/// [`with_ledger`] for an async `f`, run on a current-thread tokio runtime.
+pub fn with_ledger_async<T>(
+    db: &Path,
+    f: impl AsyncFnOnce(&Ledger) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    with_ledger(db, |ledger| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(f(ledger))
+    })
+}
+
 /// Close a host before exiting: its ledger's WAL goes into the `.db` file, so the file
 /// alone holds every run. Failing to is worth a warning, not an error: nothing is lost.
 fn close(host: Host) {

@@ -334,8 +334,8 @@ pub fn resolved(id: u64, row: MergeRow, db: &std::path::Path) -> anyhow::Result<
 fn next_step(db: &std::path::Path, run: &str) {
     let live = agentflow::ledger::existing::reader(db)
         .ok()
-        .and_then(|conn| agentflow::ledger::leases::lease(&conn, run).ok().flatten())
-        .is_some_and(|l| !l.is_stale(agentflow::ledger::now_ms()));
+        .and_then(|conn| agentflow::ledger::leases::live(&conn, run).ok().flatten())
+        .is_some();
     if live {
         eprintln!("agentflow: the host running run {run} continues it");
     } else {

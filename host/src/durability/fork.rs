@@ -56,7 +56,6 @@ pub fn effects_after(
     at: u64,
 ) -> anyhow::Result<Vec<LaterEffect>> {
     use crate::ledger::query;
-    use std::collections::HashSet;
     let events = query::events(conn, run_id, None)?;
     let tasks = query::resume_tasks(conn, run_id)?;
     let at_intent = events
@@ -65,22 +64,11 @@ pub fn effects_after(
     let cut = if at_intent { at.saturating_sub(1) } else { at };
     // The tasks a fork copies whole: the root's children spawned within the prefix,
     // and their descendants.
-    let mut copied: HashSet<u64> = HashSet::new();
-    let mut frontier: Vec<u64> = events
+    let spawned_in_prefix = events
         .iter()
         .filter(|e| e.task_id == 1 && e.seq <= cut && e.kind == EventKind::TasksSpawn && e.ok)
-        .filter_map(|e| e.response["task_id"].as_u64())
-        .collect();
-    while let Some(id) = frontier.pop() {
-        if copied.insert(id) {
-            frontier.extend(
-                tasks
-                    .iter()
-                    .filter(|t| t.parent_id == Some(id))
-                    .map(|t| t.task_id),
-            );
-        }
-    }
+        .filter_map(|e| e.response["task_id"].as_u64());
+    let copied = query::subtree(&tasks, spawned_in_prefix);
     Ok(events
         .iter()
         .filter(|e| e.kind == EventKind::ToolsIntent)

@@ -93,15 +93,23 @@ fn downstream(tasks: &[ResumeTask], id: u64) -> Vec<u64> {
     out
 }
 
+/// Whether `event` is the recorded result of tool intent `intent` (a later
+/// `tools.call` of the same task and call identity; a human's settlement is one).
+pub(crate) fn answers(event: &EventRow, intent: &EventRow) -> bool {
+    event.kind == EventKind::ToolsCall
+        && event.task_id == intent.task_id
+        && event.seq > intent.seq
+        && event.request_hash == intent.request_hash
+}
+
 /// The intent at the end of a task's record that has no result, if any.
 fn dangling_intent(events: &[&EventRow]) -> Option<EventRow> {
     let last_intent = events
         .iter()
         .rposition(|e| e.kind == EventKind::ToolsIntent)?;
-    let answered = events[last_intent + 1..].iter().any(|e| {
-        e.kind == EventKind::ToolsCall && e.request_hash == events[last_intent].request_hash
-    });
-    (!answered).then(|| events[last_intent].clone())
+    let intent = events[last_intent];
+    let answered = events[last_intent + 1..].iter().any(|e| answers(e, intent));
+    (!answered).then(|| intent.clone())
 }
 
 /// The recorded effects of one task's successful tool calls that an `undo` operation

@@ -138,12 +138,7 @@ fn in_doubt_intent(events: &[EventRow], seq: u64) -> Result<&EventRow, String> {
     if event.kind != EventKind::ToolsIntent {
         return Err(format!("it is a `{}` event, not a tool intent", event.kind));
     }
-    let answer = events.iter().find(|e| {
-        e.task_id == event.task_id
-            && e.seq > event.seq
-            && e.kind == EventKind::ToolsCall
-            && e.request_hash == event.request_hash
-    });
+    let answer = events.iter().find(|e| super::recovery::answers(e, event));
     match answer {
         Some(e) => Err(format!(
             "its result is recorded already (event {}): it is not in doubt",

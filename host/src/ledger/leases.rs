@@ -110,6 +110,12 @@ pub fn lease(conn: &Connection, run_id: &str) -> Result<Option<Lease>, LedgerErr
         .optional()?)
 }
 
+/// The lease of `run_id` while its host is alive (not stale): that host executes
+/// the run now.
+pub fn live(conn: &Connection, run_id: &str) -> Result<Option<Lease>, LedgerError> {
+    Ok(lease(conn, run_id)?.filter(|l| !l.is_stale(now_ms())))
+}
+
 /// Show each `running` run of `rows` whose host stopped as [`Status::Waiting`] when
 /// a human decision of it is pending (a run parked by `run --detach`, or whose host
 /// died while it waited), else as [`Status::Interrupted`].

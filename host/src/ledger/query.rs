@@ -397,6 +397,26 @@ pub struct ResumeTask {
     pub timeout_ms: Option<u64>,
 }
 
+/// The tasks `roots` and all their descendants among `tasks`.
+pub fn subtree(
+    tasks: &[ResumeTask],
+    roots: impl IntoIterator<Item = u64>,
+) -> std::collections::HashSet<u64> {
+    let mut found = std::collections::HashSet::new();
+    let mut frontier: Vec<u64> = roots.into_iter().collect();
+    while let Some(id) = frontier.pop() {
+        if found.insert(id) {
+            frontier.extend(
+                tasks
+                    .iter()
+                    .filter(|t| t.parent_id == Some(id))
+                    .map(|t| t.task_id),
+            );
+        }
+    }
+    found
+}
+
 /// All tasks of a run, for resuming it.
 pub fn resume_tasks(conn: &Connection, run_id: &str) -> Result<Vec<ResumeTask>, LedgerError> {
     let mut stmt = conn.prepare(

@@ -9,7 +9,7 @@
 //! each — offered, not run (`agentflow recover` runs compensations of failed tasks).
 
 use crate::durability::recovery::{Revert, reverts};
-use crate::ledger::{self, Commit, Ledger, Status, leases, query};
+use crate::ledger::{Commit, Ledger, Status, leases, query};
 use std::time::Duration;
 
 /// What a cancellation did.
@@ -47,18 +47,7 @@ pub async fn cancel(
     if !tasks.iter().any(|t| t.task_id == target) {
         anyhow::bail!("run {run_id} has no task {target}");
     }
-    let mut subtree = vec![target];
-    let mut i = 0;
-    while i < subtree.len() {
-        let parent = subtree[i];
-        subtree.extend(
-            tasks
-                .iter()
-                .filter(|t| t.parent_id == Some(parent))
-                .map(|t| t.task_id),
-        );
-        i += 1;
-    }
+    let subtree = query::subtree(&tasks, [target]);
     let open: Vec<u64> = tasks
         .iter()
         .filter(|t| subtree.contains(&t.task_id) && !t.status.is_finished())
@@ -69,7 +58,7 @@ pub async fn cancel(
             "task {target} of run {run_id} and its subtree have finished: nothing to cancel"
         );
     }
-    let live = leases::lease(&reader, &run_id)?.is_some_and(|l| !l.is_stale(ledger::now_ms()));
+    let live = leases::live(&reader, &run_id)?.is_some();
     let why = match &note {
         Some(n) => format!("cancelled by an operator: {n}"),
         None => "cancelled by an operator".to_string(),

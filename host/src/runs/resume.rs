@@ -198,8 +198,7 @@ impl Host {
                 row.status
             );
         }
-        if let Some(lease) = ledger::leases::lease(&reader, &run_id)?
-            && !lease.is_stale(ledger::now_ms())
+        if let Some(lease) = ledger::leases::live(&reader, &run_id)?
             && &lease.holder != self.leases.holder()
         {
             anyhow::bail!(
