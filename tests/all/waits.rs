@@ -227,19 +227,7 @@ fn run_detach_stops_waiting_then_approve_and_resume_finish() {
     let report = stdout_json(&again);
     assert_eq!(report["status"], "waiting", "{report}");
     assert_eq!(report["waiting"][0]["commands"][0], approve, "{report}");
-    let approved = agentflow_on(&db, ["approve", "1"]);
-    assert!(approved.status.success(), "{}", stderr(&approved));
-    assert!(
-        stderr(&approved).contains(&format!(
-            "continue it with `agentflow resume {}",
-            only_run_id(&db)
-        )),
-        "{}",
-        stderr(&approved)
-    );
-    let report = resume_only_run(&db, &config);
-    assert_eq!(report["status"], "completed", "{report}");
-    let results: Vec<Value> = serde_json::from_str(report["output"].as_str().unwrap()).unwrap();
+    let results = approve_1_then_resume(&db, &config);
     assert_eq!(results[0]["ok"], 2);
     assert_eq!(results[1]["completed"], "child:", "{results:?}");
     let spawns: i64 = sql(
@@ -478,19 +466,7 @@ fn run_detach_waits_for_the_tasks_still_working() {
         "SELECT COUNT(*) FROM events WHERE task_id = 1 AND kind = 'tasks.wait'",
     );
     assert_eq!(waits, 1, "the root's wait for the sibling is recorded");
-    let approved = agentflow_on(&db, ["approve", "1"]);
-    assert!(approved.status.success(), "{}", stderr(&approved));
-    assert!(
-        stderr(&approved).contains(&format!(
-            "continue it with `agentflow resume {}",
-            only_run_id(&db)
-        )),
-        "{}",
-        stderr(&approved)
-    );
-    let report = resume_only_run(&db, &config);
-    assert_eq!(report["status"], "completed", "{report}");
-    let results: Vec<Value> = serde_json::from_str(report["output"].as_str().unwrap()).unwrap();
+    let results = approve_1_then_resume(&db, &config);
     assert!(results[2]["completed"].is_string(), "{results:?}");
     assert_eq!(results[3]["completed"], "child:", "{results:?}");
 }
@@ -612,4 +588,22 @@ async fn a_join_waiting_for_a_conflict_longer_than_wall_ms_then_resolve_complete
     assert_eq!(report.status, Status::Completed, "{report:?}");
     let results: Vec<Value> = serde_json::from_str(report.output.as_deref().unwrap()).unwrap();
     assert_eq!(results[2]["ok"], "replicas = 20\n", "{results:?}");
+}
+
+/// `agentflow approve 1` on a run whose host stopped (it says to resume), then
+/// `agentflow resume`: the run completes; the scripted agent's per-op results.
+fn approve_1_then_resume(db: &std::path::Path, config: &std::path::Path) -> Vec<Value> {
+    let approved = agentflow_on(db, ["approve", "1"]);
+    assert!(approved.status.success(), "{}", stderr(&approved));
+    assert!(
+        stderr(&approved).contains(&format!(
+            "continue it with `agentflow resume {}",
+            only_run_id(db)
+        )),
+        "{}",
+        stderr(&approved)
+    );
+    let report = resume_only_run(db, config);
+    assert_eq!(report["status"], "completed", "{report}");
+    serde_json::from_str(report["output"].as_str().unwrap()).unwrap()
 }
