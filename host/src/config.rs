@@ -6,7 +6,10 @@
 //!
 //! Each section's type lives in the module it configures (`[llm]` in
 //! [`crate::scheduler::catalog`], `[tools]` in [`crate::tools`], `[limits]` in
-//! [`crate::supervisor::limits`], …); this module only assembles them.
+//! [`crate::supervisor::limits`], …); this module only assembles them. A section that
+//! configures no single module below it lives beside this file (`[observe]`, [`observe`]).
+
+pub mod observe;
 
 pub use crate::durability::DurabilityConfig;
 pub use crate::ledger::{LedgerConfig, SyncMode};
@@ -59,6 +62,10 @@ pub struct HostConfig {
     /// The wasmtime instance pool (`[runtime]`).
     #[serde(default)]
     pub runtime: crate::runtime::RuntimeConfig,
+    /// Operators' view of runs beyond the ledger: background quality evaluation
+    /// (`[observe]`).
+    #[serde(default)]
+    pub observe: observe::ObserveConfig,
     /// Where compiled components are cached; default `$XDG_CACHE_HOME/agentflow` or
     /// `~/.cache/agentflow`.
     #[serde(default)]
@@ -94,6 +101,7 @@ impl HostConfig {
         self.limits.validate()?;
         self.runtime.validate()?;
         self.constraints.approval.validate()?;
+        self.observe.validate()?;
         if let Some(provider) = &self.llm.providers.provider {
             crate::providers::check_name(provider, &self.llm.endpoints)
                 .map_err(|e| anyhow::anyhow!("[llm] provider: {e}"))?;

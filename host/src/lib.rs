@@ -163,6 +163,8 @@ pub struct Host {
     registered_tools: Vec<Arc<dyn Tool>>,
     /// Told when a task starts waiting for a human.
     notices: Option<supervisor::NoticeSink>,
+    /// Scores completed tasks in the background (`[observe] evaluate = "judge"`).
+    evaluator: Option<Arc<attempts::evaluate::Evaluator>>,
     /// Set by [`Host::close`], which has checkpointed the ledger already.
     closed: bool,
 }
@@ -176,6 +178,7 @@ impl Host {
         let scheduler = Arc::new(build_scheduler(&config, db.as_ref())?);
         let recorded_config = runs::recorded::record(&config)?;
         let leases = runs::lease::LeaseKeeper::new(ledger.clone());
+        let evaluator = evaluator(&config.observe);
         Ok(Host {
             config,
             recorded_config,
@@ -185,6 +188,7 @@ impl Host {
             scheduler,
             registered_tools: Vec::new(),
             notices: None,
+            evaluator,
             closed: false,
         })
     }
@@ -203,6 +207,24 @@ impl Host {
     /// (an approval, a review, a merge conflict): what for, and the commands that answer.
     pub fn set_notices(&mut self, sink: supervisor::NoticeSink) {
         self.notices = Some(sink);
+    }
+
+    /// Wait until the background quality evaluations of this host's tasks
+    /// (`[observe] evaluate`) are recorded, or `bound` passed; how many still run then.
+    /// A run's end does not wait for them: call this before the process exits (the
+    /// CLI does, after printing the run's result, bounded by `evaluate_wait_ms`).
+    pub async fn wait_for_evaluations(&self, bound: std::time::Duration) -> usize {
+        match &self.evaluator {
+            Some(e) => e.outstanding.wait(bound).await,
+            None => 0,
+        }
+    }
+
+    /// How many background quality evaluations are running.
+    pub fn evaluations_running(&self) -> usize {
+        self.evaluator
+            .as_ref()
+            .map_or(0, |e| e.outstanding.running())
     }
 
     /// The ledger.
@@ -345,6 +367,7 @@ impl Host {
                 runtime: self.runtime.clone(),
                 retry: stored.retry.clone(),
                 merge: Arc::new(stored.merge.clone()),
+                evaluator: self.evaluator.clone(),
             }),
         };
         let run = RunContext::new(run_id, services, stored.settings(hash, &self.config));
@@ -374,8 +397,12 @@ impl Host {
         );
         self.ledger.record(summary).await?;
         // Not waited for: the run's end below, durable, is its barrier.
-        run.finish_as(1, outcome.clone(), ledger::Commit::Buffered)
-            .await;
+        if run
+            .finish_as(1, outcome.clone(), ledger::Commit::Buffered)
+            .await
+        {
+            run.tell_ended(1, &outcome);
+        }
         let orphans = run.cancel_unfinished().await;
         if orphans > 0 {
             tracing::info!(run = %run_id, orphans, "cancelled children the root did not wait for");
@@ -433,6 +460,23 @@ impl Drop for Host {
             tracing::debug!(error = %e, "ledger checkpoint on drop skipped");
         }
     }
+}
+
+/// The background evaluator `[observe]` asks for, if any.
+fn evaluator(observe: &config::observe::ObserveConfig) -> Option<Arc<attempts::evaluate::Evaluator>> {
+    (observe.evaluate == config::observe::Evaluate::Judge).then(|| {
+        Arc::new(attempts::evaluate::Evaluator {
+            judge: checks::JudgeCheck {
+                rubric: observe
+                    .evaluate_rubric
+                    .clone()
+                    .unwrap_or_else(|| config::observe::DEFAULT_RUBRIC.to_string()),
+                threshold: observe.evaluate_threshold,
+                model: observe.evaluate_model.clone(),
+            },
+            outstanding: Default::default(),
+        })
+    })
 }
 
 /// Build the scheduler: the catalog, one provider per provider name it uses, the

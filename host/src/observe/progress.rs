@@ -130,35 +130,39 @@ pub struct Tracker {
 }
 
 impl Tracker {
-    /// The lines `tasks` (a newer snapshot) adds to what was told before.
+    /// The lines `tasks` (a newer snapshot) adds to what was told before, in the order
+    /// the starts and ends happened.
     pub fn lines(&mut self, tasks: &[TaskProgress], now_ms: i64) -> Vec<String> {
-        let mut out = Vec::new();
+        let mut out: Vec<(i64, u8, u64, String)> = Vec::new();
         for t in tasks {
             let told = self.told.entry(t.task_id).or_default();
             let ended = t.finished_at.is_some() && t.status.is_finished();
             if !told.0 && (t.started_at.is_some() || ended) {
                 told.0 = true;
-                out.push(format!(
+                let at = t.started_at.or(t.finished_at).unwrap_or(now_ms);
+                out.push((at, 0, t.task_id, format!(
                     "task {} started: {} ({}, depth {})",
                     t.task_id,
                     clip(&t.description, 60),
                     clip(&t.agent, 30),
                     t.depth
-                ));
+                )));
             }
             if !told.1 && ended {
                 told.1 = true;
-                out.push(format!(
+                let at = t.finished_at.unwrap_or(now_ms);
+                out.push((at, 1, t.task_id, format!(
                     "task {} {}: {}, {} tokens, {}",
                     t.task_id,
                     t.status,
                     usd(t.cost_usd),
                     group_digits(t.tokens),
                     seconds(t, now_ms)
-                ));
+                )));
             }
         }
-        out
+        out.sort_by_key(|(at, end, id, _)| (*at, *end, *id));
+        out.into_iter().map(|(_, _, _, line)| line).collect()
     }
 }
 

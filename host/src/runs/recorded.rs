@@ -8,7 +8,8 @@
 //! `[retry]`, `[constraints]`, `[agents]`, … — without secrets (`api_key` is never
 //! serialized; keys come from the environment variable named by `api_key_env`) and
 //! without `cache_dir`, which belongs to the machine. Compared on resume: all of it
-//! but the host's own settings, `[ledger]` and `[runtime]`, which a resume may change.
+//! but the host's own settings, `[ledger]`, `[runtime]` and `[observe]`, which a resume
+//! may change.
 
 use crate::HostConfig;
 use crate::ledger::{self, existing};
@@ -16,7 +17,7 @@ use serde_json::{Map, Value};
 use std::path::Path;
 
 /// Top-level keys that configure the host process rather than the run.
-const HOST_OWN: [&str; 3] = ["ledger", "runtime", "cache_dir"];
+const HOST_OWN: [&str; 4] = ["ledger", "runtime", "cache_dir", "observe"];
 
 /// What a run records of `config`: its sections as JSON, rules files read in.
 pub fn record(config: &HostConfig) -> anyhow::Result<Value> {
