@@ -463,7 +463,9 @@ impl Drop for Host {
 }
 
 /// The background evaluator `[observe]` asks for, if any.
-fn evaluator(observe: &config::observe::ObserveConfig) -> Option<Arc<attempts::evaluate::Evaluator>> {
+fn evaluator(
+    observe: &config::observe::ObserveConfig,
+) -> Option<Arc<attempts::evaluate::Evaluator>> {
     (observe.evaluate == config::observe::Evaluate::Judge).then(|| {
         Arc::new(attempts::evaluate::Evaluator {
             judge: checks::JudgeCheck {

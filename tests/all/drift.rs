@@ -140,10 +140,12 @@ fn drift_flags_the_changed_output_with_the_model_change_and_pass_rates_from_the_
     assert!(text.contains("model m-old → m-new"), "{text}");
     assert!(text.contains("67% (2/3)"), "{text}");
     // Filters: another agent, or only tasks from after the runs.
-    assert!(drift_json(&db, &["--agent", "fanout"])["groups"]
-        .as_array()
-        .unwrap()
-        .is_empty());
+    assert!(
+        drift_json(&db, &["--agent", "fanout"])["groups"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
     let later = drift_json(&db, &["--since", "2099-01-01"]);
     assert!(later["groups"].as_array().unwrap().is_empty(), "{later}");
     assert!(later["models"].as_array().unwrap().is_empty(), "{later}");
@@ -318,7 +320,10 @@ async fn a_slow_judge_scores_every_task_after_it_ended_without_delaying_the_run(
         &db,
         "SELECT COUNT(*) FROM events WHERE kind = 'validation.judge' AND status = 'error'",
     );
-    assert_eq!(failed_judge, 1, "the unscored reply is recorded as a failure");
+    assert_eq!(
+        failed_judge, 1,
+        "the unscored reply is recorded as a failure"
+    );
     // The judge's cost is in the run's total, which the report (made before the
     // evaluations ended) did not include.
     let (run_cost, task_costs): (f64, f64) = conn

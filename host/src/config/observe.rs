@@ -45,8 +45,7 @@ pub struct ObserveConfig {
 }
 
 /// The judge's criteria when `evaluate_rubric` is not set.
-pub const DEFAULT_RUBRIC: &str =
-    "Does the output do what the task asked, correctly and completely? Penalise errors, \
+pub const DEFAULT_RUBRIC: &str = "Does the output do what the task asked, correctly and completely? Penalise errors, \
      omissions and claims the output does not support.";
 
 impl Default for ObserveConfig {

@@ -288,7 +288,11 @@ pub fn render(r: &DriftReport) -> String {
             table.row([
                 flag.to_string(),
                 clip(&g.agent, 16),
-                format!("{} {}", &g.input_hash[..g.input_hash.len().min(10)], clip(&g.description, 24)),
+                format!(
+                    "{} {}",
+                    &g.input_hash[..g.input_hash.len().min(10)],
+                    clip(&g.description, 24)
+                ),
                 g.tasks.to_string(),
                 g.distinct_outputs.to_string(),
                 format!("{} ({}/{})", percent(g.pass_rate), g.passed, g.validated),

@@ -140,25 +140,35 @@ impl Tracker {
             if !told.0 && (t.started_at.is_some() || ended) {
                 told.0 = true;
                 let at = t.started_at.or(t.finished_at).unwrap_or(now_ms);
-                out.push((at, 0, t.task_id, format!(
-                    "task {} started: {} ({}, depth {})",
+                out.push((
+                    at,
+                    0,
                     t.task_id,
-                    clip(&t.description, 60),
-                    clip(&t.agent, 30),
-                    t.depth
-                )));
+                    format!(
+                        "task {} started: {} ({}, depth {})",
+                        t.task_id,
+                        clip(&t.description, 60),
+                        clip(&t.agent, 30),
+                        t.depth
+                    ),
+                ));
             }
             if !told.1 && ended {
                 told.1 = true;
                 let at = t.finished_at.unwrap_or(now_ms);
-                out.push((at, 1, t.task_id, format!(
-                    "task {} {}: {}, {} tokens, {}",
+                out.push((
+                    at,
+                    1,
                     t.task_id,
-                    t.status,
-                    usd(t.cost_usd),
-                    group_digits(t.tokens),
-                    seconds(t, now_ms)
-                )));
+                    format!(
+                        "task {} {}: {}, {} tokens, {}",
+                        t.task_id,
+                        t.status,
+                        usd(t.cost_usd),
+                        group_digits(t.tokens),
+                        seconds(t, now_ms)
+                    ),
+                ));
             }
         }
         out.sort_by_key(|(at, end, id, _)| (*at, *end, *id));

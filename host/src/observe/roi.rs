@@ -126,7 +126,11 @@ pub fn report(run_id: String, tasks: &[TaskResult]) -> RoiReport {
         b.waste_usd
             .is_some()
             .cmp(&a.waste_usd.is_some())
-            .then(b.waste_usd.unwrap_or(0.0).total_cmp(&a.waste_usd.unwrap_or(0.0)))
+            .then(
+                b.waste_usd
+                    .unwrap_or(0.0)
+                    .total_cmp(&a.waste_usd.unwrap_or(0.0)),
+            )
             .then(b.cost_usd.total_cmp(&a.cost_usd))
             .then(a.task_id.cmp(&b.task_id))
     });
