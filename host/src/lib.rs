@@ -31,8 +31,10 @@
 //! 12. [`runtime`] — wasmtime: engine, component cache, store, one attempt at a task.
 //! 13. [`attempts`] — a task to its outcome: validate, retry, review, escalate,
 //!     outcome checks; implements the supervisor's `TaskRunner`.
-//! 14. [`config`] — assembles the config sections into [`HostConfig`].
-//! 15. [`observe`] — reading the ledger for operators: inspect, diff, models.
+//! 14. [`config`] — assembles the config sections into [`HostConfig`] (and holds
+//!     `[observe]`, which configures no single layer below).
+//! 15. [`observe`] — reading the ledger for operators: inspect, diff, models, why,
+//!     drift, cost against quality, a running run's progress.
 //! 16. `runs` and this file — the [`Host`] API; above it, the CLI (`main.rs`).
 //!
 //! ```no_run
@@ -135,7 +137,8 @@ pub struct RunReport {
     pub tokens: u64,
     pub tokens_in: u64,
     pub tokens_out: u64,
-    /// The run's whole cost as the ledger records it (a fork's included).
+    /// The run's whole cost as the ledger records it when the run ends (a fork's
+    /// included; background quality evaluations still running then are not).
     pub cost_usd: f64,
     /// For a fork: the part of `cost_usd` copied from the original run's record (spent
     /// there, not again); 0 otherwise.

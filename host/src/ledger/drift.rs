@@ -79,6 +79,35 @@ pub fn finished_tasks(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// A model version change a provider reported (`llm.model_version_changed`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct VersionChange {
+    /// When the call that saw it ended.
+    pub at: i64,
+    pub model: String,
+    pub previous: String,
+    pub observed: String,
+}
+
+/// Every model version change the ledger recorded, oldest first.
+pub fn version_changes(conn: &Connection) -> Result<Vec<VersionChange>, LedgerError> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT finished_at, json_extract(response, '$.model'),
+                json_extract(response, '$.previous'), json_extract(response, '$.observed')
+         FROM events WHERE kind = '{}' ORDER BY finished_at",
+        super::EventKind::LlmModelVersionChanged.as_str()
+    ))?;
+    let rows = stmt.query_map([], |r| {
+        Ok(VersionChange {
+            at: r.get(0)?,
+            model: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+            previous: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+            observed: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// Every task of run `run_id` (the full id), by task id.
 pub fn run_results(conn: &Connection, run_id: &str) -> Result<Vec<TaskResult>, LedgerError> {
     let mut stmt = conn.prepare(&format!(

@@ -13,7 +13,7 @@
 
 use super::inspect::clip;
 use super::when::utc;
-use crate::ledger::drift::TaskResult;
+use crate::ledger::drift::{TaskResult, VersionChange};
 use crate::ledger::{Connection, LedgerError, Status};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -88,6 +88,9 @@ pub struct Change {
     pub models_after: Vec<String>,
     /// `a → b` when the models differ: the model change that coincided.
     pub model_change: Option<String>,
+    /// Version changes providers reported for these models since the execution before
+    /// (`m: v1 → v2`): the model changed under the same name.
+    pub version_changes: Vec<String>,
 }
 
 /// One model on one UTC day.
@@ -118,7 +121,7 @@ fn said(t: &TaskResult) -> String {
     }
 }
 
-fn changes(tasks: &[&TaskResult]) -> Vec<Change> {
+fn changes(tasks: &[&TaskResult], versions: &[VersionChange]) -> Vec<Change> {
     tasks
         .windows(2)
         .filter_map(|w| {
@@ -141,7 +144,16 @@ fn changes(tasks: &[&TaskResult]) -> Vec<Change> {
                 };
                 format!("{} → {}", m(&before.models), m(&after.models))
             });
+            let since = before.finished_at.or(before.started_at).unwrap_or(i64::MIN);
+            let until = after.finished_at.or(after.started_at).unwrap_or(i64::MAX);
+            let version_changes = versions
+                .iter()
+                .filter(|v| v.at > since && v.at <= until)
+                .filter(|v| before.models.contains(&v.model) || after.models.contains(&v.model))
+                .map(|v| format!("{}: {} → {}", v.model, v.previous, v.observed))
+                .collect();
             Some(Change {
+                version_changes,
                 run_id: after.run_id.clone(),
                 task_id: after.task_id,
                 at: after.started_at.or(after.finished_at),
@@ -155,7 +167,7 @@ fn changes(tasks: &[&TaskResult]) -> Vec<Change> {
         .collect()
 }
 
-fn group(tasks: &[&TaskResult]) -> DriftGroup {
+fn group(tasks: &[&TaskResult], versions: &[VersionChange]) -> DriftGroup {
     let last = tasks[tasks.len() - 1];
     let outputs: BTreeSet<String> = tasks.iter().map(|t| said(t)).collect();
     let runs: BTreeSet<&str> = tasks.iter().map(|t| t.run_id.as_str()).collect();
@@ -170,7 +182,7 @@ fn group(tasks: &[&TaskResult]) -> DriftGroup {
             models.push(m.clone());
         }
     }
-    let changes = changes(tasks);
+    let changes = changes(tasks, versions);
     DriftGroup {
         agent: last.agent.clone(),
         input_hash: last.input_hash.clone(),
@@ -229,15 +241,17 @@ fn model_days(tasks: &[TaskResult]) -> Vec<ModelDay> {
 pub fn drift(conn: &Connection, filter: &DriftFilter) -> Result<DriftReport, LedgerError> {
     let tasks =
         crate::ledger::drift::finished_tasks(conn, filter.agent.as_deref(), filter.since_ms)?;
-    Ok(report(&tasks))
+    let versions = crate::ledger::drift::version_changes(conn)?;
+    Ok(report(&tasks, &versions))
 }
 
-/// The report of `tasks`, ordered by agent, input hash and start.
-pub fn report(tasks: &[TaskResult]) -> DriftReport {
+/// The report of `tasks`, ordered by agent, input hash and start, with the model
+/// `versions` changes the ledger recorded.
+pub fn report(tasks: &[TaskResult], versions: &[VersionChange]) -> DriftReport {
     let mut groups: Vec<DriftGroup> = tasks
         .chunk_by(|a, b| a.agent == b.agent && a.input_hash == b.input_hash)
         .filter(|g| g.len() > 1)
-        .map(|g| group(&g.iter().collect::<Vec<_>>()))
+        .map(|g| group(&g.iter().collect::<Vec<_>>(), versions))
         .collect();
     // Flagged first, then the most executed; ties by agent and input.
     groups.sort_by(|a, b| {
@@ -320,16 +334,23 @@ pub fn render(r: &DriftReport) -> String {
                 if let Some(v) = &c.validation {
                     what.push(format!("validation {v}"));
                 }
+                let mut models = match &c.model_change {
+                    Some(m) => format!("model {m}"),
+                    None => format!("same model ({})", c.models_after.join("+")),
+                };
+                if !c.version_changes.is_empty() {
+                    models.push_str(&format!(
+                        ", new version {}",
+                        clip(&c.version_changes.join(", "), 80)
+                    ));
+                }
                 out.push_str(&format!(
                     "  {} run {} task {}: {}; {}\n",
                     c.at.map_or("-".into(), utc),
                     &c.run_id[..c.run_id.len().min(8)],
                     c.task_id,
                     what.join(", "),
-                    match &c.model_change {
-                        Some(m) => format!("model {m}"),
-                        None => format!("same model ({})", c.models_after.join("+")),
-                    }
+                    models
                 ));
             }
         }
@@ -394,7 +415,7 @@ mod tests {
             task("r2", 2_000, "Hi", Some("pass"), "m1"),
             task("r3", 86_400_000 + 3_000, "Bye", Some("fail"), "m2"),
         ];
-        let r = report(&tasks);
+        let r = report(&tasks, &[]);
         let g = &r.groups[0];
         assert!(g.output_changed && g.validation_changed);
         assert_eq!((g.tasks, g.runs, g.distinct_outputs), (3, 3, 2));
@@ -420,6 +441,31 @@ mod tests {
     }
 
     #[test]
+    fn a_version_change_between_two_executions_is_named_with_the_change() {
+        let tasks = vec![
+            task("r1", 1_000, "Hi", None, "m1"),
+            task("r2", 5_000, "Hey", None, "m1"),
+        ];
+        let version = |at: i64, model: &str| VersionChange {
+            at,
+            model: model.into(),
+            previous: "v1".into(),
+            observed: "v2".into(),
+        };
+        // Before the first execution, of another model, and the one that counts.
+        let versions = [
+            version(500, "m1"),
+            version(3_000, "m9"),
+            version(3_000, "m1"),
+        ];
+        let r = report(&tasks, &versions);
+        let c = &r.groups[0].changes[0];
+        assert_eq!(c.model_change, None);
+        assert_eq!(c.version_changes, ["m1: v1 → v2"]);
+        assert!(render(&r).contains("same model (m1), new version m1: v1 → v2"));
+    }
+
+    #[test]
     fn a_group_that_ran_once_is_not_listed_and_a_steady_one_is_not_flagged() {
         let mut other = task("r9", 5, "x", None, "m1");
         other.input_hash = "zzz".into();
@@ -428,7 +474,7 @@ mod tests {
             task("r2", 2, "Hi", Some("pass"), "m1"),
             other,
         ];
-        let r = report(&tasks);
+        let r = report(&tasks, &[]);
         assert_eq!(r.groups.len(), 1);
         assert!(!r.groups[0].flagged());
         assert_eq!(r.groups[0].pass_rate, Some(1.0));
