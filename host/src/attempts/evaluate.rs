@@ -3,7 +3,7 @@
 //! background — a spawned tokio task that neither the task, nor its parent waiting
 //! for it, nor the run's end waits for.
 //!
-//! The judge is the judge validator's machinery ([`super::validate`]: the same prompt,
+//! The judge is the judge validator's machinery ([`mod@super::validate`]: the same prompt,
 //! model choice and `score: N` reading), its call a host-made call of the task
 //! ([`crate::supervisor::host_llm`]): a `validation.judge` event of the task, with its
 //! tokens and cost. The cost is reserved from the run's budget at the root (the task
