@@ -237,7 +237,7 @@ fn roi_puts_the_expensive_worthless_child_first_with_subtree_costs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_judge_scores_every_task_after_it_ended_without_delaying_the_run() {
-    const DELAY_MS: u64 = 1500;
+    const DELAY_MS: u64 = 3000;
     let (dir, host) = temp_host("drift-evaluate", &judged_config(DELAY_MS, true));
     let started = Instant::now();
     let report = host
