@@ -18,6 +18,7 @@ mod limits;
 mod merge;
 mod provider_failures;
 mod providers;
+mod recovery_graph;
 mod retry_strategies;
 mod run_status;
 mod same_run;

@@ -1,6 +1,7 @@
 //! Run-level recovery over the ledger: settle side effects whose outcome is in doubt
 //! after a crash ([`recovery`]) and record a human's answer about one ([`settle`]),
-//! fork a run at an event ([`fork`]), and reopen a failed run's failed tasks for a
+//! over the task graph ([`graph`]: upstream, downstream, revert order), fork a run at
+//! an event ([`fork`]), and reopen a failed run's failed tasks for a
 //! re-run ([`reopen`]).
 //!
 //! The write side of durability is the ledger's write-ahead rule (every result is
@@ -8,6 +9,7 @@
 //! first); matching a resumed guest's calls against the record is [`crate::replay`].
 
 pub mod fork;
+pub mod graph;
 pub mod recovery;
 pub mod reopen;
 pub mod settle;
