@@ -112,6 +112,21 @@ impl Request {
         self.push(Role::Tool, content.into(), Some(call_id.into()))
     }
 
+    /// Puts a checkpoint's restart context ("continue from step N; here is what you
+    /// already did") first in the request, as a system message: a task restarted from
+    /// a checkpoint continues instead of starting over.
+    pub fn continue_from<T>(mut self, saved: &crate::checkpoint::Saved<T>) -> Self {
+        self.messages.insert(
+            0,
+            Message {
+                role: Role::System,
+                content: saved.restart_context.clone(),
+                tool_call_id: None,
+            },
+        );
+        self
+    }
+
     /// Appends an arbitrary message.
     pub fn message(mut self, message: Message) -> Self {
         self.messages.push(message);

@@ -5,6 +5,7 @@ mod support;
 
 mod approval_expressions;
 mod builds;
+mod checkpoints;
 mod claims;
 mod cli;
 mod cli_unix;

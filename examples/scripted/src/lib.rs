@@ -34,6 +34,8 @@ enum Op {
         note: String,
     },
     Load,
+    /// The latest checkpoint's step, context hash and restart context.
+    LoadContext,
     Spawn(SpawnOp),
     Wait(TaskId),
     SpawnWait(SpawnOp),
@@ -79,6 +81,9 @@ struct LlmOp {
     max_latency_ms: Option<u32>,
     #[serde(default)]
     max_wait_ms: Option<u32>,
+    /// Put the latest checkpoint's restart context first in the request.
+    #[serde(default)]
+    continue_from_checkpoint: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -198,6 +203,11 @@ fn execute(op: Op) -> Result<Value, String> {
     Ok(match op {
         Op::Llm(o) => {
             let mut req = Request::new().user(o.prompt);
+            if o.continue_from_checkpoint
+                && let Some(saved) = checkpoint::load_raw()
+            {
+                req = req.continue_from(&saved);
+            }
             if let Some(m) = o.model {
                 req = req.model(m);
             }
@@ -265,6 +275,9 @@ fn execute(op: Op) -> Result<Value, String> {
         },
         Op::Load => checkpoint::load::<Value>()
             .map(|s| s.state)
+            .unwrap_or(Value::Null),
+        Op::LoadContext => checkpoint::load_raw()
+            .map(|s| json!({ "step": s.step, "context_hash": s.context_hash, "restart_context": s.restart_context }))
             .unwrap_or(Value::Null),
         Op::Spawn(s) => match s.spawn() {
             Ok(id) => json!({ "ok": id }),

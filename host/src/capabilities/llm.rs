@@ -224,6 +224,10 @@ impl Host for LlmView<'_> {
         // What the guest asked, independent of host state (budget, health): the replay key.
         let identity =
             json!({ "chat": template, "pin": req.model, "allow_fallback": req.allow_fallback });
+        {
+            use sha2::Digest;
+            self.site.seen.update(identity.to_string().as_bytes());
+        }
         let mut durable = self.site.begin(EventKind::LlmComplete, identity)?;
         if let Some(rec) = durable.replayed() {
             return replayed_result(&rec);

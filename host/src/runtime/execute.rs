@@ -12,7 +12,7 @@
 
 use super::LoadedAgent;
 use super::state::AgentState;
-use crate::bindings::checkpoint::Checkpoint;
+use crate::capabilities::checkpoint::Restart;
 use crate::capabilities::stdio::BoundedCapture;
 use crate::capabilities::{Kill, TaskCtx, wasi};
 use crate::ledger::{EventKind, EventRecord};
@@ -50,7 +50,7 @@ pub struct Attempt {
 #[derive(Default)]
 pub struct AttemptSetup {
     pub replay: Option<ReplayStart>,
-    pub restart: Option<(u32, Checkpoint)>,
+    pub restart: Option<Restart>,
     pub slot: Option<tokio::sync::OwnedSemaphorePermit>,
     pub feedback: Option<String>,
     pub model: Option<String>,
@@ -94,10 +94,12 @@ pub async fn run_once(
         task.site.nondet.set_replay(start.nondet);
         task.site.replay = Some(start.replay);
     }
-    if let Some((number, checkpoint)) = restart {
-        task.progress.checkpoints = number;
-        task.trace.steps = checkpoint.step;
-        task.progress.last_checkpoint = Some(checkpoint);
+    {
+        use sha2::Digest;
+        task.site.seen.update(input.as_bytes());
+    }
+    if let Some(restart) = restart {
+        restart.seed(&mut task.trace, &mut task.progress, &mut task.site.seen);
     }
     let stdout = BoundedCapture::new(limits.max_stdio_bytes);
     let stderr = BoundedCapture::new(limits.max_stdio_bytes);
