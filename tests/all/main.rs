@@ -17,6 +17,7 @@ mod integrity;
 mod ledger;
 mod limits;
 mod merge;
+mod merge_complete;
 mod provider_failures;
 mod providers;
 mod recovery_graph;

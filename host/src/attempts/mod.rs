@@ -64,6 +64,23 @@ impl TaskRunner for Runner {
         )
         .await
     }
+
+    async fn validate_merged(
+        &self,
+        run: Arc<RunContext>,
+        task_id: u64,
+        agent: &ComponentRef,
+        input: &str,
+        text: &str,
+    ) -> Result<(), String> {
+        let agent = self
+            .runtime
+            .get(agent)
+            .map_err(|e| format!("cannot load the component: {e:#}"))?;
+        validate::validate_merge(self, &run, task_id, &agent, input, text)
+            .await
+            .map_err(|f| f.to_string())
+    }
 }
 
 /// Execute task `task_id` of `run` — replaying its record first when `replay` is given

@@ -205,7 +205,8 @@ impl Host for TasksView<'_> {
         // The join: a completed child's workspace changes merge into this task's view
         // (waiting here while a critical conflict is with a human).
         if matches!(outcome, Some(TaskOutcome::Completed(_))) {
-            crate::merge::join_workspace(&run, &self.tasks.merge, self.site.task_id, id)
+            let agent = &self.tasks.agent;
+            crate::merge::join_workspace(&run, &self.tasks.merge, self.site.task_id, agent, id)
                 .await
                 .map_err(|e| {
                     wasmtime::format_err!("cannot merge task {id}'s workspace changes: {e:#}")
@@ -246,16 +247,15 @@ impl Host for TasksView<'_> {
         let run = self.site.run.clone();
         let call_number = self.site.host_calls;
         let had_slot = self.tasks.slot.take().is_some();
-        let merged = crate::merge::merge_proposals(
-            &run,
-            &self.tasks.merge,
-            self.site.task_id,
-            call_number,
-            &base,
-            &ids,
-        )
-        .await
-        .map_err(|e| wasmtime::format_err!("cannot merge proposals: {e:#}"))?;
+        let join = crate::merge::Join {
+            run: &run,
+            cfg: &self.tasks.merge,
+            parent: self.site.task_id,
+            agent: &self.tasks.agent,
+        };
+        let merged = crate::merge::merge_proposals(&join, call_number, &base, &ids)
+            .await
+            .map_err(|e| wasmtime::format_err!("cannot merge proposals: {e:#}"))?;
         if had_slot {
             self.tasks.slot = run.take_slot().await;
         }

@@ -67,6 +67,16 @@ pub trait TaskRunner: Send + Sync {
     fn load_agent(&self, path: &Path) -> anyhow::Result<ComponentRef>;
     /// Run a task to its outcome. Does not record the end ([`RunContext::finish`] does).
     async fn run_task(&self, run: Arc<RunContext>, start: TaskStart) -> TaskOutcome;
+    /// Check a merged text — work of task `task_id`, whose component is `agent` — with
+    /// every validator declared for agent `merge`; `Err` says which failed and why.
+    async fn validate_merged(
+        &self,
+        run: Arc<RunContext>,
+        task_id: u64,
+        agent: &ComponentRef,
+        input: &str,
+        text: &str,
+    ) -> Result<(), String>;
 }
 
 /// How a task ended.
