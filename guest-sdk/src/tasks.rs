@@ -220,6 +220,33 @@ pub fn wait_all(ids: &[TaskId]) -> Vec<Outcome> {
     ids.iter().map(|&id| wait(id)).collect()
 }
 
+/// A critical conflict a partial join left for a human (re-exported from the interface).
+pub use raw::PendingMerge;
+
+/// Waits for a child like [`wait`], but a critical conflict in its workspace changes
+/// does not block the join: everything else is merged now, and the critical files —
+/// still at this task's version — are returned pending. Take each with [`take_merge`]
+/// when the work needs it; any not taken is applied when this task finishes, before
+/// its output counts.
+///
+/// ```ignore
+/// let (outcome, pending) = tasks::wait_partial(child);
+/// // … go on with everything that does not touch the pending files …
+/// for p in pending {
+///     let decided = tasks::take_merge(p.id)?; // waits for the human's decision
+/// }
+/// ```
+pub fn wait_partial(id: TaskId) -> (Outcome, Vec<PendingMerge>) {
+    let joined = raw::wait_partial(id);
+    (joined.outcome.into(), joined.pending)
+}
+
+/// Waits until a human has decided pending conflict `id` (from [`wait_partial`]) and
+/// applies the decision to this task's workspace; returns the decided text.
+pub fn take_merge(id: u64) -> Result<String, Error> {
+    raw::take_merge(id).map_err(Error::Other)
+}
+
 /// Cancels a child and its descendants; `false` if it had already finished.
 pub fn cancel(id: TaskId) -> bool {
     raw::cancel(id)

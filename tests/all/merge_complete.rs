@@ -138,3 +138,131 @@ reply = "MERGED:\nchild:line one\nB1 only\nline three\nEND MERGED\nREASONING: to
     assert_eq!(judged[0].task_id, 1);
     assert!(!judged[0].ok);
 }
+
+fn write(path: &str, content: &str) -> serde_json::Value {
+    json!({"tool": {"name": "workspace", "args": {"op": "write", "path": path, "content": content}}})
+}
+
+fn read(path: &str) -> serde_json::Value {
+    json!({"tool": {"name": "workspace", "args": {"op": "read", "path": path}}})
+}
+
+/// A workspace with `a.txt` and a critical `deploy/prod.toml`, and a host that sends
+/// `deploy/*` changes to a human.
+fn critical_setup(label: &str) -> (TempDir, std::sync::Arc<agentflow::Host>, RunOptions) {
+    let dir = TempDir::new(label);
+    let ws = dir.join("ws");
+    std::fs::create_dir_all(ws.join("deploy")).unwrap();
+    std::fs::write(ws.join("a.txt"), "a\n").unwrap();
+    std::fs::write(ws.join("deploy/prod.toml"), "replicas = 2\n").unwrap();
+    let host = std::sync::Arc::new(host(&dir, "[merge]\ncritical_paths = [\"deploy/*\"]\n"));
+    let opts = RunOptions {
+        workspace: Some(ws),
+        ..grant(&["workspace"])
+    };
+    (dir, host, opts)
+}
+
+/// The child: changes `a.txt` (trivial) and `deploy/prod.toml` (critical).
+fn changing_child() -> serde_json::Value {
+    let ops = json!([
+        write("a.txt", "A\n"),
+        write("deploy/prod.toml", "replicas = 20\n")
+    ]);
+    json!({"spawn": {"description": "scale up", "input": ops.to_string()}})
+}
+
+/// A human who resolves the first pending conflict by taking the child's version —
+/// once `ready` holds for the ledger (so a test can prove the join did not wait).
+fn human(
+    host: &std::sync::Arc<agentflow::Host>,
+    ready: impl Fn(&[agentflow::ledger::query::EventRow]) -> bool + Send + 'static,
+) -> tokio::task::JoinHandle<Option<u64>> {
+    let host = host.clone();
+    tokio::task::spawn_blocking(move || {
+        for _ in 0..600 {
+            let conn = host.ledger().reader().unwrap();
+            if let Some(c) = conflicts(&conn, false).unwrap().into_iter().next() {
+                let evs = agentflow::ledger::query::events(&conn, &c.run_id, None).unwrap();
+                if ready(&evs) {
+                    resolve(host.ledger(), c.id, Decision::Take(c.child_task), None).unwrap();
+                    return Some(c.id);
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        None
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_join_merges_the_rest_and_leaves_the_critical_file_pending() {
+    let (dir, host, opts) = critical_setup("merge-partial");
+    let ops = json!([
+        changing_child(),
+        {"wait_partial": 2},
+        read("a.txt"),
+        read("deploy/prod.toml"),
+        {"take_pending": null},
+        read("deploy/prod.toml"),
+    ]);
+    // The human decides only after the parent has read both files past the join: a
+    // join that waited for the decision would never get there.
+    let resolver = human(&host, |evs| {
+        evs.iter()
+            .filter(|e| e.task_id == 1 && e.kind == "tools.call")
+            .any(|e| {
+                e.request["args"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("deploy/prod.toml")
+            })
+    });
+    let (report, results) = run_scripted(&host, ops, opts).await;
+    assert_eq!(report.status, Status::Completed, "{report:?}");
+    let id = resolver
+        .await
+        .unwrap()
+        .expect("a conflict went to the human");
+    let joined = &results[1];
+    assert!(joined["outcome"]["completed"].is_string(), "{joined}");
+    assert_eq!(joined["pending"][0]["id"], id);
+    assert_eq!(joined["pending"][0]["subject"], "deploy/prod.toml");
+    assert_eq!(
+        results[2]["ok"], "A\n",
+        "the trivial change is merged at once"
+    );
+    assert_eq!(
+        results[3]["ok"], "replicas = 2\n",
+        "the critical file keeps the parent's version until decided"
+    );
+    assert_eq!(results[4][0]["ok"], "replicas = 20\n", "{}", results[4]);
+    assert_eq!(results[5]["ok"], "replicas = 20\n");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("ws/deploy/prod.toml")).unwrap(),
+        "replicas = 20\n"
+    );
+    let taken = of_kind(&events(&host, &report.run_id), "tasks.take_merge");
+    assert_eq!(taken.len(), 1);
+    assert!(taken[0].ok);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_merge_never_taken_is_applied_before_the_task_completes() {
+    let (dir, host, opts) = critical_setup("merge-partial-end");
+    let ops = json!([changing_child(), {"wait_partial": 2}, read("a.txt")]);
+    let resolver = human(&host, |_| true);
+    let (report, results) = run_scripted(&host, ops, opts).await;
+    assert_eq!(report.status, Status::Completed, "{report:?}");
+    assert!(resolver.await.unwrap().is_some());
+    assert_eq!(results[1]["pending"][0]["subject"], "deploy/prod.toml");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("ws/deploy/prod.toml")).unwrap(),
+        "replicas = 20\n",
+        "nothing the child did is lost"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("ws/a.txt")).unwrap(),
+        "A\n"
+    );
+}

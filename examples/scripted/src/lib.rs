@@ -38,6 +38,10 @@ enum Op {
     LoadContext,
     Spawn(SpawnOp),
     Wait(TaskId),
+    /// Wait without blocking on critical conflicts; the result lists those left pending.
+    WaitPartial(TaskId),
+    /// Take every conflict the last `wait_partial` left pending (waits for humans).
+    TakePending,
     SpawnWait(SpawnOp),
     Cancel(TaskId),
     /// Merge completed children's outputs as proposals over `base`.
@@ -169,6 +173,11 @@ fn err(e: Error) -> Value {
     json!({ "err": format!("{e:?}") })
 }
 
+thread_local! {
+    /// The conflicts the last `wait_partial` left pending.
+    static PENDING: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 fn outcome(o: Outcome) -> Value {
     match o {
         Outcome::Completed(s) => json!({ "completed": s }),
@@ -284,6 +293,26 @@ fn execute(op: Op) -> Result<Value, String> {
             Err(e) => err(e),
         },
         Op::Wait(id) => outcome(tasks::wait(id)),
+        Op::WaitPartial(id) => {
+            let (o, pending) = tasks::wait_partial(id);
+            let listed: Vec<Value> = pending
+                .iter()
+                .map(|p| json!({ "id": p.id, "subject": p.subject, "reason": p.reason }))
+                .collect();
+            PENDING.with(|all| *all.borrow_mut() = pending.iter().map(|p| p.id).collect());
+            json!({ "outcome": outcome(o), "pending": listed })
+        }
+        Op::TakePending => {
+            let ids = PENDING.with(|all| std::mem::take(&mut *all.borrow_mut()));
+            let taken: Vec<Value> = ids
+                .into_iter()
+                .map(|id| match tasks::take_merge(id) {
+                    Ok(text) => json!({ "ok": text }),
+                    Err(e) => err(e),
+                })
+                .collect();
+            json!(taken)
+        }
         Op::SleepMs(ms) => {
             std::thread::sleep(std::time::Duration::from_millis(ms));
             Value::Null

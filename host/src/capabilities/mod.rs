@@ -117,6 +117,9 @@ pub struct TaskScope {
     pub(crate) merge: Arc<MergeConfig>,
     /// The task's execution slot; given back while it waits for a child.
     pub(crate) slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// Conflicts partial joins left pending and the task has not taken yet: waited
+    /// for and applied when the task finishes.
+    pub(crate) partial_merges: Vec<u64>,
 }
 
 /// A validator component's scope: who it is and the tools it may call. Its calls are
@@ -207,6 +210,7 @@ impl TaskCtx {
                 agent,
                 merge,
                 slot: None,
+                partial_merges: Vec::new(),
             },
         }
     }

@@ -304,22 +304,25 @@ async fn apply(run: &RunContext, view: &View, path: &str, text: String) -> anyho
 }
 
 /// Merge child `child`'s workspace changes into its parent's view — the join of a
-/// `tasks.wait` that saw the child complete. Waits while a critical conflict is pending.
+/// `tasks.wait` that saw the child complete. Waits while a critical conflict is
+/// pending, unless `partial`: then everything else is merged and the pending
+/// conflicts are returned (see [`take_pending`]).
 pub async fn join_workspace(
     run: &Arc<RunContext>,
     cfg: &MergeConfig,
     parent: u64,
     agent: &ComponentRef,
     child: u64,
-) -> anyhow::Result<()> {
+    partial: bool,
+) -> anyhow::Result<Vec<MergeRow>> {
     let Some(root) = run.tools.workspace_dir() else {
-        return Ok(());
+        return Ok(Vec::new());
     };
     let files = run
         .ledger
         .with_reader(|conn| overlay::own_files(conn, &run.run_id, child))??;
     if files.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let j = Join {
         run,
@@ -347,16 +350,58 @@ pub async fn join_workspace(
         match (&row.result, row.category) {
             (_, Category::Unchanged) => {}
             (Some(result), _) => apply(run, &view, &row.subject, result.clone()).await?,
-            (None, _) => pending.push(row.id),
+            (None, _) => pending.push(row),
         }
     }
-    for id in pending {
-        let row = wait_resolved(run, id).await?;
+    if partial {
+        return Ok(pending);
+    }
+    for row in pending {
+        let row = wait_resolved(run, row.id).await?;
         if let Some(result) = row.result {
             apply(run, &view, &row.subject, result).await?;
         }
     }
+    Ok(Vec::new())
+}
+
+/// Apply the conflicts partial joins of task `parent` left pending and it never took,
+/// each once a human has decided it.
+pub async fn finish_partial(run: &Arc<RunContext>, parent: u64, ids: &[u64]) -> anyhow::Result<()> {
+    for id in ids {
+        if let Err(why) = take_pending(run, parent, *id).await? {
+            tracing::warn!(run = %run.run_id, task = parent, merge = id, "pending merge not applied: {why}");
+        }
+    }
     Ok(())
+}
+
+/// Take conflict `id` a partial join of task `parent` left pending: wait for a human's
+/// decision and apply it to the parent's view. `Ok(Err(why))`: not such a conflict.
+pub async fn take_pending(
+    run: &Arc<RunContext>,
+    parent: u64,
+    id: u64,
+) -> anyhow::Result<Result<String, String>> {
+    let row = run.ledger.with_reader(|conn| merges::merge(conn, id))??;
+    let Some(row) = row.filter(|r| r.run_id == run.run_id && r.parent_task == parent) else {
+        return Ok(Err(format!("merge {id} is not a conflict of this task")));
+    };
+    if row.subject.starts_with("proposal@") {
+        return Ok(Err(format!("merge {id} is a proposal merge, not a file")));
+    }
+    let Some(root) = run.tools.workspace_dir() else {
+        return Ok(Err("the run has no workspace".into()));
+    };
+    let row = resolved(run, row).await?;
+    let Some(text) = row.result else {
+        return Ok(Err(format!("merge {id} was decided without a text")));
+    };
+    let view = run
+        .ledger
+        .with_reader(|conn| View::of(conn, root, &run.run_id, parent))??;
+    apply(run, &view, &row.subject, text.clone()).await?;
+    Ok(Ok(text))
 }
 
 /// What merging text proposals produced.

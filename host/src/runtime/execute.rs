@@ -178,6 +178,19 @@ pub async fn run_once(
         }
     };
 
+    // Conflicts a partial join left pending and the guest never took: its outcome
+    // counts only once a human has decided them and they are in its view.
+    let partial = std::mem::take(&mut store.data_mut().task.tasks.partial_merges);
+    let outcome = match outcome {
+        TaskOutcome::Completed(output) if !partial.is_empty() => {
+            match crate::merge::finish_partial(run, task_id, &partial).await {
+                Ok(()) => TaskOutcome::Completed(output),
+                Err(e) => TaskOutcome::Failed(format!("cannot apply a pending merge: {e:#}")),
+            }
+        }
+        other => other,
+    };
+
     // Flush the last clock/random reads, keep what the guest printed and what it used
     // (CPU, time blocked in the host), as auxiliary events replay skips.
     let mut tail_events: Vec<EventRecord> = Vec::new();
