@@ -76,6 +76,8 @@ pub struct Spawn {
     estimated_cost_usd: Option<f64>,
     tools: Vec<String>,
     validators: Vec<String>,
+    memory_mb: Option<u32>,
+    cpu_ms: Option<u32>,
 }
 
 impl Spawn {
@@ -96,6 +98,8 @@ impl Spawn {
             estimated_cost_usd: None,
             tools: Vec::new(),
             validators: Vec::new(),
+            memory_mb: None,
+            cpu_ms: None,
         }
     }
 
@@ -129,6 +133,20 @@ impl Spawn {
     /// Wall-clock limit for the child, in milliseconds.
     pub fn timeout_ms(mut self, ms: u32) -> Self {
         self.timeout_ms = Some(ms);
+        self
+    }
+
+    /// The child's memory limit in MiB (at most the run's `limits.memory_mb`, or the
+    /// spawn is refused).
+    pub fn memory_mb(mut self, mb: u32) -> Self {
+        self.memory_mb = Some(mb);
+        self
+    }
+
+    /// The child's CPU time limit in ms (at most the run's `limits.cpu_ms`, or the
+    /// spawn is refused).
+    pub fn cpu_ms(mut self, ms: u32) -> Self {
+        self.cpu_ms = Some(ms);
         self
     }
 
@@ -204,6 +222,8 @@ impl Spawn {
             estimated_cost_usd: self.estimated_cost_usd,
             tools: self.tools.clone(),
             validators: self.validators.clone(),
+            memory_mb: self.memory_mb,
+            cpu_ms: self.cpu_ms,
         };
         Ok(raw::spawn(&req)?)
     }

@@ -25,6 +25,7 @@ mod retry_strategies;
 mod run_status;
 mod same_run;
 mod scheduler;
+mod scheduling_complete;
 mod settle;
 mod tools;
 mod validation;

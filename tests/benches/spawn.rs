@@ -110,6 +110,7 @@ fn request(description: String) -> SpawnRequest {
         estimated_cost_usd: None,
         tools: Vec::new(),
         validators: Vec::new(),
+        needs: Default::default(),
     }
 }
 

@@ -88,6 +88,11 @@ struct LlmOp {
     /// Put the latest checkpoint's restart context first in the request.
     #[serde(default)]
     continue_from_checkpoint: bool,
+    #[serde(default)]
+    min_quality: Option<f32>,
+    /// Functions offered to the model (names; any arguments).
+    #[serde(default)]
+    tools: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -118,6 +123,8 @@ struct SpawnOp {
     tools: Vec<String>,
     /// Validator configs (JSON objects, or strings passed through as they are).
     validators: Vec<Value>,
+    memory_mb: Option<u32>,
+    cpu_ms: Option<u32>,
 }
 
 impl SpawnOp {
@@ -140,6 +147,12 @@ impl SpawnOp {
         }
         if self.fail_fast {
             s = s.fail_fast();
+        }
+        if let Some(mb) = self.memory_mb {
+            s = s.memory_mb(mb);
+        }
+        if let Some(ms) = self.cpu_ms {
+            s = s.cpu_ms(ms);
         }
         if let Some(t) = self.timeout_ms {
             s = s.timeout_ms(t);
@@ -248,6 +261,12 @@ fn execute(op: Op) -> Result<Value, String> {
             }
             if let Some(w) = o.max_wait_ms {
                 req = req.max_wait_ms(w);
+            }
+            if let Some(q) = o.min_quality {
+                req = req.min_quality(q);
+            }
+            for t in o.tools {
+                req = req.tool(t, "a test function", json!({"type": "object"}));
             }
             match req.send() {
                 Ok(r) => json!({ "ok": {

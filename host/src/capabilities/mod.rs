@@ -99,6 +99,9 @@ pub struct Progress {
 /// `llm`'s scope for this attempt.
 #[derive(Default)]
 pub struct LlmScope {
+    /// The agent making the calls (its component's or `[agents]` name), whose own
+    /// history predicts them first.
+    pub(crate) agent: String,
     /// Validator feedback from a failed attempt, added to every LLM prompt of this one.
     pub(crate) feedback: Option<String>,
     /// The model every LLM call of this attempt is pinned to (an escalated retry).

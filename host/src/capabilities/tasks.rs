@@ -140,9 +140,15 @@ impl Host for TasksView<'_> {
             "tools": req.tools,
         });
         let mut request = request;
+        // Only when present, so that older records keep their identity.
         if !req.validators.is_empty() {
-            // Only when present, so that older records keep their identity.
             request["validators"] = json!(req.validators);
+        }
+        if let Some(mb) = req.memory_mb {
+            request["memory_mb"] = json!(mb);
+        }
+        if let Some(ms) = req.cpu_ms {
+            request["cpu_ms"] = json!(ms);
         }
         let mut call = self.site.begin(EventKind::TasksSpawn, request.clone())?;
         if let Some(rec) = call.replayed() {
@@ -178,6 +184,10 @@ impl Host for TasksView<'_> {
             estimated_cost_usd: req.estimated_cost_usd,
             tools: req.tools,
             validators: Vec::new(),
+            needs: supervisor::TaskNeeds {
+                memory_mb: req.memory_mb.map(u64::from),
+                cpu_ms: req.cpu_ms.map(u64::from),
+            },
         };
         let run = self.site.run.clone();
         let result = match crate::checks::spawned::parse(&req.validators) {

@@ -88,6 +88,7 @@ pub async fn run_once(
     );
     task.tasks.slot = slot;
     task.llm.feedback = feedback;
+    task.llm.agent = agent.name.clone();
     task.llm.model_override = model;
     task.llm.temperature = temperature;
     if let Some(start) = replay {
@@ -276,11 +277,13 @@ impl super::Runtime {
     ) -> Store<AgentState> {
         let limits = &task.site.run.settings.limits;
         task.site.nondet.set_limit(limits.max_nondet_bytes);
+        // A child's spawn may have asked for less than the run's limits.
+        let (memory_limit, cpu_ms) = task.site.run.task_limits(task.site.task_id);
         let state = AgentState {
             wasi: wasi::build_ctx(&task.site.nondet, stdout, stderr),
             table: ResourceTable::new(),
-            memory_limit: limits.memory_bytes(),
-            cpu: super::cpu::CpuMeter::new(Duration::from_millis(limits.cpu_ms)),
+            memory_limit,
+            cpu: super::cpu::CpuMeter::new(Duration::from_millis(cpu_ms)),
             task,
             slot: self.placement.take(),
         };
@@ -401,7 +404,7 @@ fn configured_store(engine: &Engine, state: AgentState) -> Store<AgentState> {
 fn stop_if_over_limits(s: &mut AgentState) -> wasmtime::Result<()> {
     let kill = if s.cpu.exhausted() {
         Kill::Cpu {
-            limit_ms: s.task.site.run.settings.limits.cpu_ms,
+            limit_ms: s.cpu.limit().as_millis() as u64,
         }
     } else if s.task.site.nondet.overflowed() {
         Kill::NondetBuffer {
