@@ -216,6 +216,7 @@ pub async fn roll_back(run: &Arc<RunContext>, task_id: u64, validator: &str) -> 
                 tasks: tasks.clone(),
                 side_effects,
             },
+            upstream: Vec::new(),
             downstream: Vec::new(),
         }],
     };

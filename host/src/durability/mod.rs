@@ -1,13 +1,14 @@
-//! Run-level recovery over the ledger: settle side effects whose outcome is in doubt
-//! after a crash ([`recovery`]) and record a human's answer about one ([`settle`]),
-//! fork a run at an event ([`fork`]), and reopen a failed run's failed tasks for a
-//! re-run ([`reopen`]).
+//! Run-level recovery over the ledger: plan what to do about failed and in-doubt
+//! tasks ([`recovery`]) over the task graph ([`graph`]: upstream, downstream, revert
+//! order), record a human's answer about an in-doubt effect ([`settle`]), fork a run at
+//! an event ([`fork`]), and reopen a failed run's failed tasks for a re-run ([`reopen`]).
 //!
 //! The write side of durability is the ledger's write-ahead rule (every result is
 //! committed before the guest sees it; side-effecting tool calls commit an intent
 //! first); matching a resumed guest's calls against the record is [`crate::replay`].
 
 pub mod fork;
+pub mod graph;
 pub mod recovery;
 pub mod reopen;
 pub mod settle;

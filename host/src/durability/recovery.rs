@@ -10,15 +10,21 @@
 //! * **RequiresHuman** — an irreversible tool may or may not have acted; a person must
 //!   check the affected system before anything else happens.
 //!
-//! Each action lists the downstream tasks affected: the task's ancestors (waiting for
-//! it) and the tasks that depend on it.
+//! A failed task is planned with its whole subtree: a rollback reverts the effects of
+//! the task and its descendants in reverse dependency order (whatever built on a task
+//! is undone first), and a subtree with a completed effect of an irreversible tool —
+//! which nothing can undo — needs a human instead. Each plan lists the completed
+//! upstream tasks its work built on and every downstream task its failure reaches
+//! (ancestors, dependents, and tasks waiting on a mutual exclusion), from
+//! [`TaskGraph`].
 
+use super::graph::TaskGraph;
 use crate::ledger::query::{self, EventRow, ResumeTask};
 use crate::ledger::{EventKind, EventRecord, Ledger, Status, now_ms};
-use crate::supervisor::parse_deps;
 use crate::tools::{ToolCallCtx, ToolSet};
 use serde::Serialize;
 use serde_json::{Value, json};
+use std::collections::{BTreeSet, HashSet};
 
 /// One side effect a rollback reverts.
 #[derive(Clone, Debug, Serialize)]
@@ -60,6 +66,11 @@ pub struct TaskPlan {
     pub description: String,
     pub state: String,
     pub action: Action,
+    /// Completed tasks whose results this task's work built on (`after`, `data_from`,
+    /// transitively): they stand, and are not re-run.
+    #[serde(default)]
+    pub upstream: Vec<u64>,
+    /// Every task this one's failure reaches ([`TaskGraph::downstream`]).
     pub downstream: Vec<u64>,
 }
 
@@ -69,28 +80,6 @@ pub struct Plan {
     pub run_id: String,
     pub run_status: Status,
     pub tasks: Vec<TaskPlan>,
-}
-
-fn downstream(tasks: &[ResumeTask], id: u64) -> Vec<u64> {
-    let mut out = Vec::new();
-    let mut cur = tasks
-        .iter()
-        .find(|t| t.task_id == id)
-        .and_then(|t| t.parent_id);
-    while let Some(p) = cur {
-        out.push(p);
-        cur = tasks
-            .iter()
-            .find(|t| t.task_id == p)
-            .and_then(|t| t.parent_id);
-    }
-    for t in tasks {
-        let deps = parse_deps(&t.depends_on);
-        if deps.iter().any(|d| matches!(d, crate::supervisor::Dependency::After(x) | crate::supervisor::Dependency::DataFrom(x) if *x == id)) {
-            out.push(t.task_id);
-        }
-    }
-    out
 }
 
 /// Whether `event` is the recorded result of tool intent `intent` (a later
@@ -154,56 +143,100 @@ pub fn waits_for_human(plan: &Plan) -> Vec<&str> {
         .collect()
 }
 
+/// The completed calls of irreversible tools among `evs` (one task's events): effects
+/// no compensation can undo.
+fn irreversible_done<'e>(evs: &[&'e EventRow]) -> Vec<&'e EventRow> {
+    evs.iter()
+        .filter(|e| e.kind == EventKind::ToolsCall && e.ok)
+        .filter(|e| {
+            evs.iter().any(|i| {
+                i.kind == EventKind::ToolsIntent
+                    && i.seq < e.seq
+                    && i.request_hash == e.request_hash
+                    && i.request["side_effect"] == "irreversible"
+            })
+        })
+        .copied()
+        .collect()
+}
+
+fn tool_and_args(e: &EventRow) -> String {
+    format!(
+        "{} {}",
+        e.request["name"].as_str().unwrap_or("?"),
+        e.request["args"].as_str().unwrap_or("")
+    )
+}
+
 /// Compute the recovery plan of a run.
 pub fn plan(conn: &crate::ledger::Connection, run_id: &str) -> anyhow::Result<Plan> {
     let run = query::run(conn, run_id)?.ok_or_else(|| anyhow::anyhow!("no run `{run_id}`"))?;
     let tasks = query::resume_tasks(conn, &run.run_id)?;
     let events = query::events(conn, &run.run_id, None)?;
     let checkpoints = query::checkpoints(conn, &run.run_id, None)?;
+    let graph = TaskGraph::new(&tasks);
+    let events_of =
+        |id: u64| -> Vec<&EventRow> { events.iter().filter(|e| e.task_id == id).collect() };
+    let unfinished = |t: &ResumeTask| matches!(t.status, Status::Pending | Status::Running);
+    let mut candidates: Vec<&ResumeTask> = tasks
+        .iter()
+        .filter(|t| t.status == Status::Failed || unfinished(t) && run.status == Status::Running)
+        .collect();
+    // Ancestors first: a failed task's plan covers its subtree.
+    candidates.sort_by_key(|t| (t.depth, t.task_id));
+    // The in-doubt call at the end of each candidate's record, with its class.
+    let in_doubt = |t: &ResumeTask| {
+        dangling_intent(&events_of(t.task_id)).and_then(|i| {
+            let class = i.request["side_effect"].as_str()?.to_string();
+            (class == "compensable" || class == "irreversible").then_some((i, class))
+        })
+    };
+    let own_plans: HashSet<u64> = candidates
+        .iter()
+        .filter(|t| in_doubt(t).is_some())
+        .map(|t| t.task_id)
+        .collect();
+    let mut covered: HashSet<u64> = HashSet::new();
     let mut plans = Vec::new();
-    for t in &tasks {
-        let unfinished = matches!(t.status, Status::Pending | Status::Running);
-        if !(t.status == Status::Failed || unfinished && run.status == Status::Running) {
+    for t in candidates {
+        if covered.contains(&t.task_id) && !own_plans.contains(&t.task_id) {
             continue;
         }
-        let evs: Vec<&EventRow> = events.iter().filter(|e| e.task_id == t.task_id).collect();
-        let intent = dangling_intent(&evs);
-        let already_compensated = evs.iter().any(|e| e.kind == EventKind::RecoveryCompensate);
-        let class = intent
-            .as_ref()
-            .and_then(|i| i.request["side_effect"].as_str().map(str::to_string));
-        let state = match (&class, unfinished) {
-            (Some(c), _) if c == "compensable" || c == "irreversible" => {
-                format!("in doubt ({c} call)")
-            }
+        let evs = events_of(t.task_id);
+        let doubt = in_doubt(t);
+        // The subtree this plan covers: the task and its descendants, except those with
+        // an in-doubt call of their own (they are planned on their own).
+        let subtree: BTreeSet<u64> = graph
+            .subtree(t.task_id)
+            .into_iter()
+            .filter(|id| *id == t.task_id || !own_plans.contains(id))
+            .collect();
+        let already_compensated = subtree.iter().any(|id| {
+            events_of(*id)
+                .iter()
+                .any(|e| e.kind == EventKind::RecoveryCompensate)
+        });
+        let state = match (&doubt, unfinished(t)) {
+            (Some((_, c)), _) => format!("in doubt ({c} call)"),
             (_, true) => "interrupted".into(),
             _ => format!("failed: {}", t.error.clone().unwrap_or_default()),
         };
-        let reverts = || reverts(t.task_id, &evs);
-        let action = match class.as_deref() {
-            Some("irreversible") => {
-                let i = intent.as_ref().expect("class implies an intent");
-                Action::RequiresHuman {
-                    reason: format!(
-                        "irreversible tool `{}` may or may not have acted (intent seq {}, idempotency key {})",
-                        i.request["name"].as_str().unwrap_or("?"),
-                        i.seq,
-                        i.request["idempotency_key"].as_str().unwrap_or("?")
-                    ),
-                    affected_systems: vec![format!(
-                        "{} {}",
-                        i.request["name"].as_str().unwrap_or("?"),
-                        i.request["args"].as_str().unwrap_or("")
-                    )],
-                    settle: format!(
-                        "agentflow settle {} {} --happened [--result JSON] | --did-not-happen",
-                        run.run_id, i.seq
-                    ),
-                }
-            }
-            Some("compensable") if !already_compensated => {
-                let i = intent.as_ref().expect("class implies an intent");
-                let mut side_effects = reverts();
+        let action = match &doubt {
+            Some((i, class)) if class == "irreversible" => Action::RequiresHuman {
+                reason: format!(
+                    "irreversible tool `{}` may or may not have acted (intent seq {}, idempotency key {})",
+                    i.request["name"].as_str().unwrap_or("?"),
+                    i.seq,
+                    i.request["idempotency_key"].as_str().unwrap_or("?")
+                ),
+                affected_systems: vec![tool_and_args(i)],
+                settle: format!(
+                    "agentflow settle {} {} --happened [--result JSON] | --did-not-happen",
+                    run.run_id, i.seq
+                ),
+            },
+            Some((i, _)) if !already_compensated => {
+                let mut side_effects = reverts(t.task_id, &evs);
                 side_effects.push(Revert {
                     task_id: t.task_id,
                     seq: i.seq,
@@ -220,24 +253,67 @@ pub fn plan(conn: &crate::ledger::Connection, run_id: &str) -> anyhow::Result<Pl
                     side_effects,
                 }
             }
+            _ if unfinished(t) || already_compensated => resume_action(&checkpoints, t.task_id),
             _ => {
-                // A failed task that changed the world in revertible ways is rolled back;
-                // anything else (interrupted, or nothing to revert) resumes.
-                let mut side_effects = if unfinished || already_compensated {
-                    Vec::new()
-                } else {
-                    reverts()
-                };
-                if side_effects.is_empty() {
-                    let last = checkpoints.iter().rfind(|c| c.task_id == t.task_id);
-                    Action::Resume {
-                        from_checkpoint: last.map(|c| c.number),
-                        note: last.map(|c| c.note.clone()),
+                // A failed task: what its subtree did to the world decides.
+                let order = graph.revert_order(&subtree);
+                let irreversible: Vec<(u64, &EventRow)> = order
+                    .iter()
+                    .flat_map(|id| {
+                        irreversible_done(&events_of(*id))
+                            .into_iter()
+                            .map(move |e| (*id, e))
+                    })
+                    .collect();
+                let side_effects: Vec<Revert> = order
+                    .iter()
+                    .flat_map(|id| {
+                        let mut r = reverts(*id, &events_of(*id));
+                        r.reverse();
+                        r
+                    })
+                    .collect();
+                covered.extend(subtree.iter().copied());
+                if !irreversible.is_empty() {
+                    let calls: Vec<String> = irreversible
+                        .iter()
+                        .map(|(id, e)| {
+                            format!(
+                                "`{}` (task {id} seq {})",
+                                e.request["name"].as_str().unwrap_or("?"),
+                                e.seq
+                            )
+                        })
+                        .collect();
+                    Action::RequiresHuman {
+                        reason: format!(
+                            "the task failed after irreversible tool {} acted: its effects cannot \
+                             be undone{}",
+                            calls.join(", "),
+                            if side_effects.is_empty() {
+                                String::new()
+                            } else {
+                                format!(
+                                    " ({} other effect(s) could be, but not the whole subtree)",
+                                    side_effects.len()
+                                )
+                            }
+                        ),
+                        affected_systems: irreversible
+                            .iter()
+                            .map(|(_, e)| tool_and_args(e))
+                            .collect(),
+                        settle: format!(
+                            "agentflow resume {} --retry-failed (re-runs the failed tasks; recorded \
+                             effects are replayed, not repeated)",
+                            run.run_id
+                        ),
                     }
+                } else if side_effects.is_empty() {
+                    resume_action(&checkpoints, t.task_id)
                 } else {
-                    side_effects.sort_by_key(|r| std::cmp::Reverse(r.seq));
                     Action::Rollback {
-                        tasks: vec![t.task_id],
+                        tasks: order,
                         side_effects,
                     }
                 }
@@ -248,7 +324,8 @@ pub fn plan(conn: &crate::ledger::Connection, run_id: &str) -> anyhow::Result<Pl
             description: t.description.clone(),
             state,
             action,
-            downstream: downstream(&tasks, t.task_id),
+            upstream: graph.completed_upstream(&subtree),
+            downstream: graph.downstream(t.task_id, &subtree),
         });
     }
     Ok(Plan {
@@ -256,6 +333,15 @@ pub fn plan(conn: &crate::ledger::Connection, run_id: &str) -> anyhow::Result<Pl
         run_status: run.status,
         tasks: plans,
     })
+}
+
+/// Resume a task from its last checkpoint, or from its start.
+fn resume_action(checkpoints: &[query::CheckpointRow], task_id: u64) -> Action {
+    let last = checkpoints.iter().rfind(|c| c.task_id == task_id);
+    Action::Resume {
+        from_checkpoint: last.map(|c| c.number),
+        note: last.map(|c| c.note.clone()),
+    }
 }
 
 /// Run the compensations of every Rollback in the plan, newest effect first, each
@@ -395,6 +481,13 @@ pub fn render(plan: &Plan) -> String {
                 );
                 let _ = writeln!(out, "    once checked: {settle}");
             }
+        }
+        if !t.upstream.is_empty() {
+            let _ = writeln!(
+                out,
+                "  upstream completed (kept, not re-run): tasks {:?}",
+                t.upstream
+            );
         }
         if !t.downstream.is_empty() {
             let _ = writeln!(out, "  downstream affected: tasks {:?}", t.downstream);
