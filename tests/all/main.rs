@@ -8,6 +8,7 @@ mod builds;
 mod claims;
 mod cli;
 mod cli_unix;
+mod command_validators;
 mod constraints;
 mod durability;
 mod guests;

@@ -4,13 +4,15 @@
 //!
 //! A completed output passes the run's validators ([`validate()`]): programmatic checks
 //! ([`crate::checks`]), the ledger check for hallucinated success, validator components
-//! ([`component`]), an LLM judge, outcome checks that roll a task's subtree back when
+//! ([`component`]), operators' commands on the task's workspace view ([`command`]), an
+//! LLM judge, outcome checks that roll a task's subtree back when
 //! the world is wrong ([`outcome`]). A failure is retried as `[retry]` says
 //! ([`retry`]) — as it was, at another temperature, with the validator's feedback, on
 //! a better model, or after a human's decision ([`review`]) — each category's
 //! strategies chained across attempts.
 
 pub mod calibrate;
+pub mod command;
 pub mod component;
 pub mod outcome;
 pub mod retry;
