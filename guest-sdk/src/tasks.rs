@@ -76,6 +76,7 @@ pub struct Spawn {
     estimated_cost_usd: Option<f64>,
     tools: Vec<String>,
     validators: Vec<String>,
+    reasoning: Option<String>,
 }
 
 impl Spawn {
@@ -96,6 +97,7 @@ impl Spawn {
             estimated_cost_usd: None,
             tools: Vec::new(),
             validators: Vec::new(),
+            reasoning: None,
         }
     }
 
@@ -153,6 +155,13 @@ impl Spawn {
         self
     }
 
+    /// Why the work is split off into this child instead of done by the caller (its
+    /// decomposition reasoning): recorded with the spawn, shown by `agentflow inspect`.
+    pub fn reasoning(mut self, why: impl Into<String>) -> Self {
+        self.reasoning = Some(why.into());
+        self
+    }
+
     /// Runs the agent registered under `name` in the host configuration instead of
     /// this component.
     pub fn agent(mut self, name: impl Into<String>) -> Self {
@@ -204,6 +213,7 @@ impl Spawn {
             estimated_cost_usd: self.estimated_cost_usd,
             tools: self.tools.clone(),
             validators: self.validators.clone(),
+            decomposition_reasoning: self.reasoning.clone(),
         };
         Ok(raw::spawn(&req)?)
     }

@@ -11,6 +11,7 @@ mod cli_unix;
 mod command_validators;
 mod constraints;
 mod durability;
+mod effects;
 mod guests;
 mod hostile;
 mod integrity;

@@ -109,11 +109,16 @@ struct SpawnOp {
     tools: Vec<String>,
     /// Validator configs (JSON objects, or strings passed through as they are).
     validators: Vec<Value>,
+    /// Why the parent splits this off (`Spawn::reasoning`).
+    reasoning: Option<String>,
 }
 
 impl SpawnOp {
     fn spawn(&self) -> Result<TaskId, Error> {
         let mut s = Spawn::new(self.description.as_str(), self.input.as_str());
+        if let Some(why) = &self.reasoning {
+            s = s.reasoning(why.as_str());
+        }
         for id in &self.after {
             s = s.after(*id);
         }

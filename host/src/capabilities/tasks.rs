@@ -120,9 +120,12 @@ impl Host for TasksView<'_> {
             "tools": req.tools,
         });
         let mut request = request;
+        // Only when present, so that older records keep their identity.
         if !req.validators.is_empty() {
-            // Only when present, so that older records keep their identity.
             request["validators"] = json!(req.validators);
+        }
+        if let Some(why) = &req.decomposition_reasoning {
+            request["decomposition_reasoning"] = json!(why);
         }
         let mut call = self.site.begin(EventKind::TasksSpawn, request.clone())?;
         if let Some(rec) = call.replayed() {
