@@ -1,10 +1,18 @@
 //! Semantic checkpoints: the agent's own state (JSON-encoded) plus a note on what
-//! it was doing. A resumed task finds its latest checkpoint with [`load`].
+//! it was doing. A resumed task finds its latest checkpoint with [`load`]; the host
+//! adds what it knew at the save — the reasoning steps and tool results so far, as a
+//! ready "continue from step N" text ([`Saved::restart_context`]) that
+//! [`crate::llm::Request::continue_from`] puts in front of the next LLM request.
 //!
 //! ```ignore
 //! #[derive(Serialize, Deserialize, Default)]
 //! struct State { done: Vec<String> }
-//! let mut state = checkpoint::load::<State>().map(|s| s.state).unwrap_or_default();
+//! let saved = checkpoint::load::<State>();
+//! let mut request = llm::Request::new();
+//! if let Some(saved) = &saved {
+//!     request = request.continue_from(saved); // "continue from step N, you already did …"
+//! }
+//! let mut state = saved.map(|s| s.state).unwrap_or_default();
 //! state.done.push("step 1".into());
 //! checkpoint::save(&state, "finished step 1")?;
 //! ```
@@ -26,6 +34,12 @@ pub struct Saved<T> {
     pub step: u32,
     /// Wall-clock time of the save, milliseconds since the Unix epoch.
     pub saved_at_ms: u64,
+    /// Hash of what the task had seen at the save: its input, every LLM prompt, every
+    /// tool result.
+    pub context_hash: String,
+    /// "Continue from step N; here is what you already did": the reasoning steps and
+    /// tool results up to the save, to prepend to the next LLM request.
+    pub restart_context: String,
 }
 
 /// Saves `state` (as JSON) with a note; returns the checkpoint's sequence number
@@ -51,6 +65,8 @@ pub fn try_load<T: DeserializeOwned>() -> Result<Option<Saved<T>>, Error> {
         note: c.note,
         step: c.step,
         saved_at_ms: c.saved_at_ms,
+        context_hash: c.context_hash,
+        restart_context: c.restart_context,
     }))
 }
 
@@ -61,5 +77,7 @@ pub fn load_raw() -> Option<Saved<Vec<u8>>> {
         note: c.note,
         step: c.step,
         saved_at_ms: c.saved_at_ms,
+        context_hash: c.context_hash,
+        restart_context: c.restart_context,
     })
 }

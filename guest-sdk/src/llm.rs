@@ -55,6 +55,19 @@ pub struct Request {
     max_cost_usd: Option<f64>,
     max_latency_ms: Option<u32>,
     max_wait_ms: Option<u32>,
+    min_quality: Option<f32>,
+}
+
+thread_local! {
+    /// The task type of requests that name none ([`set_default_task_type`]).
+    static DEFAULT_TASK_TYPE: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Name the task type of every later request of this agent that names none: the agent
+/// says once what kind of work it does ("summarize", "classify"), and the host routes
+/// and predicts its calls by that type's history.
+pub fn set_default_task_type(t: impl Into<String>) {
+    DEFAULT_TASK_TYPE.with(|d| *d.borrow_mut() = Some(t.into()));
 }
 
 impl Default for Request {
@@ -80,6 +93,7 @@ impl Request {
             max_cost_usd: None,
             max_latency_ms: None,
             max_wait_ms: None,
+            min_quality: None,
         }
     }
 
@@ -110,6 +124,21 @@ impl Request {
     /// Appends the result of the tool call `call_id` (see [`Response::tool_calls`]).
     pub fn tool_result(self, call_id: impl Into<String>, content: impl Into<String>) -> Self {
         self.push(Role::Tool, content.into(), Some(call_id.into()))
+    }
+
+    /// Puts a checkpoint's restart context ("continue from step N; here is what you
+    /// already did") first in the request, as a system message: a task restarted from
+    /// a checkpoint continues instead of starting over.
+    pub fn continue_from<T>(mut self, saved: &crate::checkpoint::Saved<T>) -> Self {
+        self.messages.insert(
+            0,
+            Message {
+                role: Role::System,
+                content: saved.restart_context.clone(),
+                tool_call_id: None,
+            },
+        );
+        self
     }
 
     /// Appends an arbitrary message.
@@ -173,6 +202,12 @@ impl Request {
         self
     }
 
+    /// Refuse models whose quality on this request's task type (0..1) is below `q`.
+    pub fn min_quality(mut self, q: f32) -> Self {
+        self.min_quality = Some(q);
+        self
+    }
+
     /// Minimum context window the chosen model must have, in tokens.
     pub fn min_context(mut self, tokens: u32) -> Self {
         self.min_context = Some(tokens);
@@ -225,7 +260,11 @@ impl Request {
             max_cost_usd: self.max_cost_usd,
             max_latency_ms: self.max_latency_ms,
             max_wait_ms: self.max_wait_ms,
-            task_type: self.task_type.clone(),
+            min_quality: self.min_quality,
+            task_type: self
+                .task_type
+                .clone()
+                .or_else(|| DEFAULT_TASK_TYPE.with(|d| d.borrow().clone())),
             tools: self
                 .tools
                 .iter()

@@ -76,6 +76,8 @@ pub struct Spawn {
     estimated_cost_usd: Option<f64>,
     tools: Vec<String>,
     validators: Vec<String>,
+    memory_mb: Option<u32>,
+    cpu_ms: Option<u32>,
     reasoning: Option<String>,
 }
 
@@ -97,6 +99,8 @@ impl Spawn {
             estimated_cost_usd: None,
             tools: Vec::new(),
             validators: Vec::new(),
+            memory_mb: None,
+            cpu_ms: None,
             reasoning: None,
         }
     }
@@ -131,6 +135,20 @@ impl Spawn {
     /// Wall-clock limit for the child, in milliseconds.
     pub fn timeout_ms(mut self, ms: u32) -> Self {
         self.timeout_ms = Some(ms);
+        self
+    }
+
+    /// The child's memory limit in MiB (at most the run's `limits.memory_mb`, or the
+    /// spawn is refused).
+    pub fn memory_mb(mut self, mb: u32) -> Self {
+        self.memory_mb = Some(mb);
+        self
+    }
+
+    /// The child's CPU time limit in ms (at most the run's `limits.cpu_ms`, or the
+    /// spawn is refused).
+    pub fn cpu_ms(mut self, ms: u32) -> Self {
+        self.cpu_ms = Some(ms);
         self
     }
 
@@ -213,6 +231,8 @@ impl Spawn {
             estimated_cost_usd: self.estimated_cost_usd,
             tools: self.tools.clone(),
             validators: self.validators.clone(),
+            memory_mb: self.memory_mb,
+            cpu_ms: self.cpu_ms,
             decomposition_reasoning: self.reasoning.clone(),
         };
         Ok(raw::spawn(&req)?)
@@ -228,6 +248,33 @@ pub fn wait(id: TaskId) -> Outcome {
 /// the order of `ids`.
 pub fn wait_all(ids: &[TaskId]) -> Vec<Outcome> {
     ids.iter().map(|&id| wait(id)).collect()
+}
+
+/// A critical conflict a partial join left for a human (re-exported from the interface).
+pub use raw::PendingMerge;
+
+/// Waits for a child like [`wait`], but a critical conflict in its workspace changes
+/// does not block the join: everything else is merged now, and the critical files —
+/// still at this task's version — are returned pending. Take each with [`take_merge`]
+/// when the work needs it; any not taken is applied when this task finishes, before
+/// its output counts.
+///
+/// ```ignore
+/// let (outcome, pending) = tasks::wait_partial(child);
+/// // … go on with everything that does not touch the pending files …
+/// for p in pending {
+///     let decided = tasks::take_merge(p.id)?; // waits for the human's decision
+/// }
+/// ```
+pub fn wait_partial(id: TaskId) -> (Outcome, Vec<PendingMerge>) {
+    let joined = raw::wait_partial(id);
+    (joined.outcome.into(), joined.pending)
+}
+
+/// Waits until a human has decided pending conflict `id` (from [`wait_partial`]) and
+/// applies the decision to this task's workspace; returns the decided text.
+pub fn take_merge(id: u64) -> Result<String, Error> {
+    raw::take_merge(id).map_err(Error::Other)
 }
 
 /// Cancels a child and its descendants; `false` if it had already finished.

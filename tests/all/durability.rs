@@ -224,7 +224,7 @@ fn crash_at_every_ledger_event_of_a_multi_agent_run_then_resume() {
         kills += 1;
         let in_doubt = in_doubt_intents(&db);
         let recorded_llm = llm_calls(&db);
-        let before_resume = server.requests().len();
+        let before_resume = server.settled_request_count(std::time::Duration::from_millis(100));
         let resumed = agentflow_on(
             &db,
             ["resume", &only_run_id(&db), "--json"]

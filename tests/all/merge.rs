@@ -289,7 +289,7 @@ async fn each_merge_category_trivial_semantic_and_critical() {
     let rejected = of("todo.rs", 3);
     assert_eq!(rejected.category.as_str(), "critical");
     assert!(
-        rejected.reasoning.contains("validator `pattern`"),
+        rejected.reasoning.contains("no-todo: matches forbidden"),
         "the merged text failed the merge validator: {rejected:?}"
     );
     let secret = of("secrets/key.txt", 4);
@@ -352,7 +352,7 @@ reply = "MERGED:\nchild:alpha\nBETA, revised\ngamma\ndelta\nEPSILON\nzeta\neta\n
         results[7]["reasoning"][2]
             .as_str()
             .unwrap()
-            .contains("task 4: semantic: both revisions of beta kept"),
+            .contains("task 4: semantic: merged with tasks [2, 3, 4] in one LLM merge: both revisions of beta kept"),
         "{}",
         results[7]
     );

@@ -367,6 +367,8 @@ async fn decision_batch(iterations: u32) -> (Duration, Duration) {
         max_latency_ms: None,
         max_wait_ms: None,
         budget_remaining: 100.0,
+        min_quality: None,
+        agent: None,
     };
     let start = Instant::now();
     for _ in 0..iterations {

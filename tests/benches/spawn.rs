@@ -82,6 +82,17 @@ impl TaskRunner for NeverRuns {
     async fn run_task(&self, _run: Arc<RunContext>, _start: TaskStart) -> TaskOutcome {
         std::future::pending().await
     }
+
+    async fn validate_merged(
+        &self,
+        _run: Arc<RunContext>,
+        _task_id: u64,
+        _agent: &ComponentRef,
+        _input: &str,
+        _text: &str,
+    ) -> Result<(), String> {
+        Err("this bench merges nothing".into())
+    }
 }
 
 fn request(description: String) -> SpawnRequest {
@@ -99,6 +110,7 @@ fn request(description: String) -> SpawnRequest {
         estimated_cost_usd: None,
         tools: Vec::new(),
         validators: Vec::new(),
+        needs: Default::default(),
     }
 }
 

@@ -34,8 +34,14 @@ enum Op {
         note: String,
     },
     Load,
+    /// The latest checkpoint's step, context hash and restart context.
+    LoadContext,
     Spawn(SpawnOp),
     Wait(TaskId),
+    /// Wait without blocking on critical conflicts; the result lists those left pending.
+    WaitPartial(TaskId),
+    /// Take every conflict the last `wait_partial` left pending (waits for humans).
+    TakePending,
     SpawnWait(SpawnOp),
     Cancel(TaskId),
     /// Merge completed children's outputs as proposals over `base`.
@@ -79,6 +85,14 @@ struct LlmOp {
     max_latency_ms: Option<u32>,
     #[serde(default)]
     max_wait_ms: Option<u32>,
+    /// Put the latest checkpoint's restart context first in the request.
+    #[serde(default)]
+    continue_from_checkpoint: bool,
+    #[serde(default)]
+    min_quality: Option<f32>,
+    /// Functions offered to the model (names; any arguments).
+    #[serde(default)]
+    tools: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -109,6 +123,8 @@ struct SpawnOp {
     tools: Vec<String>,
     /// Validator configs (JSON objects, or strings passed through as they are).
     validators: Vec<Value>,
+    memory_mb: Option<u32>,
+    cpu_ms: Option<u32>,
     /// Why the parent splits this off (`Spawn::reasoning`).
     reasoning: Option<String>,
 }
@@ -136,6 +152,12 @@ impl SpawnOp {
         }
         if self.fail_fast {
             s = s.fail_fast();
+        }
+        if let Some(mb) = self.memory_mb {
+            s = s.memory_mb(mb);
+        }
+        if let Some(ms) = self.cpu_ms {
+            s = s.cpu_ms(ms);
         }
         if let Some(t) = self.timeout_ms {
             s = s.timeout_ms(t);
@@ -167,6 +189,11 @@ impl SpawnOp {
 
 fn err(e: Error) -> Value {
     json!({ "err": format!("{e:?}") })
+}
+
+thread_local! {
+    /// The conflicts the last `wait_partial` left pending.
+    static PENDING: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 fn outcome(o: Outcome) -> Value {
@@ -203,6 +230,11 @@ fn execute(op: Op) -> Result<Value, String> {
     Ok(match op {
         Op::Llm(o) => {
             let mut req = Request::new().user(o.prompt);
+            if o.continue_from_checkpoint
+                && let Some(saved) = checkpoint::load_raw()
+            {
+                req = req.continue_from(&saved);
+            }
             if let Some(m) = o.model {
                 req = req.model(m);
             }
@@ -234,6 +266,12 @@ fn execute(op: Op) -> Result<Value, String> {
             }
             if let Some(w) = o.max_wait_ms {
                 req = req.max_wait_ms(w);
+            }
+            if let Some(q) = o.min_quality {
+                req = req.min_quality(q);
+            }
+            for t in o.tools {
+                req = req.tool(t, "a test function", json!({"type": "object"}));
             }
             match req.send() {
                 Ok(r) => json!({ "ok": {
@@ -271,11 +309,34 @@ fn execute(op: Op) -> Result<Value, String> {
         Op::Load => checkpoint::load::<Value>()
             .map(|s| s.state)
             .unwrap_or(Value::Null),
+        Op::LoadContext => checkpoint::load_raw()
+            .map(|s| json!({ "step": s.step, "context_hash": s.context_hash, "restart_context": s.restart_context }))
+            .unwrap_or(Value::Null),
         Op::Spawn(s) => match s.spawn() {
             Ok(id) => json!({ "ok": id }),
             Err(e) => err(e),
         },
         Op::Wait(id) => outcome(tasks::wait(id)),
+        Op::WaitPartial(id) => {
+            let (o, pending) = tasks::wait_partial(id);
+            let listed: Vec<Value> = pending
+                .iter()
+                .map(|p| json!({ "id": p.id, "subject": p.subject, "reason": p.reason }))
+                .collect();
+            PENDING.with(|all| *all.borrow_mut() = pending.iter().map(|p| p.id).collect());
+            json!({ "outcome": outcome(o), "pending": listed })
+        }
+        Op::TakePending => {
+            let ids = PENDING.with(|all| std::mem::take(&mut *all.borrow_mut()));
+            let taken: Vec<Value> = ids
+                .into_iter()
+                .map(|id| match tasks::take_merge(id) {
+                    Ok(text) => json!({ "ok": text }),
+                    Err(e) => err(e),
+                })
+                .collect();
+            json!(taken)
+        }
         Op::SleepMs(ms) => {
             std::thread::sleep(std::time::Duration::from_millis(ms));
             Value::Null

@@ -19,7 +19,7 @@ pub mod retry;
 pub mod review;
 pub mod validate;
 
-use crate::bindings::checkpoint::Checkpoint;
+use crate::capabilities::checkpoint::Restart;
 use crate::ledger::{EventKind, EventRecord};
 use crate::merge::MergeConfig;
 use crate::replay::DivergencePolicy;
@@ -65,6 +65,23 @@ impl TaskRunner for Runner {
             start.slot,
         )
         .await
+    }
+
+    async fn validate_merged(
+        &self,
+        run: Arc<RunContext>,
+        task_id: u64,
+        agent: &ComponentRef,
+        input: &str,
+        text: &str,
+    ) -> Result<(), String> {
+        let agent = self
+            .runtime
+            .get(agent)
+            .map_err(|e| format!("cannot load the component: {e:#}"))?;
+        validate::validate_merge(self, &run, task_id, &agent, input, text)
+            .await
+            .map_err(|f| f.to_string())
     }
 }
 
@@ -245,7 +262,7 @@ async fn after_divergence(
         }
     };
     let note = json!({ "error": divergence, "policy": run.settings.divergence,
-                       "restart_from_checkpoint": restart.as_ref().map(|(n, c)| json!({ "number": n, "note": c.note, "step": c.step })) });
+                       "restart_from_checkpoint": restart.as_ref().map(|r| json!({ "number": r.number, "note": r.checkpoint.note, "step": r.checkpoint.step })) });
     let event = EventRecord::note(
         run.run_id.clone(),
         task_id,
@@ -323,20 +340,19 @@ async fn last_attempt_model(run: &RunContext, task_id: u64) -> Option<String> {
     models.all(|m| m == first).then_some(first)
 }
 
-/// The task's latest checkpoint in the ledger, with its number.
-fn last_checkpoint(run: &RunContext, task_id: u64) -> Option<(u32, Checkpoint)> {
+/// The task's latest checkpoint in the ledger, ready to restart from.
+fn last_checkpoint(run: &RunContext, task_id: u64) -> Option<Restart> {
     let conn = run.ledger.reader().ok()?;
     let row = crate::ledger::query::checkpoints(&conn, &run.run_id, Some(task_id))
         .ok()?
         .pop()?;
     let state = crate::ledger::query::blob(&conn, &row.state_hash).ok()??;
-    Some((
+    Some(Restart::from_saved(
         row.number,
-        Checkpoint {
-            state,
-            note: row.note,
-            step: row.step,
-            saved_at_ms: row.saved_at as u64,
-        },
+        state,
+        row.note,
+        row.step,
+        row.saved_at as u64,
+        row.host_state,
     ))
 }

@@ -218,7 +218,7 @@ pub async fn validate(
             .with_reader(|conn| crate::checks::spawned::of_task(conn, &run.run_id, task_id))
             .unwrap_or_default()
     };
-    let mut validators: Vec<&ValidatorConfig> = run
+    let validators: Vec<&ValidatorConfig> = run
         .settings
         .validators
         .iter()
@@ -228,6 +228,56 @@ pub async fn validate(
         })
         .chain(own.iter())
         .collect();
+    if validators.is_empty() {
+        return Ok(());
+    }
+    check_all(runner, run, task_id, agent, validators, input, output, None).await
+}
+
+/// Check a merged text (task `task_id`'s, `subject` what was merged) with every
+/// validator declared for agent `merge`. Verdicts are recorded under the task, marked
+/// with the merge's subject; they feed no model's quality score (the merge model's
+/// call is the host's, not the task's).
+pub async fn validate_merge(
+    runner: &Runner,
+    run: &Arc<RunContext>,
+    task_id: u64,
+    agent: &Arc<crate::runtime::LoadedAgent>,
+    input: &str,
+    text: &str,
+) -> Result<(), Failure> {
+    let validators: Vec<&ValidatorConfig> = run
+        .settings
+        .validators
+        .iter()
+        .filter(|v| v.agents.iter().any(|a| a == "merge"))
+        .collect();
+    check_all(
+        runner,
+        run,
+        task_id,
+        agent,
+        validators,
+        input,
+        text,
+        Some(input),
+    )
+    .await
+}
+
+/// Run `validators` on `output`, cheapest first. `merge`: the subject when the output
+/// is a merged text rather than the task's own output.
+#[allow(clippy::too_many_arguments)]
+async fn check_all(
+    runner: &Runner,
+    run: &Arc<RunContext>,
+    task_id: u64,
+    agent: &Arc<crate::runtime::LoadedAgent>,
+    mut validators: Vec<&ValidatorConfig>,
+    input: &str,
+    output: &str,
+    merge: Option<&str>,
+) -> Result<(), Failure> {
     if validators.is_empty() {
         return Ok(());
     }
@@ -242,6 +292,8 @@ pub async fn validate(
         .ledger
         .with_reader(|conn| ledger_facts(run, Some(conn), task_id, with_tools))
         .unwrap_or_default();
+    // A merged text was produced by the merge model, not by the task's model.
+    let producer = producer.filter(|_| merge.is_none());
     // Verdicts of cheap validators are committed together, before any validator that
     // calls out (judge, component, outcome) and before the result is returned.
     let mut pending: Vec<EventRecord> = Vec::new();
@@ -324,7 +376,7 @@ pub async fn validate(
             task_id,
             EventKind::ValidationResult,
             !matches!(verdict, Verdict::Fail(_)),
-            json!({ "validator": v.label(), "kind": v.kind.name() }),
+            json!({ "validator": v.label(), "kind": v.kind.name(), "merge": merge }),
             response,
         );
         pending.push(event);
@@ -342,7 +394,11 @@ pub async fn validate(
     }
     // Every validator passed. Their verdicts need not hold the task up: they are
     // committed with the task's end, which the caller records next; a crash before
-    // that resumes the task, and validation runs again.
+    // that resumes the task, and validation runs again. A merge's verdicts are not
+    // part of the task's end: they are committed with the merge's decision.
+    if merge.is_some() {
+        return flush(run, &mut pending).await;
+    }
     run.defer(task_id, pending);
     Ok(())
 }

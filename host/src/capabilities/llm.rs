@@ -208,6 +208,24 @@ fn to_chat(req: &Request, model: String) -> ChatRequest {
     }
 }
 
+/// The capabilities a request needs: those it names, and `function-calling` when it
+/// offers the model tools — if the catalog declares that capability at all (a catalog
+/// that never names it is taken to call functions everywhere).
+fn required_capabilities(req: &Request, scheduler: &crate::scheduler::Scheduler) -> Vec<String> {
+    let mut needed = req.capabilities.clone();
+    const CALLS: &str = "function-calling";
+    if !req.tools.is_empty()
+        && !needed.iter().any(|c| c.eq_ignore_ascii_case(CALLS))
+        && scheduler
+            .models()
+            .iter()
+            .any(|m| m.has_capabilities(&[CALLS.to_string()]))
+    {
+        needed.push(CALLS.to_string());
+    }
+    needed
+}
+
 impl Host for LlmView<'_> {
     async fn complete(&mut self, req: Request) -> wasmtime::Result<Result<Response, LlmError>> {
         let mut template = to_chat(&req, String::new());
@@ -224,6 +242,10 @@ impl Host for LlmView<'_> {
         // What the guest asked, independent of host state (budget, health): the replay key.
         let identity =
             json!({ "chat": template, "pin": req.model, "allow_fallback": req.allow_fallback });
+        {
+            use sha2::Digest;
+            self.site.seen.update(identity.to_string().as_bytes());
+        }
         let mut durable = self.site.begin(EventKind::LlmComplete, identity)?;
         if let Some(rec) = durable.replayed() {
             return replayed_result(&rec);
@@ -240,7 +262,7 @@ impl Host for LlmView<'_> {
                 .unwrap_or(self.site.run.settings.default_max_output_tokens)
                 as u64,
             priority: priority(req.priority),
-            capabilities: req.capabilities.clone(),
+            capabilities: required_capabilities(&req, &self.site.run.scheduler),
             min_context_window: req.min_context_window,
             task_type: req.task_type.clone(),
             pinned: self
@@ -257,6 +279,8 @@ impl Host for LlmView<'_> {
             max_latency_ms: req.max_latency_ms.map(u64::from),
             max_wait_ms: req.max_wait_ms.map(u64::from),
             budget_remaining: self.site.run.budget.remaining(self.site.task_id),
+            min_quality: req.min_quality.map(f64::from),
+            agent: Some(self.llm.agent.clone()).filter(|a| !a.is_empty()),
         };
         let request_json = json!({ "chat": template, "scheduling": sreq });
         let started_at = durable.started_at;
@@ -377,6 +401,7 @@ impl Host for LlmView<'_> {
                     let change = scheduler.succeeded(
                         &grant,
                         sreq.task_type.as_deref(),
+                        sreq.agent.as_deref().unwrap_or(""),
                         &reply,
                         latency,
                         cost,
@@ -439,6 +464,7 @@ impl Host for LlmView<'_> {
                     scheduler.failed(
                         &grant,
                         sreq.task_type.as_deref(),
+                        sreq.agent.as_deref().unwrap_or(""),
                         &err,
                         completion.final_attempt_latency,
                     );

@@ -65,13 +65,18 @@ pub struct CallSite {
     /// Set by the ledger writer when one of this agent's buffered writes failed: the
     /// agent is stopped at its next host call.
     pub(crate) write_failure: Arc<std::sync::OnceLock<String>>,
+    /// Digest of what the task has seen: its input, every LLM prompt, every tool
+    /// result (a checkpoint's context hash).
+    pub(crate) seen: sha2::Sha256,
 }
 
 /// `trace`'s state: the reasoning steps so far.
 #[derive(Default)]
 pub struct TraceState {
     pub(crate) steps: u32,
-    /// The last reasoning steps (number, thought, action), for checkpoints' host state.
+    /// Every reasoning step so far (step, thought, action, observation, confidence),
+    /// for checkpoints. Bounded like the trace events it mirrors: the texts are the
+    /// bounded ones, and each step's event counts against `limits.max_ledger_bytes`.
     pub(crate) step_log: Vec<Value>,
 }
 
@@ -86,11 +91,17 @@ pub struct Progress {
     pub(crate) tool_seqs: Vec<u64>,
     /// Children whose completed outcome this task has received.
     pub(crate) children_done: Vec<u64>,
+    /// Every successful tool result so far, keyed `name` (then `name#2`, `name#3`, …
+    /// for later calls of the same tool), each cut to [`checkpoint::TOOL_OUTPUT_CHARS`].
+    pub(crate) tool_outputs: Vec<(String, String)>,
 }
 
 /// `llm`'s scope for this attempt.
 #[derive(Default)]
 pub struct LlmScope {
+    /// The agent making the calls (its component's or `[agents]` name), whose own
+    /// history predicts them first.
+    pub(crate) agent: String,
     /// Validator feedback from a failed attempt, added to every LLM prompt of this one.
     pub(crate) feedback: Option<String>,
     /// The model every LLM call of this attempt is pinned to (an escalated retry).
@@ -109,6 +120,9 @@ pub struct TaskScope {
     pub(crate) merge: Arc<MergeConfig>,
     /// The task's execution slot; given back while it waits for a child.
     pub(crate) slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// Conflicts partial joins left pending and the task has not taken yet: waited
+    /// for and applied when the task finishes.
+    pub(crate) partial_merges: Vec<u64>,
 }
 
 /// A validator component's scope: who it is and the tools it may call. Its calls are
@@ -189,6 +203,7 @@ impl TaskCtx {
                 validator: None,
                 ledger_bytes: 0,
                 write_failure: Default::default(),
+                seen: Default::default(),
             },
             trace: TraceState::default(),
             progress: Progress::default(),
@@ -198,6 +213,7 @@ impl TaskCtx {
                 agent,
                 merge,
                 slot: None,
+                partial_merges: Vec::new(),
             },
         }
     }

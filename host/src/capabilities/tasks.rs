@@ -1,12 +1,13 @@
-//! `agentflow:agent/tasks`: spawn, wait for and cancel sub-agents.
+//! `agentflow:agent/tasks`: spawn, wait for (fully, or partially: critical conflicts
+//! left pending and taken later) and cancel sub-agents, and merge their proposals.
 //!
 //! The supervisor (`crate::supervisor`) decides and runs; this module translates
 //! between WIT types and the supervisor's, and records each call.
 
 use super::views::TasksView;
 use crate::bindings::tasks::{
-    AgentRef, Dependency, Host, MergeCategory, MergeResult, Outcome, SpawnError, SpawnRequest,
-    TaskId,
+    AgentRef, Dependency, Host, MergeCategory, MergeResult, Outcome, PartialJoin, PendingMerge,
+    SpawnError, SpawnRequest, TaskId,
 };
 use crate::ledger::EventKind;
 use crate::supervisor::{self, SpawnRefusal, TaskOutcome};
@@ -67,6 +68,25 @@ fn outcome_from_json(v: &serde_json::Value) -> Outcome {
     }
 }
 
+fn pending_json(pending: &[PendingMerge]) -> serde_json::Value {
+    pending
+        .iter()
+        .map(|p| json!({ "id": p.id, "subject": p.subject, "reason": p.reason }))
+        .collect()
+}
+
+fn pending_from_json(v: &serde_json::Value) -> Vec<PendingMerge> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| PendingMerge {
+            id: p["id"].as_u64().unwrap_or(0),
+            subject: p["subject"].as_str().unwrap_or_default().to_string(),
+            reason: p["reason"].as_str().unwrap_or_default().to_string(),
+        })
+        .collect()
+}
+
 fn merge_from_json(ok: bool, v: &serde_json::Value) -> Result<MergeResult, String> {
     if !ok {
         return Err(v["error"].as_str().unwrap_or("merge failed").to_string());
@@ -124,6 +144,12 @@ impl Host for TasksView<'_> {
         if !req.validators.is_empty() {
             request["validators"] = json!(req.validators);
         }
+        if let Some(mb) = req.memory_mb {
+            request["memory_mb"] = json!(mb);
+        }
+        if let Some(ms) = req.cpu_ms {
+            request["cpu_ms"] = json!(ms);
+        }
         if let Some(why) = &req.decomposition_reasoning {
             request["decomposition_reasoning"] = json!(why);
         }
@@ -161,6 +187,10 @@ impl Host for TasksView<'_> {
             estimated_cost_usd: req.estimated_cost_usd,
             tools: req.tools,
             validators: Vec::new(),
+            needs: supervisor::TaskNeeds {
+                memory_mb: req.memory_mb.map(u64::from),
+                cpu_ms: req.cpu_ms.map(u64::from),
+            },
         };
         let run = self.site.run.clone();
         let result = match crate::checks::spawned::parse(&req.validators) {
@@ -190,50 +220,47 @@ impl Host for TasksView<'_> {
     }
 
     async fn wait(&mut self, id: TaskId) -> wasmtime::Result<Outcome> {
+        Ok(self.join(id, false).await?.outcome)
+    }
+
+    async fn wait_partial(&mut self, id: TaskId) -> wasmtime::Result<PartialJoin> {
+        self.join(id, true).await
+    }
+
+    async fn take_merge(&mut self, id: u64) -> wasmtime::Result<Result<String, String>> {
+        let request = json!({ "merge_id": id });
         let mut call = self
             .site
-            .begin(EventKind::TasksWait, json!({ "task_id": id }))?;
+            .begin(EventKind::TasksTakeMerge, request.clone())?;
         if let Some(rec) = call.replayed() {
-            let outcome = outcome_from_json(&rec.response()?);
-            if matches!(outcome, Outcome::Completed(_)) {
-                self.progress.children_done.push(id);
-            }
-            return Ok(outcome);
+            self.tasks.partial_merges.retain(|m| *m != id);
+            let v = rec.response()?;
+            return Ok(match v["text"].as_str() {
+                Some(text) if rec.ok => Ok(text.to_string()),
+                _ => Err(v["error"]
+                    .as_str()
+                    .unwrap_or("take-merge failed")
+                    .to_string()),
+            });
         }
         let run = self.site.run.clone();
-        // Give the execution slot back while waiting, so waiting parents cannot starve
-        // their own children of slots.
         let had_slot = self.tasks.slot.take().is_some();
-        let outcome = run.wait(self.site.task_id, id).await;
-        // The join: a completed child's workspace changes merge into this task's view
-        // (waiting here while a critical conflict is with a human).
-        if matches!(outcome, Some(TaskOutcome::Completed(_))) {
-            crate::merge::join_workspace(&run, &self.tasks.merge, self.site.task_id, id)
-                .await
-                .map_err(|e| {
-                    wasmtime::format_err!("cannot merge task {id}'s workspace changes: {e:#}")
-                })?;
-        }
+        let taken = crate::merge::take_pending(&run, self.site.task_id, id)
+            .await
+            .map_err(|e| wasmtime::format_err!("cannot take merge {id}: {e:#}"))?;
         if had_slot {
             self.tasks.slot = run.take_slot().await;
         }
-        let ok = matches!(outcome, Some(TaskOutcome::Completed(_)));
-        if ok {
-            self.progress.children_done.push(id);
+        if taken.is_ok() {
+            self.tasks.partial_merges.retain(|m| *m != id);
         }
-        call.finish(
-            self.site,
-            ok,
-            json!({ "task_id": id }),
-            outcome_json(&outcome),
-        )
-        .await?;
-        Ok(match outcome {
-            Some(TaskOutcome::Completed(s)) => Outcome::Completed(s),
-            Some(TaskOutcome::Failed(s)) => Outcome::Failed(s),
-            Some(TaskOutcome::Cancelled) => Outcome::Cancelled,
-            None => Outcome::UnknownTask,
-        })
+        let response = match &taken {
+            Ok(text) => json!({ "text": text }),
+            Err(e) => json!({ "error": e }),
+        };
+        call.finish(self.site, taken.is_ok(), request, response)
+            .await?;
+        Ok(taken)
     }
 
     async fn merge(
@@ -249,16 +276,15 @@ impl Host for TasksView<'_> {
         let run = self.site.run.clone();
         let call_number = self.site.host_calls;
         let had_slot = self.tasks.slot.take().is_some();
-        let merged = crate::merge::merge_proposals(
-            &run,
-            &self.tasks.merge,
-            self.site.task_id,
-            call_number,
-            &base,
-            &ids,
-        )
-        .await
-        .map_err(|e| wasmtime::format_err!("cannot merge proposals: {e:#}"))?;
+        let join = crate::merge::Join {
+            run: &run,
+            cfg: &self.tasks.merge,
+            parent: self.site.task_id,
+            agent: &self.tasks.agent,
+        };
+        let merged = crate::merge::merge_proposals(&join, call_number, &base, &ids)
+            .await
+            .map_err(|e| wasmtime::format_err!("cannot merge proposals: {e:#}"))?;
         if had_slot {
             self.tasks.slot = run.take_slot().await;
         }
@@ -288,5 +314,78 @@ impl Host for TasksView<'_> {
         )
         .await?;
         Ok(cancelled)
+    }
+}
+
+impl TasksView<'_> {
+    /// `wait` and `wait-partial`: wait for child `id`, then join its workspace changes
+    /// (with `partial`, leaving critical conflicts pending instead of waiting).
+    async fn join(&mut self, id: TaskId, partial: bool) -> wasmtime::Result<PartialJoin> {
+        let request = if partial {
+            json!({ "task_id": id, "partial": true })
+        } else {
+            json!({ "task_id": id })
+        };
+        let mut call = self.site.begin(EventKind::TasksWait, request.clone())?;
+        if let Some(rec) = call.replayed() {
+            let response = rec.response()?;
+            let outcome = outcome_from_json(&response);
+            if matches!(outcome, Outcome::Completed(_)) {
+                self.progress.children_done.push(id);
+            }
+            let pending = pending_from_json(&response["pending"]);
+            self.tasks
+                .partial_merges
+                .extend(pending.iter().map(|p| p.id));
+            return Ok(PartialJoin { outcome, pending });
+        }
+        let run = self.site.run.clone();
+        // Give the execution slot back while waiting, so waiting parents cannot starve
+        // their own children of slots.
+        let had_slot = self.tasks.slot.take().is_some();
+        let outcome = run.wait(self.site.task_id, id).await;
+        // The join: a completed child's workspace changes merge into this task's view
+        // (waiting here while a critical conflict is with a human, unless partial).
+        let mut pending = Vec::new();
+        if matches!(outcome, Some(TaskOutcome::Completed(_))) {
+            let agent = &self.tasks.agent;
+            let (merge, task) = (&self.tasks.merge, self.site.task_id);
+            pending = crate::merge::join_workspace(&run, merge, task, agent, id, partial)
+                .await
+                .map_err(|e| {
+                    wasmtime::format_err!("cannot merge task {id}'s workspace changes: {e:#}")
+                })?;
+        }
+        if had_slot {
+            self.tasks.slot = run.take_slot().await;
+        }
+        let ok = matches!(outcome, Some(TaskOutcome::Completed(_)));
+        if ok {
+            self.progress.children_done.push(id);
+        }
+        let pending: Vec<PendingMerge> = pending
+            .into_iter()
+            .map(|row| PendingMerge {
+                id: row.id,
+                subject: row.subject,
+                reason: row.reasoning,
+            })
+            .collect();
+        self.tasks
+            .partial_merges
+            .extend(pending.iter().map(|p| p.id));
+        let mut response = outcome_json(&outcome);
+        if !pending.is_empty() {
+            // Only a completed child's join leaves conflicts: its outcome is an object.
+            response["pending"] = pending_json(&pending);
+        }
+        call.finish(self.site, ok, request, response).await?;
+        let outcome = match outcome {
+            Some(TaskOutcome::Completed(s)) => Outcome::Completed(s),
+            Some(TaskOutcome::Failed(s)) => Outcome::Failed(s),
+            Some(TaskOutcome::Cancelled) => Outcome::Cancelled,
+            None => Outcome::UnknownTask,
+        };
+        Ok(PartialJoin { outcome, pending })
     }
 }

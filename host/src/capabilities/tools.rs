@@ -157,6 +157,22 @@ impl Host for ToolsView<'_> {
         name: String,
         args_json: String,
     ) -> wasmtime::Result<Result<String, ToolError>> {
+        let result = self.call_tool(&name, args_json).await?;
+        if let Ok(out) = &result {
+            self.note_output(&name, out);
+        }
+        Ok(result)
+    }
+}
+
+impl ToolsView<'_> {
+    /// A guest's tool call: granted, recorded, replayed (see the module docs).
+    async fn call_tool(
+        &mut self,
+        name: &str,
+        args_json: String,
+    ) -> wasmtime::Result<Result<String, ToolError>> {
+        let name = name.to_string();
         let identity = json!({ "name": name, "args": args_json });
         let class = self.site.run.tools.side_effect_of(&name, &args_json);
         let effectful = class.is_some_and(|c| c != tool_impl::SideEffect::None);
@@ -224,5 +240,26 @@ impl Host for ToolsView<'_> {
                 .await?;
         }
         self.run_tool(call, &name, &args_json, key).await
+    }
+
+    /// Remember a tool's result for checkpoints: in the task's seen digest and its
+    /// name → result map.
+    fn note_output(&mut self, name: &str, out: &str) {
+        use sha2::Digest;
+        self.site.seen.update(name.as_bytes());
+        self.site.seen.update(out.as_bytes());
+        let calls = self
+            .progress
+            .tool_outputs
+            .iter()
+            .filter(|(k, _)| k == name || k.strip_prefix(name).is_some_and(|r| r.starts_with('#')))
+            .count();
+        let key = if calls == 0 {
+            name.to_string()
+        } else {
+            format!("{name}#{}", calls + 1)
+        };
+        let kept = super::checkpoint::cut(out);
+        self.progress.tool_outputs.push((key, kept));
     }
 }

@@ -77,12 +77,13 @@ impl Host for TraceView<'_> {
         let thought = self.bounded(&thought, &mut dropped);
         let action = self.bounded(&action, &mut dropped);
         let observation = self.bounded(&observation, &mut dropped);
-        self.trace
-            .step_log
-            .push(json!({ "step": self.trace.steps, "thought": thought, "action": action }));
-        if self.trace.step_log.len() > 20 {
-            self.trace.step_log.remove(0);
-        }
+        self.trace.step_log.push(json!({
+            "step": self.trace.steps,
+            "thought": thought,
+            "action": action,
+            "observation": observation,
+            "confidence": confidence,
+        }));
         if call.replayed().is_some() {
             return Ok(());
         }

@@ -66,6 +66,9 @@ pub struct Aggregate {
 pub struct CallStat<'a> {
     pub model: &'a str,
     pub task_type: &'a str,
+    /// The agent that made the call (its component's or `[agents]` name; empty for
+    /// calls the host makes itself).
+    pub agent: &'a str,
     pub ok: bool,
     pub error: Option<String>,
     pub tokens_in: u64,
@@ -79,13 +82,15 @@ pub struct CallStat<'a> {
 pub struct CallTotals {
     pub model: String,
     pub task_type: String,
+    pub agent: String,
     pub totals: Aggregate,
 }
 
-/// The quality scores of one model, as stored.
+/// The quality scores of one model on one task type, as stored.
 #[derive(Clone, Debug)]
 pub struct QualityTotals {
     pub model: String,
+    pub task_type: String,
     pub scores: u64,
     pub sum: f64,
 }
@@ -130,6 +135,7 @@ pub const FLUSH_AFTER: std::time::Duration = std::time::Duration::from_millis(25
 struct PendingCall {
     model: String,
     task_type: String,
+    agent: String,
     ok: bool,
     error: Option<String>,
     tokens_in: u64,
@@ -155,20 +161,32 @@ impl PerfStore {
 
     /// Set the pragmas and create the tables that are missing.
     pub fn create_tables(&self) -> SqlResult<()> {
-        self.conn.execute_batch(SCHEMA)
+        self.conn.execute_batch(SCHEMA)?;
+        // Added after the first release: which agent made each call.
+        let has_agent: bool = self.conn.query_row(
+            "SELECT COUNT(*) FROM pragma_table_info('calls') WHERE name = 'agent'",
+            [],
+            |r| r.get::<_, i64>(0).map(|n| n > 0),
+        )?;
+        if !has_agent {
+            self.conn
+                .execute_batch("ALTER TABLE calls ADD COLUMN agent TEXT NOT NULL DEFAULT ''")?;
+        }
+        Ok(())
     }
 
     /// The stored totals per model × task type.
     pub fn call_totals(&self) -> SqlResult<Vec<CallTotals>> {
         self.flush()?;
         let mut stmt = self.conn.prepare(
-            "SELECT model, task_type, COUNT(*), SUM(1 - ok), SUM(tokens_in), SUM(tokens_out), SUM(latency_ms), SUM(cost_usd)
-             FROM calls GROUP BY model, task_type",
+            "SELECT model, task_type, COUNT(*), SUM(1 - ok), SUM(tokens_in), SUM(tokens_out), SUM(latency_ms), SUM(cost_usd), agent
+             FROM calls GROUP BY model, task_type, agent",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok(CallTotals {
                 model: r.get(0)?,
                 task_type: r.get(1)?,
+                agent: r.get(8)?,
                 totals: Aggregate {
                     calls: r.get::<_, i64>(2)? as u64,
                     errors: r.get::<_, i64>(3)? as u64,
@@ -184,14 +202,15 @@ impl PerfStore {
 
     /// The stored quality scores per model.
     pub fn quality_totals(&self) -> SqlResult<Vec<QualityTotals>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT model, COUNT(*), SUM(score) FROM quality GROUP BY model")?;
+        let mut stmt = self.conn.prepare(
+            "SELECT model, task_type, COUNT(*), SUM(score) FROM quality GROUP BY model, task_type",
+        )?;
         let rows = stmt.query_map([], |r| {
             Ok(QualityTotals {
                 model: r.get(0)?,
-                scores: r.get::<_, i64>(1)? as u64,
-                sum: r.get(2)?,
+                task_type: r.get(1)?,
+                scores: r.get::<_, i64>(2)? as u64,
+                sum: r.get(3)?,
             })
         })?;
         rows.collect()
@@ -213,6 +232,7 @@ impl PerfStore {
             pending.push(PendingCall {
                 model: stat.model.to_string(),
                 task_type: stat.task_type.to_string(),
+                agent: stat.agent.to_string(),
                 ok: stat.ok,
                 error: stat.error.clone(),
                 tokens_in: stat.tokens_in,
@@ -240,8 +260,8 @@ impl PerfStore {
         let tx = self.conn.unchecked_transaction()?;
         {
             let mut insert = tx.prepare_cached(
-                "INSERT INTO calls (model, task_type, ok, error, tokens_in, tokens_out, latency_ms, cost_usd, at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                "INSERT INTO calls (model, task_type, ok, error, tokens_in, tokens_out, latency_ms, cost_usd, at, agent)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )?;
             for c in &pending {
                 insert.execute(params![
@@ -253,7 +273,8 @@ impl PerfStore {
                     c.tokens_out as i64,
                     c.latency_ms as i64,
                     c.cost_usd,
-                    c.at
+                    c.at,
+                    c.agent
                 ])?;
             }
             let mut upsert = tx.prepare_cached(

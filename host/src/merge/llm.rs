@@ -1,7 +1,10 @@
-//! The LLM merge of a semantic conflict: the merge model gets the base, both sides'
-//! diffs and both tasks' descriptions ([`merge_prompt`]), its reply is parsed
-//! ([`parse_merge_reply`]) and the merged text checked ([`check_merged`]) before the
-//! merge's decision accepts it; otherwise the conflict goes to a human.
+//! The LLM merge of a semantic conflict: the merge model gets the base and every
+//! revision's diff with its task's description — all of them in one prompt, however
+//! many proposals conflict ([`merge_prompt`]) — its reply is parsed
+//! ([`parse_merge_reply`]) and the merged text checked ([`check_merged`]: no conflict
+//! markers, and the whole validator set of agent `merge`, judges and components
+//! included) before the merge's decision accepts it; otherwise the conflict goes to a
+//! human.
 
 use super::MergeConfig;
 use crate::ledger::EventKind;
@@ -10,31 +13,38 @@ use crate::supervisor::host_llm::{self, HostCall};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-/// The three versions the merge model sees.
+/// What the merge model sees: the base and every revision of it, each labelled with
+/// its task.
 pub(super) struct Sides<'a> {
     pub subject: &'a str,
     pub base: &'a str,
-    pub ours: &'a str,
-    pub theirs: &'a str,
-    pub ours_label: String,
-    pub theirs_label: String,
+    /// (label, text), two or more.
+    pub revisions: Vec<(String, &'a str)>,
 }
 
-/// The merge model's prompt.
+/// The merge model's prompt: the base, then each revision as a diff from it.
 fn merge_prompt(s: &Sides<'_>) -> String {
-    format!(
-        "You are merging parallel edits to `{}`.\n\nBase version:\n{}\n\n\
-         Change A ({}), as a diff from the base:\n{}\n\nChange B ({}), as a diff from the base:\n{}\n\n\
-         Reply with the whole merged text between a line `MERGED:` and a line `END MERGED`, \
-         keeping the intent of both changes, then a line `REASONING:` and why. If the changes \
-         contradict each other so that no merge keeps both intents, reply `CONTRADICTORY:` and why.",
-        s.subject,
-        s.base,
-        s.ours_label,
-        diffy::create_patch(s.base, s.ours),
-        s.theirs_label,
-        diffy::create_patch(s.base, s.theirs),
-    )
+    use std::fmt::Write as _;
+    let n = s.revisions.len();
+    let mut prompt = format!(
+        "You are merging parallel edits to `{}`: {n} revisions of one base, all at once.\n\n\
+         Base version:\n{}\n",
+        s.subject, s.base
+    );
+    for (i, (label, text)) in s.revisions.iter().enumerate() {
+        let _ = write!(
+            prompt,
+            "\nChange {} ({label}), as a diff from the base:\n{}\n",
+            i + 1,
+            diffy::create_patch(s.base, text)
+        );
+    }
+    prompt.push_str(
+        "\nReply with the whole merged text between a line `MERGED:` and a line `END MERGED`, \
+         keeping the intent of every change, then a line `REASONING:` and why. If the changes \
+         contradict each other so that no merge keeps every intent, reply `CONTRADICTORY:` and why.",
+    );
+    prompt
 }
 
 /// Why the merge model's reply gives no merge.
@@ -90,7 +100,13 @@ pub(super) async fn llm_merge(
         }
     }
     .ok_or_else(|| "no merge model in the catalog".to_string())?;
-    let max_out = (crate::providers::estimate_tokens(sides.theirs) * 2 + 400).min(32_000);
+    let longest = sides
+        .revisions
+        .iter()
+        .map(|(_, t)| crate::providers::estimate_tokens(t))
+        .max()
+        .unwrap_or(0);
+    let max_out = (longest * 2 + 400).min(32_000);
     let call = HostCall {
         task_id: parent,
         model: &model,
@@ -98,7 +114,7 @@ pub(super) async fn llm_merge(
         max_output_tokens: max_out,
         task_type: "merge",
         kind: EventKind::MergeLlm,
-        request: json!({ "subject": sides.subject }),
+        request: json!({ "subject": sides.subject, "revisions": sides.revisions.len() }),
     };
     host_llm::call(run, call, |text| {
         let parsed = parse_merge_reply(text).map_err(|e| e.to_string());
@@ -108,26 +124,35 @@ pub(super) async fn llm_merge(
     .map_err(|e| e.to_string())
 }
 
-/// A merged text must carry no conflict markers and pass the validators declared for
-/// agent `merge` (programmatic ones: schema, length, patterns).
-pub(super) fn check_merged(run: &RunContext, text: &str) -> Result<(), String> {
+/// A merged text must carry no conflict markers and pass every validator declared for
+/// agent `merge` — schema, length and patterns, and judges and validator components
+/// too (run by the layer above through [`crate::supervisor::TaskRunner`], as the work
+/// of task `parent`, whose component `agent` is).
+pub(super) async fn check_merged(
+    run: &Arc<RunContext>,
+    parent: u64,
+    agent: &crate::supervisor::ComponentRef,
+    subject: &str,
+    text: &str,
+) -> Result<(), String> {
     if text
         .lines()
         .any(|l| l.starts_with("<<<<<<<") || l.starts_with(">>>>>>>"))
     {
         return Err("it still has conflict markers".into());
     }
-    for v in run
+    if !run
         .settings
         .validators
         .iter()
-        .filter(|v| v.agents.iter().any(|a| a == "merge"))
+        .any(|v| v.agents.iter().any(|a| a == "merge"))
     {
-        if let crate::checks::Verdict::Fail(why) = crate::checks::programmatic(v, text) {
-            return Err(format!("validator `{}`: {why}", v.kind.name()));
-        }
+        return Ok(());
     }
-    Ok(())
+    let input = format!("merge of `{subject}`");
+    run.runner
+        .validate_merged(run.clone(), parent, agent, &input, text)
+        .await
 }
 
 #[cfg(test)]

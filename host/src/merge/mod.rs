@@ -10,9 +10,11 @@
 //! - **trivial**: only one side changed, both made the same change, they differ only
 //!   in whitespace, or their hunks do not overlap (a three-way merge by `diffy`) —
 //!   merged automatically;
-//! - **semantic**: overlapping edits — merged by an LLM given the base, both diffs and
-//!   both tasks' descriptions; its merged text must carry no conflict markers and pass
-//!   the validators declared for agent `merge`, or the conflict becomes critical;
+//! - **semantic**: overlapping edits — merged by an LLM given the base, every
+//!   revision's diff and its task's description (for text proposals, all N proposals
+//!   in one call); its merged text must carry no conflict markers and pass every
+//!   validator declared for agent `merge` (judges and components included), or the
+//!   conflict becomes critical;
 //! - **critical**: a path or diff pattern marked critical (`[merge]`), or the merge
 //!   model judging the changes contradictory — escalated to a human
 //!   (`agentflow conflicts`, `agentflow resolve`). The join waits for the decision.
@@ -25,19 +27,21 @@
 //! The LLM merge of a semantic conflict (prompt, reply, checks) is `llm`; a human's
 //! side of critical conflicts is [`resolve`].
 
+mod classify;
 mod llm;
 pub mod resolve;
 
+pub use classify::{Classified, classify};
+
 pub use llm::{MergeReplyError, parse_merge_reply};
 
-use crate::checks::glob;
 /// How a subject was merged (stored in `merges.category`).
 pub use crate::ledger::merges::MergeCategory as Category;
 /// One row of `merges`, contents resolved.
 pub use crate::ledger::merges::MergeRecord as MergeRow;
 use crate::ledger::merges::{self, NewMerge};
 use crate::ledger::{Connection, EventKind, EventRecord, MergeStatus, tasks};
-use crate::supervisor::RunContext;
+use crate::supervisor::{ComponentRef, RunContext};
 use crate::tools::overlay::{self, View};
 use llm::{Sides, check_merged, llm_merge};
 use serde::{Deserialize, Serialize};
@@ -69,98 +73,6 @@ impl Default for MergeConfig {
     }
 }
 
-/// What the three versions of a subject call for, before any LLM is asked.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Classified {
-    /// The child changed nothing.
-    Unchanged,
-    /// Merged without judgement.
-    Trivial { result: String, why: String },
-    /// A human must decide.
-    Critical { why: String },
-    /// Overlapping edits: `diffy`'s output with conflict markers.
-    Conflict { marked: String },
-}
-
-/// The lines a change adds or removes, as text.
-fn changed_lines(from: &str, to: &str) -> String {
-    diffy::create_patch(from, to)
-        .to_string()
-        .lines()
-        .filter(|l| {
-            (l.starts_with('+') && !l.starts_with("+++"))
-                || (l.starts_with('-') && !l.starts_with("---"))
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-fn squash_whitespace(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// Classify one subject. `path` is the workspace path (`None` for text proposals).
-pub fn classify(
-    config: &MergeConfig,
-    path: Option<&str>,
-    base: Option<&str>,
-    ours: Option<&str>,
-    theirs: &str,
-) -> Classified {
-    if base == Some(theirs) {
-        return Classified::Unchanged;
-    }
-    if let Some(p) = path.and_then(|p| config.critical_paths.iter().find(|g| glob(g, p))) {
-        return Classified::Critical {
-            why: format!("path matches critical `{p}`"),
-        };
-    }
-    let base_text = base.unwrap_or_default();
-    if !config.critical_patterns.is_empty() {
-        let theirs_change = changed_lines(base_text, theirs);
-        let ours_change = ours
-            .map(|o| changed_lines(base_text, o))
-            .unwrap_or_default();
-        for change in [&theirs_change, &ours_change] {
-            if let Some(p) = config
-                .critical_patterns
-                .iter()
-                .find(|g| change.lines().any(|l| glob(g, l)))
-            {
-                return Classified::Critical {
-                    why: format!("a change matches critical pattern `{p}`"),
-                };
-            }
-        }
-    }
-    if ours == base {
-        return Classified::Trivial {
-            result: theirs.to_string(),
-            why: "only this task changed it".into(),
-        };
-    }
-    let ours_text = ours.unwrap_or_default();
-    if ours_text == theirs {
-        return Classified::Trivial {
-            result: theirs.to_string(),
-            why: "both made the same change".into(),
-        };
-    }
-    if squash_whitespace(ours_text) == squash_whitespace(theirs) {
-        return Classified::Trivial {
-            result: ours_text.to_string(),
-            why: "the versions differ only in whitespace".into(),
-        };
-    }
-    match diffy::merge(base_text, ours_text, theirs) {
-        Ok(result) => Classified::Trivial {
-            result,
-            why: "the changes touch different lines".into(),
-        },
-        Err(marked) => Classified::Conflict { marked },
-    }
-}
-
 /// The description of a task, for the merge model and for operators.
 fn description(conn: &Connection, run_id: &str, task: u64) -> String {
     tasks::description_of(conn, run_id, task)
@@ -169,63 +81,116 @@ fn description(conn: &Connection, run_id: &str, task: u64) -> String {
         .unwrap_or_default()
 }
 
-/// Decide one subject (or return the decision already recorded) and record it.
-#[allow(clippy::too_many_arguments)]
-async fn decide(
-    run: &Arc<RunContext>,
-    cfg: &MergeConfig,
-    parent: u64,
+/// Which merge a decision is part of: the run, the parent task (and its component,
+/// whose work a merged text becomes) and the config.
+pub struct Join<'a> {
+    pub run: &'a Arc<RunContext>,
+    pub cfg: &'a MergeConfig,
+    pub parent: u64,
+    pub agent: &'a ComponentRef,
+}
+
+/// One child's version of one subject, against the base and the parent's current one.
+struct Versions {
     child: u64,
-    subject: &str,
-    path: Option<&str>,
+    subject: String,
+    /// The subject is a workspace path (critical paths apply), not a proposal.
+    is_path: bool,
     base: Option<String>,
     ours: Option<String>,
     theirs: String,
-) -> anyhow::Result<MergeRow> {
-    let recorded = run
+}
+
+/// The decision already recorded for a child's subject, if any (a restarted run).
+fn recorded(j: &Join<'_>, child: u64, subject: &str) -> anyhow::Result<Option<MergeRow>> {
+    Ok(j.run
         .ledger
-        .with_reader(|conn| merges::merge_of(conn, &run.run_id, parent, child, subject))??;
-    if let Some(row) = recorded {
+        .with_reader(|conn| merges::merge_of(conn, &j.run.run_id, j.parent, child, subject))??)
+}
+
+/// Ask the merge model for one text that keeps every revision of `subject`, and check
+/// it: `(Semantic, text, why)`, or `(Critical, None, why not)`.
+async fn semantic(
+    j: &Join<'_>,
+    subject: &str,
+    base: &str,
+    revisions: Vec<(u64, &str)>,
+) -> anyhow::Result<(Category, Option<String>, String)> {
+    let labels: Vec<String> = j.run.ledger.with_reader(|conn| {
+        revisions
+            .iter()
+            .map(|(task, _)| format!("task {task}: {}", description(conn, &j.run.run_id, *task)))
+            .collect()
+    })?;
+    let sides = Sides {
+        subject,
+        base,
+        revisions: labels
+            .into_iter()
+            .zip(&revisions)
+            .map(|(label, (_, text))| (label, *text))
+            .collect(),
+    };
+    Ok(match llm_merge(j.run, j.cfg, j.parent, &sides).await {
+        Ok((text, why)) => match check_merged(j.run, j.parent, j.agent, subject, &text).await {
+            Ok(()) => (Category::Semantic, Some(text), why),
+            Err(failed) => (
+                Category::Critical,
+                None,
+                format!("the LLM merge was rejected: {failed} (its reasoning: {why})"),
+            ),
+        },
+        Err(why) => (Category::Critical, None, why),
+    })
+}
+
+/// Decide one subject (or return the decision already recorded) and record it.
+async fn decide(j: &Join<'_>, v: Versions) -> anyhow::Result<MergeRow> {
+    if let Some(row) = recorded(j, v.child, &v.subject)? {
         return Ok(row);
     }
-    let classified = classify(cfg, path, base.as_deref(), ours.as_deref(), &theirs);
+    let classified = classify(
+        j.cfg,
+        v.is_path.then_some(v.subject.as_str()),
+        v.base.as_deref(),
+        v.ours.as_deref(),
+        &v.theirs,
+    );
     let (category, result, reasoning) = match classified {
-        Classified::Unchanged => (Category::Unchanged, ours.clone(), "unchanged".to_string()),
+        Classified::Unchanged => (Category::Unchanged, v.ours.clone(), "unchanged".to_string()),
         Classified::Trivial { result, why } => (Category::Trivial, Some(result), why),
         Classified::Critical { why } => (Category::Critical, None, why),
-        Classified::Conflict { .. } if !cfg.llm => (
+        Classified::Conflict { .. } if !j.cfg.llm => (
             Category::Critical,
             None,
             "overlapping edits and the LLM merge is off ([merge] llm = false)".into(),
         ),
         Classified::Conflict { .. } => {
-            let labels = run.ledger.with_reader(|conn| {
-                (
-                    description(conn, &run.run_id, parent),
-                    description(conn, &run.run_id, child),
-                )
-            })?;
-            let sides = Sides {
-                subject,
-                base: base.as_deref().unwrap_or_default(),
-                ours: ours.as_deref().unwrap_or_default(),
-                theirs: &theirs,
-                ours_label: format!("task {parent}: {}", labels.0),
-                theirs_label: format!("task {child}: {}", labels.1),
-            };
-            match llm_merge(run, cfg, parent, &sides).await {
-                Ok((text, why)) => match check_merged(run, &text) {
-                    Ok(()) => (Category::Semantic, Some(text), why),
-                    Err(failed) => (
-                        Category::Critical,
-                        None,
-                        format!("the LLM merge was rejected: {failed} (its reasoning: {why})"),
-                    ),
-                },
-                Err(why) => (Category::Critical, None, why),
-            }
+            let revisions = vec![
+                (j.parent, v.ours.as_deref().unwrap_or_default()),
+                (v.child, v.theirs.as_str()),
+            ];
+            semantic(
+                j,
+                &v.subject,
+                v.base.as_deref().unwrap_or_default(),
+                revisions,
+            )
+            .await?
         }
     };
+    record(j, v, category, result, reasoning).await
+}
+
+/// Record a decision: a `merges` row and a `merge.decided` event, committed together.
+async fn record(
+    j: &Join<'_>,
+    v: Versions,
+    category: Category,
+    result: Option<String>,
+    reasoning: String,
+) -> anyhow::Result<MergeRow> {
+    let (run, parent, child) = (j.run, j.parent, v.child);
     let status = if result.is_some() {
         MergeStatus::Merged
     } else {
@@ -236,12 +201,12 @@ async fn decide(
         run_id: run.run_id.clone(),
         parent_task: parent,
         child_task: child,
-        subject: subject.to_string(),
+        subject: v.subject,
         category,
         status,
-        base,
-        ours,
-        theirs,
+        base: v.base,
+        ours: v.ours,
+        theirs: v.theirs,
         result,
         reasoning,
         resolution: None,
@@ -339,22 +304,32 @@ async fn apply(run: &RunContext, view: &View, path: &str, text: String) -> anyho
 }
 
 /// Merge child `child`'s workspace changes into its parent's view — the join of a
-/// `tasks.wait` that saw the child complete. Waits while a critical conflict is pending.
+/// `tasks.wait` that saw the child complete. Waits while a critical conflict is
+/// pending, unless `partial`: then everything else is merged and the pending
+/// conflicts are returned (see [`take_pending`]).
 pub async fn join_workspace(
     run: &Arc<RunContext>,
     cfg: &MergeConfig,
     parent: u64,
+    agent: &ComponentRef,
     child: u64,
-) -> anyhow::Result<()> {
+    partial: bool,
+) -> anyhow::Result<Vec<MergeRow>> {
     let Some(root) = run.tools.workspace_dir() else {
-        return Ok(());
+        return Ok(Vec::new());
     };
     let files = run
         .ledger
         .with_reader(|conn| overlay::own_files(conn, &run.run_id, child))??;
     if files.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
+    let j = Join {
+        run,
+        cfg,
+        parent,
+        agent,
+    };
     let view = run
         .ledger
         .with_reader(|conn| View::of(conn, root, &run.run_id, parent))??;
@@ -363,31 +338,70 @@ pub async fn join_workspace(
         let ours = run
             .ledger
             .with_reader(|conn| view.read(conn, &file.path))??;
-        let row = decide(
-            run,
-            cfg,
-            parent,
+        let versions = Versions {
             child,
-            &file.path,
-            Some(&file.path),
-            file.base,
+            subject: file.path.clone(),
+            is_path: true,
+            base: file.base,
             ours,
-            file.content,
-        )
-        .await?;
+            theirs: file.content,
+        };
+        let row = decide(&j, versions).await?;
         match (&row.result, row.category) {
             (_, Category::Unchanged) => {}
             (Some(result), _) => apply(run, &view, &row.subject, result.clone()).await?,
-            (None, _) => pending.push(row.id),
+            (None, _) => pending.push(row),
         }
     }
-    for id in pending {
-        let row = wait_resolved(run, id).await?;
+    if partial {
+        return Ok(pending);
+    }
+    for row in pending {
+        let row = wait_resolved(run, row.id).await?;
         if let Some(result) = row.result {
             apply(run, &view, &row.subject, result).await?;
         }
     }
+    Ok(Vec::new())
+}
+
+/// Apply the conflicts partial joins of task `parent` left pending and it never took,
+/// each once a human has decided it.
+pub async fn finish_partial(run: &Arc<RunContext>, parent: u64, ids: &[u64]) -> anyhow::Result<()> {
+    for id in ids {
+        if let Err(why) = take_pending(run, parent, *id).await? {
+            tracing::warn!(run = %run.run_id, task = parent, merge = id, "pending merge not applied: {why}");
+        }
+    }
     Ok(())
+}
+
+/// Take conflict `id` a partial join of task `parent` left pending: wait for a human's
+/// decision and apply it to the parent's view. `Ok(Err(why))`: not such a conflict.
+pub async fn take_pending(
+    run: &Arc<RunContext>,
+    parent: u64,
+    id: u64,
+) -> anyhow::Result<Result<String, String>> {
+    let row = run.ledger.with_reader(|conn| merges::merge(conn, id))??;
+    let Some(row) = row.filter(|r| r.run_id == run.run_id && r.parent_task == parent) else {
+        return Ok(Err(format!("merge {id} is not a conflict of this task")));
+    };
+    if row.subject.starts_with("proposal@") {
+        return Ok(Err(format!("merge {id} is a proposal merge, not a file")));
+    }
+    let Some(root) = run.tools.workspace_dir() else {
+        return Ok(Err("the run has no workspace".into()));
+    };
+    let row = resolved(run, row).await?;
+    let Some(text) = row.result else {
+        return Ok(Err(format!("merge {id} was decided without a text")));
+    };
+    let view = run
+        .ledger
+        .with_reader(|conn| View::of(conn, root, &run.run_id, parent))??;
+    apply(run, &view, &row.subject, text.clone()).await?;
+    Ok(Ok(text))
 }
 
 /// What merging text proposals produced.
@@ -399,26 +413,27 @@ pub struct ProposalMerge {
 }
 
 /// Merge the completed outputs of children `ids` of `parent`, each a proposed revision
-/// of `base`, in order. `call` distinguishes merges of the same children.
+/// of `base`. Proposals that merge without judgement (unchanged, identical, whitespace,
+/// non-overlapping) are folded in order; if any overlap, the merge model gets them
+/// **all at once** — the base and every proposal's diff — and its one merged text
+/// decides every overlapping proposal. `call` distinguishes merges of the same
+/// children.
 pub async fn merge_proposals(
-    run: &Arc<RunContext>,
-    cfg: &MergeConfig,
-    parent: u64,
+    j: &Join<'_>,
     call: u64,
     base: &str,
     ids: &[u64],
 ) -> anyhow::Result<Result<ProposalMerge, String>> {
+    let run = j.run;
     let conn = run.ledger.reader()?;
-    let mut current = base.to_string();
-    let mut worst = Category::Unchanged;
-    let mut reasoning = Vec::new();
+    let mut outputs: Vec<(u64, String)> = Vec::with_capacity(ids.len());
     for &id in ids {
-        let is_child = tasks::parent_of(&conn, &run.run_id, id)? == Some(parent);
+        let is_child = tasks::parent_of(&conn, &run.run_id, id)? == Some(j.parent);
         if !is_child {
             return Ok(Err(format!("task {id} is not a child of this task")));
         }
-        let output = match run.outcome(id) {
-            Some(crate::supervisor::TaskOutcome::Completed(out)) => out,
+        match run.outcome(id) {
+            Some(crate::supervisor::TaskOutcome::Completed(out)) => outputs.push((id, out)),
             Some(other) => {
                 return Ok(Err(format!("task {id} has no output to merge: {other:?}")));
             }
@@ -427,86 +442,93 @@ pub async fn merge_proposals(
                     "task {id} has not finished (wait for it first)"
                 )));
             }
-        };
-        let subject = format!("proposal@{call}");
-        let mut row = decide(
-            run,
-            cfg,
-            parent,
-            id,
-            &subject,
-            None,
-            Some(base.to_string()),
-            Some(current.clone()),
-            output,
-        )
-        .await?;
-        if row.result.is_none() {
-            row = wait_resolved(run, row.id).await?;
         }
-        if let Some(result) = row.result {
-            current = result;
-        }
-        worst = worst.max(row.category);
-        let decided = match &row.resolution {
-            Some(r) => format!("{}; resolved: {r}", row.reasoning),
-            None => row.reasoning.clone(),
-        };
-        reasoning.push(format!("task {id}: {}: {decided}", row.category.as_str()));
     }
+    let subject = format!("proposal@{call}");
+    let versions = |child: u64, ours: &str, theirs: &str| Versions {
+        child,
+        subject: subject.clone(),
+        is_path: false,
+        base: Some(base.to_string()),
+        ours: Some(ours.to_string()),
+        theirs: theirs.to_string(),
+    };
+    let mut current = base.to_string();
+    let mut rows: Vec<MergeRow> = Vec::new();
+    let mut overlapping: Vec<&(u64, String)> = Vec::new();
+    for out in &outputs {
+        let (id, theirs) = (out.0, out.1.as_str());
+        let row = match recorded(j, id, &subject)? {
+            Some(row) => row,
+            None => match classify(j.cfg, None, Some(base), Some(&current), theirs) {
+                // Decided below, together with every other overlapping proposal.
+                Classified::Conflict { .. } if j.cfg.llm => {
+                    overlapping.push(out);
+                    continue;
+                }
+                _ => decide(j, versions(id, &current, theirs)).await?,
+            },
+        };
+        let row = resolved(run, row).await?;
+        if let Some(result) = &row.result {
+            current = result.clone();
+        }
+        rows.push(row);
+    }
+    if !overlapping.is_empty() {
+        // One LLM merge of every proposal (the folded ones too: the model sees each
+        // change against the base).
+        let revisions: Vec<(u64, &str)> = outputs.iter().map(|(id, t)| (*id, t.as_str())).collect();
+        let (category, result, why) = semantic(j, &subject, base, revisions).await?;
+        let together: Vec<u64> = outputs.iter().map(|(id, _)| *id).collect();
+        let why = format!("merged with tasks {together:?} in one LLM merge: {why}");
+        for (id, theirs) in overlapping {
+            let row = record(
+                j,
+                versions(*id, &current, theirs),
+                category,
+                result.clone(),
+                why.clone(),
+            )
+            .await?;
+            let row = resolved(run, row).await?;
+            if let Some(result) = &row.result {
+                current = result.clone();
+            }
+            rows.push(row);
+        }
+    }
+    rows.sort_by_key(|r| ids.iter().position(|id| *id == r.child_task));
+    let category = rows
+        .iter()
+        .map(|r| r.category)
+        .max()
+        .unwrap_or(Category::Unchanged);
+    let reasoning = rows
+        .iter()
+        .map(|row| {
+            let decided = match &row.resolution {
+                Some(r) => format!("{}; resolved: {r}", row.reasoning),
+                None => row.reasoning.clone(),
+            };
+            format!(
+                "task {}: {}: {decided}",
+                row.child_task,
+                row.category.as_str()
+            )
+        })
+        .collect();
     Ok(Ok(ProposalMerge {
         text: current,
-        category: worst,
+        category,
         reasoning,
     }))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const BASE: &str = "fn a() {\n    1\n}\n\nfn b() {\n    2\n}\n";
-
-    #[test]
-    fn categories() {
-        let c = MergeConfig {
-            critical_paths: vec!["migrations/*".into()],
-            critical_patterns: vec!["*drop table*".into()],
-            ..Default::default()
-        };
-        let ours = BASE.replace("    1", "    10");
-        let theirs_far = BASE.replace("    2", "    20");
-        let theirs_same_line = BASE.replace("    1", "    11");
-        assert_eq!(
-            classify(&c, Some("x.rs"), Some(BASE), Some(BASE), BASE),
-            Classified::Unchanged
-        );
-        assert!(matches!(
-            classify(&c, Some("x.rs"), Some(BASE), Some(BASE), &ours),
-            Classified::Trivial { .. }
-        ));
-        match classify(&c, Some("x.rs"), Some(BASE), Some(&ours), &theirs_far) {
-            Classified::Trivial { result, .. } => {
-                assert!(result.contains("    10") && result.contains("    20"))
-            }
-            other => panic!("{other:?}"),
-        }
-        let spaced = ours.replace("fn a() {", "fn a()  {");
-        assert!(matches!(
-            classify(&c, Some("x.rs"), Some(BASE), Some(&ours), &spaced),
-            Classified::Trivial { .. }
-        ));
-        assert!(matches!(
-            classify(&c, Some("x.rs"), Some(BASE), Some(&ours), &theirs_same_line),
-            Classified::Conflict { .. }
-        ));
-        assert!(matches!(
-            classify(&c, Some("migrations/1.sql"), Some(BASE), Some(BASE), &ours),
-            Classified::Critical { .. }
-        ));
-        assert!(matches!(
-            classify(&c, Some("x.sql"), Some(""), Some(""), "DROP TABLE users;\n"),
-            Classified::Critical { .. }
-        ));
+/// `row`, or once a human has resolved it, its resolved form.
+async fn resolved(run: &RunContext, row: MergeRow) -> anyhow::Result<MergeRow> {
+    if row.result.is_none() && row.status == MergeStatus::Pending {
+        return wait_resolved(run, row.id).await;
     }
+    Ok(row)
 }

@@ -263,6 +263,13 @@ impl Host {
             replay::Replay::reads_payloads_of(kind) || *kind == ledger::EventKind::TaskReopened
         })?;
         run.restore_tree(&tasks);
+        run.restore_needs(all_events.iter().filter_map(|e| {
+            if e.kind != ledger::EventKind::TasksSpawn || !e.ok {
+                return None;
+            }
+            let child = e.response.parse()["task_id"].as_u64()?;
+            Some((child, e.request.parse()))
+        }));
         let mut by_task: std::collections::HashMap<u64, Vec<ledger::query::StoredEvent>> =
             std::collections::HashMap::new();
         for e in all_events {

@@ -89,6 +89,11 @@ impl CpuMeter {
         }
     }
 
+    /// The CPU time this guest may spend.
+    pub fn limit(&self) -> Duration {
+        self.limit
+    }
+
     /// CPU time charged so far.
     pub fn used(&self) -> Duration {
         Duration::from_nanos(self.used_ns)

@@ -12,7 +12,7 @@
 
 use super::LoadedAgent;
 use super::state::AgentState;
-use crate::bindings::checkpoint::Checkpoint;
+use crate::capabilities::checkpoint::Restart;
 use crate::capabilities::stdio::BoundedCapture;
 use crate::capabilities::{Kill, TaskCtx, wasi};
 use crate::ledger::{EventKind, EventRecord};
@@ -50,7 +50,7 @@ pub struct Attempt {
 #[derive(Default)]
 pub struct AttemptSetup {
     pub replay: Option<ReplayStart>,
-    pub restart: Option<(u32, Checkpoint)>,
+    pub restart: Option<Restart>,
     pub slot: Option<tokio::sync::OwnedSemaphorePermit>,
     pub feedback: Option<String>,
     pub model: Option<String>,
@@ -88,16 +88,19 @@ pub async fn run_once(
     );
     task.tasks.slot = slot;
     task.llm.feedback = feedback;
+    task.llm.agent = agent.name.clone();
     task.llm.model_override = model;
     task.llm.temperature = temperature;
     if let Some(start) = replay {
         task.site.nondet.set_replay(start.nondet);
         task.site.replay = Some(start.replay);
     }
-    if let Some((number, checkpoint)) = restart {
-        task.progress.checkpoints = number;
-        task.trace.steps = checkpoint.step;
-        task.progress.last_checkpoint = Some(checkpoint);
+    {
+        use sha2::Digest;
+        task.site.seen.update(input.as_bytes());
+    }
+    if let Some(restart) = restart {
+        restart.seed(&mut task.trace, &mut task.progress, &mut task.site.seen);
     }
     let stdout = BoundedCapture::new(limits.max_stdio_bytes);
     let stderr = BoundedCapture::new(limits.max_stdio_bytes);
@@ -174,6 +177,19 @@ pub async fn run_once(
             }
             TaskOutcome::Failed(shorten(msg, MAX_ERROR_CHARS))
         }
+    };
+
+    // Conflicts a partial join left pending and the guest never took: its outcome
+    // counts only once a human has decided them and they are in its view.
+    let partial = std::mem::take(&mut store.data_mut().task.tasks.partial_merges);
+    let outcome = match outcome {
+        TaskOutcome::Completed(output) if !partial.is_empty() => {
+            match crate::merge::finish_partial(run, task_id, &partial).await {
+                Ok(()) => TaskOutcome::Completed(output),
+                Err(e) => TaskOutcome::Failed(format!("cannot apply a pending merge: {e:#}")),
+            }
+        }
+        other => other,
     };
 
     // Flush the last clock/random reads, keep what the guest printed and what it used
@@ -261,11 +277,13 @@ impl super::Runtime {
     ) -> Store<AgentState> {
         let limits = &task.site.run.settings.limits;
         task.site.nondet.set_limit(limits.max_nondet_bytes);
+        // A child's spawn may have asked for less than the run's limits.
+        let (memory_limit, cpu_ms) = task.site.run.task_limits(task.site.task_id);
         let state = AgentState {
             wasi: wasi::build_ctx(&task.site.nondet, stdout, stderr),
             table: ResourceTable::new(),
-            memory_limit: limits.memory_bytes(),
-            cpu: super::cpu::CpuMeter::new(Duration::from_millis(limits.cpu_ms)),
+            memory_limit,
+            cpu: super::cpu::CpuMeter::new(Duration::from_millis(cpu_ms)),
             task,
             slot: self.placement.take(),
         };
@@ -386,7 +404,7 @@ fn configured_store(engine: &Engine, state: AgentState) -> Store<AgentState> {
 fn stop_if_over_limits(s: &mut AgentState) -> wasmtime::Result<()> {
     let kill = if s.cpu.exhausted() {
         Kill::Cpu {
-            limit_ms: s.task.site.run.settings.limits.cpu_ms,
+            limit_ms: s.cpu.limit().as_millis() as u64,
         }
     } else if s.task.site.nondet.overflowed() {
         Kill::NondetBuffer {

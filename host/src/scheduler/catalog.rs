@@ -94,6 +94,12 @@ pub struct ModelSpec {
     /// Requests per minute this model may take (none = unlimited).
     #[serde(default)]
     pub rpm: Option<u64>,
+    /// Input tokens per minute, where the provider limits them apart (none = unlimited).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub itpm: Option<u64>,
+    /// Output tokens per minute, where the provider limits them apart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub otpm: Option<u64>,
 }
 
 fn default_context() -> u32 {
@@ -148,6 +154,8 @@ impl ModelSpec {
             expected_latency_ms: latency,
             tpm: None,
             rpm: None,
+            itpm: None,
+            otpm: None,
         }
     }
 }
@@ -209,6 +217,8 @@ pub fn catalog(llm: &LlmConfig) -> Vec<ModelSpec> {
             expected_latency_ms: default_latency(),
             tpm: None,
             rpm: None,
+            itpm: None,
+            otpm: None,
         });
     }
     models

@@ -19,6 +19,12 @@ pub struct Weights {
 pub struct QuotaConfig {
     pub tpm: Option<u64>,
     pub rpm: Option<u64>,
+    /// Input tokens per minute, where the provider limits them apart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub itpm: Option<u64>,
+    /// Output tokens per minute, where the provider limits them apart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub otpm: Option<u64>,
 }
 
 /// `[llm.scheduler]`.

@@ -72,6 +72,12 @@ pub struct SchedRequest {
     pub max_wait_ms: Option<u64>,
     /// What the run's budget has left (USD).
     pub budget_remaining: f64,
+    /// Refuse models whose quality on the task type is below this (0..1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_quality: Option<f64>,
+    /// The agent making the call: its own history predicts the call's tokens first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
 }
 
 /// The ranked viable models for a call, and the report of every candidate.
@@ -187,12 +193,15 @@ impl Scheduler {
                 );
             }
             state.health.push(Health::new(config.health_window));
-            state.model_quota.push(Window::new(m.tpm, m.rpm, window));
+            state
+                .model_quota
+                .push(Window::new(m.tpm, m.rpm, window).with_split(m.itpm, m.otpm));
         }
         for (name, q) in quotas {
-            state
-                .provider_quota
-                .insert(name.clone(), Window::new(q.tpm, q.rpm, window));
+            state.provider_quota.insert(
+                name.clone(),
+                Window::new(q.tpm, q.rpm, window).with_split(q.itpm, q.otpm),
+            );
         }
         let mut weights = [Weights {
             cost: 0.0,
@@ -279,7 +288,8 @@ impl Scheduler {
     ) -> Result<Grant, SchedError> {
         let started = Instant::now();
         let deadline = started + Duration::from_millis(req.max_wait_ms.unwrap_or(0));
-        let tokens = req.estimated_input_tokens + req.max_output_tokens;
+        let (input, output) = (req.estimated_input_tokens, req.max_output_tokens);
+        let tokens = input + output;
         loop {
             let now = Instant::now();
             let mut skipped = Vec::new();
@@ -295,18 +305,19 @@ impl Scheduler {
                             continue;
                         }
                     };
-                    let model_check = state.model_quota[i].check(tokens, now);
+                    let model_check = state.model_quota[i].check_split(input, output, now);
                     let provider_check = match state.provider_quota.get_mut(&spec.provider) {
-                        Some(w) => w.check(tokens, now),
+                        Some(w) => w.check_split(input, output, now),
                         None => Ok(()),
                     };
                     match (model_check, provider_check) {
                         (Ok(()), Ok(())) => {
-                            let model_quota = Some(state.model_quota[i].add(tokens, now));
+                            let model_quota =
+                                Some(state.model_quota[i].add_split(input, output, now));
                             let provider_quota = state
                                 .provider_quota
                                 .get_mut(&spec.provider)
-                                .map(|w| w.add(tokens, now));
+                                .map(|w| w.add_split(input, output, now));
                             if admission == Admission::Probe {
                                 state.health[i].take_probe();
                             }
@@ -352,19 +363,19 @@ impl Scheduler {
         }
     }
 
-    fn reconcile(&self, state: &mut State, grant: &Grant, actual_tokens: u64) {
+    fn reconcile(&self, state: &mut State, grant: &Grant, input: u64, output: u64) {
         let window = self
             .index
             .get(&grant.model)
             .map(|&i| &mut state.model_quota[i]);
         if let (Some(id), Some(w)) = (grant.model_quota, window) {
-            w.reconcile(id, actual_tokens);
+            w.reconcile_split(id, input, output);
         }
         if let (Some(id), Some(w)) = (
             grant.provider_quota,
             state.provider_quota.get_mut(&grant.provider),
         ) {
-            w.reconcile(id, actual_tokens);
+            w.reconcile_split(id, input, output);
         }
     }
 
@@ -387,6 +398,7 @@ impl Scheduler {
         &self,
         grant: &Grant,
         task_type: Option<&str>,
+        agent: &str,
         reply: &providers::ChatResponse,
         latency: Duration,
         cost_usd: f64,
@@ -395,7 +407,8 @@ impl Scheduler {
         self.reconcile(
             &mut state,
             grant,
-            (reply.input_tokens + reply.output_tokens) as u64,
+            reply.input_tokens as u64,
+            reply.output_tokens as u64,
         );
         let change = self
             .health(&mut state, &grant.model)
@@ -408,6 +421,7 @@ impl Scheduler {
         self.perf.record_call(&perf::CallStat {
             model: &grant.model,
             task_type: task_type.unwrap_or("default"),
+            agent,
             ok: true,
             error: None,
             tokens_in: reply.input_tokens as u64,
@@ -424,12 +438,13 @@ impl Scheduler {
         &self,
         grant: &Grant,
         task_type: Option<&str>,
+        agent: &str,
         error: &ProviderError,
         latency: Duration,
     ) {
         let now = Instant::now();
         let mut state = self.state.lock().unwrap();
-        self.reconcile(&mut state, grant, 0);
+        self.reconcile(&mut state, grant, 0, 0);
         let retry_after = match error {
             ProviderError::RateLimited { retry_after_ms } => {
                 Some(Duration::from_millis(*retry_after_ms))
@@ -450,6 +465,7 @@ impl Scheduler {
         self.perf.record_call(&perf::CallStat {
             model: &grant.model,
             task_type: task_type.unwrap_or("default"),
+            agent,
             ok: false,
             error: Some(error.to_string()),
             tokens_in: 0,
@@ -463,7 +479,7 @@ impl Scheduler {
     /// quota is freed and health is untouched.
     pub fn release(&self, grant: &Grant) {
         let mut state = self.state.lock().unwrap();
-        self.reconcile(&mut state, grant, 0);
+        self.reconcile(&mut state, grant, 0, 0);
         if grant.probe
             && let Some(h) = self.health(&mut state, &grant.model)
         {

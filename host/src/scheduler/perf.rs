@@ -3,8 +3,10 @@
 //! A SQLite file beside the ledger (`<ledger>-perf.db`). Each finished LLM call adds a
 //! row (tokens in/out, latency, cost, error); validators (a later layer) add quality
 //! scores through [`PerfDb::record_quality`]; version changes reported by providers are
-//! kept too. The scheduler predicts a call's tokens from the history of the same model
-//! and task type, and blends quality scores into the model's prior. Aggregates live in
+//! kept too. The scheduler predicts a call's tokens from the history of similar calls —
+//! the same model, task type and agent, else the same model and task type — and blends
+//! the quality scores of the model on that task type (else on any) into the model's
+//! prior. Aggregates live in
 //! memory (loaded at open) so a decision never waits for SQL; a decision reads them
 //! for every model of the catalog under one lock ([`PerfDb::read`]), without building
 //! keys. This is statistics, not the write-ahead record — `synchronous = NORMAL` is
@@ -22,14 +24,27 @@ pub struct PerfDb {
     store: Mutex<PerfStore>,
     /// Call totals by task type, then model.
     calls: Mutex<HashMap<String, HashMap<String, Aggregate>>>,
-    /// Quality scores by model: how many, and their sum.
-    quality: Mutex<HashMap<String, (u64, f64)>>,
+    /// Call totals by agent and task type ([`agent_key`]), then model.
+    agent_calls: Mutex<HashMap<String, HashMap<String, Aggregate>>>,
+    /// Quality scores: by task type, then model; and by model over every task type
+    /// (key `""`).
+    quality: Mutex<HashMap<String, Scores>>,
 }
 
-/// The history of every model on one task type, as one decision reads it.
+/// Quality scores by model: how many, and their sum.
+type Scores = HashMap<String, (u64, f64)>;
+
+/// The key of an agent's calls of one task type.
+fn agent_key(agent: &str, task_type: &str) -> String {
+    format!("{agent}\u{1f}{task_type}")
+}
+
+/// The history of every model on one task type (and agent), as one decision reads it.
 pub struct History<'a> {
     calls: Option<&'a HashMap<String, Aggregate>>,
-    quality: &'a HashMap<String, (u64, f64)>,
+    agent_calls: Option<&'a HashMap<String, Aggregate>>,
+    quality: Option<&'a Scores>,
+    quality_any: Option<&'a Scores>,
 }
 
 impl History<'_> {
@@ -41,10 +56,32 @@ impl History<'_> {
             .unwrap_or_default()
     }
 
-    /// Quality of a model, as [`PerfDb::quality`].
-    pub fn quality(&self, model: &str, prior: f64) -> f64 {
-        blend(prior, self.quality.get(model))
+    /// History of a model on the task type, for the agent of the decision only.
+    pub fn agent_aggregate(&self, model: &str) -> Aggregate {
+        self.agent_calls
+            .and_then(|c| c.get(model))
+            .copied()
+            .unwrap_or_default()
     }
+
+    /// Quality of a model on the task type: its prior blended with the scores on this
+    /// task type, or with its scores on any when it has none on this one.
+    pub fn quality(&self, model: &str, prior: f64) -> f64 {
+        let on_type = self.quality.and_then(|q| q.get(model));
+        blend(
+            prior,
+            on_type.or_else(|| self.quality_any.and_then(|q| q.get(model))),
+        )
+    }
+}
+
+fn add(into: &mut Aggregate, more: &Aggregate) {
+    into.calls += more.calls;
+    into.errors += more.errors;
+    into.tokens_in += more.tokens_in;
+    into.tokens_out += more.tokens_out;
+    into.latency_ms += more.latency_ms;
+    into.cost_usd += more.cost_usd;
 }
 
 /// The prior blended with recorded scores (the prior counts as two scores).
@@ -71,21 +108,40 @@ impl PerfDb {
             .map_err(|e| anyhow::anyhow!("cannot open performance DB {}: {e}", path.display()))?;
         store.create_tables()?;
         let mut calls: HashMap<String, HashMap<String, Aggregate>> = HashMap::new();
+        let mut agent_calls: HashMap<String, HashMap<String, Aggregate>> = HashMap::new();
         for t in store.call_totals()? {
-            calls
-                .entry(t.task_type)
-                .or_default()
-                .insert(t.model, t.totals);
+            if !t.agent.is_empty() {
+                agent_calls
+                    .entry(agent_key(&t.agent, &t.task_type))
+                    .or_default()
+                    .insert(t.model.clone(), t.totals);
+            }
+            add(
+                calls
+                    .entry(t.task_type)
+                    .or_default()
+                    .entry(t.model)
+                    .or_default(),
+                &t.totals,
+            );
         }
-        let quality: HashMap<_, _> = store
-            .quality_totals()?
-            .into_iter()
-            .map(|q| (q.model, (q.scores, q.sum)))
-            .collect();
+        let mut quality: HashMap<String, Scores> = HashMap::new();
+        for q in store.quality_totals()? {
+            for key in [q.task_type.as_str(), ""] {
+                let e = quality
+                    .entry(key.to_string())
+                    .or_default()
+                    .entry(q.model.clone())
+                    .or_insert((0, 0.0));
+                e.0 += q.scores;
+                e.1 += q.sum;
+            }
+        }
         Ok(PerfDb {
             path: path.to_owned(),
             store: Mutex::new(store),
             calls: Mutex::new(calls),
+            agent_calls: Mutex::new(agent_calls),
             quality: Mutex::new(quality),
         })
     }
@@ -97,6 +153,14 @@ impl PerfDb {
 
     /// Record one finished call.
     pub fn record_call(&self, stat: &CallStat<'_>) {
+        let one = Aggregate {
+            calls: 1,
+            errors: u64::from(!stat.ok),
+            tokens_in: stat.tokens_in,
+            tokens_out: stat.tokens_out,
+            latency_ms: stat.latency_ms,
+            cost_usd: stat.cost_usd,
+        };
         {
             let mut calls = self.calls.lock().unwrap();
             if !calls.contains_key(stat.task_type) {
@@ -106,13 +170,14 @@ impl PerfDb {
             if !models.contains_key(stat.model) {
                 models.insert(stat.model.to_string(), Aggregate::default());
             }
-            let agg = models.get_mut(stat.model).expect("inserted above");
-            agg.calls += 1;
-            agg.errors += u64::from(!stat.ok);
-            agg.tokens_in += stat.tokens_in;
-            agg.tokens_out += stat.tokens_out;
-            agg.latency_ms += stat.latency_ms;
-            agg.cost_usd += stat.cost_usd;
+            add(models.get_mut(stat.model).expect("inserted above"), &one);
+        }
+        if !stat.agent.is_empty() {
+            let mut calls = self.agent_calls.lock().unwrap();
+            let models = calls
+                .entry(agent_key(stat.agent, stat.task_type))
+                .or_default();
+            add(models.entry(stat.model.to_string()).or_default(), &one);
         }
         let result = self.store.lock().unwrap().insert_call(stat);
         if let Err(e) = result {
@@ -133,9 +198,15 @@ impl PerfDb {
         }
         {
             let mut q = self.quality.lock().unwrap();
-            let e = q.entry(model.to_string()).or_insert((0, 0.0));
-            e.0 += 1;
-            e.1 += score;
+            for key in [task_type, ""] {
+                let e = q
+                    .entry(key.to_string())
+                    .or_default()
+                    .entry(model.to_string())
+                    .or_insert((0, 0.0));
+                e.0 += 1;
+                e.1 += score;
+            }
         }
         self.store
             .lock()
@@ -177,19 +248,41 @@ impl PerfDb {
             .unwrap_or_default()
     }
 
-    /// Quality: the prior blended with recorded scores (the prior counts as two scores).
+    /// Quality over every task type: the prior blended with recorded scores (the prior
+    /// counts as two scores).
     pub fn quality(&self, model: &str, prior: f64) -> f64 {
-        blend(prior, self.quality.lock().unwrap().get(model))
+        blend(
+            prior,
+            self.quality
+                .lock()
+                .unwrap()
+                .get("")
+                .and_then(|q| q.get(model)),
+        )
     }
 
-    /// Call `f` with the history of every model on `task_type` (call totals and quality
-    /// scores, each locked once for all models).
-    pub fn read<R>(&self, task_type: &str, f: impl FnOnce(&History<'_>) -> R) -> R {
+    /// Quality of a model on one task type ([`History::quality`]).
+    pub fn quality_on(&self, model: &str, task_type: &str, prior: f64) -> f64 {
+        self.read(task_type, None, |h| h.quality(model, prior))
+    }
+
+    /// Call `f` with the history of every model on `task_type` — and of `agent`'s
+    /// calls of that type — (call totals and quality scores, each locked once for all
+    /// models).
+    pub fn read<R>(
+        &self,
+        task_type: &str,
+        agent: Option<&str>,
+        f: impl FnOnce(&History<'_>) -> R,
+    ) -> R {
         let calls = self.calls.lock().unwrap();
+        let agent_calls = self.agent_calls.lock().unwrap();
         let quality = self.quality.lock().unwrap();
         f(&History {
             calls: calls.get(task_type),
-            quality: &quality,
+            agent_calls: agent.and_then(|a| agent_calls.get(&agent_key(a, task_type))),
+            quality: quality.get(task_type),
+            quality_any: quality.get(""),
         })
     }
 }

@@ -38,28 +38,41 @@ impl Scheduler {
         let mut shared_capabilities: Option<Arc<[String]>> = None;
         let mut reports = Vec::with_capacity(self.models.len());
         let mut state = self.state.lock().unwrap();
-        self.perf.read(task_type, |history| {
+        let mut shared_agent: Option<Arc<str>> = None;
+        let enough = |a: &perf::Aggregate| a.calls >= self.config.min_history && a.calls > a.errors;
+        self.perf.read(task_type, req.agent.as_deref(), |history| {
             for (i, m) in self.models.iter().enumerate() {
-                let past = history.aggregate(&m.name);
-                let (predicted_out, prediction) =
-                    if past.calls >= self.config.min_history && past.calls > past.errors {
-                        let ok = past.calls - past.errors;
-                        let avg = past.tokens_out.div_ceil(ok.max(1));
-                        let task_type = shared_task_type.get_or_insert_with(|| task_type.into());
-                        (
-                            avg.min(req.max_output_tokens),
-                            Prediction::History {
-                                calls: ok,
-                                task_type: task_type.clone(),
-                            },
-                        )
-                    } else {
-                        (
-                            req.max_output_tokens
-                                .min(req.estimated_input_tokens.max(64)),
-                            Prediction::PromptLength,
-                        )
-                    };
+                // Similar calls first: this agent's on this task type, then any agent's.
+                let own = history.agent_aggregate(&m.name);
+                let (past, by_agent) = if enough(&own) {
+                    (own, true)
+                } else {
+                    (history.aggregate(&m.name), false)
+                };
+                let (predicted_out, prediction) = if enough(&past) {
+                    let ok = past.calls - past.errors;
+                    let avg = past.tokens_out.div_ceil(ok.max(1));
+                    let task_type = shared_task_type.get_or_insert_with(|| task_type.into());
+                    let agent = by_agent.then(|| {
+                        shared_agent
+                            .get_or_insert_with(|| req.agent.as_deref().unwrap_or("").into())
+                            .clone()
+                    });
+                    (
+                        avg.min(req.max_output_tokens),
+                        Prediction::History {
+                            calls: ok,
+                            task_type: task_type.clone(),
+                            agent,
+                        },
+                    )
+                } else {
+                    (
+                        req.max_output_tokens
+                            .min(req.estimated_input_tokens.max(64)),
+                        Prediction::PromptLength,
+                    )
+                };
                 let price = m.price();
                 let health = &mut state.health[i];
                 let latency = health.p95_if(5).unwrap_or(m.expected_latency_ms);
@@ -79,6 +92,11 @@ impl Scheduler {
                     let needed = shared_capabilities
                         .get_or_insert_with(|| req.capabilities.as_slice().into());
                     Some(Exclusion::Capabilities(needed.clone()))
+                } else if req.min_quality.is_some_and(|q| quality < q) {
+                    Some(Exclusion::MinQuality {
+                        quality,
+                        min: req.min_quality.unwrap_or(0.0),
+                    })
                 } else if req.max_cost_usd.is_some_and(|c| worst > c) {
                     Some(Exclusion::MaxCost {
                         worst,
@@ -242,6 +260,8 @@ mod tests {
             max_latency_ms: None,
             max_wait_ms: None,
             budget_remaining: 10.0,
+            min_quality: None,
+            agent: None,
         }
     }
 
@@ -336,6 +356,7 @@ mod tests {
             s.perf().record_call(&perf::CallStat {
                 model: "mock-large",
                 task_type: "summarize",
+                agent: "other",
                 ok: true,
                 error: None,
                 tokens_in: 10,
@@ -358,5 +379,81 @@ mod tests {
         };
         let plan = s.plan(&other_task).unwrap();
         assert_eq!(plan.candidates[1].prediction, Prediction::PromptLength);
+
+        // An agent with history of its own is predicted from it, not from everyone's.
+        for _ in 0..3 {
+            s.perf().record_call(&perf::CallStat {
+                model: "mock-large",
+                task_type: "summarize",
+                agent: "briefs",
+                ok: true,
+                error: None,
+                tokens_in: 10,
+                tokens_out: 40,
+                latency_ms: 5,
+                cost_usd: 0.0,
+            });
+        }
+        let briefs = SchedRequest {
+            agent: Some("briefs".into()),
+            ..request()
+        };
+        let plan = s.plan(&briefs).unwrap();
+        assert_eq!(
+            plan.candidates[1].prediction.to_string(),
+            "history of 3 `summarize` calls by agent `briefs`"
+        );
+        assert_eq!(plan.candidates[1].predicted_output_tokens, 40);
+        // Another agent (or none) gets the task type's history over every agent.
+        let plan = s.plan(&request()).unwrap();
+        assert_eq!(
+            plan.candidates[1].prediction.to_string(),
+            "history of 6 `summarize` calls"
+        );
+    }
+
+    #[test]
+    fn quality_is_per_task_type_and_min_quality_excludes() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = scheduler(dir.path());
+        // mock-small is poor at summarizing, fine at anything else.
+        for _ in 0..8 {
+            s.record_quality("mock-small", "summarize", 0.1, "test")
+                .unwrap();
+            s.record_quality("mock-small", "classify", 1.0, "test")
+                .unwrap();
+        }
+        let want = SchedRequest {
+            min_quality: Some(0.5),
+            ..request()
+        };
+        let plan = s.plan(&want).unwrap();
+        let small = &plan.candidates[0];
+        assert!(small.quality < 0.5, "{}", small.quality);
+        assert!(
+            small
+                .excluded
+                .as_ref()
+                .is_some_and(|e| e.to_string().starts_with("quality 0.")),
+            "{small:?}"
+        );
+        let classify = SchedRequest {
+            task_type: Some("classify".into()),
+            ..want
+        };
+        let plan = s.plan(&classify).unwrap();
+        assert!(
+            plan.candidates[0].excluded.is_none(),
+            "{:?}",
+            plan.candidates[0]
+        );
+        assert!(plan.candidates[0].quality > 0.5);
+        // A type with no scores of its own uses the model's scores on every type.
+        let other = SchedRequest {
+            task_type: Some("translate".into()),
+            ..request()
+        };
+        let q = s.plan(&other).unwrap().candidates[0].quality;
+        assert!((0.5..0.6).contains(&q), "{q}");
     }
 }

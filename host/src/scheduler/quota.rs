@@ -6,7 +6,8 @@
 //! admits a new one only if the reservations in the last window plus it stay within
 //! the limit: no window of the configured length ever sees more than the quota. A
 //! reservation is made for the worst case before the call (prompt estimate + maximum
-//! output) and reconciled with the real usage after it.
+//! output) and reconciled with the real usage after it. Where a provider limits input
+//! and output tokens separately (`itpm`, `otpm`), each side is counted on its own too.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -15,14 +16,18 @@ use std::time::{Duration, Instant};
 struct Entry {
     id: u64,
     at: Instant,
-    tokens: u64,
+    input: u64,
+    output: u64,
 }
 
-/// One sliding-window quota (tokens and requests).
+/// One sliding-window quota (tokens — in all, and input and output apart — and
+/// requests).
 #[derive(Debug)]
 pub struct Window {
     tpm: Option<u64>,
     rpm: Option<u64>,
+    itpm: Option<u64>,
+    otpm: Option<u64>,
     length: Duration,
     entries: VecDeque<Entry>,
     next_id: u64,
@@ -42,10 +47,19 @@ impl Window {
         Window {
             tpm,
             rpm,
+            itpm: None,
+            otpm: None,
             length,
             entries: VecDeque::new(),
             next_id: 1,
         }
+    }
+
+    /// The same window also limiting input and output tokens apart (none = unlimited).
+    pub fn with_split(mut self, itpm: Option<u64>, otpm: Option<u64>) -> Window {
+        self.itpm = itpm;
+        self.otpm = otpm;
+        self
     }
 
     fn expire(&mut self, now: Instant) {
@@ -62,15 +76,53 @@ impl Window {
     pub fn usage(&mut self, now: Instant) -> (u64, u64) {
         self.expire(now);
         (
-            self.entries.iter().map(|e| e.tokens).sum(),
+            self.entries.iter().map(|e| e.input + e.output).sum(),
             self.entries.len() as u64,
         )
     }
 
-    /// Whether `tokens` more would fit now.
+    /// Whether `tokens` more would fit now (counted as input).
     pub fn check(&mut self, tokens: u64, now: Instant) -> Result<(), Refusal> {
+        self.check_split(tokens, 0, now)
+    }
+
+    /// Whether a call of `input` + `output` tokens would fit now.
+    pub fn check_split(&mut self, input: u64, output: u64, now: Instant) -> Result<(), Refusal> {
+        let tokens = input + output;
         let (used_tokens, used_requests) = self.usage(now);
         let retry_at = self.entries.front().map(|e| e.at + self.length);
+        for (side, limit, wanted, used) in [
+            (
+                "input",
+                self.itpm,
+                input,
+                self.entries.iter().map(|e| e.input).sum::<u64>(),
+            ),
+            (
+                "output",
+                self.otpm,
+                output,
+                self.entries.iter().map(|e| e.output).sum::<u64>(),
+            ),
+        ] {
+            let Some(limit) = limit else { continue };
+            if wanted > limit {
+                return Err(Refusal {
+                    reason: format!(
+                        "a call of up to {wanted} {side} tokens can never fit a quota of {limit}"
+                    ),
+                    retry_at: None,
+                });
+            }
+            if used + wanted > limit {
+                return Err(Refusal {
+                    reason: format!(
+                        "{used}+{wanted} {side} tokens would exceed {limit} in the window"
+                    ),
+                    retry_at,
+                });
+            }
+        }
         if let Some(rpm) = self.rpm
             && used_requests + 1 > rpm
         {
@@ -102,20 +154,32 @@ impl Window {
 
     /// Record a reservation (after [`Window::check`] passed); returns its id.
     pub fn add(&mut self, tokens: u64, now: Instant) -> u64 {
+        self.add_split(tokens, 0, now)
+    }
+
+    /// Record a reservation of `input` + `output` tokens; returns its id.
+    pub fn add_split(&mut self, input: u64, output: u64, now: Instant) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
         self.entries.push_back(Entry {
             id,
             at: now,
-            tokens,
+            input,
+            output,
         });
         id
     }
 
     /// Replace a reservation's tokens with the real count (it keeps its time).
     pub fn reconcile(&mut self, id: u64, actual_tokens: u64) {
+        self.reconcile_split(id, actual_tokens, 0);
+    }
+
+    /// Replace a reservation's input and output tokens with the real counts.
+    pub fn reconcile_split(&mut self, id: u64, input: u64, output: u64) {
         if let Some(e) = self.entries.iter_mut().find(|e| e.id == id) {
-            e.tokens = actual_tokens;
+            e.input = input;
+            e.output = output;
         }
     }
 
@@ -169,5 +233,31 @@ mod tests {
         let refusal = w.check(1, now).unwrap_err();
         assert!(refusal.reason.contains("requests"));
         assert_eq!(refusal.retry_at, Some(now + Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn input_and_output_tokens_are_limited_apart() {
+        let now = Instant::now();
+        let mut w =
+            Window::new(None, None, Duration::from_secs(60)).with_split(Some(1000), Some(100));
+        let id = w.add_split(500, 80, now);
+        // Output is the scarce side: 80 + 30 > 100, though the input would fit.
+        let refusal = w.check_split(100, 30, now).unwrap_err();
+        assert!(
+            refusal.reason.contains("output tokens"),
+            "{}",
+            refusal.reason
+        );
+        assert!(w.check_split(400, 20, now).is_ok());
+        assert!(
+            w.check_split(600, 0, now)
+                .unwrap_err()
+                .reason
+                .contains("input")
+        );
+        assert!(w.check_split(0, 101, now).unwrap_err().retry_at.is_none());
+        // The reply used fewer output tokens than reserved: room again.
+        w.reconcile_split(id, 500, 10);
+        assert!(w.check_split(100, 30, now).is_ok());
     }
 }

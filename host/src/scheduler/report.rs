@@ -137,8 +137,13 @@ pub struct CandidateReport {
 /// `history of N `task` calls` or `prompt-length estimate`.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Prediction {
-    /// The average output of `calls` successful calls of the model on `task_type`.
-    History { calls: u64, task_type: Arc<str> },
+    /// The average output of `calls` successful calls of the model on `task_type` (by
+    /// `agent` only, when it has enough of its own).
+    History {
+        calls: u64,
+        task_type: Arc<str>,
+        agent: Option<Arc<str>>,
+    },
     /// Too little history: the prompt's length (at least 64), capped by the maximum.
     PromptLength,
 }
@@ -146,9 +151,19 @@ pub enum Prediction {
 impl fmt::Display for Prediction {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Prediction::History { calls, task_type } => {
-                write!(f, "history of {calls} `{task_type}` calls")
-            }
+            Prediction::History {
+                calls,
+                task_type,
+                agent: None,
+            } => write!(f, "history of {calls} `{task_type}` calls"),
+            Prediction::History {
+                calls,
+                task_type,
+                agent: Some(agent),
+            } => write!(
+                f,
+                "history of {calls} `{task_type}` calls by agent `{agent}`"
+            ),
             Prediction::PromptLength => f.write_str("prompt-length estimate"),
         }
     }
@@ -170,6 +185,8 @@ pub enum Exclusion {
     ContextWindow { window: u32, needed: u64 },
     /// The model lacks some of the capabilities the request names (all of them shown).
     Capabilities(Arc<[String]>),
+    /// The model's quality on the task type is below the request's minimum.
+    MinQuality { quality: f64, min: f64 },
     /// The call's worst-case cost is above the request's maximum.
     MaxCost { worst: f64, max: f64 },
     /// The model's p95 latency is above the request's maximum.
@@ -188,6 +205,9 @@ impl fmt::Display for Exclusion {
                 write!(f, "context window {window} < needed {needed}")
             }
             Exclusion::Capabilities(needed) => write!(f, "lacks capabilities {needed:?}"),
+            Exclusion::MinQuality { quality, min } => {
+                write!(f, "quality {quality:.2} < min {min:.2}")
+            }
             Exclusion::MaxCost { worst, max } => {
                 write!(f, "worst-case cost ${worst:.6} > max ${max:.6}")
             }
@@ -270,6 +290,7 @@ mod tests {
         let history = Prediction::History {
             calls: 3,
             task_type: "summarize".into(),
+            agent: None,
         };
         assert_eq!(
             serde_json::to_value(&history).unwrap(),

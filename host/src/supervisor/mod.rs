@@ -20,7 +20,7 @@ pub mod waits;
 
 use tree::{TaskNode, TaskTree};
 
-pub use spawn::{AgentChoice, Dependency, SpawnRefusal, SpawnRequest, parse_deps};
+pub use spawn::{AgentChoice, Dependency, SpawnRefusal, SpawnRequest, TaskNeeds, parse_deps};
 pub use waits::{DecisionKind, HumanWait, NoticeSink};
 
 use crate::ledger::{Ledger, NewTask};
@@ -67,6 +67,16 @@ pub trait TaskRunner: Send + Sync {
     fn load_agent(&self, path: &Path) -> anyhow::Result<ComponentRef>;
     /// Run a task to its outcome. Does not record the end ([`RunContext::finish`] does).
     async fn run_task(&self, run: Arc<RunContext>, start: TaskStart) -> TaskOutcome;
+    /// Check a merged text — work of task `task_id`, whose component is `agent` — with
+    /// every validator declared for agent `merge`; `Err` says which failed and why.
+    async fn validate_merged(
+        &self,
+        run: Arc<RunContext>,
+        task_id: u64,
+        agent: &ComponentRef,
+        input: &str,
+        text: &str,
+    ) -> Result<(), String>;
 }
 
 /// How a task ended.
@@ -243,6 +253,43 @@ impl RunContext {
     }
 
     /// The wall-clock limit of a task, in ms.
+    /// Task `id`'s memory (bytes) and CPU (ms) limits: what its spawn asked for, else
+    /// the run's.
+    pub fn task_limits(&self, id: u64) -> (usize, u64) {
+        let needs = self
+            .tree
+            .lock()
+            .unwrap()
+            .needs
+            .get(&id)
+            .copied()
+            .unwrap_or_default();
+        let limits = &self.settings.limits;
+        (
+            needs.memory_mb.map_or(limits.memory_bytes(), |mb| {
+                (mb.min(limits.memory_mb) as usize) << 20
+            }),
+            needs
+                .cpu_ms
+                .map_or(limits.cpu_ms, |ms| ms.min(limits.cpu_ms)),
+        )
+    }
+
+    /// Restore what the spawns of a resumed run asked for their children, from their
+    /// recorded `tasks.spawn` requests.
+    pub fn restore_needs(&self, spawns: impl IntoIterator<Item = (u64, serde_json::Value)>) {
+        let mut tree = self.tree.lock().unwrap();
+        for (child, request) in spawns {
+            let needs = spawn::TaskNeeds {
+                memory_mb: request["memory_mb"].as_u64(),
+                cpu_ms: request["cpu_ms"].as_u64(),
+            };
+            if needs != spawn::TaskNeeds::default() {
+                tree.needs.insert(child, needs);
+            }
+        }
+    }
+
     pub fn timeout_ms(&self, id: u64) -> u64 {
         let own = self.tree.lock().unwrap().timeouts.get(&id).copied();
         own.map_or(self.settings.limits.wall_ms, |t| {

@@ -45,6 +45,16 @@ pub struct SpawnRequest {
     pub tools: Vec<String>,
     /// Validators of the child's output, in addition to the run's.
     pub validators: Vec<crate::checks::ValidatorConfig>,
+    /// Resources the child asks for (memory MiB, CPU ms), within the run's limits.
+    pub needs: TaskNeeds,
+}
+
+/// What a spawn asks for its child, checked against the run's limits: the child runs
+/// with these instead of them.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct TaskNeeds {
+    pub memory_mb: Option<u64>,
+    pub cpu_ms: Option<u64>,
 }
 
 /// Why a spawn was refused.
@@ -145,6 +155,7 @@ impl RunContext {
         let c = &self.settings.constraints;
         let norm = constraints::normalise(&req.description);
         self.check_depth(depth)?;
+        self.check_needs(&req.needs)?;
         // One look at the tree for the checks that read it. The lexical cycle check is
         // made here too (it reads only the spawner's ancestors), but reported in its
         // place, after concurrency and budget.
@@ -330,6 +341,9 @@ impl RunContext {
             if let Some(t) = req.timeout_ms {
                 tree.timeouts.insert(id, t);
             }
+            if req.needs != TaskNeeds::default() {
+                tree.needs.insert(id, req.needs);
+            }
             tree.resources.insert(id, resources);
         }
         let approval = match approval {
@@ -341,6 +355,31 @@ impl RunContext {
     }
 
     /// Check 1, depth: a child may not be deeper than `limits.max_depth`.
+    /// Check 1b, resources: what the child asks for must fit the run's limits.
+    fn check_needs(&self, needs: &TaskNeeds) -> Result<(), SpawnRefusal> {
+        let limits = &self.settings.limits;
+        for (what, asked, limit) in [
+            ("memory-mb", needs.memory_mb, limits.memory_mb),
+            ("cpu-ms", needs.cpu_ms, limits.cpu_ms),
+        ] {
+            match asked {
+                Some(0) => {
+                    return Err(SpawnRefusal::InvalidRequest(format!(
+                        "{what} must be above 0"
+                    )));
+                }
+                Some(n) if n > limit => {
+                    return Err(SpawnRefusal::InvalidRequest(format!(
+                        "{what} {n} is more than the run allows each agent (limits.{} = {limit})",
+                        what.replace('-', "_")
+                    )));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     fn check_depth(&self, depth: u32) -> Result<(), SpawnRefusal> {
         if depth > self.settings.limits.max_depth {
             return Err(SpawnRefusal::MaxDepthExceeded(

@@ -30,6 +30,8 @@ pub(super) struct TaskTree {
     pub(super) finishing: HashSet<u64>,
     /// Per-task wall-clock limits set at spawn.
     pub(super) timeouts: HashMap<u64, u64>,
+    /// What spawns asked for their children (memory, CPU), within the run's limits.
+    pub(super) needs: HashMap<u64, super::spawn::TaskNeeds>,
     /// Locks each task takes while it runs.
     pub(super) resources: HashMap<u64, Vec<String>>,
     /// Events to record with a task's end, in the same commit (see [`RunContext::defer`]).

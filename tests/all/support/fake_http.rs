@@ -153,6 +153,21 @@ impl FakeServer {
     pub fn request_count(&self) -> usize {
         self.state.lock().unwrap().requests.len()
     }
+
+    /// How many requests were received, once no new one has arrived for `quiet`: a
+    /// client killed mid-request (a crash test) may have sent a request whose handler
+    /// has not run yet on a busy machine.
+    pub fn settled_request_count(&self, quiet: std::time::Duration) -> usize {
+        let mut count = self.request_count();
+        loop {
+            std::thread::sleep(quiet);
+            let now = self.request_count();
+            if now == count {
+                return count;
+            }
+            count = now;
+        }
+    }
 }
 
 impl Drop for FakeServer {
