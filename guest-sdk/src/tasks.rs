@@ -78,6 +78,7 @@ pub struct Spawn {
     validators: Vec<String>,
     memory_mb: Option<u32>,
     cpu_ms: Option<u32>,
+    reasoning: Option<String>,
 }
 
 impl Spawn {
@@ -100,6 +101,7 @@ impl Spawn {
             validators: Vec::new(),
             memory_mb: None,
             cpu_ms: None,
+            reasoning: None,
         }
     }
 
@@ -171,6 +173,13 @@ impl Spawn {
         self
     }
 
+    /// Why the work is split off into this child instead of done by the caller (its
+    /// decomposition reasoning): recorded with the spawn, shown by `agentflow inspect`.
+    pub fn reasoning(mut self, why: impl Into<String>) -> Self {
+        self.reasoning = Some(why.into());
+        self
+    }
+
     /// Runs the agent registered under `name` in the host configuration instead of
     /// this component.
     pub fn agent(mut self, name: impl Into<String>) -> Self {
@@ -224,6 +233,7 @@ impl Spawn {
             validators: self.validators.clone(),
             memory_mb: self.memory_mb,
             cpu_ms: self.cpu_ms,
+            decomposition_reasoning: self.reasoning.clone(),
         };
         Ok(raw::spawn(&req)?)
     }

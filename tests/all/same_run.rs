@@ -47,7 +47,15 @@ fn cases() -> Vec<Case> {
         Case {
             agent: "testwriter",
             input: "fn parse_port(s: &str) -> Option<u16>",
-            config: Some(example_config("testwriter").unwrap()),
+            // Its workspace (the code its command validator tests) by an absolute path,
+            // which a resume from elsewhere finds too.
+            config: Some(example_config("testwriter").unwrap().replace(
+                "\"examples/testwriter/workspace\"",
+                &format!(
+                    "{:?}",
+                    repo_path("examples/testwriter/workspace").to_str().unwrap()
+                ),
+            )),
             workspace: false,
             flags: &[],
         },

@@ -973,6 +973,13 @@ fn testwriter_config(dir: &TempDir) -> std::path::PathBuf {
             ),
         )
         .replace(
+            "\"examples/testwriter/workspace\"",
+            &format!(
+                "{:?}",
+                repo_path("examples/testwriter/workspace").to_str().unwrap()
+            ),
+        )
+        .replace(
             "\"examples/assert-check\"",
             // A crate directory: `agentflow run` builds the validator like an agent.
             &format!("{:?}", repo_path("examples/assert-check").to_str().unwrap()),
@@ -1060,7 +1067,7 @@ fn the_testwriter_example_retries_an_assertless_test_on_a_better_model() {
         .unwrap()
         .map(Result::unwrap)
         .collect();
-    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert_eq!(rows.len(), 4, "{rows:?}");
     assert!(
         rows[0].1.contains("\"verdict\":\"fail\"") && rows[0].1.contains("assert nothing"),
         "{rows:?}"
@@ -1080,6 +1087,11 @@ fn the_testwriter_example_retries_an_assertless_test_on_a_better_model() {
     assert!(
         rows[2].1.contains("\"verdict\":\"pass\"")
             && rows[2].1.contains("\"model\":\"mock-large\""),
+        "{rows:?}"
+    );
+    // Then `tests-run` compiled the test with the workspace's code and ran it.
+    assert!(
+        rows[3].1.contains("\"verdict\":\"pass\"") && rows[3].1.contains("\"exit\":0"),
         "{rows:?}"
     );
 }

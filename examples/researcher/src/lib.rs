@@ -73,7 +73,12 @@ fn research(question: &str) -> Result<String, Error> {
             mode: "answer".into(),
             question: sub.clone(),
         })?;
-        let id = Spawn::new(sub.as_str(), input).spawn();
+        let id = Spawn::new(sub.as_str(), input)
+            .reasoning(format!(
+                "the model split the question into {} sub-questions, researched in parallel",
+                subs.len()
+            ))
+            .spawn();
         spawned.push((sub, id));
     }
 

@@ -125,11 +125,16 @@ struct SpawnOp {
     validators: Vec<Value>,
     memory_mb: Option<u32>,
     cpu_ms: Option<u32>,
+    /// Why the parent splits this off (`Spawn::reasoning`).
+    reasoning: Option<String>,
 }
 
 impl SpawnOp {
     fn spawn(&self) -> Result<TaskId, Error> {
         let mut s = Spawn::new(self.description.as_str(), self.input.as_str());
+        if let Some(why) = &self.reasoning {
+            s = s.reasoning(why.as_str());
+        }
         for id in &self.after {
             s = s.after(*id);
         }

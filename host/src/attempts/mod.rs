@@ -4,7 +4,8 @@
 //!
 //! A completed output passes the run's validators ([`validate()`]): programmatic checks
 //! ([`crate::checks`]), the ledger check for hallucinated success, validator components
-//! ([`component`]), an LLM judge, outcome checks that roll a task's subtree back when
+//! ([`component`]), operators' commands on the task's workspace view ([`command`]), an
+//! LLM judge, outcome checks that roll a task's subtree back when
 //! the world is wrong ([`outcome`]). A failure is retried as `[retry]` says
 //! ([`retry`]) — as it was, at another temperature, with the validator's feedback, on
 //! a better model, or after a human's decision ([`review`]) — each category's
@@ -12,6 +13,7 @@
 //! in the background ([`evaluate`], `[observe] evaluate = "judge"`).
 
 pub mod calibrate;
+pub mod command;
 pub mod component;
 pub mod evaluate;
 pub mod outcome;

@@ -3,7 +3,7 @@
 //! the producing model's quality scores in the performance DB). The first failure
 //! fails the task with its category and reason.
 
-use super::{Runner, component, outcome};
+use super::{Runner, command, component, outcome};
 use crate::checks::{
     Category, Failure, JudgeCheck, ValidatorConfig, ValidatorKind, Verdict, glob, programmatic,
 };
@@ -327,7 +327,16 @@ async fn check_all(
             flush(run, &mut pending).await?;
         }
         let mut category = v.category.unwrap_or_else(|| v.default_category());
+        let mut detail = None;
         let (verdict, score) = match &v.kind {
+            ValidatorKind::Command(spec) => {
+                let checked = command::check(run, task_id, spec, input, output).await;
+                if let Some(c) = checked.category {
+                    category = c;
+                }
+                detail = Some(checked.detail);
+                (checked.verdict, None)
+            }
             ValidatorKind::Component(_) => {
                 let (verdict, reported) =
                     component::check(runner, run, task_id, agent, v, input, output).await;
@@ -382,13 +391,18 @@ async fn check_all(
                 &format!("validator:{}", v.label()),
             );
         }
+        let mut response =
+            json!({ "result": verdict, "category": category, "score": score, "model": producer });
+        if let Some(detail) = detail {
+            response["command"] = detail;
+        }
         let event = EventRecord::note(
             run.run_id.clone(),
             task_id,
             EventKind::ValidationResult,
             !matches!(verdict, Verdict::Fail(_)),
             json!({ "validator": v.label(), "kind": v.kind.name(), "merge": merge }),
-            json!({ "result": verdict, "category": category, "score": score, "model": producer }),
+            response,
         );
         pending.push(event);
         if let Verdict::Fail(mut reason) = verdict {

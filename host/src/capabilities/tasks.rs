@@ -150,6 +150,9 @@ impl Host for TasksView<'_> {
         if let Some(ms) = req.cpu_ms {
             request["cpu_ms"] = json!(ms);
         }
+        if let Some(why) = &req.decomposition_reasoning {
+            request["decomposition_reasoning"] = json!(why);
+        }
         let mut call = self.site.begin(EventKind::TasksSpawn, request.clone())?;
         if let Some(rec) = call.replayed() {
             let response = rec.response()?;

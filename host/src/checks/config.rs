@@ -2,6 +2,7 @@
 //! enum, one settings struct per kind, each denying keys it does not know); reading
 //! validators back from a ledger, including the flat shape earlier hosts stored.
 
+use super::command::CommandCheck;
 use super::{Category, Claim};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -39,6 +40,7 @@ pub enum ValidatorKind {
     Judge(JudgeCheck),
     Component(ComponentCheck),
     Outcome(OutcomeCheck),
+    Command(CommandCheck),
 }
 
 /// `kind = "json-schema"`: the output is JSON that satisfies the schema.
@@ -123,7 +125,7 @@ pub struct OutcomeCheck {
 }
 
 /// The kinds, as an error message lists them.
-const KINDS: &str = "json-schema, length, pattern, claims, judge, component or outcome";
+const KINDS: &str = "json-schema, length, pattern, claims, judge, component, outcome or command";
 
 impl ValidatorKind {
     /// The kind's name, as in config and events.
@@ -136,6 +138,7 @@ impl ValidatorKind {
             ValidatorKind::Judge(_) => "judge",
             ValidatorKind::Component(_) => "component",
             ValidatorKind::Outcome(_) => "outcome",
+            ValidatorKind::Command(_) => "command",
         }
     }
 
@@ -146,6 +149,7 @@ impl ValidatorKind {
             "json-schema" => Ok(Some(("schema", ""))),
             "judge" => Ok(Some(("rubric", ""))),
             "component" => Ok(Some(("component", " (path to a .wasm)"))),
+            "command" => Ok(Some(("command", " (the program and its arguments)"))),
             "length" | "pattern" | "claims" | "outcome" => Ok(None),
             _ => Err(()),
         }
@@ -210,9 +214,9 @@ impl ValidatorConfig {
     pub fn from_stored(value: Value) -> Result<Self, serde_json::Error> {
         match ValidatorConfig::deserialize(&value) {
             Ok(v) => Ok(v),
-            Err(e) => serde_json::from_value::<FlatValidatorConfig>(value)
+            Err(e) => serde_json::from_value::<super::flat::FlatValidatorConfig>(value)
                 .ok()
-                .and_then(FlatValidatorConfig::into_config)
+                .and_then(super::flat::FlatValidatorConfig::into_config)
                 .ok_or(e),
         }
     }
@@ -263,7 +267,7 @@ impl ValidatorConfig {
             ValidatorKind::JsonSchema(_) | ValidatorKind::Length(_) | ValidatorKind::Pattern(_) => {
                 0
             }
-            ValidatorKind::Claims(_) | ValidatorKind::Component(_) => 1,
+            ValidatorKind::Claims(_) | ValidatorKind::Component(_) | ValidatorKind::Command(_) => 1,
             ValidatorKind::Judge(_) => 2,
             ValidatorKind::Outcome(_) => 3,
         }
@@ -275,9 +279,10 @@ impl ValidatorConfig {
             ValidatorKind::Length(_) => Category::Partial,
             ValidatorKind::Claims(_) => Category::HallucinatedSuccess,
             ValidatorKind::Outcome(_) => Category::Degraded,
-            ValidatorKind::Pattern(_) | ValidatorKind::Judge(_) | ValidatorKind::Component(_) => {
-                Category::Semantic
-            }
+            ValidatorKind::Pattern(_)
+            | ValidatorKind::Judge(_)
+            | ValidatorKind::Component(_)
+            | ValidatorKind::Command(_) => Category::Semantic,
         }
     }
 
@@ -290,6 +295,9 @@ impl ValidatorConfig {
             anyhow::bail!(
                 "[[validators]] outcome needs either `tool` (with `args`) or `component`"
             );
+        }
+        if let ValidatorKind::Command(c) = &self.kind {
+            c.validate()?;
         }
         Ok(())
     }
@@ -304,95 +312,6 @@ pub fn stored_validators<'de, D: serde::Deserializer<'de>>(
         .into_iter()
         .map(|v| ValidatorConfig::from_stored(v).map_err(serde::de::Error::custom))
         .collect()
-}
-
-/// The flat `ValidatorConfig` of hosts before [`ValidatorKind`]: one struct with every
-/// kind's keys, as their ledgers store it. Read only, by [`ValidatorConfig::from_stored`].
-#[derive(Deserialize)]
-struct FlatValidatorConfig {
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    agents: Vec<String>,
-    #[serde(default)]
-    root_only: bool,
-    kind: String,
-    #[serde(default)]
-    category: Option<Category>,
-    #[serde(default)]
-    schema: Option<Value>,
-    #[serde(default)]
-    min_chars: Option<usize>,
-    #[serde(default)]
-    max_chars: Option<usize>,
-    #[serde(default)]
-    must_match: Vec<String>,
-    #[serde(default)]
-    must_not_match: Vec<String>,
-    #[serde(default)]
-    claims: Vec<Claim>,
-    #[serde(default)]
-    expected_tools: Vec<String>,
-    #[serde(default)]
-    rubric: Option<String>,
-    #[serde(default)]
-    threshold: Option<f64>,
-    #[serde(default)]
-    model: Option<String>,
-    #[serde(default)]
-    component: Option<String>,
-    #[serde(default)]
-    grant: Vec<String>,
-    #[serde(default)]
-    tool: Option<String>,
-    #[serde(default)]
-    args: Option<Value>,
-}
-
-impl FlatValidatorConfig {
-    /// The entry as this host has it; `None` where that host would have refused it.
-    fn into_config(self) -> Option<ValidatorConfig> {
-        let kind = match self.kind.as_str() {
-            "json-schema" => ValidatorKind::JsonSchema(JsonSchemaCheck {
-                schema: self.schema?,
-            }),
-            "length" => ValidatorKind::Length(LengthCheck {
-                min_chars: self.min_chars,
-                max_chars: self.max_chars,
-            }),
-            "pattern" => ValidatorKind::Pattern(PatternCheck {
-                must_match: self.must_match,
-                must_not_match: self.must_not_match,
-            }),
-            "claims" => ValidatorKind::Claims(ClaimsCheck {
-                claims: self.claims,
-                expected_tools: self.expected_tools,
-            }),
-            "judge" => ValidatorKind::Judge(JudgeCheck {
-                rubric: self.rubric?,
-                threshold: self.threshold,
-                model: self.model,
-            }),
-            "component" => ValidatorKind::Component(ComponentCheck {
-                component: self.component?,
-                grant: self.grant,
-            }),
-            "outcome" => ValidatorKind::Outcome(OutcomeCheck {
-                tool: self.tool,
-                args: self.args,
-                component: self.component,
-                grant: self.grant,
-            }),
-            _ => return None,
-        };
-        Some(ValidatorConfig {
-            name: self.name,
-            agents: self.agents,
-            root_only: self.root_only,
-            category: self.category,
-            kind,
-        })
-    }
 }
 
 #[cfg(test)]
@@ -419,6 +338,7 @@ mod tests {
             "kind = \"judge\"\nrubric = \"The tests must assert behaviour.\"\nthreshold = 7",
             "kind = \"component\"\ncomponent = \"x.wasm\"\ngrant = [\"kv\"]\ncategory = \"semantic\"",
             "kind = \"outcome\"\nroot_only = true\ntool = \"cloud\"\nargs = { op = \"health\", id = \"{effect.id}\" }",
+            "kind = \"command\"\ncommand = [\"cargo\", \"test\"]\ntimeout_ms = 500\nsyntactic_exit_codes = [2]",
         ];
         for (entry, kind) in entries.iter().zip([
             "json-schema",
@@ -428,6 +348,7 @@ mod tests {
             "judge",
             "component",
             "outcome",
+            "command",
         ]) {
             let v = from_toml(&format!(
                 "[[validators]]\nname = \"n\"\nagents = [\"a\"]\n{entry}"

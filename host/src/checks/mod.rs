@@ -4,9 +4,10 @@
 //!
 //! Declared in config (`[[validators]]`, optionally per agent), validators run in order,
 //! cheapest first — programmatic checks (this module), then the ledger check for
-//! hallucinated success, validator components, an LLM judge and outcome checks, which
-//! need a running task and live in [`crate::attempts`]. A child may carry its own
-//! validators from its spawn request ([`spawned`]).
+//! hallucinated success, validator components, operators' commands, an LLM judge and
+//! outcome checks, which need a running task and live in [`crate::attempts`]. A
+//! command validator's config is [`command`], the subprocess it runs in [`sandbox`]. A
+//! child may carry its own validators from its spawn request ([`spawned`]).
 //!
 //! [`glob`] is the one pattern language of the config (`description_matches`, the
 //! validators' `must_match`/`must_not_match` and `claims`, `[merge]`'s critical paths and
@@ -17,13 +18,17 @@
 //! match or stop compiling, and its case folding is ASCII-only where this one folds
 //! Unicode. The matcher is the twenty lines at the end of this file.
 
+pub mod command;
 pub mod config;
+mod flat;
+pub mod sandbox;
 pub mod schema;
 pub mod spawned;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use command::CommandCheck;
 pub use config::{
     ClaimsCheck, ComponentCheck, JsonSchemaCheck, JudgeCheck, LengthCheck, OutcomeCheck,
     PatternCheck, ValidatorConfig, ValidatorKind, stored_validators,

@@ -25,8 +25,11 @@ pub fn parse(specs: &[String]) -> Result<Vec<ValidatorConfig>, InvalidValidator>
                 .map_err(|e| format!("validators[{i}] is not a validator config: {e}"))?;
             v.validate()
                 .map_err(|e| format!("validators[{i}]: {e:#}"))?;
-            if let ValidatorKind::Component(_) | ValidatorKind::Outcome(_) = v.kind {
-                // The operator, not an agent, decides which components and tools check outputs.
+            if let ValidatorKind::Component(_) | ValidatorKind::Outcome(_) | ValidatorKind::Command(_) =
+                v.kind
+            {
+                // The operator, not an agent, decides which components, tools and
+                // programs check outputs (a command runs code on the host).
                 return Err(format!(
                     "validators[{i}]: kind `{}` can only be configured by the operator ([[validators]])",
                     v.kind.name()

@@ -207,6 +207,17 @@ pub fn load(conn: &Connection, run: &str) -> Result<Option<RunView>, LedgerError
                 if e.kind == EventKind::LlmAttempt {
                     decisions.push(attempt_line(e));
                 }
+                if e.kind == EventKind::TasksSpawn
+                    && let Some(why) = e.request["decomposition_reasoning"].as_str()
+                {
+                    let child = e.response["task_id"]
+                        .as_u64()
+                        .map_or("(refused)".to_string(), |id| format!("task {id}"));
+                    decisions.push(format!(
+                        "spawn #{} → {child}, decomposed because: {why}",
+                        e.seq
+                    ));
+                }
                 if e.kind == EventKind::MergeDecided || e.kind == EventKind::MergeResolved {
                     decisions.push(merge_line(e));
                 }

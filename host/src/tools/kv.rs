@@ -70,7 +70,7 @@ impl Tool for KvTool {
                     .map_err(|e| ToolError::Failed(e.to_string()))?;
                 ctx.emit(super::Effect::DatabaseMutation {
                     table: "kv".into(),
-                    op: "put".into(),
+                    op: super::DbOp::Upsert,
                 });
                 Ok("\"ok\"".into())
             }

@@ -1,5 +1,6 @@
-//! Tools a run can be granted: the built-in `kv`, `workspace` and `http_fetch`, plus
-//! any tool a platform team registers through [`crate::Host::register_tool`].
+//! Tools a run can be granted: the built-in `kv`, `workspace`, `http_fetch`, `cloud`
+//! and `git`, plus any tool a platform team registers through
+//! [`crate::Host::register_tool`].
 //!
 //! Deny by default: a run sees only the tools it was granted (`--grant NAME` or
 //! `[tools] grant`); the others are invisible to `tools.list` and refused by
@@ -7,6 +8,7 @@
 //! (workspace paths, allowed hosts) on every call.
 
 pub mod cloud;
+pub mod git;
 pub mod http_fetch;
 pub mod ip_policy;
 pub mod kv;
@@ -42,7 +44,7 @@ pub struct ToolsConfig {
 }
 
 /// Names of the built-in tools.
-pub const BUILTIN_TOOLS: &[&str] = &["kv", "workspace", "http_fetch", "cloud"];
+pub const BUILTIN_TOOLS: &[&str] = &["kv", "workspace", "http_fetch", "cloud", "git"];
 
 /// What calling a tool does to the world.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -87,13 +89,28 @@ pub enum Effect {
     },
     DatabaseMutation {
         table: String,
-        op: String,
+        op: DbOp,
     },
     CloudResource {
         provider: String,
         id: String,
         action: String,
     },
+}
+
+/// What a [`Effect::DatabaseMutation`] did to its table. Serialized as the lowercase
+/// word; `put`, which the `kv` tool recorded before the operation was typed, reads as
+/// `upsert`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DbOp {
+    Insert,
+    Update,
+    Delete,
+    #[serde(alias = "put")]
+    Upsert,
+    /// A change of the schema (create, alter, drop).
+    Schema,
 }
 
 /// Why a tool call failed.
@@ -184,6 +201,12 @@ impl ToolSet {
                     })?;
                     Arc::new(cloud::CloudTool::new(dir)?)
                 }
+                "git" => {
+                    let dir = config.workspace.as_ref().ok_or_else(|| {
+                        anyhow::anyhow!("the git tool commits in the workspace: pass --workspace DIR or set [tools] workspace")
+                    })?;
+                    Arc::new(git::GitTool::new(dir)?)
+                }
                 other => available.get(other).cloned().ok_or_else(|| {
                     anyhow::anyhow!(
                         "cannot grant unknown tool `{other}` (available: {})",
@@ -247,4 +270,32 @@ pub(crate) fn str_arg<'a>(args: &'a serde_json::Value, key: &str) -> Result<&'a 
     args.get(key)
         .and_then(|v| v.as_str())
         .ok_or_else(|| ToolError::InvalidArgs(format!("missing string field `{key}`")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_mutations_carry_a_typed_op_and_read_earlier_records() {
+        let typed = Effect::DatabaseMutation {
+            table: "kv".into(),
+            op: DbOp::Upsert,
+        };
+        let json = serde_json::to_value(&typed).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"type": "DatabaseMutation", "table": "kv", "op": "upsert"})
+        );
+        // What the kv tool recorded before the op was typed.
+        let earlier = serde_json::json!({"type": "DatabaseMutation", "table": "kv", "op": "put"});
+        assert_eq!(serde_json::from_value::<Effect>(earlier).unwrap(), typed);
+        for op in ["insert", "update", "delete", "schema"] {
+            let e = serde_json::json!({"type": "DatabaseMutation", "table": "t", "op": op});
+            let back = serde_json::to_value(serde_json::from_value::<Effect>(e.clone()).unwrap());
+            assert_eq!(back.unwrap(), e);
+        }
+        let bad = serde_json::json!({"type": "DatabaseMutation", "table": "t", "op": "truncate"});
+        assert!(serde_json::from_value::<Effect>(bad).is_err());
+    }
 }

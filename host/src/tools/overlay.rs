@@ -161,6 +161,59 @@ impl View {
     }
 }
 
+impl View {
+    /// Write this view of the whole workspace into the empty directory `dest` (what a
+    /// command validator runs on): the directory's files, then the own files of each
+    /// task of the chain, the task's own last. Files the directory's handle refuses
+    /// (links out, larger than [`MAX_FILE_BYTES`]) are left out. Returns the bytes
+    /// written; more than `max_bytes` in all is an error.
+    pub fn materialize(
+        &self,
+        conn: &Connection,
+        dest: &std::path::Path,
+        max_bytes: u64,
+    ) -> anyhow::Result<u64> {
+        let mut written = 0u64;
+        let mut put = |path: &str, bytes: &[u8]| -> anyhow::Result<()> {
+            let path = super::workspace_dir::normalise(path)?;
+            written += bytes.len() as u64;
+            if written > max_bytes {
+                anyhow::bail!("the workspace view is larger than {max_bytes} bytes");
+            }
+            let target = dest.join(&path);
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(&target, bytes)
+                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", target.display()))
+        };
+        let mut dirs = vec![String::new()];
+        while let Some(dir) = dirs.pop() {
+            for name in self.root.list(&dir).ok().flatten().unwrap_or_default() {
+                let path = if dir.is_empty() {
+                    name
+                } else {
+                    format!("{dir}/{name}")
+                };
+                if let Some(sub) = path.strip_suffix('/') {
+                    dirs.push(sub.to_string());
+                } else if let Ok(Some(bytes)) = self.root.read(&path, MAX_FILE_BYTES) {
+                    put(&path, &bytes)?;
+                }
+            }
+        }
+        for task in self.chain[..self.chain.len() - 1].iter().rev() {
+            for (path, hash) in workspace::files(conn, &self.run_id, *task)?
+                .into_iter()
+                .map(|row| (row.path, row.content_hash))
+            {
+                put(&path, content(conn, &hash)?.as_bytes())?;
+            }
+        }
+        Ok(written)
+    }
+}
+
 fn io(e: std::io::Error) -> SqlError {
     SqlError::ToSqlConversionFailure(Box::new(e))
 }

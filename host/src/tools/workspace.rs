@@ -4,7 +4,8 @@
 //! Paths are relative to that directory. Every access goes through a capability-style
 //! handle on it ([`WorkspaceDir`]): absolute paths, `..` components, symlinks that lead
 //! outside (dangling ones too, and ones swapped in mid-call) and files with other hard
-//! links are refused, so a guest can touch nothing else.
+//! links are refused, so a guest can touch nothing else. `.git/` is refused too: it is
+//! the `git` tool's repository.
 //!
 //! Only the root task writes the directory itself. Every other task works in its own
 //! copy-on-write view (`super::overlay`), merged into its parent's when the parent
@@ -166,6 +167,12 @@ impl Tool for WorkspaceTool {
         let op = str_arg(&args, "op")?;
         let path_arg = args.get("path").and_then(|v| v.as_str()).unwrap_or(".");
         let key = normalise(path_arg).map_err(ws_err)?;
+        if super::git::is_git_dir(&key) {
+            // Config or hooks planted there would be run by the `git` tool's git.
+            return Err(ToolError::Denied(format!(
+                "`{path_arg}` is the repository's own directory, which only the git tool changes"
+            )));
+        }
         let view = self.view(ctx)?;
         if !view.is_root() {
             return self.call_in_view(ctx, view, op, path_arg, key, &args).await;
