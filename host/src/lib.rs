@@ -165,6 +165,8 @@ pub struct Host {
     notices: Option<supervisor::NoticeSink>,
     /// Set by [`Host::close`], which has checkpointed the ledger already.
     closed: bool,
+    /// The OTLP exporter, when `[observe]` names an endpoint ([`runs::telemetry`]).
+    telemetry: Option<runs::telemetry::Telemetry>,
 }
 
 impl Host {
@@ -176,6 +178,12 @@ impl Host {
         let scheduler = Arc::new(build_scheduler(&config, db.as_ref())?);
         let recorded_config = runs::recorded::record(&config)?;
         let leases = runs::lease::LeaseKeeper::new(ledger.clone());
+        // Exporting never fails a run: an exporter that cannot start is a warning.
+        let telemetry = runs::telemetry::Telemetry::start(&config.observe, db.as_ref())
+            .unwrap_or_else(|e| {
+                tracing::warn!("OpenTelemetry export disabled: {e:#}");
+                None
+            });
         Ok(Host {
             config,
             recorded_config,
@@ -186,6 +194,7 @@ impl Host {
             registered_tools: Vec::new(),
             notices: None,
             closed: false,
+            telemetry,
         })
     }
 
@@ -392,6 +401,9 @@ impl Host {
             .finish_run(run_id.clone(), status, output.clone(), error.clone())
             .await?
             .ok_or_else(|| anyhow::anyhow!("run {run_id} vanished from the ledger"))?;
+        if let Some(telemetry) = &self.telemetry {
+            telemetry.run_ended(&run_id);
+        }
         Ok(RunReport {
             run_id,
             status,
@@ -417,7 +429,17 @@ impl Host {
     /// run. The CLI calls this before it exits; dropping a host tries the same briefly.
     pub fn close(mut self) -> Result<(), ledger::LedgerError> {
         self.closed = true;
+        self.flush_telemetry(runs::telemetry::FLUSH_WAIT);
         self.ledger.checkpoint(std::time::Duration::from_secs(5))
+    }
+}
+
+impl Host {
+    /// Wait up to `wait` for the OTLP exports queued so far (the spans of the runs that
+    /// ended, then the metrics); whether they finished in time. `true` without an
+    /// exporter. [`Host::close`] does this.
+    pub fn flush_telemetry(&self, wait: std::time::Duration) -> bool {
+        self.telemetry.as_ref().is_none_or(|t| t.flush(wait))
     }
 }
 

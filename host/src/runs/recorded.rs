@@ -7,8 +7,9 @@
 //! of each mock rules file read in, `[tools]`, `[limits]`, `[[validators]]`, `[merge]`,
 //! `[retry]`, `[constraints]`, `[agents]`, … — without secrets (`api_key` is never
 //! serialized; keys come from the environment variable named by `api_key_env`) and
-//! without `cache_dir`, which belongs to the machine. Compared on resume: all of it
-//! but the host's own settings, `[ledger]` and `[runtime]`, which a resume may change.
+//! without `cache_dir` and the `[observe]` exporter settings, which belong to the
+//! machine. Compared on resume: all of it but the host's own settings, `[ledger]` and
+//! `[runtime]`, which a resume may change.
 
 use crate::HostConfig;
 use crate::ledger::{self, existing};
@@ -23,6 +24,10 @@ pub fn record(config: &HostConfig) -> anyhow::Result<Value> {
     let mut config = config.clone();
     config.llm = config.llm.inlined()?;
     config.cache_dir = None;
+    // Where this machine sends its telemetry is not part of what the run does.
+    config.observe.otlp_endpoint = None;
+    config.observe.service_name = None;
+    config.observe.metrics_interval_s = None;
     Ok(serde_json::to_value(&config)?)
 }
 
