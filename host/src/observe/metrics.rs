@@ -110,7 +110,11 @@ impl Family {
 
     /// Add `v` to a counter's or gauge's series.
     pub fn add(&mut self, labels: &Labels, v: f64) {
-        match self.series.entry(labels.clone()).or_insert(Point::Number(0.0)) {
+        match self
+            .series
+            .entry(labels.clone())
+            .or_insert(Point::Number(0.0))
+        {
             Point::Number(n) => *n += v,
             Point::Histogram { .. } => unreachable!("add on histogram {}", self.name),
         }
@@ -219,7 +223,10 @@ fn providers(conn: &Connection) -> Result<HashMap<String, String>, LedgerError> 
          WHERE json_valid(r.config_json) ORDER BY r.started_at",
     )?;
     let rows = stmt.query_map([], |r| {
-        Ok((r.get::<_, Option<String>>(0)?, r.get::<_, Option<String>>(1)?))
+        Ok((
+            r.get::<_, Option<String>>(0)?,
+            r.get::<_, Option<String>>(1)?,
+        ))
     })?;
     let mut out = HashMap::new();
     for row in rows {
@@ -283,7 +290,10 @@ pub fn read(conn: &Connection) -> Result<LedgerMetrics, LedgerError> {
     ))?;
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {
-        let labels = vec![(AGENT, r.get::<_, String>(0)?), (TOOL, r.get::<_, String>(1)?)];
+        let labels = vec![
+            (AGENT, r.get::<_, String>(0)?),
+            (TOOL, r.get::<_, String>(1)?),
+        ];
         fams[calls].add(&labels, 1.0);
         if r.get::<_, String>(2)? != "ok" {
             fams[errors].add(&labels, 1.0);
@@ -297,7 +307,10 @@ pub fn read(conn: &Connection) -> Result<LedgerMetrics, LedgerError> {
     let mut stmt = conn.prepare("SELECT agent, status, COUNT(*) FROM tasks GROUP BY 1, 2")?;
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {
-        let labels = vec![(AGENT, r.get::<_, String>(0)?), (STATUS, r.get::<_, String>(1)?)];
+        let labels = vec![
+            (AGENT, r.get::<_, String>(0)?),
+            (STATUS, r.get::<_, String>(1)?),
+        ];
         fams[tasks].add(&labels, r.get::<_, i64>(2)? as f64);
     }
     drop(rows);
@@ -320,9 +333,8 @@ pub fn read(conn: &Connection) -> Result<LedgerMetrics, LedgerError> {
         idx(&fams, "agentflow.run.cost"),
         idx(&fams, "agentflow.budget.used"),
     );
-    let mut stmt = conn.prepare(
-        "SELECT agent, status, cost_usd, budget_usd, finished_at IS NOT NULL FROM runs",
-    )?;
+    let mut stmt = conn
+        .prepare("SELECT agent, status, cost_usd, budget_usd, finished_at IS NOT NULL FROM runs")?;
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {
         let agent: String = r.get(0)?;

@@ -205,10 +205,7 @@ impl<'a> Spans<'a> {
     fn build(&self, tasks: &[TaskRow], events: &[EventRow]) -> Vec<SpanData> {
         let run = self.run;
         let last_event = events.iter().map(|e| e.finished_at).max();
-        let run_end = run
-            .finished_at
-            .or(last_event)
-            .unwrap_or(run.started_at);
+        let run_end = run.finished_at.or(last_event).unwrap_or(run.started_at);
         let mut attrs = self.ids(None);
         attrs.extend([
             kv("agentflow.agent", run.agent.clone()),
@@ -329,11 +326,20 @@ impl<'a> Spans<'a> {
             }
             if let Some(f) = e.response["finish_reason"].as_str() {
                 let reasons = vec![StringValue::from(f.to_string())];
-                attrs.push(kv("gen_ai.response.finish_reasons", Value::Array(reasons.into())));
+                attrs.push(kv(
+                    "gen_ai.response.finish_reasons",
+                    Value::Array(reasons.into()),
+                ));
             }
             let status = if e.ok { SpanStatus::Unset } else { failed() };
             if !e.ok {
-                attrs.push(kv("error.type", e.response["error_kind"].as_str().unwrap_or("error").to_string()));
+                attrs.push(kv(
+                    "error.type",
+                    e.response["error_kind"]
+                        .as_str()
+                        .unwrap_or("error")
+                        .to_string(),
+                ));
             }
             (format!("chat {model}"), status)
         } else {
@@ -408,7 +414,14 @@ impl<'a> Spans<'a> {
             }
         };
         let id = span_id(&self.run.run_id, task, e.seq);
-        Some(self.span(id, parent, name, (e.started_at, e.finished_at), attrs, status))
+        Some(self.span(
+            id,
+            parent,
+            name,
+            (e.started_at, e.finished_at),
+            attrs,
+            status,
+        ))
     }
 }
 
@@ -435,7 +448,12 @@ fn step_event(e: &EventRow) -> Option<Event> {
         // Recorded from an f32: rounded so 0.8 reads 0.8.
         attrs.push(kv("agentflow.confidence", (c * 1e4).round() / 1e4));
     }
-    Some(Event::new("agentflow.reasoning_step", at(e.started_at), attrs, 0))
+    Some(Event::new(
+        "agentflow.reasoning_step",
+        at(e.started_at),
+        attrs,
+        0,
+    ))
 }
 
 /// A run's or task's status as a span status.
