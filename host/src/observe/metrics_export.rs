@@ -202,3 +202,88 @@ fn metric(f: &Family, start_ms: i64, now_ms: i64) -> Metric {
         ..Default::default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::metrics::{AGENT, Labels, MODEL};
+
+    fn sample() -> LedgerMetrics {
+        let mut m = metrics::LedgerMetrics {
+            families: Vec::new(),
+            start_ms: 1_000,
+            now_ms: 2_000,
+        };
+        let mut calls = Family {
+            name: "agentflow.llm.calls",
+            prom: "agentflow_llm_calls_total",
+            help: "LLM calls.",
+            unit: "{call}",
+            kind: Kind::Counter,
+            series: Default::default(),
+        };
+        let labels: Labels = vec![(AGENT, "a\"b\\c\nd".into()), (MODEL, "m".into())];
+        calls.add(&labels, 2.0);
+        calls.add(&labels, 1.0);
+        let mut latency = Family {
+            name: "agentflow.llm.duration",
+            prom: "agentflow_llm_duration_seconds",
+            help: "Latency.",
+            unit: "s",
+            kind: Kind::Histogram(&[0.1, 1.0]),
+            series: Default::default(),
+        };
+        let one: Labels = vec![(MODEL, "m".into())];
+        for v in [0.05, 0.5, 0.7, 3.0] {
+            latency.observe(&one, v);
+        }
+        m.families = vec![calls, latency];
+        m
+    }
+
+    #[test]
+    fn prometheus_text_escapes_labels_and_accumulates_buckets() {
+        let text = render_prometheus(&sample());
+        let expected = "\
+# HELP agentflow_llm_calls_total LLM calls.
+# TYPE agentflow_llm_calls_total counter
+agentflow_llm_calls_total{agent=\"a\\\"b\\\\c\\nd\",model=\"m\"} 3
+# HELP agentflow_llm_duration_seconds Latency.
+# TYPE agentflow_llm_duration_seconds histogram
+agentflow_llm_duration_seconds_bucket{model=\"m\",le=\"0.1\"} 1
+agentflow_llm_duration_seconds_bucket{model=\"m\",le=\"1\"} 3
+agentflow_llm_duration_seconds_bucket{model=\"m\",le=\"+Inf\"} 4
+agentflow_llm_duration_seconds_sum{model=\"m\"} 4.25
+agentflow_llm_duration_seconds_count{model=\"m\"} 4
+";
+        assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn the_otlp_request_carries_cumulative_sums_and_histograms_with_attribute_keys() {
+        let req = otlp_request(&sample(), "svc");
+        let rm = &req.resource_metrics[0];
+        let service = &rm.resource.as_ref().unwrap().attributes[0];
+        assert_eq!(service.key, "service.name");
+        let metrics = &rm.scope_metrics[0].metrics;
+        let Some(metric::Data::Sum(sum)) = &metrics[0].data else {
+            panic!("{:?}", metrics[0])
+        };
+        assert!(sum.is_monotonic);
+        assert_eq!(
+            sum.aggregation_temporality,
+            AggregationTemporality::Cumulative as i32
+        );
+        let point = &sum.data_points[0];
+        assert_eq!(point.attributes[0].key, "agentflow.agent");
+        assert_eq!(point.attributes[1].key, "gen_ai.request.model");
+        assert_eq!(point.value, Some(number_data_point::Value::AsInt(3)));
+        assert_eq!(point.start_time_unix_nano, 1_000_000_000);
+        let Some(metric::Data::Histogram(h)) = &metrics[1].data else {
+            panic!()
+        };
+        assert_eq!(h.data_points[0].bucket_counts, vec![1, 2, 1]);
+        assert_eq!(h.data_points[0].explicit_bounds, vec![0.1, 1.0]);
+        assert_eq!(metrics[1].unit, "s");
+    }
+}

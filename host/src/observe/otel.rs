@@ -464,3 +464,32 @@ fn status_of(status: Status, error: Option<&str>) -> SpanStatus {
         _ => SpanStatus::Unset,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_id_is_its_trace_id_and_span_ids_are_stable_and_distinct() {
+        let run = "0123456789abcdef0123456789abcdef";
+        assert_eq!(trace_id(run).to_string(), run);
+        assert_eq!(trace_id("not-hex"), trace_id("not-hex"));
+        assert_ne!(trace_id("not-hex"), TraceId::INVALID);
+        assert_eq!(span_id(run, 2, 5), span_id(run, 2, 5));
+        let ids: std::collections::HashSet<SpanId> = [(0, 0), (1, 0), (1, 1), (2, 0), (11, 0)]
+            .iter()
+            .map(|(t, s)| span_id(run, *t, *s))
+            .collect();
+        assert_eq!(ids.len(), 5);
+        assert_ne!(span_id(run, 1, 0), span_id("another", 1, 0));
+    }
+
+    #[test]
+    fn long_texts_are_clipped_on_a_char_boundary() {
+        let long = "é".repeat(MAX_TEXT + 5);
+        let clipped = clip(&long);
+        assert_eq!(clipped.chars().count(), MAX_TEXT + 1);
+        assert!(clipped.ends_with('…'));
+        assert_eq!(clip("short"), "short");
+    }
+}

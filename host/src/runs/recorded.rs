@@ -227,4 +227,22 @@ mod tests {
             changes(&a, &none)
         );
     }
+
+    #[test]
+    fn the_otlp_exporter_settings_are_not_recorded_nor_a_change() {
+        let observed = format!(
+            "{RICH}\n[observe]\notlp_endpoint = \"http://collector:4318\"\nservice_name = \"x\"\n"
+        );
+        let config = HostConfig::from_toml(&observed).unwrap();
+        assert_eq!(
+            config.observe.endpoint().as_deref(),
+            Some("http://collector:4318")
+        );
+        let recorded = record(&config).unwrap();
+        assert!(recorded.get("observe").is_none(), "{recorded}");
+        let plain = record(&HostConfig::from_toml(RICH).unwrap()).unwrap();
+        assert!(changes(&plain, &recorded).is_empty());
+        let bad = HostConfig::from_toml("[observe]\notlp_endpoint = \"collector:4318\"\n");
+        assert!(format!("{:#}", bad.unwrap_err()).contains("[observe] otlp_endpoint"));
+    }
 }
