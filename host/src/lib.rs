@@ -32,8 +32,10 @@
 //! 13. [`attempts`] — a task to its outcome: validate, retry, review, escalate,
 //!     outcome checks; implements the supervisor's `TaskRunner`.
 //! 14. [`config`] — assembles the config sections into [`HostConfig`].
-//! 15. [`observe`] — reading the ledger for operators: inspect, diff, models.
-//! 16. `runs` and this file — the [`Host`] API; above it, the CLI (`main.rs`).
+//! 15. [`observe`] — reading the ledger for operators: inspect, diff, models, why;
+//!     runs as OpenTelemetry spans, the ledger's metrics.
+//! 16. `runs` and this file — the [`Host`] API (the OTLP exporter too); above it, the
+//!     CLI (`main.rs`).
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {

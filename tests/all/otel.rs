@@ -60,7 +60,7 @@ fn by_id(spans: &[Span]) -> HashMap<String, &Span> {
 }
 
 /// The task span of task `task`.
-fn task_span<'a>(spans: &'a [Span], task: u64) -> &'a Span {
+fn task_span(spans: &[Span], task: u64) -> &Span {
     spans
         .iter()
         .find(|s| {
@@ -573,17 +573,17 @@ fn parse_prometheus(text: &str) -> BTreeMap<String, f64> {
                     .any(|s| name == format!("{f}{s}"))
         });
         assert!(family.is_some(), "{name} has no TYPE line before it");
-        if let Some(labels) = series.strip_prefix(name) {
-            if !labels.is_empty() {
-                assert!(labels.starts_with('{') && labels.ends_with('}'), "{series}");
-                for pair in labels[1..labels.len() - 1].split("\",") {
-                    let (k, v) = pair.split_once('=').unwrap();
-                    assert!(
-                        k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
-                        "{k}"
-                    );
-                    assert!(v.starts_with('"'), "{pair}");
-                }
+        if let Some(labels) = series.strip_prefix(name)
+            && !labels.is_empty()
+        {
+            assert!(labels.starts_with('{') && labels.ends_with('}'), "{series}");
+            for pair in labels[1..labels.len() - 1].split("\",") {
+                let (k, v) = pair.split_once('=').unwrap();
+                assert!(
+                    k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                    "{k}"
+                );
+                assert!(v.starts_with('"'), "{pair}");
             }
         }
         let v: f64 = value.parse().unwrap_or_else(|_| panic!("value of {line}"));
