@@ -347,6 +347,11 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 .ok_or_else(|| no_run(&run, &db.path))?;
             json_or(out.json, &why, observe::why::render)
         }
+        Command::Metrics { db } => {
+            let text = observe::metrics_export::prometheus_text(&existing::reader(&db.path)?)?;
+            cli::out::write(format_args!("{text}"))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::ExportOtlp {
             run,
             endpoint,

@@ -622,6 +622,13 @@ async fn prometheus_text_counts_what_the_ledger_holds_per_model_and_per_agent() 
     let conn = rusqlite::Connection::open(&db).unwrap();
     let text = agentflow::observe::metrics_export::prometheus_text(&conn).unwrap();
     let samples = parse_prometheus(&text);
+    let printed = agentflow_on(&db, ["metrics"]);
+    assert!(printed.status.success(), "{}", stderr(&printed));
+    assert_eq!(
+        stdout(&printed),
+        text,
+        "`agentflow metrics` prints the same text"
+    );
 
     // LLM calls, tokens and cost per agent and model, as the ledger counts them.
     let mut stmt = conn

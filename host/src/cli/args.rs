@@ -419,6 +419,13 @@ pub enum Command {
         #[command(flatten)]
         out: Json,
     },
+    /// Print the ledger's metrics in the Prometheus text format (what the dashboard's
+    /// /metrics serves): LLM and tool calls, errors and latency per agent and model,
+    /// tokens, cost, tasks and runs by status, budget used.
+    Metrics {
+        #[command(flatten)]
+        db: Db,
+    },
     /// Send a run's spans (run, tasks, LLM and tool calls, validations, merges, with the
     /// reasoning steps) to an OpenTelemetry collector over OTLP/HTTP — the spans a live
     /// export sent, ids included.

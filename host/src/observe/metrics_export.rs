@@ -14,6 +14,9 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use std::fmt::Write as _;
 
+/// The `content-type` of [`prometheus_text`]'s answer.
+pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
 /// The ledger's metrics now, as Prometheus text: what `/metrics` answers.
 pub fn prometheus_text(conn: &Connection) -> Result<String, LedgerError> {
     Ok(render_prometheus(&metrics::read(conn)?))

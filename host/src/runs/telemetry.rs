@@ -22,6 +22,8 @@ use opentelemetry_sdk::trace::SpanExporter as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// Most spans sent in one request (a large run goes in several).
+const SPANS_PER_REQUEST: usize = 512;
 /// How long one export request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long closing a host waits for queued exports.
@@ -100,10 +102,14 @@ impl Otlp {
         let spans = otel::run_spans(conn, run)?
             .ok_or_else(|| anyhow::anyhow!("no run `{run}` in the ledger"))?;
         let count = spans.len();
-        self.spans
-            .export(spans)
-            .await
-            .map_err(|e| anyhow::anyhow!("OTLP export to {}: {e}", self.target.endpoint))?;
+        let mut spans = spans.into_iter().peekable();
+        while spans.peek().is_some() {
+            let batch: Vec<_> = spans.by_ref().take(SPANS_PER_REQUEST).collect();
+            self.spans
+                .export(batch)
+                .await
+                .map_err(|e| anyhow::anyhow!("OTLP export to {}: {e}", self.target.endpoint))?;
+        }
         Ok(count)
     }
 
