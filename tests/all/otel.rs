@@ -309,6 +309,15 @@ fn a_run_is_exported_live_as_a_span_tree_with_genai_attributes_and_replayed_iden
     let metrics = receiver
         .latest_metrics()
         .expect("metrics exported at close");
+    let metrics_request = receiver.latest_metrics_request().unwrap();
+    let metrics_resource = metrics_request.resource_metrics[0]
+        .resource
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        attr(&metrics_resource.attributes, "service.name"),
+        "otel-test"
+    );
     let calls = sum_points(&metrics, "agentflow.llm.calls");
     assert_eq!(
         calls,

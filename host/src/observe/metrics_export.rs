@@ -103,14 +103,15 @@ fn nanos(ms: i64) -> u64 {
     ms.max(0) as u64 * 1_000_000
 }
 
-/// `metrics` as an OTLP export request from service `service` (`service.name`).
-pub fn otlp_request(metrics: &LedgerMetrics, service: &str) -> ExportMetricsServiceRequest {
+/// `metrics` as an OTLP export request from the resource with these attributes
+/// (`service.name`, …).
+pub fn otlp_request(
+    metrics: &LedgerMetrics,
+    resource: &[(String, String)],
+) -> ExportMetricsServiceRequest {
     let scope = super::otel::scope();
     let resource = Resource {
-        attributes: vec![
-            string_kv("service.name", service),
-            string_kv("telemetry.sdk.name", "agentflow"),
-        ],
+        attributes: resource.iter().map(|(k, v)| string_kv(k, v)).collect(),
         ..Default::default()
     };
     let metrics_out = metrics
@@ -264,7 +265,7 @@ agentflow_llm_duration_seconds_count{model=\"m\"} 4
 
     #[test]
     fn the_otlp_request_carries_cumulative_sums_and_histograms_with_attribute_keys() {
-        let req = otlp_request(&sample(), "svc");
+        let req = otlp_request(&sample(), &[("service.name".into(), "svc".into())]);
         let rm = &req.resource_metrics[0];
         let service = &rm.resource.as_ref().unwrap().attributes[0];
         assert_eq!(service.key, "service.name");

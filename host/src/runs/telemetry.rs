@@ -115,7 +115,12 @@ impl Otlp {
 
     /// Send the ledger's metrics.
     async fn export_metrics(&self, conn: &rusqlite::Connection) -> anyhow::Result<()> {
-        let request = metrics_export::otlp_request(&metrics::read(conn)?, &self.target.service);
+        // The spans' resource, its values as text.
+        let resource: Vec<(String, String)> = resource(&self.target.service)
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let request = metrics_export::otlp_request(&metrics::read(conn)?, &resource);
         let url = format!("{}/v1/metrics", self.target.endpoint);
         let mut post = self
             .client

@@ -83,14 +83,19 @@ impl Receiver {
             .collect()
     }
 
-    /// The metrics of the latest metrics request.
-    pub fn latest_metrics(&self) -> Option<Vec<Metric>> {
+    /// The latest metrics request.
+    pub fn latest_metrics_request(&self) -> Option<ExportMetricsServiceRequest> {
         let post = self
             .posts()
             .into_iter()
             .rev()
             .find(|p| p.path == "/v1/metrics")?;
-        let req = ExportMetricsServiceRequest::decode(&post.body[..]).expect("OTLP metrics");
+        Some(ExportMetricsServiceRequest::decode(&post.body[..]).expect("OTLP metrics"))
+    }
+
+    /// The metrics of the latest metrics request.
+    pub fn latest_metrics(&self) -> Option<Vec<Metric>> {
+        let req = self.latest_metrics_request()?;
         Some(
             req.resource_metrics
                 .into_iter()
