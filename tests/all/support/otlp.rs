@@ -170,17 +170,32 @@ fn serve(mut stream: TcpStream, sink: &Mutex<Vec<Post>>) -> std::io::Result<()> 
     stream.flush()
 }
 
-/// A listener that accepts connections and never answers; its address.
-pub fn black_hole() -> SocketAddr {
+/// A listener that accepts connections and never answers.
+pub struct BlackHole {
+    pub addr: SocketAddr,
+    accepted: Arc<Mutex<usize>>,
+}
+
+impl BlackHole {
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        *self.accepted.lock().unwrap()
+    }
+}
+
+pub fn black_hole() -> BlackHole {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(Mutex::new(0));
+    let count = accepted.clone();
     std::thread::spawn(move || {
         let mut held = Vec::new();
         for stream in listener.incoming() {
             held.push(stream);
+            *count.lock().unwrap() += 1;
         }
     });
-    addr
+    BlackHole { addr, accepted }
 }
 
 /// A URL nothing listens on.
