@@ -33,22 +33,36 @@ fn deploy_config(dir: &TempDir, extra: &str) -> PathBuf {
 
 /// Run the deployer through the CLI with `config`; the output and the run id.
 fn deploy(dir: &TempDir, db: &Path, config: &Path) -> (std::process::Output, String) {
+    deploy_with(dir, db, config, &[])
+}
+
+/// [`deploy`] with these environment variables set.
+fn deploy_with(
+    dir: &TempDir,
+    db: &Path,
+    config: &Path,
+    env: &[(&str, &str)],
+) -> (std::process::Output, String) {
     let ws = dir.join("ws");
-    let out = run_example(
-        db,
-        "deployer",
-        [
+    let out = agentflow()
+        .arg("run")
+        .arg(example("deployer"))
+        .args([
             "--input",
             DEPLOY,
             "--grant",
             "cloud",
             "--json",
             "--workspace",
-            ws.to_str().unwrap(),
-            "--config",
-            config.to_str().unwrap(),
-        ],
-    );
+        ])
+        .arg(&ws)
+        .arg("--config")
+        .arg(config)
+        .arg("--db")
+        .arg(db)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let run_id = stdout_json(&out)["run_id"].as_str().unwrap().to_string();
     (out, run_id)
@@ -491,13 +505,15 @@ fn a_dead_collector_neither_fails_nor_holds_up_a_run_and_is_reported_once() {
     let start = Instant::now();
     deploy(&dir, &db, &plain);
     let without = start.elapsed();
-    let dead = dir.file(
-        "dead.toml",
-        std::fs::read_to_string(&plain).unwrap()
-            + &format!("[observe]\notlp_endpoint = \"{}\"\n", dead_url()),
-    );
+    // The endpoint from the environment, as an operator's shell would set it.
     let start = Instant::now();
-    let (out, run_id) = deploy(&dir, &db, &dead);
+    let dead = dead_url();
+    let (out, run_id) = deploy_with(
+        &dir,
+        &db,
+        &plain,
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", dead.as_str())],
+    );
     let with = start.elapsed();
     assert_eq!(stdout_json(&out)["status"], "completed");
     let status: String = sql(
