@@ -429,6 +429,7 @@ impl Host {
     /// Close the host: checkpoint the ledger's write-ahead log into the database file
     /// (waiting up to 5 s for other connections), so the `.db` file alone holds every
     /// run. The CLI calls this before it exits; dropping a host tries the same briefly.
+    /// With an OTLP exporter it first waits (at most 5 s) for the queued exports.
     pub fn close(mut self) -> Result<(), ledger::LedgerError> {
         self.closed = true;
         self.flush_telemetry(runs::telemetry::FLUSH_WAIT);
