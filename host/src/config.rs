@@ -6,7 +6,10 @@
 //!
 //! Each section's type lives in the module it configures (`[llm]` in
 //! [`crate::scheduler::catalog`], `[tools]` in [`crate::tools`], `[limits]` in
-//! [`crate::supervisor::limits`], …); this module only assembles them.
+//! [`crate::supervisor::limits`], …); this module only assembles them. A section that
+//! configures no single module below it lives beside this file (`[observe]`, [`observe`]).
+
+pub mod observe;
 
 pub use crate::durability::DurabilityConfig;
 pub use crate::ledger::{LedgerConfig, SyncMode};
@@ -59,71 +62,14 @@ pub struct HostConfig {
     /// The wasmtime instance pool (`[runtime]`).
     #[serde(default)]
     pub runtime: crate::runtime::RuntimeConfig,
+    /// Operators' view of runs beyond the ledger: background quality evaluation
+    /// (`[observe]`).
+    #[serde(default)]
+    pub observe: observe::ObserveConfig,
     /// Where compiled components are cached; default `$XDG_CACHE_HOME/agentflow` or
     /// `~/.cache/agentflow`.
     #[serde(default)]
     pub cache_dir: Option<PathBuf>,
-    /// Where traces and metrics go (`[observe]`).
-    #[serde(default, skip_serializing_if = "ObserveConfig::is_empty")]
-    pub observe: ObserveConfig,
-}
-
-/// `[observe]`: exporting the ledger's runs as OpenTelemetry traces and metrics.
-/// Machine-local (an endpoint belongs to where the host runs): not recorded with a run
-/// ([`crate::runs::recorded`]).
-#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ObserveConfig {
-    /// OTLP/HTTP base URL (`http://collector:4318`): spans go to `/v1/traces`, metrics to
-    /// `/v1/metrics`. Without it, `OTEL_EXPORTER_OTLP_ENDPOINT`; without both, nothing
-    /// is exported.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub otlp_endpoint: Option<String>,
-    /// The exported `service.name`; default `OTEL_SERVICE_NAME`, else `agentflow`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub service_name: Option<String>,
-    /// Seconds between metric exports of a long-lived host (default 60); metrics are
-    /// also exported when the host closes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub metrics_interval_s: Option<u64>,
-}
-
-impl ObserveConfig {
-    /// Nothing set.
-    pub fn is_empty(&self) -> bool {
-        *self == ObserveConfig::default()
-    }
-
-    /// The OTLP base URL: `otlp_endpoint`, else `OTEL_EXPORTER_OTLP_ENDPOINT`; `None`
-    /// when neither is set (or set empty).
-    pub fn endpoint(&self) -> Option<String> {
-        self.otlp_endpoint
-            .clone()
-            .or_else(|| std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok())
-            .map(|e| e.trim().trim_end_matches('/').to_string())
-            .filter(|e| !e.is_empty())
-    }
-
-    /// The `service.name` of what is exported.
-    pub fn service(&self) -> String {
-        self.service_name
-            .clone()
-            .or_else(|| std::env::var("OTEL_SERVICE_NAME").ok())
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "agentflow".into())
-    }
-
-    fn validate(&self) -> anyhow::Result<()> {
-        if let Some(e) = &self.otlp_endpoint
-            && !(e.starts_with("http://") || e.starts_with("https://"))
-        {
-            anyhow::bail!("[observe] otlp_endpoint must be an http:// or https:// URL, not `{e}`");
-        }
-        if self.metrics_interval_s == Some(0) {
-            anyhow::bail!("[observe] metrics_interval_s must be at least 1");
-        }
-        Ok(())
-    }
 }
 
 impl HostConfig {
@@ -155,6 +101,7 @@ impl HostConfig {
         self.limits.validate()?;
         self.runtime.validate()?;
         self.constraints.approval.validate()?;
+        self.observe.validate()?;
         if let Some(provider) = &self.llm.providers.provider {
             crate::providers::check_name(provider, &self.llm.endpoints)
                 .map_err(|e| anyhow::anyhow!("[llm] provider: {e}"))?;
@@ -165,7 +112,6 @@ impl HostConfig {
         if !(self.budget.usd.is_finite() && self.budget.usd >= 0.0) {
             anyhow::bail!("[budget] usd must be a non-negative number");
         }
-        self.observe.validate()?;
         Ok(())
     }
 

@@ -31,9 +31,11 @@
 //! 12. [`runtime`] — wasmtime: engine, component cache, store, one attempt at a task.
 //! 13. [`attempts`] — a task to its outcome: validate, retry, review, escalate,
 //!     outcome checks; implements the supervisor's `TaskRunner`.
-//! 14. [`config`] — assembles the config sections into [`HostConfig`].
-//! 15. [`observe`] — reading the ledger for operators: inspect, diff, models, why;
-//!     runs as OpenTelemetry spans, the ledger's metrics.
+//! 14. [`config`] — assembles the config sections into [`HostConfig`] (and holds
+//!     `[observe]`, which configures no single layer below).
+//! 15. [`observe`] — reading the ledger for operators: inspect, diff, models, why,
+//!     drift, cost against quality, a running run's progress; runs as OpenTelemetry
+//!     spans, the ledger's metrics.
 //! 16. `runs` and this file — the [`Host`] API (the OTLP exporter too); above it, the
 //!     CLI (`main.rs`).
 //!
@@ -137,7 +139,8 @@ pub struct RunReport {
     pub tokens: u64,
     pub tokens_in: u64,
     pub tokens_out: u64,
-    /// The run's whole cost as the ledger records it (a fork's included).
+    /// The run's whole cost as the ledger records it when the run ends (a fork's
+    /// included; background quality evaluations still running then are not).
     pub cost_usd: f64,
     /// For a fork: the part of `cost_usd` copied from the original run's record (spent
     /// there, not again); 0 otherwise.
@@ -165,6 +168,8 @@ pub struct Host {
     registered_tools: Vec<Arc<dyn Tool>>,
     /// Told when a task starts waiting for a human.
     notices: Option<supervisor::NoticeSink>,
+    /// Scores completed tasks in the background (`[observe] evaluate = "judge"`).
+    evaluator: Option<Arc<attempts::evaluate::Evaluator>>,
     /// Set by [`Host::close`], which has checkpointed the ledger already.
     closed: bool,
     /// The OTLP exporter, when `[observe]` names an endpoint ([`runs::telemetry`]).
@@ -186,6 +191,7 @@ impl Host {
                 tracing::warn!("OpenTelemetry export disabled: {e:#}");
                 None
             });
+        let evaluator = evaluator(&config.observe);
         Ok(Host {
             config,
             recorded_config,
@@ -195,6 +201,7 @@ impl Host {
             scheduler,
             registered_tools: Vec::new(),
             notices: None,
+            evaluator,
             closed: false,
             telemetry,
         })
@@ -214,6 +221,24 @@ impl Host {
     /// (an approval, a review, a merge conflict): what for, and the commands that answer.
     pub fn set_notices(&mut self, sink: supervisor::NoticeSink) {
         self.notices = Some(sink);
+    }
+
+    /// Wait until the background quality evaluations of this host's tasks
+    /// (`[observe] evaluate`) are recorded, or `bound` passed; how many still run then.
+    /// A run's end does not wait for them: call this before the process exits (the
+    /// CLI does, after printing the run's result, bounded by `evaluate_wait_ms`).
+    pub async fn wait_for_evaluations(&self, bound: std::time::Duration) -> usize {
+        match &self.evaluator {
+            Some(e) => e.outstanding.wait(bound).await,
+            None => 0,
+        }
+    }
+
+    /// How many background quality evaluations are running.
+    pub fn evaluations_running(&self) -> usize {
+        self.evaluator
+            .as_ref()
+            .map_or(0, |e| e.outstanding.running())
     }
 
     /// The ledger.
@@ -356,6 +381,7 @@ impl Host {
                 runtime: self.runtime.clone(),
                 retry: stored.retry.clone(),
                 merge: Arc::new(stored.merge.clone()),
+                evaluator: self.evaluator.clone(),
             }),
         };
         let run = RunContext::new(run_id, services, stored.settings(hash, &self.config));
@@ -385,8 +411,12 @@ impl Host {
         );
         self.ledger.record(summary).await?;
         // Not waited for: the run's end below, durable, is its barrier.
-        run.finish_as(1, outcome.clone(), ledger::Commit::Buffered)
-            .await;
+        if run
+            .finish_as(1, outcome.clone(), ledger::Commit::Buffered)
+            .await
+        {
+            run.tell_ended(1, &outcome);
+        }
         let orphans = run.cancel_unfinished().await;
         if orphans > 0 {
             tracing::info!(run = %run_id, orphans, "cancelled children the root did not wait for");
@@ -458,6 +488,25 @@ impl Drop for Host {
             tracing::debug!(error = %e, "ledger checkpoint on drop skipped");
         }
     }
+}
+
+/// The background evaluator `[observe]` asks for, if any.
+fn evaluator(
+    observe: &config::observe::ObserveConfig,
+) -> Option<Arc<attempts::evaluate::Evaluator>> {
+    (observe.evaluate == config::observe::Evaluate::Judge).then(|| {
+        Arc::new(attempts::evaluate::Evaluator {
+            judge: checks::JudgeCheck {
+                rubric: observe
+                    .evaluate_rubric
+                    .clone()
+                    .unwrap_or_else(|| config::observe::DEFAULT_RUBRIC.to_string()),
+                threshold: observe.evaluate_threshold,
+                model: observe.evaluate_model.clone(),
+            },
+            outstanding: Default::default(),
+        })
+    })
 }
 
 /// Build the scheduler: the catalog, one provider per provider name it uses, the

@@ -59,6 +59,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
             max_concurrency,
             require_approval_over_usd,
             timeout,
+            quiet,
             detach,
             out,
         } => {
@@ -82,18 +83,30 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 run_id: Some(agentflow::new_run_id()),
                 detach: detach.on,
             };
-            let report = with_host(config, &db.path, async |host| {
+            let run_id = options.run_id.clone().unwrap_or_default();
+            // Printed before the host closes: closing waits for background evaluations.
+            with_host(config, &db.path, async |host| {
                 // The component loads first: a file that is not one starts no run.
                 let agent = host.runtime().load_file(&wasm)?;
-                if let Some(id) = &options.run_id {
-                    eprintln!("agentflow: run {id} started (ledger {})", db.path.display());
+                if !quiet {
+                    eprintln!(
+                        "agentflow: run {run_id} started (ledger {})",
+                        db.path.display()
+                    );
                 }
-                host.run(agent, &input, options).await
-            })?;
-            if !out.json {
-                eprintln!("{limits}");
-            }
-            print::report(&report, out.json, &db.path)
+                let live = cli::progress::Live::start(
+                    &db.path,
+                    &run_id,
+                    cli::progress::Mode::for_stderr(quiet),
+                );
+                let report = host.run(agent, &input, options).await;
+                live.stop();
+                let report = report?;
+                if !out.json && !quiet {
+                    eprintln!("{limits}");
+                }
+                print::report(&report, out.json, &db.path)
+            })
         }
         Command::Resume {
             run,
@@ -375,10 +388,28 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 .block_on(telemetry::export_run(&db.path, &run, target))?;
             json_or(out.json, &exported, print::exported)
         }
-        Command::Inspect { run, db, out } => {
-            let view = inspect::load(&existing::reader(&db.path)?, &run)?
-                .ok_or_else(|| no_run(&run, &db.path))?;
+        Command::Inspect { run, roi, db, out } => {
+            let reader = existing::reader(&db.path)?;
+            if roi {
+                let report =
+                    observe::roi::load(&reader, &run)?.ok_or_else(|| no_run(&run, &db.path))?;
+                return json_or(out.json, &report, observe::roi::render);
+            }
+            let view = inspect::load(&reader, &run)?.ok_or_else(|| no_run(&run, &db.path))?;
             json_or(out.json, &view, inspect::render)
+        }
+        Command::Drift {
+            agent,
+            since,
+            db,
+            out,
+        } => {
+            let filter = observe::drift::DriftFilter {
+                agent,
+                since_ms: since,
+            };
+            let report = observe::drift::drift(&existing::reader(&db.path)?, &filter)?;
+            json_or(out.json, &report, observe::drift::render)
         }
     }
 }

@@ -87,7 +87,8 @@ fn logs_on_a_terminal_are_coloured_unless_no_color() {
             .env_remove("NO_COLOR")
             .arg("run")
             .arg(example("scripted"))
-            .args(["--input", LOG_A_LINE, "--db"])
+            // The live progress redraws with escape sequences of its own.
+            .args(["--quiet", "--input", LOG_A_LINE, "--db"])
             .arg(dir.join("t.db"));
         if let Some(v) = no_color {
             cmd.env("NO_COLOR", v);
@@ -108,9 +109,21 @@ fn logs_on_a_terminal_are_coloured_unless_no_color() {
 }
 
 /// Run `cmd` with its stderr on a new pseudo-terminal; what it wrote there.
-fn stderr_on_a_terminal(mut cmd: std::process::Command) -> String {
+fn stderr_on_a_terminal(cmd: std::process::Command) -> String {
+    on_a_terminal(cmd, Stdio::null()).1
+}
+
+/// Run `cmd` with its stdout to `stdout` and its stderr on a new pseudo-terminal (40
+/// rows of 120 columns); its stdout (when piped) and what it wrote on the terminal.
+fn on_a_terminal(mut cmd: std::process::Command, stdout: Stdio) -> (String, String) {
     use std::os::fd::{FromRawFd, OwnedFd};
     let (mut master, mut slave) = (0, 0);
+    let size = libc::winsize {
+        ws_row: 40,
+        ws_col: 120,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
     // SAFETY: openpty writes two new descriptors, which are owned below.
     let rc = unsafe {
         libc::openpty(
@@ -118,14 +131,14 @@ fn stderr_on_a_terminal(mut cmd: std::process::Command) -> String {
             &mut slave,
             std::ptr::null_mut(),
             std::ptr::null(),
-            std::ptr::null(),
+            &size,
         )
     };
     assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
     // SAFETY: both descriptors were just opened and nothing else owns them.
     let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
-    let mut child = cmd
-        .stdout(Stdio::null())
+    let child = cmd
+        .stdout(stdout)
         .stderr(Stdio::from(slave))
         .spawn()
         .unwrap();
@@ -140,8 +153,94 @@ fn stderr_on_a_terminal(mut cmd: std::process::Command) -> String {
         }
         String::from_utf8_lossy(&text).into_owned()
     });
-    assert!(child.wait().unwrap().success());
-    reader.join().unwrap()
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        reader.join().unwrap(),
+    )
+}
+
+const FANOUT: &str = r#"{"depth": 1, "fanout": 3, "steps": 2}"#;
+
+/// `agentflow run` on a terminal draws the task tree on stderr, each task with its
+/// status, cost and tokens under a line of the run's totals; stdout, a pipe, carries
+/// the output and nothing else.
+#[test]
+fn run_on_a_terminal_draws_the_task_tree_with_cost_and_tokens() {
+    let dir = TempDir::new("cli-progress-tty");
+    let mut cmd = agentflow();
+    cmd.arg("run")
+        .arg(example("fanout"))
+        .args(["--input", FANOUT, "--grant", "kv", "--db"])
+        .arg(dir.join("p.db"));
+    let (stdout, terminal) = on_a_terminal(cmd, Stdio::piped());
+    assert_eq!(stdout, "{\"tasks\":4}\n", "stdout is the output alone");
+    assert!(
+        terminal.contains("4 tasks: 0 running, 4 done, 0 failed"),
+        "{terminal:?}"
+    );
+    for task in ["#1 root", "#2 fanout r.0", "#3 fanout r.1", "#4 fanout r.2"] {
+        let line = terminal
+            .split(['\n', '\r', '✓'])
+            .find(|l| l.contains(task))
+            .unwrap_or_else(|| panic!("no line for {task}: {terminal:?}"));
+        assert!(
+            line.contains("completed") && line.contains('$') && line.contains(" tok"),
+            "{line:?}"
+        );
+    }
+    assert!(
+        terminal.contains('\u{1b}'),
+        "redrawn in place: {terminal:?}"
+    );
+}
+
+/// Piped, stdout is exactly the output (or the JSON report); stderr has one plain line
+/// per task start and end, without escape sequences; `--quiet` leaves them out.
+#[test]
+fn run_into_pipes_keeps_stdout_to_the_output_and_plain_progress_lines() {
+    let dir = TempDir::new("cli-progress-pipe");
+    let db = dir.join("p.db");
+    let out = run_example(&db, "fanout", ["--input", FANOUT, "--grant", "kv"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "{\"tasks\":4}\n");
+    let err = stderr(&out);
+    assert!(!err.contains('\u{1b}'), "{err:?}");
+    for task in 1..=4 {
+        assert!(
+            err.contains(&format!("agentflow: task {task} started: ")),
+            "{err}"
+        );
+        let end = err
+            .lines()
+            .find(|l| l.starts_with(&format!("agentflow: task {task} completed: $")))
+            .unwrap_or_else(|| panic!("no end line for task {task}: {err}"));
+        assert!(end.contains(" tokens, "), "{end}");
+    }
+    let started = err.find("agentflow: task 2 started").unwrap();
+    let ended = err.find("agentflow: task 2 completed").unwrap();
+    assert!(started < ended, "{err}");
+
+    let json = run_example(
+        &db,
+        "fanout",
+        ["--input", FANOUT, "--grant", "kv", "--json"],
+    );
+    let report: Value = serde_json::from_slice(&json.stdout).expect("stdout is the JSON alone");
+    assert_eq!(report["output"], "{\"tasks\":4}");
+
+    let quiet = run_example(
+        &db,
+        "fanout",
+        ["--input", FANOUT, "--grant", "kv", "--quiet"],
+    );
+    assert_eq!(stdout(&quiet), "{\"tasks\":4}\n");
+    assert!(
+        !stderr(&quiet).contains("agentflow: task"),
+        "{}",
+        stderr(&quiet)
+    );
 }
 
 #[test]

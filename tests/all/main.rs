@@ -10,6 +10,7 @@ mod claims;
 mod cli;
 mod cli_unix;
 mod constraints;
+mod drift;
 mod durability;
 mod guests;
 mod hostile;

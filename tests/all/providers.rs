@@ -836,6 +836,7 @@ async fn mock_rule_from_config_wins() {
                 model: Some("other-model".to_string()),
                 reply: "not me".to_string(),
                 tool_calls: Vec::new(),
+                delay_ms: None,
             },
             MockRule {
                 contains: Some("WEATHER".to_string()),
@@ -847,6 +848,7 @@ async fn mock_rule_from_config_wins() {
                     name: "get_weather".to_string(),
                     arguments: r#"{"city":"Oslo"}"#.to_string(),
                 }],
+                delay_ms: None,
             },
         ],
         ..MockConfig::default()

@@ -417,7 +417,11 @@ async fn history_predicts_tokens_and_quality_scores_count() {
             .to_string()
     };
     assert_eq!(prediction(&decisions[0]), "prompt-length estimate");
-    assert_eq!(prediction(&decisions[3]), "history of 3 `summarize` calls");
+    // All four calls are the same agent's: its own history predicts the fourth.
+    assert_eq!(
+        prediction(&decisions[3]),
+        "history of 3 `summarize` calls by agent `scripted`"
+    );
 
     for _ in 0..6 {
         host.scheduler()

@@ -8,10 +8,12 @@
 //! the world is wrong ([`outcome`]). A failure is retried as `[retry]` says
 //! ([`retry`]) — as it was, at another temperature, with the validator's feedback, on
 //! a better model, or after a human's decision ([`review`]) — each category's
-//! strategies chained across attempts.
+//! strategies chained across attempts. After a task ended, its output may be scored
+//! in the background ([`evaluate`], `[observe] evaluate = "judge"`).
 
 pub mod calibrate;
 pub mod component;
+pub mod evaluate;
 pub mod outcome;
 pub mod retry;
 pub mod review;
@@ -34,17 +36,25 @@ pub use retry::{Chain, RetryConfig, Strategy};
 pub use validate::{parse_score, validate};
 
 /// Runs a run's tasks for its supervisor: the runtime that instantiates components,
-/// the run's `[retry]` rules and its `[merge]` settings (for the capabilities).
+/// the run's `[retry]` rules and its `[merge]` settings (for the capabilities), and
+/// the background evaluation of completed tasks, when configured.
 pub struct Runner {
     pub runtime: Arc<Runtime>,
     pub retry: RetryConfig,
     pub merge: Arc<MergeConfig>,
+    pub evaluator: Option<Arc<evaluate::Evaluator>>,
 }
 
 #[async_trait::async_trait]
 impl TaskRunner for Runner {
     fn load_agent(&self, path: &Path) -> anyhow::Result<ComponentRef> {
         Ok(self.runtime.load_file(path)?.component_ref())
+    }
+
+    fn ended(&self, run: &Arc<RunContext>, id: u64, outcome: &TaskOutcome) {
+        if let (Some(evaluator), TaskOutcome::Completed(output)) = (&self.evaluator, outcome) {
+            evaluator.spawn(run.clone(), id, output.clone());
+        }
     }
 
     async fn run_task(&self, run: Arc<RunContext>, start: TaskStart) -> TaskOutcome {

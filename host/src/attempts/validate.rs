@@ -18,7 +18,7 @@ use std::sync::Arc;
 /// the subtree of `task_id` (read only `with_tools`, for claims), and the model used
 /// most by the task's current attempt (after its last `validation.retry`) with the
 /// task type it was asked for. Reads only the events of the tasks concerned.
-fn ledger_facts(
+pub(crate) fn ledger_facts(
     run: &RunContext,
     conn: Option<&crate::ledger::Connection>,
     task_id: u64,
@@ -122,25 +122,50 @@ async fn judge(
         task_type: "judge",
         kind: EventKind::ValidationJudge,
         request: json!({ "validator": v.label(), "threshold": threshold }),
+        budget_task: None,
     };
-    let scored = host_llm::call(run, call, |text| {
+    match ask_judge(run, call).await {
+        Err(why) => (Verdict::Uncertain(why.to_string()), None),
+        Ok(scored) => scored.verdict(threshold),
+    }
+}
+
+/// A judge's answer: its score (0–10) and the head of its reply.
+pub(crate) struct Scored {
+    pub score: f64,
+    pub excerpt: String,
+}
+
+impl Scored {
+    /// The verdict at `threshold`, with the score.
+    pub(crate) fn verdict(self, threshold: f64) -> (Verdict, Option<f64>) {
+        let s = self.score;
+        if s >= threshold {
+            (Verdict::Pass, Some(s))
+        } else {
+            (
+                Verdict::Fail(format!("judge score {s} < {threshold}: {}", self.excerpt)),
+                Some(s),
+            )
+        }
+    }
+}
+
+/// Make a judge's call and read its score (a reply without one is rejected).
+pub(crate) async fn ask_judge(
+    run: &Arc<RunContext>,
+    call: HostCall<'_>,
+) -> Result<Scored, host_llm::HostCallError> {
+    host_llm::call(run, call, |text| {
         let score = parse_score(text);
         let excerpt: String = text.chars().take(300).collect();
         let result = match score {
-            Some(s) => Ok((s, excerpt)),
+            Some(score) => Ok(Scored { score, excerpt }),
             None => Err(format!("the judge gave no score: {excerpt}")),
         };
         (result, json!({ "score": score }))
     })
-    .await;
-    match scored {
-        Err(why) => (Verdict::Uncertain(why.to_string()), None),
-        Ok((s, _)) if s >= threshold => (Verdict::Pass, Some(s)),
-        Ok((s, excerpt)) => (
-            Verdict::Fail(format!("judge score {s} < {threshold}: {excerpt}")),
-            Some(s),
-        ),
-    }
+    .await
 }
 
 /// The judge's model: the configured one, else the highest-quality catalog model other

@@ -90,6 +90,10 @@ pub enum Command {
         /// 30s, 500ms, 2h.
         #[arg(long, value_parser = agentflow::supervisor::limits::parse_duration_ms, value_name = "DURATION")]
         timeout: Option<u64>,
+        /// Show no progress on stderr (by default: the live task tree on a terminal,
+        /// one line per task start and end otherwise).
+        #[arg(long, short = 'q')]
+        quiet: bool,
         #[command(flatten)]
         detach: Detach,
         #[command(flatten)]
@@ -449,6 +453,26 @@ pub enum Command {
     Inspect {
         /// Run id (or a unique prefix).
         run: String,
+        /// Instead: each task's cost against its validation verdict and quality score,
+        /// the expensive-but-worthless tasks first.
+        #[arg(long)]
+        roi: bool,
+        #[command(flatten)]
+        db: Db,
+        #[command(flatten)]
+        out: Json,
+    },
+    /// How the same agent's outputs and validation pass rates changed across runs and
+    /// models, for each input it ran on more than once; and per model and UTC day, the
+    /// failure rate and quality score of the tasks that used it.
+    Drift {
+        /// Only this agent (its name as `agentflow runs` shows it).
+        #[arg(long)]
+        agent: Option<String>,
+        /// Only tasks started at or after WHEN: a UTC date or date-time (2026-12-01,
+        /// 2026-12-01T09:30Z) or a duration ago (30m, 2h, 7d).
+        #[arg(long, value_name = "WHEN", value_parser = parse_since)]
+        since: Option<i64>,
         #[command(flatten)]
         db: Db,
         #[command(flatten)]

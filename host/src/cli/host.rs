@@ -7,8 +7,9 @@ use agentflow::{Host, HostConfig};
 use std::path::Path;
 
 /// Start a host on the ledger `db` (telling the operator on stderr when a task waits
-/// for a human), run `f` with it on a new tokio runtime, then close the host (see
-/// [`close`]).
+/// for a human), run `f` with it on a new tokio runtime, wait for the host's background
+/// quality evaluations (`[observe] evaluate`, at most `evaluate_wait_ms`), then close
+/// the host (see [`close`]).
 pub fn with_host<T>(
     config: HostConfig,
     db: &Path,
@@ -21,6 +22,20 @@ pub fn with_host<T>(
         let db = db.to_path_buf();
         host.set_notices(std::sync::Arc::new(move |w| super::print::notice(w, &db)));
         let result = f(&host).await;
+        let running = host.evaluations_running();
+        if running > 0 {
+            let bound = host.config().observe.evaluate_wait_ms;
+            eprintln!(
+                "agentflow: waiting for {running} quality evaluation(s) to be recorded (at most {:.1}s)",
+                bound as f64 / 1000.0
+            );
+            let left = host
+                .wait_for_evaluations(std::time::Duration::from_millis(bound))
+                .await;
+            if left > 0 {
+                eprintln!("agentflow: warning: {left} quality evaluation(s) abandoned unrecorded");
+            }
+        }
         close(host);
         result
     })

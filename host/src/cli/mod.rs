@@ -1,7 +1,7 @@
 //! The binary's side of the command line: what clap parses ([`args`]), what the
 //! commands print ([`print`]), the host or ledger each command runs on ([`host`]),
-//! building agent and validator crates given as directories ([`build`]), and writing
-//! to a terminal or a pipe ([`out`]).
+//! building agent and validator crates given as directories ([`build`]), writing to a
+//! terminal or a pipe ([`out`]), and a running run's live progress ([`progress`]).
 //! Everything a command computes lives in the `agentflow` library.
 
 pub mod args;
@@ -9,3 +9,4 @@ pub mod build;
 pub mod host;
 pub mod out;
 pub mod print;
+pub mod progress;

@@ -37,12 +37,14 @@
 //! [`Connection`] — grouped by topic: [`kv`], [`workspace`] (copy-on-write views),
 //! [`merges`], [`reviews`] (approvals and reviews), [`checkpoints`], [`validators`],
 //! [`tasks`], [`fork`], [`query_events`] (the `events` listing), [`traces`] (the
-//! `agent_traces` view), and [`perf`] (the performance DB beside the ledger).
+//! `agent_traces` view), [`drift`] (drift, cost against quality, live progress, async
+//! evaluations), and [`perf`] (the performance DB beside the ledger).
 
 pub mod blobs;
 pub mod cancels;
 pub mod checkpoints;
 mod commit;
+pub mod drift;
 mod error;
 pub mod existing;
 pub mod fault;

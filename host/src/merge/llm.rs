@@ -115,6 +115,7 @@ pub(super) async fn llm_merge(
         task_type: "merge",
         kind: EventKind::MergeLlm,
         request: json!({ "subject": sides.subject, "revisions": sides.revisions.len() }),
+        budget_task: None,
     };
     host_llm::call(run, call, |text| {
         let parsed = parse_merge_reply(text).map_err(|e| e.to_string());

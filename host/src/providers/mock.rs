@@ -48,6 +48,9 @@ pub struct MockRule {
     /// Tool calls to return; when non-empty the finish reason is `tool_calls`.
     #[serde(default)]
     pub tool_calls: Vec<ToolCall>,
+    /// Extra simulated latency of the calls this rule answers (a slow judge, say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
 }
 
 impl MockRule {
@@ -104,6 +107,16 @@ impl MockProvider {
             latency: Duration::from_millis(config.latency_ms),
             rules,
         })
+    }
+
+    /// The extra latency of the rule that answers `request` (`delay_ms`), if any.
+    fn delay(&self, request: &ChatRequest) -> Option<Duration> {
+        let last_user = last_user_message(request);
+        self.rules
+            .iter()
+            .find(|r| r.matches(request, last_user))
+            .and_then(|r| r.delay_ms)
+            .map(Duration::from_millis)
     }
 
     /// The answer text and tool calls for `request`, before token accounting.
@@ -284,6 +297,9 @@ impl LlmProvider for MockProvider {
         let sent = Instant::now();
         if !self.latency.is_zero() {
             tokio::time::sleep(self.latency).await;
+        }
+        if let Some(delay) = self.delay(request) {
+            tokio::time::sleep(delay).await;
         }
         let (mut text, tool_calls) = self.answer(request);
         let input_tokens = request

@@ -7,9 +7,9 @@
 //! of each mock rules file read in, `[tools]`, `[limits]`, `[[validators]]`, `[merge]`,
 //! `[retry]`, `[constraints]`, `[agents]`, … — without secrets (`api_key` is never
 //! serialized; keys come from the environment variable named by `api_key_env`) and
-//! without `cache_dir` and the `[observe]` exporter settings, which belong to the
-//! machine. Compared on resume: all of it but the host's own settings, `[ledger]` and
-//! `[runtime]`, which a resume may change.
+//! without `cache_dir` and the `[observe]` exporter settings (`otlp_endpoint`, …), which
+//! belong to the machine. Compared on resume: all of it but the host's own settings,
+//! `[ledger]`, `[runtime]` and `[observe]`, which a resume may change.
 
 use crate::HostConfig;
 use crate::ledger::{self, existing};
@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 use std::path::Path;
 
 /// Top-level keys that configure the host process rather than the run.
-const HOST_OWN: [&str; 3] = ["ledger", "runtime", "cache_dir"];
+const HOST_OWN: [&str; 4] = ["ledger", "runtime", "cache_dir", "observe"];
 
 /// What a run records of `config`: its sections as JSON, rules files read in.
 pub fn record(config: &HostConfig) -> anyhow::Result<Value> {
@@ -239,7 +239,11 @@ mod tests {
             Some("http://collector:4318")
         );
         let recorded = record(&config).unwrap();
-        assert!(recorded.get("observe").is_none(), "{recorded}");
+        assert!(
+            recorded["observe"].get("otlp_endpoint").is_none()
+                && recorded["observe"].get("service_name").is_none(),
+            "{recorded}"
+        );
         let plain = record(&HostConfig::from_toml(RICH).unwrap()).unwrap();
         assert!(changes(&plain, &recorded).is_empty());
         let bad = HostConfig::from_toml("[observe]\notlp_endpoint = \"collector:4318\"\n");

@@ -12,7 +12,7 @@
 //! `agentflow export-otlp` replays a finished run through the same conversion
 //! ([`export_run`]), so a replay sends the spans the live export sent, ids included.
 
-use crate::config::ObserveConfig;
+use crate::config::observe::ObserveConfig;
 use crate::ledger::query;
 use crate::observe::{metrics, metrics_export, otel};
 use opentelemetry_http::{Bytes, HttpClient, HttpError, Request, Response};

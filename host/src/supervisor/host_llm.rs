@@ -26,6 +26,9 @@ pub struct HostCall<'a> {
     pub kind: EventKind,
     /// Fields the event's request shows besides the prompt.
     pub request: Value,
+    /// The task whose budget pays for the call, when not `task_id`'s own: a call made
+    /// after `task_id` ended (its share of the budget returned) charges the root's.
+    pub budget_task: Option<u64>,
 }
 
 /// Why a host-made LLM call has no result.
@@ -77,7 +80,11 @@ pub async fn call<T>(
     let est_in = crate::providers::estimate_tokens(&c.prompt) as u64 + 4;
     let reservation = run
         .budget
-        .reserve(c.task_id, price.cost(est_in, max_out), est_in + max_out)
+        .reserve(
+            c.budget_task.unwrap_or(c.task_id),
+            price.cost(est_in, max_out),
+            est_in + max_out,
+        )
         .map_err(|source| HostCallError::NoBudget {
             task_type: c.task_type,
             source,

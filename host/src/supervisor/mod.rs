@@ -77,6 +77,10 @@ pub trait TaskRunner: Send + Sync {
         input: &str,
         text: &str,
     ) -> Result<(), String>;
+    /// Task `id` ended as `outcome`, its end recorded: for work after a task that must
+    /// not hold it (or its run) up, such as a background quality evaluation. Called
+    /// once per task end that was recorded; must not block. The default does nothing.
+    fn ended(&self, _run: &Arc<RunContext>, _id: u64, _outcome: &TaskOutcome) {}
 }
 
 /// How a task ended.

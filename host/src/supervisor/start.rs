@@ -183,7 +183,9 @@ impl RunContext {
             let outcome = run.runner.run_task(run.clone(), start).await;
             run.release_locks(&names, id);
             drop(guards);
-            run.finish(id, outcome).await;
+            if run.finish(id, outcome.clone()).await {
+                run.tell_ended(id, &outcome);
+            }
         });
         if let Some(node) = self.tree.lock().unwrap().nodes.get_mut(&id) {
             node.abort = Some(handle.abort_handle());

@@ -89,14 +89,26 @@ impl RunContext {
 
     /// Record a task's end (durably) and wake whoever waits for it. The first outcome
     /// wins (a cancelled task stays cancelled).
-    pub async fn finish(&self, id: u64, outcome: TaskOutcome) {
+    /// Whether this call recorded it (`false`: the task had ended already).
+    pub async fn finish(&self, id: u64, outcome: TaskOutcome) -> bool {
         self.finish_as(id, outcome, crate::ledger::Commit::Durable)
             .await
     }
 
+    /// Tell the runner that task `id` ended as `outcome` ([`super::TaskRunner::ended`]),
+    /// once [`RunContext::finish`] recorded it.
+    pub fn tell_ended(self: &std::sync::Arc<Self>, id: u64, outcome: &TaskOutcome) {
+        self.runner.ended(self, id, outcome);
+    }
+
     /// [`RunContext::finish`], committed as `commit` says: the root's end is
     /// [`crate::ledger::Commit::Buffered`] when the run's end, durable, follows it.
-    pub async fn finish_as(&self, id: u64, outcome: TaskOutcome, commit: crate::ledger::Commit) {
+    pub async fn finish_as(
+        &self,
+        id: u64,
+        outcome: TaskOutcome,
+        commit: crate::ledger::Commit,
+    ) -> bool {
         // The end is recorded in the ledger before anyone waiting is woken, so what a
         // dependent does next is always after its dependency's end in the ledger.
         let first = {
@@ -108,7 +120,7 @@ impl RunContext {
             open && tree.finishing.insert(id)
         };
         if !first {
-            return;
+            return false;
         }
         self.budget.close_child(id);
         let (status, output, error) = match outcome.clone() {
@@ -145,6 +157,7 @@ impl RunContext {
             }
         }
         self.mark_finished(id);
+        true
     }
 
     /// Resolves once task `id` is cancelled (an operator's `agentflow cancel`); never
