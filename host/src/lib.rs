@@ -34,8 +34,10 @@
 //! 14. [`config`] — assembles the config sections into [`HostConfig`] (and holds
 //!     `[observe]`, which configures no single layer below).
 //! 15. [`observe`] — reading the ledger for operators: inspect, diff, models, why,
-//!     drift, cost against quality, a running run's progress.
-//! 16. `runs` and this file — the [`Host`] API; above it, the CLI (`main.rs`).
+//!     drift, cost against quality, a running run's progress; runs as OpenTelemetry
+//!     spans, the ledger's metrics.
+//! 16. `runs` and this file — the [`Host`] API (the OTLP exporter too); above it, the
+//!     CLI (`main.rs`).
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -170,6 +172,8 @@ pub struct Host {
     evaluator: Option<Arc<attempts::evaluate::Evaluator>>,
     /// Set by [`Host::close`], which has checkpointed the ledger already.
     closed: bool,
+    /// The OTLP exporter, when `[observe]` names an endpoint ([`runs::telemetry`]).
+    telemetry: Option<runs::telemetry::Telemetry>,
 }
 
 impl Host {
@@ -181,6 +185,12 @@ impl Host {
         let scheduler = Arc::new(build_scheduler(&config, db.as_ref())?);
         let recorded_config = runs::recorded::record(&config)?;
         let leases = runs::lease::LeaseKeeper::new(ledger.clone());
+        // Exporting never fails a run: an exporter that cannot start is a warning.
+        let telemetry = runs::telemetry::Telemetry::start(&config.observe, db.as_ref())
+            .unwrap_or_else(|e| {
+                tracing::warn!("OpenTelemetry export disabled: {e:#}");
+                None
+            });
         let evaluator = evaluator(&config.observe);
         Ok(Host {
             config,
@@ -193,6 +203,7 @@ impl Host {
             notices: None,
             evaluator,
             closed: false,
+            telemetry,
         })
     }
 
@@ -422,6 +433,9 @@ impl Host {
             .finish_run(run_id.clone(), status, output.clone(), error.clone())
             .await?
             .ok_or_else(|| anyhow::anyhow!("run {run_id} vanished from the ledger"))?;
+        if let Some(telemetry) = &self.telemetry {
+            telemetry.run_ended(&run_id);
+        }
         Ok(RunReport {
             run_id,
             status,
@@ -445,9 +459,20 @@ impl Host {
     /// Close the host: checkpoint the ledger's write-ahead log into the database file
     /// (waiting up to 5 s for other connections), so the `.db` file alone holds every
     /// run. The CLI calls this before it exits; dropping a host tries the same briefly.
+    /// With an OTLP exporter it first waits (at most 5 s) for the queued exports.
     pub fn close(mut self) -> Result<(), ledger::LedgerError> {
         self.closed = true;
+        self.flush_telemetry(runs::telemetry::FLUSH_WAIT);
         self.ledger.checkpoint(std::time::Duration::from_secs(5))
+    }
+}
+
+impl Host {
+    /// Wait up to `wait` for the OTLP exports queued so far (the spans of the runs that
+    /// ended, then the metrics); whether they finished in time. `true` without an
+    /// exporter. [`Host::close`] does this.
+    pub fn flush_telemetry(&self, wait: std::time::Duration) -> bool {
+        self.telemetry.as_ref().is_none_or(|t| t.flush(wait))
     }
 }
 

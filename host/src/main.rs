@@ -10,6 +10,7 @@ use agentflow::guest_text::escape_guest_text;
 use agentflow::ledger::{existing, integrity, query, query_events};
 use agentflow::merge::resolve::{self, Decision};
 use agentflow::observe::{self, inspect};
+use agentflow::runs::telemetry;
 use agentflow::{HostConfig, ResumeOptions, RunOptions};
 use clap::Parser;
 use cli::args::{Cli, Command, usage_error};
@@ -358,6 +359,34 @@ fn real_main() -> anyhow::Result<ExitCode> {
             let why = observe::why::why(&existing::reader(&db.path)?, &run, &target)?
                 .ok_or_else(|| no_run(&run, &db.path))?;
             json_or(out.json, &why, observe::why::render)
+        }
+        Command::Metrics { db } => {
+            let text = observe::metrics_export::prometheus_text(&existing::reader(&db.path)?)?;
+            cli::out::write(format_args!("{text}"))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ExportOtlp {
+            run,
+            endpoint,
+            config,
+            db,
+            out,
+        } => {
+            let mut observe = HostConfig::from_file_or_default(config.as_deref())?.observe;
+            if endpoint.is_some() {
+                observe.otlp_endpoint = endpoint;
+            }
+            let target = telemetry::Target::of(&observe).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no OTLP endpoint: give --endpoint URL, [observe] otlp_endpoint or \
+                     OTEL_EXPORTER_OTLP_ENDPOINT"
+                )
+            })?;
+            let exported = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(telemetry::export_run(&db.path, &run, target))?;
+            json_or(out.json, &exported, print::exported)
         }
         Command::Inspect { run, roi, db, out } => {
             let reader = existing::reader(&db.path)?;

@@ -21,6 +21,7 @@ mod ledger;
 mod limits;
 mod merge;
 mod merge_complete;
+mod otel;
 mod provider_failures;
 mod providers;
 mod recovery_graph;

@@ -423,6 +423,32 @@ pub enum Command {
         #[command(flatten)]
         out: Json,
     },
+    /// Print the ledger's metrics in the Prometheus text format (what the dashboard's
+    /// /metrics serves): LLM and tool calls, errors and latency per agent and model,
+    /// tokens, cost, tasks and runs by status, budget used.
+    Metrics {
+        #[command(flatten)]
+        db: Db,
+    },
+    /// Send a run's spans (run, tasks, LLM and tool calls, validations, merges, with the
+    /// reasoning steps) to an OpenTelemetry collector over OTLP/HTTP — the spans a live
+    /// export sent, ids included.
+    #[command(name = "export-otlp")]
+    ExportOtlp {
+        /// Run id (or a unique prefix).
+        run: String,
+        /// OTLP/HTTP base URL (spans go to URL/v1/traces); default `[observe]
+        /// otlp_endpoint` of --config, else OTEL_EXPORTER_OTLP_ENDPOINT.
+        #[arg(long, value_name = "URL")]
+        endpoint: Option<String>,
+        /// Host configuration (TOML) whose `[observe]` section to use.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        db: Db,
+        #[command(flatten)]
+        out: Json,
+    },
     /// Show a run's task tree: model, cost, tokens, duration and reasoning steps.
     Inspect {
         /// Run id (or a unique prefix).

@@ -208,6 +208,14 @@ pub fn approvals(rows: &[ApprovalRow]) -> String {
     table.render()
 }
 
+/// What `export-otlp` sent.
+pub fn exported(e: &agentflow::runs::telemetry::Exported) -> String {
+    format!(
+        "exported {} spans of run {} to {} (trace id {})\n",
+        e.spans, e.run_id, e.endpoint, e.trace_id
+    )
+}
+
 /// A run's checkpoints as a table.
 pub fn checkpoints(rows: &[CheckpointRow]) -> String {
     let mut table = Table::new()

@@ -1,6 +1,8 @@
 //! The `[observe]` section: what the host does to let operators judge its runs beyond
 //! recording them — `evaluate = "judge"`, an asynchronous quality evaluation of every
-//! task's output after the task ended ([`crate::attempts::evaluate`]).
+//! task's output after the task ended ([`crate::attempts::evaluate`]), and
+//! `otlp_endpoint`, exporting runs as OpenTelemetry traces and metrics
+//! ([`crate::runs::telemetry`]).
 //!
 //! ```toml
 //! [observe]
@@ -9,6 +11,9 @@
 //! evaluate_rubric = "Is the answer correct and complete?"
 //! evaluate_threshold = 7.0    # a score under it is recorded as a failed verdict
 //! evaluate_wait_ms = 30000    # how long a closing host waits for evaluations still running
+//! otlp_endpoint = "http://collector:4318"  # default: $OTEL_EXPORTER_OTLP_ENDPOINT
+//! service_name = "agentflow"  # default: $OTEL_SERVICE_NAME, else agentflow
+//! metrics_interval_s = 60     # a long-lived host's metric exports
 //! ```
 //!
 //! Host-own: a run does not record it for resume comparisons (see
@@ -42,6 +47,18 @@ pub struct ObserveConfig {
     /// How long closing the host (the CLI's exit) waits for evaluations still running;
     /// those still running then are abandoned (logged). Default 30 s.
     pub evaluate_wait_ms: u64,
+    /// OTLP/HTTP base URL (`http://collector:4318`): spans go to `/v1/traces`, metrics
+    /// to `/v1/metrics`. Without it, `OTEL_EXPORTER_OTLP_ENDPOINT`; without both,
+    /// nothing is exported. Machine-local: not recorded with a run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp_endpoint: Option<String>,
+    /// The exported `service.name`; default `OTEL_SERVICE_NAME`, else `agentflow`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_name: Option<String>,
+    /// Seconds between metric exports of a long-lived host (default 60); metrics are
+    /// also exported when the host closes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_interval_s: Option<u64>,
 }
 
 /// The judge's criteria when `evaluate_rubric` is not set.
@@ -56,6 +73,9 @@ impl Default for ObserveConfig {
             evaluate_rubric: None,
             evaluate_threshold: None,
             evaluate_wait_ms: 30_000,
+            otlp_endpoint: None,
+            service_name: None,
+            metrics_interval_s: None,
         }
     }
 }
@@ -68,6 +88,33 @@ impl ObserveConfig {
         {
             anyhow::bail!("[observe] evaluate_threshold must be between 0 and 10");
         }
+        if let Some(e) = &self.otlp_endpoint
+            && !(e.starts_with("http://") || e.starts_with("https://"))
+        {
+            anyhow::bail!("[observe] otlp_endpoint must be an http:// or https:// URL, not `{e}`");
+        }
+        if self.metrics_interval_s == Some(0) {
+            anyhow::bail!("[observe] metrics_interval_s must be at least 1");
+        }
         Ok(())
+    }
+
+    /// The OTLP base URL: `otlp_endpoint`, else `OTEL_EXPORTER_OTLP_ENDPOINT`; `None`
+    /// when neither is set (or set empty).
+    pub fn endpoint(&self) -> Option<String> {
+        self.otlp_endpoint
+            .clone()
+            .or_else(|| std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok())
+            .map(|e| e.trim().trim_end_matches('/').to_string())
+            .filter(|e| !e.is_empty())
+    }
+
+    /// The `service.name` of what is exported.
+    pub fn service(&self) -> String {
+        self.service_name
+            .clone()
+            .or_else(|| std::env::var("OTEL_SERVICE_NAME").ok())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "agentflow".into())
     }
 }

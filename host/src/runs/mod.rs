@@ -1,7 +1,8 @@
 //! The `Host` API's work on runs beyond starting one: what a run stores to be resumed
 //! ([`stored`]), the host configuration it was started with ([`recorded`]), driving a
 //! run's root task and stopping a run that waits for humans ([`park`]), cancelling a
-//! run ([`cancel`]), and resuming, forking, recovering and reopening runs ([`resume`]).
+//! run ([`cancel`]), resuming, forking, recovering and reopening runs ([`resume`]), and
+//! exporting ended runs to an OpenTelemetry collector ([`telemetry`]).
 
 pub mod cancel;
 pub(crate) mod lease;
@@ -10,3 +11,4 @@ pub mod recorded;
 pub(crate) mod park;
 pub(crate) mod resume;
 pub(crate) mod stored;
+pub mod telemetry;

@@ -7,9 +7,9 @@
 //! of each mock rules file read in, `[tools]`, `[limits]`, `[[validators]]`, `[merge]`,
 //! `[retry]`, `[constraints]`, `[agents]`, … — without secrets (`api_key` is never
 //! serialized; keys come from the environment variable named by `api_key_env`) and
-//! without `cache_dir`, which belongs to the machine. Compared on resume: all of it
-//! but the host's own settings, `[ledger]`, `[runtime]` and `[observe]`, which a resume
-//! may change.
+//! without `cache_dir` and the `[observe]` exporter settings (`otlp_endpoint`, …), which
+//! belong to the machine. Compared on resume: all of it but the host's own settings,
+//! `[ledger]`, `[runtime]` and `[observe]`, which a resume may change.
 
 use crate::HostConfig;
 use crate::ledger::{self, existing};
@@ -24,6 +24,10 @@ pub fn record(config: &HostConfig) -> anyhow::Result<Value> {
     let mut config = config.clone();
     config.llm = config.llm.inlined()?;
     config.cache_dir = None;
+    // Where this machine sends its telemetry is not part of what the run does.
+    config.observe.otlp_endpoint = None;
+    config.observe.service_name = None;
+    config.observe.metrics_interval_s = None;
     Ok(serde_json::to_value(&config)?)
 }
 
@@ -222,5 +226,27 @@ mod tests {
             "{:?}",
             changes(&a, &none)
         );
+    }
+
+    #[test]
+    fn the_otlp_exporter_settings_are_not_recorded_nor_a_change() {
+        let observed = format!(
+            "{RICH}\n[observe]\notlp_endpoint = \"http://collector:4318\"\nservice_name = \"x\"\n"
+        );
+        let config = HostConfig::from_toml(&observed).unwrap();
+        assert_eq!(
+            config.observe.endpoint().as_deref(),
+            Some("http://collector:4318")
+        );
+        let recorded = record(&config).unwrap();
+        assert!(
+            recorded["observe"].get("otlp_endpoint").is_none()
+                && recorded["observe"].get("service_name").is_none(),
+            "{recorded}"
+        );
+        let plain = record(&HostConfig::from_toml(RICH).unwrap()).unwrap();
+        assert!(changes(&plain, &recorded).is_empty());
+        let bad = HostConfig::from_toml("[observe]\notlp_endpoint = \"collector:4318\"\n");
+        assert!(format!("{:#}", bad.unwrap_err()).contains("[observe] otlp_endpoint"));
     }
 }

@@ -5,6 +5,7 @@ pub mod cli;
 pub mod fake_http;
 pub mod guard;
 pub mod llm;
+pub mod otlp;
 
 use agentflow::ledger::query::{self, EventRow, TaskRow};
 use agentflow::{Host, HostConfig, RunOptions, RunReport};
