@@ -34,6 +34,8 @@
 //! 14. [`config`] — assembles the config sections into [`HostConfig`].
 //! 15. [`observe`] — reading the ledger for operators: inspect, diff, models.
 //! 16. `runs` and this file — the [`Host`] API; above it, the CLI (`main.rs`).
+//! 17. [`serve`] — the web dashboard (`agentflow serve`): the ledger read and decided
+//!     on from a browser.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -61,6 +63,7 @@ pub mod replay;
 pub mod runs;
 pub mod runtime;
 pub mod scheduler;
+pub mod serve;
 pub mod supervisor;
 pub mod table;
 pub mod tools;

@@ -37,11 +37,13 @@
 //! [`Connection`] — grouped by topic: [`kv`], [`workspace`] (copy-on-write views),
 //! [`merges`], [`reviews`] (approvals and reviews), [`checkpoints`], [`validators`],
 //! [`tasks`], [`fork`], [`query_events`] (the `events` listing), [`traces`] (the
-//! `agent_traces` view), and [`perf`] (the performance DB beside the ledger).
+//! `agent_traces` view), [`dashboard`] (what `agentflow serve` shows beyond those), and
+//! [`perf`] (the performance DB beside the ledger).
 
 pub mod blobs;
 pub mod cancels;
 pub mod checkpoints;
+pub mod dashboard;
 mod commit;
 mod error;
 pub mod existing;
