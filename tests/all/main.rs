@@ -8,6 +8,7 @@ mod builds;
 mod claims;
 mod cli;
 mod cli_unix;
+mod dashboard;
 mod constraints;
 mod durability;
 mod guests;

@@ -38,11 +38,29 @@ const utc = (ms) => (ms ? new Date(ms).toISOString().replace('T', ' ').slice(0, 
 const clip = (s, n) => { s = String(s ?? ''); return s.length > n ? s.slice(0, n) + '…' : s; };
 const badge = (text, cls) => el('span', { class: 'badge ' + (cls || text) }, text);
 
-async function getJson(url) {
+/** The body of `url` as text (an API error as an exception with its message). */
+async function getText(url) {
   const r = await fetch(url, { headers: { Accept: 'application/json' } });
-  const body = await r.json().catch(() => ({}));
-  if (!r.ok) throw new Error(body.error || `${r.status} ${r.statusText}`);
-  return body;
+  const text = await r.text();
+  if (!r.ok) {
+    let why = `${r.status} ${r.statusText}`;
+    try { why = JSON.parse(text).error || why; } catch (e) { /* not JSON */ }
+    throw new Error(why);
+  }
+  return text;
+}
+
+const getJson = async (url) => JSON.parse(await getText(url));
+
+/** Call `draw(json)` with `url`'s JSON now, then at each change of it that `changed`
+ *  reports — only when the body differs, so an unchanged page keeps its elements. */
+async function follow(url, draw) {
+  let last = await getText(url);
+  draw(JSON.parse(last));
+  return async () => {
+    const next = await getText(url);
+    if (next !== last) { last = next; draw(JSON.parse(next)); }
+  };
 }
 
 async function post(url, body) {
@@ -97,9 +115,11 @@ async function runsPage() {
   main.replaceChildren(el('h1', {}, 'Runs'), form, el('table', {},
     el('thead', {}, el('tr', {}, ['run', 'started (UTC)', 'agent', 'status', 'cost', 'tokens', 'time', 'input']
       .map((h, i) => el('th', { class: i >= 4 && i <= 6 ? 'num' : '' }, h)))), body));
+  let refresh = null;
   async function load() {
-    const q = new URLSearchParams(location.search);
-    const runs = await getJson('/api/runs?' + q);
+    refresh = await follow('/api/runs?' + new URLSearchParams(location.search), drawRuns);
+  }
+  function drawRuns(runs) {
     body.replaceChildren(...runs.map((r) => el('tr', { class: 'run-row', 'data-run': r.run_id, 'data-status': r.status },
       el('td', { class: 'mono' }, el('a', { href: '/runs/' + encodeURIComponent(r.run_id) }, r.run_id.slice(0, 8)),
         r.forked_from ? el('span', { class: 'muted' }, ` fork of ${r.forked_from.slice(0, 8)}@${r.fork_seq}`) : null),
@@ -109,23 +129,22 @@ async function runsPage() {
     if (!runs.length) body.append(el('tr', {}, el('td', { colspan: 8, class: 'muted' }, 'No runs match.')));
   }
   await load();
-  live('/api/live', () => { load(); countPending(); });
+  live('/api/live', () => { refresh().catch((e) => flash(e.message, true)); countPending(); });
 }
 
 // The task ids whose events are shown (kept across live redraws).
 const openEvents = new Set();
 
 async function runPage(id) {
-  const url = '/api/runs/' + encodeURIComponent(id);
-  let page = await getJson(url);
-  const draw = () => {
+  let runId = id;
+  const refresh = await follow('/api/runs/' + encodeURIComponent(id), (page) => {
     const y = window.scrollY;
+    runId = page.run.run_id;
     main.replaceChildren(...runView(page));
     window.scrollTo(0, y);
-  };
-  draw();
-  live(`/api/runs/${encodeURIComponent(page.run.run_id)}/live`, async () => {
-    try { page = await getJson(url); draw(); countPending(); } catch (e) { flash(e.message, true); }
+  });
+  live(`/api/runs/${encodeURIComponent(runId)}/live`, async () => {
+    try { await refresh(); countPending(); } catch (e) { flash(e.message, true); }
   });
 }
 
@@ -289,13 +308,11 @@ function pendingView(p, showRun) {
 }
 
 async function decisionsPage() {
-  const load = async () => {
-    const p = await getJson('/api/decisions');
+  const refresh = await follow('/api/decisions', (p) => {
     const items = pendingView(p, true);
     main.replaceChildren(el('h1', {}, 'Pending decisions'), items.length ? el('div', { id: 'decisions' }, items) : el('p', { class: 'muted', id: 'decisions' }, 'Nothing waits for a human.'));
-  };
-  await load();
-  live('/api/live', () => { load(); countPending(); });
+  });
+  live('/api/live', () => { refresh().catch((e) => flash(e.message, true)); countPending(); });
 }
 
 // ---- models ------------------------------------------------------------------------
