@@ -71,7 +71,7 @@ fn finish(child: Child) -> std::process::Output {
 /// latency. The researcher's run page is the README's screenshot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_page_draws_the_cost_tree_and_shows_guest_markup_as_text() {
-    let _one = one_at_a_time();
+    let _one = one_at_a_time().await;
     let dir = TempDir::new("dash-tree");
     let db = dir.join("d.db");
     let ops = json!([
@@ -113,7 +113,10 @@ async fn run_page_draws_the_cost_tree_and_shows_guest_markup_as_text() {
         .await
         .unwrap();
     assert_eq!(api["tasks"].as_array().unwrap().len(), 2, "{api}");
-    assert_eq!(api["tasks"][0]["reasoning_trace"][0]["thought"], "the plan needs <b>one</b> helper");
+    assert_eq!(
+        api["tasks"][0]["reasoning_trace"][0]["thought"],
+        "the plan needs <b>one</b> helper"
+    );
     assert_eq!(api["effects"][0]["tool"], "kv");
     assert_eq!(api["effects"][0]["state"], "done");
 
@@ -123,7 +126,10 @@ async fn run_page_draws_the_cost_tree_and_shows_guest_markup_as_text() {
         .open(&dashboard.at("/"), &format!("tr[data-run=\"{run_id}\"]"))
         .await;
     let list = browser.text("#runs").await;
-    assert!(list.contains("scripted") && list.contains("researcher"), "{list}");
+    assert!(
+        list.contains("scripted") && list.contains("researcher"),
+        "{list}"
+    );
     browser
         .open(&dashboard.at("/?agent=researcher"), "tr.run-row")
         .await;
@@ -162,7 +168,10 @@ async fn run_page_draws_the_cost_tree_and_shows_guest_markup_as_text() {
         .unwrap();
     browser.wait_for("#task-2 .events-body table").await;
     let output = browser.text("#task-2 .task-output").await;
-    assert!(output.contains("<script>window.pwned = 3</script>"), "{output}");
+    assert!(
+        output.contains("<script>window.pwned = 3</script>"),
+        "{output}"
+    );
     let probe = browser
         .client
         .execute(
@@ -172,7 +181,11 @@ async fn run_page_draws_the_cost_tree_and_shows_guest_markup_as_text() {
         )
         .await
         .unwrap();
-    assert_eq!(probe, json!(["undefined", 1, 0]), "guest markup became HTML");
+    assert_eq!(
+        probe,
+        json!(["undefined", 1, 0]),
+        "guest markup became HTML"
+    );
     let events = browser.text("#task-2 .events-body").await;
     assert!(events.contains("task.usage"), "{events}");
     browser.screenshot("hostile-run").await;
@@ -215,7 +228,7 @@ async fn runs_of(dashboard: &Dashboard, agent: &str) -> String {
 /// browser, the run finishes — with the ledger events `agentflow approve` writes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_run_grows_in_the_page_and_an_approval_in_the_browser_finishes_it() {
-    let _one = one_at_a_time();
+    let _one = one_at_a_time().await;
     let dir = TempDir::new("dash-live");
     let db = dir.join("l.db");
     let config = dir.file(
@@ -258,7 +271,12 @@ async fn a_live_run_grows_in_the_page_and_an_approval_in_the_browser_finishes_it
     browser.wait_for("#task-3").await;
     let approve = "#approval-1 button[data-action=\"approve\"]";
     browser.wait_for(approve).await;
-    assert!(browser.text("#task-3").await.contains("waiting: approval 1"));
+    assert!(
+        browser
+            .text("#task-3")
+            .await
+            .contains("waiting: approval 1")
+    );
     browser.screenshot("live-waiting").await;
     browser.click(approve).await;
     browser
@@ -287,7 +305,7 @@ async fn a_live_run_grows_in_the_page_and_an_approval_in_the_browser_finishes_it
 /// the run page lists the merge as critical and resolved.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_merge_conflict_resolved_in_the_browser_lets_the_run_finish() {
-    let _one = one_at_a_time();
+    let _one = one_at_a_time().await;
     let dir = TempDir::new("dash-merge");
     let db = dir.join("m.db");
     let ws = dir.join("ws");
@@ -325,7 +343,10 @@ async fn a_merge_conflict_resolved_in_the_browser_lets_the_run_finish() {
     browser.screenshot("conflict").await;
     browser.click(take).await;
     browser.wait_for("p#decisions").await;
-    assert_eq!(browser.text("p#decisions").await, "Nothing waits for a human.");
+    assert_eq!(
+        browser.text("p#decisions").await,
+        "Nothing waits for a human."
+    );
     let out = finish(host);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
@@ -380,7 +401,10 @@ async fn csrf_host_and_token_guards_refuse_what_they_should() {
     let approve = dashboard.at("/api/approvals/1/approve");
     let attempts: [(&str, Vec<(&str, String)>); 4] = [
         ("no CSRF header", vec![]),
-        ("a wrong CSRF token", vec![("x-agentflow-csrf", "0".repeat(32))]),
+        (
+            "a wrong CSRF token",
+            vec![("x-agentflow-csrf", "0".repeat(32))],
+        ),
         (
             "another origin",
             vec![
@@ -405,7 +429,11 @@ async fn csrf_host_and_token_guards_refuse_what_they_should() {
         assert_eq!(r.status(), 403, "{what}");
     }
     let pending = stdout_json(&agentflow_on(&db, ["approvals", "--json"]));
-    assert_eq!(pending.as_array().unwrap().len(), 1, "a refused POST decided");
+    assert_eq!(
+        pending.as_array().unwrap().len(),
+        1,
+        "a refused POST decided"
+    );
     let rebound = http
         .get(dashboard.at("/api/runs"))
         .header("host", "attacker.example:7878")
@@ -426,7 +454,12 @@ async fn csrf_host_and_token_guards_refuse_what_they_should() {
     assert_eq!(ok.status(), 200);
     let decided: Value = ok.json().await.unwrap();
     assert_eq!(decided["continued_by_host"], false, "{decided}");
-    assert!(decided["next"].as_str().unwrap().contains("agentflow resume"));
+    assert!(
+        decided["next"]
+            .as_str()
+            .unwrap()
+            .contains("agentflow resume")
+    );
     let all = stdout_json(&agentflow_on(&db, ["approvals", "--all", "--json"]));
     assert_eq!(all[0]["status"], "approved");
     assert_eq!(all[0]["note"], "ok from the dashboard");
@@ -443,7 +476,11 @@ async fn csrf_host_and_token_guards_refuse_what_they_should() {
     // Off loopback without a token: refused, saying why.
     let refused = agentflow_on(&db, ["serve", "--addr", "0.0.0.0:0"]);
     assert_eq!(refused.status.code(), Some(2));
-    assert!(stderr(&refused).contains("without --token"), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("without --token"),
+        "{}",
+        stderr(&refused)
+    );
     // With a token: every request needs it.
     let token = "correct-horse-battery-staple";
     let guarded = Dashboard::start(&db, &["--token", token]);
@@ -463,7 +500,7 @@ async fn csrf_host_and_token_guards_refuse_what_they_should() {
         .await
         .unwrap();
     assert_eq!(wrong.status(), 401);
-    let _one = one_at_a_time();
+    let _one = one_at_a_time().await;
     let browser = Browser::start().await;
     browser.client.goto(&guarded.at("/")).await.unwrap();
     assert!(browser.text("body").await.contains("needs its token"));

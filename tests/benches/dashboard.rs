@@ -62,7 +62,11 @@ pub async fn run_page(dir: &std::path::Path, samples: u32) -> RunPage {
         // A new client each time: no connection kept alive from the last load.
         let http = reqwest::Client::new();
         let start = Instant::now();
-        let page = http.get(format!("{base}/runs/{run_id}")).send().await.unwrap();
+        let page = http
+            .get(format!("{base}/runs/{run_id}"))
+            .send()
+            .await
+            .unwrap();
         assert!(page.status().is_success());
         let html = page.text().await.unwrap();
         assert!(html.contains("agentflow-csrf"));

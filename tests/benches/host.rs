@@ -26,8 +26,8 @@
 //!    and the bare `diffy` classification of one such merge.
 //! 9. 10,000 live agents: a fan-out whose children all wait in `tasks.wait` at once;
 //!    the host's resident memory per waiting agent (`live.rs`).
-//! 10. The dashboard's run page for a run of 1,111 tasks (a real fan-out): the page and
-//!    its JSON over HTTP from `agentflow serve`'s server (`dashboard.rs`).
+//! 10. The dashboard's run page for a run of 1,111 tasks (a real fan-out): the page
+//!     and its JSON over HTTP from `agentflow serve`'s server (`dashboard.rs`).
 //!
 //! Every figure is printed as the median of its samples with min, max and the number
 //! of samples; figures that divide one long run by its count of operations say

@@ -122,7 +122,10 @@ pub fn side_effects(conn: &Connection, run_id: &str) -> Result<Vec<SideEffect>, 
     for row in rows {
         let (task_id, seq, kind, ok, request, response) = row?;
         let mut request: Value = serde_json::from_str(&request).unwrap_or(Value::Null);
-        let key = request["idempotency_key"].as_str().unwrap_or("").to_string();
+        let key = request["idempotency_key"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
         if kind == EventKind::ToolsIntent {
             blobs::internalize(conn, &mut request)?;
             let text = |v: &Value| match v {
@@ -319,6 +322,135 @@ pub fn perf_days(perf: &Connection) -> Result<BTreeMap<String, Vec<Day>>, Ledger
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A ledger with the schema, run `r` and its task 1.
+    fn ledger() -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(super::super::schema::SCHEMA).unwrap();
+        conn.execute_batch(&traces::view_sql()).unwrap();
+        conn.execute_batch(
+            "INSERT INTO runs (run_id, agent, component_hash, input, status, config_json,
+                               context_hash, started_at)
+                 VALUES ('r', 'a', 'c', 'in', 'running', '{}', 'h', 1);
+             INSERT INTO tasks (run_id, task_id, parent_id, depth, agent, component_hash,
+                                description, status, input_hash, tokens_in, tokens_out,
+                                cost_usd, created_at)
+                 VALUES ('r', 1, NULL, 0, 'a', 'c', 'root', 'running', 'ih', 0, 0, 0, 1);",
+        )
+        .unwrap();
+        conn
+    }
+
+    fn event(conn: &Connection, seq: i64, kind: EventKind, ok: bool, req: Value, resp: Value) {
+        conn.execute(
+            "INSERT INTO events (run_id, task_id, seq, kind, status, request, response,
+                                 request_hash, started_at, finished_at)
+             VALUES ('r', 1, ?1, ?2, ?3, ?4, ?5, 'x', 0, 0)",
+            params![
+                seq,
+                kind,
+                if ok { "ok" } else { "error" },
+                req.to_string(),
+                resp.to_string()
+            ],
+        )
+        .unwrap();
+    }
+
+    fn intent(key: &str, class: &str) -> Value {
+        serde_json::json!({"name": "cloud", "args": "{}", "idempotency_key": key, "side_effect": class})
+    }
+
+    #[test]
+    fn side_effects_pair_intents_with_results_and_the_fingerprint_moves() {
+        let conn = ledger();
+        let before = run_fingerprint(&conn, "r").unwrap().unwrap();
+        assert_eq!(run_fingerprint(&conn, "nope").unwrap(), None);
+        event(
+            &conn,
+            1,
+            EventKind::ToolsIntent,
+            true,
+            intent("k1", "irreversible"),
+            Value::Null,
+        );
+        event(
+            &conn,
+            2,
+            EventKind::ToolsCall,
+            true,
+            intent("k1", "irreversible"),
+            serde_json::json!({"ok": "created vm-1"}),
+        );
+        event(
+            &conn,
+            3,
+            EventKind::ToolsIntent,
+            true,
+            intent("k2", "compensable"),
+            Value::Null,
+        );
+        event(
+            &conn,
+            4,
+            EventKind::ToolsCall,
+            false,
+            intent("k2", "compensable"),
+            serde_json::json!({"error": "quota"}),
+        );
+        event(
+            &conn,
+            5,
+            EventKind::ToolsIntent,
+            true,
+            intent("k3", "irreversible"),
+            Value::Null,
+        );
+        event(
+            &conn,
+            6,
+            EventKind::ToolsIntent,
+            true,
+            intent("k4", "compensable"),
+            Value::Null,
+        );
+        event(
+            &conn,
+            7,
+            EventKind::ToolsCall,
+            true,
+            intent("k4", "compensable"),
+            serde_json::json!({"settled": {"happened": false}}),
+        );
+        // A call without an intent (a tool with no side effect) is none.
+        event(
+            &conn,
+            8,
+            EventKind::ToolsCall,
+            true,
+            serde_json::json!({"name": "kv"}),
+            serde_json::json!({"ok": "v"}),
+        );
+        let effects = side_effects(&conn, "r").unwrap();
+        let states: Vec<(u64, &str, &str)> = effects
+            .iter()
+            .map(|e| (e.seq, e.class.as_str(), e.state.as_str()))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                (1, "irreversible", "done"),
+                (3, "compensable", "failed"),
+                (5, "irreversible", "in doubt"),
+                (6, "compensable", "settled: did not happen"),
+            ]
+        );
+        assert_eq!(effects[0].result.as_deref(), Some("created vm-1"));
+        assert_eq!(effects[1].result.as_deref(), Some("quota"));
+        let after = run_fingerprint(&conn, "r").unwrap().unwrap();
+        assert_ne!(before, after);
+        assert_eq!(run_fingerprint(&conn, "r").unwrap().unwrap(), after);
+    }
 
     #[test]
     fn nearest_rank_percentiles() {

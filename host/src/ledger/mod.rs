@@ -43,8 +43,8 @@
 pub mod blobs;
 pub mod cancels;
 pub mod checkpoints;
-pub mod dashboard;
 mod commit;
+pub mod dashboard;
 mod error;
 pub mod existing;
 pub mod fault;

@@ -101,13 +101,23 @@ pub async fn runs(
     let filter = query::RunFilter {
         limit: if waiting { usize::MAX } else { limit },
         since_ms: None,
-        status: if waiting { Some(Status::Running) } else { status },
+        status: if waiting {
+            Some(Status::Running)
+        } else {
+            status
+        },
         agent: q.agent.filter(|a| !a.is_empty()),
     };
     let runs = read(&state, move |conn| {
         let mut runs = match waiting {
             // `running` would drop the waiting ones: read them all, unfiltered.
-            true => query::runs(conn, &query::RunFilter { status: None, ..filter })?,
+            true => query::runs(
+                conn,
+                &query::RunFilter {
+                    status: None,
+                    ..filter
+                },
+            )?,
             false => query::runs(conn, &filter)?,
         };
         if waiting {
@@ -151,7 +161,11 @@ pub async fn task_events(
         let Some(run) = query::run(conn, &key)? else {
             return Ok(None);
         };
-        Ok(Some(query_events::event_lines(conn, &run.run_id, Some(task))?))
+        Ok(Some(query_events::event_lines(
+            conn,
+            &run.run_id,
+            Some(task),
+        )?))
     })
     .await?
     .map(Json)

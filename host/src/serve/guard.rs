@@ -38,13 +38,15 @@ fn refuse(status: StatusCode, why: &str) -> Response {
     secure((status, axum::Json(serde_json::json!({ "error": why }))).into_response())
 }
 
-fn header_str<'a>(headers: &'a HeaderMap, name: impl header::AsHeaderName) -> Option<&'a str> {
+fn header_str(headers: &HeaderMap, name: impl header::AsHeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
 /// The bearer token the request carries: its `Authorization` header, else its cookie.
 fn presented_token(headers: &HeaderMap) -> Option<&str> {
-    if let Some(t) = header_str(headers, header::AUTHORIZATION).and_then(|v| v.strip_prefix("Bearer ")) {
+    if let Some(t) =
+        header_str(headers, header::AUTHORIZATION).and_then(|v| v.strip_prefix("Bearer "))
+    {
         return Some(t.trim());
     }
     headers
@@ -169,7 +171,10 @@ fn secure(mut response: Response) -> Response {
         HeaderValue::from_static("nosniff"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     response
 }
 
@@ -179,7 +184,13 @@ mod tests {
 
     #[test]
     fn loopback_hosts() {
-        for h in ["127.0.0.1:7878", "localhost:1", "[::1]:80", "localhost", "a.localhost:2"] {
+        for h in [
+            "127.0.0.1:7878",
+            "localhost:1",
+            "[::1]:80",
+            "localhost",
+            "a.localhost:2",
+        ] {
             assert!(loopback_host(h), "{h}");
         }
         for h in ["evil.example:7878", "10.0.0.1:7878", "[2001:db8::1]:80", ""] {
@@ -203,9 +214,15 @@ mod tests {
         assert!(csrf_ok(&h, "s3cret").is_err());
         h.insert(CSRF_HEADER, HeaderValue::from_static("s3cret"));
         assert!(csrf_ok(&h, "s3cret").is_ok());
-        h.insert(header::ORIGIN, HeaderValue::from_static("http://evil.example"));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("http://evil.example"),
+        );
         assert!(csrf_ok(&h, "s3cret").is_err());
-        h.insert(header::ORIGIN, HeaderValue::from_static("http://127.0.0.1:9"));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("http://127.0.0.1:9"),
+        );
         assert!(csrf_ok(&h, "s3cret").is_ok());
         h.insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
         assert!(csrf_ok(&h, "s3cret").is_err());

@@ -93,8 +93,14 @@ pub fn router(state: State) -> Router {
         .route("/runs/{id}", page())
         .route("/decisions", page())
         .route("/models", page())
-        .route("/assets/app.js", get(|| async { asset("text/javascript", APP_JS) }))
-        .route("/assets/style.css", get(|| async { asset("text/css", STYLE_CSS) }))
+        .route(
+            "/assets/app.js",
+            get(|| async { asset("text/javascript", APP_JS) }),
+        )
+        .route(
+            "/assets/style.css",
+            get(|| async { asset("text/css", STYLE_CSS) }),
+        )
         .route("/api/runs", get(api::runs))
         .route("/api/runs/{id}", get(api::run))
         .route("/api/runs/{id}/tasks/{task}/events", get(api::task_events))
@@ -140,7 +146,10 @@ pub fn state(options: &ServeOptions) -> anyhow::Result<State> {
 
 /// Serve the dashboard until the process is stopped (Ctrl-C ends it). `on_listen`
 /// gets the address actually bound (with port 0, the one the system chose).
-pub async fn serve(options: ServeOptions, on_listen: impl FnOnce(SocketAddr)) -> anyhow::Result<()> {
+pub async fn serve(
+    options: ServeOptions,
+    on_listen: impl FnOnce(SocketAddr),
+) -> anyhow::Result<()> {
     let state = state(&options)?;
     let listener = tokio::net::TcpListener::bind(options.addr)
         .await

@@ -101,7 +101,9 @@ impl Browser {
         };
         let Some(chromium) = find_program(&["chromium", "chromium-browser", "google-chrome"])
         else {
-            panic!("chromium is not installed: install the Debian package `chromium` (.ci/run does)");
+            panic!(
+                "chromium is not installed: install the Debian package `chromium` (.ci/run does)"
+            );
         };
         let port = free_port();
         let driver = Command::new(&driver_bin)
@@ -194,8 +196,7 @@ impl Browser {
 
     /// Save a screenshot as `target/test-artifacts/dashboard/NAME.png`; its path.
     pub async fn screenshot(&self, name: &str) -> PathBuf {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../target/test-artifacts/dashboard");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts/dashboard");
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(format!("{name}.png"));
         let png = self.client.screenshot().await.unwrap();
@@ -238,7 +239,8 @@ impl Drop for Browser {
 }
 
 /// One browser test at a time: each starts a Chromium, and the machine is small.
-pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+/// (An async lock: each test has its own runtime, and a failed test only drops it.)
+pub async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
 }

@@ -209,9 +209,9 @@ function taskView(runId, t) {
   if (t.error) lines.push(el('li', { class: 'err' }, 'error: ' + t.error));
   for (const r of t.refused) lines.push(el('li', { class: 'err' }, '✗ ' + r));
   for (const d of t.decisions) lines.push(el('li', {}, d));
-  for (const v of t.validation) {
-    lines.push(el('li', {}, badge(v.verdict || '?'), ` validator ${v.validator} [${v.category ?? '?'}]`,
-      v.score !== null && v.score !== undefined ? ` score ${v.score}` : '', v.reason ? ': ' + v.reason : ''));
+  // (The verdicts are among `decisions`, as `inspect` shows them; scores add to them.)
+  for (const v of t.validation.filter((v) => v.score !== null && v.score !== undefined)) {
+    lines.push(el('li', {}, `validator ${v.validator} scored ${v.score}`));
   }
   const trace = t.reasoning_trace.map((s) => (s.tool !== undefined
     ? el('div', { class: 'tool' }, el('span', { class: 't' }, `tool ${s.tool}`), ' ', el('code', {}, clip(s.args, 300)),
@@ -322,7 +322,7 @@ async function modelsPage() {
   const rows = models.map((m) => {
     const s = m.stats, h = s.health || {};
     const quota = m.tpm ? `${tokens(s.tokens_last_minute)} / ${tokens(m.tpm)} tok/min` : `${tokens(s.tokens_last_minute)} tok/min`;
-    const days = m.days.length ? el('details', {}, el('summary', {}, `${m.days.length} day(s)`),
+    const days = m.days.length ? el('details', { open: true }, el('summary', {}, `${m.days.length} day(s)`),
       el('table', {}, el('tbody', {}, m.days.map((d) => el('tr', {}, el('td', {}, d.day),
         el('td', { style: null }, d.quality_mean === null ? '–' : d.quality_mean.toFixed(2) + ` (${d.quality_scores})`),
         el('td', {}, el('div', { class: 'bar', title: 'quality', 'data-q': d.quality_mean ?? '' })),
