@@ -332,6 +332,7 @@ mod tests {
             "INSERT INTO runs (run_id, agent, component_hash, input, status, config_json,
                                context_hash, started_at)
                  VALUES ('r', 'a', 'c', 'in', 'running', '{}', 'h', 1);
+             INSERT INTO blobs (hash, size, data) VALUES ('ih', 2, x'6869');
              INSERT INTO tasks (run_id, task_id, parent_id, depth, agent, component_hash,
                                 description, status, input_hash, tokens_in, tokens_out,
                                 cost_usd, created_at)
