@@ -200,7 +200,8 @@ async fn run_page_draws_the_cost_tree_and_shows_guest_markup_as_text() {
     assert!(p50.parse::<u64>().is_ok(), "p50 `{p50}`");
     browser.screenshot("models").await;
 
-    // The researcher's run: the README's screenshot.
+    // The researcher's run: the README's screenshot (tall enough for the tree).
+    browser.client.set_window_size(1280, 1400).await.unwrap();
     let researcher = runs_of(&dashboard, "researcher").await;
     browser
         .open(&dashboard.at(&format!("/runs/{researcher}")), "#task-2")

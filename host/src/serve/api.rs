@@ -45,7 +45,7 @@ pub async fn read<T: Send + 'static>(
     f: impl FnOnce(&Connection) -> anyhow::Result<T> + Send + 'static,
 ) -> ApiResult<T> {
     let db = state.db.clone();
-    tokio::task::spawn_blocking(move || f(&query::open_reader(&db)?))
+    tokio::task::spawn_blocking(move || f(&dashboard::open_page_reader(&db)?))
         .await
         .map_err(|e| anyhow::anyhow!("reader thread: {e}"))?
         .map_err(ApiError::from)
