@@ -333,8 +333,14 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 config: HostConfig::from_file_or_default(config.as_deref())?,
             };
             let db = options.db.display().to_string();
+            let guarded = match options.token {
+                Some(_) => "; every request needs the token (a browser: open /?token=TOKEN once)",
+                None => "",
+            };
             tokio::runtime::Runtime::new()?.block_on(agentflow::serve::serve(options, |at| {
-                eprintln!("agentflow: dashboard of {db} at http://{at}/ (Ctrl-C stops it)");
+                eprintln!(
+                    "agentflow: dashboard of {db} at http://{at}/ (Ctrl-C stops it){guarded}"
+                );
             }))?;
             Ok(ExitCode::SUCCESS)
         }
