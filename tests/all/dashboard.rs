@@ -241,7 +241,7 @@ async fn a_live_run_grows_in_the_page_and_an_approval_in_the_browser_finishes_it
         step("first the harmless part", "spawn", "started"),
         spawn_op("harmless part", ""),
         {"wait": 2},
-        {"sleep_ms": 4000},
+        {"sleep_ms": 6000},
         step("now the gated part", "spawn", "asks a human"),
         spawn_op("gated deploy to production", ""),
         {"wait": 3},
