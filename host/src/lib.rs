@@ -38,6 +38,8 @@
 //!     spans, the ledger's metrics.
 //! 16. `runs` and this file — the [`Host`] API (the OTLP exporter too); above it, the
 //!     CLI (`main.rs`).
+//! 17. [`serve`] — the web dashboard (`agentflow serve`): the ledger read and decided
+//!     on from a browser, and the ledger's metrics for Prometheus (`/metrics`).
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -65,6 +67,7 @@ pub mod replay;
 pub mod runs;
 pub mod runtime;
 pub mod scheduler;
+pub mod serve;
 pub mod supervisor;
 pub mod table;
 pub mod tools;

@@ -334,6 +334,30 @@ fn real_main() -> anyhow::Result<ExitCode> {
             cli::out::write(format_args!("{}", String::from_utf8_lossy(&script)))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Serve {
+            db,
+            addr,
+            token,
+            config,
+        } => {
+            let options = agentflow::serve::ServeOptions {
+                db: db.path,
+                addr,
+                token,
+                config: HostConfig::from_file_or_default(config.as_deref())?,
+            };
+            let db = options.db.display().to_string();
+            let guarded = match options.token {
+                Some(_) => "; every request needs the token (a browser: open /?token=TOKEN once)",
+                None => "",
+            };
+            tokio::runtime::Runtime::new()?.block_on(agentflow::serve::serve(options, |at| {
+                eprintln!(
+                    "agentflow: dashboard of {db} at http://{at}/ (Ctrl-C stops it){guarded}"
+                );
+            }))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Models { config, db, out } => {
             let config = HostConfig::from_file_or_default(config.as_deref())?;
             let models = observe::models::load(&config, &db.path)?;

@@ -11,6 +11,7 @@ mod cli;
 mod cli_unix;
 mod command_validators;
 mod constraints;
+mod dashboard;
 mod drift;
 mod durability;
 mod effects;

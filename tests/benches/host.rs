@@ -26,6 +26,8 @@
 //!    and the bare `diffy` classification of one such merge.
 //! 9. 10,000 live agents: a fan-out whose children all wait in `tasks.wait` at once;
 //!    the host's resident memory per waiting agent (`live.rs`).
+//! 10. The dashboard's run page for a run of 1,111 tasks (a real fan-out): the page
+//!     and its JSON over HTTP from `agentflow serve`'s server (`dashboard.rs`).
 //!
 //! Every figure is printed as the median of its samples with min, max and the number
 //! of samples; figures that divide one long run by its count of operations say
@@ -43,6 +45,8 @@
 #[path = "callgrind.rs"]
 mod callgrind;
 
+#[path = "dashboard.rs"]
+mod dashboard;
 #[path = "live.rs"]
 mod live;
 #[path = "spawn.rs"]
@@ -771,6 +775,18 @@ fn main() {
                 "   instances: pooled {}, on demand {}; memory maps {}",
                 r.pooled, r.on_demand, r.maps
             );
+        }
+        if want("10") {
+            let r = dashboard::run_page(&scratch("dashboard"), 10).await;
+            let loads = Samples(r.loads);
+            println!(
+                "10. dashboard run page of a {}-task run ({} events): GET /runs/ID + GET /api/runs/ID ({} KiB), new connection each",
+                r.tasks,
+                r.events,
+                r.api_bytes >> 10
+            );
+            println!("   page + JSON, per load                       {}", loads.line());
+            println!("      target < 1 s");
         }
     });
 }

@@ -374,6 +374,23 @@ pub enum Command {
         /// The shell: bash, elvish, fish, powershell or zsh.
         shell: clap_complete::Shell,
     },
+    /// Serve the web dashboard: runs, each run's cost tree (live), pending decisions
+    /// to approve, retry or resolve, and the models. Loopback only unless --token.
+    Serve {
+        #[command(flatten)]
+        db: Db,
+        /// Address to listen on (port 0: any free port, printed on stderr).
+        #[arg(long, default_value = "127.0.0.1:7878")]
+        addr: std::net::SocketAddr,
+        /// Require `Authorization: Bearer TOKEN` on every request (a browser opens
+        /// /?token=TOKEN once); needed to listen off loopback. At least 16 characters.
+        #[arg(long, env = "AGENTFLOW_SERVE_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Host configuration (TOML) holding the model catalog the models page shows;
+        /// default: the built-in mock catalog.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Show the model catalog with each model's health, quota use and statistics.
     Models {
         /// Host configuration (TOML) holding the catalog; default: the built-in mock catalog.

@@ -38,12 +38,14 @@
 //! [`merges`], [`reviews`] (approvals and reviews), [`checkpoints`], [`validators`],
 //! [`tasks`], [`fork`], [`query_events`] (the `events` listing), [`traces`] (the
 //! `agent_traces` view), [`drift`] (drift, cost against quality, live progress, async
-//! evaluations), and [`perf`] (the performance DB beside the ledger).
+//! evaluations), [`dashboard`] (what `agentflow serve` shows beyond those), and
+//! [`perf`] (the performance DB beside the ledger).
 
 pub mod blobs;
 pub mod cancels;
 pub mod checkpoints;
 mod commit;
+pub mod dashboard;
 pub mod drift;
 mod error;
 pub mod existing;

@@ -1,6 +1,7 @@
 //! Shared helpers for the end-to-end tests (fake servers, fixtures). Not tests
 //! themselves, and nothing here is specific to one test module.
 
+pub mod browser;
 pub mod cli;
 pub mod fake_http;
 pub mod guard;
