@@ -77,12 +77,15 @@ pub fn view_sql() -> String {
            'score', json_extract(e.response, '$.score'))",
         reason = text("e.response", "$.result.reason"),
     );
+    // `+e.kind` in `models` keeps SQLite on the primary key (the task's own events)
+    // instead of `events_by_kind` (every LLM call of the run, for each task): 0.06 s
+    // against 0.002 s for 401 tasks, seconds on thousands.
     format!(
         "CREATE VIEW IF NOT EXISTS {VIEW} AS
 SELECT t.run_id, t.task_id, t.parent_id, t.depth, t.agent, t.description, t.status,
     (SELECT json_group_array(model) FROM (
         SELECT e.model AS model FROM events e
-        WHERE {of_task} AND e.kind = '{llm}' AND e.model IS NOT NULL
+        WHERE {of_task} AND +e.kind = '{llm}' AND e.model IS NOT NULL
         GROUP BY e.model ORDER BY MIN(e.seq))) AS models,
     t.started_at, t.finished_at, t.finished_at - t.started_at AS duration_ms,
     t.tokens_in, t.tokens_out, t.cost_usd, t.input_hash, t.output, t.error,
