@@ -1,4 +1,4 @@
-//! The `agent_traces` view (schema version 3): one row per task, with what it cost,
+//! The `agent_traces` view (schema version 3, redefined at 4): one row per task, with what it cost,
 //! how its output was judged, and its reasoning trace — the steps the agent recorded
 //! (`trace.step`) interleaved, in the order they happened, with the tool calls they
 //! led to — so that
