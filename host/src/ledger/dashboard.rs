@@ -41,12 +41,8 @@ pub fn trace_columns(
     conn: &Connection,
     run_id: &str,
 ) -> Result<BTreeMap<u64, TraceColumns>, LedgerError> {
-    // The view's `models` column is left out: for a run of many tasks SQLite answers
-    // it per task through `events_by_kind` (every LLM call of the run, for each task).
-    // One pass over the run's LLM calls gives the same lists.
-    let models = models_by_task(conn, run_id)?;
     let mut stmt = conn.prepare(&format!(
-        "SELECT task_id, validation_result, quality_score, validation, reasoning_trace
+        "SELECT task_id, validation_result, quality_score, validation, reasoning_trace, models
          FROM {} WHERE run_id = ?1",
         traces::VIEW
     ))?;
@@ -61,43 +57,24 @@ pub fn trace_columns(
             r.get::<_, Option<f64>>(2)?,
             r.get::<_, Option<String>>(3)?,
             r.get::<_, Option<String>>(4)?,
+            r.get::<_, Option<String>>(5)?,
         ))
     })?;
     let mut out = BTreeMap::new();
-    let mut models = models;
     for row in rows {
-        let (task, result, quality, validation, trace) = row?;
+        let (task, result, quality, validation, trace, models) = row?;
         out.insert(
             task,
             TraceColumns {
-                models: models.remove(&task).unwrap_or_default(),
+                models: models
+                    .and_then(|m| serde_json::from_str(&m).ok())
+                    .unwrap_or_default(),
                 validation_result: result,
                 quality_score: quality,
                 validation: parse(validation),
                 reasoning_trace: parse(trace),
             },
         );
-    }
-    Ok(out)
-}
-
-/// The models of each task's LLM calls, in the order first used (the view's `models`).
-fn models_by_task(
-    conn: &Connection,
-    run_id: &str,
-) -> Result<BTreeMap<u64, Vec<String>>, LedgerError> {
-    let mut stmt = conn.prepare(
-        "SELECT task_id, model FROM events
-         WHERE run_id = ?1 AND kind = ?2 AND model IS NOT NULL
-         GROUP BY task_id, model ORDER BY task_id, MIN(seq)",
-    )?;
-    let mut out: BTreeMap<u64, Vec<String>> = BTreeMap::new();
-    let rows = stmt.query_map(params![run_id, EventKind::LlmComplete.as_str()], |r| {
-        Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?))
-    })?;
-    for row in rows {
-        let (task, model) = row?;
-        out.entry(task).or_default().push(model);
     }
     Ok(out)
 }

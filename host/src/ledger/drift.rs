@@ -8,7 +8,6 @@
 use super::{EventRecord, Ledger, LedgerError, Status, blobs};
 use rusqlite::{Connection, params};
 use serde::Serialize;
-use std::collections::HashMap;
 
 /// One finished task as drift and ROI see it (a row of `agent_traces`).
 #[derive(Clone, Debug, Serialize)]
@@ -33,52 +32,10 @@ pub struct TaskResult {
     pub finished_at: Option<i64>,
 }
 
-/// The view's columns these read. Not its `models`: SQLite answers that subquery
-/// through `events_by_kind`, scanning every LLM call of the run for each task (seconds
-/// on a run of a thousand tasks), so [`models_by_task`] reads them in one pass instead.
+/// The view's columns these read.
 const RESULT_COLUMNS: &str = "run_id, task_id, parent_id, agent, description, status, input_hash,
-    output, validation_result, quality_score, NULL, tokens_in + tokens_out, cost_usd,
+    output, validation_result, quality_score, models, tokens_in + tokens_out, cost_usd,
     started_at, finished_at";
-
-/// The models of each task's `llm.complete` calls, in first-use order, by run and task:
-/// of run `run_id`, or of every run.
-fn models_by_task(
-    conn: &Connection,
-    run_id: Option<&str>,
-) -> Result<HashMap<(String, u64), Vec<String>>, LedgerError> {
-    let mut stmt = conn.prepare(&format!(
-        "SELECT run_id, task_id, model FROM events
-         WHERE kind = '{}' AND model IS NOT NULL AND (?1 IS NULL OR run_id = ?1)
-         GROUP BY run_id, task_id, model ORDER BY run_id, task_id, MIN(seq)",
-        super::EventKind::LlmComplete.as_str()
-    ))?;
-    let mut out: HashMap<(String, u64), Vec<String>> = HashMap::new();
-    let rows = stmt.query_map([run_id], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, i64>(1)? as u64,
-            r.get(2)?,
-        ))
-    })?;
-    for row in rows {
-        let (run, task, model) = row?;
-        out.entry((run, task)).or_default().push(model);
-    }
-    Ok(out)
-}
-
-/// `rows` with their models filled in from `models`.
-fn with_models(
-    mut rows: Vec<TaskResult>,
-    mut models: HashMap<(String, u64), Vec<String>>,
-) -> Vec<TaskResult> {
-    for t in &mut rows {
-        if let Some(m) = models.remove(&(t.run_id.clone(), t.task_id)) {
-            t.models = m;
-        }
-    }
-    rows
-}
 
 fn task_result(r: &rusqlite::Row<'_>) -> rusqlite::Result<TaskResult> {
     let models: Option<String> = r.get(10)?;
@@ -120,8 +77,7 @@ pub fn finished_tasks(
         view = super::traces::VIEW
     ))?;
     let rows = stmt.query_map(params![agent, since_ms], task_result)?;
-    let rows = rows.collect::<Result<_, _>>()?;
-    Ok(with_models(rows, models_by_task(conn, None)?))
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// A model version change a provider reported (`llm.model_version_changed`).
@@ -160,8 +116,7 @@ pub fn run_results(conn: &Connection, run_id: &str) -> Result<Vec<TaskResult>, L
         view = super::traces::VIEW
     ))?;
     let rows = stmt.query_map([run_id], task_result)?;
-    let rows = rows.collect::<Result<_, _>>()?;
-    Ok(with_models(rows, models_by_task(conn, Some(run_id))?))
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// The input task `task_id` ran on (its own, with any `data-from` outputs appended),

@@ -305,19 +305,18 @@ impl Scheduler {
                             continue;
                         }
                     };
-                    let model_check = state.model_quota[i].check_split(input, output, now);
+                    let model_check = state.model_quota[i].check(input, output, now);
                     let provider_check = match state.provider_quota.get_mut(&spec.provider) {
-                        Some(w) => w.check_split(input, output, now),
+                        Some(w) => w.check(input, output, now),
                         None => Ok(()),
                     };
                     match (model_check, provider_check) {
                         (Ok(()), Ok(())) => {
-                            let model_quota =
-                                Some(state.model_quota[i].add_split(input, output, now));
+                            let model_quota = Some(state.model_quota[i].add(input, output, now));
                             let provider_quota = state
                                 .provider_quota
                                 .get_mut(&spec.provider)
-                                .map(|w| w.add_split(input, output, now));
+                                .map(|w| w.add(input, output, now));
                             if admission == Admission::Probe {
                                 state.health[i].take_probe();
                             }
@@ -369,13 +368,13 @@ impl Scheduler {
             .get(&grant.model)
             .map(|&i| &mut state.model_quota[i]);
         if let (Some(id), Some(w)) = (grant.model_quota, window) {
-            w.reconcile_split(id, input, output);
+            w.reconcile(id, input, output);
         }
         if let (Some(id), Some(w)) = (
             grant.provider_quota,
             state.provider_quota.get_mut(&grant.provider),
         ) {
-            w.reconcile_split(id, input, output);
+            w.reconcile(id, input, output);
         }
     }
 

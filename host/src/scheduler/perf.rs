@@ -24,20 +24,19 @@ pub struct PerfDb {
     store: Mutex<PerfStore>,
     /// Call totals by task type, then model.
     calls: Mutex<HashMap<String, HashMap<String, Aggregate>>>,
-    /// Call totals by agent and task type ([`agent_key`]), then model.
-    agent_calls: Mutex<HashMap<String, HashMap<String, Aggregate>>>,
+    /// Call totals by agent, then task type, then model (looked up without building
+    /// a key).
+    agent_calls: Mutex<HashMap<String, ByType>>,
     /// Quality scores: by task type, then model; and by model over every task type
     /// (key `""`).
     quality: Mutex<HashMap<String, Scores>>,
 }
 
+/// Call totals by task type, then model.
+type ByType = HashMap<String, HashMap<String, Aggregate>>;
+
 /// Quality scores by model: how many, and their sum.
 type Scores = HashMap<String, (u64, f64)>;
-
-/// The key of an agent's calls of one task type.
-fn agent_key(agent: &str, task_type: &str) -> String {
-    format!("{agent}\u{1f}{task_type}")
-}
 
 /// The history of every model on one task type (and agent), as one decision reads it.
 pub struct History<'a> {
@@ -108,11 +107,13 @@ impl PerfDb {
             .map_err(|e| anyhow::anyhow!("cannot open performance DB {}: {e}", path.display()))?;
         store.create_tables()?;
         let mut calls: HashMap<String, HashMap<String, Aggregate>> = HashMap::new();
-        let mut agent_calls: HashMap<String, HashMap<String, Aggregate>> = HashMap::new();
+        let mut agent_calls: HashMap<String, ByType> = HashMap::new();
         for t in store.call_totals()? {
             if !t.agent.is_empty() {
                 agent_calls
-                    .entry(agent_key(&t.agent, &t.task_type))
+                    .entry(t.agent.clone())
+                    .or_default()
+                    .entry(t.task_type.clone())
                     .or_default()
                     .insert(t.model.clone(), t.totals);
             }
@@ -174,9 +175,8 @@ impl PerfDb {
         }
         if !stat.agent.is_empty() {
             let mut calls = self.agent_calls.lock().unwrap();
-            let models = calls
-                .entry(agent_key(stat.agent, stat.task_type))
-                .or_default();
+            let types = calls.entry(stat.agent.to_string()).or_default();
+            let models = types.entry(stat.task_type.to_string()).or_default();
             add(models.entry(stat.model.to_string()).or_default(), &one);
         }
         let result = self.store.lock().unwrap().insert_call(stat);
@@ -261,11 +261,6 @@ impl PerfDb {
         )
     }
 
-    /// Quality of a model on one task type ([`History::quality`]).
-    pub fn quality_on(&self, model: &str, task_type: &str, prior: f64) -> f64 {
-        self.read(task_type, None, |h| h.quality(model, prior))
-    }
-
     /// Call `f` with the history of every model on `task_type` — and of `agent`'s
     /// calls of that type — (call totals and quality scores, each locked once for all
     /// models).
@@ -280,7 +275,9 @@ impl PerfDb {
         let quality = self.quality.lock().unwrap();
         f(&History {
             calls: calls.get(task_type),
-            agent_calls: agent.and_then(|a| agent_calls.get(&agent_key(a, task_type))),
+            agent_calls: agent
+                .and_then(|a| agent_calls.get(a))
+                .and_then(|types| types.get(task_type)),
             quality: quality.get(task_type),
             quality_any: quality.get(""),
         })

@@ -81,13 +81,8 @@ impl Window {
         )
     }
 
-    /// Whether `tokens` more would fit now (counted as input).
-    pub fn check(&mut self, tokens: u64, now: Instant) -> Result<(), Refusal> {
-        self.check_split(tokens, 0, now)
-    }
-
     /// Whether a call of `input` + `output` tokens would fit now.
-    pub fn check_split(&mut self, input: u64, output: u64, now: Instant) -> Result<(), Refusal> {
+    pub fn check(&mut self, input: u64, output: u64, now: Instant) -> Result<(), Refusal> {
         let tokens = input + output;
         let (used_tokens, used_requests) = self.usage(now);
         let retry_at = self.entries.front().map(|e| e.at + self.length);
@@ -152,13 +147,9 @@ impl Window {
         Ok(())
     }
 
-    /// Record a reservation (after [`Window::check`] passed); returns its id.
-    pub fn add(&mut self, tokens: u64, now: Instant) -> u64 {
-        self.add_split(tokens, 0, now)
-    }
-
-    /// Record a reservation of `input` + `output` tokens; returns its id.
-    pub fn add_split(&mut self, input: u64, output: u64, now: Instant) -> u64 {
+    /// Record a reservation of `input` + `output` tokens (after [`Window::check`]
+    /// passed); returns its id.
+    pub fn add(&mut self, input: u64, output: u64, now: Instant) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
         self.entries.push_back(Entry {
@@ -170,13 +161,9 @@ impl Window {
         id
     }
 
-    /// Replace a reservation's tokens with the real count (it keeps its time).
-    pub fn reconcile(&mut self, id: u64, actual_tokens: u64) {
-        self.reconcile_split(id, actual_tokens, 0);
-    }
-
-    /// Replace a reservation's input and output tokens with the real counts.
-    pub fn reconcile_split(&mut self, id: u64, input: u64, output: u64) {
+    /// Replace a reservation's input and output tokens with the real counts (it keeps
+    /// its time).
+    pub fn reconcile(&mut self, id: u64, input: u64, output: u64) {
         if let Some(e) = self.entries.iter_mut().find(|e| e.id == id) {
             e.input = input;
             e.output = output;
@@ -202,8 +189,8 @@ mod tests {
         // Try 100 tokens every second for five minutes.
         for s in 0..300u64 {
             let now = start + Duration::from_secs(s);
-            if w.check(100, now).is_ok() {
-                w.add(100, now);
+            if w.check(100, 0, now).is_ok() {
+                w.add(100, 0, now);
                 admitted.push(s);
             }
         }
@@ -225,12 +212,12 @@ mod tests {
     fn reconcile_frees_unused_tokens_and_rpm_counts_requests() {
         let now = Instant::now();
         let mut w = Window::new(Some(1000), Some(2), Duration::from_secs(60));
-        let id = w.add(900, now);
-        assert!(w.check(200, now).is_err());
-        w.reconcile(id, 100);
-        assert!(w.check(200, now).is_ok());
-        w.add(200, now);
-        let refusal = w.check(1, now).unwrap_err();
+        let id = w.add(900, 0, now);
+        assert!(w.check(200, 0, now).is_err());
+        w.reconcile(id, 100, 0);
+        assert!(w.check(200, 0, now).is_ok());
+        w.add(200, 0, now);
+        let refusal = w.check(1, 0, now).unwrap_err();
         assert!(refusal.reason.contains("requests"));
         assert_eq!(refusal.retry_at, Some(now + Duration::from_secs(60)));
     }
@@ -240,24 +227,19 @@ mod tests {
         let now = Instant::now();
         let mut w =
             Window::new(None, None, Duration::from_secs(60)).with_split(Some(1000), Some(100));
-        let id = w.add_split(500, 80, now);
+        let id = w.add(500, 80, now);
         // Output is the scarce side: 80 + 30 > 100, though the input would fit.
-        let refusal = w.check_split(100, 30, now).unwrap_err();
+        let refusal = w.check(100, 30, now).unwrap_err();
         assert!(
             refusal.reason.contains("output tokens"),
             "{}",
             refusal.reason
         );
-        assert!(w.check_split(400, 20, now).is_ok());
-        assert!(
-            w.check_split(600, 0, now)
-                .unwrap_err()
-                .reason
-                .contains("input")
-        );
-        assert!(w.check_split(0, 101, now).unwrap_err().retry_at.is_none());
+        assert!(w.check(400, 20, now).is_ok());
+        assert!(w.check(600, 0, now).unwrap_err().reason.contains("input"));
+        assert!(w.check(0, 101, now).unwrap_err().retry_at.is_none());
         // The reply used fewer output tokens than reserved: room again.
-        w.reconcile_split(id, 500, 10);
-        assert!(w.check_split(100, 30, now).is_ok());
+        w.reconcile(id, 500, 10);
+        assert!(w.check(100, 30, now).is_ok());
     }
 }
