@@ -206,22 +206,13 @@ impl Host for CheckpointView<'_> {
         let step = self.trace.steps;
         let saved_at = now_ms();
         let host_state = self.host_state(step);
-        let restart = Restart::from_saved(
-            number,
-            state,
-            note.clone(),
-            step,
-            saved_at as u64,
-            host_state.clone(),
-        );
-        let state = restart.checkpoint.state.clone();
         let request =
             json!({ "note": note, "size": state.len(), "state_hash": hash, "step": step });
         let (run_id, task_id) = (self.site.run.run_id.clone(), self.site.task_id);
         let (bytes, note_row) = (state.clone(), note.clone());
-        let host_state = host_state.to_string();
+        let host_text = host_state.to_string();
         // The host state is recorded with every checkpoint: count it like the events.
-        self.site.ledger_bytes += host_state.len() as u64;
+        self.site.ledger_bytes += host_text.len() as u64;
         call.finish_with(
             self.site,
             true,
@@ -236,12 +227,13 @@ impl Host for CheckpointView<'_> {
                     note: &note_row,
                     state: &bytes,
                     step,
-                    host_state: &host_state,
+                    host_state: &host_text,
                     saved_at,
                 })
             },
         )
         .await?;
+        let restart = Restart::from_saved(number, state, note, step, saved_at as u64, host_state);
         self.progress.checkpoints = number;
         self.progress.last_checkpoint = Some(restart.checkpoint);
         Ok(Ok(number))

@@ -214,12 +214,10 @@ fn to_chat(req: &Request, model: String) -> ChatRequest {
 fn required_capabilities(req: &Request, scheduler: &crate::scheduler::Scheduler) -> Vec<String> {
     let mut needed = req.capabilities.clone();
     const CALLS: &str = "function-calling";
+    let calls = |caps: &[String]| caps.iter().any(|c| c.eq_ignore_ascii_case(CALLS));
     if !req.tools.is_empty()
-        && !needed.iter().any(|c| c.eq_ignore_ascii_case(CALLS))
-        && scheduler
-            .models()
-            .iter()
-            .any(|m| m.has_capabilities(&[CALLS.to_string()]))
+        && !calls(&needed)
+        && scheduler.models().iter().any(|m| calls(&m.capabilities))
     {
         needed.push(CALLS.to_string());
     }
@@ -242,10 +240,9 @@ impl Host for LlmView<'_> {
         // What the guest asked, independent of host state (budget, health): the replay key.
         let identity =
             json!({ "chat": template, "pin": req.model, "allow_fallback": req.allow_fallback });
-        {
-            use sha2::Digest;
-            self.site.seen.update(identity.to_string().as_bytes());
-        }
+        // What the task has seen, for checkpoints' context hash: the prompt, streamed into
+        // the digest (no copy of it on the call's path).
+        let _ = serde_json::to_writer(&mut self.site.seen, &identity);
         let mut durable = self.site.begin(EventKind::LlmComplete, identity)?;
         if let Some(rec) = durable.replayed() {
             return replayed_result(&rec);
