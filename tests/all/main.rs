@@ -15,6 +15,7 @@ mod dashboard;
 mod drift;
 mod durability;
 mod effects;
+mod grants;
 mod guests;
 mod hostile;
 mod integrity;

@@ -46,6 +46,9 @@ pub struct TaskCtx {
 pub struct CallSite {
     pub(crate) run: Arc<RunContext>,
     pub(crate) task_id: u64,
+    /// The agents of the task's chain of spawners, the root's first and its own last:
+    /// each must admit a tool call ([`crate::tools::grants`]).
+    pub(crate) agents: Arc<[String]>,
     /// Clock and random reads not yet written to the ledger.
     pub(crate) nondet: wasi::NondetLog,
     pub(crate) host_calls: u64,
@@ -190,10 +193,12 @@ impl TaskCtx {
         agent: ComponentRef,
         merge: Arc<MergeConfig>,
     ) -> TaskCtx {
+        let agents = run.agent_chain(task_id).into();
         TaskCtx {
             site: CallSite {
                 run,
                 task_id,
+                agents,
                 nondet: wasi::NondetLog::default(),
                 host_calls: 0,
                 kill: None,

@@ -85,8 +85,12 @@ impl ToolsView<'_> {
         name: &str,
         args_json: &str,
         key: String,
+        grant: Option<&str>,
     ) -> wasmtime::Result<Result<String, ToolError>> {
-        let request = json!({ "name": name, "args": args_json, "idempotency_key": key });
+        let mut request = json!({ "name": name, "args": args_json, "idempotency_key": key });
+        if let Some(grant) = grant {
+            request["grant"] = json!(grant);
+        }
         let tool = self.site.run.tools.get(name);
         // A read-only tool changed nothing in the world: its result is buffered like an
         // LLM reply (asked again if a crash loses it). Any other's is an effect.
@@ -136,7 +140,11 @@ impl ToolsView<'_> {
 impl Host for ToolsView<'_> {
     async fn list(&mut self) -> wasmtime::Result<Vec<ToolInfo>> {
         let mut call = self.site.begin(EventKind::ToolsList, Value::Null)?;
-        let mut infos = self.site.run.tools.list();
+        let mut infos = if self.site.validator.is_some() {
+            self.site.run.tools.list()
+        } else {
+            self.site.run.tools.list_for(&self.site.agents)
+        };
         infos.retain(|i| self.site.tool_allowed(&i.name));
         let to_wit = |i: tool_impl::ToolInfo| ToolInfo {
             name: i.name,
@@ -192,6 +200,27 @@ impl ToolsView<'_> {
                 .await?;
             return Ok(Err(to_wit(err)));
         }
+        // Which grant admits this agent's call (a validator's own `grant` was checked
+        // above). A refusal is recorded like any failed call; a replayed call's record
+        // says what happened then.
+        let admitted = match &self.site.validator {
+            Some(_) => Ok(None),
+            None => {
+                let args = serde_json::from_str::<Value>(&args_json).unwrap_or(Value::Null);
+                (self.site.run.tools)
+                    .admit(&self.site.agents, &name, &args)
+                    .map(Some)
+            }
+        };
+        if let Err(err) = &admitted
+            && call.replayed().is_none()
+            && !matches!(call.recorded, Recorded::InDoubt(_))
+        {
+            let request = json!({ "name": name, "args": args_json });
+            call.finish(self.site, false, request, error_json(err))
+                .await?;
+            return Ok(Err(to_wit(err.clone())));
+        }
         if let Some(rec) = call.replayed() {
             // A human settled the in-doubt call as never having happened
             // (`agentflow settle --did-not-happen`): it runs live, as below.
@@ -200,6 +229,17 @@ impl ToolsView<'_> {
                 return replayed_result(&rec);
             }
         }
+        // From here the call runs live (again): only with a grant that admits it now.
+        let grant = match admitted {
+            Ok(grant) => grant,
+            Err(err) => {
+                let msg = format!(
+                    "tool `{name}` may not run again: {err} (the run's grants changed since it was recorded)"
+                );
+                self.site.in_doubt = Some(msg.clone());
+                return Err(wasmtime::format_err!("{msg}"));
+            }
+        };
         let key = format!(
             "{}/{}/{}",
             self.site.run.run_id, self.site.task_id, self.site.host_calls
@@ -217,7 +257,9 @@ impl ToolsView<'_> {
                 .to_string();
             if class == "none" || class == "idempotent" {
                 tracing::info!(run = %self.site.run.run_id, task = self.site.task_id, tool = %name, "re-running in-doubt {class} call with its idempotency key");
-                return self.run_tool(call, &name, &args_json, recorded_key).await;
+                return self
+                    .run_tool(call, &name, &args_json, recorded_key, grant.as_deref())
+                    .await;
             }
             let msg = format!(
                 "in doubt: {class} tool `{name}` (intent seq {}, key {recorded_key}) may or may not have acted \
@@ -235,11 +277,13 @@ impl ToolsView<'_> {
                 "idempotency_key": key,
                 "side_effect": class_name(class),
                 "undo": info.undo,
+                "grant": grant,
             });
             call.write_intent(self.site, EventKind::ToolsIntent, intent)
                 .await?;
         }
-        self.run_tool(call, &name, &args_json, key).await
+        self.run_tool(call, &name, &args_json, key, grant.as_deref())
+            .await
     }
 
     /// Remember a tool's result for checkpoints: in the task's seen digest and its

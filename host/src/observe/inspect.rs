@@ -218,6 +218,15 @@ pub fn load(conn: &Connection, run: &str) -> Result<Option<RunView>, LedgerError
                         e.seq
                     ));
                 }
+                if e.kind == EventKind::ToolsCall
+                    && let Some(grant) = e.request["grant"].as_str()
+                {
+                    decisions.push(format!(
+                        "tool `{}` #{} admitted by grant `{grant}`",
+                        e.request["name"].as_str().unwrap_or("?"),
+                        e.seq
+                    ));
+                }
                 if e.kind == EventKind::MergeDecided || e.kind == EventKind::MergeResolved {
                     decisions.push(merge_line(e));
                 }

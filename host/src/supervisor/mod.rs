@@ -209,6 +209,7 @@ impl RunContext {
                 id,
                 TaskNode {
                     parent: None,
+                    agent: agent.name.clone(),
                     description: "root".into(),
                     children: Vec::new(),
                     outcome: watch::channel(None).0,

@@ -208,7 +208,7 @@ impl RunContext {
             });
 
         let mut depends_on = req.depends_on.clone();
-        let (id, rx_deps, component) = {
+        let (id, rx_deps, component, agent_label) = {
             let mut tree = self.tree.lock().unwrap();
             // Re-check what a concurrent spawn may have changed since the first look.
             self.check_duplicate(&tree, &req, &norm)?;
@@ -241,6 +241,15 @@ impl RunContext {
                     ));
                 }
             }
+            // The agent's name, which its grants are looked up by: the `[agents]` name
+            // asked for; a child running the same component is its spawner's agent.
+            let agent_label = match &req.agent {
+                AgentChoice::Named(name) => name.clone(),
+                AgentChoice::Same => tree
+                    .nodes
+                    .get(&parent)
+                    .map_or_else(|| agent.name.clone(), |n| n.agent.clone()),
+            };
             let id = tree.next_id;
             self.budget
                 .add_child(parent, id, req.budget_usd)
@@ -250,6 +259,9 @@ impl RunContext {
                 id,
                 TaskNode {
                     parent: Some(parent),
+                    // The `[agents]` name asked for; a child running the same
+                    // component is the same agent as its spawner.
+                    agent: agent_label.clone(),
                     description: req.description.clone(),
                     children: Vec::new(),
                     outcome: watch::channel(None).0,
@@ -274,7 +286,7 @@ impl RunContext {
                 tree.stored_components.insert(agent.hash.clone());
                 Some(agent.bytes.clone())
             };
-            (id, deps, component)
+            (id, deps, component, agent_label)
         };
         let mut resources: Vec<String> = req
             .resources
@@ -295,7 +307,7 @@ impl RunContext {
                     task_id: id,
                     parent_id: Some(parent),
                     depth,
-                    agent: agent.name.clone(),
+                    agent: agent_label,
                     component_hash: agent.hash.clone(),
                     description: req.description.clone(),
                     input: req.input.clone(),

@@ -210,6 +210,7 @@ impl RunContext {
                 t.task_id,
                 TaskNode {
                     parent: t.parent_id,
+                    agent: t.agent.clone(),
                     description: t.description.clone(),
                     children: Vec::new(),
                     outcome: watch::channel(outcome).0,

@@ -9,6 +9,8 @@ use tokio::sync::watch;
 
 pub(super) struct TaskNode {
     pub(super) parent: Option<u64>,
+    /// The name of the agent the task runs (its grants are looked up by it).
+    pub(super) agent: String,
     pub(super) description: String,
     pub(super) children: Vec<u64>,
     pub(super) outcome: watch::Sender<Option<TaskOutcome>>,
@@ -54,6 +56,20 @@ impl TaskTree {
 }
 
 impl RunContext {
+    /// The agents of task `id`'s chain of spawners, the root's first and the task's
+    /// own last: every one must admit a tool call the task makes.
+    pub fn agent_chain(&self, id: u64) -> Vec<String> {
+        let tree = self.tree.lock().unwrap();
+        let mut chain = Vec::new();
+        let mut cur = Some(id);
+        while let Some(node) = cur.and_then(|i| tree.nodes.get(&i)) {
+            chain.push(node.agent.clone());
+            cur = node.parent;
+        }
+        chain.reverse();
+        chain
+    }
+
     /// The outcome of a finished task.
     pub fn outcome(&self, id: u64) -> Option<TaskOutcome> {
         self.tree

@@ -9,6 +9,7 @@
 
 pub mod cloud;
 pub mod git;
+pub mod grants;
 pub mod http_fetch;
 pub mod ip_policy;
 pub mod kv;
@@ -26,9 +27,14 @@ use std::sync::Arc;
 #[derive(Clone, Debug, Default, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ToolsConfig {
-    /// Granted tool names (`kv`, `workspace`, `http_fetch`). Nothing is granted by default.
+    /// Tools granted to every agent with any arguments (`kv`, `workspace`, …). Nothing
+    /// is granted by default.
     #[serde(default)]
     pub grant: Vec<String>,
+    /// Grants per agent, with constraints on arguments (`[[tools.grants]]`, see
+    /// [`grants`]).
+    #[serde(default)]
+    pub grants: Vec<grants::GrantRule>,
     /// Directory the `workspace` tool may read and write (`--workspace DIR`).
     #[serde(default)]
     pub workspace: Option<PathBuf>,
@@ -167,6 +173,8 @@ pub trait Tool: Send + Sync {
 pub struct ToolSet {
     granted: BTreeMap<String, Arc<dyn Tool>>,
     known: Vec<String>,
+    /// Which agent may call which of them, with what ([`grants`]).
+    grants: grants::Grants,
     /// The granted workspace directory, when `workspace` is granted.
     workspace_dir: Option<workspace_dir::WorkspaceDir>,
 }
@@ -183,44 +191,87 @@ impl ToolSet {
         known.extend(available.keys().cloned());
         let mut granted = BTreeMap::new();
         let mut workspace_dir = None;
-        for name in &config.grant {
-            let tool: Arc<dyn Tool> = match name.as_str() {
-                "kv" => Arc::new(kv::KvTool),
-                "workspace" => {
-                    let dir = config.workspace.as_ref().ok_or_else(|| {
-                        anyhow::anyhow!("the workspace tool needs a directory: pass --workspace DIR or set [tools] workspace")
-                    })?;
-                    let tool = workspace::WorkspaceTool::new(dir)?;
-                    workspace_dir = Some(tool.dir().clone());
-                    Arc::new(tool)
+        // Exact names must be constructible; a glob (`server/*`) takes the tools it
+        // matches and can be constructed with this config.
+        let mut wanted: Vec<(String, bool)> = Vec::new();
+        let rule_tools = config.grants.iter().map(|r| &r.tool);
+        for pattern in config.grant.iter().chain(rule_tools) {
+            if pattern.contains(['*', '?']) {
+                for name in &known {
+                    if grants::glob_match(pattern, name) && !wanted.iter().any(|(n, _)| n == name) {
+                        wanted.push((name.clone(), false));
+                    }
                 }
-                "http_fetch" => Arc::new(http_fetch::HttpFetchTool::new(config)?),
-                "cloud" => {
-                    let dir = config.workspace.as_ref().ok_or_else(|| {
-                        anyhow::anyhow!("the cloud tool keeps its state in the workspace: pass --workspace DIR or set [tools] workspace")
-                    })?;
-                    Arc::new(cloud::CloudTool::new(dir)?)
+            } else if let Some(w) = wanted.iter_mut().find(|(n, _)| n == pattern) {
+                w.1 = true;
+            } else {
+                wanted.push((pattern.clone(), true));
+            }
+        }
+        for (name, exact) in &wanted {
+            if granted.contains_key(name) {
+                continue;
+            }
+            let built = Self::construct(name, config, &available, &known);
+            let tool = match built {
+                Ok((tool, dir)) => {
+                    if dir.is_some() {
+                        workspace_dir = dir;
+                    }
+                    tool
                 }
-                "git" => {
-                    let dir = config.workspace.as_ref().ok_or_else(|| {
-                        anyhow::anyhow!("the git tool commits in the workspace: pass --workspace DIR or set [tools] workspace")
-                    })?;
-                    Arc::new(git::GitTool::new(dir)?)
-                }
-                other => available.get(other).cloned().ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "cannot grant unknown tool `{other}` (available: {})",
-                        known.join(", ")
-                    )
-                })?,
+                Err(e) if *exact => return Err(e),
+                Err(_) => continue,
             };
             granted.insert(name.clone(), tool);
         }
         Ok(ToolSet {
             granted,
             known,
+            grants: grants::Grants::new(&config.grant, &config.grants),
             workspace_dir,
         })
+    }
+
+    /// Construct granted tool `name` (and the workspace directory, for `workspace`).
+    fn construct(
+        name: &str,
+        config: &ToolsConfig,
+        available: &BTreeMap<String, Arc<dyn Tool>>,
+        known: &[String],
+    ) -> anyhow::Result<(Arc<dyn Tool>, Option<workspace_dir::WorkspaceDir>)> {
+        let mut workspace_dir = None;
+        let tool: Arc<dyn Tool> = match name {
+            "kv" => Arc::new(kv::KvTool),
+            "workspace" => {
+                let dir = config.workspace.as_ref().ok_or_else(|| {
+                    anyhow::anyhow!("the workspace tool needs a directory: pass --workspace DIR or set [tools] workspace")
+                })?;
+                let tool = workspace::WorkspaceTool::new(dir)?;
+                workspace_dir = Some(tool.dir().clone());
+                Arc::new(tool)
+            }
+            "http_fetch" => Arc::new(http_fetch::HttpFetchTool::new(config)?),
+            "cloud" => {
+                let dir = config.workspace.as_ref().ok_or_else(|| {
+                    anyhow::anyhow!("the cloud tool keeps its state in the workspace: pass --workspace DIR or set [tools] workspace")
+                })?;
+                Arc::new(cloud::CloudTool::new(dir)?)
+            }
+            "git" => {
+                let dir = config.workspace.as_ref().ok_or_else(|| {
+                    anyhow::anyhow!("the git tool commits in the workspace: pass --workspace DIR or set [tools] workspace")
+                })?;
+                Arc::new(git::GitTool::new(dir)?)
+            }
+            other => available.get(other).cloned().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "cannot grant unknown tool `{other}` (available: {})",
+                    known.join(", ")
+                )
+            })?,
+        };
+        Ok((tool, workspace_dir))
     }
 
     /// The granted tool `name`'s description, if granted.
@@ -257,6 +308,33 @@ impl ToolSet {
     /// The workspace directory, if the `workspace` tool is granted.
     pub fn workspace_dir(&self) -> Option<&workspace_dir::WorkspaceDir> {
         self.workspace_dir.as_ref()
+    }
+
+    /// Admit a call of `name` with `args` by the last agent of `chain` (the agents
+    /// from the root's down to the caller's): the label of the rule that admitted it at
+    /// the caller's level, or the error to give the guest ([`grants`]).
+    pub fn admit(
+        &self,
+        chain: &[String],
+        name: &str,
+        args: &serde_json::Value,
+    ) -> Result<String, ToolError> {
+        self.get(name)?;
+        self.grants.admit(chain, name, args)
+    }
+
+    /// Descriptions of the granted tools every agent of `chain` may call.
+    pub fn list_for(&self, chain: &[String]) -> Vec<ToolInfo> {
+        self.granted
+            .iter()
+            .filter(|(name, _)| self.grants.visible_to_chain(chain, name))
+            .map(|(_, t)| t.info())
+            .collect()
+    }
+
+    /// The grant rules, with their labels.
+    pub fn grants(&self) -> &grants::Grants {
+        &self.grants
     }
 
     /// Names of the granted tools.
