@@ -136,16 +136,21 @@ fn python_agent_calls_the_llm_a_tool_a_child_and_saves_a_checkpoint() {
     assert_eq!(one(1, "tasks.wait").response["completed"], review);
     assert_eq!(output["review"], review);
     assert_eq!(tasks[1].output.as_deref(), review.as_str());
-    assert!(!kinds(&events, 2).contains(&"tasks.spawn".to_string()), "the child spawns nothing");
+    assert!(
+        !kinds(&events, 2).contains(&"tasks.spawn".to_string()),
+        "the child spawns nothing"
+    );
 
     // The checkpoint holds the state the agent saved.
-    let saved = agentflow::ledger::query::checkpoints(&host.ledger().reader().unwrap(), &run_id, None)
-        .unwrap();
+    let saved =
+        agentflow::ledger::query::checkpoints(&host.ledger().reader().unwrap(), &run_id, None)
+            .unwrap();
     assert_eq!(saved.len(), 1);
     assert_eq!(saved[0].note, "planned and reviewed");
-    let state = agentflow::ledger::query::blob(&host.ledger().reader().unwrap(), &saved[0].state_hash)
-        .unwrap()
-        .unwrap();
+    let state =
+        agentflow::ledger::query::blob(&host.ledger().reader().unwrap(), &saved[0].state_hash)
+            .unwrap()
+            .unwrap();
     let state: Value = serde_json::from_slice(&state).unwrap();
     assert_eq!(state["plan"], plan);
     assert_eq!(state["review"], review);
@@ -189,10 +194,25 @@ fn python_agent_killed_mid_run_resumes_to_the_same_output_without_repeating_its_
 
     let resumed = resume_only_run(&db, &config());
     assert_eq!(resumed["status"], "completed", "{resumed}");
-    assert_eq!(resumed["output"], baseline["output"], "the uncrashed output");
-    assert_eq!(count(&db, 1, "tools.intent"), 1, "the tool was not called again");
-    assert_eq!(count(&db, 1, "tools.call"), 1, "the tool was not called again");
-    assert_eq!(count(&db, 1, "llm.complete"), 1, "the LLM call was replayed");
+    assert_eq!(
+        resumed["output"], baseline["output"],
+        "the uncrashed output"
+    );
+    assert_eq!(
+        count(&db, 1, "tools.intent"),
+        1,
+        "the tool was not called again"
+    );
+    assert_eq!(
+        count(&db, 1, "tools.call"),
+        1,
+        "the tool was not called again"
+    );
+    assert_eq!(
+        count(&db, 1, "llm.complete"),
+        1,
+        "the LLM call was replayed"
+    );
     assert_eq!(count(&db, 1, "tasks.spawn"), 1, "one child");
     assert_eq!(count(&db, 1, "checkpoint.save"), 1);
     let tasks: i64 = sql(&db, "SELECT COUNT(*) FROM tasks WHERE status = 'completed'");
