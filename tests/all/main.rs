@@ -26,6 +26,7 @@ mod merge_complete;
 mod otel;
 mod provider_failures;
 mod providers;
+mod python_agent;
 mod recovery_graph;
 mod retry_strategies;
 mod run_status;

@@ -28,6 +28,9 @@
 //!    the host's resident memory per waiting agent (`live.rs`).
 //! 10. The dashboard's run page for a run of 1,111 tasks (a real fan-out): the page
 //!     and its JSON over HTTP from `agentflow serve`'s server (`dashboard.rs`).
+//! 11. The Python example agent (componentize-py, ~18 MB): its first start, compiling
+//!     with an empty component cache, and a warm start from the on-disk cache
+//!     (`python.rs`; needs componentize-py, see `.ci/run`).
 //!
 //! Every figure is printed as the median of its samples with min, max and the number
 //! of samples; figures that divide one long run by its count of operations say
@@ -49,6 +52,8 @@ mod callgrind;
 mod dashboard;
 #[path = "live.rs"]
 mod live;
+#[path = "python.rs"]
+mod python;
 #[path = "spawn.rs"]
 mod spawn;
 
@@ -787,6 +792,14 @@ fn main() {
             );
             println!("   page + JSON, per load                       {}", loads.line());
             println!("      target < 1 s");
+        }
+        if want("11")
+            && let Some(r) = python::starts(2, 10).await
+        {
+            println!("11. Python agent ({:.1} MB component, componentize-py)", r.bytes as f64 / 1e6);
+            println!("   first start: compile, empty cache           {}", r.compile.line());
+            println!("   warm start: Host::new + cache load + run    {}", r.warm_run.line());
+            println!("   of which the load from the cache            {}", r.warm_load.line());
         }
     });
 }

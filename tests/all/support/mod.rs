@@ -7,6 +7,7 @@ pub mod fake_http;
 pub mod guard;
 pub mod llm;
 pub mod otlp;
+pub mod python;
 
 use agentflow::ledger::query::{self, EventRow, TaskRow};
 use agentflow::{Host, HostConfig, RunOptions, RunReport};
