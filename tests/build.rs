@@ -30,8 +30,10 @@ fn main() {
     ] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
-    for entry in std::fs::read_dir(&examples).unwrap().flatten() {
-        // Each example crate (not `examples/target`, which has no Cargo.toml).
+    // Each example crate (not `examples/target`, which has no Cargo.toml), and the tool
+    // components under `examples/tools/`.
+    let tools = std::fs::read_dir(examples.join("tools")).into_iter().flatten();
+    for entry in std::fs::read_dir(&examples).unwrap().chain(tools).flatten() {
         if entry.path().join("Cargo.toml").is_file() {
             println!(
                 "cargo:rerun-if-changed={}",

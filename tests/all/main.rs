@@ -32,6 +32,7 @@ mod same_run;
 mod scheduler;
 mod scheduling_complete;
 mod settle;
+mod tool_components;
 mod tools;
 mod validation;
 mod waits;

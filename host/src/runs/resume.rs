@@ -97,7 +97,8 @@ impl Host {
         let (config_json, _) = ledger::query::run_config(&reader, &plan.run_id)?
             .ok_or_else(|| anyhow::anyhow!("run {} has no stored config", plan.run_id))?;
         let stored: StoredRunConfig = serde_json::from_str(&config_json)?;
-        let tools = ToolSet::build(&stored.tools, &self.registered_tools)?;
+        let (available, _) = self.run_tools(&stored.tools.grant, &stored.tool_builds)?;
+        let tools = ToolSet::build(&stored.tools, &available)?;
         let done = durability::recovery::apply_rollbacks(&plan, &tools, &self.ledger).await?;
         for t in &plan.tasks {
             if let durability::recovery::Action::Rollback { tasks, .. } = &t.action {
@@ -248,7 +249,8 @@ impl Host {
                 &root_agent.hash[..12]
             );
         }
-        let tools = ToolSet::build(&stored.tools, &self.registered_tools)?;
+        let (available, _) = self.run_tools(&stored.tools.grant, &stored.tool_builds)?;
+        let tools = ToolSet::build(&stored.tools, &available)?;
         let run = self.run_context(run_id.clone(), &stored, tools, stored_hash);
         let _lease = self.leases.take(&run).await?;
         let tasks = ledger::query::resume_tasks(&reader, &run_id)?;
