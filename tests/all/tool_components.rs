@@ -376,3 +376,49 @@ async fn kv_and_directory_grants_are_enforced() {
         "{results:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outgoing_http_reaches_only_the_allowed_hosts() {
+    use crate::support::fake_http::{FakeResponse, FakeServer};
+    let server = FakeServer::start(vec![FakeResponse::text(200, "hello from the fake")]).await;
+    let url = format!("{}/page", server.url());
+    let port = url.split(':').nth(2).unwrap().split('/').next().unwrap().to_string();
+    let fetch = |u: &str| probe_op(json!({"op": "fetch", "url": u}));
+
+    let (_dir, host) = temp_host("tools-http", "");
+    install_probe(
+        &host,
+        "[grants]\nkv = true\nhttp_hosts = [\"127.0.0.1\"]\nhttp_allow_private = true\n",
+    )
+    .await;
+    let (report, results) = run_scripted(
+        &host,
+        json!([
+            fetch(&url),
+            fetch(&format!("http://localhost:{port}/page")),
+            fetch("http://example.com/"),
+        ]),
+        grant(&["probe"]),
+    )
+    .await;
+    assert_eq!(report.status, Status::Completed, "{report:?}");
+    assert_eq!(results[0]["ok"], "200 hello from the fake", "{results:?}");
+    for i in [1, 2] {
+        assert!(
+            results[i]["err"].as_str().unwrap().contains("HttpRequestDenied"),
+            "{results:?}"
+        );
+    }
+    assert_eq!(server.requests().len(), 1);
+    assert_eq!(server.requests()[0].path, "/page");
+
+    // The host is listed, but it is a loopback address: refused by default.
+    let (_dir2, host2) = temp_host("tools-http-private", "");
+    install_probe(&host2, "[grants]\nkv = true\nhttp_hosts = [\"127.0.0.1\"]\n").await;
+    let (_, results) = run_scripted(&host2, json!([fetch(&url)]), grant(&["probe"])).await;
+    assert!(
+        results[0]["err"].as_str().unwrap().contains("DestinationIpProhibited"),
+        "{results:?}"
+    );
+    assert_eq!(server.requests().len(), 1);
+}

@@ -10,12 +10,14 @@
 //! component cache), with the limits of its manifest ([`manifest`]): linear memory, a
 //! wall-clock timeout (the guest yields every epoch tick, so a spinning tool is stopped
 //! on time), and WASI with nothing but what the manifest grants — a preopened
-//! directory, the run's kv store ([`state`]). A trap, a timeout or a memory bomb fails that call only.
+//! directory, the run's kv store ([`state`]), outgoing HTTP to allowed hosts
+//! ([`http`]). A trap, a timeout or a memory bomb fails that call only.
 //!
 //! [`registry`] installs, lists and removes them; [`listing`] is the one row type of
 //! `agentflow tools list` (built-in, component and — later — MCP tools).
 
 pub mod component_tool;
+pub mod http;
 pub mod listing;
 pub mod manifest;
 pub mod registry;
@@ -59,6 +61,7 @@ impl ToolRuntime {
             .map_err(|e| anyhow::anyhow!("linking WASI for tools: {e}"))?;
         ToolWorld::add_to_linker::<ToolState, HasSelf<ToolState>>(&mut linker, |s| s)
             .map_err(|e| anyhow::anyhow!("linking the tool world: {e}"))?;
+        http::add_to_linker(&mut linker)?;
         let cache = ComponentCache::new(&engine, cache_dir);
         let runtime = Arc::new(ToolRuntime {
             engine,
@@ -128,8 +131,8 @@ impl ToolRuntime {
         })
     }
 
-    /// Whether component `hash` (loaded) imports the `kv` interface.
-    pub fn imports_kv(&self, bytes: &[u8], hash: &str) -> anyhow::Result<bool> {
+    /// The names of the interfaces component `hash` (`bytes`) imports.
+    pub fn imports(&self, bytes: &[u8], hash: &str) -> anyhow::Result<Vec<String>> {
         let (component, _) = self
             .cache
             .load(&self.engine, hash, bytes)
@@ -137,7 +140,8 @@ impl ToolRuntime {
         Ok(component
             .component_type()
             .imports(&self.engine)
-            .any(|(name, _)| name.starts_with("agentflow:agent/kv")))
+            .map(|(name, _)| name.to_string())
+            .collect())
     }
 }
 

@@ -48,12 +48,17 @@ pub async fn install(
     manifest.validate()?;
     let hash = blobs::sha256_hex(&bytes);
     let pre = runtime.load(&hash, &bytes)?;
-    if runtime.imports_kv(&bytes, &hash)? && !manifest.grants.kv {
+    // Deny by default, and say so now rather than at the first call: `kv.get` has no
+    // error case, so an ungranted kv would fail each call that reads it.
+    let imports = runtime.imports(&bytes, &hash)?;
+    if imports.iter().any(|i| i.starts_with("agentflow:agent/kv")) && !manifest.grants.kv {
         anyhow::bail!(
             "the component imports the run's kv store, which its manifest does not grant \
              (add `[grants] kv = true` to the manifest, or pass --manifest)"
         );
     }
+    // (HTTP needs no such check: without `http_hosts`, every request is refused with
+    // the `HTTP-request-denied` error code the tool can handle.)
     let described = describe(runtime, &pre, &manifest).await?;
     let mut info = effective_info(described, &manifest)?;
     if let Some(n) = name {

@@ -1,6 +1,7 @@
 //! What the store of one tool call holds: WASI with only the manifest's grants (a
-//! preopened directory, nothing else), the `kv` import's access to the run's kv table
-//! (when granted), the memory limit and why the call was stopped, if it was.
+//! preopened directory, no sockets), the `kv` import's access to the run's kv table
+//! (when granted), `wasi:http` with the manifest's allow-list ([`super::http`]), the
+//! memory limit and why the call was stopped, if it was.
 
 use super::manifest::{GUEST_DIR, Manifest};
 use crate::bindings::tool::{kv, tool_types};
@@ -32,6 +33,8 @@ pub struct ToolState {
     /// Effects of the host's own work for the tool (kv writes), recorded with the call.
     pub(super) host_effects: Vec<Effect>,
     pub(super) stderr: BoundedCapture,
+    /// `wasi:http`: the context and the manifest's allow-list (empty: all refused).
+    http: super::http::HttpAccess,
 }
 
 impl ToolState {
@@ -65,7 +68,19 @@ impl ToolState {
             stopped: None,
             host_effects: Vec::new(),
             stderr,
+            http: super::http::HttpAccess {
+                ctx: Default::default(),
+                allow: super::http::AllowList {
+                    hosts: manifest.grants.http_hosts.clone(),
+                    allow_private: manifest.grants.http_allow_private,
+                },
+            },
         })
+    }
+
+    /// The `wasi:http` state and the resource table it shares with WASI.
+    pub(super) fn http_parts(&mut self) -> (&mut super::http::HttpAccess, &mut ResourceTable) {
+        (&mut self.http, &mut self.table)
     }
 }
 

@@ -11,6 +11,8 @@
 //! * `kv_get` / `kv_set` — the run's kv store through the `kv` import (`key`, `value`);
 //! * `read` / `write` — the file `path` under the granted directory (`/data`), `write`
 //!   with `content`, reporting a `FileModified` effect;
+//! * `fetch` — GET `url` with `wasi:http/outgoing-handler`: `"<status> <body>"`, or the
+//!   host's error code as a `denied` error;
 //! * `fail` — a `failed` tool error; anything else is `invalid-args`.
 
 wit_bindgen::generate!({ path: "../../../wit", world: "tool" });
@@ -112,10 +114,55 @@ impl Guest for Probe {
                     ],
                 })
             }
+            "fetch" => fetch(&text(&args, "url")?).and_then(done),
             "fail" => Err(ToolError::Failed("the probe was told to fail".into())),
             other => Err(ToolError::InvalidArgs(format!("unknown op `{other}`"))),
         }
     }
+}
+
+/// GET `url` through `wasi:http`.
+fn fetch(url: &str) -> Result<String, ToolError> {
+    use wasip2::http::outgoing_handler;
+    use wasip2::http::types::{Fields, Method, OutgoingRequest, Scheme};
+    use wasip2::io::streams::StreamError;
+    let bad = || ToolError::InvalidArgs(format!("`{url}` is not an http(s) URL"));
+    let (scheme, rest) = if let Some(rest) = url.strip_prefix("http://") {
+        (Scheme::Http, rest)
+    } else if let Some(rest) = url.strip_prefix("https://") {
+        (Scheme::Https, rest)
+    } else {
+        return Err(bad());
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let request = OutgoingRequest::new(Fields::new());
+    request.set_scheme(Some(&scheme)).map_err(|()| bad())?;
+    request.set_authority(Some(authority)).map_err(|()| bad())?;
+    request.set_path_with_query(Some(path)).map_err(|()| bad())?;
+    request.set_method(&Method::Get).map_err(|()| bad())?;
+    let denied = |e: &dyn std::fmt::Debug| ToolError::Denied(format!("{e:?}"));
+    let pending = outgoing_handler::handle(request, None).map_err(|e| denied(&e))?;
+    pending.subscribe().block();
+    let response = match pending.get() {
+        Some(Ok(Ok(response))) => response,
+        Some(Ok(Err(code))) => return Err(denied(&code)),
+        other => return Err(ToolError::Failed(format!("no response: {other:?}"))),
+    };
+    let status = response.status();
+    let body = response.consume().map_err(|()| ToolError::Failed("no body".into()))?;
+    let stream = body.stream().map_err(|()| ToolError::Failed("no body stream".into()))?;
+    let mut bytes = Vec::new();
+    loop {
+        match stream.blocking_read(64 << 10) {
+            Ok(chunk) => bytes.extend(chunk),
+            Err(StreamError::Closed) => break,
+            Err(e) => return Err(ToolError::Failed(format!("reading the body: {e:?}"))),
+        }
+    }
+    Ok(format!("{status} {}", String::from_utf8_lossy(&bytes)))
 }
 
 export!(Probe);
