@@ -331,9 +331,8 @@ impl Host {
             },
             tool_builds: Default::default(),
         };
-        let (available, pins) = self.run_tools(&stored.tools.grant, &Default::default())?;
+        let (tools, pins) = self.run_tool_set(&stored.tools, &Default::default())?;
         stored.tool_builds = pins;
-        let tools = ToolSet::build(&stored.tools, &available)?;
         let run_id = match &opts.run_id {
             Some(id) if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) => id.clone(),
             Some(id) => anyhow::bail!("run id `{id}` is not 32 hex digits"),

@@ -33,6 +33,7 @@ mod scheduler;
 mod scheduling_complete;
 mod settle;
 mod tool_components;
+mod tool_crashes;
 mod tools;
 mod validation;
 mod waits;

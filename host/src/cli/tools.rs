@@ -164,12 +164,12 @@ fn render(rows: &[ToolListing]) -> String {
             description.push('…');
         }
         table.row([
-            esc(&r.name),
+            esc(&r.name).into_owned(),
             r.source.as_str().to_string(),
             listing_class(r.side_effect).to_string(),
             version,
-            esc(&r.grants),
-            esc(&description),
+            esc(&r.grants).into_owned(),
+            esc(&description).into_owned(),
         ]);
     }
     table.render()

@@ -47,6 +47,13 @@ pub fn list(conn: &Connection) -> SqlResult<Vec<InstalledTool>> {
     rows.collect()
 }
 
+/// The names of the installed tools.
+pub fn names(conn: &Connection) -> SqlResult<Vec<String>> {
+    let mut stmt = conn.prepare_cached("SELECT name FROM installed_tools ORDER BY name")?;
+    let rows = stmt.query_map([], |r| r.get(0))?;
+    rows.collect()
+}
+
 /// The installed tool `name`, if any.
 pub fn get(conn: &Connection, name: &str) -> SqlResult<Option<InstalledTool>> {
     conn.query_row(

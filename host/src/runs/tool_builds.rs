@@ -4,7 +4,7 @@
 
 use crate::Host;
 use crate::tool_components::{ToolRuntime, registry};
-use crate::tools::{BUILTIN_TOOLS, Tool};
+use crate::tools::{BUILTIN_TOOLS, Tool, ToolSet, ToolsConfig};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -18,10 +18,26 @@ impl Host {
         Ok(self.tool_runtime.get_or_init(|| rt).clone())
     }
 
+    /// The run's tool set for `config`: the built-ins it grants, the registered tools,
+    /// and the component tools it grants (`pinned`'s builds first); with the pins of
+    /// those components. Installed tools it does not grant are known to it, so calling
+    /// one names the grant to add.
+    pub(crate) fn run_tool_set(
+        &self,
+        config: &ToolsConfig,
+        pinned: &BTreeMap<String, registry::PinnedTool>,
+    ) -> anyhow::Result<(ToolSet, BTreeMap<String, registry::PinnedTool>)> {
+        let (available, pins) = self.run_tools(&config.grant, pinned)?;
+        let installed = self
+            .ledger
+            .with_reader(crate::ledger::installed_tools::names)??;
+        Ok((ToolSet::build(config, &available)?.with_known(installed), pins))
+    }
+
     /// The registered tools and the component tools among `grants` (`pinned`'s builds
     /// first), with the pins of those components; no engine is built when no grant
     /// names a component.
-    pub(crate) fn run_tools(
+    fn run_tools(
         &self,
         grants: &[String],
         pinned: &BTreeMap<String, registry::PinnedTool>,

@@ -43,13 +43,12 @@ impl ToolState {
     pub fn new(manifest: &Manifest, kv: Option<KvAccess>) -> anyhow::Result<ToolState> {
         let stderr = BoundedCapture::new(STDERR_BYTES);
         let mut wasi = WasiCtxBuilder::new();
-        // No environment, arguments, stdin, sockets or name lookups: WASI's defaults
-        // here grant none, and sockets are refused by the address check.
+        // No environment, arguments, stdin, sockets or name lookups (WASI's default
+        // address check refuses every socket address too).
         wasi.stderr(stderr.clone())
             .allow_ip_name_lookup(false)
             .allow_tcp(false)
-            .allow_udp(false)
-            .socket_addr_check(|_, _| Box::pin(async { false }));
+            .allow_udp(false);
         if let Some(dir) = &manifest.grants.dir {
             let perms = if manifest.grants.read_only {
                 FsPerms::ReadOnly

@@ -229,6 +229,17 @@ impl ToolSet {
         })
     }
 
+    /// Name `names` (tools installed but not granted) as known, so calling one is
+    /// refused as not granted, with the grant to add, rather than as not found.
+    pub fn with_known(mut self, names: impl IntoIterator<Item = String>) -> ToolSet {
+        for name in names {
+            if !self.known.contains(&name) {
+                self.known.push(name);
+            }
+        }
+        self
+    }
+
     /// The granted tool `name`'s description, if granted.
     pub fn info(&self, name: &str) -> Option<ToolInfo> {
         self.granted.get(name).map(|t| t.info())

@@ -18,7 +18,7 @@
 wit_bindgen::generate!({ path: "../../../wit", world: "tool" });
 
 use agentflow::agent::kv;
-use agentflow::agent::tool_types::{CallContext, CallResult, Description, SideEffect, ToolError};
+use agentflow::agent::tool_types::SideEffect;
 use serde_json::{Value, json};
 
 struct Probe;
