@@ -43,7 +43,10 @@ fn probe_op(args: Value) -> Value {
 fn install_list_and_remove_through_the_cli() {
     let dir = TempDir::new("tools-cli");
     let db = dir.join("ledger.db");
-    let manifest = dir.file("probe.toml", "[grants]\nkv = true\n[limits]\ntimeout_ms = 2000\n");
+    let manifest = dir.file(
+        "probe.toml",
+        "[grants]\nkv = true\n[limits]\ntimeout_ms = 2000\n",
+    );
     let hash = sha256_of(&probe());
 
     let out = agentflow_on(
@@ -119,7 +122,11 @@ fn install_list_and_remove_through_the_cli() {
     assert!(out.status.success(), "{}", stderr(&out));
     let listed = stdout_json(&agentflow_on(&db, ["tools", "list", "--json"]));
     assert!(
-        !listed.as_array().unwrap().iter().any(|r| r["name"] == "probe"),
+        !listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["name"] == "probe"),
         "{listed}"
     );
     let again = agentflow_on(&db, ["tools", "remove", "probe"]);
@@ -136,8 +143,7 @@ fn wrong_components_and_manifests_are_refused_with_clear_errors() {
     let dir = TempDir::new("tools-refused");
     let db = dir.join("ledger.db");
     let install = |file: &Path, extra: &[&str]| {
-        let mut args: Vec<std::ffi::OsString> =
-            vec!["tools".into(), "install".into(), file.into()];
+        let mut args: Vec<std::ffi::OsString> = vec!["tools".into(), "install".into(), file.into()];
         args.extend(extra.iter().map(Into::into));
         agentflow_on(&db, args)
     };
@@ -168,7 +174,11 @@ fn wrong_components_and_manifests_are_refused_with_clear_errors() {
     // Nothing was installed.
     let listed = stdout_json(&agentflow_on(&db, ["tools", "list", "--json"]));
     assert!(
-        listed.as_array().unwrap().iter().all(|r| r["source"] == "builtin"),
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["source"] == "builtin"),
         "{listed}"
     );
 }
@@ -300,7 +310,10 @@ async fn kv_and_directory_grants_are_enforced() {
     // Read-only directory, kv granted.
     install_probe(
         &host,
-        &format!("[grants]\nkv = true\ndir = {:?}\n", data.display().to_string()),
+        &format!(
+            "[grants]\nkv = true\ndir = {:?}\n",
+            data.display().to_string()
+        ),
     )
     .await;
     let (report, results) = run_scripted(
@@ -351,13 +364,18 @@ async fn kv_and_directory_grants_are_enforced() {
     .await;
     let (report, results) = run_scripted(
         &host2,
-        json!([probe_op(json!({"op": "write", "path": "out.txt", "content": "written"}))]),
+        json!([probe_op(
+            json!({"op": "write", "path": "out.txt", "content": "written"})
+        )]),
         grant(&["probe"]),
     )
     .await;
     assert_eq!(report.status, Status::Completed, "{report:?}");
     assert_eq!(results[0]["ok"], "\"written\"", "{results:?}");
-    assert_eq!(std::fs::read_to_string(data.join("out.txt")).unwrap(), "written");
+    assert_eq!(
+        std::fs::read_to_string(data.join("out.txt")).unwrap(),
+        "written"
+    );
     let call = first_event(&host2, &report.run_id, "tools.call");
     assert_eq!(call.response["effects"][0]["type"], "FileModified");
     assert_eq!(call.response["effects"][0]["path"], "/data/out.txt");
@@ -382,7 +400,14 @@ async fn outgoing_http_reaches_only_the_allowed_hosts() {
     use crate::support::fake_http::{FakeResponse, FakeServer};
     let server = FakeServer::start(vec![FakeResponse::text(200, "hello from the fake")]).await;
     let url = format!("{}/page", server.url());
-    let port = url.split(':').nth(2).unwrap().split('/').next().unwrap().to_string();
+    let port = url
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
     let fetch = |u: &str| probe_op(json!({"op": "fetch", "url": u}));
 
     let (_dir, host) = temp_host("tools-http", "");
@@ -405,7 +430,10 @@ async fn outgoing_http_reaches_only_the_allowed_hosts() {
     assert_eq!(results[0]["ok"], "200 hello from the fake", "{results:?}");
     for i in [1, 2] {
         assert!(
-            results[i]["err"].as_str().unwrap().contains("HttpRequestDenied"),
+            results[i]["err"]
+                .as_str()
+                .unwrap()
+                .contains("HttpRequestDenied"),
             "{results:?}"
         );
     }
@@ -414,10 +442,17 @@ async fn outgoing_http_reaches_only_the_allowed_hosts() {
 
     // The host is listed, but it is a loopback address: refused by default.
     let (_dir2, host2) = temp_host("tools-http-private", "");
-    install_probe(&host2, "[grants]\nkv = true\nhttp_hosts = [\"127.0.0.1\"]\n").await;
+    install_probe(
+        &host2,
+        "[grants]\nkv = true\nhttp_hosts = [\"127.0.0.1\"]\n",
+    )
+    .await;
     let (_, results) = run_scripted(&host2, json!([fetch(&url)]), grant(&["probe"])).await;
     assert!(
-        results[0]["err"].as_str().unwrap().contains("DestinationIpProhibited"),
+        results[0]["err"]
+            .as_str()
+            .unwrap()
+            .contains("DestinationIpProhibited"),
         "{results:?}"
     );
     assert_eq!(server.requests().len(), 1);

@@ -35,7 +35,14 @@ fn run_ops(db: &Path, ops: &Value, env: &[(&str, &str)]) -> std::process::Output
     agentflow()
         .arg("run")
         .arg(example("scripted"))
-        .args(["--input", &ops.to_string(), "--grant", "ticket", "--json", "--db"])
+        .args([
+            "--input",
+            &ops.to_string(),
+            "--grant",
+            "ticket",
+            "--json",
+            "--db",
+        ])
         .arg(db)
         .envs(env.iter().copied())
         .output()
@@ -65,7 +72,8 @@ fn ticket_op(args: Value) -> Value {
 fn a_ticket_call_crashed_after_its_intent_opens_exactly_one_ticket_after_resume() {
     let dir = TempDir::new("ticket-crash");
     let db = ledger_with_ticket(&dir);
-    let ticket_build = agentflow::ledger::blobs::sha256_hex(&std::fs::read(example("ticket")).unwrap());
+    let ticket_build =
+        agentflow::ledger::blobs::sha256_hex(&std::fs::read(example("ticket")).unwrap());
     let ops = json!([
         ticket_op(json!({"op": "open", "title": "printer on fire"})),
         ticket_op(json!({"op": "list"})),
@@ -111,8 +119,10 @@ fn a_ticket_call_crashed_after_its_intent_opens_exactly_one_ticket_after_resume(
     assert!(resumed.status.success(), "{}", stderr(&resumed));
     let warning = stderr(&resumed);
     assert!(
-        warning.contains(&format!("this run uses build sha256:{}", &ticket_build[..12]))
-            && warning.contains("now sha256:"),
+        warning.contains(&format!(
+            "this run uses build sha256:{}",
+            &ticket_build[..12]
+        )) && warning.contains("now sha256:"),
         "{warning}"
     );
     let report = stdout_json(&resumed);
@@ -120,7 +130,11 @@ fn a_ticket_call_crashed_after_its_intent_opens_exactly_one_ticket_after_resume(
     let results = results(&report);
     let opened: Value = serde_json::from_str(results[0]["ok"].as_str().unwrap()).unwrap();
     let listed: Value = serde_json::from_str(results[1]["ok"].as_str().unwrap()).unwrap();
-    assert_eq!(listed.as_array().unwrap().len(), 1, "exactly one ticket: {listed}");
+    assert_eq!(
+        listed.as_array().unwrap().len(),
+        1,
+        "exactly one ticket: {listed}"
+    );
     assert_eq!(listed[0]["id"], opened["id"]);
     assert_eq!(opened["opened_by"], intent["idempotency_key"]);
     assert_eq!(tickets(&dir).len(), 1);
@@ -135,7 +149,9 @@ fn a_ticket_call_crashed_after_its_intent_opens_exactly_one_ticket_after_resume(
         .collect();
     assert!(builds.len() >= 4, "{builds:?}");
     assert!(
-        builds.iter().all(|b| *b == format!("sha256:{ticket_build}")),
+        builds
+            .iter()
+            .all(|b| *b == format!("sha256:{ticket_build}")),
         "{builds:?}"
     );
 }

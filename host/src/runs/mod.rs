@@ -12,5 +12,5 @@ pub mod recorded;
 pub(crate) mod park;
 pub(crate) mod resume;
 pub(crate) mod stored;
-pub(crate) mod tool_builds;
 pub mod telemetry;
+pub(crate) mod tool_builds;

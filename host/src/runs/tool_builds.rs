@@ -31,7 +31,10 @@ impl Host {
         let installed = self
             .ledger
             .with_reader(crate::ledger::installed_tools::names)??;
-        Ok((ToolSet::build(config, &available)?.with_known(installed), pins))
+        Ok((
+            ToolSet::build(config, &available)?.with_known(installed),
+            pins,
+        ))
     }
 
     /// The registered tools and the component tools among `grants` (`pinned`'s builds
@@ -42,7 +45,11 @@ impl Host {
         grants: &[String],
         pinned: &BTreeMap<String, registry::PinnedTool>,
     ) -> anyhow::Result<(Vec<Arc<dyn Tool>>, BTreeMap<String, registry::PinnedTool>)> {
-        let registered: Vec<String> = self.registered_tools.iter().map(|t| t.info().name).collect();
+        let registered: Vec<String> = self
+            .registered_tools
+            .iter()
+            .map(|t| t.info().name)
+            .collect();
         let mut available = self.registered_tools.clone();
         let wants_component = grants
             .iter()

@@ -10,7 +10,7 @@
 //! dropping the call (its agent stopped) stops the tool.
 
 use super::ToolRuntime;
-use super::manifest::{self, Manifest};
+use super::manifest::Manifest;
 use super::state::{KvAccess, ToolState};
 use crate::bindings::tool::ToolPre;
 use crate::bindings::tool::tool_types::{self as wit, CallContext};
@@ -79,7 +79,12 @@ impl ComponentTool {
     }
 
     /// Call the component's `call` with `args_json` on its own task.
-    async fn invoke(&self, kv: Option<KvAccess>, ctx: CallContext, args_json: String) -> CallOutcome {
+    async fn invoke(
+        &self,
+        kv: Option<KvAccess>,
+        ctx: CallContext,
+        args_json: String,
+    ) -> CallOutcome {
         let engine = self.runtime.engine().clone();
         let pre = self.pre.clone();
         let manifest = self.manifest.clone();
@@ -203,7 +208,11 @@ pub async fn describe(
     .await
     .map_err(|e| anyhow::anyhow!("`describe` failed in the host: {e}"))??;
     let name = described.name.trim().to_string();
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "_-".contains(c)) {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-".contains(c))
+    {
         anyhow::bail!(
             "the tool describes itself as `{}`: a tool name is letters, digits, `_` and `-`",
             described.name
@@ -283,9 +292,4 @@ impl Tool for ComponentTool {
         }
         Ok(output)
     }
-}
-
-/// The manifest's class name for `s` (re-exported for listings).
-pub fn class_name(s: SideEffect) -> &'static str {
-    manifest::side_effect_name(s)
 }

@@ -68,7 +68,10 @@ impl AllowList {
         let host = uri.host().ok_or(Error::HttpRequestUriInvalid)?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
         if !self.host_allowed(host) {
-            tracing::info!(host, "tool HTTP request refused: host not in [grants] http_hosts");
+            tracing::info!(
+                host,
+                "tool HTTP request refused: host not in [grants] http_hosts"
+            );
             return Err(Error::HttpRequestDenied);
         }
         let tls = uri.scheme() == Some(&http::uri::Scheme::HTTPS);

@@ -49,7 +49,13 @@ pub struct ToolListing {
 }
 
 /// The built-in tools: class, undo, what configures their reach, description.
-type Builtin = (&'static str, SideEffect, Option<&'static str>, &'static str, &'static str);
+type Builtin = (
+    &'static str,
+    SideEffect,
+    Option<&'static str>,
+    &'static str,
+    &'static str,
+);
 
 const BUILTINS: &[Builtin] = &[
     (

@@ -271,7 +271,9 @@ mod tests {
             side_effect: Some("none".into()),
             ..Default::default()
         };
-        let err = lax.effective_side_effect(SideEffect::Idempotent).unwrap_err();
+        let err = lax
+            .effective_side_effect(SideEffect::Idempotent)
+            .unwrap_err();
         assert!(err.to_string().contains("laxer"), "{err}");
     }
 

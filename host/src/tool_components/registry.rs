@@ -72,9 +72,7 @@ pub async fn install(
         description_json: serde_json::to_string(&info)?,
         installed_at: 0,
     };
-    let replaced = ledger
-        .write(move |w| w.install_tool(&row, &bytes))
-        .await?;
+    let replaced = ledger.write(move |w| w.install_tool(&row, &bytes)).await?;
     Ok(Installed {
         name: info.name.clone(),
         hash,
@@ -149,7 +147,10 @@ pub fn tools_for_run(
                         "tool `{name}`: this run uses build sha256:{} (recorded when it started); \
                          the installed build is {} — the run continues with its recorded build",
                         short(&pin.hash),
-                        now.map_or("none (removed)".to_string(), |h| format!("now sha256:{}", short(h)))
+                        now.map_or("none (removed)".to_string(), |h| format!(
+                            "now sha256:{}",
+                            short(h)
+                        ))
                     );
                 }
                 pin.clone()

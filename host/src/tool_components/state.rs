@@ -120,8 +120,7 @@ impl wasmtime::ResourceLimiter for ToolState {
     }
 }
 
-const NOT_GRANTED: &str =
-    "kv is not granted to this tool (its manifest needs [grants] kv = true)";
+const NOT_GRANTED: &str = "kv is not granted to this tool (its manifest needs [grants] kv = true)";
 
 impl kv::Host for ToolState {
     async fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {

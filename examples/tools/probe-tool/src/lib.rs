@@ -141,7 +141,9 @@ fn fetch(url: &str) -> Result<String, ToolError> {
     let request = OutgoingRequest::new(Fields::new());
     request.set_scheme(Some(&scheme)).map_err(|()| bad())?;
     request.set_authority(Some(authority)).map_err(|()| bad())?;
-    request.set_path_with_query(Some(path)).map_err(|()| bad())?;
+    request
+        .set_path_with_query(Some(path))
+        .map_err(|()| bad())?;
     request.set_method(&Method::Get).map_err(|()| bad())?;
     let denied = |e: &dyn std::fmt::Debug| ToolError::Denied(format!("{e:?}"));
     let pending = outgoing_handler::handle(request, None).map_err(|e| denied(&e))?;
@@ -152,8 +154,12 @@ fn fetch(url: &str) -> Result<String, ToolError> {
         other => return Err(ToolError::Failed(format!("no response: {other:?}"))),
     };
     let status = response.status();
-    let body = response.consume().map_err(|()| ToolError::Failed("no body".into()))?;
-    let stream = body.stream().map_err(|()| ToolError::Failed("no body stream".into()))?;
+    let body = response
+        .consume()
+        .map_err(|()| ToolError::Failed("no body".into()))?;
+    let stream = body
+        .stream()
+        .map_err(|()| ToolError::Failed("no body stream".into()))?;
     let mut bytes = Vec::new();
     loop {
         match stream.blocking_read(64 << 10) {
