@@ -44,7 +44,7 @@ impl Host {
         &self,
         grants: &[String],
         pinned: &BTreeMap<String, registry::PinnedTool>,
-    ) -> anyhow::Result<(Vec<Arc<dyn Tool>>, BTreeMap<String, registry::PinnedTool>)> {
+    ) -> anyhow::Result<registry::RunTools> {
         let registered: Vec<String> = self
             .registered_tools
             .iter()

@@ -36,6 +36,12 @@ pub struct PinnedTool {
     pub info: ToolInfo,
 }
 
+/// A run's pinned component tools, by granted name.
+pub type Pins = BTreeMap<String, PinnedTool>;
+
+/// The component tools of a run, and their pins.
+pub type RunTools = (Vec<Arc<dyn Tool>>, Pins);
+
 /// Check `bytes` against the `tool` world, describe the component and register it
 /// under `name` (default: the name it gives itself) with `manifest`.
 pub async fn install(
@@ -130,7 +136,7 @@ pub fn tools_for_run(
     grants: &[String],
     skip: &[String],
     pinned: &BTreeMap<String, PinnedTool>,
-) -> anyhow::Result<(Vec<Arc<dyn Tool>>, BTreeMap<String, PinnedTool>)> {
+) -> anyhow::Result<RunTools> {
     let mut tools: Vec<Arc<dyn Tool>> = Vec::new();
     let mut pins = BTreeMap::new();
     let reader = ledger.reader()?;
