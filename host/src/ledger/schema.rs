@@ -539,7 +539,7 @@ mod tests {
         conn.execute_batch(&old).unwrap();
         set_version(&conn, 3).unwrap();
         prepare(&conn, Path::new(":memory:")).unwrap();
-        assert_eq!(version(&conn).unwrap(), 4);
+        assert_eq!(version(&conn).unwrap(), SCHEMA_VERSION);
         let sql: String = conn
             .query_row(
                 "SELECT sql FROM sqlite_master WHERE name = 'agent_traces'",

@@ -4,7 +4,7 @@
 
 use crate::Host;
 use crate::tool_components::{ToolRuntime, registry};
-use crate::tools::{BUILTIN_TOOLS, Tool, ToolSet, ToolsConfig};
+use crate::tools::{BUILTIN_TOOLS, ToolSet, ToolsConfig};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
