@@ -73,10 +73,26 @@ pub mod validator_wit {
     });
 }
 
+/// Raw bindings of world `tool` (tool components). Not part of the stable API: use
+/// [`tool`] instead.
+#[doc(hidden)]
+#[allow(missing_docs, clippy::all)]
+pub mod tool_wit {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "tool",
+        pub_export_macro: true,
+        export_macro_name: "export",
+        default_bindings_module: "agentflow_sdk::tool_wit",
+        runtime_path: "agentflow_sdk::__private::wit_bindgen::rt",
+    });
+}
+
 pub mod checkpoint;
 mod error;
 pub mod llm;
 pub mod tasks;
+pub mod tool;
 pub mod tools;
 pub mod trace;
 pub mod validator;

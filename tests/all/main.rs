@@ -34,6 +34,8 @@ mod same_run;
 mod scheduler;
 mod scheduling_complete;
 mod settle;
+mod tool_components;
+mod tool_crashes;
 mod tools;
 mod validation;
 mod waits;

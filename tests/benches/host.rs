@@ -31,6 +31,8 @@
 //! 11. The Python example agent (componentize-py, ~18 MB): its first start, compiling
 //!     with an empty component cache, and a warm start from the on-disk cache
 //!     (`python.rs`; needs componentize-py, see `.ci/run`).
+//! 12. A tool call through an installed tool component next to a built-in tool call:
+//!     through an agent (recorded) and alone (`tool_calls.rs`).
 //!
 //! Every figure is printed as the median of its samples with min, max and the number
 //! of samples; figures that divide one long run by its count of operations say
@@ -56,6 +58,8 @@ mod live;
 mod python;
 #[path = "spawn.rs"]
 mod spawn;
+#[path = "tool_calls.rs"]
+mod tool_calls;
 
 use agentflow::{Host, HostConfig, RunOptions, Status};
 use agentflow_tests::example;
@@ -800,6 +804,16 @@ fn main() {
             println!("   first start: compile, empty cache           {}", r.compile.line());
             println!("   warm start: Host::new + cache load + run    {}", r.warm_run.line());
             println!("   of which the load from the cache            {}", r.warm_load.line());
+        }
+        if want("12") {
+            let f = tool_calls::tool_calls(5, 300).await;
+            println!("12. tool call: installed component (probe echo) vs built-in (kv get), both idempotent");
+            println!("   through an agent, recorded (intent + result), amortised per call (N=300):");
+            println!("   built-in kv                                 {}", f.agent_builtin.line());
+            println!("   tool component                              {}", f.agent_component.line());
+            println!("   the tool alone (Tool::call, nothing recorded), per call:");
+            println!("   built-in kv (a ledger read)                 {}", f.alone_builtin.line());
+            println!("   tool component (fresh store + instantiate)  {}", f.alone_component.line());
         }
     });
 }

@@ -27,7 +27,7 @@ use std::path::Path;
 
 /// The schema version this host writes (`PRAGMA user_version`). Version 0 is the
 /// unversioned ledger of hosts from before migrations (its tables match version 1).
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// The `meta.schema_version` value unversioned ledgers carry; any other value there
 /// means the file was not written by an agentflow this host can migrate.
@@ -82,6 +82,12 @@ pub const MIGRATIONS: &[Migration] = &[
             )
         },
         adds_tables: &[],
+    },
+    Migration {
+        to: 5,
+        what: "installed_tools: the tool components installed with `agentflow tools install`",
+        sql: || super::installed_tools::TABLE_SQL.to_string(),
+        adds_tables: &["installed_tools"],
     },
 ];
 
@@ -533,7 +539,7 @@ mod tests {
         conn.execute_batch(&old).unwrap();
         set_version(&conn, 3).unwrap();
         prepare(&conn, Path::new(":memory:")).unwrap();
-        assert_eq!(version(&conn).unwrap(), 4);
+        assert_eq!(version(&conn).unwrap(), SCHEMA_VERSION);
         let sql: String = conn
             .query_row(
                 "SELECT sql FROM sqlite_master WHERE name = 'agent_traces'",
