@@ -29,6 +29,7 @@ mod recovery_graph;
 mod retry_strategies;
 mod run_status;
 mod same_run;
+mod scaffold;
 mod scheduler;
 mod scheduling_complete;
 mod settle;
