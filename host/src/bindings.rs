@@ -1,5 +1,6 @@
-//! Host bindings generated from `wit/`: world `agentflow:agent/agent` (agents) and
-//! world `agentflow:agent/validator` (validator components, [`validator`]).
+//! Host bindings generated from `wit/`: world `agentflow:agent/agent` (agents),
+//! world `agentflow:agent/validator` (validator components, [`validator`]) and world
+//! `agentflow:agent/tool` (tool components, [`tool`]).
 //!
 //! `bindgen!` runs here and nowhere else; the capability modules implement the
 //! generated `Host` traits, one module per interface. Every import is async (it may
@@ -28,4 +29,18 @@ pub mod validator {
             "agentflow:agent/trace": super::agentflow::agent::trace,
         },
     });
+}
+
+/// World `tool`: a tool component. It imports only `kv` (answered by
+/// `crate::tool_components`, from the run's kv table when its manifest grants it) and
+/// the WASI its manifest grants; it exports `describe` and `call`.
+pub mod tool {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "tool",
+        imports: { default: async | trappable },
+        exports: { default: async },
+    });
+
+    pub use self::agentflow::agent::{kv, tool_types};
 }

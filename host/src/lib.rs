@@ -29,16 +29,19 @@
 //! 11. [`capabilities`] — the host side of each WIT interface, one module each, all
 //!     through one record/replay path (`capabilities::durable`).
 //! 12. [`runtime`] — wasmtime: engine, component cache, store, one attempt at a task.
-//! 13. [`attempts`] — a task to its outcome: validate, retry, review, escalate,
+//! 13. [`tool_components`] — tools shipped as components of the `tool` world: their
+//!     own engine and a fresh store per call, the manifest's grants and limits, the
+//!     ledger's registry of installed tools (`agentflow tools install/list/remove`).
+//! 14. [`attempts`] — a task to its outcome: validate, retry, review, escalate,
 //!     outcome checks; implements the supervisor's `TaskRunner`.
-//! 14. [`config`] — assembles the config sections into [`HostConfig`] (and holds
+//! 15. [`config`] — assembles the config sections into [`HostConfig`] (and holds
 //!     `[observe]`, which configures no single layer below).
-//! 15. [`observe`] — reading the ledger for operators: inspect, diff, models, why,
+//! 16. [`observe`] — reading the ledger for operators: inspect, diff, models, why,
 //!     drift, cost against quality, a running run's progress; runs as OpenTelemetry
 //!     spans, the ledger's metrics.
-//! 16. `runs` and this file — the [`Host`] API (the OTLP exporter too); above it, the
+//! 17. `runs` and this file — the [`Host`] API (the OTLP exporter too); above it, the
 //!     CLI (`main.rs`).
-//! 17. [`serve`] — the web dashboard (`agentflow serve`): the ledger read and decided
+//! 18. [`serve`] — the web dashboard (`agentflow serve`): the ledger read and decided
 //!     on from a browser, and the ledger's metrics for Prometheus (`/metrics`).
 //!
 //! ```no_run
@@ -70,6 +73,7 @@ pub mod scheduler;
 pub mod serve;
 pub mod supervisor;
 pub mod table;
+pub mod tool_components;
 pub mod tools;
 
 pub use config::HostConfig;
@@ -169,6 +173,8 @@ pub struct Host {
     ledger: Ledger,
     scheduler: Arc<Scheduler>,
     registered_tools: Vec<Arc<dyn Tool>>,
+    /// The engine of installed tool components, built when a run first needs one.
+    tool_runtime: std::sync::OnceLock<Arc<tool_components::ToolRuntime>>,
     /// Told when a task starts waiting for a human.
     notices: Option<supervisor::NoticeSink>,
     /// Scores completed tasks in the background (`[observe] evaluate = "judge"`).
@@ -203,6 +209,7 @@ impl Host {
             ledger,
             scheduler,
             registered_tools: Vec::new(),
+            tool_runtime: std::sync::OnceLock::new(),
             notices: None,
             evaluator,
             closed: false,
@@ -297,7 +304,7 @@ impl Host {
         if opts.workspace.is_some() {
             tools_config.workspace = opts.workspace.clone();
         }
-        let stored = StoredRunConfig {
+        let mut stored = StoredRunConfig {
             limits,
             budget_usd,
             tools: tools_config,
@@ -322,8 +329,10 @@ impl Host {
                 }
                 c
             },
+            tool_builds: Default::default(),
         };
-        let tools = ToolSet::build(&stored.tools, &self.registered_tools)?;
+        let (tools, pins) = self.run_tool_set(&stored.tools, &Default::default())?;
+        stored.tool_builds = pins;
         let run_id = match &opts.run_id {
             Some(id) if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) => id.clone(),
             Some(id) => anyhow::bail!("run id `{id}` is not 32 hex digits"),

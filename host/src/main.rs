@@ -423,6 +423,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
             let view = inspect::load(&reader, &run)?.ok_or_else(|| no_run(&run, &db.path))?;
             json_or(out.json, &view, inspect::render)
         }
+        Command::Tools { command } => cli::tools::run(command),
         Command::Drift {
             agent,
             since,

@@ -33,6 +33,8 @@ mod scaffold;
 mod scheduler;
 mod scheduling_complete;
 mod settle;
+mod tool_components;
+mod tool_crashes;
 mod tools;
 mod validation;
 mod waits;

@@ -28,6 +28,8 @@
 //!    the host's resident memory per waiting agent (`live.rs`).
 //! 10. The dashboard's run page for a run of 1,111 tasks (a real fan-out): the page
 //!     and its JSON over HTTP from `agentflow serve`'s server (`dashboard.rs`).
+//! 11. A tool call through an installed tool component next to a built-in tool call:
+//!     through an agent (recorded) and alone (`tool_calls.rs`).
 //!
 //! Every figure is printed as the median of its samples with min, max and the number
 //! of samples; figures that divide one long run by its count of operations say
@@ -51,6 +53,8 @@ mod dashboard;
 mod live;
 #[path = "spawn.rs"]
 mod spawn;
+#[path = "tool_calls.rs"]
+mod tool_calls;
 
 use agentflow::{Host, HostConfig, RunOptions, Status};
 use agentflow_tests::example;
@@ -787,6 +791,16 @@ fn main() {
             );
             println!("   page + JSON, per load                       {}", loads.line());
             println!("      target < 1 s");
+        }
+        if want("11") {
+            let f = tool_calls::tool_calls(5, 300).await;
+            println!("11. tool call: installed component (probe echo) vs built-in (kv get), both idempotent");
+            println!("   through an agent, recorded (intent + result), amortised per call (N=300):");
+            println!("   built-in kv                                 {}", f.agent_builtin.line());
+            println!("   tool component                              {}", f.agent_component.line());
+            println!("   the tool alone (Tool::call, nothing recorded), per call:");
+            println!("   built-in kv (a ledger read)                 {}", f.alone_builtin.line());
+            println!("   tool component (fresh store + instantiate)  {}", f.alone_component.line());
         }
     });
 }

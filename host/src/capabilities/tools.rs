@@ -3,7 +3,9 @@
 //! Grants are checked first: an ungranted tool is absent from `list` and refused by
 //! `call` with the grant to add. A tool with side effects gets an **intent** committed
 //! before it runs (`tools.intent`: tool, arguments, idempotency key, side-effect
-//! class, undo), then its result and the typed effects it reports (`tools.call`).
+//! class, undo), then its result and the typed effects it reports (`tools.call`). A
+//! tool component's build (`"build": "sha256:…"`) is in both requests; replay matches
+//! calls by name and arguments only.
 //!
 //! On replay, a recorded intent followed by its result is answered from the ledger.
 //! An intent with no result is *in doubt* — the tool may or may not have acted:
@@ -86,8 +88,12 @@ impl ToolsView<'_> {
         args_json: &str,
         key: String,
     ) -> wasmtime::Result<Result<String, ToolError>> {
-        let request = json!({ "name": name, "args": args_json, "idempotency_key": key });
         let tool = self.site.run.tools.get(name);
+        let mut request = json!({ "name": name, "args": args_json, "idempotency_key": key });
+        // An installed tool component's build: the run's record says which one acted.
+        if let Some(build) = tool.as_ref().ok().and_then(|t| t.build()) {
+            request["build"] = json!(build);
+        }
         // A read-only tool changed nothing in the world: its result is buffered like an
         // LLM reply (asked again if a crash loses it). Any other's is an effect.
         let read_only = tool.as_ref().map_or(true, |t| {
@@ -229,13 +235,16 @@ impl ToolsView<'_> {
         }
         let info = self.site.run.tools.info(&name);
         if let (Some(info), Some(class)) = (info, class.filter(|_| effectful)) {
-            let intent = json!({
+            let mut intent = json!({
                 "name": name,
                 "args": args_json,
                 "idempotency_key": key,
                 "side_effect": class_name(class),
                 "undo": info.undo,
             });
+            if let Some(build) = self.site.run.tools.get(&name).ok().and_then(|t| t.build()) {
+                intent["build"] = json!(build);
+            }
             call.write_intent(self.site, EventKind::ToolsIntent, intent)
                 .await?;
         }

@@ -65,7 +65,8 @@ pub enum Command {
         /// Host configuration (TOML).
         #[arg(long)]
         config: Option<PathBuf>,
-        /// Grant a tool to the run (kv, workspace, http_fetch); repeatable.
+        /// Grant a tool to the run (kv, workspace, http_fetch, or an installed tool
+        /// component's name); repeatable.
         #[arg(long = "grant", value_name = "TOOL")]
         grants: Vec<String>,
         /// Directory the workspace tool may use.
@@ -484,6 +485,12 @@ pub enum Command {
         db: Db,
         #[command(flatten)]
         out: Json,
+    },
+    /// Install, list and remove tool components (`agentflow tools install <tool.wasm |
+    /// crate-dir>`, `tools list`, `tools remove NAME`).
+    Tools {
+        #[command(subcommand)]
+        command: super::tools::ToolsCommand,
     },
     /// How the same agent's outputs and validation pass rates changed across runs and
     /// models, for each input it ran on more than once; and per model and UTC day, the

@@ -79,7 +79,7 @@ pub fn build_agent_crate(dir: &Path, cache_dir: &Path) -> anyhow::Result<PathBuf
     let manifest = dir.join("Cargo.toml");
     if !manifest.exists() {
         bail!(
-            "{} is a directory without Cargo.toml: pass a .wasm file or an agent crate",
+            "{} is a directory without Cargo.toml: pass a .wasm file or a crate directory",
             dir.display()
         );
     }

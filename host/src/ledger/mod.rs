@@ -51,6 +51,7 @@ mod error;
 pub mod existing;
 pub mod fault;
 pub mod fork;
+pub mod installed_tools;
 pub mod integrity;
 pub mod kinds;
 pub mod kv;

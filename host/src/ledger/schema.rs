@@ -27,7 +27,7 @@ use std::path::Path;
 
 /// The schema version this host writes (`PRAGMA user_version`). Version 0 is the
 /// unversioned ledger of hosts from before migrations (its tables match version 1).
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// The `meta.schema_version` value unversioned ledgers carry; any other value there
 /// means the file was not written by an agentflow this host can migrate.
@@ -82,6 +82,12 @@ pub const MIGRATIONS: &[Migration] = &[
             )
         },
         adds_tables: &[],
+    },
+    Migration {
+        to: 5,
+        what: "installed_tools: the tool components installed with `agentflow tools install`",
+        sql: || super::installed_tools::TABLE_SQL.to_string(),
+        adds_tables: &["installed_tools"],
     },
 ];
 

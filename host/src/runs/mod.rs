@@ -1,8 +1,9 @@
 //! The `Host` API's work on runs beyond starting one: what a run stores to be resumed
 //! ([`stored`]), the host configuration it was started with ([`recorded`]), driving a
 //! run's root task and stopping a run that waits for humans ([`park`]), cancelling a
-//! run ([`cancel`]), resuming, forking, recovering and reopening runs ([`resume`]), and
-//! exporting ended runs to an OpenTelemetry collector ([`telemetry`]).
+//! run ([`cancel`]), resuming, forking, recovering and reopening runs ([`resume`]),
+//! exporting ended runs to an OpenTelemetry collector ([`telemetry`]), and the installed
+//! tool components a run is given ([`tool_builds`]).
 
 pub mod cancel;
 pub(crate) mod lease;
@@ -11,4 +12,5 @@ pub mod recorded;
 pub(crate) mod park;
 pub(crate) mod resume;
 pub(crate) mod stored;
+pub(crate) mod tool_builds;
 pub mod telemetry;

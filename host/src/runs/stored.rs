@@ -36,6 +36,11 @@ pub(crate) struct StoredRunConfig {
     /// in runs of hosts that did not record it.
     #[serde(default)]
     pub(crate) host: Option<serde_json::Value>,
+    /// The builds of the installed tool components the run was granted, pinned when it
+    /// started: its resume, forks and recovery run these, whatever is installed then.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub(crate) tool_builds:
+        std::collections::BTreeMap<String, crate::tool_components::registry::PinnedTool>,
 }
 
 /// Hash of what decides a run's behaviour: the component, the input, the limits and

@@ -52,7 +52,7 @@ fn unbracket(host: &str) -> &str {
 
 /// Whether allowlist `pattern` names `host`. IP literals compare as addresses, so
 /// `[::127.0.0.1]` matches the URL host `::7f00:1` the URL parser normalises it to.
-fn pattern_matches(pattern: &str, host: &str) -> bool {
+pub(crate) fn pattern_matches(pattern: &str, host: &str) -> bool {
     if let Some(suffix) = pattern.strip_prefix("*.") {
         return host.ends_with(&format!(".{suffix}"));
     }

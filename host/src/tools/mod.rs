@@ -1,6 +1,7 @@
 //! Tools a run can be granted: the built-in `kv`, `workspace`, `http_fetch`, `cloud`
 //! and `git`, plus any tool a platform team registers through
-//! [`crate::Host::register_tool`].
+//! [`crate::Host::register_tool`] or installs as a component (`crate::tool_components`,
+//! which the host hands to [`ToolSet::build`] like a registered tool).
 //!
 //! Deny by default: a run sees only the tools it was granted (`--grant NAME` or
 //! `[tools] grant`); the others are invisible to `tools.list` and refused by
@@ -47,7 +48,7 @@ pub struct ToolsConfig {
 pub const BUILTIN_TOOLS: &[&str] = &["kv", "workspace", "http_fetch", "cloud", "git"];
 
 /// What calling a tool does to the world.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SideEffect {
     None,
@@ -57,7 +58,7 @@ pub enum SideEffect {
 }
 
 /// A tool's description, as `tools.list` shows it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
 pub struct ToolInfo {
     pub name: String,
     pub description: String,
@@ -65,7 +66,7 @@ pub struct ToolInfo {
     pub side_effect: SideEffect,
     /// For tools whose effects can be reverted: the `op` that reverts one effect
     /// (called with the effect's record), used by recovery plans.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub undo: Option<String>,
 }
 
@@ -158,6 +159,11 @@ pub trait Tool: Send + Sync {
     fn side_effect_of(&self, _args: &serde_json::Value) -> SideEffect {
         self.info().side_effect
     }
+    /// Which build of the tool runs (`sha256:…` of an installed tool component), recorded
+    /// with each of its calls; `None` for tools compiled into the host.
+    fn build(&self) -> Option<String> {
+        None
+    }
     /// Perform one call with parsed JSON arguments.
     async fn call(&self, ctx: &ToolCallCtx, args: serde_json::Value) -> Result<String, ToolError>;
 }
@@ -221,6 +227,17 @@ impl ToolSet {
             known,
             workspace_dir,
         })
+    }
+
+    /// Name `names` (tools installed but not granted) as known, so calling one is
+    /// refused as not granted, with the grant to add, rather than as not found.
+    pub fn with_known(mut self, names: impl IntoIterator<Item = String>) -> ToolSet {
+        for name in names {
+            if !self.known.contains(&name) {
+                self.known.push(name);
+            }
+        }
+        self
     }
 
     /// The granted tool `name`'s description, if granted.
