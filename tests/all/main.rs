@@ -35,6 +35,7 @@ mod scheduling_complete;
 mod settle;
 mod tool_components;
 mod tool_crashes;
+mod tool_examples;
 mod tools;
 mod validation;
 mod waits;

@@ -1,7 +1,8 @@
 //! Scaffolding: `agentflow new agent|tool NAME` makes a crate that passes its own
 //! `cargo test` natively, builds for wasm32-wasip2 and runs — the agent through
 //! `agentflow run` on the mock model, the tool as a component of the `tool` world
-//! answering `describe` and `call`. The generated crates build in one target directory
+//! answering `describe` and `call`, installed with `agentflow tools install` and called
+//! by an agent. The generated crates build in one target directory
 //! shared by these tests, so the SDK compiles once.
 
 use crate::support::cli::*;
@@ -158,6 +159,41 @@ fn a_new_tool_tests_and_builds_a_tool_component() {
     assert!(build.status.success(), "{}", stderr(&build));
     let wasm = shared_target().join("wasm32-wasip2/release/word_count.wasm");
     tool_component::check_word_count(&wasm);
+
+    // Installed from its crate directory (with its manifest) and called by an agent.
+    let db = dir.join("tools.db");
+    let out = agentflow()
+        .env("CARGO_TARGET_DIR", shared_target())
+        .args(["tools", "install"])
+        .arg(&krate)
+        .args(["--json", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout_json(&out)["name"], "word-count");
+    let ops = serde_json::json!([{"tool": {"name": "word-count", "args": {"text": "a b  c"}}}]);
+    let out = agentflow()
+        .arg("run")
+        .arg(example("scripted"))
+        .args([
+            "--input",
+            &ops.to_string(),
+            "--grant",
+            "word-count",
+            "--json",
+            "--db",
+        ])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report = stdout_json(&out);
+    let results: serde_json::Value =
+        serde_json::from_str(report["output"].as_str().unwrap()).unwrap();
+    let counted: serde_json::Value =
+        serde_json::from_str(results[0]["ok"].as_str().expect("the call succeeded")).unwrap();
+    assert_eq!(counted, serde_json::json!({"words": 3, "chars": 6}));
 }
 
 /// An existing directory with something in it is never written to; a bad name and an

@@ -400,20 +400,18 @@ mod tests {
         let root = tmp.path().canonicalize().unwrap();
         let sdk = root.join("repo/guest-sdk");
         std::fs::create_dir_all(&sdk).unwrap();
-        let inside =
-            dependency_line(&SdkSource::Path(sdk.clone()), &root.join("repo/a/b")).unwrap();
-        assert_eq!(inside, r#"agentflow-sdk = { path = "../../guest-sdk" }"#);
-        let outside =
-            dependency_line(&SdkSource::Path(sdk.clone()), &root.join("elsewhere")).unwrap();
-        assert_eq!(
-            outside,
-            format!(
-                "agentflow-sdk = {{ path = {} }}",
-                toml_string(sdk.to_str().unwrap())
-            )
-        );
-        let git = dependency_line(&SdkSource::Git("https://x/y \"z\"".into()), &root).unwrap();
-        assert_eq!(git, r#"agentflow-sdk = { git = "https://x/y \"z\"" }"#);
+        // The line is TOML: `agentflow-sdk = { path = … }` or `{ git = … }`.
+        let value = |line: String, key: &str| -> String {
+            let table: toml::Table = line.parse().unwrap();
+            table["agentflow-sdk"][key].as_str().unwrap().to_string()
+        };
+        let inside = dependency_line(&SdkSource::Path(sdk.clone()), &root.join("repo/a/b"));
+        assert_eq!(value(inside.unwrap(), "path"), "../../guest-sdk");
+        let outside = dependency_line(&SdkSource::Path(sdk.clone()), &root.join("elsewhere"));
+        assert_eq!(value(outside.unwrap(), "path"), sdk.to_str().unwrap());
+        let url = "https://x/y \"z\"";
+        let git = dependency_line(&SdkSource::Git(url.into()), &root);
+        assert_eq!(value(git.unwrap(), "git"), url);
     }
 
     #[test]
