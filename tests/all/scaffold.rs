@@ -309,7 +309,6 @@ mod tool_component {
         let describe = instance.get_func(&mut store, "describe").unwrap();
         let mut out = [Val::Bool(false)];
         describe.call(&mut store, &[], &mut out).unwrap();
-        describe.post_return(&mut store).unwrap();
         assert_eq!(string(field(&out[0], "name")), "word-count");
         assert_eq!(field(&out[0], "side-effect"), &Val::Enum("none".into()));
 
@@ -322,7 +321,6 @@ mod tool_component {
             let mut out = [Val::Bool(false)];
             call.call(&mut store, &[ctx, Val::String(args.into())], &mut out)
                 .unwrap();
-            call.post_return(&mut store).unwrap();
             let [Val::Result(result)] = out else {
                 panic!("not a result: {out:?}")
             };
