@@ -1,5 +1,5 @@
-//! Builds every example agent and tool component (`examples/`, its own cargo
-//! workspace) for wasm32-wasip2 and tells the tests where the components are. Tests therefore
+//! Builds every example agent (`examples/`, its own cargo workspace) for
+//! wasm32-wasip2 and tells the tests where the components are. Tests therefore
 //! always run the current sources, never checked-in binaries.
 
 use cargo_metadata::Message;
@@ -30,12 +30,12 @@ fn main() {
     ] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
-    // Each example crate (not `examples/target`, which has no Cargo.toml), and each
-    // tool component crate under `examples/tools/`.
-    let crates = [examples.clone(), examples.join("tools")]
+    // Each example crate (not `examples/target`, which has no Cargo.toml), and the tool
+    // components under `examples/tools/`.
+    let tools = std::fs::read_dir(examples.join("tools"))
         .into_iter()
-        .flat_map(|dir| std::fs::read_dir(dir).into_iter().flatten().flatten());
-    for entry in crates {
+        .flatten();
+    for entry in std::fs::read_dir(&examples).unwrap().chain(tools).flatten() {
         if entry.path().join("Cargo.toml").is_file() {
             println!(
                 "cargo:rerun-if-changed={}",

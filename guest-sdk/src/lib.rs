@@ -32,6 +32,11 @@
 //! Errors from every host call convert into [`Error`] with `?`; the agent function
 //! may return any error type that implements [`std::fmt::Display`], whose text
 //! becomes the run's failure message.
+//!
+//! The same crate writes the two other kinds of components the host runs: validators
+//! ([`validator`], [`export_validator!`]) and tool components ([`tool`],
+//! [`export_tool!`]), which operators install with `agentflow tools install` and grant
+//! to agents like the built-in tools.
 
 #![warn(missing_docs)]
 

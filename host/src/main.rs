@@ -326,6 +326,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
             }
             json_or(out.json, &events[..], observe::events::render)
         }
+        Command::New(what) => cli::new::run(what),
         Command::Completions { shell } => {
             // Into a buffer first: clap_complete panics on a failed write.
             let mut script = Vec::new();

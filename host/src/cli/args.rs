@@ -369,6 +369,9 @@ pub enum Command {
         #[command(flatten)]
         out: Json,
     },
+    /// Create a crate to start from (`new agent NAME`, `new tool NAME`) that tests and builds.
+    #[command(subcommand)]
+    New(super::new::NewCommand),
     /// Print a shell completion script, e.g. `agentflow completions bash >
     /// ~/.local/share/bash-completion/completions/agentflow`.
     Completions {

@@ -1,13 +1,15 @@
 //! The binary's side of the command line: what clap parses ([`args`]), what the
 //! commands print ([`print`]), the host or ledger each command runs on ([`host`]),
 //! building agent and validator crates given as directories ([`build`]), writing to a
-//! terminal or a pipe ([`out`]), a running run's live progress ([`progress`]), and the
-//! `tools` subcommands ([`tools`]).
+//! terminal or a pipe ([`out`]), a running run's live progress ([`progress`]), the
+//! `tools` subcommands ([`tools`]), and new agent and tool crates from templates
+//! ([`new`]).
 //! Everything a command computes lives in the `agentflow` library.
 
 pub mod args;
 pub mod build;
 pub mod host;
+pub mod new;
 pub mod out;
 pub mod print;
 pub mod progress;
