@@ -29,16 +29,18 @@
 //! 11. [`capabilities`] — the host side of each WIT interface, one module each, all
 //!     through one record/replay path (`capabilities::durable`).
 //! 12. [`runtime`] — wasmtime: engine, component cache, store, one attempt at a task.
-//! 13. [`attempts`] — a task to its outcome: validate, retry, review, escalate,
+//! 13. [`mcp`] — MCP servers as tools (`[[tools.mcp]]`): each run's servers, started
+//!     lazily, restarted when they die, stopped with the run.
+//! 14. [`attempts`] — a task to its outcome: validate, retry, review, escalate,
 //!     outcome checks; implements the supervisor's `TaskRunner`.
-//! 14. [`config`] — assembles the config sections into [`HostConfig`] (and holds
+//! 15. [`config`] — assembles the config sections into [`HostConfig`] (and holds
 //!     `[observe]`, which configures no single layer below).
-//! 15. [`observe`] — reading the ledger for operators: inspect, diff, models, why,
+//! 16. [`observe`] — reading the ledger for operators: inspect, diff, models, why,
 //!     drift, cost against quality, a running run's progress; runs as OpenTelemetry
 //!     spans, the ledger's metrics.
-//! 16. `runs` and this file — the [`Host`] API (the OTLP exporter too); above it, the
+//! 17. `runs` and this file — the [`Host`] API (the OTLP exporter too); above it, the
 //!     CLI (`main.rs`).
-//! 17. [`serve`] — the web dashboard (`agentflow serve`): the ledger read and decided
+//! 18. [`serve`] — the web dashboard (`agentflow serve`): the ledger read and decided
 //!     on from a browser, and the ledger's metrics for Prometheus (`/metrics`).
 //!
 //! ```no_run
@@ -60,6 +62,7 @@ pub mod config;
 pub mod durability;
 pub mod guest_text;
 pub mod ledger;
+pub mod mcp;
 pub mod merge;
 pub mod observe;
 pub mod providers;
@@ -323,7 +326,7 @@ impl Host {
                 c
             },
         };
-        let tools = ToolSet::build(&stored.tools, &self.registered_tools)?;
+        let (tools, mcp) = self.run_tools(&stored.tools)?;
         let run_id = match &opts.run_id {
             Some(id) if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) => id.clone(),
             Some(id) => anyhow::bail!("run id `{id}` is not 32 hex digits"),
@@ -345,7 +348,22 @@ impl Host {
         let root = root_task.task_id;
         self.ledger.create_run(new_run, root_task).await?;
         let _lease = self.leases.hold(&run);
-        self.run_root(run, root, agent, input, opts.detach).await
+        let report = self.run_root(run, root, agent, input, opts.detach).await;
+        mcp.shutdown().await;
+        report
+    }
+
+    /// A run's tool set from its `[tools]`: the built-ins, the registered tools and its
+    /// MCP tools, whose servers (none started yet) are stopped when the returned
+    /// [`mcp::McpRun`] is shut down or dropped.
+    pub(crate) fn run_tools(
+        &self,
+        config: &tools::ToolsConfig,
+    ) -> anyhow::Result<(ToolSet, mcp::McpRun)> {
+        let mcp = mcp::McpRun::for_run(config)?;
+        let mut available = self.registered_tools.clone();
+        available.extend(mcp.tools().iter().cloned());
+        Ok((ToolSet::build(config, &available)?, mcp))
     }
 
     /// Execute root task `root` live from `input`, then conclude the run.

@@ -28,6 +28,9 @@
 //!    the host's resident memory per waiting agent (`live.rs`).
 //! 10. The dashboard's run page for a run of 1,111 tasks (a real fan-out): the page
 //!     and its JSON over HTTP from `agentflow serve`'s server (`dashboard.rs`).
+//! 11. A tool call through an MCP server (the reference server's `echo` over stdio)
+//!     next to a built-in tool call (`kv` get), and the server's start (`mcp.rs`);
+//!     skipped with a note when the server is not installed.
 //!
 //! Every figure is printed as the median of its samples with min, max and the number
 //! of samples; figures that divide one long run by its count of operations say
@@ -49,6 +52,8 @@ mod callgrind;
 mod dashboard;
 #[path = "live.rs"]
 mod live;
+#[path = "mcp.rs"]
+mod mcp;
 #[path = "spawn.rs"]
 mod spawn;
 
@@ -787,6 +792,20 @@ fn main() {
             );
             println!("   page + JSON, per load                       {}", loads.line());
             println!("      target < 1 s");
+        }
+        if want("11") {
+            match mcp::figures(&scratch("mcp"), 200, 5).await {
+                None => println!(
+                    "11. MCP tool call: skipped, {}",
+                    agentflow_tests::mcp_everything_install_hint()
+                ),
+                Some(f) => {
+                    println!("11. tool call through the recorded path (idempotent: intent + durable result); amortised per call (slope of runs with 1 and N=200 calls)");
+                    println!("   MCP server-everything echo (stdio)          {}", Samples(f.mcp).line());
+                    println!("   built-in kv get                             {}", Samples(f.builtin).line());
+                    println!("   first MCP call of a run (server start)      {}", Samples(f.start).line());
+                }
+            }
         }
     });
 }

@@ -136,17 +136,24 @@ impl ToolsView<'_> {
 impl Host for ToolsView<'_> {
     async fn list(&mut self) -> wasmtime::Result<Vec<ToolInfo>> {
         let mut call = self.site.begin(EventKind::ToolsList, Value::Null)?;
-        let mut infos = self.site.run.tools.list();
-        infos.retain(|i| self.site.tool_allowed(&i.name));
         let to_wit = |i: tool_impl::ToolInfo| ToolInfo {
             name: i.name,
             description: i.description,
             args_schema: i.args_schema.to_string(),
             side_effect: side_effect(i.side_effect),
         };
-        if call.replayed().is_some() {
+        if let Some(rec) = call.replayed() {
+            // Answered from the record, so a replay asks no MCP server for its listing
+            // (nor starts one).
+            if let Ok(infos) = rec.response_as::<Vec<tool_impl::ToolInfo>>()? {
+                return Ok(infos.into_iter().map(to_wit).collect());
+            }
+            let mut infos = self.site.run.tools.list();
+            infos.retain(|i| self.site.tool_allowed(&i.name));
             return Ok(infos.into_iter().map(to_wit).collect());
         }
+        let mut infos = self.site.run.tools.describe().await;
+        infos.retain(|i| self.site.tool_allowed(&i.name));
         call.finish(self.site, true, Value::Null, json!(infos))
             .await?;
         Ok(infos.into_iter().map(to_wit).collect())

@@ -6,7 +6,6 @@ use crate::runs::recorded;
 use crate::runs::stored::{StoredRunConfig, context_hash};
 use crate::runtime::LoadedAgent;
 use crate::supervisor::{self, RunContext};
-use crate::tools::ToolSet;
 use crate::{Host, ResumeOptions, RunReport};
 use crate::{durability, replay};
 use std::sync::Arc;
@@ -97,7 +96,7 @@ impl Host {
         let (config_json, _) = ledger::query::run_config(&reader, &plan.run_id)?
             .ok_or_else(|| anyhow::anyhow!("run {} has no stored config", plan.run_id))?;
         let stored: StoredRunConfig = serde_json::from_str(&config_json)?;
-        let tools = ToolSet::build(&stored.tools, &self.registered_tools)?;
+        let (tools, _mcp) = self.run_tools(&stored.tools)?;
         let done = durability::recovery::apply_rollbacks(&plan, &tools, &self.ledger).await?;
         for t in &plan.tasks {
             if let durability::recovery::Action::Rollback { tasks, .. } = &t.action {
@@ -248,7 +247,8 @@ impl Host {
                 &root_agent.hash[..12]
             );
         }
-        let tools = ToolSet::build(&stored.tools, &self.registered_tools)?;
+        // The run's MCP servers are killed when `_mcp` drops, whichever way this returns.
+        let (tools, _mcp) = self.run_tools(&stored.tools)?;
         let run = self.run_context(run_id.clone(), &stored, tools, stored_hash);
         let _lease = self.leases.take(&run).await?;
         let tasks = ledger::query::resume_tasks(&reader, &run_id)?;

@@ -12,6 +12,7 @@ pub mod git;
 pub mod http_fetch;
 pub mod ip_policy;
 pub mod kv;
+pub mod mcp_config;
 pub mod overlay;
 pub mod workspace;
 pub mod workspace_dir;
@@ -41,13 +42,23 @@ pub struct ToolsConfig {
     /// Largest body `http_fetch` returns, in bytes (default 1 MiB).
     #[serde(default)]
     pub http_max_bytes: Option<usize>,
+    /// MCP servers whose tools may be granted as `server/tool` (`[[tools.mcp]]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mcp: Vec<mcp_config::McpServerConfig>,
+}
+
+impl ToolsConfig {
+    /// Check the parts that can be wrong on their own (`[[tools.mcp]]`).
+    pub fn validate(&self) -> anyhow::Result<()> {
+        mcp_config::validate(&self.mcp)
+    }
 }
 
 /// Names of the built-in tools.
 pub const BUILTIN_TOOLS: &[&str] = &["kv", "workspace", "http_fetch", "cloud", "git"];
 
 /// What calling a tool does to the world.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SideEffect {
     None,
@@ -57,7 +68,7 @@ pub enum SideEffect {
 }
 
 /// A tool's description, as `tools.list` shows it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct ToolInfo {
     pub name: String,
     pub description: String,
@@ -65,7 +76,7 @@ pub struct ToolInfo {
     pub side_effect: SideEffect,
     /// For tools whose effects can be reverted: the `op` that reverts one effect
     /// (called with the effect's record), used by recovery plans.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub undo: Option<String>,
 }
 
@@ -152,6 +163,12 @@ impl ToolCallCtx {
 pub trait Tool: Send + Sync {
     /// Name, description, argument schema, side-effect class.
     fn info(&self) -> ToolInfo;
+    /// The description `tools.list` shows, which a tool described elsewhere (an MCP
+    /// server's) may have to fetch; `None` when the tool turns out not to exist.
+    /// Default: [`Tool::info`].
+    async fn describe(&self) -> Option<ToolInfo> {
+        Some(self.info())
+    }
     /// What this particular call does to the world (default: the tool's class). A tool
     /// whose operations differ — reads next to writes — says so per call, so reads need
     /// no intent and an in-doubt write is handled by what it really is.
@@ -238,6 +255,18 @@ impl ToolSet {
     /// Descriptions of the granted tools.
     pub fn list(&self) -> Vec<ToolInfo> {
         self.granted.values().map(|t| t.info()).collect()
+    }
+
+    /// Descriptions of the granted tools as [`Tool::describe`] gives them (an MCP
+    /// tool's from its server, which this may start).
+    pub async fn describe(&self) -> Vec<ToolInfo> {
+        let mut out = Vec::with_capacity(self.granted.len());
+        for tool in self.granted.values() {
+            if let Some(info) = tool.describe().await {
+                out.push(info);
+            }
+        }
+        out
     }
 
     /// The granted tool `name`, or the error to give the guest.
