@@ -99,12 +99,12 @@ async fn echo_and_sum_are_recorded_an_error_fails_the_call_and_the_server_stops_
     assert_eq!(results[2], ok("The sum of 2 and 40 is 42."));
     let invalid = results[3]["err"].as_str().unwrap();
     assert!(
-        invalid.starts_with("Failed(") && invalid.contains("Input validation error"),
+        invalid.contains("Failed") && invalid.contains("Input validation error"),
         "{invalid}"
     );
     // Not in the allow list: no such tool for this run.
     let hidden = results[4]["err"].as_str().unwrap();
-    assert!(hidden.starts_with("NotFound(") && hidden.contains("ev/get-env"), "{hidden}");
+    assert!(hidden.contains("NotFound") && hidden.contains("ev/get-env"), "{hidden}");
 
     let events = events(&host, &report.run_id);
     // The listing came from the server: its descriptions and schemas, the config's classes.
@@ -153,10 +153,8 @@ async fn a_tool_outside_the_allow_list_cannot_be_granted_and_starts_nothing() {
     );
     assert!(starts(&log).is_empty());
     // An entry without an allow list is refused when the config is read.
-    let no_allow = format!("[[tools.mcp]]\nname = \"ev\"\ncommand = \"node\"\n");
-    let err = agentflow::HostConfig::from_toml(&no_allow)
-        .and_then(|c| c.validate().map(|_| c))
-        .unwrap_err();
+    let no_allow = "[[tools.mcp]]\nname = \"ev\"\ncommand = \"node\"\n";
+    let err = agentflow::HostConfig::from_toml(no_allow).unwrap_err();
     assert!(err.to_string().contains("none are exposed by default"), "{err}");
 }
 
@@ -378,7 +376,7 @@ async fn tool_rows_list_every_server_tool_with_its_class_and_whether_it_is_allow
     assert_eq!(row("ev/echo").source, "mcp:ev");
     assert_eq!(row("ev/get-sum").side_effect, agentflow::tools::SideEffect::Irreversible);
     assert!(!row("ev/get-env").allowed);
-    assert_eq!(row("ev/get-env").description.is_empty(), false);
+    assert!(!row("ev/get-env").description.is_empty());
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(errors[0].contains("`no-such-tool`"), "{errors:?}");
     let pids = starts(&log);
