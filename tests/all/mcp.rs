@@ -91,8 +91,7 @@ async fn echo_and_sum_are_recorded_an_error_fails_the_call_and_the_server_stops_
         tool("ev/get-sum", json!({"a": "two", "b": 40})),
         tool("ev/get-env", json!({})),
     ]);
-    let (report, results) =
-        run_scripted(&host, ops, grant(&["ev/echo", "ev/get-sum"])).await;
+    let (report, results) = run_scripted(&host, ops, grant(&["ev/echo", "ev/get-sum"])).await;
     assert_eq!(report.status, Status::Completed, "{report:?}");
     assert_eq!(results[0], json!(["ev/echo", "ev/get-sum"]));
     assert_eq!(results[1], ok("Echo: hello mcp"));
@@ -104,14 +103,20 @@ async fn echo_and_sum_are_recorded_an_error_fails_the_call_and_the_server_stops_
     );
     // Not in the allow list: no such tool for this run.
     let hidden = results[4]["err"].as_str().unwrap();
-    assert!(hidden.contains("NotFound") && hidden.contains("ev/get-env"), "{hidden}");
+    assert!(
+        hidden.contains("NotFound") && hidden.contains("ev/get-env"),
+        "{hidden}"
+    );
 
     let events = events(&host, &report.run_id);
     // The listing came from the server: its descriptions and schemas, the config's classes.
     let listed = &of_kind(&events, "tools.list")[0].response;
     assert_eq!(listed[0]["name"], "ev/echo");
     assert_eq!(listed[0]["description"], "Echoes back the input string");
-    assert_eq!(listed[0]["args_schema"]["properties"]["message"]["type"], "string");
+    assert_eq!(
+        listed[0]["args_schema"]["properties"]["message"]["type"],
+        "string"
+    );
     assert_eq!(listed[0]["side_effect"], "none");
     assert_eq!(listed[1]["side_effect"], "irreversible");
     // An intent before each (irreversible) get-sum call, none before the read-only echo.
@@ -122,7 +127,10 @@ async fn echo_and_sum_are_recorded_an_error_fails_the_call_and_the_server_stops_
         assert_eq!(intent.request["side_effect"], "irreversible");
     }
     let calls = of_kind(&events, "tools.call");
-    let names: Vec<&str> = calls.iter().map(|c| c.request["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = calls
+        .iter()
+        .map(|c| c.request["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["ev/echo", "ev/get-sum", "ev/get-sum", "ev/get-env"]);
     assert_eq!(calls[0].response, ok("Echo: hello mcp"));
     assert_eq!(calls[1].response, ok("The sum of 2 and 40 is 42."));
@@ -155,7 +163,10 @@ async fn a_tool_outside_the_allow_list_cannot_be_granted_and_starts_nothing() {
     // An entry without an allow list is refused when the config is read.
     let no_allow = "[[tools.mcp]]\nname = \"ev\"\ncommand = \"node\"\n";
     let err = agentflow::HostConfig::from_toml(no_allow).unwrap_err();
-    assert!(err.to_string().contains("none are exposed by default"), "{err}");
+    assert!(
+        err.to_string().contains("none are exposed by default"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -227,7 +238,14 @@ fn a_resumed_run_replays_mcp_results_without_starting_the_server() {
         .arg("run")
         .arg(example("scripted"))
         .args(["--input", &ops, "--json"])
-        .args(["--grant", "ev/echo", "--grant", "ev/get-sum", "--grant", "kv"])
+        .args([
+            "--grant",
+            "ev/echo",
+            "--grant",
+            "ev/get-sum",
+            "--grant",
+            "kv",
+        ])
         .arg("--config")
         .arg(&config)
         .arg("--db")
@@ -243,14 +261,17 @@ fn a_resumed_run_replays_mcp_results_without_starting_the_server() {
     while alive(pids[0]) && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    assert!(!alive(pids[0]), "the crashed host's MCP server is still running");
+    assert!(
+        !alive(pids[0]),
+        "the crashed host's MCP server is still running"
+    );
 
     let report = resume_only_run(&db, &config);
     assert_eq!(report["status"], "completed", "{report}");
     let results: Vec<Value> = serde_json::from_str(report["output"].as_str().unwrap()).unwrap();
     assert_eq!(results[0], ok("Echo: before the crash"));
     assert_eq!(results[1], ok("The sum of 1 and 2 is 3."));
-    assert_eq!(results[2], ok("ok"));
+    assert_eq!(results[2], ok("\"ok\""));
     // Replayed from the ledger: the server was not started again, nor called twice.
     assert_eq!(starts(&log).len(), 1);
     let calls: i64 = sql(
@@ -294,7 +315,10 @@ fn env_references_reach_the_server_but_neither_the_ledger_nor_the_hosts_other_va
     assert!(env.get("AGENTFLOW_TEST_HOST_ONLY").is_none(), "{env}");
     assert!(env.get("PATH").is_some());
     let recorded: String = sql(&db, "SELECT config_json FROM runs");
-    assert!(recorded.contains("${AGENTFLOW_TEST_MCP_SECRET}"), "{recorded}");
+    assert!(
+        recorded.contains("${AGENTFLOW_TEST_MCP_SECRET}"),
+        "{recorded}"
+    );
     assert!(!recorded.contains("s3cret-4711"));
 }
 
@@ -352,8 +376,7 @@ async fn the_streamable_http_transport_serves_the_same_tools() {
         tool("web/echo", json!({"message": "over http"})),
         tool("web/get-sum", json!({"a": 20, "b": 22})),
     ]);
-    let (report, results) =
-        run_scripted(&host, ops, grant(&["web/echo", "web/get-sum"])).await;
+    let (report, results) = run_scripted(&host, ops, grant(&["web/echo", "web/get-sum"])).await;
     assert_eq!(report.status, Status::Completed, "{report:?}");
     assert_eq!(results[0], json!(["web/echo", "web/get-sum"]));
     assert_eq!(results[1], ok("Echo: over http"));
@@ -371,10 +394,16 @@ async fn tool_rows_list_every_server_tool_with_its_class_and_whether_it_is_allow
     .unwrap();
     let (rows, errors) = agentflow::mcp::tool_rows(&config.tools.mcp).await;
     let row = |name: &str| rows.iter().find(|r| r.name == name).unwrap();
-    assert_eq!(row("ev/echo").side_effect, agentflow::tools::SideEffect::None);
+    assert_eq!(
+        row("ev/echo").side_effect,
+        agentflow::tools::SideEffect::None
+    );
     assert!(row("ev/echo").allowed);
     assert_eq!(row("ev/echo").source, "mcp:ev");
-    assert_eq!(row("ev/get-sum").side_effect, agentflow::tools::SideEffect::Irreversible);
+    assert_eq!(
+        row("ev/get-sum").side_effect,
+        agentflow::tools::SideEffect::Irreversible
+    );
     assert!(!row("ev/get-env").allowed);
     assert!(!row("ev/get-env").description.is_empty());
     assert_eq!(errors.len(), 1, "{errors:?}");

@@ -63,9 +63,7 @@ pub async fn figures(dir: &Path, n: usize, repeats: usize) -> Option<McpFigures>
         let one = run(echo.clone(), 1).await;
         let many = run(echo.clone(), n).await;
         figures.start.push(one.saturating_sub(none));
-        figures
-            .mcp
-            .push(many.saturating_sub(one) / (n as u32 - 1));
+        figures.mcp.push(many.saturating_sub(one) / (n as u32 - 1));
         let one = run(get.clone(), 1).await;
         let many = run(get.clone(), n).await;
         figures

@@ -16,7 +16,9 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// The host's environment variables a stdio server inherits; `env` adds others.
-pub const INHERITED_ENV: &[&str] = &["HOME", "LOGNAME", "PATH", "SHELL", "TERM", "USER", "LANG", "TMPDIR"];
+pub const INHERITED_ENV: &[&str] = &[
+    "HOME", "LOGNAME", "PATH", "SHELL", "TERM", "USER", "LANG", "TMPDIR",
+];
 
 /// How many of a server's last stderr lines its errors quote.
 const STDERR_TAIL: usize = 8;
@@ -97,8 +99,7 @@ impl McpServer {
             return Ok(tools.clone());
         }
         let peer = self.peer().await?;
-        let tools = match tokio::time::timeout(self.config.timeout(), peer.list_all_tools()).await
-        {
+        let tools = match tokio::time::timeout(self.config.timeout(), peer.list_all_tools()).await {
             Err(_) => return Err(self.failed("did not list its tools in time")),
             Ok(Err(e)) => return Err(self.failed(&format!("listing its tools failed: {e}"))),
             Ok(Ok(tools)) => Arc::new(tools),
@@ -237,7 +238,8 @@ impl McpServer {
             if let Some(token) = &self.config.bearer_token {
                 config = config.auth_header(expand(token).map_err(|e| self.failed(&e))?);
             }
-            let transport = StreamableHttpClientTransport::with_client(reqwest::Client::new(), config);
+            let transport =
+                StreamableHttpClientTransport::with_client(reqwest::Client::new(), config);
             let client = match tokio::time::timeout(timeout, info.serve(transport)).await {
                 Err(_) => return Err(self.failed("did not initialize in time")),
                 Ok(Err(e)) => return Err(self.failed(&format!("did not initialize: {e}"))),
@@ -283,7 +285,11 @@ impl McpServer {
         tracing::info!(server = %self.config.name, pid, "started MCP server");
         if let Some(stderr) = child.stderr.take() {
             self.stderr.lock().unwrap().clear();
-            tokio::spawn(log_stderr(self.config.name.clone(), stderr, self.stderr.clone()));
+            tokio::spawn(log_stderr(
+                self.config.name.clone(),
+                stderr,
+                self.stderr.clone(),
+            ));
         }
         let (Some(stdout), Some(stdin)) = (child.stdout.take(), child.stdin.take()) else {
             return Err(self.failed("its stdio could not be opened"));

@@ -99,9 +99,7 @@ pub fn output(result: CallToolResult) -> Result<String, ToolError> {
         })
         .collect();
     let out = match texts {
-        Some(texts) if !texts.is_empty() || result.structured_content.is_none() => {
-            texts.join("\n")
-        }
+        Some(texts) if !texts.is_empty() || result.structured_content.is_none() => texts.join("\n"),
         _ => {
             let mut json = serde_json::json!({ "content": result.content });
             if let Some(s) = &result.structured_content {

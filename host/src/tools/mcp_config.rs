@@ -226,8 +226,8 @@ pub fn expand(value: &str) -> Result<String, String> {
             .find('}')
             .ok_or_else(|| format!("`${{` without a closing `}}` in `{value}`"))?;
         let name = &after[..end];
-        let v = std::env::var(name)
-            .map_err(|_| format!("environment variable `{name}` is not set"))?;
+        let v =
+            std::env::var(name).map_err(|_| format!("environment variable `{name}` is not set"))?;
         out.push_str(&v);
         rest = &after[end + 1..];
     }
@@ -266,13 +266,22 @@ mod tests {
     fn bad_entries_get_errors_that_name_the_fix() {
         let cases = [
             ("name = \"a\"\nallow = [\"*\"]", "give `command`"),
-            ("name = \"a\"\ncommand = \"x\"", "none are exposed by default"),
-            ("name = \"a/b\"\ncommand = \"x\"\nallow = [\"*\"]", "must be non-empty"),
+            (
+                "name = \"a\"\ncommand = \"x\"",
+                "none are exposed by default",
+            ),
+            (
+                "name = \"a/b\"\ncommand = \"x\"\nallow = [\"*\"]",
+                "must be non-empty",
+            ),
             (
                 "name = \"a\"\ncommand = \"x\"\nurl = \"http://h\"\nallow = [\"*\"]",
                 "not both",
             ),
-            ("name = \"a\"\nurl = \"ftp://h\"\nallow = [\"*\"]", "http://"),
+            (
+                "name = \"a\"\nurl = \"ftp://h\"\nallow = [\"*\"]",
+                "http://",
+            ),
             (
                 "name = \"a\"\ncommand = \"x\"\nallow = [\"e\"]\neffects = { f = \"none\" }",
                 "`effects` names `f`",
