@@ -30,7 +30,7 @@ impl McpTool {
     }
 
     /// The description from a listing of the server's tools, if it has this one.
-    fn from_listing(&self, tools: &[rmcp::model::Tool]) -> Option<ToolInfo> {
+    fn info_in_listing(&self, tools: &[rmcp::model::Tool]) -> Option<ToolInfo> {
         let t = tools.iter().find(|t| t.name == self.tool)?;
         Some(ToolInfo {
             name: self.name.clone(),
@@ -50,7 +50,7 @@ impl McpTool {
 #[async_trait::async_trait]
 impl Tool for McpTool {
     fn info(&self) -> ToolInfo {
-        if let Some(info) = self.server.listed().and_then(|l| self.from_listing(&l)) {
+        if let Some(info) = self.server.listed().and_then(|l| self.info_in_listing(&l)) {
             return info;
         }
         // Not listed yet: what the config says, without starting the server.
@@ -69,7 +69,7 @@ impl Tool for McpTool {
 
     async fn describe(&self) -> Option<ToolInfo> {
         match self.server.list_tools().await {
-            Ok(tools) => self.from_listing(&tools),
+            Ok(tools) => self.info_in_listing(&tools),
             Err(e) => {
                 // The server cannot be reached now: listed from the config, the
                 // problem left to the call.
