@@ -102,6 +102,7 @@ impl HostConfig {
         self.runtime.validate()?;
         self.constraints.approval.validate()?;
         self.observe.validate()?;
+        self.tools.validate()?;
         if let Some(provider) = &self.llm.providers.provider {
             crate::providers::check_name(provider, &self.llm.endpoints)
                 .map_err(|e| anyhow::anyhow!("[llm] provider: {e}"))?;

@@ -32,16 +32,18 @@
 //! 13. [`tool_components`] — tools shipped as components of the `tool` world: their
 //!     own engine and a fresh store per call, the manifest's grants and limits, the
 //!     ledger's registry of installed tools (`agentflow tools install/list/remove`).
-//! 14. [`attempts`] — a task to its outcome: validate, retry, review, escalate,
+//! 14. [`mcp`] — MCP servers as tools (`[[tools.mcp]]`): each run's servers, started
+//!     lazily, restarted when they die, stopped with the run.
+//! 15. [`attempts`] — a task to its outcome: validate, retry, review, escalate,
 //!     outcome checks; implements the supervisor's `TaskRunner`.
-//! 15. [`config`] — assembles the config sections into [`HostConfig`] (and holds
+//! 16. [`config`] — assembles the config sections into [`HostConfig`] (and holds
 //!     `[observe]`, which configures no single layer below).
-//! 16. [`observe`] — reading the ledger for operators: inspect, diff, models, why,
+//! 17. [`observe`] — reading the ledger for operators: inspect, diff, models, why,
 //!     drift, cost against quality, a running run's progress; runs as OpenTelemetry
 //!     spans, the ledger's metrics.
-//! 17. `runs` and this file — the [`Host`] API (the OTLP exporter too); above it, the
+//! 18. `runs` and this file — the [`Host`] API (the OTLP exporter too); above it, the
 //!     CLI (`main.rs`).
-//! 18. [`serve`] — the web dashboard (`agentflow serve`): the ledger read and decided
+//! 19. [`serve`] — the web dashboard (`agentflow serve`): the ledger read and decided
 //!     on from a browser, and the ledger's metrics for Prometheus (`/metrics`).
 //!
 //! ```no_run
@@ -63,6 +65,7 @@ pub mod config;
 pub mod durability;
 pub mod guest_text;
 pub mod ledger;
+pub mod mcp;
 pub mod merge;
 pub mod observe;
 pub mod providers;
@@ -331,7 +334,7 @@ impl Host {
             },
             tool_builds: Default::default(),
         };
-        let (tools, pins) = self.run_tool_set(&stored.tools, &Default::default())?;
+        let (tools, pins, mcp) = self.run_tool_set(&stored.tools, &Default::default())?;
         stored.tool_builds = pins;
         let run_id = match &opts.run_id {
             Some(id) if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) => id.clone(),
@@ -354,7 +357,9 @@ impl Host {
         let root = root_task.task_id;
         self.ledger.create_run(new_run, root_task).await?;
         let _lease = self.leases.hold(&run);
-        self.run_root(run, root, agent, input, opts.detach).await
+        let report = self.run_root(run, root, agent, input, opts.detach).await;
+        mcp.shutdown().await;
+        report
     }
 
     /// Execute root task `root` live from `input`, then conclude the run.

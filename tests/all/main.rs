@@ -21,6 +21,7 @@ mod hostile;
 mod integrity;
 mod ledger;
 mod limits;
+mod mcp;
 mod merge;
 mod merge_complete;
 mod otel;

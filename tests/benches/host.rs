@@ -33,6 +33,9 @@
 //!     (`python.rs`; needs componentize-py, see `.ci/run`).
 //! 12. A tool call through an installed tool component next to a built-in tool call:
 //!     through an agent (recorded) and alone (`tool_calls.rs`).
+//! 13. A tool call through an MCP server (the reference server's `echo` over stdio)
+//!     next to a built-in tool call (`kv` get), and the server's start (`mcp.rs`);
+//!     skipped with a note when the server is not installed.
 //!
 //! Every figure is printed as the median of its samples with min, max and the number
 //! of samples; figures that divide one long run by its count of operations say
@@ -56,6 +59,8 @@ mod dashboard;
 mod live;
 #[path = "python.rs"]
 mod python;
+#[path = "mcp.rs"]
+mod mcp;
 #[path = "spawn.rs"]
 mod spawn;
 #[path = "tool_calls.rs"]
@@ -814,6 +819,20 @@ fn main() {
             println!("   the tool alone (Tool::call, nothing recorded), per call:");
             println!("   built-in kv (a ledger read)                 {}", f.alone_builtin.line());
             println!("   tool component (fresh store + instantiate)  {}", f.alone_component.line());
+        }
+        if want("13") {
+            match mcp::figures(&scratch("mcp"), 200, 5).await {
+                None => println!(
+                    "13. MCP tool call: skipped, {}",
+                    agentflow_tests::mcp_everything_install_hint()
+                ),
+                Some(f) => {
+                    println!("13. tool call through the recorded path (idempotent: intent + durable result); amortised per call (slope of runs with 1 and N=200 calls)");
+                    println!("   MCP server-everything echo (stdio)          {}", Samples(f.mcp).line());
+                    println!("   built-in kv get                             {}", Samples(f.builtin).line());
+                    println!("   first MCP call of a run (server start)      {}", Samples(f.start).line());
+                }
+            }
         }
     });
 }

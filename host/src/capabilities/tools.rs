@@ -146,21 +146,24 @@ impl ToolsView<'_> {
 impl Host for ToolsView<'_> {
     async fn list(&mut self) -> wasmtime::Result<Vec<ToolInfo>> {
         let mut call = self.site.begin(EventKind::ToolsList, Value::Null)?;
-        let mut infos = if self.site.validator.is_some() {
-            self.site.run.tools.list()
-        } else {
-            self.site.run.tools.list_for(&self.site.agents)
-        };
-        infos.retain(|i| self.site.tool_allowed(&i.name));
         let to_wit = |i: tool_impl::ToolInfo| ToolInfo {
             name: i.name,
             description: i.description,
             args_schema: i.args_schema.to_string(),
             side_effect: side_effect(i.side_effect),
         };
-        if call.replayed().is_some() {
+        if let Some(rec) = call.replayed() {
+            // Answered from the record, so a replay asks no MCP server for its listing
+            // (nor starts one).
+            if let Ok(infos) = rec.response_as::<Vec<tool_impl::ToolInfo>>()? {
+                return Ok(infos.into_iter().map(to_wit).collect());
+            }
+            let mut infos = self.site.run.tools.list();
+            infos.retain(|i| self.visible(&i.name));
             return Ok(infos.into_iter().map(to_wit).collect());
         }
+        let mut infos = self.site.run.tools.describe().await;
+        infos.retain(|i| self.visible(&i.name));
         call.finish(self.site, true, Value::Null, json!(infos))
             .await?;
         Ok(infos.into_iter().map(to_wit).collect())
@@ -180,6 +183,16 @@ impl Host for ToolsView<'_> {
 }
 
 impl ToolsView<'_> {
+    /// Whether `tools.list` shows tool `name` here: to an agent, when its whole chain
+    /// of spawners may call it; to a validator, when its own `grant` names it.
+    fn visible(&self, name: &str) -> bool {
+        self.site.tool_allowed(name)
+            && (self.site.validator.is_some()
+                || (self.site.run.tools)
+                    .grants()
+                    .visible_to_chain(&self.site.agents, name))
+    }
+
     /// A guest's tool call: granted, recorded, replayed (see the module docs).
     async fn call_tool(
         &mut self,

@@ -96,7 +96,7 @@ impl Host {
         let (config_json, _) = ledger::query::run_config(&reader, &plan.run_id)?
             .ok_or_else(|| anyhow::anyhow!("run {} has no stored config", plan.run_id))?;
         let stored: StoredRunConfig = serde_json::from_str(&config_json)?;
-        let (tools, _) = self.run_tool_set(&stored.tools, &stored.tool_builds)?;
+        let (tools, _, _mcp) = self.run_tool_set(&stored.tools, &stored.tool_builds)?;
         let done = durability::recovery::apply_rollbacks(&plan, &tools, &self.ledger).await?;
         for t in &plan.tasks {
             if let durability::recovery::Action::Rollback { tasks, .. } = &t.action {
@@ -247,7 +247,8 @@ impl Host {
                 &root_agent.hash[..12]
             );
         }
-        let (tools, _) = self.run_tool_set(&stored.tools, &stored.tool_builds)?;
+        // The run's MCP servers are killed when `_mcp` drops, whichever way this returns.
+        let (tools, _, _mcp) = self.run_tool_set(&stored.tools, &stored.tool_builds)?;
         let run = self.run_context(run_id.clone(), &stored, tools, stored_hash);
         let _lease = self.leases.take(&run).await?;
         let tasks = ledger::query::resume_tasks(&reader, &run_id)?;

@@ -26,14 +26,37 @@ impl Host {
         &self,
         config: &ToolsConfig,
         pinned: &BTreeMap<String, registry::PinnedTool>,
-    ) -> anyhow::Result<(ToolSet, BTreeMap<String, registry::PinnedTool>)> {
-        let (available, pins) = self.run_tools(&config.grant, pinned)?;
+    ) -> anyhow::Result<(
+        ToolSet,
+        BTreeMap<String, registry::PinnedTool>,
+        crate::mcp::McpRun,
+    )> {
         let installed = self
             .ledger
             .with_reader(crate::ledger::installed_tools::names)??;
+        // Every tool a grant names: plain grants, and `[[tools.grants]]` rules (a glob
+        // takes the installed tools it matches).
+        let mut names: Vec<String> = config.grant.clone();
+        for rule in &config.grants {
+            if rule.tool.contains(['*', '?']) {
+                names.extend(installed.iter().filter(|n| rule.names_tool(n)).cloned());
+            } else {
+                names.push(rule.tool.clone());
+            }
+        }
+        names.sort();
+        names.dedup();
+        // The run's MCP servers (none started yet), stopped when the returned `McpRun`
+        // is shut down or dropped.
+        let mcp = crate::mcp::McpRun::for_run(config)?;
+        let mcp_names: Vec<String> = mcp.tools().iter().map(|t| t.info().name).collect();
+        names.retain(|n| !mcp_names.contains(n));
+        let (mut available, pins) = self.run_tools(&names, pinned)?;
+        available.extend(mcp.tools().iter().cloned());
         Ok((
             ToolSet::build(config, &available)?.with_known(installed),
             pins,
+            mcp,
         ))
     }
 

@@ -14,6 +14,7 @@ pub mod grants;
 pub mod http_fetch;
 pub mod ip_policy;
 pub mod kv;
+pub mod mcp_config;
 pub mod overlay;
 pub mod workspace;
 pub mod workspace_dir;
@@ -48,6 +49,16 @@ pub struct ToolsConfig {
     /// Largest body `http_fetch` returns, in bytes (default 1 MiB).
     #[serde(default)]
     pub http_max_bytes: Option<usize>,
+    /// MCP servers whose tools may be granted as `server/tool` (`[[tools.mcp]]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mcp: Vec<mcp_config::McpServerConfig>,
+}
+
+impl ToolsConfig {
+    /// Check the parts that can be wrong on their own (`[[tools.mcp]]`).
+    pub fn validate(&self) -> anyhow::Result<()> {
+        mcp_config::validate(&self.mcp)
+    }
 }
 
 /// Names of the built-in tools.
@@ -159,6 +170,12 @@ impl ToolCallCtx {
 pub trait Tool: Send + Sync {
     /// Name, description, argument schema, side-effect class.
     fn info(&self) -> ToolInfo;
+    /// The description `tools.list` shows, which a tool described elsewhere (an MCP
+    /// server's) may have to fetch; `None` when the tool turns out not to exist.
+    /// Default: [`Tool::info`].
+    async fn describe(&self) -> Option<ToolInfo> {
+        Some(self.info())
+    }
     /// What this particular call does to the world (default: the tool's class). A tool
     /// whose operations differ — reads next to writes — says so per call, so reads need
     /// no intent and an in-doubt write is handled by what it really is.
@@ -308,6 +325,18 @@ impl ToolSet {
         self.granted.values().map(|t| t.info()).collect()
     }
 
+    /// Descriptions of the granted tools as [`Tool::describe`] gives them (an MCP
+    /// tool's from its server, which this may start).
+    pub async fn describe(&self) -> Vec<ToolInfo> {
+        let mut out = Vec::with_capacity(self.granted.len());
+        for tool in self.granted.values() {
+            if let Some(info) = tool.describe().await {
+                out.push(info);
+            }
+        }
+        out
+    }
+
     /// The granted tool `name`, or the error to give the guest.
     pub fn get(&self, name: &str) -> Result<Arc<dyn Tool>, ToolError> {
         if let Some(tool) = self.granted.get(name) {
@@ -338,15 +367,6 @@ impl ToolSet {
     ) -> Result<String, ToolError> {
         self.get(name)?;
         self.grants.admit(chain, name, args)
-    }
-
-    /// Descriptions of the granted tools every agent of `chain` may call.
-    pub fn list_for(&self, chain: &[String]) -> Vec<ToolInfo> {
-        self.granted
-            .iter()
-            .filter(|(name, _)| self.grants.visible_to_chain(chain, name))
-            .map(|(_, t)| t.info())
-            .collect()
     }
 
     /// The grant rules, with their labels.
