@@ -412,3 +412,62 @@ async fn tool_rows_list_every_server_tool_with_its_class_and_whether_it_is_allow
     assert_eq!(pids.len(), 1);
     assert!(!alive(pids[0]));
 }
+
+/// `agentflow tools list --config`: the built-ins, the configured MCP server's tools
+/// (exposed or not by its `allow`), and who the config's grants give each tool to.
+#[test]
+fn tools_list_with_a_config_shows_mcp_tools_and_who_is_granted_what() {
+    let dir = TempDir::new("mcp-list-grants");
+    let log = dir.join("starts.log");
+    let config = format!(
+        "[tools]\ngrant = [\"kv\"]\n\n[[tools.grants]]\nname = \"echo-hello\"\ntool = \"ev/*\"\n\
+         agents = [\"writer\"]\nargs = {{ message = [\"hello*\"] }}\n\n{}",
+        stdio_server(
+            &log,
+            "allow = [\"echo\", \"get-sum\"]\neffects = { echo = \"none\" }"
+        )
+    );
+    let config_path = dir.file("agentflow.toml", &config);
+    let db = dir.join("ledger.db");
+    let config_arg = config_path.display().to_string();
+    let out = agentflow_on(&db, ["tools", "list", "--json", "--config", &config_arg]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows = stdout_json(&out);
+    let row = |name: &str| -> Value {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no row {name}: {rows}"))
+    };
+    let echo = row("ev/echo");
+    assert_eq!(echo["source"], "mcp");
+    assert_eq!(echo["side_effect"], "none");
+    assert_eq!(
+        echo["granted_to"],
+        json!(["echo-hello: writer (message hello*)"]),
+        "{echo}"
+    );
+    assert_eq!(row("ev/get-sum")["side_effect"], "irreversible");
+    assert!(
+        row("ev/get-env")["grants"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be granted"),
+        "a tool outside `allow` is listed as such"
+    );
+    assert_eq!(row("kv")["granted_to"], json!(["grant kv: every agent"]));
+    assert!(row("workspace").get("granted_to").is_none());
+    // The table has the column too; the server was started for the listing and stopped.
+    let text = agentflow_on(&db, ["tools", "list", "--config", &config_arg]);
+    assert!(stdout(&text).contains("GRANTED TO"), "{}", stdout(&text));
+    assert!(
+        stdout(&text).contains("echo-hello: writer"),
+        "{}",
+        stdout(&text)
+    );
+    for pid in starts(&log) {
+        assert!(!alive(pid), "server {pid} stopped after listing");
+    }
+}

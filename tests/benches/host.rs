@@ -57,10 +57,10 @@ mod callgrind;
 mod dashboard;
 #[path = "live.rs"]
 mod live;
-#[path = "python.rs"]
-mod python;
 #[path = "mcp.rs"]
 mod mcp;
+#[path = "python.rs"]
+mod python;
 #[path = "spawn.rs"]
 mod spawn;
 #[path = "tool_calls.rs"]

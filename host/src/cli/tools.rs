@@ -41,9 +41,15 @@ pub enum ToolsCommand {
     },
     /// List the tools runs on the ledger can be granted: built-in and installed
     /// components, with effect class, source, version (build hash) and grants.
+    ///
+    /// With --config, also the MCP servers' tools (each server is started, asked for
+    /// its tools and stopped) and, per tool, the config's grants naming it.
     List {
         #[command(flatten)]
         db: Db,
+        /// Host configuration (TOML): its `[[tools.mcp]]` servers and its grants.
+        #[arg(long)]
+        config: Option<PathBuf>,
         #[command(flatten)]
         out: Json,
     },
@@ -111,8 +117,8 @@ pub fn run(command: ToolsCommand) -> anyhow::Result<ExitCode> {
                 text
             })
         }
-        ToolsCommand::List { db, out } => {
-            let rows = if db.path.exists() {
+        ToolsCommand::List { db, config, out } => {
+            let mut rows = if db.path.exists() {
                 let ledger = Ledger::open(&db.path)?;
                 let rows = listing::all(&ledger.reader()?)?;
                 drop(ledger);
@@ -120,6 +126,15 @@ pub fn run(command: ToolsCommand) -> anyhow::Result<ExitCode> {
             } else {
                 listing::builtins()
             };
+            if let Some(path) = config {
+                let config = HostConfig::from_file(&path)?;
+                rows.extend(mcp_rows(&config.tools.mcp)?);
+                let grants = agentflow::tools::grants::Grants::new(
+                    &config.tools.grant,
+                    &config.tools.grants,
+                );
+                rows = rows.into_iter().map(|r| r.with_grants(&grants)).collect();
+            }
             json_or(out.json, &rows, |rows| render(rows))
         }
         ToolsCommand::Remove { name, db } => {
@@ -141,6 +156,41 @@ pub fn run(command: ToolsCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Rows for the tools of the configured MCP servers (each started, listed, stopped);
+/// a server that cannot be listed is reported on stderr and left out.
+fn mcp_rows(
+    servers: &[agentflow::tools::mcp_config::McpServerConfig],
+) -> anyhow::Result<Vec<ToolListing>> {
+    if servers.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (rows, errors) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(agentflow::mcp::tool_rows(servers));
+    for e in errors {
+        eprintln!("agentflow: warning: {}", esc(&e));
+    }
+    Ok(rows
+        .into_iter()
+        .map(|r| ToolListing {
+            version: r.source.clone(),
+            grants: if r.allowed {
+                "exposed by the server's `allow`".into()
+            } else {
+                "not in the server's `allow`: cannot be granted".into()
+            },
+            name: r.name,
+            source: listing::Source::Mcp,
+            side_effect: r.side_effect,
+            description: r.description,
+            undo: None,
+            installed_at: None,
+            granted_to: Vec::new(),
+        })
+        .collect())
+}
+
 fn listing_class(s: agentflow::tools::SideEffect) -> &'static str {
     agentflow::tool_components::manifest::side_effect_name(s)
 }
@@ -153,6 +203,7 @@ fn render(rows: &[ToolListing]) -> String {
         .left("EFFECT")
         .left("VERSION")
         .left("GRANTS")
+        .left("GRANTED TO")
         .left("DESCRIPTION");
     for r in rows {
         let version = match r.version.strip_prefix("sha256:") {
@@ -169,6 +220,10 @@ fn render(rows: &[ToolListing]) -> String {
             listing_class(r.side_effect).to_string(),
             version,
             esc(&r.grants).into_owned(),
+            match r.granted_to.is_empty() {
+                true => "-".to_string(),
+                false => esc(&r.granted_to.join("; ")).into_owned(),
+            },
             esc(&description).into_owned(),
         ]);
     }

@@ -261,8 +261,23 @@ impl Runtime {
         let hash = crate::ledger::blobs::sha256_hex(&bytes);
         let (component, _) = self.compile(&hash, &bytes)?;
         // Deny by default: a validator reaches the world only through tools and trace.
-        for (name, _) in component.component_type().imports(&self.engine) {
+        // An interface of types alone (`tool-types`, which a guest linking the SDK's
+        // tool bindings carries) grants nothing and is allowed.
+        for (name, item) in component.component_type().imports(&self.engine) {
+            let types_only = match &item.ty {
+                wasmtime::component::types::ComponentItem::ComponentInstance(i) => {
+                    i.exports(&self.engine).all(|(_, e)| {
+                        matches!(
+                            e.ty,
+                            wasmtime::component::types::ComponentItem::Type(_)
+                                | wasmtime::component::types::ComponentItem::Resource(_)
+                        )
+                    })
+                }
+                _ => false,
+            };
             if name.starts_with("agentflow:agent/")
+                && !types_only
                 && !name.starts_with("agentflow:agent/tools")
                 && !name.starts_with("agentflow:agent/trace")
             {

@@ -46,6 +46,22 @@ pub struct ToolListing {
     /// When it was installed (ms since the epoch), for components.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub installed_at: Option<i64>,
+    /// Who a host config (`tools list --config`) grants it to: one entry per grant
+    /// rule naming it, `label: agents (constraints)`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub granted_to: Vec<String>,
+}
+
+impl ToolListing {
+    /// Fill [`ToolListing::granted_to`] from a config's grants.
+    pub fn with_grants(mut self, grants: &crate::tools::grants::Grants) -> ToolListing {
+        self.granted_to = grants
+            .rules()
+            .filter(|(_, rule)| rule.names_tool(&self.name))
+            .map(|(label, rule)| format!("{label}: {}", rule.summary()))
+            .collect();
+        self
+    }
 }
 
 /// The built-in tools: class, undo, what configures their reach, description.
@@ -108,6 +124,7 @@ pub fn builtins() -> Vec<ToolListing> {
             description: description.to_string(),
             undo: undo.map(str::to_string),
             installed_at: None,
+            granted_to: Vec::new(),
         })
         .collect()
 }
@@ -126,6 +143,7 @@ pub fn components(conn: &Connection) -> anyhow::Result<Vec<ToolListing>> {
             description: info.description,
             undo: info.undo,
             installed_at: Some(row.installed_at),
+            granted_to: Vec::new(),
         });
     }
     Ok(rows)

@@ -114,6 +114,30 @@ impl GrantRule {
         Ok(())
     }
 
+    /// Whom the rule grants its tool, and within what, in one line: `writer (paths
+    /// src/**)`, `every agent`.
+    pub fn summary(&self) -> String {
+        let mut out = if self.agents.is_empty() {
+            "every agent".to_string()
+        } else {
+            self.agents.join(", ")
+        };
+        let mut limits = Vec::new();
+        if !self.paths.is_empty() {
+            limits.push(format!("paths {}", self.paths.join(" ")));
+        }
+        if !self.hosts.is_empty() {
+            limits.push(format!("hosts {}", self.hosts.join(" ")));
+        }
+        for (key, globs) in &self.args {
+            limits.push(format!("{key} {}", globs.join(" ")));
+        }
+        if !limits.is_empty() {
+            out.push_str(&format!(" ({})", limits.join("; ")));
+        }
+        out
+    }
+
     fn label_or_tool(&self) -> String {
         self.name
             .clone()
