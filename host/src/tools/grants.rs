@@ -293,10 +293,10 @@ fn glob_at(p: &[char], t: &[char]) -> bool {
         Some('*') if p.get(1) == Some(&'*') => {
             // `**/` also matches no directory at all.
             let rest = &p[2..];
-            if let Some(after_slash) = rest.strip_prefix(&['/']) {
-                if glob_at(after_slash, t) {
-                    return true;
-                }
+            if let Some(after_slash) = rest.strip_prefix(&['/'])
+                && glob_at(after_slash, t)
+            {
+                return true;
             }
             (0..=t.len()).any(|i| glob_at(rest, &t[i..]))
         }
@@ -397,7 +397,7 @@ mod tests {
         );
         // Not granted at all: the caller's own level says so.
         let err = g
-            .admit(&vec!["other".to_string()], "workspace", &in_src)
+            .admit(&["other".to_string()], "workspace", &in_src)
             .unwrap_err();
         assert!(matches!(err, ToolError::NotGranted(_)), "{err:?}");
     }
