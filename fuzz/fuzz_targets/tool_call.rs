@@ -118,6 +118,7 @@ fn world() -> &'static World {
             ],
             http_allow_private: false,
             http_max_bytes: Some(16),
+            ..ToolsConfig::default()
         };
         World {
             workspace: WorkspaceTool::new(&ws).unwrap(),
