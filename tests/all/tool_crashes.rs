@@ -49,17 +49,6 @@ fn run_ops(db: &Path, ops: &Value, env: &[(&str, &str)]) -> std::process::Output
         .unwrap()
 }
 
-/// The ticket files under `<dir>/data/tickets`, parsed.
-fn tickets(dir: &TempDir) -> Vec<Value> {
-    let Ok(entries) = std::fs::read_dir(dir.join("data/tickets")) else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .map(|e| serde_json::from_slice(&std::fs::read(e.path()).unwrap()).unwrap())
-        .collect()
-}
-
 fn results(report: &Value) -> Vec<Value> {
     serde_json::from_str(report["output"].as_str().expect("an output")).unwrap()
 }

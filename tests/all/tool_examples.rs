@@ -62,17 +62,6 @@ fn helpdesk(dir: &TempDir, db: &Path, message: &str) -> Value {
     stdout_json(&out)
 }
 
-/// The ticket files under `<dir>/data/tickets`, parsed.
-fn tickets(dir: &TempDir) -> Vec<Value> {
-    let Ok(entries) = std::fs::read_dir(dir.join("data/tickets")) else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .map(|e| serde_json::from_slice(&std::fs::read(e.path()).unwrap()).unwrap())
-        .collect()
-}
-
 /// The `request` JSON of the run's events of `kind`, in order.
 fn requests(db: &Path, kind: &str) -> Vec<Value> {
     rusqlite::Connection::open(db)

@@ -247,3 +247,14 @@ impl agentflow::tools::Tool for Gauge {
         Ok(now.to_string())
     }
 }
+
+/// The `ticket` example tool's files under `<dir>/data/tickets`, parsed.
+pub fn tickets(dir: &TempDir) -> Vec<serde_json::Value> {
+    let Ok(entries) = std::fs::read_dir(dir.join("data/tickets")) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .map(|e| serde_json::from_slice(&std::fs::read(e.path()).unwrap()).unwrap())
+        .collect()
+}
