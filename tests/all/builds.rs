@@ -1,7 +1,7 @@
 //! Building: agent crates given to `agentflow run` as directories (a crate of its own
 //! builds into the shared target directory under the cache dir; a compile error is
 //! shown as the compiler's first error), and the test suite itself staying warm (the
-//! CLI tests' build of the binary does not make the next `cargo test` rebuild).
+//! CLI tests' binary is the test build's, so nothing is compiled again for it).
 
 use crate::support::cli::*;
 use crate::support::*;
@@ -100,33 +100,23 @@ fn a_compile_error_shows_the_compilers_first_error() {
     assert!(err.contains("expected `u32`, found `&str`"), "{err}");
 }
 
-/// The CLI tests build the binary with `cargo build -p agentflow` from inside a test;
-/// a `cargo test --workspace` after it (as from a shell) compiles nothing again.
+/// The CLI tests take the binary from the test build itself: asking for it compiles
+/// nothing more, and the binary is there and current.
 #[test]
-fn the_cli_tests_build_leaves_the_test_build_fresh() {
-    let test_build = || {
-        let out = cargo()
-            .args(["test", "--workspace", "--no-run"])
-            .current_dir(repo_path(""))
-            .output()
-            .unwrap();
+fn the_cli_binary_comes_from_the_test_build() {
+    let build = || {
+        let out = test_build().output().unwrap();
         assert!(out.status.success(), "{}", stderr(&out));
         stderr(&out)
     };
-    let bin_build = || {
-        let out = cargo()
-            .args(["build", "-p", "agentflow", "--bin", "agentflow"])
-            .current_dir(repo_path(""))
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", stderr(&out));
-        stderr(&out)
-    };
-    test_build(); // compiles what this test run did not (when started for one package)
-    bin_build();
-    let again = test_build();
+    build(); // compiles what this test run did not (when started for one package)
+    let again = build();
     let compiled: Vec<&str> = again.lines().filter(|l| l.contains("Compiling ")).collect();
     assert!(compiled.is_empty(), "rebuilt: {compiled:?}");
-    let again = bin_build();
-    assert!(!again.contains("Compiling "), "{again}");
+    let out = agentflow().arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("agentflow "),
+        "{out:?}"
+    );
 }

@@ -70,6 +70,19 @@ async fn memory_bomb_hits_the_memory_cap() {
     assert_eq!(hostile(&host, "ok").await.output.as_deref(), Some("fine"));
 }
 
+/// `[runtime] allocator = "on-demand"` (no pool, small memory reservations, as
+/// under valgrind): agents run, and the memory cap and the CPU limit hold there too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_on_demand_allocator_runs_agents_under_the_same_limits() {
+    let config = format!("{LIMITS}\n[runtime]\nallocator = \"on-demand\"\n");
+    let (_dir, host) = temp_host("hostile-on-demand", &config);
+    failed_with(&hostile(&host, "memory").await, "memory limit exceeded");
+    failed_with(&hostile(&host, "loop").await, "CPU time limit exceeded");
+    assert_eq!(hostile(&host, "ok").await.output.as_deref(), Some("fine"));
+    let live = host.runtime().instances();
+    assert_eq!(live.peak_on_demand, 0, "no second engine: {live:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traps_and_panics_become_failed_tasks() {
     let (_dir, host) = temp_host("hostile-trap", LIMITS);

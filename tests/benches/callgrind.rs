@@ -30,9 +30,9 @@
 //! space (valgrind 3.19 on amd64), and the runtime's pooling allocator reserves 8 GiB
 //! for each of 2,000 memories, so `Host::new` fails under valgrind ("failed to create
 //! memory pool mapping") and the line reports that. The child sets
-//! `AGENTFLOW_INSTANCE_ALLOCATOR=on-demand` ([`ALLOCATOR_ENV`]) for a runtime that
-//! reads it and then allocates instances on demand with small memory reservations (the
-//! runtime does not read it yet). The counts are then those of that allocator: guest
+//! `AGENTFLOW_INSTANCE_ALLOCATOR=on-demand` ([`ALLOCATOR_ENV`]), on which the bench's
+//! hosts take `[runtime] allocator = "on-demand"`: instances allocated on demand with
+//! small memory reservations. The counts are then those of that allocator: guest
 //! memory is bounds-checked rather than guarded, and instantiation differs a little.
 //!
 //! The figure is the dump's `summary:` (else `totals:`) of event `Ir`: user-space
@@ -56,6 +56,11 @@ const CHILD_ENV: &str = "AGENTFLOW_BENCH_CALLGRIND";
 /// Set in the child: asks the runtime for an allocator whose reservations fit in
 /// valgrind's address space (see the module doc).
 pub const ALLOCATOR_ENV: (&str, &str) = ("AGENTFLOW_INSTANCE_ALLOCATOR", "on-demand");
+
+/// Whether this process's hosts must allocate on demand (a callgrind child).
+pub fn wants_on_demand() -> bool {
+    std::env::var(ALLOCATOR_ENV.0).is_ok_and(|v| v == ALLOCATOR_ENV.1)
+}
 
 /// A child that takes longer than this is stopped (its figure reported as failed).
 const CHILD_TIMEOUT: Duration = Duration::from_secs(20 * 60);

@@ -200,6 +200,9 @@ async fn raw_start(iterations: u32) -> Samples {
 fn host(dir: &std::path::Path, toml: &str) -> Host {
     let mut config = HostConfig::from_toml(toml).unwrap();
     config.cache_dir = Some(dir.join("cache"));
+    if callgrind::wants_on_demand() {
+        config.runtime.allocator = agentflow::runtime::Allocator::OnDemand;
+    }
     Host::new(config, dir.join("bench.db")).unwrap()
 }
 

@@ -17,22 +17,12 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// The hex SHA-256 of `value` as compact JSON (the bytes `value.to_string()` gives),
-/// hashed as it is written, without building the text.
+/// The hex SHA-256 of `value` as compact JSON (the bytes `value.to_string()` gives).
+/// The text is built first and hashed in one pass: feeding the hasher token by token
+/// as `serde_json` writes cost more than the allocation.
 pub fn sha256_hex_json(value: &Value) -> String {
-    struct Hashing(Sha256);
-    impl std::io::Write for Hashing {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.update(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut hashing = Hashing(Sha256::new());
-    serde_json::to_writer(&mut hashing, value).expect("a JSON value always serializes");
-    hex::encode(hashing.0.finalize())
+    let text = serde_json::to_vec(value).expect("a JSON value always serializes");
+    sha256_hex(&text)
 }
 
 /// About how many bytes `value` takes as JSON (strings by length, a few bytes per
@@ -80,25 +70,28 @@ pub fn text(conn: &Connection, hash: &str) -> rusqlite::Result<String> {
 }
 
 /// Move large strings of `value` into `blobs`, in place.
-pub fn externalize(conn: &Connection, value: &mut Value) -> rusqlite::Result<()> {
+/// Returns whether anything moved.
+pub fn externalize(conn: &Connection, value: &mut Value) -> rusqlite::Result<bool> {
+    let mut moved = false;
     match value {
         Value::String(s) if s.len() > INLINE_LIMIT => {
             let hash = put(conn, s.as_bytes())?;
             *value = serde_json::json!({ "$blob": hash });
+            moved = true;
         }
         Value::Array(items) => {
             for item in items {
-                externalize(conn, item)?;
+                moved |= externalize(conn, item)?;
             }
         }
         Value::Object(map) => {
             for item in map.values_mut() {
-                externalize(conn, item)?;
+                moved |= externalize(conn, item)?;
             }
         }
         _ => {}
     }
-    Ok(())
+    Ok(moved)
 }
 
 /// Resolve `{"$blob": ..}` references of `value`, in place (the inverse of [`externalize`]).

@@ -26,9 +26,10 @@ impl Writer {
     /// Store a checkpoint's state and index it.
     pub fn save_checkpoint(&self, c: &NewCheckpoint<'_>) -> SqlResult<()> {
         let hash = self.put_blob(c.state)?;
-        self.conn.execute(
+        self.conn.prepare_cached(
             "INSERT INTO checkpoints (run_id, task_id, number, event_seq, note, state_hash, step, host_state, saved_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?.execute(
             params![c.run_id, c.task_id as i64, c.number, c.event_seq as i64, c.note, hash, c.step, c.host_state, c.saved_at],
         )?;
         Ok(())

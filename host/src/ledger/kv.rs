@@ -8,12 +8,9 @@ use rusqlite::{OptionalExtension, params};
 
 /// The value of `key` in run `run_id`'s store.
 pub fn get(conn: &Connection, run_id: &str, key: &str) -> SqlResult<Option<String>> {
-    conn.query_row(
-        "SELECT value FROM kv WHERE run_id = ?1 AND key = ?2",
-        params![run_id, key],
-        |r| r.get(0),
-    )
-    .optional()
+    conn.prepare_cached("SELECT value FROM kv WHERE run_id = ?1 AND key = ?2")?
+        .query_row(params![run_id, key], |r| r.get(0))
+        .optional()
 }
 
 impl Writer {
@@ -24,11 +21,12 @@ impl Writer {
 
     /// Set `key` of run `run_id`'s store to `value`.
     pub fn kv_put(&self, run_id: &str, key: &str, value: &str) -> SqlResult<()> {
-        self.conn.execute(
-            "INSERT INTO kv (run_id, key, value, updated_at) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-            params![run_id, key, value, now_ms()],
-        )?;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO kv (run_id, key, value, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            )?
+            .execute(params![run_id, key, value, now_ms()])?;
         Ok(())
     }
 }

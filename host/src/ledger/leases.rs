@@ -58,11 +58,12 @@ fn machine_name() -> String {
 impl Writer {
     /// Take (or take over) the lease of `run_id` for `holder`, renewed now.
     pub fn take_lease(&self, run_id: &str, holder: &Holder) -> SqlResult<()> {
-        self.conn.execute(
-            "INSERT INTO leases (run_id, host, pid, heartbeat_at) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (run_id) DO UPDATE SET host = ?2, pid = ?3, heartbeat_at = ?4",
-            params![run_id, holder.host, holder.pid, now_ms()],
-        )?;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO leases (run_id, host, pid, heartbeat_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (run_id) DO UPDATE SET host = ?2, pid = ?3, heartbeat_at = ?4",
+            )?
+            .execute(params![run_id, holder.host, holder.pid, now_ms()])?;
         Ok(())
     }
 

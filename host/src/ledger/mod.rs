@@ -437,9 +437,10 @@ impl Ledger {
     pub async fn create_run(&self, run: NewRun, root: NewTask) -> Result<(), LedgerError> {
         self.write_as(Commit::Visible, move |w| {
             w.put_blob_hashed(&run.component_hash, &run.component)?;
-            w.conn.execute(
+            w.conn.prepare_cached(
                 "INSERT INTO runs (run_id, agent, component_hash, input, status, config_json, context_hash, budget_usd, started_at)
                  VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6, ?7, ?8)",
+            )?.execute(
                 params![run.run_id, run.agent, run.component_hash, run.input, run.config_json, run.context_hash, run.budget_usd, now_ms()],
             )?;
             w.take_lease(&run.run_id, &leases::Holder::this_process())?;

@@ -24,7 +24,7 @@ use std::time::Duration;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-pub use pool::{InstanceCounts, RuntimeConfig};
+pub use pool::{Allocator, InstanceCounts, RuntimeConfig};
 
 /// Length of one epoch tick: how often a running guest yields to other agents and its
 /// CPU time is checked against its limit.
@@ -81,6 +81,8 @@ pub struct Runtime {
     /// Instances beyond the pool; built the first time the pool is full.
     on_demand: OnceLock<OnDemand>,
     placement: pool::Placement,
+    /// `[runtime] allocator = "on-demand"`: memories reserve only what they use.
+    small_memories: bool,
     cache: cache::ComponentCache,
     cache_dir: Option<PathBuf>,
     loaded: Mutex<HashMap<String, Arc<LoadedAgent>>>,
@@ -93,23 +95,32 @@ impl Runtime {
     /// and the linker (WASI p2 with nothing granted, plus the agentflow capabilities).
     pub fn new(cache_dir: Option<PathBuf>, config: &RuntimeConfig) -> anyhow::Result<Arc<Runtime>> {
         config.validate()?;
-        let slots = config.pool_instances;
-        let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(slots)
-            .total_core_instances(slots * 4)
-            .total_memories(slots * 2)
-            .total_tables(slots * 4)
-            .total_stacks(slots)
-            .max_memory_size((crate::supervisor::limits::MAX_MEMORY_MB as usize) << 20)
-            .max_unused_warm_slots(64);
-        let engine = engine(InstanceAllocationStrategy::Pooling(pool))?;
+        let small_memories = config.allocator == pool::Allocator::OnDemand;
+        let (engine, placement) = if small_memories {
+            // No pool: every instance is the main engine's, on demand.
+            let engine = engine(InstanceAllocationStrategy::OnDemand, true)?;
+            (engine, pool::Placement::unbounded())
+        } else {
+            let slots = config.pool_instances;
+            let mut pool = PoolingAllocationConfig::default();
+            pool.total_component_instances(slots)
+                .total_core_instances(slots * 4)
+                .total_memories(slots * 2)
+                .total_tables(slots * 4)
+                .total_stacks(slots)
+                .max_memory_size((crate::supervisor::limits::MAX_MEMORY_MB as usize) << 20)
+                .max_unused_warm_slots(64);
+            let engine = engine(InstanceAllocationStrategy::Pooling(pool), false)?;
+            (engine, pool::Placement::new(slots))
+        };
         let linker = linker(&engine)?;
         let cache = cache::ComponentCache::new(&engine, cache_dir.clone());
         let runtime = Arc::new(Runtime {
             engine,
             linker,
             on_demand: OnceLock::new(),
-            placement: pool::Placement::new(slots),
+            placement,
+            small_memories,
             cache,
             cache_dir,
             loaded: Mutex::new(HashMap::new()),
@@ -134,7 +145,7 @@ impl Runtime {
         if let Some(d) = self.on_demand.get() {
             return Ok(d);
         }
-        let engine = engine(InstanceAllocationStrategy::OnDemand)?;
+        let engine = engine(InstanceAllocationStrategy::OnDemand, self.small_memories)?;
         let linker = linker(&engine)?;
         let cache = cache::ComponentCache::new(&engine, self.cache_dir.clone());
         Ok(self.on_demand.get_or_init(|| OnDemand {
@@ -306,16 +317,25 @@ impl Runtime {
 /// memory maps fewer per instance — what bounds how many a process can hold
 /// (`vm.max_map_count`). That setting is part of the compiled code, so each engine
 /// compiles (and caches) its own.
-fn engine(strategy: InstanceAllocationStrategy) -> anyhow::Result<Engine> {
+/// An engine allocating instances with `strategy`. With `small_memories` a linear
+/// memory reserves only what it holds (and 1 MiB to grow in place), so guest code
+/// checks bounds; otherwise each reserves [`pool::MEMORY_RESERVATION`].
+fn engine(strategy: InstanceAllocationStrategy, small_memories: bool) -> anyhow::Result<Engine> {
     let cow = matches!(strategy, InstanceAllocationStrategy::Pooling(_));
     let mut config = Config::new();
     config
         .epoch_interruption(true)
         .wasm_component_model(true)
-        .memory_reservation(pool::MEMORY_RESERVATION)
         .memory_guard_size(64 << 10)
         .memory_init_cow(cow)
         .allocation_strategy(strategy);
+    if small_memories {
+        config
+            .memory_reservation(0)
+            .memory_reservation_for_growth(1 << 20);
+    } else {
+        config.memory_reservation(pool::MEMORY_RESERVATION);
+    }
     Engine::new(&config).map_err(|e| anyhow::anyhow!("wasmtime engine: {e}"))
 }
 

@@ -59,12 +59,31 @@ pub struct RuntimeConfig {
     /// up to 64 recently freed slots kept warm for reuse. The pool also holds 2 memory
     /// maps per slot for its stacks' guard pages (`vm.max_map_count`, default 65,530).
     pub pool_instances: u32,
+    /// How agent instances get their memory: `"pooling"` (default: the pool above,
+    /// 8 GiB reserved per linear memory so wasmtime elides bounds checks) or
+    /// `"on-demand"` (no pool; each memory reserves only what it uses, and guest code
+    /// checks bounds). On-demand is for a process with little address space — under
+    /// `ulimit -v`, or under valgrind, which gives a program about 128 GiB, where
+    /// the pool cannot even be created; starts and guest memory accesses are slower.
+    pub allocator: Allocator,
+}
+
+/// `[runtime] allocator`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Allocator {
+    /// The pooling allocator of `pool_instances` slots, on-demand beyond it.
+    #[default]
+    Pooling,
+    /// Every instance on demand, with small memory reservations.
+    OnDemand,
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
         RuntimeConfig {
             pool_instances: DEFAULT_POOL_INSTANCES,
+            allocator: Allocator::Pooling,
         }
     }
 }
@@ -125,6 +144,18 @@ impl Placement {
     pub(crate) fn new(size: u32) -> Placement {
         Placement {
             permits: Arc::new(Semaphore::new(size as usize)),
+            size: size as u64,
+            on_demand: Arc::default(),
+            peak_on_demand: Arc::default(),
+        }
+    }
+
+    /// Places without a bound, for a runtime whose main engine allocates on demand
+    /// (`[runtime] allocator = "on-demand"`): its instances count as `pooled`.
+    pub(crate) fn unbounded() -> Placement {
+        let size = Semaphore::MAX_PERMITS;
+        Placement {
+            permits: Arc::new(Semaphore::new(size)),
             size: size as u64,
             on_demand: Arc::default(),
             peak_on_demand: Arc::default(),

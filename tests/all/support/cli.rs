@@ -8,19 +8,28 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 
-/// The `agentflow` binary, built once for these tests.
+/// The `agentflow` binary of the test build, for these tests.
 pub fn agentflow() -> Command {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     let bin = BIN.get_or_init(|| {
-        let status = cargo()
-            .args(["build", "-p", "agentflow", "--bin", "agentflow"])
-            .status()
-            .expect("cargo build agentflow");
+        let status = test_build().status().expect("cargo test --no-run");
         assert!(status.success());
         PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("../debug/agentflow")
     });
     let mut cmd = Command::new(bin);
     cmd.env("AGENTFLOW_CACHE_DIR", cache_dir());
+    cmd
+}
+
+/// `cargo test --workspace --no-run`: the test build, which builds the `agentflow`
+/// binary (for the host's own integration tests) with the workspace's unified features.
+/// Under `cargo test --workspace` it is fresh already and compiles nothing; `cargo
+/// build -p agentflow` would resolve features without the test crates'
+/// dev-dependencies and recompile most of the tree (minutes on 2 cores).
+pub fn test_build() -> Command {
+    let mut cmd = cargo();
+    cmd.args(["test", "--workspace", "--no-run"])
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
     cmd
 }
 
