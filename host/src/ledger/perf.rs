@@ -111,6 +111,9 @@ pub struct StoredStats {
     pub health: Option<serde_json::Value>,
 }
 
+/// A buffered health snapshot: makes its JSON text when written.
+type HealthText = Box<dyn FnOnce() -> String + Send>;
+
 /// An open performance DB.
 ///
 /// Finished calls (and health snapshots) are buffered and inserted in one transaction
@@ -122,7 +125,7 @@ pub struct PerfStore {
     conn: Connection,
     pending: std::cell::RefCell<Vec<PendingCall>>,
     /// Each model's latest health snapshot not yet written, with its time.
-    pending_health: std::cell::RefCell<std::collections::HashMap<String, (String, i64)>>,
+    pending_health: std::cell::RefCell<std::collections::HashMap<String, (HealthText, i64)>>,
     flushed_at: std::cell::Cell<std::time::Instant>,
 }
 
@@ -281,8 +284,8 @@ impl PerfStore {
                 "INSERT INTO health (model, snapshot, updated_at) VALUES (?1, ?2, ?3)
                  ON CONFLICT (model) DO UPDATE SET snapshot = excluded.snapshot, updated_at = excluded.updated_at",
             )?;
-            for (model, (snapshot, at)) in &health {
-                upsert.execute(params![model, snapshot, at])?;
+            for (model, (snapshot, at)) in health {
+                upsert.execute(params![model, snapshot(), at])?;
             }
         }
         tx.commit()
@@ -312,14 +315,24 @@ impl PerfStore {
         Ok(())
     }
 
-    /// Save a model's health snapshot (JSON), replacing the previous one.
+    /// Save a model's health snapshot, replacing the previous one; `snapshot` makes its
+    /// JSON text.
     ///
-    /// Buffered like finished calls: only each model's latest snapshot is written, at
-    /// the next flush.
-    pub fn save_health(&self, model: &str, snapshot: &serde_json::Value) -> SqlResult<()> {
-        self.pending_health
-            .borrow_mut()
-            .insert(model.to_string(), (snapshot.to_string(), now_ms()));
+    /// Buffered like finished calls: only each model's latest snapshot is written (and
+    /// only that one's text made), at the next flush.
+    pub fn save_health(
+        &self,
+        model: &str,
+        snapshot: impl FnOnce() -> String + Send + 'static,
+    ) -> SqlResult<()> {
+        let entry = (Box::new(snapshot) as HealthText, now_ms());
+        let mut pending = self.pending_health.borrow_mut();
+        match pending.get_mut(model) {
+            Some(slot) => *slot = entry,
+            None => {
+                pending.insert(model.to_string(), entry);
+            }
+        }
         Ok(())
     }
 

@@ -384,10 +384,13 @@ impl Scheduler {
     }
 
     fn save_health(&self, state: &mut State, model: &str) {
-        if let Some(h) = self.health(state, model)
-            && let Ok(v) = serde_json::to_value(h.view(Instant::now()))
-        {
-            self.perf.save_health(model, &v);
+        if let Some(h) = self.health(state, model) {
+            // Serialized only when the performance DB is flushed: on the LLM call's path
+            // it was a JSON tree and its text per call.
+            let view = h.view(Instant::now());
+            self.perf.save_health(model, move || {
+                serde_json::to_string(&view).unwrap_or_else(|_| "{}".into())
+            });
         }
     }
 

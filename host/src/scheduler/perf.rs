@@ -232,8 +232,9 @@ impl PerfDb {
         }
     }
 
-    /// Save a model's health snapshot (JSON) for `agentflow models`.
-    pub fn save_health(&self, model: &str, snapshot: &serde_json::Value) {
+    /// Save a model's health snapshot (its JSON text, made when it is written) for
+    /// `agentflow models`.
+    pub fn save_health(&self, model: &str, snapshot: impl FnOnce() -> String + Send + 'static) {
         let _ = self.store.lock().unwrap().save_health(model, snapshot);
     }
 
