@@ -93,6 +93,7 @@ impl Restart {
             .flatten()
             .filter_map(|p| Some((p[0].as_str()?.to_string(), p[1].as_str()?.to_string())))
             .collect();
+        progress.tool_output_counts.clear();
         seen.update(self.checkpoint.context_hash.as_bytes());
         progress.checkpoints = self.number;
         progress.last_checkpoint = Some(self.checkpoint);

@@ -97,6 +97,9 @@ pub struct Progress {
     /// Every successful tool result so far, keyed `name` (then `name#2`, `name#3`, …
     /// for later calls of the same tool), each cut to [`checkpoint::TOOL_OUTPUT_CHARS`].
     pub(crate) tool_outputs: Vec<(String, String)>,
+    /// How many of `tool_outputs` each tool name has (filled per name on its first
+    /// call, from the list, which a restored checkpoint may have started).
+    pub(crate) tool_output_counts: std::collections::HashMap<String, usize>,
 }
 
 /// `llm`'s scope for this attempt.

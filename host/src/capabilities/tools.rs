@@ -314,18 +314,29 @@ impl ToolsView<'_> {
         use sha2::Digest;
         self.site.seen.update(name.as_bytes());
         self.site.seen.update(out.as_bytes());
-        let calls = self
-            .progress
-            .tool_outputs
-            .iter()
-            .filter(|(k, _)| k == name || k.strip_prefix(name).is_some_and(|r| r.starts_with('#')))
-            .count();
-        let key = if calls == 0 {
+        let progress = &mut *self.progress;
+        // Counted once per name, then kept: a scan per call made a long task quadratic.
+        let calls = match progress.tool_output_counts.get_mut(name) {
+            Some(calls) => calls,
+            None => {
+                let calls = (progress.tool_outputs.iter())
+                    .filter(|(k, _)| {
+                        k == name || k.strip_prefix(name).is_some_and(|r| r.starts_with('#'))
+                    })
+                    .count();
+                progress
+                    .tool_output_counts
+                    .entry(name.to_string())
+                    .or_insert(calls)
+            }
+        };
+        let key = if *calls == 0 {
             name.to_string()
         } else {
-            format!("{name}#{}", calls + 1)
+            format!("{name}#{}", *calls + 1)
         };
+        *calls += 1;
         let kept = super::checkpoint::cut(out);
-        self.progress.tool_outputs.push((key, kept));
+        progress.tool_outputs.push((key, kept));
     }
 }

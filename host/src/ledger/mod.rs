@@ -152,13 +152,17 @@ static FINISH_TASK_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|
         .map(|k| format!("'{k}'"))
         .collect::<Vec<_>>()
         .join(", ");
+    // One pass over the task's events for all four totals (four subqueries read every
+    // row four times: 11 M instructions at the end of a 1,000-call task).
     format!(
         "UPDATE tasks SET status = ?3, output = ?4, error = ?5, finished_at = ?6,
-            tokens_in = (SELECT COALESCE(SUM(tokens_in), 0) FROM events e WHERE e.run_id = ?1 AND e.task_id = ?2),
-            tokens_out = (SELECT COALESCE(SUM(tokens_out), 0) FROM events e WHERE e.run_id = ?1 AND e.task_id = ?2),
-            cost_usd = (SELECT COALESCE(SUM(cost_usd), 0) FROM events e WHERE e.run_id = ?1 AND e.task_id = ?2),
-            host_calls = (SELECT COUNT(*) FROM events e WHERE e.run_id = ?1 AND e.task_id = ?2
-                          AND e.kind NOT IN ({not_calls}))
+            tokens_in = t.tokens_in, tokens_out = t.tokens_out, cost_usd = t.cost_usd,
+            host_calls = t.host_calls
+         FROM (SELECT COALESCE(SUM(tokens_in), 0) AS tokens_in,
+                      COALESCE(SUM(tokens_out), 0) AS tokens_out,
+                      COALESCE(SUM(cost_usd), 0) AS cost_usd,
+                      COUNT(*) FILTER (WHERE kind NOT IN ({not_calls})) AS host_calls
+               FROM events WHERE run_id = ?1 AND task_id = ?2) AS t
          WHERE run_id = ?1 AND task_id = ?2"
     )
 });
