@@ -279,7 +279,38 @@ impl CallSite {
     ///
     /// A ledger failure stops the agent.
     pub(crate) async fn record(&mut self, call: Call) -> wasmtime::Result<Option<u64>> {
-        self.record_with(call, |_, _| Ok(())).await
+        if is_durable(&call) {
+            return self.record_with(call, |_, _| Ok(())).await;
+        }
+        // A buffered call: its events join the writer's batched appends.
+        self.check_writes()?;
+        let (nondet, event) = self.events_of(call);
+        let slot = self.write_failure.clone();
+        self.run
+            .ledger
+            .append_buffered(nondet.into_iter().chain([event]).collect(), move |e| {
+                let _ = slot.set(e);
+            })
+            .await
+            .map_err(|e| wasmtime::format_err!("ledger write failed, stopping the agent: {e}"))?;
+        Ok(None)
+    }
+
+    /// The call's event and, before it, the clock/random reads made since the last
+    /// call; counts their bytes against `limits.max_ledger_bytes` (enforced at the
+    /// guest's next host call: what happened is recorded first).
+    fn events_of(&mut self, call: Call) -> (Option<EventRecord>, EventRecord) {
+        let nondet = self.nondet_event();
+        let event = self.event(call);
+        self.ledger_bytes += [Some(&event), nondet.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                crate::ledger::blobs::approx_json_bytes(&e.request)
+                    + crate::ledger::blobs::approx_json_bytes(&e.response)
+            })
+            .sum::<u64>();
+        (nondet, event)
     }
 
     /// Like [`CallSite::record`], running `extra` in the same transaction with the
@@ -293,22 +324,8 @@ impl CallSite {
         F: FnOnce(&mut crate::ledger::Writer, u64) -> crate::ledger::SqlResult<()> + Send + 'static,
     {
         self.check_writes()?;
-        // The class of the call itself, also for a validator's call (recorded as
-        // `validator.call`): a validator's side effect is durable like an agent's.
-        let durable = call.durability.unwrap_or_else(|| call.kind.durability())
-            == crate::ledger::kinds::Durability::Effect;
-        let nondet = self.nondet_event();
-        let event = self.event(call);
-        // Counted now, enforced at the guest's next host call: what happened is
-        // recorded first.
-        self.ledger_bytes += [Some(&event), nondet.as_ref()]
-            .into_iter()
-            .flatten()
-            .map(|e| {
-                crate::ledger::blobs::approx_json_bytes(&e.request)
-                    + crate::ledger::blobs::approx_json_bytes(&e.response)
-            })
-            .sum::<u64>();
+        let durable = is_durable(&call);
+        let (nondet, event) = self.events_of(call);
         let write = move |w: &mut crate::ledger::Writer| {
             if let Some(n) = nondet {
                 w.append_event(n)?;
@@ -362,4 +379,12 @@ impl CallSite {
             wasi::nondet_response(&reads),
         )))
     }
+}
+
+/// Whether `call` is an effect, written durably before its caller goes on: by the
+/// class of the call itself, also for a validator's call (recorded as
+/// `validator.call`): a validator's side effect is durable like an agent's.
+fn is_durable(call: &Call) -> bool {
+    call.durability.unwrap_or_else(|| call.kind.durability())
+        == crate::ledger::kinds::Durability::Effect
 }

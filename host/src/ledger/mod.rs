@@ -41,6 +41,7 @@
 //! evaluations), [`dashboard`] (what `agentflow serve` shows beyond those), and
 //! [`perf`] (the performance DB beside the ledger).
 
+mod batch;
 pub mod blobs;
 pub mod cancels;
 pub mod checkpoints;
@@ -123,6 +124,10 @@ pub struct Writer {
     /// Blobs known to be stored already (hashes), so large repeated payloads — a
     /// run's component above all — are not bound and re-inserted every time.
     known_blobs: std::collections::HashSet<String>,
+    /// Buffered appends waiting to be written as multi-row inserts ([`batch`]).
+    queued: Vec<batch::QueuedJob>,
+    /// Rows in `queued`.
+    queued_rows: usize,
 }
 
 /// Handle to the ledger; cheap to clone.
@@ -583,10 +588,7 @@ impl Ledger {
     pub async fn record(&self, event: EventRecord) -> Result<(), LedgerError> {
         match event.kind.durability() {
             kinds::Durability::Effect => self.append(event).await.map(|_| ()),
-            kinds::Durability::Buffered => {
-                self.write_buffered(move |w| w.append_event(event).map(|_| ()), |_| {})
-                    .await
-            }
+            kinds::Durability::Buffered => self.append_buffered(vec![event], |_| {}).await,
         }
     }
 }

@@ -92,6 +92,8 @@ impl Writer {
         &mut self,
         f: impl FnOnce(&mut Writer) -> SqlResult<R>,
     ) -> SqlResult<R> {
+        // Every job reads what was appended before it.
+        self.flush_rows();
         self.conn.prepare_cached("SAVEPOINT job")?.execute([])?;
         let mark = self.seq_undo.len();
         match f(self) {
@@ -110,17 +112,21 @@ impl Writer {
 
     /// Append an event inside the current transaction, assigning the next sequence
     /// number of its task.
-    pub fn append_event(&mut self, mut event: EventRecord) -> SqlResult<u64> {
+    pub fn append_event(&mut self, event: EventRecord) -> SqlResult<u64> {
+        let row = self.prepare_row(event)?;
+        self.insert_row(&row)
+    }
+
+    /// An event as the row to insert: its task's next sequence number (taken now),
+    /// its replay hash, its payloads serialized (long strings moved to `blobs`).
+    pub(super) fn prepare_row(&mut self, mut event: EventRecord) -> SqlResult<Row> {
         let key = (event.run_id.clone(), event.task_id);
         let seq = match self.next_seq.get(&key) {
             Some(s) => *s,
             None => {
-                let max: i64 = self.conn.query_row(
-                    "SELECT COALESCE(MAX(seq), 0) FROM events WHERE run_id = ?1 AND task_id = ?2",
-                    params![event.run_id, event.task_id as i64],
-                    |r| r.get(0),
-                )?;
-                max as u64 + 1
+                // Rows still queued are in no table yet: write them first.
+                self.flush_rows();
+                self.max_seq(&event.run_id, event.task_id)? + 1
             }
         };
         // The replay key hashes the identity, else the request as the guest's call made
@@ -133,7 +139,7 @@ impl Writer {
                 (blobs::sha256_hex(text.as_bytes()), Some(text))
             }
         };
-        let request_text = match (
+        let request = match (
             blobs::externalize(&self.conn, &mut event.request)?,
             request_text,
         ) {
@@ -141,55 +147,113 @@ impl Writer {
             _ => json_text(&event.request),
         };
         blobs::externalize(&self.conn, &mut event.response)?;
-        let response_text = json_text(&event.response);
-        let insert = |seq: u64| {
+        let response = json_text(&event.response);
+        let old = self.next_seq.insert(key.clone(), seq + 1);
+        self.seq_undo.push((key, old));
+        self.group_events += 1;
+        Ok(Row {
+            run_id: event.run_id,
+            task_id: event.task_id as i64,
+            seq: seq as i64,
+            kind: event.kind,
+            status: if event.ok { "ok" } else { "error" },
+            request,
+            response,
+            request_hash,
+            model: event.model,
+            tokens_in: event.tokens_in,
+            tokens_out: event.tokens_out,
+            cost_usd: event.cost_usd,
+            started_at: event.started_at,
+            finished_at: event.finished_at,
+        })
+    }
+
+    /// The highest sequence number task `task_id` of run `run_id` has in the table.
+    fn max_seq(&self, run_id: &str, task_id: u64) -> SqlResult<u64> {
+        let max: i64 = self.conn.query_row(
+            "SELECT COALESCE(MAX(seq), 0) FROM events WHERE run_id = ?1 AND task_id = ?2",
+            params![run_id, task_id as i64],
+            |r| r.get(0),
+        )?;
+        Ok(max as u64)
+    }
+
+    /// Insert one prepared row; returns the sequence number it was stored under.
+    pub(super) fn insert_row(&mut self, row: &Row) -> SqlResult<u64> {
+        let insert = |params: &[&dyn rusqlite::ToSql]| {
             self.conn
             .prepare_cached(
                 "INSERT INTO events (run_id, task_id, seq, kind, status, request, response, request_hash, model,
                                      tokens_in, tokens_out, cost_usd, started_at, finished_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             )?
-            .execute(params![
-                event.run_id,
-                event.task_id as i64,
-                seq as i64,
-                event.kind,
-                if event.ok { "ok" } else { "error" },
-                request_text,
-                response_text,
-                request_hash,
-                event.model,
-                event.tokens_in,
-                event.tokens_out,
-                event.cost_usd,
-                event.started_at,
-                event.finished_at,
-            ])
+            .execute(params)
         };
         // Another process (the CLI deciding an approval or a conflict while this host
         // runs) may have appended to the task since the sequence was cached: take the
         // next free number then.
-        let seq = match insert(seq) {
+        match insert(&row.params()) {
             Err(rusqlite::Error::SqliteFailure(e, _))
                 if e.code == rusqlite::ErrorCode::ConstraintViolation =>
             {
-                let max: i64 = self.conn.query_row(
-                    "SELECT COALESCE(MAX(seq), 0) FROM events WHERE run_id = ?1 AND task_id = ?2",
-                    params![event.run_id, event.task_id as i64],
-                    |r| r.get(0),
-                )?;
-                insert(max as u64 + 1)?;
-                max as u64 + 1
+                let seq = self.max_seq(&row.run_id, row.task_id as u64)? + 1;
+                let seq_param = seq as i64;
+                let mut params = row.params();
+                params[2] = &seq_param;
+                insert(&params)?;
+                let key = (row.run_id.clone(), row.task_id as u64);
+                if self.next_seq.get(&key).is_none_or(|next| *next <= seq) {
+                    let old = self.next_seq.insert(key.clone(), seq + 1);
+                    self.seq_undo.push((key, old));
+                }
+                Ok(seq)
             }
             other => {
                 other?;
-                seq
+                Ok(row.seq as u64)
             }
-        };
-        let old = self.next_seq.insert(key.clone(), seq + 1);
-        self.seq_undo.push((key, old));
-        self.group_events += 1;
-        Ok(seq)
+        }
+    }
+}
+
+/// An event as stored: the columns of its `events` row.
+pub(super) struct Row {
+    pub run_id: String,
+    pub task_id: i64,
+    pub seq: i64,
+    pub kind: crate::ledger::EventKind,
+    pub status: &'static str,
+    pub request: String,
+    pub response: String,
+    pub request_hash: String,
+    pub model: Option<String>,
+    pub tokens_in: u32,
+    pub tokens_out: u32,
+    pub cost_usd: f64,
+    pub started_at: i64,
+    pub finished_at: i64,
+}
+
+impl Row {
+    /// The row's values in the column order of the `INSERT`s.
+    pub fn params(&self) -> [&dyn rusqlite::ToSql; 14] {
+        [
+            &self.run_id,
+            &self.task_id,
+            &self.seq,
+            &self.kind,
+            &self.status,
+            &self.request,
+            &self.response,
+            &self.request_hash,
+            &self.model,
+            &self.tokens_in,
+            &self.tokens_out,
+            &self.cost_usd,
+            &self.started_at,
+            &self.finished_at,
+        ]
     }
 }
 
@@ -209,6 +273,8 @@ pub(super) type Reply = Box<dyn FnOnce(&Result<(), String>) + Send>;
 /// arriving while the open group is not synced first commits that group, then starts
 /// a synced one (SQLite applies `synchronous` per transaction, from its start).
 pub(super) fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, sync: SyncMode) {
+    // Room for every statement the writer repeats (rusqlite keeps 16 by default).
+    conn.set_prepared_statement_cache_capacity(64);
     let mut writer = Writer {
         conn,
         next_seq: HashMap::new(),
@@ -216,6 +282,8 @@ pub(super) fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, sync: SyncM
         pending_replies: Vec::new(),
         group_events: 0,
         known_blobs: Default::default(),
+        queued: Vec::new(),
+        queued_rows: 0,
     };
     let mut synced_now = true; // the PRAGMAS open the connection with FULL
     let mut carried: Option<Job> = None;
@@ -275,6 +343,7 @@ pub(super) fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, sync: SyncM
                 crate::ledger::fault::point("buffered-unflushed");
             }
         }
+        writer.flush_rows();
         let commit = begin
             .and_then(|_| writer.statement("COMMIT"))
             .map_err(|e| e.to_string());
