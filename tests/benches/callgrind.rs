@@ -1,6 +1,8 @@
 //! Instruction counts (callgrind) for the tree of section 3 and the replay of section 5,
 //! so that a change can be compared on a noisy machine, where wall times move by tens
-//! of percent (issue 18).
+//! of percent (issue 18); likewise one trivial `Host::run` (section 1, part `start`) and
+//! a run of [`CALLS`] `trace.log` or `llm.complete` calls (section 2, parts `log` and
+//! `llm`), whose difference over [`CALLS`] is the instructions of one call.
 //!
 //! When `valgrind` is on `PATH`, the bench runs itself again under
 //! `valgrind --tool=callgrind` with `AGENTFLOW_BENCH_CALLGRIND=tree` (or `replay`) and
@@ -98,6 +100,30 @@ pub async fn replay<T>(resume: impl Future<Output = T>) -> T {
     measured("replay", resume, bench_measured_replay).await
 }
 
+/// Section 1's measured run of the trivial agent, as [`tree`] for the `start` child.
+pub async fn start<T>(run: impl Future<Output = T>) -> T {
+    measured("start", run, bench_measured_start).await
+}
+
+/// Section 2's measured run of [`CALLS`] host calls, as [`tree`] for the child named
+/// `part` (`log` or `llm`); any other part is awaited as is.
+pub async fn calls<T>(part: &str, run: impl Future<Output = T>) -> T {
+    match part {
+        "log" => measured("log", run, bench_measured_log).await,
+        "llm" => measured("llm", run, bench_measured_llm).await,
+        _ => run.await,
+    }
+}
+
+/// Host calls in the run a `log` or `llm` child measures: the per-call figure is that
+/// run's count less the trivial run's (the `start` child's), over this.
+pub const CALLS: usize = 1_000;
+
+/// The part this process measures, if it is a callgrind child.
+pub fn child_part() -> Option<String> {
+    child()
+}
+
 async fn measured<T>(
     part: &str,
     fut: impl Future<Output = T>,
@@ -129,6 +155,72 @@ pub fn bench_measured_replay(fut: Pin<&mut dyn Future<Output = ()>>) {
     tokio::runtime::Handle::current().block_on(fut);
 }
 
+/// The measured part of the `start` child.
+#[inline(never)]
+pub fn bench_measured_start(fut: Pin<&mut dyn Future<Output = ()>>) {
+    tokio::runtime::Handle::current().block_on(fut);
+}
+
+/// The measured part of the `log` child.
+#[inline(never)]
+pub fn bench_measured_log(fut: Pin<&mut dyn Future<Output = ()>>) {
+    tokio::runtime::Handle::current().block_on(fut);
+}
+
+/// The measured part of the `llm` child.
+#[inline(never)]
+pub fn bench_measured_llm(fut: Pin<&mut dyn Future<Output = ()>>) {
+    tokio::runtime::Handle::current().block_on(fut);
+}
+
+/// Section 2's instructions per host call, for each of `trace.log` and `llm.complete`:
+/// `(run of [`CALLS`] calls − trivial run) / CALLS`, from three children.
+pub fn report_calls() {
+    if child().is_some() {
+        return;
+    }
+    if on_path("valgrind").is_none() {
+        println!("   instructions: valgrind not installed");
+        return;
+    }
+    let started = Instant::now();
+    let base = count("1", "start");
+    for (part, label) in [("log", "trace.log"), ("llm", "llm.complete")] {
+        let head = format!("   instructions (callgrind), one {label}");
+        match (&base, &count("2", part)) {
+            (Ok(base), Ok(ir)) => println!(
+                "{head:<48}{:>14} Ir  (run of {CALLS} calls {} Ir − trivial run {} Ir, / {CALLS})",
+                thousands(ir.saturating_sub(*base) / CALLS as u64),
+                thousands(*ir),
+                thousands(*base),
+            ),
+            (Err(e), _) | (_, Err(e)) => println!("{head}: failed: {e}"),
+        }
+    }
+    println!(
+        "   (three callgrind children: {:.0} s)",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// The count of `part` of `section`, each child run once per process.
+fn count(section: &str, part: &str) -> Result<u64, String> {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    static COUNTS: Mutex<Option<HashMap<String, Result<u64, String>>>> = Mutex::new(None);
+    if let Some(known) = COUNTS.lock().unwrap().get_or_insert_default().get(part) {
+        return known.clone();
+    }
+    let valgrind = on_path("valgrind").ok_or("valgrind not installed")?;
+    let ir = instructions(&valgrind, section, part);
+    COUNTS
+        .lock()
+        .unwrap()
+        .get_or_insert_default()
+        .insert(part.to_string(), ir.clone());
+    ir
+}
+
 /// Print section `section`'s instruction count for `part` (`tree` or `replay`):
 /// `   instructions (callgrind), <label>   1,234,567 Ir`, or why there is none.
 pub fn report(section: &str, part: &str, label: &str) {
@@ -136,12 +228,12 @@ pub fn report(section: &str, part: &str, label: &str) {
         return;
     }
     let head = format!("   instructions (callgrind), {label}");
-    let Some(valgrind) = on_path("valgrind") else {
+    if on_path("valgrind").is_none() {
         println!("   instructions: valgrind not installed");
         return;
-    };
+    }
     let started = Instant::now();
-    match instructions(&valgrind, section, part) {
+    match count(section, part) {
         Ok(ir) => println!(
             "{head:<48}{:>14} Ir  (callgrind child: {:.0} s)",
             thousands(ir),

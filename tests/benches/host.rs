@@ -44,12 +44,14 @@
 //! `AGENTFLOW_BENCH_ONLY=7,8` (any list of section numbers) runs only those sections.
 //! `AGENTFLOW_BENCH_NO_CLI=1` leaves out section 5's CLI figure (it builds the CLI).
 //!
-//! Instruction counts: when `valgrind` is on `PATH`, sections 3 and 5 also print the
-//! instructions (callgrind `Ir`, all threads) of one tree and of one resume (of a task
-//! with 1,000 recorded calls), figures that repeat on a noisy machine. The bench runs
-//! itself again under `valgrind --tool=callgrind` for each (`AGENTFLOW_BENCH_CALLGRIND=
-//! tree|replay`, a few minutes each); see `callgrind.rs` for what is counted and how.
-//! Without valgrind those lines say so.
+//! Instruction counts: when `valgrind` is on `PATH`, sections 1, 2, 3 and 5 also print
+//! the instructions (callgrind `Ir`, all threads) of one trivial `Host::run`, of one
+//! `trace.log` and one `llm.complete` call (a run of 1,000 calls less the trivial run,
+//! over 1,000), of one tree and of one resume (of a task with 1,000 recorded calls):
+//! figures that repeat on a noisy machine. The bench runs itself again under
+//! `valgrind --tool=callgrind` for each (`AGENTFLOW_BENCH_CALLGRIND=start|log|llm|tree|
+//! replay`, from under a minute to a few minutes each); see `callgrind.rs` for what is
+//! counted and how. Without valgrind those lines say so.
 
 #[path = "callgrind.rs"]
 mod callgrind;
@@ -219,8 +221,7 @@ async fn host_start(iterations: u32, toml: &str) -> Samples {
     let mut samples = Vec::new();
     for _ in 0..iterations {
         let start = Instant::now();
-        let r = host
-            .run(agent.clone(), "[]", RunOptions::default())
+        let r = callgrind::start(host.run(agent.clone(), "[]", RunOptions::default()))
             .await
             .unwrap();
         assert_eq!(r.status, Status::Completed);
@@ -257,6 +258,7 @@ async fn cold_start(iterations: u32) -> Samples {
 /// Amortised cost of one host call: the slope between a run with no calls and one with
 /// `n`, measured `repeats` times.
 async fn call_round_trip(
+    part: &str,
     op: serde_json::Value,
     n: usize,
     repeats: usize,
@@ -264,12 +266,13 @@ async fn call_round_trip(
 ) -> Samples {
     let mut samples = Vec::new();
     for _ in 0..repeats {
-        samples.push(call_slope(op.clone(), n, extra_toml).await);
+        samples.push(call_slope(part, op.clone(), n, extra_toml).await);
     }
     Samples(samples)
 }
 
-async fn call_slope(op: serde_json::Value, n: usize, extra_toml: &str) -> Duration {
+/// `part`: the callgrind child's name for this call (`log`, `llm`; see [`callgrind::calls`]).
+async fn call_slope(part: &str, op: serde_json::Value, n: usize, extra_toml: &str) -> Duration {
     let dir = scratch("calls");
     let host = host(
         &dir,
@@ -288,10 +291,12 @@ async fn call_slope(op: serde_json::Value, n: usize, extra_toml: &str) -> Durati
         .unwrap();
     let base = t0.elapsed();
     let t1 = Instant::now();
-    let r = host
-        .run(agent.clone(), &ops(n), RunOptions::default())
-        .await
-        .unwrap();
+    let r = callgrind::calls(
+        part,
+        host.run(agent.clone(), &ops(n), RunOptions::default()),
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status, Status::Completed, "{r:?}");
     (t1.elapsed().saturating_sub(base)) / n as u32
 }
@@ -680,6 +685,20 @@ fn main() {
         );
         let only = std::env::var("AGENTFLOW_BENCH_ONLY").unwrap_or_default();
         let want = |n: &str| only.is_empty() || only.split(',').any(|s| s.trim() == n);
+        match callgrind::child_part().as_deref() {
+            // A callgrind child of section 1 or 2 does only its measured run.
+            Some("start") => {
+                host_start(1, "").await;
+            }
+            Some(part @ ("log" | "llm")) => {
+                let op = match part {
+                    "log" => serde_json::json!({"log": "x"}),
+                    _ => serde_json::json!({"llm": {"prompt": "hi", "max_tokens": 16}}),
+                };
+                call_slope(part, op, callgrind::CALLS, "").await;
+            }
+            _ => {}
+        }
         if want("1") {
             let raw = raw_start(2000).await;
             let warm = host_start(300, "").await;
@@ -693,14 +712,15 @@ fn main() {
             println!("   Host::run, [ledger] sync = \"normal\"        {}", warm_normal.line());
             was(&format!("≤ {}", fmt(target)), "2.51 ms (sync full)");
             println!("   Host::new + component load (cache) + run    {}", cold.line());
+            callgrind::report("1", "start", "one Host::run (trivial agent)");
         }
         if want("2") {
             let log_op = serde_json::json!({"log": "x"});
             let llm_op = serde_json::json!({"llm": {"prompt": "hi", "max_tokens": 16}});
-            let log = call_round_trip(log_op.clone(), 10_000, 5, "").await;
-            let llm = call_round_trip(llm_op.clone(), 1000, 5, "").await;
-            let log_normal = call_round_trip(log_op, 10_000, 5, SYNC_NORMAL).await;
-            let llm_normal = call_round_trip(llm_op, 1000, 5, SYNC_NORMAL).await;
+            let log = call_round_trip("log", log_op.clone(), 10_000, 5, "").await;
+            let llm = call_round_trip("llm", llm_op.clone(), 1000, 5, "").await;
+            let log_normal = call_round_trip("", log_op, 10_000, 5, SYNC_NORMAL).await;
+            let llm_normal = call_round_trip("", llm_op, 1000, 5, SYNC_NORMAL).await;
             println!("2. host-call round trip, durable ledger on; amortised per call (slope of a run with N calls over one with none)");
             println!("   trace.log (N=10000)                         {}", log.line());
             was("≤ 5 µs", "141 µs (N=2000)");
@@ -708,6 +728,7 @@ fn main() {
             was("≤ 25 µs", "542.7 µs");
             println!("   trace.log, sync = \"normal\"                 {}", log_normal.line());
             println!("   llm.complete, sync = \"normal\"              {}", llm_normal.line());
+            callgrind::report_calls();
         }
         if want("3") {
             let (walls, tasks, events, latency) = trees(3, "").await;

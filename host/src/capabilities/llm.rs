@@ -279,7 +279,11 @@ impl Host for LlmView<'_> {
             min_quality: req.min_quality.map(f64::from),
             agent: Some(self.llm.agent.clone()).filter(|a| !a.is_empty()),
         };
-        let request_json = json!({ "chat": template, "scheduling": sreq });
+        // Serialized once: the call's request and each attempt's decision carry copies
+        // (`json!` would serialize a `Value` again, node by node).
+        let scheduling = serde_json::to_value(&sreq)?;
+        let mut request_json = json!({ "chat": template });
+        request_json["scheduling"] = scheduling.clone();
         let started_at = durable.started_at;
         let scheduler = self.site.run.scheduler.clone();
 
@@ -364,7 +368,10 @@ impl Host for LlmView<'_> {
             let mut decision_call = Call::plain(
                 EventKind::LlmDecision,
                 true,
-                json!({ "scheduling": sreq }),
+                serde_json::Value::Object(serde_json::Map::from_iter([(
+                    "scheduling".to_string(),
+                    scheduling.clone(),
+                )])),
                 decision,
                 started_at,
             );

@@ -47,9 +47,11 @@ pub struct VersionChange {
 pub struct Health {
     samples: VecDeque<Sample>,
     window: usize,
-    /// Successful samples in `samples`, and their p95 latency: kept up to date on every
-    /// sample, as every decision reads them for every model.
+    /// Successful samples in `samples`, and their p50 and p95 latencies: kept up to
+    /// date on every sample (one sort), as every decision reads the p95 for every model
+    /// and every call's health snapshot both.
     ok_samples: usize,
+    ok_p50: Option<u64>,
     ok_p95: Option<u64>,
     consecutive_failures: u32,
     breaker: Breaker,
@@ -94,6 +96,7 @@ impl Health {
             samples: VecDeque::new(),
             window: window.max(1),
             ok_samples: 0,
+            ok_p50: None,
             ok_p95: None,
             consecutive_failures: 0,
             breaker: Breaker::Closed,
@@ -155,8 +158,16 @@ impl Health {
         while self.samples.len() > self.window {
             self.samples.pop_front();
         }
-        self.ok_samples = self.samples.iter().filter(|s| s.ok).count();
-        self.ok_p95 = self.percentile(0.95);
+        let mut latencies: Vec<u64> = self
+            .samples
+            .iter()
+            .filter(|s| s.ok)
+            .map(|s| s.latency_ms)
+            .collect();
+        latencies.sort_unstable();
+        self.ok_samples = latencies.len();
+        self.ok_p50 = percentile(&latencies, 0.5);
+        self.ok_p95 = percentile(&latencies, 0.95);
     }
 
     /// Record a success; returns a version change if the provider reported a new one.
@@ -220,21 +231,6 @@ impl Health {
         }
     }
 
-    fn percentile(&self, p: f64) -> Option<u64> {
-        let mut lat: Vec<u64> = self
-            .samples
-            .iter()
-            .filter(|s| s.ok)
-            .map(|s| s.latency_ms)
-            .collect();
-        if lat.is_empty() {
-            return None;
-        }
-        lat.sort_unstable();
-        let idx = ((lat.len() as f64 - 1.0) * p).round() as usize;
-        Some(lat[idx.min(lat.len() - 1)])
-    }
-
     /// Observed p95 latency once there are at least `min` successful samples.
     pub fn p95_if(&self, min: usize) -> Option<u64> {
         if self.ok_samples >= min {
@@ -262,12 +258,19 @@ impl Health {
             } else {
                 errors as f64 / self.samples.len() as f64
             },
-            p50_ms: self.percentile(0.5),
-            p95_ms: self.percentile(0.95),
+            p50_ms: self.ok_p50,
+            p95_ms: self.ok_p95,
             samples: self.samples.len(),
             observed_version: self.observed_version.clone(),
         }
     }
+}
+
+/// The `p` quantile (nearest rank) of `sorted`, `None` if it is empty.
+fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
+    let last = sorted.len().checked_sub(1)?;
+    let idx = (last as f64 * p).round() as usize;
+    Some(sorted[idx.min(last)])
 }
 
 #[cfg(test)]

@@ -164,20 +164,14 @@ impl PerfDb {
         };
         {
             let mut calls = self.calls.lock().unwrap();
-            if !calls.contains_key(stat.task_type) {
-                calls.insert(stat.task_type.to_string(), HashMap::new());
-            }
-            let models = calls.get_mut(stat.task_type).expect("inserted above");
-            if !models.contains_key(stat.model) {
-                models.insert(stat.model.to_string(), Aggregate::default());
-            }
-            add(models.get_mut(stat.model).expect("inserted above"), &one);
+            let models = slot(&mut calls, stat.task_type);
+            add(slot(models, stat.model), &one);
         }
         if !stat.agent.is_empty() {
             let mut calls = self.agent_calls.lock().unwrap();
-            let types = calls.entry(stat.agent.to_string()).or_default();
-            let models = types.entry(stat.task_type.to_string()).or_default();
-            add(models.entry(stat.model.to_string()).or_default(), &one);
+            let types = slot(&mut calls, stat.agent);
+            let models = slot(types, stat.task_type);
+            add(slot(models, stat.model), &one);
         }
         let result = self.store.lock().unwrap().insert_call(stat);
         if let Err(e) = result {
@@ -299,4 +293,13 @@ impl PerfDb {
             })
             .collect()
     }
+}
+
+/// The entry for `key`, inserted empty if missing: the key is copied only then
+/// (`entry(key.to_string())` would allocate on every call).
+fn slot<'m, V: Default>(map: &'m mut HashMap<String, V>, key: &str) -> &'m mut V {
+    if !map.contains_key(key) {
+        map.insert(key.to_string(), V::default());
+    }
+    map.get_mut(key).expect("inserted above")
 }
