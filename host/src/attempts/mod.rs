@@ -226,6 +226,7 @@ pub async fn execute_task(
             "temperature": temperature,
         });
         let event = EventRecord {
+            response_text: None,
             model: model.clone(),
             ..EventRecord::note(
                 run.run_id.clone(),

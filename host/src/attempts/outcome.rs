@@ -151,6 +151,7 @@ pub async fn check(
             Err(e) => Verdict::Uncertain(format!("`{name}` refused the check: {e}")),
         };
         let event = EventRecord {
+            response_text: None,
             started_at,
             ..EventRecord::note(
                 run.run_id.clone(),

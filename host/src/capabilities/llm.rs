@@ -181,6 +181,31 @@ fn attempt_events(
     (calls, charged)
 }
 
+/// An `llm.decision` event's response: why this attempt went to this model. Its own
+/// fields are in the alphabetical order a JSON tree's keys were written in; the
+/// candidate reports' fields come in their declared order.
+#[derive(serde::Serialize)]
+struct Decision<'a> {
+    attempt: usize,
+    candidates: &'a [crate::scheduler::CandidateReport],
+    chosen: &'a str,
+    fallbacks: Vec<&'a String>,
+    priority: scheduler::Priority,
+    reason: String,
+    reservation: Reservation,
+    weights: &'a crate::scheduler::Weights,
+}
+
+/// The quota and budget an attempt reserved.
+#[derive(serde::Serialize)]
+struct Reservation {
+    at_ms: i64,
+    probe: bool,
+    tokens: u64,
+    usd: f64,
+    waited_ms: u64,
+}
+
 fn to_chat(req: &Request, model: String) -> ChatRequest {
     ChatRequest {
         model,
@@ -354,18 +379,25 @@ impl Host for LlmView<'_> {
             } else {
                 format!("fallback after {} failed", tried[tried.len() - 2])
             };
-            let decision = json!({
-                "attempt": tried.len(),
-                "chosen": grant.model,
-                "fallbacks": fallbacks,
-                "reason": reason,
-                "priority": plan.priority,
-                "weights": plan.weights,
-                "candidates": plan.candidates,
-                "reservation": { "tokens": grant.reserved_tokens, "usd": worst, "probe": grant.probe,
-                                 "waited_ms": grant.waited_ms, "at_ms": reserved_at },
-            });
-            let mut decision_call = Call::plain(
+            // Serialized straight from the plan's types: as a JSON tree, the candidate
+            // reports cost more to build, write and free than the rest of the call.
+            let decision = serde_json::to_string(&Decision {
+                attempt: tried.len(),
+                candidates: &plan.candidates,
+                chosen: &grant.model,
+                fallbacks,
+                priority: plan.priority,
+                reason,
+                reservation: Reservation {
+                    at_ms: reserved_at,
+                    probe: grant.probe,
+                    tokens: grant.reserved_tokens,
+                    usd: worst,
+                    waited_ms: grant.waited_ms,
+                },
+                weights: &plan.weights,
+            })?;
+            let mut decision_call = Call::plain_text(
                 EventKind::LlmDecision,
                 true,
                 serde_json::Value::Object(serde_json::Map::from_iter([(

@@ -145,6 +145,9 @@ pub(crate) struct Call {
     pub ok: bool,
     pub request: Value,
     pub response: Value,
+    /// The response already serialized, in place of `response` (see
+    /// [`EventRecord::response_text`]).
+    pub response_text: Option<String>,
     pub model: Option<String>,
     pub tokens_in: u32,
     pub tokens_out: u32,
@@ -171,6 +174,7 @@ impl Call {
             ok,
             request,
             response,
+            response_text: None,
             model: None,
             tokens_in: 0,
             tokens_out: 0,
@@ -178,6 +182,21 @@ impl Call {
             started_at,
             identity: None,
             durability: None,
+        }
+    }
+
+    /// A call without model usage whose response is already JSON text (short strings
+    /// only: see [`EventRecord::response_text`]).
+    pub fn plain_text(
+        kind: EventKind,
+        ok: bool,
+        request: Value,
+        response_text: String,
+        started_at: i64,
+    ) -> Call {
+        Call {
+            response_text: Some(response_text),
+            ..Call::plain(kind, ok, request, Value::Null, started_at)
         }
     }
 
@@ -250,6 +269,7 @@ impl CallSite {
 
     fn event(&self, call: Call) -> EventRecord {
         self.scoped(EventRecord {
+            response_text: call.response_text,
             run_id: self.run.run_id.clone(),
             task_id: self.task_id,
             kind: call.kind,
@@ -308,6 +328,7 @@ impl CallSite {
             .map(|e| {
                 crate::ledger::blobs::approx_json_bytes(&e.request)
                     + crate::ledger::blobs::approx_json_bytes(&e.response)
+                    + e.response_text.as_ref().map_or(0, |t| t.len() as u64)
             })
             .sum::<u64>();
         (nondet, event)

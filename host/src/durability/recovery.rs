@@ -380,6 +380,7 @@ pub async fn apply_rollbacks(
             let effects = std::mem::take(&mut *ctx.effects.lock().unwrap());
             ledger
                 .append(EventRecord {
+                    response_text: None,
                     started_at,
                     ..EventRecord::note(
                         plan.run_id.clone(),

@@ -102,6 +102,7 @@ pub async fn settle(
     let identity = json!({ "name": intent.request["name"], "args": intent.request["args"] });
     let result_seq = ledger
         .append(EventRecord {
+            response_text: None,
             identity: Some(identity),
             ..EventRecord::note(
                 row.run_id.clone(),

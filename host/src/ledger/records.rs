@@ -67,6 +67,12 @@ pub struct EventRecord {
     pub ok: bool,
     pub request: serde_json::Value,
     pub response: serde_json::Value,
+    /// The response already serialized, stored as is in place of `response` (then
+    /// `Null`): for large structured replies the host builds itself, such as a
+    /// scheduler decision with its candidate reports, serialized straight from their
+    /// types rather than through a JSON tree the writer serializes and frees. Its
+    /// strings must be short: none is moved to `blobs`.
+    pub response_text: Option<String>,
     /// What identifies the call for replay matching (hashed into `request_hash`);
     /// `None` means the whole request.
     pub identity: Option<serde_json::Value>,
@@ -96,6 +102,7 @@ impl EventRecord {
             ok,
             request,
             response,
+            response_text: None,
             identity: None,
             model: None,
             tokens_in: 0,

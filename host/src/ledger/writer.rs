@@ -146,8 +146,13 @@ impl Writer {
             (false, Some(text)) => text,
             _ => json_text(&event.request),
         };
-        blobs::externalize(&self.conn, &mut event.response)?;
-        let response = json_text(&event.response);
+        let response = match event.response_text.take() {
+            Some(text) => text,
+            None => {
+                blobs::externalize(&self.conn, &mut event.response)?;
+                json_text(&event.response)
+            }
+        };
         let old = self.next_seq.insert(key.clone(), seq + 1);
         self.seq_undo.push((key, old));
         self.group_events += 1;

@@ -137,6 +137,7 @@ pub async fn call<T>(
     }
     for attempt in attempts {
         let event = EventRecord {
+            response_text: None,
             run_id: run.run_id.clone(),
             task_id: c.task_id,
             kind: EventKind::LlmAttempt,
@@ -160,6 +161,7 @@ pub async fn call<T>(
             })?;
     }
     let event = EventRecord {
+        response_text: None,
         run_id: run.run_id.clone(),
         task_id: c.task_id,
         kind: c.kind,
