@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// `[llm]`: providers, the model catalog, quotas and the scheduler's settings.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LlmConfig {
     /// `provider`, `[llm.mock]`, `[llm.openai]`, `[llm.anthropic]`.
@@ -41,6 +41,23 @@ pub struct LlmConfig {
 
 fn default_max_output() -> u32 {
     1024
+}
+
+/// The settings of a config without `[llm]` (or with none at all): as an empty `[llm]`
+/// table parses. A derived `Default` gave `default_max_output_tokens = 0`, so a request
+/// without `max-output-tokens` reserved no output tokens against budgets and quotas.
+impl Default for LlmConfig {
+    fn default() -> Self {
+        LlmConfig {
+            providers: ProvidersConfig::default(),
+            endpoints: BTreeMap::new(),
+            models: Vec::new(),
+            prices: BTreeMap::new(),
+            quotas: BTreeMap::new(),
+            scheduler: super::SchedulerConfig::default(),
+            default_max_output_tokens: default_max_output(),
+        }
+    }
 }
 
 impl LlmConfig {
@@ -222,4 +239,21 @@ pub fn catalog(llm: &LlmConfig) -> Vec<ModelSpec> {
         });
     }
     models
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LlmConfig;
+
+    /// No `[llm]` at all and an empty `[llm]` table mean the same settings.
+    #[test]
+    fn the_default_llm_settings_are_those_of_an_empty_llm_table() {
+        let parsed: LlmConfig = toml::from_str("").unwrap();
+        let default = LlmConfig::default();
+        assert_eq!(default.default_max_output_tokens, 1024);
+        assert_eq!(
+            serde_json::to_value(&default).unwrap(),
+            serde_json::to_value(&parsed).unwrap()
+        );
+    }
 }
