@@ -120,13 +120,12 @@ fn insert_sql(rows: usize) -> String {
 }
 
 impl Ledger {
-    /// Append `events` (buffered kinds) without waiting, as one job: written together
-    /// with the group's other buffered appends (see [`batch`](self)), committed with
-    /// the group. If writing them fails — or the group's commit — `failed` is called
-    /// with the error. Backpressure as [`Ledger::write_buffered`].
-    pub async fn append_buffered(
+    /// Send a buffered job: `run` does its part and returns where its own failure is
+    /// (or will be, by the group's commit) reported; `failed` hears of it, or of the
+    /// group's failed commit. Backpressure as [`Ledger::write_buffered`].
+    pub(super) async fn send_buffered(
         &self,
-        events: Vec<EventRecord>,
+        run: impl FnOnce(&mut Writer) -> std::sync::Arc<std::sync::OnceLock<String>> + Send + 'static,
         failed: impl FnOnce(String) + Send + 'static,
     ) -> Result<(), LedgerError> {
         use std::sync::atomic::Ordering;
@@ -135,10 +134,7 @@ impl Ledger {
         let job = Job {
             commit: Commit::Buffered,
             run: Box::new(move |w: &mut Writer| {
-                let failure = Arc::new(OnceLock::new());
-                if let Err(e) = w.queue_events(events, failure.clone()) {
-                    let _ = failure.set(e.to_string());
-                }
+                let failure = run(w);
                 w.pending_replies
                     .push(Box::new(move |commit: &Result<(), String>| {
                         in_flight.fetch_sub(1, Ordering::Relaxed);
@@ -147,7 +143,7 @@ impl Ledger {
                             (Ok(()), Some(e)) => e.clone(),
                             (Err(e), _) => e.clone(),
                         };
-                        tracing::error!(error = %error, "buffered ledger append failed");
+                        tracing::error!(error = %error, "buffered ledger write failed");
                         failed(error)
                     }));
             }),
@@ -157,6 +153,28 @@ impl Ledger {
             self.flush().await?;
         }
         Ok(())
+    }
+
+    /// Append `events` (buffered kinds) without waiting, as one job: written together
+    /// with the group's other buffered appends (see [`batch`](self)), committed with
+    /// the group. If writing them fails — or the group's commit — `failed` is called
+    /// with the error. Backpressure as [`Ledger::write_buffered`].
+    pub async fn append_buffered(
+        &self,
+        events: Vec<EventRecord>,
+        failed: impl FnOnce(String) + Send + 'static,
+    ) -> Result<(), LedgerError> {
+        self.send_buffered(
+            move |w| {
+                let failure = Arc::new(OnceLock::new());
+                if let Err(e) = w.queue_events(events, failure.clone()) {
+                    let _ = failure.set(e.to_string());
+                }
+                failure
+            },
+            failed,
+        )
+        .await
     }
 }
 

@@ -365,31 +365,17 @@ impl Ledger {
     where
         F: FnOnce(&mut Writer) -> SqlResult<()> + Send + 'static,
     {
-        use std::sync::atomic::Ordering;
-        let queued = self.in_flight.fetch_add(1, Ordering::Relaxed);
-        let in_flight = self.in_flight.clone();
-        let job = Job {
-            commit: Commit::Buffered,
-            run: Box::new(move |w: &mut Writer| {
-                let result = w.savepoint(f).map_err(|e| e.to_string());
-                w.pending_replies
-                    .push(Box::new(move |commit: &Result<(), String>| {
-                        in_flight.fetch_sub(1, Ordering::Relaxed);
-                        let error = match (commit, result) {
-                            (Ok(()), Ok(())) => return,
-                            (Ok(()), Err(e)) => e,
-                            (Err(e), _) => e.clone(),
-                        };
-                        tracing::error!(error = %error, "buffered ledger write failed");
-                        failed(error)
-                    }));
-            }),
-        };
-        self.jobs.send(job).map_err(|_| LedgerError::WriterGone)?;
-        if queued >= MAX_IN_FLIGHT {
-            self.flush().await?;
-        }
-        Ok(())
+        self.send_buffered(
+            move |w| {
+                let failure = std::sync::Arc::new(std::sync::OnceLock::new());
+                if let Err(e) = w.savepoint(f) {
+                    let _ = failure.set(e.to_string());
+                }
+                failure
+            },
+            failed,
+        )
+        .await
     }
 
     /// Wait until every write sent before this call has committed, so a read
