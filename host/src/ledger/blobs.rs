@@ -5,7 +5,8 @@
 //! replaced by `{"$blob": "<hex>"}`. A conversation that grows by one message per
 //! call therefore stores each earlier message once, however many calls repeat it.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use super::Connection;
+use rusqlite::{OptionalExtension, params};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 

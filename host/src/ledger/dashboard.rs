@@ -6,8 +6,9 @@
 //!
 //! Read-only, like [`super::query`].
 
+use super::Connection;
 use super::{EventKind, LedgerError, blobs, traces};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;

@@ -5,8 +5,9 @@
 //! with its models, validation result and quality score); the progress reads `tasks`
 //! with the running totals of their events, so a task's cost grows while it runs.
 
+use super::Connection;
 use super::{EventRecord, Ledger, LedgerError, Status, blobs};
-use rusqlite::{Connection, params};
+use rusqlite::params;
 use serde::Serialize;
 
 /// One finished task as drift and ROI see it (a row of `agent_traces`).
@@ -37,7 +38,7 @@ const RESULT_COLUMNS: &str = "run_id, task_id, parent_id, agent, description, st
     output, validation_result, quality_score, models, tokens_in + tokens_out, cost_usd,
     started_at, finished_at";
 
-fn task_result(r: &rusqlite::Row<'_>) -> rusqlite::Result<TaskResult> {
+fn task_result(r: &super::db::Row<'_>) -> rusqlite::Result<TaskResult> {
     let models: Option<String> = r.get(10)?;
     Ok(TaskResult {
         run_id: r.get(0)?,

@@ -30,9 +30,9 @@ const EVENT_COLUMNS: &str =
 /// What the events copied into run `run_id` by a fork cost the original run (0 for
 /// a run that is not a fork). Through the kind index: a run's root may have many
 /// events, and none of them is `fork.copied` in a run that is not a fork.
-pub fn copied_cost(conn: &rusqlite::Connection, run_id: &str) -> SqlResult<f64> {
+pub fn copied_cost(conn: &super::Connection, run_id: &str) -> SqlResult<f64> {
     conn.prepare_cached(
-        "SELECT COALESCE(SUM(json_extract(response, '$.cost_usd')), 0.0)
+        "SELECT COALESCE(SUM(CAST(json_extract(response, '$.cost_usd') AS DOUBLE PRECISION)), 0.0)
          FROM events INDEXED BY events_by_kind
          WHERE run_id = ?1 AND kind = ?2 AND task_id = 1",
     )?

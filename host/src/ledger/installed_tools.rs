@@ -26,7 +26,7 @@ pub struct InstalledTool {
     pub installed_at: i64,
 }
 
-fn row(r: &rusqlite::Row<'_>) -> SqlResult<InstalledTool> {
+fn row(r: &super::db::Row<'_>) -> SqlResult<InstalledTool> {
     Ok(InstalledTool {
         name: r.get(0)?,
         hash: r.get(1)?,

@@ -58,7 +58,7 @@ pub struct MergeRecord {
 const MERGE_COLUMNS: &str = "id, run_id, parent_task, child_task, subject, category, status, \
      base_hash, ours_hash, theirs_hash, result_hash, reasoning, resolution";
 
-fn merge_row(conn: &Connection, r: &rusqlite::Row<'_>) -> SqlResult<MergeRecord> {
+fn merge_row(conn: &Connection, r: &super::db::Row<'_>) -> SqlResult<MergeRecord> {
     let text = |h: Option<String>| h.map(|h| blobs::text(conn, &h)).transpose();
     Ok(MergeRecord {
         id: r.get::<_, i64>(0)? as u64,
@@ -81,7 +81,7 @@ fn merge_row(conn: &Connection, r: &rusqlite::Row<'_>) -> SqlResult<MergeRecord>
 fn rows(
     conn: &Connection,
     clause: &str,
-    args: impl rusqlite::Params,
+    args: impl super::db::Params,
 ) -> SqlResult<Vec<MergeRecord>> {
     let mut stmt = conn.prepare(&format!(
         "SELECT {MERGE_COLUMNS} FROM merges WHERE {clause} ORDER BY id"

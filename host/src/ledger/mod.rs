@@ -47,6 +47,7 @@ pub mod cancels;
 pub mod checkpoints;
 mod commit;
 pub mod dashboard;
+pub mod db;
 pub mod drift;
 mod error;
 pub mod existing;
@@ -72,13 +73,13 @@ pub mod workspace;
 mod writer;
 
 pub use commit::{Commit, LINGER, LedgerConfig, SyncMode};
-pub use error::{LedgerError, SqlError, SqlResult};
-pub use kinds::EventKind;
-pub use records::{EventRecord, NewRun, NewTask, RunTotals};
 /// A connection to the ledger: a read connection from [`Ledger::reader`] or
 /// [`Ledger::with_reader`], or the writer's inside a write job. Callers pass it to the
 /// typed functions of this module; they never run statements on it themselves.
-pub use rusqlite::Connection;
+pub use db::Connection;
+pub use error::{LedgerError, SqlError, SqlResult};
+pub use kinds::EventKind;
+pub use records::{EventRecord, NewRun, NewTask, RunTotals};
 use rusqlite::params;
 pub use status::{ApprovalStatus, MergeStatus, ReviewStatus, Status};
 use std::collections::HashMap;
@@ -176,6 +177,12 @@ static FINISH_TASK_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|
 const MAX_GROUP: usize = 4096;
 
 fn open_connection(path: &Path) -> Result<Connection, LedgerError> {
+    if let Some(url) = db::postgres_url(path) {
+        return Connection::connect_postgres(url).map_err(|source| LedgerError::Open {
+            path: db::redact(url).into(),
+            source,
+        });
+    }
     let conn = Connection::open(path).map_err(|source| LedgerError::Open {
         path: path.to_owned(),
         source,
@@ -196,6 +203,7 @@ impl Ledger {
         let path = path.as_ref().to_owned();
         // A mistyped `--db` directory is an error, not a new tree of directories.
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+            && db::postgres_url(&path).is_none()
             && !dir.is_dir()
         {
             return Err(LedgerError::NoDirectory {
@@ -255,6 +263,9 @@ impl Ledger {
     /// log (`PRAGMA wal_checkpoint(TRUNCATE)`), so the `.db` file alone holds every
     /// committed run. Waits up to `wait` for other connections to let go.
     pub fn checkpoint(&self, wait: std::time::Duration) -> Result<(), LedgerError> {
+        if db::postgres_url(&self.path).is_some() {
+            return Ok(()); // PostgreSQL keeps its own log
+        }
         // Never create the file: a host dropped after its ledger was removed does nothing.
         let conn = Connection::open_with_flags(
             &self.path,

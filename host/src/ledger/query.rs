@@ -3,8 +3,9 @@
 //! Opens its own read-only connections (WAL lets them read while the writer
 //! writes). Nothing here writes.
 
+use super::Connection;
 use super::{EventKind, LedgerError, Status, blobs};
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite::{OpenFlags, OptionalExtension, params};
 use serde::Serialize;
 use std::path::Path;
 
@@ -12,6 +13,12 @@ pub use super::reviews::{ApprovalRow, approval_of, approvals};
 
 /// Open a read-only connection to the ledger at `path`.
 pub fn open_reader(path: &Path) -> Result<Connection, LedgerError> {
+    if let Some(url) = super::db::postgres_url(path) {
+        return Connection::connect_postgres(url).map_err(|source| LedgerError::Open {
+            path: super::db::redact(url).into(),
+            source,
+        });
+    }
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -110,7 +117,7 @@ pub struct EventRow {
 const RUN_COLUMNS: &str = "run_id, agent, component_hash, input, status, output, error, budget_usd,
     tokens_in, tokens_out, cost_usd, started_at, finished_at, forked_from, fork_seq";
 
-fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
+fn run_row(r: &super::db::Row<'_>) -> rusqlite::Result<RunRow> {
     Ok(RunRow {
         run_id: r.get(0)?,
         agent: r.get(1)?,
@@ -319,7 +326,7 @@ pub struct StoredEvent {
 }
 
 /// Column `i` of a row as borrowed text.
-fn text_at<'r>(r: &'r rusqlite::Row<'_>, i: usize) -> rusqlite::Result<&'r str> {
+fn text_at<'r>(r: &'r super::db::Row<'_>, i: usize) -> rusqlite::Result<&'r str> {
     Ok(r.get_ref(i)?.as_str()?)
 }
 
@@ -339,6 +346,7 @@ pub fn stored_events(
     let mut rows = stmt.query([run_id])?;
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
+        let r = &r;
         let kind = EventKind::parse(text_at(r, 2)?);
         let (request, response) = if wants_payloads(&kind) {
             (

@@ -2,8 +2,9 @@
 //! kind, status, model, tokens, cost, time), without their payloads, and the last seq
 //! of a task (what `agentflow fork --at` may name).
 
+use super::Connection;
 use super::{EventKind, LedgerError};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
 /// One event of a run, without its request and response.

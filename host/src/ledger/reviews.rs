@@ -4,11 +4,12 @@
 //! decisions are written by the writer; a waiting host reads the decision from a read
 //! connection of its own ([`Ledger::poll_decision`]).
 
+use super::Connection;
 use super::{
     ApprovalStatus, EventKind, EventRecord, Ledger, LedgerError, ReviewStatus, SqlResult, Writer,
     now_ms,
 };
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
 /// The SQL condition that the task of a row of `table` has not ended: a decision
@@ -119,7 +120,7 @@ pub struct ApprovalRow {
     pub decided_at: Option<i64>,
 }
 
-fn approval_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApprovalRow> {
+fn approval_row(r: &super::db::Row<'_>) -> rusqlite::Result<ApprovalRow> {
     Ok(ApprovalRow {
         id: r.get::<_, i64>(0)? as u64,
         run_id: r.get(1)?,
@@ -180,7 +181,7 @@ pub struct ReviewRow {
 
 const REVIEW_COLUMNS: &str = "id, run_id, task_id, attempt, validator, category, reason, output, status, note, requested_at, decided_at";
 
-fn review_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ReviewRow> {
+fn review_row(r: &super::db::Row<'_>) -> rusqlite::Result<ReviewRow> {
     Ok(ReviewRow {
         id: r.get::<_, i64>(0)? as u64,
         run_id: r.get(1)?,

@@ -21,8 +21,9 @@
 //! The README documents these tables for operators who query the ledger with
 //! `sqlite3`; keep the two in step. Timestamps are milliseconds since the Unix epoch.
 
+use super::Connection;
 use super::LedgerError;
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::OptionalExtension;
 use std::path::Path;
 
 /// The schema version this host writes (`PRAGMA user_version`). Version 0 is the
@@ -162,6 +163,9 @@ pub fn missing_table(conn: &Connection, version: i64) -> rusqlite::Result<Option
 /// Bring the ledger at `path` to [`SCHEMA_VERSION`]: create the schema in a new file,
 /// run pending migrations in an older one, refuse a newer or damaged one.
 pub fn prepare(conn: &Connection, path: &Path) -> Result<(), LedgerError> {
+    if let Connection::Postgres(pg) = conn {
+        return super::db::prepare_postgres(pg, &path.to_string_lossy());
+    }
     let found = version(conn)?;
     check_known(path, found)?;
     if found == SCHEMA_VERSION {

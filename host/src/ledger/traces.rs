@@ -114,8 +114,9 @@ FROM tasks t;"
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ledger::Connection;
     use crate::ledger::blobs;
-    use rusqlite::{Connection, params};
+    use rusqlite::params;
     use serde_json::{Value, json};
 
     /// A ledger with the schema and one task (3 of run `r`, parent 1).

@@ -2,11 +2,12 @@
 //! each job's savepoint, and the statements every write shares — appending an event
 //! with the next sequence number of its task, inserting a task, storing a blob.
 
+use super::Connection;
 use super::{
     Commit, EventRecord, Job, LINGER, MAX_GROUP, NewTask, SqlResult, SyncMode, Writer, blobs,
     identity_hash, now_ms,
 };
-use rusqlite::{Connection, params};
+use rusqlite::params;
 use std::collections::HashMap;
 use std::sync::mpsc;
 

@@ -98,7 +98,11 @@ impl Otlp {
     }
 
     /// Send the spans of run `run` of the ledger open on `conn`; how many.
-    async fn export_run(&self, conn: &rusqlite::Connection, run: &str) -> anyhow::Result<usize> {
+    async fn export_run(
+        &self,
+        conn: &crate::ledger::Connection,
+        run: &str,
+    ) -> anyhow::Result<usize> {
         let spans = otel::run_spans(conn, run)?
             .ok_or_else(|| anyhow::anyhow!("no run `{run}` in the ledger"))?;
         let count = spans.len();
@@ -114,7 +118,7 @@ impl Otlp {
     }
 
     /// Send the ledger's metrics.
-    async fn export_metrics(&self, conn: &rusqlite::Connection) -> anyhow::Result<()> {
+    async fn export_metrics(&self, conn: &crate::ledger::Connection) -> anyhow::Result<()> {
         // The spans' resource, its values as text.
         let resource: Vec<(String, String)> = resource(&self.target.service)
             .iter()
@@ -318,8 +322,8 @@ async fn export_loop(
 /// The thread's read connection to the ledger, opened on first use.
 fn reader<'a>(
     db: &Path,
-    conn: &'a mut Option<rusqlite::Connection>,
-) -> anyhow::Result<&'a rusqlite::Connection> {
+    conn: &'a mut Option<crate::ledger::Connection>,
+) -> anyhow::Result<&'a crate::ledger::Connection> {
     if conn.is_none() {
         *conn = Some(query::open_reader(db)?);
     }
@@ -329,7 +333,7 @@ fn reader<'a>(
 async fn send_metrics(
     otlp: &Otlp,
     db: &Path,
-    conn: &mut Option<rusqlite::Connection>,
+    conn: &mut Option<crate::ledger::Connection>,
     failures: &mut Failures,
 ) {
     let result = match reader(db, conn) {

@@ -3,9 +3,9 @@
 //! MCP servers' tools once they are configured — with effect class, version and grants.
 
 use super::registry::parse_row;
+use crate::ledger::Connection;
 use crate::ledger::installed_tools;
 use crate::tools::SideEffect;
-use rusqlite::Connection;
 use serde::Serialize;
 
 /// Where a tool comes from.

@@ -1,0 +1,193 @@
+//! A PostgreSQL connection with the ledger's synchronous call shape.
+//!
+//! `tokio-postgres` is async: its connection task runs on a small runtime of its own
+//! (one thread shared by every PostgreSQL connection of the process), and the ledger's
+//! synchronous callers — the writer thread, the CLI, capabilities reading on a tokio
+//! worker — wait on the client's futures with `futures_executor::block_on`, which
+//! does not nest runtimes. Statements are translated from the ledger's SQLite dialect
+//! once ([`super::pg_sql`]) and prepared once per connection.
+//!
+//! Inside a transaction PostgreSQL aborts the whole transaction on any failed
+//! statement, where SQLite fails only the statement; the ledger's writer relies on
+//! the latter (a duplicate sequence number is retried with the next one), so an
+//! `INSERT` inside a transaction runs under a savepoint of its own.
+
+use super::pg_sql;
+use super::pg_value::{self, Param, PgRows};
+use rusqlite::ToSql;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+/// Whether `db` names a PostgreSQL database rather than a SQLite file.
+pub fn is_postgres_url(db: &str) -> bool {
+    db.starts_with("postgres://") || db.starts_with("postgresql://")
+}
+
+/// The PostgreSQL URL `--db` gave, if it gave one rather than a SQLite file's path.
+pub fn postgres_url(db: &std::path::Path) -> Option<&str> {
+    db.to_str().filter(|s| is_postgres_url(s))
+}
+
+/// The runtime that drives every PostgreSQL connection's socket.
+static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("agentflow-postgres")
+        .enable_all()
+        .build()
+        .expect("start the PostgreSQL runtime")
+});
+
+/// Most statements one connection keeps prepared (the batch inserts' SQL varies
+/// with their row count; everything else is a fixed set).
+const MAX_PREPARED: usize = 256;
+
+/// One PostgreSQL session.
+pub struct PgConnection {
+    client: tokio_postgres::Client,
+    prepared: RefCell<HashMap<String, tokio_postgres::Statement>>,
+    /// Set between `BEGIN` and `COMMIT`/`ROLLBACK` sent through [`Self::execute_batch`].
+    in_transaction: Cell<bool>,
+    /// The id the last `INSERT … RETURNING`-less insert into a table with an identity
+    /// column produced (`lastval()`), read on demand.
+    url: String,
+}
+
+impl std::fmt::Debug for PgConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PgConnection({})", redact(&self.url))
+    }
+}
+
+/// `url` without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{}@{}", &url[..scheme + 3], user, &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Wait for `fut` on the calling thread.
+fn wait<T>(fut: impl std::future::Future<Output = T>) -> T {
+    futures_executor::block_on(fut)
+}
+
+impl PgConnection {
+    /// Connect to `url` (`postgres://user:password@host:port/db`).
+    pub fn connect(url: &str) -> Result<PgConnection, tokio_postgres::Error> {
+        let owned = url.to_owned();
+        let connected = wait(RUNTIME.spawn(async move {
+            let (client, connection) =
+                tokio_postgres::connect(&owned, tokio_postgres::NoTls).await?;
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::warn!(error = %e, "PostgreSQL connection closed");
+                }
+            });
+            Ok::<_, tokio_postgres::Error>(client)
+        }))
+        .expect("the PostgreSQL runtime runs");
+        Ok(PgConnection {
+            client: connected?,
+            prepared: RefCell::default(),
+            in_transaction: Cell::new(false),
+            url: url.to_owned(),
+        })
+    }
+
+    /// The prepared form of `sql` (translated and prepared on first use).
+    fn statement(&self, sql: &str) -> rusqlite::Result<tokio_postgres::Statement> {
+        if let Some(s) = self.prepared.borrow().get(sql) {
+            return Ok(s.clone());
+        }
+        let translated = pg_sql::translate(sql);
+        let stmt = wait(self.client.prepare(&translated))
+            .map_err(|e| pg_value::sql_error(e, &translated))?;
+        let mut prepared = self.prepared.borrow_mut();
+        if prepared.len() >= MAX_PREPARED {
+            prepared.clear();
+        }
+        prepared.insert(sql.to_owned(), stmt.clone());
+        Ok(stmt)
+    }
+
+    /// Run one statement; the number of rows it changed.
+    pub fn execute(&self, sql: &str, params: &[&dyn ToSql]) -> rusqlite::Result<usize> {
+        let stmt = self.statement(sql)?;
+        let values = pg_value::params(&stmt, params)?;
+        let refs = Param::refs(&values);
+        let guarded = self.in_transaction.get() && pg_sql::is_insert(sql);
+        if guarded {
+            self.simple("SAVEPOINT agentflow_statement")?;
+        }
+        match wait(self.client.execute(&stmt, &refs)) {
+            Ok(n) => {
+                self.note_transaction(sql);
+                if guarded {
+                    self.simple("RELEASE SAVEPOINT agentflow_statement")?;
+                }
+                Ok(n as usize)
+            }
+            Err(e) => {
+                if guarded {
+                    self.simple("ROLLBACK TO SAVEPOINT agentflow_statement")?;
+                    self.simple("RELEASE SAVEPOINT agentflow_statement")?;
+                }
+                Err(pg_value::sql_error(e, sql))
+            }
+        }
+    }
+
+    /// Run a query; its rows decoded.
+    pub fn query(&self, sql: &str, params: &[&dyn ToSql]) -> rusqlite::Result<PgRows> {
+        let stmt = self.statement(sql)?;
+        let values = pg_value::params(&stmt, params)?;
+        let refs = Param::refs(&values);
+        let rows =
+            wait(self.client.query(&stmt, &refs)).map_err(|e| pg_value::sql_error(e, sql))?;
+        PgRows::decode(&stmt, rows)
+    }
+
+    /// Run parameterless statements (`BEGIN`, DDL, `SAVEPOINT`…) in the ledger's dialect.
+    pub fn execute_batch(&self, sql: &str) -> rusqlite::Result<()> {
+        let translated = pg_sql::translate_batch(sql);
+        if translated.trim().is_empty() {
+            return Ok(());
+        }
+        self.simple(&translated)?;
+        for statement in translated.split(';') {
+            self.note_transaction(statement);
+        }
+        Ok(())
+    }
+
+    /// Follow `BEGIN` and `COMMIT`/`ROLLBACK`, however they were sent.
+    fn note_transaction(&self, statement: &str) {
+        let word = statement.trim().to_ascii_uppercase();
+        if word.starts_with("BEGIN") || word.starts_with("START TRANSACTION") {
+            self.in_transaction.set(true);
+        } else if word == "COMMIT" || word == "END" || word == "ROLLBACK" {
+            self.in_transaction.set(false);
+        }
+    }
+
+    fn simple(&self, sql: &str) -> rusqlite::Result<()> {
+        wait(self.client.batch_execute(sql)).map_err(|e| pg_value::sql_error(e, sql))
+    }
+
+    /// The value the session's last identity/sequence default produced (`lastval()`).
+    pub fn last_insert_id(&self) -> i64 {
+        match wait(self.client.query_one("SELECT lastval()", &[])) {
+            Ok(row) => row.get::<_, i64>(0),
+            Err(e) => {
+                tracing::error!(error = %e, "lastval() after an insert");
+                0
+            }
+        }
+    }
+}

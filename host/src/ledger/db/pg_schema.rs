@@ -1,0 +1,150 @@
+//! The ledger's schema on PostgreSQL, and its version.
+//!
+//! The tables are [`crate::ledger::schema`]'s, translated ([`super::pg_sql::translate_ddl`]),
+//! so both backends keep one definition; foreign keys are checked at commit (SQLite
+//! checks them per statement, but its write jobs insert in an order PostgreSQL need
+//! not follow). The version lives in `agentflow_schema` (PostgreSQL has no
+//! `user_version`); hosts and workers starting at once serialize on an advisory lock.
+//! The `agent_traces` view (migrations 3 and 4) uses SQLite's JSON aggregates and is
+//! not on PostgreSQL yet. Beside the tables come stand-ins for the SQLite functions
+//! the ledger's reading queries call (`json_extract`, `json_each`).
+
+use super::PgConnection;
+use super::pg_sql::translate_ddl;
+use crate::ledger::LedgerError;
+use crate::ledger::schema::{MIGRATIONS, SCHEMA, SCHEMA_VERSION};
+
+/// Key of the advisory lock schema changes take (any constant the ledger owns).
+const SCHEMA_LOCK: i64 = 0x6167_656e_7466_6c6f; // "agentflo"
+
+/// Migrations whose SQL is SQLite's alone (the `agent_traces` view).
+const SQLITE_ONLY_MIGRATIONS: &[i64] = &[3, 4];
+
+/// SQLite functions the ledger's queries call, for PostgreSQL: `json_extract(doc,
+/// '$.a.b[0]')` as text (numbers convert back on reading) and `json_each(doc[, path])`
+/// with its `value` column.
+const FUNCTIONS: &str = r#"
+CREATE OR REPLACE FUNCTION json_extract(doc text, path text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $fn$
+    SELECT CASE WHEN path = '$' THEN doc
+           ELSE (doc::jsonb) #>> regexp_split_to_array(
+                    regexp_replace(substr(path, 3), '\[(\d+)\]', '.\1', 'g'), '\.')
+           END
+$fn$;
+CREATE OR REPLACE FUNCTION json_each(doc text, path text DEFAULT '$') RETURNS TABLE(value text)
+LANGUAGE sql IMMUTABLE AS $fn$
+    SELECT jsonb_array_elements_text(COALESCE(json_extract(doc, path), '[]')::jsonb)
+$fn$;
+"#;
+
+/// Bring the PostgreSQL database to [`SCHEMA_VERSION`]: create the schema in an empty
+/// database, refuse one a newer agentflow wrote.
+pub fn prepare(conn: &PgConnection, url: &str) -> Result<(), LedgerError> {
+    conn.execute_batch("BEGIN")?;
+    match create_or_check(conn, url) {
+        Ok(()) => Ok(conn.execute_batch("COMMIT")?),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+fn create_or_check(conn: &PgConnection, url: &str) -> Result<(), LedgerError> {
+    conn.query(&format!("SELECT pg_advisory_xact_lock({SCHEMA_LOCK})"), &[])?;
+    conn.execute_batch("CREATE TABLE IF NOT EXISTS agentflow_schema (version BIGINT NOT NULL)")?;
+    let rows = conn.query("SELECT MAX(version) FROM agentflow_schema", &[])?;
+    let found: Option<i64> = rows.first_row(|r| r.get(0))?;
+    match found {
+        Some(v) if v > SCHEMA_VERSION => Err(LedgerError::NewerSchema {
+            path: super::pg::redact(url).into(),
+            found: v,
+            known: SCHEMA_VERSION,
+        }),
+        Some(_) => Ok(()),
+        None => {
+            conn.execute_batch(&schema_sql())?;
+            conn.execute(
+                "INSERT INTO agentflow_schema (version) VALUES (?1)",
+                &[&SCHEMA_VERSION as &dyn rusqlite::ToSql],
+            )?;
+            Ok(())
+        }
+    }
+}
+
+/// The whole schema at [`SCHEMA_VERSION`] in PostgreSQL's dialect.
+pub fn schema_sql() -> String {
+    // `blobs` first: PostgreSQL resolves a `REFERENCES` when the table is created.
+    let uncommented: String = SCHEMA
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let mut statements: Vec<String> = uncommented
+        .split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    statements.sort_by_key(|s| !s.contains("CREATE TABLE blobs"));
+    for m in MIGRATIONS
+        .iter()
+        .filter(|m| !SQLITE_ONLY_MIGRATIONS.contains(&m.to))
+    {
+        statements.extend(
+            (m.sql)()
+                .split(';')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned),
+        );
+    }
+    let mut sql = String::from(FUNCTIONS);
+    for statement in statements {
+        let statement = translate_ddl(&statement)
+            .replace("CREATE VIEW IF NOT EXISTS", "CREATE OR REPLACE VIEW")
+            .replace("CREATE VIEW", "CREATE OR REPLACE VIEW")
+            .replace("CREATE TABLE IF NOT EXISTS", "CREATE TABLE")
+            .replace("CREATE TABLE", "CREATE TABLE IF NOT EXISTS")
+            .replace("CREATE INDEX IF NOT EXISTS", "CREATE INDEX")
+            .replace("CREATE INDEX", "CREATE INDEX IF NOT EXISTS");
+        sql.push_str(&deferred_references(&statement));
+        sql.push_str(";\n");
+    }
+    sql
+}
+
+/// Every `REFERENCES t(c)` checked at commit.
+fn deferred_references(statement: &str) -> String {
+    let mut out = String::new();
+    let mut rest = statement;
+    while let Some(at) = rest.find("REFERENCES ") {
+        let Some(close) = rest[at..].find(')') else {
+            break;
+        };
+        let end = at + close + 1;
+        out.push_str(&rest[..end]);
+        out.push_str(" DEFERRABLE INITIALLY DEFERRED");
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schema_translates_with_blobs_first_and_deferred_references() {
+        let sql = schema_sql();
+        let blobs = sql.find("CREATE TABLE IF NOT EXISTS blobs").unwrap();
+        let tasks = sql.find("CREATE TABLE IF NOT EXISTS tasks").unwrap();
+        assert!(blobs < tasks, "{sql}");
+        assert!(sql.contains("REFERENCES runs(run_id) DEFERRABLE INITIALLY DEFERRED"));
+        assert!(!sql.contains(" BLOB"), "{sql}");
+        assert!(sql.contains("CREATE TABLE IF NOT EXISTS installed_tools"));
+        assert!(!sql.contains("agent_traces"));
+    }
+}
