@@ -931,7 +931,7 @@ async fn recover_apply_resumes_a_failed_run_whose_plan_says_resume() {
 
 /// The wall-clock reads recorded for task 1, in order, in milliseconds.
 fn recorded_wall_ms(db: &Path, run_id: &str) -> Vec<u64> {
-    let conn = rusqlite::Connection::open(db).unwrap();
+    let conn = agentflow::ledger::Connection::open(db).unwrap();
     let events = agentflow::ledger::query::events(&conn, run_id, Some(1)).unwrap();
     events
         .iter()

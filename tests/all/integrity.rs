@@ -238,7 +238,7 @@ fn new_files_get_the_current_schema_and_newer_or_incomplete_ones_are_refused() {
             sql::<i64>(&db, "PRAGMA user_version"),
             schema::SCHEMA_VERSION
         );
-        let conn = rusqlite::Connection::open(&db).unwrap();
+        let conn = agentflow::ledger::Connection::open(&db).unwrap();
         assert_eq!(schema::missing_table(&conn, 1).unwrap(), None);
         let (code, report) = check(&db);
         assert_eq!(code, Some(0), "{report}");

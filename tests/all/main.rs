@@ -25,6 +25,7 @@ mod mcp;
 mod merge;
 mod merge_complete;
 mod otel;
+mod postgres;
 mod provider_failures;
 mod providers;
 mod python_agent;

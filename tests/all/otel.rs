@@ -644,7 +644,7 @@ async fn prometheus_text_counts_what_the_ledger_holds_per_model_and_per_agent() 
         .unwrap();
     assert_eq!(failed.status, Status::Failed);
     let db = dir.join("ledger.db");
-    let conn = rusqlite::Connection::open(&db).unwrap();
+    let conn = agentflow::ledger::Connection::open(&db).unwrap();
     let text = agentflow::observe::metrics_export::prometheus_text(&conn).unwrap();
     let samples = parse_prometheus(&text);
     let printed = agentflow_on(&db, ["metrics"]);

@@ -72,8 +72,8 @@ pub fn finished_tasks(
     let mut stmt = conn.prepare(&format!(
         "SELECT {RESULT_COLUMNS} FROM {view}
          WHERE status IN ('completed', 'failed')
-           AND (?1 IS NULL OR agent = ?1)
-           AND (?2 IS NULL OR COALESCE(started_at, finished_at, 0) >= ?2)
+           AND (CAST(?1 AS TEXT) IS NULL OR agent = ?1)
+           AND (CAST(?2 AS BIGINT) IS NULL OR COALESCE(started_at, finished_at, 0) >= ?2)
          ORDER BY agent, input_hash, COALESCE(started_at, finished_at), run_id, task_id",
         view = super::traces::VIEW
     ))?;

@@ -148,12 +148,12 @@ pub fn runs(conn: &Connection, filter: &RunFilter) -> Result<Vec<RunRow>, Ledger
     };
     let mut stmt = conn.prepare(&format!(
         "SELECT {RUN_COLUMNS} FROM runs
-         WHERE (?2 IS NULL OR started_at >= ?2) AND (?3 IS NULL OR status = ?3)
-           AND (?4 IS NULL OR agent = ?4)
+         WHERE (CAST(?2 AS BIGINT) IS NULL OR started_at >= ?2) AND (CAST(?3 AS TEXT) IS NULL OR status = ?3)
+           AND (CAST(?4 AS TEXT) IS NULL OR agent = ?4)
          ORDER BY started_at DESC, rowid DESC LIMIT ?1"
     ))?;
     let limit = if split {
-        -1 // no limit in SQLite
+        i64::MAX // no limit
     } else {
         i64::try_from(filter.limit).unwrap_or(i64::MAX)
     };
@@ -236,7 +236,7 @@ pub fn events(
     let mut stmt = conn.prepare_cached(
         "SELECT task_id, seq, kind, status, request, response, model, tokens_in, tokens_out, cost_usd,
                 started_at, finished_at, request_hash
-         FROM events WHERE run_id = ?1 AND (?2 IS NULL OR task_id = ?2) ORDER BY task_id, seq",
+         FROM events WHERE run_id = ?1 AND (CAST(?2 AS BIGINT) IS NULL OR task_id = ?2) ORDER BY task_id, seq",
     )?;
     let rows = stmt.query_map(params![run_id, task_id.map(|t| t as i64)], |r| {
         let request: String = r.get(4)?;
@@ -525,7 +525,7 @@ pub fn checkpoints(
     let mut stmt = conn.prepare(
         "SELECT c.task_id, c.number, c.event_seq, c.note, c.step, c.state_hash, b.size, c.host_state, c.saved_at
          FROM checkpoints c JOIN blobs b ON b.hash = c.state_hash
-         WHERE c.run_id = ?1 AND (?2 IS NULL OR c.task_id = ?2) ORDER BY c.task_id, c.number",
+         WHERE c.run_id = ?1 AND (CAST(?2 AS BIGINT) IS NULL OR c.task_id = ?2) ORDER BY c.task_id, c.number",
     )?;
     let rows = stmt.query_map(params![run_id, task_id.map(|t| t as i64)], |r| {
         Ok(CheckpointRow {

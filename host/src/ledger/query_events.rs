@@ -33,7 +33,7 @@ pub fn event_lines(
     let mut stmt = conn.prepare(
         "SELECT task_id, seq, kind, status, model, tokens_in, tokens_out, cost_usd, started_at,
                 finished_at
-         FROM events WHERE run_id = ?1 AND (?2 IS NULL OR task_id = ?2) ORDER BY task_id, seq",
+         FROM events WHERE run_id = ?1 AND (CAST(?2 AS BIGINT) IS NULL OR task_id = ?2) ORDER BY task_id, seq",
     )?;
     let rows = stmt.query_map(params![run_id, task_id.map(|t| t as i64)], |r| {
         Ok(EventLine {

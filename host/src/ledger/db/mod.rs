@@ -14,6 +14,7 @@
 mod pg;
 mod pg_schema;
 mod pg_sql;
+mod pg_traces;
 mod pg_value;
 
 pub use pg::{PgConnection, is_postgres_url, postgres_url, redact};

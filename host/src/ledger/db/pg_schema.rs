@@ -5,8 +5,8 @@
 //! checks them per statement, but its write jobs insert in an order PostgreSQL need
 //! not follow). The version lives in `agentflow_schema` (PostgreSQL has no
 //! `user_version`); hosts and workers starting at once serialize on an advisory lock.
-//! The `agent_traces` view (migrations 3 and 4) uses SQLite's JSON aggregates and is
-//! not on PostgreSQL yet. Beside the tables come stand-ins for the SQLite functions
+//! The `agent_traces` view (migrations 3 and 4) is SQLite's; PostgreSQL gets its own
+//! ([`super::pg_traces`]). Beside the tables come stand-ins for the SQLite functions
 //! the ledger's reading queries call (`json_extract`, `json_each`).
 
 use super::PgConnection;
@@ -17,23 +17,33 @@ use crate::ledger::schema::{MIGRATIONS, SCHEMA, SCHEMA_VERSION};
 /// Key of the advisory lock schema changes take (any constant the ledger owns).
 const SCHEMA_LOCK: i64 = 0x6167_656e_7466_6c6f; // "agentflo"
 
-/// Migrations whose SQL is SQLite's alone (the `agent_traces` view).
+/// Migrations whose SQL is SQLite's alone (the `agent_traces` view, which
+/// [`super::pg_traces`] defines for PostgreSQL).
 const SQLITE_ONLY_MIGRATIONS: &[i64] = &[3, 4];
 
 /// SQLite functions the ledger's queries call, for PostgreSQL: `json_extract(doc,
-/// '$.a.b[0]')` as text (numbers convert back on reading) and `json_each(doc[, path])`
-/// with its `value` column.
+/// '$.a.b[0]')` as text (numbers convert back on reading), `json_each(doc[, path])`
+/// with its `value` column, and `json_valid(doc)`.
 const FUNCTIONS: &str = r#"
 CREATE OR REPLACE FUNCTION json_extract(doc text, path text) RETURNS text
 LANGUAGE sql IMMUTABLE AS $fn$
     SELECT CASE WHEN path = '$' THEN doc
            ELSE (doc::jsonb) #>> regexp_split_to_array(
-                    regexp_replace(substr(path, 3), '\[(\d+)\]', '.\1', 'g'), '\.')
+                    replace(regexp_replace(substr(path, 3), '\[(\d+)\]', '.\1', 'g'), '"', ''), '\.')
            END
 $fn$;
 CREATE OR REPLACE FUNCTION json_each(doc text, path text DEFAULT '$') RETURNS TABLE(value text)
 LANGUAGE sql IMMUTABLE AS $fn$
     SELECT jsonb_array_elements_text(COALESCE(json_extract(doc, path), '[]')::jsonb)
+$fn$;
+CREATE OR REPLACE FUNCTION json_valid(doc text) RETURNS boolean
+LANGUAGE plpgsql IMMUTABLE AS $fn$
+BEGIN
+    PERFORM doc::jsonb;
+    RETURN doc IS NOT NULL;
+EXCEPTION WHEN others THEN
+    RETURN false;
+END
 $fn$;
 "#;
 
@@ -112,6 +122,8 @@ pub fn schema_sql() -> String {
         sql.push_str(&deferred_references(&statement));
         sql.push_str(";\n");
     }
+    sql.push_str(&super::pg_traces::view_sql());
+    sql.push_str(";\n");
     sql
 }
 
@@ -145,6 +157,6 @@ mod tests {
         assert!(sql.contains("REFERENCES runs(run_id) DEFERRABLE INITIALLY DEFERRED"));
         assert!(!sql.contains(" BLOB"), "{sql}");
         assert!(sql.contains("CREATE TABLE IF NOT EXISTS installed_tools"));
-        assert!(!sql.contains("agent_traces"));
+        assert!(sql.contains("CREATE OR REPLACE VIEW agent_traces"));
     }
 }
