@@ -98,9 +98,9 @@ fn an_agent_runs_on_postgres_and_every_reading_command_reads_it() {
         return;
     };
     let dir = TempDir::new("pg-reading");
-    let on_sqlite = researcher(&dir.join("l.db"), &dir);
+    let on_sqlite = researcher(&dir.join("l.db"), dir.path());
     assert!(on_sqlite.status.success(), "{}", stderr(&on_sqlite));
-    let on_postgres = researcher(&pg.db(), &dir);
+    let on_postgres = researcher(&pg.db(), dir.path());
     assert!(on_postgres.status.success(), "{}", stderr(&on_postgres));
     let (sqlite_run, pg_run) = (stdout_json(&on_sqlite), stdout_json(&on_postgres));
     assert_eq!(
@@ -291,8 +291,8 @@ fn hosts_share_one_database_and_a_newer_schema_is_refused() {
         return;
     };
     let dir = TempDir::new("pg-shared");
-    let a = researcher(&pg.db(), &dir);
-    let b = researcher(&pg.db(), &dir);
+    let a = researcher(&pg.db(), dir.path());
+    let b = researcher(&pg.db(), dir.path());
     assert!(a.status.success() && b.status.success(), "{}", stderr(&b));
     let listed = stdout_json(&agentflow_on(&pg.db(), ["runs", "--json"]));
     assert_eq!(listed.as_array().map(Vec::len), Some(2), "{listed}");
