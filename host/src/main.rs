@@ -13,10 +13,11 @@ use agentflow::observe::{self, inspect};
 use agentflow::runs::telemetry;
 use agentflow::{HostConfig, ResumeOptions, RunOptions};
 use clap::Parser;
-use cli::args::{Cli, Command, usage_error};
+use cli::args::{Cli, Command};
 use cli::build;
 use cli::host::{with_host, with_ledger, with_ledger_async};
 use cli::out::outln;
+use cli::print::usage_error;
 use cli::print::{self, json_or, no_run};
 use std::process::ExitCode;
 
@@ -424,6 +425,8 @@ fn real_main() -> anyhow::Result<ExitCode> {
             json_or(out.json, &view, inspect::render)
         }
         Command::Tools { command } => cli::tools::run(command),
+        Command::Submit(args) => cli::cluster::submit(args).map(|()| ExitCode::SUCCESS),
+        Command::Worker(args) => cli::cluster::work(args).map(|()| ExitCode::SUCCESS),
         Command::Drift {
             agent,
             since,

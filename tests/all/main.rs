@@ -9,6 +9,7 @@ mod checkpoints;
 mod claims;
 mod cli;
 mod cli_unix;
+mod cluster;
 mod command_validators;
 mod constraints;
 mod dashboard;

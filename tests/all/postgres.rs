@@ -14,15 +14,15 @@ use std::process::Output;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// A database of its own on the test server, dropped with this value.
-struct PgDb {
+pub(crate) struct PgDb {
     admin: String,
     name: String,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl PgDb {
     /// A fresh database, or `None` when no test server is configured.
-    fn new(label: &str) -> Option<PgDb> {
+    pub(crate) fn new(label: &str) -> Option<PgDb> {
         let Ok(admin) = std::env::var("AGENTFLOW_TEST_POSTGRES") else {
             assert!(
                 std::env::var("AGENTFLOW_REQUIRE_POSTGRES").is_err(),
@@ -50,17 +50,17 @@ impl PgDb {
     }
 
     /// `--db` for this database.
-    fn db(&self) -> PathBuf {
+    pub(crate) fn db(&self) -> PathBuf {
         PathBuf::from(&self.url)
     }
 
     /// A connection to this database.
-    fn conn(&self) -> Connection {
+    pub(crate) fn conn(&self) -> Connection {
         Connection::connect_postgres(&self.url).unwrap()
     }
 
     /// The first column of the only row of `query`.
-    fn one<T: rusqlite::types::FromSql>(&self, query: &str) -> T {
+    pub(crate) fn one<T: rusqlite::types::FromSql>(&self, query: &str) -> T {
         self.conn().query_row(query, [], |r| r.get(0)).unwrap()
     }
 }

@@ -6,7 +6,6 @@ use agentflow::replay::DivergencePolicy;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 /// Run AI agents compiled to WebAssembly components: sandboxed, budgeted, recorded.
 #[derive(Parser)]
@@ -489,6 +488,10 @@ pub enum Command {
         #[command(subcommand)]
         command: super::tools::ToolsCommand,
     },
+    /// Queue a run for the workers of a PostgreSQL ledger, without executing it; prints its run id.
+    Submit(super::cluster::SubmitArgs),
+    /// Execute the runs submitted to a PostgreSQL ledger; take over those whose worker stopped.
+    Worker(super::cluster::WorkerArgs),
     /// How the same agent's outputs and validation pass rates changed across runs and
     /// models, for each input it ran on more than once; and per model and UTC day, the
     /// failure rate and quality score of the tasks that used it.
@@ -535,41 +538,6 @@ fn parse_policy(s: &str) -> Result<DivergencePolicy, String> {
         "from-checkpoint" => Ok(DivergencePolicy::FromCheckpoint),
         other => Err(format!("`{other}`: expected fail or from-checkpoint")),
     }
-}
-
-/// A command-line mistake as one line (help and version print as clap renders them).
-pub fn usage_error(e: clap::Error) -> ExitCode {
-    use clap::error::ErrorKind;
-    if matches!(
-        e.kind(),
-        ErrorKind::DisplayHelp
-            | ErrorKind::DisplayVersion
-            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
-    ) {
-        let _ = e.print();
-        return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
-            ExitCode::from(2)
-        } else {
-            ExitCode::SUCCESS
-        };
-    }
-    let text = e.to_string();
-    let mut lines = text.lines();
-    let first = lines.next().unwrap_or("bad arguments");
-    let mut line = first.strip_prefix("error: ").unwrap_or(first).to_string();
-    // The indented lines right after it belong on the one line too: the arguments
-    // "the following required arguments were not provided:" lists, the "[possible
-    // values: …]" of an invalid value.
-    let listed: Vec<&str> = lines
-        .take_while(|l| l.starts_with("  "))
-        .map(str::trim)
-        .collect();
-    if !listed.is_empty() {
-        let separator = if line.ends_with(':') { ", " } else { " " };
-        line = format!("{line} {}", listed.join(separator));
-    }
-    eprintln!("agentflow: error: {line} (see `agentflow --help`)");
-    ExitCode::from(2)
 }
 
 #[cfg(test)]

@@ -375,3 +375,38 @@ pub fn settled(s: &agentflow::durability::settle::Settled) -> String {
         s.next
     )
 }
+
+/// A command-line mistake as one line (help and version print as clap renders them).
+pub fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = e.print();
+        return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+            ExitCode::from(2)
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
+    let text = e.to_string();
+    let mut lines = text.lines();
+    let first = lines.next().unwrap_or("bad arguments");
+    let mut line = first.strip_prefix("error: ").unwrap_or(first).to_string();
+    // The indented lines right after it belong on the one line too: the arguments
+    // "the following required arguments were not provided:" lists, the "[possible
+    // values: …]" of an invalid value.
+    let listed: Vec<&str> = lines
+        .take_while(|l| l.starts_with("  "))
+        .map(str::trim)
+        .collect();
+    if !listed.is_empty() {
+        let separator = if line.ends_with(':') { ", " } else { " " };
+        line = format!("{line} {}", listed.join(separator));
+    }
+    eprintln!("agentflow: error: {line} (see `agentflow --help`)");
+    ExitCode::from(2)
+}

@@ -66,6 +66,7 @@ mod records;
 pub mod reviews;
 pub mod schema;
 mod status;
+pub mod submissions;
 pub mod tasks;
 pub mod traces;
 pub mod validators;
@@ -228,9 +229,14 @@ impl Ledger {
         })
     }
 
-    /// Path of the database file.
+    /// Path of the database file (or the PostgreSQL URL).
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether the ledger is a PostgreSQL database.
+    pub fn is_postgres(&self) -> bool {
+        db::postgres_url(&self.path).is_some()
     }
 
     /// [`Ledger::quick_check`] the first time it is called on this ledger handle (a

@@ -3,7 +3,8 @@
 //! run's root task and stopping a run that waits for humans ([`park`]), cancelling a
 //! run ([`cancel`]), resuming, forking, recovering and reopening runs ([`resume`]),
 //! exporting ended runs to an OpenTelemetry collector ([`telemetry`]), and the installed
-//! tool components a run is given ([`tool_builds`]).
+//! tool components a run is given ([`tool_builds`]), and the cluster worker that
+//! executes runs submitted to a PostgreSQL ledger ([`worker`]).
 
 pub mod cancel;
 pub(crate) mod lease;
@@ -14,3 +15,4 @@ pub(crate) mod resume;
 pub(crate) mod stored;
 pub mod telemetry;
 pub(crate) mod tool_builds;
+pub mod worker;

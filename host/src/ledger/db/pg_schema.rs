@@ -122,6 +122,10 @@ pub fn schema_sql() -> String {
         sql.push_str(&deferred_references(&statement));
         sql.push_str(";\n");
     }
+    for statement in crate::ledger::submissions::TABLE_SQL.split(';') {
+        sql.push_str(&translate_ddl(statement));
+        sql.push_str(";\n");
+    }
     sql.push_str(&super::pg_traces::view_sql());
     sql.push_str(";\n");
     sql

@@ -167,11 +167,12 @@ mod tests {
 
     #[test]
     fn sqlite_only_words_are_rewritten() {
+        let ignore = translate("INSERT OR IGNORE INTO blobs (hash) VALUES (?1)");
         assert_eq!(
-            translate("INSERT OR IGNORE INTO blobs (hash) VALUES (?1)"),
+            ignore.split_whitespace().collect::<Vec<_>>().join(" "),
             "INSERT INTO blobs (hash) VALUES ($1) ON CONFLICT DO NOTHING"
         );
-        assert_eq!(translate("BEGIN IMMEDIATE"), "BEGIN");
+        assert_eq!(translate("BEGIN IMMEDIATE").trim(), "BEGIN");
         assert_eq!(
             translate("FROM events INDEXED BY by_kind WHERE"),
             "FROM events  WHERE"

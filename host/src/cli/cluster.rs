@@ -1,0 +1,116 @@
+//! `agentflow submit` and `agentflow worker`: runs queued in a PostgreSQL ledger and
+//! executed by a pool of worker processes ([`agentflow::runs::worker`]).
+
+use super::args::Db;
+use super::build;
+use super::host::with_host;
+use agentflow::HostConfig;
+use agentflow::runs::worker::{self, SubmitOptions, WorkerOptions};
+use clap::Args;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// `agentflow submit`.
+#[derive(Args)]
+pub struct SubmitArgs {
+    /// Path to a component (.wasm) or to an agent crate directory.
+    agent: PathBuf,
+    /// The agent's input.
+    #[arg(long, conflicts_with = "input_file")]
+    input: Option<String>,
+    /// Read the agent's input from a file.
+    #[arg(long, value_name = "FILE")]
+    input_file: Option<PathBuf>,
+    #[command(flatten)]
+    db: Db,
+    /// Grant a tool to the run; repeatable.
+    #[arg(long = "grant", value_name = "TOOL")]
+    grants: Vec<String>,
+    /// Directory the workspace tool may use (on the worker's machine).
+    #[arg(long)]
+    workspace: Option<PathBuf>,
+    /// Deepest allowed sub-agent (root = 0).
+    #[arg(long)]
+    max_depth: Option<u32>,
+    /// Total USD the run may spend on LLM calls.
+    #[arg(long)]
+    budget_usd: Option<f64>,
+    /// Tasks of the run executing at once.
+    #[arg(long)]
+    max_concurrency: Option<u32>,
+    /// Print `{"run_id": …}` instead of the bare run id.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `agentflow worker`.
+#[derive(Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    db: Db,
+    /// Host configuration (TOML): providers, models, tools, limits.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Runs executed at once.
+    #[arg(long, default_value_t = 2)]
+    slots: usize,
+    /// Stop after this many seconds with nothing to do (default: run until killed).
+    #[arg(long, value_name = "SECS")]
+    exit_when_idle: Option<f64>,
+}
+
+/// Queue a run; prints its id.
+pub fn submit(args: SubmitArgs) -> anyhow::Result<()> {
+    let config = HostConfig::default();
+    let cache_dir = config.cache_dir();
+    let input = super::args::input(args.input, args.input_file)?;
+    let wasm = build::component(args.agent, &cache_dir)?;
+    let name = wasm
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "agent".into());
+    let bytes = std::fs::read(&wasm)?;
+    let options = SubmitOptions {
+        grants: args.grants,
+        workspace: args.workspace,
+        max_depth: args.max_depth,
+        budget_usd: args.budget_usd,
+        max_concurrency: args.max_concurrency,
+        approval_over_usd: None,
+    };
+    let run_id = with_host(config, &args.db.path, async |host| {
+        worker::submit(host, &name, bytes, &input, &options).await
+    })?;
+    if args.json {
+        println!("{}", serde_json::json!({ "run_id": run_id }));
+    } else {
+        println!("{run_id}");
+    }
+    Ok(())
+}
+
+/// Execute submitted runs until killed (or idle).
+pub fn work(args: WorkerArgs) -> anyhow::Result<()> {
+    let mut config = HostConfig::from_file_or_default(args.config.as_deref())?;
+    let cache_dir = config.cache_dir();
+    build::build_validator_crates(&mut config.validators, &cache_dir)?;
+    let opts = WorkerOptions {
+        slots: args.slots,
+        poll: Duration::from_millis(200),
+        exit_when_idle: args.exit_when_idle.map(Duration::from_secs_f64),
+    };
+    eprintln!(
+        "agentflow worker: pid {}, {} slot(s), ledger {}",
+        std::process::id(),
+        opts.slots,
+        agentflow::ledger::db::redact(&args.db.path.to_string_lossy())
+    );
+    let summary = with_host(config, &args.db.path, async |host| {
+        worker::work(host, &opts).await
+    })?;
+    eprintln!(
+        "agentflow worker: started {}, resumed {}, completed {}, failed {}",
+        summary.started, summary.resumed, summary.completed, summary.failed
+    );
+    Ok(())
+}

@@ -1,0 +1,195 @@
+//! A cluster worker (`agentflow worker`): executes the runs submitted to a
+//! PostgreSQL ledger ([`crate::ledger::submissions`]), up to `slots` at once, on this
+//! process's [`Host`].
+//!
+//! The worker claims a submission (and with it the run's lease) in one transaction,
+//! then starts the run under the submitted run id — or, when the run exists already
+//! because the worker that held it stopped, resumes it by replay: recorded LLM
+//! replies and tool results are read back, not asked again, and a side effect that
+//! was in doubt when that worker died is handled by its recovery class. The host's
+//! heartbeat renews the leases of the runs it executes, so a worker that dies loses
+//! them when they go stale and another worker claims them.
+
+use crate::ledger::submissions::{Claim, NewSubmission};
+use crate::ledger::{self, leases::Holder};
+use crate::{Host, ResumeOptions, RunOptions, RunReport};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// A submitted run's options: what `agentflow run` takes beside the component and
+/// the input, stored as JSON with the submission.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SubmitOptions {
+    #[serde(default)]
+    pub grants: Vec<String>,
+    pub workspace: Option<PathBuf>,
+    pub max_depth: Option<u32>,
+    pub budget_usd: Option<f64>,
+    pub max_concurrency: Option<u32>,
+    pub approval_over_usd: Option<f64>,
+}
+
+/// How a worker works.
+#[derive(Clone, Debug)]
+pub struct WorkerOptions {
+    /// Runs executed at once.
+    pub slots: usize,
+    /// How long to wait before looking for work again when there was none.
+    pub poll: Duration,
+    /// Stop once there has been nothing to do for this long (`None`: never).
+    pub exit_when_idle: Option<Duration>,
+}
+
+/// What a worker did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct WorkerSummary {
+    pub started: u64,
+    pub resumed: u64,
+    pub completed: u64,
+    pub failed: u64,
+}
+
+/// A claim given up after this many claims (the run is left for an operator's
+/// `agentflow resume`), so a run that cannot start does not go round the workers.
+const MAX_CLAIMS: i64 = 5;
+
+/// Queue a run of the component `bytes` for the workers; returns its run id.
+pub async fn submit(
+    host: &Host,
+    agent: &str,
+    bytes: Vec<u8>,
+    input: &str,
+    options: &SubmitOptions,
+) -> anyhow::Result<String> {
+    if !host.ledger().is_postgres() {
+        anyhow::bail!(
+            "submit queues runs for `agentflow worker` processes sharing a PostgreSQL ledger: \
+             pass --db postgres://… (on a SQLite ledger, `agentflow run` executes it here)"
+        );
+    }
+    // A file that is not a component of the agent world is refused before it is queued.
+    host.runtime().load_bytes(agent, &bytes)?;
+    let new = NewSubmission {
+        run_id: crate::new_run_id(),
+        agent: agent.to_string(),
+        component_hash: ledger::blobs::sha256_hex(&bytes),
+        input: input.to_string(),
+        options: serde_json::to_string(options)?,
+    };
+    let run_id = new.run_id.clone();
+    host.ledger().write(move |w| w.submit(&new, &bytes)).await?;
+    Ok(run_id)
+}
+
+/// Claim and execute submitted runs until stopped (or idle for `exit_when_idle`).
+pub async fn work(host: &Host, opts: &WorkerOptions) -> anyhow::Result<WorkerSummary> {
+    if !host.ledger().is_postgres() {
+        anyhow::bail!(
+            "a worker executes the runs submitted to a PostgreSQL ledger: pass --db postgres://…"
+        );
+    }
+    let holder = Holder::this_process();
+    let mut summary = WorkerSummary::default();
+    let mut running = FuturesUnordered::new();
+    let mut idle_since = Instant::now();
+    loop {
+        while running.len() < opts.slots.max(1) {
+            let holder = holder.clone();
+            let claim = host
+                .ledger()
+                .write(move |w| w.claim_submission(&holder))
+                .await?;
+            let Some(claim) = claim else { break };
+            if claim.resume {
+                summary.resumed += 1;
+            } else {
+                summary.started += 1;
+            }
+            running.push(execute(host, claim));
+        }
+        if running.is_empty() {
+            if opts
+                .exit_when_idle
+                .is_some_and(|idle| idle_since.elapsed() >= idle)
+            {
+                return Ok(summary);
+            }
+            tokio::time::sleep(opts.poll).await;
+            continue;
+        }
+        tokio::select! {
+            Some(ended) = running.next() => {
+                idle_since = Instant::now();
+                match ended {
+                    Some(report) if report.status == ledger::Status::Completed => summary.completed += 1,
+                    _ => summary.failed += 1,
+                }
+            }
+            _ = tokio::time::sleep(opts.poll) => {}
+        }
+    }
+}
+
+/// Start or resume the claimed run; its report, or `None` when it could not run.
+async fn execute(host: &Host, claim: Claim) -> Option<RunReport> {
+    let verb = if claim.resume { "resuming" } else { "starting" };
+    tracing::info!(run = %claim.run_id, agent = %claim.agent, claims = claim.claims, "worker: {verb} run");
+    let result = if claim.resume {
+        host.resume(&claim.run_id, ResumeOptions::default()).await
+    } else {
+        start(host, &claim).await
+    };
+    let report = match result {
+        Ok(report) => report,
+        Err(e) => {
+            tracing::error!(run = %claim.run_id, error = format!("{e:#}"), "worker: run {verb} failed");
+            if claim.claims >= MAX_CLAIMS {
+                let run_id = claim.run_id.clone();
+                let _ = host
+                    .ledger()
+                    .write(move |w| w.finish_submission(&run_id))
+                    .await;
+            }
+            return None;
+        }
+    };
+    tracing::info!(run = %claim.run_id, status = %report.status, "worker: run ended");
+    let run_id = claim.run_id.clone();
+    if let Err(e) = host
+        .ledger()
+        .write(move |w| w.finish_submission(&run_id))
+        .await
+    {
+        tracing::error!(run = %claim.run_id, error = %e, "worker: cannot close the submission");
+    }
+    Some(report)
+}
+
+/// Start a claimed run that has not started yet: its component comes from the ledger.
+async fn start(host: &Host, claim: &Claim) -> anyhow::Result<RunReport> {
+    let bytes = host
+        .ledger()
+        .with_reader(|conn| ledger::query::blob(conn, &claim.component_hash))??
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "component {} is missing from the ledger",
+                claim.component_hash
+            )
+        })?;
+    let agent = host.runtime().load_bytes(&claim.agent, &bytes)?;
+    let options: SubmitOptions = serde_json::from_str(&claim.options)?;
+    let run = RunOptions {
+        grants: options.grants,
+        workspace: options.workspace,
+        max_depth: options.max_depth,
+        budget_usd: options.budget_usd,
+        max_concurrency: options.max_concurrency,
+        approval_over_usd: options.approval_over_usd,
+        run_id: Some(claim.run_id.clone()),
+        ..RunOptions::default()
+    };
+    host.run(agent, &claim.input, run).await
+}

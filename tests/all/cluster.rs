@@ -1,0 +1,286 @@
+//! A cluster on one PostgreSQL ledger (issue 14): `agentflow submit` queues runs,
+//! `agentflow worker` processes claim and execute them, and a worker killed with
+//! SIGKILL mid-run loses its runs to the others, which resume them by replay — every
+//! side effect once, the output of an uncrashed run. Needs the test server of
+//! [`crate::postgres`].
+
+use crate::postgres::PgDb;
+use crate::support::cli::*;
+use crate::support::*;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+const DEPLOY: &str = r#"{"app": "shop", "resources": 3}"#;
+
+/// `agentflow submit <example agent> ARGS --db URL`: the run id it printed.
+fn submit(pg: &PgDb, agent: &str, args: &[&str]) -> String {
+    let out = agentflow()
+        .arg("submit")
+        .arg(example(agent))
+        .args(args)
+        .args(["--db", &pg.url])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "submit: {}", stderr(&out));
+    let run_id = stdout(&out).trim().to_string();
+    assert_eq!(run_id.len(), 32, "a run id: {run_id}");
+    run_id
+}
+
+/// A worker process in `dir` (its stderr in `dir/worker-N.log`).
+fn worker(pg: &PgDb, dir: &Path, n: usize, config: &Path, idle_exit: &str) -> Child {
+    let log = std::fs::File::create(dir.join(format!("worker-{n}.log"))).unwrap();
+    let cwd = dir.join(format!("worker-{n}"));
+    std::fs::create_dir_all(&cwd).unwrap();
+    agentflow()
+        .current_dir(&cwd)
+        .args([
+            "worker",
+            "--slots",
+            "1",
+            "--exit-when-idle",
+            idle_exit,
+            "--db",
+            &pg.url,
+        ])
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "agentflow=info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+/// Wait until no submission is open (every run finished); panics after `limit`.
+fn wait_for_the_queue(pg: &PgDb, dir: &Path, limit: Duration) {
+    let started = Instant::now();
+    loop {
+        let open: i64 = pg.one("SELECT COUNT(*) FROM submissions WHERE finished_at IS NULL");
+        if open == 0 {
+            return;
+        }
+        if started.elapsed() > limit {
+            let logs: String = (0..64)
+                .filter_map(|n| std::fs::read_to_string(dir.join(format!("worker-{n}.log"))).ok())
+                .collect::<Vec<_>>()
+                .join("\n---\n");
+            panic!("{open} submissions still open after {limit:?}; worker logs:\n{logs}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Submitted runs wait until a worker claims them; two workers share the queue, each
+/// run is executed once and completes with the output `agentflow run` gives.
+#[test]
+fn submitted_runs_are_executed_once_by_a_pool_of_workers() {
+    let Some(pg) = PgDb::new("pool") else { return };
+    let dir = TempDir::new("cluster-pool");
+    let config = dir.file("w.toml", "[llm.mock]\nlatency_ms = 20\n");
+    let direct = agentflow()
+        .args(["run"])
+        .arg(example("researcher"))
+        .args(["--input", "q0", "--json", "--config"])
+        .arg(&config)
+        .arg("--db")
+        .arg(dir.join("direct.db"))
+        .output()
+        .unwrap();
+    assert!(direct.status.success(), "{}", stderr(&direct));
+    let ids: Vec<String> = (0..6)
+        .map(|i| submit(&pg, "researcher", &["--input", &format!("q{i}")]))
+        .collect();
+    let queued: i64 = pg.one("SELECT COUNT(*) FROM runs");
+    assert_eq!(queued, 0, "submit executes nothing");
+    let mut workers: Vec<Child> = (0..2)
+        .map(|n| worker(&pg, dir.path(), n, &config, "2"))
+        .collect();
+    wait_for_the_queue(&pg, dir.path(), Duration::from_secs(120));
+    for w in &mut workers {
+        assert!(w.wait().unwrap().success(), "a worker exits when idle");
+    }
+    let completed: i64 = pg.one("SELECT COUNT(*) FROM runs WHERE status = 'completed'");
+    assert_eq!(completed, 6);
+    let claims: i64 = pg.one("SELECT SUM(claims) FROM submissions");
+    assert_eq!(claims, 6, "each run claimed once");
+    let listed = stdout_json(&agentflow_on(&pg.db(), ["runs", "--json"]));
+    let listed: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["run_id"].as_str().unwrap())
+        .collect();
+    for id in &ids {
+        assert!(listed.contains(&id.as_str()), "run {id} listed");
+    }
+    let first: String = pg
+        .conn()
+        .query_row(
+            "SELECT output FROM runs WHERE run_id = ?1",
+            [&ids[0]],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        Some(first.as_str()),
+        stdout_json(&direct)["output"].as_str()
+    );
+    let holders: i64 = pg.one("SELECT COUNT(DISTINCT pid) FROM leases");
+    assert_eq!(holders, 2, "both workers executed runs");
+}
+
+/// Three workers execute deployer runs (three cloud resources each, created by a
+/// side-effecting tool) while workers are killed with SIGKILL at random moments, at
+/// least 20 times with runs in their hands, and replaced. Every run completes with the
+/// uncrashed output; each resource is really created once (the cloud's API log counts
+/// every call; a call a killed worker left in doubt is re-sent with its idempotency
+/// key and seen as a repeat, never created twice); each task's effects are recorded
+/// once.
+#[test]
+fn workers_killed_mid_run_are_taken_over_by_replay_with_each_effect_once() {
+    let Some(pg) = PgDb::new("takeover") else {
+        return;
+    };
+    let dir = TempDir::new("cluster-takeover");
+    let config = dir.file("w.toml", "[llm.mock]\nlatency_ms = 80\n");
+    let base = dir.join("base");
+    std::fs::create_dir_all(base.join("ws")).unwrap();
+    let baseline = agentflow()
+        .arg("run")
+        .arg(example("deployer"))
+        .args([
+            "--input",
+            DEPLOY,
+            "--grant",
+            "cloud",
+            "--json",
+            "--workspace",
+        ])
+        .arg(base.join("ws"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--db")
+        .arg(base.join("b.db"))
+        .output()
+        .unwrap();
+    assert!(baseline.status.success(), "{}", stderr(&baseline));
+    let baseline = stdout_json(&baseline);
+
+    let runs = 30;
+    let workspaces: Vec<PathBuf> = (0..runs).map(|i| dir.path().join(format!("ws-{i}"))).collect();
+    let ids: Vec<String> = workspaces
+        .iter()
+        .map(|ws| {
+            std::fs::create_dir_all(ws).unwrap();
+            let ws = ws.to_str().unwrap();
+            submit(
+                &pg,
+                "deployer",
+                &["--input", DEPLOY, "--grant", "cloud", "--workspace", ws],
+            )
+        })
+        .collect();
+    let mut next = 0;
+    let mut workers: Vec<(usize, Child)> = (0..3)
+        .map(|_| {
+            next += 1;
+            (next, worker(&pg, dir.path(), next, &config, "3"))
+        })
+        .collect();
+    // Kill a worker holding a run at a pseudo-random moment, 20 times or more.
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut random = move |below: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % below
+    };
+    let (mut kills, started) = (0, Instant::now());
+    while kills < 20 && started.elapsed() < Duration::from_secs(150) {
+        std::thread::sleep(Duration::from_millis(150 + random(500)));
+        let slot = random(3) as usize;
+        let pid = workers[slot].1.id();
+        let open_held: i64 = pg
+            .conn()
+            .query_row(
+                "SELECT COUNT(*) FROM leases l JOIN runs r ON r.run_id = l.run_id
+                 WHERE l.pid = ?1 AND r.status = 'running'",
+                [pid as i64],
+                |r| r.get(0),
+            )
+            .unwrap();
+        if open_held == 0 {
+            continue;
+        }
+        workers[slot].1.kill().unwrap(); // SIGKILL
+        workers[slot].1.wait().unwrap();
+        kills += 1;
+        next += 1;
+        workers[slot] = (next, worker(&pg, dir.path(), next, &config, "3"));
+    }
+    assert!(
+        kills >= 20,
+        "only {kills} kills hit a worker with a run in its hands"
+    );
+    wait_for_the_queue(&pg, dir.path(), Duration::from_secs(240));
+    for (_, w) in &mut workers {
+        let _ = w.wait();
+    }
+
+    let conn = pg.conn();
+    let (mut repeats, mut taken_over) = (0, 0);
+    for (id, ws) in ids.iter().zip(&workspaces) {
+        let (status, output, claims): (String, Option<String>, i64) = conn
+            .query_row(
+                "SELECT r.status, r.output, s.claims FROM runs r JOIN submissions s USING (run_id)
+                 WHERE r.run_id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!(status, "completed", "run {id}");
+        assert_eq!(
+            output.as_deref(),
+            baseline["output"].as_str(),
+            "run {id}: the uncrashed output"
+        );
+        taken_over += usize::from(claims > 1);
+        let calls = std::fs::read_to_string(ws.join("cloud.calls")).unwrap_or_default();
+        let log = std::fs::read_to_string(ws.join("cloud.log")).unwrap_or_default();
+        for i in 1..=3 {
+            let create = format!("create shop-node-{i} ");
+            let created: Vec<&str> = calls.lines().filter(|l| l.starts_with(&create)).collect();
+            let real = created
+                .iter()
+                .filter(|l| l.ends_with("repeated=false"))
+                .count();
+            assert_eq!(real, 1, "run {id}: resource {i} created once: {calls}");
+            repeats += created.len() - real;
+            assert_eq!(
+                log.lines().filter(|l| l.starts_with(&create)).count(),
+                1,
+                "run {id}: resource {i} in the cloud once"
+            );
+        }
+        for child in 2..=4 {
+            let recorded: i64 = conn
+                .query_row(
+                    "SELECT COUNT(*) FROM events WHERE run_id = ?1 AND task_id = ?2 AND kind = 'tools.call'",
+                    rusqlite::params![id, child],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(
+                recorded, 1,
+                "run {id}: child {child} tool result recorded once"
+            );
+        }
+    }
+    println!(
+        "cluster takeover: {runs} runs, {kills} workers killed mid-run, {taken_over} runs taken over, \
+         {repeats} in-doubt calls re-sent as repeats, 0 resources created twice"
+    );
+    assert!(taken_over >= 1, "some run was taken over");
+}
