@@ -144,7 +144,7 @@ fn workers_killed_mid_run_are_taken_over_by_replay_with_each_effect_once() {
         return;
     };
     let dir = TempDir::new("cluster-takeover");
-    let config = dir.file("w.toml", "[llm.mock]\nlatency_ms = 80\n");
+    let config = dir.file("w.toml", "[llm.mock]\nlatency_ms = 150\n");
     let base = dir.join("base");
     std::fs::create_dir_all(base.join("ws")).unwrap();
     let baseline = agentflow()
@@ -168,20 +168,25 @@ fn workers_killed_mid_run_are_taken_over_by_replay_with_each_effect_once() {
     assert!(baseline.status.success(), "{}", stderr(&baseline));
     let baseline = stdout_json(&baseline);
 
-    let runs = 30;
-    let workspaces: Vec<PathBuf> = (0..runs).map(|i| dir.path().join(format!("ws-{i}"))).collect();
-    let ids: Vec<String> = workspaces
-        .iter()
-        .map(|ws| {
-            std::fs::create_dir_all(ws).unwrap();
-            let ws = ws.to_str().unwrap();
-            submit(
-                &pg,
-                "deployer",
-                &["--input", DEPLOY, "--grant", "cloud", "--workspace", ws],
-            )
-        })
-        .collect();
+    // Runs are submitted as the workers take them, so there is always work in hand.
+    let (mut ids, mut workspaces) = (Vec::new(), Vec::<PathBuf>::new());
+    let submit_deploy = |ids: &mut Vec<String>, workspaces: &mut Vec<PathBuf>| {
+        let ws = dir.path().join(format!("ws-{}", workspaces.len()));
+        std::fs::create_dir_all(&ws).unwrap();
+        let args = [
+            "--input",
+            DEPLOY,
+            "--grant",
+            "cloud",
+            "--workspace",
+            ws.to_str().unwrap(),
+        ];
+        ids.push(submit(&pg, "deployer", &args));
+        workspaces.push(ws);
+    };
+    for _ in 0..6 {
+        submit_deploy(&mut ids, &mut workspaces);
+    }
     let mut next = 0;
     let mut workers: Vec<(usize, Child)> = (0..3)
         .map(|_| {
@@ -198,8 +203,12 @@ fn workers_killed_mid_run_are_taken_over_by_replay_with_each_effect_once() {
         seed % below
     };
     let (mut kills, started) = (0, Instant::now());
-    while kills < 20 && started.elapsed() < Duration::from_secs(150) {
-        std::thread::sleep(Duration::from_millis(150 + random(500)));
+    while kills < 20 && started.elapsed() < Duration::from_secs(200) {
+        let open: i64 = pg.one("SELECT COUNT(*) FROM submissions WHERE finished_at IS NULL");
+        if open < 4 {
+            submit_deploy(&mut ids, &mut workspaces);
+        }
+        std::thread::sleep(Duration::from_millis(100 + random(600)));
         let slot = random(3) as usize;
         let pid = workers[slot].1.id();
         let open_held: i64 = pg
@@ -220,6 +229,7 @@ fn workers_killed_mid_run_are_taken_over_by_replay_with_each_effect_once() {
         next += 1;
         workers[slot] = (next, worker(&pg, dir.path(), next, &config, "3"));
     }
+    let runs = ids.len();
     assert!(
         kills >= 20,
         "only {kills} kills hit a worker with a run in its hands"
