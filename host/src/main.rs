@@ -92,7 +92,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 if !quiet {
                     eprintln!(
                         "agentflow: run {run_id} started (ledger {})",
-                        db.path.display()
+                        agentflow::ledger::db::redact(&db.path.to_string_lossy())
                     );
                 }
                 let live = cli::progress::Live::start(

@@ -59,7 +59,7 @@ pub async fn settle(
 ) -> anyhow::Result<Settled> {
     let reader = ledger.reader()?;
     let row = query::run(&reader, run)?
-        .ok_or_else(|| anyhow::anyhow!("no run `{run}` in {}", ledger.path().display()))?;
+        .ok_or_else(|| anyhow::anyhow!("no run `{run}` in {}", ledger.name()))?;
     if row.status == Status::Completed || row.status == Status::Cancelled {
         anyhow::bail!(
             "run {} is {}: nothing of it is in doubt",

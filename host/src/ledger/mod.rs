@@ -177,21 +177,6 @@ static FINISH_TASK_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|
 /// Most jobs committed in one transaction.
 const MAX_GROUP: usize = 4096;
 
-fn open_connection(path: &Path) -> Result<Connection, LedgerError> {
-    if let Some(url) = db::postgres_url(path) {
-        return Connection::connect_postgres(url).map_err(|source| LedgerError::Open {
-            path: db::redact(url).into(),
-            source,
-        });
-    }
-    let conn = Connection::open(path).map_err(|source| LedgerError::Open {
-        path: path.to_owned(),
-        source,
-    })?;
-    conn.execute_batch(schema::PRAGMAS)?;
-    Ok(conn)
-}
-
 impl Ledger {
     /// Open (or create) the ledger at `path` with the default settings
     /// (`sync = "full"`) and start its writer thread.
@@ -212,7 +197,7 @@ impl Ledger {
                 dir: dir.to_path_buf(),
             });
         }
-        let conn = open_connection(&path)?;
+        let conn = db::open_for_writing(&path)?;
         schema::prepare(&conn, &path)?;
         let (jobs, rx) = mpsc::channel::<Job>();
         let sync = config.sync;
@@ -232,6 +217,11 @@ impl Ledger {
     /// Path of the database file (or the PostgreSQL URL).
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The ledger as messages name it: its file, or its URL without the password.
+    pub fn name(&self) -> String {
+        db::redact(&self.path.to_string_lossy())
     }
 
     /// Whether the ledger is a PostgreSQL database.

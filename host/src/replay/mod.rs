@@ -58,7 +58,7 @@ struct Blobs(Ledger);
 
 impl std::fmt::Debug for Blobs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Blobs({})", self.0.path().display())
+        write!(f, "Blobs({})", self.0.name())
     }
 }
 

@@ -37,7 +37,7 @@ pub async fn cancel(
 ) -> anyhow::Result<Cancelled> {
     let reader = ledger.reader()?;
     let row = query::run(&reader, run)?
-        .ok_or_else(|| anyhow::anyhow!("no run `{run}` in {}", ledger.path().display()))?;
+        .ok_or_else(|| anyhow::anyhow!("no run `{run}` in {}", ledger.name()))?;
     let run_id = row.run_id.clone();
     if row.status.is_finished() {
         anyhow::bail!("run {run_id} is {}: nothing to cancel", row.status);

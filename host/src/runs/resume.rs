@@ -26,9 +26,8 @@ impl Host {
     ) -> anyhow::Result<RunReport> {
         self.ledger.quick_check_once()?;
         let reader = self.ledger.reader()?;
-        let row = ledger::query::run(&reader, run_id)?.ok_or_else(|| {
-            anyhow::anyhow!("no run `{run_id}` in {}", self.ledger.path().display())
-        })?;
+        let row = ledger::query::run(&reader, run_id)?
+            .ok_or_else(|| anyhow::anyhow!("no run `{run_id}` in {}", self.ledger.name()))?;
         if let Some(m) = &model
             && self.scheduler.model(m).is_none()
         {
@@ -169,9 +168,8 @@ impl Host {
     pub async fn resume(&self, run_id: &str, opts: ResumeOptions) -> anyhow::Result<RunReport> {
         self.ledger.quick_check_once()?;
         let reader = self.ledger.reader()?;
-        let row = ledger::query::run(&reader, run_id)?.ok_or_else(|| {
-            anyhow::anyhow!("no run `{run_id}` in {}", self.ledger.path().display())
-        })?;
+        let row = ledger::query::run(&reader, run_id)?
+            .ok_or_else(|| anyhow::anyhow!("no run `{run_id}` in {}", self.ledger.name()))?;
         let run_id = row.run_id.clone();
         if row.status == Status::Failed && opts.retry_failed {
             drop(reader);

@@ -110,7 +110,7 @@ pub async fn remove(ledger: &Ledger, name: &str) -> anyhow::Result<()> {
     if !ledger.write(move |w| w.remove_tool(&owned)).await? {
         anyhow::bail!(
             "no tool component `{name}` is installed in {} (see `agentflow tools list`)",
-            ledger.path().display()
+            ledger.name()
         );
     }
     Ok(())

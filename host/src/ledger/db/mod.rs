@@ -149,6 +149,26 @@ impl Connection {
     }
 }
 
+/// The writer's connection to the ledger at `path`: a PostgreSQL URL, or a SQLite file
+/// (created when missing) with the ledger's pragmas.
+pub(super) fn open_for_writing(
+    path: &std::path::Path,
+) -> Result<Connection, crate::ledger::LedgerError> {
+    use crate::ledger::LedgerError;
+    if let Some(url) = postgres_url(path) {
+        return Connection::connect_postgres(url).map_err(|source| LedgerError::Open {
+            path: redact(url).into(),
+            source,
+        });
+    }
+    let conn = Connection::open(path).map_err(|source| LedgerError::Open {
+        path: path.to_owned(),
+        source,
+    })?;
+    conn.execute_batch(crate::ledger::schema::PRAGMAS)?;
+    Ok(conn)
+}
+
 /// A prepared statement.
 pub enum Statement<'c> {
     Sqlite(rusqlite::Statement<'c>),
@@ -248,7 +268,9 @@ pub enum Rows<'s> {
 }
 
 impl Rows<'_> {
-    /// The next row, `None` after the last.
+    /// The next row, `None` after the last. (Not `Iterator::next`: each row borrows
+    /// from the rows, as rusqlite's do.)
+    #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> SqlResult<Option<Row<'_>>> {
         match self {
             Rows::Sqlite(rows) => Ok(rows.next()?.map(Row::Sqlite)),
