@@ -36,6 +36,9 @@
 //! 13. A tool call through an MCP server (the reference server's `echo` over stdio)
 //!     next to a built-in tool call (`kv` get), and the server's start (`mcp.rs`);
 //!     skipped with a note when the server is not installed.
+//! 14. A cluster on one PostgreSQL ledger: runs/s and tasks/s for 1, 2 and 4 workers
+//!     draining submitted runs, and takeover latency after a worker's lease expires
+//!     (`cluster.rs`; needs `AGENTFLOW_BENCH_POSTGRES`, e.g. from `.ci/postgres start`).
 //!
 //! Every figure is printed as the median of its samples with min, max and the number
 //! of samples; figures that divide one long run by its count of operations say
@@ -56,6 +59,8 @@
 #[path = "callgrind.rs"]
 mod callgrind;
 
+#[path = "cluster.rs"]
+mod cluster;
 #[path = "dashboard.rs"]
 mod dashboard;
 #[path = "live.rs"]
@@ -872,6 +877,21 @@ fn main() {
                     println!("   MCP server-everything echo (stdio)          {}", Samples(f.mcp).line());
                     println!("   built-in kv get                             {}", Samples(f.builtin).line());
                     println!("   first MCP call of a run (server start)      {}", Samples(f.start).line());
+                }
+            }
+        }
+        if want("14") {
+            match cluster::figures(&scratch("cluster"), 40, 5).await {
+                None => println!(
+                    "14. cluster: skipped, set AGENTFLOW_BENCH_POSTGRES to a PostgreSQL admin URL (`.ci/postgres start` prints one)"
+                ),
+                Some(f) => {
+                    println!("14. cluster on one PostgreSQL ledger: 40 submitted researcher runs (4 tasks each, mock LLM), workers of 2 slots in this process");
+                    for (workers, runs, tasks) in &f.throughput {
+                        println!("   {workers} worker(s)                                  {runs:>7.1} runs/s  {tasks:>7.1} tasks/s");
+                    }
+                    println!("   takeover: lease expiry → run claimed         {}", Samples(f.claimed).line());
+                    println!("   takeover: lease expiry → run completed (replay) {}", Samples(f.completed).line());
                 }
             }
         }
