@@ -294,3 +294,58 @@ fn workers_killed_mid_run_are_taken_over_by_replay_with_each_effect_once() {
     );
     assert!(taken_over >= 1, "some run was taken over");
 }
+
+/// A submitted run whose child needs a human's approval waits on its worker; the
+/// worker is killed while it waits, another one takes the run over (and waits in its
+/// turn), `agentflow approvals` lists the request from the PostgreSQL ledger and
+/// `agentflow approve`, another process, decides it: the run goes on on the second
+/// worker and completes, the child once.
+#[test]
+fn a_human_decision_from_the_cli_reaches_the_run_after_its_worker_changed() {
+    let Some(pg) = PgDb::new("approval") else {
+        return;
+    };
+    let dir = TempDir::new("cluster-approval");
+    let config = dir.file("w.toml", "");
+    let ops = serde_json::json!([
+        {"spawn": {"description": "pricey", "input": "", "estimated_cost": 0.9}},
+        {"wait": 2},
+    ]);
+    let run_id = submit(
+        &pg,
+        "scripted",
+        &[
+            "--input",
+            &ops.to_string(),
+            "--require-approval-over-usd",
+            "0.5",
+        ],
+    );
+    let mut first = worker(&pg, dir.path(), 1, &config, "30");
+    let pending = wait_for_listing("approvals", &pg.db());
+    assert_eq!(pending.as_array().map(Vec::len), Some(1), "{pending}");
+    assert_eq!(pending[0]["run_id"], run_id.as_str());
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let mut second = worker(&pg, dir.path(), 2, &config, "1");
+    // The second worker holds the run once it has claimed it.
+    let started = Instant::now();
+    while pg.one::<i64>("SELECT claims FROM submissions") < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the run was not taken over"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let id = pending[0]["id"].to_string();
+    let approved = agentflow_on(&pg.db(), ["approve", &id, "--note", "go"]);
+    assert!(approved.status.success(), "{}", stderr(&approved));
+    wait_for_the_queue(&pg, dir.path(), Duration::from_secs(60));
+    assert!(second.wait().unwrap().success());
+    let status: String = pg.one("SELECT status FROM runs");
+    assert_eq!(status, "completed");
+    let child: String = pg.one("SELECT status FROM tasks WHERE task_id = 2");
+    assert_eq!(child, "completed", "the approved child ran");
+    let spawns: i64 = pg.one("SELECT COUNT(*) FROM events WHERE kind = 'tasks.spawn'");
+    assert_eq!(spawns, 1, "the spawn recorded once across the two workers");
+}

@@ -38,6 +38,9 @@ pub struct SubmitArgs {
     /// Tasks of the run executing at once.
     #[arg(long)]
     max_concurrency: Option<u32>,
+    /// Children whose estimated cost is over this (USD) wait for a human's approval.
+    #[arg(long)]
+    require_approval_over_usd: Option<f64>,
     /// Print `{"run_id": …}` instead of the bare run id.
     #[arg(long)]
     json: bool,
@@ -76,7 +79,7 @@ pub fn submit(args: SubmitArgs) -> anyhow::Result<()> {
         max_depth: args.max_depth,
         budget_usd: args.budget_usd,
         max_concurrency: args.max_concurrency,
-        approval_over_usd: None,
+        approval_over_usd: args.require_approval_over_usd,
     };
     let run_id = with_host(config, &args.db.path, async |host| {
         worker::submit(host, &name, bytes, &input, &options).await

@@ -182,7 +182,7 @@ mod tests {
             "ORDER BY started_at DESC, ctid DESC"
         );
         assert_eq!(
-            translate_batch("PRAGMA foreign_keys = ON;\nSAVEPOINT job"),
+            translate_batch("PRAGMA foreign_keys = ON;\nSAVEPOINT job").trim(),
             "SAVEPOINT job"
         );
     }
