@@ -291,9 +291,19 @@ fn hosts_share_one_database_and_a_newer_schema_is_refused() {
         return;
     };
     let dir = TempDir::new("pg-shared");
+    use agentflow::ledger::dashboard::{ledger_fingerprint, run_fingerprint};
     let a = researcher(&pg.db(), dir.path());
+    // What `agentflow serve` polls to push live updates changes with the second run.
+    let seen = ledger_fingerprint(&pg.conn()).unwrap();
     let b = researcher(&pg.db(), dir.path());
     assert!(a.status.success() && b.status.success(), "{}", stderr(&b));
+    assert_ne!(ledger_fingerprint(&pg.conn()).unwrap(), seen);
+    let a_id = stdout_json(&a)["run_id"].as_str().unwrap().to_owned();
+    let page = run_fingerprint(&pg.conn(), &a_id).unwrap();
+    assert!(
+        page.as_deref().is_some_and(|f| f.starts_with("completed/")),
+        "{page:?}"
+    );
     let listed = stdout_json(&agentflow_on(&pg.db(), ["runs", "--json"]));
     assert_eq!(listed.as_array().map(Vec::len), Some(2), "{listed}");
     let newest: Value = listed[0].clone();

@@ -188,30 +188,47 @@ pub fn side_effects(conn: &Connection, run_id: &str) -> Result<Vec<SideEffect>, 
 /// newest event, its status, its tasks' statuses, its pending decisions. `None` when
 /// there is no such run.
 pub fn run_fingerprint(conn: &Connection, run_id: &str) -> Result<Option<String>, LedgerError> {
+    // PostgreSQL has no rowid (the events' count stands for the newest one there),
+    // `group_concat` or `total`, and will not mix an integer and '' in a COALESCE.
+    let sql = if conn.is_postgres() {
+        "SELECT r.status || '/' || COALESCE(r.finished_at::text, '')
+            || '/' || (SELECT COUNT(*) FROM events WHERE run_id = r.run_id)
+            || '/' || (SELECT COUNT(*) || ':' || COALESCE(string_agg(status, ',' ORDER BY task_id), '')
+                       FROM tasks WHERE run_id = r.run_id)
+            || '/' || (SELECT COUNT(*) FROM approvals WHERE run_id = r.run_id AND status = 'pending')
+            || '/' || (SELECT COUNT(*) FROM reviews WHERE run_id = r.run_id AND status = 'pending')
+            || '/' || (SELECT COUNT(*) FROM merges WHERE run_id = r.run_id AND status = 'pending')
+         FROM runs r WHERE r.run_id = ?1"
+    } else {
+        "SELECT r.status || '/' || COALESCE(r.finished_at, '')
+            || '/' || (SELECT COALESCE(MAX(rowid), 0) || ':' || COUNT(*) FROM events WHERE run_id = r.run_id)
+            || '/' || (SELECT COUNT(*) || ':' || group_concat(status, ',') FROM tasks WHERE run_id = r.run_id)
+            || '/' || (SELECT COUNT(*) FROM approvals WHERE run_id = r.run_id AND status = 'pending')
+            || '/' || (SELECT COUNT(*) FROM reviews WHERE run_id = r.run_id AND status = 'pending')
+            || '/' || (SELECT COUNT(*) FROM merges WHERE run_id = r.run_id AND status = 'pending')
+         FROM runs r WHERE r.run_id = ?1"
+    };
     Ok(conn
-        .query_row(
-            "SELECT r.status || '/' || COALESCE(r.finished_at, '')
-                || '/' || (SELECT COALESCE(MAX(rowid), 0) || ':' || COUNT(*) FROM events WHERE run_id = r.run_id)
-                || '/' || (SELECT COUNT(*) || ':' || group_concat(status, ',') FROM tasks WHERE run_id = r.run_id)
-                || '/' || (SELECT COUNT(*) FROM approvals WHERE run_id = r.run_id AND status = 'pending')
-                || '/' || (SELECT COUNT(*) FROM reviews WHERE run_id = r.run_id AND status = 'pending')
-                || '/' || (SELECT COUNT(*) FROM merges WHERE run_id = r.run_id AND status = 'pending')
-             FROM runs r WHERE r.run_id = ?1",
-            [run_id],
-            |r| r.get::<_, String>(0),
-        )
+        .query_row(sql, [run_id], |r| r.get::<_, String>(0))
         .optional()?)
 }
 
 /// A value that changes whenever the run list may: a run started or ended, an event
 /// was committed, a decision was asked for or made.
 pub fn ledger_fingerprint(conn: &Connection) -> Result<String, LedgerError> {
+    let (finished, newest_event) = if conn.is_postgres() {
+        ("COALESCE(SUM(finished_at), 0)", "COUNT(*)")
+    } else {
+        ("total(finished_at)", "COALESCE(MAX(rowid), 0)")
+    };
     Ok(conn.query_row(
-        "SELECT (SELECT COUNT(*) || ':' || total(finished_at) FROM runs)
-            || '/' || (SELECT COALESCE(MAX(rowid), 0) FROM events)
+        &format!(
+            "SELECT (SELECT COUNT(*) || ':' || {finished} FROM runs)
+            || '/' || (SELECT {newest_event} FROM events)
             || '/' || (SELECT COUNT(*) FROM approvals WHERE status = 'pending')
             || '/' || (SELECT COUNT(*) FROM reviews WHERE status = 'pending')
-            || '/' || (SELECT COUNT(*) FROM merges WHERE status = 'pending')",
+            || '/' || (SELECT COUNT(*) FROM merges WHERE status = 'pending')"
+        ),
         [],
         |r| r.get::<_, String>(0),
     )?)
