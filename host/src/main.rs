@@ -313,7 +313,12 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 status,
                 agent,
             };
-            let runs = query::runs(&existing::reader(&db.path)?, &filter)?;
+            let reader = existing::reader(&db.path)?;
+            let runs = query::runs(&reader, &filter)?;
+            let queued = agentflow::ledger::submissions::queued(&reader)?;
+            if queued > 0 && !out.json {
+                eprintln!("agentflow: {queued} submitted run(s) wait for a worker");
+            }
             json_or(out.json, &runs[..], inspect::render_runs)
         }
         Command::Events { run, task, db, out } => {

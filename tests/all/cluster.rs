@@ -94,6 +94,12 @@ fn submitted_runs_are_executed_once_by_a_pool_of_workers() {
         .collect();
     let queued: i64 = pg.one("SELECT COUNT(*) FROM runs");
     assert_eq!(queued, 0, "submit executes nothing");
+    let listing = agentflow_on(&pg.db(), ["runs"]);
+    assert!(
+        stderr(&listing).contains("6 submitted run(s) wait for a worker"),
+        "{}",
+        stderr(&listing)
+    );
     let mut workers: Vec<Child> = (0..2)
         .map(|n| worker(&pg, dir.path(), n, &config, "2"))
         .collect();

@@ -43,8 +43,10 @@ fn fresh_database(admin: &str, name: &str) -> String {
 }
 
 fn host(url: &str, cache: &std::path::Path) -> Host {
-    let mut config = HostConfig::default();
-    config.cache_dir = Some(cache.to_path_buf());
+    let config = HostConfig {
+        cache_dir: Some(cache.to_path_buf()),
+        ..HostConfig::default()
+    };
     Host::new(config, url).unwrap()
 }
 

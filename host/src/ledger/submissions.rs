@@ -14,7 +14,7 @@
 
 use super::leases::{Holder, Lease};
 use super::{Connection, SqlResult, Writer, now_ms};
-use rusqlite::{OptionalExtension, params};
+use rusqlite::params;
 
 /// The table, in SQLite's dialect (translated for PostgreSQL with the rest of the
 /// schema, [`super::db`]).
@@ -157,21 +157,15 @@ impl Writer {
     }
 }
 
-/// Submissions not finished yet (queued or executing).
-pub fn open_count(conn: &Connection) -> SqlResult<i64> {
+/// Submitted runs no worker has started yet (0 on a ledger without submissions: SQLite).
+pub fn queued(conn: &Connection) -> SqlResult<i64> {
+    if !conn.is_postgres() {
+        return Ok(0);
+    }
     conn.query_row(
-        "SELECT COUNT(*) FROM submissions WHERE finished_at IS NULL",
+        "SELECT COUNT(*) FROM submissions s WHERE s.finished_at IS NULL
+           AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.run_id = s.run_id)",
         [],
         |r| r.get(0),
     )
-}
-
-/// The submission of `run_id`, if it was submitted: how many times it was claimed.
-pub fn claims(conn: &Connection, run_id: &str) -> SqlResult<Option<i64>> {
-    conn.query_row(
-        "SELECT claims FROM submissions WHERE run_id = ?1",
-        [run_id],
-        |r| r.get(0),
-    )
-    .optional()
 }
