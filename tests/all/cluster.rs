@@ -46,7 +46,7 @@ fn worker(pg: &PgDb, dir: &Path, n: usize, config: &Path, idle_exit: &str) -> Ch
         ])
         .arg("--config")
         .arg(config)
-        .env("RUST_LOG", "agentflow=info")
+        .env("AGENTFLOW_LOG", "agentflow=info")
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
