@@ -78,7 +78,7 @@ fn wait_for_the_queue(pg: &PgDb, dir: &Path, limit: Duration) {
 fn submitted_runs_are_executed_once_by_a_pool_of_workers() {
     let Some(pg) = PgDb::new("pool") else { return };
     let dir = TempDir::new("cluster-pool");
-    let config = dir.file("w.toml", "[llm.mock]\nlatency_ms = 20\n");
+    let config = dir.file("w.toml", "[llm.mock]\nlatency_ms = 300\n");
     let direct = agentflow()
         .args(["run"])
         .arg(example("researcher"))
@@ -89,20 +89,23 @@ fn submitted_runs_are_executed_once_by_a_pool_of_workers() {
         .output()
         .unwrap();
     assert!(direct.status.success(), "{}", stderr(&direct));
-    let ids: Vec<String> = (0..6)
+    let mut ids: Vec<String> = (0..4)
         .map(|i| submit(&pg, "researcher", &["--input", &format!("q{i}")]))
         .collect();
     let queued: i64 = pg.one("SELECT COUNT(*) FROM runs");
     assert_eq!(queued, 0, "submit executes nothing");
     let listing = agentflow_on(&pg.db(), ["runs"]);
     assert!(
-        stderr(&listing).contains("6 submitted run(s) wait for a worker"),
+        stderr(&listing).contains("4 submitted run(s) wait for a worker"),
         "{}",
         stderr(&listing)
     );
+    // Each run takes over a second (5 LLM calls of 300 ms, 3 of them in parallel), so
+    // the second worker is up before the first could have drained the queue.
     let mut workers: Vec<Child> = (0..2)
         .map(|n| worker(&pg, dir.path(), n, &config, "2"))
         .collect();
+    ids.extend((4..6).map(|i| submit(&pg, "researcher", &["--input", &format!("q{i}")])));
     wait_for_the_queue(&pg, dir.path(), Duration::from_secs(120));
     for w in &mut workers {
         assert!(w.wait().unwrap().success(), "a worker exits when idle");
