@@ -541,5 +541,13 @@ fn build_scheduler(config: &HostConfig, ledger_path: &Path) -> anyhow::Result<Sc
         }
     }
     let perf = scheduler::perf::PerfDb::open(&scheduler::perf::path_for_ledger(ledger_path))?;
-    Scheduler::new(models, providers, &llm.quotas, llm.scheduler.clone(), perf)
+    let mut scheduler =
+        Scheduler::new(models, providers, &llm.quotas, llm.scheduler.clone(), perf)?;
+    // Hosts on one PostgreSQL ledger (a cluster's workers) share their quotas.
+    if let Some(url) = ledger::db::postgres_url(ledger_path)
+        && scheduler.has_quotas()
+    {
+        scheduler.share_quotas(ledger::quotas::SharedQuotas::connect(url)?);
+    }
+    Ok(scheduler)
 }

@@ -358,3 +358,84 @@ fn a_human_decision_from_the_cli_reaches_the_run_after_its_worker_changed() {
     let spawns: i64 = pg.one("SELECT COUNT(*) FROM events WHERE kind = 'tasks.spawn'");
     assert_eq!(spawns, 1, "the spawn recorded once across the two workers");
 }
+
+/// Three workers share one model's token quota (250 tokens per 1 s window, 25 tokens
+/// a call): reserved in PostgreSQL, no window of the quota's length holds more than
+/// 250 tokens of the workers' reservations together, nor sees more arrive at the
+/// provider — where each worker alone would let 250 through.
+#[test]
+fn a_token_quota_holds_across_the_workers() {
+    use crate::support::fake_http::FakeServer;
+    use crate::support::llm::reply_from;
+    let Some(pg) = PgDb::new("quota") else { return };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt.block_on(FakeServer::start(vec![reply_from("quota-model", 5, 20)]));
+    let dir = TempDir::new("cluster-quota");
+    let config = dir.file(
+        "w.toml",
+        format!(
+            "[llm.scheduler]\nquota_window_ms = 1000\n[llm.endpoints.q.openai]\nbase_url = \"{}/v1\"\n\
+             [[llm.models]]\nname = \"metered\"\nprovider = \"q\"\ninput_per_mtok = 1.0\n\
+             output_per_mtok = 1.0\ntpm = 250\n",
+            server.url()
+        ),
+    );
+    let call = serde_json::json!({"llm": {"prompt": "quota test call", "max_tokens": 20, "max_wait_ms": 30000}});
+    let ops = serde_json::Value::Array(vec![call; 8]).to_string();
+    for _ in 0..3 {
+        submit(&pg, "scripted", &["--input", &ops]);
+    }
+    let mut workers: Vec<Child> = (0..3)
+        .map(|n| worker(&pg, dir.path(), n, &config, "2"))
+        .collect();
+    wait_for_the_queue(&pg, dir.path(), Duration::from_secs(120));
+    for w in &mut workers {
+        assert!(w.wait().unwrap().success());
+    }
+    let completed: i64 = pg.one("SELECT COUNT(*) FROM runs WHERE status = 'completed'");
+    assert_eq!(completed, 3);
+    let holders: i64 = pg.one("SELECT COUNT(DISTINCT pid) FROM leases");
+    assert!(holders >= 2, "the runs ran on several workers ({holders})");
+    assert_eq!(server.requests().len(), 24);
+    let conn = pg.conn();
+    let mut reserved: Vec<i64> = conn
+        .prepare("SELECT response FROM events WHERE kind = 'llm.decision'")
+        .unwrap()
+        .query_map([], |r| r.get::<_, String>(0))
+        .unwrap()
+        .map(|text| {
+            let decision: serde_json::Value = serde_json::from_str(&text.unwrap()).unwrap();
+            decision["reservation"]["at_ms"].as_i64().unwrap()
+        })
+        .collect();
+    reserved.sort_unstable();
+    assert_eq!(reserved.len(), 24);
+    let worst = (0..reserved.len())
+        .map(|i| {
+            reserved[i..]
+                .iter()
+                .take_while(|&&t| t < reserved[i] + 998)
+                .count()
+        })
+        .max()
+        .unwrap();
+    assert!(
+        worst * 25 <= 250,
+        "a window held {} tokens of reservations",
+        worst * 25
+    );
+    let arrivals: Vec<std::time::Instant> = server.requests().iter().map(|r| r.at).collect();
+    let mut seen = 0;
+    for (i, start) in arrivals.iter().enumerate() {
+        let n = arrivals[i..]
+            .iter()
+            .filter(|t| t.duration_since(*start) < Duration::from_millis(800))
+            .count();
+        seen = seen.max(n);
+    }
+    assert!(
+        seen * 25 <= 250,
+        "the provider saw {} tokens in a window",
+        seen * 25
+    );
+}

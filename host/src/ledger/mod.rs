@@ -62,6 +62,7 @@ pub mod merges;
 pub mod perf;
 pub mod query;
 pub mod query_events;
+pub mod quotas;
 mod records;
 pub mod reviews;
 pub mod schema;

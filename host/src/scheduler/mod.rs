@@ -5,8 +5,9 @@
 //! the performance history of the same model and task type (else from the prompt
 //! length); score the survivors by the request's priority (cost / quality / latency
 //! weights, configurable); then reserve quota (sliding-window TPM/RPM per model and
-//! per provider) for the best one that has room, keeping the next ones as fallbacks.
-//! When nothing has room and the request allows waiting, wait up to its deadline.
+//! per provider; on a PostgreSQL ledger also in the quotas its hosts share, [`shared`])
+//! for the best one that has room, keeping the next ones as fallbacks. When nothing
+//! has room and the request allows waiting, wait up to its deadline.
 //! After the call, health (latency, errors, breaker, 429 cooldowns, versions), quotas
 //! and the performance DB are updated with what really happened.
 //!
@@ -20,10 +21,12 @@ pub mod perf;
 mod plan;
 pub mod quota;
 mod report;
+pub mod shared;
 
 pub use config::{QuotaConfig, SchedulerConfig, Weights};
 pub use report::{CandidateReport, Exclusion, Name, Prediction, Ranked};
 
+use crate::ledger::quotas::SharedQuotas;
 use crate::providers::{self, LlmProvider, ProviderError};
 use catalog::ModelSpec;
 use health::{Admission, Health, HealthView, VersionChange};
@@ -104,6 +107,9 @@ pub struct Grant {
     model_quota: Option<u64>,
     #[serde(skip)]
     provider_quota: Option<u64>,
+    /// Reservations in the quotas shared with the other hosts of a PostgreSQL ledger.
+    #[serde(skip)]
+    shared_quota: Vec<i64>,
 }
 
 /// Typed scheduling failures.
@@ -141,6 +147,10 @@ pub struct Scheduler {
     weights: [Weights; 4],
     state: Mutex<State>,
     perf: PerfDb,
+    /// `[llm.quotas]`, for the shared quotas.
+    provider_limits: BTreeMap<String, QuotaConfig>,
+    /// Quotas shared with the other hosts on the same PostgreSQL ledger.
+    shared: Option<Arc<SharedQuotas>>,
 }
 
 /// A model's state for `agentflow models`.
@@ -240,6 +250,8 @@ impl Scheduler {
             weights,
             state: Mutex::new(state),
             perf,
+            provider_limits: quotas.clone(),
+            shared: None,
         })
     }
 
@@ -290,14 +302,23 @@ impl Scheduler {
         let deadline = started + Duration::from_millis(req.max_wait_ms.unwrap_or(0));
         let (input, output) = (req.estimated_input_tokens, req.max_output_tokens);
         let tokens = input + output;
+        // Models the cluster's shared quotas refused, until when, and why.
+        let mut refused: HashMap<String, (Instant, String)> = HashMap::new();
         loop {
             let now = Instant::now();
             let mut skipped = Vec::new();
             let mut retry_at: Option<Instant> = None;
+            let mut chosen: Option<(Grant, usize)> = None;
             {
                 let mut state = self.state.lock().unwrap();
                 for (i, name) in plan.ranked.positions().filter(|(_, n)| !tried.contains(n)) {
                     let spec = &self.models[i];
+                    if let Some((until, why)) = refused.get(name).filter(|(until, _)| *until > now)
+                    {
+                        skipped.push((name.clone(), format!("quota: {why}")));
+                        retry_at = Some(retry_at.map_or(*until, |cur: Instant| cur.min(*until)));
+                        continue;
+                    }
                     let admission = match state.health[i].admit(now) {
                         Ok(a) => a,
                         Err(why) => {
@@ -320,16 +341,22 @@ impl Scheduler {
                             if admission == Admission::Probe {
                                 state.health[i].take_probe();
                             }
-                            return Ok(Grant {
+                            let grant = Grant {
                                 model: name.clone(),
                                 provider: spec.provider.clone(),
                                 reserved_tokens: tokens,
                                 probe: admission == Admission::Probe,
                                 waited_ms: started.elapsed().as_millis() as u64,
-                                skipped,
+                                skipped: std::mem::take(&mut skipped),
                                 model_quota,
                                 provider_quota,
-                            });
+                                shared_quota: Vec::new(),
+                            };
+                            if self.shared.is_none() {
+                                return Ok(grant);
+                            }
+                            chosen = Some((grant, i));
+                            break;
                         }
                         (Err(r), _) | (_, Err(r)) => {
                             skipped.push((name.clone(), format!("quota: {}", r.reason)));
@@ -337,6 +364,20 @@ impl Scheduler {
                                 retry_at = Some(retry_at.map_or(at, |cur: Instant| cur.min(at)));
                             }
                         }
+                    }
+                }
+            }
+            if let Some((mut grant, i)) = chosen {
+                match self.reserve_shared(&grant, i, input, output).await {
+                    Ok(ids) => {
+                        grant.shared_quota = ids;
+                        return Ok(grant);
+                    }
+                    Err((until, why)) => {
+                        self.release(&grant);
+                        skipped = std::mem::take(&mut grant.skipped);
+                        refused.insert(grant.model.clone(), (until, why));
+                        continue;
                     }
                 }
             }
@@ -363,6 +404,7 @@ impl Scheduler {
     }
 
     fn reconcile(&self, state: &mut State, grant: &Grant, input: u64, output: u64) {
+        self.reconcile_shared(grant, input, output);
         let window = self
             .index
             .get(&grant.model)

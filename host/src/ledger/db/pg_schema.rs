@@ -122,7 +122,11 @@ pub fn schema_sql() -> String {
         sql.push_str(&deferred_references(&statement));
         sql.push_str(";\n");
     }
-    for statement in crate::ledger::submissions::TABLE_SQL.split(';') {
+    let cluster = [
+        crate::ledger::submissions::TABLE_SQL,
+        crate::ledger::quotas::TABLE_SQL,
+    ];
+    for statement in cluster.iter().flat_map(|sql| sql.split(';')) {
         sql.push_str(&translate_ddl(statement));
         sql.push_str(";\n");
     }

@@ -1,0 +1,111 @@
+//! Quotas shared by the hosts of one PostgreSQL ledger (a cluster's workers): on top
+//! of its own sliding windows, the scheduler reserves each call in the ledger's
+//! `quota_use` ([`crate::ledger::quotas`]), so the workers together stay within each
+//! model's and provider's quota. A model the cluster's quota refuses is passed over
+//! until its window has room, as with the host's own quotas.
+
+use super::{Grant, Scheduler};
+use crate::ledger::quotas::{SharedLimit, SharedQuotas};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+impl Scheduler {
+    /// Reserve `grant`'s call (model `i`) in the quotas shared with the cluster: the
+    /// reservations, or until when and why they do not fit. A shared store that fails
+    /// leaves the host to its own quotas (logged).
+    pub(super) async fn reserve_shared(
+        &self,
+        grant: &Grant,
+        i: usize,
+        input: u64,
+        output: u64,
+    ) -> Result<Vec<i64>, (Instant, String)> {
+        let Some(shared) = self.shared.clone() else {
+            return Ok(Vec::new());
+        };
+        let limits = self.shared_limits(i);
+        if limits.is_empty() {
+            return Ok(Vec::new());
+        }
+        let window = self.config.quota_window_ms.max(1) as i64;
+        let reserved =
+            tokio::task::spawn_blocking(move || shared.reserve(&limits, window, input, output))
+                .await;
+        match reserved {
+            Ok(Ok(Ok(ids))) => Ok(ids),
+            Ok(Ok(Err(refusal))) => Err((
+                Instant::now() + Duration::from_millis(refusal.retry_in_ms),
+                refusal.reason,
+            )),
+            Ok(Err(e)) => {
+                tracing::warn!(model = %grant.model, error = %e, "shared quota unavailable: this host's own quotas only");
+                Ok(Vec::new())
+            }
+            Err(e) => {
+                tracing::warn!(model = %grant.model, error = %e, "shared quota unavailable: this host's own quotas only");
+                Ok(Vec::new())
+            }
+        }
+    }
+
+    /// The quotas model `i` and its provider share with the cluster.
+    fn shared_limits(&self, i: usize) -> Vec<SharedLimit> {
+        let m = &self.models[i];
+        let mut limits = Vec::new();
+        if m.tpm.is_some() || m.rpm.is_some() || m.itpm.is_some() || m.otpm.is_some() {
+            limits.push(SharedLimit {
+                scope: format!("model:{}", m.name),
+                tpm: m.tpm,
+                rpm: m.rpm,
+                itpm: m.itpm,
+                otpm: m.otpm,
+            });
+        }
+        if let Some(q) = self.provider_limits.get(&m.provider) {
+            limits.push(SharedLimit {
+                scope: format!("provider:{}", m.provider),
+                tpm: q.tpm,
+                rpm: q.rpm,
+                itpm: q.itpm,
+                otpm: q.otpm,
+            });
+        }
+        limits
+    }
+
+    /// Share this host's quotas with the other hosts of its PostgreSQL ledger.
+    pub fn share_quotas(&mut self, shared: SharedQuotas) {
+        self.shared = Some(Arc::new(shared));
+    }
+
+    /// Whether any model or provider has a quota.
+    pub fn has_quotas(&self) -> bool {
+        !self.provider_limits.is_empty()
+            || self
+                .models
+                .iter()
+                .any(|m| m.tpm.is_some() || m.rpm.is_some() || m.itpm.is_some() || m.otpm.is_some())
+    }
+
+    /// Set `grant`'s reservations in the shared quotas to what the call used (in the
+    /// background: the caller holds the scheduler's lock).
+    pub(super) fn reconcile_shared(&self, grant: &Grant, input: u64, output: u64) {
+        if let Some(shared) = self.shared.clone()
+            && !grant.shared_quota.is_empty()
+        {
+            let (ids, window) = (
+                grant.shared_quota.clone(),
+                self.config.quota_window_ms.max(1) as i64,
+            );
+            let update = move || {
+                if let Err(e) = shared.reconcile(&ids, input, output, window) {
+                    tracing::warn!(error = %e, "cannot reconcile a shared quota reservation");
+                }
+            };
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => drop(runtime.spawn_blocking(update)),
+                Err(_) => update(),
+            }
+        }
+    }
+}
