@@ -260,7 +260,7 @@ impl Ledger {
     /// log (`PRAGMA wal_checkpoint(TRUNCATE)`), so the `.db` file alone holds every
     /// committed run. Waits up to `wait` for other connections to let go.
     pub fn checkpoint(&self, wait: std::time::Duration) -> Result<(), LedgerError> {
-        if db::postgres_url(&self.path).is_some() {
+        if self.is_postgres() {
             return Ok(()); // PostgreSQL keeps its own log
         }
         // Never create the file: a host dropped after its ledger was removed does nothing.

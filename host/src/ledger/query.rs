@@ -14,10 +14,7 @@ pub use super::reviews::{ApprovalRow, approval_of, approvals};
 /// Open a read-only connection to the ledger at `path`.
 pub fn open_reader(path: &Path) -> Result<Connection, LedgerError> {
     if let Some(url) = super::db::postgres_url(path) {
-        return Connection::connect_postgres(url).map_err(|source| LedgerError::Open {
-            path: super::db::redact(url).into(),
-            source,
-        });
+        return super::db::open_postgres(url);
     }
     let conn = Connection::open_with_flags(
         path,

@@ -50,12 +50,8 @@ pub struct SharedQuotas {
 impl SharedQuotas {
     /// Shared quotas on the PostgreSQL ledger at `url` (its own connection).
     pub fn connect(url: &str) -> Result<SharedQuotas, LedgerError> {
-        let conn = Connection::connect_postgres(url).map_err(|source| LedgerError::Open {
-            path: super::db::redact(url).into(),
-            source,
-        })?;
         Ok(SharedQuotas {
-            conn: Mutex::new(conn),
+            conn: Mutex::new(super::db::open_postgres(url)?),
         })
     }
 

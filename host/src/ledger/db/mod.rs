@@ -17,7 +17,7 @@ mod pg_sql;
 mod pg_traces;
 mod pg_value;
 
-pub use pg::{PgConnection, is_postgres_url, postgres_url, redact};
+pub use pg::{PgConnection, postgres_url, redact};
 pub use pg_schema::prepare as prepare_postgres;
 use rusqlite::ToSql;
 use rusqlite::types::{FromSql, Value, ValueRef};
@@ -29,12 +29,6 @@ type SqlResult<T> = rusqlite::Result<T>;
 pub enum Connection {
     Sqlite(rusqlite::Connection),
     Postgres(PgConnection),
-}
-
-impl From<rusqlite::Connection> for Connection {
-    fn from(conn: rusqlite::Connection) -> Connection {
-        Connection::Sqlite(conn)
-    }
 }
 
 impl Connection {
@@ -138,15 +132,6 @@ impl Connection {
             c.set_prepared_statement_cache_capacity(capacity)
         }
     }
-
-    /// The SQLite connection, for what only SQLite has (`PRAGMA`s, backups, checks);
-    /// `None` on PostgreSQL.
-    pub fn sqlite(&self) -> Option<&rusqlite::Connection> {
-        match self {
-            Connection::Sqlite(c) => Some(c),
-            Connection::Postgres(_) => None,
-        }
-    }
 }
 
 /// The writer's connection to the ledger at `path`: a PostgreSQL URL, or a SQLite file
@@ -156,10 +141,7 @@ pub(super) fn open_for_writing(
 ) -> Result<Connection, crate::ledger::LedgerError> {
     use crate::ledger::LedgerError;
     if let Some(url) = postgres_url(path) {
-        return Connection::connect_postgres(url).map_err(|source| LedgerError::Open {
-            path: redact(url).into(),
-            source,
-        });
+        return open_postgres(url);
     }
     let conn = Connection::open(path).map_err(|source| LedgerError::Open {
         path: path.to_owned(),
@@ -167,6 +149,15 @@ pub(super) fn open_for_writing(
     })?;
     conn.execute_batch(crate::ledger::schema::PRAGMAS)?;
     Ok(conn)
+}
+
+/// A connection to the PostgreSQL ledger at `url`; failing, an error naming the URL
+/// without its password.
+pub fn open_postgres(url: &str) -> Result<Connection, crate::ledger::LedgerError> {
+    Connection::connect_postgres(url).map_err(|source| crate::ledger::LedgerError::Open {
+        path: redact(url).into(),
+        source,
+    })
 }
 
 /// A prepared statement.

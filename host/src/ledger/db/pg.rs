@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::sync::LazyLock;
 
 /// Whether `db` names a PostgreSQL database rather than a SQLite file.
-pub fn is_postgres_url(db: &str) -> bool {
+fn is_postgres_url(db: &str) -> bool {
     db.starts_with("postgres://") || db.starts_with("postgresql://")
 }
 
@@ -47,17 +47,8 @@ const MAX_PREPARED: usize = 256;
 pub struct PgConnection {
     client: tokio_postgres::Client,
     prepared: RefCell<HashMap<String, tokio_postgres::Statement>>,
-    /// Set between `BEGIN` and `COMMIT`/`ROLLBACK` sent through [`Self::execute_batch`].
+    /// Set between `BEGIN` and `COMMIT`/`ROLLBACK`, however they were sent.
     in_transaction: Cell<bool>,
-    /// The id the last `INSERT … RETURNING`-less insert into a table with an identity
-    /// column produced (`lastval()`), read on demand.
-    url: String,
-}
-
-impl std::fmt::Debug for PgConnection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PgConnection({})", redact(&self.url))
-    }
 }
 
 /// `url` without its password, for messages.
@@ -96,7 +87,6 @@ impl PgConnection {
             client: connected?,
             prepared: RefCell::default(),
             in_transaction: Cell::new(false),
-            url: url.to_owned(),
         })
     }
 
