@@ -130,6 +130,11 @@ fn default_latency() -> u64 {
 }
 
 impl ModelSpec {
+    /// Whether the model has a token or request quota of its own.
+    pub fn has_quota(&self) -> bool {
+        self.tpm.is_some() || self.rpm.is_some() || self.itpm.is_some() || self.otpm.is_some()
+    }
+
     /// The price of this model.
     pub fn price(&self) -> Price {
         Price {

@@ -374,7 +374,7 @@ impl Scheduler {
                         return Ok(grant);
                     }
                     Err((until, why)) => {
-                        self.release(&grant);
+                        self.withdraw(&grant);
                         skipped = std::mem::take(&mut grant.skipped);
                         refused.insert(grant.model.clone(), (until, why));
                         continue;
@@ -400,6 +400,26 @@ impl Scheduler {
                 at.max(Instant::now()) + Duration::from_millis(1),
             ))
             .await;
+        }
+    }
+
+    /// Take back the local reservations of a grant the cluster's quota refused: no
+    /// call was made, so not even its request counts here.
+    fn withdraw(&self, grant: &Grant) {
+        let mut state = self.state.lock().unwrap();
+        if let (Some(id), Some(&i)) = (grant.model_quota, self.index.get(&grant.model)) {
+            state.model_quota[i].withdraw(id);
+        }
+        if let (Some(id), Some(w)) = (
+            grant.provider_quota,
+            state.provider_quota.get_mut(&grant.provider),
+        ) {
+            w.withdraw(id);
+        }
+        if grant.probe
+            && let Some(h) = self.health(&mut state, &grant.model)
+        {
+            h.release_probe();
         }
     }
 

@@ -170,6 +170,11 @@ impl Window {
         }
     }
 
+    /// Take a reservation back as if it was never made (its request no longer counts).
+    pub fn withdraw(&mut self, id: u64) {
+        self.entries.retain(|e| e.id != id);
+    }
+
     /// The limits.
     pub fn limits(&self) -> (Option<u64>, Option<u64>) {
         (self.tpm, self.rpm)
@@ -220,6 +225,17 @@ mod tests {
         let refusal = w.check(1, 0, now).unwrap_err();
         assert!(refusal.reason.contains("requests"));
         assert_eq!(refusal.retry_at, Some(now + Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn a_withdrawn_reservation_counts_neither_tokens_nor_its_request() {
+        let now = Instant::now();
+        let mut w = Window::new(Some(1000), Some(1), Duration::from_secs(60));
+        let id = w.add(900, 0, now);
+        assert!(w.check(1, 0, now).is_err());
+        w.withdraw(id);
+        assert_eq!(w.usage(now), (0, 0));
+        assert!(w.check(1000, 0, now).is_ok());
     }
 
     #[test]

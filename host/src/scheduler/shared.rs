@@ -31,18 +31,19 @@ impl Scheduler {
         let reserved =
             tokio::task::spawn_blocking(move || shared.reserve(&limits, window, input, output))
                 .await;
+        let reserved = match reserved {
+            Ok(Ok(decided)) => Ok(decided),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
         match reserved {
-            Ok(Ok(Ok(ids))) => Ok(ids),
-            Ok(Ok(Err(refusal))) => Err((
+            Ok(Ok(ids)) => Ok(ids),
+            Ok(Err(refusal)) => Err((
                 Instant::now() + Duration::from_millis(refusal.retry_in_ms),
                 refusal.reason,
             )),
-            Ok(Err(e)) => {
-                tracing::warn!(model = %grant.model, error = %e, "shared quota unavailable: this host's own quotas only");
-                Ok(Vec::new())
-            }
-            Err(e) => {
-                tracing::warn!(model = %grant.model, error = %e, "shared quota unavailable: this host's own quotas only");
+            Err(error) => {
+                tracing::warn!(model = %grant.model, %error, "shared quota unavailable: this host's own quotas only");
                 Ok(Vec::new())
             }
         }
@@ -52,7 +53,7 @@ impl Scheduler {
     fn shared_limits(&self, i: usize) -> Vec<SharedLimit> {
         let m = &self.models[i];
         let mut limits = Vec::new();
-        if m.tpm.is_some() || m.rpm.is_some() || m.itpm.is_some() || m.otpm.is_some() {
+        if m.has_quota() {
             limits.push(SharedLimit {
                 scope: format!("model:{}", m.name),
                 tpm: m.tpm,
@@ -80,11 +81,7 @@ impl Scheduler {
 
     /// Whether any model or provider has a quota.
     pub fn has_quotas(&self) -> bool {
-        !self.provider_limits.is_empty()
-            || self
-                .models
-                .iter()
-                .any(|m| m.tpm.is_some() || m.rpm.is_some() || m.itpm.is_some() || m.otpm.is_some())
+        !self.provider_limits.is_empty() || self.models.iter().any(|m| m.has_quota())
     }
 
     /// Set `grant`'s reservations in the shared quotas to what the call used (in the
