@@ -540,7 +540,10 @@ fn build_scheduler(config: &HostConfig, ledger_path: &Path) -> anyhow::Result<Sc
             providers.insert(m.provider.clone(), p);
         }
     }
-    let perf = scheduler::perf::PerfDb::open(&scheduler::perf::path_for_ledger(ledger_path))?;
+    let perf = scheduler::perf::PerfDb::open(&scheduler::perf::path_for_ledger(
+        ledger_path,
+        &config.cache_dir(),
+    ))?;
     let mut scheduler =
         Scheduler::new(models, providers, &llm.quotas, llm.scheduler.clone(), perf)?;
     // Hosts on one PostgreSQL ledger (a cluster's workers) share their quotas.

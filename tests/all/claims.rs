@@ -524,7 +524,7 @@ fn an_anthropic_key_from_the_environment_stays_out_of_logs_ledger_and_perf_db() 
         ["inspect", report["run_id"].as_str().unwrap(), "--json"],
     );
     assert!(inspect.status.success(), "{}", stderr(&inspect));
-    let perf = agentflow::scheduler::perf::path_for_ledger(&db);
+    let perf = agentflow::scheduler::perf::path_for_ledger(&db, &cache_dir());
     assert!(perf.exists(), "{}", perf.display());
     let mut places = vec![
         ("stdout of run".to_string(), out.stdout.clone()),

@@ -153,7 +153,7 @@ fn run_against_an_openai_compatible_server() {
         "the trace log was on: {}",
         stderr(&out)
     );
-    let perf = agentflow::scheduler::perf::path_for_ledger(&db);
+    let perf = agentflow::scheduler::perf::path_for_ledger(&db, &cache_dir());
     assert!(perf.exists(), "{} was written", perf.display());
     let mut places = vec![
         ("stdout of run".to_string(), out.stdout.clone()),

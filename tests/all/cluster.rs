@@ -4,14 +4,13 @@
 //! side effect once, the output of an uncrashed run. Needs the test server of
 //! [`crate::postgres`].
 
+use crate::durability::{DEPLOY, deploy};
 use crate::postgres::PgDb;
 use crate::support::cli::*;
 use crate::support::*;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
-
-const DEPLOY: &str = r#"{"app": "shop", "resources": 3}"#;
 
 /// `agentflow submit <example agent> ARGS --db URL`: the run id it printed.
 fn submit(pg: &PgDb, agent: &str, args: &[&str]) -> String {
@@ -28,13 +27,10 @@ fn submit(pg: &PgDb, agent: &str, args: &[&str]) -> String {
     run_id
 }
 
-/// A worker process in `dir` (its stderr in `dir/worker-N.log`).
+/// A worker process (its stderr in `dir/worker-N.log`).
 fn worker(pg: &PgDb, dir: &Path, n: usize, config: &Path, idle_exit: &str) -> Child {
     let log = std::fs::File::create(dir.join(format!("worker-{n}.log"))).unwrap();
-    let cwd = dir.join(format!("worker-{n}"));
-    std::fs::create_dir_all(&cwd).unwrap();
     agentflow()
-        .current_dir(&cwd)
         .args([
             "worker",
             "--slots",
@@ -156,24 +152,8 @@ fn workers_killed_mid_run_are_taken_over_by_replay_with_each_effect_once() {
     let config = dir.file("w.toml", "[llm.mock]\nlatency_ms = 150\n");
     let base = dir.join("base");
     std::fs::create_dir_all(base.join("ws")).unwrap();
-    let baseline = agentflow()
-        .arg("run")
-        .arg(example("deployer"))
-        .args([
-            "--input",
-            DEPLOY,
-            "--grant",
-            "cloud",
-            "--json",
-            "--workspace",
-        ])
-        .arg(base.join("ws"))
-        .arg("--config")
-        .arg(&config)
-        .arg("--db")
-        .arg(base.join("b.db"))
-        .output()
-        .unwrap();
+    let config_args = ["--config", config.to_str().unwrap()];
+    let baseline = deploy(&base.join("b.db"), &base.join("ws"), &[], &config_args);
     assert!(baseline.status.success(), "{}", stderr(&baseline));
     let baseline = stdout_json(&baseline);
 
@@ -410,29 +390,14 @@ fn a_token_quota_holds_across_the_workers() {
         .collect();
     reserved.sort_unstable();
     assert_eq!(reserved.len(), 24);
-    let worst = (0..reserved.len())
-        .map(|i| {
-            reserved[i..]
-                .iter()
-                .take_while(|&&t| t < reserved[i] + 998)
-                .count()
-        })
-        .max()
-        .unwrap();
+    let worst = most_in_a_window(&reserved, 998);
     assert!(
         worst * 25 <= 250,
         "a window held {} tokens of reservations",
         worst * 25
     );
     let arrivals: Vec<std::time::Instant> = server.requests().iter().map(|r| r.at).collect();
-    let mut seen = 0;
-    for (i, start) in arrivals.iter().enumerate() {
-        let n = arrivals[i..]
-            .iter()
-            .filter(|t| t.duration_since(*start) < Duration::from_millis(800))
-            .count();
-        seen = seen.max(n);
-    }
+    let seen = most_in_a_window(&arrivals, Duration::from_millis(800));
     assert!(
         seen * 25 <= 250,
         "the provider saw {} tokens in a window",

@@ -15,9 +15,12 @@ use std::process::Output;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-const DEPLOY: &str = r#"{"app": "shop", "resources": 3}"#;
+/// The deployer's input: three cloud resources (also the PostgreSQL and cluster tests').
+pub(crate) const DEPLOY: &str = r#"{"app": "shop", "resources": 3}"#;
 
-fn deploy(db: &Path, ws: &Path, env: &[(&str, String)], extra: &[&str]) -> Output {
+/// `agentflow run <deployer> --input DEPLOY --grant cloud --json --workspace WS --db DB
+/// EXTRA…` with `env`, run to completion.
+pub(crate) fn deploy(db: &Path, ws: &Path, env: &[(&str, String)], extra: &[&str]) -> Output {
     let mut cmd = agentflow();
     cmd.arg("run")
         .arg(example("deployer"))

@@ -5,6 +5,7 @@
 //! pass without running (a developer machine without PostgreSQL), unless
 //! `AGENTFLOW_REQUIRE_POSTGRES=1`, which `.ci/run` sets.
 
+use crate::durability::deploy;
 use crate::support::cli::*;
 use crate::support::*;
 use agentflow::ledger::Connection;
@@ -78,9 +79,8 @@ impl Drop for PgDb {
 
 const QUESTION: &str = "Why sandbox AI agents?";
 
-fn researcher(db: &Path, cwd: &Path) -> Output {
+fn researcher(db: &Path) -> Output {
     agentflow()
-        .current_dir(cwd)
         .args(["run"])
         .arg(example("researcher"))
         .args(["--input", QUESTION, "--json", "--db"])
@@ -98,9 +98,9 @@ fn an_agent_runs_on_postgres_and_every_reading_command_reads_it() {
         return;
     };
     let dir = TempDir::new("pg-reading");
-    let on_sqlite = researcher(&dir.join("l.db"), dir.path());
+    let on_sqlite = researcher(&dir.join("l.db"));
     assert!(on_sqlite.status.success(), "{}", stderr(&on_sqlite));
-    let on_postgres = researcher(&pg.db(), dir.path());
+    let on_postgres = researcher(&pg.db());
     assert!(on_postgres.status.success(), "{}", stderr(&on_postgres));
     let (sqlite_run, pg_run) = (stdout_json(&on_sqlite), stdout_json(&on_postgres));
     assert_eq!(
@@ -144,30 +144,6 @@ fn an_agent_runs_on_postgres_and_every_reading_command_reads_it() {
     assert!(events.contains("llm.complete"), "{events}");
 }
 
-const DEPLOY: &str = r#"{"app": "shop", "resources": 3}"#;
-
-fn deploy(db: &Path, ws: &Path, env: &[(&str, String)]) -> Output {
-    let mut cmd = agentflow();
-    cmd.arg("run")
-        .arg(example("deployer"))
-        .args([
-            "--input",
-            DEPLOY,
-            "--grant",
-            "cloud",
-            "--json",
-            "--workspace",
-        ])
-        .arg(ws)
-        .arg("--db")
-        .arg(db)
-        .current_dir(ws.parent().unwrap());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().unwrap()
-}
-
 /// The host killed at the ledger's crash points on PostgreSQL — mid tool effect, at a
 /// spawn, at the barrier, after buffered writes, after the root finished — and the run
 /// resumed from the PostgreSQL ledger: every cloud resource created exactly once
@@ -177,7 +153,7 @@ fn crashes_at_the_ledgers_points_resume_from_postgres_with_each_effect_once() {
     let Some(_) = PgDb::new("probe") else { return };
     let base = TempDir::new("pg-crash-base");
     std::fs::create_dir_all(base.join("ws")).unwrap();
-    let baseline = deploy(&base.join("b.db"), &base.join("ws"), &[]);
+    let baseline = deploy(&base.join("b.db"), &base.join("ws"), &[], &[]);
     assert!(baseline.status.success(), "{}", stderr(&baseline));
     let baseline = stdout_json(&baseline);
     let mut points: Vec<(String, String)> = Vec::new();
@@ -203,7 +179,7 @@ fn crashes_at_the_ledgers_points_resume_from_postgres_with_each_effect_once() {
             ("AGENTFLOW_CRASH_AT", point.clone()),
             ("AGENTFLOW_CRASH_AT_COUNT", k.clone()),
         ];
-        let crashed = deploy(&pg.db(), &ws, &env);
+        let crashed = deploy(&pg.db(), &ws, &env, &[]);
         assert!(!crashed.status.success(), "{label}: the host was killed");
         assert!(
             stderr(&crashed).contains(&format!("aborting at point `{point}` (hit {k})")),
@@ -216,11 +192,7 @@ fn crashes_at_the_ledgers_points_resume_from_postgres_with_each_effect_once() {
                    AND c.kind = 'tools.call' AND c.seq > i.seq)",
         );
         let run_id: String = pg.one("SELECT run_id FROM runs");
-        let resumed = agentflow()
-            .current_dir(dir.path())
-            .args(["resume", &run_id, "--json", "--db", &pg.url])
-            .output()
-            .unwrap();
+        let resumed = agentflow_on(&pg.db(), ["resume", &run_id, "--json"]);
         assert!(resumed.status.success(), "{label}: {}", stderr(&resumed));
         let resumed = stdout_json(&resumed);
         assert_eq!(
@@ -290,12 +262,11 @@ fn hosts_share_one_database_and_a_newer_schema_is_refused() {
     let Some(pg) = PgDb::new("shared") else {
         return;
     };
-    let dir = TempDir::new("pg-shared");
     use agentflow::ledger::dashboard::{ledger_fingerprint, run_fingerprint};
-    let a = researcher(&pg.db(), dir.path());
+    let a = researcher(&pg.db());
     // What `agentflow serve` polls to push live updates changes with the second run.
     let seen = ledger_fingerprint(&pg.conn()).unwrap();
-    let b = researcher(&pg.db(), dir.path());
+    let b = researcher(&pg.db());
     assert!(a.status.success() && b.status.success(), "{}", stderr(&b));
     assert_ne!(ledger_fingerprint(&pg.conn()).unwrap(), seen);
     let a_id = stdout_json(&a)["run_id"].as_str().unwrap().to_owned();

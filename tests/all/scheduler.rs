@@ -331,15 +331,7 @@ tpm = 250
         .collect();
     reserved.sort_unstable();
     assert_eq!(reserved.len(), 60);
-    let worst_reserved = (0..reserved.len())
-        .map(|i| {
-            reserved[i..]
-                .iter()
-                .take_while(|&&t| t < reserved[i] + 998)
-                .count()
-        })
-        .max()
-        .unwrap();
+    let worst_reserved = most_in_a_window(&reserved, 998);
     assert!(
         worst_reserved * 25 <= 250,
         "a window held {} tokens of reservations",
@@ -348,14 +340,7 @@ tpm = 250
     // Seen from the provider, allowing for transit jitter under load.
     let arrivals: Vec<Instant> = server.requests().iter().map(|r| r.at).collect();
     // Any window of the quota's length (less 20 ms for transit jitter) saw at most 10 calls.
-    let mut worst = 0;
-    for (i, start) in arrivals.iter().enumerate() {
-        let n = arrivals[i..]
-            .iter()
-            .filter(|t| t.duration_since(*start) < Duration::from_millis(800))
-            .count();
-        worst = worst.max(n);
-    }
+    let worst = most_in_a_window(&arrivals, Duration::from_millis(800));
     assert!(worst * 25 <= 250, "a window saw {} tokens", worst * 25);
     assert!(
         started.elapsed() >= Duration::from_secs(4),

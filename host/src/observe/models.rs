@@ -19,7 +19,7 @@ pub struct ModelView {
 
 /// The catalog of `config` with the statistics stored beside the ledger `db`.
 pub fn load(config: &HostConfig, db: &Path) -> anyhow::Result<Vec<ModelView>> {
-    let perf_path = perf::path_for_ledger(db);
+    let perf_path = perf::path_for_ledger(db, &config.cache_dir());
     let store = if perf_path.exists() {
         Some(PerfStore::open_read_only(&perf_path)?)
     } else {

@@ -91,14 +91,12 @@ fn blend(prior: f64, scores: Option<&(u64, f64)>) -> f64 {
     }
 }
 
-/// Path of the performance DB that goes with a ledger file. A PostgreSQL ledger's
-/// hosts each keep theirs in the working directory (`agentflow-perf.db`), or where
-/// `AGENTFLOW_PERF_DB` says.
-pub fn path_for_ledger(ledger: &Path) -> PathBuf {
+/// Path of the performance DB that goes with a ledger file. The hosts of a PostgreSQL
+/// ledger each keep theirs on their own disk, beside their compiled components
+/// (the host configuration's `cache_dir`).
+pub fn path_for_ledger(ledger: &Path, cache_dir: &Path) -> PathBuf {
     if crate::ledger::db::postgres_url(ledger).is_some() {
-        return std::env::var_os("AGENTFLOW_PERF_DB")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("agentflow-perf.db"));
+        return cache_dir.join("perf.db");
     }
     let stem = ledger
         .file_stem()

@@ -199,7 +199,7 @@ pub async fn models(
     let db = state.db.clone();
     read(&state, move |conn| {
         let views = models::load(&config, &db)?;
-        let perf_path = perf::path_for_ledger(&db);
+        let perf_path = perf::path_for_ledger(&db, &config.cache_dir());
         let (mut perf_latency, mut days) = Default::default();
         if perf_path.exists() {
             let perf = query::open_reader(&perf_path)?;

@@ -258,3 +258,16 @@ pub fn tickets(dir: &TempDir) -> Vec<serde_json::Value> {
         .map(|e| serde_json::from_slice(&std::fs::read(e.path()).unwrap()).unwrap())
         .collect()
 }
+
+/// The most of `times` (in the order they happened) that fall in one window: from one
+/// of them to less than `width` later. What a quota test holds against the quota.
+pub fn most_in_a_window<T, D>(times: &[T], width: D) -> usize
+where
+    T: Copy + std::ops::Sub<Output = D>,
+    D: PartialOrd + Copy,
+{
+    (0..times.len())
+        .map(|i| times[i..].iter().filter(|&&t| t - times[i] < width).count())
+        .max()
+        .unwrap_or(0)
+}
