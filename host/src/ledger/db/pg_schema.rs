@@ -83,33 +83,40 @@ fn create_or_check(conn: &PgConnection, url: &str) -> Result<(), LedgerError> {
     }
 }
 
-/// The whole schema at [`SCHEMA_VERSION`] in PostgreSQL's dialect.
+/// The whole schema at [`SCHEMA_VERSION`] in PostgreSQL's dialect: the SQLite schema,
+/// its migrations and the cluster's tables, one statement at a time.
 pub fn schema_sql() -> String {
-    // `blobs` first: PostgreSQL resolves a `REFERENCES` when the table is created.
-    let uncommented: String = SCHEMA
-        .lines()
-        .filter(|l| !l.trim_start().starts_with("--"))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    let mut statements: Vec<String> = uncommented
-        .split(';')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect();
-    statements.sort_by_key(|s| !s.contains("CREATE TABLE blobs"));
-    for m in MIGRATIONS
+    let migrations = MIGRATIONS
         .iter()
         .filter(|m| !SQLITE_ONLY_MIGRATIONS.contains(&m.to))
-    {
-        statements.extend(
-            (m.sql)()
+        .map(|m| (m.sql)());
+    let cluster = [
+        crate::ledger::submissions::TABLE_SQL,
+        crate::ledger::quotas::TABLE_SQL,
+    ];
+    let sources: Vec<String> = std::iter::once(SCHEMA.to_owned())
+        .chain(migrations)
+        .chain(cluster.map(str::to_owned))
+        .collect();
+    // Comments go first: one of them holds a `;`.
+    let mut statements: Vec<String> = sources
+        .iter()
+        .flat_map(|source| {
+            let uncommented: String = source
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("--"))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            uncommented
                 .split(';')
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
-                .map(str::to_owned),
-        );
-    }
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    // `blobs` first: PostgreSQL resolves a `REFERENCES` when the table is created.
+    statements.sort_by_key(|s| !s.contains("CREATE TABLE blobs"));
     let mut sql = String::from(FUNCTIONS);
     for statement in statements {
         let statement = translate_ddl(&statement)
@@ -120,14 +127,6 @@ pub fn schema_sql() -> String {
             .replace("CREATE INDEX IF NOT EXISTS", "CREATE INDEX")
             .replace("CREATE INDEX", "CREATE INDEX IF NOT EXISTS");
         sql.push_str(&deferred_references(&statement));
-        sql.push_str(";\n");
-    }
-    let cluster = [
-        crate::ledger::submissions::TABLE_SQL,
-        crate::ledger::quotas::TABLE_SQL,
-    ];
-    for statement in cluster.iter().flat_map(|sql| sql.split(';')) {
-        sql.push_str(&translate_ddl(statement));
         sql.push_str(";\n");
     }
     sql.push_str(&super::pg_traces::view_sql());
@@ -163,6 +162,8 @@ mod tests {
         let tasks = sql.find("CREATE TABLE IF NOT EXISTS tasks").unwrap();
         assert!(blobs < tasks, "{sql}");
         assert!(sql.contains("REFERENCES runs(run_id) DEFERRABLE INITIALLY DEFERRED"));
+        assert!(sql.contains("CREATE TABLE IF NOT EXISTS submissions"));
+        assert!(sql.contains("CREATE TABLE IF NOT EXISTS quota_use"));
         assert!(!sql.contains(" BLOB"), "{sql}");
         assert!(sql.contains("CREATE TABLE IF NOT EXISTS installed_tools"));
         assert!(sql.contains("CREATE OR REPLACE VIEW agent_traces"));
