@@ -48,17 +48,10 @@ fn real_main() -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run {
             agent,
-            input,
-            input_file,
             db,
             config,
-            grants,
-            workspace,
-            max_depth,
-            budget_usd,
+            limits: granted,
             on_divergence,
-            max_concurrency,
-            require_approval_over_usd,
             timeout,
             quiet,
             detach,
@@ -71,16 +64,16 @@ fn real_main() -> anyhow::Result<ExitCode> {
             let limits = config.limits.summary();
             let cache_dir = config.cache_dir();
             build::build_validator_crates(&mut config.validators, &cache_dir)?;
-            let input = cli::args::input(input, input_file)?;
-            let wasm = build::component(agent, &cache_dir)?;
+            let input = cli::args::input(agent.input, agent.input_file)?;
+            let wasm = build::component(agent.agent, &cache_dir)?;
             let options = RunOptions {
-                grants,
-                workspace,
-                max_depth,
-                budget_usd,
+                grants: granted.grants,
+                workspace: granted.workspace,
+                max_depth: granted.max_depth,
+                budget_usd: granted.budget_usd,
                 on_divergence,
-                max_concurrency,
-                approval_over_usd: require_approval_over_usd,
+                max_concurrency: granted.max_concurrency,
+                approval_over_usd: granted.require_approval_over_usd,
                 run_id: Some(agentflow::new_run_id()),
                 detach: detach.on,
             };

@@ -29,6 +29,44 @@ pub struct Db {
     pub path: PathBuf,
 }
 
+/// The agent and its input, shared by `run` and `submit`.
+#[derive(Args)]
+pub struct AgentInput {
+    /// Path to a component (.wasm) or to an agent crate directory.
+    pub agent: PathBuf,
+    /// The agent's input.
+    #[arg(long, conflicts_with = "input_file")]
+    pub input: Option<String>,
+    /// Read the agent's input from a file: its bytes as they are, a final newline
+    /// included (UTF-8).
+    #[arg(long, value_name = "FILE")]
+    pub input_file: Option<PathBuf>,
+}
+
+/// What a run is granted and held to, shared by `run` and `submit`.
+#[derive(Args)]
+pub struct RunLimits {
+    /// Grant a tool to the run (kv, workspace, http_fetch, or an installed tool
+    /// component's name); repeatable.
+    #[arg(long = "grant", value_name = "TOOL")]
+    pub grants: Vec<String>,
+    /// Directory the workspace tool may use.
+    #[arg(long)]
+    pub workspace: Option<PathBuf>,
+    /// Deepest allowed sub-agent (root = 0).
+    #[arg(long)]
+    pub max_depth: Option<u32>,
+    /// Total USD the run may spend on LLM calls.
+    #[arg(long)]
+    pub budget_usd: Option<f64>,
+    /// Tasks of the run executing at once (more are queued).
+    #[arg(long)]
+    pub max_concurrency: Option<u32>,
+    /// Children whose estimated cost is over this (USD) wait for a human's approval.
+    #[arg(long)]
+    pub require_approval_over_usd: Option<f64>,
+}
+
 /// `--json`, shared by every command that prints a result.
 #[derive(Args)]
 pub struct Json {
@@ -50,39 +88,15 @@ pub struct Detach {
 pub enum Command {
     /// Run an agent (a .wasm component, or a Rust agent crate directory to build first).
     Run {
-        /// Path to a component (.wasm) or to an agent crate directory.
-        agent: PathBuf,
-        /// The agent's input.
-        #[arg(long, conflicts_with = "input_file")]
-        input: Option<String>,
-        /// Read the agent's input from a file: its bytes as they are, a final newline
-        /// included (UTF-8).
-        #[arg(long, value_name = "FILE")]
-        input_file: Option<PathBuf>,
+        #[command(flatten)]
+        agent: AgentInput,
         #[command(flatten)]
         db: Db,
         /// Host configuration (TOML).
         #[arg(long)]
         config: Option<PathBuf>,
-        /// Grant a tool to the run (kv, workspace, http_fetch, or an installed tool
-        /// component's name); repeatable.
-        #[arg(long = "grant", value_name = "TOOL")]
-        grants: Vec<String>,
-        /// Directory the workspace tool may use.
-        #[arg(long)]
-        workspace: Option<PathBuf>,
-        /// Deepest allowed sub-agent (root = 0).
-        #[arg(long)]
-        max_depth: Option<u32>,
-        /// Total USD the run may spend on LLM calls.
-        #[arg(long)]
-        budget_usd: Option<f64>,
-        /// Tasks of the run executing at once (more are queued).
-        #[arg(long)]
-        max_concurrency: Option<u32>,
-        /// Children whose estimated cost is over this (USD) wait for a human's approval.
-        #[arg(long)]
-        require_approval_over_usd: Option<f64>,
+        #[command(flatten)]
+        limits: RunLimits,
         /// When a resumed task's replay diverges: fail or from-checkpoint.
         #[arg(long, value_parser = parse_policy)]
         on_divergence: Option<DivergencePolicy>,

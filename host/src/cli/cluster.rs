@@ -1,7 +1,7 @@
 //! `agentflow submit` and `agentflow worker`: runs queued in a PostgreSQL ledger and
 //! executed by a pool of worker processes ([`agentflow::runs::worker`]).
 
-use super::args::Db;
+use super::args::{AgentInput, Db, RunLimits};
 use super::build;
 use super::host::with_host;
 use agentflow::HostConfig;
@@ -13,34 +13,13 @@ use std::time::Duration;
 /// `agentflow submit`.
 #[derive(Args)]
 pub struct SubmitArgs {
-    /// Path to a component (.wasm) or to an agent crate directory.
-    agent: PathBuf,
-    /// The agent's input.
-    #[arg(long, conflicts_with = "input_file")]
-    input: Option<String>,
-    /// Read the agent's input from a file.
-    #[arg(long, value_name = "FILE")]
-    input_file: Option<PathBuf>,
+    #[command(flatten)]
+    agent: AgentInput,
     #[command(flatten)]
     db: Db,
-    /// Grant a tool to the run; repeatable.
-    #[arg(long = "grant", value_name = "TOOL")]
-    grants: Vec<String>,
-    /// Directory the workspace tool may use (on the worker's machine).
-    #[arg(long)]
-    workspace: Option<PathBuf>,
-    /// Deepest allowed sub-agent (root = 0).
-    #[arg(long)]
-    max_depth: Option<u32>,
-    /// Total USD the run may spend on LLM calls.
-    #[arg(long)]
-    budget_usd: Option<f64>,
-    /// Tasks of the run executing at once.
-    #[arg(long)]
-    max_concurrency: Option<u32>,
-    /// Children whose estimated cost is over this (USD) wait for a human's approval.
-    #[arg(long)]
-    require_approval_over_usd: Option<f64>,
+    /// The run's grants and limits (`--workspace` is a directory of the worker's machine).
+    #[command(flatten)]
+    limits: RunLimits,
     /// Print `{"run_id": …}` instead of the bare run id.
     #[arg(long)]
     json: bool,
@@ -66,20 +45,21 @@ pub struct WorkerArgs {
 pub fn submit(args: SubmitArgs) -> anyhow::Result<()> {
     let config = HostConfig::default();
     let cache_dir = config.cache_dir();
-    let input = super::args::input(args.input, args.input_file)?;
-    let wasm = build::component(args.agent, &cache_dir)?;
+    let input = super::args::input(args.agent.input, args.agent.input_file)?;
+    let wasm = build::component(args.agent.agent, &cache_dir)?;
     let name = wasm
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "agent".into());
     let bytes = std::fs::read(&wasm)?;
+    let limits = args.limits;
     let options = SubmitOptions {
-        grants: args.grants,
-        workspace: args.workspace,
-        max_depth: args.max_depth,
-        budget_usd: args.budget_usd,
-        max_concurrency: args.max_concurrency,
-        approval_over_usd: args.require_approval_over_usd,
+        grants: limits.grants,
+        workspace: limits.workspace,
+        max_depth: limits.max_depth,
+        budget_usd: limits.budget_usd,
+        max_concurrency: limits.max_concurrency,
+        approval_over_usd: limits.require_approval_over_usd,
     };
     let run_id = with_host(config, &args.db.path, async |host| {
         worker::submit(host, &name, bytes, &input, &options).await
