@@ -404,3 +404,80 @@ fn a_token_quota_holds_across_the_workers() {
         seen * 25
     );
 }
+
+/// `POST /api/submit` on `agentflow serve` queues a run as `agentflow submit` does, and
+/// a worker executes it. An API client of a server with `--token` sends the token as
+/// `Authorization: Bearer` and needs no CSRF token; the cookie a browser holds still
+/// needs one. A body that is not a component is refused before anything is queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_queues_runs_over_http() {
+    use base64::Engine as _;
+    let Some(pg) = PgDb::new("http_submit") else {
+        return;
+    };
+    let dir = TempDir::new("cluster-http");
+    let token = "an-operator-token-long-enough";
+    let dashboard = crate::support::browser::Dashboard::start(&pg.db(), &["--token", token]);
+    let http = reqwest::Client::new();
+    let component = std::fs::read(example("researcher")).unwrap();
+    let body = |component: &[u8]| {
+        serde_json::json!({
+            "agent": "researcher",
+            "component_base64": base64::engine::general_purpose::STANDARD.encode(component),
+            "input": "q-over-http",
+            "options": { "budget_usd": 0.5 },
+        })
+    };
+    let post = |body: &serde_json::Value| http.post(dashboard.at("/api/submit")).json(body);
+    let anonymous = post(&body(&component)).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let by_cookie = post(&body(&component))
+        .header("cookie", format!("agentflow_token={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        by_cookie.status(),
+        403,
+        "a cookie still needs the CSRF token"
+    );
+    let not_a_component = post(&body(b"not a wasm component"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_a_component.status(), 400);
+    let why = not_a_component.text().await.unwrap();
+    assert!(why.contains("error"), "{why}");
+    let open: i64 = pg.one("SELECT COUNT(*) FROM submissions");
+    assert_eq!(open, 0, "nothing queued by refused requests");
+
+    let accepted = post(&body(&component))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), 201);
+    let run_id = accepted.json::<serde_json::Value>().await.unwrap()["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(run_id.len(), 32, "{run_id}");
+    let started: i64 = pg.one("SELECT COUNT(*) FROM runs");
+    assert_eq!(started, 0, "submit executes nothing");
+
+    let config = dir.file("w.toml", "[llm.mock]\n");
+    let mut w = worker(&pg, dir.path(), 0, &config, "1");
+    wait_for_the_queue(&pg, dir.path(), Duration::from_secs(120));
+    assert!(w.wait().unwrap().success());
+    let (status, budget): (String, f64) = pg
+        .conn()
+        .query_row(
+            "SELECT status, budget_usd FROM runs WHERE run_id = ?1",
+            [&run_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(status, "completed");
+    assert_eq!(budget, 0.5, "the options travelled with the submission");
+}

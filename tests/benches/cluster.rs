@@ -78,7 +78,8 @@ async fn throughput(
     for i in 0..runs {
         let input = format!("question {i}");
         worker::submit(
-            &submitter,
+            submitter.runtime(),
+            submitter.ledger(),
             "researcher",
             bytes.clone(),
             &input,
@@ -104,9 +105,16 @@ async fn takeover(admin: &str, cache: &std::path::Path, i: usize) -> (Duration, 
     let url = fresh_database(admin, &format!("agentflow_bench_takeover_{i}"));
     let bytes = std::fs::read(example("researcher")).unwrap();
     let h = host(&url, cache);
-    let run_id = worker::submit(&h, "researcher", bytes, "why?", &SubmitOptions::default())
-        .await
-        .unwrap();
+    let run_id = worker::submit(
+        h.runtime(),
+        h.ledger(),
+        "researcher",
+        bytes,
+        "why?",
+        &SubmitOptions::default(),
+    )
+    .await
+    .unwrap();
     // The run executes once, then is put back mid-way (its tasks unfinished, every
     // call recorded), its lease held by a worker of another machine that stopped.
     worker::work(&h, &options(Duration::ZERO)).await.unwrap();

@@ -62,7 +62,15 @@ pub fn submit(args: SubmitArgs) -> anyhow::Result<()> {
         approval_over_usd: limits.require_approval_over_usd,
     };
     let run_id = with_host(config, &args.db.path, async |host| {
-        worker::submit(host, &name, bytes, &input, &options).await
+        worker::submit(
+            host.runtime(),
+            host.ledger(),
+            &name,
+            bytes,
+            &input,
+            &options,
+        )
+        .await
     })?;
     if args.json {
         println!("{}", serde_json::json!({ "run_id": run_id }));

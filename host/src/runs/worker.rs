@@ -11,7 +11,8 @@
 //! them when they go stale and another worker claims them.
 
 use crate::ledger::submissions::{Claim, NewSubmission};
-use crate::ledger::{self, leases::Holder};
+use crate::ledger::{self, Ledger, leases::Holder};
+use crate::runtime::Runtime;
 use crate::{Host, ResumeOptions, RunOptions, RunReport};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -56,22 +57,25 @@ pub struct WorkerSummary {
 /// `agentflow resume`), so a run that cannot start does not go round the workers.
 const MAX_CLAIMS: i64 = 5;
 
-/// Queue a run of the component `bytes` for the workers; returns its run id.
+/// Queue a run of the component `bytes` for the workers on `ledger`; returns its run
+/// id. `runtime` checks first that the bytes are a component of the agent world (and
+/// compiles them into its cache).
 pub async fn submit(
-    host: &Host,
+    runtime: &Runtime,
+    ledger: &Ledger,
     agent: &str,
     bytes: Vec<u8>,
     input: &str,
     options: &SubmitOptions,
 ) -> anyhow::Result<String> {
-    if !host.ledger().is_postgres() {
+    if !ledger.is_postgres() {
         anyhow::bail!(
             "submit queues runs for `agentflow worker` processes sharing a PostgreSQL ledger: \
              pass --db postgres://… (on a SQLite ledger, `agentflow run` executes it here)"
         );
     }
     // A file that is not a component of the agent world is refused before it is queued.
-    host.runtime().load_bytes(agent, &bytes)?;
+    runtime.load_bytes(agent, &bytes)?;
     let new = NewSubmission {
         run_id: crate::new_run_id(),
         agent: agent.to_string(),
@@ -80,7 +84,7 @@ pub async fn submit(
         options: serde_json::to_string(options)?,
     };
     let run_id = new.run_id.clone();
-    host.ledger().write(move |w| w.submit(&new, &bytes)).await?;
+    ledger.write(move |w| w.submit(&new, &bytes)).await?;
     Ok(run_id)
 }
 

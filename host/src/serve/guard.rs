@@ -9,7 +9,9 @@
 //!   name to 127.0.0.1 cannot read the ledger; otherwise 403.
 //! * **CSRF** — a POST must carry the server's random CSRF token (written into the
 //!   page) in `X-AgentFlow-CSRF`, and when the browser sends `Origin` or
-//!   `Sec-Fetch-Site` they must say the same origin; otherwise 403.
+//!   `Sec-Fetch-Site` they must say the same origin; otherwise 403. A POST that
+//!   presents the token in `Authorization: Bearer` (an API client of a server with
+//!   `--token`) needs no CSRF token: browsers never send that header on their own.
 //!
 //! Every response gets a strict Content-Security-Policy (scripts and styles only from
 //! `/assets/`, no inline script), `nosniff`, no framing and no referrer.
@@ -42,12 +44,17 @@ fn header_str(headers: &HeaderMap, name: impl header::AsHeaderName) -> Option<&s
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// The token of an `Authorization: Bearer` header.
+fn bearer_header(headers: &HeaderMap) -> Option<&str> {
+    header_str(headers, header::AUTHORIZATION)
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
 /// The bearer token the request carries: its `Authorization` header, else its cookie.
 fn presented_token(headers: &HeaderMap) -> Option<&str> {
-    if let Some(t) =
-        header_str(headers, header::AUTHORIZATION).and_then(|v| v.strip_prefix("Bearer "))
-    {
-        return Some(t.trim());
+    if let Some(t) = bearer_header(headers) {
+        return Some(t);
     }
     headers
         .get_all(header::COOKIE)
@@ -149,7 +156,11 @@ pub async fn guard(
             "the Host header is not a loopback name (a dashboard without --token answers only 127.0.0.1/localhost)",
         );
     }
-    let safe = matches!(*request.method(), Method::GET | Method::HEAD);
+    // A request authenticated by its `Authorization` header is a program's (an API
+    // client's): a browser never adds that header to a cross-site request by itself,
+    // so only cookie-authenticated and token-less requests need the CSRF token.
+    let by_header = state.token.is_some() && bearer_header(headers).is_some();
+    let safe = matches!(*request.method(), Method::GET | Method::HEAD) || by_header;
     if !safe && let Err(why) = csrf_ok(headers, &state.csrf) {
         return refuse(StatusCode::FORBIDDEN, why);
     }

@@ -8,7 +8,8 @@
 //!   by polling the ledger file, so runs of other processes show too;
 //! * `/decisions` — every pending approval, review and conflict, decided from the
 //!   browser through the functions the CLI calls ([`decide`]);
-//! * `/models` — the catalog with breaker, quota, latency p50/p95 and quality by day.
+//! * `/models` — the catalog with breaker, quota, latency p50/p95 and quality by day;
+//! * `POST /api/submit` — queue a run for a cluster's workers ([`submit`]).
 //!
 //! Guards ([`guard`]): loopback by default, a bearer token required off loopback,
 //! a per-server CSRF token on every POST, and a `Host` check against DNS rebinding.
@@ -20,9 +21,11 @@ pub mod decide;
 pub mod guard;
 pub mod live;
 pub mod run_page;
+pub mod submit;
 
 use crate::config::HostConfig;
 use crate::ledger::existing;
+use crate::runtime::Runtime;
 use axum::Router;
 use axum::routing::{get, post};
 use std::net::SocketAddr;
@@ -51,6 +54,20 @@ pub struct AppState {
     pub csrf: String,
     /// The page shell with the CSRF token in it.
     pub page: String,
+    /// The engine that checks submitted components, built on the first submit.
+    runtime: std::sync::OnceLock<Arc<Runtime>>,
+}
+
+impl AppState {
+    /// The engine that checks submitted components (built once, with `config`'s
+    /// runtime settings and compile cache).
+    pub fn runtime(&self) -> anyhow::Result<Arc<Runtime>> {
+        if let Some(runtime) = self.runtime.get() {
+            return Ok(runtime.clone());
+        }
+        let runtime = Runtime::new(Some(self.config.cache_dir()), &self.config.runtime)?;
+        Ok(self.runtime.get_or_init(|| runtime).clone())
+    }
 }
 
 /// The shared state of the handlers.
@@ -112,6 +129,11 @@ pub fn router(state: State) -> Router {
         .route("/api/approvals/{id}/{decision}", post(decide::approval))
         .route("/api/reviews/{id}/{decision}", post(decide::review))
         .route("/api/conflicts/{id}/resolve", post(decide::conflict))
+        .route(
+            "/api/submit",
+            post(submit::submit)
+                .layer(axum::extract::DefaultBodyLimit::max(submit::MAX_BODY_BYTES)),
+        )
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             guard::guard,
@@ -142,6 +164,7 @@ pub fn state(options: &ServeOptions) -> anyhow::Result<State> {
         token: options.token.clone(),
         page: INDEX_HTML.replace("{{CSRF}}", &csrf),
         csrf,
+        runtime: std::sync::OnceLock::new(),
     }))
 }
 
