@@ -90,8 +90,9 @@ fn researcher(db: &Path) -> Output {
 }
 
 /// A run on PostgreSQL gives the output a run on SQLite gives, and the reading
-/// commands — runs, inspect, events, why, checkpoints, approvals, reviews, conflicts,
-/// metrics — read it back.
+/// commands — runs, inspect, events, checkpoints, approvals, reviews, conflicts,
+/// metrics, drift, why, diff, recover, check — read it back; `backup` points to
+/// `pg_dump`.
 #[test]
 fn an_agent_runs_on_postgres_and_every_reading_command_reads_it() {
     let Some(pg) = PgDb::new("reading") else {
@@ -142,6 +143,46 @@ fn an_agent_runs_on_postgres_and_every_reading_command_reads_it() {
     assert!(inspect.contains("researcher"), "{inspect}");
     let events = stdout(&agentflow_on(&pg.db(), ["events", &run_id]));
     assert!(events.contains("llm.complete"), "{events}");
+
+    // A run with side effects: `why` walks back from one, `diff` compares two runs,
+    // `recover` prints a plan, `check` checks the database.
+    std::fs::create_dir_all(dir.join("ws")).unwrap();
+    let deployed = deploy(&pg.db(), &dir.join("ws"), &[], &[]);
+    assert!(deployed.status.success(), "{}", stderr(&deployed));
+    let deploy_id = stdout_json(&deployed)["run_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let why = agentflow_on(&pg.db(), ["why", &deploy_id]);
+    assert!(why.status.success(), "{}", stderr(&why));
+    assert!(stdout(&why).contains("tasks.spawn"), "{}", stdout(&why));
+    let diff = agentflow_on(&pg.db(), ["diff", &run_id, &deploy_id]);
+    assert!(diff.status.success(), "{}", stderr(&diff));
+    assert!(stdout(&diff).contains("divergence"), "{}", stdout(&diff));
+    let plan = agentflow_on(&pg.db(), ["recover", &deploy_id]);
+    assert!(
+        stdout(&plan).contains("nothing to recover"),
+        "{}",
+        stdout(&plan)
+    );
+    let check = agentflow()
+        .arg("check")
+        .arg(&pg.url)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{}", stderr(&check));
+    let check = stdout_json(&check);
+    assert_eq!(check["ok"], true, "{check}");
+    assert_eq!(check["runs"], 2, "{check}");
+    let backup = agentflow()
+        .arg("backup")
+        .arg(&pg.url)
+        .arg(dir.join("copy.db"))
+        .output()
+        .unwrap();
+    assert!(!backup.status.success());
+    assert!(stderr(&backup).contains("pg_dump"), "{}", stderr(&backup));
 }
 
 /// The host killed at the ledger's crash points on PostgreSQL — mid tool effect, at a
@@ -255,8 +296,9 @@ fn check_effects(pg: &PgDb, ws: &Path, label: &str, in_doubt: usize) -> usize {
     invocations.saturating_sub(3).saturating_sub(in_doubt)
 }
 
-/// A second host on the same PostgreSQL database sees the first one's runs, and a
-/// database a newer agentflow wrote is refused with a clear error.
+/// A second host on the same PostgreSQL database sees the first one's runs; a database
+/// of an older schema is migrated by the first host that opens it; one a newer
+/// agentflow wrote is refused with a clear error.
 #[test]
 fn hosts_share_one_database_and_a_newer_schema_is_refused() {
     let Some(pg) = PgDb::new("shared") else {
@@ -279,6 +321,33 @@ fn hosts_share_one_database_and_a_newer_schema_is_refused() {
     assert_eq!(listed.as_array().map(Vec::len), Some(2), "{listed}");
     let newest: Value = listed[0].clone();
     assert_eq!(newest["run_id"], stdout_json(&b)["run_id"]);
+
+    // Back to schema 4 (before `installed_tools`): opening it runs migration 5.
+    pg.conn()
+        .execute_batch(
+            "DELETE FROM agentflow_schema; INSERT INTO agentflow_schema (version) VALUES (4);
+             DROP TABLE installed_tools",
+        )
+        .unwrap();
+    let old = agentflow()
+        .arg("check")
+        .arg(&pg.url)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert_eq!(
+        stdout_json(&old)["schema_version"],
+        4,
+        "check changes nothing"
+    );
+    let listed = agentflow_on(&pg.db(), ["tools", "list"]);
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    let version: i64 = pg.one("SELECT MAX(version) FROM agentflow_schema");
+    assert_eq!(version, agentflow::ledger::schema::SCHEMA_VERSION);
+    let tools: i64 = pg.one("SELECT COUNT(*) FROM installed_tools");
+    assert_eq!(tools, 0, "the migration created the table");
+    let runs_kept: i64 = pg.one("SELECT COUNT(*) FROM runs");
+    assert_eq!(runs_kept, 2, "and kept the runs");
 
     pg.conn()
         .execute_batch("INSERT INTO agentflow_schema (version) VALUES (999)")

@@ -18,7 +18,8 @@ pub struct Cli {
 /// `--db`, shared by every command that works on a ledger.
 #[derive(Args)]
 pub struct Db {
-    /// Ledger database (a SQLite file; its performance history is kept beside it).
+    /// Ledger database: a SQLite file (its performance history is kept beside it), or
+    /// a `postgres://` URL (a cluster's shared ledger).
     #[arg(
         long = "db",
         id = "db",
@@ -421,7 +422,7 @@ pub enum Command {
     /// Check a ledger: integrity (PRAGMA quick_check), schema version, the runs that
     /// can be resumed. Exit status 1 when it is damaged.
     Check {
-        /// The ledger database.
+        /// The ledger database (a SQLite file, or a `postgres://` URL).
         db: PathBuf,
         #[command(flatten)]
         out: Json,

@@ -118,7 +118,9 @@ pub fn run(command: ToolsCommand) -> anyhow::Result<ExitCode> {
             })
         }
         ToolsCommand::List { db, config, out } => {
-            let mut rows = if db.path.exists() {
+            let on_ledger =
+                db.path.exists() || agentflow::ledger::db::postgres_url(&db.path).is_some();
+            let mut rows = if on_ledger {
                 let ledger = Ledger::open(&db.path)?;
                 let rows = listing::all(&ledger.reader()?)?;
                 drop(ledger);

@@ -72,4 +72,9 @@ pub enum LedgerError {
     },
     #[error("backup target {path} exists: pick a new file (a backup never overwrites one)")]
     BackupExists { path: PathBuf },
+    #[error(
+        "a PostgreSQL ledger is backed up by PostgreSQL: `pg_dump` (one consistent snapshot \
+         while workers write), or the server's base backups and WAL archiving"
+    )]
+    PostgresBackup,
 }

@@ -1,6 +1,6 @@
 //! Is a ledger fit to replay from? `agentflow check` (integrity, schema version, the
-//! runs that can be resumed) and `agentflow backup` (a consistent copy while hosts
-//! write to it).
+//! runs that can be resumed; on PostgreSQL too) and `agentflow backup` (a consistent
+//! copy of a SQLite ledger while hosts write to it; PostgreSQL has `pg_dump`).
 //!
 //! Everything here reads the ledger through a read-only connection and never
 //! migrates or repairs it: a check must not change what it reports on.
@@ -17,7 +17,8 @@ pub struct CheckReport {
     /// True when the ledger can be used: it passes `quick_check`, its version is known
     /// and it has every table of that version.
     pub ok: bool,
-    /// The rows of `PRAGMA quick_check` (`["ok"]` for a healthy file).
+    /// The rows of `PRAGMA quick_check` (`["ok"]` for a healthy file; always `["ok"]`
+    /// on PostgreSQL, which checks its own pages).
     pub quick_check: Vec<String>,
     /// `PRAGMA user_version` (0: unversioned, migrated when a host opens it).
     pub schema_version: Option<i64>,
@@ -56,16 +57,17 @@ pub fn quick_check(conn: &Connection) -> rusqlite::Result<Vec<String>> {
     rows.collect()
 }
 
-/// Check the ledger at `path` without changing it.
+/// Check the ledger at `path` (a file, or a PostgreSQL URL) without changing it.
 pub fn check(path: &Path) -> Result<CheckReport, LedgerError> {
-    if !path.is_file() {
+    let postgres = super::db::postgres_url(path).is_some();
+    if !postgres && !path.is_file() {
         return Err(LedgerError::NoLedger {
             path: path.to_owned(),
         });
     }
     let conn = query::open_reader(path)?;
     let mut report = CheckReport {
-        path: path.to_owned(),
+        path: super::db::redact(&path.to_string_lossy()).into(),
         ok: false,
         quick_check: Vec::new(),
         schema_version: None,
@@ -166,7 +168,12 @@ pub fn render(report: &CheckReport) -> String {
     } else {
         report.quick_check.join("; ")
     };
-    out += &format!("integrity  {integrity} (PRAGMA quick_check)\n");
+    let how = if super::db::postgres_url(&report.path).is_some() {
+        "PostgreSQL checks its own pages"
+    } else {
+        "PRAGMA quick_check"
+    };
+    out += &format!("integrity  {integrity} ({how})\n");
     let version = match report.schema_version {
         Some(0) => format!(
             "0 (unversioned: migrated to {} when a host opens it)",
@@ -224,6 +231,9 @@ fn verdict(report: &CheckReport) -> &'static str {
 /// snapshot, even while hosts write to it, complete in one file. Returns the copy's
 /// check.
 pub fn backup(from: &Path, to: &Path) -> Result<CheckReport, LedgerError> {
+    if super::db::postgres_url(from).is_some() {
+        return Err(LedgerError::PostgresBackup);
+    }
     if !from.is_file() {
         return Err(LedgerError::NoLedger {
             path: from.to_owned(),

@@ -140,14 +140,28 @@ pub fn is_known(version: i64) -> bool {
     (0..=SCHEMA_VERSION).contains(&version)
 }
 
-/// The ledger's schema version (`PRAGMA user_version`).
+/// The ledger's schema version (`PRAGMA user_version`; on PostgreSQL the newest row
+/// of `agentflow_schema`, 0 without one).
 pub fn version(conn: &Connection) -> rusqlite::Result<i64> {
+    if conn.is_postgres() {
+        return conn.query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM agentflow_schema",
+            [],
+            |r| r.get(0),
+        );
+    }
     conn.query_row("PRAGMA user_version", [], |r| r.get(0))
 }
 
 /// The names of the ledger's tables.
 pub fn tables(conn: &Connection) -> rusqlite::Result<Vec<String>> {
-    let mut stmt = conn.prepare("SELECT name FROM sqlite_master WHERE type = 'table'")?;
+    let sql = if conn.is_postgres() {
+        "SELECT table_name::text FROM information_schema.tables
+         WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'"
+    } else {
+        "SELECT name FROM sqlite_master WHERE type = 'table'"
+    };
+    let mut stmt = conn.prepare(sql)?;
     let names = stmt.query_map([], |r| r.get(0))?;
     names.collect()
 }

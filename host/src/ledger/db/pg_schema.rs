@@ -48,7 +48,8 @@ $fn$;
 "#;
 
 /// Bring the PostgreSQL database to [`SCHEMA_VERSION`]: create the schema in an empty
-/// database, refuse one a newer agentflow wrote.
+/// database, run the pending migrations of an older one (the same steps as SQLite's,
+/// translated), refuse one a newer agentflow wrote.
 pub fn prepare(conn: &PgConnection, url: &str) -> Result<(), LedgerError> {
     conn.execute_batch("BEGIN")?;
     match create_or_check(conn, url) {
@@ -71,7 +72,20 @@ fn create_or_check(conn: &PgConnection, url: &str) -> Result<(), LedgerError> {
             found: v,
             known: SCHEMA_VERSION,
         }),
-        Some(_) => Ok(()),
+        Some(v) if v == SCHEMA_VERSION => Ok(()),
+        Some(v) => {
+            tracing::info!(
+                from = v,
+                to = SCHEMA_VERSION,
+                "migrating the PostgreSQL ledger"
+            );
+            conn.execute_batch(&migration_sql(v))?;
+            conn.execute(
+                "INSERT INTO agentflow_schema (version) VALUES (?1)",
+                &[&SCHEMA_VERSION as &dyn rusqlite::ToSql],
+            )?;
+            Ok(())
+        }
         None => {
             conn.execute_batch(&schema_sql())?;
             conn.execute(
@@ -86,18 +100,40 @@ fn create_or_check(conn: &PgConnection, url: &str) -> Result<(), LedgerError> {
 /// The whole schema at [`SCHEMA_VERSION`] in PostgreSQL's dialect: the SQLite schema,
 /// its migrations and the cluster's tables, one statement at a time.
 pub fn schema_sql() -> String {
-    let migrations = MIGRATIONS
+    let migrations = migrations_after(0);
+    dialect(
+        std::iter::once(SCHEMA.to_owned())
+            .chain(migrations)
+            .collect(),
+    )
+}
+
+/// What brings a database at schema `from` to [`SCHEMA_VERSION`]: the migrations
+/// after it, then the cluster's tables, the functions and the view (each statement
+/// creates only what is missing, or replaces a function or view).
+pub fn migration_sql(from: i64) -> String {
+    dialect(migrations_after(from).collect())
+}
+
+/// The SQL (SQLite's dialect) of the migrations after schema `from` that PostgreSQL
+/// runs.
+fn migrations_after(from: i64) -> impl Iterator<Item = String> {
+    MIGRATIONS
         .iter()
-        .filter(|m| !SQLITE_ONLY_MIGRATIONS.contains(&m.to))
-        .map(|m| (m.sql)());
-    let cluster = [
-        crate::ledger::submissions::TABLE_SQL,
-        crate::ledger::quotas::TABLE_SQL,
-    ];
-    let sources: Vec<String> = std::iter::once(SCHEMA.to_owned())
-        .chain(migrations)
-        .chain(cluster.map(str::to_owned))
-        .collect();
+        .filter(move |m| m.to > from && !SQLITE_ONLY_MIGRATIONS.contains(&m.to))
+        .map(|m| (m.sql)())
+}
+
+/// `sources` (SQLite's dialect) and the cluster's tables in PostgreSQL's, after the
+/// function stand-ins and followed by the `agent_traces` view.
+fn dialect(mut sources: Vec<String>) -> String {
+    sources.extend(
+        [
+            crate::ledger::submissions::TABLE_SQL,
+            crate::ledger::quotas::TABLE_SQL,
+        ]
+        .map(str::to_owned),
+    );
     // Comments go first: one of them holds a `;`.
     let mut statements: Vec<String> = sources
         .iter()
@@ -167,5 +203,18 @@ mod tests {
         assert!(!sql.contains(" BLOB"), "{sql}");
         assert!(sql.contains("CREATE TABLE IF NOT EXISTS installed_tools"));
         assert!(sql.contains("CREATE OR REPLACE VIEW agent_traces"));
+    }
+
+    #[test]
+    fn a_migration_runs_only_the_steps_after_its_version() {
+        let sql = migration_sql(4);
+        assert!(
+            sql.contains("CREATE TABLE IF NOT EXISTS installed_tools"),
+            "{sql}"
+        );
+        assert!(!sql.contains("CREATE TABLE IF NOT EXISTS leases"), "{sql}");
+        assert!(!sql.contains("CREATE TABLE IF NOT EXISTS runs"), "{sql}");
+        assert!(sql.contains("CREATE TABLE IF NOT EXISTS submissions"));
+        assert!(migration_sql(1).contains("CREATE TABLE IF NOT EXISTS leases"));
     }
 }
