@@ -29,17 +29,15 @@ fn submit(pg: &PgDb, agent: &str, args: &[&str]) -> String {
 
 /// A worker process (its stderr in `dir/worker-N.log`).
 fn worker(pg: &PgDb, dir: &Path, n: usize, config: &Path, idle_exit: &str) -> Child {
+    worker_with(pg, dir, n, config, &["--exit-when-idle", idle_exit])
+}
+
+/// A worker process with `args` (its stderr in `dir/worker-N.log`).
+fn worker_with(pg: &PgDb, dir: &Path, n: usize, config: &Path, args: &[&str]) -> Child {
     let log = std::fs::File::create(dir.join(format!("worker-{n}.log"))).unwrap();
     agentflow()
-        .args([
-            "worker",
-            "--slots",
-            "1",
-            "--exit-when-idle",
-            idle_exit,
-            "--db",
-            &pg.url,
-        ])
+        .args(["worker", "--slots", "1", "--db", &pg.url])
+        .args(args)
         .arg("--config")
         .arg(config)
         .env("AGENTFLOW_LOG", "agentflow=info")
@@ -480,4 +478,127 @@ async fn the_dashboard_queues_runs_over_http() {
         .unwrap();
     assert_eq!(status, "completed");
     assert_eq!(budget, 0.5, "the options travelled with the submission");
+}
+
+/// A worker outlives its database sessions: the server drops every session of the
+/// ledger's database (`pg_terminate_backend`, what a restart or a failover does to
+/// clients) while the worker waits for work, and the worker goes on — it executes
+/// the run submitted afterwards, on sessions opened anew.
+#[test]
+fn a_worker_goes_on_when_the_database_drops_its_sessions() {
+    let Some(pg) = PgDb::new("sessions") else {
+        return;
+    };
+    let dir = TempDir::new("cluster-sessions");
+    let config = dir.file("w.toml", "[llm.mock]\n");
+    let mut w = worker(&pg, dir.path(), 0, &config, "6");
+    let first = submit(&pg, "researcher", &["--input", "before"]);
+    wait_for_the_queue(&pg, dir.path(), Duration::from_secs(60));
+    let dropped: i64 = pg.one(
+        "SELECT COUNT(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND pid <> pg_backend_pid()) AS t",
+    );
+    assert!(dropped >= 1, "the worker's sessions were dropped");
+    let second = submit(&pg, "researcher", &["--input", "after"]);
+    wait_for_the_queue(&pg, dir.path(), Duration::from_secs(60));
+    assert!(
+        w.wait().unwrap().success(),
+        "the worker exits when idle, not on the loss"
+    );
+    for run_id in [&first, &second] {
+        let status: String = pg
+            .conn()
+            .query_row("SELECT status FROM runs WHERE run_id = ?1", [run_id], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(status, "completed", "run {run_id}");
+    }
+    let log = std::fs::read_to_string(dir.join("worker-0.log")).unwrap();
+    assert!(log.contains("reconnected"), "{log}");
+}
+
+/// Wait until `query` (one number) is at least 1; panics after a minute.
+fn wait_for(pg: &PgDb, query: &str, run_id: &str) {
+    let started = Instant::now();
+    while pg
+        .conn()
+        .query_row(query, [run_id], |r| r.get::<_, i64>(0))
+        .unwrap()
+        < 1
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{query} for {run_id}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A worker told to stop (SIGTERM) claims nothing more and lets the run in hand
+/// finish; with no time left to drain (`--drain-secs 0`) it hands its run back —
+/// lease let go before it exits, not 15 s later — and the next worker resumes it by
+/// replay to completion.
+#[test]
+fn a_stopped_worker_drains_or_hands_its_runs_back() {
+    let Some(pg) = PgDb::new("drain") else {
+        return;
+    };
+    let dir = TempDir::new("cluster-drain");
+    let config = dir.file("w.toml", "[llm.mock]\nlatency_ms = 400\n");
+    let term = |w: &Child| unsafe {
+        libc::kill(w.id() as i32, libc::SIGTERM);
+    };
+    let log = |n: usize| std::fs::read_to_string(dir.join(&format!("worker-{n}.log"))).unwrap();
+
+    let mut patient = worker_with(&pg, dir.path(), 0, &config, &["--drain-secs", "60"]);
+    let a = submit(&pg, "researcher", &["--input", "a"]);
+    wait_for(&pg, "SELECT COUNT(*) FROM runs WHERE run_id = ?1", &a);
+    let b = submit(&pg, "researcher", &["--input", "b"]);
+    term(&patient);
+    assert!(patient.wait().unwrap().success(), "{}", log(0));
+    let status = |run_id: &str| -> Option<String> {
+        pg.conn()
+            .query_row("SELECT status FROM runs WHERE run_id = ?1", [run_id], |r| {
+                r.get(0)
+            })
+            .ok()
+    };
+    assert_eq!(status(&a).as_deref(), Some("completed"), "{}", log(0));
+    assert_eq!(
+        status(&b),
+        None,
+        "nothing claimed once stopping: {}",
+        log(0)
+    );
+    assert!(log(0).contains("handed back 0"), "{}", log(0));
+
+    let mut hasty = worker_with(&pg, dir.path(), 1, &config, &["--drain-secs", "0"]);
+    wait_for(&pg, "SELECT COUNT(*) FROM events WHERE run_id = ?1", &b);
+    term(&hasty);
+    assert!(hasty.wait().unwrap().success(), "{}", log(1));
+    assert!(log(1).contains("handed back 1"), "{}", log(1));
+    assert_eq!(status(&b).as_deref(), Some("running"));
+    let leases: i64 = pg
+        .conn()
+        .query_row("SELECT COUNT(*) FROM leases WHERE run_id = ?1", [&b], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(leases, 0, "the lease was let go");
+
+    let mut next = worker(&pg, dir.path(), 2, &config, "2");
+    wait_for_the_queue(&pg, dir.path(), Duration::from_secs(60));
+    assert!(next.wait().unwrap().success());
+    assert_eq!(status(&b).as_deref(), Some("completed"), "{}", log(2));
+    let claims: i64 = pg
+        .conn()
+        .query_row(
+            "SELECT claims FROM submissions WHERE run_id = ?1",
+            [&b],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(claims, 2, "claimed, handed back, claimed and resumed");
+    assert!(log(2).contains("resuming run"), "{}", log(2));
 }

@@ -62,6 +62,7 @@ fn options(idle: Duration) -> WorkerOptions {
         slots: 2,
         poll: Duration::from_millis(200),
         exit_when_idle: Some(idle),
+        drain: Duration::ZERO,
     }
 }
 
@@ -91,7 +92,12 @@ async fn throughput(
     let hosts: Vec<Host> = (0..workers).map(|_| host(&url, cache)).collect();
     let started = agentflow::ledger::now_ms();
     let opts = options(Duration::from_millis(500));
-    futures_util::future::join_all(hosts.iter().map(|h| worker::work(h, &opts))).await;
+    futures_util::future::join_all(
+        hosts
+            .iter()
+            .map(|h| worker::work(h, &opts, std::future::pending())),
+    )
+    .await;
     let ended: i64 = one(&url, "SELECT MAX(finished_at) FROM runs");
     let done: i64 = one(&url, "SELECT COUNT(*) FROM runs WHERE status = 'completed'");
     assert_eq!(done as usize, runs, "every submitted run completed");
@@ -117,7 +123,9 @@ async fn takeover(admin: &str, cache: &std::path::Path, i: usize) -> (Duration, 
     .unwrap();
     // The run executes once, then is put back mid-way (its tasks unfinished, every
     // call recorded), its lease held by a worker of another machine that stopped.
-    worker::work(&h, &options(Duration::ZERO)).await.unwrap();
+    worker::work(&h, &options(Duration::ZERO), std::future::pending())
+        .await
+        .unwrap();
     let conn = Connection::connect_postgres(&url).unwrap();
     conn.execute_batch(
         "UPDATE runs SET status = 'running', output = NULL, finished_at = NULL;
@@ -161,7 +169,10 @@ async fn takeover(admin: &str, cache: &std::path::Path, i: usize) -> (Duration, 
         }
     };
     let waiting = options(Duration::from_secs(2));
-    let (figures, _) = tokio::join!(watch, worker::work(&worker_host, &waiting));
+    let (figures, _) = tokio::join!(
+        watch,
+        worker::work(&worker_host, &waiting, std::future::pending())
+    );
     figures
 }
 

@@ -36,9 +36,13 @@ pub struct WorkerArgs {
     /// Runs executed at once.
     #[arg(long, default_value_t = 2)]
     slots: usize,
-    /// Stop after this many seconds with nothing to do (default: run until killed).
+    /// Stop after this many seconds with nothing to do (default: run until stopped).
     #[arg(long, value_name = "SECS")]
     exit_when_idle: Option<f64>,
+    /// On SIGTERM or Ctrl-C: claim nothing more and give the runs in hand this many
+    /// seconds to finish; the rest are handed back to the other workers at once.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    drain_secs: f64,
 }
 
 /// Queue a run; prints its id.
@@ -89,6 +93,7 @@ pub fn work(args: WorkerArgs) -> anyhow::Result<()> {
         slots: args.slots,
         poll: Duration::from_millis(200),
         exit_when_idle: args.exit_when_idle.map(Duration::from_secs_f64),
+        drain: Duration::from_secs_f64(args.drain_secs.max(0.0)),
     };
     eprintln!(
         "agentflow worker: pid {}, {} slot(s), ledger {}",
@@ -97,11 +102,44 @@ pub fn work(args: WorkerArgs) -> anyhow::Result<()> {
         agentflow::ledger::db::redact(&args.db.path.to_string_lossy())
     );
     let summary = with_host(config, &args.db.path, async |host| {
-        worker::work(host, &opts).await
+        let summary = worker::work(host, &opts, stop_signal()).await?;
+        if summary.handed_back > 0 {
+            // Their tasks must not go on beside the worker that resumes them.
+            report(&summary);
+            std::process::exit(0);
+        }
+        Ok(summary)
     })?;
-    eprintln!(
-        "agentflow worker: started {}, resumed {}, completed {}, failed {}",
-        summary.started, summary.resumed, summary.completed, summary.failed
-    );
+    report(&summary);
     Ok(())
+}
+
+fn report(summary: &worker::WorkerSummary) {
+    eprintln!(
+        "agentflow worker: started {}, resumed {}, completed {}, failed {}, handed back {}",
+        summary.started, summary.resumed, summary.completed, summary.failed, summary.handed_back
+    );
+}
+
+/// Resolves at SIGTERM (what service managers and `kill` send) or Ctrl-C. The
+/// handlers are installed now, not when first polled: a signal from here on stops the
+/// worker rather than killing it.
+fn stop_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate());
+    let interrupt = signal(SignalKind::interrupt());
+    async move {
+        match (term, interrupt) {
+            (Ok(mut term), Ok(mut interrupt)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = interrupt.recv() => {}
+                }
+            }
+            (term, _) => {
+                tracing::warn!(error = ?term.err(), "cannot listen for SIGTERM: Ctrl-C only");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
 }

@@ -67,6 +67,18 @@ impl Writer {
         Ok(())
     }
 
+    /// Let go of the lease `holder` holds on `run_id` (every lease it holds with
+    /// `None`): the runs are free to be claimed at once instead of when the lease
+    /// would go stale. Only for runs the holder no longer executes.
+    pub fn release_leases(&self, run_id: Option<&str>, holder: &Holder) -> SqlResult<usize> {
+        self.conn
+            .prepare_cached(
+                "DELETE FROM leases WHERE host = ?2 AND pid = ?3
+                   AND (CAST(?1 AS TEXT) IS NULL OR run_id = ?1)",
+            )?
+            .execute(params![run_id, holder.host, holder.pid])
+    }
+
     /// Renew the leases `holder` holds on `run_ids`.
     pub fn renew_leases(&self, run_ids: &[String], holder: &Holder) -> SqlResult<()> {
         let mut stmt = self.conn.prepare_cached(

@@ -8,7 +8,9 @@
 //! replies and tool results are read back, not asked again, and a side effect that
 //! was in doubt when that worker died is handled by its recovery class. The host's
 //! heartbeat renews the leases of the runs it executes, so a worker that dies loses
-//! them when they go stale and another worker claims them.
+//! them when they go stale and another worker claims them. A worker outlives the
+//! database dropping its sessions: a claim that fails is tried again, with backoff,
+//! on a session opened anew.
 
 use crate::ledger::submissions::{Claim, NewSubmission};
 use crate::ledger::{self, Ledger, leases::Holder};
@@ -42,6 +44,9 @@ pub struct WorkerOptions {
     pub poll: Duration,
     /// Stop once there has been nothing to do for this long (`None`: never).
     pub exit_when_idle: Option<Duration>,
+    /// Once told to stop: how long the runs in hand may take to finish before they
+    /// are handed back to the other workers.
+    pub drain: Duration,
 }
 
 /// What a worker did.
@@ -51,6 +56,9 @@ pub struct WorkerSummary {
     pub resumed: u64,
     pub completed: u64,
     pub failed: u64,
+    /// Runs still in hand when the drain ran out: their leases let go, for another
+    /// worker to resume by replay at once.
+    pub handed_back: u64,
 }
 
 /// A claim given up after this many claims (the run is left for an operator's
@@ -88,8 +96,18 @@ pub async fn submit(
     Ok(run_id)
 }
 
-/// Claim and execute submitted runs until stopped (or idle for `exit_when_idle`).
-pub async fn work(host: &Host, opts: &WorkerOptions) -> anyhow::Result<WorkerSummary> {
+/// Claim and execute submitted runs until idle for `exit_when_idle`, or until `stop`
+/// resolves (a signal): then no more runs are claimed, the runs in hand get
+/// `opts.drain` to finish, and those still running are handed back — stopped here
+/// and their leases let go, so another worker resumes them by replay at once rather
+/// than when the leases would go stale. After a hand-back the caller must end the
+/// process (or drop the host) without delay: the host's tasks of those runs must not
+/// go on beside the worker that resumes them.
+pub async fn work(
+    host: &Host,
+    opts: &WorkerOptions,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<WorkerSummary> {
     if !host.ledger().is_postgres() {
         anyhow::bail!(
             "a worker executes the runs submitted to a PostgreSQL ledger: pass --db postgres://…"
@@ -99,13 +117,32 @@ pub async fn work(host: &Host, opts: &WorkerOptions) -> anyhow::Result<WorkerSum
     let mut summary = WorkerSummary::default();
     let mut running = FuturesUnordered::new();
     let mut idle_since = Instant::now();
+    // Waited after a claim failed (the database unreachable): doubles to 5 s.
+    let mut backoff = opts.poll;
+    let mut drain_until: Option<tokio::time::Instant> = None;
+    tokio::pin!(stop);
     loop {
-        while running.len() < opts.slots.max(1) {
+        while drain_until.is_none() && running.len() < opts.slots.max(1) {
             let holder = holder.clone();
-            let claim = host
+            let claim = match host
                 .ledger()
                 .write(move |w| w.claim_submission(&holder))
-                .await?;
+                .await
+            {
+                Ok(claim) => {
+                    backoff = opts.poll;
+                    claim
+                }
+                Err(e) => {
+                    // The session is opened again at the next statement
+                    // ([`ledger::db`]): keep the runs in hand, try again later.
+                    tracing::warn!(error = %e, retry_in = ?backoff, "worker: cannot claim work");
+                    tokio::time::sleep(backoff).await;
+                    backoff =
+                        (backoff * 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
+                    break;
+                }
+            };
             let Some(claim) = claim else { break };
             if claim.resume {
                 summary.resumed += 1;
@@ -115,15 +152,19 @@ pub async fn work(host: &Host, opts: &WorkerOptions) -> anyhow::Result<WorkerSum
             running.push(execute(host, claim));
         }
         if running.is_empty() {
-            if opts
+            let idle = opts
                 .exit_when_idle
-                .is_some_and(|idle| idle_since.elapsed() >= idle)
-            {
+                .is_some_and(|idle| idle_since.elapsed() >= idle);
+            if idle || drain_until.is_some() {
                 return Ok(summary);
             }
-            tokio::time::sleep(opts.poll).await;
-            continue;
         }
+        let drained = async {
+            match drain_until {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             Some(ended) = running.next() => {
                 idle_since = Instant::now();
@@ -131,6 +172,20 @@ pub async fn work(host: &Host, opts: &WorkerOptions) -> anyhow::Result<WorkerSum
                     Some(report) if report.status == ledger::Status::Completed => summary.completed += 1,
                     _ => summary.failed += 1,
                 }
+            }
+            () = &mut stop, if drain_until.is_none() => {
+                tracing::info!(runs = running.len(), drain = ?opts.drain, "worker: stopping: no more claims, draining");
+                drain_until = Some(tokio::time::Instant::now() + opts.drain);
+            }
+            () = drained => {
+                summary.handed_back = running.len() as u64;
+                drop(running);
+                let holder = holder.clone();
+                host.ledger()
+                    .write(move |w| w.release_leases(None, &holder))
+                    .await?;
+                tracing::warn!(runs = summary.handed_back, "worker: drain ran out: runs handed back");
+                return Ok(summary);
             }
             _ = tokio::time::sleep(opts.poll) => {}
         }
@@ -150,13 +205,19 @@ async fn execute(host: &Host, claim: Claim) -> Option<RunReport> {
         Ok(report) => report,
         Err(e) => {
             tracing::error!(run = %claim.run_id, error = format!("{e:#}"), "worker: run {verb} failed");
-            if claim.claims >= MAX_CLAIMS {
-                let run_id = claim.run_id.clone();
-                let _ = host
-                    .ledger()
-                    .write(move |w| w.finish_submission(&run_id))
-                    .await;
-            }
+            let (run_id, holder) = (claim.run_id.clone(), Holder::this_process());
+            let _ = host
+                .ledger()
+                .write(move |w| {
+                    if claim.claims >= MAX_CLAIMS {
+                        w.finish_submission(&run_id)
+                    } else {
+                        // Claimable again (here or elsewhere) without waiting for
+                        // the lease to go stale: it may have been a passing failure.
+                        w.release_leases(Some(&run_id), &holder).map(drop)
+                    }
+                })
+                .await;
             return None;
         }
     };

@@ -11,6 +11,12 @@
 //! statement, where SQLite fails only the statement; the ledger's writer relies on
 //! the latter (a duplicate sequence number is retried with the next one), so an
 //! `INSERT` inside a transaction runs under a savepoint of its own.
+//!
+//! A session the server dropped (a restart, a failover, an operator's
+//! `pg_terminate_backend`) is opened again at the next statement, so a long-lived
+//! worker outlives it. Not inside a transaction: its statements fail until the
+//! caller ends it — a `COMMIT` reports the loss, a `ROLLBACK` succeeds — so nothing
+//! of a lost transaction is ever half-written on the new session.
 
 use super::pg_sql;
 use super::pg_value::{self, Param, PgRows};
@@ -43,9 +49,10 @@ static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
 /// with their row count; everything else is a fixed set).
 const MAX_PREPARED: usize = 256;
 
-/// One PostgreSQL session.
+/// One PostgreSQL session (opened again when the server drops it).
 pub struct PgConnection {
-    client: tokio_postgres::Client,
+    url: String,
+    client: RefCell<tokio_postgres::Client>,
     prepared: RefCell<HashMap<String, tokio_postgres::Statement>>,
     /// Set between `BEGIN` and `COMMIT`/`ROLLBACK`, however they were sent.
     in_transaction: Cell<bool>,
@@ -68,9 +75,33 @@ fn wait<T>(fut: impl std::future::Future<Output = T>) -> T {
     futures_executor::block_on(fut)
 }
 
+/// The error of a statement sent inside a transaction the server dropped.
+fn lost_transaction() -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
+        Some("PostgreSQL: the connection was lost inside a transaction; it was rolled back".into()),
+    )
+}
+
+/// Whether `statement` ends a transaction.
+fn ends_transaction(statement: &str) -> bool {
+    let word = statement.trim().to_ascii_uppercase();
+    word == "COMMIT" || word == "END" || word == "ROLLBACK"
+}
+
 impl PgConnection {
     /// Connect to `url` (`postgres://user:password@host:port/db`).
     pub fn connect(url: &str) -> Result<PgConnection, tokio_postgres::Error> {
+        Ok(PgConnection {
+            client: RefCell::new(Self::open(url)?),
+            url: url.to_owned(),
+            prepared: RefCell::default(),
+            in_transaction: Cell::new(false),
+        })
+    }
+
+    /// A new session to `url`, its socket driven by [`RUNTIME`].
+    fn open(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
         let owned = url.to_owned();
         let connected = wait(RUNTIME.spawn(async move {
             let (client, connection) =
@@ -83,21 +114,34 @@ impl PgConnection {
             Ok::<_, tokio_postgres::Error>(client)
         }))
         .expect("the PostgreSQL runtime runs");
-        Ok(PgConnection {
-            client: connected?,
-            prepared: RefCell::default(),
-            in_transaction: Cell::new(false),
-        })
+        connected
+    }
+
+    /// The session, opened again first if the server dropped it (outside a
+    /// transaction; inside one, the statement fails — see the module's doc).
+    fn client(&self) -> rusqlite::Result<std::cell::Ref<'_, tokio_postgres::Client>> {
+        if self.client.borrow().is_closed() {
+            if self.in_transaction.get() {
+                return Err(lost_transaction());
+            }
+            let fresh = Self::open(&self.url).map_err(|e| pg_value::sql_error(e, "connect"))?;
+            tracing::warn!(db = %redact(&self.url), "the PostgreSQL session was lost: reconnected");
+            *self.client.borrow_mut() = fresh;
+            self.prepared.borrow_mut().clear();
+        }
+        Ok(self.client.borrow())
     }
 
     /// The prepared form of `sql` (translated and prepared on first use).
     fn statement(&self, sql: &str) -> rusqlite::Result<tokio_postgres::Statement> {
+        // The session first: opening it anew forgets the statements of the old one.
+        let client = self.client()?;
         if let Some(s) = self.prepared.borrow().get(sql) {
             return Ok(s.clone());
         }
         let translated = pg_sql::translate(sql);
-        let stmt = wait(self.client.prepare(&translated))
-            .map_err(|e| pg_value::sql_error(e, &translated))?;
+        let stmt =
+            wait(client.prepare(&translated)).map_err(|e| pg_value::sql_error(e, &translated))?;
         let mut prepared = self.prepared.borrow_mut();
         if prepared.len() >= MAX_PREPARED {
             prepared.clear();
@@ -115,7 +159,7 @@ impl PgConnection {
         if guarded {
             self.simple("SAVEPOINT agentflow_statement")?;
         }
-        match wait(self.client.execute(&stmt, &refs)) {
+        match wait(self.client()?.execute(&stmt, &refs)) {
             Ok(n) => {
                 self.note_transaction(sql);
                 if guarded {
@@ -139,7 +183,7 @@ impl PgConnection {
         let values = pg_value::params(&stmt, params)?;
         let refs = Param::refs(&values);
         let rows =
-            wait(self.client.query(&stmt, &refs)).map_err(|e| pg_value::sql_error(e, sql))?;
+            wait(self.client()?.query(&stmt, &refs)).map_err(|e| pg_value::sql_error(e, sql))?;
         PgRows::decode(&stmt, rows)
     }
 
@@ -148,6 +192,16 @@ impl PgConnection {
         let translated = pg_sql::translate_batch(sql);
         if translated.trim().is_empty() {
             return Ok(());
+        }
+        if self.in_transaction.get() && self.client.borrow().is_closed() {
+            // The transaction went with the session: ending it is all that is left.
+            if translated.split(';').any(ends_transaction) {
+                self.in_transaction.set(false);
+            }
+            if translated.trim().eq_ignore_ascii_case("ROLLBACK") {
+                return Ok(());
+            }
+            return Err(lost_transaction());
         }
         self.simple(&translated)?;
         for statement in translated.split(';') {
@@ -161,18 +215,25 @@ impl PgConnection {
         let word = statement.trim().to_ascii_uppercase();
         if word.starts_with("BEGIN") || word.starts_with("START TRANSACTION") {
             self.in_transaction.set(true);
-        } else if word == "COMMIT" || word == "END" || word == "ROLLBACK" {
+        } else if ends_transaction(&word) {
             self.in_transaction.set(false);
         }
     }
 
     fn simple(&self, sql: &str) -> rusqlite::Result<()> {
-        wait(self.client.batch_execute(sql)).map_err(|e| pg_value::sql_error(e, sql))
+        wait(self.client()?.batch_execute(sql)).map_err(|e| pg_value::sql_error(e, sql))
     }
 
     /// The value the session's last identity/sequence default produced (`lastval()`).
     pub fn last_insert_id(&self) -> i64 {
-        match wait(self.client.query_one("SELECT lastval()", &[])) {
+        let client = match self.client() {
+            Ok(client) => client,
+            Err(e) => {
+                tracing::error!(error = %e, "lastval() after an insert");
+                return 0;
+            }
+        };
+        match wait(client.query_one("SELECT lastval()", &[])) {
             Ok(row) => row.get::<_, i64>(0),
             Err(e) => {
                 tracing::error!(error = %e, "lastval() after an insert");
