@@ -186,6 +186,9 @@ pub struct Host {
     closed: bool,
     /// The OTLP exporter, when `[observe]` names an endpoint ([`runs::telemetry`]).
     telemetry: Option<runs::telemetry::Telemetry>,
+    /// A cluster worker's host: its runs offer the children that can run apart to
+    /// the other workers ([`runs::offered`]).
+    offers_tasks: std::sync::atomic::AtomicBool,
 }
 
 impl Host {
@@ -217,6 +220,7 @@ impl Host {
             evaluator,
             closed: false,
             telemetry,
+            offers_tasks: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -390,6 +394,18 @@ impl Host {
         tools: ToolSet,
         hash: String,
     ) -> Arc<RunContext> {
+        let settings = stored.settings(hash, &self.config);
+        self.run_context_with(run_id, stored, tools, settings)
+    }
+
+    /// [`Host::run_context`] with `settings` of the caller's.
+    fn run_context_with(
+        &self,
+        run_id: String,
+        stored: &StoredRunConfig,
+        tools: ToolSet,
+        settings: supervisor::RunSettings,
+    ) -> Arc<RunContext> {
         let services = supervisor::RunServices {
             ledger: self.ledger.clone(),
             scheduler: self.scheduler.clone(),
@@ -401,9 +417,12 @@ impl Host {
                 evaluator: self.evaluator.clone(),
             }),
         };
-        let run = RunContext::new(run_id, services, stored.settings(hash, &self.config));
+        let run = RunContext::new(run_id, services, settings);
         if let Some(sink) = &self.notices {
             run.set_notices(sink.clone());
+        }
+        if self.offers_tasks.load(std::sync::atomic::Ordering::Relaxed) {
+            run.offer_tasks();
         }
         run
     }

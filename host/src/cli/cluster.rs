@@ -116,8 +116,13 @@ pub fn work(args: WorkerArgs) -> anyhow::Result<()> {
 
 fn report(summary: &worker::WorkerSummary) {
     eprintln!(
-        "agentflow worker: started {}, resumed {}, completed {}, failed {}, handed back {}",
-        summary.started, summary.resumed, summary.completed, summary.failed, summary.handed_back
+        "agentflow worker: started {}, resumed {}, completed {}, failed {}, offered tasks executed {}, handed back {}",
+        summary.started,
+        summary.resumed,
+        summary.completed,
+        summary.failed,
+        summary.tasks,
+        summary.handed_back
     );
 }
 

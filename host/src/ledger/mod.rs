@@ -59,6 +59,7 @@ pub mod kinds;
 pub mod kv;
 pub mod leases;
 pub mod merges;
+pub mod offers;
 pub mod perf;
 pub mod query;
 pub mod query_events;

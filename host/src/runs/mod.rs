@@ -4,12 +4,14 @@
 //! run ([`cancel`]), resuming, forking, recovering and reopening runs ([`resume`]),
 //! exporting ended runs to an OpenTelemetry collector ([`telemetry`]), and the installed
 //! tool components a run is given ([`tool_builds`]), and the cluster worker that
-//! executes runs submitted to a PostgreSQL ledger ([`worker`]).
+//! executes runs submitted to a PostgreSQL ledger ([`worker`]), and the tasks its
+//! runs offer to the other workers ([`offered`]).
 
 pub mod cancel;
 pub(crate) mod lease;
 pub mod recorded;
 
+pub(crate) mod offered;
 pub(crate) mod park;
 pub(crate) mod resume;
 pub(crate) mod stored;

@@ -12,6 +12,7 @@
 //! database dropping its sessions: a claim that fails is tried again, with backoff,
 //! on a session opened anew.
 
+use crate::ledger::offers::OfferClaim;
 use crate::ledger::submissions::{Claim, NewSubmission};
 use crate::ledger::{self, Ledger, leases::Holder};
 use crate::runtime::Runtime;
@@ -56,7 +57,9 @@ pub struct WorkerSummary {
     pub resumed: u64,
     pub completed: u64,
     pub failed: u64,
-    /// Runs still in hand when the drain ran out: their leases let go, for another
+    /// Tasks offered by other workers' runs that this worker executed.
+    pub tasks: u64,
+    /// Runs (and offered tasks) still in hand when the drain ran out: their leases let go, for another
     /// worker to resume by replay at once.
     pub handed_back: u64,
 }
@@ -113,9 +116,12 @@ pub async fn work(
             "a worker executes the runs submitted to a PostgreSQL ledger: pass --db postgres://…"
         );
     }
+    host.offer_tasks_of_its_runs();
     let holder = Holder::this_process();
     let mut summary = WorkerSummary::default();
     let mut running = FuturesUnordered::new();
+    // Tasks other workers' runs offered, executed here (as many as `slots`).
+    let mut tasks = FuturesUnordered::new();
     let mut idle_since = Instant::now();
     // Waited after a claim failed (the database unreachable): doubles to 5 s.
     let mut backoff = opts.poll;
@@ -151,7 +157,21 @@ pub async fn work(
             }
             running.push(execute(host, claim));
         }
-        if running.is_empty() {
+        while drain_until.is_none() && tasks.len() < opts.slots.max(1) {
+            let holder = holder.clone();
+            match host.ledger().write(move |w| w.claim_offer(&holder)).await {
+                Ok(Some(claim)) => {
+                    summary.tasks += 1;
+                    tasks.push(execute_task(host, claim));
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "worker: cannot claim an offered task");
+                    break;
+                }
+            }
+        }
+        if running.is_empty() && tasks.is_empty() {
             let idle = opts
                 .exit_when_idle
                 .is_some_and(|idle| idle_since.elapsed() >= idle);
@@ -173,16 +193,21 @@ pub async fn work(
                     _ => summary.failed += 1,
                 }
             }
+            Some(()) = tasks.next() => idle_since = Instant::now(),
             () = &mut stop, if drain_until.is_none() => {
                 tracing::info!(runs = running.len(), drain = ?opts.drain, "worker: stopping: no more claims, draining");
                 drain_until = Some(tokio::time::Instant::now() + opts.drain);
             }
             () = drained => {
-                summary.handed_back = running.len() as u64;
+                summary.handed_back = (running.len() + tasks.len()) as u64;
                 drop(running);
+                drop(tasks);
                 let holder = holder.clone();
                 host.ledger()
-                    .write(move |w| w.release_leases(None, &holder))
+                    .write(move |w| {
+                        w.release_offers(None, &holder)?;
+                        w.release_leases(None, &holder)
+                    })
                     .await?;
                 tracing::warn!(runs = summary.handed_back, "worker: drain ran out: runs handed back");
                 return Ok(summary);
@@ -231,6 +256,42 @@ async fn execute(host: &Host, claim: Claim) -> Option<RunReport> {
         tracing::error!(run = %claim.run_id, error = %e, "worker: cannot close the submission");
     }
     Some(report)
+}
+
+/// Execute a claimed offered task; failures are logged (the run's worker reads the
+/// task's end, or the claim goes stale and another worker takes it).
+async fn execute_task(host: &Host, claim: OfferClaim) {
+    match host.execute_offered(&claim).await {
+        Ok(Some(outcome)) => {
+            tracing::info!(run = %claim.run_id, task = claim.task_id, ?outcome, "worker: offered task ended");
+        }
+        Ok(None) => {}
+        Err(e) => {
+            let error = format!("{e:#}");
+            tracing::error!(run = %claim.run_id, task = claim.task_id, error, "worker: offered task failed to run");
+            let (run_id, id) = (claim.run_id.clone(), claim.task_id);
+            let _ = if claim.claims >= MAX_CLAIMS {
+                // Its spawner reads this end and goes on.
+                let why = format!("no worker could run it ({} claims): {error}", claim.claims);
+                host.ledger()
+                    .finish_task(
+                        run_id,
+                        id,
+                        ledger::Status::Failed,
+                        None,
+                        Some(why),
+                        Vec::new(),
+                        ledger::Commit::Durable,
+                    )
+                    .await
+            } else {
+                let holder = Holder::this_process();
+                host.ledger()
+                    .write(move |w| w.release_offers(Some((&run_id, id)), &holder).map(drop))
+                    .await
+            };
+        }
+    }
 }
 
 /// Start a claimed run that has not started yet: its component comes from the ledger.

@@ -287,6 +287,23 @@ impl Budget {
         }
     }
 
+    /// The share `task` was given at spawn, if it draws on one of its own.
+    pub fn own_share(&self, task: u64) -> Option<f64> {
+        self.0.lock().unwrap().get(&task).and_then(|n| n.limit)
+    }
+
+    /// `task`, which has its own share, spent `total` USD elsewhere (another worker
+    /// executed it): charge what its share does not show yet.
+    pub fn settle_elsewhere(&self, task: u64, total: f64) {
+        let mut nodes = self.0.lock().unwrap();
+        if let Some(n) = nodes.get_mut(&task)
+            && n.limit.is_some()
+        {
+            n.spent = n.spent.max(total);
+            n.note_peak();
+        }
+    }
+
     /// What `task` may still spend.
     pub fn remaining(&self, task: u64) -> f64 {
         let nodes = self.0.lock().unwrap();

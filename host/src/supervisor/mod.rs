@@ -13,6 +13,7 @@ pub mod constraints;
 pub mod host_llm;
 pub mod limits;
 pub mod llm_attempts;
+mod offered;
 mod spawn;
 mod start;
 mod tree;
@@ -159,6 +160,8 @@ pub struct RunContext {
     waits_changed: watch::Sender<u64>,
     /// Where to tell the operator that a task waits for a human.
     notices: std::sync::OnceLock<NoticeSink>,
+    /// Children that can run apart are offered to the cluster's workers ([`offered`]).
+    offers_tasks: std::sync::atomic::AtomicBool,
 }
 
 impl RunContext {
@@ -189,6 +192,7 @@ impl RunContext {
             waits: Mutex::new(waits::WaitState::default()),
             waits_changed: watch::channel(0).0,
             notices: std::sync::OnceLock::new(),
+            offers_tasks: std::sync::atomic::AtomicBool::new(false),
         })
     }
 

@@ -107,6 +107,7 @@ impl RunContext {
         self.mark_live(id);
         let handle = tokio::spawn(async move {
             let mut input = input;
+            let takes_data = rx_deps.iter().any(|(_, data, _)| *data);
             let deps: Vec<u64> = rx_deps.iter().map(|(dep, _, _)| *dep).collect();
             let blocked = run.blocked_on(id, deps);
             for (dep_id, data, mut rx) in rx_deps {
@@ -171,6 +172,15 @@ impl RunContext {
                 guards.push(guard);
             }
             let slot = run.take_slot().await;
+            if run.runs_apart(id, depth, takes_data) {
+                // Another worker executes it and records its end ([`super::offered`]).
+                let outcome = run.run_apart(id).await;
+                drop(slot);
+                run.release_locks(&names, id);
+                drop(guards);
+                run.ended_elsewhere(id, outcome).await;
+                return;
+            }
             let input = run_input.unwrap_or(input);
             let start = TaskStart {
                 id,

@@ -125,6 +125,24 @@ impl RunContext {
         outcome: TaskOutcome,
         commit: crate::ledger::Commit,
     ) -> bool {
+        self.end(id, outcome, Some(commit)).await
+    }
+
+    /// Task `id` ended as `outcome`, its end already recorded by the worker that
+    /// executed it ([`super::offered`]): wake whoever waits, as [`RunContext::finish`]
+    /// does, without recording it again.
+    pub(super) async fn ended_elsewhere(&self, id: u64, outcome: TaskOutcome) -> bool {
+        self.end(id, outcome, None).await
+    }
+
+    /// Record (as `commit` says, unless `None`) the end of task `id` and wake whoever
+    /// waits for it, once; whether this call ended it.
+    async fn end(
+        &self,
+        id: u64,
+        outcome: TaskOutcome,
+        commit: Option<crate::ledger::Commit>,
+    ) -> bool {
         // The end is recorded in the ledger before anyone waiting is woken, so what a
         // dependent does next is always after its dependency's end in the ledger.
         let first = {
@@ -151,18 +169,19 @@ impl RunContext {
             .deferred
             .remove(&id)
             .unwrap_or_default();
-        if let Err(e) = self
-            .ledger
-            .finish_task(
-                self.run_id.clone(),
-                id,
-                status,
-                output,
-                error,
-                events,
-                commit,
-            )
-            .await
+        if let Some(commit) = commit
+            && let Err(e) = self
+                .ledger
+                .finish_task(
+                    self.run_id.clone(),
+                    id,
+                    status,
+                    output,
+                    error,
+                    events,
+                    commit,
+                )
+                .await
         {
             tracing::error!(run = %self.run_id, task = id, error = %e, "cannot record task end");
         }

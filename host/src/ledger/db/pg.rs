@@ -103,7 +103,7 @@ impl PgConnection {
     /// A new session to `url`, its socket driven by [`RUNTIME`].
     fn open(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
         let owned = url.to_owned();
-        let connected = wait(RUNTIME.spawn(async move {
+        wait(RUNTIME.spawn(async move {
             let (client, connection) =
                 tokio_postgres::connect(&owned, tokio_postgres::NoTls).await?;
             tokio::spawn(async move {
@@ -113,8 +113,7 @@ impl PgConnection {
             });
             Ok::<_, tokio_postgres::Error>(client)
         }))
-        .expect("the PostgreSQL runtime runs");
-        connected
+        .expect("the PostgreSQL runtime runs")
     }
 
     /// The session, opened again first if the server dropped it (outside a

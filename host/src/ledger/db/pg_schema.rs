@@ -17,6 +17,15 @@ use crate::ledger::schema::{MIGRATIONS, SCHEMA, SCHEMA_VERSION};
 /// Key of the advisory lock schema changes take (any constant the ledger owns).
 const SCHEMA_LOCK: i64 = 0x6167_656e_7466_6c6f; // "agentflo"
 
+/// The tables only a cluster uses (SQLite ledgers have none): created with the schema,
+/// and — being new in a release that kept the schema's version — checked for at every
+/// start (each creates only what is missing).
+const CLUSTER_TABLES: [&str; 3] = [
+    crate::ledger::submissions::TABLE_SQL,
+    crate::ledger::quotas::TABLE_SQL,
+    crate::ledger::offers::TABLE_SQL,
+];
+
 /// Migrations whose SQL is SQLite's alone (the `agent_traces` view, which
 /// [`super::pg_traces`] defines for PostgreSQL).
 const SQLITE_ONLY_MIGRATIONS: &[i64] = &[3, 4];
@@ -72,7 +81,12 @@ fn create_or_check(conn: &PgConnection, url: &str) -> Result<(), LedgerError> {
             found: v,
             known: SCHEMA_VERSION,
         }),
-        Some(v) if v == SCHEMA_VERSION => Ok(()),
+        Some(v) if v == SCHEMA_VERSION => {
+            for table in CLUSTER_TABLES {
+                conn.execute_batch(&translate_ddl(table))?;
+            }
+            Ok(())
+        }
         Some(v) => {
             tracing::info!(
                 from = v,
@@ -127,13 +141,7 @@ fn migrations_after(from: i64) -> impl Iterator<Item = String> {
 /// `sources` (SQLite's dialect) and the cluster's tables in PostgreSQL's, after the
 /// function stand-ins and followed by the `agent_traces` view.
 fn dialect(mut sources: Vec<String>) -> String {
-    sources.extend(
-        [
-            crate::ledger::submissions::TABLE_SQL,
-            crate::ledger::quotas::TABLE_SQL,
-        ]
-        .map(str::to_owned),
-    );
+    sources.extend(CLUSTER_TABLES.map(str::to_owned));
     // Comments go first: one of them holds a `;`.
     let mut statements: Vec<String> = sources
         .iter()

@@ -1,0 +1,148 @@
+//! Executing a task another worker's run offered to the cluster
+//! ([`crate::supervisor`]'s `offered`, [`crate::ledger::offers`]).
+//!
+//! The claiming worker builds a context of its own for the task's run — the run's
+//! stored configuration, the task's budget share as its whole budget — replays what
+//! the task recorded before (its previous worker died mid-way) and runs it live from
+//! there, renewing its claim every heartbeat. Its end is recorded like any task's,
+//! which is how the run's worker learns it. If the task ends elsewhere first (its
+//! spawner cancelled it, or the run ended), the execution here stops.
+
+use crate::ledger;
+use crate::ledger::leases::{HEARTBEAT, Holder};
+use crate::ledger::offers::OfferClaim;
+use crate::runs::stored::StoredRunConfig;
+use crate::supervisor::{ReplayStart, TaskOutcome, TaskStart};
+use crate::{Host, durability, replay};
+use std::time::Duration;
+
+impl Host {
+    /// Let this host's runs offer the children that can run apart to the other
+    /// workers of its PostgreSQL ledger (a worker's host).
+    pub(crate) fn offer_tasks_of_its_runs(&self) {
+        self.offers_tasks
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Execute the offered task `claim` names (claimed by this worker); its outcome,
+    /// or `None` when it ended elsewhere first.
+    pub(crate) async fn execute_offered(
+        &self,
+        claim: &OfferClaim,
+    ) -> anyhow::Result<Option<TaskOutcome>> {
+        let (run_id, id) = (claim.run_id.as_str(), claim.task_id);
+        let reader = self.ledger.reader()?;
+        let (config_json, stored_hash) = ledger::query::run_config(&reader, run_id)?
+            .ok_or_else(|| anyhow::anyhow!("run {run_id} has no stored config"))?;
+        let mut stored: StoredRunConfig = serde_json::from_str(&config_json)?;
+        stored.catalog = self.scheduler.models().to_vec();
+        let task = ledger::query::resume_tasks(&reader, run_id)?
+            .into_iter()
+            .find(|t| t.task_id == id)
+            .ok_or_else(|| anyhow::anyhow!("run {run_id} has no task {id}"))?;
+        if task.status.is_finished() {
+            return Ok(None);
+        }
+        let share = task
+            .budget_usd
+            .ok_or_else(|| anyhow::anyhow!("offered task {id} of run {run_id} has no share"))?;
+        let text = |hash: &str| -> anyhow::Result<String> {
+            let bytes = ledger::query::blob(&reader, hash)?.unwrap_or_default();
+            Ok(String::from_utf8_lossy(&bytes).into_owned())
+        };
+        let bytes = ledger::query::blob(&reader, &task.component_hash)?.ok_or_else(|| {
+            anyhow::anyhow!(
+                "component {} is missing from the ledger",
+                task.component_hash
+            )
+        })?;
+        let agent = self.runtime.load_bytes(&task.agent, &bytes)?;
+        let input = match &task.run_input_hash {
+            Some(hash) => text(hash)?,
+            None => text(&task.input_hash)?,
+        };
+        // Its record so far: what a worker that died before recorded, replayed first.
+        let events: Vec<_> = ledger::query::stored_events(&reader, run_id, |kind| {
+            replay::Replay::reads_payloads_of(kind) || *kind == ledger::EventKind::TaskReopened
+        })?
+        .into_iter()
+        .filter(|e| e.task_id == id)
+        .collect();
+        let (tools, _, _mcp) = self.run_tool_set(&stored.tools, &stored.tool_builds)?;
+        let mut settings = stored.settings(stored_hash, &self.config);
+        settings.budget_usd = share;
+        settings.budget_tokens = None;
+        let run = self.run_context_with(run_id.to_string(), &stored, tools, settings);
+        run.restore_tree(std::slice::from_ref(&task));
+        for e in &events {
+            let tokens = (e.tokens_in + e.tokens_out) as u64;
+            if e.cost_usd != 0.0 || tokens != 0 {
+                run.budget.charge(id, e.cost_usd, tokens);
+            }
+        }
+        let events = durability::reopen::without_superseded(events);
+        let mut attempts = replay::Replay::attempts_stored(events, &reader, &self.ledger)?;
+        let (replay, nondet, _) = attempts.remove(0);
+        drop(reader);
+        let start = TaskStart {
+            id,
+            depth: task.depth,
+            agent: agent.component_ref(),
+            input,
+            replay: Some(ReplayStart {
+                replay,
+                nondet,
+                later: attempts,
+            }),
+            slot: None,
+        };
+        tracing::info!(run = %run_id, task = id, claims = claim.claims, "worker: executing an offered task");
+        let outcome = tokio::select! {
+            outcome = run.runner.run_task(run.clone(), start) => Some(outcome),
+            () = self.ended_elsewhere(run_id, id) => None,
+            () = self.renew_claim(run_id, id) => None,
+        };
+        if let Some(outcome) = &outcome
+            && run.finish(id, outcome.clone()).await
+        {
+            run.tell_ended(id, outcome);
+        }
+        let run_id = run_id.to_string();
+        self.ledger
+            .write(move |w| w.close_offer(&run_id, id))
+            .await?;
+        Ok(outcome)
+    }
+
+    /// Resolves once task `id` of `run_id` has ended in the ledger.
+    async fn ended_elsewhere(&self, run_id: &str, id: u64) {
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let ended = self
+                .ledger
+                .with_reader(|conn| ledger::offers::task_end(conn, run_id, id));
+            if let Ok(Ok(Some(end))) = ended {
+                tracing::info!(run = %run_id, task = id, status = %end.status, "worker: the offered task ended elsewhere");
+                return;
+            }
+        }
+    }
+
+    /// Renew this worker's claim on task `id` of `run_id` every heartbeat; never
+    /// resolves.
+    async fn renew_claim(&self, run_id: &str, id: u64) {
+        let holder = Holder::this_process();
+        let tasks = vec![(run_id.to_string(), id)];
+        loop {
+            tokio::time::sleep(HEARTBEAT).await;
+            let (tasks, holder) = (tasks.clone(), holder.clone());
+            if let Err(e) = self
+                .ledger
+                .write(move |w| w.renew_offers(&tasks, &holder))
+                .await
+            {
+                tracing::warn!(run = %run_id, task = id, error = %e, "renewing an offered task's claim");
+            }
+        }
+    }
+}

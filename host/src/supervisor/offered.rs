@@ -1,0 +1,76 @@
+//! Children that run on another worker of a cluster ([`crate::ledger::offers`]).
+//!
+//! On a PostgreSQL ledger, a run executed by a worker offers a child to the other
+//! workers instead of running it here when the child can run apart: it was given a
+//! budget share of its own (so everything it spends is reserved from that share,
+//! carved out of its spawner's budget here before it starts), it sits at the run's
+//! deepest level (so it spawns nothing), its input takes no dependency's output, and
+//! the run has no run-wide token limit (which only this process counts). Its
+//! dependencies, approval, locks and execution slot are taken here first, exactly as
+//! for a child run here, so the run's concurrency limit and mutual exclusion hold
+//! across the cluster; then the offer waits for the task's end in the ledger,
+//! recorded by the worker that claimed it, and the child's spending is charged to its
+//! share before the share goes back to the spawner's budget.
+
+use super::{RunContext, TaskOutcome};
+use crate::ledger::{Status, offers};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// Longest pause between two looks at an offered task's end.
+const MOST_PATIENT_POLL: Duration = Duration::from_millis(500);
+
+impl RunContext {
+    /// Offer the children that can run apart to the cluster's workers (a worker's
+    /// runs, on a PostgreSQL ledger).
+    pub fn offer_tasks(&self) {
+        if self.ledger.is_postgres() {
+            self.offers_tasks.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether task `id` at `depth`, whose input takes a dependency's output when
+    /// `takes_data`, is offered rather than run here.
+    pub(super) fn runs_apart(&self, id: u64, depth: u32, takes_data: bool) -> bool {
+        id != 1
+            && self.offers_tasks.load(Ordering::Relaxed)
+            && depth >= self.settings.limits.max_depth
+            && !takes_data
+            && self.settings.budget_tokens.is_none()
+            && self.budget.own_share(id).is_some()
+    }
+
+    /// Offer task `id` and wait for its end, recorded by the worker that executes it.
+    pub(super) async fn run_apart(self: &Arc<Self>, id: u64) -> TaskOutcome {
+        let run_id = self.run_id.clone();
+        if let Err(e) = self.ledger.write(move |w| w.offer_task(&run_id, id)).await {
+            return TaskOutcome::Failed(format!("cannot offer the task to the workers: {e}"));
+        }
+        let mut pause = Duration::from_millis(20);
+        loop {
+            let end = self
+                .ledger
+                .with_reader(|conn| offers::task_end(conn, &self.run_id, id));
+            match end {
+                Ok(Ok(Some(end))) => {
+                    self.budget.settle_elsewhere(id, end.spent_usd);
+                    return match end.status {
+                        Status::Completed => TaskOutcome::Completed(end.output.unwrap_or_default()),
+                        Status::Cancelled => TaskOutcome::Cancelled,
+                        _ => TaskOutcome::Failed(end.error.unwrap_or_default()),
+                    };
+                }
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(run = %self.run_id, task = id, error = %e, "reading an offered task's end")
+                }
+                Err(e) => {
+                    tracing::warn!(run = %self.run_id, task = id, error = %e, "reading an offered task's end")
+                }
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(MOST_PATIENT_POLL);
+        }
+    }
+}
