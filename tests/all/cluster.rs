@@ -602,3 +602,306 @@ fn a_stopped_worker_drains_or_hands_its_runs_back() {
     assert_eq!(claims, 2, "claimed, handed back, claimed and resumed");
     assert!(log(2).contains("resuming run"), "{}", log(2));
 }
+
+/// Children run on other workers, and one budget holds across them: a run with a
+/// $0.015 budget spawns 50 children at its deepest level, each asking for a $0.00038
+/// share of its own and making four LLM calls (each reserves $0.000304 and costs
+/// about $0.00005, so a share fits two). The run's worker carves each share out
+/// of the run's budget before offering the child (so only the shares that fit are
+/// given), the children are claimed by all three workers, and each worker holds the
+/// child it executes to its share. Checked in the ledger: every child that started
+/// completed once, no child spent more than its share, the run spent less than its
+/// budget, and at least one child was refused a call by its share on a worker other
+/// than the run's.
+#[test]
+fn children_spread_over_the_workers_stay_within_one_budget() {
+    let Some(pg) = PgDb::new("spread") else {
+        return;
+    };
+    let dir = TempDir::new("cluster-spread");
+    let config = dir.file("w.toml", "[llm.mock]\nlatency_ms = 100\n");
+    let call = |k: usize, i: usize| serde_json::json!({"llm": {"prompt": format!("child {k} call {i}"), "model": "mock-small", "max_tokens": 200}});
+    let mut ops: Vec<serde_json::Value> = (0..50)
+        .map(|k| {
+            let child: Vec<_> = (0..4).map(|i| call(k, i)).collect();
+            serde_json::json!({"spawn": {
+                "description": format!("child {k}"),
+                "input": serde_json::Value::Array(child).to_string(),
+                "budget_usd": 0.00038,
+            }})
+        })
+        .collect();
+    ops.extend((2..52).map(|id| serde_json::json!({ "wait": id })));
+    let input = serde_json::Value::Array(ops).to_string();
+    let run_id = submit(
+        &pg,
+        "scripted",
+        &[
+            "--input",
+            &input,
+            "--max-depth",
+            "1",
+            "--budget-usd",
+            "0.015",
+        ],
+    );
+    let mut workers: Vec<Child> = (0..3)
+        .map(|n| worker(&pg, dir.path(), n, &config, "3"))
+        .collect();
+    wait_for_the_queue(&pg, dir.path(), Duration::from_secs(240));
+    for w in &mut workers {
+        assert!(w.wait().unwrap().success());
+    }
+    let conn = pg.conn();
+    let status: String = conn
+        .query_row(
+            "SELECT status FROM runs WHERE run_id = ?1",
+            [&run_id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(status, "completed");
+    let children: Vec<(i64, String, f64, f64)> = conn
+        .prepare(
+            "SELECT t.task_id, t.status, t.budget_usd,
+                    (SELECT COALESCE(SUM(e.cost_usd), 0) FROM events e
+                      WHERE e.run_id = t.run_id AND e.task_id = t.task_id)
+             FROM tasks t WHERE t.run_id = ?1 AND t.task_id > 1 ORDER BY t.task_id",
+        )
+        .unwrap()
+        .query_map([&run_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(
+        children.len() > 10 && children.len() < 50,
+        "only the shares that fit the run's budget were given: {} children",
+        children.len()
+    );
+    for (id, status, share, spent) in &children {
+        assert_eq!(status, "completed", "task {id}");
+        assert!(
+            spent <= &(share + 1e-12),
+            "task {id} spent ${spent} of a ${share} share"
+        );
+    }
+    let total: f64 = pg.one(&format!(
+        "SELECT COALESCE(SUM(cost_usd), 0) FROM events WHERE run_id = '{run_id}'"
+    ));
+    assert!(total <= 0.015, "the run spent ${total} of $0.015");
+    let executors: i64 = pg.one(&format!(
+        "SELECT COUNT(DISTINCT pid) FROM task_offers WHERE run_id = '{run_id}'"
+    ));
+    let offered: i64 = pg.one(&format!(
+        "SELECT COUNT(*) FROM task_offers WHERE run_id = '{run_id}' AND done_at IS NOT NULL"
+    ));
+    assert_eq!(
+        offered as usize,
+        children.len(),
+        "every child was offered and closed"
+    );
+    assert!(executors >= 2, "the children ran on {executors} worker(s)");
+    let ends: i64 = pg.one(&format!(
+        "SELECT COUNT(*) FROM events WHERE run_id = '{run_id}' AND kind = 'llm.complete'"
+    ));
+    assert!(ends > 0);
+    let refused: i64 = pg.one(&format!(
+        "SELECT COUNT(*) FROM tasks WHERE run_id = '{run_id}' AND task_id > 1
+           AND output LIKE '%budget left%'"
+    ));
+    assert!(refused >= 1, "a child's share refused a call");
+    let own: String = pg
+        .conn()
+        .query_row(
+            "SELECT l.pid::text FROM leases l WHERE l.run_id = ?1",
+            [&run_id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let elsewhere: i64 = pg.one(&format!(
+        "SELECT COUNT(*) FROM task_offers WHERE run_id = '{run_id}' AND pid::text <> '{own}'"
+    ));
+    assert!(
+        elsewhere >= 1,
+        "children ran on workers other than the run's"
+    );
+}
+
+/// Offered children are taken over like runs: runs whose children each make an LLM
+/// call, create a cloud resource (a side effect) and make another call go to three
+/// workers; a worker that holds an offered child or a run is SIGKILLed at random
+/// moments and replaced. Its offered children are claimed again once their claims go
+/// stale and resumed by replay, its runs resumed by another worker (which waits for
+/// the children still running elsewhere rather than running them again). Every run
+/// completes with the output of an uncrashed run; every resource is created once;
+/// every child's tool result and LLM replies are recorded once.
+#[test]
+fn offered_children_are_taken_over_when_their_worker_dies() {
+    let Some(pg) = PgDb::new("offer_takeover") else {
+        return;
+    };
+    let dir = TempDir::new("cluster-offer-takeover");
+    let config = dir.file("w.toml", "[llm.mock]\nlatency_ms = 250\n");
+    let children = 6;
+    let mut ops: Vec<serde_json::Value> = (0..children)
+        .map(|k| {
+            let child = serde_json::json!([
+                {"llm": {"prompt": format!("plan node {k}"), "model": "mock-small", "max_tokens": 100}},
+                {"tool": {"name": "cloud", "args": {"op": "create", "resource": format!("node-{k}")}}},
+                {"fail_if_err": null},
+                {"llm": {"prompt": format!("report node {k}"), "model": "mock-small", "max_tokens": 100}},
+            ]);
+            serde_json::json!({"spawn": {
+                "description": format!("provision node {k}"),
+                "input": child.to_string(),
+                "budget_usd": 0.002,
+            }})
+        })
+        .collect();
+    ops.extend((2..2 + children).map(|id| serde_json::json!({ "wait": id })));
+    let input = serde_json::Value::Array(ops).to_string();
+    let args = |ws: &Path| -> Vec<String> {
+        [
+            "--input",
+            &input,
+            "--max-depth",
+            "1",
+            "--budget-usd",
+            "0.05",
+            "--grant",
+            "cloud",
+            "--workspace",
+            ws.to_str().unwrap(),
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    };
+    let base = dir.join("base");
+    std::fs::create_dir_all(&base).unwrap();
+    let baseline = agentflow()
+        .arg("run")
+        .arg(example("scripted"))
+        .args(args(&base))
+        .arg("--json")
+        .arg("--config")
+        .arg(&config)
+        .arg("--db")
+        .arg(dir.join("base.db"))
+        .output()
+        .unwrap();
+    assert!(baseline.status.success(), "{}", stderr(&baseline));
+    let baseline = stdout_json(&baseline)["output"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let (mut ids, mut workspaces) = (Vec::new(), Vec::<PathBuf>::new());
+    let mut submit_one = |ids: &mut Vec<String>, workspaces: &mut Vec<PathBuf>| {
+        let ws = dir.path().join(format!("ws-{}", workspaces.len()));
+        std::fs::create_dir_all(&ws).unwrap();
+        let args = args(&ws);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        ids.push(submit(&pg, "scripted", &args));
+        workspaces.push(ws);
+    };
+    for _ in 0..3 {
+        submit_one(&mut ids, &mut workspaces);
+    }
+    let mut next = 0;
+    let mut workers: Vec<Child> = (0..3)
+        .map(|_| {
+            next += 1;
+            worker(&pg, dir.path(), next, &config, "3")
+        })
+        .collect();
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut random = move |below: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % below
+    };
+    let (mut kills, mut offer_kills, started) = (0, 0, Instant::now());
+    while (kills < 10 || offer_kills < 4) && started.elapsed() < Duration::from_secs(180) {
+        let open: i64 = pg.one("SELECT COUNT(*) FROM submissions WHERE finished_at IS NULL");
+        if open < 2 {
+            submit_one(&mut ids, &mut workspaces);
+        }
+        std::thread::sleep(Duration::from_millis(100 + random(500)));
+        let slot = random(3) as usize;
+        let pid = workers[slot].id() as i64;
+        let (offers, runs): (i64, i64) = pg
+            .conn()
+            .query_row(
+                "SELECT (SELECT COUNT(*) FROM task_offers WHERE pid = ?1 AND done_at IS NULL),
+                        (SELECT COUNT(*) FROM leases l JOIN runs r ON r.run_id = l.run_id
+                          WHERE l.pid = ?1 AND r.status = 'running')",
+                [pid],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        if offers + runs == 0 {
+            continue;
+        }
+        workers[slot].kill().unwrap(); // SIGKILL
+        workers[slot].wait().unwrap();
+        kills += 1;
+        offer_kills += usize::from(offers > 0);
+        next += 1;
+        workers[slot] = worker(&pg, dir.path(), next, &config, "3");
+    }
+    assert!(
+        offer_kills >= 4,
+        "{kills} kills, only {offer_kills} of a worker holding an offered child"
+    );
+    wait_for_the_queue(&pg, dir.path(), Duration::from_secs(240));
+    for w in &mut workers {
+        let _ = w.wait();
+    }
+    let conn = pg.conn();
+    let mut repeats = 0;
+    for (id, ws) in ids.iter().zip(&workspaces) {
+        let (status, output): (String, Option<String>) = conn
+            .query_row(
+                "SELECT status, output FROM runs WHERE run_id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(status, "completed", "run {id}");
+        assert_eq!(output.as_deref(), Some(baseline.as_str()), "run {id}");
+        let calls = std::fs::read_to_string(ws.join("cloud.calls")).unwrap_or_default();
+        let log = std::fs::read_to_string(ws.join("cloud.log")).unwrap_or_default();
+        for k in 0..children {
+            let create = format!("create node-{k} ");
+            let made: Vec<&str> = calls.lines().filter(|l| l.starts_with(&create)).collect();
+            let real = made
+                .iter()
+                .filter(|l| l.ends_with("repeated=false"))
+                .count();
+            assert_eq!(real, 1, "run {id}: node {k} created once: {calls}");
+            repeats += made.len() - real;
+            assert_eq!(log.lines().filter(|l| l.starts_with(&create)).count(), 1);
+            for (kind, once) in [("tools.call", 1), ("llm.complete", 2)] {
+                let recorded: i64 = conn
+                    .query_row(
+                        "SELECT COUNT(*) FROM events WHERE run_id = ?1 AND task_id = ?2 AND kind = ?3",
+                        rusqlite::params![id, (k + 2) as i64, kind],
+                        |r| r.get(0),
+                    )
+                    .unwrap();
+                assert_eq!(recorded, once, "run {id}: child {} {kind}", k + 2);
+            }
+        }
+    }
+    let taken_over: i64 = pg.one("SELECT COUNT(*) FROM task_offers WHERE claims > 1");
+    println!(
+        "offered children: {} runs, {kills} workers killed ({offer_kills} holding an offered child), \
+         {taken_over} offered children taken over, {repeats} in-doubt calls re-sent as repeats, \
+         0 resources created twice",
+        ids.len()
+    );
+    assert!(taken_over >= 1, "an offered child was taken over");
+}
