@@ -5,6 +5,9 @@
 //! - Throughput: `runs` researcher runs (4 tasks each, mock LLM) submitted, then 1, 2
 //!   and 4 workers (`runs::worker::work`, one `Host` each, in this process) started at
 //!   once; runs/s and tasks/s from the first worker's start to the last run's end.
+//! - Children spread over workers: one run spawning `children` children that run
+//!   apart (a budget share each, at the deepest level, one LLM call each), offered to
+//!   1, 2 and 4 workers; children/s from the first worker's start to the run's end.
 //! - Takeover: a run whose worker "died" (its lease held by a holder that stopped
 //!   renewing it, the run left mid-way in the ledger) while a worker waits for work;
 //!   from the moment the lease expires to the run being claimed, and to the run being
@@ -21,6 +24,8 @@ use std::time::{Duration, Instant};
 pub struct ClusterFigures {
     /// (workers, runs/s, tasks/s)
     pub throughput: Vec<(usize, f64, f64)>,
+    /// (workers, offered children/s)
+    pub spread: Vec<(usize, f64)>,
     pub claimed: Vec<Duration>,
     pub completed: Vec<Duration>,
 }
@@ -89,21 +94,72 @@ async fn throughput(
         .await
         .unwrap();
     }
-    let hosts: Vec<Host> = (0..workers).map(|_| host(&url, cache)).collect();
-    let started = agentflow::ledger::now_ms();
-    let opts = options(Duration::from_millis(500));
-    futures_util::future::join_all(
-        hosts
-            .iter()
-            .map(|h| worker::work(h, &opts, std::future::pending())),
-    )
-    .await;
-    let ended: i64 = one(&url, "SELECT MAX(finished_at) FROM runs");
+    let seconds = drain(&url, cache, workers, &options(Duration::from_millis(500))).await;
     let done: i64 = one(&url, "SELECT COUNT(*) FROM runs WHERE status = 'completed'");
     assert_eq!(done as usize, runs, "every submitted run completed");
     let tasks: i64 = one(&url, "SELECT COUNT(*) FROM tasks");
-    let seconds = (ended - started) as f64 / 1000.0;
     (runs as f64 / seconds, tasks as f64 / seconds)
+}
+
+/// Start `workers` workers (one `Host` each, in this process) on `url` until the queue
+/// is drained; seconds from their start to the last run's end.
+async fn drain(url: &str, cache: &std::path::Path, workers: usize, opts: &WorkerOptions) -> f64 {
+    let hosts: Vec<Host> = (0..workers).map(|_| host(url, cache)).collect();
+    let started = agentflow::ledger::now_ms();
+    futures_util::future::join_all(
+        hosts
+            .iter()
+            .map(|h| worker::work(h, opts, std::future::pending())),
+    )
+    .await;
+    let ended: i64 = one(url, "SELECT MAX(finished_at) FROM runs");
+    (ended - started) as f64 / 1000.0
+}
+
+/// Children/s of one run whose `children` children are offered to `workers` workers.
+async fn spread(admin: &str, cache: &std::path::Path, workers: usize, children: usize) -> f64 {
+    let url = fresh_database(admin, &format!("agentflow_bench_spread_{workers}w"));
+    let bytes = std::fs::read(example("scripted")).unwrap();
+    let mut ops: Vec<serde_json::Value> = (0..children)
+        .map(|k| {
+            let child = serde_json::json!([{"llm": {"prompt": format!("child {k}")}}]);
+            serde_json::json!({"spawn": {
+                "description": format!("child {k}"),
+                "input": child.to_string(),
+                "budget_usd": 0.01,
+            }})
+        })
+        .collect();
+    ops.extend((2..2 + children).map(|id| serde_json::json!({ "wait": id })));
+    let submitter = host(&url, cache);
+    let run_options = SubmitOptions {
+        max_depth: Some(1),
+        budget_usd: Some(children as f64),
+        max_concurrency: Some(children as u32),
+        ..SubmitOptions::default()
+    };
+    let input = serde_json::Value::Array(ops).to_string();
+    worker::submit(
+        submitter.runtime(),
+        submitter.ledger(),
+        "scripted",
+        bytes,
+        &input,
+        &run_options,
+    )
+    .await
+    .unwrap();
+    let opts = WorkerOptions {
+        slots: 4,
+        ..options(Duration::from_millis(500))
+    };
+    let seconds = drain(&url, cache, workers, &opts).await;
+    let offered: i64 = one(
+        &url,
+        "SELECT COUNT(*) FROM task_offers WHERE done_at IS NOT NULL",
+    );
+    assert_eq!(offered as usize, children, "every child was offered");
+    children as f64 / seconds
 }
 
 /// One takeover: lease expiry → claimed, → completed.
@@ -189,6 +245,10 @@ pub async fn figures(
         let (r, t) = throughput(&admin, &cache, workers, runs).await;
         throughput_figures.push((workers, r, t));
     }
+    let mut spread_figures = Vec::new();
+    for workers in [1, 2, 4] {
+        spread_figures.push((workers, spread(&admin, &cache, workers, 60).await));
+    }
     let (mut claimed, mut completed) = (Vec::new(), Vec::new());
     for i in 0..takeovers {
         let (c, d) = takeover(&admin, &cache, i).await;
@@ -197,6 +257,7 @@ pub async fn figures(
     }
     Some(ClusterFigures {
         throughput: throughput_figures,
+        spread: spread_figures,
         claimed,
         completed,
     })

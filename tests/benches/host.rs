@@ -890,6 +890,10 @@ fn main() {
                     for (workers, runs, tasks) in &f.throughput {
                         println!("   {workers} worker(s)                                  {runs:>7.1} runs/s  {tasks:>7.1} tasks/s");
                     }
+                    println!("   one run's 60 children offered (one LLM call each, 4 task slots per worker):");
+                    for (workers, children) in &f.spread {
+                        println!("   {workers} worker(s)                                  {children:>7.1} children/s");
+                    }
                     println!("   takeover: lease expiry → run claimed         {}", Samples(f.claimed).line());
                     println!("   takeover: lease expiry → run completed (replay) {}", Samples(f.completed).line());
                 }

@@ -33,7 +33,8 @@ pub struct WorkerArgs {
     /// Host configuration (TOML): providers, models, tools, limits.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Runs executed at once.
+    /// Runs executed at once; as many tasks other workers' runs offer are executed
+    /// beside them.
     #[arg(long, default_value_t = 2)]
     slots: usize,
     /// Stop after this many seconds with nothing to do (default: run until stopped).

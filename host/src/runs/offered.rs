@@ -99,7 +99,7 @@ impl Host {
         tracing::info!(run = %run_id, task = id, claims = claim.claims, "worker: executing an offered task");
         let outcome = tokio::select! {
             outcome = run.runner.run_task(run.clone(), start) => Some(outcome),
-            () = self.ended_elsewhere(run_id, id) => None,
+            () = self.ended_in_ledger(run_id, id) => None,
             () = self.renew_claim(run_id, id) => None,
         };
         if let Some(outcome) = &outcome
@@ -115,7 +115,7 @@ impl Host {
     }
 
     /// Resolves once task `id` of `run_id` has ended in the ledger.
-    async fn ended_elsewhere(&self, run_id: &str, id: u64) {
+    async fn ended_in_ledger(&self, run_id: &str, id: u64) {
         loop {
             tokio::time::sleep(Duration::from_millis(500)).await;
             let ended = self

@@ -39,7 +39,7 @@ pub struct SubmitOptions {
 /// How a worker works.
 #[derive(Clone, Debug)]
 pub struct WorkerOptions {
-    /// Runs executed at once.
+    /// Runs executed at once; as many offered tasks are executed beside them.
     pub slots: usize,
     /// How long to wait before looking for work again when there was none.
     pub poll: Duration,
