@@ -604,8 +604,9 @@ fn a_stopped_worker_drains_or_hands_its_runs_back() {
 }
 
 /// Children run on other workers, and one budget holds across them: a run with a
-/// $0.015 budget spawns 50 children at its deepest level, each asking for a $0.00038
-/// share of its own and making four LLM calls (each reserves $0.000304 and costs
+/// $0.015 budget spawns 51 children at its deepest level, each asking for a $0.00038
+/// share of its own — one of them taking another's output as its input — and making
+/// four LLM calls (each reserves $0.000304 and costs
 /// about $0.00005, so a share fits two). The run's worker carves each share out
 /// of the run's budget before offering the child (so only the shares that fit are
 /// given), the children are claimed by all three workers, and each worker holds the
@@ -631,7 +632,18 @@ fn children_spread_over_the_workers_stay_within_one_budget() {
             }})
         })
         .collect();
-    ops.extend((2..52).map(|id| serde_json::json!({ "wait": id })));
+    // Task 3 takes task 2's output as its input (`data-from`): composed on the run's
+    // worker, run on whichever worker claims it.
+    ops.insert(
+        1,
+        serde_json::json!({"spawn": {
+            "description": "takes child 0's output",
+            "input": "from child 0:",
+            "data_from": [2],
+            "budget_usd": 0.00038,
+        }}),
+    );
+    ops.extend((2..53).map(|id| serde_json::json!({ "wait": id })));
     let input = serde_json::Value::Array(ops).to_string();
     let run_id = submit(
         &pg,
@@ -726,6 +738,24 @@ fn children_spread_over_the_workers_stay_within_one_budget() {
     assert!(
         elsewhere >= 1,
         "children ran on workers other than the run's"
+    );
+    let (output, offers): (String, i64) = pg
+        .conn()
+        .query_row(
+            "SELECT t.output, (SELECT COUNT(*) FROM task_offers o
+                                WHERE o.run_id = t.run_id AND o.task_id = t.task_id)
+             FROM tasks t WHERE t.run_id = ?1 AND t.task_id = 3",
+            [&run_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        offers, 1,
+        "the child with a data dependency was offered too"
+    );
+    assert!(
+        output.starts_with("child:from child 0:") && output.contains("child 0 call 0"),
+        "it ran on its dependency's output: {output}"
     );
 }
 

@@ -4,8 +4,9 @@
 //! workers instead of running it here when the child can run apart: it was given a
 //! budget share of its own (so everything it spends is reserved from that share,
 //! carved out of its spawner's budget here before it starts), it sits at the run's
-//! deepest level (so it spawns nothing), its input takes no dependency's output, and
-//! the run has no run-wide token limit (which only this process counts). Its
+//! deepest level (so it spawns nothing), and the run has no run-wide token limit
+//! (which only this process counts). Its input — with the outputs of its `data-from`
+//! dependencies — is composed and recorded here before the offer. Its
 //! dependencies, approval, locks and execution slot are taken here first, exactly as
 //! for a child run here, so the run's concurrency limit and mutual exclusion hold
 //! across the cluster; then the offer waits for the task's end in the ledger,
@@ -30,21 +31,27 @@ impl RunContext {
         }
     }
 
-    /// Whether task `id` at `depth`, whose input takes a dependency's output when
-    /// `takes_data`, is offered rather than run here.
-    pub(super) fn runs_apart(&self, id: u64, depth: u32, takes_data: bool) -> bool {
+    /// Whether task `id` at `depth` is offered rather than run here.
+    pub(super) fn runs_apart(&self, id: u64, depth: u32) -> bool {
         id != 1
             && self.offers_tasks.load(Ordering::Relaxed)
             && depth >= self.settings.limits.max_depth
-            && !takes_data
             && self.settings.budget_tokens.is_none()
             && self.budget.own_share(id).is_some()
     }
 
-    /// Offer task `id` and wait for its end, recorded by the worker that executes it.
-    pub(super) async fn run_apart(self: &Arc<Self>, id: u64) -> TaskOutcome {
+    /// Offer task `id`, to run on `input`, and wait for its end, recorded by the
+    /// worker that executes it.
+    pub(super) async fn run_apart(self: &Arc<Self>, id: u64, input: String) -> TaskOutcome {
+        // The input it runs on goes first (the offer's commit makes it durable): the
+        // executing worker reads it, as a resumed task reads the input it started on.
+        let started = self.ledger.start_task(self.run_id.clone(), id, input).await;
         let run_id = self.run_id.clone();
-        if let Err(e) = self.ledger.write(move |w| w.offer_task(&run_id, id)).await {
+        let offered = match started {
+            Ok(()) => self.ledger.write(move |w| w.offer_task(&run_id, id)).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = offered {
             return TaskOutcome::Failed(format!("cannot offer the task to the workers: {e}"));
         }
         let mut pause = Duration::from_millis(20);

@@ -107,7 +107,6 @@ impl RunContext {
         self.mark_live(id);
         let handle = tokio::spawn(async move {
             let mut input = input;
-            let takes_data = rx_deps.iter().any(|(_, data, _)| *data);
             let deps: Vec<u64> = rx_deps.iter().map(|(dep, _, _)| *dep).collect();
             let blocked = run.blocked_on(id, deps);
             for (dep_id, data, mut rx) in rx_deps {
@@ -172,9 +171,11 @@ impl RunContext {
                 guards.push(guard);
             }
             let slot = run.take_slot().await;
-            if run.runs_apart(id, depth, takes_data) {
-                // Another worker executes it and records its end ([`super::offered`]).
-                let outcome = run.run_apart(id).await;
+            if run.runs_apart(id, depth) {
+                // Another worker executes it and records its end ([`super::offered`]),
+                // on the input composed here (its dependencies' outputs included).
+                let input = run_input.unwrap_or(input);
+                let outcome = run.run_apart(id, input).await;
                 drop(slot);
                 run.release_locks(&names, id);
                 drop(guards);
