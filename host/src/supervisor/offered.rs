@@ -41,7 +41,7 @@ impl RunContext {
     }
 
     /// Offer task `id`, to run on `input`, and wait for its end, recorded by the
-    /// worker that executes it.
+    /// worker that executes it (or recorded here, when the offer cannot be written).
     pub(super) async fn run_apart(self: &Arc<Self>, id: u64, input: String) -> TaskOutcome {
         // The input it runs on goes first (the offer's commit makes it durable): the
         // executing worker reads it, as a resumed task reads the input it started on.
@@ -52,7 +52,10 @@ impl RunContext {
             Err(e) => Err(e),
         };
         if let Err(e) = offered {
-            return TaskOutcome::Failed(format!("cannot offer the task to the workers: {e}"));
+            // Nobody else will record this end: record it here.
+            let outcome = TaskOutcome::Failed(format!("cannot offer the task to the workers: {e}"));
+            self.finish(id, outcome.clone()).await;
+            return outcome;
         }
         let mut pause = Duration::from_millis(20);
         loop {
