@@ -105,7 +105,7 @@ async fn a_spawn_matching_an_expression_waits_and_one_matching_none_runs_at_once
 #[test]
 fn expression_rules_survive_a_host_restart_and_show_in_the_listing() {
     let dir = TempDir::new("approval-expr-restart");
-    let db = dir.join("a.db");
+    let db = dir.ledger("a.db");
     let config = dir.file("c.toml", RULES);
     let ops = json!([
         {"spawn": {"description": "ship it", "input": "", "tools": ["deploy"]}},

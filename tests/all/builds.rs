@@ -53,7 +53,7 @@ fn agent_crates_share_one_target_directory() {
     let dir = TempDir::new("build-shared");
     let cache = cache_dir().join("shared-target-test");
     let first = agent_crate(&dir, "first-agent", "");
-    let out = run_crate(&first, &cache, &dir.join("a.db"));
+    let out = run_crate(&first, &cache, &dir.ledger("a.db"));
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("Greet crate"), "{}", stdout(&out));
     assert!(
@@ -64,7 +64,7 @@ fn agent_crates_share_one_target_directory() {
     assert!(wasm.exists(), "{} was built", wasm.display());
 
     let second = agent_crate(&dir, "second-agent", "");
-    let out = run_crate(&second, &cache, &dir.join("b.db"));
+    let out = run_crate(&second, &cache, &dir.ledger("b.db"));
     let err = stderr(&out);
     assert!(out.status.success(), "{err}");
     let compiled: Vec<&str> = err.lines().filter(|l| l.contains("Compiling ")).collect();
@@ -86,7 +86,7 @@ fn a_compile_error_shows_the_compilers_first_error() {
         "broken-agent",
         "fn broken() -> u32 {\n    \"not a number\"\n}",
     );
-    let out = run_crate(&broken, &cache, &dir.join("e.db"));
+    let out = run_crate(&broken, &cache, &dir.ledger("e.db"));
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
     let last = err.trim().lines().last().unwrap();

@@ -36,7 +36,7 @@ fn first_llm_messages(db: &std::path::Path, run_id: &str) -> Vec<Value> {
 #[test]
 fn a_checkpoint_carries_steps_tool_results_and_a_context_hash() {
     let dir = TempDir::new("checkpoint-context");
-    let db = dir.join("c.db");
+    let db = dir.ledger("c.db");
     let out = agentflow()
         .arg("run")
         .arg(example("scripted"))
@@ -96,7 +96,7 @@ fn a_checkpoint_carries_steps_tool_results_and_a_context_hash() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_restarted_from_a_checkpoint_is_told_what_it_already_did() {
     let dir = TempDir::new("checkpoint-restart");
-    let db = dir.join("r.db");
+    let db = dir.ledger("r.db");
     // Crash right after the checkpoint (events: clock/random reads, load, step, put
     // intent and result, get intent and result, step, save = 9, load = 10), then make the recorded first step differ from what the guest will
     // send: the replay diverges and the task restarts from its checkpoint.

@@ -237,7 +237,7 @@ async fn http_fetch_wildcard_entries_admit_subdomains_only() {
 #[test]
 fn cli_max_depth_refuses_a_spawn_past_it() {
     let dir = TempDir::new("claims-cli-depth");
-    let db = dir.join("d.db");
+    let db = dir.ledger("d.db");
     let grandchild = json!([{"spawn": {"description": "grandchild", "input": ""}}]).to_string();
     let ops = json!([{"spawn_wait": {"description": "child", "input": grandchild}}]);
     let (code, report, err) = run_scripted_cli(&db, &ops, &["--max-depth", "1"]);
@@ -285,7 +285,7 @@ fn cli_budget_usd_refuses_the_llm_call_before_it_is_sent() {
         ),
     );
     let config = config.to_str().unwrap();
-    let db = dir.join("b.db");
+    let db = dir.ledger("b.db");
     let ops = json!([{"llm": {"prompt": "hello", "max_tokens": 1000}}]);
     // Worst case ≈ 1000 × $8/Mtok = $0.008: over a budget of $0.001.
     let (code, report, err) =
@@ -314,7 +314,7 @@ fn cli_budget_usd_refuses_the_llm_call_before_it_is_sent() {
 #[test]
 fn cli_max_concurrency_bounds_the_children_running_at_once() {
     let dir = TempDir::new("claims-cli-concurrency");
-    let db = dir.join("c.db");
+    let db = dir.ledger("c.db");
     let child = json!([{"log": "start"}, {"sleep_ms": 600}, {"log": "end"}]).to_string();
     let mut ops: Vec<Value> = (0..6)
         .map(|i| json!({"spawn": {"description": format!("sleeper {i}"), "input": child}}))
@@ -347,11 +347,13 @@ fn cli_max_concurrency_bounds_the_children_running_at_once() {
 /// The most children of `run_id` between their first and last `trace.log` record at
 /// any point of the ledger's append order.
 fn max_overlap(db: &Path, run_id: &str) -> usize {
-    let conn = rusqlite::Connection::open(db).unwrap();
+    let conn = crate::support::connect(db);
     let mut stmt = conn
         .prepare(
-            "SELECT task_id, MIN(rowid), MAX(rowid) FROM events
-              WHERE run_id = ?1 AND task_id > 1 AND kind = 'trace.log' GROUP BY task_id",
+            "SELECT task_id, MIN(n), MAX(n) FROM
+               (SELECT task_id, ROW_NUMBER() OVER (ORDER BY rowid) AS n FROM events
+                 WHERE run_id = ?1 AND kind = 'trace.log') AS appended
+              WHERE task_id > 1 GROUP BY task_id",
         )
         .unwrap();
     let spans: Vec<(i64, i64)> = stmt
@@ -380,7 +382,7 @@ fn max_overlap(db: &Path, run_id: &str) -> usize {
 #[test]
 fn cli_require_approval_over_usd_then_deny_fails_the_child_and_the_run_goes_on() {
     let dir = TempDir::new("claims-cli-deny");
-    let db = dir.join("a.db");
+    let db = dir.ledger("a.db");
     let ops = json!([
         {"spawn": {"description": "pricey", "input": "", "estimated_cost": 0.9}},
         {"wait": 2},
@@ -440,7 +442,7 @@ fn cli_require_approval_over_usd_then_deny_fails_the_child_and_the_run_goes_on()
 #[test]
 fn cli_input_file_is_the_agents_input() {
     let dir = TempDir::new("claims-cli-input");
-    let db = dir.join("i.db");
+    let db = dir.ledger("i.db");
     let content = "first line\nsecond line: ünïcode\n";
     let file = dir.file("input.txt", content);
     let out = run_example(
@@ -496,7 +498,7 @@ fn an_anthropic_key_from_the_environment_stays_out_of_logs_ledger_and_perf_db() 
             server.url()
         ),
     );
-    let db = dir.join("k.db");
+    let db = dir.ledger("k.db");
     let out = agentflow()
         .env("AGENTFLOW_LOG", "trace")
         .env("ANTHROPIC_API_KEY", KEY)

@@ -9,7 +9,7 @@ use crate::support::*;
 #[test]
 fn run_json_runs_and_inspect() {
     let dir = TempDir::new("cli");
-    let db = dir.join("cli.db");
+    let db = dir.ledger("cli.db");
     let out = run_example(
         &db,
         "researcher",
@@ -62,7 +62,7 @@ fn run_json_runs_and_inspect() {
 #[test]
 fn errors_are_one_line_with_nonzero_exit() {
     let dir = TempDir::new("cli-errors");
-    let db = dir.join("e.db");
+    let db = dir.ledger("e.db");
     let junk = dir.file("junk.wasm", b"not wasm at all");
     let out = agentflow_on(&db, ["run", junk.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
@@ -106,7 +106,7 @@ fn run_against_an_openai_compatible_server() {
             server.url()
         ),
     );
-    let db = dir.join("o.db");
+    let db = dir.ledger("o.db");
     let out = agentflow()
         .env("AGENTFLOW_LOG", "trace")
         .arg("run")
@@ -187,7 +187,7 @@ fn run_against_an_openai_compatible_server() {
 #[test]
 fn timeout_bounds_a_sleeping_guest_and_inspect_shows_blocked_time() {
     let dir = TempDir::new("cli-timeout");
-    let db = dir.join("t.db");
+    let db = dir.ledger("t.db");
     let sleeper = r#"[{"sleep_ms": 20000}]"#;
     let mut run = agentflow(); // builds the binary the first time: not timed
     run.arg("run")
@@ -244,7 +244,7 @@ fn timeout_bounds_a_sleeping_guest_and_inspect_shows_blocked_time() {
 fn guest_text_cannot_forge_host_log_lines() {
     const FORGED: &str = "2026-12-01T00:00:00Z  INFO agentflow: run completed";
     let dir = TempDir::new("cli-forge");
-    let db = dir.join("forge.db");
+    let db = dir.ledger("forge.db");
     let out = agentflow()
         .env("AGENTFLOW_LOG", "info")
         .env("NO_COLOR", "1")
@@ -285,7 +285,7 @@ fn assert_not_forged(text: &str, forged: &str) {
 #[test]
 fn trace_flood_does_not_flood_the_hosts_stderr() {
     let dir = TempDir::new("cli-flood");
-    let db = dir.join("flood.db");
+    let db = dir.ledger("flood.db");
     let out = agentflow()
         .env("AGENTFLOW_LOG", "info")
         .env("NO_COLOR", "1")
@@ -335,7 +335,7 @@ fn cli_edges_missing_dir_one_line_errors_prefixes_costs_and_durations() {
     assert!(err.contains("--max-depth"), "{err}");
 
     // A run with a refused tool call, on the mock model.
-    let db = dir.join("e.db");
+    let db = dir.ledger("e.db");
     let ops = r#"[{"llm": {"prompt": "hi"}}, {"tool": {"name": "kv", "args": {"op": "get", "key": "k"}}}]"#;
     let out = run_example(&db, "scripted", ["--input", ops, "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -369,7 +369,7 @@ fn cli_edges_missing_dir_one_line_errors_prefixes_costs_and_durations() {
     assert!(!text.contains("NotGranted("), "no Debug forms: {text}");
 
     // A second run whose id shares a prefix with the first: the prefix is ambiguous.
-    let conn = rusqlite::Connection::open(&db).unwrap();
+    let conn = crate::support::connect(&db);
     let twin = format!("{}{}", &run_id[..6], "f".repeat(26));
     conn.execute_batch(&format!(
         "CREATE TEMP TABLE t AS SELECT * FROM runs WHERE run_id = '{run_id}';

@@ -15,7 +15,7 @@ use std::process::Stdio;
 #[test]
 fn a_closed_pipe_ends_the_output_quietly() {
     let dir = TempDir::new("cli-pipe");
-    let db = dir.join("pipe.db");
+    let db = dir.ledger("pipe.db");
     let out = run_example(&db, "hello", ["--input", "pipe"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let run_id = only_run_id(&db);
@@ -24,7 +24,7 @@ fn a_closed_pipe_ends_the_output_quietly() {
         &format!(
             "CREATE TEMP TABLE t AS SELECT * FROM runs WHERE run_id = '{run_id}';
              WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5000)
-             INSERT INTO runs SELECT printf('%032d', i), agent, component_hash, input, status,
+             INSERT INTO runs SELECT '0000000000000000000000000' || (1000000 + i), agent, component_hash, input, status,
                  output, error, config_json, context_hash, forked_from, fork_seq, budget_usd,
                  tokens_in, tokens_out, cost_usd, started_at, finished_at FROM t, n;"
         ),
@@ -65,7 +65,7 @@ fn logs_into_a_pipe_have_no_colour() {
         .arg("run")
         .arg(example("scripted"))
         .args(["--input", LOG_A_LINE, "--db"])
-        .arg(dir.join("c.db"))
+        .arg(dir.ledger("c.db"))
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
@@ -89,7 +89,7 @@ fn logs_on_a_terminal_are_coloured_unless_no_color() {
             .arg(example("scripted"))
             // The live progress redraws with escape sequences of its own.
             .args(["--quiet", "--input", LOG_A_LINE, "--db"])
-            .arg(dir.join("t.db"));
+            .arg(dir.ledger("t.db"));
         if let Some(v) = no_color {
             cmd.env("NO_COLOR", v);
         }
@@ -173,7 +173,7 @@ fn run_on_a_terminal_draws_the_task_tree_with_cost_and_tokens() {
     cmd.arg("run")
         .arg(example("fanout"))
         .args(["--input", FANOUT, "--grant", "kv", "--db"])
-        .arg(dir.join("p.db"));
+        .arg(dir.ledger("p.db"));
     let (stdout, terminal) = on_a_terminal(cmd, Stdio::piped());
     assert_eq!(stdout, "{\"tasks\":4}\n", "stdout is the output alone");
     assert!(
@@ -201,7 +201,7 @@ fn run_on_a_terminal_draws_the_task_tree_with_cost_and_tokens() {
 #[test]
 fn run_into_pipes_keeps_stdout_to_the_output_and_plain_progress_lines() {
     let dir = TempDir::new("cli-progress-pipe");
-    let db = dir.join("p.db");
+    let db = dir.ledger("p.db");
     let out = run_example(&db, "fanout", ["--input", FANOUT, "--grant", "kv"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "{\"tasks\":4}\n");
@@ -275,7 +275,7 @@ fn completions_for_each_shell() {
 fn agentflow_db_names_the_ledger_and_the_current_directory_stays_empty() {
     let dir = TempDir::new("cli-env-db");
     let cwd = TempDir::new("cli-env-cwd");
-    let db = dir.join("env.db");
+    let db = dir.ledger("env.db");
     let input = dir.file("input.txt", "two lines\nof input\n");
     let out = agentflow()
         .current_dir(cwd.path())
@@ -287,7 +287,11 @@ fn agentflow_db_names_the_ledger_and_the_current_directory_stays_empty() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(db.exists(), "the ledger is where AGENTFLOW_DB says");
+    assert_eq!(
+        sql::<i64>(&db, "SELECT COUNT(*) FROM runs"),
+        1,
+        "the ledger is where AGENTFLOW_DB says"
+    );
     let left: Vec<_> = std::fs::read_dir(cwd.path()).unwrap().flatten().collect();
     assert!(
         left.is_empty(),
@@ -306,7 +310,7 @@ fn agentflow_db_names_the_ledger_and_the_current_directory_stays_empty() {
         "the file's bytes"
     );
     // --db wins over the environment.
-    let other = dir.join("other.db");
+    let other = dir.ledger("other.db");
     let out = agentflow()
         .env("AGENTFLOW_DB", &db)
         .arg("run")
@@ -326,7 +330,7 @@ fn agentflow_db_names_the_ledger_and_the_current_directory_stays_empty() {
 #[test]
 fn runs_filters_events_and_fork_at() {
     let dir = TempDir::new("cli-runs");
-    let db = dir.join("r.db");
+    let db = dir.ledger("r.db");
     let ok = run_example(&db, "hello", ["--input", "a", "--json"]);
     assert!(ok.status.success(), "{}", stderr(&ok));
     let failed = run_example(&db, "hostile", ["--input", "trap"]);
@@ -485,7 +489,7 @@ fn an_unknown_provider_lists_the_known_ones() {
             .arg("--config")
             .arg(&config)
             .arg("--db")
-            .arg(dir.join("p.db"))
+            .arg(dir.ledger("p.db"))
             .output()
             .unwrap()
     };
@@ -513,7 +517,7 @@ fn an_unknown_provider_lists_the_known_ones() {
 #[test]
 fn resolve_without_a_choice_names_both_options() {
     let dir = TempDir::new("cli-resolve");
-    let out = agentflow_on(&dir.join("r.db"), ["resolve", "1"]);
+    let out = agentflow_on(&dir.ledger("r.db"), ["resolve", "1"]);
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
     assert_eq!(err.trim().lines().count(), 1, "{err}");

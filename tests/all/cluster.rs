@@ -249,17 +249,21 @@ fn workers_killed_mid_run_are_taken_over_by_replay_with_each_effect_once() {
         for i in 1..=3 {
             let create = format!("create shop-node-{i} ");
             let created: Vec<&str> = calls.lines().filter(|l| l.starts_with(&create)).collect();
+            // The cloud's state (`cloud.log`) holds each resource once: created once.
+            assert_eq!(
+                log.lines().filter(|l| l.starts_with(&create)).count(),
+                1,
+                "run {id}: resource {i} in the cloud once: {calls}"
+            );
+            // Its API log (`cloud.calls`) is written just before the state: a worker
+            // killed between the two leaves a call that created nothing, answered
+            // `repeated=false` again when the call in doubt is re-sent.
             let real = created
                 .iter()
                 .filter(|l| l.ends_with("repeated=false"))
                 .count();
-            assert_eq!(real, 1, "run {id}: resource {i} created once: {calls}");
+            assert!(real >= 1, "run {id}: resource {i} created: {calls}");
             repeats += created.len() - real;
-            assert_eq!(
-                log.lines().filter(|l| l.starts_with(&create)).count(),
-                1,
-                "run {id}: resource {i} in the cloud once"
-            );
         }
         for child in 2..=4 {
             let recorded: i64 = conn
@@ -911,13 +915,19 @@ fn offered_children_are_taken_over_when_their_worker_dies() {
         for k in 0..children {
             let create = format!("create node-{k} ");
             let made: Vec<&str> = calls.lines().filter(|l| l.starts_with(&create)).collect();
+            // Created once: in the cloud's state once (see the run takeover test for
+            // why its API log may show a second `repeated=false` call).
+            assert_eq!(
+                log.lines().filter(|l| l.starts_with(&create)).count(),
+                1,
+                "run {id}: node {k} in the cloud once: {calls}"
+            );
             let real = made
                 .iter()
                 .filter(|l| l.ends_with("repeated=false"))
                 .count();
-            assert_eq!(real, 1, "run {id}: node {k} created once: {calls}");
+            assert!(real >= 1, "run {id}: node {k} created: {calls}");
             repeats += made.len() - real;
-            assert_eq!(log.lines().filter(|l| l.starts_with(&create)).count(), 1);
             for (kind, once) in [("tools.call", 1), ("llm.complete", 2)] {
                 let recorded: i64 = conn
                     .query_row(

@@ -314,7 +314,7 @@ fn a_command_sees_a_scrubbed_environment() {
             "command = [\"sh\", \"-c\", \"env | sort; echo stdin:; cat; exit 1\"]\nenv = [\"AGENTFLOW_TEST_ALLOWED\"]\noutput_tail_bytes = 8000",
         ),
     );
-    let db = dir.join("env.db");
+    let db = dir.ledger("env.db");
     let out = agentflow()
         .arg("run")
         .arg(example("scripted"))

@@ -348,7 +348,7 @@ async fn approvals_hold_a_child_until_a_human_decides() {
 #[test]
 fn approvals_survive_a_host_restart() {
     let dir = TempDir::new("con-approve-restart");
-    let db = dir.join("a.db");
+    let db = dir.ledger("a.db");
     let config = dir.file("c.toml", "[constraints.approval]\ndepth_over = 0\n");
     let ops = json!([spawn("needs a human", json!(""), json!({})), {"wait": 2}]).to_string();
     let config_arg = config.to_str().unwrap();

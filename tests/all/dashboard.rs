@@ -73,7 +73,7 @@ fn finish(child: Child) -> std::process::Output {
 async fn run_page_draws_the_cost_tree_and_shows_guest_markup_as_text() {
     let _one = one_at_a_time().await;
     let dir = TempDir::new("dash-tree");
-    let db = dir.join("d.db");
+    let db = dir.ledger("d.db");
     let ops = json!([
         step("the plan needs <b>one</b> helper", "spawn", "helper spawned"),
         {"llm": {"prompt": "summarise the plan"}},
@@ -231,7 +231,7 @@ async fn runs_of(dashboard: &Dashboard, agent: &str) -> String {
 async fn a_live_run_grows_in_the_page_and_an_approval_in_the_browser_finishes_it() {
     let _one = one_at_a_time().await;
     let dir = TempDir::new("dash-live");
-    let db = dir.join("l.db");
+    let db = dir.ledger("l.db");
     let config = dir.file(
         "c.toml",
         "[constraints.approval]\ndescription_matches = [\"*gated*\"]\n",
@@ -249,7 +249,7 @@ async fn a_live_run_grows_in_the_page_and_an_approval_in_the_browser_finishes_it
     let host = start_scripted(&db, &ops, &["--config", config.to_str().unwrap()]);
     // The ledger exists once the run started; the dashboard needs it.
     let started = Instant::now();
-    while !db.exists() && started.elapsed() < Duration::from_secs(30) {
+    while !has_a_run(&db) && started.elapsed() < Duration::from_secs(30) {
         std::thread::sleep(Duration::from_millis(20));
     }
     let dashboard = Dashboard::start(&db, &[]);
@@ -308,7 +308,7 @@ async fn a_live_run_grows_in_the_page_and_an_approval_in_the_browser_finishes_it
 async fn a_merge_conflict_resolved_in_the_browser_lets_the_run_finish() {
     let _one = one_at_a_time().await;
     let dir = TempDir::new("dash-merge");
-    let db = dir.join("m.db");
+    let db = dir.ledger("m.db");
     let ws = dir.join("ws");
     std::fs::create_dir_all(ws.join("deploy")).unwrap();
     std::fs::write(ws.join("deploy/prod.toml"), "replicas = 2\n").unwrap();
@@ -374,7 +374,7 @@ async fn a_merge_conflict_resolved_in_the_browser_lets_the_run_finish() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn csrf_host_and_token_guards_refuse_what_they_should() {
     let dir = TempDir::new("dash-guard");
-    let db = dir.join("g.db");
+    let db = dir.ledger("g.db");
     let config = dir.file("c.toml", "[constraints.approval]\ndepth_over = 0\n");
     let ops = json!([spawn_op("needs a human", ""), {"wait": 2}]);
     let parked = finish(start_scripted(
@@ -518,7 +518,7 @@ async fn csrf_host_and_token_guards_refuse_what_they_should() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_are_served_for_a_prometheus_scraper() {
     let dir = TempDir::new("dash-metrics");
-    let db = dir.join("m.db");
+    let db = dir.ledger("m.db");
     let out = run_example(&db, "researcher", ["--input", "Why scrape?"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let dashboard = Dashboard::start(&db, &[]);

@@ -6,7 +6,7 @@
 use crate::support::cli::*;
 use crate::support::*;
 use agentflow::ledger::Status;
-use rusqlite::Connection;
+
 use serde_json::{Value, json};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -62,7 +62,7 @@ fn drift_json(db: &Path, args: &[&str]) -> Value {
 #[test]
 fn drift_flags_the_changed_output_with_the_model_change_and_pass_rates_from_the_ledger() {
     let dir = TempDir::new("drift-hello");
-    let db = dir.join("ledger.db");
+    let db = dir.ledger("ledger.db");
     let old = hello_config("m-old", "Hello, world!");
     let first = run_hello(&dir, &db, "world", &old);
     let second = run_hello(&dir, &db, "world", &old);
@@ -104,7 +104,7 @@ fn drift_flags_the_changed_output_with_the_model_change_and_pass_rates_from_the_
     let from_sql: f64 = sql(
         &db,
         &format!(
-            "SELECT AVG(validation_result = 'pass') FROM agent_traces
+            "SELECT AVG(CASE WHEN validation_result = 'pass' THEN 1.0 ELSE 0.0 END) FROM agent_traces
              WHERE agent = 'hello' AND input_hash = '{input_hash}'"
         ),
     );
@@ -183,7 +183,7 @@ const FANOUT: &str = r#"{"depth": 1, "fanout": 3, "steps": 1}"#;
 #[test]
 fn roi_puts_the_expensive_worthless_child_first_with_subtree_costs() {
     let dir = TempDir::new("drift-roi");
-    let db = dir.join("ledger.db");
+    let db = dir.ledger("ledger.db");
     let config = dir.file("judge.toml", judged_config(0, false));
     let out = run_example(
         &db,
@@ -255,7 +255,7 @@ async fn a_slow_judge_scores_every_task_after_it_ended_without_delaying_the_run(
         4,
         "every task is being evaluated"
     );
-    let db = dir.join("ledger.db");
+    let db = dir.ledger("ledger.db");
     let scores = |db: &Path| -> i64 {
         sql(
             db,
@@ -266,7 +266,7 @@ async fn a_slow_judge_scores_every_task_after_it_ended_without_delaying_the_run(
 
     assert_eq!(host.wait_for_evaluations(Duration::from_secs(20)).await, 0);
     host.ledger().flush().await.unwrap();
-    let conn = Connection::open(&db).unwrap();
+    let conn = crate::support::connect(&db);
     let rows: Vec<(i64, Option<f64>, String, i64)> = conn
         .prepare(
             "SELECT task_id, quality_score, status, finished_at FROM agent_traces

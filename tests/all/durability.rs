@@ -93,7 +93,7 @@ fn check_run(
             "{label}: the call that acted before the crash was re-invoked as a repeat"
         );
     }
-    let conn = rusqlite::Connection::open(db).unwrap();
+    let conn = crate::support::connect(db);
     let run_id = only_run_id(db);
     let (status, output): (String, Option<String>) = conn
         .query_row(
@@ -161,7 +161,7 @@ fn crash_at_every_ledger_event_of_a_multi_agent_run_then_resume() {
     let config_args = ["--config", config.to_str().unwrap()];
     let base_dir = TempDir::new("crash-baseline");
     let baseline = deploy(
-        &base_dir.join("b.db"),
+        &base_dir.ledger("b.db"),
         &base_dir.join("ws"),
         &[],
         &config_args,
@@ -169,7 +169,7 @@ fn crash_at_every_ledger_event_of_a_multi_agent_run_then_resume() {
     assert!(baseline.status.success());
     let baseline_requests = server.requests().len();
     let baseline = stdout_json(&baseline);
-    let total: u64 = sql(&base_dir.join("b.db"), "SELECT COUNT(*) FROM events");
+    let total: u64 = sql(&base_dir.ledger("b.db"), "SELECT COUNT(*) FROM events");
     assert!(total >= 30, "a multi-agent run with many events ({total})");
 
     let mut points: Vec<(String, String, String)> = (1..=total)
@@ -205,7 +205,7 @@ fn crash_at_every_ledger_event_of_a_multi_agent_run_then_resume() {
     let (mut kills, mut duplicates, mut losses) = (0, 0, 0);
     for (label, var, value) in &points {
         let dir = TempDir::new("crash");
-        let (db, ws) = (dir.join("c.db"), dir.join("ws"));
+        let (db, ws) = (dir.ledger("c.db"), dir.join("ws"));
         let env: Vec<(&str, String)> = match value.split_once(':') {
             Some((point, k)) => vec![
                 (var.as_str(), point.to_string()),
@@ -270,7 +270,7 @@ fn sync_normal_survives_process_crashes_at_the_barrier_and_mid_effect() {
     let config_args = ["--config", config.to_str().unwrap()];
     let base_dir = TempDir::new("sync-normal-baseline");
     let baseline = deploy(
-        &base_dir.join("b.db"),
+        &base_dir.ledger("b.db"),
         &base_dir.join("ws"),
         &[],
         &config_args,
@@ -285,7 +285,7 @@ fn sync_normal_survives_process_crashes_at_the_barrier_and_mid_effect() {
     ] {
         let label = format!("sync=normal, at {point} #{k}");
         let dir = TempDir::new("sync-normal");
-        let (db, ws) = (dir.join("c.db"), dir.join("ws"));
+        let (db, ws) = (dir.ledger("c.db"), dir.join("ws"));
         let env = [
             ("AGENTFLOW_CRASH_AT", point.to_string()),
             ("AGENTFLOW_CRASH_AT_COUNT", k.to_string()),
@@ -320,12 +320,12 @@ fn sigkill_a_running_host_then_resume() {
     let config = dir.file("slow.toml", "[llm.mock]\nlatency_ms = 150\n");
     let base = TempDir::new("sigkill-base");
     let baseline = stdout_json(&deploy(
-        &base.join("b.db"),
+        &base.ledger("b.db"),
         &base.join("ws"),
         &[],
         &["--config", config.to_str().unwrap()],
     ));
-    let (db, ws) = (dir.join("k.db"), dir.join("ws"));
+    let (db, ws) = (dir.ledger("k.db"), dir.join("ws"));
     let mut child = spawn_example(
         &db,
         "deployer",
@@ -343,7 +343,7 @@ fn sigkill_a_running_host_then_resume() {
     // Wait until the children are provisioning, then SIGKILL.
     let started = std::time::Instant::now();
     loop {
-        let events: i64 = rusqlite::Connection::open(&db)
+        let events: i64 = Ok::<_, rusqlite::Error>(crate::support::connect(&db))
             .and_then(|c| {
                 c.query_row(
                     "SELECT COUNT(*) FROM events WHERE kind = 'tools.intent'",
@@ -384,7 +384,7 @@ fn crashed_two_call_run(db: &Path) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_component_is_refused_or_diverges() {
     let dir = TempDir::new("diverge");
-    let db = dir.join("d.db");
+    let db = dir.ledger("d.db");
     let run_id = crashed_two_call_run(&db);
     let host = host_at(&db).unwrap();
     let changed = ResumeOptions {
@@ -430,7 +430,7 @@ async fn a_changed_component_is_refused_or_diverges() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn from_checkpoint_policy_restarts_the_guest_from_its_last_checkpoint() {
     let dir = TempDir::new("from-checkpoint");
-    let db = dir.join("f.db");
+    let db = dir.ledger("f.db");
     let ops = json!([
         {"load": null},
         {"save": {"state": {"done": "planning"}, "note": "planned"}},
@@ -541,7 +541,7 @@ async fn in_doubt_side_effects_are_handled_by_class() {
         assert_eq!(report.status, Status::Completed);
         // Recreate the state of a crash after the tool acted but before its result was
         // recorded: drop the result and everything after it, mark the run unfinished.
-        let conn = rusqlite::Connection::open(dir.join("ledger.db")).unwrap();
+        let conn = crate::support::connect(dir.ledger("ledger.db"));
         let result_seq: i64 = conn
             .query_row(
                 "SELECT seq FROM events WHERE kind = 'tools.call'",
@@ -672,7 +672,7 @@ async fn a_failed_task_with_compensable_effects_rolls_back_in_reverse_order() {
 #[test]
 fn checkpoints_carry_host_state_and_are_listed() {
     let dir = TempDir::new("checkpoints");
-    let db = dir.join("c.db");
+    let db = dir.ledger("c.db");
     let out = deploy(&db, &dir.join("ws"), &[], &[]);
     assert!(out.status.success());
     let run_id = only_run_id(&db);
@@ -697,7 +697,7 @@ fn checkpoints_carry_host_state_and_are_listed() {
 #[test]
 fn fork_with_another_model_and_diff() {
     let dir = TempDir::new("fork");
-    let db = dir.join("f.db");
+    let db = dir.ledger("f.db");
     let config = dir.file(
         "c.toml",
         "[[llm.mock.rules]]\nmodel = \"mock-large\"\nreply = \"LARGE says: {input}\"\n",
@@ -729,7 +729,7 @@ fn fork_with_another_model_and_diff() {
     ]);
     let a = original["run_id"].as_str().unwrap().to_string();
     // The root's trace.step is seq 4: replay up to it, then the second call goes live.
-    let conn = rusqlite::Connection::open(&db).unwrap();
+    let conn = crate::support::connect(&db);
     let at: i64 = conn
         .query_row(
             "SELECT seq FROM events WHERE run_id = ?1 AND task_id = 1 AND kind = 'trace.step'",
@@ -934,7 +934,7 @@ async fn recover_apply_resumes_a_failed_run_whose_plan_says_resume() {
 
 /// The wall-clock reads recorded for task 1, in order, in milliseconds.
 fn recorded_wall_ms(db: &Path, run_id: &str) -> Vec<u64> {
-    let conn = agentflow::ledger::Connection::open(db).unwrap();
+    let conn = crate::support::connect(db);
     let events = agentflow::ledger::query::events(&conn, run_id, Some(1)).unwrap();
     events
         .iter()
@@ -953,7 +953,7 @@ fn recorded_wall_ms(db: &Path, run_id: &str) -> Vec<u64> {
 #[test]
 fn recorded_clock_and_random_reads_replay_identically() {
     let dir = TempDir::new("nondet-replay");
-    let db = dir.join("n.db");
+    let db = dir.ledger("n.db");
     let ops = json!([
         {"clock": null},
         {"random": null},
@@ -978,7 +978,7 @@ fn recorded_clock_and_random_reads_replay_identically() {
     let before: Vec<Value> = serde_json::from_str(original["output"].as_str().unwrap()).unwrap();
 
     // A fork replaying through the first LLM call sees the same clock and random.
-    let conn = rusqlite::Connection::open(&db).unwrap();
+    let conn = crate::support::connect(&db);
     let at: i64 = conn
         .query_row(
             "SELECT seq FROM events WHERE run_id = ?1 AND task_id = 1 AND kind = 'llm.complete' ORDER BY seq LIMIT 1",
@@ -1026,7 +1026,7 @@ fn recorded_clock_and_random_reads_replay_identically() {
 #[test]
 fn a_changed_model_catalog_is_refused_on_resume() {
     let dir = TempDir::new("catalog-changed");
-    let db = dir.join("c.db");
+    let db = dir.ledger("c.db");
     let run_id = crashed_two_call_run(&db);
     let config = dir.file(
         "more-models.toml",
@@ -1065,7 +1065,7 @@ async fn recover_apply_through_the_cli_continues_a_failed_run() {
     ])
     .await;
     let dir = TempDir::new("recover-cli");
-    let db = dir.join("r.db");
+    let db = dir.ledger("r.db");
     let config = dir.file("c.toml", one_endpoint(&server));
     let cli = |args: Vec<String>| {
         let mut cmd = agentflow();

@@ -193,7 +193,7 @@ fn guarded_cli_run(dir: &TempDir, mode: &str, limits: &str) -> (serde_json::Valu
         .arg("run")
         .arg(example("hostile"))
         .args(["--input", mode, "--json", "--db"])
-        .arg(dir.join("flood.db"))
+        .arg(dir.ledger("flood.db"))
         .arg("--config")
         .arg(&config)
         .stdout(std::process::Stdio::piped())

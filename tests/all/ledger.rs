@@ -26,7 +26,7 @@ impl Tool for LedgerProbe {
     }
 
     async fn call(&self, ctx: &ToolCallCtx, _args: serde_json::Value) -> Result<String, ToolError> {
-        let conn = rusqlite::Connection::open(ctx.ledger.path()).unwrap();
+        let conn = crate::support::connect(ctx.ledger.path());
         let kinds: Vec<String> = conn
             .prepare("SELECT kind FROM events WHERE run_id = ?1 AND task_id = ?2 AND kind != 'wasi.nondet' ORDER BY seq")
             .unwrap()
@@ -199,7 +199,7 @@ async fn a_resume_replays_payloads_stored_as_blobs() {
     );
     assert_eq!(results[2], json!({"ok": json!(long).to_string()}));
     assert_eq!(results[5], json!({"text": long}));
-    let db = dir.join("ledger.db");
+    let db = dir.ledger("ledger.db");
     let in_blobs = |kind: &str| -> i64 {
         sql(
             &db,

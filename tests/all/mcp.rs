@@ -174,14 +174,14 @@ async fn a_killed_server_is_started_again_by_the_next_call() {
     let dir = TempDir::new("mcp-restart");
     let log = dir.join("starts.log");
     let host = host(&dir, &stdio_server(&log, "allow = [\"echo\"]"));
-    let db = dir.join("ledger.db");
+    let db = dir.ledger("ledger.db");
     // Kill the server once the first call's result is recorded, while the agent sleeps.
     let killer = {
         let (log, db) = (log.clone(), db.clone());
         std::thread::spawn(move || {
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
             while std::time::Instant::now() < deadline {
-                let recorded = rusqlite::Connection::open(&db).ok().and_then(|c| {
+                let recorded = Some(crate::support::connect(&db)).and_then(|c| {
                     c.busy_timeout(std::time::Duration::from_secs(5)).ok()?;
                     c.query_row(
                         "SELECT count(*) FROM events WHERE kind = 'tools.call'",
@@ -222,7 +222,7 @@ async fn a_killed_server_is_started_again_by_the_next_call() {
 fn a_resumed_run_replays_mcp_results_without_starting_the_server() {
     let dir = TempDir::new("mcp-resume");
     let log = dir.join("starts.log");
-    let db = dir.join("run.db");
+    let db = dir.ledger("run.db");
     let config = dir.file(
         "agentflow.toml",
         stdio_server(&log, "allow = [\"echo\", \"get-sum\"]"),
@@ -285,7 +285,7 @@ fn a_resumed_run_replays_mcp_results_without_starting_the_server() {
 fn env_references_reach_the_server_but_neither_the_ledger_nor_the_hosts_other_variables() {
     let dir = TempDir::new("mcp-env");
     let log = dir.join("starts.log");
-    let db = dir.join("run.db");
+    let db = dir.ledger("run.db");
     let config = dir.file(
         "agentflow.toml",
         stdio_server(
@@ -428,7 +428,7 @@ fn tools_list_with_a_config_shows_mcp_tools_and_who_is_granted_what() {
         )
     );
     let config_path = dir.file("agentflow.toml", &config);
-    let db = dir.join("ledger.db");
+    let db = dir.ledger("ledger.db");
     let config_arg = config_path.display().to_string();
     let out = agentflow_on(&db, ["tools", "list", "--json", "--config", &config_arg]);
     assert!(out.status.success(), "{}", stderr(&out));

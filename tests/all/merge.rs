@@ -369,7 +369,7 @@ reply = "MERGED:\nchild:alpha\nBETA, revised\ngamma\ndelta\nEPSILON\nzeta\neta\n
 #[test]
 fn a_human_resolves_a_critical_conflict_across_a_host_restart() {
     let dir = TempDir::new("merge-restart");
-    let db = dir.join("m.db");
+    let db = dir.ledger("m.db");
     let ws = dir.join("ws");
     std::fs::create_dir_all(ws.join("deploy")).unwrap();
     std::fs::write(ws.join("deploy/prod.toml"), "replicas = 2\n").unwrap();
@@ -519,7 +519,7 @@ async fn refactor_example_merges_three_edits_of_one_function_and_escalates_the_c
 #[test]
 fn resolving_from_the_cli_while_the_host_runs_lets_the_run_finish() {
     let dir = TempDir::new("merge-cli-live");
-    let db = dir.join("r.db");
+    let db = dir.ledger("r.db");
     let config = dir.file(
         "c.toml",
         format!(
@@ -584,7 +584,7 @@ fn a_crash_at_every_merge_decision_resumes_without_deciding_twice() {
     // Five decisions: four for src/pricing.rs, one for deploy/limits.toml (not critical here).
     for crash_at in 0..=5 {
         let dir = TempDir::new(&format!("merge-crash-{crash_at}"));
-        let db = dir.join("r.db");
+        let db = dir.ledger("r.db");
         let config = dir.file(
             "c.toml",
             format!("[tools]\ngrant = [\"workspace\"]\n{}", refactor_rules()),
@@ -633,7 +633,7 @@ fn a_crash_at_every_merge_decision_resumes_without_deciding_twice() {
             None => expected = Some(files),
             Some(e) => assert_eq!(&files, e, "crash at decision {crash_at}"),
         }
-        let conn = rusqlite::Connection::open(&db).unwrap();
+        let conn = crate::support::connect(&db);
         let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
         assert_eq!(count("SELECT COUNT(*) FROM merges"), 5, "crash {crash_at}");
         assert_eq!(

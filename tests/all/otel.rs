@@ -108,7 +108,7 @@ fn identity(s: &Span) -> Value {
 fn a_run_is_exported_live_as_a_span_tree_with_genai_attributes_and_replayed_identically() {
     let receiver = Receiver::start();
     let dir = TempDir::new("otel-live");
-    let db = dir.join("ledger.db");
+    let db = dir.ledger("ledger.db");
     let config = deploy_config(
         &dir,
         &format!(
@@ -244,8 +244,7 @@ fn a_run_is_exported_live_as_a_span_tree_with_genai_attributes_and_replayed_iden
             "{} under task {task}",
             s.name
         );
-        let (model, tin, tout, cost): (String, i64, i64, f64) = rusqlite::Connection::open(&db)
-            .unwrap()
+        let (model, tin, tout, cost): (String, i64, i64, f64) = crate::support::connect(&db)
             .query_row(
                 "SELECT model, tokens_in, tokens_out, cost_usd FROM events WHERE task_id = ?1 AND seq = ?2",
                 [task, seq],
@@ -459,7 +458,7 @@ async fn grandchildren_and_merges_are_spans_under_the_tasks_that_made_them() {
         .iter()
         .filter(|s| s.name.starts_with("merge "))
         .collect();
-    let db = dir.join("ledger.db");
+    let db = dir.ledger("ledger.db");
     assert_eq!(
         merges.len() as i64,
         count(
@@ -498,7 +497,7 @@ async fn grandchildren_and_merges_are_spans_under_the_tasks_that_made_them() {
 #[test]
 fn a_dead_collector_neither_fails_nor_holds_up_a_run_and_is_reported_once() {
     let dir = TempDir::new("otel-dead");
-    let db = dir.join("ledger.db");
+    let db = dir.ledger("ledger.db");
     // Warm up (component cache), then time a run without and one with a dead endpoint.
     let plain = deploy_config(&dir, "");
     deploy(&dir, &db, &plain);
@@ -643,8 +642,8 @@ async fn prometheus_text_counts_what_the_ledger_holds_per_model_and_per_agent() 
         .await
         .unwrap();
     assert_eq!(failed.status, Status::Failed);
-    let db = dir.join("ledger.db");
-    let conn = agentflow::ledger::Connection::open(&db).unwrap();
+    let db = dir.ledger("ledger.db");
+    let conn = crate::support::connect(&db);
     let text = agentflow::observe::metrics_export::prometheus_text(&conn).unwrap();
     let samples = parse_prometheus(&text);
     let printed = agentflow_on(&db, ["metrics"]);

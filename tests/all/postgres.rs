@@ -7,75 +7,11 @@
 
 use crate::durability::deploy;
 use crate::support::cli::*;
+pub(crate) use crate::support::pg::PgDb;
 use crate::support::*;
-use agentflow::ledger::Connection;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
-use std::sync::atomic::{AtomicU32, Ordering};
-
-/// A database of its own on the test server, dropped with this value.
-pub(crate) struct PgDb {
-    admin: String,
-    name: String,
-    pub(crate) url: String,
-}
-
-impl PgDb {
-    /// A fresh database, or `None` when no test server is configured.
-    pub(crate) fn new(label: &str) -> Option<PgDb> {
-        let Ok(admin) = std::env::var("AGENTFLOW_TEST_POSTGRES") else {
-            assert!(
-                std::env::var("AGENTFLOW_REQUIRE_POSTGRES").is_err(),
-                "AGENTFLOW_REQUIRE_POSTGRES is set but AGENTFLOW_TEST_POSTGRES is not"
-            );
-            eprintln!(
-                "note: AGENTFLOW_TEST_POSTGRES is not set: PostgreSQL test `{label}` not run"
-            );
-            return None;
-        };
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "af_{label}_{}_{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let conn = Connection::connect_postgres(&admin).expect("connect to the test server");
-        conn.execute_batch(&format!("DROP DATABASE IF EXISTS {name}"))
-            .unwrap();
-        conn.execute_batch(&format!("CREATE DATABASE {name}"))
-            .unwrap();
-        let base = admin.rsplit_once('/').expect("a URL with a database").0;
-        let url = format!("{base}/{name}");
-        Some(PgDb { admin, name, url })
-    }
-
-    /// `--db` for this database.
-    pub(crate) fn db(&self) -> PathBuf {
-        PathBuf::from(&self.url)
-    }
-
-    /// A connection to this database.
-    pub(crate) fn conn(&self) -> Connection {
-        Connection::connect_postgres(&self.url).unwrap()
-    }
-
-    /// The first column of the only row of `query`.
-    pub(crate) fn one<T: rusqlite::types::FromSql>(&self, query: &str) -> T {
-        self.conn().query_row(query, [], |r| r.get(0)).unwrap()
-    }
-}
-
-impl Drop for PgDb {
-    fn drop(&mut self) {
-        if let Ok(conn) = Connection::connect_postgres(&self.admin) {
-            let _ = conn.execute_batch(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ));
-        }
-    }
-}
 
 const QUESTION: &str = "Why sandbox AI agents?";
 

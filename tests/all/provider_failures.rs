@@ -362,7 +362,7 @@ fn a_run_with_failed_attempts_resumes_after_a_crash_at_every_event() {
         "c.toml",
         catalog(&server.url(), "{ max_retries = 2 }", 5_000, None),
     );
-    let db = base_dir.join("b.db");
+    let db = base_dir.ledger("b.db");
     let baseline = run_cli(&config, &db, &ops, None);
     assert!(baseline.status.success(), "{}", stderr(&baseline));
     let baseline_output = output_of(&baseline);
@@ -386,7 +386,7 @@ fn a_run_with_failed_attempts_resumes_after_a_crash_at_every_event() {
             "c.toml",
             catalog(&server.url(), "{ max_retries = 2 }", 5_000, None),
         );
-        let db = dir.join("r.db");
+        let db = dir.ledger("r.db");
         let crashed = run_cli(&config, &db, &ops, Some(k));
         assert!(
             !crashed.status.success(),

@@ -54,7 +54,7 @@ fn count(db: &Path, task: i64, kind: &str) -> i64 {
 
 /// The kinds of the ledger's events in the order they were appended.
 fn appended(db: &Path) -> Vec<(i64, String)> {
-    let conn = rusqlite::Connection::open(db).unwrap();
+    let conn = crate::support::connect(db);
     let mut stmt = conn
         .prepare("SELECT task_id, kind FROM events ORDER BY rowid")
         .unwrap();
@@ -68,7 +68,7 @@ fn appended(db: &Path) -> Vec<(i64, String)> {
 fn python_agent_calls_the_llm_a_tool_a_child_and_saves_a_checkpoint() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = TempDir::new("python-agent");
-    let db = dir.join("py.db");
+    let db = dir.ledger("py.db");
     let out = run(&db, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     let report = stdout_json(&out);
@@ -160,7 +160,7 @@ fn python_agent_calls_the_llm_a_tool_a_child_and_saves_a_checkpoint() {
 fn python_agent_killed_mid_run_resumes_to_the_same_output_without_repeating_its_tool_call() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = TempDir::new("python-crash");
-    let baseline_db = dir.join("baseline.db");
+    let baseline_db = dir.ledger("baseline.db");
     let baseline = run(&baseline_db, &[]);
     assert!(baseline.status.success(), "{}", stderr(&baseline));
     let baseline = stdout_json(&baseline);
@@ -172,7 +172,7 @@ fn python_agent_killed_mid_run_resumes_to_the_same_output_without_repeating_its_
         .iter()
         .position(|(task, kind)| *task == 1 && kind == "tools.call")
         .expect("the root's tool call");
-    let db = dir.join("crashed.db");
+    let db = dir.ledger("crashed.db");
     let crashed = run(
         &db,
         &[("AGENTFLOW_CRASH_AFTER_EVENTS", (tool_call + 1).to_string())],

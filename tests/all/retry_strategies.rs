@@ -188,7 +188,7 @@ temperature = 0.9
         cmd.output().unwrap()
     };
     let kinds = |db: &std::path::Path| -> Vec<String> {
-        let conn = rusqlite::Connection::open(db).unwrap();
+        let conn = crate::support::connect(db);
         let mut stmt = conn
             .prepare("SELECT kind FROM events ORDER BY seq")
             .unwrap();
@@ -198,7 +198,7 @@ temperature = 0.9
             .collect()
     };
     // An uncrashed run, to know where the temperature attempt's LLM reply falls.
-    let reference_db = dir.join("reference.db");
+    let reference_db = dir.ledger("reference.db");
     let reference = run(&reference_db, None);
     assert!(reference.status.success(), "{}", stderr(&reference));
     let reference_report = stdout_json(&reference);
@@ -211,7 +211,7 @@ temperature = 0.9
         .map(|(i, _)| i)
         .expect("a second attempt");
     // Die right after the temperature attempt's LLM reply is committed.
-    let db = dir.join("crashed.db");
+    let db = dir.ledger("crashed.db");
     let crashed = run(&db, Some(second_llm + 1));
     assert!(!crashed.status.success());
     assert_eq!(kinds(&db), reference_kinds[..=second_llm], "cut as planned");
@@ -238,7 +238,7 @@ temperature = 0.9
     );
     assert_eq!(count("llm.complete"), 3, "no LLM call re-sent");
     assert_eq!(count("validation.retry"), 2);
-    let conn = rusqlite::Connection::open(&db).unwrap();
+    let conn = crate::support::connect(&db);
     let markers: Vec<(String, Option<f64>)> = conn
         .prepare("SELECT response FROM events WHERE kind = 'validation.retry' ORDER BY seq")
         .unwrap()

@@ -11,9 +11,9 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-/// `agentflow run scripted OPS --grant cloud` (its state in a workspace beside the
-/// ledger) in the background, its output piped.
-fn start_script(db: &Path, ops: Value) -> Child {
+/// `agentflow run scripted OPS --grant cloud` (its state in the workspace `ws`) in the
+/// background, its output piped.
+fn start_script(db: &Path, ws: &Path, ops: Value) -> Child {
     agentflow()
         .arg("run")
         .arg(example("scripted"))
@@ -27,7 +27,7 @@ fn start_script(db: &Path, ops: Value) -> Child {
         ])
         .arg(db)
         .arg("--workspace")
-        .arg(db.with_extension("ws"))
+        .arg(ws)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -39,8 +39,8 @@ fn start_script(db: &Path, ops: Value) -> Child {
 fn wait_until(db: &Path, query: &str, host: &mut Child) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
-        if db.exists() {
-            let conn = rusqlite::Connection::open(db).unwrap();
+        if db.exists() || agentflow::ledger::postgres_url(db).is_some() {
+            let conn = crate::support::connect(db);
             if conn
                 .query_row(query, [], |r| r.get::<_, i64>(0))
                 .is_ok_and(|n| n > 0)
@@ -64,9 +64,10 @@ fn run_status(db: &Path) -> String {
 #[test]
 fn a_killed_hosts_run_shows_interrupted_and_cancel_offers_its_compensations() {
     let dir = TempDir::new("status-killed");
-    let db = dir.join("k.db");
+    let db = dir.ledger("k.db");
     let mut host = start_script(
         &db,
+        &dir.join("ws"),
         json!([
             {"tool": {"name": "cloud", "args": {"op": "create", "resource": "db"}}},
             {"sleep_ms": 60000},
@@ -126,8 +127,12 @@ fn a_killed_hosts_run_shows_interrupted_and_cancel_offers_its_compensations() {
 #[test]
 fn a_live_run_cannot_be_resumed_twice_and_is_cancelled_through_its_host() {
     let dir = TempDir::new("status-live");
-    let db = dir.join("l.db");
-    let mut host = start_script(&db, json!([{"log": "working"}, {"sleep_ms": 60000}]));
+    let db = dir.ledger("l.db");
+    let mut host = start_script(
+        &db,
+        &dir.join("ws"),
+        json!([{"log": "working"}, {"sleep_ms": 60000}]),
+    );
     wait_until(&db, "SELECT COUNT(*) FROM leases", &mut host);
     wait_until(
         &db,

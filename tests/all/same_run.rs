@@ -97,7 +97,7 @@ fn run_case(case: &Case, dir: &TempDir, env: &[(&str, String)]) -> Output {
         .arg("run")
         .arg(example(case.agent))
         .args(["--input", case.input, "--json", "--db"])
-        .arg(dir.join("run.db"));
+        .arg(dir.ledger("run.db"));
     if let Some(text) = &case.config {
         cmd.arg("--config").arg(dir.file("agentflow.toml", text));
     }
@@ -131,7 +131,7 @@ fn each_example_crashed_midway_resumes_without_flags_to_the_uncrashed_output() {
         assert!(baseline.status.success(), "{label}: {}", stderr(&baseline));
         let baseline = stdout_json(&baseline);
         assert_eq!(baseline["status"], "completed", "{label}: {baseline}");
-        let events: i64 = sql(&base.join("run.db"), "SELECT COUNT(*) FROM events");
+        let events: i64 = sql(&base.ledger("run.db"), "SELECT COUNT(*) FROM events");
         assert!(events >= 2, "{label}: {events} events");
 
         let dir = TempDir::new("same-run-crash");
@@ -146,7 +146,7 @@ fn each_example_crashed_midway_resumes_without_flags_to_the_uncrashed_output() {
             "{label}: the host was killed after event {crash_after}: {}",
             stderr(&crashed)
         );
-        let db = dir.join("run.db");
+        let db = dir.ledger("run.db");
         let resumed = resume_elsewhere(&db, &[]);
         assert!(resumed.status.success(), "{label}: {}", stderr(&resumed));
         let resumed = stdout_json(&resumed);
@@ -172,7 +172,7 @@ fn a_different_config_is_refused_key_by_key_unless_allowed() {
         &[("AGENTFLOW_CRASH_AFTER_EVENTS", "3".to_string())],
     );
     assert!(!crashed.status.success());
-    let db = dir.join("run.db");
+    let db = dir.ledger("run.db");
     // The example's limits with another budget, and no mock rules.
     let other = dir.file(
         "other.toml",
@@ -214,12 +214,12 @@ fn the_recorded_config_holds_no_secret() {
         "[llm.openai]\napi_key = \"sk-do-not-record\"\nbase_url = \"http://127.0.0.1:9/v1\"\n",
     );
     let out = run_example(
-        &dir.join("s.db"),
+        &dir.ledger("s.db"),
         "hello",
         ["--input", "hi", "--config", config.to_str().unwrap()],
     );
     assert!(out.status.success(), "{}", stderr(&out));
-    let stored: String = sql(&dir.join("s.db"), "SELECT config_json FROM runs");
+    let stored: String = sql(&dir.ledger("s.db"), "SELECT config_json FROM runs");
     assert!(
         stored.contains("\"base_url\":\"http://127.0.0.1:9/v1\""),
         "the config is recorded: {stored}"

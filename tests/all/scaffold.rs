@@ -161,7 +161,7 @@ fn a_new_tool_tests_and_builds_a_tool_component() {
     tool_component::check_word_count(&wasm);
 
     // Installed from its crate directory (with its manifest) and called by an agent.
-    let db = dir.join("tools.db");
+    let db = dir.ledger("tools.db");
     let out = agentflow()
         .env("CARGO_TARGET_DIR", shared_target())
         .args(["tools", "install"])

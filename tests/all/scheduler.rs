@@ -272,8 +272,9 @@ async fn model_version_changes_are_recorded_and_visible() {
     let change = first_event(&host, &second.run_id, "llm.model_version_changed");
     assert_eq!(change.response["previous"], "primary-2024-01");
     assert_eq!(change.response["observed"], "primary-2024-06");
-    let config = agentflow::HostConfig::from_toml(&toml).unwrap();
-    let models = agentflow::observe::models::load(&config, &dir.join("ledger.db")).unwrap();
+    let mut config = agentflow::HostConfig::from_toml(&toml).unwrap();
+    config.cache_dir = Some(cache_dir());
+    let models = agentflow::observe::models::load(&config, &dir.ledger("ledger.db")).unwrap();
     let primary = models.iter().find(|m| m.spec.name == "primary").unwrap();
     assert_eq!(primary.stats.version_changes.len(), 1);
     assert_eq!(primary.stats.calls, 2);
@@ -442,7 +443,7 @@ async fn bad_catalogs_are_clear_errors() {
     let err = |toml: &str| {
         let mut config = agentflow::HostConfig::from_toml(toml).map_err(|e| e.to_string())?;
         config.cache_dir = Some(cache_dir());
-        Host::new(config, dir.join("x.db"))
+        Host::new(config, dir.ledger("x.db"))
             .map(|_| ())
             .map_err(|e| format!("{e:#}"))
     };

@@ -71,7 +71,9 @@ async fn quality_scores_count_per_task_type() {
     // performance DB beside the ledger, as earlier runs would have left it).
     let dir = TempDir::new("sched-quality");
     {
-        let perf = agentflow::scheduler::perf::PerfDb::open(&dir.join("ledger-perf.db")).unwrap();
+        let path =
+            agentflow::scheduler::perf::path_for_ledger(&dir.ledger("ledger.db"), &cache_dir());
+        let perf = agentflow::scheduler::perf::PerfDb::open(&path).unwrap();
         for _ in 0..20 {
             perf.record_quality("weak", "classify", 1.0, "test")
                 .unwrap();

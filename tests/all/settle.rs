@@ -33,7 +33,7 @@ fn run_script(dir: &TempDir, env: &[(&str, &str)]) -> Output {
         .arg("--workspace")
         .arg(dir.join("ws"))
         .arg("--db")
-        .arg(dir.join("run.db"))
+        .arg(dir.ledger("run.db"))
         .envs(env.iter().copied());
     cmd.output().unwrap()
 }
@@ -50,7 +50,7 @@ fn intent_seq(db: &Path) -> String {
 #[test]
 fn a_call_that_happened_is_settled_and_not_repeated() {
     let dir = TempDir::new("settle-happened");
-    let db = dir.join("run.db");
+    let db = dir.ledger("run.db");
     // The host dies after the append acted, before its result was recorded.
     let crashed = run_script(
         &dir,
@@ -147,11 +147,11 @@ fn a_call_that_did_not_happen_runs_once_on_resume() {
     let base = TempDir::new("settle-base");
     assert!(run_script(&base, &[]).status.success());
     let through_intent: i64 = sql(
-        &base.join("run.db"),
+        &base.ledger("run.db"),
         "SELECT COUNT(*) FROM events WHERE seq <= (SELECT seq FROM events WHERE kind = 'tools.intent')",
     );
     let dir = TempDir::new("settle-not-happened");
-    let db = dir.join("run.db");
+    let db = dir.ledger("run.db");
     // The host dies right after the intent is committed: the append never ran.
     let crashed = run_script(
         &dir,
@@ -179,7 +179,7 @@ fn a_call_that_did_not_happen_runs_once_on_resume() {
 #[test]
 fn fork_refuses_to_make_side_effects_again_unless_told() {
     let dir = TempDir::new("fork-effects");
-    let db = dir.join("run.db");
+    let db = dir.ledger("run.db");
     let out = run_script(&dir, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     let run = only_run_id(&db);

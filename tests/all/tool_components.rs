@@ -42,7 +42,7 @@ fn probe_op(args: Value) -> Value {
 #[test]
 fn install_list_and_remove_through_the_cli() {
     let dir = TempDir::new("tools-cli");
-    let db = dir.join("ledger.db");
+    let db = dir.ledger("ledger.db");
     let manifest = dir.file(
         "probe.toml",
         "[grants]\nkv = true\n[limits]\ntimeout_ms = 2000\n",
@@ -141,7 +141,7 @@ fn install_list_and_remove_through_the_cli() {
 #[test]
 fn wrong_components_and_manifests_are_refused_with_clear_errors() {
     let dir = TempDir::new("tools-refused");
-    let db = dir.join("ledger.db");
+    let db = dir.ledger("ledger.db");
     let install = |file: &Path, extra: &[&str]| {
         let mut args: Vec<std::ffi::OsString> = vec!["tools".into(), "install".into(), file.into()];
         args.extend(extra.iter().map(Into::into));

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 /// A ledger with the ticket tool installed (tickets under `<dir>/data`); its path.
 fn ledger_with_ticket(dir: &TempDir) -> PathBuf {
-    let db = dir.join("run.db");
+    let db = dir.ledger("run.db");
     std::fs::create_dir_all(dir.join("data")).unwrap();
     let manifest = dir.file(
         "ticket.toml",
@@ -129,8 +129,7 @@ fn a_ticket_call_crashed_after_its_intent_opens_exactly_one_ticket_after_resume(
     assert_eq!(tickets(&dir).len(), 1);
     // Every call of the resumed run names the ticket build, not the one installed now
     // (the human's settlement, recorded as the in-doubt call's result, names none).
-    let builds: Vec<String> = rusqlite::Connection::open(&db)
-        .unwrap()
+    let builds: Vec<String> = crate::support::connect(&db)
         .prepare("SELECT json_extract(request, '$.build') FROM events WHERE kind IN ('tools.intent', 'tools.call')")
         .unwrap()
         .query_map([], |r| r.get::<_, Option<String>>(0))

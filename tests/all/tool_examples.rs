@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 /// A ledger in `dir` with both example tools installed: the calculator with its own
 /// manifest (nothing granted), the ticket tool writing under `<dir>/data`.
 fn ledger_with_tools(dir: &TempDir) -> PathBuf {
-    let db = dir.join("helpdesk.db");
+    let db = dir.ledger("helpdesk.db");
     std::fs::create_dir_all(dir.join("data")).unwrap();
     let ticket_manifest = dir.file(
         "ticket.toml",
@@ -64,8 +64,7 @@ fn helpdesk(dir: &TempDir, db: &Path, message: &str) -> Value {
 
 /// The `request` JSON of the run's events of `kind`, in order.
 fn requests(db: &Path, kind: &str) -> Vec<Value> {
-    rusqlite::Connection::open(db)
-        .unwrap()
+    crate::support::connect(db)
         .prepare("SELECT request FROM events WHERE kind = ?1 ORDER BY task_id, seq")
         .unwrap()
         .query_map([kind], |r| r.get::<_, String>(0))

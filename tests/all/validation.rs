@@ -353,7 +353,7 @@ semantic = "feedback"
         .unwrap();
     assert_eq!(report.status, Status::Completed);
     // Cut the record right after the second attempt's LLM reply, as a crash would.
-    let conn = rusqlite::Connection::open(dir.join("ledger.db")).unwrap();
+    let conn = crate::support::connect(dir.ledger("ledger.db"));
     let cut: i64 = conn
         .query_row(
             "SELECT MAX(seq) FROM events WHERE kind = 'llm.complete'",
@@ -426,7 +426,7 @@ threshold = 7
     let eval = |file: &std::path::Path, format: &[&str]| {
         let (config, file) = (config.to_str().unwrap(), file.to_str().unwrap());
         agentflow_on(
-            &dir.join("e.db"),
+            &dir.ledger("e.db"),
             ["eval", config, file].iter().chain(format),
         )
     };
@@ -805,7 +805,7 @@ async fn a_child_carries_its_own_validators_from_the_spawn() {
 #[test]
 fn a_childs_own_validators_survive_a_crash_before_it_starts() {
     let dir = TempDir::new("val-spawned-crash");
-    let db = dir.join("s.db");
+    let db = dir.ledger("s.db");
     let never = json!({"name": "says-never", "kind": "pattern", "must_match": ["*never*"]});
     let ops = json!([
         {"spawn_wait": {"description": "checked child", "input": "", "validators": [never]}}
@@ -894,7 +894,7 @@ semantic = "human"
 #[test]
 fn a_human_review_survives_a_host_restart() {
     let dir = TempDir::new("val-human-restart");
-    let db = dir.join("h.db");
+    let db = dir.ledger("h.db");
     let config = dir.file(
         "c.toml",
         r#"
@@ -925,7 +925,7 @@ semantic = "human"
     let run_id = report["run_id"].as_str().unwrap().to_string();
     assert_eq!(report["status"], "completed", "{report}");
     assert_eq!(report["output"], "A revised, friendly greeting.");
-    let conn = rusqlite::Connection::open(&db).unwrap();
+    let conn = crate::support::connect(&db);
     let kinds: Vec<String> = conn
         .prepare("SELECT kind FROM events WHERE run_id = ?1 AND kind IN ('review.requested','review.decided','validation.retry') ORDER BY seq")
         .unwrap()
@@ -990,7 +990,7 @@ fn testwriter_config(dir: &TempDir) -> std::path::PathBuf {
 #[test]
 fn a_crash_after_a_validator_component_ran_resumes_without_confusing_its_calls() {
     let dir = TempDir::new("val-component-crash");
-    let db = dir.join("c.db");
+    let db = dir.ledger("c.db");
     let config = testwriter_config(&dir);
     // Attempt 1 (its LLM call, the validator's calls, the failed verdict, the retry
     // marker) is 8 events; the host dies one event into attempt 2.
@@ -1005,7 +1005,7 @@ fn a_crash_after_a_validator_component_ran_resumes_without_confusing_its_calls()
         .output()
         .unwrap();
     assert!(!crashed.status.success());
-    let conn = rusqlite::Connection::open(&db).unwrap();
+    let conn = crate::support::connect(&db);
     let count = |kind: &str| -> i64 {
         conn.query_row("SELECT COUNT(*) FROM events WHERE kind = ?1", [kind], |r| {
             r.get(0)
@@ -1037,7 +1037,7 @@ fn a_crash_after_a_validator_component_ran_resumes_without_confusing_its_calls()
 #[test]
 fn the_testwriter_example_retries_an_assertless_test_on_a_better_model() {
     let dir = TempDir::new("val-testwriter");
-    let db = dir.join("t.db");
+    let db = dir.ledger("t.db");
     let config_path = testwriter_config(&dir);
     let out = run_example(
         &db,
@@ -1059,7 +1059,7 @@ fn the_testwriter_example_retries_an_assertless_test_on_a_better_model() {
             .unwrap()
             .contains("assert_eq!(parse_port(\"8080\"), Some(8080));")
     );
-    let conn = rusqlite::Connection::open(&db).unwrap();
+    let conn = crate::support::connect(&db);
     let rows: Vec<(String, String)> = conn
         .prepare("SELECT kind, response FROM events WHERE kind IN ('validation.result', 'validation.retry') ORDER BY seq")
         .unwrap()

@@ -179,7 +179,7 @@ async fn a_task_waiting_for_approval_holds_no_execution_slot() {
 #[test]
 fn run_detach_stops_waiting_then_approve_and_resume_finish() {
     let dir = TempDir::new("wait-detach");
-    let db = dir.join("d.db");
+    let db = dir.ledger("d.db");
     let config = dir.file("c.toml", "[constraints.approval]\ndepth_over = 0\n");
     let ops = json!([spawn("needs a human", json!(""), json!({})), {"wait": 2}]).to_string();
     let config_arg = config.to_str().unwrap();
@@ -243,7 +243,7 @@ fn run_detach_stops_waiting_then_approve_and_resume_finish() {
 #[test]
 fn run_detach_on_a_review_then_retry_and_resume_finish() {
     let dir = TempDir::new("wait-detach-review");
-    let db = dir.join("r.db");
+    let db = dir.ledger("r.db");
     let config = dir.file(
         "c.toml",
         r#"
@@ -294,7 +294,7 @@ semantic = "human"
 #[test]
 fn run_detach_on_a_conflict_then_resolve_and_resume_finish() {
     let dir = TempDir::new("wait-detach-conflict");
-    let db = dir.join("m.db");
+    let db = dir.ledger("m.db");
     let ws = dir.join("ws");
     std::fs::create_dir_all(ws.join("deploy")).unwrap();
     std::fs::write(ws.join("deploy/prod.toml"), "replicas = 2\n").unwrap();
@@ -354,7 +354,7 @@ fn run_detach_on_a_conflict_then_resolve_and_resume_finish() {
 #[test]
 fn an_approval_whose_task_ended_is_not_pending() {
     let dir = TempDir::new("wait-moot");
-    let db = dir.join("m.db");
+    let db = dir.ledger("m.db");
     let config = dir.file("c.toml", "[constraints.approval]\ndepth_over = 0\n");
     let ops = json!([spawn("needs a human", json!(""), json!({}))]).to_string();
     let out = run_example(
@@ -444,7 +444,7 @@ async fn a_wait_through_a_dependency_on_a_task_awaiting_approval_does_not_time_o
 #[test]
 fn run_detach_waits_for_the_tasks_still_working() {
     let dir = TempDir::new("wait-detach-sibling");
-    let db = dir.join("s.db");
+    let db = dir.ledger("s.db");
     let config = dir.file(
         "c.toml",
         "[constraints.approval]\ndescription_matches = [\"*gated*\"]\n",
@@ -477,7 +477,7 @@ fn run_detach_waits_for_the_tasks_still_working() {
 #[test]
 fn run_detach_sees_a_task_queued_behind_a_lock_held_by_a_waiting_task() {
     let dir = TempDir::new("wait-detach-lock");
-    let db = dir.join("l.db");
+    let db = dir.ledger("l.db");
     let config = dir.file(
         "c.toml",
         "[retry]\nmax_attempts = 2\nsemantic = \"human\"\n",

@@ -5,7 +5,7 @@
 
 use crate::support::cli::*;
 use crate::support::*;
-use rusqlite::Connection;
+
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 
@@ -21,7 +21,7 @@ fn deployed(label: &str, extra: &str) -> (TempDir, PathBuf, PathBuf, String) {
         "deploy.toml",
         format!("[[llm.mock.rules]]\ntask_type = \"plan\"\nreply = '{PLAN}'\n{extra}"),
     );
-    let (db, ws) = (dir.join("ledger.db"), dir.join("ws"));
+    let (db, ws) = (dir.ledger("ledger.db"), dir.join("ws"));
     let out = run_example(
         &db,
         "deployer",
@@ -286,7 +286,7 @@ fn agent_traces_answers_the_reasoning_query_and_the_readme_examples_run() {
                       [[validators]]\nkind = \"judge\"\nrubric = \"Names the resource.\"\nthreshold = 7\n";
     let (_dir, db, ws, run_id) = deployed("why-traces", validators);
     let web = task_of(&db, &run_id, "provision shop-web");
-    let conn = Connection::open(&db).unwrap();
+    let conn = crate::support::connect(&db);
 
     // The query as the issue writes it (a quoted task id), for the child that created
     // shop-web: its tool call, then the step it recorded about it.
@@ -341,31 +341,40 @@ fn agent_traces_answers_the_reasoning_query_and_the_readme_examples_run() {
             },
         )
         .unwrap();
-    let task: (i64, f64, String, String, String) = conn
+    let task: (i64, f64, String, String) = conn
         .query_row(
-            "SELECT finished_at - started_at, cost_usd, input_hash, output,
-                    (SELECT json_group_array(DISTINCT model) FROM events e
-                      WHERE e.run_id = t.run_id AND e.task_id = t.task_id AND e.kind = 'llm.complete')
+            "SELECT finished_at - started_at, cost_usd, input_hash, output
              FROM tasks t WHERE run_id = ?1 AND task_id = ?2",
             rusqlite::params![run_id, web as i64],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )
         .unwrap();
+    let models: Vec<String> = conn
+        .prepare(
+            "SELECT model FROM events WHERE run_id = ?1 AND task_id = ?2 AND kind = 'llm.complete'
+             GROUP BY model ORDER BY MIN(seq)",
+        )
+        .unwrap()
+        .query_map(rusqlite::params![run_id, web as i64], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
     assert_eq!(row.0, Some(1));
     assert_eq!(row.1, "deployer");
-    assert_eq!(row.2, task.4, "models");
+    assert_eq!(row.2, serde_json::to_string(&models).unwrap(), "models");
     assert!(row.2.starts_with("[\"") && row.2.len() > 4, "{}", row.2);
     assert_eq!((row.3, row.4), (task.0, task.1));
     assert_eq!((&row.5, &row.6), (&task.2, &task.3));
     assert!(row.6.starts_with(&format!("shop-web={id}")), "{}", row.6);
-    let input: String = conn
-        .query_row(
-            "SELECT CAST(data AS TEXT) FROM blobs WHERE hash = ?1",
-            [&row.5],
-            |r| r.get(0),
-        )
+    let input: Vec<u8> = conn
+        .query_row("SELECT data FROM blobs WHERE hash = ?1", [&row.5], |r| {
+            r.get(0)
+        })
         .unwrap();
-    assert_eq!(input, r#"{"provision":"shop-web"}"#);
+    assert_eq!(
+        String::from_utf8(input).unwrap(),
+        r#"{"provision":"shop-web"}"#
+    );
 
     // Validation: both validators passed each task; the judge's 8/10 and the length
     // check's pass average to 0.9.
@@ -413,7 +422,7 @@ fn agent_traces_answers_the_reasoning_query_and_the_readme_examples_run() {
 #[test]
 fn a_long_hostile_step_reads_back_whole_from_the_view_and_escaped_from_why() {
     let dir = TempDir::new("why-hostile");
-    let db = dir.join("ledger.db");
+    let db = dir.ledger("ledger.db");
     let thought = format!("think \u{1b}[31mred\nforged line {}", "x".repeat(300));
     let ops = json!([
         {"step": {"thought": thought, "action": "tool:kv", "observation": "o\u{202e}", "confidence": 0.5}},

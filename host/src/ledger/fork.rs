@@ -110,6 +110,10 @@ impl Writer {
             ),
             params![run_id, new_run_id, cut as i64],
         )?;
+        const CHECKPOINTS: &str = "INSERT INTO checkpoints (run_id, task_id, number, event_seq, note, state_hash, step, host_state, saved_at)
+             SELECT ?2, task_id, number, event_seq, note, state_hash, step, host_state, saved_at FROM checkpoints
+             WHERE run_id = ?1 AND task_id = ?3 AND event_seq <= ?4";
+        conn.execute(CHECKPOINTS, params![run_id, new_run_id, 1i64, cut as i64])?;
         for id in &copied {
             conn.execute(
                 &format!("INSERT INTO tasks (run_id, {TASK_COLUMNS}) SELECT ?2, {TASK_COLUMNS} FROM tasks WHERE run_id = ?1 AND task_id = ?3"),
@@ -119,13 +123,8 @@ impl Writer {
                 &format!("INSERT INTO events (run_id, {EVENT_COLUMNS}) SELECT ?2, {EVENT_COLUMNS} FROM events WHERE run_id = ?1 AND task_id = ?3"),
                 params![run_id, new_run_id, id],
             )?;
+            conn.execute(CHECKPOINTS, params![run_id, new_run_id, id, i64::MAX])?;
         }
-        conn.execute(
-            "INSERT INTO checkpoints (run_id, task_id, number, event_seq, note, state_hash, step, host_state, saved_at)
-             SELECT ?2, task_id, number, event_seq, note, state_hash, step, host_state, saved_at FROM checkpoints
-             WHERE run_id = ?1 AND ((task_id = 1 AND event_seq <= ?3) OR task_id IN (SELECT value FROM json_each(?4)))",
-            params![run_id, new_run_id, cut as i64, serde_json::to_string(&copied).unwrap_or_default()],
-        )?;
         let (cost_usd, tokens): (f64, i64) = conn.query_row(
             "SELECT COALESCE(SUM(cost_usd), 0), COALESCE(SUM(tokens_in + tokens_out), 0)
              FROM events WHERE run_id = ?1",

@@ -79,7 +79,7 @@ pub use commit::{Commit, LINGER, LedgerConfig, SyncMode};
 /// A connection to the ledger: a read connection from [`Ledger::reader`] or
 /// [`Ledger::with_reader`], or the writer's inside a write job. Callers pass it to the
 /// typed functions of this module; they never run statements on it themselves.
-pub use db::Connection;
+pub use db::{Connection, postgres_url};
 pub use error::{LedgerError, SqlError, SqlResult};
 pub use kinds::EventKind;
 pub use records::{EventRecord, NewRun, NewTask, RunTotals};

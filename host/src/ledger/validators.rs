@@ -20,7 +20,8 @@ impl Writer {
     /// Store (or replace) the validators (JSON) of task `task_id`.
     pub fn store_task_validators(&self, run_id: &str, task_id: u64, json: &str) -> SqlResult<()> {
         self.conn.execute(
-            "INSERT OR REPLACE INTO task_validators (run_id, task_id, validators) VALUES (?1, ?2, ?3)",
+            "INSERT INTO task_validators (run_id, task_id, validators) VALUES (?1, ?2, ?3)
+             ON CONFLICT (run_id, task_id) DO UPDATE SET validators = excluded.validators",
             params![run_id, task_id as i64, json],
         )?;
         Ok(())

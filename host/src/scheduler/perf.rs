@@ -93,10 +93,14 @@ fn blend(prior: f64, scores: Option<&(u64, f64)>) -> f64 {
 
 /// Path of the performance DB that goes with a ledger file. The hosts of a PostgreSQL
 /// ledger each keep theirs on their own disk, beside their compiled components
-/// (the host configuration's `cache_dir`).
+/// (the host configuration's `cache_dir`), one per database (named after a hash of
+/// its URL without the password), so two ledgers on one machine keep apart.
 pub fn path_for_ledger(ledger: &Path, cache_dir: &Path) -> PathBuf {
-    if crate::ledger::db::postgres_url(ledger).is_some() {
-        return cache_dir.join("perf.db");
+    if let Some(url) = crate::ledger::db::postgres_url(ledger) {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(crate::ledger::db::redact(url).as_bytes());
+        let name: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        return cache_dir.join(format!("perf-{name}.db"));
     }
     let stem = ledger
         .file_stem()

@@ -7,6 +7,7 @@ pub mod fake_http;
 pub mod guard;
 pub mod llm;
 pub mod otlp;
+pub mod pg;
 pub mod python;
 
 use agentflow::ledger::query::{self, EventRow, TaskRow};
@@ -15,7 +16,11 @@ use std::path::{Path, PathBuf};
 
 /// A scratch directory under cargo's test tmpdir, removed on drop (a
 /// `tempfile::TempDir` named after the test's label, so a kept one is easy to find).
-pub struct TempDir(tempfile::TempDir);
+/// It also owns the PostgreSQL databases its [`TempDir::ledger`]s were given.
+pub struct TempDir(
+    tempfile::TempDir,
+    std::sync::Mutex<std::collections::HashMap<String, pg::PgDb>>,
+);
 
 impl TempDir {
     pub fn new(label: &str) -> TempDir {
@@ -23,7 +28,23 @@ impl TempDir {
             .prefix(&format!("{label}-"))
             .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
             .unwrap();
-        TempDir(dir)
+        TempDir(dir, Default::default())
+    }
+
+    /// The `--db` of the ledger named `name` for this test: the file `name` in this
+    /// directory, or — when the suite runs on PostgreSQL (`AGENTFLOW_TEST_LEDGER=postgres`)
+    /// — a fresh database of its own on the test server (the same one for the same
+    /// name), dropped with this directory.
+    pub fn ledger(&self, name: &str) -> PathBuf {
+        if !pg::ledgers_on_postgres() {
+            return self.join(name);
+        }
+        let mut dbs = self.1.lock().unwrap();
+        let db = dbs.entry(name.to_string()).or_insert_with(|| {
+            pg::PgDb::new(name)
+                .expect("AGENTFLOW_TEST_LEDGER=postgres needs AGENTFLOW_TEST_POSTGRES")
+        });
+        db.db()
     }
 
     pub fn path(&self) -> &Path {
@@ -61,7 +82,7 @@ pub fn repo_path(rel: &str) -> PathBuf {
 pub fn host(dir: &TempDir, toml: &str) -> Host {
     let mut config = HostConfig::from_toml(toml).expect("test config");
     config.cache_dir = Some(cache_dir());
-    Host::new(config, dir.join("ledger.db")).expect("host")
+    Host::new(config, dir.ledger("ledger.db")).expect("host")
 }
 
 /// A new scratch directory named after `label` and a [`host`] on a ledger in it.
@@ -146,18 +167,31 @@ pub fn inspect_text(host: &Host, run_id: &str) -> String {
 
 /// The single value `query` selects from the ledger file `db` (its first row).
 pub fn sql<T: rusqlite::types::FromSql>(db: &Path, query: &str) -> T {
-    rusqlite::Connection::open(db)
-        .unwrap()
-        .query_row(query, [], |r| r.get(0))
-        .unwrap()
+    connect(db).query_row(query, [], |r| r.get(0)).unwrap()
+}
+
+/// A connection to the ledger `db` (a SQLite file or a PostgreSQL URL).
+pub fn connect(db: impl AsRef<Path>) -> agentflow::ledger::Connection {
+    let db = db.as_ref();
+    match agentflow::ledger::postgres_url(db) {
+        Some(url) => agentflow::ledger::Connection::connect_postgres(url).unwrap(),
+        None => agentflow::ledger::Connection::open(db).unwrap(),
+    }
+}
+
+/// Whether the ledger `db` holds a run yet (it may not exist yet).
+pub fn has_a_run(db: &Path) -> bool {
+    if agentflow::ledger::postgres_url(db).is_none() && !db.exists() {
+        return false;
+    }
+    connect(db)
+        .query_row("SELECT COUNT(*) FROM runs", [], |r| r.get::<_, i64>(0))
+        .is_ok_and(|n| n > 0)
 }
 
 /// Run these SQL statements on the ledger file `db` (to damage or rewind it).
 pub fn sql_batch(db: &Path, statements: &str) {
-    rusqlite::Connection::open(db)
-        .unwrap()
-        .execute_batch(statements)
-        .unwrap();
+    connect(db).execute_batch(statements).unwrap();
 }
 
 /// The id of the (first) run in the ledger file `db`.
