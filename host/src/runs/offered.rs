@@ -8,12 +8,12 @@
 //! which is how the run's worker learns it. If the task ends elsewhere first (its
 //! spawner cancelled it, or the run ended), the execution here stops.
 
+use crate::Host;
 use crate::ledger;
 use crate::ledger::leases::{HEARTBEAT, Holder};
 use crate::ledger::offers::OfferClaim;
-use crate::runs::stored::StoredRunConfig;
-use crate::supervisor::{ReplayStart, TaskOutcome, TaskStart};
-use crate::{Host, durability, replay};
+use crate::runs::stored;
+use crate::supervisor::{TaskOutcome, TaskStart};
 use std::time::Duration;
 
 impl Host {
@@ -32,10 +32,8 @@ impl Host {
     ) -> anyhow::Result<Option<TaskOutcome>> {
         let (run_id, id) = (claim.run_id.as_str(), claim.task_id);
         let reader = self.ledger.reader()?;
-        let (config_json, stored_hash) = ledger::query::run_config(&reader, run_id)?
-            .ok_or_else(|| anyhow::anyhow!("run {run_id} has no stored config"))?;
-        let mut stored: StoredRunConfig = serde_json::from_str(&config_json)?;
-        stored.catalog = self.scheduler.models().to_vec();
+        let (stored, stored_hash) =
+            stored::stored_config(&reader, run_id, self.scheduler.models())?;
         let task = ledger::query::resume_tasks(&reader, run_id)?
             .into_iter()
             .find(|t| t.task_id == id)
@@ -46,54 +44,31 @@ impl Host {
         let share = task
             .budget_usd
             .ok_or_else(|| anyhow::anyhow!("offered task {id} of run {run_id} has no share"))?;
-        let text = |hash: &str| -> anyhow::Result<String> {
-            let bytes = ledger::query::blob(&reader, hash)?.unwrap_or_default();
-            Ok(String::from_utf8_lossy(&bytes).into_owned())
-        };
-        let bytes = ledger::query::blob(&reader, &task.component_hash)?.ok_or_else(|| {
-            anyhow::anyhow!(
-                "component {} is missing from the ledger",
-                task.component_hash
-            )
-        })?;
-        let agent = self.runtime.load_bytes(&task.agent, &bytes)?;
-        let input = match &task.run_input_hash {
-            Some(hash) => text(hash)?,
-            None => text(&task.input_hash)?,
-        };
+        let agent = self.stored_component(&reader, run_id, &task.component_hash, &task.agent)?;
+        let input = stored::blob_text(
+            &reader,
+            task.run_input_hash.as_ref().unwrap_or(&task.input_hash),
+        )?;
         // Its record so far: what a worker that died before recorded, replayed first.
-        let events: Vec<_> = ledger::query::stored_events(&reader, run_id, |kind| {
-            replay::Replay::reads_payloads_of(kind) || *kind == ledger::EventKind::TaskReopened
-        })?
-        .into_iter()
-        .filter(|e| e.task_id == id)
-        .collect();
+        let events: Vec<_> = stored::replayed_events(&reader, run_id)?
+            .into_iter()
+            .filter(|e| e.task_id == id)
+            .collect();
         let (tools, _, _mcp) = self.run_tool_set(&stored.tools, &stored.tool_builds)?;
         let mut settings = stored.settings(stored_hash, &self.config);
         settings.budget_usd = share;
         settings.budget_tokens = None;
         let run = self.run_context_with(run_id.to_string(), &stored, tools, settings);
         run.restore_tree(std::slice::from_ref(&task));
-        for e in &events {
-            let tokens = (e.tokens_in + e.tokens_out) as u64;
-            if e.cost_usd != 0.0 || tokens != 0 {
-                run.budget.charge(id, e.cost_usd, tokens);
-            }
-        }
-        let events = durability::reopen::without_superseded(events);
-        let mut attempts = replay::Replay::attempts_stored(events, &reader, &self.ledger)?;
-        let (replay, nondet, _) = attempts.remove(0);
+        stored::charge_recorded(&run.budget, &events);
+        let replay = stored::replay_start(events, &reader, &self.ledger)?;
         drop(reader);
         let start = TaskStart {
             id,
             depth: task.depth,
             agent: agent.component_ref(),
             input,
-            replay: Some(ReplayStart {
-                replay,
-                nondet,
-                later: attempts,
-            }),
+            replay: Some(replay),
             slot: None,
         };
         tracing::info!(run = %run_id, task = id, claims = claim.claims, "worker: executing an offered task");

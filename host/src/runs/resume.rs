@@ -1,13 +1,13 @@
 //! Resuming a run from the ledger, and what builds on it: forking a run at an event,
 //! recovering a run with side effects in doubt, re-running a failed run's failed tasks.
 
+use crate::durability;
 use crate::ledger::{self, Status};
 use crate::runs::recorded;
-use crate::runs::stored::{StoredRunConfig, context_hash};
+use crate::runs::stored::{self, StoredRunConfig, context_hash};
 use crate::runtime::LoadedAgent;
 use crate::supervisor::{self, RunContext};
 use crate::{Host, ResumeOptions, RunReport};
-use crate::{durability, replay};
 use std::sync::Arc;
 
 impl Host {
@@ -206,11 +206,8 @@ impl Host {
                 (ledger::now_ms() - lease.heartbeat_at) / 1000
             );
         }
-        let (config_json, stored_hash) = ledger::query::run_config(&reader, &run_id)?
-            .ok_or_else(|| anyhow::anyhow!("run {run_id} has no stored config"))?;
-        let mut stored: StoredRunConfig = serde_json::from_str(&config_json).map_err(|e| {
-            anyhow::anyhow!("run {run_id} was recorded by an incompatible host: {e}")
-        })?;
+        let (stored, stored_hash) =
+            stored::stored_config(&reader, &run_id, self.scheduler.models())?;
         if let Some(recorded) = &stored.host {
             let changes = recorded::changes(recorded, &self.recorded_config);
             if !changes.is_empty() && !opts.allow_changed {
@@ -225,17 +222,10 @@ impl Host {
                 tracing::warn!(run = %run_id, "resuming on a changed configuration:{}", recorded::describe(&changes));
             }
         }
-        let load_stored = |hash: &str, name: &str| -> anyhow::Result<Arc<LoadedAgent>> {
-            let bytes = ledger::query::blob(&reader, hash)?.ok_or_else(|| {
-                anyhow::anyhow!("component {hash} of run {run_id} is missing from the ledger")
-            })?;
-            self.runtime.load_bytes(name, &bytes)
-        };
         let root_agent = match &opts.agent_file {
             Some(path) => self.runtime.load_file(path)?,
-            None => load_stored(&row.component_hash, &row.agent)?,
+            None => self.stored_component(&reader, &run_id, &row.component_hash, &row.agent)?,
         };
-        stored.catalog = self.scheduler.models().to_vec();
         let hash_now = context_hash(&root_agent.hash, &row.input, &stored);
         if hash_now != stored_hash && !opts.allow_changed {
             anyhow::bail!(
@@ -257,9 +247,7 @@ impl Host {
         }
         // One query for the run's whole record, reading only the payloads the replay
         // and the reopen cuts use; they stay text until replayed.
-        let all_events = ledger::query::stored_events(&reader, &run_id, |kind| {
-            replay::Replay::reads_payloads_of(kind) || *kind == ledger::EventKind::TaskReopened
-        })?;
+        let all_events = stored::replayed_events(&reader, &run_id)?;
         run.restore_tree(&tasks);
         run.restore_needs(all_events.iter().filter_map(|e| {
             if e.kind != ledger::EventKind::TasksSpawn || !e.ok {
@@ -270,32 +258,12 @@ impl Host {
         }));
         let mut by_task: std::collections::HashMap<u64, Vec<ledger::query::StoredEvent>> =
             std::collections::HashMap::new();
+        stored::charge_recorded(&run.budget, &all_events);
         for e in all_events {
-            let tokens = (e.tokens_in + e.tokens_out) as u64;
-            // Charging nothing changes nothing: only the events that spent are charged.
-            if e.cost_usd != 0.0 || tokens != 0 {
-                run.budget.charge(e.task_id, e.cost_usd, tokens);
-            }
             by_task.entry(e.task_id).or_default().push(e);
         }
-        for events in by_task.values_mut() {
-            *events = durability::reopen::without_superseded(std::mem::take(events));
-        }
-        let replay_for = |events: Vec<ledger::query::StoredEvent>| -> anyhow::Result<_> {
-            let mut attempts = replay::Replay::attempts_stored(events, &reader, &self.ledger)?;
-            let (replay, nondet, _) = attempts.remove(0);
-            Ok(supervisor::ReplayStart {
-                replay,
-                nondet,
-                later: attempts,
-            })
-        };
-        let text = |hash: &str| -> anyhow::Result<String> {
-            Ok(
-                String::from_utf8_lossy(&ledger::query::blob(&reader, hash)?.unwrap_or_default())
-                    .into_owned(),
-            )
-        };
+        let replay_for = |events| stored::replay_start(events, &reader, &self.ledger);
+        let text = |hash: &str| stored::blob_text(&reader, hash);
         let mut root = None;
         let mut resumed = 0;
         for t in &tasks {
@@ -309,7 +277,7 @@ impl Host {
             let agent = if t.component_hash == row.component_hash {
                 root_agent.clone()
             } else {
-                load_stored(&t.component_hash, &t.agent)?
+                self.stored_component(&reader, &run_id, &t.component_hash, &t.agent)?
             };
             let run_input = match &t.run_input_hash {
                 Some(h) => Some(text(h)?),

@@ -1,9 +1,13 @@
 //! What a run stores about its configuration — enough to resume it from the ledger —
 //! and the hash of what decides its behaviour, which a resume must match.
 
+use crate::ledger::query::StoredEvent;
+use crate::runtime::LoadedAgent;
+use crate::{Host, durability};
 use crate::{attempts, checks, ledger, merge, replay, scheduler, supervisor, tools};
 use serde::Serialize;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// What a run stores about its configuration, enough to resume it from the ledger.
 #[derive(Clone, Debug, Serialize, serde::Deserialize)]
@@ -81,5 +85,82 @@ impl StoredRunConfig {
             validators: self.validators.clone(),
             default_max_output_tokens: host.llm.default_max_output_tokens,
         }
+    }
+}
+
+/// Run `run_id`'s stored configuration, with `catalog` (this host's model catalog) in
+/// place of the recorded one, and the context hash it was stored with.
+pub(crate) fn stored_config(
+    reader: &ledger::Connection,
+    run_id: &str,
+    catalog: &[scheduler::catalog::ModelSpec],
+) -> anyhow::Result<(StoredRunConfig, String)> {
+    let (config_json, hash) = ledger::query::run_config(reader, run_id)?
+        .ok_or_else(|| anyhow::anyhow!("run {run_id} has no stored config"))?;
+    let mut stored: StoredRunConfig = serde_json::from_str(&config_json)
+        .map_err(|e| anyhow::anyhow!("run {run_id} was recorded by an incompatible host: {e}"))?;
+    stored.catalog = catalog.to_vec();
+    Ok((stored, hash))
+}
+
+/// The text of blob `hash` (empty when the ledger has none).
+pub(crate) fn blob_text(reader: &ledger::Connection, hash: &str) -> anyhow::Result<String> {
+    let bytes = ledger::query::blob(reader, hash)?.unwrap_or_default();
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// Every event of run `run_id` a resume reads, with the payloads replay needs.
+pub(crate) fn replayed_events(
+    reader: &ledger::Connection,
+    run_id: &str,
+) -> anyhow::Result<Vec<StoredEvent>> {
+    Ok(ledger::query::stored_events(reader, run_id, |kind| {
+        replay::Replay::reads_payloads_of(kind) || *kind == ledger::EventKind::TaskReopened
+    })?)
+}
+
+/// Charge what `events` spent to the run's budget (only the events that spent).
+pub(crate) fn charge_recorded<'a>(
+    budget: &supervisor::budget::Budget,
+    events: impl IntoIterator<Item = &'a StoredEvent>,
+) {
+    for e in events {
+        let tokens = (e.tokens_in + e.tokens_out) as u64;
+        if e.cost_usd != 0.0 || tokens != 0 {
+            budget.charge(e.task_id, e.cost_usd, tokens);
+        }
+    }
+}
+
+/// How a task replays its record `events` (one task's, in order): the attempts a
+/// re-run superseded dropped, the first attempt replayed, the later ones after it.
+pub(crate) fn replay_start(
+    events: Vec<StoredEvent>,
+    reader: &ledger::Connection,
+    ledger: &ledger::Ledger,
+) -> anyhow::Result<supervisor::ReplayStart> {
+    let events = durability::reopen::without_superseded(events);
+    let mut attempts = replay::Replay::attempts_stored(events, reader, ledger)?;
+    let (replay, nondet, _) = attempts.remove(0);
+    Ok(supervisor::ReplayStart {
+        replay,
+        nondet,
+        later: attempts,
+    })
+}
+
+impl Host {
+    /// Load component `hash` of run `run_id` (agent `name`) from the ledger's blobs.
+    pub(crate) fn stored_component(
+        &self,
+        reader: &ledger::Connection,
+        run_id: &str,
+        hash: &str,
+        name: &str,
+    ) -> anyhow::Result<Arc<LoadedAgent>> {
+        let bytes = ledger::query::blob(reader, hash)?.ok_or_else(|| {
+            anyhow::anyhow!("component {hash} of run {run_id} is missing from the ledger")
+        })?;
+        self.runtime.load_bytes(name, &bytes)
     }
 }
