@@ -985,3 +985,82 @@ fn without_repeat_flags(output: &str) -> String {
     out.push_str(rest);
     out
 }
+
+/// An offered child cancelled by its spawner while another worker executes it: the
+/// run's worker cannot know yet what it spent there (a call may be in flight), so its
+/// whole share counts as spent — the budget is never handed out twice: a second share
+/// as large, asked for after the cancel, does not fit — and the cancel is the end the
+/// ledger keeps (the other worker's end, written later, is refused).
+#[test]
+fn a_cancelled_offered_child_keeps_its_whole_share_spent() {
+    use serde_json::{Value, json};
+    let Some(pg) = PgDb::new("cancel_offered") else {
+        return;
+    };
+    let dir = TempDir::new("cluster-cancel-offered");
+    let config = dir.file("w.toml", "[llm.mock]\nlatency_ms = 300\n");
+    let calls: Vec<Value> = (0..8)
+        .map(|i| json!({"llm": {"prompt": format!("call {i}"), "model": "mock-small", "max_tokens": 200}}))
+        .collect();
+    let ops = json!([
+        {"spawn": {"description": "long child", "input": Value::Array(calls).to_string(), "budget_usd": 0.0006}},
+        {"sleep_ms": 2000},
+        {"cancel": 2},
+        {"spawn": {"description": "second child", "input": "[]", "budget_usd": 0.0006}},
+    ]);
+    let run_id = submit(
+        &pg,
+        "scripted",
+        &[
+            "--input",
+            &ops.to_string(),
+            "--max-depth",
+            "1",
+            "--budget-usd",
+            "0.001",
+        ],
+    );
+    let mut workers: Vec<Child> = (0..2)
+        .map(|n| worker(&pg, dir.path(), n, &config, "3"))
+        .collect();
+    wait_for_the_queue(&pg, dir.path(), Duration::from_secs(120));
+    for w in &mut workers {
+        assert!(w.wait().unwrap().success());
+    }
+    let conn = pg.conn();
+    let (status, output): (String, String) = conn
+        .query_row(
+            "SELECT status, output FROM runs WHERE run_id = ?1",
+            [&run_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(status, "completed");
+    let results: Vec<Value> = serde_json::from_str(&output).unwrap();
+    assert_eq!(results[0]["ok"], 2, "{output}");
+    assert_eq!(results[2], json!(true), "cancelled: {output}");
+    let refused = results[3]["err"].as_str().unwrap_or_default();
+    assert!(
+        refused.to_lowercase().contains("budget"),
+        "the cancelled child's share is still spent: {output}"
+    );
+    let (child, spent, claims): (String, f64, i64) = conn
+        .query_row(
+            "SELECT t.status, t.cost_usd, o.claims FROM tasks t
+               JOIN task_offers o USING (run_id, task_id)
+              WHERE t.run_id = ?1 AND t.task_id = 2",
+            [&run_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(child, "cancelled", "the cancel is the end kept");
+    assert_eq!(claims, 1, "another worker executed it");
+    assert!(
+        spent > 0.0,
+        "it spent on the other worker before the cancel"
+    );
+    let calls: i64 = pg.one(&format!(
+        "SELECT COUNT(*) FROM events WHERE run_id = '{run_id}' AND task_id = 2 AND kind = 'llm.complete'"
+    ));
+    assert!((1..8).contains(&calls), "cancelled mid-way: {calls} calls");
+}

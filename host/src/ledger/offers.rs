@@ -176,6 +176,19 @@ fn is_stale(holder: &Holder, beat: i64, now: i64) -> bool {
     .is_stale(now)
 }
 
+/// How many times task `task_id` of `run_id` was claimed by a worker (0: never, or
+/// never offered).
+pub fn claims(conn: &super::Connection, run_id: &str, task_id: u64) -> SqlResult<i64> {
+    Ok(conn
+        .query_row(
+            "SELECT claims FROM task_offers WHERE run_id = ?1 AND task_id = ?2",
+            params![run_id, task_id as i64],
+            |r| r.get(0),
+        )
+        .optional()?
+        .unwrap_or(0))
+}
+
 /// How a task ended, and what it spent.
 #[derive(Clone, Debug)]
 pub struct TaskEnd {

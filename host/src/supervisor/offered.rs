@@ -43,6 +43,8 @@ impl RunContext {
     /// Offer task `id`, to run on `input`, and wait for its end, recorded by the
     /// worker that executes it (or recorded here, when the offer cannot be written).
     pub(super) async fn run_apart(self: &Arc<Self>, id: u64, input: String) -> TaskOutcome {
+        // Its end, if recorded here (a cancel), counts its whole share as spent.
+        self.tree.lock().unwrap().offered.insert(id);
         // The input it runs on goes first (the offer's commit makes it durable): the
         // executing worker reads it, as a resumed task reads the input it started on.
         let started = self.ledger.start_task(self.run_id.clone(), id, input).await;
@@ -52,6 +54,7 @@ impl RunContext {
             Err(e) => Err(e),
         };
         if let Err(e) = offered {
+            self.tree.lock().unwrap().offered.remove(&id);
             // Nobody else will record this end: record it here.
             let outcome = TaskOutcome::Failed(format!("cannot offer the task to the workers: {e}"));
             self.finish(id, outcome.clone()).await;
@@ -65,11 +68,7 @@ impl RunContext {
             match end {
                 Ok(Ok(Some(end))) => {
                     self.budget.settle_elsewhere(id, end.spent_usd);
-                    return match end.status {
-                        Status::Completed => TaskOutcome::Completed(end.output.unwrap_or_default()),
-                        Status::Cancelled => TaskOutcome::Cancelled,
-                        _ => TaskOutcome::Failed(end.error.unwrap_or_default()),
-                    };
+                    return outcome_of(end);
                 }
                 Ok(Ok(None)) => {}
                 Ok(Err(e)) => {
@@ -82,5 +81,14 @@ impl RunContext {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(MOST_PATIENT_POLL);
         }
+    }
+}
+
+/// The outcome a task's recorded end stands for.
+pub(super) fn outcome_of(end: offers::TaskEnd) -> TaskOutcome {
+    match end.status {
+        Status::Completed => TaskOutcome::Completed(end.output.unwrap_or_default()),
+        Status::Cancelled => TaskOutcome::Cancelled,
+        _ => TaskOutcome::Failed(end.error.unwrap_or_default()),
     }
 }

@@ -40,6 +40,8 @@ pub(super) struct TaskTree {
     pub(super) deferred: HashMap<u64, Vec<crate::ledger::EventRecord>>,
     /// Components already stored in the ledger's `blobs`.
     pub(super) stored_components: HashSet<String>,
+    /// Tasks offered to other workers ([`super::offered`]) whose end is not known here.
+    pub(super) offered: HashSet<u64>,
 }
 
 impl TaskTree {
@@ -156,7 +158,6 @@ impl RunContext {
         if !first {
             return false;
         }
-        self.budget.close_child(id);
         let (status, output, error) = match outcome.clone() {
             TaskOutcome::Completed(out) => (Status::Completed, Some(out), None),
             TaskOutcome::Failed(e) => (Status::Failed, None, Some(e)),
@@ -169,8 +170,11 @@ impl RunContext {
             .deferred
             .remove(&id)
             .unwrap_or_default();
-        if let Some(commit) = commit
-            && let Err(e) = self
+        let mut outcome = outcome;
+        let recorded = match commit {
+            None => Ok(true),
+            // The root's end, the run's end to follow: never ended by anyone else.
+            Some(commit @ crate::ledger::Commit::Buffered) => self
                 .ledger
                 .finish_task(
                     self.run_id.clone(),
@@ -182,9 +186,59 @@ impl RunContext {
                     commit,
                 )
                 .await
-        {
-            tracing::error!(run = %self.run_id, task = id, error = %e, "cannot record task end");
+                .map(|()| true),
+            Some(commit) => {
+                self.ledger
+                    .finish_open_task(
+                        self.run_id.clone(),
+                        id,
+                        status,
+                        output,
+                        error,
+                        events,
+                        commit,
+                    )
+                    .await
+            }
+        };
+        let mut spent_elsewhere = None;
+        match recorded {
+            Ok(true) => {}
+            // Ended first by the other side of an offered task: that end stands.
+            Ok(false) => {
+                let end = self
+                    .ledger
+                    .with_reader(|c| crate::ledger::offers::task_end(c, &self.run_id, id));
+                if let Ok(Ok(Some(end))) = end {
+                    tracing::info!(run = %self.run_id, task = id, status = %end.status, "the task's end was recorded elsewhere first");
+                    spent_elsewhere = Some(end.spent_usd);
+                    outcome = super::offered::outcome_of(end);
+                }
+            }
+            Err(e) => {
+                tracing::error!(run = %self.run_id, task = id, error = %e, "cannot record task end")
+            }
         }
+        let offered = self.tree.lock().unwrap().offered.remove(&id);
+        if offered && commit.is_some() {
+            // Ended here (cancelled) while another worker may be executing it: what it
+            // spent there is not all recorded yet (a call may be in flight), so unless
+            // its own end came first, its whole share counts as spent.
+            // A worker that claims it after this end sees it ended and runs nothing.
+            let claimed = || {
+                let claims = self
+                    .ledger
+                    .with_reader(|c| crate::ledger::offers::claims(c, &self.run_id, id));
+                !matches!(claims, Ok(Ok(0)))
+            };
+            let spent = match spent_elsewhere {
+                Some(spent) => spent,
+                None if claimed() => self.budget.own_share(id).unwrap_or(0.0),
+                None => 0.0,
+            };
+            self.budget.settle_elsewhere(id, spent);
+        }
+        self.budget.close_child(id);
         {
             let tree = self.tree.lock().unwrap();
             if let Some(node) = tree.nodes.get(&id) {
