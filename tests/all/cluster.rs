@@ -777,6 +777,23 @@ fn children_spread_over_the_workers_stay_within_one_budget() {
         output.starts_with("child:from child 0:") && output.contains("child 0 call 0"),
         "it ran on its dependency's output: {output}"
     );
+    // `inspect` says which worker executed each offered child.
+    let inspect = agentflow()
+        .args(["inspect", &run_id, "--db", &pg.url])
+        .output()
+        .unwrap();
+    assert!(inspect.status.success(), "{}", stderr(&inspect));
+    let text = stdout(&inspect);
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("offered to the workers: executed by "))
+        .collect();
+    assert_eq!(lines.len(), children.len(), "{text}");
+    let pids: std::collections::BTreeSet<&str> = lines
+        .iter()
+        .filter_map(|l| l.split("(pid ").nth(1))
+        .collect();
+    assert_eq!(pids.len() as i64, executors, "{text}");
 }
 
 /// Offered children are taken over like runs: runs whose children each make an LLM
@@ -964,6 +981,23 @@ fn offered_children_are_taken_over_when_their_worker_dies() {
         ids.len()
     );
     assert!(taken_over >= 1, "an offered child was taken over");
+    // `inspect` shows it.
+    let (run, task, claims): (String, i64, i64) = conn
+        .query_row(
+            "SELECT run_id, task_id, claims FROM task_offers WHERE claims > 1 LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    let inspect = agentflow()
+        .args(["inspect", &run, "--db", &pg.url])
+        .output()
+        .unwrap();
+    let text = stdout(&inspect);
+    assert!(
+        text.contains(&format!("claimed {claims} times (taken over)")),
+        "task {task}: {text}"
+    );
 }
 
 /// `output` with the cloud's `repeated` flags cleared: a create in doubt when its worker

@@ -189,6 +189,38 @@ pub fn claims(conn: &super::Connection, run_id: &str, task_id: u64) -> SqlResult
         .unwrap_or(0))
 }
 
+/// Who executed a task offered to the cluster: the worker holding (or last holding)
+/// its claim, and how many claims it took (more than one: taken over).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Executor {
+    pub host: Option<String>,
+    pub pid: Option<i64>,
+    pub claims: i64,
+}
+
+/// The executors of run `run_id`'s offered tasks, by task (none on SQLite).
+pub fn executors(
+    conn: &super::Connection,
+    run_id: &str,
+) -> SqlResult<std::collections::HashMap<u64, Executor>> {
+    if !conn.is_postgres() {
+        return Ok(Default::default());
+    }
+    let mut stmt = conn
+        .prepare_cached("SELECT task_id, host, pid, claims FROM task_offers WHERE run_id = ?1")?;
+    let rows = stmt.query_map([run_id], |r| {
+        Ok((
+            r.get::<_, i64>(0)? as u64,
+            Executor {
+                host: r.get(1)?,
+                pid: r.get(2)?,
+                claims: r.get(3)?,
+            },
+        ))
+    })?;
+    rows.collect()
+}
+
 /// How a task ended, and what it spent.
 #[derive(Clone, Debug)]
 pub struct TaskEnd {

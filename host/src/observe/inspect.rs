@@ -34,6 +34,9 @@ pub struct TaskView {
     pub usage: Option<serde_json::Value>,
     /// The decision an unfinished task waits for (absent when it waits for none).
     pub waiting: Option<Waiting>,
+    /// The worker that executed it, when the run offered it to a cluster's workers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offered_to: Option<crate::ledger::offers::Executor>,
 }
 
 /// A decision an unfinished task waits for, as the ledger holds it pending: shown as
@@ -122,6 +125,7 @@ pub fn load(conn: &Connection, run: &str) -> Result<Option<RunView>, LedgerError
     let tasks = query::tasks(conn, &run.run_id)?;
     let events = query::events(conn, &run.run_id, None)?;
     let mut waiting = pending_decisions(conn, &run.run_id)?;
+    let mut executors = crate::ledger::offers::executors(conn, &run.run_id)?;
     let mut by_task: BTreeMap<u64, Vec<EventRow>> = BTreeMap::new();
     for e in events {
         by_task.entry(e.task_id).or_default().push(e);
@@ -247,6 +251,7 @@ pub fn load(conn: &Connection, run: &str) -> Result<Option<RunView>, LedgerError
                 false => waiting.remove(&task.task_id),
             };
             TaskView {
+                offered_to: executors.remove(&task.task_id),
                 task,
                 steps,
                 calls,
@@ -454,6 +459,20 @@ pub fn render(view: &RunView) -> String {
                     seconds(ms("blocked_ms")),
                     seconds(ms("wall_ms")),
                     seconds(ms("wall_limit_ms"))
+                );
+            }
+            if let Some(o) = &t.offered_to {
+                let _ = writeln!(
+                    out,
+                    "{inner}   offered to the workers: {}{}",
+                    match (&o.host, o.pid) {
+                        (Some(host), Some(pid)) => format!("executed by {host} (pid {pid})"),
+                        _ => "not claimed".to_string(),
+                    },
+                    match o.claims {
+                        0 | 1 => String::new(),
+                        n => format!(", claimed {n} times (taken over)"),
+                    }
                 );
             }
             if let Some(e) = &tk.error {
