@@ -937,7 +937,17 @@ fn offered_children_are_taken_over_when_their_worker_dies() {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .unwrap();
-        assert_eq!(status, "completed", "run {id}");
+        if status != "completed" {
+            let said: Vec<String> = (0..=next)
+                .filter_map(|n| std::fs::read_to_string(dir.join(&format!("worker-{n}.log"))).ok())
+                .flat_map(|log| log.lines().map(String::from).collect::<Vec<_>>())
+                .filter(|l| l.contains(id.as_str()))
+                .collect();
+            panic!(
+                "run {id} is {status}; the workers said:\n{}",
+                said.join("\n")
+            );
+        }
         assert_eq!(
             output.as_deref().map(without_repeat_flags),
             Some(without_repeat_flags(&baseline)),
@@ -1097,4 +1107,75 @@ fn a_cancelled_offered_child_keeps_its_whole_share_spent() {
         "SELECT COUNT(*) FROM events WHERE run_id = '{run_id}' AND task_id = 2 AND kind = 'llm.complete'"
     ));
     assert!((1..8).contains(&calls), "cancelled mid-way: {calls} calls");
+}
+
+/// A change one process commits wakes another process's waiter at once
+/// (PostgreSQL `LISTEN`/`NOTIFY`), not at the end of its poll interval: a waiter
+/// with a 60 s interval sees a run submitted by the CLI well before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submitted_run_wakes_a_waiting_process_at_once() {
+    let Some(pg) = PgDb::new("notify") else {
+        return;
+    };
+    let ledger = agentflow::ledger::Ledger::open(pg.db()).unwrap();
+    // The first wait starts the listening session.
+    ledger.changed_within(Duration::from_millis(500)).await;
+    let waiter = tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        ledger.changed_within(Duration::from_secs(60)).await;
+        started.elapsed()
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let url = pg.url.clone();
+    let submitted = tokio::task::spawn_blocking(move || {
+        agentflow()
+            .arg("submit")
+            .arg(example("hello"))
+            .args(["--input", "wake up", "--db", &url])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(submitted.status.success(), "{}", stderr(&submitted));
+    let waited = waiter.await.unwrap();
+    assert!(
+        waited < Duration::from_secs(30),
+        "the waiter slept its whole interval: {waited:?}"
+    );
+}
+
+/// A run that cannot start (its component in the database is damaged) is given up
+/// after three failed starts — counted apart from claims, which takeovers raise — and
+/// left for an operator, instead of going round the workers for ever.
+#[test]
+fn a_run_that_cannot_start_is_given_up_after_three_failed_starts() {
+    let Some(pg) = PgDb::new("give_up") else {
+        return;
+    };
+    let dir = TempDir::new("cluster-give-up");
+    let config = dir.file("w.toml", "");
+    let run_id = submit(&pg, "hello", &["--input", "never runs"]);
+    pg.conn()
+        .execute_batch(
+            "UPDATE blobs SET data = CAST('not a component' AS BYTEA)
+              WHERE hash = (SELECT component_hash FROM submissions)",
+        )
+        .unwrap();
+    let mut w = worker(&pg, dir.path(), 0, &config, "2");
+    assert!(w.wait().unwrap().success());
+    let (failures, claims, closed): (i64, i64, bool) = pg
+        .conn()
+        .query_row(
+            "SELECT start_failures, claims, finished_at IS NOT NULL FROM submissions",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!((failures, claims, closed), (3, 3, true));
+    let log = std::fs::read_to_string(dir.join("worker-0.log")).unwrap();
+    assert!(
+        log.contains("giving the run up") && log.contains(&run_id),
+        "{log}"
+    );
 }

@@ -284,6 +284,17 @@ fn hosts_share_one_database_and_a_newer_schema_is_refused() {
     assert_eq!(tools, 0, "the migration created the table");
     let runs_kept: i64 = pg.one("SELECT COUNT(*) FROM runs");
     assert_eq!(runs_kept, 2, "and kept the runs");
+    // A cluster table of an earlier release, without a column added since: the next
+    // host to open the database adds it.
+    pg.conn()
+        .execute_batch("ALTER TABLE submissions DROP COLUMN start_failures")
+        .unwrap();
+    assert!(agentflow_on(&pg.db(), ["runs"]).status.success());
+    let added: i64 = pg.one(
+        "SELECT COUNT(*) FROM information_schema.columns
+          WHERE table_name = 'submissions' AND column_name = 'start_failures'",
+    );
+    assert_eq!(added, 1, "the missing column was added");
 
     pg.conn()
         .execute_batch("INSERT INTO agentflow_schema (version) VALUES (999)")

@@ -71,12 +71,15 @@ impl Writer {
     /// `None`): the runs are free to be claimed at once instead of when the lease
     /// would go stale. Only for runs the holder no longer executes.
     pub fn release_leases(&self, run_id: Option<&str>, holder: &Holder) -> SqlResult<usize> {
-        self.conn
+        let released = self
+            .conn
             .prepare_cached(
                 "DELETE FROM leases WHERE host = ?2 AND pid = ?3
                    AND (CAST(?1 AS TEXT) IS NULL OR run_id = ?1)",
             )?
-            .execute(params![run_id, holder.host, holder.pid])
+            .execute(params![run_id, holder.host, holder.pid])?;
+        self.announce_change()?;
+        Ok(released)
     }
 
     /// Renew the leases `holder` holds on `run_ids`.

@@ -44,6 +44,7 @@
 mod batch;
 pub mod blobs;
 pub mod cancels;
+mod changes;
 pub mod checkpoints;
 mod commit;
 pub mod dashboard;
@@ -563,7 +564,7 @@ impl Ledger {
                 now_ms()
             ])?;
             w.forget_task(&run_id, task_id);
-            Ok(())
+            w.announce_change()
         };
         match commit {
             // The root's end, when the run's end follows: no wait at all.

@@ -53,7 +53,7 @@ impl Writer {
                  ON CONFLICT (run_id, task_id) DO NOTHING",
             )?
             .execute(params![run_id, task_id as i64, now_ms()])?;
-        Ok(())
+        self.announce_change()
     }
 
     /// Claim the oldest open offer nobody executes, for `holder`. Offers whose task
@@ -145,13 +145,16 @@ impl Writer {
     /// it has not finished with `None`): free to be claimed again at once.
     pub fn release_offers(&self, task: Option<(&str, u64)>, holder: &Holder) -> SqlResult<usize> {
         let (run_id, task_id) = task.map_or((None, None), |(r, t)| (Some(r), Some(t as i64)));
-        self.conn
+        let released = self
+            .conn
             .prepare_cached(
                 "UPDATE task_offers SET host = NULL, pid = NULL, heartbeat_at = NULL
                  WHERE host = ?1 AND pid = ?2 AND done_at IS NULL
                    AND (CAST(?3 AS TEXT) IS NULL OR (run_id = ?3 AND task_id = ?4))",
             )?
-            .execute(params![holder.host, holder.pid, run_id, task_id])
+            .execute(params![holder.host, holder.pid, run_id, task_id])?;
+        self.announce_change()?;
+        Ok(released)
     }
 
     /// Close the offer of a task that ended.

@@ -27,7 +27,8 @@ pub const TABLE_SQL: &str = "CREATE TABLE IF NOT EXISTS submissions (
     submitted_at   INTEGER NOT NULL,
     claims         INTEGER NOT NULL DEFAULT 0,
     claimed_at     INTEGER,
-    finished_at    INTEGER
+    finished_at    INTEGER,
+    start_failures INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS submissions_open ON submissions(submitted_at) WHERE finished_at IS NULL";
 
@@ -77,7 +78,7 @@ impl Writer {
                 new.options,
                 now_ms()
             ])?;
-        Ok(())
+        self.announce_change()
     }
 
     /// Claim the oldest open submission nobody executes, for `holder`: its lease is
@@ -144,6 +145,17 @@ impl Writer {
             return Ok(Some(claim));
         }
         Ok(None)
+    }
+
+    /// Count a failed start (or resume) of `run_id`'s run; how many there have been.
+    /// Claims count takeovers too (a worker killed mid-run); these only failures.
+    pub fn count_start_failure(&mut self, run_id: &str) -> SqlResult<i64> {
+        self.conn.query_row(
+            "UPDATE submissions SET start_failures = start_failures + 1 WHERE run_id = ?1
+             RETURNING start_failures",
+            params![run_id],
+            |r| r.get(0),
+        )
     }
 
     /// Close the submission of `run_id` (its run finished).

@@ -52,6 +52,7 @@ impl Ledger {
                 now_ms()
             ])?;
             w.forget_task(&run_id, task_id);
+            w.announce_change()?;
             Ok(true)
         })
         .await

@@ -92,7 +92,7 @@ impl Host {
     /// Resolves once task `id` of `run_id` has ended in the ledger.
     async fn ended_in_ledger(&self, run_id: &str, id: u64) {
         loop {
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            self.ledger.changed_within(Duration::from_millis(500)).await;
             let ended = self
                 .ledger
                 .with_reader(|conn| ledger::offers::task_end(conn, run_id, id));

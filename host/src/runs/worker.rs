@@ -64,9 +64,14 @@ pub struct WorkerSummary {
     pub handed_back: u64,
 }
 
-/// A claim given up after this many claims (the run is left for an operator's
-/// `agentflow resume`), so a run that cannot start does not go round the workers.
+/// An offered task given up after this many claims (recorded failed for its spawner).
 const MAX_CLAIMS: i64 = 5;
+
+/// A run given up after this many failed starts (it is left for an operator's
+/// `agentflow resume`), so a run that cannot start does not go round the workers.
+/// Failed starts, not claims: a run taken over again and again because its workers
+/// were killed is not one that cannot start.
+const MAX_START_FAILURES: i64 = 3;
 
 /// Queue a run of the component `bytes` for the workers on `ledger`; returns its run
 /// id. `runtime` checks first that the bytes are a component of the agent world (and
@@ -212,7 +217,7 @@ pub async fn work(
                 tracing::warn!(runs = summary.handed_back, "worker: drain ran out: runs handed back");
                 return Ok(summary);
             }
-            _ = tokio::time::sleep(opts.poll) => {}
+            () = host.ledger().changed_within(opts.poll) => {}
         }
     }
 }
@@ -234,7 +239,9 @@ async fn execute(host: &Host, claim: Claim) -> Option<RunReport> {
             let _ = host
                 .ledger()
                 .write(move |w| {
-                    if claim.claims >= MAX_CLAIMS {
+                    let failures = w.count_start_failure(&run_id)?;
+                    if failures >= MAX_START_FAILURES {
+                        tracing::error!(run = %run_id, failures, "worker: giving the run up (resume it with `agentflow resume`)");
                         w.finish_submission(&run_id)
                     } else {
                         // Claimable again (here or elsewhere) without waiting for

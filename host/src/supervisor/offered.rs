@@ -78,7 +78,7 @@ impl RunContext {
                     tracing::warn!(run = %self.run_id, task = id, error = %e, "reading an offered task's end")
                 }
             }
-            tokio::time::sleep(pause).await;
+            self.ledger.changed_within(pause).await;
             pause = (pause * 2).min(MOST_PATIENT_POLL);
         }
     }

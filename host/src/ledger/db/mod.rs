@@ -17,7 +17,7 @@ mod pg_sql;
 mod pg_traces;
 mod pg_value;
 
-pub use pg::{PgConnection, postgres_url, redact};
+pub use pg::{CHANGES_CHANNEL, PgConnection, changes as pg_changes, postgres_url, redact};
 pub use pg_schema::prepare as prepare_postgres;
 use rusqlite::ToSql;
 use rusqlite::types::{FromSql, Value, ValueRef};

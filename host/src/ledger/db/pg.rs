@@ -45,6 +45,71 @@ static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
         .expect("start the PostgreSQL runtime")
 });
 
+/// The listener of each database this process waits on ([`changes`]).
+static LISTENERS: LazyLock<std::sync::Mutex<HashMap<String, std::sync::Arc<tokio::sync::Notify>>>> =
+    LazyLock::new(Default::default);
+
+/// The channel a ledger's processes announce changes on ([`changes`]).
+pub const CHANGES_CHANNEL: &str = "agentflow_changes";
+
+/// Notified at each change announced on `url`'s [`CHANGES_CHANNEL`] (a run submitted,
+/// a task offered or ended, a lease or claim let go). The first call for a database
+/// starts its listener: one session of its own, `LISTEN`ing, opened again a second
+/// after the server drops it. A missed notification only costs a waiter its poll
+/// interval (they all poll too).
+pub fn changes(url: &str) -> std::sync::Arc<tokio::sync::Notify> {
+    let mut listeners = LISTENERS.lock().unwrap();
+    if let Some(notify) = listeners.get(url) {
+        return notify.clone();
+    }
+    let notify = std::sync::Arc::new(tokio::sync::Notify::new());
+    listeners.insert(url.to_owned(), notify.clone());
+    let (url, wake) = (url.to_owned(), notify.clone());
+    RUNTIME.spawn(async move {
+        loop {
+            if let Err(e) = listen(&url, &wake).await {
+                if e.code() == Some(&tokio_postgres::error::SqlState::INVALID_CATALOG_NAME) {
+                    // The database is gone (dropped): nothing left to listen to.
+                    LISTENERS.lock().unwrap().remove(&url);
+                    return;
+                }
+                tracing::debug!(error = %e, "PostgreSQL listener: reconnecting");
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    });
+    notify
+}
+
+/// One listening session: wakes `wake`'s waiters at each notification until the
+/// session ends.
+async fn listen(
+    url: &str,
+    wake: &std::sync::Arc<tokio::sync::Notify>,
+) -> Result<(), tokio_postgres::Error> {
+    let (client, mut connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    let relay = wake.clone();
+    // The session's messages: notifications wake the waiters; it ends with them.
+    let session = tokio::spawn(async move {
+        loop {
+            match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                Some(Ok(tokio_postgres::AsyncMessage::Notification(_))) => relay.notify_waiters(),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e),
+                None => return Ok(()),
+            }
+        }
+    });
+    client
+        .batch_execute(&format!("LISTEN {CHANGES_CHANNEL}"))
+        .await?;
+    // Whatever changed while no session listened.
+    wake.notify_waiters();
+    let ended = session.await;
+    drop(client);
+    ended.unwrap_or(Ok(()))
+}
+
 /// Most statements one connection keeps prepared (the batch inserts' SQL varies
 /// with their row count; everything else is a fixed set).
 const MAX_PREPARED: usize = 256;

@@ -26,6 +26,30 @@ const CLUSTER_TABLES: [&str; 3] = [
     crate::ledger::offers::TABLE_SQL,
 ];
 
+/// Columns a cluster table gained after it first shipped — (table, column, type) —
+/// added at start where missing (a table that is there already keeps its columns
+/// under `CREATE TABLE IF NOT EXISTS`).
+const CLUSTER_COLUMNS: [(&str, &str, &str); 1] =
+    [("submissions", "start_failures", "BIGINT NOT NULL DEFAULT 0")];
+
+/// Add the [`CLUSTER_COLUMNS`] missing from this database's tables.
+fn add_missing_columns(conn: &PgConnection) -> Result<(), LedgerError> {
+    for (table, column, kind) in CLUSTER_COLUMNS {
+        let rows = conn.query(
+            &format!(
+                "SELECT COUNT(*) FROM information_schema.columns WHERE table_schema = current_schema()
+                   AND table_name = '{table}' AND column_name = '{column}'"
+            ),
+            &[],
+        )?;
+        let present: i64 = rows.first_row(|r| r.get(0))?;
+        if present == 0 {
+            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))?;
+        }
+    }
+    Ok(())
+}
+
 /// Migrations whose SQL is SQLite's alone (the `agent_traces` view, which
 /// [`super::pg_traces`] defines for PostgreSQL).
 const SQLITE_ONLY_MIGRATIONS: &[i64] = &[3, 4];
@@ -85,7 +109,7 @@ fn create_or_check(conn: &PgConnection, url: &str) -> Result<(), LedgerError> {
             for table in CLUSTER_TABLES {
                 conn.execute_batch(&translate_ddl(table))?;
             }
-            Ok(())
+            add_missing_columns(conn)
         }
         Some(v) => {
             tracing::info!(
