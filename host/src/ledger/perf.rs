@@ -172,8 +172,16 @@ impl PerfStore {
             |r| r.get::<_, i64>(0).map(|n| n > 0),
         )?;
         if !has_agent {
-            self.conn
-                .execute_batch("ALTER TABLE calls ADD COLUMN agent TEXT NOT NULL DEFAULT ''")?;
+            match self
+                .conn
+                .execute_batch("ALTER TABLE calls ADD COLUMN agent TEXT NOT NULL DEFAULT ''")
+            {
+                // Another process opening the same new file added it first (two
+                // hosts of one PostgreSQL ledger starting together on a machine).
+                Err(rusqlite::Error::SqliteFailure(_, Some(msg)))
+                    if msg.starts_with("duplicate column name") => {}
+                other => other?,
+            }
         }
         Ok(())
     }

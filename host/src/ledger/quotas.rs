@@ -101,7 +101,6 @@ fn reserve_in(
 ) -> SqlResult<Result<Vec<i64>, SharedRefusal>> {
     let mut ordered: Vec<&SharedLimit> = limits.iter().collect();
     ordered.sort_by(|a, b| a.scope.cmp(&b.scope));
-    let now = now_ms();
     for limit in &ordered {
         conn.query_row(
             "SELECT pg_advisory_xact_lock(hashtext(?1))",
@@ -109,6 +108,10 @@ fn reserve_in(
             |_| Ok(()),
         )?;
     }
+    // The time once the locks are held: a reservation that waited for another host's
+    // is stamped when it is made, not when it started waiting (so the call it admits
+    // is sent right after its stamp, whoever waited longest).
+    let now = now_ms();
     for limit in &ordered {
         let (used_in, used_out, requests, oldest): (i64, i64, i64, i64) = conn
             .prepare_cached(
