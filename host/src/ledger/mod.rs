@@ -552,19 +552,7 @@ impl Ledger {
         commit: Commit,
     ) -> Result<(), LedgerError> {
         let write = move |w: &mut Writer| {
-            for e in events {
-                w.append_event(e)?;
-            }
-            w.conn.prepare_cached(&FINISH_TASK_SQL)?.execute(params![
-                run_id,
-                task_id as i64,
-                status.as_str(),
-                output,
-                error,
-                now_ms()
-            ])?;
-            w.forget_task(&run_id, task_id);
-            w.announce_change()
+            w.record_task_end(&run_id, task_id, status, output, error, events)
         };
         match commit {
             // The root's end, when the run's end follows: no wait at all.

@@ -40,10 +40,31 @@ impl Ledger {
             if open == 0 {
                 return Ok(false);
             }
-            for e in events {
-                w.append_event(e)?;
-            }
-            w.conn.prepare_cached(&FINISH_TASK_SQL)?.execute(params![
+            w.record_task_end(&run_id, task_id, status, output, error, events)?;
+            Ok(true)
+        })
+        .await
+    }
+}
+
+impl Writer {
+    /// Write task `task_id`'s end: its deferred `events`, then its status, output or
+    /// error and the totals summed from its events ([`Ledger::finish_task`]).
+    pub(super) fn record_task_end(
+        &mut self,
+        run_id: &str,
+        task_id: u64,
+        status: Status,
+        output: Option<String>,
+        error: Option<String>,
+        events: Vec<EventRecord>,
+    ) -> SqlResult<()> {
+        for e in events {
+            self.append_event(e)?;
+        }
+        self.conn
+            .prepare_cached(&FINISH_TASK_SQL)?
+            .execute(params![
                 run_id,
                 task_id as i64,
                 status.as_str(),
@@ -51,11 +72,8 @@ impl Ledger {
                 error,
                 now_ms()
             ])?;
-            w.forget_task(&run_id, task_id);
-            w.announce_change()?;
-            Ok(true)
-        })
-        .await
+        self.forget_task(run_id, task_id);
+        self.announce_change()
     }
 }
 
