@@ -189,6 +189,9 @@ pub struct Host {
     /// A cluster worker's host: its runs offer the children that can run apart to
     /// the other workers ([`runs::offered`]).
     offers_tasks: std::sync::atomic::AtomicBool,
+    /// A worker's budgets of the runs executed by several workers
+    /// ([`supervisor::shared_budget`]).
+    shared_budgets: std::sync::OnceLock<Arc<ledger::budgets::SharedBudgets>>,
 }
 
 impl Host {
@@ -221,6 +224,7 @@ impl Host {
             closed: false,
             telemetry,
             offers_tasks: std::sync::atomic::AtomicBool::new(false),
+            shared_budgets: std::sync::OnceLock::new(),
         })
     }
 
@@ -357,6 +361,18 @@ impl Host {
             component: agent.bytes.clone(),
         };
         let run = self.run_context(run_id, &stored, tools, hash);
+        if let Some(budgets) = self.shared_budgets.get() {
+            // A worker's run: its budget is the cluster's, drawn on by every worker
+            // that executes one of its tasks.
+            let (id, settings) = (run.run_id.clone(), &run.settings);
+            let (usd, tokens) = (settings.budget_usd, settings.budget_tokens);
+            let opened = budgets.clone();
+            tokio::task::spawn_blocking(move || opened.open(&id, usd, tokens)).await??;
+            run.budget.share(supervisor::shared_budget::SharedPool::new(
+                budgets.clone(),
+                run.run_id.clone(),
+            ));
+        }
         let root_task = run.register_root(&agent.component_ref(), input);
         let root = root_task.task_id;
         self.ledger.create_run(new_run, root_task).await?;
@@ -417,7 +433,25 @@ impl Host {
                 evaluator: self.evaluator.clone(),
             }),
         };
+        let pool = self.shared_budgets.get().and_then(|budgets| {
+            // A run whose budget the cluster holds already (taken over, or one of its
+            // tasks offered here) goes on drawing on it.
+            match budgets.is_open(&run_id) {
+                Ok(true) => Some(supervisor::shared_budget::SharedPool::new(
+                    budgets.clone(),
+                    run_id.clone(),
+                )),
+                Ok(false) => None,
+                Err(e) => {
+                    tracing::warn!(run = %run_id, error = %e, "reading the shared budget");
+                    None
+                }
+            }
+        });
         let run = RunContext::new(run_id, services, settings);
+        if let Some(pool) = pool {
+            run.budget.share(pool);
+        }
         if let Some(sink) = &self.notices {
             run.set_notices(sink.clone());
         }

@@ -10,6 +10,7 @@ mod claims;
 mod cli;
 mod cli_unix;
 mod cluster;
+mod cluster_budgets;
 mod command_validators;
 mod constraints;
 mod dashboard;

@@ -43,6 +43,7 @@
 
 mod batch;
 pub mod blobs;
+pub mod budgets;
 pub mod cancels;
 mod changes;
 pub mod checkpoints;

@@ -19,9 +19,15 @@ use std::time::Duration;
 impl Host {
     /// Let this host's runs offer the children that can run apart to the other
     /// workers of its PostgreSQL ledger (a worker's host).
-    pub(crate) fn offer_tasks_of_its_runs(&self) {
+    /// Their budgets are kept in the database, shared by the workers.
+    pub(crate) fn offer_tasks_of_its_runs(&self) -> anyhow::Result<()> {
+        if let Some(url) = ledger::db::postgres_url(self.ledger.path()) {
+            let budgets = ledger::budgets::SharedBudgets::connect(url)?;
+            let _ = self.shared_budgets.set(budgets);
+        }
         self.offers_tasks
             .store(true, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     }
 
     /// Execute the offered task `claim` names (claimed by this worker); its outcome,
@@ -34,16 +40,15 @@ impl Host {
         let reader = self.ledger.reader()?;
         let (stored, stored_hash) =
             stored::stored_config(&reader, run_id, self.scheduler.models())?;
-        let task = ledger::query::resume_tasks(&reader, run_id)?
-            .into_iter()
+        let tasks = ledger::query::resume_tasks(&reader, run_id)?;
+        let task = tasks
+            .iter()
             .find(|t| t.task_id == id)
+            .cloned()
             .ok_or_else(|| anyhow::anyhow!("run {run_id} has no task {id}"))?;
         if task.status.is_finished() {
             return Ok(None);
         }
-        let share = task
-            .budget_usd
-            .ok_or_else(|| anyhow::anyhow!("offered task {id} of run {run_id} has no share"))?;
         let agent = self.stored_component(&reader, run_id, &task.component_hash, &task.agent)?;
         let input = stored::blob_text(
             &reader,
@@ -56,10 +61,32 @@ impl Host {
             .collect();
         let (tools, _, _mcp) = self.run_tool_set(&stored.tools, &stored.tool_builds)?;
         let mut settings = stored.settings(stored_hash, &self.config);
-        settings.budget_usd = share;
-        settings.budget_tokens = None;
+        let shared = match self.shared_budgets.get() {
+            Some(budgets) => budgets.is_open(run_id)?,
+            None => false,
+        };
+        if !shared {
+            // A run without a shared pool offers only children with a share of their
+            // own: that share is its whole budget here.
+            settings.budget_usd = task
+                .budget_usd
+                .ok_or_else(|| anyhow::anyhow!("offered task {id} of run {run_id} has no share"))?;
+            settings.budget_tokens = None;
+        }
         let run = self.run_context_with(run_id.to_string(), &stored, tools, settings);
+        if run.budget.is_shared() {
+            // It draws on the run's pool in the database (its own share, or its
+            // spawner's): which one, the run's tasks tell.
+            for t in &tasks {
+                if let Some(parent) = t.parent_id {
+                    let ended = t.status.is_finished();
+                    run.budget
+                        .restore_child(parent, t.task_id, t.budget_usd, ended);
+                }
+            }
+        }
         run.restore_tree(std::slice::from_ref(&task));
+        // (Nothing, with a shared pool: its calls were settled there when made.)
         stored::charge_recorded(&run.budget, &events);
         let replay = stored::replay_start(events, &reader, &self.ledger)?;
         drop(reader);

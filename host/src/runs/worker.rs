@@ -121,7 +121,7 @@ pub async fn work(
             "a worker executes the runs submitted to a PostgreSQL ledger: pass --db postgres://…"
         );
     }
-    host.offer_tasks_of_its_runs();
+    host.offer_tasks_of_its_runs()?;
     let holder = Holder::this_process();
     let mut summary = WorkerSummary::default();
     let mut running = FuturesUnordered::new();

@@ -8,9 +8,14 @@
 //! owner before it is sent and settles with the real cost after. All checks and
 //! reservations happen under one lock, so parallel children cannot race past a limit:
 //! the sum of everything spent and reserved never exceeds the run's budget.
+//!
+//! On a cluster, a run whose tasks execute on several workers keeps the owners'
+//! numbers in PostgreSQL instead ([`super::shared_budget`]): this tree then only
+//! tells which owner a task draws on.
 
+use super::shared_budget::SharedPool;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 #[derive(Debug, Default, Clone)]
 struct Node {
@@ -68,15 +73,21 @@ impl Default for BudgetConfig {
 
 /// The run's budget tree, in USD, plus an optional run-wide token limit.
 #[derive(Debug)]
-pub struct Budget(Mutex<HashMap<u64, Node>>, Mutex<Tokens>);
+pub struct Budget(
+    Mutex<HashMap<u64, Node>>,
+    Mutex<Tokens>,
+    OnceLock<SharedPool>,
+);
 
 /// An amount set aside for one call; settle it with [`Budget::settle`].
 #[derive(Debug)]
 #[must_use]
 pub struct Reservation {
-    owner: u64,
-    amount: f64,
-    tokens: u64,
+    pub(super) owner: u64,
+    pub(super) amount: f64,
+    pub(super) tokens: u64,
+    /// Its hold in the shared pool ([`super::shared_budget`]).
+    pub(super) hold: Option<i64>,
 }
 
 const EPSILON: f64 = 1e-12;
@@ -114,9 +125,12 @@ pub enum BudgetError {
         carved: f64,
         wanted: f64,
     },
+    /// The cluster's shared budget could not be read or written.
+    #[error("the cluster's shared budget is unavailable: {0}")]
+    Unavailable(String),
 }
 
-fn owner_name(owner: u64) -> String {
+pub(super) fn owner_name(owner: u64) -> String {
     if owner == 1 {
         "run budget".to_string()
     } else {
@@ -146,7 +160,23 @@ impl Budget {
                 limit: tokens,
                 ..Default::default()
             }),
+            OnceLock::new(),
         )
+    }
+
+    /// Keep this run's numbers in `pool` from now on (set once, before any task).
+    pub fn share(&self, pool: SharedPool) {
+        let _ = self.2.set(pool);
+    }
+
+    /// Whether the numbers live in a cluster's shared pool.
+    pub fn is_shared(&self) -> bool {
+        self.2.get().is_some()
+    }
+
+    /// The owner `task` draws on.
+    pub(super) fn owner_of(&self, task: u64) -> u64 {
+        Self::owner(&self.0.lock().unwrap(), task)
     }
 
     fn owner(nodes: &HashMap<u64, Node>, task: u64) -> u64 {
@@ -175,7 +205,9 @@ impl Budget {
         share: Option<f64>,
     ) -> Result<(), BudgetError> {
         let mut nodes = self.0.lock().unwrap();
-        if let Some(share) = share {
+        if let (Some(share), Some(pool)) = (share, self.2.get()) {
+            pool.carve(Self::owner(&nodes, parent), child, share)?;
+        } else if let Some(share) = share {
             let owner = Self::owner(&nodes, parent);
             let node = nodes.get_mut(&owner).expect("owners exist");
             let left = Self::available(node);
@@ -200,6 +232,28 @@ impl Budget {
         Ok(())
     }
 
+    /// Register task `child` of a run being resumed, with the share it was given and
+    /// whether it ended: what it carved is in the shared pool already, if the run has
+    /// one; else carved (and handed back, when it ended) here.
+    pub fn restore_child(&self, parent: u64, child: u64, share: Option<f64>, ended: bool) {
+        if self.is_shared() {
+            let limit = if ended { share.map(|_| 0.0) } else { share };
+            self.0.lock().unwrap().insert(
+                child,
+                Node {
+                    parent: Some(parent),
+                    limit,
+                    ..Default::default()
+                },
+            );
+            return;
+        }
+        let _ = self.add_child(parent, child, share);
+        if ended {
+            self.close_child(child);
+        }
+    }
+
     /// A child ended: hand its share back to its parent's owner, charging what it spent.
     pub fn close_child(&self, child: u64) {
         let mut nodes = self.0.lock().unwrap();
@@ -213,6 +267,15 @@ impl Budget {
             return;
         }
         let owner = Self::owner(&nodes, parent);
+        if let Some(pool) = self.2.get() {
+            if share > 0.0 {
+                pool.close(owner, child);
+            }
+            if let Some(n) = nodes.get_mut(&child) {
+                n.limit = Some(0.0);
+            }
+            return;
+        }
         if let Some(o) = nodes.get_mut(&owner) {
             o.carved = (o.carved - share).max(0.0);
             o.spent += node.spent + node.reserved;
@@ -227,6 +290,16 @@ impl Budget {
     /// Reserve `amount` USD and `tokens` tokens for a call of `task`, or say why it
     /// does not fit.
     pub fn reserve(&self, task: u64, amount: f64, tokens: u64) -> Result<Reservation, BudgetError> {
+        if let Some(pool) = self.2.get() {
+            let owner = self.owner_of(task);
+            let hold = pool.reserve(owner, task, amount, tokens)?;
+            return Ok(Reservation {
+                owner,
+                amount,
+                tokens,
+                hold: Some(hold),
+            });
+        }
         let mut nodes = self.0.lock().unwrap();
         let mut tok = self.1.lock().unwrap();
         if let Some(limit) = tok.limit
@@ -259,11 +332,16 @@ impl Budget {
             owner,
             amount,
             tokens,
+            hold: None,
         })
     }
 
     /// Release a reservation and charge the real cost and tokens.
     pub fn settle(&self, reservation: Reservation, actual: f64, actual_tokens: u64) {
+        if let Some(pool) = self.2.get() {
+            pool.settle(&reservation, actual, actual_tokens);
+            return;
+        }
         {
             let mut tok = self.1.lock().unwrap();
             tok.reserved = tok.reserved.saturating_sub(reservation.tokens);
@@ -278,7 +356,11 @@ impl Budget {
     }
 
     /// Charge an amount already spent by `task` (the recorded calls of a resumed run).
+    /// A shared pool charged them when they were settled: nothing to do.
     pub fn charge(&self, task: u64, amount: f64, tokens: u64) {
+        if self.is_shared() {
+            return;
+        }
         self.1.lock().unwrap().used += tokens;
         let mut nodes = self.0.lock().unwrap();
         let owner = Self::owner(&nodes, task);
@@ -294,7 +376,11 @@ impl Budget {
 
     /// `task`, which has its own share, spent `total` USD elsewhere (another worker
     /// executed it): charge what its share does not show yet.
+    /// (A shared pool holds what it spent already.)
     pub fn settle_elsewhere(&self, task: u64, total: f64) {
+        if self.is_shared() {
+            return;
+        }
         let mut nodes = self.0.lock().unwrap();
         if let Some(n) = nodes.get_mut(&task)
             && n.limit.is_some()
@@ -306,6 +392,9 @@ impl Budget {
 
     /// What `task` may still spend.
     pub fn remaining(&self, task: u64) -> f64 {
+        if let Some(pool) = self.2.get() {
+            return pool.remaining(self.owner_of(task));
+        }
         let nodes = self.0.lock().unwrap();
         let owner = Self::owner(&nodes, task);
         Self::available(&nodes[&owner]).max(0.0)
@@ -314,6 +403,9 @@ impl Budget {
     /// The run budget's limit, what the run spent and the most it ever had committed
     /// at once (spent + reserved + carved for children), in USD.
     pub fn root_summary(&self) -> (f64, f64, f64) {
+        if let Some(pool) = self.2.get() {
+            return pool.root_summary();
+        }
         let nodes = self.0.lock().unwrap();
         let root = &nodes[&1];
         (root.limit.unwrap_or(0.0), self_spent(&nodes), root.peak)
@@ -321,6 +413,9 @@ impl Budget {
 
     /// Total spent so far by the whole run.
     pub fn spent(&self) -> f64 {
+        if let Some(pool) = self.2.get() {
+            return pool.root_summary().1;
+        }
         self_spent(&self.0.lock().unwrap())
     }
 }

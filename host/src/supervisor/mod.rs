@@ -14,6 +14,7 @@ pub mod host_llm;
 pub mod limits;
 pub mod llm_attempts;
 mod offered;
+pub mod shared_budget;
 mod spawn;
 mod start;
 mod tree;

@@ -1,12 +1,14 @@
 //! Children that run on another worker of a cluster ([`crate::ledger::offers`]).
 //!
 //! On a PostgreSQL ledger, a run executed by a worker offers a child to the other
-//! workers instead of running it here when the child can run apart: it was given a
-//! budget share of its own (so everything it spends is reserved from that share,
-//! carved out of its spawner's budget here before it starts), it sits at the run's
-//! deepest level (so it spawns nothing), and the run has no run-wide token limit
-//! (which only this process counts). Its input — with the outputs of its `data-from`
-//! dependencies — is composed and recorded here before the offer. Its
+//! workers instead of running it here when the child can run apart: it sits at the
+//! run's deepest level (so it spawns nothing), and what it spends is accounted where
+//! every worker sees it — the run's budget lives in the cluster's shared pool
+//! ([`super::shared_budget`]: the child reserves from its own share or its spawner's
+//! pool, wherever it runs, and the run's token limit holds there too) — or, for a run
+//! without one (resumed from a host before shared pools), the child was given a share
+//! of its own and the run has no token limit. Its input — with the outputs of its
+//! `data-from` dependencies — is composed and recorded here before the offer. Its
 //! dependencies, approval, locks and execution slot are taken here first, exactly as
 //! for a child run here, so the run's concurrency limit and mutual exclusion hold
 //! across the cluster; then the offer waits for the task's end in the ledger,
@@ -36,8 +38,8 @@ impl RunContext {
         id != 1
             && self.offers_tasks.load(Ordering::Relaxed)
             && depth >= self.settings.limits.max_depth
-            && self.settings.budget_tokens.is_none()
-            && self.budget.own_share(id).is_some()
+            && (self.budget.is_shared()
+                || (self.settings.budget_tokens.is_none() && self.budget.own_share(id).is_some()))
     }
 
     /// Offer task `id`, to run on `input`, and wait for its end, recorded by the

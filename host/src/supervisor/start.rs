@@ -238,10 +238,8 @@ impl RunContext {
                 tree.descriptions
                     .entry(constraints::normalise(&t.description))
                     .or_insert(t.task_id);
-                let _ = self.budget.add_child(parent, t.task_id, t.budget_usd);
-                if outcome_known {
-                    self.budget.close_child(t.task_id);
-                }
+                self.budget
+                    .restore_child(parent, t.task_id, t.budget_usd, outcome_known);
             }
             if let Some(ms) = t.timeout_ms {
                 tree.timeouts.insert(t.task_id, ms);

@@ -20,8 +20,9 @@ const SCHEMA_LOCK: i64 = 0x6167_656e_7466_6c6f; // "agentflo"
 /// The tables only a cluster uses (SQLite ledgers have none): created with the schema,
 /// and — being new in a release that kept the schema's version — checked for at every
 /// start (each creates only what is missing).
-const CLUSTER_TABLES: [&str; 3] = [
+const CLUSTER_TABLES: [&str; 4] = [
     crate::ledger::submissions::TABLE_SQL,
+    crate::ledger::budgets::TABLE_SQL,
     crate::ledger::quotas::TABLE_SQL,
     crate::ledger::offers::TABLE_SQL,
 ];

@@ -1,0 +1,429 @@
+//! Budgets shared by the workers of a cluster (PostgreSQL ledgers only): a run's
+//! budget owners as rows of `budget_pools`, reserved with conditional updates, so
+//! tasks of one run executing on several workers draw on one budget atomically.
+//!
+//! A row is a budget *owner* ([`crate::supervisor::budget`]): the root (task 1, the
+//! run's budget and optional token limit) or a task given a share of its own. Every
+//! change is a short transaction on a connection of its own (like
+//! [`super::quotas`]): a call's reservation adds to `reserved_usd` only `WHERE` what
+//! is left covers it — and, with a token limit, to the root's `tokens_reserved` only
+//! where the tokens fit — and writes a *hold* (`budget_holds`: amount, holder,
+//! expiry); settling the call removes the hold and moves its amount to spent at the
+//! real cost. A child's share is carved out of its spawner's owner the same way and
+//! handed back, with what it spent and holds, at its end.
+//!
+//! A worker that dies mid-call leaves its hold: holds are renewed by their process
+//! every heartbeat and one not renewed for [`HOLD_TTL`] is *reclaimed* — counted as
+//! spent whole (the call may have been sent), never handed out again. Spending is
+//! settled here live, so a run resumed by replay charges nothing again.
+
+use super::leases::{HEARTBEAT, Holder, LEASE_TTL};
+use super::{Connection, LedgerError, SqlResult, now_ms};
+use rusqlite::{OptionalExtension, params};
+use std::sync::Mutex;
+
+/// The tables, in SQLite's dialect (translated for PostgreSQL with the rest of the
+/// schema, [`super::db`]).
+pub const TABLE_SQL: &str = "CREATE TABLE IF NOT EXISTS budget_pools (
+    run_id          TEXT    NOT NULL,
+    task_id         INTEGER NOT NULL,
+    limit_usd       REAL    NOT NULL,
+    spent_usd       REAL    NOT NULL DEFAULT 0,
+    reserved_usd    REAL    NOT NULL DEFAULT 0,
+    carved_usd      REAL    NOT NULL DEFAULT 0,
+    peak_usd        REAL    NOT NULL DEFAULT 0,
+    token_limit     INTEGER,
+    tokens_used     INTEGER NOT NULL DEFAULT 0,
+    tokens_reserved INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (run_id, task_id)
+);
+CREATE TABLE IF NOT EXISTS budget_holds (
+    id         INTEGER PRIMARY KEY,
+    run_id     TEXT    NOT NULL,
+    owner_id   INTEGER NOT NULL,
+    task_id    INTEGER NOT NULL,
+    usd        REAL    NOT NULL,
+    tokens     INTEGER NOT NULL,
+    host       TEXT    NOT NULL,
+    pid        INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS budget_holds_by_run ON budget_holds(run_id, expires_at)";
+
+/// A hold not renewed for this long belongs to a process that stopped.
+pub const HOLD_TTL: std::time::Duration = LEASE_TTL;
+
+/// Slack for float sums (the in-process budget's too).
+const EPSILON: f64 = 1e-12;
+
+/// One owner's numbers.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PoolRow {
+    pub limit_usd: f64,
+    pub spent_usd: f64,
+    pub reserved_usd: f64,
+    pub carved_usd: f64,
+    pub peak_usd: f64,
+    pub token_limit: Option<u64>,
+    pub tokens_used: u64,
+    pub tokens_reserved: u64,
+}
+
+impl PoolRow {
+    /// What is left to reserve or carve.
+    pub fn left(&self) -> f64 {
+        self.limit_usd - self.spent_usd - self.reserved_usd - self.carved_usd
+    }
+}
+
+/// Why a reservation or a share does not fit.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Refusal {
+    /// The run's token limit: its row.
+    Tokens(PoolRow),
+    /// The owner's USD: its row.
+    Usd(PoolRow),
+}
+
+/// The shared budgets of one PostgreSQL ledger, for one process.
+pub struct SharedBudgets {
+    conn: Mutex<Connection>,
+    holder: Holder,
+}
+
+impl SharedBudgets {
+    /// Shared budgets on the PostgreSQL ledger at `url` (a connection of its own);
+    /// this process's holds are renewed every heartbeat while the runtime runs.
+    pub fn connect(url: &str) -> Result<std::sync::Arc<SharedBudgets>, LedgerError> {
+        let budgets = std::sync::Arc::new(SharedBudgets {
+            conn: Mutex::new(super::db::open_postgres(url)?),
+            holder: Holder::this_process(),
+        });
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let weak = std::sync::Arc::downgrade(&budgets);
+            runtime.spawn(async move {
+                loop {
+                    tokio::time::sleep(HEARTBEAT).await;
+                    let Some(budgets) = weak.upgrade() else {
+                        return;
+                    };
+                    let renewed = tokio::task::spawn_blocking(move || budgets.renew_holds()).await;
+                    if let Ok(Err(e)) = renewed {
+                        tracing::warn!(error = %e, "renewing budget holds");
+                    }
+                }
+            });
+        }
+        Ok(budgets)
+    }
+
+    /// Run `f` in a transaction of its own: committed when it returns `Ok(Ok(_))`,
+    /// rolled back otherwise.
+    fn transaction<T, E>(
+        &self,
+        f: impl FnOnce(&Connection) -> SqlResult<Result<T, E>>,
+    ) -> SqlResult<Result<T, E>> {
+        let conn = self.conn.lock().unwrap();
+        conn.execute_batch("BEGIN")?;
+        let result = f(&conn);
+        let end = if matches!(result, Ok(Ok(_))) {
+            "COMMIT"
+        } else {
+            "ROLLBACK"
+        };
+        conn.execute_batch(end)?;
+        result
+    }
+
+    /// Open the root pool of `run_id` (a run starting): `limit` USD, at most `tokens`.
+    /// Nothing changes when it is open already.
+    pub fn open(&self, run_id: &str, limit: f64, tokens: Option<u64>) -> SqlResult<()> {
+        self.conn.lock().unwrap().execute(
+            "INSERT INTO budget_pools (run_id, task_id, limit_usd, token_limit)
+             VALUES (?1, 1, ?2, ?3) ON CONFLICT (run_id, task_id) DO NOTHING",
+            params![run_id, limit, tokens.map(|t| t as i64)],
+        )?;
+        Ok(())
+    }
+
+    /// Whether `run_id` draws on a shared pool (its root row exists).
+    pub fn is_open(&self, run_id: &str) -> SqlResult<bool> {
+        Ok(self.row(run_id, 1)?.is_some())
+    }
+
+    /// The numbers of owner `task_id` of `run_id`.
+    pub fn row(&self, run_id: &str, task_id: u64) -> SqlResult<Option<PoolRow>> {
+        row(&self.conn.lock().unwrap(), run_id, task_id)
+    }
+
+    /// What the whole run spent (every owner's spending).
+    pub fn spent(&self, run_id: &str) -> SqlResult<f64> {
+        self.conn.lock().unwrap().query_row(
+            "SELECT COALESCE(SUM(spent_usd), 0) FROM budget_pools WHERE run_id = ?1",
+            [run_id],
+            |r| r.get(0),
+        )
+    }
+
+    /// Carve a share of `share` USD for `child` out of `owner`'s pool, or say why not.
+    pub fn carve(
+        &self,
+        run_id: &str,
+        owner: u64,
+        child: u64,
+        share: f64,
+    ) -> SqlResult<Result<(), PoolRow>> {
+        self.transaction(|conn| {
+            let carved = conn.execute(
+                "UPDATE budget_pools SET carved_usd = carved_usd + ?3,
+                        peak_usd = GREATEST(peak_usd, spent_usd + reserved_usd + carved_usd + ?3)
+                  WHERE run_id = ?1 AND task_id = ?2
+                    AND limit_usd - spent_usd - reserved_usd - carved_usd + ?4 >= ?3",
+                params![run_id, owner as i64, share, EPSILON],
+            )?;
+            if carved == 0 {
+                return Ok(Err(row(conn, run_id, owner)?.unwrap_or_default()));
+            }
+            conn.execute(
+                "INSERT INTO budget_pools (run_id, task_id, limit_usd) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (run_id, task_id) DO NOTHING",
+                params![run_id, child as i64, share],
+            )?;
+            Ok(Ok(()))
+        })
+    }
+
+    /// `child` (which had a share) ended: hand its share back to `owner`, charging what
+    /// it spent and what its live holds may still spend. Its pool is closed (nothing
+    /// fits in it any more).
+    pub fn close(&self, run_id: &str, owner: u64, child: u64) -> SqlResult<()> {
+        self.transaction(|conn| {
+            // Locked until the commit: a second hand-back (the executing worker's and the
+            // spawner's) reads the zeroed row, not the share again.
+            let Some(closed) = row_for_update(conn, run_id, child)? else {
+                return Ok(Ok::<_, ()>(()));
+            };
+            conn.execute(
+                "UPDATE budget_pools SET limit_usd = 0, spent_usd = 0, reserved_usd = 0
+                  WHERE run_id = ?1 AND task_id = ?2",
+                params![run_id, child as i64],
+            )?;
+            conn.execute(
+                "UPDATE budget_pools SET carved_usd = GREATEST(carved_usd - ?3, 0),
+                        spent_usd = spent_usd + ?4
+                  WHERE run_id = ?1 AND task_id = ?2",
+                params![
+                    run_id,
+                    owner as i64,
+                    closed.limit_usd,
+                    closed.spent_usd + closed.reserved_usd
+                ],
+            )?;
+            Ok(Ok(()))
+        })
+        .map(|_| ())
+    }
+
+    /// Reserve `usd` from `owner`'s pool and `tokens` from the run's token limit for a
+    /// call of `task`: the hold's id, or why it does not fit. Holds of stopped
+    /// processes are reclaimed first when it does not.
+    pub fn reserve(
+        &self,
+        run_id: &str,
+        owner: u64,
+        task: u64,
+        usd: f64,
+        tokens: u64,
+    ) -> SqlResult<Result<i64, Refusal>> {
+        let first = self
+            .transaction(|conn| reserve_in(conn, &self.holder, run_id, owner, task, usd, tokens))?;
+        if first.is_ok() || self.reclaim(run_id)? == 0 {
+            return Ok(first);
+        }
+        self.transaction(|conn| reserve_in(conn, &self.holder, run_id, owner, task, usd, tokens))
+    }
+
+    /// Settle hold `hold` (`usd` and `tokens` reserved on `owner`) at the real cost.
+    /// A hold reclaimed meanwhile was charged whole: only a cost above it is added.
+    pub fn settle(
+        &self,
+        run_id: &str,
+        owner: u64,
+        hold: i64,
+        reserved: (f64, u64),
+        actual: (f64, u64),
+    ) -> SqlResult<()> {
+        let (usd, tokens) = reserved;
+        let (cost, used) = actual;
+        self.transaction(|conn| {
+            let held = conn.execute("DELETE FROM budget_holds WHERE id = ?1", [hold])?;
+            let (free_usd, free_tokens, add_usd, add_tokens) = if held == 1 {
+                (usd, tokens, cost, used)
+            } else {
+                (0.0, 0, (cost - usd).max(0.0), used.saturating_sub(tokens))
+            };
+            settle_in(
+                conn,
+                run_id,
+                owner,
+                free_usd,
+                free_tokens,
+                add_usd,
+                add_tokens,
+            )?;
+            Ok(Ok::<_, ()>(()))
+        })
+        .map(|_| ())
+    }
+
+    /// Count the holds of `run_id` not renewed in time as spent whole; how many.
+    pub fn reclaim(&self, run_id: &str) -> SqlResult<usize> {
+        let reclaimed = self.transaction(|conn| {
+            let stale: Vec<(i64, i64, f64, i64)> = conn
+                .prepare_cached(
+                    "DELETE FROM budget_holds WHERE run_id = ?1 AND expires_at < ?2
+                     RETURNING id, owner_id, usd, tokens",
+                )?
+                .query_map(params![run_id, now_ms()], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })?
+                .collect::<SqlResult<_>>()?;
+            for (id, owner, usd, tokens) in &stale {
+                tracing::warn!(run = %run_id, hold = id, usd, "a stopped worker's budget hold counts as spent");
+                let tokens = *tokens as u64;
+                settle_in(conn, run_id, *owner as u64, *usd, tokens, *usd, tokens)?;
+            }
+            Ok(Ok::<_, ()>(stale.len()))
+        })?;
+        Ok(reclaimed.unwrap_or(0))
+    }
+
+    /// Push the expiry of this process's holds on.
+    fn renew_holds(&self) -> SqlResult<usize> {
+        self.conn.lock().unwrap().execute(
+            "UPDATE budget_holds SET expires_at = ?3 WHERE host = ?1 AND pid = ?2",
+            params![
+                self.holder.host,
+                self.holder.pid,
+                now_ms() + HOLD_TTL.as_millis() as i64
+            ],
+        )
+    }
+}
+
+/// The numbers of owner `task_id` of `run_id`.
+fn row(conn: &Connection, run_id: &str, task_id: u64) -> SqlResult<Option<PoolRow>> {
+    select_row(conn, run_id, task_id, "")
+}
+
+/// [`row`], its row locked until the transaction ends.
+fn row_for_update(conn: &Connection, run_id: &str, task_id: u64) -> SqlResult<Option<PoolRow>> {
+    select_row(conn, run_id, task_id, " FOR UPDATE")
+}
+
+fn select_row(
+    conn: &Connection,
+    run_id: &str,
+    task_id: u64,
+    lock: &str,
+) -> SqlResult<Option<PoolRow>> {
+    conn.query_row(
+        &format!(
+            "SELECT limit_usd, spent_usd, reserved_usd, carved_usd, peak_usd, token_limit,
+                    tokens_used, tokens_reserved
+               FROM budget_pools WHERE run_id = ?1 AND task_id = ?2{lock}"
+        ),
+        params![run_id, task_id as i64],
+        |r| {
+            Ok(PoolRow {
+                limit_usd: r.get(0)?,
+                spent_usd: r.get(1)?,
+                reserved_usd: r.get(2)?,
+                carved_usd: r.get(3)?,
+                peak_usd: r.get(4)?,
+                token_limit: r.get::<_, Option<i64>>(5)?.map(|t| t as u64),
+                tokens_used: r.get::<_, i64>(6)? as u64,
+                tokens_reserved: r.get::<_, i64>(7)? as u64,
+            })
+        },
+    )
+    .optional()
+}
+
+/// [`SharedBudgets::reserve`] inside its transaction.
+fn reserve_in(
+    conn: &Connection,
+    holder: &Holder,
+    run_id: &str,
+    owner: u64,
+    task: u64,
+    usd: f64,
+    tokens: u64,
+) -> SqlResult<Result<i64, Refusal>> {
+    let tokens_fit = conn.execute(
+        "UPDATE budget_pools SET tokens_reserved = tokens_reserved + ?2
+          WHERE run_id = ?1 AND task_id = 1
+            AND (token_limit IS NULL OR tokens_used + tokens_reserved + ?2 <= token_limit)",
+        params![run_id, tokens as i64],
+    )?;
+    if tokens_fit == 0 {
+        return Ok(Err(Refusal::Tokens(
+            row(conn, run_id, 1)?.unwrap_or_default(),
+        )));
+    }
+    let usd_fits = conn.execute(
+        "UPDATE budget_pools SET reserved_usd = reserved_usd + ?3,
+                peak_usd = GREATEST(peak_usd, spent_usd + reserved_usd + carved_usd + ?3)
+          WHERE run_id = ?1 AND task_id = ?2
+            AND limit_usd - spent_usd - reserved_usd - carved_usd + ?4 >= ?3",
+        params![run_id, owner as i64, usd, EPSILON],
+    )?;
+    if usd_fits == 0 {
+        return Ok(Err(Refusal::Usd(
+            row(conn, run_id, owner)?.unwrap_or_default(),
+        )));
+    }
+    let id = conn.query_row(
+        "INSERT INTO budget_holds (run_id, owner_id, task_id, usd, tokens, host, pid, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id",
+        params![
+            run_id,
+            owner as i64,
+            task as i64,
+            usd,
+            tokens as i64,
+            holder.host,
+            holder.pid,
+            now_ms() + HOLD_TTL.as_millis() as i64
+        ],
+        |r| r.get(0),
+    )?;
+    Ok(Ok(id))
+}
+
+/// Free `free_usd` and `free_tokens` reserved on `owner` and the run's token limit,
+/// and charge `add_usd` and `add_tokens` as spent.
+fn settle_in(
+    conn: &Connection,
+    run_id: &str,
+    owner: u64,
+    free_usd: f64,
+    free_tokens: u64,
+    add_usd: f64,
+    add_tokens: u64,
+) -> SqlResult<()> {
+    conn.execute(
+        "UPDATE budget_pools SET reserved_usd = GREATEST(reserved_usd - ?3, 0),
+                spent_usd = spent_usd + ?4,
+                peak_usd = GREATEST(peak_usd, spent_usd + ?4 + GREATEST(reserved_usd - ?3, 0) + carved_usd)
+          WHERE run_id = ?1 AND task_id = ?2",
+        params![run_id, owner as i64, free_usd, add_usd],
+    )?;
+    conn.execute(
+        "UPDATE budget_pools SET tokens_reserved = GREATEST(tokens_reserved - ?2, 0),
+                tokens_used = tokens_used + ?3
+          WHERE run_id = ?1 AND task_id = 1",
+        params![run_id, free_tokens as i64, add_tokens as i64],
+    )?;
+    Ok(())
+}
