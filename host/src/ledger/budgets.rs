@@ -4,13 +4,14 @@
 //!
 //! A row is a budget *owner* ([`crate::supervisor::budget`]): the root (task 1, the
 //! run's budget and optional token limit) or a task given a share of its own. Every
-//! change is a short transaction on a connection of its own (like
-//! [`super::quotas`]): a call's reservation adds to `reserved_usd` only `WHERE` what
-//! is left covers it — and, with a token limit, to the root's `tokens_reserved` only
-//! where the tokens fit — and writes a *hold* (`budget_holds`: amount, holder,
-//! expiry); settling the call removes the hold and moves its amount to spent at the
-//! real cost. A child's share is carved out of its spawner's owner the same way and
-//! handed back, with what it spent and holds, at its end.
+//! change is atomic on a connection of its own (like [`super::quotas`]); the two of
+//! every LLM call are one statement each, calling a function of [`FUNCTIONS_SQL`]: a
+//! call's reservation adds to `reserved_usd` only `WHERE` what is left covers it — and
+//! to the root's `tokens_reserved` only where the run's token limit allows — and
+//! writes a *hold* (`budget_holds`: amount, holder, expiry); settling the call removes
+//! the hold and moves its amount to spent at the real cost. A child's share is carved out of its spawner's owner the same way and
+//! handed back, with what it spent and holds, at its end; its row is then closed (a
+//! call of its that settles later was charged to the spawner already, as its hold).
 //!
 //! A worker that dies mid-call leaves its hold: holds are renewed by their process
 //! every heartbeat and one not renewed for [`HOLD_TTL`] is *reclaimed* — counted as
@@ -35,6 +36,7 @@ pub const TABLE_SQL: &str = "CREATE TABLE IF NOT EXISTS budget_pools (
     token_limit     INTEGER,
     tokens_used     INTEGER NOT NULL DEFAULT 0,
     tokens_reserved INTEGER NOT NULL DEFAULT 0,
+    closed          INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (run_id, task_id)
 );
 CREATE TABLE IF NOT EXISTS budget_holds (
@@ -49,6 +51,67 @@ CREATE TABLE IF NOT EXISTS budget_holds (
     expires_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS budget_holds_by_run ON budget_holds(run_id, expires_at)";
+
+/// A reservation and a settle, each one statement (one round trip, atomic under
+/// autocommit: the rows they update stay locked until its end). `reserve` returns the
+/// hold's id, or -1 (the run's tokens do not fit) or -2 (the owner's USD does not).
+/// Created — or replaced — at every start ([`super::db`]).
+pub const FUNCTIONS_SQL: &str = r#"
+CREATE OR REPLACE FUNCTION agentflow_budget_apply(p_run text, p_owner bigint,
+    free_usd double precision, free_tokens bigint, add_usd double precision, add_tokens bigint)
+RETURNS void LANGUAGE plpgsql AS $fn$
+BEGIN
+    UPDATE budget_pools SET reserved_usd = GREATEST(reserved_usd - free_usd, 0),
+           spent_usd = spent_usd + add_usd,
+           peak_usd = GREATEST(peak_usd, spent_usd + add_usd + GREATEST(reserved_usd - free_usd, 0) + carved_usd)
+     WHERE run_id = p_run AND task_id = p_owner AND closed = 0;
+    UPDATE budget_pools SET tokens_reserved = GREATEST(tokens_reserved - free_tokens, 0),
+           tokens_used = tokens_used + add_tokens
+     WHERE run_id = p_run AND task_id = 1;
+END
+$fn$;
+CREATE OR REPLACE FUNCTION agentflow_budget_reserve(p_run text, p_owner bigint, p_task bigint,
+    p_usd double precision, p_tokens bigint, p_host text, p_pid bigint, p_expires bigint)
+RETURNS bigint LANGUAGE plpgsql AS $fn$
+DECLARE
+    hold bigint;
+BEGIN
+    UPDATE budget_pools SET tokens_reserved = tokens_reserved + p_tokens
+     WHERE run_id = p_run AND task_id = 1
+       AND (token_limit IS NULL OR tokens_used + tokens_reserved + p_tokens <= token_limit);
+    IF NOT FOUND THEN
+        RETURN -1;
+    END IF;
+    UPDATE budget_pools SET reserved_usd = reserved_usd + p_usd,
+           peak_usd = GREATEST(peak_usd, spent_usd + reserved_usd + carved_usd + p_usd)
+     WHERE run_id = p_run AND task_id = p_owner
+       AND limit_usd - spent_usd - reserved_usd - carved_usd + 1e-12 >= p_usd;
+    IF NOT FOUND THEN
+        UPDATE budget_pools SET tokens_reserved = tokens_reserved - p_tokens
+         WHERE run_id = p_run AND task_id = 1;
+        RETURN -2;
+    END IF;
+    INSERT INTO budget_holds (run_id, owner_id, task_id, usd, tokens, host, pid, expires_at)
+    VALUES (p_run, p_owner, p_task, p_usd, p_tokens, p_host, p_pid, p_expires)
+    RETURNING id INTO hold;
+    RETURN hold;
+END
+$fn$;
+CREATE OR REPLACE FUNCTION agentflow_budget_settle(p_run text, p_owner bigint, p_hold bigint,
+    p_usd double precision, p_tokens bigint, p_cost double precision, p_used bigint)
+RETURNS void LANGUAGE plpgsql AS $fn$
+BEGIN
+    DELETE FROM budget_holds WHERE id = p_hold;
+    IF FOUND THEN
+        PERFORM agentflow_budget_apply(p_run, p_owner, p_usd, p_tokens, p_cost, p_used);
+    ELSE
+        -- Reclaimed meanwhile, charged whole: only a cost above the hold is added.
+        PERFORM agentflow_budget_apply(p_run, p_owner, 0, 0,
+            GREATEST(p_cost - p_usd, 0), GREATEST(p_used - p_tokens, 0));
+    END IF;
+END
+$fn$;
+"#;
 
 /// A hold not renewed for this long belongs to a process that stopped.
 pub const HOLD_TTL: std::time::Duration = LEASE_TTL;
@@ -204,7 +267,7 @@ impl SharedBudgets {
                 return Ok(Ok::<_, ()>(()));
             };
             conn.execute(
-                "UPDATE budget_pools SET limit_usd = 0, spent_usd = 0, reserved_usd = 0
+                "UPDATE budget_pools SET limit_usd = 0, spent_usd = 0, reserved_usd = 0, closed = 1
                   WHERE run_id = ?1 AND task_id = ?2",
                 params![run_id, child as i64],
             )?;
@@ -235,12 +298,42 @@ impl SharedBudgets {
         usd: f64,
         tokens: u64,
     ) -> SqlResult<Result<i64, Refusal>> {
-        let first = self
-            .transaction(|conn| reserve_in(conn, &self.holder, run_id, owner, task, usd, tokens))?;
+        let first = self.reserve_once(run_id, owner, task, usd, tokens)?;
         if first.is_ok() || self.reclaim(run_id)? == 0 {
             return Ok(first);
         }
-        self.transaction(|conn| reserve_in(conn, &self.holder, run_id, owner, task, usd, tokens))
+        self.reserve_once(run_id, owner, task, usd, tokens)
+    }
+
+    fn reserve_once(
+        &self,
+        run_id: &str,
+        owner: u64,
+        task: u64,
+        usd: f64,
+        tokens: u64,
+    ) -> SqlResult<Result<i64, Refusal>> {
+        let conn = self.conn.lock().unwrap();
+        let hold: i64 = conn
+            .prepare_cached("SELECT agentflow_budget_reserve(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")?
+            .query_row(
+                params![
+                    run_id,
+                    owner as i64,
+                    task as i64,
+                    usd,
+                    tokens as i64,
+                    self.holder.host,
+                    self.holder.pid as i64,
+                    now_ms() + HOLD_TTL.as_millis() as i64
+                ],
+                |r| r.get(0),
+            )?;
+        Ok(match hold {
+            -1 => Err(Refusal::Tokens(row(&conn, run_id, 1)?.unwrap_or_default())),
+            -2 => Err(Refusal::Usd(row(&conn, run_id, owner)?.unwrap_or_default())),
+            hold => Ok(hold),
+        })
     }
 
     /// Settle hold `hold` (`usd` and `tokens` reserved on `owner`) at the real cost.
@@ -255,25 +348,22 @@ impl SharedBudgets {
     ) -> SqlResult<()> {
         let (usd, tokens) = reserved;
         let (cost, used) = actual;
-        self.transaction(|conn| {
-            let held = conn.execute("DELETE FROM budget_holds WHERE id = ?1", [hold])?;
-            let (free_usd, free_tokens, add_usd, add_tokens) = if held == 1 {
-                (usd, tokens, cost, used)
-            } else {
-                (0.0, 0, (cost - usd).max(0.0), used.saturating_sub(tokens))
-            };
-            settle_in(
-                conn,
-                run_id,
-                owner,
-                free_usd,
-                free_tokens,
-                add_usd,
-                add_tokens,
-            )?;
-            Ok(Ok::<_, ()>(()))
-        })
-        .map(|_| ())
+        self.conn
+            .lock()
+            .unwrap()
+            .prepare_cached("SELECT agentflow_budget_settle(?1, ?2, ?3, ?4, ?5, ?6, ?7)")?
+            .query_row(
+                params![
+                    run_id,
+                    owner as i64,
+                    hold,
+                    usd,
+                    tokens as i64,
+                    cost,
+                    used as i64
+                ],
+                |_| Ok(()),
+            )
     }
 
     /// Count the holds of `run_id` not renewed in time as spent whole; how many.
@@ -350,57 +440,6 @@ fn select_row(
     .optional()
 }
 
-/// [`SharedBudgets::reserve`] inside its transaction.
-fn reserve_in(
-    conn: &Connection,
-    holder: &Holder,
-    run_id: &str,
-    owner: u64,
-    task: u64,
-    usd: f64,
-    tokens: u64,
-) -> SqlResult<Result<i64, Refusal>> {
-    let tokens_fit = conn.execute(
-        "UPDATE budget_pools SET tokens_reserved = tokens_reserved + ?2
-          WHERE run_id = ?1 AND task_id = 1
-            AND (token_limit IS NULL OR tokens_used + tokens_reserved + ?2 <= token_limit)",
-        params![run_id, tokens as i64],
-    )?;
-    if tokens_fit == 0 {
-        return Ok(Err(Refusal::Tokens(
-            row(conn, run_id, 1)?.unwrap_or_default(),
-        )));
-    }
-    let usd_fits = conn.execute(
-        "UPDATE budget_pools SET reserved_usd = reserved_usd + ?3,
-                peak_usd = GREATEST(peak_usd, spent_usd + reserved_usd + carved_usd + ?3)
-          WHERE run_id = ?1 AND task_id = ?2
-            AND limit_usd - spent_usd - reserved_usd - carved_usd + ?4 >= ?3",
-        params![run_id, owner as i64, usd, EPSILON],
-    )?;
-    if usd_fits == 0 {
-        return Ok(Err(Refusal::Usd(
-            row(conn, run_id, owner)?.unwrap_or_default(),
-        )));
-    }
-    let id = conn.query_row(
-        "INSERT INTO budget_holds (run_id, owner_id, task_id, usd, tokens, host, pid, expires_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id",
-        params![
-            run_id,
-            owner as i64,
-            task as i64,
-            usd,
-            tokens as i64,
-            holder.host,
-            holder.pid,
-            now_ms() + HOLD_TTL.as_millis() as i64
-        ],
-        |r| r.get(0),
-    )?;
-    Ok(Ok(id))
-}
-
 /// Free `free_usd` and `free_tokens` reserved on `owner` and the run's token limit,
 /// and charge `add_usd` and `add_tokens` as spent.
 fn settle_in(
@@ -412,18 +451,16 @@ fn settle_in(
     add_usd: f64,
     add_tokens: u64,
 ) -> SqlResult<()> {
-    conn.execute(
-        "UPDATE budget_pools SET reserved_usd = GREATEST(reserved_usd - ?3, 0),
-                spent_usd = spent_usd + ?4,
-                peak_usd = GREATEST(peak_usd, spent_usd + ?4 + GREATEST(reserved_usd - ?3, 0) + carved_usd)
-          WHERE run_id = ?1 AND task_id = ?2",
-        params![run_id, owner as i64, free_usd, add_usd],
-    )?;
-    conn.execute(
-        "UPDATE budget_pools SET tokens_reserved = GREATEST(tokens_reserved - ?2, 0),
-                tokens_used = tokens_used + ?3
-          WHERE run_id = ?1 AND task_id = 1",
-        params![run_id, free_tokens as i64, add_tokens as i64],
-    )?;
-    Ok(())
+    conn.query_row(
+        "SELECT agentflow_budget_apply(?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            run_id,
+            owner as i64,
+            free_usd,
+            free_tokens as i64,
+            add_usd,
+            add_tokens as i64
+        ],
+        |_| Ok(()),
+    )
 }

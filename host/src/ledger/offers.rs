@@ -2,8 +2,9 @@
 //! spawned on one worker runs on another.
 //!
 //! The worker executing a run offers a child (a row of `task_offers`) instead of
-//! running it, when the child can run apart: it has its own budget share and sits at
-//! the run's deepest level, so it spawns nothing and spends only its share
+//! running it, when the child can run apart: it sits at the run's deepest level, so it
+//! spawns nothing, and what it spends is reserved where every worker sees it — the
+//! run's shared pool ([`super::budgets`]), or a share of its own
 //! ([`crate::supervisor`] decides). Any worker claims an open offer with `FOR UPDATE
 //! SKIP LOCKED` (two workers never claim the same one), renews its lease every
 //! heartbeat while it executes the task, records the task's end like any task's

@@ -86,8 +86,19 @@ pub struct Reservation {
     pub(super) owner: u64,
     pub(super) amount: f64,
     pub(super) tokens: u64,
-    /// Its hold in the shared pool ([`super::shared_budget`]).
+    /// Its hold in the shared pool ([`super::shared_budget`]), until settled.
     pub(super) hold: Option<i64>,
+    /// The pool holding it: a reservation dropped unsettled (its call's future
+    /// dropped, the task cancelled mid-call) is settled there as spent whole.
+    pub(super) pool: Option<SharedPool>,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if let (Some(pool), Some(_)) = (self.pool.take(), self.hold) {
+            pool.settle(self, self.amount, self.tokens);
+        }
+    }
 }
 
 const EPSILON: f64 = 1e-12;
@@ -298,6 +309,7 @@ impl Budget {
                 amount,
                 tokens,
                 hold: Some(hold),
+                pool: Some(pool.clone()),
             });
         }
         let mut nodes = self.0.lock().unwrap();
@@ -333,12 +345,13 @@ impl Budget {
             amount,
             tokens,
             hold: None,
+            pool: None,
         })
     }
 
     /// Release a reservation and charge the real cost and tokens.
-    pub fn settle(&self, reservation: Reservation, actual: f64, actual_tokens: u64) {
-        if let Some(pool) = self.2.get() {
+    pub fn settle(&self, mut reservation: Reservation, actual: f64, actual_tokens: u64) {
+        if let Some(pool) = reservation.pool.take() {
             pool.settle(&reservation, actual, actual_tokens);
             return;
         }

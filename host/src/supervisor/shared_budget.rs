@@ -14,6 +14,7 @@ use crate::ledger::budgets::{Refusal, SharedBudgets};
 use std::sync::Arc;
 
 /// One run's numbers in the shared pool.
+#[derive(Clone)]
 pub struct SharedPool {
     budgets: Arc<SharedBudgets>,
     run_id: String,

@@ -97,6 +97,13 @@ pub fn prepare(conn: &PgConnection, url: &str) -> Result<(), LedgerError> {
 
 fn create_or_check(conn: &PgConnection, url: &str) -> Result<(), LedgerError> {
     conn.query(&format!("SELECT pg_advisory_xact_lock({SCHEMA_LOCK})"), &[])?;
+    create_or_check_tables(conn, url)?;
+    // The shared budgets' statements, new in a release that kept the schema's version:
+    // replaced at every start (under the lock above), after their tables.
+    Ok(conn.execute_batch(crate::ledger::budgets::FUNCTIONS_SQL)?)
+}
+
+fn create_or_check_tables(conn: &PgConnection, url: &str) -> Result<(), LedgerError> {
     conn.execute_batch("CREATE TABLE IF NOT EXISTS agentflow_schema (version BIGINT NOT NULL)")?;
     let rows = conn.query("SELECT MAX(version) FROM agentflow_schema", &[])?;
     let found: Option<i64> = rows.first_row(|r| r.get(0))?;
