@@ -1235,3 +1235,62 @@ fn a_run_that_cannot_start_is_given_up_after_three_failed_starts() {
         "{log}"
     );
 }
+
+/// An offered child no worker can execute (its component in the database damaged
+/// after the run's worker loaded it) is recorded failed after three failures —
+/// counted apart from claims, which takeovers raise — and its spawner goes on.
+#[test]
+fn an_offered_child_no_worker_can_run_fails_after_three_failures() {
+    use serde_json::json;
+    let Some(pg) = PgDb::new("offer_give_up") else {
+        return;
+    };
+    let dir = TempDir::new("cluster-offer-give-up");
+    let config = dir.file("w.toml", "");
+    let ops = json!([
+        {"sleep_ms": 1500},
+        {"spawn": {"description": "never runs", "input": "[]"}},
+        {"wait": 2},
+    ]);
+    let run_id = submit(
+        &pg,
+        "scripted",
+        &["--input", &ops.to_string(), "--max-depth", "1"],
+    );
+    let mut w = worker(&pg, dir.path(), 0, &config, "3");
+    wait_for(
+        &pg,
+        "SELECT COUNT(*) FROM runs WHERE run_id = ?1 AND status = 'running'",
+        &run_id,
+    );
+    pg.conn()
+        .execute_batch(
+            "UPDATE blobs SET data = CAST('not a component' AS BYTEA)
+              WHERE hash = (SELECT component_hash FROM submissions)",
+        )
+        .unwrap();
+    assert!(w.wait().unwrap().success());
+    let (status, error, failures, claims): (String, String, i64, i64) = pg
+        .conn()
+        .query_row(
+            "SELECT t.status, t.error, o.failures, o.claims FROM tasks t
+               JOIN task_offers o USING (run_id, task_id)
+              WHERE t.run_id = ?1 AND t.task_id = 2",
+            [&run_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (status.as_str(), failures, claims),
+        ("failed", 3, 3),
+        "{error}"
+    );
+    assert!(
+        error.contains("no worker could run it (3 failures)"),
+        "{error}"
+    );
+    let run: String = pg.one(&format!(
+        "SELECT status FROM runs WHERE run_id = '{run_id}'"
+    ));
+    assert_eq!(run, "completed", "the spawner went on");
+}

@@ -97,6 +97,42 @@ BEGIN
     RETURN hold;
 END
 $fn$;
+CREATE OR REPLACE FUNCTION agentflow_budget_carve(p_run text, p_owner bigint, p_child bigint,
+    p_share double precision)
+RETURNS boolean LANGUAGE plpgsql AS $fn$
+BEGIN
+    UPDATE budget_pools SET carved_usd = carved_usd + p_share,
+           peak_usd = GREATEST(peak_usd, spent_usd + reserved_usd + carved_usd + p_share)
+     WHERE run_id = p_run AND task_id = p_owner
+       AND limit_usd - spent_usd - reserved_usd - carved_usd + 1e-12 >= p_share;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    INSERT INTO budget_pools (run_id, task_id, limit_usd) VALUES (p_run, p_child, p_share)
+    ON CONFLICT (run_id, task_id) DO NOTHING;
+    RETURN true;
+END
+$fn$;
+CREATE OR REPLACE FUNCTION agentflow_budget_close(p_run text, p_owner bigint, p_child bigint)
+RETURNS void LANGUAGE plpgsql AS $fn$
+DECLARE
+    share double precision;
+    used double precision;
+BEGIN
+    -- Locked until the end: a second hand-back (the executing worker's and the
+    -- spawner's) reads the closed row, not the share again.
+    SELECT limit_usd, spent_usd + reserved_usd INTO share, used FROM budget_pools
+     WHERE run_id = p_run AND task_id = p_child AND closed = 0 FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    UPDATE budget_pools SET limit_usd = 0, spent_usd = 0, reserved_usd = 0, closed = 1
+     WHERE run_id = p_run AND task_id = p_child;
+    UPDATE budget_pools SET carved_usd = GREATEST(carved_usd - share, 0),
+           spent_usd = spent_usd + used
+     WHERE run_id = p_run AND task_id = p_owner;
+END
+$fn$;
 CREATE OR REPLACE FUNCTION agentflow_budget_settle(p_run text, p_owner bigint, p_hold bigint,
     p_usd double precision, p_tokens bigint, p_cost double precision, p_used bigint)
 RETURNS void LANGUAGE plpgsql AS $fn$
@@ -115,9 +151,6 @@ $fn$;
 
 /// A hold not renewed for this long belongs to a process that stopped.
 pub const HOLD_TTL: std::time::Duration = LEASE_TTL;
-
-/// Slack for float sums (the in-process budget's too).
-const EPSILON: f64 = 1e-12;
 
 /// One owner's numbers.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -236,55 +269,27 @@ impl SharedBudgets {
         child: u64,
         share: f64,
     ) -> SqlResult<Result<(), PoolRow>> {
-        self.transaction(|conn| {
-            let carved = conn.execute(
-                "UPDATE budget_pools SET carved_usd = carved_usd + ?3,
-                        peak_usd = GREATEST(peak_usd, spent_usd + reserved_usd + carved_usd + ?3)
-                  WHERE run_id = ?1 AND task_id = ?2
-                    AND limit_usd - spent_usd - reserved_usd - carved_usd + ?4 >= ?3",
-                params![run_id, owner as i64, share, EPSILON],
-            )?;
-            if carved == 0 {
-                return Ok(Err(row(conn, run_id, owner)?.unwrap_or_default()));
-            }
-            conn.execute(
-                "INSERT INTO budget_pools (run_id, task_id, limit_usd) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (run_id, task_id) DO NOTHING",
-                params![run_id, child as i64, share],
-            )?;
-            Ok(Ok(()))
-        })
+        let conn = self.conn.lock().unwrap();
+        let carved: bool = conn
+            .prepare_cached("SELECT agentflow_budget_carve(?1, ?2, ?3, ?4)")?
+            .query_row(params![run_id, owner as i64, child as i64, share], |r| {
+                r.get(0)
+            })?;
+        if carved {
+            return Ok(Ok(()));
+        }
+        Ok(Err(row(&conn, run_id, owner)?.unwrap_or_default()))
     }
 
     /// `child` (which had a share) ended: hand its share back to `owner`, charging what
     /// it spent and what its live holds may still spend. Its pool is closed (nothing
-    /// fits in it any more).
+    /// fits in it any more); closing it again changes nothing.
     pub fn close(&self, run_id: &str, owner: u64, child: u64) -> SqlResult<()> {
-        self.transaction(|conn| {
-            // Locked until the commit: a second hand-back (the executing worker's and the
-            // spawner's) reads the zeroed row, not the share again.
-            let Some(closed) = row_for_update(conn, run_id, child)? else {
-                return Ok(Ok::<_, ()>(()));
-            };
-            conn.execute(
-                "UPDATE budget_pools SET limit_usd = 0, spent_usd = 0, reserved_usd = 0, closed = 1
-                  WHERE run_id = ?1 AND task_id = ?2",
-                params![run_id, child as i64],
-            )?;
-            conn.execute(
-                "UPDATE budget_pools SET carved_usd = GREATEST(carved_usd - ?3, 0),
-                        spent_usd = spent_usd + ?4
-                  WHERE run_id = ?1 AND task_id = ?2",
-                params![
-                    run_id,
-                    owner as i64,
-                    closed.limit_usd,
-                    closed.spent_usd + closed.reserved_usd
-                ],
-            )?;
-            Ok(Ok(()))
-        })
-        .map(|_| ())
+        self.conn
+            .lock()
+            .unwrap()
+            .prepare_cached("SELECT agentflow_budget_close(?1, ?2, ?3)")?
+            .query_row(params![run_id, owner as i64, child as i64], |_| Ok(()))
     }
 
     /// Reserve `usd` from `owner`'s pool and `tokens` from the run's token limit for a
@@ -403,26 +408,10 @@ impl SharedBudgets {
 
 /// The numbers of owner `task_id` of `run_id`.
 fn row(conn: &Connection, run_id: &str, task_id: u64) -> SqlResult<Option<PoolRow>> {
-    select_row(conn, run_id, task_id, "")
-}
-
-/// [`row`], its row locked until the transaction ends.
-fn row_for_update(conn: &Connection, run_id: &str, task_id: u64) -> SqlResult<Option<PoolRow>> {
-    select_row(conn, run_id, task_id, " FOR UPDATE")
-}
-
-fn select_row(
-    conn: &Connection,
-    run_id: &str,
-    task_id: u64,
-    lock: &str,
-) -> SqlResult<Option<PoolRow>> {
     conn.query_row(
-        &format!(
-            "SELECT limit_usd, spent_usd, reserved_usd, carved_usd, peak_usd, token_limit,
-                    tokens_used, tokens_reserved
-               FROM budget_pools WHERE run_id = ?1 AND task_id = ?2{lock}"
-        ),
+        "SELECT limit_usd, spent_usd, reserved_usd, carved_usd, peak_usd, token_limit,
+                tokens_used, tokens_reserved
+           FROM budget_pools WHERE run_id = ?1 AND task_id = ?2",
         params![run_id, task_id as i64],
         |r| {
             Ok(PoolRow {

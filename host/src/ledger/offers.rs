@@ -28,6 +28,7 @@ pub const TABLE_SQL: &str = "CREATE TABLE IF NOT EXISTS task_offers (
     heartbeat_at INTEGER,
     claims       INTEGER NOT NULL DEFAULT 0,
     done_at      INTEGER,
+    failures     INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (run_id, task_id)
 );
 CREATE INDEX IF NOT EXISTS task_offers_open ON task_offers(offered_at) WHERE done_at IS NULL";
@@ -156,6 +157,20 @@ impl Writer {
             .execute(params![holder.host, holder.pid, run_id, task_id])?;
         self.announce_change()?;
         Ok(released)
+    }
+
+    /// Count a failure of this worker to execute task `task_id` of `run_id` (its
+    /// component or record unreadable here, say) and let its claim go: how many
+    /// failures it has had. Takeovers after a worker died are claims, not failures.
+    pub fn offer_failed(&self, run_id: &str, task_id: u64, holder: &Holder) -> SqlResult<i64> {
+        let failures = self.conn.query_row(
+            "UPDATE task_offers SET failures = failures + 1 WHERE run_id = ?1 AND task_id = ?2
+             RETURNING failures",
+            params![run_id, task_id as i64],
+            |r| r.get(0),
+        )?;
+        self.release_offers(Some((run_id, task_id)), holder)?;
+        Ok(failures)
     }
 
     /// Close the offer of a task that ended.

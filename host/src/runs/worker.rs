@@ -64,8 +64,9 @@ pub struct WorkerSummary {
     pub handed_back: u64,
 }
 
-/// An offered task given up after this many claims (recorded failed for its spawner).
-const MAX_CLAIMS: i64 = 5;
+/// An offered task given up after this many failures to execute it (recorded failed
+/// for its spawner); claims after its workers died do not count.
+const MAX_OFFER_FAILURES: i64 = 3;
 
 /// A run given up after this many failed starts (it is left for an operator's
 /// `agentflow resume`), so a run that cannot start does not go round the workers.
@@ -277,26 +278,40 @@ async fn execute_task(host: &Host, claim: OfferClaim) {
             let error = format!("{e:#}");
             tracing::error!(run = %claim.run_id, task = claim.task_id, error, "worker: offered task failed to run");
             let (run_id, id) = (claim.run_id.clone(), claim.task_id);
-            let _ = if claim.claims >= MAX_CLAIMS {
-                // Its spawner reads this end and goes on.
-                let why = format!("no worker could run it ({} claims): {error}", claim.claims);
+            let holder = Holder::this_process();
+            let failures = {
+                let (run_id, holder) = (run_id.clone(), holder.clone());
                 host.ledger()
-                    .finish_task(
-                        run_id,
-                        id,
-                        ledger::Status::Failed,
-                        None,
-                        Some(why),
-                        Vec::new(),
-                        ledger::Commit::Durable,
-                    )
-                    .await
-            } else {
-                let holder = Holder::this_process();
-                host.ledger()
-                    .write(move |w| w.release_offers(Some((&run_id, id)), &holder).map(drop))
+                    .write(move |w| w.offer_failed(&run_id, id, &holder))
                     .await
             };
+            match failures {
+                Ok(failures) if failures >= MAX_OFFER_FAILURES => {
+                    // Its spawner reads this end and goes on.
+                    let why = format!("no worker could run it ({failures} failures): {error}");
+                    let _ = host
+                        .ledger()
+                        .finish_task(
+                            run_id,
+                            id,
+                            ledger::Status::Failed,
+                            None,
+                            Some(why),
+                            Vec::new(),
+                            ledger::Commit::Durable,
+                        )
+                        .await;
+                }
+                // Its claim was let go: another worker (or this one) tries again.
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(run = %claim.run_id, task = id, error = %e, "counting an offered task's failure");
+                    let _ = host
+                        .ledger()
+                        .write(move |w| w.release_offers(Some((&run_id, id)), &holder).map(drop))
+                        .await;
+                }
+            }
         }
     }
 }

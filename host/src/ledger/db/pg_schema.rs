@@ -30,8 +30,10 @@ const CLUSTER_TABLES: [&str; 4] = [
 /// Columns a cluster table gained after it first shipped — (table, column, type) —
 /// added at start where missing (a table that is there already keeps its columns
 /// under `CREATE TABLE IF NOT EXISTS`).
-const CLUSTER_COLUMNS: [(&str, &str, &str); 1] =
-    [("submissions", "start_failures", "BIGINT NOT NULL DEFAULT 0")];
+const CLUSTER_COLUMNS: [(&str, &str, &str); 2] = [
+    ("submissions", "start_failures", "BIGINT NOT NULL DEFAULT 0"),
+    ("task_offers", "failures", "BIGINT NOT NULL DEFAULT 0"),
+];
 
 /// Add the [`CLUSTER_COLUMNS`] missing from this database's tables.
 fn add_missing_columns(conn: &PgConnection) -> Result<(), LedgerError> {
