@@ -6,6 +6,7 @@
 
 use crate::cluster::{submit, wait_for_the_queue, worker};
 use crate::postgres::PgDb;
+use crate::support::cli::*;
 use crate::support::*;
 use std::path::Path;
 use std::process::Child;
@@ -163,6 +164,30 @@ fn children_without_shares_draw_on_one_pool_across_the_workers() {
         "the run used {} tokens",
         tokens.tokens
     );
+    // `inspect` shows the shared budget, as text and JSON.
+    let inspect = |run: &str, json: bool| {
+        let mut cmd = agentflow();
+        cmd.args(["inspect", run, "--db", &pg.url]);
+        if json {
+            cmd.arg("--json");
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out)
+    };
+    let text = inspect(&by_tokens, false);
+    assert!(
+        text.contains("budget shared by the workers: ")
+            && text.contains(&format!("tokens {} of 2,000 used", group(tokens.tokens))),
+        "{text}"
+    );
+    let view: serde_json::Value = serde_json::from_str(&inspect(&by_usd, true)).unwrap();
+    let shared = &view["shared_budget"];
+    assert!(
+        (shared["spent_usd_total"].as_f64().unwrap() - usd.cost).abs() < 1e-9,
+        "{shared}"
+    );
+    assert_eq!(shared["holds"], 0, "{shared}");
     let summary: String = pg.one(&format!(
         "SELECT response FROM events WHERE run_id = '{by_usd}' AND kind = 'budget.summary'"
     ));
@@ -250,4 +275,9 @@ fn the_shared_pool_reserves_atomically_and_reclaims_stopped_holds() {
     assert!((root.spent_usd - 0.755).abs() < 1e-9, "{root:?}");
     assert_eq!(root.tokens_used, 200 + 500 + 2);
     assert!((a.spent("r").unwrap() - 0.755).abs() < 1e-9);
+}
+
+/// `n` with thousands separated by commas, as `inspect` prints it.
+fn group(n: i64) -> String {
+    agentflow::observe::inspect::group_digits(n)
 }

@@ -153,7 +153,7 @@ $fn$;
 pub const HOLD_TTL: std::time::Duration = LEASE_TTL;
 
 /// One owner's numbers.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct PoolRow {
     pub limit_usd: f64,
     pub spent_usd: f64,
@@ -404,6 +404,38 @@ impl SharedBudgets {
             ],
         )
     }
+}
+
+/// A run's shared budget, for operators: the run's own pool and how many calls
+/// hold part of it now.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PoolView {
+    #[serde(flatten)]
+    pub root: PoolRow,
+    /// Spent by every owner (the run and its children's open shares).
+    pub spent_usd_total: f64,
+    pub holds: i64,
+}
+
+/// The shared budget of `run_id`, if it has one (never on SQLite).
+pub fn view(conn: &Connection, run_id: &str) -> SqlResult<Option<PoolView>> {
+    if !conn.is_postgres() {
+        return Ok(None);
+    }
+    let Some(root) = row(conn, run_id, 1)? else {
+        return Ok(None);
+    };
+    let (spent_usd_total, holds) = conn.query_row(
+        "SELECT (SELECT COALESCE(SUM(spent_usd), 0) FROM budget_pools WHERE run_id = ?1),
+                (SELECT COUNT(*) FROM budget_holds WHERE run_id = ?1)",
+        [run_id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    Ok(Some(PoolView {
+        root,
+        spent_usd_total,
+        holds,
+    }))
 }
 
 /// The numbers of owner `task_id` of `run_id`.

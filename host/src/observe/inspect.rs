@@ -17,6 +17,9 @@ use std::fmt::Write as _;
 pub struct RunView {
     pub run: RunRow,
     pub tasks: Vec<TaskView>,
+    /// The run's budget in the cluster's database, when its worker shared it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shared_budget: Option<crate::ledger::budgets::PoolView>,
 }
 
 /// A task with its reasoning steps and a count of its calls by kind.
@@ -262,7 +265,12 @@ pub fn load(conn: &Connection, run: &str) -> Result<Option<RunView>, LedgerError
             }
         })
         .collect();
-    Ok(Some(RunView { run, tasks }))
+    let shared_budget = crate::ledger::budgets::view(conn, &run.run_id)?;
+    Ok(Some(RunView {
+        run,
+        tasks,
+        shared_budget,
+    }))
 }
 
 /// One line for a failed LLM attempt, e.g. `↻ llm attempt 1 on m: 429 rate limited
@@ -399,6 +407,28 @@ pub fn render(view: &RunView) -> String {
     );
     if let Some(e) = &r.error {
         let _ = writeln!(out, "  error: {}", clip(e, 200));
+    }
+    if let Some(pool) = &view.shared_budget {
+        let p = &pool.root;
+        let tokens = match p.token_limit {
+            Some(limit) => format!(
+                "; tokens {} of {} used, {} reserved",
+                group_digits(p.tokens_used as i64),
+                group_digits(limit as i64),
+                group_digits(p.tokens_reserved as i64)
+            ),
+            None => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "  budget shared by the workers: {} spent of {}, {} held by {} call(s) in flight, {} in children's shares, at most {} committed at once{tokens}",
+            usd(pool.spent_usd_total),
+            usd(p.limit_usd),
+            usd(p.reserved_usd),
+            pool.holds,
+            usd(p.carved_usd),
+            usd(p.peak_usd),
+        );
     }
     if r.status == Status::Waiting {
         let _ = writeln!(

@@ -120,7 +120,7 @@ pub fn pending(conn: &Connection, run_id: Option<&str>) -> anyhow::Result<Pendin
 
 /// The run page of run `run` (an id or a unique prefix); `None` when no run matches.
 pub fn load(conn: &Connection, run: &str) -> anyhow::Result<Option<RunPage>> {
-    let Some(RunView { run, tasks }) = inspect::load(conn, run)? else {
+    let Some(RunView { run, tasks, .. }) = inspect::load(conn, run)? else {
         return Ok(None);
     };
     let mut traces = dashboard::trace_columns(conn, &run.run_id)?;
