@@ -342,9 +342,9 @@ fn a_human_decision_from_the_cli_reaches_the_run_after_its_worker_changed() {
 }
 
 /// Three workers share one model's token quota (250 tokens per 1 s window, 25 tokens
-/// a call): reserved in PostgreSQL, no window of the quota's length (less the few ms a
-/// decision's recorded time lags its reservation) holds more than 250 tokens of the
-/// workers' reservations together, nor sees more arrive at the provider — where each
+/// a call): reserved in PostgreSQL, no window of the quota's length holds more than
+/// 250 tokens of the workers' reservations together (each decision records the time
+/// its cluster reservation was stamped at), nor sees more arrive at the provider — where each
 /// worker alone would let 250 through.
 #[test]
 fn a_token_quota_holds_across_the_workers() {
@@ -409,9 +409,7 @@ fn a_token_quota_holds_across_the_workers() {
             reserved.len()
         );
     }
-    // A decision's time is read in the worker after its reservation committed in
-    // PostgreSQL, a few ms later under load: windows 50 ms short of the quota's.
-    let worst = most_in_a_window(&reserved, 950);
+    let worst = most_in_a_window(&reserved, 998);
     assert!(
         worst * 25 <= 250,
         "a window held {} tokens of reservations",

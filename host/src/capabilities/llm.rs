@@ -339,7 +339,6 @@ impl Host for LlmView<'_> {
                     break;
                 }
             };
-            let reserved_at = crate::ledger::now_ms();
             tried.push(grant.model.clone());
             let spec = scheduler
                 .model(&grant.model)
@@ -389,7 +388,7 @@ impl Host for LlmView<'_> {
                 priority: plan.priority,
                 reason,
                 reservation: Reservation {
-                    at_ms: reserved_at,
+                    at_ms: grant.reserved_at_ms,
                     probe: grant.probe,
                     tokens: grant.reserved_tokens,
                     usd: worst,

@@ -56,14 +56,15 @@ impl SharedQuotas {
     }
 
     /// Reserve `input` + `output` tokens and one request on every quota of `limits`
-    /// for a window of `window_ms`: the reservations' ids, or why they do not fit.
+    /// for a window of `window_ms`: the reservations' ids and the time they were
+    /// stamped at, or why they do not fit.
     pub fn reserve(
         &self,
         limits: &[SharedLimit],
         window_ms: i64,
         input: u64,
         output: u64,
-    ) -> SqlResult<Result<Vec<i64>, SharedRefusal>> {
+    ) -> SqlResult<Result<(Vec<i64>, i64), SharedRefusal>> {
         let conn = self.conn.lock().unwrap();
         conn.execute_batch("BEGIN")?;
         let reserved = reserve_in(&conn, limits, window_ms, input, output);
@@ -98,7 +99,7 @@ fn reserve_in(
     window_ms: i64,
     input: u64,
     output: u64,
-) -> SqlResult<Result<Vec<i64>, SharedRefusal>> {
+) -> SqlResult<Result<(Vec<i64>, i64), SharedRefusal>> {
     let mut ordered: Vec<&SharedLimit> = limits.iter().collect();
     ordered.sort_by(|a, b| a.scope.cmp(&b.scope));
     for limit in &ordered {
@@ -155,5 +156,5 @@ fn reserve_in(
             )?,
         );
     }
-    Ok(Ok(ids))
+    Ok(Ok((ids, now)))
 }

@@ -80,8 +80,7 @@ impl Host {
             for t in &tasks {
                 if let Some(parent) = t.parent_id {
                     let ended = t.status.is_finished();
-                    run.budget
-                        .restore_child(parent, t.task_id, t.budget_usd, ended);
+                    run.budget.register(parent, t.task_id, t.budget_usd, ended);
                 }
             }
         }

@@ -101,6 +101,9 @@ pub struct Grant {
     pub reserved_tokens: u64,
     pub probe: bool,
     pub waited_ms: u64,
+    /// When its quota reservations were stamped (ms since the epoch): the time the
+    /// quota windows count it at — the cluster's stamp, on a shared ledger.
+    pub reserved_at_ms: i64,
     /// Models passed over for lack of quota or health, with why.
     pub skipped: Vec<(String, String)>,
     #[serde(skip)]
@@ -306,6 +309,7 @@ impl Scheduler {
         let mut refused: HashMap<String, (Instant, String)> = HashMap::new();
         loop {
             let now = Instant::now();
+            let now_ms = crate::ledger::now_ms();
             let mut skipped = Vec::new();
             let mut retry_at: Option<Instant> = None;
             let mut chosen: Option<(Grant, usize)> = None;
@@ -347,6 +351,7 @@ impl Scheduler {
                                 reserved_tokens: tokens,
                                 probe: admission == Admission::Probe,
                                 waited_ms: started.elapsed().as_millis() as u64,
+                                reserved_at_ms: now_ms,
                                 skipped: std::mem::take(&mut skipped),
                                 model_quota,
                                 provider_quota,
@@ -369,8 +374,9 @@ impl Scheduler {
             }
             if let Some((mut grant, i)) = chosen {
                 match self.reserve_shared(&grant, i, input, output).await {
-                    Ok(ids) => {
+                    Ok((ids, stamped_ms)) => {
                         grant.shared_quota = ids;
+                        grant.reserved_at_ms = stamped_ms.unwrap_or(grant.reserved_at_ms);
                         return Ok(grant);
                     }
                     Err((until, why)) => {

@@ -19,13 +19,13 @@ impl Scheduler {
         i: usize,
         input: u64,
         output: u64,
-    ) -> Result<Vec<i64>, (Instant, String)> {
+    ) -> Result<(Vec<i64>, Option<i64>), (Instant, String)> {
         let Some(shared) = self.shared.clone() else {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), None));
         };
         let limits = self.shared_limits(i);
         if limits.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), None));
         }
         let window = self.config.quota_window_ms.max(1) as i64;
         let reserved =
@@ -37,14 +37,14 @@ impl Scheduler {
             Err(e) => Err(e.to_string()),
         };
         match reserved {
-            Ok(Ok(ids)) => Ok(ids),
+            Ok(Ok((ids, stamped_ms))) => Ok((ids, Some(stamped_ms))),
             Ok(Err(refusal)) => Err((
                 Instant::now() + Duration::from_millis(refusal.retry_in_ms),
                 refusal.reason,
             )),
             Err(error) => {
                 tracing::warn!(model = %grant.model, %error, "shared quota unavailable: this host's own quotas only");
-                Ok(Vec::new())
+                Ok((Vec::new(), None))
             }
         }
     }

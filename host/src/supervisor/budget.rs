@@ -245,24 +245,35 @@ impl Budget {
 
     /// Register task `child` of a run being resumed, with the share it was given and
     /// whether it ended: what it carved is in the shared pool already, if the run has
-    /// one; else carved (and handed back, when it ended) here.
+    /// one (an ended child's share is handed back again there — a no-op unless its
+    /// worker died between recording the end and handing it back); else carved (and
+    /// handed back, when it ended) here.
     pub fn restore_child(&self, parent: u64, child: u64, share: Option<f64>, ended: bool) {
-        if self.is_shared() {
-            let limit = if ended { share.map(|_| 0.0) } else { share };
-            self.0.lock().unwrap().insert(
-                child,
-                Node {
-                    parent: Some(parent),
-                    limit,
-                    ..Default::default()
-                },
-            );
+        if let Some(pool) = self.2.get() {
+            if ended && share.is_some() {
+                pool.close(self.owner_of(parent), child);
+            }
+            self.register(parent, child, share, ended);
             return;
         }
         let _ = self.add_child(parent, child, share);
         if ended {
             self.close_child(child);
         }
+    }
+
+    /// Register task `child` of a run whose numbers are in a shared pool, only to tell
+    /// which owner its tasks draw on (a worker executing one of the run's tasks).
+    pub fn register(&self, parent: u64, child: u64, share: Option<f64>, ended: bool) {
+        let limit = if ended { share.map(|_| 0.0) } else { share };
+        self.0.lock().unwrap().insert(
+            child,
+            Node {
+                parent: Some(parent),
+                limit,
+                ..Default::default()
+            },
+        );
     }
 
     /// A child ended: hand its share back to its parent's owner, charging what it spent.
