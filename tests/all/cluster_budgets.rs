@@ -261,6 +261,10 @@ fn the_shared_pool_reserves_atomically_and_reclaims_stopped_holds() {
     pg.conn()
         .execute_batch("UPDATE budget_holds SET expires_at = 0")
         .unwrap();
+    let view = agentflow::ledger::budgets::view(&pg.conn(), "r")
+        .unwrap()
+        .unwrap();
+    assert_eq!((view.holds, view.stale_holds), (50, 50), "{view:?}");
     assert!(matches!(
         a.reserve("r", 1, 1, 0.3, 0).unwrap(),
         Err(Refusal::Usd(_))

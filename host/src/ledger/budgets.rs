@@ -415,6 +415,9 @@ pub struct PoolView {
     /// Spent by every owner (the run and its children's open shares).
     pub spent_usd_total: f64,
     pub holds: i64,
+    /// Holds their process stopped renewing (counted as spent when the pool next runs
+    /// short, or the run ends).
+    pub stale_holds: i64,
 }
 
 /// The shared budget of `run_id`, if it has one (never on SQLite).
@@ -425,16 +428,18 @@ pub fn view(conn: &Connection, run_id: &str) -> SqlResult<Option<PoolView>> {
     let Some(root) = row(conn, run_id, 1)? else {
         return Ok(None);
     };
-    let (spent_usd_total, holds) = conn.query_row(
+    let (spent_usd_total, holds, stale_holds) = conn.query_row(
         "SELECT (SELECT COALESCE(SUM(spent_usd), 0) FROM budget_pools WHERE run_id = ?1),
-                (SELECT COUNT(*) FROM budget_holds WHERE run_id = ?1)",
-        [run_id],
-        |r| Ok((r.get(0)?, r.get(1)?)),
+                (SELECT COUNT(*) FROM budget_holds WHERE run_id = ?1),
+                (SELECT COUNT(*) FROM budget_holds WHERE run_id = ?1 AND expires_at < ?2)",
+        params![run_id, now_ms()],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     )?;
     Ok(Some(PoolView {
         root,
         spent_usd_total,
         holds,
+        stale_holds,
     }))
 }
 

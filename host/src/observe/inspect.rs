@@ -419,9 +419,13 @@ pub fn render(view: &RunView) -> String {
             ),
             None => String::new(),
         };
+        let stale = match pool.stale_holds {
+            0 => String::new(),
+            n => format!(" ({n} of stopped workers)"),
+        };
         let _ = writeln!(
             out,
-            "  budget shared by the workers: {} spent of {}, {} held by {} call(s) in flight, {} in children's shares, at most {} committed at once{tokens}",
+            "  budget shared by the workers: {} spent of {}, {} held by {} call(s) in flight{stale}, {} in children's shares, at most {} committed at once{tokens}",
             usd(pool.spent_usd_total),
             usd(p.limit_usd),
             usd(p.reserved_usd),

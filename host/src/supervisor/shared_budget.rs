@@ -107,8 +107,13 @@ impl SharedPool {
         }
     }
 
-    /// The run's limit, what it spent and the most it had committed at once.
+    /// The run's limit, what it spent and the most it had committed at once — the
+    /// holds of stopped workers counted as spent first (their calls may have been
+    /// sent).
     pub(super) fn root_summary(&self) -> (f64, f64, f64) {
+        if let Err(e) = self.budgets.reclaim(&self.run_id) {
+            tracing::warn!(run = %self.run_id, error = %e, "reclaiming stopped workers' holds");
+        }
         let root = self.budgets.row(&self.run_id, 1);
         let spent = self.budgets.spent(&self.run_id);
         match (root, spent) {
