@@ -361,7 +361,9 @@ impl Host {
             component: agent.bytes.clone(),
         };
         let run = self.run_context(run_id, &stored, tools, hash);
-        if let Some(budgets) = self.shared_budgets.get() {
+        if self.offers_tasks.load(std::sync::atomic::Ordering::Relaxed)
+            && let Some(budgets) = self.shared_budgets.get()
+        {
             // A worker's run: its budget is the cluster's, drawn on by every worker
             // that executes one of its tasks.
             let (id, settings) = (run.run_id.clone(), &run.settings);
@@ -433,21 +435,7 @@ impl Host {
                 evaluator: self.evaluator.clone(),
             }),
         };
-        let pool = self.shared_budgets.get().and_then(|budgets| {
-            // A run whose budget the cluster holds already (taken over, or one of its
-            // tasks offered here) goes on drawing on it.
-            match budgets.is_open(&run_id) {
-                Ok(true) => Some(supervisor::shared_budget::SharedPool::new(
-                    budgets.clone(),
-                    run_id.clone(),
-                )),
-                Ok(false) => None,
-                Err(e) => {
-                    tracing::warn!(run = %run_id, error = %e, "reading the shared budget");
-                    None
-                }
-            }
-        });
+        let pool = self.shared_pool_of(&run_id);
         let run = RunContext::new(run_id, services, settings);
         if let Some(pool) = pool {
             run.budget.share(pool);
@@ -459,6 +447,44 @@ impl Host {
             run.offer_tasks();
         }
         run
+    }
+
+    /// The pool in the cluster's database that `run_id` draws on, if it has one (a
+    /// worker's run — taken over by a worker, one of its tasks offered here, or resumed
+    /// by an operator's `agentflow resume`: it goes on drawing on the same pool).
+    fn shared_pool_of(&self, run_id: &str) -> Option<supervisor::shared_budget::SharedPool> {
+        if !self.ledger.is_postgres() {
+            return None;
+        }
+        let has_pool = match self.shared_budgets.get() {
+            Some(budgets) => budgets.is_open(run_id).map_err(anyhow::Error::from),
+            None => self
+                .ledger
+                .with_reader(|conn| ledger::budgets::has_pool(conn, run_id))
+                .map_err(anyhow::Error::from)
+                .and_then(|has| Ok(has?)),
+        };
+        let connected = match has_pool {
+            Ok(false) => return None,
+            Ok(true) => match self.shared_budgets.get() {
+                Some(budgets) => Ok(budgets.clone()),
+                None => ledger::db::postgres_url(self.ledger.path())
+                    .ok_or_else(|| anyhow::anyhow!("no PostgreSQL URL"))
+                    .and_then(|url| Ok(ledger::budgets::SharedBudgets::connect(url)?))
+                    .map(|budgets| self.shared_budgets.get_or_init(|| budgets).clone()),
+            },
+            Err(e) => Err(e),
+        };
+        match connected {
+            Ok(budgets) => Some(supervisor::shared_budget::SharedPool::new(
+                budgets,
+                run_id.to_string(),
+            )),
+            Err(e) => {
+                tracing::warn!(run = %run_id, error = %e, "reading the shared budget: this run's budget stays in this process");
+                None
+            }
+        }
     }
 
     /// Record the root's end: cancel children left running, finish the run, report.

@@ -285,3 +285,73 @@ fn the_shared_pool_reserves_atomically_and_reclaims_stopped_holds() {
 fn group(n: i64) -> String {
     agentflow::observe::inspect::group_digits(n)
 }
+
+/// A worker's run interrupted (its worker SIGKILLed mid-run) and resumed by an
+/// operator's `agentflow resume` goes on drawing on the run's pool in PostgreSQL —
+/// not on a budget of its own process charged from the record — so the pool holds
+/// every call of both halves.
+#[test]
+fn an_operators_resume_of_a_workers_run_draws_on_its_pool() {
+    let Some(pg) = PgDb::new("pool_resume") else {
+        return;
+    };
+    let dir = TempDir::new("cluster-pool-resume");
+    let config = dir.file("w.toml", "[llm.mock]\nlatency_ms = 300\n");
+    let calls: Vec<serde_json::Value> = (0..8)
+        .map(|i| serde_json::json!({"llm": {"prompt": format!("call {i}"), "model": "mock-small", "max_tokens": 50}}))
+        .collect();
+    let input = serde_json::Value::Array(calls).to_string();
+    let run_id = submit(
+        &pg,
+        "scripted",
+        &["--input", &input, "--budget-usd", "0.01"],
+    );
+    let mut w = worker(&pg, dir.path(), 0, &config, "30");
+    let replied = |n: i64| {
+        let done: i64 = pg.one(&format!(
+            "SELECT COUNT(*) FROM events WHERE run_id = '{run_id}' AND kind = 'llm.complete'"
+        ));
+        done >= n
+    };
+    let started = std::time::Instant::now();
+    while !replied(3) {
+        assert!(started.elapsed() < Duration::from_secs(60), "no calls");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    w.kill().unwrap();
+    w.wait().unwrap();
+    let before: f64 = pg.one(&format!(
+        "SELECT SUM(spent_usd) FROM budget_pools WHERE run_id = '{run_id}'"
+    ));
+    let out = agentflow()
+        .args(["resume", &run_id, "--json", "--db", &pg.url, "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let status: String = pg.one(&format!(
+        "SELECT status FROM runs WHERE run_id = '{run_id}'"
+    ));
+    assert_eq!(status, "completed");
+    let recorded: f64 = pg.one(&format!(
+        "SELECT COALESCE(SUM(cost_usd), 0) FROM events WHERE run_id = '{run_id}'"
+    ));
+    let (spent, reserved): (f64, f64) = pg
+        .conn()
+        .query_row(
+            "SELECT SUM(spent_usd), SUM(reserved_usd) FROM budget_pools WHERE run_id = ?1",
+            [&run_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert!(
+        spent > before,
+        "the resume's calls were charged to the pool"
+    );
+    // Every recorded call is in the pool; beyond it at most the call the worker had in
+    // flight when killed (sent again by the resume, or still held).
+    assert!(
+        spent >= recorded - 1e-12 && spent + reserved <= recorded + 0.0001,
+        "pool ${spent} spent + ${reserved} held for ${recorded} recorded"
+    );
+}

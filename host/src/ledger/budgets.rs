@@ -420,6 +420,14 @@ pub struct PoolView {
     pub stale_holds: i64,
 }
 
+/// Whether `run_id` has a shared budget (never on SQLite).
+pub fn has_pool(conn: &Connection, run_id: &str) -> SqlResult<bool> {
+    if !conn.is_postgres() {
+        return Ok(false);
+    }
+    Ok(row(conn, run_id, 1)?.is_some())
+}
+
 /// The shared budget of `run_id`, if it has one (never on SQLite).
 pub fn view(conn: &Connection, run_id: &str) -> SqlResult<Option<PoolView>> {
     if !conn.is_postgres() {
