@@ -279,6 +279,20 @@ fn the_shared_pool_reserves_atomically_and_reclaims_stopped_holds() {
     assert!((root.spent_usd - 0.755).abs() < 1e-9, "{root:?}");
     assert_eq!(root.tokens_used, 200 + 500 + 2);
     assert!((a.spent("r").unwrap() - 0.755).abs() < 1e-9);
+
+    // Any live process reclaims the stale holds of every run now and then.
+    b.open("r2", 1.0, None).unwrap();
+    b.reserve("r2", 1, 1, 0.2, 0).unwrap().unwrap();
+    b.reserve("r2", 1, 1, 0.3, 0).unwrap().unwrap();
+    pg.conn()
+        .execute_batch("UPDATE budget_holds SET expires_at = 0 WHERE run_id = 'r2'")
+        .unwrap();
+    assert_eq!(a.reclaim_everywhere().unwrap(), 2);
+    let r2 = a.row("r2", 1).unwrap().unwrap();
+    assert!(
+        (r2.spent_usd - 0.5).abs() < 1e-9 && r2.reserved_usd.abs() < 1e-9,
+        "{r2:?}"
+    );
 }
 
 /// `n` with thousands separated by commas, as `inspect` prints it.

@@ -15,7 +15,8 @@
 //!
 //! A worker that dies mid-call leaves its hold: holds are renewed by their process
 //! every heartbeat and one not renewed for [`HOLD_TTL`] is *reclaimed* — counted as
-//! spent whole (the call may have been sent), never handed out again. Spending is
+//! spent whole (the call may have been sent), never handed out again — when its pool
+//! runs short, when its run ends, or by any live process every few heartbeats. Spending is
 //! settled here live, so a run resumed by replay charges nothing again.
 
 use super::leases::{HEARTBEAT, Holder, LEASE_TTL};
@@ -152,6 +153,9 @@ $fn$;
 /// A hold not renewed for this long belongs to a process that stopped.
 pub const HOLD_TTL: std::time::Duration = LEASE_TTL;
 
+/// Every this many heartbeats, a process reclaims the stale holds of every run.
+const RECLAIM_EVERY: u64 = 5;
+
 /// One owner's numbers.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct PoolRow {
@@ -198,12 +202,20 @@ impl SharedBudgets {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let weak = std::sync::Arc::downgrade(&budgets);
             runtime.spawn(async move {
-                loop {
+                for beat in 1u64.. {
                     tokio::time::sleep(HEARTBEAT).await;
                     let Some(budgets) = weak.upgrade() else {
                         return;
                     };
-                    let renewed = tokio::task::spawn_blocking(move || budgets.renew_holds()).await;
+                    let renewed = tokio::task::spawn_blocking(move || {
+                        budgets.renew_holds()?;
+                        // Now and then, the holds stopped workers left in any run.
+                        if beat.is_multiple_of(RECLAIM_EVERY) {
+                            budgets.reclaim_everywhere()?;
+                        }
+                        Ok::<_, rusqlite::Error>(())
+                    })
+                    .await;
                     if let Ok(Err(e)) = renewed {
                         tracing::warn!(error = %e, "renewing budget holds");
                     }
@@ -391,6 +403,22 @@ impl SharedBudgets {
             Ok(Ok::<_, ()>(stale.len()))
         })?;
         Ok(reclaimed.unwrap_or(0))
+    }
+
+    /// [`SharedBudgets::reclaim`] for every run with a stale hold; how many holds.
+    pub fn reclaim_everywhere(&self) -> SqlResult<usize> {
+        let runs: Vec<String> = self
+            .conn
+            .lock()
+            .unwrap()
+            .prepare_cached("SELECT DISTINCT run_id FROM budget_holds WHERE expires_at < ?1")?
+            .query_map([now_ms()], |r| r.get(0))?
+            .collect::<SqlResult<_>>()?;
+        let mut reclaimed = 0;
+        for run_id in runs {
+            reclaimed += self.reclaim(&run_id)?;
+        }
+        Ok(reclaimed)
     }
 
     /// Push the expiry of this process's holds on.
