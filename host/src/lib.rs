@@ -189,8 +189,8 @@ pub struct Host {
     /// A cluster worker's host: its runs offer the children that can run apart to
     /// the other workers ([`runs::offered`]).
     offers_tasks: std::sync::atomic::AtomicBool,
-    /// A worker's budgets of the runs executed by several workers
-    /// ([`supervisor::shared_budget`]).
+    /// The connection to the budgets runs keep in the cluster's database, once a run
+    /// needs it ([`runs::pooled`]).
     shared_budgets: std::sync::OnceLock<Arc<ledger::budgets::SharedBudgets>>,
 }
 
@@ -361,20 +361,7 @@ impl Host {
             component: agent.bytes.clone(),
         };
         let run = self.run_context(run_id, &stored, tools, hash);
-        if self.offers_tasks.load(std::sync::atomic::Ordering::Relaxed)
-            && let Some(budgets) = self.shared_budgets.get()
-        {
-            // A worker's run: its budget is the cluster's, drawn on by every worker
-            // that executes one of its tasks.
-            let (id, settings) = (run.run_id.clone(), &run.settings);
-            let (usd, tokens) = (settings.budget_usd, settings.budget_tokens);
-            let opened = budgets.clone();
-            tokio::task::spawn_blocking(move || opened.open(&id, usd, tokens)).await??;
-            run.budget.share(supervisor::shared_budget::SharedPool::new(
-                budgets.clone(),
-                run.run_id.clone(),
-            ));
-        }
+        self.open_shared_pool(&run).await?;
         let root_task = run.register_root(&agent.component_ref(), input);
         let root = root_task.task_id;
         self.ledger.create_run(new_run, root_task).await?;
@@ -447,44 +434,6 @@ impl Host {
             run.offer_tasks();
         }
         run
-    }
-
-    /// The pool in the cluster's database that `run_id` draws on, if it has one (a
-    /// worker's run — taken over by a worker, one of its tasks offered here, or resumed
-    /// by an operator's `agentflow resume`: it goes on drawing on the same pool).
-    fn shared_pool_of(&self, run_id: &str) -> Option<supervisor::shared_budget::SharedPool> {
-        if !self.ledger.is_postgres() {
-            return None;
-        }
-        let has_pool = match self.shared_budgets.get() {
-            Some(budgets) => budgets.is_open(run_id).map_err(anyhow::Error::from),
-            None => self
-                .ledger
-                .with_reader(|conn| ledger::budgets::has_pool(conn, run_id))
-                .map_err(anyhow::Error::from)
-                .and_then(|has| Ok(has?)),
-        };
-        let connected = match has_pool {
-            Ok(false) => return None,
-            Ok(true) => match self.shared_budgets.get() {
-                Some(budgets) => Ok(budgets.clone()),
-                None => ledger::db::postgres_url(self.ledger.path())
-                    .ok_or_else(|| anyhow::anyhow!("no PostgreSQL URL"))
-                    .and_then(|url| Ok(ledger::budgets::SharedBudgets::connect(url)?))
-                    .map(|budgets| self.shared_budgets.get_or_init(|| budgets).clone()),
-            },
-            Err(e) => Err(e),
-        };
-        match connected {
-            Ok(budgets) => Some(supervisor::shared_budget::SharedPool::new(
-                budgets,
-                run_id.to_string(),
-            )),
-            Err(e) => {
-                tracing::warn!(run = %run_id, error = %e, "reading the shared budget: this run's budget stays in this process");
-                None
-            }
-        }
     }
 
     /// Record the root's end: cancel children left running, finish the run, report.

@@ -5,7 +5,8 @@
 //! exporting ended runs to an OpenTelemetry collector ([`telemetry`]), and the installed
 //! tool components a run is given ([`tool_builds`]), and the cluster worker that
 //! executes runs submitted to a PostgreSQL ledger ([`worker`]), and the tasks its
-//! runs offer to the other workers ([`offered`]).
+//! runs offer to the other workers ([`offered`]), with the budgets those runs share
+//! in the database ([`pooled`]).
 
 pub mod cancel;
 pub(crate) mod lease;
@@ -13,6 +14,7 @@ pub mod recorded;
 
 pub(crate) mod offered;
 pub(crate) mod park;
+pub(crate) mod pooled;
 pub(crate) mod resume;
 pub(crate) mod stored;
 pub mod telemetry;

@@ -409,26 +409,6 @@ impl Scheduler {
         }
     }
 
-    /// Take back the local reservations of a grant the cluster's quota refused: no
-    /// call was made, so not even its request counts here.
-    fn withdraw(&self, grant: &Grant) {
-        let mut state = self.state.lock().unwrap();
-        if let (Some(id), Some(&i)) = (grant.model_quota, self.index.get(&grant.model)) {
-            state.model_quota[i].withdraw(id);
-        }
-        if let (Some(id), Some(w)) = (
-            grant.provider_quota,
-            state.provider_quota.get_mut(&grant.provider),
-        ) {
-            w.withdraw(id);
-        }
-        if grant.probe
-            && let Some(h) = self.health(&mut state, &grant.model)
-        {
-            h.release_probe();
-        }
-    }
-
     fn reconcile(&self, state: &mut State, grant: &Grant, input: u64, output: u64) {
         self.reconcile_shared(grant, input, output);
         let window = self

@@ -10,6 +10,26 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 impl Scheduler {
+    /// Take back the local reservations of a grant the cluster's quota refused: no
+    /// call was made, so not even its request counts here.
+    pub(super) fn withdraw(&self, grant: &Grant) {
+        let mut state = self.state.lock().unwrap();
+        if let (Some(id), Some(&i)) = (grant.model_quota, self.index.get(&grant.model)) {
+            state.model_quota[i].withdraw(id);
+        }
+        if let (Some(id), Some(w)) = (
+            grant.provider_quota,
+            state.provider_quota.get_mut(&grant.provider),
+        ) {
+            w.withdraw(id);
+        }
+        if grant.probe
+            && let Some(h) = self.health(&mut state, &grant.model)
+        {
+            h.release_probe();
+        }
+    }
+
     /// Reserve `grant`'s call (model `i`) in the quotas shared with the cluster: the
     /// reservations, or until when and why they do not fit. A shared store that fails
     /// leaves the host to its own quotas (logged).
