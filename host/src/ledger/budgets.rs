@@ -4,20 +4,21 @@
 //!
 //! A row is a budget *owner* ([`crate::supervisor::budget`]): the root (task 1, the
 //! run's budget and optional token limit) or a task given a share of its own. Every
-//! change is atomic on a connection of its own (like [`super::quotas`]); the two of
-//! every LLM call are one statement each, calling a function of [`FUNCTIONS_SQL`]: a
-//! call's reservation adds to `reserved_usd` only `WHERE` what is left covers it — and
-//! to the root's `tokens_reserved` only where the run's token limit allows — and
-//! writes a *hold* (`budget_holds`: amount, holder, expiry); settling the call removes
-//! the hold and moves its amount to spent at the real cost. A child's share is carved out of its spawner's owner the same way and
-//! handed back, with what it spent and holds, at its end; its row is then closed (a
-//! call of its that settles later was charged to the spawner already, as its hold).
+//! change is one statement on a connection of its own (like [`super::quotas`]),
+//! calling a function of [`FUNCTIONS_SQL`] (atomic under autocommit): a call's
+//! reservation adds to `reserved_usd` only `WHERE` what is left covers it — and to the
+//! root's `tokens_reserved` only where the run's token limit allows — and writes a
+//! *hold* (`budget_holds`: amount, holder, expiry); settling the call removes the hold
+//! and moves its amount to spent at the real cost. A child's share is carved out of its
+//! spawner's owner the same way and handed back, with what it spent and holds, at its
+//! end; its row is then closed (a call of its that settles later was charged to the
+//! spawner already, as its hold).
 //!
 //! A worker that dies mid-call leaves its hold: holds are renewed by their process
 //! every heartbeat and one not renewed for [`HOLD_TTL`] is *reclaimed* — counted as
 //! spent whole (the call may have been sent), never handed out again — when its pool
-//! runs short, when its run ends, or by any live process every few heartbeats. Spending is
-//! settled here live, so a run resumed by replay charges nothing again.
+//! runs short, when its run ends, or by any live process every few heartbeats. Spending
+//! is settled here live, so a run resumed by replay charges nothing again.
 
 use super::leases::{HEARTBEAT, Holder, LEASE_TTL};
 use super::{Connection, LedgerError, SqlResult, now_ms};
@@ -134,6 +135,24 @@ BEGIN
      WHERE run_id = p_run AND task_id = p_owner;
 END
 $fn$;
+CREATE OR REPLACE FUNCTION agentflow_budget_reclaim(p_run text, p_now bigint)
+RETURNS integer LANGUAGE plpgsql AS $fn$
+DECLARE
+    stale record;
+    reclaimed integer := 0;
+BEGIN
+    -- Holds not renewed in time (their process stopped), of one run or (NULL) all:
+    -- counted as spent whole.
+    FOR stale IN DELETE FROM budget_holds
+                  WHERE (p_run IS NULL OR run_id = p_run) AND expires_at < p_now
+                  RETURNING run_id, owner_id, usd, tokens LOOP
+        PERFORM agentflow_budget_apply(stale.run_id, stale.owner_id, stale.usd, stale.tokens,
+                                       stale.usd, stale.tokens);
+        reclaimed := reclaimed + 1;
+    END LOOP;
+    RETURN reclaimed;
+END
+$fn$;
 CREATE OR REPLACE FUNCTION agentflow_budget_settle(p_run text, p_owner bigint, p_hold bigint,
     p_usd double precision, p_tokens bigint, p_cost double precision, p_used bigint)
 RETURNS void LANGUAGE plpgsql AS $fn$
@@ -225,24 +244,6 @@ impl SharedBudgets {
         Ok(budgets)
     }
 
-    /// Run `f` in a transaction of its own: committed when it returns `Ok(Ok(_))`,
-    /// rolled back otherwise.
-    fn transaction<T, E>(
-        &self,
-        f: impl FnOnce(&Connection) -> SqlResult<Result<T, E>>,
-    ) -> SqlResult<Result<T, E>> {
-        let conn = self.conn.lock().unwrap();
-        conn.execute_batch("BEGIN")?;
-        let result = f(&conn);
-        let end = if matches!(result, Ok(Ok(_))) {
-            "COMMIT"
-        } else {
-            "ROLLBACK"
-        };
-        conn.execute_batch(end)?;
-        result
-    }
-
     /// Open the root pool of `run_id` (a run starting): `limit` USD, at most `tokens`.
     /// Nothing changes when it is open already.
     pub fn open(&self, run_id: &str, limit: f64, tokens: Option<u64>) -> SqlResult<()> {
@@ -252,11 +253,6 @@ impl SharedBudgets {
             params![run_id, limit, tokens.map(|t| t as i64)],
         )?;
         Ok(())
-    }
-
-    /// Whether `run_id` draws on a shared pool (its root row exists).
-    pub fn is_open(&self, run_id: &str) -> SqlResult<bool> {
-        Ok(self.row(run_id, 1)?.is_some())
     }
 
     /// The numbers of owner `task_id` of `run_id`.
@@ -385,40 +381,25 @@ impl SharedBudgets {
 
     /// Count the holds of `run_id` not renewed in time as spent whole; how many.
     pub fn reclaim(&self, run_id: &str) -> SqlResult<usize> {
-        let reclaimed = self.transaction(|conn| {
-            let stale: Vec<(i64, i64, f64, i64)> = conn
-                .prepare_cached(
-                    "DELETE FROM budget_holds WHERE run_id = ?1 AND expires_at < ?2
-                     RETURNING id, owner_id, usd, tokens",
-                )?
-                .query_map(params![run_id, now_ms()], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-                })?
-                .collect::<SqlResult<_>>()?;
-            for (id, owner, usd, tokens) in &stale {
-                tracing::warn!(run = %run_id, hold = id, usd, "a stopped worker's budget hold counts as spent");
-                let tokens = *tokens as u64;
-                settle_in(conn, run_id, *owner as u64, *usd, tokens, *usd, tokens)?;
-            }
-            Ok(Ok::<_, ()>(stale.len()))
-        })?;
-        Ok(reclaimed.unwrap_or(0))
+        self.reclaim_in(Some(run_id))
     }
 
-    /// [`SharedBudgets::reclaim`] for every run with a stale hold; how many holds.
+    /// [`SharedBudgets::reclaim`] for every run; how many holds.
     pub fn reclaim_everywhere(&self) -> SqlResult<usize> {
-        let runs: Vec<String> = self
+        self.reclaim_in(None)
+    }
+
+    fn reclaim_in(&self, run_id: Option<&str>) -> SqlResult<usize> {
+        let reclaimed: i64 = self
             .conn
             .lock()
             .unwrap()
-            .prepare_cached("SELECT DISTINCT run_id FROM budget_holds WHERE expires_at < ?1")?
-            .query_map([now_ms()], |r| r.get(0))?
-            .collect::<SqlResult<_>>()?;
-        let mut reclaimed = 0;
-        for run_id in runs {
-            reclaimed += self.reclaim(&run_id)?;
+            .prepare_cached("SELECT agentflow_budget_reclaim(?1, ?2)")?
+            .query_row(params![run_id, now_ms()], |r| r.get(0))?;
+        if reclaimed > 0 {
+            tracing::warn!(run = ?run_id, holds = reclaimed, "stopped workers' budget holds count as spent");
         }
-        Ok(reclaimed)
+        Ok(reclaimed as usize)
     }
 
     /// Push the expiry of this process's holds on.
@@ -500,29 +481,4 @@ fn row(conn: &Connection, run_id: &str, task_id: u64) -> SqlResult<Option<PoolRo
         },
     )
     .optional()
-}
-
-/// Free `free_usd` and `free_tokens` reserved on `owner` and the run's token limit,
-/// and charge `add_usd` and `add_tokens` as spent.
-fn settle_in(
-    conn: &Connection,
-    run_id: &str,
-    owner: u64,
-    free_usd: f64,
-    free_tokens: u64,
-    add_usd: f64,
-    add_tokens: u64,
-) -> SqlResult<()> {
-    conn.query_row(
-        "SELECT agentflow_budget_apply(?1, ?2, ?3, ?4, ?5, ?6)",
-        params![
-            run_id,
-            owner as i64,
-            free_usd,
-            free_tokens as i64,
-            add_usd,
-            add_tokens as i64
-        ],
-        |_| Ok(()),
-    )
 }

@@ -61,10 +61,7 @@ impl Host {
             .collect();
         let (tools, _, _mcp) = self.run_tool_set(&stored.tools, &stored.tool_builds)?;
         let mut settings = stored.settings(stored_hash, &self.config);
-        let shared = match self.shared_budgets.get() {
-            Some(budgets) => budgets.is_open(run_id)?,
-            None => false,
-        };
+        let shared = ledger::budgets::has_pool(&reader, run_id)?;
         if !shared {
             // A run without a shared pool offers only children with a share of their
             // own: that share is its whole budget here.

@@ -34,14 +34,11 @@ impl Host {
         if !self.ledger.is_postgres() {
             return None;
         }
-        let has_pool = match self.shared_budgets.get() {
-            Some(budgets) => budgets.is_open(run_id).map_err(anyhow::Error::from),
-            None => self
-                .ledger
-                .with_reader(|conn| ledger::budgets::has_pool(conn, run_id))
-                .map_err(anyhow::Error::from)
-                .and_then(|has| Ok(has?)),
-        };
+        let has_pool = self
+            .ledger
+            .with_reader(|conn| ledger::budgets::has_pool(conn, run_id))
+            .map_err(anyhow::Error::from)
+            .and_then(|has| Ok(has?));
         let connected = match has_pool {
             Ok(false) => return None,
             Ok(true) => match self.shared_budgets.get() {
