@@ -380,7 +380,7 @@ impl Host {
         input: &str,
         detach: bool,
     ) -> anyhow::Result<RunReport> {
-        let slot = run.take_slot().await;
+        let slot = run.take_slot(1).await;
         let start = supervisor::TaskStart {
             id: root,
             depth: 0,
@@ -425,7 +425,7 @@ impl Host {
         let pool = self.shared_pool_of(&run_id);
         let run = RunContext::new(run_id, services, settings);
         if let Some(pool) = pool {
-            run.budget.share(pool);
+            run.share_limits(pool);
         }
         if let Some(sink) = &self.notices {
             run.set_notices(sink.clone());

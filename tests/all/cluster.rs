@@ -229,15 +229,15 @@ fn workers_killed_mid_run_are_taken_over_by_replay_with_each_effect_once() {
     let conn = pg.conn();
     let (mut repeats, mut taken_over) = (0, 0);
     for (id, ws) in ids.iter().zip(&workspaces) {
-        let (status, output, claims): (String, Option<String>, i64) = conn
+        let (status, output, claims, error): (String, Option<String>, i64, Option<String>) = conn
             .query_row(
-                "SELECT r.status, r.output, s.claims FROM runs r JOIN submissions s USING (run_id)
-                 WHERE r.run_id = ?1",
+                "SELECT r.status, r.output, s.claims, r.error FROM runs r
+                   JOIN submissions s USING (run_id) WHERE r.run_id = ?1",
                 [id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
             .unwrap();
-        assert_eq!(status, "completed", "run {id}");
+        assert_eq!(status, "completed", "run {id}: {error:?}");
         assert_eq!(
             output.as_deref(),
             baseline["output"].as_str(),
@@ -1048,7 +1048,7 @@ fn offered_children_are_taken_over_when_their_worker_dies() {
 /// died is sent again by the worker that takes over, and the cloud — which did nothing
 /// the second time — answers `"repeated": true` (the test counts those apart, and checks
 /// each resource was created once).
-fn without_repeat_flags(output: &str) -> String {
+pub(crate) fn without_repeat_flags(output: &str) -> String {
     let (mut out, mut rest) = (String::new(), output);
     while let Some(at) = rest.find("repeated") {
         let after = &rest[at + "repeated".len()..];

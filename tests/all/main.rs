@@ -11,6 +11,7 @@ mod cli;
 mod cli_unix;
 mod cluster;
 mod cluster_budgets;
+mod cluster_trees;
 mod command_validators;
 mod constraints;
 mod dashboard;

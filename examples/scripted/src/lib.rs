@@ -59,6 +59,9 @@ enum Op {
     /// Poll the run's `kv` store until `key` is set (another task's signal), up to
     /// `timeout_ms`; the result is the value, or `null` on timeout.
     WaitKv { key: String, timeout_ms: u64 },
+    /// Wait for every child this script spawned (with `spawn`), in spawn order; the
+    /// result lists their outcomes.
+    WaitAll,
 }
 
 #[derive(Deserialize)]
@@ -194,6 +197,8 @@ fn err(e: Error) -> Value {
 thread_local! {
     /// The conflicts the last `wait_partial` left pending.
     static PENDING: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The children `spawn` made, for `wait_all`.
+    static SPAWNED: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 fn outcome(o: Outcome) -> Value {
@@ -313,9 +318,16 @@ fn execute(op: Op) -> Result<Value, String> {
             .map(|s| json!({ "step": s.step, "context_hash": s.context_hash, "restart_context": s.restart_context }))
             .unwrap_or(Value::Null),
         Op::Spawn(s) => match s.spawn() {
-            Ok(id) => json!({ "ok": id }),
+            Ok(id) => {
+                SPAWNED.with(|all| all.borrow_mut().push(id));
+                json!({ "ok": id })
+            }
             Err(e) => err(e),
         },
+        Op::WaitAll => {
+            let ids = SPAWNED.with(|all| all.borrow().clone());
+            json!(ids.into_iter().map(|id| outcome(tasks::wait(id))).collect::<Vec<_>>())
+        }
         Op::Wait(id) => outcome(tasks::wait(id)),
         Op::WaitPartial(id) => {
             let (o, pending) = tasks::wait_partial(id);

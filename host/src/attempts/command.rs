@@ -41,7 +41,7 @@ pub async fn check(
     input: &str,
     output: &str,
 ) -> Checked {
-    let _slot = run.take_slot().await;
+    let _slot = run.take_slot(task_id).await;
     let (run, spec) = (run.clone(), spec.clone());
     let (input, output) = (input.to_string(), output.to_string());
     let ran =

@@ -99,7 +99,7 @@ pub async fn check(
     });
     // A validator component is a running guest like any other: it takes an execution
     // slot, so `max_concurrent_tasks` bounds validators too.
-    let _slot = run.take_slot().await;
+    let _slot = run.take_slot(task_id).await;
     let stdout = BoundedCapture::new(run.settings.limits.max_stdio_bytes);
     let stderr = BoundedCapture::new(run.settings.limits.max_stdio_bytes);
     let mut store = runner.runtime.new_store(task, stdout, stderr.clone());

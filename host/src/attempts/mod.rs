@@ -111,7 +111,7 @@ pub async fn execute_task(
     agent: Arc<LoadedAgent>,
     input: String,
     mut replay: Option<ReplayStart>,
-    slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    slot: Option<crate::supervisor::shared_limits::TaskSlot>,
 ) -> TaskOutcome {
     if let Err(e) = run
         .ledger
@@ -162,7 +162,7 @@ pub async fn execute_task(
                     nondet,
                     later: Vec::new(),
                 }),
-                slot: run.take_slot().await,
+                slot: run.take_slot(task_id).await,
                 feedback: marker["feedback"].as_str().map(str::to_string),
                 model: marker["model"].as_str().map(str::to_string),
                 temperature: marker["temperature"].as_f64(),
@@ -242,7 +242,7 @@ pub async fn execute_task(
         }
         tracing::info!(run = %run.run_id, task = task_id, attempt = attempt + 1, ?strategy, "retrying after a validation failure");
         setup = AttemptSetup {
-            slot: run.take_slot().await,
+            slot: run.take_slot(task_id).await,
             feedback,
             model,
             temperature,
@@ -293,7 +293,7 @@ async fn after_divergence(
         Some(checkpoint) => {
             let setup = AttemptSetup {
                 restart: Some(checkpoint),
-                slot: run.take_slot().await,
+                slot: run.take_slot(task_id).await,
                 ..Default::default()
             };
             let outcome = run_once(

@@ -125,7 +125,7 @@ pub struct TaskScope {
     /// How children's work is merged into this task's (`[merge]`).
     pub(crate) merge: Arc<MergeConfig>,
     /// The task's execution slot; given back while it waits for a child.
-    pub(crate) slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    pub(crate) slot: Option<crate::supervisor::shared_limits::TaskSlot>,
     /// Conflicts partial joins left pending and the task has not taken yet: waited
     /// for and applied when the task finishes.
     pub(crate) partial_merges: Vec<u64>,

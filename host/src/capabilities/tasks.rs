@@ -249,7 +249,7 @@ impl Host for TasksView<'_> {
             .await
             .map_err(|e| wasmtime::format_err!("cannot take merge {id}: {e:#}"))?;
         if had_slot {
-            self.tasks.slot = run.take_slot().await;
+            self.tasks.slot = run.take_slot(self.site.task_id).await;
         }
         if taken.is_ok() {
             self.tasks.partial_merges.retain(|m| *m != id);
@@ -286,7 +286,7 @@ impl Host for TasksView<'_> {
             .await
             .map_err(|e| wasmtime::format_err!("cannot merge proposals: {e:#}"))?;
         if had_slot {
-            self.tasks.slot = run.take_slot().await;
+            self.tasks.slot = run.take_slot(self.site.task_id).await;
         }
         let response = match &merged {
             Ok(m) => json!({ "text": m.text, "category": m.category, "reasoning": m.reasoning }),
@@ -357,7 +357,7 @@ impl TasksView<'_> {
                 })?;
         }
         if had_slot {
-            self.tasks.slot = run.take_slot().await;
+            self.tasks.slot = run.take_slot(self.site.task_id).await;
         }
         let ok = matches!(outcome, Some(TaskOutcome::Completed(_)));
         if ok {

@@ -228,6 +228,7 @@ impl SharedBudgets {
                     };
                     let renewed = tokio::task::spawn_blocking(move || {
                         budgets.renew_holds()?;
+                        budgets.renew_limits()?;
                         // Now and then, the holds stopped workers left in any run.
                         if beat.is_multiple_of(RECLAIM_EVERY) {
                             budgets.reclaim_everywhere()?;
@@ -244,25 +245,42 @@ impl SharedBudgets {
         Ok(budgets)
     }
 
-    /// Open the root pool of `run_id` (a run starting): `limit` USD, at most `tokens`.
-    /// Nothing changes when it is open already.
+    /// Open the root pool of `run_id` (a run starting): `limit` USD, at most `tokens`;
+    /// and its task counter ([`super::run_limits`]: the root is task 1). Nothing
+    /// changes when it is open already.
     pub fn open(&self, run_id: &str, limit: f64, tokens: Option<u64>) -> SqlResult<()> {
-        self.conn.lock().unwrap().execute(
+        let conn = self.conn();
+        conn.execute(
             "INSERT INTO budget_pools (run_id, task_id, limit_usd, token_limit)
              VALUES (?1, 1, ?2, ?3) ON CONFLICT (run_id, task_id) DO NOTHING",
             params![run_id, limit, tokens.map(|t| t as i64)],
         )?;
+        conn.execute(
+            "INSERT INTO run_counters (run_id, next_task) VALUES (?1, 2)
+             ON CONFLICT (run_id) DO NOTHING",
+            [run_id],
+        )?;
         Ok(())
+    }
+
+    /// The connection, for one statement.
+    pub(super) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap()
+    }
+
+    /// The process whose holds, slots and locks these are.
+    pub(super) fn holder(&self) -> &Holder {
+        &self.holder
     }
 
     /// The numbers of owner `task_id` of `run_id`.
     pub fn row(&self, run_id: &str, task_id: u64) -> SqlResult<Option<PoolRow>> {
-        row(&self.conn.lock().unwrap(), run_id, task_id)
+        row(&self.conn(), run_id, task_id)
     }
 
     /// What the whole run spent (every owner's spending).
     pub fn spent(&self, run_id: &str) -> SqlResult<f64> {
-        self.conn.lock().unwrap().query_row(
+        self.conn().query_row(
             "SELECT COALESCE(SUM(spent_usd), 0) FROM budget_pools WHERE run_id = ?1",
             [run_id],
             |r| r.get(0),
@@ -277,7 +295,7 @@ impl SharedBudgets {
         child: u64,
         share: f64,
     ) -> SqlResult<Result<(), PoolRow>> {
-        let conn = self.conn.lock().unwrap();
+        let conn = self.conn();
         let carved: bool = conn
             .prepare_cached("SELECT agentflow_budget_carve(?1, ?2, ?3, ?4)")?
             .query_row(params![run_id, owner as i64, child as i64, share], |r| {
@@ -326,7 +344,7 @@ impl SharedBudgets {
         usd: f64,
         tokens: u64,
     ) -> SqlResult<Result<i64, Refusal>> {
-        let conn = self.conn.lock().unwrap();
+        let conn = self.conn();
         let hold: i64 = conn
             .prepare_cached("SELECT agentflow_budget_reserve(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")?
             .query_row(
@@ -404,7 +422,7 @@ impl SharedBudgets {
 
     /// Push the expiry of this process's holds on.
     fn renew_holds(&self) -> SqlResult<usize> {
-        self.conn.lock().unwrap().execute(
+        self.conn().execute(
             "UPDATE budget_holds SET expires_at = ?3 WHERE host = ?1 AND pid = ?2",
             params![
                 self.holder.host,

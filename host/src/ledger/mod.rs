@@ -68,6 +68,7 @@ pub mod query_events;
 pub mod quotas;
 mod records;
 pub mod reviews;
+pub mod run_limits;
 pub mod schema;
 mod status;
 pub mod submissions;

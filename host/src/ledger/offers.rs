@@ -60,19 +60,28 @@ impl Writer {
 
     /// Claim the oldest open offer nobody executes, for `holder`. Offers whose task
     /// has ended are closed on the way.
-    pub fn claim_offer(&self, holder: &Holder) -> SqlResult<Option<OfferClaim>> {
+    /// Only offers of the runs `only` names, if given (a draining worker finishes the
+    /// runs in its hands).
+    pub fn claim_offer(
+        &self,
+        holder: &Holder,
+        only: Option<&[String]>,
+    ) -> SqlResult<Option<OfferClaim>> {
         let now = now_ms();
+        let only = only.map(|runs| serde_json::to_string(runs).unwrap_or_else(|_| "[]".into()));
         let candidates = {
             let mut stmt = self.conn.prepare_cached(
                 "SELECT o.run_id, o.task_id, o.claims, o.host, o.pid, o.heartbeat_at, t.status
                  FROM task_offers o
                  LEFT JOIN tasks t ON t.run_id = o.run_id AND t.task_id = o.task_id
                  WHERE o.done_at IS NULL
+                   AND (?2::text IS NULL
+                        OR o.run_id IN (SELECT jsonb_array_elements_text(?2::jsonb)))
                  ORDER BY o.offered_at, o.run_id, o.task_id
                  LIMIT ?1
                  FOR UPDATE OF o SKIP LOCKED",
             )?;
-            stmt.query_map([CANDIDATES], |r| {
+            stmt.query_map(params![CANDIDATES, only], |r| {
                 let holder = match r.get::<_, Option<String>>(3)? {
                     Some(host) => Some((
                         Holder {
@@ -282,4 +291,42 @@ pub fn task_end(
         error,
         spent_usd,
     }))
+}
+
+/// Why an offered task's execution must stop, if it must: the task ended (`"ended"`),
+/// one of its `ancestors` was cancelled (`"cancelled above"`: a cancel reaches a task's
+/// descendants wherever they run), or its run ended (`"run ended"`).
+pub fn cut_off(
+    conn: &super::Connection,
+    run_id: &str,
+    task_id: u64,
+    ancestors: &[u64],
+) -> SqlResult<Option<&'static str>> {
+    if task_end(conn, run_id, task_id)?.is_some() {
+        return Ok(Some("ended"));
+    }
+    let run_open: Option<String> = conn
+        .query_row(
+            "SELECT status FROM runs WHERE run_id = ?1",
+            [run_id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if run_open.is_some_and(|s| s != "running") {
+        return Ok(Some("run ended"));
+    }
+    if ancestors.is_empty() {
+        return Ok(None);
+    }
+    let ids: Vec<String> = ancestors.iter().map(u64::to_string).collect();
+    let cancelled: i64 = conn.query_row(
+        &format!(
+            "SELECT COUNT(*) FROM tasks WHERE run_id = ?1 AND status = 'cancelled'
+               AND task_id IN ({})",
+            ids.join(", ")
+        ),
+        [run_id],
+        |r| r.get(0),
+    )?;
+    Ok((cancelled > 0).then_some("cancelled above"))
 }

@@ -2,11 +2,15 @@
 //! ([`crate::supervisor`]'s `offered`, [`crate::ledger::offers`]).
 //!
 //! The claiming worker builds a context of its own for the task's run — the run's
-//! stored configuration, the task's budget share as its whole budget — replays what
-//! the task recorded before (its previous worker died mid-way) and runs it live from
-//! there, renewing its claim every heartbeat. Its end is recorded like any task's,
-//! which is how the run's worker learns it. If the task ends elsewhere first (its
-//! spawner cancelled it, or the run ended), the execution here stops.
+//! stored configuration and, for a run whose budget, slots, locks and task ids are the
+//! cluster's, its whole task tree as recorded (else the task's budget share as its
+//! whole budget) — replays what the task recorded before (its previous worker died
+//! mid-way) and runs it live from there, renewing its claim every heartbeat. The
+//! children it spawns are offered in turn; those a previous worker spawned and that
+//! are still open are waited for again. Its end is recorded like any task's, which is
+//! how its spawner learns it. If the task ends elsewhere first (its spawner cancelled
+//! it), an ancestor is cancelled or the run ended, the execution here stops and the
+//! task is cancelled with its children — whose own workers then stop theirs.
 
 use crate::Host;
 use crate::ledger;
@@ -31,7 +35,8 @@ impl Host {
     }
 
     /// Execute the offered task `claim` names (claimed by this worker); its outcome,
-    /// or `None` when it ended elsewhere first.
+    /// or `None` when it ended elsewhere first (or was cut off: cancelled above, its
+    /// run ended — then it is cancelled here with everything it spawned).
     pub(crate) async fn execute_offered(
         &self,
         claim: &OfferClaim,
@@ -49,6 +54,7 @@ impl Host {
         if task.status.is_finished() {
             return Ok(None);
         }
+        let ancestors = ancestors(&tasks, id);
         let agent = self.stored_component(&reader, run_id, &task.component_hash, &task.agent)?;
         let input = stored::blob_text(
             &reader,
@@ -71,39 +77,80 @@ impl Host {
             settings.budget_tokens = None;
         }
         let run = self.run_context_with(run_id.to_string(), &stored, tools, settings);
-        if run.budget.is_shared() {
-            // It draws on the run's pool in the database (its own share, or its
-            // spawner's): which one, the run's tasks tell.
-            for t in &tasks {
-                if let Some(parent) = t.parent_id {
-                    let ended = t.status.is_finished();
-                    run.budget.register(parent, t.task_id, t.budget_usd, ended);
-                }
-            }
+        let shared = run.budget.is_shared();
+        if shared {
+            // The whole run as recorded: its ancestors (whose grants hold here too), the
+            // tasks its spawns may depend on; it draws on the run's pool in the database
+            // (its own share, or its spawner's), which one the run's tasks tell.
+            run.restore_tree_to_execute(&tasks);
+        } else {
+            run.restore_tree(std::slice::from_ref(&task));
         }
-        run.restore_tree(std::slice::from_ref(&task));
         // (Nothing, with a shared pool: its calls were settled there when made.)
         stored::charge_recorded(&run.budget, &events);
         let replay = stored::replay_start(events, &reader, &self.ledger)?;
+        // Its children a worker that died before spawned, still open: offered (their
+        // ends are waited for here again) or waiting for their dependencies.
+        let mut resumed = 0;
+        for child in tasks
+            .iter()
+            .filter(|t| t.parent_id == Some(id) && !t.status.is_finished())
+        {
+            let child_agent =
+                self.stored_component(&reader, run_id, &child.component_hash, &child.agent)?;
+            let run_input = match &child.run_input_hash {
+                Some(h) => Some(stored::blob_text(&reader, h)?),
+                None => None,
+            };
+            let child_input = stored::blob_text(&reader, &child.input_hash)?;
+            let nothing = stored::replay_start(Vec::new(), &reader, &self.ledger)?;
+            let agent = child_agent.component_ref();
+            run.resume_task(child, agent, child_input, run_input, nothing);
+            resumed += 1;
+        }
         drop(reader);
-        let start = TaskStart {
-            id,
-            depth: task.depth,
-            agent: agent.component_ref(),
-            input,
-            replay: Some(replay),
-            slot: None,
+        tracing::info!(run = %run_id, task = id, claims = claim.claims, children = resumed, "worker: executing an offered task");
+        let depth = task.depth;
+        let stopped = self
+            .ledger
+            .with_reader(|conn| ledger::offers::cut_off(conn, run_id, id, &ancestors))??;
+        if stopped.is_some() {
+            tracing::info!(run = %run_id, task = id, why = stopped, "worker: the offered task stops before it starts");
+            run.cancel(None, id).await;
+            let run_id = run_id.to_string();
+            self.ledger
+                .write(move |w| w.close_offer(&run_id, id))
+                .await?;
+            return Ok(None);
+        }
+        let executed = async {
+            if shared {
+                // Its locks and execution slot are taken here, from the cluster's rows.
+                return run.run_here(id, depth, agent.component_ref(), input, Some(replay)).await;
+            }
+            // The spawner holds its locks and slot.
+            let start = TaskStart {
+                id,
+                depth,
+                agent: agent.component_ref(),
+                input,
+                replay: Some(replay),
+                slot: None,
+            };
+            let outcome = run.runner.run_task(run.clone(), start).await;
+            if run.finish(id, outcome.clone()).await {
+                run.tell_ended(id, &outcome);
+            }
+            outcome
         };
-        tracing::info!(run = %run_id, task = id, claims = claim.claims, "worker: executing an offered task");
         let outcome = tokio::select! {
-            outcome = run.runner.run_task(run.clone(), start) => Some(outcome),
-            () = self.ended_in_ledger(run_id, id) => None,
+            outcome = executed => Some(outcome),
+            () = self.cut_off(run_id, id, &ancestors) => None,
             () = self.renew_claim(run_id, id) => None,
         };
-        if let Some(outcome) = &outcome
-            && run.finish(id, outcome.clone()).await
-        {
-            run.tell_ended(id, outcome);
+        if outcome.is_none() {
+            // Cancelled as a unit: its children (and through their workers, theirs).
+            run.cancel(None, id).await;
         }
         let run_id = run_id.to_string();
         self.ledger
@@ -112,15 +159,15 @@ impl Host {
         Ok(outcome)
     }
 
-    /// Resolves once task `id` of `run_id` has ended in the ledger.
-    async fn ended_in_ledger(&self, run_id: &str, id: u64) {
+    /// Resolves once task `id` of `run_id` must stop ([`ledger::offers::cut_off`]).
+    async fn cut_off(&self, run_id: &str, id: u64, ancestors: &[u64]) {
         loop {
             self.ledger.changed_within(Duration::from_millis(500)).await;
-            let ended = self
+            let why = self
                 .ledger
-                .with_reader(|conn| ledger::offers::task_end(conn, run_id, id));
-            if let Ok(Ok(Some(end))) = ended {
-                tracing::info!(run = %run_id, task = id, status = %end.status, "worker: the offered task ended elsewhere");
+                .with_reader(|conn| ledger::offers::cut_off(conn, run_id, id, ancestors));
+            if let Ok(Ok(Some(why))) = why {
+                tracing::info!(run = %run_id, task = id, why, "worker: the offered task stops");
                 return;
             }
         }
@@ -143,4 +190,20 @@ impl Host {
             }
         }
     }
+}
+
+/// The ancestors of task `id` among `tasks`, its parent first.
+fn ancestors(tasks: &[ledger::query::ResumeTask], id: u64) -> Vec<u64> {
+    let parents: std::collections::HashMap<u64, Option<u64>> =
+        tasks.iter().map(|t| (t.task_id, t.parent_id)).collect();
+    let mut chain = Vec::new();
+    let mut cur = parents.get(&id).copied().flatten();
+    while let Some(p) = cur {
+        if chain.contains(&p) {
+            break;
+        }
+        chain.push(p);
+        cur = parents.get(&p).copied().flatten();
+    }
+    chain
 }

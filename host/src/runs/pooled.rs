@@ -22,8 +22,7 @@ impl Host {
         let (usd, tokens) = (settings.budget_usd, settings.budget_tokens);
         let opened = budgets.clone();
         tokio::task::spawn_blocking(move || opened.open(&id, usd, tokens)).await??;
-        run.budget
-            .share(SharedPool::new(budgets.clone(), run.run_id.clone()));
+        run.share_limits(SharedPool::new(budgets.clone(), run.run_id.clone()));
         Ok(())
     }
 

@@ -266,6 +266,7 @@ impl Host {
         let text = |hash: &str| stored::blob_text(&reader, hash);
         let mut root = None;
         let mut resumed = 0;
+        let offers_children = run.offers_children();
         for t in &tasks {
             if t.status.is_finished() {
                 continue;
@@ -273,6 +274,9 @@ impl Host {
             let parent_done = t.parent_id.is_some_and(|p| run.is_finished(p));
             if parent_done {
                 continue; // an orphan: cancelled when the run concludes
+            }
+            if offers_children && t.parent_id.is_some_and(|p| p != 1) {
+                continue; // spawned by an offered task: waited for by its worker
             }
             let agent = if t.component_hash == row.component_hash {
                 root_agent.clone()
@@ -299,7 +303,7 @@ impl Host {
         tracing::info!(run = %run_id, children = resumed, root = root.is_some(), "resuming");
         let outcome = match root {
             Some((agent, input, replay)) => {
-                let slot = run.take_slot().await;
+                let slot = run.take_slot(1).await;
                 let start = supervisor::TaskStart {
                     id: 1,
                     depth: 0,

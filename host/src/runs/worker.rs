@@ -39,7 +39,8 @@ pub struct SubmitOptions {
 /// How a worker works.
 #[derive(Clone, Debug)]
 pub struct WorkerOptions {
-    /// Runs executed at once; as many offered tasks are executed beside them.
+    /// Runs executed at once; [`OFFERED_PER_SLOT`] times as many offered tasks are
+    /// executed beside them.
     pub slots: usize,
     /// How long to wait before looking for work again when there was none.
     pub poll: Duration,
@@ -62,6 +63,21 @@ pub struct WorkerSummary {
     /// Runs (and offered tasks) still in hand when the drain ran out: their leases let go, for another
     /// worker to resume by replay at once.
     pub handed_back: u64,
+}
+
+/// Offered tasks executed at once per slot: they mostly wait — for their LLM calls and
+/// for the children they offered in turn — and what executes at once is bounded by
+/// each run's `max_concurrent_tasks`, kept in the cluster's database.
+const OFFERED_PER_SLOT: usize = 16;
+
+/// One run or task of `run_id` less in hand.
+fn let_go(in_hand: &mut std::collections::HashMap<String, usize>, run_id: &str) {
+    if let Some(n) = in_hand.get_mut(run_id) {
+        *n -= 1;
+        if *n == 0 {
+            in_hand.remove(run_id);
+        }
+    }
 }
 
 /// An offered task given up after this many failures to execute it (recorded failed
@@ -126,12 +142,14 @@ pub async fn work(
     let holder = Holder::this_process();
     let mut summary = WorkerSummary::default();
     let mut running = FuturesUnordered::new();
-    // Tasks other workers' runs offered, executed here (as many as `slots`).
+    // Tasks other workers' runs offered, executed here (`OFFERED_PER_SLOT` per slot).
     let mut tasks = FuturesUnordered::new();
     let mut idle_since = Instant::now();
     // Waited after a claim failed (the database unreachable): doubles to 5 s.
     let mut backoff = opts.poll;
     let mut drain_until: Option<tokio::time::Instant> = None;
+    // The runs this worker executes, or executes a task of: how many of each.
+    let mut in_hand: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     tokio::pin!(stop);
     loop {
         while drain_until.is_none() && running.len() < opts.slots.max(1) {
@@ -161,14 +179,30 @@ pub async fn work(
             } else {
                 summary.started += 1;
             }
-            running.push(execute(host, claim));
+            *in_hand.entry(claim.run_id.clone()).or_default() += 1;
+            let run_id = claim.run_id.clone();
+            running.push(async move { (run_id, execute(host, claim).await) });
         }
-        while drain_until.is_none() && tasks.len() < opts.slots.max(1) {
+        while tasks.len() < opts.slots.max(1) * OFFERED_PER_SLOT {
             let holder = holder.clone();
-            match host.ledger().write(move |w| w.claim_offer(&holder)).await {
+            // Draining: only the tasks of the runs in hand, so that they can finish.
+            let only: Option<Vec<String>> = drain_until.map(|_| in_hand.keys().cloned().collect());
+            if only.as_ref().is_some_and(Vec::is_empty) {
+                break;
+            }
+            match host
+                .ledger()
+                .write(move |w| w.claim_offer(&holder, only.as_deref()))
+                .await
+            {
                 Ok(Some(claim)) => {
                     summary.tasks += 1;
-                    tasks.push(execute_task(host, claim));
+                    *in_hand.entry(claim.run_id.clone()).or_default() += 1;
+                    let run_id = claim.run_id.clone();
+                    tasks.push(async move {
+                        execute_task(host, claim).await;
+                        run_id
+                    });
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -192,14 +226,18 @@ pub async fn work(
             }
         };
         tokio::select! {
-            Some(ended) = running.next() => {
+            Some((run_id, ended)) = running.next() => {
                 idle_since = Instant::now();
+                let_go(&mut in_hand, &run_id);
                 match ended {
                     Some(report) if report.status == ledger::Status::Completed => summary.completed += 1,
                     _ => summary.failed += 1,
                 }
             }
-            Some(()) = tasks.next() => idle_since = Instant::now(),
+            Some(run_id) = tasks.next() => {
+                idle_since = Instant::now();
+                let_go(&mut in_hand, &run_id);
+            }
             () = &mut stop, if drain_until.is_none() => {
                 tracing::info!(runs = running.len(), drain = ?opts.drain, "worker: stopping: no more claims, draining");
                 drain_until = Some(tokio::time::Instant::now() + opts.drain);

@@ -51,7 +51,7 @@ pub struct Attempt {
 pub struct AttemptSetup {
     pub replay: Option<ReplayStart>,
     pub restart: Option<Restart>,
-    pub slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    pub slot: Option<crate::supervisor::shared_limits::TaskSlot>,
     pub feedback: Option<String>,
     pub model: Option<String>,
     /// The temperature every LLM call of the attempt is made at (a `temperature` retry).

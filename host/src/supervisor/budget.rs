@@ -185,6 +185,11 @@ impl Budget {
         self.2.get().is_some()
     }
 
+    /// The cluster's shared pool the numbers live in, if they do.
+    pub fn pool(&self) -> Option<&SharedPool> {
+        self.2.get()
+    }
+
     /// The owner `task` draws on.
     pub(super) fn owner_of(&self, task: u64) -> u64 {
         Self::owner(&self.0.lock().unwrap(), task)

@@ -15,6 +15,7 @@ pub mod limits;
 pub mod llm_attempts;
 mod offered;
 pub mod shared_budget;
+pub mod shared_limits;
 mod spawn;
 mod start;
 mod tree;
@@ -34,7 +35,7 @@ use limits::Limits;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{Semaphore, watch};
 
 /// A component a task runs, as the supervisor knows it: its name and content. Its
 /// compiled form belongs to the runtime ([`crate::runtime::Runtime::get`]).
@@ -57,7 +58,7 @@ pub struct TaskStart {
     /// The task's record to replay first, when resuming.
     pub replay: Option<ReplayStart>,
     /// Its execution slot, already taken.
-    pub slot: Option<OwnedSemaphorePermit>,
+    pub slot: Option<shared_limits::TaskSlot>,
 }
 
 /// What runs tasks for the supervisor. Implemented above it ([`crate::attempts`]), so

@@ -33,13 +33,24 @@ impl RunContext {
         }
     }
 
-    /// Whether task `id` at `depth` is offered rather than run here.
+    /// Whether every child of this run is offered to the cluster's workers (a
+    /// worker's run whose limits are the cluster's).
+    pub fn offers_children(&self) -> bool {
+        self.offers_tasks.load(Ordering::Relaxed) && self.budget.is_shared()
+    }
+
+    /// Whether task `id` at `depth` is offered rather than run here: every child of a
+    /// run whose budget, slots, locks and task ids are the cluster's (a worker's run,
+    /// [`super::shared_limits`]); of a run without (resumed from a host before shared
+    /// pools), only a child at the deepest level (it spawns nothing) with a share of its
+    /// own, when the run has no token limit.
     pub(super) fn runs_apart(&self, id: u64, depth: u32) -> bool {
         id != 1
             && self.offers_tasks.load(Ordering::Relaxed)
-            && depth >= self.settings.limits.max_depth
             && (self.budget.is_shared()
-                || (self.settings.budget_tokens.is_none() && self.budget.own_share(id).is_some()))
+                || (depth >= self.settings.limits.max_depth
+                    && self.settings.budget_tokens.is_none()
+                    && self.budget.own_share(id).is_some()))
     }
 
     /// Offer task `id`, to run on `input`, and wait for its end, recorded by the
@@ -82,6 +93,45 @@ impl RunContext {
             }
             self.ledger.changed_within(pause).await;
             pause = (pause * 2).min(MOST_PATIENT_POLL);
+        }
+    }
+}
+
+impl RunContext {
+    /// Keep this run's budget, slots, locks and task ids in the cluster's `pool`
+    /// ([`super::shared_limits`]), and from now on learn from the ledger the ends of
+    /// the tasks other workers drive that a task here waits for.
+    pub fn share_limits(self: &Arc<Self>, pool: super::shared_budget::SharedPool) {
+        self.budget.share(pool);
+        let weak = Arc::downgrade(self);
+        let ledger = self.ledger.clone();
+        tokio::spawn(async move {
+            loop {
+                ledger.changed_within(MOST_PATIENT_POLL).await;
+                let Some(run) = weak.upgrade() else {
+                    return;
+                };
+                run.learn_ends_elsewhere();
+            }
+        });
+    }
+
+    /// Read the ends of the watched tasks other workers drive from the ledger, and
+    /// wake whoever waits for those that ended.
+    fn learn_ends_elsewhere(&self) {
+        let ids: Vec<u64> = self.tree.lock().unwrap().elsewhere.iter().copied().collect();
+        for id in ids {
+            let end = self
+                .ledger
+                .with_reader(|conn| offers::task_end(conn, &self.run_id, id));
+            let Ok(Ok(Some(end))) = end else { continue };
+            let mut tree = self.tree.lock().unwrap();
+            tree.elsewhere.remove(&id);
+            if let Some(node) = tree.nodes.get(&id)
+                && node.outcome.borrow().is_none()
+            {
+                node.outcome.send_replace(Some(outcome_of(end)));
+            }
         }
     }
 }

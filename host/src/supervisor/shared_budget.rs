@@ -16,8 +16,8 @@ use std::sync::Arc;
 /// One run's numbers in the shared pool.
 #[derive(Clone)]
 pub struct SharedPool {
-    budgets: Arc<SharedBudgets>,
-    run_id: String,
+    pub(super) budgets: Arc<SharedBudgets>,
+    pub(super) run_id: String,
 }
 
 impl std::fmt::Debug for SharedPool {

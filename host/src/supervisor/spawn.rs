@@ -10,6 +10,7 @@ use super::start::Approval;
 use super::tree::{TaskNode, TaskTree};
 use super::{ComponentRef, RunContext, constraints};
 use crate::ledger::NewTask;
+use crate::ledger::run_limits::TaskClaim;
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -233,12 +234,11 @@ impl RunContext {
                         "task {dep_id} is an ancestor of the spawner: depending on it would deadlock"
                     )));
                 }
-                if !matches!(d, Dependency::ExclusiveWith(_)) {
-                    deps.push((
-                        dep_id,
-                        matches!(d, Dependency::DataFrom(_)),
-                        node.outcome.subscribe(),
-                    ));
+                let _ = node;
+                if !matches!(d, Dependency::ExclusiveWith(_))
+                    && let Some(rx) = tree.watch(dep_id, self.budget.is_shared())
+                {
+                    deps.push((dep_id, matches!(d, Dependency::DataFrom(_)), rx));
                 }
             }
             // The agent's name, which its grants are looked up by: the `[agents]` name
@@ -250,11 +250,18 @@ impl RunContext {
                     .get(&parent)
                     .map_or_else(|| agent.name.clone(), |n| n.agent.clone()),
             };
-            let id = tree.next_id;
-            self.budget
-                .add_child(parent, id, req.budget_usd)
-                .map_err(|e| SpawnRefusal::BudgetExceeded(e.to_string()))?;
-            tree.next_id += 1;
+            let id = match self.budget.pool() {
+                None => tree.next_id,
+                // Spawns on other workers claim ids and duplicate keys of this run too.
+                Some(pool) => self.claim_shared_id(pool, &req, &norm)?,
+            };
+            if let Err(e) = self.budget.add_child(parent, id, req.budget_usd) {
+                if let Some(pool) = self.budget.pool() {
+                    pool.unclaim_task(id);
+                }
+                return Err(SpawnRefusal::BudgetExceeded(e.to_string()));
+            }
+            tree.next_id = tree.next_id.max(id + 1);
             tree.nodes.insert(
                 id,
                 TaskNode {
@@ -345,6 +352,9 @@ impl RunContext {
         if let Err(e) = recorded {
             self.tree.lock().unwrap().nodes.remove(&id);
             self.budget.close_child(id);
+            if let Some(pool) = self.budget.pool() {
+                pool.unclaim_task(id);
+            }
             return Err(SpawnRefusal::InvalidRequest(format!("ledger: {e}")));
         }
         crate::ledger::fault::point("spawn-created");
@@ -421,6 +431,34 @@ impl RunContext {
         Ok(())
     }
 
+    /// A new task's id from the cluster's counter of this run, where its duplicate
+    /// checks and task limit are made again against the tasks spawned on every worker
+    /// (the tree here knows only those spawned or recorded before it was restored).
+    fn claim_shared_id(
+        &self,
+        pool: &super::shared_budget::SharedPool,
+        req: &SpawnRequest,
+        norm: &str,
+    ) -> Result<u64, SpawnRefusal> {
+        let description = format!("d:{norm}");
+        let mut keys = vec![description.clone()];
+        let check = match &req.dedup_key {
+            Some(key) => {
+                keys.push(format!("k:{key}"));
+                vec![format!("k:{key}")]
+            }
+            None if self.settings.constraints.dedup_descriptions => vec![description],
+            None => Vec::new(),
+        };
+        let max = u64::from(self.settings.limits.max_tasks);
+        match pool.claim_task(&check, &keys, max) {
+            Ok(TaskClaim::Id(id)) => Ok(id),
+            Ok(TaskClaim::Duplicate(of)) => Err(SpawnRefusal::DuplicateTask(of)),
+            Ok(TaskClaim::Full) => Err(SpawnRefusal::TooManyTasks(self.settings.limits.max_tasks)),
+            Err(e) => Err(SpawnRefusal::ResourceExhausted(e)),
+        }
+    }
+
     /// The run's task count stays within `limits.max_tasks` (part of 2).
     fn check_task_count(&self, tree: &TaskTree) -> Result<(), SpawnRefusal> {
         if tree.nodes.len() as u64 >= self.settings.limits.max_tasks as u64 {
@@ -432,7 +470,12 @@ impl RunContext {
     /// Check 3, concurrency: over `max_concurrent_tasks` the child is queued, unless it
     /// asked to fail fast.
     fn check_concurrency(&self, req: &SpawnRequest) -> Result<(), SpawnRefusal> {
-        if req.fail_fast && self.slots.available_permits() == 0 {
+        let max = self.settings.constraints.max_concurrent_tasks.max(1);
+        let full = match self.budget.pool() {
+            Some(pool) => req.fail_fast && pool.slots_full(u64::from(max)),
+            None => req.fail_fast && self.slots.available_permits() == 0,
+        };
+        if full {
             return Err(SpawnRefusal::ResourceExhausted(format!(
                 "all {} task slots are busy (constraints.max_concurrent_tasks)",
                 self.settings.constraints.max_concurrent_tasks

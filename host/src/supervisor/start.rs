@@ -9,7 +9,18 @@ use super::tree::TaskNode;
 use super::{ComponentRef, ReplayStart, RunContext, TaskOutcome, TaskStart};
 use crate::ledger::{ApprovalStatus, Status};
 use std::sync::Arc;
-use tokio::sync::{OwnedSemaphorePermit, watch};
+use super::shared_limits::{SharedLock, TaskSlot};
+use std::time::Duration;
+use tokio::sync::{OwnedMutexGuard, watch};
+
+/// Longest pause between two looks at a shared slot or lock that was busy.
+const MOST_PATIENT_POLL: Duration = Duration::from_millis(250);
+
+/// A lock a task holds while it runs, let go of when dropped.
+enum HeldLock {
+    Local(#[allow(dead_code)] OwnedMutexGuard<()>),
+    Shared(#[allow(dead_code)] SharedLock),
+}
 
 /// Whether a task may have to wait for a human before it starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,9 +93,59 @@ impl RunContext {
         }
     }
 
-    /// Take a task slot (queueing when all are busy).
-    pub async fn take_slot(&self) -> Option<OwnedSemaphorePermit> {
-        self.slots.clone().acquire_owned().await.ok()
+    /// Take a task slot for task `task` (queueing when all are busy): one of the
+    /// run's semaphore here, or of the cluster's rows for a run whose tasks execute on
+    /// several workers ([`super::shared_limits`]).
+    pub async fn take_slot(&self, task: u64) -> Option<TaskSlot> {
+        let Some(pool) = self.budget.pool() else {
+            let permit = self.slots.clone().acquire_owned().await.ok()?;
+            return Some(TaskSlot::local(permit));
+        };
+        let max = u64::from(self.settings.constraints.max_concurrent_tasks.max(1));
+        let mut pause = Duration::from_millis(10);
+        loop {
+            if let Some(slot) = pool.try_slot(task, max) {
+                return Some(slot);
+            }
+            self.ledger.changed_within(pause).await;
+            pause = (pause * 2).min(MOST_PATIENT_POLL);
+        }
+    }
+
+    /// Take the locks `names` (sorted) for task `id`, waiting for their holders.
+    async fn take_locks(&self, id: u64, names: &[String]) -> Vec<HeldLock> {
+        let mut held = Vec::new();
+        for name in names {
+            let Some(pool) = self.budget.pool() else {
+                let lock = self.lock_for(name);
+                let guard = match lock.clone().try_lock_owned() {
+                    Ok(guard) => guard,
+                    Err(_) => {
+                        // Blocked on the holder: while it waits for a human (a review,
+                        // a conflict), so does this task.
+                        let _blocked =
+                            self.lock_holder(name).map(|h| self.blocked_on(id, vec![h]));
+                        lock.lock_owned().await
+                    }
+                };
+                self.hold_lock(name, id);
+                held.push(HeldLock::Local(guard));
+                continue;
+            };
+            let mut pause = Duration::from_millis(10);
+            let lock = loop {
+                match pool.try_lock(name, id) {
+                    Ok(lock) => break lock,
+                    Err(holder) => {
+                        let _blocked = holder.map(|h| self.blocked_on(id, vec![h]));
+                        self.ledger.changed_within(pause).await;
+                        pause = (pause * 2).min(MOST_PATIENT_POLL);
+                    }
+                }
+            };
+            held.push(HeldLock::Shared(lock));
+        }
+        held
     }
 
     /// Start task `id` on its own tokio task: wait for its dependencies (and for a
@@ -105,6 +166,7 @@ impl RunContext {
     ) {
         let run = self.clone();
         self.mark_live(id);
+        self.tree.lock().unwrap().here.insert(id);
         let handle = tokio::spawn(async move {
             let mut input = input;
             let deps: Vec<u64> = rx_deps.iter().map(|(dep, _, _)| *dep).collect();
@@ -142,70 +204,87 @@ impl RunContext {
                 run.finish(id, outcome).await;
                 return;
             }
-            // Shared resources and mutual exclusion: every lock in name order (no
-            // deadlock between tasks), including this task's own.
-            let mut names = run
-                .tree
-                .lock()
-                .unwrap()
-                .resources
-                .get(&id)
-                .cloned()
-                .unwrap_or_default();
-            names.push(format!("task:{id}"));
-            names.sort();
-            names.dedup();
-            let mut guards = Vec::new();
-            for name in &names {
-                let lock = run.lock_for(name);
-                let guard = match lock.clone().try_lock_owned() {
-                    Ok(guard) => guard,
-                    Err(_) => {
-                        // Blocked on the holder: while it waits for a human (a review,
-                        // a conflict), so does this task.
-                        let _blocked = run.lock_holder(name).map(|h| run.blocked_on(id, vec![h]));
-                        lock.lock_owned().await
-                    }
-                };
-                run.hold_lock(name, id);
-                guards.push(guard);
-            }
-            let slot = run.take_slot().await;
-            if run.runs_apart(id, depth) {
-                // Another worker executes it and records its end ([`super::offered`]),
-                // on the input composed here (its dependencies' outputs included).
-                let input = run_input.unwrap_or(input);
+            let input = run_input.unwrap_or(input);
+            if run.budget.is_shared() && run.runs_apart(id, depth) {
+                // Another worker executes it — taking its locks and slot there — and
+                // records its end ([`super::offered`]), on the input composed here
+                // (its dependencies' outputs included).
                 let outcome = run.run_apart(id, input).await;
-                drop(slot);
-                run.release_locks(&names, id);
-                drop(guards);
                 run.ended_elsewhere(id, outcome).await;
                 return;
             }
-            let input = run_input.unwrap_or(input);
-            let start = TaskStart {
-                id,
-                depth,
-                agent,
-                input,
-                replay,
-                slot,
-            };
-            let outcome = run.runner.run_task(run.clone(), start).await;
-            run.release_locks(&names, id);
-            drop(guards);
-            if run.finish(id, outcome.clone()).await {
-                run.tell_ended(id, &outcome);
-            }
+            run.run_here(id, depth, agent, input, replay).await;
         });
         if let Some(node) = self.tree.lock().unwrap().nodes.get_mut(&id) {
             node.abort = Some(handle.abort_handle());
         }
     }
 
+    /// Run task `id` here, its dependencies and approval behind it: take its locks
+    /// (shared resources, mutual exclusion: every one in name order, so no deadlock
+    /// between tasks, its own included) and an execution slot, run it, record its end.
+    /// A child offered to the cluster by a run without a shared pool is offered
+    /// holding them, and its end is recorded by the worker that executes it.
+    pub(crate) async fn run_here(
+        self: &Arc<Self>,
+        id: u64,
+        depth: u32,
+        agent: ComponentRef,
+        input: String,
+        replay: Option<ReplayStart>,
+    ) -> TaskOutcome {
+        let mut names = self
+            .tree
+            .lock()
+            .unwrap()
+            .resources
+            .get(&id)
+            .cloned()
+            .unwrap_or_default();
+        names.push(format!("task:{id}"));
+        names.sort();
+        names.dedup();
+        let locks = self.take_locks(id, &names).await;
+        let slot = self.take_slot(id).await;
+        if !self.budget.is_shared() && self.runs_apart(id, depth) {
+            let outcome = self.run_apart(id, input).await;
+            drop(slot);
+            self.release_locks(&names, id);
+            drop(locks);
+            self.ended_elsewhere(id, outcome.clone()).await;
+            return outcome;
+        }
+        let start = TaskStart {
+            id,
+            depth,
+            agent,
+            input,
+            replay,
+            slot,
+        };
+        let outcome = self.runner.run_task(self.clone(), start).await;
+        self.release_locks(&names, id);
+        drop(locks);
+        if self.finish(id, outcome.clone()).await {
+            self.tell_ended(id, &outcome);
+        }
+        outcome
+    }
+
     /// Rebuild the task tree of a run being resumed: every task of the ledger, with
-    /// the outcome of those that finished.
+    /// the outcome of those that finished (the shares of those that ended handed back).
     pub fn restore_tree(&self, tasks: &[crate::ledger::query::ResumeTask]) {
+        self.restore_nodes(tasks, true);
+    }
+
+    /// [`RunContext::restore_tree`] for a worker executing one task of a run whose
+    /// budget is the cluster's: the budget only learns which owner each task draws on
+    /// (the run's own worker hands shares back).
+    pub fn restore_tree_to_execute(&self, tasks: &[crate::ledger::query::ResumeTask]) {
+        self.restore_nodes(tasks, false);
+    }
+
+    fn restore_nodes(&self, tasks: &[crate::ledger::query::ResumeTask], hand_back: bool) {
         let mut tree = self.tree.lock().unwrap();
         for t in tasks {
             let outcome = match t.status {
@@ -238,8 +317,13 @@ impl RunContext {
                 tree.descriptions
                     .entry(constraints::normalise(&t.description))
                     .or_insert(t.task_id);
-                self.budget
-                    .restore_child(parent, t.task_id, t.budget_usd, outcome_known);
+                if hand_back {
+                    self.budget
+                        .restore_child(parent, t.task_id, t.budget_usd, outcome_known);
+                } else {
+                    self.budget
+                        .register(parent, t.task_id, t.budget_usd, outcome_known);
+                }
             }
             if let Some(ms) = t.timeout_ms {
                 tree.timeouts.insert(t.task_id, ms);
@@ -268,7 +352,8 @@ impl RunContext {
         replay: ReplayStart,
     ) {
         let rx_deps = {
-            let tree = self.tree.lock().unwrap();
+            let mut tree = self.tree.lock().unwrap();
+            let shared = self.budget.is_shared();
             parse_deps(&task.depends_on)
                 .into_iter()
                 .filter_map(|d| {
@@ -277,9 +362,7 @@ impl RunContext {
                         Dependency::DataFrom(i) => (i, true),
                         Dependency::ExclusiveWith(_) => return None,
                     };
-                    tree.nodes
-                        .get(&dep)
-                        .map(|n| (dep, data, n.outcome.subscribe()))
+                    tree.watch(dep, shared).map(|rx| (dep, data, rx))
                 })
                 .collect()
         };

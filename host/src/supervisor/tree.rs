@@ -42,9 +42,30 @@ pub(super) struct TaskTree {
     pub(super) stored_components: HashSet<String>,
     /// Tasks offered to other workers ([`super::offered`]) whose end is not known here.
     pub(super) offered: HashSet<u64>,
+    /// Tasks started by this process: their ends are recorded, or learned, here.
+    pub(super) here: HashSet<u64>,
+    /// Tasks other processes drive that a task here waits for: their ends are read
+    /// from the ledger ([`RunContext::watch_ends_elsewhere`]).
+    pub(super) elsewhere: HashSet<u64>,
 }
 
 impl TaskTree {
+    /// A receiver of task `id`'s outcome, if the task is known. In a run whose tasks
+    /// execute on several workers (`shared`), an open task not started here is one
+    /// whose end only the ledger tells: it is watched there.
+    pub(super) fn watch(
+        &mut self,
+        id: u64,
+        shared: bool,
+    ) -> Option<watch::Receiver<Option<TaskOutcome>>> {
+        let node = self.nodes.get(&id)?;
+        let rx = node.outcome.subscribe();
+        if shared && rx.borrow().is_none() && !self.here.contains(&id) {
+            self.elsewhere.insert(id);
+        }
+        Some(rx)
+    }
+
     pub(super) fn is_ancestor_or_self(&self, candidate: u64, of: u64) -> bool {
         let mut cur = Some(of);
         while let Some(id) = cur {
@@ -271,11 +292,11 @@ impl RunContext {
     /// or one of its ancestors, which would deadlock).
     pub async fn wait(&self, caller: u64, id: u64) -> Option<TaskOutcome> {
         let mut rx = {
-            let tree = self.tree.lock().unwrap();
+            let mut tree = self.tree.lock().unwrap();
             if !tree.nodes.contains_key(&id) || tree.is_ancestor_or_self(id, caller) {
                 return None;
             }
-            tree.nodes[&id].outcome.subscribe()
+            tree.watch(id, self.budget.is_shared())?
         };
         // Blocked on `id`: while it waits for a human, so does the caller's wall clock.
         let _blocked = self.blocked_on(caller, vec![id]);

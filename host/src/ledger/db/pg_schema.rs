@@ -20,9 +20,10 @@ const SCHEMA_LOCK: i64 = 0x6167_656e_7466_6c6f; // "agentflo"
 /// The tables only a cluster uses (SQLite ledgers have none): created with the schema,
 /// and — being new in a release that kept the schema's version — checked for at every
 /// start (each creates only what is missing).
-const CLUSTER_TABLES: [&str; 4] = [
+const CLUSTER_TABLES: [&str; 5] = [
     crate::ledger::submissions::TABLE_SQL,
     crate::ledger::budgets::TABLE_SQL,
+    crate::ledger::run_limits::TABLE_SQL,
     crate::ledger::quotas::TABLE_SQL,
     crate::ledger::offers::TABLE_SQL,
 ];
@@ -102,7 +103,8 @@ fn create_or_check(conn: &PgConnection, url: &str) -> Result<(), LedgerError> {
     create_or_check_tables(conn, url)?;
     // The shared budgets' statements, new in a release that kept the schema's version:
     // replaced at every start (under the lock above), after their tables.
-    Ok(conn.execute_batch(crate::ledger::budgets::FUNCTIONS_SQL)?)
+    conn.execute_batch(crate::ledger::budgets::FUNCTIONS_SQL)?;
+    Ok(conn.execute_batch(crate::ledger::run_limits::FUNCTIONS_SQL)?)
 }
 
 fn create_or_check_tables(conn: &PgConnection, url: &str) -> Result<(), LedgerError> {

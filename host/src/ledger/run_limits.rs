@@ -1,0 +1,286 @@
+//! A cluster run's limits beside its budget (PostgreSQL ledgers only): the run's
+//! task ids and duplicate keys, its execution slots (`max_concurrent_tasks`) and its
+//! locks (shared resources, mutual exclusion) as rows, so tasks of one run spawning
+//! and executing on several workers share them atomically.
+//!
+//! - `run_counters`: one row per run, the next task id. Every spawn of the run claims
+//!   its id here (`agentflow_task_claim`, one statement under the row's lock), checking
+//!   and recording its duplicate keys (`run_dedup`: the dedup key, the normalised
+//!   description) and the run's task limit in the same statement.
+//! - `run_slots`: one row per execution slot in use (task, holder process, expiry);
+//!   `agentflow_slot_take` counts the live ones under the run's counter lock and
+//!   adds one only below the limit.
+//! - `run_locks`: one row per lock held (name, task, holder process, expiry), taken
+//!   with a conditional upsert.
+//!
+//! Slots and locks are renewed by their process every heartbeat, with its budget
+//! holds ([`super::budgets`]); those of a process that stopped expire after
+//! [`super::budgets::HOLD_TTL`] and are free again (the task that held them is
+//! resumed elsewhere and takes them anew). Letting go announces a change, so
+//! waiters on other workers look again at once.
+
+use super::budgets::{HOLD_TTL, SharedBudgets};
+use super::{SqlResult, now_ms};
+use rusqlite::{OptionalExtension, params};
+
+/// The tables, in SQLite's dialect (translated for PostgreSQL with the rest of the
+/// schema, [`super::db`]).
+pub const TABLE_SQL: &str = "CREATE TABLE IF NOT EXISTS run_counters (
+    run_id    TEXT    NOT NULL PRIMARY KEY,
+    next_task INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS run_dedup (
+    run_id  TEXT    NOT NULL,
+    key     TEXT    NOT NULL,
+    task_id INTEGER NOT NULL,
+    PRIMARY KEY (run_id, key)
+);
+CREATE TABLE IF NOT EXISTS run_slots (
+    id         INTEGER PRIMARY KEY,
+    run_id     TEXT    NOT NULL,
+    task_id    INTEGER NOT NULL,
+    host       TEXT    NOT NULL,
+    pid        INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS run_slots_by_run ON run_slots(run_id, expires_at);
+CREATE TABLE IF NOT EXISTS run_locks (
+    run_id     TEXT    NOT NULL,
+    name       TEXT    NOT NULL,
+    task_id    INTEGER NOT NULL,
+    host       TEXT    NOT NULL,
+    pid        INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (run_id, name)
+)";
+
+/// Claiming a task id and taking a slot, each one statement. `agentflow_task_claim`
+/// returns the new id, or minus the task a check key belongs to, or 0 (the run has its
+/// `p_max` tasks). A run without a counter row (its pool opened by an older host) gets
+/// one from its recorded tasks and dedup keys. `agentflow_slot_take` returns the slot's
+/// id, or -1 when `p_max` are in use.
+pub const FUNCTIONS_SQL: &str = r#"
+CREATE OR REPLACE FUNCTION agentflow_run_counter(p_run text) RETURNS bigint
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_next bigint;
+BEGIN
+    SELECT next_task INTO v_next FROM run_counters WHERE run_id = p_run FOR UPDATE;
+    IF NOT FOUND THEN
+        INSERT INTO run_counters (run_id, next_task)
+        SELECT p_run, COALESCE(MAX(task_id), 0) + 1 FROM tasks WHERE run_id = p_run
+        ON CONFLICT (run_id) DO NOTHING;
+        INSERT INTO run_dedup (run_id, key, task_id)
+        SELECT p_run, 'k:' || dedup_key, MIN(task_id) FROM tasks
+         WHERE run_id = p_run AND dedup_key IS NOT NULL GROUP BY dedup_key
+        ON CONFLICT DO NOTHING;
+        SELECT next_task INTO v_next FROM run_counters WHERE run_id = p_run FOR UPDATE;
+    END IF;
+    RETURN v_next;
+END
+$fn$;
+CREATE OR REPLACE FUNCTION agentflow_task_claim(p_run text, p_check text, p_keys text,
+    p_max bigint)
+RETURNS bigint LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_next bigint;
+    dup bigint;
+BEGIN
+    v_next := agentflow_run_counter(p_run);
+    SELECT task_id INTO dup FROM run_dedup
+     WHERE run_id = p_run AND key IN (SELECT jsonb_array_elements_text(p_check::jsonb))
+     LIMIT 1;
+    IF FOUND THEN
+        RETURN -dup;
+    END IF;
+    IF v_next > p_max THEN
+        RETURN 0;
+    END IF;
+    UPDATE run_counters SET next_task = v_next + 1 WHERE run_id = p_run;
+    INSERT INTO run_dedup (run_id, key, task_id)
+    SELECT p_run, k, v_next FROM jsonb_array_elements_text(p_keys::jsonb) AS k
+    ON CONFLICT DO NOTHING;
+    RETURN v_next;
+END
+$fn$;
+CREATE OR REPLACE FUNCTION agentflow_slot_take(p_run text, p_task bigint, p_max bigint,
+    p_host text, p_pid bigint, p_now bigint, p_expires bigint)
+RETURNS bigint LANGUAGE plpgsql AS $fn$
+DECLARE
+    used bigint;
+    slot bigint;
+BEGIN
+    PERFORM agentflow_run_counter(p_run);
+    DELETE FROM run_slots WHERE run_id = p_run AND expires_at < p_now;
+    SELECT COUNT(*) INTO used FROM run_slots WHERE run_id = p_run;
+    IF used >= p_max THEN
+        RETURN -1;
+    END IF;
+    INSERT INTO run_slots (run_id, task_id, host, pid, expires_at)
+    VALUES (p_run, p_task, p_host, p_pid, p_expires) RETURNING id INTO slot;
+    RETURN slot;
+END
+$fn$;
+"#;
+
+/// What claiming a task id found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TaskClaim {
+    /// The new task's id.
+    Id(u64),
+    /// A check key belongs to this task already.
+    Duplicate(u64),
+    /// The run has its maximum of tasks.
+    Full,
+}
+
+impl SharedBudgets {
+    /// Claim the next task id of `run_id`, unless a key of `check` is taken or the run
+    /// has `max_tasks` tasks; `keys` are recorded as the new task's.
+    pub fn claim_task(
+        &self,
+        run_id: &str,
+        check: &[String],
+        keys: &[String],
+        max_tasks: u64,
+    ) -> SqlResult<TaskClaim> {
+        let json = |keys: &[String]| serde_json::to_string(keys).unwrap_or_else(|_| "[]".into());
+        let claimed: i64 = self
+            .conn()
+            .prepare_cached("SELECT agentflow_task_claim(?1, ?2, ?3, ?4)")?
+            .query_row(
+                params![run_id, json(check), json(keys), max_tasks as i64],
+                |r| r.get(0),
+            )?;
+        Ok(match claimed {
+            0 => TaskClaim::Full,
+            n if n < 0 => TaskClaim::Duplicate(n.unsigned_abs()),
+            n => TaskClaim::Id(n as u64),
+        })
+    }
+
+    /// Task `task_id` of `run_id` was not created after all: its keys are free again.
+    pub fn unclaim_task(&self, run_id: &str, task_id: u64) -> SqlResult<()> {
+        self.conn().execute(
+            "DELETE FROM run_dedup WHERE run_id = ?1 AND task_id = ?2",
+            params![run_id, task_id as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Take an execution slot of `run_id` for `task`, if fewer than `max` are in use:
+    /// the slot's id.
+    pub fn take_slot(&self, run_id: &str, task: u64, max: u64) -> SqlResult<Option<i64>> {
+        let holder = self.holder();
+        let now = now_ms();
+        let slot: i64 = self
+            .conn()
+            .prepare_cached("SELECT agentflow_slot_take(?1, ?2, ?3, ?4, ?5, ?6, ?7)")?
+            .query_row(
+                params![
+                    run_id,
+                    task as i64,
+                    max as i64,
+                    holder.host,
+                    holder.pid as i64,
+                    now,
+                    now + HOLD_TTL.as_millis() as i64
+                ],
+                |r| r.get(0),
+            )?;
+        Ok((slot >= 0).then_some(slot))
+    }
+
+    /// How many execution slots of `run_id` are in use.
+    pub fn slots_in_use(&self, run_id: &str) -> SqlResult<u64> {
+        let n: i64 = self.conn().query_row(
+            "SELECT COUNT(*) FROM run_slots WHERE run_id = ?1 AND expires_at >= ?2",
+            params![run_id, now_ms()],
+            |r| r.get(0),
+        )?;
+        Ok(n as u64)
+    }
+
+    /// Let go of slot `slot`.
+    pub fn release_slot(&self, slot: i64) -> SqlResult<()> {
+        let conn = self.conn();
+        conn.execute("DELETE FROM run_slots WHERE id = ?1", [slot])?;
+        announce(&conn)
+    }
+
+    /// Take lock `name` of `run_id` for `task`: `None` when taken, else the task that
+    /// holds it.
+    pub fn take_lock(&self, run_id: &str, name: &str, task: u64) -> SqlResult<Option<u64>> {
+        let holder = self.holder();
+        let now = now_ms();
+        let conn = self.conn();
+        let taken = conn
+            .prepare_cached(
+                "INSERT INTO run_locks (run_id, name, task_id, host, pid, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (run_id, name) DO UPDATE
+                    SET task_id = excluded.task_id, host = excluded.host, pid = excluded.pid,
+                        expires_at = excluded.expires_at
+                  WHERE run_locks.expires_at < ?7 OR run_locks.task_id = excluded.task_id
+                 RETURNING task_id",
+            )?
+            .query_row(
+                params![
+                    run_id,
+                    name,
+                    task as i64,
+                    holder.host,
+                    holder.pid as i64,
+                    now + HOLD_TTL.as_millis() as i64,
+                    now
+                ],
+                |_| Ok(()),
+            )
+            .optional()?;
+        if taken.is_some() {
+            return Ok(None);
+        }
+        let holder: Option<i64> = conn
+            .query_row(
+                "SELECT task_id FROM run_locks WHERE run_id = ?1 AND name = ?2",
+                params![run_id, name],
+                |r| r.get(0),
+            )
+            .optional()?;
+        // Let go of between the two statements: look again.
+        Ok(Some(holder.map_or(task, |h| h as u64)))
+    }
+
+    /// Task `task` lets go of lock `name` of `run_id`.
+    pub fn release_lock(&self, run_id: &str, name: &str, task: u64) -> SqlResult<()> {
+        let conn = self.conn();
+        conn.execute(
+            "DELETE FROM run_locks WHERE run_id = ?1 AND name = ?2 AND task_id = ?3",
+            params![run_id, name, task as i64],
+        )?;
+        announce(&conn)
+    }
+
+    /// Push the expiry of this process's slots and locks on (with its holds).
+    pub(super) fn renew_limits(&self) -> SqlResult<()> {
+        let holder = self.holder();
+        let expires = now_ms() + HOLD_TTL.as_millis() as i64;
+        let conn = self.conn();
+        for table in ["run_slots", "run_locks"] {
+            conn.execute(
+                &format!("UPDATE {table} SET expires_at = ?3 WHERE host = ?1 AND pid = ?2"),
+                params![holder.host, holder.pid, expires],
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Tell the ledger's other processes something was let go of.
+fn announce(conn: &super::Connection) -> SqlResult<()> {
+    conn.query_row(
+        &format!("SELECT pg_notify('{}', '')", super::db::CHANGES_CHANNEL),
+        [],
+        |_| Ok(()),
+    )
+}
