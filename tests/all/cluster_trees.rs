@@ -22,12 +22,17 @@ fn timed(ms: u64) -> String {
 /// `[start, end]` of each task at depth 2 of `run_id` (from its clocks), and whether
 /// it held the `db` lock.
 fn intervals(pg: &PgDb, run_id: &str) -> Vec<(u64, u64, bool)> {
+    spans_of(pg, run_id, "depth = 2")
+}
+
+/// [`intervals`] of the completed tasks of `run_id` `filter` selects.
+fn spans_of(pg: &PgDb, run_id: &str, filter: &str) -> Vec<(u64, u64, bool)> {
     let conn = pg.conn();
     let mut stmt = conn
-        .prepare(
-            "SELECT output, resources FROM tasks WHERE run_id = ?1 AND depth = 2
-              AND status = 'completed' ORDER BY task_id",
-        )
+        .prepare(&format!(
+            "SELECT output, resources FROM tasks WHERE run_id = ?1 AND {filter}
+              AND status = 'completed' ORDER BY task_id"
+        ))
         .unwrap();
     stmt.query_map([run_id], |r| {
         Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
@@ -63,11 +68,13 @@ fn most_at_once(intervals: &[(u64, u64, bool)]) -> usize {
 
 /// Three children, each spawning three grandchildren — one holding the `db`
 /// resource, one free, one with the dedup key `once` that only one spawn of the run
-/// may use — run over three workers under `max_concurrent_tasks = 2`: every child
+/// may use — and a fourth whose grandchild depends on the first child, run over
+/// three workers under `max_concurrent_tasks = 2`: every child
 /// (spawning ones included) is offered and executed by several workers; never more
 /// than two grandchildren execute at once anywhere, the `db` holders never overlap,
 /// exactly one `once` task exists and the two other spawns were refused as its
-/// duplicates; task ids are unique and dense; no slot or lock is left.
+/// duplicates; the dependent grandchild starts after the first child's subtree
+/// ended; task ids are unique and dense; no slot or lock is left.
 #[test]
 fn children_that_spawn_run_on_other_workers_within_the_runs_limits() {
     let Some(pg) = PgDb::new("trees") else {
@@ -87,16 +94,22 @@ fn children_that_spawn_run_on_other_workers_within_the_runs_limits() {
         ])
         .to_string()
     };
+    // A fourth child's grandchild waits for the first child (task 2), which another
+    // worker executes: its end reaches the grandchild's worker through the ledger.
+    let late = serde_json::json!([
+        {"spawn": {"description": "late", "input": timed(100), "after": [2]}},
+        {"wait_all": null},
+    ])
+    .to_string();
     let root: Vec<serde_json::Value> = (0..3)
         .map(|k| serde_json::json!({"spawn": {"description": format!("region {k}"), "input": child(k)}}))
-        .chain([serde_json::json!({"wait_all": null})])
+        .chain([
+            serde_json::json!({"spawn": {"description": "region late", "input": late}}),
+            serde_json::json!({"wait_all": null}),
+        ])
         .collect();
     let input = serde_json::Value::Array(root).to_string();
-    let run_id = submit(
-        &pg,
-        "scripted",
-        &["--input", &input, "--max-depth", "2"],
-    );
+    let run_id = submit(&pg, "scripted", &["--input", &input, "--max-depth", "2"]);
     let mut workers: Vec<Child> = (0..3)
         .map(|n| worker(&pg, dir.path(), n, &config, "3"))
         .collect();
@@ -106,7 +119,9 @@ fn children_that_spawn_run_on_other_workers_within_the_runs_limits() {
     }
     let q = |sql: &str| sql.replace("RUN", &run_id);
     let status: String = pg.one(&q("SELECT status FROM runs WHERE run_id = 'RUN'"));
-    let output: String = pg.one(&q("SELECT COALESCE(output, error) FROM runs WHERE run_id = 'RUN'"));
+    let output: String = pg.one(&q(
+        "SELECT COALESCE(output, error) FROM runs WHERE run_id = 'RUN'",
+    ));
     assert_eq!(status, "completed", "{output}");
 
     let tasks: i64 = pg.one(&q("SELECT COUNT(*) FROM tasks WHERE run_id = 'RUN'"));
@@ -114,9 +129,12 @@ fn children_that_spawn_run_on_other_workers_within_the_runs_limits() {
         "SELECT COUNT(*) FROM tasks WHERE run_id = 'RUN' AND depth = 2",
     ));
     let max_id: i64 = pg.one(&q("SELECT MAX(task_id) FROM tasks WHERE run_id = 'RUN'"));
-    assert_eq!(grandchildren, 7, "six grandchildren and one `once`: {output}");
-    assert_eq!(tasks, 11, "{output}");
-    assert_eq!(max_id, 11, "task ids claimed from one counter, none twice");
+    assert_eq!(
+        grandchildren, 8,
+        "six, one `once` and the late one: {output}"
+    );
+    assert_eq!(tasks, 13, "{output}");
+    assert_eq!(max_id, 13, "task ids claimed from one counter, none twice");
     let once: i64 = pg.one(&q(
         "SELECT COUNT(*) FROM tasks WHERE run_id = 'RUN' AND dedup_key = 'once'",
     ));
@@ -130,19 +148,36 @@ fn children_that_spawn_run_on_other_workers_within_the_runs_limits() {
     let offered: i64 = pg.one(&q(
         "SELECT COUNT(*) FROM task_offers WHERE run_id = 'RUN' AND done_at IS NOT NULL",
     ));
-    assert_eq!(offered, 10, "every task but the root offered and closed");
+    assert_eq!(offered, 12, "every task but the root offered and closed");
     let spawners_apart: i64 = pg.one(&q(
         "SELECT COUNT(*) FROM task_offers o JOIN tasks t USING (run_id, task_id)
           WHERE o.run_id = 'RUN' AND t.depth = 1 AND o.pid IS NOT NULL",
     ));
-    assert_eq!(spawners_apart, 3, "the children that spawn were executed from offers");
+    assert_eq!(
+        spawners_apart, 4,
+        "the children that spawn were executed from offers"
+    );
     let executors: i64 = pg.one(&q(
         "SELECT COUNT(DISTINCT pid) FROM task_offers WHERE run_id = 'RUN'",
     ));
     assert!(executors >= 2, "offered tasks ran on {executors} worker(s)");
 
     let spans = intervals(&pg, &run_id);
-    assert_eq!(spans.len(), 7, "{spans:?}");
+    assert_eq!(spans.len(), 8, "{spans:?}");
+    let late_start: i64 = pg.one(&q(
+        "SELECT task_id FROM tasks WHERE run_id = 'RUN' AND description = 'late'",
+    ));
+    let first_child_ended = spans_of(&pg, &run_id, "parent_id = 2")
+        .iter()
+        .map(|s| s.1)
+        .max()
+        .unwrap();
+    let late = spans_of(&pg, &run_id, &format!("task_id = {late_start}"));
+    assert!(
+        late[0].0 >= first_child_ended,
+        "the late task started at {} before task 2's last grandchild ended at {first_child_ended}",
+        late[0].0
+    );
     let at_once = most_at_once(&spans);
     assert!(
         at_once <= 2,
@@ -320,13 +355,14 @@ fn a_child_that_spawns_is_taken_over_when_its_worker_dies() {
             );
         }
         let tasks: i64 = conn
-            .query_row(
-                "SELECT COUNT(*) FROM tasks WHERE run_id = ?1",
-                [id],
-                |r| r.get(0),
-            )
+            .query_row("SELECT COUNT(*) FROM tasks WHERE run_id = ?1", [id], |r| {
+                r.get(0)
+            })
             .unwrap();
-        assert_eq!(tasks, 7, "run {id}: the root, two regions, four nodes — none twice");
+        assert_eq!(
+            tasks, 7,
+            "run {id}: the root, two regions, four nodes — none twice"
+        );
     }
     let regions_taken_over: i64 = pg.one(
         "SELECT COUNT(*) FROM task_offers o JOIN tasks t USING (run_id, task_id)

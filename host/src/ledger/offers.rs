@@ -306,11 +306,9 @@ pub fn cut_off(
         return Ok(Some("ended"));
     }
     let run_open: Option<String> = conn
-        .query_row(
-            "SELECT status FROM runs WHERE run_id = ?1",
-            [run_id],
-            |r| r.get(0),
-        )
+        .query_row("SELECT status FROM runs WHERE run_id = ?1", [run_id], |r| {
+            r.get(0)
+        })
         .optional()?;
     if run_open.is_some_and(|s| s != "running") {
         return Ok(Some("run ended"));

@@ -126,7 +126,9 @@ impl Host {
         let executed = async {
             if shared {
                 // Its locks and execution slot are taken here, from the cluster's rows.
-                return run.run_here(id, depth, agent.component_ref(), input, Some(replay)).await;
+                return run
+                    .run_here(id, depth, agent.component_ref(), input, Some(replay))
+                    .await;
             }
             // The spawner holds its locks and slot.
             let start = TaskStart {

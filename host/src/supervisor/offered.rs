@@ -119,7 +119,14 @@ impl RunContext {
     /// Read the ends of the watched tasks other workers drive from the ledger, and
     /// wake whoever waits for those that ended.
     fn learn_ends_elsewhere(&self) {
-        let ids: Vec<u64> = self.tree.lock().unwrap().elsewhere.iter().copied().collect();
+        let ids: Vec<u64> = self
+            .tree
+            .lock()
+            .unwrap()
+            .elsewhere
+            .iter()
+            .copied()
+            .collect();
         for id in ids {
             let end = self
                 .ledger

@@ -4,12 +4,12 @@
 //! of a run being resumed.
 
 use super::constraints::{self, DependencyFailure};
+use super::shared_limits::{SharedLock, TaskSlot};
 use super::spawn::{Dependency, parse_deps};
 use super::tree::TaskNode;
 use super::{ComponentRef, ReplayStart, RunContext, TaskOutcome, TaskStart};
 use crate::ledger::{ApprovalStatus, Status};
 use std::sync::Arc;
-use super::shared_limits::{SharedLock, TaskSlot};
 use std::time::Duration;
 use tokio::sync::{OwnedMutexGuard, watch};
 
@@ -123,8 +123,7 @@ impl RunContext {
                     Err(_) => {
                         // Blocked on the holder: while it waits for a human (a review,
                         // a conflict), so does this task.
-                        let _blocked =
-                            self.lock_holder(name).map(|h| self.blocked_on(id, vec![h]));
+                        let _blocked = self.lock_holder(name).map(|h| self.blocked_on(id, vec![h]));
                         lock.lock_owned().await
                     }
                 };
