@@ -647,7 +647,11 @@ fn children_spread_over_the_workers_stay_within_one_budget() {
     let call = |k: usize, i: usize| serde_json::json!({"llm": {"prompt": format!("child {k} call {i}"), "model": "mock-small", "max_tokens": 200}});
     let mut ops: Vec<serde_json::Value> = (0..50)
         .map(|k| {
-            let child: Vec<_> = (0..4).map(|i| call(k, i)).collect();
+            // A pause first: no child ends (handing back its unspent share) before
+            // the root has asked for every share, however slow the machine.
+            let child: Vec<_> = std::iter::once(serde_json::json!({"sleep_ms": 3000}))
+                .chain((0..4).map(|i| call(k, i)))
+                .collect();
             serde_json::json!({"spawn": {
                 "description": format!("child {k}"),
                 "input": serde_json::Value::Array(child).to_string(),

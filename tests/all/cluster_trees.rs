@@ -375,3 +375,108 @@ fn a_child_that_spawns_is_taken_over_when_its_worker_dies() {
     );
     assert!(regions_taken_over >= 1, "a region was taken over");
 }
+
+/// The run's task counter, duplicate keys and slots themselves, raced: eight threads
+/// on two connections claim ids (every one distinct; none past the task limit) and
+/// one key (exactly one wins); a key claimed by a spawner that died before recording
+/// its task stands while it may still be recorded and no longer after; slots are
+/// never more than the limit, and free again once let go of.
+#[test]
+fn the_runs_counter_keys_and_slots_are_claimed_atomically() {
+    use agentflow::ledger::budgets::SharedBudgets;
+    use agentflow::ledger::run_limits::TaskClaim;
+    let Some(pg) = PgDb::new("run_limits") else {
+        return;
+    };
+    drop(agentflow::ledger::Ledger::open(pg.db()).unwrap()); // the schema
+    let a = SharedBudgets::connect(&pg.url).unwrap();
+    let b = SharedBudgets::connect(&pg.url).unwrap();
+    a.open("r", 1.0, None).unwrap();
+    let claims: Vec<TaskClaim> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|t| {
+                let pool = if t % 2 == 0 { &a } else { &b };
+                s.spawn(move || {
+                    (0..10)
+                        .map(|i| {
+                            let key = vec![format!("k:{}", if i == 0 { "one" } else { "" })];
+                            let check = if i == 0 { key.clone() } else { Vec::new() };
+                            pool.claim_task("r", &check, &key, 200).unwrap()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    let ids: Vec<u64> = claims
+        .iter()
+        .filter_map(|c| match c {
+            TaskClaim::Id(id) => Some(*id),
+            _ => None,
+        })
+        .collect();
+    let unique: std::collections::BTreeSet<u64> = ids.iter().copied().collect();
+    assert_eq!(unique.len(), ids.len(), "an id claimed twice: {ids:?}");
+    assert!(ids.iter().all(|id| (2..=74).contains(id)), "{ids:?}");
+    let duplicates = claims
+        .iter()
+        .filter(|c| matches!(c, TaskClaim::Duplicate(_)))
+        .count();
+    assert_eq!(
+        duplicates, 7,
+        "one of eight claims of `one` won: {claims:?}"
+    );
+    assert_eq!(ids.len(), 73, "ids 2 to 74: {claims:?}");
+    assert_eq!(a.claim_task("r", &[], &[], 74).unwrap(), TaskClaim::Full);
+    assert_eq!(a.claim_task("r", &[], &[], 75).unwrap(), TaskClaim::Id(75));
+
+    // A key claimed for a task never recorded: in flight for a few seconds, then dead.
+    b.open("s", 1.0, None).unwrap();
+    let key = vec!["k:deploy".to_string()];
+    let first = a.claim_task("s", &key, &key, 100).unwrap();
+    let TaskClaim::Id(first) = first else {
+        panic!("{first:?}")
+    };
+    assert_eq!(
+        b.claim_task("s", &key, &key, 100).unwrap(),
+        TaskClaim::Duplicate(first)
+    );
+    pg.conn()
+        .execute_batch("UPDATE run_dedup SET claimed_at = claimed_at - 10000 WHERE run_id = 's'")
+        .unwrap();
+    let again = b.claim_task("s", &key, &key, 100).unwrap();
+    assert!(
+        matches!(again, TaskClaim::Id(id) if id > first),
+        "{again:?}"
+    );
+
+    // Slots: two of eight threads' tries fit at once; let go of, they fit again.
+    let held: Vec<i64> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|t| {
+                let pool = if t % 2 == 0 { &a } else { &b };
+                s.spawn(move || pool.take_slot("r", t, 2).unwrap())
+            })
+            .collect();
+        handles
+            .into_iter()
+            .filter_map(|h| h.join().unwrap())
+            .collect()
+    });
+    assert_eq!(held.len(), 2, "{held:?}");
+    assert_eq!(a.slots_in_use("r").unwrap(), 2);
+    for slot in held {
+        b.release_slot(slot, 2).unwrap();
+    }
+    assert_eq!(a.slots_in_use("r").unwrap(), 0);
+    assert!(a.take_slot("r", 9, 2).unwrap().is_some());
+    // Locks: one holder; the other learns who holds it; free once let go of.
+    assert_eq!(a.take_lock("r", "resource:db", 4).unwrap(), None);
+    assert_eq!(b.take_lock("r", "resource:db", 5).unwrap(), Some(4));
+    a.release_lock("r", "resource:db", 4).unwrap();
+    assert_eq!(b.take_lock("r", "resource:db", 5).unwrap(), None);
+}

@@ -169,16 +169,26 @@ impl Writer {
     }
 
     /// Count a failure of this worker to execute task `task_id` of `run_id` (its
-    /// component or record unreadable here, say) and let its claim go: how many
-    /// failures it has had. Takeovers after a worker died are claims, not failures.
-    pub fn offer_failed(&self, run_id: &str, task_id: u64, holder: &Holder) -> SqlResult<i64> {
+    /// component or record unreadable here, say) and, below `most` failures, let its
+    /// claim go: how many failures it has had. At `most` the claim is kept, for the
+    /// caller to record the task's end (nobody claims it meanwhile). Takeovers after
+    /// a worker died are claims, not failures.
+    pub fn offer_failed(
+        &self,
+        run_id: &str,
+        task_id: u64,
+        holder: &Holder,
+        most: i64,
+    ) -> SqlResult<i64> {
         let failures = self.conn.query_row(
             "UPDATE task_offers SET failures = failures + 1 WHERE run_id = ?1 AND task_id = ?2
              RETURNING failures",
             params![run_id, task_id as i64],
             |r| r.get(0),
         )?;
-        self.release_offers(Some((run_id, task_id)), holder)?;
+        if failures < most {
+            self.release_offers(Some((run_id, task_id)), holder)?;
+        }
         Ok(failures)
     }
 

@@ -16,8 +16,9 @@
 //! Slots and locks are renewed by their process every heartbeat, with its budget
 //! holds ([`super::budgets`]); those of a process that stopped expire after
 //! [`super::budgets::HOLD_TTL`] and are free again (the task that held them is
-//! resumed elsewhere and takes them anew). Letting go announces a change, so
-//! waiters on other workers look again at once.
+//! resumed elsewhere and takes them anew). Letting go of a slot when all were in use
+//! announces a change, so waiters on other workers look again at once; a lock's
+//! waiters look again within a quarter second.
 
 use super::budgets::{HOLD_TTL, SharedBudgets};
 use super::{SqlResult, now_ms};
@@ -30,9 +31,10 @@ pub const TABLE_SQL: &str = "CREATE TABLE IF NOT EXISTS run_counters (
     next_task INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS run_dedup (
-    run_id  TEXT    NOT NULL,
-    key     TEXT    NOT NULL,
-    task_id INTEGER NOT NULL,
+    run_id     TEXT    NOT NULL,
+    key        TEXT    NOT NULL,
+    task_id    INTEGER NOT NULL,
+    claimed_at INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (run_id, key)
 );
 CREATE TABLE IF NOT EXISTS run_slots (
@@ -56,7 +58,9 @@ CREATE TABLE IF NOT EXISTS run_locks (
 
 /// Claiming a task id and taking a slot, each one statement. `agentflow_task_claim`
 /// returns the new id, or minus the task a check key belongs to, or 0 (the run has its
-/// `p_max` tasks). A run without a counter row (its pool opened by an older host) gets
+/// `p_max` tasks). A key's claim stands once its task exists, or for five seconds while
+/// it is being created: a spawner that died in between (its task never recorded) does
+/// not make the spawn a duplicate when it is made again on resume. A run without a counter row (its pool opened by an older host) gets
 /// one from its recorded tasks and dedup keys. `agentflow_slot_take` returns the slot's
 /// id, or -1 when `p_max` are in use.
 pub const FUNCTIONS_SQL: &str = r#"
@@ -84,11 +88,17 @@ CREATE OR REPLACE FUNCTION agentflow_task_claim(p_run text, p_check text, p_keys
 RETURNS bigint LANGUAGE plpgsql AS $fn$
 DECLARE
     v_next bigint;
+    v_now bigint;
     dup bigint;
 BEGIN
     v_next := agentflow_run_counter(p_run);
-    SELECT task_id INTO dup FROM run_dedup
-     WHERE run_id = p_run AND key IN (SELECT jsonb_array_elements_text(p_check::jsonb))
+    v_now := (extract(epoch from clock_timestamp()) * 1000)::bigint;
+    -- A key is taken by a task that exists, or by one being created (claimed in the
+    -- last seconds), but not by a claim whose task never came (its spawner died).
+    SELECT d.task_id INTO dup FROM run_dedup d
+     WHERE d.run_id = p_run AND d.key IN (SELECT jsonb_array_elements_text(p_check::jsonb))
+       AND (d.claimed_at > v_now - 5000
+            OR EXISTS (SELECT 1 FROM tasks t WHERE t.run_id = p_run AND t.task_id = d.task_id))
      LIMIT 1;
     IF FOUND THEN
         RETURN -dup;
@@ -97,9 +107,13 @@ BEGIN
         RETURN 0;
     END IF;
     UPDATE run_counters SET next_task = v_next + 1 WHERE run_id = p_run;
-    INSERT INTO run_dedup (run_id, key, task_id)
-    SELECT p_run, k, v_next FROM jsonb_array_elements_text(p_keys::jsonb) AS k
-    ON CONFLICT DO NOTHING;
+    INSERT INTO run_dedup (run_id, key, task_id, claimed_at)
+    SELECT p_run, k, v_next, v_now FROM jsonb_array_elements_text(p_keys::jsonb) AS k
+    ON CONFLICT (run_id, key) DO UPDATE
+       SET task_id = excluded.task_id, claimed_at = excluded.claimed_at
+     WHERE run_dedup.claimed_at <= v_now - 5000
+       AND NOT EXISTS (SELECT 1 FROM tasks t
+                        WHERE t.run_id = run_dedup.run_id AND t.task_id = run_dedup.task_id);
     RETURN v_next;
 END
 $fn$;
@@ -119,6 +133,23 @@ BEGIN
     INSERT INTO run_slots (run_id, task_id, host, pid, expires_at)
     VALUES (p_run, p_task, p_host, p_pid, p_expires) RETURNING id INTO slot;
     RETURN slot;
+END
+$fn$;
+CREATE OR REPLACE FUNCTION agentflow_slot_release(p_slot bigint, p_max bigint)
+RETURNS void LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_run text;
+    used bigint;
+BEGIN
+    DELETE FROM run_slots WHERE id = p_slot RETURNING run_id INTO v_run;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    -- All were in use: someone may be waiting for this one.
+    SELECT COUNT(*) INTO used FROM run_slots WHERE run_id = v_run;
+    IF used + 1 >= p_max THEN
+        PERFORM pg_notify('agentflow_changes', '');
+    END IF;
 END
 $fn$;
 "#;
@@ -201,11 +232,12 @@ impl SharedBudgets {
         Ok(n as u64)
     }
 
-    /// Let go of slot `slot`.
-    pub fn release_slot(&self, slot: i64) -> SqlResult<()> {
-        let conn = self.conn();
-        conn.execute("DELETE FROM run_slots WHERE id = ?1", [slot])?;
-        announce(&conn)
+    /// Let go of slot `slot` of a run allowing `max` at once (the workers are told
+    /// when all were in use: someone may be waiting for it).
+    pub fn release_slot(&self, slot: i64, max: u64) -> SqlResult<()> {
+        self.conn()
+            .prepare_cached("SELECT agentflow_slot_release(?1, ?2)")?
+            .query_row(params![slot, max as i64], |_| Ok(()))
     }
 
     /// Take lock `name` of `run_id` for `task`: `None` when taken, else the task that
@@ -251,14 +283,14 @@ impl SharedBudgets {
         Ok(Some(holder.map_or(task, |h| h as u64)))
     }
 
-    /// Task `task` lets go of lock `name` of `run_id`.
+    /// Task `task` lets go of lock `name` of `run_id`. (Nobody is told: a task
+    /// waiting for a lock looks again within a quarter second.)
     pub fn release_lock(&self, run_id: &str, name: &str, task: u64) -> SqlResult<()> {
-        let conn = self.conn();
-        conn.execute(
+        self.conn().execute(
             "DELETE FROM run_locks WHERE run_id = ?1 AND name = ?2 AND task_id = ?3",
             params![run_id, name, task as i64],
         )?;
-        announce(&conn)
+        Ok(())
     }
 
     /// Push the expiry of this process's slots and locks on (with its holds).
@@ -276,11 +308,24 @@ impl SharedBudgets {
     }
 }
 
-/// Tell the ledger's other processes something was let go of.
-fn announce(conn: &super::Connection) -> SqlResult<()> {
-    conn.query_row(
-        &format!("SELECT pg_notify('{}', '')", super::db::CHANGES_CHANNEL),
-        [],
-        |_| Ok(()),
-    )
+#[cfg(test)]
+mod tests {
+    /// The statements are split at `;` outside function bodies' quoting only: a
+    /// comment holding one would cut a body in two.
+    #[test]
+    fn no_comment_in_the_functions_holds_a_statement_end() {
+        for sql in [super::FUNCTIONS_SQL, crate::ledger::budgets::FUNCTIONS_SQL] {
+            for line in sql.lines().filter(|l| l.trim_start().starts_with("--")) {
+                assert!(!line.contains(';'), "{line}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_released_slot_is_announced_on_the_ledgers_channel() {
+        assert!(super::FUNCTIONS_SQL.contains(&format!(
+            "pg_notify('{}'",
+            crate::ledger::db::CHANGES_CHANNEL
+        )));
+    }
 }

@@ -320,7 +320,7 @@ async fn execute_task(host: &Host, claim: OfferClaim) {
             let failures = {
                 let (run_id, holder) = (run_id.clone(), holder.clone());
                 host.ledger()
-                    .write(move |w| w.offer_failed(&run_id, id, &holder))
+                    .write(move |w| w.offer_failed(&run_id, id, &holder, MAX_OFFER_FAILURES))
                     .await
             };
             match failures {
@@ -330,7 +330,7 @@ async fn execute_task(host: &Host, claim: OfferClaim) {
                     let _ = host
                         .ledger()
                         .finish_task(
-                            run_id,
+                            run_id.clone(),
                             id,
                             ledger::Status::Failed,
                             None,
@@ -338,6 +338,10 @@ async fn execute_task(host: &Host, claim: OfferClaim) {
                             Vec::new(),
                             ledger::Commit::Durable,
                         )
+                        .await;
+                    let _ = host
+                        .ledger()
+                        .write(move |w| w.close_offer(&run_id, id))
                         .await;
                 }
                 // Its claim was let go: another worker (or this one) tries again.

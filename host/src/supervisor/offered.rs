@@ -1,19 +1,20 @@
 //! Children that run on another worker of a cluster ([`crate::ledger::offers`]).
 //!
-//! On a PostgreSQL ledger, a run executed by a worker offers a child to the other
-//! workers instead of running it here when the child can run apart: it sits at the
-//! run's deepest level (so it spawns nothing), and what it spends is accounted where
-//! every worker sees it — the run's budget lives in the cluster's shared pool
-//! ([`super::shared_budget`]: the child reserves from its own share or its spawner's
-//! pool, wherever it runs, and the run's token limit holds there too) — or, for a run
-//! without one (resumed from a host before shared pools), the child was given a share
-//! of its own and the run has no token limit. Its input — with the outputs of its
-//! `data-from` dependencies — is composed and recorded here before the offer. Its
-//! dependencies, approval, locks and execution slot are taken here first, exactly as
-//! for a child run here, so the run's concurrency limit and mutual exclusion hold
-//! across the cluster; then the offer waits for the task's end in the ledger,
-//! recorded by the worker that claimed it, and the child's spending is charged to its
-//! share before the share goes back to the spawner's budget.
+//! On a PostgreSQL ledger, a run executed by a worker offers its children to the
+//! workers instead of running them here. A worker's run keeps its budget, execution
+//! slots, locks, task ids and duplicate keys in the cluster's database
+//! ([`super::shared_budget`], [`super::shared_limits`]), so *every* child is offered —
+//! children that spawn too: the worker that executes one offers its children in
+//! turn, and the limits hold wherever the tasks run. The child's dependencies and
+//! approval are waited for here, its input (with the outputs of its `data-from`
+//! dependencies) composed and recorded before the offer; its locks and slot are taken
+//! by the worker that executes it. A run without those rows (resumed from a host
+//! before them) offers only a child at its deepest level (it spawns nothing) with a
+//! share of its own, when it has no token limit, and takes the child's locks and slot
+//! here. Either way the offer then waits for the task's end in the ledger, recorded by
+//! the worker that claimed it. The ends of tasks other workers drive that a task here
+//! waits for (a dependency on a sibling's subtree, say) are read from the ledger too
+//! ([`RunContext::share_limits`]).
 
 use super::{RunContext, TaskOutcome};
 use crate::ledger::{Status, offers};

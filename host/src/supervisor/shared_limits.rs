@@ -16,8 +16,8 @@ pub struct TaskSlot(SlotKind);
 enum SlotKind {
     /// A permit of the run's semaphore in this process.
     Local(#[allow(dead_code)] OwnedSemaphorePermit),
-    /// A row of the cluster's `run_slots`.
-    Shared { pool: SharedPool, id: i64 },
+    /// A row of the cluster's `run_slots`, of a run allowing `max` at once.
+    Shared { pool: SharedPool, id: i64, max: u64 },
 }
 
 impl TaskSlot {
@@ -38,8 +38,8 @@ impl std::fmt::Debug for TaskSlot {
 
 impl Drop for TaskSlot {
     fn drop(&mut self) {
-        if let SlotKind::Shared { pool, id } = &self.0
-            && let Err(e) = pool.budgets.release_slot(*id)
+        if let SlotKind::Shared { pool, id, max } = &self.0
+            && let Err(e) = pool.budgets.release_slot(*id, *max)
         {
             tracing::warn!(run = %pool.run_id, slot = id, error = %e, "letting go of a shared task slot: it is free once it expires");
         }
@@ -93,6 +93,7 @@ impl SharedPool {
             Ok(Some(id)) => Some(TaskSlot(SlotKind::Shared {
                 pool: self.clone(),
                 id,
+                max,
             })),
             Ok(None) => None,
             Err(e) => {
