@@ -113,6 +113,26 @@ fn children_that_spawn_run_on_other_workers_within_the_runs_limits() {
     let mut workers: Vec<Child> = (0..3)
         .map(|n| worker(&pg, dir.path(), n, &config, "3"))
         .collect();
+    // While it runs, `inspect` shows the slots and locks it holds across the workers.
+    let (mut seen, started) = (String::new(), Instant::now());
+    while started.elapsed() < Duration::from_secs(30) {
+        let out = agentflow()
+            .args(["inspect", &run_id, "--db", &pg.url])
+            .output()
+            .unwrap();
+        let text = stdout(&out);
+        if let Some(line) = text.lines().find(|l| {
+            l.contains("limits shared by the workers: ") && l.contains("`resource:db` by task")
+        }) {
+            seen = line.to_string();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        seen.contains("task slot(s) in use"),
+        "inspect never showed the db lock held"
+    );
     wait_for_the_queue(&pg, dir.path(), Duration::from_secs(180));
     for w in &mut workers {
         assert!(w.wait().unwrap().success());
@@ -401,7 +421,8 @@ fn the_runs_counter_keys_and_slots_are_claimed_atomically() {
                         .map(|i| {
                             let key = vec![format!("k:{}", if i == 0 { "one" } else { "" })];
                             let check = if i == 0 { key.clone() } else { Vec::new() };
-                            pool.claim_task("r", &check, &key, 200).unwrap()
+                            let spawn = format!("1:{t}-{i}");
+                            pool.claim_task("r", &spawn, &check, &key, 200).unwrap()
                         })
                         .collect::<Vec<_>>()
                 })
@@ -431,26 +452,43 @@ fn the_runs_counter_keys_and_slots_are_claimed_atomically() {
         "one of eight claims of `one` won: {claims:?}"
     );
     assert_eq!(ids.len(), 73, "ids 2 to 74: {claims:?}");
-    assert_eq!(a.claim_task("r", &[], &[], 74).unwrap(), TaskClaim::Full);
-    assert_eq!(a.claim_task("r", &[], &[], 75).unwrap(), TaskClaim::Id(75));
+    assert_eq!(
+        a.claim_task("r", "1:x", &[], &[], 74).unwrap(),
+        TaskClaim::Full
+    );
+    assert_eq!(
+        a.claim_task("r", "1:x", &[], &[], 75).unwrap(),
+        TaskClaim::Id(75)
+    );
 
-    // A key claimed for a task never recorded: in flight for a few seconds, then dead.
+    // A key claimed for a task never recorded: in flight for a few seconds against
+    // other spawns, then dead; the same spawn made again (its spawner resumed at
+    // once) takes it over.
     b.open("s", 1.0, None).unwrap();
     let key = vec!["k:deploy".to_string()];
-    let first = a.claim_task("s", &key, &key, 100).unwrap();
+    let first = a.claim_task("s", "1:3", &key, &key, 100).unwrap();
     let TaskClaim::Id(first) = first else {
         panic!("{first:?}")
     };
     assert_eq!(
-        b.claim_task("s", &key, &key, 100).unwrap(),
+        b.claim_task("s", "4:1", &key, &key, 100).unwrap(),
         TaskClaim::Duplicate(first)
+    );
+    let remade = b.claim_task("s", "1:3", &key, &key, 100).unwrap();
+    let TaskClaim::Id(remade) = remade else {
+        panic!("{remade:?}")
+    };
+    assert!(remade > first);
+    assert_eq!(
+        a.claim_task("s", "4:1", &key, &key, 100).unwrap(),
+        TaskClaim::Duplicate(remade)
     );
     pg.conn()
         .execute_batch("UPDATE run_dedup SET claimed_at = claimed_at - 10000 WHERE run_id = 's'")
         .unwrap();
-    let again = b.claim_task("s", &key, &key, 100).unwrap();
+    let again = b.claim_task("s", "4:1", &key, &key, 100).unwrap();
     assert!(
-        matches!(again, TaskClaim::Id(id) if id > first),
+        matches!(again, TaskClaim::Id(id) if id > remade),
         "{again:?}"
     );
 

@@ -35,6 +35,7 @@ CREATE TABLE IF NOT EXISTS run_dedup (
     key        TEXT    NOT NULL,
     task_id    INTEGER NOT NULL,
     claimed_at INTEGER NOT NULL DEFAULT 0,
+    spawn_key  TEXT    NOT NULL DEFAULT '',
     PRIMARY KEY (run_id, key)
 );
 CREATE TABLE IF NOT EXISTS run_slots (
@@ -59,8 +60,10 @@ CREATE TABLE IF NOT EXISTS run_locks (
 /// Claiming a task id and taking a slot, each one statement. `agentflow_task_claim`
 /// returns the new id, or minus the task a check key belongs to, or 0 (the run has its
 /// `p_max` tasks). A key's claim stands once its task exists, or for five seconds while
-/// it is being created: a spawner that died in between (its task never recorded) does
-/// not make the spawn a duplicate when it is made again on resume. A run without a counter row (its pool opened by an older host) gets
+/// it is being created, against other spawns: the same spawn made again (its spawner
+/// resumed after dying before its task was recorded: `p_spawn` is the spawn's key)
+/// takes the claim over, and a claim whose task never came is dead after the five
+/// seconds. A run without a counter row (its pool opened by an older host) gets
 /// one from its recorded tasks and dedup keys. `agentflow_slot_take` returns the slot's
 /// id, or -1 when `p_max` are in use.
 pub const FUNCTIONS_SQL: &str = r#"
@@ -84,7 +87,7 @@ BEGIN
 END
 $fn$;
 CREATE OR REPLACE FUNCTION agentflow_task_claim(p_run text, p_check text, p_keys text,
-    p_max bigint)
+    p_max bigint, p_spawn text)
 RETURNS bigint LANGUAGE plpgsql AS $fn$
 DECLARE
     v_next bigint;
@@ -94,9 +97,11 @@ BEGIN
     v_next := agentflow_run_counter(p_run);
     v_now := (extract(epoch from clock_timestamp()) * 1000)::bigint;
     -- A key is taken by a task that exists, or by one being created (claimed in the
-    -- last seconds), but not by a claim whose task never came (its spawner died).
+    -- last seconds), but not by a claim whose task never came (its spawner died), nor
+    -- by the same spawn made again (its spawner resumed).
     SELECT d.task_id INTO dup FROM run_dedup d
      WHERE d.run_id = p_run AND d.key IN (SELECT jsonb_array_elements_text(p_check::jsonb))
+       AND d.spawn_key <> p_spawn
        AND (d.claimed_at > v_now - 5000
             OR EXISTS (SELECT 1 FROM tasks t WHERE t.run_id = p_run AND t.task_id = d.task_id))
      LIMIT 1;
@@ -107,13 +112,15 @@ BEGIN
         RETURN 0;
     END IF;
     UPDATE run_counters SET next_task = v_next + 1 WHERE run_id = p_run;
-    INSERT INTO run_dedup (run_id, key, task_id, claimed_at)
-    SELECT p_run, k, v_next, v_now FROM jsonb_array_elements_text(p_keys::jsonb) AS k
+    INSERT INTO run_dedup (run_id, key, task_id, claimed_at, spawn_key)
+    SELECT p_run, k, v_next, v_now, p_spawn FROM jsonb_array_elements_text(p_keys::jsonb) AS k
     ON CONFLICT (run_id, key) DO UPDATE
-       SET task_id = excluded.task_id, claimed_at = excluded.claimed_at
-     WHERE run_dedup.claimed_at <= v_now - 5000
-       AND NOT EXISTS (SELECT 1 FROM tasks t
-                        WHERE t.run_id = run_dedup.run_id AND t.task_id = run_dedup.task_id);
+       SET task_id = excluded.task_id, claimed_at = excluded.claimed_at,
+           spawn_key = excluded.spawn_key
+     WHERE run_dedup.spawn_key = excluded.spawn_key
+        OR (run_dedup.claimed_at <= v_now - 5000
+            AND NOT EXISTS (SELECT 1 FROM tasks t
+                             WHERE t.run_id = run_dedup.run_id AND t.task_id = run_dedup.task_id));
     RETURN v_next;
 END
 $fn$;
@@ -166,11 +173,13 @@ pub enum TaskClaim {
 }
 
 impl SharedBudgets {
-    /// Claim the next task id of `run_id`, unless a key of `check` is taken or the run
-    /// has `max_tasks` tasks; `keys` are recorded as the new task's.
+    /// Claim the next task id of `run_id` for the spawn `spawn_key`, unless a key of
+    /// `check` is another spawn's or the run has `max_tasks` tasks; `keys` are
+    /// recorded as the new task's.
     pub fn claim_task(
         &self,
         run_id: &str,
+        spawn_key: &str,
         check: &[String],
         keys: &[String],
         max_tasks: u64,
@@ -178,9 +187,9 @@ impl SharedBudgets {
         let json = |keys: &[String]| serde_json::to_string(keys).unwrap_or_else(|_| "[]".into());
         let claimed: i64 = self
             .conn()
-            .prepare_cached("SELECT agentflow_task_claim(?1, ?2, ?3, ?4)")?
+            .prepare_cached("SELECT agentflow_task_claim(?1, ?2, ?3, ?4, ?5)")?
             .query_row(
-                params![run_id, json(check), json(keys), max_tasks as i64],
+                params![run_id, json(check), json(keys), max_tasks as i64, spawn_key],
                 |r| r.get(0),
             )?;
         Ok(match claimed {
@@ -306,6 +315,67 @@ impl SharedBudgets {
         }
         Ok(())
     }
+}
+
+/// A lock held, for operators.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct LockView {
+    pub name: String,
+    pub task_id: u64,
+    pub host: String,
+    pub pid: u32,
+}
+
+/// What a run holds of its shared limits now, for operators (`agentflow inspect`).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct LimitsView {
+    /// Task ids claimed so far (the next one less one).
+    pub tasks_claimed: u64,
+    pub slots_in_use: u64,
+    pub locks: Vec<LockView>,
+}
+
+/// The shared limits of `run_id`, if its tasks keep them in the database (never on
+/// SQLite). Slots and locks of stopped processes are left out.
+pub fn view(conn: &super::Connection, run_id: &str) -> SqlResult<Option<LimitsView>> {
+    if !conn.is_postgres() {
+        return Ok(None);
+    }
+    let next: Option<i64> = conn
+        .query_row(
+            "SELECT next_task FROM run_counters WHERE run_id = ?1",
+            [run_id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let Some(next) = next else {
+        return Ok(None);
+    };
+    let now = now_ms();
+    let slots_in_use: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM run_slots WHERE run_id = ?1 AND expires_at >= ?2",
+        params![run_id, now],
+        |r| r.get(0),
+    )?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT name, task_id, host, pid FROM run_locks
+          WHERE run_id = ?1 AND expires_at >= ?2 ORDER BY name",
+    )?;
+    let locks = stmt
+        .query_map(params![run_id, now], |r| {
+            Ok(LockView {
+                name: r.get(0)?,
+                task_id: r.get::<_, i64>(1)? as u64,
+                host: r.get(2)?,
+                pid: r.get::<_, i64>(3)? as u32,
+            })
+        })?
+        .collect::<SqlResult<Vec<_>>>()?;
+    Ok(Some(LimitsView {
+        tasks_claimed: (next - 1).max(0) as u64,
+        slots_in_use: slots_in_use as u64,
+        locks,
+    }))
 }
 
 #[cfg(test)]

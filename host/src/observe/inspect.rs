@@ -20,6 +20,9 @@ pub struct RunView {
     /// The run's budget in the cluster's database, when its worker shared it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shared_budget: Option<crate::ledger::budgets::PoolView>,
+    /// Its task ids, slots and locks in the cluster's database, likewise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shared_limits: Option<crate::ledger::run_limits::LimitsView>,
 }
 
 /// A task with its reasoning steps and a count of its calls by kind.
@@ -266,10 +269,12 @@ pub fn load(conn: &Connection, run: &str) -> Result<Option<RunView>, LedgerError
         })
         .collect();
     let shared_budget = crate::ledger::budgets::view(conn, &run.run_id)?;
+    let shared_limits = crate::ledger::run_limits::view(conn, &run.run_id)?;
     Ok(Some(RunView {
         run,
         tasks,
         shared_budget,
+        shared_limits,
     }))
 }
 
@@ -432,6 +437,26 @@ pub fn render(view: &RunView) -> String {
             pool.holds,
             usd(p.carved_usd),
             usd(p.peak_usd),
+        );
+    }
+    if let Some(l) = view.shared_limits.as_ref().filter(|l| l.slots_in_use > 0) {
+        let locks: Vec<String> = (l.locks.iter())
+            .map(|k| {
+                format!(
+                    "`{}` by task {} ({} pid {})",
+                    k.name, k.task_id, k.host, k.pid
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "  limits shared by the workers: {} task slot(s) in use; locks held: {}",
+            l.slots_in_use,
+            if locks.is_empty() {
+                "none".into()
+            } else {
+                locks.join(", ")
+            }
         );
     }
     if r.status == Status::Waiting {

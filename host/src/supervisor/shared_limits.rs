@@ -66,17 +66,18 @@ impl Drop for SharedLock {
 }
 
 impl SharedPool {
-    /// Claim the next task id of the run ([`crate::ledger::run_limits::TaskClaim`]),
-    /// unless a key of `check` is another task's or the run has `max_tasks`; `keys`
-    /// become the new task's.
+    /// Claim the next task id of the run for spawn `spawn_key`
+    /// ([`crate::ledger::run_limits::TaskClaim`]), unless a key of `check` is another
+    /// spawn's or the run has `max_tasks`; `keys` become the new task's.
     pub(super) fn claim_task(
         &self,
+        spawn_key: &str,
         check: &[String],
         keys: &[String],
         max_tasks: u64,
     ) -> Result<TaskClaim, String> {
         self.budgets
-            .claim_task(&self.run_id, check, keys, max_tasks)
+            .claim_task(&self.run_id, spawn_key, check, keys, max_tasks)
             .map_err(|e| format!("the cluster's task counter is unavailable: {e}"))
     }
 

@@ -253,7 +253,7 @@ impl RunContext {
             let id = match self.budget.pool() {
                 None => tree.next_id,
                 // Spawns on other workers claim ids and duplicate keys of this run too.
-                Some(pool) => self.claim_shared_id(pool, &req, &norm)?,
+                Some(pool) => self.claim_shared_id(pool, &req, &norm, &spawn_key)?,
             };
             if let Err(e) = self.budget.add_child(parent, id, req.budget_usd) {
                 if let Some(pool) = self.budget.pool() {
@@ -439,6 +439,7 @@ impl RunContext {
         pool: &super::shared_budget::SharedPool,
         req: &SpawnRequest,
         norm: &str,
+        spawn_key: &str,
     ) -> Result<u64, SpawnRefusal> {
         let description = format!("d:{norm}");
         let mut keys = vec![description.clone()];
@@ -451,7 +452,7 @@ impl RunContext {
             None => Vec::new(),
         };
         let max = u64::from(self.settings.limits.max_tasks);
-        match pool.claim_task(&check, &keys, max) {
+        match pool.claim_task(spawn_key, &check, &keys, max) {
             Ok(TaskClaim::Id(id)) => Ok(id),
             Ok(TaskClaim::Duplicate(of)) => Err(SpawnRefusal::DuplicateTask(of)),
             Ok(TaskClaim::Full) => Err(SpawnRefusal::TooManyTasks(self.settings.limits.max_tasks)),
