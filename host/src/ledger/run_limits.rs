@@ -61,9 +61,9 @@ CREATE TABLE IF NOT EXISTS run_locks (
 /// returns the new id, or minus the task a check key belongs to, or 0 (the run has its
 /// `p_max` tasks). A key's claim stands once its task exists, or for five seconds while
 /// it is being created, against other spawns: the same spawn made again (its spawner
-/// resumed after dying before its task was recorded: `p_spawn` is the spawn's key)
-/// takes the claim over, and a claim whose task never came is dead after the five
-/// seconds. A run without a counter row (its pool opened by an older host) gets
+/// resumed after dying before its task was recorded: `p_spawn` is the spawn's key,
+/// recorded as the key `s:<spawn key>`) gets the id it claimed before and takes its
+/// keys over, and a claim whose task never came is dead after the five seconds. A run without a counter row (its pool opened by an older host) gets
 /// one from its recorded tasks and dedup keys. `agentflow_slot_take` returns the slot's
 /// id, or -1 when `p_max` are in use.
 pub const FUNCTIONS_SQL: &str = r#"
@@ -92,6 +92,7 @@ RETURNS bigint LANGUAGE plpgsql AS $fn$
 DECLARE
     v_next bigint;
     v_now bigint;
+    v_id bigint;
     dup bigint;
 BEGIN
     v_next := agentflow_run_counter(p_run);
@@ -108,12 +109,19 @@ BEGIN
     IF FOUND THEN
         RETURN -dup;
     END IF;
-    IF v_next > p_max THEN
-        RETURN 0;
+    -- The same spawn made again gets the id it claimed before (its task never came).
+    SELECT task_id INTO v_id FROM run_dedup WHERE run_id = p_run AND key = 's:' || p_spawn;
+    IF NOT FOUND THEN
+        IF v_next > p_max THEN
+            RETURN 0;
+        END IF;
+        UPDATE run_counters SET next_task = v_next + 1 WHERE run_id = p_run;
+        v_id := v_next;
     END IF;
-    UPDATE run_counters SET next_task = v_next + 1 WHERE run_id = p_run;
     INSERT INTO run_dedup (run_id, key, task_id, claimed_at, spawn_key)
-    SELECT p_run, k, v_next, v_now, p_spawn FROM jsonb_array_elements_text(p_keys::jsonb) AS k
+    SELECT p_run, k, v_id, v_now, p_spawn
+      FROM (SELECT jsonb_array_elements_text(p_keys::jsonb) AS k
+            UNION SELECT 's:' || p_spawn) AS keys
     ON CONFLICT (run_id, key) DO UPDATE
        SET task_id = excluded.task_id, claimed_at = excluded.claimed_at,
            spawn_key = excluded.spawn_key
@@ -121,7 +129,7 @@ BEGIN
         OR (run_dedup.claimed_at <= v_now - 5000
             AND NOT EXISTS (SELECT 1 FROM tasks t
                              WHERE t.run_id = run_dedup.run_id AND t.task_id = run_dedup.task_id));
-    RETURN v_next;
+    RETURN v_id;
 END
 $fn$;
 CREATE OR REPLACE FUNCTION agentflow_slot_take(p_run text, p_task bigint, p_max bigint,
