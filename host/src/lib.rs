@@ -192,6 +192,8 @@ pub struct Host {
     /// The connection to the budgets runs keep in the cluster's database, once a run
     /// needs it ([`runs::pooled`]).
     shared_budgets: std::sync::OnceLock<Arc<ledger::budgets::SharedBudgets>>,
+    /// Contexts of runs with their limits in the cluster's database ([`runs::pooled`]).
+    live_runs: std::sync::Mutex<std::collections::HashMap<String, std::sync::Weak<RunContext>>>,
 }
 
 impl Host {
@@ -225,6 +227,7 @@ impl Host {
             telemetry,
             offers_tasks: std::sync::atomic::AtomicBool::new(false),
             shared_budgets: std::sync::OnceLock::new(),
+            live_runs: Default::default(),
         })
     }
 
@@ -426,6 +429,7 @@ impl Host {
         let run = RunContext::new(run_id, services, settings);
         if let Some(pool) = pool {
             run.share_limits(pool);
+            self.register_live_run(&run);
         }
         if let Some(sink) = &self.notices {
             run.set_notices(sink.clone());

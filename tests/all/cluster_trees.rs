@@ -106,6 +106,9 @@ fn children_that_spawn_run_on_other_workers_within_the_runs_limits() {
         .chain([
             serde_json::json!({"spawn": {"description": "region late", "input": late}}),
             serde_json::json!({"wait_all": null}),
+            // The last id of the run: a grandchild another worker's child spawned,
+            // unknown to the root's worker until it reads it from the ledger.
+            serde_json::json!({"wait": 13}),
         ])
         .collect();
     let input = serde_json::Value::Array(root).to_string();
@@ -154,6 +157,12 @@ fn children_that_spawn_run_on_other_workers_within_the_runs_limits() {
         "six, one `once` and the late one: {output}"
     );
     assert_eq!(tasks, 13, "{output}");
+    let root: serde_json::Value = serde_json::from_str(&output).unwrap();
+    let last = &root.as_array().unwrap()[5];
+    assert!(
+        last["completed"].is_string(),
+        "the root waited for task 13: {last}"
+    );
     assert_eq!(max_id, 13, "task ids claimed from one counter, none twice");
     let once: i64 = pg.one(&q(
         "SELECT COUNT(*) FROM tasks WHERE run_id = 'RUN' AND dedup_key = 'once'",

@@ -65,27 +65,43 @@ impl Host {
             .into_iter()
             .filter(|e| e.task_id == id)
             .collect();
-        let (tools, _, _mcp) = self.run_tool_set(&stored.tools, &stored.tool_builds)?;
-        let mut settings = stored.settings(stored_hash, &self.config);
         let shared = ledger::budgets::has_pool(&reader, run_id)?;
-        if !shared {
-            // A run without a shared pool offers only children with a share of their
-            // own: that share is its whole budget here.
-            settings.budget_usd = task
-                .budget_usd
-                .ok_or_else(|| anyhow::anyhow!("offered task {id} of run {run_id} has no share"))?;
-            settings.budget_tokens = None;
-        }
-        let run = self.run_context_with(run_id.to_string(), &stored, tools, settings);
+        // A run of this worker's, or one it executes another task of: the task runs in
+        // that context (the run's tree, tools and limits are there already).
+        // (A first execution only: one taken over replays spawns a fresh tree knows.)
+        let live = self
+            .live_run(run_id)
+            .filter(|_| shared && claim.claims == 1);
+        let (run, _mcp) = match live {
+            Some(run) => {
+                run.learn_task(id);
+                (run, None)
+            }
+            None => {
+                let (tools, _, mcp) = self.run_tool_set(&stored.tools, &stored.tool_builds)?;
+                let mut settings = stored.settings(stored_hash, &self.config);
+                if !shared {
+                    // A run without a shared pool offers only children with a share of
+                    // their own: that share is its whole budget here.
+                    settings.budget_usd = task.budget_usd.ok_or_else(|| {
+                        anyhow::anyhow!("offered task {id} of run {run_id} has no share")
+                    })?;
+                    settings.budget_tokens = None;
+                }
+                let run = self.run_context_with(run_id.to_string(), &stored, tools, settings);
+                if run.budget.is_shared() {
+                    // The whole run as recorded: its ancestors (whose grants hold here
+                    // too), the tasks its spawns may depend on; it draws on the run's
+                    // pool in the database (its own share, or its spawner's), which
+                    // one the run's tasks tell.
+                    run.restore_tree_to_execute(&tasks);
+                } else {
+                    run.restore_tree(std::slice::from_ref(&task));
+                }
+                (run, Some(mcp))
+            }
+        };
         let shared = run.budget.is_shared();
-        if shared {
-            // The whole run as recorded: its ancestors (whose grants hold here too), the
-            // tasks its spawns may depend on; it draws on the run's pool in the database
-            // (its own share, or its spawner's), which one the run's tasks tell.
-            run.restore_tree_to_execute(&tasks);
-        } else {
-            run.restore_tree(std::slice::from_ref(&task));
-        }
         // (Nothing, with a shared pool: its calls were settled there when made.)
         stored::charge_recorded(&run.budget, &events);
         let replay = stored::replay_start(events, &reader, &self.ledger)?;
@@ -146,6 +162,7 @@ impl Host {
             outcome
         };
         let outcome = tokio::select! {
+            biased;
             outcome = executed => Some(outcome),
             () = self.cut_off(run_id, id, &ancestors) => None,
             () = self.renew_claim(run_id, id) => None,

@@ -23,6 +23,7 @@ impl Host {
         let opened = budgets.clone();
         tokio::task::spawn_blocking(move || opened.open(&id, usd, tokens)).await??;
         run.share_limits(SharedPool::new(budgets.clone(), run.run_id.clone()));
+        self.register_live_run(run);
         Ok(())
     }
 
@@ -56,5 +57,18 @@ impl Host {
                 None
             }
         }
+    }
+
+    /// Remember `run` (its limits in the cluster's database) while it lives: the
+    /// offered tasks of its run this host claims execute in it.
+    pub(crate) fn register_live_run(&self, run: &Arc<RunContext>) {
+        let mut live = self.live_runs.lock().unwrap();
+        live.retain(|_, r| r.strong_count() > 0);
+        live.insert(run.run_id.clone(), Arc::downgrade(run));
+    }
+
+    /// The live context of `run_id` on this host, if it has one.
+    pub(crate) fn live_run(&self, run_id: &str) -> Option<Arc<RunContext>> {
+        self.live_runs.lock().unwrap().get(run_id)?.upgrade()
     }
 }

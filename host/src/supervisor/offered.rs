@@ -117,6 +117,60 @@ impl RunContext {
         });
     }
 
+    /// Whether task `id` is known here — learning it (and its ancestors unknown here)
+    /// from the ledger, in a run whose tasks execute on several workers, when it was
+    /// spawned elsewhere after this process read the run (a grandchild of another
+    /// worker's child, say): its end is then watched there, and its budget owner known.
+    pub fn learn_task(&self, id: u64) -> bool {
+        if self.tree.lock().unwrap().nodes.contains_key(&id) {
+            return true;
+        }
+        if !self.budget.is_shared() {
+            return false;
+        }
+        let tasks = self
+            .ledger
+            .with_reader(|conn| crate::ledger::query::resume_tasks(conn, &self.run_id));
+        let Ok(Ok(tasks)) = tasks else {
+            return false;
+        };
+        let by_id: std::collections::HashMap<u64, _> =
+            tasks.into_iter().map(|t| (t.task_id, t)).collect();
+        let mut tree = self.tree.lock().unwrap();
+        let mut next = Some(id);
+        while let Some(task) = next.and_then(|i| by_id.get(&i)) {
+            if tree.nodes.contains_key(&task.task_id) {
+                break;
+            }
+            let outcome = match task.status {
+                Status::Completed => Some(TaskOutcome::Completed(
+                    task.output.clone().unwrap_or_default(),
+                )),
+                Status::Failed => Some(TaskOutcome::Failed(task.error.clone().unwrap_or_default())),
+                Status::Cancelled => Some(TaskOutcome::Cancelled),
+                _ => None,
+            };
+            if let Some(parent) = task.parent_id {
+                let ended = outcome.is_some();
+                self.budget
+                    .register(parent, task.task_id, task.budget_usd, ended);
+            }
+            tree.nodes.insert(
+                task.task_id,
+                super::TaskNode {
+                    parent: task.parent_id,
+                    agent: task.agent.clone(),
+                    description: task.description.clone(),
+                    children: Vec::new(),
+                    outcome: tokio::sync::watch::channel(outcome).0,
+                    abort: None,
+                },
+            );
+            next = task.parent_id;
+        }
+        tree.nodes.contains_key(&id)
+    }
+
     /// Read the ends of the watched tasks other workers drive from the ledger, and
     /// wake whoever waits for those that ended.
     fn learn_ends_elsewhere(&self) {

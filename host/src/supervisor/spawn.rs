@@ -209,6 +209,12 @@ impl RunContext {
             });
 
         let mut depends_on = req.depends_on.clone();
+        for d in &depends_on {
+            let (Dependency::After(dep)
+            | Dependency::DataFrom(dep)
+            | Dependency::ExclusiveWith(dep)) = d;
+            self.learn_task(*dep);
+        }
         let (id, rx_deps, component, agent_label) = {
             let mut tree = self.tree.lock().unwrap();
             // Re-check what a concurrent spawn may have changed since the first look.

@@ -49,6 +49,21 @@ pub(super) struct TaskTree {
     pub(super) elsewhere: HashSet<u64>,
 }
 
+/// Takes task `id` out of [`TaskTree::finishing`] when dropped armed.
+struct Unfinished<'a> {
+    tree: &'a std::sync::Mutex<TaskTree>,
+    id: u64,
+    armed: bool,
+}
+
+impl Drop for Unfinished<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.tree.lock().unwrap().finishing.remove(&self.id);
+        }
+    }
+}
+
 impl TaskTree {
     /// A receiver of task `id`'s outcome, if the task is known. In a run whose tasks
     /// execute on several workers (`shared`), an open task not started here is one
@@ -179,6 +194,14 @@ impl RunContext {
         if !first {
             return false;
         }
+        // Dropped before the end is known here (its caller's future dropped while the
+        // end is being recorded), the next `end` — the recorded one read back — may
+        // still finish it.
+        let mut unfinished = Unfinished {
+            tree: &self.tree,
+            id,
+            armed: true,
+        };
         let (status, output, error) = match outcome.clone() {
             TaskOutcome::Completed(out) => (Status::Completed, Some(out), None),
             TaskOutcome::Failed(e) => (Status::Failed, None, Some(e)),
@@ -266,6 +289,7 @@ impl RunContext {
                 node.outcome.send_replace(Some(outcome));
             }
         }
+        unfinished.armed = false;
         self.mark_finished(id);
         true
     }
@@ -291,6 +315,7 @@ impl RunContext {
     /// Wait for task `id`; `None` if the caller may not wait for it (unknown, itself
     /// or one of its ancestors, which would deadlock).
     pub async fn wait(&self, caller: u64, id: u64) -> Option<TaskOutcome> {
+        self.learn_task(id);
         let mut rx = {
             let mut tree = self.tree.lock().unwrap();
             if !tree.nodes.contains_key(&id) || tree.is_ancestor_or_self(id, caller) {
