@@ -178,10 +178,12 @@ impl Host {
         Ok(outcome)
     }
 
-    /// Resolves once task `id` of `run_id` must stop ([`ledger::offers::cut_off`]).
+    /// Resolves once task `id` of `run_id` must stop ([`ledger::offers::cut_off`]):
+    /// looked at every half second (not at every change announced in the cluster:
+    /// with many tasks in flight, that is many reads for nothing).
     async fn cut_off(&self, run_id: &str, id: u64, ancestors: &[u64]) {
         loop {
-            self.ledger.changed_within(Duration::from_millis(500)).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
             let why = self
                 .ledger
                 .with_reader(|conn| ledger::offers::cut_off(conn, run_id, id, ancestors));
