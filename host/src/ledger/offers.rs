@@ -1,11 +1,12 @@
 //! Tasks offered to a cluster's workers (PostgreSQL ledgers only): how a child task
 //! spawned on one worker runs on another.
 //!
-//! The worker executing a run offers a child (a row of `task_offers`) instead of
-//! running it, when the child can run apart: it sits at the run's deepest level, so it
-//! spawns nothing, and what it spends is reserved where every worker sees it — the
-//! run's shared pool ([`super::budgets`]), or a share of its own
-//! ([`crate::supervisor`] decides). Any worker claims an open offer with `FOR UPDATE
+//! The worker executing a task offers a child (a row of `task_offers`) instead of
+//! running it, when the child can run apart: always in a run whose budget and limits
+//! are rows every worker sees ([`super::budgets`], [`super::run_limits`]) — the
+//! worker executing the child offers the child's own children in turn — else only a
+//! child at the run's deepest level with a share of its own ([`crate::supervisor`]
+//! decides). Any worker claims an open offer with `FOR UPDATE
 //! SKIP LOCKED` (two workers never claim the same one), renews its lease every
 //! heartbeat while it executes the task, records the task's end like any task's
 //! (`tasks.status`), and closes the offer. The spawner reads that end from the

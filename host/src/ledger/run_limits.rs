@@ -258,7 +258,8 @@ impl SharedBudgets {
     }
 
     /// Take lock `name` of `run_id` for `task`: `None` when taken, else the task that
-    /// holds it.
+    /// holds it. A row only its holder lets go of, or its expiry frees: even the same
+    /// task (resumed elsewhere after its worker died) waits for its old row to expire.
     pub fn take_lock(&self, run_id: &str, name: &str, task: u64) -> SqlResult<Option<u64>> {
         let holder = self.holder();
         let now = now_ms();
@@ -270,7 +271,7 @@ impl SharedBudgets {
                  ON CONFLICT (run_id, name) DO UPDATE
                     SET task_id = excluded.task_id, host = excluded.host, pid = excluded.pid,
                         expires_at = excluded.expires_at
-                  WHERE run_locks.expires_at < ?7 OR run_locks.task_id = excluded.task_id
+                  WHERE run_locks.expires_at < ?7
                  RETURNING task_id",
             )?
             .query_row(
