@@ -166,6 +166,12 @@ impl RunContext {
                     abort: None,
                 },
             );
+            // What it holds while it runs, and how long it may: as a restored tree has.
+            if let Some(ms) = task.timeout_ms {
+                tree.timeouts.insert(task.task_id, ms);
+            }
+            let names: Vec<String> = serde_json::from_str(&task.resources).unwrap_or_default();
+            tree.resources.insert(task.task_id, names);
             next = task.parent_id;
         }
         tree.nodes.contains_key(&id)
