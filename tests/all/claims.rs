@@ -362,17 +362,7 @@ fn max_overlap(db: &Path, run_id: &str) -> usize {
         .map(Result::unwrap)
         .collect();
     assert_eq!(spans.len(), 6, "every child logged");
-    let mut edges: Vec<(i64, i32)> = spans
-        .iter()
-        .flat_map(|&(start, end)| [(start, 1), (end, -1)])
-        .collect();
-    edges.sort();
-    let (mut now, mut peak) = (0i32, 0i32);
-    for (_, delta) in edges {
-        now += delta;
-        peak = peak.max(now);
-    }
-    peak as usize
+    crate::support::most_at_once(spans)
 }
 
 /// `--require-approval-over-usd X`: a child whose estimated cost is over X waits for a

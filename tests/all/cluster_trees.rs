@@ -52,18 +52,7 @@ fn spans_of(pg: &PgDb, run_id: &str, filter: &str) -> Vec<(u64, u64, bool)> {
 
 /// The most intervals open at once.
 fn most_at_once(intervals: &[(u64, u64, bool)]) -> usize {
-    let mut edges: Vec<(u64, i32)> = intervals
-        .iter()
-        .flat_map(|(a, b, _)| [(*a, 1), (*b, -1)])
-        .collect();
-    // An end before a start at the same millisecond: touching is not overlapping.
-    edges.sort();
-    let (mut open, mut most) = (0i32, 0i32);
-    for (_, d) in edges {
-        open += d;
-        most = most.max(open);
-    }
-    most as usize
+    crate::support::most_at_once(intervals.iter().map(|(a, b, _)| (*a as i64, *b as i64)))
 }
 
 /// Three children, each spawning three grandchildren — one holding the `db`

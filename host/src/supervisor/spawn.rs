@@ -232,15 +232,16 @@ impl RunContext {
                     | Dependency::DataFrom(i)
                     | Dependency::ExclusiveWith(i) => *i,
                 };
-                let node = tree.nodes.get(&dep_id).ok_or_else(|| {
-                    SpawnRefusal::InvalidRequest(format!("dependency on unknown task {dep_id}"))
-                })?;
+                if !tree.nodes.contains_key(&dep_id) {
+                    return Err(SpawnRefusal::InvalidRequest(format!(
+                        "dependency on unknown task {dep_id}"
+                    )));
+                }
                 if tree.is_ancestor_or_self(dep_id, parent) {
                     return Err(SpawnRefusal::InvalidRequest(format!(
                         "task {dep_id} is an ancestor of the spawner: depending on it would deadlock"
                     )));
                 }
-                let _ = node;
                 if !matches!(d, Dependency::ExclusiveWith(_))
                     && let Some(rx) = tree.watch(dep_id, self.budget.is_shared())
                 {

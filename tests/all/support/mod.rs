@@ -305,3 +305,19 @@ where
         .max()
         .unwrap_or(0)
 }
+
+/// The most of `spans` (start, end) open at once; an end and a start at the same
+/// instant do not overlap.
+pub fn most_at_once(spans: impl IntoIterator<Item = (i64, i64)>) -> usize {
+    let mut edges: Vec<(i64, i32)> = spans
+        .into_iter()
+        .flat_map(|(start, end)| [(start, 1), (end, -1)])
+        .collect();
+    edges.sort();
+    let (mut open, mut most) = (0i32, 0i32);
+    for (_, delta) in edges {
+        open += delta;
+        most = most.max(open);
+    }
+    most as usize
+}
